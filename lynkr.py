@@ -121,6 +121,18 @@ KNOWN_CLAUDE_MODELS = (
     ("claude-haiku-4-5", "Claude Haiku 4.5"),
 )
 MODELS_CREATED_AT = "2025-01-01T00:00:00Z"
+# Published output limits, matched on the upstream target after MODEL_MAX_TOKENS: without them,
+# Claude Code's max_tokens of 128000 is a 400 from every model that allows 64000 or 32000.
+BUILTIN_MAX_OUTPUT_TOKENS = (
+    ("*claude-3-5-haiku*", 8192),
+    ("*claude-3-5-sonnet*", 8192),
+    ("*claude-3-7-sonnet*", 64000),
+    ("*claude-opus-4-1*", 32000),
+    ("*claude-opus-4", 32000),
+    ("*claude-opus-4-5*", 64000),
+    ("*claude-sonnet-4*", 64000),
+    ("*claude-haiku-4-5*", 64000),
+)
 
 # == 2. Errors ==
 
@@ -1287,9 +1299,14 @@ class ModelRouter:
         return self.default or model
 
     def clamp_max_tokens(self, model: str, max_tokens: int) -> int:
-        lowered = model.lower()
+        """MODEL_MAX_TOKENS globs match the client's model name or the upstream target; then the
+        built-in output limits of known Claude models apply to the target (Claude Code asks up to 128000)."""
+        target = self.target(model).lower()
         for glob, cap in self.caps:
-            if fnmatch.fnmatchcase(lowered, glob):
+            if fnmatch.fnmatchcase(model.lower(), glob) or fnmatch.fnmatchcase(target, glob):
+                return min(max_tokens, cap)
+        for glob, cap in BUILTIN_MAX_OUTPUT_TOKENS:
+            if fnmatch.fnmatchcase(target, glob):
                 return min(max_tokens, cap)
         return max_tokens
 
@@ -2179,7 +2196,16 @@ class AnthropicNativeProvider(Provider):
         target = self.router.target(model)
         self._note(http_req, model, target)
         body = fold_system_messages(req)
-        body = {**body, "model": target, "max_tokens": self.router.clamp_max_tokens(model, req["max_tokens"])}
+        max_tokens = self.router.clamp_max_tokens(model, req["max_tokens"])
+        body = {**body, "model": target, "max_tokens": max_tokens}
+        thinking = body.get("thinking")
+        if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int) \
+                and thinking["budget_tokens"] >= max_tokens:
+            # A budget must stay below max_tokens; clamping max_tokens must not turn the request into a 400.
+            if max_tokens - 1 >= MIN_THINKING_BUDGET:
+                body["thinking"] = {**thinking, "budget_tokens": max_tokens - 1}
+            else:
+                body.pop("thinking")
         stream = bool(req.get("stream"))
         resp = await self._post(self.messages_url, self.upstream_headers(http_req), body, stream)
         if resp.status != 200:
