@@ -2443,16 +2443,17 @@ class App:
         origin = req.headers.get("origin")
         if origin and origin != "null":
             origin_host = urllib.parse.urlsplit(origin).hostname or ""
-            if not self._host_allowed(origin_host) and not (not self.bound_to_loopback and origin_host == host):
+            same_origin = not self.bound_to_loopback and origin_host == host
+            if not (self._host_allowed(origin_host) or same_origin):
                 raise PermissionDenied(f"cross-origin request from {origin!r} refused (LYNKR_ALLOWED_HOSTS)")
         elif origin == "null":
             raise PermissionDenied("requests from opaque origins are refused")
         if self.cfg.api_key:
-            given = req.headers.get("x-api-key", "")
+            # Claude Code sends x-api-key (ANTHROPIC_API_KEY) or Bearer (ANTHROPIC_AUTH_TOKEN), sometimes both.
             auth = req.headers.get("authorization", "")
-            if auth[:7].lower() == "bearer ":
-                given = given if secrets.compare_digest(given.encode(), self.cfg.api_key.encode()) else auth[7:].strip()
-            if not secrets.compare_digest(given.encode(), self.cfg.api_key.encode()):
+            candidates = [req.headers.get("x-api-key", ""), auth[7:].strip() if auth[:7].lower() == "bearer " else ""]
+            expected = self.cfg.api_key.encode()
+            if not any(secrets.compare_digest(c.encode(), expected) for c in candidates):
                 raise AuthenticationFailed("invalid or missing API key: send LYNKR_API_KEY as x-api-key or Bearer token")
 
     # -- dispatch --
