@@ -275,6 +275,8 @@ class Request:
     request_id: str = ""
     # Filled in by handlers for the access log: provider, model, tokens, ...
     log: dict[str, Any] = field(default_factory=dict)
+    # Extra response headers handlers want sent (upstream rate-limit headers, cache status, ...)
+    reply_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -1953,6 +1955,10 @@ class AnthropicStreamRelay:
         return f"event: {name}\ndata: {data}\n\n".encode()
 
 
+async def _single_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 def message_to_sse(message: dict[str, Any]) -> bytes:
     """A complete Anthropic message -> the equivalent SSE event sequence (for JSON-only upstreams)."""
     usage = dict(message.get("usage") or {})
@@ -2034,6 +2040,18 @@ class Provider:
         self.router = ModelRouter(cfg.model_map, cfg.model_default, cfg.model_max_tokens)
 
     async def create_message(self, req: dict[str, Any], http_req: Request) -> Response:
+        """Answer a validated Messages request: an SSE stream or the JSON message."""
+        if req.get("stream"):
+            return Response(200, list(SSE_HEADERS), stream=await self.open_stream(req, http_req))
+        message, raw = await self.complete(req, http_req)
+        return Response(200, [("content-type", "application/json")], raw if raw is not None else json_bytes(message))
+
+    async def open_stream(self, req: dict[str, Any], http_req: Request) -> AsyncIterator[bytes]:
+        """Start the upstream call (raising LynkrError before any byte) and return Anthropic SSE bytes."""
+        raise NotConfigured(NOT_CONFIGURED_MESSAGE, headers={"x-should-retry": "false"})
+
+    async def complete(self, req: dict[str, Any], http_req: Request) -> tuple[dict[str, Any], bytes | None]:
+        """Non-streaming call: (Anthropic message, the upstream's own bytes when they can pass unchanged)."""
         raise NotConfigured(NOT_CONFIGURED_MESSAGE, headers={"x-should-retry": "false"})
 
     async def count_tokens(self, req: dict[str, Any], http_req: Request) -> int:
@@ -2089,23 +2107,21 @@ class DatabricksOpenAIProvider(Provider):
         detail = f" {code}" if code else ""
         return LynkrError(f"{self.label} returned HTTP {status}{detail}: {message}", status=status_out, headers=extra)
 
-    async def create_message(self, req: dict[str, Any], http_req: Request) -> Response:
+    async def _call(self, req: dict[str, Any], http_req: Request, stream: bool) -> UpstreamResponse:
         model = req["model"]
         target = self.router.target(model)
         self._note(http_req, model, target)
         max_tokens = self.router.clamp_max_tokens(model, req["max_tokens"])
-        body, dropped = anthropic_to_openai(req, max_tokens)
+        body, dropped = anthropic_to_openai({**req, "stream": stream}, max_tokens)
         if dropped:
             self.log.info("dropped server tools the upstream cannot run", request_id=http_req.request_id,
                           tools=dropped, provider=self.name)
-        stream = bool(req.get("stream"))
         resp = await self._post(self.url_for(target), [("authorization", f"Bearer {self.key}")], body, stream)
         if resp.status != 200:
             raise self.upstream_error(resp.status, await self._read_error(resp), resp.headers)
-        stops = list(req.get("stop_sequences") or [])
-        if stream and "text/event-stream" in resp.headers.get("content-type", "text/event-stream"):
-            translator = OpenAIStreamTranslator(model, stops)
-            return Response(200, list(SSE_HEADERS), stream=self._stream(resp, translator, http_req))
+        return resp
+
+    async def _read_message(self, resp: UpstreamResponse, req: dict[str, Any], http_req: Request) -> dict[str, Any]:
         raw = await resp.read()
         try:
             obj = json.loads(raw)
@@ -2113,11 +2129,21 @@ class DatabricksOpenAIProvider(Provider):
             raise UpstreamUnavailable(f"{self.label} answered with invalid JSON") from None
         if not isinstance(obj, dict):
             raise UpstreamUnavailable(f"{self.label} answered with an unexpected JSON value")
-        message = openai_to_anthropic(obj, model, stops)
+        message = openai_to_anthropic(obj, req["model"], list(req.get("stop_sequences") or []))
         http_req.log.update(usage=message["usage"])
-        if stream:  # the upstream ignored stream:true; still give the client a valid SSE stream
-            return Response(200, list(SSE_HEADERS), message_to_sse(message))
-        return json_response(200, message)
+        return message
+
+    async def complete(self, req: dict[str, Any], http_req: Request) -> tuple[dict[str, Any], bytes | None]:
+        resp = await self._call(req, http_req, stream=False)
+        return await self._read_message(resp, req, http_req), None
+
+    async def open_stream(self, req: dict[str, Any], http_req: Request) -> AsyncIterator[bytes]:
+        resp = await self._call(req, http_req, stream=True)
+        if "text/event-stream" not in resp.headers.get("content-type", "text/event-stream"):
+            # The upstream ignored stream:true; still give the client a valid SSE stream.
+            return _single_chunk(message_to_sse(await self._read_message(resp, req, http_req)))
+        translator = OpenAIStreamTranslator(req["model"], list(req.get("stop_sequences") or []))
+        return self._stream(resp, translator, http_req)
 
     async def _stream(self, resp: UpstreamResponse, translator: OpenAIStreamTranslator,
                       http_req: Request) -> AsyncIterator[bytes]:
@@ -2191,7 +2217,7 @@ class AnthropicNativeProvider(Provider):
         return LynkrError(f"{self.label}: {message}", status=status_out, headers=forwarded_headers(headers),
                           raw_body=passthrough)
 
-    async def create_message(self, req: dict[str, Any], http_req: Request) -> Response:
+    async def _call(self, req: dict[str, Any], http_req: Request, stream: bool) -> UpstreamResponse:
         model = req["model"]
         target = self.router.target(model)
         self._note(http_req, model, target)
@@ -2206,23 +2232,33 @@ class AnthropicNativeProvider(Provider):
                 body["thinking"] = {**thinking, "budget_tokens": max_tokens - 1}
             else:
                 body.pop("thinking")
-        stream = bool(req.get("stream"))
+        body["stream"] = stream
         resp = await self._post(self.messages_url, self.upstream_headers(http_req), body, stream)
         if resp.status != 200:
             raise self.upstream_error(resp.status, await self._read_error(resp), resp.headers)
-        extra = forwarded_headers(resp.headers)
-        if stream and "text/event-stream" in resp.headers.get("content-type", "text/event-stream"):
-            return Response(200, [*SSE_HEADERS, *extra.items()], stream=self._relay(resp, http_req))
+        http_req.reply_headers.update(forwarded_headers(resp.headers))
+        return resp
+
+    async def _read_message(self, resp: UpstreamResponse, http_req: Request) -> tuple[dict[str, Any], bytes]:
         raw = await resp.read()
         try:
             message = json.loads(raw)
         except ValueError:
             raise UpstreamUnavailable(f"{self.label} answered with invalid JSON") from None
-        if isinstance(message, dict):
-            http_req.log.update(usage=message.get("usage"))
-        if stream and isinstance(message, dict):
-            return Response(200, list(SSE_HEADERS), message_to_sse(message))
-        return Response(200, [("content-type", "application/json"), *extra.items()], raw)
+        if not isinstance(message, dict):
+            raise UpstreamUnavailable(f"{self.label} answered with an unexpected JSON value")
+        http_req.log.update(usage=message.get("usage"))
+        return message, raw
+
+    async def complete(self, req: dict[str, Any], http_req: Request) -> tuple[dict[str, Any], bytes | None]:
+        return await self._read_message(await self._call(req, http_req, stream=False), http_req)
+
+    async def open_stream(self, req: dict[str, Any], http_req: Request) -> AsyncIterator[bytes]:
+        resp = await self._call(req, http_req, stream=True)
+        if "text/event-stream" not in resp.headers.get("content-type", "text/event-stream"):
+            message, _raw = await self._read_message(resp, http_req)
+            return _single_chunk(message_to_sse(message))
+        return self._relay(resp, http_req)
 
     async def _relay(self, resp: UpstreamResponse, http_req: Request) -> AsyncIterator[bytes]:
         relay = AnthropicStreamRelay()
@@ -2497,6 +2533,7 @@ class App:
             self.log.error("unhandled error", request_id=req.request_id, error=repr(exc), path=req.path)
             response = self.error_response(LynkrError(f"internal error in lynkr (request id {req.request_id})"),
                                            req.request_id)
+        response.headers.extend(req.reply_headers.items())
         response.headers.append(("request-id", req.request_id))
         if response.stream is not None:
             response.stream = self._logged_stream(response.stream, req, response.status, started)
