@@ -30,9 +30,14 @@ Sections (``grep -n '^# == ' lynkr.py`` prints this map; each section uses only 
     8. Translation     pure functions: request validation, Anthropic <-> OpenAI chat, token estimate
     9. Streaming       incremental upstream stream -> Anthropic SSE state machines, pings
    10. Providers       PROVIDERS registry: databricks, azure-anthropic
-   11. API routes      ROUTES registry; the one place errors become responses
-   12. App lifecycle   wiring, signals, startup and shutdown
-   13. CLI             main(argv) and the __main__ guard
+   11. Stores          SQLite (one writer thread, WAL, numbered migrations): sessions, tasks
+   12. Cache           prompt fingerprint -> LRU + TTL answers
+   13. Policy          every gate in one place: tools, paths, web hosts, limits
+   14. Tools           TOOLS registry + @tool: files, patches, search, tasks, web
+   15. Orchestrator    the agent loop: provider <-> tools <-> policy <-> stores <-> cache
+   16. API routes      ROUTES registry; the one place errors become responses
+   17. App lifecycle   wiring, signals, startup and shutdown
+   18. CLI             main(argv) and the __main__ guard
 """
 
 # == 0. Header ==
@@ -41,7 +46,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import concurrent.futures
+import contextlib
 import fnmatch
+import hashlib
+import html.parser
 import http
 import ipaddress
 import json
@@ -49,10 +59,14 @@ import math
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
+import sqlite3
 import ssl
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -103,6 +117,8 @@ ESTIMATE_TOKENS_PER_IMAGE = 1600
 ESTIMATE_TOKENS_PER_MESSAGE = 4
 # Claude Code's first system block changes on every request; it is metadata, not prompt.
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
+# .env files, git internals and private keys stay out of reach of the model's file tools.
+DEFAULT_FILE_BLOCKED_PATHS_TEXT = ".env,.env.*,.git,*.pem,id_rsa*"
 # Only these prefixes are read from a .env file: it usually belongs to the user's own app.
 DOTENV_PREFIXES = (
     "MODEL_", "DATABRICKS_", "AZURE_", "PROMPT_CACHE_", "POLICY_", "MCP_",
@@ -277,6 +293,8 @@ class Request:
     log: dict[str, Any] = field(default_factory=dict)
     # Extra response headers handlers want sent (upstream rate-limit headers, cache status, ...)
     reply_headers: dict[str, str] = field(default_factory=dict)
+    # Path parameters of templated routes (`/v1/tools/{name}` -> {"name": ...}).
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -461,6 +479,21 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "UPSTREAM_CONNECT_TIMEOUT_MS": ("10000", "Upstream TCP+TLS connect timeout."),
     "UPSTREAM_READ_TIMEOUT_MS": ("600000", "Longest upstream silence before timeout_error."),
     "SHUTDOWN_GRACE_MS": ("10000", "On SIGTERM, how long in-flight requests may finish."),
+    "PROMPT_CACHE_ENABLED": ("true", "Answer identical final prompts from the local cache."),
+    "PROMPT_CACHE_TTL_MS": ("300000", "How long a cached answer stays valid."),
+    "PROMPT_CACHE_MAX_ENTRIES": ("64", "Cache size; least recently used answers are evicted."),
+    "LYNKR_TOOLS": ("mcp_*", "Server tools offered on every request (comma list of names or globs)."),
+    "LYNKR_SHOW_TOOL_ACTIVITY": ("true", "Append a text record of each server tool call to the reply."),
+    "LYNKR_TOOL_ACTIVITY_MAX_CHARS": ("2000", "Longest tool result kept in that record."),
+    "LYNKR_TOOL_TIMEOUT_MS": ("120000", "Longest a server tool may run."),
+    "POLICY_MAX_STEPS": ("8", "Model rounds per request when server tools run."),
+    "POLICY_MAX_TOOL_CALLS": ("32", "Server tool calls per request."),
+    "POLICY_DISALLOWED_TOOLS": ("", "Server tools that may never run (comma list of names or globs)."),
+    "POLICY_FILE_BLOCKED_PATHS": (DEFAULT_FILE_BLOCKED_PATHS_TEXT, "Paths tools may not read or write (globs; "
+                                  "a pattern without '/' matches any path component)."),
+    "WEB_SEARCH_ENDPOINT": ("", "SearxNG search URL for web_search, e.g. http://127.0.0.1:8888/search."),
+    "WEB_SEARCH_ALLOWED_HOSTS": ("", "If set, the only hosts web tools may reach (globs); also admits private ones."),
+    "WEB_FETCH_MAX_BYTES": ("2097152", "Largest page web_fetch downloads."),
     "LOG_FORMAT": ("json", "json | text."),
     "LOG_LEVEL": ("info", "debug | info | warning | error."),
     "LOG_BODIES": ("false", "Log request bodies (prompts!). Keys are never logged."),
@@ -2380,7 +2413,1482 @@ def make_provider(cfg: Config, client: HTTPClient, log: Logger) -> Provider:
     return factory(cfg, client, log)
 
 
-# == 11. API routes ==
+# == 11. Stores ==
+#
+# One SQLite file (SESSION_DB_PATH) holds sessions, turns and tasks. Every statement runs on one
+# dedicated thread, so the event loop never blocks and writes never contend; WAL with
+# synchronous=NORMAL survives a killed process with every committed turn. Migrations are numbered
+# functions whose names are recorded once applied (the simonw/llm pattern).
+
+
+def _m001_sessions(db: sqlite3.Connection) -> None:
+    db.executescript("""
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            history TEXT NOT NULL DEFAULT '[]'   -- hashes of the client-visible messages seen, in order
+        );
+        CREATE TABLE turns (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            kind TEXT NOT NULL,                  -- user | assistant | server_tool
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,               -- JSON
+            model TEXT,
+            usage TEXT,                          -- JSON
+            cache TEXT,                          -- hit | miss | bypass
+            request_id TEXT
+        );
+        CREATE INDEX turns_by_session ON turns(session_id, id);
+    """)
+
+
+def _m002_tasks(db: sqlite3.Connection) -> None:
+    db.executescript("""
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            title TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'todo',
+            priority TEXT NOT NULL DEFAULT 'medium',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks]
+
+
+def apply_migrations(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    for migration in MIGRATIONS:
+        name = migration.__name__.lstrip("_")
+        if name in applied:
+            continue
+        with db:
+            migration(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+
+
+class Store:
+    """SQLite behind a single worker thread: `await store.run(fn, *args)` runs fn(db, *args) there."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lynkr-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            apply_migrations(db)
+            self._db = db
+        return self._db
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        return fn(self._connection(), *args)
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn, args)
+
+    def close(self) -> None:
+        def _close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        self._executor.submit(_close).result(timeout=10)
+        self._executor.shutdown(wait=True)
+
+
+def message_hash(message: dict[str, Any]) -> str:
+    """A stable identity for a message as clients echo it (cache_control markers move between turns)."""
+    content = message.get("content")
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+    clean = [{k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b for b in blocks]
+    canonical = json.dumps({"role": message.get("role"), "content": clean}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+@dataclass
+class TurnRecord:
+    """What one /v1/messages exchange adds to a session."""
+
+    session_id: str
+    request_id: str
+    model: str
+    messages: list[dict[str, Any]]  # the client's full history as sent
+    server_turns: list[dict[str, Any]] = field(default_factory=list)  # assistant/user messages the client never saw
+    reply: dict[str, Any] | None = None  # the client-visible assistant message
+    usage: dict[str, Any] | None = None
+    cache: str = "bypass"
+
+
+def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
+    """Append only what this session has not seen yet; returns how many turns were written."""
+    now = time.time()
+    row = db.execute("SELECT history FROM sessions WHERE id = ?", (turn.session_id,)).fetchone()
+    seen: list[str] = json.loads(row[0]) if row else []
+    incoming = [message_hash(m) for m in turn.messages]
+    common = 0
+    while common < min(len(seen), len(incoming)) and seen[common] == incoming[common]:
+        common += 1
+    history = incoming[:]
+    rows: list[tuple[Any, ...]] = []
+    for message in turn.messages[common:]:
+        kind = "user" if message.get("role") != "assistant" else "assistant"
+        rows.append((kind, message.get("role"), json_dumps(message.get("content")), None, None, None))
+    for message in turn.server_turns:
+        rows.append(("server_tool", message.get("role"), json_dumps(message.get("content")), turn.model, None, None))
+    if turn.reply is not None:
+        rows.append(("assistant", "assistant", json_dumps(turn.reply.get("content")), turn.model,
+                     json_dumps(turn.usage or turn.reply.get("usage") or {}), turn.cache))
+        history.append(message_hash(turn.reply))
+    with db:
+        if row is None:
+            db.execute("INSERT INTO sessions (id, created_at, updated_at, history) VALUES (?, ?, ?, ?)",
+                       (turn.session_id, now, now, json_dumps(history)))
+        else:
+            db.execute("UPDATE sessions SET updated_at = ?, history = ? WHERE id = ?",
+                       (now, json_dumps(history), turn.session_id))
+        db.executemany(
+            "INSERT INTO turns (session_id, created_at, kind, role, content, model, usage, cache, request_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(turn.session_id, now, kind, role, content, model, usage, cache, turn.request_id)
+             for kind, role, content, model, usage, cache in rows],
+        )
+    return len(rows)
+
+
+def list_sessions(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    cursor = db.execute(
+        "SELECT s.id, s.created_at, s.updated_at, COUNT(t.id) FROM sessions s LEFT JOIN turns t ON t.session_id = s.id"
+        " GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?", (limit,))
+    return [{"id": r[0], "created_at": r[1], "updated_at": r[2], "turns": r[3]} for r in cursor]
+
+
+def get_session(db: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
+    row = db.execute("SELECT id, created_at, updated_at FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    if row is None:
+        return None
+    turns = [
+        {"kind": r[0], "role": r[1], "content": json.loads(r[2]), "model": r[3],
+         "usage": json.loads(r[4]) if r[4] else None, "cache": r[5], "request_id": r[6], "created_at": r[7]}
+        for r in db.execute("SELECT kind, role, content, model, usage, cache, request_id, created_at FROM turns"
+                            " WHERE session_id = ? ORDER BY id", (session_id,))
+    ]
+    return {"id": row[0], "created_at": row[1], "updated_at": row[2], "turns": turns}
+
+
+# == 12. Cache ==
+#
+# A prompt fingerprint -> final answer, in an OrderedDict kept in LRU order with a TTL per entry.
+# The key is the canonical request after model mapping; Claude Code's billing block (new on every
+# request), metadata, stream and cache_control markers are left out so identical prompts match.
+
+CACHE_KEY_FIELDS = ("system", "messages", "tools", "tool_choice", "temperature", "top_p", "top_k",
+                    "stop_sequences", "max_tokens", "thinking", "output_config")
+
+
+def _strip_cache_control(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_strip_cache_control(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _strip_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    return value
+
+
+def prompt_fingerprint(req: dict[str, Any], target_model: str) -> str:
+    canonical: dict[str, Any] = {"model": target_model}
+    for name in CACHE_KEY_FIELDS:
+        if req.get(name) is not None:
+            canonical[name] = req[name]
+    system = canonical.get("system")
+    if isinstance(system, list) and system and str(system[0].get("text", "")).startswith(BILLING_HEADER_PREFIX):
+        canonical["system"] = system[1:]
+    text = json.dumps(_strip_cache_control(canonical), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class PromptCache:
+    def __init__(self, enabled: bool, ttl_s: float, max_entries: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.enabled = enabled and max_entries > 0
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: collections.OrderedDict[str, tuple[float, dict[str, Any]]] = collections.OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        expires, message = entry
+        if self.clock() >= expires:
+            del self._entries[key]  # expired entries never answer
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return message
+
+    def put(self, key: str, message: dict[str, Any]) -> None:
+        self._entries[key] = (self.clock() + self.ttl_s, message)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def cached_reply(message: dict[str, Any], model: str) -> dict[str, Any]:
+    """A stored answer re-served: new id, the client's model name, all input counted as cache reads."""
+    usage = dict(message.get("usage") or {})
+    total_input = sum(int(usage.get(k) or 0) for k in
+                      ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+    usage.update(input_tokens=0, cache_creation_input_tokens=0, cache_read_input_tokens=total_input)
+    return {**message, "id": new_id("msg_"), "model": model, "usage": usage}
+
+
+# == 13. Policy ==
+#
+# Every gate in one place, read from the environment once. A denial is a ToolDenied whose message
+# names the variable to change; the tool layer turns it into an is_error tool result, identically
+# for model-initiated and direct (POST /v1/tools/{name}) calls.
+
+DEFAULT_FILE_BLOCKED_PATHS = DEFAULT_FILE_BLOCKED_PATHS_TEXT
+
+
+class ToolDenied(Exception):
+    """A policy said no. The message names the variable that would allow it."""
+
+
+class ToolFailed(Exception):
+    """A tool could not do what was asked (bad path, missing file, ...): an is_error result."""
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+@dataclass
+class Policy:
+    max_steps: int = 8
+    max_tool_calls: int = 32
+    disallowed_tools: tuple[str, ...] = ()
+    file_blocked_paths: tuple[str, ...] = _csv(DEFAULT_FILE_BLOCKED_PATHS)
+    web_allowed_hosts: tuple[str, ...] = ()
+    web_search_endpoint: str = ""
+    web_fetch_max_bytes: int = 2 * 1024 * 1024
+    tool_timeout_s: float = 120.0
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Policy:
+        env = cfg.env
+        endpoint = env.get("WEB_SEARCH_ENDPOINT", "").strip()
+        return cls(
+            max_steps=parse_int_setting("POLICY_MAX_STEPS", env["POLICY_MAX_STEPS"], 1),
+            max_tool_calls=parse_int_setting("POLICY_MAX_TOOL_CALLS", env["POLICY_MAX_TOOL_CALLS"], 1),
+            disallowed_tools=_csv(env["POLICY_DISALLOWED_TOOLS"]),
+            file_blocked_paths=_csv(env["POLICY_FILE_BLOCKED_PATHS"]),
+            web_allowed_hosts=tuple(h.lower() for h in _csv(env["WEB_SEARCH_ALLOWED_HOSTS"])),
+            web_search_endpoint=parse_url_setting("WEB_SEARCH_ENDPOINT", endpoint) if endpoint else "",
+            web_fetch_max_bytes=parse_int_setting("WEB_FETCH_MAX_BYTES", env["WEB_FETCH_MAX_BYTES"], 1024),
+            tool_timeout_s=parse_int_setting("LYNKR_TOOL_TIMEOUT_MS", env["LYNKR_TOOL_TIMEOUT_MS"], 1) / 1000,
+        )
+
+    def check_tool(self, name: str) -> None:
+        for glob in self.disallowed_tools:
+            if fnmatch.fnmatchcase(name, glob):
+                raise ToolDenied(f"tool {name} is disabled by POLICY_DISALLOWED_TOOLS ({glob})")
+
+    def check_path(self, rel_path: str) -> None:
+        """rel_path is POSIX, relative to the workspace. A pattern without '/' matches any path component."""
+        parts = [p for p in rel_path.split("/") if p and p != "."]
+        for pattern in self.file_blocked_paths:
+            pattern = pattern.strip("/")
+            if "/" in pattern:
+                hit = fnmatch.fnmatchcase(rel_path, pattern) or fnmatch.fnmatchcase(rel_path, pattern + "/*")
+            else:
+                hit = any(fnmatch.fnmatchcase(part, pattern) for part in parts)
+            if hit:
+                raise ToolDenied(f"{rel_path} is blocked by POLICY_FILE_BLOCKED_PATHS ({pattern})")
+
+    def host_allowlisted(self, host: str) -> bool:
+        host = host.lower().strip("[]")
+        return any(fnmatch.fnmatchcase(host, pattern) for pattern in self.web_allowed_hosts)
+
+    def check_web_target(self, host: str, addresses: list[str]) -> None:
+        """Allowlist (when set) and no private/loopback/link-local address unless allowlisted."""
+        if self.host_allowlisted(host):
+            return
+        if self.web_allowed_hosts:
+            raise ToolDenied(f"host {host} is not in WEB_SEARCH_ALLOWED_HOSTS")
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%")[0])
+            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast \
+                    or ip.is_unspecified:
+                raise ToolDenied(f"host {host} resolves to the non-public address {address}; "
+                                 "add it to WEB_SEARCH_ALLOWED_HOSTS to allow it")
+
+
+# == 14. Tools ==
+#
+# TOOLS maps a name to a ToolSpec (description, JSON schema, handler). `run_tool` is the one entry
+# point for model-initiated and direct calls: policy first, then schema validation, then the
+# handler (blocking handlers on a worker thread), and every failure becomes an is_error result.
+# Workspace paths go through `WorkspacePaths.resolve`, which refuses `..`, absolute paths
+# outside the root, symlinks leading out and sibling prefixes (/repo-evil for /repo).
+
+JSON_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "null": lambda v: v is None,
+}
+
+
+def schema_errors(schema: dict[str, Any], value: Any, path: str = "input") -> list[str]:
+    """A small JSON Schema subset: type, enum, required, properties, additionalProperties, items,
+    minimum/maximum, minLength. Enough for tool inputs; each error names the field."""
+    errors: list[str] = []
+    kind = schema.get("type")
+    if kind is not None:
+        kinds = kind if isinstance(kind, list) else [kind]
+        if not any(JSON_TYPES.get(k, lambda v: True)(value) for k in kinds):
+            return [f"{path}: expected {' or '.join(kinds)}, got {type(value).__name__ if value is not None else 'null'}"]
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{path}: must be one of {', '.join(map(str, schema['enum']))}")
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        for name in schema.get("required") or []:
+            if name not in value:
+                errors.append(f"{path}.{name}: required")
+        for name, item in value.items():
+            if name in props:
+                errors.extend(schema_errors(props[name], item, f"{path}.{name}"))
+            elif schema.get("additionalProperties") is False:
+                errors.append(f"{path}.{name}: unknown field")
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            errors.extend(schema_errors(schema["items"], item, f"{path}.{i}"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            errors.append(f"{path}: must be >= {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            errors.append(f"{path}: must be <= {schema['maximum']}")
+    if isinstance(value, str) and "minLength" in schema and len(value) < schema["minLength"]:
+        errors.append(f"{path}: must not be empty" if schema["minLength"] == 1 else f"{path}: too short")
+    return errors
+
+
+@dataclass
+class ToolSpec:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    handler: Callable[..., Any]
+    blocking: bool = True  # run on a worker thread (file/SQLite/subprocess work)
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
+
+
+TOOLS: dict[str, ToolSpec] = {}
+
+
+def tool(name: str, description: str, properties: dict[str, Any], required: Iterable[str] = (),
+         *, blocking: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a server-side tool. The handler gets (ctx: ToolContext, args: dict)."""
+    schema = {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        TOOLS[name] = ToolSpec(name, description, schema, fn, blocking)
+        return fn
+
+    return register
+
+
+@dataclass
+class ToolResult:
+    content: Any  # str, or a list of Anthropic content blocks
+    is_error: bool = False
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(b.get("text", "") for b in self.content if isinstance(b, dict) and b.get("type") == "text")
+
+
+class WorkspacePaths:
+    """Maps user paths into WORKSPACE_ROOT, or refuses them."""
+
+    def __init__(self, root: str, policy: Policy, private_dirs: Iterable[str] = ()) -> None:
+        self.root = os.path.realpath(root)
+        self.policy = policy
+        self.private_dirs = [os.path.realpath(d) for d in private_dirs]
+
+    def inside(self, real_path: str) -> bool:
+        return real_path == self.root or os.path.commonpath([self.root, real_path]) == self.root
+
+    def resolve(self, user_path: Any, *, allow_root: bool = True) -> tuple[str, str]:
+        """-> (absolute real path, POSIX path relative to the root). Raises ToolDenied/ToolFailed."""
+        if not isinstance(user_path, str) or not user_path.strip():
+            raise ToolFailed("path must be a non-empty string")
+        if "\x00" in user_path:
+            raise ToolFailed("path contains a NUL byte")
+        expanded = user_path.strip()
+        lexical = os.path.normpath(expanded if os.path.isabs(expanded) else os.path.join(self.root, expanded))
+        real = os.path.realpath(lexical)  # resolves every symlink on the way
+        if not self.inside(lexical):
+            raise ToolDenied(f"{user_path} is outside WORKSPACE_ROOT ({self.root})")
+        if not self.inside(real):
+            raise ToolDenied(f"{user_path} leads outside WORKSPACE_ROOT through a symlink")
+        for private in self.private_dirs:
+            if real == private or os.path.commonpath([private, real]) == private:
+                raise ToolDenied(f"{user_path} is lynkr's own state directory (LYNKR_DATA_DIR)")
+        rel = os.path.relpath(real, self.root).replace(os.sep, "/")
+        if rel == "." and not allow_root:
+            raise ToolFailed("path must name a file, not the workspace root")
+        if rel != ".":
+            self.policy.check_path(rel)
+            lexical_rel = os.path.relpath(lexical, self.root).replace(os.sep, "/")
+            if lexical_rel != rel and not lexical_rel.startswith(".."):
+                self.policy.check_path(lexical_rel)  # a link named .env is still .env
+        return real, rel
+
+
+@dataclass
+class ToolContext:
+    cfg: Config
+    policy: Policy
+    paths: WorkspacePaths
+    store: Store
+    client: HTTPClient
+    log: Logger
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """From a worker thread: run fn(db, *args) on the store's thread and wait for it."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(self.store.run(fn, *args), self.loop).result()
+
+
+async def run_tool(ctx: ToolContext, name: str, args: Any) -> ToolResult:
+    spec = TOOLS.get(name)
+    if spec is None:
+        return ToolResult(f"unknown tool {name!r}", True)
+    try:
+        ctx.policy.check_tool(name)
+        if not isinstance(args, dict):
+            raise ToolFailed("input must be a JSON object")
+        errors = schema_errors(spec.input_schema, args)
+        if errors:
+            raise ToolFailed("invalid input: " + "; ".join(errors))
+        if spec.blocking:
+            loop = asyncio.get_running_loop()
+            ctx.loop = loop
+            output = await asyncio.wait_for(loop.run_in_executor(None, spec.handler, ctx, args), ctx.policy.tool_timeout_s)
+        else:
+            output = await asyncio.wait_for(spec.handler(ctx, args), ctx.policy.tool_timeout_s)
+    except ToolDenied as exc:
+        return ToolResult(f"denied: {exc}", True)
+    except ToolFailed as exc:
+        return ToolResult(str(exc), True)
+    except asyncio.TimeoutError:
+        return ToolResult(f"{name} timed out after {ctx.policy.tool_timeout_s:g} s (LYNKR_TOOL_TIMEOUT_MS)", True)
+    except LynkrError as exc:
+        return ToolResult(exc.message, True)
+    except OSError as exc:
+        return ToolResult(f"{name} failed: {exc.strerror or exc}", True)
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as exc:  # a bug in a tool must not take the turn down
+        ctx.log.error("tool crashed", tool=name, error=repr(exc))
+        return ToolResult(f"{name} failed unexpectedly: {exc!r}", True)
+    if isinstance(output, ToolResult):
+        return output
+    return ToolResult(output if isinstance(output, (str, list)) else json_dumps(output))
+
+
+# -- Files --
+
+MAX_READ_BYTES = 1024 * 1024  # larger reads are cut (with a note) so one call cannot flood the context
+# Folders no search or listing descends into: VCS internals, dependency and build caches.
+IGNORED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox",
+                          ".mypy_cache", ".pytest_cache", ".ruff_cache", "dist", "build", "target", ".lynkr"})
+
+
+def _read_text(path: str, limit: int = MAX_READ_BYTES) -> tuple[str, bool]:
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if b"\x00" in data[:8192]:
+        raise ToolFailed("file looks binary; not shown")
+    return data[:limit].decode("utf-8", errors="replace"), len(data) > limit
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".lynkr-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if os.path.exists(path):
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@tool("fs_read", "Read a text file in the workspace, optionally a range of lines (1-based, inclusive).",
+      {"path": {"type": "string", "description": "File path relative to the workspace root"},
+       "start_line": {"type": "integer", "minimum": 1},
+       "end_line": {"type": "integer", "minimum": 1},
+       "line_numbers": {"type": "boolean", "description": "Prefix each line with its number"}},
+      ["path"])
+def tool_fs_read(ctx: ToolContext, args: dict[str, Any]) -> str:
+    real, rel = ctx.paths.resolve(args["path"], allow_root=False)
+    if not os.path.isfile(real):
+        raise ToolFailed(f"{rel}: no such file")
+    text, truncated = _read_text(real)
+    lines = text.splitlines(keepends=True)
+    start = args.get("start_line", 1)
+    end = min(args.get("end_line", len(lines)), len(lines))
+    if start > max(len(lines), 1):
+        raise ToolFailed(f"{rel}: start_line {start} is past the end ({len(lines)} lines)")
+    selected = lines[start - 1 : end]
+    if args.get("line_numbers"):
+        selected = [f"{start + i}\t{line}" for i, line in enumerate(selected)]
+    out = "".join(selected)
+    if truncated:
+        out += f"\n[truncated at {MAX_READ_BYTES} bytes]"
+    return out
+
+
+@tool("fs_write", "Create or overwrite a text file in the workspace (atomic; parent folders are created).",
+      {"path": {"type": "string"}, "content": {"type": "string"}}, ["path", "content"])
+def tool_fs_write(ctx: ToolContext, args: dict[str, Any]) -> str:
+    real, rel = ctx.paths.resolve(args["path"], allow_root=False)
+    if os.path.isdir(real):
+        raise ToolFailed(f"{rel} is a directory")
+    os.makedirs(os.path.dirname(real), exist_ok=True)
+    # Re-check after creating folders: a folder created by a racing symlink must not be followed out.
+    real, rel = ctx.paths.resolve(args["path"], allow_root=False)
+    data = args["content"].encode("utf-8")
+    _atomic_write(real, data)
+    return f"wrote {len(data)} bytes to {rel}"
+
+
+def _walk(ctx: ToolContext, base_real: str) -> Iterable[tuple[str, str, bool]]:
+    """(real path, POSIX rel path, is_dir) below base, skipping ignored, blocked and escaping entries."""
+    for dirpath, dirnames, filenames in os.walk(base_real):
+        keep = []
+        for d in sorted(dirnames):
+            full = os.path.join(dirpath, d)
+            if d in IGNORED_DIRS:
+                continue
+            try:
+                real, rel = ctx.paths.resolve(full)
+            except (ToolDenied, ToolFailed):
+                continue
+            if os.path.islink(full):
+                yield real, rel, True  # listed, not followed: links could loop
+                continue
+            keep.append(d)
+            yield real, rel, True
+        dirnames[:] = keep
+        for f in sorted(filenames):
+            try:
+                real, rel = ctx.paths.resolve(os.path.join(dirpath, f))
+            except (ToolDenied, ToolFailed):
+                continue
+            yield real, rel, False
+
+
+@tool("fs_list", "List files and folders in the workspace. `glob` filters paths (e.g. 'src/**/*.py').",
+      {"path": {"type": "string"}, "glob": {"type": "string"}, "recursive": {"type": "boolean"},
+       "max_entries": {"type": "integer", "minimum": 1, "maximum": 10000}})
+def tool_fs_list(ctx: ToolContext, args: dict[str, Any]) -> str:
+    real, rel = ctx.paths.resolve(args.get("path", "."))
+    if not os.path.isdir(real):
+        raise ToolFailed(f"{rel}: not a directory")
+    glob = args.get("glob")
+    recursive = args.get("recursive", bool(glob and "/" in glob))
+    limit = args.get("max_entries", 1000)
+    entries: list[str] = []
+    if recursive:
+        source: Iterable[tuple[str, str, bool]] = _walk(ctx, real)
+    else:
+        source = []
+        for name in sorted(os.listdir(real)):
+            full = os.path.join(real, name)
+            try:
+                child_real, child_rel = ctx.paths.resolve(full)
+            except (ToolDenied, ToolFailed):
+                continue
+            source.append((child_real, child_rel, os.path.isdir(full)))
+    for _child_real, child_rel, is_dir in source:
+        if glob and not (fnmatch.fnmatch(child_rel, glob) or fnmatch.fnmatch(os.path.basename(child_rel), glob)):
+            continue
+        entries.append(child_rel + ("/" if is_dir else ""))
+        if len(entries) >= limit:
+            entries.append(f"[stopped at max_entries={limit}]")
+            break
+    return "\n".join(entries) if entries else "(no entries)"
+
+
+# -- Unified diff patches --
+
+HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+
+@dataclass
+class FilePatch:
+    old_path: str | None
+    new_path: str | None
+    hunks: list[tuple[int, list[str]]] = field(default_factory=list)  # (old start line, lines with prefix)
+
+
+def _patch_path(raw: str) -> str | None:
+    raw = raw.split("\t", 1)[0].strip()
+    if raw == "/dev/null":
+        return None
+    if raw.startswith(("a/", "b/")):
+        raw = raw[2:]
+    return raw
+
+
+def parse_unified_diff(text: str) -> list[FilePatch]:
+    lines = text.splitlines()
+    patches: list[FilePatch] = []
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            patch = FilePatch(_patch_path(lines[i][4:]), _patch_path(lines[i + 1][4:]))
+            patches.append(patch)
+            i += 2
+            while i < len(lines) and lines[i].startswith("@@"):
+                match = HUNK_HEADER.match(lines[i])
+                if not match:
+                    raise ToolFailed(f"bad hunk header: {lines[i]!r}")
+                old_len = int(match.group(2) or 1)
+                new_len = int(match.group(4) or 1)
+                i += 1
+                body: list[str] = []
+                seen_old = seen_new = 0
+                while i < len(lines) and (seen_old < old_len or seen_new < new_len):
+                    line = lines[i]
+                    if line.startswith("\\"):
+                        i += 1
+                        continue
+                    tag = line[:1] or " "
+                    if tag not in " +-":
+                        break
+                    body.append(tag + line[1:])
+                    seen_old += tag in " -"
+                    seen_new += tag in " +"
+                    i += 1
+                if seen_old != old_len or seen_new != new_len:
+                    raise ToolFailed(f"hunk for {patch.new_path or patch.old_path} is truncated")
+                patch.hunks.append((int(match.group(1)), body))
+                while i < len(lines) and lines[i].startswith("\\"):
+                    i += 1
+            continue
+        i += 1
+    if not patches:
+        raise ToolFailed("no file changes found: expected a unified diff with ---/+++ headers and @@ hunks")
+    return patches
+
+
+def apply_hunks(original: list[str], hunks: list[tuple[int, list[str]]], name: str) -> list[str]:
+    """Apply hunks to lines (without newlines). Context must match exactly; a hunk may have moved."""
+    result = list(original)
+    offset = 0
+    for start, body in hunks:
+        old = [line[1:] for line in body if line[0] in " -"]
+        new = [line[1:] for line in body if line[0] in " +"]
+        expected = max(start - 1 + offset, 0) if old else start + offset
+        position = None
+        for delta in range(0, len(result) + 1):
+            for candidate in (expected - delta, expected + delta):
+                if 0 <= candidate <= len(result) - len(old) and result[candidate : candidate + len(old)] == old:
+                    position = candidate
+                    break
+            if position is not None:
+                break
+        if position is None:
+            raise ToolFailed(f"{name}: hunk at line {start} does not match the file")
+        result[position : position + len(old)] = new
+        offset += len(new) - len(old)
+    return result
+
+
+@tool("edit_patch", "Apply a unified diff (git diff / diff -u format) to workspace files. Atomic: all hunks "
+      "of all files apply, or nothing changes.", {"patch": {"type": "string", "minLength": 1}}, ["patch"])
+def tool_edit_patch(ctx: ToolContext, args: dict[str, Any]) -> str:
+    planned: list[tuple[str, str, bytes | None]] = []  # (real path, rel, new bytes or None to delete)
+    for patch in parse_unified_diff(args["patch"]):
+        target = patch.new_path or patch.old_path
+        if target is None:
+            raise ToolFailed("a file patch names /dev/null on both sides")
+        real, rel = ctx.paths.resolve(target, allow_root=False)
+        if patch.old_path is None:
+            if os.path.exists(real):
+                raise ToolFailed(f"{rel} already exists; the patch creates it")
+            lines: list[str] = []
+            trailing_newline = True
+        else:
+            old_real, _ = ctx.paths.resolve(patch.old_path, allow_root=False)
+            if not os.path.isfile(old_real):
+                raise ToolFailed(f"{patch.old_path}: no such file")
+            text, truncated = _read_text(old_real)
+            if truncated:
+                raise ToolFailed(f"{rel} is too large to patch")
+            trailing_newline = text.endswith("\n") or not text
+            lines = text.splitlines()
+        new_lines = apply_hunks(lines, patch.hunks, rel)
+        if patch.new_path is None:
+            planned.append((real, rel, None))
+        else:
+            content = "\n".join(new_lines) + ("\n" if new_lines and trailing_newline else "")
+            planned.append((real, rel, content.encode("utf-8")))
+    backups: list[tuple[str, bytes | None]] = []
+    try:
+        for real, _rel, data in planned:
+            backups.append((real, open(real, "rb").read() if os.path.exists(real) else None))
+            if data is None:
+                os.unlink(real)
+            else:
+                os.makedirs(os.path.dirname(real), exist_ok=True)
+                _atomic_write(real, data)
+    except OSError:
+        for real, previous in reversed(backups):  # roll back what was written
+            with contextlib.suppress(OSError):
+                if previous is None:
+                    os.unlink(real)
+                else:
+                    _atomic_write(real, previous)
+        raise
+    return "patched " + ", ".join(f"{rel}{' (deleted)' if data is None else ''}" for _r, rel, data in planned)
+
+
+# -- Search --
+
+
+@tool("workspace_search", "Search file contents in the workspace (ripgrep when installed). The query is "
+      "literal text unless regex is true.",
+      {"query": {"type": "string", "minLength": 1}, "path": {"type": "string"}, "glob": {"type": "string"},
+       "regex": {"type": "boolean"}, "case_sensitive": {"type": "boolean"},
+       "max_results": {"type": "integer", "minimum": 1, "maximum": 5000}}, ["query"])
+def tool_workspace_search(ctx: ToolContext, args: dict[str, Any]) -> str:
+    real, _rel = ctx.paths.resolve(args.get("path", "."))
+    limit = args.get("max_results", 200)
+    query = args["query"]
+    if args.get("regex"):
+        try:
+            re.compile(query)
+        except re.error as exc:
+            raise ToolFailed(f"invalid regex: {exc}") from None
+    rg = shutil.which("rg")
+    matches = _search_rg(ctx, rg, real, args, limit) if rg else _search_python(ctx, real, args, limit)
+    if not matches:
+        return "no matches"
+    out = "\n".join(matches[:limit])
+    return out + (f"\n[stopped at max_results={limit}]" if len(matches) > limit else "")
+
+
+def _search_rg(ctx: ToolContext, rg: str, base: str, args: dict[str, Any], limit: int) -> list[str]:
+    cmd = [rg, "--json", "--no-config", "--max-columns", "500"]
+    if not args.get("regex"):
+        cmd.append("--fixed-strings")
+    if not args.get("case_sensitive"):
+        cmd.append("--ignore-case")
+    if args.get("glob"):
+        cmd += ["--glob", args["glob"]]
+    for ignored in IGNORED_DIRS:
+        cmd += ["--glob", f"!{ignored}"]
+    cmd += ["--regexp", args["query"], "--", base]  # --regexp/-- : nothing the model sends is an option
+    proc = subprocess.run(cmd, capture_output=True, timeout=60, cwd=ctx.paths.root, stdin=subprocess.DEVNULL)
+    if proc.returncode not in (0, 1):
+        raise ToolFailed(f"ripgrep failed: {proc.stderr.decode(errors='replace').strip()[:500]}")
+    out: list[str] = []
+    for line in proc.stdout.splitlines():
+        event = json.loads(line)
+        if event.get("type") != "match":
+            continue
+        data = event["data"]
+        path = data["path"].get("text", "")
+        try:
+            _real, rel = ctx.paths.resolve(path)
+        except (ToolDenied, ToolFailed):
+            continue
+        text = (data["lines"].get("text") or "").rstrip("\n")
+        out.append(f"{rel}:{data['line_number']}:{text}")
+        if len(out) > limit:
+            break
+    return out
+
+
+def _search_python(ctx: ToolContext, base: str, args: dict[str, Any], limit: int) -> list[str]:
+    flags = 0 if args.get("case_sensitive") else re.IGNORECASE
+    pattern = re.compile(args["query"] if args.get("regex") else re.escape(args["query"]), flags)
+    glob = args.get("glob")
+    files = [(base, os.path.relpath(base, ctx.paths.root).replace(os.sep, "/"), False)] if os.path.isfile(base) \
+        else _walk(ctx, base)
+    out: list[str] = []
+    for real, rel, is_dir in files:
+        if is_dir or (glob and not (fnmatch.fnmatch(rel, glob) or fnmatch.fnmatch(os.path.basename(rel), glob))):
+            continue
+        try:
+            text, _ = _read_text(real)
+        except (ToolFailed, OSError):
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if pattern.search(line):
+                out.append(f"{rel}:{number}:{line[:500]}")
+                if len(out) > limit:
+                    return out
+    return out
+
+
+# -- Tasks --
+
+TASK_STATUSES = ["todo", "in_progress", "blocked", "done"]
+TASK_PRIORITIES = ["low", "medium", "high"]
+TASK_COLUMNS = "id, title, description, status, priority, created_at, updated_at"
+
+
+def _task_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(("id", "title", "description", "status", "priority", "created_at", "updated_at"), row))
+
+
+def _get_task(db: sqlite3.Connection, task_id: int) -> dict[str, Any]:
+    row = db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise ToolFailed(f"no task with id {task_id}")
+    return _task_row(row)
+
+
+def _db_create_task(db: sqlite3.Connection, args: dict[str, Any]) -> dict[str, Any]:
+    now = time.time()
+    with db:
+        cursor = db.execute(
+            "INSERT INTO tasks (title, description, status, priority, created_at, updated_at) VALUES (?,?,?,?,?,?)",
+            (args["title"], args.get("description", ""), args.get("status", "todo"),
+             args.get("priority", "medium"), now, now))
+    return _get_task(db, int(cursor.lastrowid or 0))
+
+
+def _db_update_task(db: sqlite3.Connection, task_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+    _get_task(db, task_id)
+    if changes:
+        assignments = ", ".join(f"{name} = ?" for name in changes)  # names come from the schema, not input
+        with db:
+            db.execute(f"UPDATE tasks SET {assignments}, updated_at = ? WHERE id = ?",
+                       (*changes.values(), time.time(), task_id))
+    return _get_task(db, task_id)
+
+
+def _db_list_tasks(db: sqlite3.Connection, status: str | None) -> list[dict[str, Any]]:
+    if status:
+        rows = db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = ? ORDER BY id", (status,))
+    else:
+        rows = db.execute(f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY id")
+    return [_task_row(r) for r in rows]
+
+
+def _db_delete_task(db: sqlite3.Connection, task_id: int) -> dict[str, Any]:
+    task = _get_task(db, task_id)
+    with db:
+        db.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+    return task
+
+
+@tool("workspace_task_create", "Create a task in the workspace task tracker.",
+      {"title": {"type": "string", "minLength": 1}, "description": {"type": "string"},
+       "priority": {"type": "string", "enum": TASK_PRIORITIES}, "status": {"type": "string", "enum": TASK_STATUSES}},
+      ["title"])
+def tool_task_create(ctx: ToolContext, args: dict[str, Any]) -> str:
+    return json_dumps(ctx.store_call(_db_create_task, args))
+
+
+@tool("workspace_tasks_list", "List tasks, optionally only those with one status.",
+      {"status": {"type": "string", "enum": TASK_STATUSES}})
+def tool_tasks_list(ctx: ToolContext, args: dict[str, Any]) -> str:
+    return json_dumps(ctx.store_call(_db_list_tasks, args.get("status")))
+
+
+@tool("workspace_task_update", "Change a task's title, description or priority.",
+      {"id": {"type": "integer"}, "title": {"type": "string", "minLength": 1}, "description": {"type": "string"},
+       "priority": {"type": "string", "enum": TASK_PRIORITIES}}, ["id"])
+def tool_task_update(ctx: ToolContext, args: dict[str, Any]) -> str:
+    changes = {k: args[k] for k in ("title", "description", "priority") if k in args}
+    return json_dumps(ctx.store_call(_db_update_task, args["id"], changes))
+
+
+@tool("workspace_task_set_status", "Set a task's status.",
+      {"id": {"type": "integer"}, "status": {"type": "string", "enum": TASK_STATUSES}}, ["id", "status"])
+def tool_task_set_status(ctx: ToolContext, args: dict[str, Any]) -> str:
+    return json_dumps(ctx.store_call(_db_update_task, args["id"], {"status": args["status"]}))
+
+
+@tool("workspace_task_delete", "Delete a task.", {"id": {"type": "integer"}}, ["id"])
+def tool_task_delete(ctx: ToolContext, args: dict[str, Any]) -> str:
+    return json_dumps({"deleted": ctx.store_call(_db_delete_task, args["id"])})
+
+
+# -- Web --
+
+MAX_REDIRECTS = 5
+WEB_FETCH_DEFAULT_CHARS = 20000
+
+
+class _TextExtractor(html.parser.HTMLParser):
+    """HTML -> readable text: drops script/style/nav chrome, keeps block structure as line breaks."""
+
+    SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head"})
+    BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "section",
+                        "article", "header", "footer", "blockquote", "table", "ul", "ol", "hr"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title = ""
+        self._skip = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+        if tag in self.SKIP:
+            self._skip += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        if tag in self.SKIP and self._skip:
+            self._skip -= 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        if not self._skip:
+            self.parts.append(data)
+
+    def text(self) -> str:
+        raw = "".join(self.parts)
+        lines = (re.sub(r"[ \t\f\v\r]+", " ", line).strip() for line in raw.split("\n"))
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def html_to_text(markup: str) -> tuple[str, str]:
+    parser = _TextExtractor()
+    parser.feed(markup)
+    parser.close()
+    return parser.title.strip(), parser.text()
+
+
+async def _checked_get(ctx: ToolContext, url: str, *, trusted: bool = False) -> tuple[str, int, dict[str, str], bytes]:
+    """GET with every hop (redirects included) checked against the web policy. -> (final url, status, headers, body)"""
+    loop = asyncio.get_running_loop()
+    for _hop in range(MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ToolFailed(f"only http(s) URLs can be fetched (got {url!r})")
+        if not trusted:
+            try:
+                infos = await loop.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                raise ToolFailed(f"cannot resolve {parts.hostname}: {exc.strerror}") from None
+            ctx.policy.check_web_target(parts.hostname, sorted({info[4][0] for info in infos}))
+        resp = await ctx.client.request("GET", url, [("accept", "text/html,application/json,text/plain,*/*")],
+                                        connect_timeout=10, read_timeout=30)
+        if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("location"):
+            await resp.aclose()
+            url = urllib.parse.urljoin(url, resp.headers["location"])
+            trusted = False  # a trusted endpoint's redirect target is checked like any other URL
+            continue
+        body = await resp.read(ctx.policy.web_fetch_max_bytes + 1)
+        return url, resp.status, resp.headers, body[: ctx.policy.web_fetch_max_bytes]
+    raise ToolFailed(f"too many redirects (more than {MAX_REDIRECTS})")
+
+
+@tool("web_fetch", "Fetch a web page and return its readable text (HTML is converted; size-capped).",
+      {"url": {"type": "string", "minLength": 1},
+       "max_chars": {"type": "integer", "minimum": 100, "maximum": 500000}}, ["url"], blocking=False)
+async def tool_web_fetch(ctx: ToolContext, args: dict[str, Any]) -> str:
+    try:
+        final_url, status, headers, body = await _checked_get(ctx, args["url"])
+    except LynkrError as exc:
+        raise ToolFailed(f"fetch failed: {exc.message}") from None
+    if status >= 400:
+        raise ToolFailed(f"{final_url} answered HTTP {status}")
+    ctype = headers.get("content-type", "")
+    charset = re.search(r"charset=([\w-]+)", ctype)
+    text = body.decode(charset.group(1) if charset else "utf-8", errors="replace")
+    title = ""
+    if "html" in ctype or text.lstrip()[:15].lower().startswith(("<!doctype html", "<html")):
+        title, text = html_to_text(text)
+    limit = args.get("max_chars", WEB_FETCH_DEFAULT_CHARS)
+    cut = len(text) > limit
+    header = f"URL: {final_url}\n" + (f"Title: {title}\n" if title else "")
+    return header + "\n" + text[:limit] + (f"\n[truncated at {limit} characters]" if cut else "")
+
+
+@tool("web_search", "Search the web via the configured SearxNG instance (WEB_SEARCH_ENDPOINT).",
+      {"query": {"type": "string", "minLength": 1},
+       "max_results": {"type": "integer", "minimum": 1, "maximum": 50}}, ["query"], blocking=False)
+async def tool_web_search(ctx: ToolContext, args: dict[str, Any]) -> str:
+    endpoint = ctx.policy.web_search_endpoint
+    if not endpoint:
+        raise ToolFailed("web_search needs WEB_SEARCH_ENDPOINT (a SearxNG URL such as http://127.0.0.1:8888/search)")
+    separator = "&" if "?" in endpoint else "?"
+    url = f"{endpoint}{separator}{urllib.parse.urlencode({'q': args['query'], 'format': 'json'})}"
+    try:
+        _final, status, _headers, body = await _checked_get(ctx, url, trusted=True)
+    except LynkrError as exc:
+        raise ToolFailed(f"search failed: {exc.message}") from None
+    if status >= 400:
+        raise ToolFailed(f"search endpoint answered HTTP {status}")
+    try:
+        results = json.loads(body).get("results") or []
+    except (ValueError, AttributeError):
+        raise ToolFailed("search endpoint did not answer SearxNG JSON (is format=json enabled?)") from None
+    items = [{"title": r.get("title", ""), "url": r.get("url", ""), "snippet": r.get("content", "")}
+             for r in results[: args.get("max_results", 10)] if isinstance(r, dict)]
+    return json_dumps(items) if items else "no results"
+
+
+# == 15. Orchestrator ==
+#
+# Theory of operation: `Orchestrator.respond` answers one /v1/messages request.
+# 1. It picks the server tools to offer (listed by the client, LYNKR_TOOLS globs, or named by
+#    tool_choice; minus POLICY_DISALLOWED_TOOLS) and replaces their client definitions with ours.
+# 2. The prompt cache answers identical final prompts without an upstream call.
+# 3. Without server tools the provider's stream passes through untouched (the fast path); the
+#    bytes are kept aside to record the turn and fill the cache, and the turn is committed before
+#    `message_stop` goes out.
+# 4. With server tools it runs the agent loop: each round's upstream stream is re-emitted with
+#    block indices renumbered and server tool_use blocks held back; when the model calls server
+#    tools, lynkr runs them, appends tool_results and calls the model again, up to
+#    POLICY_MAX_STEPS rounds and POLICY_MAX_TOOL_CALLS calls. The client sees one continuous
+#    stream, plus a short text record of each server call (LYNKR_SHOW_TOOL_ACTIVITY) so that what
+#    the tools found survives in its history. Client tool calls end the turn as usual.
+
+# Streamed replies larger than this are not kept for the cache/session record (the reply is unaffected).
+MAX_CAPTURED_STREAM_BYTES = 8 * 1024 * 1024
+MESSAGE_STOP_MARKER = b"event: message_stop"
+EMPTY_USAGE = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+class MessageAccumulator:
+    """Parsed Anthropic stream events -> the complete message they describe."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {"id": "", "type": "message", "role": "assistant", "model": "",
+                                        "content": [], "stop_reason": None, "stop_sequence": None, "usage": {}}
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.partial_json: dict[int, str] = {}
+        self.error: dict[str, Any] | None = None
+
+    def feed(self, name: str, event: dict[str, Any]) -> None:
+        if name == "message_start":
+            start = event.get("message") or {}
+            for key in ("id", "model"):
+                if start.get(key):
+                    self.message[key] = start[key]
+            self.message["usage"] = dict(start.get("usage") or {})
+        elif name == "content_block_start":
+            index = event.get("index", len(self.blocks))
+            block = dict(event.get("content_block") or {})
+            if block.get("type") in ("tool_use", "server_tool_use"):
+                self.partial_json[index] = ""
+            self.blocks[index] = block
+        elif name == "content_block_delta":
+            block = self.blocks.get(event.get("index", -1))
+            delta = event.get("delta") or {}
+            if block is None:
+                return
+            kind = delta.get("type")
+            if kind == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif kind == "input_json_delta":
+                self.partial_json[event["index"]] = self.partial_json.get(event["index"], "") + delta.get("partial_json", "")
+            elif kind == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+            elif kind == "signature_delta":
+                block["signature"] = delta.get("signature", "")
+            elif kind == "citations_delta":
+                block.setdefault("citations", []).append(delta.get("citation"))
+        elif name == "content_block_stop":
+            index = event.get("index", -1)
+            if index in self.partial_json and index in self.blocks:
+                self.blocks[index]["input"] = parse_tool_arguments(self.partial_json.pop(index) or "{}")
+        elif name == "message_delta":
+            delta = event.get("delta") or {}
+            self.message["stop_reason"] = delta.get("stop_reason", self.message["stop_reason"])
+            self.message["stop_sequence"] = delta.get("stop_sequence")
+            self.message["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+        elif name == "error":
+            self.error = event.get("error") or {}
+
+    def result(self) -> dict[str, Any]:
+        return {**self.message, "content": [self.blocks[i] for i in sorted(self.blocks)]}
+
+
+def sse_to_message(data: bytes) -> MessageAccumulator:
+    parser = SSEParser()
+    acc = MessageAccumulator()
+    for name, text in parser.feed(data) + parser.flush():
+        try:
+            event = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            acc.feed(name, event)
+    return acc
+
+
+def add_usage(total: dict[str, int], usage: dict[str, Any]) -> None:
+    for key in total:
+        value = usage.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            total[key] += value
+
+
+class Orchestrator:
+    def __init__(self, cfg: Config, provider: Provider, policy: Policy, tool_ctx: ToolContext,
+                 cache: PromptCache, store: Store, log: Logger) -> None:
+        self.cfg = cfg
+        self.provider = provider
+        self.policy = policy
+        self.tool_ctx = tool_ctx
+        self.cache = cache
+        self.store = store
+        self.log = log
+        self.offered_globs = _csv(cfg.env.get("LYNKR_TOOLS", ""))
+        self.show_activity = parse_bool("LYNKR_SHOW_TOOL_ACTIVITY", cfg.env.get("LYNKR_SHOW_TOOL_ACTIVITY", "true"))
+        self.activity_max_chars = parse_int_setting(
+            "LYNKR_TOOL_ACTIVITY_MAX_CHARS", cfg.env.get("LYNKR_TOOL_ACTIVITY_MAX_CHARS", "2000"), 0)
+
+    # -- tool exposure --
+    def select_server_tools(self, req: dict[str, Any]) -> dict[str, ToolSpec]:
+        names = {t["name"] for t in req.get("tools") or [] if not is_server_typed_tool(t) and t["name"] in TOOLS}
+        names.update(n for n in TOOLS if any(fnmatch.fnmatchcase(n, g) for g in self.offered_globs))
+        choice = req.get("tool_choice") or {}
+        if choice.get("type") == "tool" and choice.get("name") in TOOLS:
+            names.add(choice["name"])
+        offered = {}
+        for name in sorted(names):
+            try:
+                self.policy.check_tool(name)
+            except ToolDenied:
+                continue
+            offered[name] = TOOLS[name]
+        return offered
+
+    @staticmethod
+    def upstream_request(req: dict[str, Any], server_tools: dict[str, ToolSpec]) -> dict[str, Any]:
+        if not server_tools:
+            return req
+        tools = [t for t in req.get("tools") or [] if is_server_typed_tool(t) or t["name"] not in server_tools]
+        tools += [spec.definition() for spec in server_tools.values()]
+        return {**req, "tools": tools}
+
+    # -- entry point --
+    async def respond(self, req: dict[str, Any], http_req: Request) -> Response:
+        session_id = (http_req.headers.get("x-session-id") or http_req.headers.get("x-claude-code-session-id")
+                      or new_id("sess_"))
+        http_req.log["session_id"] = session_id
+        server_tools = self.select_server_tools(req)
+        upstream_req = self.upstream_request(req, server_tools)
+        turn = TurnRecord(session_id, http_req.request_id, req["model"], req["messages"])
+        key = None
+        if self.cache.enabled:
+            key = prompt_fingerprint(upstream_req, self.provider.router.target(req["model"]))
+            hit = self.cache.get(key)
+            status = "hit" if hit is not None else "miss"
+            http_req.reply_headers["x-lynkr-cache"] = status
+            http_req.log["cache"] = turn.cache = status
+            if hit is not None:
+                return await self._serve_hit(hit, req, http_req, turn)
+        if server_tools:
+            http_req.log["server_tools"] = len(server_tools)
+            return await self._agent_loop(upstream_req, http_req, turn, key, server_tools)
+        if req.get("stream"):
+            upstream = await self.provider.open_stream(upstream_req, http_req)
+            return Response(200, list(SSE_HEADERS), stream=self._pass_through(upstream, turn, key))
+        message, raw = await self.provider.complete(upstream_req, http_req)
+        if key is not None and self._storable(message):
+            self.cache.put(key, message)
+            usage = dict(message.get("usage") or {})
+            # Stored for reuse: the input is reported as cache creation (totals unchanged).
+            usage["cache_creation_input_tokens"] = int(usage.get("cache_creation_input_tokens") or 0) + int(
+                usage.get("input_tokens") or 0)
+            usage["input_tokens"] = 0
+            message, raw = {**message, "usage": usage}, None
+        turn.reply = message
+        await self._record(turn)
+        return Response(200, [("content-type", "application/json")], raw if raw is not None else json_bytes(message))
+
+    @staticmethod
+    def _storable(message: dict[str, Any]) -> bool:
+        return message.get("stop_reason") not in (None, "tool_use", "pause_turn") and not any(
+            b.get("type") in ("tool_use", "server_tool_use") for b in message.get("content") or [])
+
+    async def _record(self, turn: TurnRecord) -> None:
+        try:
+            await self.store.run(record_turn, turn)
+        except (sqlite3.Error, OSError) as exc:  # the answer still goes out; the operator sees why it was not kept
+            self.log.error("session store write failed", session_id=turn.session_id, error=str(exc))
+
+    async def _serve_hit(self, hit: dict[str, Any], req: dict[str, Any], http_req: Request,
+                         turn: TurnRecord) -> Response:
+        reply = cached_reply(hit, req["model"])
+        turn.reply = reply
+        http_req.log["usage"] = reply["usage"]
+        await self._record(turn)
+        if req.get("stream"):
+            return Response(200, list(SSE_HEADERS), message_to_sse(reply))
+        return json_response(200, reply)
+
+    async def _pass_through(self, upstream: AsyncIterator[bytes], turn: TurnRecord,
+                            key: str | None) -> AsyncIterator[bytes]:
+        captured = bytearray()
+        capturing = True
+        recorded = False
+        try:
+            async for chunk in upstream:
+                if capturing:
+                    captured += chunk
+                    capturing = len(captured) <= MAX_CAPTURED_STREAM_BYTES
+                at = chunk.find(MESSAGE_STOP_MARKER)
+                if at == -1 or recorded:
+                    yield chunk
+                    continue
+                if at:
+                    yield chunk[:at]
+                if capturing:
+                    acc = sse_to_message(bytes(captured))
+                    message = acc.result()
+                    if key is not None and acc.error is None and self._storable(message):
+                        self.cache.put(key, message)
+                    turn.reply = message
+                # Commit before the last event: a client that saw message_stop has its turn on disk.
+                await self._record(turn)
+                recorded = True
+                yield chunk[at:]
+        finally:
+            aclose = getattr(upstream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if not recorded:
+                await self._record(turn)
+
+    # -- the agent loop --
+    async def _agent_loop(self, upstream_req: dict[str, Any], http_req: Request, turn: TurnRecord,
+                          key: str | None, server_tools: dict[str, ToolSpec]) -> Response:
+        first = await self.provider.open_stream({**upstream_req, "stream": True}, http_req)
+        events = self._rounds(first, upstream_req, http_req, turn, key, server_tools)
+        if upstream_req.get("stream"):
+            return Response(200, list(SSE_HEADERS), stream=events)
+        data = b"".join([chunk async for chunk in events])
+        acc = sse_to_message(data)
+        if acc.error is not None:
+            error_type = str(acc.error.get("type") or "api_error")
+            status = {v: k for k, v in STATUS_ERROR_TYPES.items()}.get(error_type, 500)
+            raise LynkrError(str(acc.error.get("message") or "upstream failed"), status=status, error_type=error_type)
+        return json_response(200, acc.result())
+
+    def _activity(self, call: dict[str, Any], result: ToolResult) -> str:
+        args = json_dumps(call.get("input") or {})
+        if len(args) > 300:
+            args = args[:300] + "…"
+        text = result.text()
+        if len(text) > self.activity_max_chars:
+            text = text[: self.activity_max_chars] + f"\n[… {len(text) - self.activity_max_chars} more characters]"
+        status = " (error)" if result.is_error else ""
+        return f"[lynkr ran server tool {call.get('name')} {args}{status}]\n{text}"
+
+    async def _run_with_pings(self, coro: Awaitable[ToolResult]) -> AsyncIterator[bytes | ToolResult]:
+        """Run a tool; yield pings while it works so the client's idle timer never fires."""
+        task = asyncio.ensure_future(coro)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.cfg.stream_ping_interval_s)
+                if done:
+                    yield task.result()
+                    return
+                yield PING_EVENT
+        finally:
+            if not task.done():
+                task.cancel()
+
+    async def _rounds(self, stream: AsyncIterator[bytes], upstream_req: dict[str, Any], http_req: Request,
+                      turn: TurnRecord, key: str | None, server_tools: dict[str, ToolSpec]) -> AsyncIterator[bytes]:
+        message_id = new_id("msg_")
+        model = upstream_req["model"]
+        usage_total = dict(EMPTY_USAGE)
+        conversation = list(upstream_req["messages"])
+        visible: list[dict[str, Any]] = []
+        next_index = 0
+        calls_made = 0
+        ran_tools = False
+        started = False
+        recorded = False
+        stop_reason, stop_sequence = "end_turn", None
+        forced = (upstream_req.get("tool_choice") or {}).get("type") in ("tool", "any")
+        try:
+            for step in range(1, self.policy.max_steps + 1):
+                acc = MessageAccumulator()
+                index_map: dict[Any, int | None] = {}
+                parser = SSEParser()
+                try:
+                    async for chunk in stream:
+                        out = []
+                        for name, text in parser.feed(chunk):
+                            if name == "ping":
+                                out.append(PING_EVENT)
+                                continue
+                            try:
+                                event = json.loads(text)
+                            except ValueError:
+                                continue
+                            acc.feed(name, event)
+                            if name == "message_start" and not started:
+                                started = True
+                                out.append(sse_event("message_start", {"type": "message_start", "message": {
+                                    "id": message_id, "type": "message", "role": "assistant", "model": model,
+                                    "content": [], "stop_reason": None, "stop_sequence": None,
+                                    "usage": (event.get("message") or {}).get("usage") or dict(EMPTY_USAGE)}}))
+                            elif name == "content_block_start":
+                                block = event.get("content_block") or {}
+                                if block.get("type") == "tool_use" and block.get("name") in server_tools:
+                                    index_map[event.get("index")] = None  # ours to run: the client never sees it
+                                else:
+                                    index_map[event.get("index")] = next_index
+                                    out.append(sse_event(name, {**event, "index": next_index}))
+                                    next_index += 1
+                            elif name in ("content_block_delta", "content_block_stop"):
+                                client_index = index_map.get(event.get("index"))
+                                if client_index is not None:
+                                    out.append(sse_event(name, {**event, "index": client_index}))
+                            elif name == "error":
+                                out.append(sse_event("error", event))
+                        if out:
+                            yield b"".join(out)
+                        if acc.error is not None:
+                            return
+                finally:
+                    aclose = getattr(stream, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                message = acc.result()
+                if message["stop_reason"] is None:
+                    yield error_event(UpstreamUnavailable("the upstream stream ended without a stop reason"))
+                    return
+                add_usage(usage_total, message.get("usage") or {})
+                content = message["content"]
+                server_calls = [b for b in content if b.get("type") == "tool_use" and b.get("name") in server_tools]
+                client_calls = [b for b in content if b.get("type") == "tool_use" and b.get("name") not in server_tools]
+                visible.extend(b for b in content if b not in server_calls)
+                stop_reason, stop_sequence = message["stop_reason"], message.get("stop_sequence")
+                if not server_calls:
+                    break
+                results: list[dict[str, Any]] = []
+                records: list[str] = []
+                limit_note = ""
+                for call in server_calls:
+                    if calls_made >= self.policy.max_tool_calls:
+                        result = ToolResult(f"denied: POLICY_MAX_TOOL_CALLS ({self.policy.max_tool_calls}) reached", True)
+                        limit_note = (f"lynkr stopped this turn: POLICY_MAX_TOOL_CALLS={self.policy.max_tool_calls} "
+                                      "server tool calls reached. Raise it to let the model continue.")
+                    else:
+                        calls_made += 1
+                        result = ToolResult("", True)
+                        async for item in self._run_with_pings(run_tool(self.tool_ctx, call["name"], call.get("input"))):
+                            if isinstance(item, ToolResult):
+                                result = item
+                            else:
+                                yield item
+                    ran_tools = True
+                    http_req.log["tool_calls"] = calls_made
+                    self.log.info("server tool", request_id=http_req.request_id, tool=call["name"],
+                                  is_error=result.is_error)
+                    results.append({"type": "tool_result", "tool_use_id": call["id"], "content": result.content,
+                                    "is_error": result.is_error})
+                    records.append(self._activity(call, result))
+                turn.server_turns += [{"role": "assistant", "content": content}, {"role": "user", "content": results}]
+                if not limit_note and not client_calls and step == self.policy.max_steps:
+                    limit_note = (f"lynkr stopped this turn: POLICY_MAX_STEPS={self.policy.max_steps} model rounds "
+                                  "reached while the model was still calling tools. Raise it, or ask to continue.")
+                notes = records if self.show_activity else []
+                if limit_note:
+                    notes = [*notes, limit_note]
+                if notes:
+                    text = "\n\n".join(notes)
+                    visible.append({"type": "text", "text": text})
+                    yield (sse_event("content_block_start", {"type": "content_block_start", "index": next_index,
+                                                             "content_block": {"type": "text", "text": ""}})
+                           + sse_event("content_block_delta", {"type": "content_block_delta", "index": next_index,
+                                                               "delta": {"type": "text_delta", "text": text}})
+                           + sse_event("content_block_stop", {"type": "content_block_stop", "index": next_index}))
+                    next_index += 1
+                if client_calls:
+                    stop_reason = "tool_use"  # the client runs its own tools; ours already ran
+                    break
+                if limit_note:
+                    stop_reason, stop_sequence = "end_turn", None
+                    break
+                conversation += [{"role": "assistant", "content": content}, {"role": "user", "content": results}]
+                round_req = {**upstream_req, "messages": conversation, "stream": True}
+                if forced:
+                    round_req["tool_choice"] = {"type": "auto"}  # a forced tool runs once
+                try:
+                    stream = await self.provider.open_stream(round_req, http_req)
+                except LynkrError as exc:
+                    yield error_event(exc)
+                    return
+            reply = {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": visible,
+                     "stop_reason": stop_reason, "stop_sequence": stop_sequence, "usage": usage_total}
+            if key is not None and not ran_tools and self._storable(reply):
+                self.cache.put(key, reply)
+            http_req.log["usage"] = usage_total
+            yield sse_event("message_delta", {"type": "message_delta", "delta": {
+                "stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage_total})
+            turn.reply, turn.usage = reply, usage_total
+            await self._record(turn)
+            recorded = True
+            yield sse_event("message_stop", {"type": "message_stop"})
+        finally:
+            if not recorded:
+                await self._record(turn)
+
+
+# == 16. API routes ==
 #
 # ROUTES maps (method, path) to a handler. App.handle is the one place where every failure
 # becomes an Anthropic error response, and where every request gets its id and its log line.
@@ -2403,22 +3911,64 @@ async def route_messages(app: App, req: Request) -> Response:
     msg_req = validate_messages_request(parse_json_body(req), app.cfg.max_tokens_default)
     req.log["stream"] = bool(msg_req.get("stream"))
     req.log["model"] = msg_req["model"]
-    return await app.provider.create_message(msg_req, req)
+    return await app.orchestrator.respond(msg_req, req)
 
 
 async def route_count_tokens(app: App, req: Request) -> Response:
     msg_req = validate_messages_request(parse_json_body(req), app.cfg.max_tokens_default, count_only=True)
     req.log["model"] = msg_req["model"]
+    # Count what the upstream will really see, server tool definitions included.
+    msg_req = app.orchestrator.upstream_request(msg_req, app.orchestrator.select_server_tools(msg_req))
     return json_response(200, {"input_tokens": await app.provider.count_tokens(msg_req, req)})
+
+
+async def route_tools(app: App, req: Request) -> Response:
+    data = []
+    for spec in TOOLS.values():
+        try:
+            app.policy.check_tool(spec.name)
+            enabled = True
+        except ToolDenied:
+            enabled = False
+        data.append({**spec.definition(), "enabled": enabled})
+    return json_response(200, {"data": data})
+
+
+async def route_tool_call(app: App, req: Request) -> Response:
+    name = req.params["name"]
+    if name not in TOOLS:
+        raise NotFound(f"no server tool named {name!r} (GET /v1/tools lists them)")
+    args = parse_json_body(req) if req.body.strip() else {}
+    if not isinstance(args, dict):
+        raise _field_error("body", "a JSON object with the tool's input", args)
+    result = await run_tool(app.orchestrator.tool_ctx, name, args)
+    req.log.update(tool=name, is_error=result.is_error)
+    return json_response(200, {"content": result.content, "is_error": result.is_error})
+
+
+def _limit_param(req: Request, default: int, maximum: int) -> int:
+    try:
+        return max(1, min(int(req.query.get("limit", str(default))), maximum))
+    except ValueError:
+        raise InvalidRequest(f"limit: expected an integer between 1 and {maximum}") from None
+
+
+async def route_sessions(app: App, req: Request) -> Response:
+    sessions = await app.store.run(list_sessions, _limit_param(req, 100, 10000))
+    return json_response(200, {"data": sessions})
+
+
+async def route_session(app: App, req: Request) -> Response:
+    session = await app.store.run(get_session, req.params["id"])
+    if session is None:
+        raise NotFound(f"no session {req.params['id']!r}")
+    return json_response(200, session)
 
 
 async def route_models(app: App, req: Request) -> Response:
     models = [{"type": "model", "id": mid, "display_name": name, "created_at": MODELS_CREATED_AT}
               for mid, name in app.provider.router.advertised_models()]
-    try:
-        limit = max(1, min(int(req.query.get("limit", "20")), 1000))
-    except ValueError:
-        raise InvalidRequest(f"limit: expected an integer between 1 and 1000, got {req.query['limit']!r}") from None
+    limit = _limit_param(req, 20, 1000)
     ids = [m["id"] for m in models]
     if req.query.get("after_id") in ids:
         models = models[ids.index(req.query["after_id"]) + 1 :]
@@ -2455,14 +4005,37 @@ ROUTES: dict[tuple[str, str], RouteHandler] = {
     ("GET", "/"): route_root,
     ("HEAD", "/"): route_root,
     ("HEAD", "/api/hello"): route_root,  # Claude Code's warm-up probe
+    ("GET", "/v1/tools"): route_tools,
+    ("POST", "/v1/tools/{name}"): route_tool_call,
+    ("GET", "/v1/sessions"): route_sessions,
+    ("GET", "/v1/sessions/{id}"): route_session,
 }
 
 
+def match_route(template: str, path: str) -> dict[str, str] | None:
+    """`/v1/tools/{name}` matches `/v1/tools/fs_read` -> {"name": "fs_read"}; one segment per parameter."""
+    t_parts, p_parts = template.split("/"), path.split("/")
+    if len(t_parts) != len(p_parts):
+        return None
+    params = {}
+    for t, p in zip(t_parts, p_parts):
+        if t.startswith("{") and t.endswith("}"):
+            if not p:
+                return None
+            params[t[1:-1]] = urllib.parse.unquote(p)
+        elif t != p:
+            return None
+    return params
+
+
 class App:
-    def __init__(self, cfg: Config, log: Logger, provider: Provider) -> None:
+    def __init__(self, cfg: Config, log: Logger, provider: Provider, orchestrator: Orchestrator) -> None:
         self.cfg = cfg
         self.log = log
         self.provider = provider
+        self.orchestrator = orchestrator
+        self.policy = orchestrator.policy
+        self.store = orchestrator.store
         self.started = time.monotonic()
         self.allowed_hosts = frozenset(cfg.allowed_hosts)
         self.bound_to_loopback = is_loopback_host(cfg.host)
@@ -2493,13 +4066,24 @@ class App:
                 raise AuthenticationFailed("invalid or missing API key: send LYNKR_API_KEY as x-api-key or Bearer token")
 
     # -- dispatch --
-    def resolve(self, method: str, path: str) -> RouteHandler:
+    def resolve(self, req: Request) -> RouteHandler:
+        method, path = req.method, req.path
         if len(path) > 1:
             path = path.rstrip("/")
-        handler = ROUTES.get((method, path)) or (ROUTES.get(("GET", path)) if method == "HEAD" else None)
+        candidates: dict[str, RouteHandler] = {}  # method -> handler for this path
+        for (route_method, template), route_handler in ROUTES.items():
+            if template == path:
+                candidates[route_method] = route_handler
+            elif "{" in template:
+                params = match_route(template, path)
+                if params is not None:
+                    candidates[route_method] = route_handler
+                    if route_method == method or (method == "HEAD" and route_method == "GET"):
+                        req.params = params
+        handler = candidates.get(method) or (candidates.get("GET") if method == "HEAD" else None)
         if handler is not None:
             return handler
-        allowed = sorted({m for m, p in ROUTES if p == path})
+        allowed = sorted(candidates)
         if allowed:
             raise MethodNotAllowed(f"{method} is not allowed on {path}; use {', '.join(allowed)}",
                                    headers={"allow": ", ".join(allowed)})
@@ -2522,7 +4106,7 @@ class App:
         started = time.monotonic()
         try:
             self.check_access(req)
-            handler = self.resolve(req.method, req.path)
+            handler = self.resolve(req)
             response = await handler(self, req)
         except LynkrError as exc:
             req.log["error"] = exc.message if exc.status >= 500 else exc.error_type
@@ -2571,7 +4155,7 @@ class App:
         self.log.info("request", **fields)
 
 
-# == 12. App lifecycle ==
+# == 17. App lifecycle ==
 
 
 def raise_open_file_limit() -> None:
@@ -2587,8 +4171,30 @@ def raise_open_file_limit() -> None:
         pass
 
 
-async def serve(cfg: Config, log: Logger, provider: Provider, client: HTTPClient) -> int:
-    app = App(cfg, log, provider)
+def build_app(cfg: Config, log: Logger) -> App:
+    """Wire every component from a validated Config. Raises ConfigError naming a bad variable."""
+    client = HTTPClient(ProxySettings.from_environ(dict(os.environ)))
+    provider = make_provider(cfg, client, log)
+    policy = Policy.from_config(cfg)
+    cache = PromptCache(
+        parse_bool("PROMPT_CACHE_ENABLED", cfg.env["PROMPT_CACHE_ENABLED"]),
+        parse_int_setting("PROMPT_CACHE_TTL_MS", cfg.env["PROMPT_CACHE_TTL_MS"], 0) / 1000,
+        parse_int_setting("PROMPT_CACHE_MAX_ENTRIES", cfg.env["PROMPT_CACHE_MAX_ENTRIES"], 0),
+    )
+    store = Store(cfg.session_db_path)
+    private = [cfg.data_dir, os.path.dirname(os.path.abspath(cfg.session_db_path))]
+    paths = WorkspacePaths(cfg.workspace_root, policy, private_dirs=private)
+    tool_ctx = ToolContext(cfg, policy, paths, store, client, log)
+    return App(cfg, log, provider, Orchestrator(cfg, provider, policy, tool_ctx, cache, store, log))
+
+
+async def serve(app: App) -> int:
+    cfg, log, provider = app.cfg, app.log, app.provider
+    try:
+        await app.store.run(lambda db: None)  # open + migrate now: a broken database fails at startup
+    except (sqlite3.Error, OSError) as exc:
+        print(f"lynkr: cannot open SESSION_DB_PATH {cfg.session_db_path}: {exc}", file=sys.stderr)
+        return 2
     server = HTTPServer(app.handle, app.protocol_error_response, log)
     try:
         port = await server.start(cfg.host, cfg.port)
@@ -2613,12 +4219,13 @@ async def serve(cfg: Config, log: Logger, provider: Provider, client: HTTPClient
     await stop.wait()
     log.info("shutting down", in_flight=server.active_connections, grace_s=cfg.shutdown_grace_s)
     await server.shutdown(cfg.shutdown_grace_s)
-    client.close()
+    app.orchestrator.tool_ctx.client.close()
+    await asyncio.get_running_loop().run_in_executor(None, app.store.close)
     log.info("stopped")
     return 0
 
 
-# == 13. CLI ==
+# == 18. CLI ==
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -2651,8 +4258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(env_file=args.env_file, cli_host=args.host, cli_port=args.port)
         log = Logger(cfg.log_format, cfg.log_level)
-        client = HTTPClient(ProxySettings.from_environ(dict(os.environ)))
-        provider = make_provider(cfg, client, log)
+        app = build_app(cfg, log)
         prepare_data_dir(cfg.data_dir)
     except ConfigError as exc:
         print(f"lynkr: {exc}", file=sys.stderr)
@@ -2662,7 +4268,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     raise_open_file_limit()
     try:
-        return asyncio.run(serve(cfg, log, provider, client))
+        return asyncio.run(serve(app))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
 
