@@ -1795,9 +1795,11 @@ async def with_silence_ticks(source: AsyncIterator[bytes], interval: float) -> A
 class OpenAIStreamTranslator:
     """OpenAI chat.completion.chunk objects -> Anthropic SSE bytes, one chunk at a time.
 
-    Blocks are emitted sequentially (start, deltas, stop). Tool-call fragments are keyed by the
-    OpenAI `index` (or `id`); a lone leading "{}" arguments fragment is held back so that servers
-    that send "{}" before the real fragments do not produce `{}{"a":1}`.
+    Anthropic blocks are strictly sequential (start, deltas, stop), OpenAI tool calls may
+    interleave by `index`. So the first tool call streams live, fragment by fragment; fragments of
+    any other call are buffered and emitted, each as a complete block, when the live call must end
+    (other content, finish_reason or end of stream). A lone "{}" arguments fragment before or after
+    the real ones (a known Databricks quirk) is not double counted.
     """
 
     def __init__(self, model: str, stops: list[str] | None = None) -> None:
@@ -1808,12 +1810,12 @@ class OpenAIStreamTranslator:
         self.finished = False
         self.next_index = 0
         self.open_kind: str | None = None  # "text" | "thinking" | "tool"
-        self.open_tool_key: Any = None
-        self.tools: dict[Any, dict[str, Any]] = {}  # key -> {index, args, held_empty, emitted}
+        self.live_tool: dict[str, Any] | None = None
+        self.tools: dict[Any, dict[str, Any]] = {}  # OpenAI index/id -> call state
+        self.buffered: list[dict[str, Any]] = []  # calls waiting for the live one to end, in order
         self.finish_reason: str | None = None
         self.usage: dict[str, int] = openai_usage_to_anthropic(None)
         self.text_tail = ""
-        self.saw_usage = False
 
     # -- event helpers --
     def start(self) -> bytes:
@@ -1826,25 +1828,36 @@ class OpenAIStreamTranslator:
             "stop_reason": None, "stop_sequence": None, "usage": usage}})
 
     def _close_open(self) -> bytes:
-        if self.open_kind is None:
-            return b""
+        """End the open block; then emit every buffered tool call as a complete block."""
         out = b""
-        if self.open_kind == "tool":
-            state = self.tools[self.open_tool_key]
-            if state["held_empty"] and not state["emitted"]:
-                out += self._json_delta(state["index"], "{}")
-            state["closed"] = True
-        out += sse_event("content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1})
-        self.open_kind, self.open_tool_key = None, None
+        if self.open_kind is not None:
+            live = self.live_tool
+            if self.open_kind == "tool" and live is not None and live["held_empty"] and not live["args"]:
+                out += self._json_delta(self.next_index - 1, "{}")
+            out += sse_event("content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1})
+            self.open_kind, self.live_tool = None, None
+        for call in self.buffered:
+            out += self._block_start(self._tool_block(call))
+            out += self._json_delta(self.next_index - 1, call["args"] or "{}")
+            out += sse_event("content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1})
+            call["done"] = True
+        self.buffered.clear()
+        return out
+
+    def _block_start(self, block: dict[str, Any]) -> bytes:
+        out = sse_event("content_block_start", {"type": "content_block_start", "index": self.next_index,
+                                                "content_block": block})
+        self.next_index += 1
         return out
 
     def _open(self, kind: str, block: dict[str, Any]) -> bytes:
-        out = self._close_open()
+        out = self._close_open() + self._block_start(block)
         self.open_kind = kind
-        out += sse_event("content_block_start", {"type": "content_block_start", "index": self.next_index,
-                                                 "content_block": block})
-        self.next_index += 1
         return out
+
+    @staticmethod
+    def _tool_block(call: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
 
     @staticmethod
     def _json_delta(index: int, fragment: str) -> bytes:
@@ -1870,49 +1883,53 @@ class OpenAIStreamTranslator:
                                                      "delta": {"type": "signature_delta", "signature": signature}})
         return out
 
-    def _tool_fragment(self, call: dict[str, Any]) -> bytes:
-        fn = call.get("function") or {}
-        key = call.get("index", call.get("id"))
+    @staticmethod
+    def _accept_fragment(call: dict[str, Any], fragment: str) -> bool:
+        """Append a fragment unless it is the "{}" quirk; True when it was appended."""
+        if fragment == "{}":
+            if not call["args"]:
+                call["held_empty"] = True
+                return False
+            try:
+                json.loads(call["args"])
+                return False  # already a complete object: a trailing "{}" would double count
+            except ValueError:
+                pass
+        call["args"] += fragment
+        return True
+
+    def _tool_fragment(self, part: dict[str, Any]) -> bytes:
+        fn = part.get("function") or {}
+        key = part.get("index")
         if key is None:
-            key = call.get("id") or len(self.tools)
-        state = self.tools.get(key)
+            key = part.get("id") or len(self.tools)
+        call = self.tools.get(key)
         out = b""
-        if state is None:
-            call_id = call.get("id")
-            state = {"index": self.next_index, "args": "", "held_empty": False, "emitted": False, "closed": False}
-            self.tools[key] = state
-            out += self._open("tool", {
-                "type": "tool_use",
-                "id": sanitize_tool_id(str(call_id)) if call_id else new_id("toolu_"),
-                "name": fn.get("name") or "",
-                "input": {},
-            })
-            self.open_tool_key = key
-        elif self.open_tool_key != key and not state["closed"]:
-            pass  # interleaved fragments of a block that is not the open one: emitted by index below
+        if call is None:
+            call_id = part.get("id")
+            call = {"id": sanitize_tool_id(str(call_id)) if call_id else new_id("toolu_"),
+                    "name": fn.get("name") or "", "args": "", "held_empty": False, "done": False}
+            self.tools[key] = call
+            if self.open_kind == "tool":
+                self.buffered.append(call)  # another call is streaming: this one waits its turn
+            else:
+                out += self._open("tool", self._tool_block(call))
+                self.live_tool = call
+        elif fn.get("name") and not call["name"]:
+            call["name"] = fn["name"]
         fragment = fn.get("arguments")
         if isinstance(fragment, dict):
             fragment = json_dumps(fragment)
-        if not fragment:
+        if not fragment or call["done"] or not self._accept_fragment(call, fragment):
             return out
-        if fragment == "{}":
-            if not state["args"]:
-                state["held_empty"] = True
-                return out
-            try:
-                json.loads(state["args"])
-                return out  # already a complete object: a trailing "{}" would double count
-            except ValueError:
-                pass
-        state["args"] += fragment
-        state["emitted"] = True
-        return out + self._json_delta(state["index"], fragment)
+        if call is self.live_tool:
+            out += self._json_delta(self.next_index - 1, fragment)
+        return out
 
     # -- public --
     def feed(self, chunk: dict[str, Any]) -> bytes:
         if isinstance(chunk.get("usage"), dict):
             self.usage = openai_usage_to_anthropic(chunk["usage"])
-            self.saw_usage = True
         out = self.start()
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict):
@@ -2093,10 +2110,19 @@ class Provider:
     async def _post(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool) -> UpstreamResponse:
         headers = [("content-type", "application/json"),
                    ("accept", "text/event-stream" if stream else "application/json"), *headers]
-        return await self.client.request(
-            "POST", url, headers, json_bytes(body),
-            connect_timeout=self.cfg.upstream_connect_timeout_s, read_timeout=self.cfg.upstream_read_timeout_s,
-        )
+        try:
+            return await self.client.request(
+                "POST", url, headers, json_bytes(body),
+                connect_timeout=self.cfg.upstream_connect_timeout_s, read_timeout=self.cfg.upstream_read_timeout_s,
+            )
+        except LynkrError as exc:
+            raise self.named(exc) from None
+
+    def named(self, exc: LynkrError) -> LynkrError:
+        """Say which provider failed: 'cannot connect to 10.0.0.5:443' alone leaves users guessing."""
+        if not exc.message.startswith(self.label):
+            exc.message = f"{self.label} ({self.name}): {exc.message}"
+        return exc
 
     async def _read_error(self, resp: UpstreamResponse) -> bytes:
         try:
@@ -2198,7 +2224,7 @@ class DatabricksOpenAIProvider(Provider):
                 yield out + translator.finish()
         except LynkrError as exc:
             http_req.log.update(stream_error=exc.error_type)
-            yield error_event(exc)
+            yield error_event(self.named(exc))
         finally:
             await resp.aclose()
             http_req.log.update(usage=translator.usage)
@@ -2312,7 +2338,7 @@ class AnthropicNativeProvider(Provider):
                 yield out
         except LynkrError as exc:
             http_req.log.update(stream_error=exc.error_type)
-            yield error_event(exc)
+            yield error_event(self.named(exc))
         finally:
             await resp.aclose()
             http_req.log.update(usage=relay.usage)
