@@ -1,0 +1,3055 @@
+#!/usr/bin/env python3
+"""Tests for lynkr.py, run against the real proxy process over real sockets.
+
+    python test_lynkr.py [pytest args]      # the one test command (bootstraps, then pytest -n 2)
+
+The proxy is started as a subprocess on an ephemeral port.  The upstreams are fakes written here
+that speak the true wire formats and are strict the way the real services are: the fake Databricks
+serving endpoint rejects any request a real OpenAI-chat endpoint would reject (Anthropic-only
+fields, misplaced ``cache_control``, empty text, orphan tool messages, ...), so a passing test
+proves the proxy cleaned the request.  The fakes answer from a per-test script (JSON, SSE split at
+awkward byte boundaries with delays, error statuses, disconnects, hangs) and record what they got.
+
+Sections mirror lynkr.py: harness (bootstrap, fakes, proxy runner, SSE grammar checker), then
+tests for config/CLI, security, the HTTP server, translation, streaming, upstream failures,
+Azure pass-through, count_tokens, the outbound client, logging, and end-to-end runs of the
+official ``anthropic`` SDK and the real Claude Code CLI.  ``LYNKR_REQUIRE_E2E=1`` turns skips of
+the end-to-end tests (missing SDK or CLI) into failures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LYNKR = HERE / "lynkr.py"
+CLAUDE_VERSION = "2.1.329"
+CLAUDE_DIR = Path.home() / ".cache" / "lynkr" / f"claude-code-{CLAUDE_VERSION}"
+
+
+# == Bootstrap (runs before any third-party import so a bare checkout can install what it needs) ==
+
+
+def _bootstrap(argv: list[str]) -> int:
+    if any(importlib.util.find_spec(m) is None for m in ("pytest", "xdist", "anthropic", "hypothesis")):
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", ".[test]"], cwd=HERE)
+    if not os.environ.get("LYNKR_CLAUDE_BIN") and not (CLAUDE_DIR / "node_modules/.bin/claude").exists():
+        if shutil.which("npm"):  # a failure here only makes the CLI tests skip (or fail under CI)
+            subprocess.call(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CLAUDE_DIR),
+                             f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"])
+    cmd = [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", Path(__file__).name, *argv]
+    return subprocess.call(cmd, cwd=HERE)
+
+
+if __name__ == "__main__":
+    sys.exit(_bootstrap(sys.argv[1:]))
+
+import base64  # noqa: E402
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
+import http.client  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import ssl  # noqa: E402
+import struct  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.parse  # noqa: E402
+import zlib  # noqa: E402
+from collections import deque  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from typing import Any, Callable  # noqa: E402
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# == Harness: constants and small helpers ==
+
+CLIENT_KEY = "sk-ant-client-canary-7f3a9c"  # what test clients send; must never reach an upstream
+DBX_KEY = "dapi-fake-databricks-secret-51c2"
+AZ_KEY = "azure-fake-foundry-secret-88d1"
+REQ_ID = re.compile(r"^req_[0-9a-f]{24}$")
+EPH = {"type": "ephemeral"}
+DEFAULT_HEADERS = {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": CLIENT_KEY}
+
+
+def jbytes(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def dig(obj: Any, path: str) -> Any:
+    """dig(body, "messages.-1.content.0") -> value, or MISSING."""
+    for part in path.split(".") if path else []:
+        if isinstance(obj, list) and re.fullmatch(r"-?\d+", part) and -len(obj) <= int(part) < len(obj):
+            obj = obj[int(part)]
+        elif isinstance(obj, dict) and part in obj:
+            obj = obj[part]
+        else:
+            return MISSING
+    return obj
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<MISSING>"
+
+
+MISSING = _Missing()
+
+
+def check_expectations(obj: Any, expect: dict[str, Any]) -> None:
+    """Each key is a dig() path; a value is compared with ==, or called as a predicate if callable."""
+    for path, want in expect.items():
+        got = dig(obj, path)
+        if callable(want) and not isinstance(want, _Missing):
+            assert want(got), f"{path}: predicate failed on {got!r}\nwhole body: {json.dumps(obj)[:3000]}"
+        else:
+            assert got == want, f"{path}: expected {want!r}, got {got!r}\nwhole body: {json.dumps(obj)[:3000]}"
+
+
+def texts(msg: dict) -> list[str]:
+    c = msg.get("content")
+    if isinstance(c, str):
+        return [c]
+    return [p.get("text") for p in c or [] if isinstance(p, dict) and p.get("type") == "text"]
+
+
+def split_at(data: bytes, points) -> list[bytes]:
+    pts = sorted({p for p in points if 0 < p < len(data)})
+    return [data[a:b] for a, b in zip([0, *pts], [*pts, len(data)])]
+
+
+def per_event(data: bytes) -> list[bytes]:
+    sep = b"\r\n\r\n" if b"\r\n\r\n" in data else b"\n\n"
+    return [p + sep for p in data.split(sep) if p]
+
+
+def awkward_points(data: bytes) -> list[int]:
+    """Split points a careless SSE parser gets wrong: mid-UTF-8, between the two newlines of an event
+    separator, inside 'data:' and inside '[DONE]'."""
+    pts = [i for i in range(1, len(data)) if 0x80 <= data[i] < 0xC0]  # UTF-8 continuation bytes
+    pts += [i for i in range(1, len(data)) if data[i - 1 : i + 1] in (b"\n\n", b"\r\n", b"\n\r")]
+    pts += [m.start() + 3 for m in re.finditer(rb"data:", data)]
+    pts += [m.start() + 3 for m in re.finditer(rb"\[DONE\]", data)]
+    return pts
+
+
+def tiny_png(w: int = 1, h: int = 1) -> str:
+    """A valid w x h greyscale PNG, base64."""
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + b"\x80" * w for _ in range(h))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return base64.b64encode(png).decode()
+
+
+PNG_B64 = tiny_png()
+
+
+def ignores_all(gitignore: Path) -> bool:
+    """True if the file exists and its only pattern is `*` (comments allowed)."""
+    lines = gitignore.read_text().splitlines() if gitignore.is_file() else []
+    return [x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#")] == ["*"]
+
+
+def require_e2e(what: str, ok: bool) -> None:
+    if not ok:
+        if os.environ.get("LYNKR_REQUIRE_E2E") == "1":
+            pytest.fail(f"{what} is not available and LYNKR_REQUIRE_E2E=1")
+        pytest.skip(f"{what} is not available")
+
+
+def non_loopback_ip() -> str | None:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent; this only picks the outgoing interface
+            ip = s.getsockname()[0]
+        with socket.socket() as t:
+            t.bind((ip, 0))
+        return None if ip.startswith("127.") else ip
+    except OSError:
+        return None
+
+
+# -- Anthropic-shaped request pieces --
+
+
+def user(content: Any) -> dict:
+    return {"role": "user", "content": content}
+
+
+def assistant(content: Any) -> dict:
+    return {"role": "assistant", "content": content}
+
+
+def text(t: str, **kw: Any) -> dict:
+    return {"type": "text", "text": t, **kw}
+
+
+def tool_use(id: str, name: str, input: dict) -> dict:
+    return {"type": "tool_use", "id": id, "name": name, "input": input}
+
+
+def tool_result(id: str, content: Any, **kw: Any) -> dict:
+    return {"type": "tool_result", "tool_use_id": id, "content": content, **kw}
+
+
+def image_b64(data: str = PNG_B64, mt: str = "image/png") -> dict:
+    return {"type": "image", "source": {"type": "base64", "media_type": mt, "data": data}}
+
+
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+GET_WEATHER = {"name": "get_weather", "description": "Weather for a city", "input_schema": WEATHER_SCHEMA}
+OAI_GET_WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+                                                    "parameters": WEATHER_SCHEMA}}
+BASH_SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+               "properties": {"command": {"type": "string", "description": "The command to run"},
+                              "timeout": {"type": "number"}},
+               "required": ["command"], "additionalProperties": False}
+CC_BETAS = ("claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,"
+            "per-turn-control-2026-07-01,mid-conversation-tool-changes-2026-07-01,"
+            "thinking-token-count-2026-05-13,advanced-tool-use-2025-11-20,effort-2025-11-24")
+CC_HEADERS = {"anthropic-beta": CC_BETAS, "anthropic-dangerous-direct-browser-access": "true", "x-app": "cli",
+              "user-agent": "claude-cli/2.1.329 (external, sdk-cli)",
+              "x-claude-code-session-id": "5b0b8f3e-2f7e-4d8e-9a51-0c7f4c1e9d11"}
+
+
+def base_req(**kw: Any) -> dict:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [user("hi")]}
+    body.update(kw)
+    return body
+
+
+def cc_body(model: str = "claude-opus-5-5", stream: bool = True, canary: str = "", messages=None) -> dict:
+    """A first request shaped like Claude Code 2.1.329's (claude-code.md §3), in its key order."""
+    return {
+        "model": model,
+        "messages": messages or [
+            {"role": "system", "content": [text(f"<env>cwd: /work/project {canary}</env>")],
+             "output_config": {"effort": "medium"}},
+            user([text("<system-reminder>As you answer, use the context.</system-reminder>"),
+                  text(f"list the files please {canary}", cache_control=EPH)]),
+        ],
+        "system": [text("x-anthropic-billing-header: cc_version=2.1.329.a3f; cc_entrypoint=sdk-cli;"),
+                   text("You are Claude Code, Anthropic's official CLI for Claude.", cache_control=EPH),
+                   text(f"You are an interactive agent. Be concise. {canary}", cache_control=EPH)],
+        "tools": [{"name": "Bash", "description": "Executes a bash command", "input_schema": BASH_SCHEMA},
+                  {"name": "DeferredToolPlaceholder", "description": "Deferred tools",
+                   "input_schema": {"type": "object", "properties": {}}, "defer_loading": True}],
+        "metadata": {"user_id": json.dumps({"device_id": "ab" * 32, "account_uuid": "",
+                                            "session_id": "5b0b8f3e-2f7e-4d8e-9a51-0c7f4c1e9d11"})},
+        "max_tokens": 128000,
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "medium"},
+        "stream": stream,
+    }
+
+
+# -- OpenAI chat (Databricks) response builders --
+
+
+def oai_completion(text: str | None = "Hello!", tool_calls=(), finish: str = "stop", usage: dict | None = None,
+                   content: Any = MISSING, **message_extra: Any) -> dict:
+    msg: dict[str, Any] = {"role": "assistant", "content": text if content is MISSING else content}
+    if tool_calls:
+        msg["tool_calls"] = [{"id": i, "type": "function", "function": {"name": n, "arguments": a if isinstance(a, str)
+                                                                          else json.dumps(a)}}
+                             for i, n, a in tool_calls]
+    msg.update(message_extra)
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": "databricks-claude",
+            "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
+            "usage": usage or {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}
+
+
+def oai_chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None,
+              choices: bool = True) -> dict:
+    c: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+                         "model": "databricks-claude"}
+    c["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}] if choices else []
+    if usage is not None:
+        c["usage"] = usage
+    return c
+
+
+def json_frags(args: dict, n: int = 3) -> list[str]:
+    s = json.dumps(args, ensure_ascii=False)
+    step = max(1, len(s) // n)
+    return [s[i : i + step] for i in range(0, len(s), step)]
+
+
+def oai_stream(text: str | None = None, tools=(), finish: str = "stop", usage: dict | None = None,
+               quirk: bool = False, interleave: bool = False, pieces: int = 3) -> list[dict]:
+    """Chunks as a Databricks endpoint streams them: a role chunk, text in pieces, tool calls
+    (id+name first, then argument fragments), a finish chunk, then a usage-only chunk."""
+    chunks = [oai_chunk({"role": "assistant"})]
+    if text:
+        step = max(1, len(text) // pieces)
+        chunks += [oai_chunk({"content": text[i : i + step]}) for i in range(0, len(text), step)]
+    per_call = []
+    for k, (cid, name, args) in enumerate(tools):
+        first = {"index": k, "id": cid, "type": "function", "function": {"name": name, "arguments": "{}" if quirk else ""}}
+        frags = [] if (quirk and args == {}) else json_frags(args)
+        per_call.append([first] + [{"index": k, "function": {"arguments": f}} for f in frags])
+    if interleave:
+        order = [tc for group in itertools.zip_longest(*per_call) for tc in group if tc]
+    else:
+        order = [tc for group in per_call for tc in group]
+    chunks += [oai_chunk({"tool_calls": [tc]}) for tc in order]
+    chunks.append(oai_chunk({}, finish=finish))
+    chunks.append(oai_chunk(choices=False, usage=usage or {"prompt_tokens": 21, "completion_tokens": 8,
+                                                            "total_tokens": 29}))
+    return chunks
+
+
+def oai_sse(chunks: list[dict], done: bool = True) -> bytes:
+    out = b"".join(b"data: " + jbytes(c) + b"\n\n" for c in chunks)
+    return out + (b"data: [DONE]\n\n" if done else b"")
+
+
+# -- Anthropic response builders --
+
+
+def anth_message(content=None, *, model: str = "claude-sonnet-4-5", stop_reason: str = "end_turn",
+                 usage: dict | None = None, id: str = "msg_01FAKEUPSTREAM") -> dict:
+    return {"id": id, "type": "message", "role": "assistant", "model": model,
+            "content": content if content is not None else [text("Hello from fake Azure")],
+            "stop_reason": stop_reason, "stop_sequence": None,
+            "usage": usage or {"input_tokens": 31, "output_tokens": 7, "cache_creation_input_tokens": 0,
+                               "cache_read_input_tokens": 0}}
+
+
+def anth_events(msg: dict) -> list[tuple[str, dict]]:
+    """The SSE event list the Anthropic API would stream for msg (wire-formats.md §1.5)."""
+    start = dict(msg, content=[], stop_reason=None, stop_sequence=None,
+                 usage=dict(msg["usage"], output_tokens=1))
+    ev: list[tuple[str, dict]] = [("message_start", {"type": "message_start", "message": start})]
+    for i, b in enumerate(msg["content"]):
+        if b["type"] == "text":
+            cb, deltas = text(""), [{"type": "text_delta", "text": p} for p in (b["text"][:3], b["text"][3:]) if p]
+        elif b["type"] == "tool_use":
+            cb = dict(b, input={})
+            deltas = [{"type": "input_json_delta", "partial_json": f} for f in json_frags(b["input"])]
+        else:  # thinking
+            cb = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [{"type": "thinking_delta", "thinking": b["thinking"]},
+                      {"type": "signature_delta", "signature": b["signature"]}]
+        ev.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": cb}))
+        ev += [("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d}) for d in deltas]
+        ev.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+        if i == 0:
+            ev.append(("ping", {"type": "ping"}))
+    ev.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": msg["stop_reason"],
+                                                                    "stop_sequence": None},
+                                 "usage": {"output_tokens": msg["usage"]["output_tokens"]}}))
+    ev.append(("message_stop", {"type": "message_stop"}))
+    return ev
+
+
+def anth_sse(events: list[tuple[str, dict]], crlf: bool = False) -> bytes:
+    nl = "\r\n" if crlf else "\n"
+    return "".join(f"event: {e}{nl}data: {json.dumps(d, ensure_ascii=False)}{nl}{nl}" for e, d in events).encode()
+
+
+def anth_error(status: int, etype: str, message: str) -> dict:
+    return {"type": "error", "error": {"type": etype, "message": message}, "request_id": "req_upstream0123"}
+
+
+# == Harness: fake upstream HTTP servers ==
+
+
+@dataclasses.dataclass
+class Recorded:
+    """One request as a fake upstream received it."""
+
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names
+    raw: bytes
+    peer: tuple
+
+    @property
+    def body(self) -> Any:
+        try:
+            return json.loads(self.raw)
+        except ValueError:
+            return None
+
+
+@dataclasses.dataclass
+class Reply:
+    """What a fake sends back.  pieces=None: one Content-Length body.  pieces=[...]: a chunked body,
+    each piece its own chunk and send(), `gap` seconds apart (`pauses[i]` extra before piece i)."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: tuple = ()
+    pieces: list[bytes] | None = None
+    gap: float = 0.002
+    pauses: dict[int, float] = dataclasses.field(default_factory=dict)
+    cut: bool = False  # drop the connection instead of sending the final chunk
+    hang: float = 0.0  # wait this long before the status line
+    close: bool = False
+
+
+def json_reply(obj: Any, status: int = 200, headers: tuple = (), **kw: Any) -> Reply:
+    return Reply(status, jbytes(obj), (("content-type", "application/json"), *headers), **kw)
+
+
+def stream_reply(data: bytes, pieces: list[bytes] | None = None, **kw: Any) -> Reply:
+    return Reply(200, b"", (("content-type", "text/event-stream"), ("cache-control", "no-cache")),
+                 pieces=pieces if pieces is not None else per_event(data), **kw)
+
+
+def dbx_error(status: int, code: str, message: str, headers: tuple = ()) -> Reply:
+    return json_reply({"error_code": code, "message": message}, status, headers)
+
+
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 413: "Payload Too Large", 422: "Unprocessable Entity",
+           429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout", 529: "Overloaded"}
+
+
+class FakeHTTP:
+    """A threaded HTTP/1.1 server on an ephemeral port (keep-alive, optional TLS) that records requests
+    and answers from a script: push(Reply | callable(Recorded) -> Reply, ...), else default()."""
+
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None):
+        self.sock = socket.create_server((host, 0))
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.tls = tls
+        self.requests: list[Recorded] = []
+        self.script: deque = deque()
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.script.clear()
+
+    def push(self, *replies: Reply | Callable[[Recorded], Reply]) -> None:
+        with self.lock:
+            self.script.extend(replies)
+
+    @property
+    def last(self) -> Recorded:
+        assert self.requests, "the fake upstream received no request"
+        return self.requests[-1]
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+        for c in list(self.conns):
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    # -- override points --
+    def check(self, rec: Recorded) -> Reply | None:
+        return None
+
+    def default(self, rec: Recorded) -> Reply:
+        return json_reply({"ok": True})
+
+    # -- machinery --
+    def respond(self, rec: Recorded) -> Reply:
+        bad = self.check(rec)
+        if bad is not None:
+            return bad
+        with self.lock:
+            item = self.script.popleft() if self.script else None
+        if item is None:
+            return self.default(rec)
+        return item(rec) if callable(item) else item
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, addr = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn, addr), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, addr: tuple) -> None:
+        try:
+            if self.tls:
+                conn.settimeout(10)
+                conn = self.tls.wrap_socket(conn, server_side=True)
+                conn.settimeout(None)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.conns.append(conn)
+            reader = conn.makefile("rb")
+            while not self.closed.is_set():
+                rec = self._read_request(reader, addr)
+                if rec is None:
+                    break
+                with self.lock:
+                    self.requests.append(rec)
+                if not self._send(conn, self.respond(rec), rec):
+                    break
+        except (OSError, ValueError, ssl.SSLError):
+            pass
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    @staticmethod
+    def _read_request(reader, addr: tuple) -> Recorded | None:
+        line = reader.readline(65536)
+        while line in (b"\r\n", b"\n"):
+            line = reader.readline(65536)
+        if not line:
+            return None
+        method, target, _version = line.decode("latin-1").split()
+        headers: dict[str, str] = {}
+        while True:
+            h = reader.readline(65536)
+            if h in (b"\r\n", b"\n", b""):
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            k, v = k.strip().lower(), v.strip()
+            headers[k] = f"{headers[k]}, {v}" if k in headers else v
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            raw = b""
+            while True:
+                size = int(reader.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while reader.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                raw += reader.read(size)
+                reader.readline()
+        else:
+            raw = reader.read(int(headers.get("content-length") or 0))
+        parts = urllib.parse.urlsplit(target)
+        return Recorded(method, target, parts.path, parts.query, headers, raw, addr)
+
+    def _send(self, conn: socket.socket, r: Reply, rec: Recorded) -> bool:
+        if r.hang:
+            deadline = time.monotonic() + r.hang
+            while time.monotonic() < deadline and not self.closed.is_set():
+                time.sleep(0.02)
+            if self.closed.is_set():
+                return False
+        close = r.close or rec.headers.get("connection", "").lower() == "close"
+        head = [f"HTTP/1.1 {r.status} {REASONS.get(r.status, 'Status')}"]
+        head += [f"{k}: {v}" for k, v in r.headers]
+        head.append("transfer-encoding: chunked" if r.pieces is not None else f"content-length: {len(r.body)}")
+        if close:
+            head.append("connection: close")
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        if r.pieces is None:
+            conn.sendall(r.body)
+            return not close
+        for i, piece in enumerate(r.pieces):
+            delay = r.pauses.get(i, 0.0) + (r.gap if i else 0.0)
+            if delay:
+                time.sleep(delay)
+            if piece:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        if r.cut:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return False
+        conn.sendall(b"0\r\n\r\n")
+        return not close
+
+
+# -- what a real OpenAI-chat serving endpoint accepts --
+
+OAI_TOP_KEYS = {"messages", "max_tokens", "temperature", "top_p", "top_k", "stop", "n", "stream", "stream_options",
+                "tools", "tool_choice", "parallel_tool_calls", "thinking", "user"}
+OAI_MSG_KEYS = {"system": {"role", "content"}, "user": {"role", "content", "name"},
+                "assistant": {"role", "content", "tool_calls", "name"}, "tool": {"role", "content", "tool_call_id"}}
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def _has_key(obj: Any, key: str) -> bool:
+    if isinstance(obj, dict):
+        return key in obj or any(_has_key(v, key) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_has_key(v, key) for v in obj)
+    return False
+
+
+def _oai_content_problems(where: str, role: str, content: Any, has_calls: bool) -> list[str]:
+    if content is None:
+        return [] if role == "assistant" and has_calls else [f"{where}.content: must not be null"]
+    if isinstance(content, str):
+        return [] if content.strip() else [f"{where}.content: text content must be non-empty"]
+    if not isinstance(content, list) or not content:
+        return [f"{where}.content: must be a non-empty string or list of parts"]
+    p = []
+    for j, part in enumerate(content):
+        w = f"{where}.content[{j}]"
+        t = part.get("type") if isinstance(part, dict) else None
+        if t == "text":
+            if set(part) - {"type", "text", "cache_control"}:
+                p.append(f"{w}: unexpected keys {sorted(set(part) - {'type', 'text', 'cache_control'})}")
+            if not isinstance(part.get("text"), str) or not part["text"].strip():
+                p.append(f"{w}: text content blocks must be non-empty")
+            cc = part.get("cache_control")
+            if cc is not None and (not isinstance(cc, dict) or cc.get("type") != "ephemeral"
+                                   or set(cc) - {"type", "ttl"}):
+                p.append(f"{w}.cache_control: invalid {cc!r}")
+        elif t == "image_url" and role == "user":
+            url = dig(part, "image_url.url")
+            if set(part) != {"type", "image_url"} or not isinstance(url, str) or not (
+                    url.startswith("data:image/") and ";base64," in url or url.startswith(("http://", "https://"))):
+                p.append(f"{w}: invalid image_url part {part!r}"[:300])
+        elif t == "reasoning" and role == "assistant":
+            summ = part.get("summary")
+            if set(part) != {"type", "summary"} or not isinstance(summ, list) or not all(
+                    isinstance(s, dict) and s.get("type") == "summary_text" and isinstance(s.get("text"), str)
+                    and set(s) <= {"type", "text", "signature"} for s in summ):
+                p.append(f"{w}: invalid reasoning part {part!r}"[:300])
+        else:
+            p.append(f"{w}: content part type {t!r} is not allowed for role {role}")
+    return p
+
+
+def openai_violations(b: dict) -> list[str]:
+    """Everything a real Databricks OpenAI-chat endpoint (Claude behind it) would reject with a 400."""
+    p = [f"unknown field {k!r}" for k in b if k not in OAI_TOP_KEYS]
+    msgs = b.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return p + ["messages: must be a non-empty list"]
+    pending: list[str] = []
+    for i, m in enumerate(msgs):
+        w = f"messages[{i}]"
+        if not isinstance(m, dict) or m.get("role") not in OAI_MSG_KEYS:
+            p.append(f"{w}: invalid message {m!r}"[:200])
+            continue
+        role = m["role"]
+        if set(m) - OAI_MSG_KEYS[role]:
+            p.append(f"{w}: unexpected keys {sorted(set(m) - OAI_MSG_KEYS[role])}")
+        if pending and role != "tool":
+            p.append(f"{w}: assistant tool_calls {pending} not followed by a tool message for each id")
+            pending = []
+        if role == "system" and i != 0:
+            p.append(f"{w}: a system message is only allowed first")
+        if role == "tool":
+            tid = m.get("tool_call_id")
+            if tid not in pending:
+                p.append(f"{w}: tool message for {tid!r} has no preceding assistant tool call")
+            else:
+                pending.remove(tid)
+            if not isinstance(m.get("content"), str):
+                p.append(f"{w}.content: tool content must be a string")
+            continue
+        calls = m.get("tool_calls")
+        p += _oai_content_problems(w, role, m.get("content"), bool(calls))
+        if role == "assistant" and "tool_calls" in m:
+            if not isinstance(calls, list) or not calls:
+                p.append(f"{w}.tool_calls: must be a non-empty list")
+                continue
+            for j, c in enumerate(calls):
+                fn = c.get("function") if isinstance(c, dict) else None
+                ok = (isinstance(c, dict) and set(c) == {"id", "type", "function"} and c["type"] == "function"
+                      and isinstance(c["id"], str) and TOOL_ID.match(c["id"]) and isinstance(fn, dict)
+                      and set(fn) == {"name", "arguments"} and isinstance(fn["arguments"], str))
+                if ok:
+                    try:
+                        ok = isinstance(json.loads(fn["arguments"]), dict)
+                    except ValueError:
+                        ok = False
+                if not ok:
+                    p.append(f"{w}.tool_calls[{j}]: invalid {c!r}"[:300])
+                else:
+                    pending.append(c["id"])
+    if pending:
+        p.append(f"assistant tool_calls {pending} not followed by a tool message for each id")
+    names = []
+    tools = b.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            p.append("tools: must be a list")
+            tools = []
+        for j, t in enumerate(tools):
+            fn = t.get("function") if isinstance(t, dict) else None
+            if not (isinstance(t, dict) and set(t) == {"type", "function"} and t["type"] == "function"
+                    and isinstance(fn, dict) and set(fn) <= {"name", "description", "parameters"}
+                    and isinstance(fn.get("name"), str) and TOOL_NAME.match(fn["name"])
+                    and isinstance(fn.get("parameters", {}), dict)
+                    and isinstance(fn.get("description", ""), str)):
+                p.append(f"tools[{j}]: not a {{type:function, function:{{name,description,parameters}}}}: {t!r}"[:300])
+                continue
+            if _has_key(fn.get("parameters"), "$schema"):
+                p.append(f"tools[{j}].function.parameters: '$schema' is not allowed")
+            names.append(fn["name"])
+        if len(names) != len(set(names)):
+            p.append("tools: duplicate names")
+    tc = b.get("tool_choice")
+    forced = False
+    if "tool_choice" in b:
+        if not names:
+            p.append("tool_choice: only allowed when tools are given")
+        if tc in ("auto", "none", "required"):
+            forced = tc == "required"
+        elif (isinstance(tc, dict) and set(tc) == {"type", "function"} and tc["type"] == "function"
+              and isinstance(tc["function"], dict) and set(tc["function"]) == {"name"}):
+            forced = True
+            if tc["function"]["name"] not in names:
+                p.append(f"tool_choice: unknown function {tc['function']['name']!r}")
+        else:
+            p.append(f"tool_choice: invalid value {tc!r}")
+    if "parallel_tool_calls" in b and not isinstance(b["parallel_tool_calls"], bool):
+        p.append("parallel_tool_calls: must be a bool")
+    mt = b.get("max_tokens")
+    if "max_tokens" in b and (not isinstance(mt, int) or isinstance(mt, bool) or mt < 1):
+        p.append("max_tokens: must be a positive integer")
+    if "thinking" in b:
+        th = b["thinking"]
+        if not (isinstance(th, dict) and set(th) == {"type", "budget_tokens"} and th["type"] == "enabled"
+                and isinstance(th["budget_tokens"], int)):
+            p.append(f"thinking: invalid {th!r}")
+        elif th["budget_tokens"] < 1024 or not isinstance(mt, int) or th["budget_tokens"] >= mt:
+            p.append("thinking.budget_tokens: must be >= 1024 and less than max_tokens")
+        if forced:
+            p.append("thinking may not be used when tool_choice forces tool use")
+    stop = b.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list)
+                                                           and all(isinstance(s, str) and s for s in stop))):
+        p.append("stop: must be a string or list of strings")
+    if "stream" in b and not isinstance(b["stream"], bool):
+        p.append("stream: must be a bool")
+    return p
+
+
+def anthropic_violations(b: dict, count: bool = False) -> list[str]:
+    """What the Anthropic Messages API (Azure Foundry, Databricks AI gateway) rejects."""
+    p = []
+    if not isinstance(b.get("model"), str) or not b["model"]:
+        p.append("model: Field required")
+    if not count and (not isinstance(b.get("max_tokens"), int) or b["max_tokens"] < 1):
+        p.append("max_tokens: Field required")
+    msgs = b.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return p + ["messages: Field required"]
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            p.append(f"messages.{i}.role: Input should be 'user' or 'assistant' (mid-conversation system "
+                     f"messages are not supported)")
+            continue
+        if set(m) - {"role", "content"}:
+            p.append(f"messages.{i}: Extra inputs are not permitted: {sorted(set(m) - {'role', 'content'})}")
+        c = m.get("content")
+        blocks = [text(c)] if isinstance(c, str) else c if isinstance(c, list) else None
+        if blocks is None or (not blocks and i != len(msgs) - 1):
+            p.append(f"messages.{i}.content: invalid")
+            continue
+        for j, blk in enumerate(blocks):
+            if isinstance(blk, dict) and blk.get("type") == "text" and not (blk.get("text") or "").strip():
+                p.append(f"messages.{i}.content.{j}: text content blocks must contain non-whitespace text")
+    s = b.get("system")
+    if s is not None and not isinstance(s, str):
+        if not isinstance(s, list):
+            p.append("system: invalid")
+        else:
+            for j, blk in enumerate(s):
+                if not (isinstance(blk, dict) and blk.get("type") == "text" and (blk.get("text") or "").strip()):
+                    p.append(f"system.{j}: text content blocks must contain non-whitespace text")
+    return p
+
+
+class FakeDatabricks(FakeHTTP):
+    """Databricks model serving: POST /serving-endpoints/<name>/invocations (OpenAI chat, strict) and the
+    native AI gateway POST /ai-gateway/anthropic/v1/messages[/count_tokens] (Anthropic), Bearer auth."""
+
+    key = DBX_KEY
+    ANTH = ("/ai-gateway/anthropic/v1/messages", "/ai-gateway/anthropic/v1/messages/count_tokens")
+
+    def endpoint(self, rec: Recorded) -> str | None:
+        m = re.fullmatch(r"/serving-endpoints/([^/]+)/invocations", rec.path)
+        return m.group(1) if m else None
+
+    def check(self, rec: Recorded) -> Reply | None:
+        if rec.path not in self.ANTH and not self.endpoint(rec):
+            return dbx_error(404, "ENDPOINT_NOT_FOUND", f"Path {rec.path} does not exist")
+        if rec.method != "POST":
+            return dbx_error(405, "BAD_REQUEST", "Method not allowed")
+        if rec.headers.get("authorization") != f"Bearer {self.key}":
+            return dbx_error(401, "UNAUTHENTICATED", "Invalid access token")
+        body = rec.body
+        if not isinstance(body, dict):
+            return dbx_error(400, "BAD_REQUEST", "Request body is not a JSON object")
+        if rec.path in self.ANTH:
+            problems = anthropic_violations(body, count=rec.path.endswith("count_tokens"))
+            if problems:
+                return json_reply(anth_error(400, "invalid_request_error", "; ".join(problems)), 400)
+            return None
+        problems = openai_violations(body)
+        if problems:
+            return dbx_error(400, "BAD_REQUEST", "; ".join(problems))
+        return None
+
+    def default(self, rec: Recorded) -> Reply:
+        body = rec.body
+        if rec.path.endswith("count_tokens"):
+            return json_reply({"input_tokens": 4242})
+        if rec.path in self.ANTH:
+            msg = anth_message([text("Hello from the Databricks AI gateway")], model=body["model"])
+            return stream_reply(anth_sse(anth_events(msg))) if body.get("stream") else json_reply(msg)
+        if body.get("stream"):
+            return stream_reply(oai_sse(oai_stream("Hello from fake Databricks")))
+        return json_reply(oai_completion("Hello from fake Databricks"))
+
+
+class FakeAzure(FakeHTTP):
+    """Claude in Microsoft Foundry: POST /anthropic/v1/messages[/count_tokens], x-api-key or api-key."""
+
+    key = AZ_KEY
+    PATHS = ("/anthropic/v1/messages", "/anthropic/v1/messages/count_tokens")
+
+    def check(self, rec: Recorded) -> Reply | None:
+        if rec.path not in self.PATHS or rec.method != "POST":
+            return json_reply({"error": {"code": "404", "message": "Resource not found"}}, 404)
+        if self.key not in (rec.headers.get("x-api-key"), rec.headers.get("api-key")):
+            return json_reply(anth_error(401, "authentication_error", "invalid x-api-key"), 401)
+        if not rec.headers.get("anthropic-version"):
+            return json_reply(anth_error(400, "invalid_request_error", "anthropic-version: header is required"), 400)
+        body = rec.body
+        if not isinstance(body, dict):
+            return json_reply(anth_error(400, "invalid_request_error", "body: not an object"), 400)
+        problems = anthropic_violations(body, count=rec.path.endswith("count_tokens"))
+        if problems:
+            return json_reply(anth_error(400, "invalid_request_error", "; ".join(problems)), 400)
+        return None
+
+    def default(self, rec: Recorded) -> Reply:
+        body = rec.body
+        if rec.path.endswith("count_tokens"):
+            return json_reply({"input_tokens": 77})
+        msg = anth_message(model=body["model"])
+        return stream_reply(anth_sse(anth_events(msg))) if body.get("stream") else json_reply(msg)
+
+
+class TunnelProxy:
+    """A tiny forward proxy: CONNECT host:port (tunnels to 127.0.0.1:port, whatever the host) and
+    absolute-form requests (forwarded to the URL's host).  Records each request line.  refuse=True
+    answers 403 to everything (to prove a request did NOT go through it)."""
+
+    def __init__(self, refuse: bool = False):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.refuse = refuse
+        self.seen: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(c,), daemon=True).start()
+
+    def _handle(self, c: socket.socket) -> None:
+        try:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                data = c.recv(65536)
+                if not data:
+                    return
+                buf += data
+            head, rest = buf.split(b"\r\n\r\n", 1)
+            first = head.split(b"\r\n", 1)[0].decode("latin-1")
+            self.seen.append(first)
+            method, target, _ = first.split()
+            if self.refuse:
+                c.sendall(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                return
+            if method == "CONNECT":
+                up = socket.create_connection(("127.0.0.1", int(target.rsplit(":", 1)[1])))
+                c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                u = urllib.parse.urlsplit(target)
+                up = socket.create_connection((u.hostname, u.port or 80))
+                up.sendall(head + b"\r\n\r\n")
+            if rest:
+                up.sendall(rest)
+            t = threading.Thread(target=self._pipe, args=(up, c), daemon=True)
+            t.start()
+            self._pipe(c, up)
+            t.join(30)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+
+# == Harness: the proxy process and an HTTP client ==
+
+
+@dataclasses.dataclass
+class Resp:
+    status: int
+    headers: dict[str, str]
+    data: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.data)
+        except ValueError:
+            raise AssertionError(f"not JSON (status {self.status}): {self.data[:500]!r}") from None
+
+    @property
+    def etype(self) -> str | None:
+        return dig(self.json(), "error.type") if self.data.startswith(b"{") else None
+
+    @property
+    def emsg(self) -> str:
+        return str(dig(self.json(), "error.message"))
+
+    def events(self) -> list[tuple[str | None, Any]]:
+        return parse_sse(self.data)
+
+    def stream(self, **kw: Any) -> Stream:
+        assert self.status == 200, f"status {self.status}: {self.data[:1000]!r}"
+        assert self.headers.get("content-type", "").startswith("text/event-stream"), self.headers
+        return assemble(self.events(), **kw)
+
+
+def call(port: int, method: str, path: str, body: Any = None, headers: dict | None = None,
+         timeout: float = 30, defaults: bool = True) -> Resp:
+    hdrs = {**(DEFAULT_HEADERS if defaults else {}), **(headers or {})}
+    hdrs = {k: v for k, v in hdrs.items() if v is not None}
+    data = jbytes(body) if isinstance(body, (dict, list)) else body
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        r = conn.getresponse()
+        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+def open_stream(port: int, body: dict, path: str = "/v1/messages", headers: dict | None = None,
+                timeout: float = 30) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("POST", path, body=jbytes(body), headers={**DEFAULT_HEADERS, **(headers or {})})
+    return conn, conn.getresponse()
+
+
+def iter_events(resp: http.client.HTTPResponse, t0: float | None = None):
+    """Yield (seconds since t0, event, data) as each SSE event arrives."""
+    t0 = time.monotonic() if t0 is None else t0
+    ev, datas = None, []
+    while True:
+        line = resp.readline()
+        if not line:
+            return
+        s = line.decode("utf-8").rstrip("\r\n")
+        if s == "":
+            if ev is not None or datas:
+                yield time.monotonic() - t0, ev, _sse_data("\n".join(datas)) if datas else None
+            ev, datas = None, []
+        elif s.startswith(":"):
+            continue
+        else:
+            field, _, value = s.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                ev = value
+            elif field == "data":
+                datas.append(value)
+
+
+def _sse_data(s: str) -> Any:
+    try:
+        return json.loads(s)
+    except ValueError:
+        return s
+
+
+def parse_sse(data: bytes) -> list[tuple[str | None, Any]]:
+    out = []
+    for block in re.split(r"\r\n\r\n|\n\n|\r\r", data.decode("utf-8").replace("\r\n", "\n")):
+        ev, datas = None, []
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                ev = value
+            elif field == "data":
+                datas.append(value)
+        if ev is not None or datas:
+            out.append((ev, _sse_data("\n".join(datas)) if datas else None))
+    return out
+
+
+def raw_exchange(port: int, payload: bytes, timeout: float = 10) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while data := s.recv(65536):
+            out += data
+        return out
+
+
+def read_response(f) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response from a socket file (Content-Length or chunked)."""
+    status_line = f.readline()
+    assert status_line.startswith(b"HTTP/1.1 "), status_line
+    status = int(status_line.split()[1])
+    headers = {}
+    while (h := f.readline()) not in (b"\r\n", b""):
+        k, _, v = h.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if "chunked" in headers.get("transfer-encoding", ""):
+        body = b""
+        while (size := int(f.readline().split(b";")[0], 16)) != 0:
+            body += f.read(size)
+            f.readline()
+        f.readline()
+    else:
+        body = f.read(int(headers.get("content-length", 0)))
+    return status, headers, body
+
+
+def base_env(tmp: Path, extra: dict | None = None) -> dict[str, str]:
+    """A scratch environment: no proxy variables, no provider, every data path inside tmp."""
+    (tmp / "home").mkdir(parents=True, exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp / "home"), "WORKSPACE_ROOT": str(tmp),
+           "LYNKR_DATA_DIR": str(tmp / "lynkr-data"), "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
+           # the response cache (a later issue) would answer repeated test requests without the fake upstream
+           "PROMPT_CACHE_ENABLED": "false"}
+    for k, v in (extra or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = str(v)
+    return env
+
+
+class Proxy:
+    """A running `python lynkr.py` with stderr (JSON log lines) drained into .lines."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.lines: list[str] = []
+        self.info: dict = {}
+        self.ready = threading.Event()
+        threading.Thread(target=self._drain, daemon=True).start()
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+
+    def _drain(self) -> None:
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj.get("msg") == "listening" and not self.ready.is_set():
+                self.info = obj
+                self.ready.set()
+
+    def wait_ready(self, timeout: float = 20) -> Proxy:
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.05):
+            if self.proc.poll() is not None:
+                time.sleep(0.1)
+                raise AssertionError(f"lynkr exited with {self.proc.returncode} before listening:\n{self.stderr}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"lynkr did not log 'listening' within {timeout}s:\n{self.stderr}")
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.info["port"])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    def logs(self) -> list[dict]:
+        out = []
+        for line in list(self.lines):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+        return out
+
+    def wait_log(self, pred: Callable[[dict], bool], timeout: float = 5, what: str = "log line") -> dict:
+        return wait_for(lambda: next((o for o in self.logs() if pred(o)), None), timeout, what)
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict | None = None, **kw: Any) -> Resp:
+        return call(self.port, method, path, body, headers, **kw)
+
+    def post(self, body: Any, path: str = "/v1/messages", headers: dict | None = None, **kw: Any) -> Resp:
+        return call(self.port, "POST", path, body, headers, **kw)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def spawn(cwd: Path, env: dict, args=("--port", "0")) -> Proxy:
+    proc = subprocess.Popen([sys.executable, str(LYNKR), *args], cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return Proxy(proc)
+
+
+def start_proxy(tmp: Path, extra: dict | None = None, args=("--port", "0")) -> Proxy:
+    return spawn(tmp, base_env(tmp, extra), args).wait_ready()
+
+
+def run_lynkr(tmp: Path, extra: dict | None = None, args=("--port", "0"), timeout: float = 15,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run([sys.executable, str(LYNKR), *args], cwd=tmp, env=env or base_env(tmp, extra),
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"lynkr {args} still running after {timeout}s (expected it to exit): "
+                             f"{(e.stderr or b'')[-2000:]!r}") from None
+
+
+def dbx_env(fake: FakeHTTP, **kw: Any) -> dict:
+    return {"DATABRICKS_API_BASE": fake.url, "DATABRICKS_API_KEY": DBX_KEY, **kw}
+
+
+def az_env(fake: FakeHTTP, **kw: Any) -> dict:
+    return {"MODEL_PROVIDER": "azure-anthropic", "AZURE_ANTHROPIC_ENDPOINT": f"{fake.url}/anthropic/v1/messages",
+            "AZURE_ANTHROPIC_API_KEY": AZ_KEY, **kw}
+
+
+@dataclasses.dataclass
+class Stack:
+    fake: Any
+    proxy: Proxy
+
+
+# == Harness: the Anthropic SSE grammar checker ==
+
+
+@dataclasses.dataclass
+class Stream:
+    message: dict | None  # the message the events build (content with parsed tool inputs)
+    error: dict | None  # the error object of a final `event: error`
+    complete: bool  # saw message_stop
+    pings: int
+    events: list
+
+    @property
+    def content(self) -> list[dict]:
+        return self.message["content"] if self.message else []
+
+    def ok(self) -> dict:
+        assert self.error is None, f"stream ended with error: {self.error}"
+        assert self.complete, f"stream ended without message_stop: {self.events[-5:]}"
+        return self.message
+
+
+DELTA_TYPES = {"text": {"text_delta"}, "tool_use": {"input_json_delta"},
+               "thinking": {"thinking_delta", "signature_delta"}}
+
+
+def assemble(events: list[tuple[str | None, Any]], allow_interleave: bool = False) -> Stream:
+    """Check events against the Messages streaming grammar (wire-formats.md §1.5) and build the message."""
+    msg = None
+    blocks: dict[int, dict] = {}
+    json_parts: dict[int, list[str]] = {}
+    open_: list[int] = []
+    next_index, delta_seen, stopped, pings, error = 0, False, False, 0, None
+    for n, (name, data) in enumerate(events):
+        where = f"event #{n} ({name}: {json.dumps(data)[:200]})"
+        assert error is None, f"{where} after an error event"
+        assert not stopped, f"{where} after message_stop"
+        assert name is not None, f"{where}: data without an event: line"
+        if name == "ping":
+            pings += 1
+            assert data is None or data == {"type": "ping"}, where
+            continue
+        assert isinstance(data, dict) and data.get("type") == name, f"{where}: data.type must equal the event name"
+        if name == "error":
+            error = data.get("error")
+            assert isinstance(error, dict) and isinstance(error.get("type"), str) and error.get("message"), where
+            continue
+        if name == "message_start":
+            assert msg is None, f"{where}: second message_start"
+            m = data["message"]
+            assert str(m.get("id", "")).startswith("msg_"), where
+            assert (m.get("type"), m.get("role"), m.get("content")) == ("message", "assistant", []), where
+            assert m.get("stop_reason") is None, where
+            msg = dict(m, content=[], usage=dict(m.get("usage") or {}))
+            continue
+        assert msg is not None, f"{where} before message_start"
+        if name == "content_block_start":
+            i = data["index"]
+            assert i == next_index, f"{where}: expected index {next_index}"
+            assert not delta_seen, f"{where} after message_delta"
+            assert allow_interleave or not open_, f"{where}: block {open_} is still open"
+            cb = data["content_block"]
+            t = cb.get("type")
+            assert t in DELTA_TYPES, f"{where}: unexpected block type"
+            if t == "text":
+                assert cb == {"type": "text", "text": ""}, where
+            elif t == "tool_use":
+                assert cb.get("input") == {} and TOOL_ID.match(cb.get("id", "")) and cb.get("name"), where
+            else:
+                assert cb.get("thinking") == "", where
+            blocks[i], json_parts[i] = copy.deepcopy(cb), []
+            open_.append(i)
+            next_index += 1
+        elif name == "content_block_delta":
+            i = data["index"]
+            assert i in open_, f"{where}: block {i} is not open"
+            d, b = data["delta"], blocks[i]
+            assert d.get("type") in DELTA_TYPES[b["type"]], f"{where}: wrong delta for a {b['type']} block"
+            if d["type"] == "text_delta":
+                assert isinstance(d["text"], str), where
+                b["text"] += d["text"]
+            elif d["type"] == "input_json_delta":
+                assert isinstance(d["partial_json"], str), where
+                json_parts[i].append(d["partial_json"])
+            elif d["type"] == "thinking_delta":
+                b["thinking"] += d["thinking"]
+            else:
+                b["signature"] = b.get("signature", "") + d["signature"]
+        elif name == "content_block_stop":
+            i = data["index"]
+            assert i in open_, f"{where}: block {i} is not open"
+            open_.remove(i)
+            if blocks[i]["type"] == "tool_use":
+                s = "".join(json_parts[i])
+                try:
+                    blocks[i]["input"] = json.loads(s) if s else {}
+                except ValueError:
+                    raise AssertionError(f"{where}: tool input JSON does not parse: {s!r}") from None
+        elif name == "message_delta":
+            assert not open_, f"{where}: blocks {open_} still open"
+            assert "stop_reason" in data.get("delta", {}), where
+            delta_seen = True
+            msg["stop_reason"] = data["delta"]["stop_reason"]
+            msg["stop_sequence"] = data["delta"].get("stop_sequence")
+            msg["usage"].update(data.get("usage") or {})
+        elif name == "message_stop":
+            assert delta_seen and not open_, f"{where}: message_stop before message_delta"
+            stopped = True
+    if msg is not None:
+        msg["content"] = [blocks[i] for i in sorted(blocks)]
+    assert error is not None or stopped, f"stream ended without message_stop or error: {events[-5:]}"
+    return Stream(msg, error, stopped, pings, events)
+
+
+def block_summary(content: list[dict]) -> list[tuple]:
+    out = []
+    for b in content:
+        if b["type"] == "text":
+            out.append(("text", b["text"]))
+        elif b["type"] == "tool_use":
+            out.append(("tool_use", b["id"], b["name"], b["input"]))
+        elif b["type"] == "thinking":
+            out.append(("thinking", b["thinking"], b.get("signature", "")))
+        else:
+            out.append((b["type"],))
+    return out
+
+
+# == Harness: fixtures ==
+
+
+@pytest.fixture(scope="module")
+def dbx_stack(tmp_path_factory):
+    fake = FakeDatabricks()
+    proxy = start_proxy(tmp_path_factory.mktemp("dbx"), dbx_env(fake))
+    yield Stack(fake, proxy)
+    proxy.stop()
+    fake.close()
+
+
+@pytest.fixture
+def dbx(dbx_stack) -> Stack:
+    dbx_stack.fake.reset()
+    return dbx_stack
+
+
+@pytest.fixture(scope="module")
+def az_stack(tmp_path_factory):
+    fake = FakeAzure()
+    proxy = start_proxy(tmp_path_factory.mktemp("az"), az_env(fake))
+    yield Stack(fake, proxy)
+    proxy.stop()
+    fake.close()
+
+
+@pytest.fixture
+def az(az_stack) -> Stack:
+    az_stack.fake.reset()
+    return az_stack
+
+
+@pytest.fixture
+def make_proxy(tmp_path):
+    started: list[Proxy] = []
+
+    def make(extra: dict | None = None, args=("--port", "0"), cwd: Path | None = None) -> Proxy:
+        p = start_proxy(cwd or tmp_path, extra, args)
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def new_dbx():
+    fakes: list[FakeHTTP] = []
+
+    def make(**kw: Any) -> FakeDatabricks:
+        fakes.append(FakeDatabricks(**kw))
+        return fakes[-1]
+
+    yield make
+    for f in fakes:
+        f.close()
+
+
+@pytest.fixture
+def new_az():
+    fakes: list[FakeHTTP] = []
+
+    def make(**kw: Any) -> FakeAzure:
+        fakes.append(FakeAzure(**kw))
+        return fakes[-1]
+
+    yield make
+    for f in fakes:
+        f.close()
+
+
+# == 5. Config and CLI ==
+
+
+class TestConfigCLI:
+    def test_version(self, tmp_path):
+        r = run_lynkr(tmp_path, args=("--version",))
+        assert r.returncode == 0, r.stderr
+        assert re.fullmatch(r"lynkr \d+\.\d+\.\d+\S*", r.stdout.strip()), r.stdout
+
+    def test_help_lists_options(self, tmp_path):
+        r = run_lynkr(tmp_path, args=("--help",))
+        assert r.returncode == 0, r.stderr
+        for opt in ("--port", "--host", "--env-file", "--version"):
+            assert opt in r.stdout, f"{opt} missing from --help:\n{r.stdout}"
+
+    def test_start_subcommand_serves(self, make_proxy):
+        p = make_proxy(args=("start", "--port", "0"))
+        assert p.call("GET", "/health").status == 200
+
+    def test_unconfigured_proxy_starts_and_explains(self, make_proxy):
+        p = make_proxy()
+        h = p.call("GET", "/health")
+        assert h.status == 200 and h.json()["configured"] is False, h.data
+        r = p.post(base_req())
+        assert r.status == 503, r.data
+        assert r.etype == "api_error"
+        for var in ("DATABRICKS_API_BASE", "DATABRICKS_API_KEY", "AZURE_ANTHROPIC_ENDPOINT"):
+            assert var in r.emsg, r.emsg
+        assert r.headers.get("x-should-retry") == "false"
+
+    INVALID = [
+        ({"LYNKR_PORT": "abc"}, "LYNKR_PORT", ()),
+        ({"LYNKR_PORT": "70000"}, "LYNKR_PORT", ()),
+        ({"MODEL_PROVIDER": "nope"}, "MODEL_PROVIDER", None),
+        ({"DATABRICKS_API_BASE": "not a url", "DATABRICKS_API_KEY": "k"}, "DATABRICKS_API_BASE", None),
+        ({"DATABRICKS_API_BASE": "ftp://example.com", "DATABRICKS_API_KEY": "k"}, "DATABRICKS_API_BASE", None),
+        ({"DATABRICKS_API_BASE": "http://127.0.0.1:9"}, "DATABRICKS_API_KEY", None),
+        ({"MODEL_MAP": "garbage"}, "MODEL_MAP", None),
+        ({"MODEL_MAX_TOKENS": "claude-*=lots"}, "MODEL_MAX_TOKENS", None),
+        ({"MODEL_MAX_TOKENS_DEFAULT": "0"}, "MODEL_MAX_TOKENS_DEFAULT", None),
+        ({"LYNKR_HOST": "0.0.0.0"}, "LYNKR_API_KEY", None),
+        ({"STREAM_PING_INTERVAL_MS": "soon"}, "STREAM_PING_INTERVAL_MS", None),
+        ({"UPSTREAM_READ_TIMEOUT_MS": "-1"}, "UPSTREAM_READ_TIMEOUT_MS", None),
+        ({"UPSTREAM_CONNECT_TIMEOUT_MS": "x"}, "UPSTREAM_CONNECT_TIMEOUT_MS", None),
+        ({"SHUTDOWN_GRACE_MS": "later"}, "SHUTDOWN_GRACE_MS", None),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", None),
+        ({"DATABRICKS_API_FORMAT": "grpc", "DATABRICKS_API_BASE": "http://127.0.0.1:9", "DATABRICKS_API_KEY": "k"},
+         "DATABRICKS_API_FORMAT", None),
+        ({"MODEL_PROVIDER": "azure-anthropic", "AZURE_ANTHROPIC_ENDPOINT": "nope", "AZURE_ANTHROPIC_API_KEY": "k"},
+         "AZURE_ANTHROPIC_ENDPOINT", None),
+        ({"MODEL_PROVIDER": "azure-anthropic", "AZURE_ANTHROPIC_ENDPOINT": "http://127.0.0.1:9/anthropic"},
+         "AZURE_ANTHROPIC_API_KEY", None),
+    ]
+
+    @pytest.mark.parametrize("extra,var,args", INVALID, ids=[f"{v}={list(e.values())[0]}" for e, v, _ in INVALID])
+    def test_invalid_setting_exits_2_with_one_line(self, tmp_path, extra, var, args):
+        r = run_lynkr(tmp_path, extra, args=("--port", "0") if args is None else args)
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2, f"exit {r.returncode}, stderr:\n{r.stderr}"
+        assert len(lines) == 1 and lines[0].startswith("lynkr: "), f"want one 'lynkr: ' line, got:\n{r.stderr}"
+        assert var in lines[0], lines[0]
+        assert "Traceback" not in r.stderr
+
+    def test_invalid_setting_in_dotenv_exits_2(self, tmp_path):
+        (tmp_path / ".env").write_text("LYNKR_PORT=not-a-port\n")
+        r = run_lynkr(tmp_path, args=())
+        assert r.returncode == 2 and "LYNKR_PORT" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+    def test_cli_host_non_loopback_without_key_refused(self, tmp_path):
+        r = run_lynkr(tmp_path, args=("--host", "0.0.0.0", "--port", "0"))
+        assert r.returncode == 2, r.stderr
+        assert "LYNKR_API_KEY" in r.stderr and "Traceback" not in r.stderr
+
+    def test_dotenv_prefixed_keys_read_and_real_env_wins(self, tmp_path, new_dbx, make_proxy):
+        fake = new_dbx()
+        (tmp_path / ".env").write_text(
+            "# lynkr settings, mixed into an app's own .env\n"
+            f"DATABRICKS_API_BASE={fake.url}\n"
+            f'DATABRICKS_API_KEY="{DBX_KEY}"\n'
+            "MODEL_DEFAULT=from-dotenv\n"
+            "MODEL_MAP=claude-special=from-dotenv-map\n"
+            "\n"
+            "HOST=0.0.0.0\n"
+            "PORT=1\n"
+            "SECRET_OF_THE_APP=do-not-read\n")
+        p = make_proxy({"MODEL_DEFAULT": "from-env"})
+        assert p.info.get("url", "").startswith("http://127.0.0.1:"), p.info  # HOST= in .env is not ours
+        assert p.post(base_req(model="claude-anything")).status == 200
+        assert fake.endpoint(fake.last) == "from-env"  # the real environment wins
+        assert p.post(base_req(model="claude-special")).status == 200
+        assert fake.endpoint(fake.last) == "from-dotenv-map"  # prefixed keys are read, quotes stripped
+        notice = [line for line in p.lines if "PORT" in line and "LYNKR_PORT" in line]
+        assert notice, f"no notice about the ignored PORT line:\n{p.stderr}"
+
+    def test_env_file_option(self, tmp_path, new_dbx, make_proxy):
+        fake = new_dbx()
+        envfile = tmp_path / "conf" / "lynkr.env"
+        envfile.parent.mkdir()
+        envfile.write_text(f"DATABRICKS_API_BASE={fake.url}\nDATABRICKS_API_KEY={DBX_KEY}\n")
+        p = make_proxy(args=("--port", "0", "--env-file", str(envfile)))
+        assert p.call("GET", "/health").json()["configured"] is True
+        assert p.post(base_req()).status == 200 and len(fake.requests) == 1
+
+    def test_lynkr_port_used(self, make_proxy):
+        port = free_port()
+        p = make_proxy({"LYNKR_PORT": port}, args=())
+        assert p.port == port
+
+    def test_port_from_real_env_used(self, make_proxy):
+        port = free_port()
+        p = make_proxy({"PORT": port}, args=())
+        assert p.port == port
+
+    def test_lynkr_port_beats_port(self, make_proxy):
+        port = free_port()
+        p = make_proxy({"LYNKR_PORT": port, "PORT": free_port()}, args=())
+        assert p.port == port
+
+    def test_cli_port_beats_env(self, make_proxy):
+        with socket.create_server(("127.0.0.1", 0)) as busy:
+            taken = busy.getsockname()[1]
+            p = make_proxy({"LYNKR_PORT": taken, "PORT": taken})
+            assert p.port != taken and p.call("GET", "/health").status == 200
+
+    def test_data_dir_default_under_workspace(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        make_proxy({"WORKSPACE_ROOT": ws, "LYNKR_DATA_DIR": None})
+        assert ignores_all(ws / ".lynkr" / ".gitignore")
+
+    def test_data_dir_explicit(self, tmp_path, make_proxy):
+        d = tmp_path / "deep" / "state"
+        make_proxy({"LYNKR_DATA_DIR": d})
+        assert ignores_all(d / ".gitignore")
+
+    def test_workspace_root_defaults_to_cwd(self, tmp_path, make_proxy):
+        cwd = tmp_path / "proj"
+        cwd.mkdir()
+        make_proxy({"WORKSPACE_ROOT": None, "LYNKR_DATA_DIR": None}, cwd=cwd)
+        assert ignores_all(cwd / ".lynkr" / ".gitignore")
+
+    def test_health_reports_provider_and_version(self, dbx):
+        r = dbx.proxy.call("GET", "/health")
+        assert r.status == 200
+        h = r.json()
+        assert h["status"] == "ok" and h["provider"] == "databricks" and h["configured"] is True
+        ver = run_lynkr(HERE, args=("--version",), env=dict(os.environ)).stdout.split()[-1]
+        assert h["version"] == ver
+
+
+# == Security: API key, Host and Origin checks ==
+
+
+class TestSecurity:
+    LKEY = "lynkr-local-key-3e9d"
+
+    @pytest.fixture
+    def keyed(self, new_dbx, make_proxy) -> Stack:
+        fake = new_dbx()
+        return Stack(fake, make_proxy(dbx_env(fake, LYNKR_API_KEY=self.LKEY)))
+
+    @pytest.mark.parametrize("headers", [{"x-api-key": None}, {"x-api-key": "wrong"},
+                                         {"x-api-key": None, "authorization": "Bearer wrong"},
+                                         {"x-api-key": None, "authorization": LKEY}],
+                             ids=["missing", "wrong-x-api-key", "wrong-bearer", "bearer-without-scheme"])
+    def test_missing_or_wrong_key_401(self, keyed, headers):
+        for method, path, body in (("POST", "/v1/messages", base_req()), ("GET", "/health", None),
+                                   ("GET", "/v1/models", None), ("POST", "/v1/messages/count_tokens", base_req())):
+            r = keyed.proxy.call(method, path, body, headers)
+            assert r.status == 401 and r.etype == "authentication_error", (path, r.status, r.data)
+            assert REQ_ID.match(r.headers.get("request-id", ""))
+        assert keyed.fake.requests == []
+
+    @pytest.mark.parametrize("headers", [{"x-api-key": LKEY}, {"x-api-key": None, "authorization": f"Bearer {LKEY}"}],
+                             ids=["x-api-key", "bearer"])
+    def test_key_accepted_and_not_forwarded(self, keyed, headers):
+        r = keyed.proxy.post(base_req(), headers=headers)
+        assert r.status == 200, r.data
+        sent = keyed.fake.last.headers
+        assert sent["authorization"] == f"Bearer {DBX_KEY}"
+        assert "x-api-key" not in sent
+        assert not any(self.LKEY in v or CLIENT_KEY in v for v in sent.values()), sent
+
+    def test_client_key_never_forwarded_to_databricks(self, dbx):
+        assert dbx.proxy.post(base_req(), headers={"authorization": f"Bearer {CLIENT_KEY}"}).status == 200
+        sent = dbx.fake.last.headers
+        assert not any(CLIENT_KEY in v for v in sent.values()), sent
+
+    @pytest.mark.parametrize("host", ["evil.example.com", "evil.example.com:80", "127.0.0.1.evil.example.com",
+                                      "192.0.2.99:8080", "localhost.evil.example.com"])
+    def test_foreign_host_403(self, dbx, host):
+        r = dbx.proxy.post(base_req(), headers={"host": host})
+        assert r.status == 403 and r.etype == "permission_error", (host, r.status, r.data)
+        assert dbx.fake.requests == []
+
+    @pytest.mark.parametrize("host", ["localhost", "localhost:1234", "127.0.0.1", "127.0.0.2:9", "[::1]:8080"])
+    def test_loopback_hosts_ok(self, dbx, host):
+        assert dbx.proxy.call("GET", "/health", headers={"host": host}).status == 200
+
+    def test_allowed_hosts(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, LYNKR_ALLOWED_HOSTS="my.box.internal, other.internal"))
+        assert p.call("GET", "/health", headers={"host": "my.box.internal:443"}).status == 200
+        assert p.call("GET", "/health", headers={"host": "other.internal"}).status == 200
+        assert p.call("GET", "/health", headers={"host": "evil.example.com"}).status == 403
+
+    @pytest.mark.parametrize("origin", ["https://evil.example.com", "http://evil.example.com:8080", "null",
+                                        "http://localhost.evil.example.com"])
+    def test_foreign_origin_403(self, dbx, origin):
+        r = dbx.proxy.post(base_req(), headers={"origin": origin})
+        assert r.status == 403 and r.etype == "permission_error", (origin, r.status, r.data)
+        assert dbx.fake.requests == []
+
+    @pytest.mark.parametrize("origin", ["http://localhost:5173", "http://127.0.0.1:3000", "http://[::1]"])
+    def test_loopback_origin_ok(self, dbx, origin):
+        assert dbx.proxy.post(base_req(), headers={"origin": origin}).status == 200
+
+    def test_non_loopback_bind_with_key(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, LYNKR_API_KEY=self.LKEY), args=("--host", "0.0.0.0", "--port", "0"))
+        assert p.call("GET", "/health").status == 401
+        assert p.call("GET", "/health", headers={"x-api-key": self.LKEY}).status == 200
+        ip = non_loopback_ip()
+        if ip:  # bound to all interfaces: a request by the machine's address is not a foreign Host
+            r = p.call("GET", "/health", headers={"x-api-key": self.LKEY, "host": f"{ip}:{p.port}"})
+            assert r.status == 200, r.data
+
+
+# == 6. HTTP server ==
+
+
+class TestHTTPServer:
+    def test_keep_alive_two_requests_one_socket(self, dbx):
+        with socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=10) as s:
+            f = s.makefile("rb")
+            body = jbytes(base_req())
+            req = (f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                   f"anthropic-version: 2023-06-01\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+            s.sendall(req)
+            st1, h1, b1 = read_response(f)
+            s.sendall(req)
+            st2, h2, b2 = read_response(f)
+        assert (st1, st2) == (200, 200), (b1, b2)
+        assert h1["request-id"] != h2["request-id"]
+        assert json.loads(b2)["type"] == "message"
+
+    def test_pipelined_requests(self, dbx):
+        one = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=10) as s:
+            s.sendall(one + one + b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            f = s.makefile("rb")
+            r1, r2 = read_response(f), read_response(f)
+            line = f.readline()
+        assert r1[0] == r2[0] == 200 and json.loads(r1[2])["status"] == "ok"
+        assert line.startswith(b"HTTP/1.1 200")
+
+    def test_slow_header_bytes(self, dbx):
+        req = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow-client\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=10) as s:
+            for i in range(0, len(req), 3):
+                s.sendall(req[i : i + 3])
+                time.sleep(0.01)
+            f = s.makefile("rb")
+            status, headers, body = read_response(f)
+        assert status == 200 and json.loads(body)["status"] == "ok"
+
+    def test_garbage_request_gets_400(self, dbx):
+        out = raw_exchange(dbx.proxy.port, b"THIS IS NOT HTTP\r\n\r\n")
+        assert re.match(rb"HTTP/1\.[01] 400 ", out), out[:200]
+
+    def test_content_length_claim_over_32mib_is_413(self, dbx):
+        head = (b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n" % (32 * 1024 * 1024 + 1))
+        with socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=10) as s:
+            s.sendall(head + b'{"model":')
+            status, headers, body = read_response(s.makefile("rb"))
+        assert status == 413, body
+        assert json.loads(body)["error"]["type"] == "request_too_large"
+        assert REQ_ID.match(headers.get("request-id", ""))
+
+    def test_real_chunked_body_over_32mib_is_413(self, dbx):
+        result: dict = {}
+        with socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=20) as s:
+            f = s.makefile("rb")
+
+            def reader():
+                try:
+                    result["resp"] = read_response(f)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    result["err"] = e
+
+            t = threading.Thread(target=reader)
+            t.start()
+            s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                      b"transfer-encoding: chunked\r\n\r\n")
+            piece = b"x" * (1024 * 1024)
+            try:
+                for _ in range(40):
+                    if "resp" in result:
+                        break
+                    s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            except OSError:
+                pass
+            t.join(15)
+        assert "resp" in result, f"no response: {result.get('err')!r}"
+        status, _, body = result["resp"]
+        assert status == 413 and json.loads(body)["error"]["type"] == "request_too_large", body[:300]
+        assert dbx.fake.requests == []
+
+    def test_large_body_under_limit_ok(self, dbx):
+        big = "lorem ipsum " * (2 * 1024 * 1024 // 12)
+        r = dbx.proxy.post(base_req(messages=[user(big)]))
+        assert r.status == 200, r.data[:500]
+        assert dbx.fake.last.body["messages"][-1]["content"] == big
+
+    def test_non_json_content_type_tolerated(self, dbx):
+        r = dbx.proxy.post(jbytes(base_req()), headers={"content-type": "text/plain"})
+        assert r.status == 200, r.data
+
+    def test_head_routes(self, dbx):
+        for path in ("/", "/api/hello"):
+            r = dbx.proxy.call("HEAD", path)
+            assert r.status == 200 and r.data == b"", (path, r.status)
+            assert REQ_ID.match(r.headers.get("request-id", ""))
+
+    def test_unknown_route_404(self, dbx):
+        r = dbx.proxy.call("GET", "/v2/nothing-here")
+        assert r.status == 404 and r.etype == "not_found_error"
+
+    @pytest.mark.parametrize("method,path,allow", [("GET", "/v1/messages", "POST"), ("PUT", "/v1/messages", "POST"),
+                                                   ("POST", "/health", "GET"), ("DELETE", "/v1/models", "GET"),
+                                                   ("GET", "/v1/messages/count_tokens", "POST")])
+    def test_wrong_method_405(self, dbx, method, path, allow):
+        r = dbx.proxy.call(method, path, base_req() if method in ("PUT", "POST") else None)
+        assert r.status == 405 and r.etype == "invalid_request_error", r.data
+        assert allow in r.headers.get("allow", ""), r.headers
+
+    def test_request_id_on_every_response_and_error_body(self, dbx):
+        ids = set()
+        for method, path, body in (("GET", "/health", None), ("POST", "/v1/messages", base_req()),
+                                   ("GET", "/nope", None), ("POST", "/v1/messages", b"{bad"),
+                                   ("GET", "/v1/models", None), ("POST", "/v1/messages/count_tokens", base_req())):
+            r = dbx.proxy.call(method, path, body)
+            rid = r.headers.get("request-id", "")
+            assert REQ_ID.match(rid), (path, r.headers)
+            ids.add(rid)
+            if r.status >= 400:
+                j = r.json()
+                assert j["type"] == "error" and j["request_id"] == rid, j
+        assert len(ids) == 6
+
+    def test_query_string_ignored(self, dbx):
+        r = dbx.proxy.post(base_req(), path="/v1/messages?beta=true&x=1")
+        assert r.status == 200 and r.json()["type"] == "message"
+
+    def test_50_concurrent_requests(self, dbx):
+        n, delay = 50, 0.4
+        dbx.fake.push(*[lambda rec: json_reply(oai_completion("slow"), hang=delay) for _ in range(n)])
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(n) as ex:
+            results = list(ex.map(lambda i: dbx.proxy.post(base_req(messages=[user(f"q{i}")])), range(n)))
+        elapsed = time.monotonic() - t0
+        assert [r.status for r in results] == [200] * n, [r.data[:200] for r in results if r.status != 200][:3]
+        assert len({r.headers["request-id"] for r in results}) == n
+        assert elapsed < n * delay / 4, f"{n} requests of {delay}s took {elapsed:.1f}s: not concurrent"
+        assert sorted(dig(r.body, "messages.0.content") for r in dbx.fake.requests) == sorted(f"q{i}" for i in range(n))
+
+    def test_many_idle_connections_do_not_block(self, dbx):
+        socks = [socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=10) for _ in range(60)]
+        try:
+            socks[0].sendall(b"GET /h")  # one half-sent request too
+            assert dbx.proxy.call("GET", "/health", timeout=5).status == 200
+        finally:
+            for s in socks:
+                s.close()
+
+    def test_sigterm_lets_inflight_stream_finish_then_exits_0(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake))
+        data = oai_sse(oai_stream("one two three four five six seven eight", pieces=8))
+        fake.push(stream_reply(data, gap=0.15))
+        conn, resp = open_stream(p.port, base_req(stream=True))
+        events = []
+        it = iter_events(resp)
+        for t, name, d in it:
+            events.append((name, d))
+            if name == "content_block_delta":
+                break
+        p.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(OSError):  # stopped accepting
+            socket.create_connection(("127.0.0.1", p.port), timeout=2).close()
+        events += [(name, d) for _, name, d in it]
+        conn.close()
+        s = assemble(events).ok()
+        assert block_summary(s["content"]) == [("text", "one two three four five six seven eight")]
+        assert p.proc.wait(10) == 0
+
+    def test_sigterm_grace_deadline_cuts_long_streams(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, SHUTDOWN_GRACE_MS=400))
+        data = oai_sse(oai_stream("never finishes"))
+        fake.push(stream_reply(data, pauses={3: 30}))
+        conn, resp = open_stream(p.port, base_req(stream=True))
+        it = iter_events(resp)
+        next(e for e in it if e[1] == "content_block_delta")
+        t0 = time.monotonic()
+        p.proc.send_signal(signal.SIGTERM)
+        assert p.proc.wait(8) == 0
+        assert time.monotonic() - t0 < 5
+        conn.close()
+
+    def test_sigint_idle_exits_0(self, make_proxy):
+        p = make_proxy()
+        assert p.stop(signal.SIGINT) == 0
+
+
+# == 11. API routes: models, bad input ==
+
+
+class TestRoutes:
+    def test_models_list(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, MODEL_MAP="claude-custom-1=dbx-a,claude-*haiku*=dbx-h,claude-*=dbx-b"))
+        r = p.call("GET", "/v1/models")
+        assert r.status == 200
+        j = r.json()
+        ids = [m["id"] for m in j["data"]]
+        assert ids and all("claude" in i.lower() for i in ids), ids
+        assert "claude-custom-1" in ids and not any("*" in i for i in ids), ids
+        for m in j["data"]:
+            assert m["type"] == "model" and m["display_name"] and re.match(r"\d{4}-\d\d-\d\dT", m["created_at"]), m
+        assert j["first_id"] == ids[0] and j["last_id"] == ids[-1] and j["has_more"] is False
+        assert len(ids) == len(set(ids))
+        if len(ids) >= 2:
+            page = p.call("GET", "/v1/models?limit=1").json()
+            assert [m["id"] for m in page["data"]] == ids[:1] and page["has_more"] is True
+            nxt = p.call("GET", f"/v1/models?limit=1000&after_id={ids[0]}").json()
+            assert [m["id"] for m in nxt["data"]] == ids[1:]
+            prev = p.call("GET", f"/v1/models?before_id={ids[-1]}").json()
+            assert [m["id"] for m in prev["data"]] == ids[:-1]
+
+    BAD = [
+        ("malformed-json", b'{"model": "claude", ', ("json",)),
+        ("empty-body", b"", ("json", "body")),
+        ("body-is-array", [base_req()], ("object", "body")),
+        ("messages-missing", {"model": "claude-x", "max_tokens": 10}, ("messages",)),
+        ("messages-not-list", base_req(messages={"role": "user"}), ("messages",)),
+        ("messages-empty", base_req(messages=[]), ("messages",)),
+        ("message-not-object", base_req(messages=["hi"]), ("messages",)),
+        ("bad-role", base_req(messages=[{"role": "robot", "content": "hi"}]), ("role",)),
+        ("content-int", base_req(messages=[user(42)]), ("content",)),
+        ("content-block-not-object", base_req(messages=[user([42])]), ("content",)),
+        ("model-missing", {"max_tokens": 10, "messages": [user("hi")]}, ("model",)),
+        ("model-not-string", base_req(model=7), ("model",)),
+        ("max-tokens-zero", base_req(max_tokens=0), ("max_tokens",)),
+        ("max-tokens-negative", base_req(max_tokens=-5), ("max_tokens",)),
+        ("max-tokens-string", base_req(max_tokens="100"), ("max_tokens",)),
+        ("max-tokens-float", base_req(max_tokens=1.5), ("max_tokens",)),
+        ("max-tokens-bool", base_req(max_tokens=True), ("max_tokens",)),
+        ("stream-not-bool", base_req(stream="yes"), ("stream",)),
+        ("tools-not-list", base_req(tools={"name": "x"}), ("tools",)),
+        ("system-not-text", base_req(system=5), ("system",)),
+    ]
+
+    @pytest.mark.parametrize("body,words", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+    def test_bad_input_400_names_field(self, dbx, body, words):
+        r = dbx.proxy.post(body)
+        assert r.status == 400, (r.status, r.data)
+        assert r.etype == "invalid_request_error"
+        assert any(w in r.emsg.lower() for w in words), f"message should name {words}: {r.emsg}"
+        assert dbx.fake.requests == []
+
+    def test_bad_input_count_tokens(self, dbx):
+        r = dbx.proxy.post({"model": "claude-x"}, path="/v1/messages/count_tokens")
+        assert r.status == 400 and r.etype == "invalid_request_error" and "messages" in r.emsg
+
+    def test_unknown_fields_tolerated_and_not_forwarded(self, dbx):
+        r = dbx.proxy.post(base_req(some_future_field={"a": 1}, container="c1", mcp_servers=[]))
+        assert r.status == 200, r.data
+        assert not {"some_future_field", "container", "mcp_servers"} & set(dbx.fake.last.body)
+
+    def test_missing_max_tokens_gets_default(self, dbx):
+        body = base_req()
+        del body["max_tokens"]
+        assert dbx.proxy.post(body).status == 200
+        assert dbx.fake.last.body["max_tokens"] == 4096
+
+    def test_missing_max_tokens_custom_default(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, MODEL_MAX_TOKENS_DEFAULT=1234))
+        body = base_req()
+        del body["max_tokens"]
+        assert p.post(body).status == 200
+        assert fake.last.body["max_tokens"] == 1234
+
+
+# == 8. Translation: Anthropic request -> Databricks OpenAI chat (checked by the strict fake) ==
+
+SYS = "You are terse."
+REDACTED = {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"}
+ROUND_TRIP = [user("weather in Paris?"), assistant([text("Checking."), tool_use("toolu_01", "get_weather", {"city": "Paris"})])]
+TWO_CALLS = [user("weather in Paris and Rome?"),
+             assistant([tool_use("toolu_01", "get_weather", {"city": "Paris"}),
+                        tool_use("toolu_02", "get_weather", {"city": "Rome"})])]
+
+
+def roles(ms: list[dict]) -> list[str]:
+    return [m["role"] for m in ms]
+
+
+def calls(ms: Any) -> list[tuple]:
+    return [(c["id"], c["type"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in ms]
+
+
+def user_parts_after_tools(ms: list[dict]) -> list[dict]:
+    """All content parts of the user messages that follow the last tool message."""
+    last_tool = max(i for i, m in enumerate(ms) if m["role"] == "tool")
+    out = []
+    for m in ms[last_tool + 1 :]:
+        assert m["role"] == "user", ms
+        out += [text(m["content"])] if isinstance(m["content"], str) else m["content"]
+    return out
+
+
+REQUEST_CASES = [
+    ("no-system-string-content", {}, {"messages": [{"role": "user", "content": "hi"}]}),
+    ("system-string", {"system": SYS},
+     {"messages.0.role": "system", "messages.0": lambda m: texts(m) == [SYS], "messages.1": user("hi")}),
+    ("system-blocks-keep-cache-control", {"system": [text("A"), text("B", cache_control={"type": "ephemeral", "ttl": "1h"})]},
+     {"messages.0": {"role": "system", "content": [text("A"), text("B", cache_control={"type": "ephemeral", "ttl": "1h"})]}}),
+    ("billing-header-dropped",
+     {"system": [text("x-anthropic-billing-header: cc_version=2.1.329.abc; cc_entrypoint=sdk-cli;"),
+                 text("Identity", cache_control=EPH), text("Main prompt", cache_control=EPH)]},
+     {"messages.0": {"role": "system", "content": [text("Identity", cache_control=EPH), text("Main prompt", cache_control=EPH)]}}),
+    ("system-role-entries-folded",
+     {"system": SYS, "messages": [{"role": "system", "content": "ctx A"}, user("hi"), assistant("yo"),
+                                  {"role": "system", "content": [text("ctx B")], "output_config": {"effort": "high"}},
+                                  user("again")]},
+     {"messages": lambda ms: roles(ms) == ["system", "user", "assistant", "user"],
+      "messages.0": lambda m: texts(m) == [SYS, "ctx A", "ctx B"]}),
+    ("system-role-only-no-top-level-system", {"messages": [{"role": "system", "content": "ctx"}, user("hi")]},
+     {"messages": [{"role": "system", "content": [text("ctx")]}, user("hi")]}),
+    ("system-role-empty-list", {"messages": [{"role": "system", "content": []}, user("hi")]},
+     {"messages": [user("hi")]}),
+    ("empty-text-dropped", {"messages": [user([text(""), text("real")])]}, {"messages": [user([text("real")])]}),
+    ("message-left-empty-dropped", {"messages": [user("hi"), assistant([text("")]), user("more")]},
+     {"messages": lambda ms: "assistant" not in roles(ms) and "more" in json.dumps(ms)}),
+    ("user-text-cache-control-kept", {"messages": [user([text("a"), text("b", cache_control=EPH)])]},
+     {"messages.0.content": [text("a"), text("b", cache_control=EPH)]}),
+    ("image-base64", {"messages": [user([text("what is this"), image_b64()])]},
+     {"messages.0.content": [text("what is this"),
+                             {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}]}),
+    ("image-url", {"messages": [user([{"type": "image", "source": {"type": "url", "url": "https://example.com/c.png"}},
+                                      text("and this?")])]},
+     {"messages.0.content.0": {"type": "image_url", "image_url": {"url": "https://example.com/c.png"}}}),
+    ("tool-round-trip", {"tools": [GET_WEATHER], "messages": [*ROUND_TRIP, user([tool_result("toolu_01", "18C")])]},
+     {"messages": lambda ms: roles(ms) == ["user", "assistant", "tool"],
+      "messages.1.content": "Checking.",
+      "messages.1.tool_calls": lambda c: calls(c) == [("toolu_01", "function", "get_weather", {"city": "Paris"})],
+      "messages.2": {"role": "tool", "tool_call_id": "toolu_01", "content": "18C"}}),
+    ("tool-result-is-error", {"tools": [GET_WEATHER],
+                              "messages": [*ROUND_TRIP, user([tool_result("toolu_01", "city unknown", is_error=True)])]},
+     {"messages.2.content": "[tool error] city unknown"}),
+    ("tool-result-cache-control", {"tools": [GET_WEATHER],
+                                   "messages": [*ROUND_TRIP, user([tool_result("toolu_01", "18C", cache_control=EPH)])]},
+     {"messages.2": {"role": "tool", "tool_call_id": "toolu_01", "content": "18C"}}),
+    ("several-results-in-order", {"tools": [GET_WEATHER],
+                                  "messages": [*TWO_CALLS, user([tool_result("toolu_01", "18C"), tool_result("toolu_02", "25C")])]},
+     {"messages": lambda ms: roles(ms) == ["user", "assistant", "tool", "tool"],
+      "messages.1.content": None,
+      "messages.1.tool_calls": lambda c: [x[0] for x in calls(c)] == ["toolu_01", "toolu_02"],
+      "messages.2": {"role": "tool", "tool_call_id": "toolu_01", "content": "18C"},
+      "messages.3": {"role": "tool", "tool_call_id": "toolu_02", "content": "25C"}}),
+    ("results-then-user-text", {"tools": [GET_WEATHER],
+                                "messages": [*TWO_CALLS, user([tool_result("toolu_01", "18C"), tool_result("toolu_02", "25C"),
+                                                               text("now compare them")])]},
+     {"messages": lambda ms: roles(ms)[:4] == ["user", "assistant", "tool", "tool"]
+      and [p.get("text") for p in user_parts_after_tools(ms)] == ["now compare them"]}),
+    ("tool-result-list-content", {"tools": [GET_WEATHER],
+                                  "messages": [*ROUND_TRIP, user([tool_result("toolu_01", [text("line one"), text("line two")])])]},
+     {"messages.2.content": lambda c: isinstance(c, str) and "line one" in c and c.index("line one") < c.index("line two")}),
+    ("tool-result-image-moves-to-user", {"tools": [GET_WEATHER],
+                                         "messages": [*ROUND_TRIP, user([tool_result("toolu_01", [text("see chart"), image_b64()]),
+                                                                         text("what does it show?")])]},
+     {"messages.2": lambda m: m["role"] == "tool" and "see chart" in m["content"],
+      "messages": lambda ms: [p["type"] for p in user_parts_after_tools(ms)] == ["image_url", "text"]
+      and user_parts_after_tools(ms)[0]["image_url"]["url"] == f"data:image/png;base64,{PNG_B64}"}),
+    ("thinking-block-to-reasoning", {"messages": [user("q"), assistant([{"type": "thinking", "thinking": "hmm", "signature": "sig1"},
+                                                                        text("Answer")]), user("more")]},
+     {"messages.1.content": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "hmm", "signature": "sig1"}]},
+                             text("Answer")]}),
+    ("redacted-thinking-dropped", {"messages": [user("q"), assistant([REDACTED, text("Answer")]), user("more")]},
+     {"messages.1": lambda m: "redacted" not in json.dumps(m) and texts(m) == ["Answer"]}),
+    ("tools-cleaned", {"tools": [{"name": "Bash", "description": "Run", "input_schema": BASH_SCHEMA, "cache_control": EPH,
+                                  "strict": True},
+                                 {"name": "Deferred", "description": "d", "input_schema": {"type": "object", "properties": {}},
+                                  "defer_loading": True}]},
+     {"tools": [{"type": "function", "function": {"name": "Bash", "description": "Run", "parameters":
+                                                  {k: v for k, v in BASH_SCHEMA.items() if k != "$schema"}}},
+                {"type": "function", "function": {"name": "Deferred", "description": "d",
+                                                  "parameters": {"type": "object", "properties": {}}}}]}),
+    ("tools-openai-form-accepted", {"tools": [OAI_GET_WEATHER]}, {"tools": [OAI_GET_WEATHER]}),
+    ("server-tools-dropped", {"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}, GET_WEATHER]},
+     {"tools": [OAI_GET_WEATHER]}),
+    ("stop-sequences", {"stop_sequences": ["END", "STOP"]}, {"stop": ["END", "STOP"]}),
+    ("sampling", {"temperature": 0.3, "top_p": 0.9, "top_k": 40}, {"temperature": 0.3, "top_p": 0.9, "top_k": 40}),
+    ("max-tokens-copied", {"max_tokens": 777}, {"max_tokens": 777}),
+    ("thinking-enabled-display-stripped", {"max_tokens": 8000, "thinking": {"type": "enabled", "budget_tokens": 2048,
+                                                                             "display": "summarized"}},
+     {"thinking": {"type": "enabled", "budget_tokens": 2048}}),
+    ("thinking-adaptive", {"max_tokens": 8000, "thinking": {"type": "adaptive"}},
+     {"thinking": {"type": "enabled", "budget_tokens": 4000}}),
+    ("thinking-adaptive-capped", {"max_tokens": 128000, "thinking": {"type": "adaptive", "display": "omitted"}},
+     {"thinking": {"type": "enabled", "budget_tokens": 31999}}),
+    ("thinking-adaptive-too-small", {"max_tokens": 1500, "thinking": {"type": "adaptive"}}, {"thinking": MISSING}),
+    ("thinking-disabled", {"thinking": {"type": "disabled"}}, {"thinking": MISSING}),
+    ("thinking-budget-clamped", {"max_tokens": 5000, "thinking": {"type": "enabled", "budget_tokens": 10000}},
+     {"thinking": lambda t: t["type"] == "enabled" and 1024 <= t["budget_tokens"] < 5000}),
+    ("thinking-impossible-dropped", {"max_tokens": 1024, "thinking": {"type": "enabled", "budget_tokens": 1024}},
+     {"thinking": MISSING}),
+    ("thinking-dropped-when-tool-forced", {"max_tokens": 8000, "thinking": {"type": "enabled", "budget_tokens": 2048},
+                                           "tools": [GET_WEATHER], "tool_choice": {"type": "any"}},
+     {"thinking": MISSING, "tool_choice": "required"}),
+    ("anthropic-only-fields-dropped", {"metadata": {"user_id": "u1"}, "context_management": {"edits": []},
+                                       "output_config": {"effort": "high"}, "service_tier": "auto",
+                                       "cache_control": EPH, "container": "c", "mcp_servers": []},
+     {k: MISSING for k in ("metadata", "context_management", "output_config", "service_tier", "cache_control",
+                           "container", "mcp_servers", "model")}),
+    ("stream-false", {"stream": False}, {"stream": lambda v: v in (MISSING, False)}),
+]
+TOOL_CHOICES = [
+    ({"type": "auto"}, {"tool_choice": "auto"}),
+    ({"type": "any"}, {"tool_choice": "required"}),
+    ({"type": "none"}, {"tool_choice": "none"}),
+    ({"type": "tool", "name": "get_weather"}, {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+    ({"type": "auto", "disable_parallel_tool_use": True}, {"tool_choice": "auto", "parallel_tool_calls": False}),
+    ({"type": "any", "disable_parallel_tool_use": True}, {"tool_choice": "required", "parallel_tool_calls": False}),
+    ({"type": "auto", "disable_parallel_tool_use": False}, {"tool_choice": "auto",
+                                                            "parallel_tool_calls": lambda v: v in (MISSING, True)}),
+    ("auto", {"tool_choice": "auto"}),
+    ("required", {"tool_choice": "required"}),
+    ("none", {"tool_choice": "none"}),
+    ({"type": "function", "function": {"name": "get_weather"}},
+     {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+]
+
+
+class TestTranslationRequest:
+    @pytest.mark.parametrize("patch,expect", [c[1:] for c in REQUEST_CASES], ids=[c[0] for c in REQUEST_CASES])
+    def test_request_case(self, dbx, patch, expect):
+        r = dbx.proxy.post(base_req(**copy.deepcopy(patch)))
+        assert r.status == 200, f"{r.status} {r.data[:2000]!r}"  # a 400 here is the strict fake's verdict
+        sent = dbx.fake.last.body
+        assert "model" not in sent
+        check_expectations(sent, expect)
+
+    @pytest.mark.parametrize("choice,expect", TOOL_CHOICES, ids=[json.dumps(c[0]) for c in TOOL_CHOICES])
+    def test_tool_choice(self, dbx, choice, expect):
+        r = dbx.proxy.post(base_req(tools=[GET_WEATHER], tool_choice=choice))
+        assert r.status == 200, r.data[:2000]
+        check_expectations(dbx.fake.last.body, expect)
+
+    def test_claude_code_shaped_request(self, dbx):
+        body = cc_body(stream=True)
+        r = dbx.proxy.post(body, path="/v1/messages?beta=true", headers=CC_HEADERS)
+        s = r.stream().ok()
+        sent = dbx.fake.last
+        assert sent.path == "/serving-endpoints/databricks-claude-sonnet-4-5/invocations"  # MODEL_DEFAULT
+        assert sent.headers["authorization"] == f"Bearer {DBX_KEY}"
+        b = sent.body
+        assert b["stream"] is True and "stream_options" not in b
+        assert roles(b["messages"]) == ["system", "user"]
+        sys_parts = b["messages"][0]["content"]
+        assert [p["text"] for p in sys_parts] == [body["system"][1]["text"], body["system"][2]["text"],
+                                                  body["messages"][0]["content"][0]["text"]]
+        assert [p.get("cache_control") for p in sys_parts[:2]] == [EPH, EPH]
+        assert b["messages"][1]["content"] == body["messages"][1]["content"]
+        assert [t["function"]["name"] for t in b["tools"]] == ["Bash", "DeferredToolPlaceholder"]
+        # lynkr may cap max_tokens at the target's published output limit (databricks-claude-sonnet-4-5: 64000)
+        assert 32000 <= b["max_tokens"] <= 128000
+        assert b["thinking"] == {"type": "enabled", "budget_tokens": min(b["max_tokens"] // 2, 31999)}
+        assert s["model"] == "claude-opus-5-5"
+        assert block_summary(s["content"]) == [("text", "Hello from fake Databricks")]
+
+    def test_claude_code_follow_up_turn(self, dbx):
+        """Turn 2 of a Bash round trip as Claude Code sends it: thinking echoed back, tool_result with
+        cache_control as the last block."""
+        msgs = cc_body()["messages"] + [
+            assistant([{"type": "thinking", "thinking": "I should run ls.", "signature": "EqQBsig"},
+                       text("Running it."), tool_use("toolu_01AbC", "Bash", {"command": "ls", "description": "List"})]),
+            user([tool_result("toolu_01AbC", "a.txt\nb.txt", is_error=False, cache_control=EPH)])]
+        r = dbx.proxy.post(cc_body(messages=msgs), path="/v1/messages?beta=true", headers=CC_HEADERS)
+        r.stream().ok()
+        b = dbx.fake.last.body
+        assert roles(b["messages"]) == ["system", "user", "assistant", "tool"]
+        a = b["messages"][2]
+        assert a["content"][0] == {"type": "reasoning", "summary": [{"type": "summary_text", "text": "I should run ls.",
+                                                                     "signature": "EqQBsig"}]}
+        assert calls(a["tool_calls"]) == [("toolu_01AbC", "function", "Bash", {"command": "ls", "description": "List"})]
+        assert b["messages"][3] == {"role": "tool", "tool_call_id": "toolu_01AbC", "content": "a.txt\nb.txt"}
+
+    def test_model_mapping(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, MODEL_MAP="claude-*haiku*=dbx-haiku, claude-*=dbx-sonnet", MODEL_DEFAULT="dbx-fallback"))
+        for model, endpoint in (("claude-3-5-HAIKU-20241022", "dbx-haiku"), ("claude-haiku-4-5", "dbx-haiku"),
+                                ("claude-opus-5-5", "dbx-sonnet"), ("gpt-4o", "dbx-fallback"), ("my-proxy-model", "dbx-fallback")):
+            r = p.post(base_req(model=model))
+            assert r.status == 200, r.data
+            assert fake.endpoint(fake.last) == endpoint, model
+            assert r.json()["model"] == model  # the client sees the name it asked for
+
+    def test_endpoint_path_pins_everything(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, DATABRICKS_ENDPOINT_PATH="/serving-endpoints/pinned-ep/invocations",
+                               MODEL_MAP="claude-*=dbx-sonnet"))
+        for model in ("claude-opus-5-5", "gpt-4o"):
+            assert p.post(base_req(model=model)).status == 200
+            assert fake.last.path == "/serving-endpoints/pinned-ep/invocations"
+
+    def test_max_tokens_clamp(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, MODEL_MAX_TOKENS="claude-*haiku*=8192,*=20000"))
+        for model, asked, sent in (("claude-haiku-4-5", 32000, 8192), ("claude-opus-5-5", 128000, 20000),
+                                   ("claude-opus-5-5", 100, 100)):
+            assert p.post(base_req(model=model, max_tokens=asked)).status == 200
+            assert fake.last.body["max_tokens"] == sent, (model, asked)
+        assert p.post(cc_body(stream=False)).status == 200  # thinking budget follows the clamp
+        assert fake.last.body["max_tokens"] == 20000
+        assert fake.last.body["thinking"] == {"type": "enabled", "budget_tokens": 10000}
+
+
+# == 8. Translation: Databricks OpenAI chat response -> Anthropic message ==
+
+REASONING_CONTENT = [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "Think about optics.",
+                                                        "signature": "EqQBsig"}]},
+                     {"type": "text", "text": "Rayleigh scattering."}]
+RESPONSE_CASES = [
+    ("text-stop", oai_completion("Hello there"), {},
+     {"content": [text("Hello there")], "stop_reason": "end_turn", "stop_sequence": None}),
+    ("length", oai_completion("Truncat", finish="length"), {}, {"stop_reason": "max_tokens"}),
+    ("content-filter", oai_completion("I can't", finish="content_filter"), {}, {"stop_reason": "refusal"}),
+    ("tool-calls", oai_completion("Let me check.", tool_calls=[("call_1", "get_weather", {"city": "Paris"}),
+                                                                ("call_2", "get_weather", {"city": "Rome"})],
+                                  finish="tool_calls"), {},
+     {"content": [text("Let me check."), tool_use("call_1", "get_weather", {"city": "Paris"}),
+                  tool_use("call_2", "get_weather", {"city": "Rome"})], "stop_reason": "tool_use"}),
+    ("function-call-finish", oai_completion(None, tool_calls=[("call_1", "get_weather", {"city": "Oslo"})],
+                                            finish="function_call"), {},
+     {"content": [tool_use("call_1", "get_weather", {"city": "Oslo"})], "stop_reason": "tool_use"}),
+    ("null-content-no-text-block", oai_completion(None, tool_calls=[("call_1", "get_weather", {})], finish="tool_calls"),
+     {}, {"content": [tool_use("call_1", "get_weather", {})]}),
+    ("empty-content-no-text-block", oai_completion("", finish="stop"), {}, {"content": []}),
+    ("bad-arguments-become-empty-input", oai_completion(None, tool_calls=[("call_1", "get_weather", '{"city": "Par')],
+                                                        finish="tool_calls"), {},
+     {"content": [tool_use("call_1", "get_weather", {})]}),
+    ("stop-sequence-detected", oai_completion("The answer is 42 END"), {"stop_sequences": ["STOP", "END"]},
+     {"stop_reason": "stop_sequence", "stop_sequence": "END"}),
+    ("stop-without-sequence", oai_completion("The answer is 42."), {"stop_sequences": ["END"]},
+     {"stop_reason": "end_turn", "stop_sequence": None}),
+    ("reasoning-list", oai_completion(content=REASONING_CONTENT), {},
+     {"content": [{"type": "thinking", "thinking": "Think about optics.", "signature": "EqQBsig"},
+                  text("Rayleigh scattering.")]}),
+    ("reasoning-content-field", oai_completion("Blue.", reasoning_content="Sky colour question."), {},
+     {"content": lambda c: [b["type"] for b in c] == ["thinking", "text"] and c[0]["thinking"] == "Sky colour question."
+      and c[1]["text"] == "Blue."}),
+    ("usage-with-cache", oai_completion("x", usage={"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107,
+                                                    "prompt_tokens_details": {"cached_tokens": 60}}), {},
+     {"usage.input_tokens": 40, "usage.cache_read_input_tokens": 60, "usage.output_tokens": 7}),
+    ("usage-plain", oai_completion("x", usage={"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}), {},
+     {"usage.input_tokens": 12, "usage.output_tokens": 5}),
+]
+
+
+class TestTranslationResponse:
+    @pytest.mark.parametrize("completion,patch,expect", [c[1:] for c in RESPONSE_CASES], ids=[c[0] for c in RESPONSE_CASES])
+    def test_response_case(self, dbx, completion, patch, expect):
+        dbx.fake.push(json_reply(completion))
+        r = dbx.proxy.post(base_req(model="claude-test-model", tools=[GET_WEATHER], **patch))
+        assert r.status == 200, r.data
+        m = r.json()
+        assert m["id"].startswith("msg_") and m["type"] == "message" and m["role"] == "assistant"
+        assert m["model"] == "claude-test-model"
+        assert "stop_sequence" in m and isinstance(m["usage"], dict)
+        check_expectations(m, expect)
+
+    @pytest.mark.parametrize("finish,stop", [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"),
+                                             ("function_call", "tool_use"), ("content_filter", "refusal")])
+    def test_streamed_finish_reason(self, dbx, finish, stop):
+        tools = [("call_9", "get_weather", {"city": "Lima"})] if "call" in finish else ()
+        dbx.fake.push(stream_reply(oai_sse(oai_stream("ok", tools=tools, finish=finish))))
+        s = dbx.proxy.post(base_req(stream=True, tools=[GET_WEATHER])).stream().ok()
+        assert s["stop_reason"] == stop
+
+
+# == 9. Streaming: OpenAI chunks -> Anthropic SSE ==
+
+USAGE = {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59, "prompt_tokens_details": {"cached_tokens": 20}}
+STREAM_CASES = [
+    ("text", oai_stream("The quick brown fox jumps."), [("text", "The quick brown fox jumps.")], "end_turn"),
+    ("text-then-tool", oai_stream("Checking.", tools=[("call_1", "get_weather", {"city": "Paris"})], finish="tool_calls"),
+     [("text", "Checking."), ("tool_use", "call_1", "get_weather", {"city": "Paris"})], "tool_use"),
+    ("parallel-tools", oai_stream(None, tools=[("call_1", "get_weather", {"city": "Paris"}),
+                                               ("call_2", "get_weather", {"city": "Rome", "unit": "C"})], finish="tool_calls"),
+     [("tool_use", "call_1", "get_weather", {"city": "Paris"}),
+      ("tool_use", "call_2", "get_weather", {"city": "Rome", "unit": "C"})], "tool_use"),
+    ("empty-args-quirk", oai_stream(None, tools=[("call_1", "get_time", {})], finish="tool_calls", quirk=True),
+     [("tool_use", "call_1", "get_time", {})], "tool_use"),
+    ("leading-{}-quirk", oai_stream(None, tools=[("call_1", "get_weather", {"city": "Paris"}),
+                                                 ("call_2", "get_weather", {"city": "Oslo"})], finish="tool_calls", quirk=True),
+     [("tool_use", "call_1", "get_weather", {"city": "Paris"}), ("tool_use", "call_2", "get_weather", {"city": "Oslo"})],
+     "tool_use"),
+    ("first-chunk-without-choices", [oai_chunk(choices=False) | {"prompt_filter_results": []}, *oai_stream("Hi!")],
+     [("text", "Hi!")], "end_turn"),
+    ("role-chunk-with-empty-content", [oai_chunk({"role": "assistant", "content": ""}), *oai_stream("Hi!")[1:]],
+     [("text", "Hi!")], "end_turn"),
+    ("reasoning-list-deltas",
+     [oai_chunk({"role": "assistant"}),
+      oai_chunk({"content": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "Think "}]}]}),
+      oai_chunk({"content": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "hard."}]}]}),
+      oai_chunk({"content": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "", "signature": "SiG=="}]}]}),
+      oai_chunk({"content": [{"type": "text", "text": "Answer"}]}), oai_chunk({"content": " here."}),
+      oai_chunk({}, finish="stop"), oai_chunk(choices=False, usage=USAGE)],
+     [("thinking", "Think hard.", "SiG=="), ("text", "Answer here.")], "end_turn"),
+    ("reasoning-content-deltas",
+     [oai_chunk({"role": "assistant"}), oai_chunk({"reasoning_content": "Sky "}), oai_chunk({"reasoning_content": "is blue."}),
+      oai_chunk({"content": "Blue."}), oai_chunk({}, finish="stop"), oai_chunk(choices=False, usage=USAGE)],
+     [("thinking", "Sky is blue.", ""), ("text", "Blue.")], "end_turn"),
+    ("usage-on-finish-chunk", [*oai_stream("Hi!")[:-2], oai_chunk({}, finish="stop", usage=USAGE)],
+     [("text", "Hi!")], "end_turn"),
+]
+
+
+class TestStreaming:
+    @pytest.mark.parametrize("chunks,blocks,stop", [c[1:] for c in STREAM_CASES], ids=[c[0] for c in STREAM_CASES])
+    def test_stream_case(self, dbx, chunks, blocks, stop):
+        dbx.fake.push(stream_reply(oai_sse(chunks)))
+        r = dbx.proxy.post(base_req(model="claude-stream-model", stream=True, tools=[GET_WEATHER]))
+        s = r.stream().ok()
+        assert s["model"] == "claude-stream-model"
+        assert block_summary(s["content"]) == blocks
+        assert s["stop_reason"] == stop
+
+    def test_usage_including_cache(self, dbx):
+        dbx.fake.push(stream_reply(oai_sse(oai_stream("Hi!", usage=USAGE))))
+        s = dbx.proxy.post(base_req(stream=True)).stream().ok()
+        assert s["usage"]["output_tokens"] == 9
+        assert s["usage"].get("input_tokens") == 30 and s["usage"].get("cache_read_input_tokens") == 20, s["usage"]
+
+    def test_interleaved_parallel_fragments(self, dbx):
+        chunks = oai_stream(None, tools=[("call_1", "get_weather", {"city": "Paris"}), ("call_2", "get_weather", {"city": "Rome"})],
+                            finish="tool_calls", interleave=True)
+        dbx.fake.push(stream_reply(oai_sse(chunks)))
+        s = dbx.proxy.post(base_req(stream=True, tools=[GET_WEATHER])).stream(allow_interleave=True).ok()
+        assert block_summary(s["content"]) == [("tool_use", "call_1", "get_weather", {"city": "Paris"}),
+                                               ("tool_use", "call_2", "get_weather", {"city": "Rome"})]
+
+    def test_stop_sequence_streamed(self, dbx):
+        dbx.fake.push(stream_reply(oai_sse(oai_stream("The answer is 42 END"))))
+        s = dbx.proxy.post(base_req(stream=True, stop_sequences=["END"])).stream().ok()
+        assert (s["stop_reason"], s["stop_sequence"]) == ("stop_sequence", "END")
+
+    FUZZ_TEXT = "Grüße aus Zürich — 你好, 世界 🌍🚀 ok"
+    FUZZ_TOOLS = [("call_a1", "get_weather", {"city": "Zürich", "note": "naïve café ☕"}),
+                  ("call_b2", "get_weather", {"city": "東京"})]
+
+    def _fuzz_once(self, stack: Stack, pieces_of: Callable[[bytes], list[bytes]], gap: float = 0.0) -> None:
+        data = oai_sse(oai_stream(self.FUZZ_TEXT, tools=self.FUZZ_TOOLS, finish="tool_calls", quirk=True))
+        stack.fake.push(stream_reply(data, pieces_of(data), gap=gap))
+        s = stack.proxy.post(base_req(stream=True, tools=[GET_WEATHER])).stream().ok()
+        assert block_summary(s["content"]) == [("text", self.FUZZ_TEXT)] + [("tool_use", *t) for t in self.FUZZ_TOOLS]
+        assert s["stop_reason"] == "tool_use" and s["usage"]["output_tokens"] == 8
+
+    def test_split_at_awkward_points(self, dbx):
+        self._fuzz_once(dbx, lambda d: split_at(d, awkward_points(d)), gap=0.001)
+
+    def test_split_every_byte(self, dbx):
+        self._fuzz_once(dbx, lambda d: [d[i : i + 1] for i in range(len(d))])
+
+    @pytest.mark.parametrize("seed", range(6))
+    def test_split_seeded_random(self, dbx, seed):
+        rnd = random.Random(seed)
+        self._fuzz_once(dbx, lambda d: split_at(d, rnd.sample(range(1, len(d)), 40)), gap=0.001)
+
+    @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(points=st.lists(st.integers(min_value=1, max_value=4000), max_size=30))
+    def test_split_hypothesis(self, dbx_stack, points):
+        dbx_stack.fake.reset()
+        self._fuzz_once(dbx_stack, lambda d: split_at(d, [p % len(d) for p in points]))
+
+    def test_incremental_not_buffered(self, dbx):
+        chunks = oai_stream("first part, then a long pause, then the rest", pieces=4)
+        dbx.fake.push(stream_reply(oai_sse(chunks), pauses={3: 1.5}))
+        conn, resp = open_stream(dbx.proxy.port, base_req(stream=True))
+        first_delta = None
+        events = []
+        for t, name, d in iter_events(resp):
+            events.append((name, d))
+            if name == "content_block_delta" and first_delta is None:
+                first_delta = t
+        conn.close()
+        assembled = assemble(events).ok()
+        assert first_delta is not None and first_delta < 1.0, f"first text delta only after {first_delta}s"
+        assert assembled["content"][0]["text"] == "first part, then a long pause, then the rest"
+
+    def test_pings_during_upstream_silence(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, STREAM_PING_INTERVAL_MS=100))
+        fake.push(stream_reply(oai_sse(oai_stream("before and after the pause", pieces=2)), pauses={2: 1.0}))
+        conn, resp = open_stream(p.port, base_req(stream=True))
+        timed = list(iter_events(resp))
+        conn.close()
+        s = assemble([(n, d) for _, n, d in timed]).ok()
+        assert s["content"][0]["text"] == "before and after the pause"
+        pings = [t for t, n, _ in timed if n == "ping"]
+        assert len(pings) >= 4, f"{len(pings)} pings in a 1s silence at 100ms: {[(round(t, 2), n) for t, n, _ in timed]}"
+
+    def test_no_pings_with_default_interval(self, dbx):
+        dbx.fake.push(stream_reply(oai_sse(oai_stream("quick")), pauses={2: 0.5}))
+        assert dbx.proxy.post(base_req(stream=True)).stream().pings == 0
+
+    def test_upstream_disconnect_mid_stream(self, dbx):
+        data = oai_sse(oai_stream("This will be cut off", pieces=4))
+        dbx.fake.push(stream_reply(data, per_event(data)[:4], cut=True))
+        s = dbx.proxy.post(base_req(stream=True), timeout=15).stream()
+        assert s.error is not None and not s.complete, s.events
+        assert s.error["type"] in ("api_error", "overloaded_error"), s.error
+
+    def test_upstream_disconnect_mid_utf8(self, dbx):
+        data = oai_sse(oai_stream("Zürich 🌍 is nice", pieces=2))
+        cut = data.index("🌍".encode()) + 2
+        dbx.fake.push(stream_reply(data, [data[:cut]], cut=True))
+        s = dbx.proxy.post(base_req(stream=True), timeout=15).stream()
+        assert s.error is not None and not s.complete
+
+    def test_stream_without_done_but_finish(self, dbx):
+        """Upstream closes cleanly after the usage chunk but never sends [DONE]: the message is complete."""
+        dbx.fake.push(stream_reply(oai_sse(oai_stream("All here."), done=False)))
+        s = dbx.proxy.post(base_req(stream=True)).stream()
+        assert block_summary(s.content) == [("text", "All here.")]
+
+    def test_stream_ending_before_finish_is_error(self, dbx):
+        chunks = oai_stream("Half an ans")[:3]
+        dbx.fake.push(stream_reply(oai_sse(chunks, done=False)))
+        s = dbx.proxy.post(base_req(stream=True)).stream()
+        assert s.error is not None and not s.complete, s.events[-3:]
+
+    def test_json_reply_to_stream_request_still_streams(self, dbx):
+        """An endpoint that ignores stream:true and answers JSON: the client still gets valid SSE."""
+        dbx.fake.push(json_reply(oai_completion("Not streamed", tool_calls=[("call_1", "get_weather", {"city": "Bern"})],
+                                                finish="tool_calls")))
+        s = dbx.proxy.post(base_req(stream=True, tools=[GET_WEATHER])).stream().ok()
+        assert block_summary(s["content"]) == [("text", "Not streamed"), ("tool_use", "call_1", "get_weather", {"city": "Bern"})]
+
+
+# == 7/10. Upstream failures ==
+
+DBX_ERRORS = [
+    (400, "BAD_REQUEST", 400, "invalid_request_error"),
+    (401, "UNAUTHENTICATED", 401, "authentication_error"),
+    (403, "PERMISSION_DENIED", 403, "permission_error"),
+    (404, "RESOURCE_DOES_NOT_EXIST", 404, "not_found_error"),
+    (413, "REQUEST_TOO_LARGE", 413, "request_too_large"),
+    (429, "REQUEST_LIMIT_EXCEEDED", 429, "rate_limit_error"),
+    (500, "INTERNAL_ERROR", 500, "api_error"),
+    (502, "BAD_GATEWAY", 502, "api_error"),
+    (503, "TEMPORARILY_UNAVAILABLE", 503, "api_error"),
+    (529, "OVERLOADED", 529, "overloaded_error"),
+]
+
+
+class TestUpstreamFailures:
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    @pytest.mark.parametrize("up,code,status,etype", DBX_ERRORS, ids=[str(e[0]) for e in DBX_ERRORS])
+    def test_databricks_error_mapped(self, dbx, up, code, status, etype, stream):
+        marker = f"upstream-says-{up}-{random.randrange(10**6)}"
+        dbx.fake.push(dbx_error(up, code, marker, headers=(("retry-after", "7"),) if up == 429 else ()))
+        r = dbx.proxy.post(base_req(stream=stream))
+        assert r.status == status, r.data
+        j = r.json()
+        assert j["type"] == "error" and j["error"]["type"] == etype, j
+        assert marker in j["error"]["message"] and "databricks" in j["error"]["message"].lower(), j
+        assert REQ_ID.match(r.headers.get("request-id", ""))
+        if up == 429:
+            assert r.headers.get("retry-after") == "7"
+
+    def test_other_4xx_by_class(self, dbx):
+        dbx.fake.push(dbx_error(422, "INVALID_PARAMETER_VALUE", "bad thing"))
+        r = dbx.proxy.post(base_req())
+        assert 400 <= r.status < 500 and r.etype == "invalid_request_error", r.data
+
+    def test_non_json_error_body(self, dbx):
+        dbx.fake.push(Reply(502, b"<html><body>Bad Gateway</body></html>", (("content-type", "text/html"),)))
+        r = dbx.proxy.post(base_req())
+        assert r.status == 502 and r.etype == "api_error", r.data
+
+    def test_invalid_json_success_body(self, dbx):
+        dbx.fake.push(Reply(200, b"{not json", (("content-type", "application/json"),)))
+        r = dbx.proxy.post(base_req())
+        assert 500 <= r.status < 600 and r.etype == "api_error", r.data
+
+    @pytest.mark.parametrize("provider", ["databricks", "azure"])
+    def test_connection_refused_is_502(self, make_proxy, provider):
+        dead = f"http://127.0.0.1:{free_port()}"
+        extra = ({"DATABRICKS_API_BASE": dead, "DATABRICKS_API_KEY": DBX_KEY} if provider == "databricks" else
+                 {"MODEL_PROVIDER": "azure-anthropic", "AZURE_ANTHROPIC_ENDPOINT": f"{dead}/anthropic/v1/messages",
+                  "AZURE_ANTHROPIC_API_KEY": AZ_KEY})
+        p = make_proxy(extra)
+        for stream in (False, True):
+            t0 = time.monotonic()
+            r = p.post(base_req(stream=stream))
+            assert time.monotonic() - t0 < 5
+            assert r.status == 502 and r.etype == "api_error", r.data
+            assert provider in r.emsg.lower(), r.emsg
+
+    def test_hang_before_response_is_504(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, UPSTREAM_READ_TIMEOUT_MS=500))
+        for stream in (False, True):
+            fake.push(json_reply(oai_completion("too late"), hang=4))
+            t0 = time.monotonic()
+            r = p.post(base_req(stream=stream))
+            elapsed = time.monotonic() - t0
+            assert r.status == 504 and r.etype == "timeout_error", r.data
+            assert elapsed < 3, f"took {elapsed:.1f}s with a 0.5s read timeout"
+
+    def test_hang_mid_stream_is_error_event(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, UPSTREAM_READ_TIMEOUT_MS=500))
+        fake.push(stream_reply(oai_sse(oai_stream("and then silence")), pauses={3: 4}))
+        t0 = time.monotonic()
+        s = p.post(base_req(stream=True)).stream()
+        assert time.monotonic() - t0 < 3.5
+        assert s.error is not None and not s.complete
+        assert s.error["type"] in ("timeout_error", "api_error"), s.error
+
+    def test_upstream_401_when_key_wrong(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, DATABRICKS_API_KEY="dapi-wrong"))
+        r = p.post(base_req())
+        assert r.status == 401 and r.etype == "authentication_error" and "Invalid access token" in r.emsg
+
+
+# == 10. Providers: Azure (Anthropic pass-through) ==
+
+
+def folded_expectation(body: dict) -> tuple[dict, list[str]]:
+    """body as it should reach an Anthropic-format upstream (model aside): role:system entries removed
+    from messages; returns (expected body without model/system, the folded texts in order)."""
+    exp = copy.deepcopy(body)
+    folded = []
+    for m in body["messages"]:
+        if m["role"] == "system":
+            folded += [m["content"]] if isinstance(m["content"], str) else [b["text"] for b in m["content"]]
+    exp["messages"] = [m for m in exp["messages"] if m["role"] != "system"]
+    exp.pop("model")
+    exp.pop("system", None)
+    return exp, folded
+
+
+class TestAzure:
+    def test_claude_code_body_forwarded(self, az):
+        body = cc_body(stream=False)
+        body["messages"].insert(0, {"role": "system", "content": []})  # CC sometimes sends an empty one
+        body |= {"future_field": {"x": [1, 2]}, "service_tier": "auto"}
+        r = az.proxy.post(body, path="/v1/messages?beta=true", headers=CC_HEADERS)
+        assert r.status == 200, r.data
+        sent = az.fake.last
+        assert sent.path == "/anthropic/v1/messages"
+        assert sent.headers["x-api-key"] == AZ_KEY and sent.headers["api-key"] == AZ_KEY
+        assert sent.headers["anthropic-version"] == "2023-06-01"
+        assert sent.headers["anthropic-beta"] == CC_BETAS
+        assert not any(CLIENT_KEY in v for v in sent.headers.values())
+        got = sent.body
+        assert got["model"] == "claude-sonnet-4-5"  # MODEL_DEFAULT for azure
+        exp, folded = folded_expectation(body)
+        assert got["system"][:3] == body["system"]  # billing header kept: Anthropic strips it itself
+        assert [b["text"] for b in got["system"][3:]] == folded
+        assert 32000 <= got["max_tokens"] <= 128000  # may be capped at the deployment's output limit
+        assert {k: v for k, v in got.items() if k not in ("model", "system", "max_tokens")} == \
+            {k: v for k, v in exp.items() if k != "max_tokens"}
+
+    def test_response_json_passed_through(self, az):
+        up = anth_message([{"type": "thinking", "thinking": "hm", "signature": "sig"}, text("Done."),
+                           tool_use("toolu_01X", "get_weather", {"city": "Paris"})], stop_reason="tool_use")
+        up["future_response_field"] = {"kept": True}
+        az.fake.push(json_reply(up))
+        r = az.proxy.post(base_req(tools=[GET_WEATHER]))
+        assert r.status == 200
+        assert {k: v for k, v in r.json().items() if k != "model"} == {k: v for k, v in up.items() if k != "model"}
+        assert REQ_ID.match(r.headers["request-id"])
+
+    def test_model_map_and_clamp(self, new_az, make_proxy):
+        fake = new_az()
+        p = make_proxy(az_env(fake, MODEL_MAP="claude-*haiku*=deploy-haiku,claude-*=deploy-main",
+                              MODEL_MAX_TOKENS="*=16000", MODEL_DEFAULT="deploy-default"))
+        for model, deploy in (("claude-haiku-4-5", "deploy-haiku"), ("claude-opus-5-5", "deploy-main"),
+                              ("gpt-4o", "deploy-default")):
+            assert p.post(base_req(model=model, max_tokens=64000)).status == 200
+            assert (fake.last.body["model"], fake.last.body["max_tokens"]) == (deploy, 16000)
+        body = base_req()
+        del body["max_tokens"]
+        assert p.post(body).status == 200 and fake.last.body["max_tokens"] == 4096
+
+    def test_endpoint_as_base_url(self, new_az, make_proxy):
+        fake = new_az()
+        p = make_proxy(az_env(fake, AZURE_ANTHROPIC_ENDPOINT=f"{fake.url}/anthropic"))
+        assert p.post(base_req()).status == 200
+        assert fake.last.path == "/anthropic/v1/messages"
+
+    def test_version_header(self, az):
+        assert az.proxy.post(base_req(), headers={"anthropic-version": None}).status == 200
+        assert az.fake.last.headers["anthropic-version"] == "2023-06-01"
+        assert az.proxy.post(base_req(), headers={"anthropic-version": "2026-10-21"}).status == 200
+        assert az.fake.last.headers["anthropic-version"] == "2026-10-21"
+
+    def test_azure_version_setting(self, new_az, make_proxy):
+        fake = new_az()
+        p = make_proxy(az_env(fake, AZURE_ANTHROPIC_VERSION="2025-01-01"))
+        assert p.post(base_req(), headers={"anthropic-version": None}).status == 200
+        assert fake.last.headers["anthropic-version"] == "2025-01-01"
+
+    @pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
+    def test_sse_reframed_event_by_event(self, az, crlf):
+        msg = anth_message([{"type": "thinking", "thinking": "Let me think", "signature": "EqSig=="},
+                            text("Grüße 🌍, running it."), tool_use("toolu_01A", "Bash", {"command": "echo hi"})],
+                           stop_reason="tool_use")
+        up_events = anth_events(msg)
+        up_events.insert(3, ("future_event_type", {"type": "future_event_type", "x": 1}))
+        data = anth_sse(up_events, crlf=crlf)
+        az.fake.push(stream_reply(data, split_at(data, awkward_points(data))))
+        r = az.proxy.post(base_req(stream=True))
+        s = r.stream().ok()
+        got = [(e, d) for e, d in r.events() if e != "ping"]
+        assert got == [(e, d) for e, d in up_events if e != "ping"]
+        assert block_summary(s["content"]) == block_summary(msg["content"])
+
+    @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(points=st.lists(st.integers(min_value=1, max_value=3000), max_size=25), crlf=st.booleans())
+    def test_sse_split_hypothesis(self, az_stack, points, crlf):
+        az_stack.fake.reset()
+        msg = anth_message([text("Zürich 東京 🚀"), tool_use("toolu_01B", "get_weather", {"city": "東京"})],
+                           stop_reason="tool_use")
+        data = anth_sse(anth_events(msg), crlf=crlf)
+        az_stack.fake.push(stream_reply(data, split_at(data, [p % len(data) for p in points])))
+        s = az_stack.proxy.post(base_req(stream=True)).stream().ok()
+        assert block_summary(s["content"]) == block_summary(msg["content"])
+
+    def test_sse_incremental(self, az):
+        data = anth_sse(anth_events(anth_message([text("streamed promptly")])))
+        az.fake.push(stream_reply(data, pauses={3: 1.5}))
+        conn, resp = open_stream(az.proxy.port, base_req(stream=True))
+        timed = list(iter_events(resp))
+        conn.close()
+        first = next(t for t, n, _ in timed if n == "content_block_delta")
+        assert first < 1.0, f"first delta only after {first:.2f}s"
+        assemble([(n, d) for _, n, d in timed]).ok()
+
+    def test_ping_injected_on_silence(self, new_az, make_proxy):
+        fake = new_az()
+        p = make_proxy(az_env(fake, STREAM_PING_INTERVAL_MS=100))
+        events = [e for e in anth_events(anth_message()) if e[0] != "ping"]
+        fake.push(stream_reply(anth_sse(events), pauses={2: 1.0}))
+        s = p.post(base_req(stream=True)).stream()
+        s.ok()
+        assert s.pings >= 4, s.events
+
+    def test_mid_stream_cut(self, az):
+        data = anth_sse(anth_events(anth_message([text("this is cut off")])))
+        az.fake.push(stream_reply(data, per_event(data)[:3], cut=True))
+        s = az.proxy.post(base_req(stream=True), timeout=15).stream()
+        assert s.error is not None and not s.complete
+
+    def test_upstream_error_event_forwarded(self, az):
+        events = anth_events(anth_message())[:3] + [("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                                                         "message": "Overloaded"}})]
+        az.fake.push(stream_reply(anth_sse(events)))
+        s = az.proxy.post(base_req(stream=True)).stream()
+        assert s.error == {"type": "overloaded_error", "message": "Overloaded"} and not s.complete
+
+    AZ_ERRORS = [
+        (400, anth_error(400, "invalid_request_error", "messages.1.content.0.tool_use.id: String should match pattern"), ()),
+        (400, {"type": "error", "error": {"type": "invalid_request_error", "message": "System messages not supported",
+                                          "details": {"error_code": "mid_conversation_system_not_supported"}}}, ()),
+        (401, anth_error(401, "authentication_error", "invalid x-api-key"), ()),
+        (404, {"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}}, ()),
+        (429, anth_error(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
+         (("retry-after", "13"),)),
+        (500, anth_error(500, "api_error", "Internal server error"), ()),
+        (529, anth_error(529, "overloaded_error", "Overloaded"), (("x-should-retry", "true"),)),
+    ]
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    @pytest.mark.parametrize("status,body,headers", AZ_ERRORS, ids=[f"{e[0]}-{i}" for i, e in enumerate(AZ_ERRORS)])
+    def test_errors_passed_through_unchanged(self, az, status, body, headers, stream):
+        az.fake.push(json_reply(body, status, headers))
+        r = az.proxy.post(base_req(stream=stream))
+        assert r.status == status
+        assert r.json() == body
+        for k, v in headers:
+            if k == "retry-after":
+                assert r.headers.get(k) == v
+
+
+# == 10. Providers: Databricks with DATABRICKS_API_FORMAT=anthropic ==
+
+
+class TestDatabricksAnthropicFormat:
+    @pytest.fixture
+    def gw(self, new_dbx, make_proxy) -> Stack:
+        fake = new_dbx()
+        return Stack(fake, make_proxy(dbx_env(fake, DATABRICKS_API_FORMAT="anthropic",
+                                              MODEL_MAP="claude-*haiku*=databricks-claude-haiku-4-5")))
+
+    def test_forwarded_to_ai_gateway(self, gw):
+        body = cc_body(stream=True)
+        s = gw.proxy.post(body, path="/v1/messages?beta=true", headers=CC_HEADERS).stream().ok()
+        sent = gw.fake.last
+        assert sent.path == "/ai-gateway/anthropic/v1/messages"
+        assert sent.headers["authorization"] == f"Bearer {DBX_KEY}"
+        assert sent.headers.get("anthropic-beta") == CC_BETAS
+        assert not any(CLIENT_KEY in v for v in sent.headers.values())
+        assert sent.body["model"] == "databricks-claude-sonnet-4-5"
+        exp, folded = folded_expectation(body)
+        assert [b["text"] for b in sent.body["system"][3:]] == folded
+        assert sent.body["messages"] == exp["messages"] and sent.body["tools"] == body["tools"]
+        assert block_summary(s["content"]) == [("text", "Hello from the Databricks AI gateway")]
+
+    def test_model_mapped(self, gw):
+        assert gw.proxy.post(base_req(model="claude-haiku-4-5")).status == 200
+        assert gw.fake.last.body["model"] == "databricks-claude-haiku-4-5"
+
+    def test_count_tokens_forwarded(self, gw):
+        gw.fake.push(json_reply({"input_tokens": 31337}))
+        r = gw.proxy.post(base_req(), path="/v1/messages/count_tokens")
+        assert r.json() == {"input_tokens": 31337}
+        assert gw.fake.last.path == "/ai-gateway/anthropic/v1/messages/count_tokens"
+
+    def test_count_tokens_404_falls_back_to_estimate(self, gw):
+        gw.fake.push(dbx_error(404, "ENDPOINT_NOT_FOUND", "no count_tokens here"))
+        r = gw.proxy.post(base_req(messages=[user("word " * 400)]), path="/v1/messages/count_tokens")
+        assert r.status == 200 and r.json()["input_tokens"] >= 2000 / 4
+
+
+# == 8. count_tokens ==
+
+
+class TestCountTokens:
+    def test_azure_forwarded(self, az):
+        az.fake.push(json_reply({"input_tokens": 2095}))
+        body = {"model": "claude-opus-5-5", "messages": [user("hi")], "system": "s", "tools": [GET_WEATHER]}
+        r = az.proxy.post(body, path="/v1/messages/count_tokens?beta=true", headers=CC_HEADERS)
+        assert r.status == 200 and r.json() == {"input_tokens": 2095}
+        sent = az.fake.last
+        assert sent.path == "/anthropic/v1/messages/count_tokens"
+        assert sent.body["model"] == "claude-sonnet-4-5" and sent.body["tools"] == [GET_WEATHER]
+        assert sent.headers["x-api-key"] == AZ_KEY and sent.headers["anthropic-beta"] == CC_BETAS
+
+    def test_azure_404_falls_back_to_estimate(self, az):
+        az.fake.push(json_reply({"error": {"code": "404", "message": "Resource not found"}}, 404))
+        r = az.proxy.post(base_req(messages=[user("word " * 400)]), path="/v1/messages/count_tokens")
+        assert r.status == 200 and r.json()["input_tokens"] >= 2000 / 4
+
+    def _count(self, stack: Stack, body: dict) -> int:
+        r = stack.proxy.post(body, path="/v1/messages/count_tokens")
+        assert r.status == 200, r.data
+        j = r.json()
+        assert set(j) == {"input_tokens"} and isinstance(j["input_tokens"], int)
+        return j["input_tokens"]
+
+    def test_databricks_estimate_errs_high(self, dbx):
+        system = "You are a careful assistant who explains things step by step. " * 40
+        prose = "Please summarise the following report about quarterly revenue and costs. " * 120
+        tool_out = "drwxr-xr-x 2 root root 4096 Nov 21 06:24 some_directory_name\n" * 80
+        messages = [user(prose), assistant([text("Listing."), tool_use("toolu_1", "Bash", {"command": "ls -la /srv/data"})]),
+                    user([tool_result("toolu_1", tool_out)])]
+        body = {"model": "claude-sonnet-4-5", "system": system, "messages": messages}
+        n = self._count(dbx, body)
+        chars = len(system) + len(prose) + len(tool_out) + len("Listing.") + len("ls -la /srv/data")
+        assert n >= chars / 4, f"estimate {n} is below len/4 = {chars / 4:.0f}"
+        assert dbx.fake.requests == []  # OpenAI-format upstreams have no count_tokens
+
+    def test_databricks_estimate_counts_tools(self, dbx):
+        body = base_req(messages=[user("hello")])
+        tools = [{"name": f"tool_{i}", "description": "Does a thing with files and directories. " * 5,
+                  "input_schema": BASH_SCHEMA} for i in range(10)]
+        without, with_tools = self._count(dbx, body), self._count(dbx, body | {"tools": tools})
+        assert with_tools - without >= len(json.dumps(tools)) / 4, (without, with_tools)
+
+    def test_databricks_estimate_counts_images(self, dbx):
+        png = tiny_png(400, 400)  # Anthropic bills w*h/750 ≈ 213 tokens
+        without = self._count(dbx, base_req(messages=[user([text("what is this?")])]))
+        with_img = self._count(dbx, base_req(messages=[user([text("what is this?"), image_b64(png)])]))
+        assert with_img - without >= 400 * 400 / 750, (without, with_img)
+
+
+# == 7. Outbound client: TLS, proxies, keep-alive pool ==
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for localhost / upstream.test / 127.0.0.1, via openssl."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl CLI not available")
+    d = tmp_path_factory.mktemp("tls")
+    ext = d / "ext.cnf"
+    ext.write_text("subjectAltName=DNS:localhost,DNS:upstream.test,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+                   "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Lynkr Test CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                ["req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost"],
+                ["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf"]):
+        subprocess.run(["openssl", *cmd], cwd=d, check=True, capture_output=True)
+    return {"ca": d / "ca.pem", "cert": d / "srv.pem", "key": d / "srv.key"}
+
+
+@pytest.fixture
+def tls_dbx(tls_files):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls_files["cert"], tls_files["key"])
+    fake = FakeDatabricks(tls=ctx)
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def tunnel():
+    made: list[TunnelProxy] = []
+
+    def make(refuse: bool = False) -> TunnelProxy:
+        made.append(TunnelProxy(refuse))
+        return made[-1]
+
+    yield make
+    for t in made:
+        t.close()
+
+
+class TestOutboundClient:
+    def test_https_with_ssl_cert_file(self, tls_dbx, tls_files, make_proxy):
+        p = make_proxy(dbx_env(tls_dbx, SSL_CERT_FILE=tls_files["ca"]))
+        r = p.post(base_req())
+        assert r.status == 200, r.data
+        assert tls_dbx.last.headers["authorization"] == f"Bearer {DBX_KEY}"
+        tls_dbx.push(stream_reply(oai_sse(oai_stream("over TLS"))))
+        assert block_summary(p.post(base_req(stream=True)).stream().ok()["content"]) == [("text", "over TLS")]
+
+    def test_https_untrusted_cert_is_5xx(self, tls_dbx, make_proxy):
+        p = make_proxy(dbx_env(tls_dbx))
+        r = p.post(base_req())
+        assert 500 <= r.status < 600 and r.etype == "api_error", r.data
+        assert tls_dbx.requests == []
+
+    @pytest.mark.parametrize("var", ["HTTPS_PROXY", "https_proxy"])
+    def test_https_proxy_connect(self, tls_dbx, tls_files, tunnel, make_proxy, var):
+        t = tunnel()
+        p = make_proxy({"DATABRICKS_API_BASE": f"https://upstream.test:{tls_dbx.port}", "DATABRICKS_API_KEY": DBX_KEY,
+                        "SSL_CERT_FILE": tls_files["ca"], var: t.url})
+        for stream in (False, True):
+            r = p.post(base_req(stream=stream))
+            assert r.status == 200, r.data
+        assert t.seen and t.seen[0] == f"CONNECT upstream.test:{tls_dbx.port} HTTP/1.1", t.seen
+        assert tls_dbx.last.headers["host"] in ("upstream.test", f"upstream.test:{tls_dbx.port}")
+
+    def test_loopback_bypasses_proxy(self, dbx_stack, tunnel, make_proxy):
+        fake, t = dbx_stack.fake, tunnel(refuse=True)
+        fake.reset()
+        p = make_proxy(dbx_env(fake, HTTPS_PROXY=t.url, HTTP_PROXY=t.url, https_proxy=t.url, http_proxy=t.url))
+        assert p.post(base_req()).status == 200
+        assert t.seen == [] and len(fake.requests) == 1
+
+    @pytest.fixture
+    def remote_dbx(self, new_dbx):
+        ip = non_loopback_ip()
+        if not ip:
+            pytest.skip("no non-loopback interface to stand in for a remote upstream")
+        return new_dbx(host=ip)
+
+    def test_http_proxy_absolute_form(self, remote_dbx, tunnel, make_proxy):
+        t = tunnel()
+        p = make_proxy(dbx_env(remote_dbx, HTTP_PROXY=t.url))
+        assert p.post(base_req()).status == 200
+        assert t.seen and t.seen[0].startswith(f"POST {remote_dbx.url}/serving-endpoints/"), t.seen
+
+    @pytest.mark.parametrize("no_proxy", ["{ip}", "*", "example.com, {ip}", "lower:{ip}"])
+    def test_no_proxy_bypass(self, remote_dbx, tunnel, make_proxy, no_proxy):
+        t = tunnel(refuse=True)
+        var = "no_proxy" if no_proxy.startswith("lower:") else "NO_PROXY"
+        value = no_proxy.removeprefix("lower:").format(ip=remote_dbx.host)
+        p = make_proxy(dbx_env(remote_dbx, HTTP_PROXY=t.url, HTTPS_PROXY=t.url, **{var: value}))
+        r = p.post(base_req())
+        assert r.status == 200, r.data
+        assert t.seen == [] and len(remote_dbx.requests) == 1
+
+    def test_upstream_keep_alive_pool(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake))
+        for stream in (False, True, False):
+            r = p.post(base_req(stream=stream))
+            assert r.status == 200
+            if stream:
+                r.stream().ok()
+        peers = [rec.peer for rec in fake.requests]
+        assert len(set(peers)) == 1, f"each request used a new upstream connection: {peers}"
+
+    def test_pool_recovers_from_upstream_closing_idle_connection(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake))
+        fake.push(json_reply(oai_completion("first"), close=True))
+        assert p.post(base_req()).status == 200
+        time.sleep(0.2)
+        r = p.post(base_req())
+        assert r.status == 200 and r.json()["content"][0]["text"] == "Hello from fake Databricks"
+
+
+# == 4. Logging ==
+
+
+class TestLogging:
+    def test_request_log_line(self, dbx):
+        dbx.fake.push(json_reply(oai_completion("hi", usage={"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107,
+                                                             "prompt_tokens_details": {"cached_tokens": 60}})))
+        r = dbx.proxy.post(base_req(model="claude-log-test"))
+        rid = r.headers["request-id"]
+        line = dbx.proxy.wait_log(lambda o: o.get("msg") == "request" and o.get("request_id") == rid)
+        assert {"ts", "level", "msg"} <= set(line)
+        assert line["method"] == "POST" and line["path"].startswith("/v1/messages") and line["status"] == 200
+        assert line["provider"] == "databricks" and line["model"] == "claude-log-test"
+        assert line["upstream_model"] == "databricks-claude-sonnet-4-5"
+        assert isinstance(line["latency_ms"], (int, float)) and line["latency_ms"] >= 0
+        assert (line["input_tokens"], line["output_tokens"]) == (40, 7)
+        assert line["stream"] is False
+
+    def test_stream_and_error_log_lines(self, dbx):
+        dbx.fake.push(stream_reply(oai_sse(oai_stream("streamed", usage={"prompt_tokens": 33, "completion_tokens": 4,
+                                                                         "total_tokens": 37}))))
+        r = dbx.proxy.post(base_req(stream=True))
+        rid = r.headers["request-id"]
+        line = dbx.proxy.wait_log(lambda o: o.get("msg") == "request" and o.get("request_id") == rid)
+        assert line["stream"] is True and line["status"] == 200 and line["output_tokens"] == 4
+        dbx.fake.push(dbx_error(429, "REQUEST_LIMIT_EXCEEDED", "slow down"))
+        r = dbx.proxy.post(base_req())
+        rid = r.headers["request-id"]
+        line = dbx.proxy.wait_log(lambda o: o.get("msg") == "request" and o.get("request_id") == rid)
+        assert line["status"] == 429
+
+    def test_no_secrets_or_prompt_text_in_logs(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        lkey = "lynkr-log-secret-77aa"
+        p = make_proxy(dbx_env(fake, LYNKR_API_KEY=lkey))
+        canary = "PROMPT-CANARY-5d1e"
+        hdr = {"x-api-key": lkey}
+        fake.push(json_reply(oai_completion(f"answer {canary}-out")))
+        assert p.post(cc_body(stream=False, canary=canary), headers=hdr).status == 200
+        fake.push(stream_reply(oai_sse(oai_stream(f"streamed {canary}-out", tools=[("call_1", "Bash", {"command": canary})],
+                                                  finish="tool_calls"))))
+        p.post(cc_body(stream=True, canary=canary), headers=hdr).stream().ok()
+        fake.push(dbx_error(400, "BAD_REQUEST", "nope"))
+        assert p.post(cc_body(stream=False, canary=canary), headers=hdr).status == 400
+        assert p.post(cc_body(canary=canary), headers={"x-api-key": "wrong-" + lkey}).status == 401
+        assert p.post(b'{"messages": "' + canary.encode(), headers=hdr).status == 400
+        p.wait_log(lambda o: o.get("status") == 400 and o.get("msg") == "request" and o.get("path", "").startswith("/v1"))
+        time.sleep(0.2)
+        log = p.stderr
+        for secret in (DBX_KEY, lkey, CLIENT_KEY, canary):
+            assert secret not in log, f"{secret!r} leaked into the log:\n{log[-3000:]}"
+
+    def test_every_line_is_json(self, dbx):
+        dbx.proxy.post(base_req())
+        dbx.proxy.call("GET", "/nope")
+        for line in dbx.proxy.lines:
+            o = json.loads(line)
+            assert {"ts", "level", "msg"} <= set(o), line
+
+    def test_text_format(self, tmp_path):
+        port = free_port()
+        p = spawn(tmp_path, base_env(tmp_path, {"LOG_FORMAT": "text", "LYNKR_PORT": port}), args=())
+        try:
+            wait_for(lambda: any("listening" in x for x in p.lines) or p.proc.poll() is not None, 15, "listening")
+            assert p.proc.poll() is None, p.stderr
+            assert call(port, "GET", "/health").status == 200
+            wait_for(lambda: len(p.lines) >= 2, 3, "request line")
+            for line in p.lines:
+                with pytest.raises(ValueError):
+                    json.loads(line)
+        finally:
+            p.stop()
+
+
+# == End to end: scripted multi-turn upstreams ==
+
+
+def result_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+
+
+def dbx_tool_turns(name: str, args: dict, final: Callable[[str], str]) -> Callable[[Recorded], Reply]:
+    """Databricks turn logic: no tool result yet -> call the tool; else answer using the result."""
+
+    def respond(rec: Recorded) -> Reply:
+        b = rec.body
+        results = [m["content"] for m in b["messages"] if m["role"] == "tool"]
+        if results:
+            txt, tools, finish = final(result_text(results[-1])), (), "stop"
+        else:
+            txt, tools, finish = "Let me run that.", [("call_e2e_1", name, args)], "tool_calls"
+        if b.get("stream"):
+            return stream_reply(oai_sse(oai_stream(txt, tools=tools, finish=finish)))
+        return json_reply(oai_completion(txt, tool_calls=tools, finish=finish))
+
+    return respond
+
+
+def az_tool_turns(name: str, args: dict, final: Callable[[str], str]) -> Callable[[Recorded], Reply]:
+    def respond(rec: Recorded) -> Reply:
+        b = rec.body
+        last = b["messages"][-1]["content"]
+        results = [blk for blk in last if blk.get("type") == "tool_result"] if isinstance(last, list) else []
+        if results:
+            msg = anth_message([text(final(result_text(results[-1]["content"])))], model=b["model"])
+        else:
+            msg = anth_message([text("Let me run that."), tool_use("toolu_01E2E", name, args)], model=b["model"],
+                               stop_reason="tool_use")
+        return stream_reply(anth_sse(anth_events(msg))) if b.get("stream") else json_reply(msg)
+
+    return respond
+
+
+TURNS = {"dbx": dbx_tool_turns, "az": az_tool_turns}
+
+
+# == End to end: the official anthropic SDK ==
+
+
+class TestAnthropicSDK:
+    @pytest.fixture
+    def sdk(self):
+        require_e2e("the anthropic Python SDK", importlib.util.find_spec("anthropic") is not None)
+        import anthropic
+
+        return anthropic
+
+    @pytest.mark.parametrize("mode", ["create", "stream"])
+    @pytest.mark.parametrize("provider", ["dbx", "az"])
+    def test_tool_round_trip(self, sdk, request, provider, mode):
+        stack: Stack = request.getfixturevalue(provider)
+        responder = TURNS[provider]("get_weather", {"city": "Paris"}, lambda out: f"It is {out} in Paris.")
+        stack.fake.push(responder, responder)
+        client = sdk.Anthropic(base_url=stack.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+
+        def turn(messages):
+            kw = dict(model="claude-sonnet-4-5", max_tokens=1024, tools=[GET_WEATHER], messages=messages)
+            if mode == "create":
+                return client.messages.create(**kw)
+            with client.messages.stream(**kw) as s:
+                return s.get_final_message()
+
+        messages = [{"role": "user", "content": "What's the weather in Paris?"}]
+        first = turn(messages)
+        assert first.stop_reason == "tool_use" and first.model == "claude-sonnet-4-5"
+        calls_ = [b for b in first.content if b.type == "tool_use"]
+        assert [(c.name, c.input) for c in calls_] == [("get_weather", {"city": "Paris"})]
+        messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": calls_[0].id,
+                                                   "content": "18C and sunny"}]}]
+        second = turn(messages)
+        assert second.stop_reason == "end_turn"
+        assert [b.type for b in second.content] == ["text"] and second.content[0].text == "It is 18C and sunny in Paris."
+        assert second.usage.output_tokens > 0
+        assert len(stack.fake.requests) == 2
+
+    @pytest.mark.parametrize("provider", ["dbx", "az"])
+    def test_sdk_sees_typed_errors(self, sdk, request, provider):
+        stack: Stack = request.getfixturevalue(provider)
+        stack.fake.push(dbx_error(429, "REQUEST_LIMIT_EXCEEDED", "slow down") if provider == "dbx" else
+                        json_reply(anth_error(429, "rate_limit_error", "slow down"), 429, (("retry-after", "3"),)))
+        client = sdk.Anthropic(base_url=stack.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+        with pytest.raises(sdk.RateLimitError) as ei:
+            client.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+        assert ei.value.status_code == 429 and "slow down" in str(ei.value)
+        assert REQ_ID.match(ei.value.response.headers.get("request-id", "")) or provider == "az"
+
+    def test_count_tokens_and_models(self, sdk, dbx):
+        client = sdk.Anthropic(base_url=dbx.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+        n = client.messages.count_tokens(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hello " * 100}])
+        assert n.input_tokens >= 600 / 4
+        models = client.models.list()
+        assert models.data and all("claude" in m.id for m in models.data)
+
+
+# == End to end: the real Claude Code CLI ==
+
+
+def claude_bin() -> str | None:
+    for c in (os.environ.get("LYNKR_CLAUDE_BIN"), str(CLAUDE_DIR / "node_modules/.bin/claude"), shutil.which("claude")):
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+class TestClaudeCodeCLI:
+    @pytest.fixture
+    def claude(self) -> str:
+        b = claude_bin()
+        require_e2e(f"the Claude Code CLI {CLAUDE_VERSION}", b is not None)
+        return b
+
+    def run(self, claude: str, proxy: Proxy, tmp: Path, prompt: str) -> dict:
+        home = tmp / "claude-home"
+        home.mkdir(exist_ok=True)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "ANTHROPIC_BASE_URL": proxy.url,
+               "ANTHROPIC_API_KEY": CLIENT_KEY, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+               "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
+               "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1", "CLAUDE_CODE_MAX_RETRIES": "1"}
+        cmd = [claude, "--bare", "--no-session-persistence", "--output-format", "json", "--tools", "Bash",
+               "--allowedTools", "Bash", "-p", prompt]
+        p = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        diag = f"exit {p.returncode}\nstdout: {p.stdout[-3000:]}\nstderr: {p.stderr[-3000:]}\nproxy:\n{proxy.stderr[-3000:]}"
+        assert p.returncode == 0, diag
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        assert out.get("is_error") is False, diag
+        return out
+
+    @pytest.mark.parametrize("provider", ["dbx", "az"])
+    def test_text_turn(self, claude, request, tmp_path, provider):
+        stack: Stack = request.getfixturevalue(provider)
+        reply = f"Hello from {provider} through lynkr"
+        if provider == "dbx":
+            stack.fake.push(lambda rec: stream_reply(oai_sse(oai_stream(reply))))
+        else:
+            stack.fake.push(lambda rec: stream_reply(anth_sse(anth_events(anth_message([text(reply)], model=rec.body["model"])))))
+        out = self.run(claude, stack.proxy, tmp_path, "say hello")
+        assert out["result"] == reply and out["num_turns"] == 1
+        assert len(stack.fake.requests) == 1 and stack.fake.last.body.get("stream") is True
+
+    @pytest.mark.parametrize("provider", ["dbx", "az"])
+    def test_bash_tool_round_trip(self, claude, request, tmp_path, provider):
+        stack: Stack = request.getfixturevalue(provider)
+        responder = TURNS[provider]("Bash", {"command": "echo hello-from-tool", "description": "Print a marker"},
+                                    lambda out: f"The command printed: {out.strip()}")
+        stack.fake.push(responder, responder)
+        out = self.run(claude, stack.proxy, tmp_path, "run echo hello-from-tool")
+        assert out["num_turns"] == 2 and out["result"] == "The command printed: hello-from-tool", out
+        assert len(stack.fake.requests) == 2
+        last = stack.fake.last.body
+        if provider == "dbx":
+            assert [m for m in last["messages"] if m["role"] == "tool"][-1]["content"].strip() == "hello-from-tool"
+        else:
+            assert "hello-from-tool" in json.dumps(last["messages"][-1])
