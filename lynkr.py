@@ -34,10 +34,11 @@ Sections (``grep -n '^# == ' lynkr.py`` prints this map; each section uses only 
    12. Cache           prompt fingerprint -> LRU + TTL answers
    13. Policy          every gate in one place: tools, paths, web hosts, limits
    14. Tools           TOOLS registry + @tool: files, patches, search, tasks, web
-   15. Orchestrator    the agent loop: provider <-> tools <-> policy <-> stores <-> cache
-   16. API routes      ROUTES registry; the one place errors become responses
-   17. App lifecycle   wiring, signals, startup and shutdown
-   18. CLI             main(argv) and the __main__ guard
+   15. Git and tests   git workflow tools, diff review, release notes, test harness, commit gate
+   16. Orchestrator    the agent loop: provider <-> tools <-> policy <-> stores <-> cache
+   17. API routes      ROUTES registry; the one place errors become responses
+   18. App lifecycle   wiring, signals, startup and shutdown
+   19. CLI             main(argv) and the __main__ guard
 """
 
 # == 0. Header ==
@@ -59,6 +60,7 @@ import math
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -494,6 +496,15 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "WEB_SEARCH_ENDPOINT": ("", "SearxNG search URL for web_search, e.g. http://127.0.0.1:8888/search."),
     "WEB_SEARCH_ALLOWED_HOSTS": ("", "If set, the only hosts web tools may reach (globs); also admits private ones."),
     "WEB_FETCH_MAX_BYTES": ("2097152", "Largest page web_fetch downloads."),
+    "LYNKR_GIT_TIMEOUT_MS": ("120000", "Longest a git command may run."),
+    "POLICY_GIT_ALLOW_PUSH": ("false", "Allow workspace_git_push."),
+    "POLICY_GIT_ALLOW_PULL": ("true", "Allow workspace_git_pull."),
+    "POLICY_GIT_ALLOW_COMMIT": ("true", "Allow workspace_git_commit."),
+    "POLICY_GIT_REQUIRE_TESTS": ("false", "Commit/push only content that a passing test run saw exactly."),
+    "POLICY_GIT_TEST_COMMAND": ("", "The test command the gate counts (else WORKSPACE_TEST_COMMAND, else detected)."),
+    "WORKSPACE_TEST_COMMAND": ("", "Test command (run without a shell); default detected: pytest, npm test, ..."),
+    "WORKSPACE_TEST_TIMEOUT_MS": ("600000", "Longest a test run may take."),
+    "WORKSPACE_TEST_COVERAGE_FILES": ("", "Coverage reports to read (comma list): Istanbul JSON, coverage.py JSON, lcov."),
     "LOG_FORMAT": ("json", "json | text."),
     "LOG_LEVEL": ("info", "debug | info | warning | error."),
     "LOG_BODIES": ("false", "Log request bodies (prompts!). Keys are never logged."),
@@ -2485,7 +2496,26 @@ def _m002_tasks(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks]
+def _m003_test_runs(db: sqlite3.Connection) -> None:
+    db.executescript("""
+        CREATE TABLE test_runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            command TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            duration_ms INTEGER NOT NULL,
+            exit_code INTEGER NOT NULL,
+            passed INTEGER NOT NULL,
+            timed_out INTEGER NOT NULL,
+            counts TEXT NOT NULL,                -- JSON
+            coverage TEXT NOT NULL,              -- JSON list
+            output_tail TEXT NOT NULL,
+            tree_id TEXT NOT NULL                -- git tree of the working tree the run saw ('' outside git)
+        );
+        CREATE INDEX test_runs_gate ON test_runs(command, passed, tree_id);
+    """)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks, _m003_test_runs]
 
 
 def apply_migrations(db: sqlite3.Connection) -> None:
@@ -2711,6 +2741,15 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _shell_words_setting(name: str, value: str) -> str:
+    """A command line set by the operator: split like a shell would (it is run without one)."""
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a valid command line ({exc}): {value!r}") from None
+    return value.strip()
+
+
 @dataclass
 class Policy:
     max_steps: int = 8
@@ -2721,6 +2760,15 @@ class Policy:
     web_search_endpoint: str = ""
     web_fetch_max_bytes: int = 2 * 1024 * 1024
     tool_timeout_s: float = 120.0
+    git_allow_push: bool = False
+    git_allow_pull: bool = True
+    git_allow_commit: bool = True
+    git_require_tests: bool = False
+    git_test_command: str = ""
+    git_timeout_s: float = 120.0
+    workspace_test_command: str = ""
+    test_timeout_s: float = 600.0
+    coverage_files: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
@@ -2735,7 +2783,27 @@ class Policy:
             web_search_endpoint=parse_url_setting("WEB_SEARCH_ENDPOINT", endpoint) if endpoint else "",
             web_fetch_max_bytes=parse_int_setting("WEB_FETCH_MAX_BYTES", env["WEB_FETCH_MAX_BYTES"], 1024),
             tool_timeout_s=parse_int_setting("LYNKR_TOOL_TIMEOUT_MS", env["LYNKR_TOOL_TIMEOUT_MS"], 1) / 1000,
+            git_allow_push=parse_bool("POLICY_GIT_ALLOW_PUSH", env["POLICY_GIT_ALLOW_PUSH"]),
+            git_allow_pull=parse_bool("POLICY_GIT_ALLOW_PULL", env["POLICY_GIT_ALLOW_PULL"]),
+            git_allow_commit=parse_bool("POLICY_GIT_ALLOW_COMMIT", env["POLICY_GIT_ALLOW_COMMIT"]),
+            git_require_tests=parse_bool("POLICY_GIT_REQUIRE_TESTS", env["POLICY_GIT_REQUIRE_TESTS"]),
+            git_test_command=_shell_words_setting("POLICY_GIT_TEST_COMMAND", env["POLICY_GIT_TEST_COMMAND"]),
+            git_timeout_s=parse_int_setting("LYNKR_GIT_TIMEOUT_MS", env["LYNKR_GIT_TIMEOUT_MS"], 1) / 1000,
+            workspace_test_command=_shell_words_setting("WORKSPACE_TEST_COMMAND", env["WORKSPACE_TEST_COMMAND"]),
+            test_timeout_s=parse_int_setting("WORKSPACE_TEST_TIMEOUT_MS", env["WORKSPACE_TEST_TIMEOUT_MS"], 1) / 1000,
+            coverage_files=_csv(env["WORKSPACE_TEST_COVERAGE_FILES"]),
         )
+
+    GIT_GATES = {  # action -> (attribute, variable that allows it)
+        "push": ("git_allow_push", "POLICY_GIT_ALLOW_PUSH"),
+        "pull": ("git_allow_pull", "POLICY_GIT_ALLOW_PULL"),
+        "commit": ("git_allow_commit", "POLICY_GIT_ALLOW_COMMIT"),
+    }
+
+    def check_git(self, action: str) -> None:
+        attribute, variable = self.GIT_GATES[action]
+        if not getattr(self, attribute):
+            raise ToolDenied(f"git {action} is not allowed; set {variable}=true to allow it")
 
     def check_tool(self, name: str) -> None:
         for glob in self.disallowed_tools:
@@ -2832,6 +2900,7 @@ class ToolSpec:
     input_schema: dict[str, Any]
     handler: Callable[..., Any]
     blocking: bool = True  # run on a worker thread (file/SQLite/subprocess work)
+    timeout_setting: str | None = None  # a CONFIG_KEYS name (ms) overriding LYNKR_TOOL_TIMEOUT_MS
 
     def definition(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
@@ -2841,12 +2910,12 @@ TOOLS: dict[str, ToolSpec] = {}
 
 
 def tool(name: str, description: str, properties: dict[str, Any], required: Iterable[str] = (),
-         *, blocking: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+         *, blocking: bool = True, timeout_setting: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a server-side tool. The handler gets (ctx: ToolContext, args: dict)."""
     schema = {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        TOOLS[name] = ToolSpec(name, description, schema, fn, blocking)
+        TOOLS[name] = ToolSpec(name, description, schema, fn, blocking, timeout_setting)
         return fn
 
     return register
@@ -2909,6 +2978,7 @@ class ToolContext:
     store: Store
     client: HTTPClient
     log: Logger
+    provider: Provider | None = None  # for tools with an optional model-written part
     loop: asyncio.AbstractEventLoop | None = None
 
     def store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -2928,18 +2998,20 @@ async def run_tool(ctx: ToolContext, name: str, args: Any) -> ToolResult:
         errors = schema_errors(spec.input_schema, args)
         if errors:
             raise ToolFailed("invalid input: " + "; ".join(errors))
+        timeout = ctx.policy.tool_timeout_s
+        if spec.timeout_setting:  # the tool enforces its own limit; this one only catches a hang
+            timeout = max(timeout, int(ctx.cfg.env.get(spec.timeout_setting) or 0) / 1000 + 30)
+        ctx.loop = asyncio.get_running_loop()
         if spec.blocking:
-            loop = asyncio.get_running_loop()
-            ctx.loop = loop
-            output = await asyncio.wait_for(loop.run_in_executor(None, spec.handler, ctx, args), ctx.policy.tool_timeout_s)
+            output = await asyncio.wait_for(ctx.loop.run_in_executor(None, spec.handler, ctx, args), timeout)
         else:
-            output = await asyncio.wait_for(spec.handler(ctx, args), ctx.policy.tool_timeout_s)
+            output = await asyncio.wait_for(spec.handler(ctx, args), timeout)
     except ToolDenied as exc:
         return ToolResult(f"denied: {exc}", True)
     except ToolFailed as exc:
         return ToolResult(str(exc), True)
     except asyncio.TimeoutError:
-        return ToolResult(f"{name} timed out after {ctx.policy.tool_timeout_s:g} s (LYNKR_TOOL_TIMEOUT_MS)", True)
+        return ToolResult(f"{name} timed out (LYNKR_TOOL_TIMEOUT_MS={ctx.policy.tool_timeout_s * 1000:g})", True)
     except LynkrError as exc:
         return ToolResult(exc.message, True)
     except OSError as exc:
@@ -3508,7 +3580,634 @@ async def tool_web_search(ctx: ToolContext, args: dict[str, Any]) -> str:
     return json_dumps(items) if items else "no results"
 
 
-# == 15. Orchestrator ==
+# == 15. Git and tests ==
+#
+# Real `git` and the project's own test command, as argument lists (never a shell string), with
+# `--` before paths and refs verified with `rev-parse --end-of-options`, so nothing the model
+# sends is read as an option. Nothing waits on a terminal (no editor, pager or credential prompt)
+# and every command has a timeout after which its whole process group is killed.
+#
+# The test gate (POLICY_GIT_REQUIRE_TESTS): each test run records the git tree id of the whole
+# working tree it ran on (tracked + untracked-not-ignored, written through a temporary index so
+# the user's index is untouched). A commit is allowed only when the index's tree equals the tree
+# of a passing run of the gate command; a push only when HEAD's tree does.
+
+GIT_TIMEOUT_S = 120.0
+TEST_OUTPUT_TAIL_BYTES = 16 * 1024  # what a test run keeps of its output: the end is where failures are
+REF_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@{}^~+-]*$")
+LOCKFILES = frozenset({"package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "uv.lock", "Pipfile.lock",
+                       "Cargo.lock", "go.sum", "Gemfile.lock", "composer.lock", "bun.lockb", "mix.lock"})
+CI_PATH_PATTERNS = (".github/workflows/*", ".gitlab-ci.yml", ".circleci/*", "Jenkinsfile", ".ci/*", "azure-pipelines.yml",
+                    ".travis.yml", "bitbucket-pipelines.yml", ".buildkite/*")
+SECRET_PATTERNS = (
+    ("AWS access key", re.compile(r"AKIA[0-9A-Z]{16}")),
+    ("private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+    ("GitHub token", re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}")),
+    ("Slack token", re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("Databricks token", re.compile(r"dapi[0-9a-f]{32}")),
+    ("API key assignment", re.compile(r"(?i)(api[_-]?key|secret|password|token)\s*[:=]\s*['\"][^'\"\s]{12,}['\"]")),
+)
+LANGUAGE_BY_EXTENSION = {
+    ".py": "Python", ".js": "JavaScript", ".mjs": "JavaScript", ".cjs": "JavaScript", ".jsx": "JavaScript",
+    ".ts": "TypeScript", ".tsx": "TypeScript", ".go": "Go", ".rs": "Rust", ".java": "Java", ".kt": "Kotlin",
+    ".rb": "Ruby", ".php": "PHP", ".cs": "C#", ".c": "C", ".h": "C", ".cc": "C++", ".cpp": "C++", ".hpp": "C++",
+    ".swift": "Swift", ".scala": "Scala", ".sh": "Shell", ".sql": "SQL", ".md": "Markdown", ".json": "JSON",
+    ".yml": "YAML", ".yaml": "YAML", ".toml": "TOML", ".html": "HTML", ".css": "CSS", ".lua": "Lua", ".ex": "Elixir",
+    ".exs": "Elixir",
+}
+CONVENTIONAL_COMMIT = re.compile(r"^(?P<type>[a-z]+)(?:\((?P<scope>[^)]*)\))?(?P<bang>!)?: (?P<subject>.+)$")
+CONVENTIONAL_TITLES = {
+    "feat": "Features", "fix": "Bug fixes", "perf": "Performance", "refactor": "Refactoring", "docs": "Documentation",
+    "test": "Tests", "build": "Build", "ci": "CI", "chore": "Chores", "style": "Style", "revert": "Reverts",
+}
+
+
+@dataclass
+class CommandResult:
+    exit_code: int
+    output: str
+    duration_s: float
+    timed_out: bool = False
+
+
+def noninteractive_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_SEQUENCE_EDITOR": "true", "GIT_PAGER": "cat",
+        "PAGER": "cat", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never",
+        "GIT_SSH_COMMAND": env.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"), "LC_ALL": "C",
+    })
+    env.update(extra or {})
+    return env
+
+
+def run_command(argv: list[str], cwd: str, timeout_s: float, *, env: dict[str, str] | None = None,
+                stdin: bytes | None = None, tail_bytes: int | None = None) -> CommandResult:
+    """Run argv (no shell) in its own process group; on timeout kill the whole group."""
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env or noninteractive_env(), start_new_session=True,
+                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except FileNotFoundError:
+        raise ToolFailed(f"{argv[0]} is not installed or not on PATH") from None
+    try:
+        out, _ = proc.communicate(stdin, timeout=timeout_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        timed_out = True
+    if tail_bytes is not None and len(out) > tail_bytes:
+        out = b"[... output truncated ...]\n" + out[-tail_bytes:]
+    return CommandResult(proc.returncode if not timed_out else -9, out.decode("utf-8", errors="replace"),
+                         time.monotonic() - started, timed_out)
+
+
+def git(ctx: ToolContext, *args: str, stdin: bytes | None = None, check: bool = True,
+        env: dict[str, str] | None = None) -> str:
+    result = run_command(["git", "-c", "core.quotepath=off", *args], ctx.paths.root, ctx.policy.git_timeout_s,
+                         env=noninteractive_env(env), stdin=stdin)
+    if result.timed_out:
+        raise ToolFailed(f"git {args[0]} timed out after {ctx.policy.git_timeout_s:g} s (LYNKR_GIT_TIMEOUT_MS)")
+    if check and result.exit_code != 0:
+        raise ToolFailed(f"git {args[0]} failed (exit {result.exit_code}): {result.output.strip()[:2000]}")
+    return result.output
+
+
+def require_repo(ctx: ToolContext) -> None:
+    if git(ctx, "rev-parse", "--is-inside-work-tree", check=False).strip() != "true":
+        raise ToolFailed(f"WORKSPACE_ROOT ({ctx.paths.root}) is not a git repository")
+
+
+def verify_ref(ctx: ToolContext, ref: Any, what: str = "ref") -> str:
+    """A ref the model names: shape-checked, then resolved by git with --end-of-options."""
+    if not isinstance(ref, str) or not REF_PATTERN.match(ref) or ".." in ref:
+        raise ToolFailed(f"{what} {ref!r} is not a valid git revision name")
+    out = git(ctx, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False).strip()
+    if not out:
+        raise ToolFailed(f"{what} {ref!r} does not exist")
+    return ref
+
+
+def verify_name(value: Any, what: str) -> str:
+    """Remote and branch names for push/pull: plain names only (never options, URLs or refspecs)."""
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", value) or ".." in value:
+        raise ToolFailed(f"{what} {value!r} is not a valid name")
+    return value
+
+
+def repo_paths(ctx: ToolContext, paths: Any) -> list[str]:
+    """Workspace paths for git pathspecs, each confined like the file tools."""
+    if not isinstance(paths, list) or not paths:
+        raise ToolFailed("paths must be a non-empty list")
+    out = []
+    for path in paths:
+        real, rel = ctx.paths.resolve(path)
+        out.append(rel)
+    return out
+
+
+def worktree_tree_id(ctx: ToolContext) -> str:
+    """Tree id of tracked + untracked-not-ignored files, via a temporary index (the user's stays untouched)."""
+    with tempfile.TemporaryDirectory(prefix="lynkr-index-") as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        if git(ctx, "rev-parse", "--verify", "--quiet", "HEAD", check=False).strip():
+            git(ctx, "read-tree", "HEAD", env=env)
+        git(ctx, "add", "--all", "--", ".", env=env)
+        return git(ctx, "write-tree", env=env).strip()
+
+
+# -- git tools --
+
+
+@tool("workspace_git_status", "Branch, upstream divergence and changed files of the workspace repository.", {})
+def tool_git_status(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    out = git(ctx, "status", "--porcelain=v1", "--branch", "--untracked-files=all")
+    lines = out.splitlines()
+    branch = lines[0][3:] if lines and lines[0].startswith("## ") else "(unknown)"
+    staged, unstaged, untracked = [], [], []
+    for line in lines[1:]:
+        code, path = line[:2], line[3:]
+        if code == "??":
+            untracked.append(path)
+            continue
+        if code[0] not in " ?":
+            staged.append(f"{code[0]} {path}")
+        if code[1] not in " ?":
+            unstaged.append(f"{code[1]} {path}")
+    return json_dumps({"branch": branch, "staged": staged, "unstaged": unstaged, "untracked": untracked,
+                       "clean": not (staged or unstaged or untracked)})
+
+
+def _numstat(ctx: ToolContext, diff_args: list[str]) -> list[dict[str, Any]]:
+    files = []
+    statuses = {}
+    for line in git(ctx, "diff", "--name-status", "--no-renames", *diff_args).splitlines():
+        if "\t" in line:
+            status, path = line.split("\t", 1)
+            statuses[path] = status[:1]
+    for line in git(ctx, "diff", "--numstat", "--no-renames", *diff_args).splitlines():
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            continue
+        added, deleted, path = parts
+        binary = added == "-"
+        files.append({"path": path, "status": statuses.get(path, "M"), "binary": binary,
+                      "insertions": 0 if binary else int(added), "deletions": 0 if binary else int(deleted)})
+    return files
+
+
+def _diff_args(ctx: ToolContext, args: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    if args.get("staged"):
+        out.append("--cached")
+    for key in ("from_ref", "to_ref"):
+        if args.get(key):
+            out.append(verify_ref(ctx, args[key], key))
+    out.append("--")
+    if args.get("paths"):
+        out += repo_paths(ctx, args["paths"])
+    return out
+
+
+DIFF_PROPERTIES = {
+    "staged": {"type": "boolean", "description": "Diff the index against HEAD instead of the working tree"},
+    "from_ref": {"type": "string", "description": "Compare from this commit/branch/tag"},
+    "to_ref": {"type": "string", "description": "...to this one (default: the working tree)"},
+    "paths": {"type": "array", "items": {"type": "string"}},
+}
+
+
+@tool("workspace_git_diff", "Diff of the working tree, the index (staged), or between refs, with per-file stats.",
+      {**DIFF_PROPERTIES, "max_bytes": {"type": "integer", "minimum": 1000}})
+def tool_git_diff(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    diff_args = _diff_args(ctx, args)
+    files = _numstat(ctx, diff_args)
+    patch = git(ctx, "diff", "--no-color", "--no-ext-diff", *diff_args)
+    limit = args.get("max_bytes", 200_000)
+    if len(patch) > limit:
+        patch = patch[:limit] + f"\n[diff truncated at {limit} bytes]"
+    stats = {"files": len(files), "insertions": sum(f["insertions"] for f in files),
+             "deletions": sum(f["deletions"] for f in files)}
+    return json_dumps({"stats": stats, "files": files}) + "\n\n" + (patch or "(no changes)")
+
+
+@tool("workspace_git_stage", "Stage files (git add). Give paths, or all: true for every change.",
+      {"paths": {"type": "array", "items": {"type": "string"}}, "all": {"type": "boolean"}})
+def tool_git_stage(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    if args.get("all"):
+        git(ctx, "add", "--all", "--", ".")
+        return "staged all changes"
+    paths = repo_paths(ctx, args.get("paths"))
+    git(ctx, "add", "--", *paths)
+    return "staged " + ", ".join(paths)
+
+
+@tool("workspace_git_unstage", "Unstage files (keep the working tree changes).",
+      {"paths": {"type": "array", "items": {"type": "string"}}}, ["paths"])
+def tool_git_unstage(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    paths = repo_paths(ctx, args["paths"])
+    if git(ctx, "rev-parse", "--verify", "--quiet", "HEAD", check=False).strip():
+        git(ctx, "reset", "--quiet", "HEAD", "--", *paths)
+    else:  # no commit yet: drop the paths from the index
+        git(ctx, "rm", "--cached", "--quiet", "-r", "--", *paths)
+    return "unstaged " + ", ".join(paths)
+
+
+def test_command(ctx: ToolContext) -> str:
+    return ctx.policy.workspace_test_command or detect_test_command(ctx.paths.root)
+
+
+def gate_command(ctx: ToolContext) -> str:
+    """The command whose passing runs open the commit/push gate (POLICY_GIT_TEST_COMMAND first)."""
+    return ctx.policy.git_test_command or test_command(ctx)
+
+
+def passing_tree_ids(ctx: ToolContext) -> set[str]:
+    return set(ctx.store_call(_db_passing_trees, gate_command(ctx)))
+
+
+@tool("workspace_git_commit", "Commit the staged changes with a message (author from git config).",
+      {"message": {"type": "string", "minLength": 1}}, ["message"])
+def tool_git_commit(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    ctx.policy.check_git("commit")
+    if not git(ctx, "diff", "--cached", "--name-only").strip():
+        raise ToolFailed("nothing is staged; stage files first (workspace_git_stage)")
+    if ctx.policy.git_require_tests:
+        tree = git(ctx, "write-tree").strip()
+        if tree not in passing_tree_ids(ctx):
+            raise ToolDenied("POLICY_GIT_REQUIRE_TESTS: the staged content has no passing test run of "
+                             f"`{gate_command(ctx)}`; run workspace_test_run on exactly what "
+                             "you commit (stage everything that was tested, nothing else)")
+    git(ctx, "commit", "--quiet", "--no-verify", "--file=-", stdin=args["message"].encode("utf-8"))
+    return git(ctx, "log", "-1", "--format=committed %h %s")
+
+
+@tool("workspace_git_push", "Push the current branch (or a given branch) to a remote.",
+      {"remote": {"type": "string"}, "branch": {"type": "string"}, "set_upstream": {"type": "boolean"}})
+def tool_git_push(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    ctx.policy.check_git("push")
+    remote = verify_name(args.get("remote", "origin"), "remote")
+    branch = verify_name(args.get("branch") or git(ctx, "rev-parse", "--abbrev-ref", "HEAD").strip(), "branch")
+    if ctx.policy.git_require_tests:
+        tree = git(ctx, "rev-parse", "--verify", "--end-of-options", f"{branch}^{{tree}}").strip()
+        if tree not in passing_tree_ids(ctx):
+            raise ToolDenied(f"POLICY_GIT_REQUIRE_TESTS: {branch}'s content was never tested with a passing run of "
+                             f"`{gate_command(ctx)}`")
+    flags = ["--set-upstream"] if args.get("set_upstream") else []
+    out = git(ctx, "push", "--porcelain", *flags, "--", remote, f"refs/heads/{branch}:refs/heads/{branch}")
+    return out.strip() or f"pushed {branch} to {remote}"
+
+
+@tool("workspace_git_pull", "Fast-forward pull from a remote (never creates merge commits).",
+      {"remote": {"type": "string"}, "branch": {"type": "string"}})
+def tool_git_pull(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    ctx.policy.check_git("pull")
+    refs = [verify_name(args.get("remote", "origin"), "remote")]
+    if args.get("branch"):
+        refs.append(verify_name(args["branch"], "branch"))
+    return git(ctx, "pull", "--ff-only", "--no-edit", "--no-rebase", "--", *refs).strip()
+
+
+@tool("workspace_git_branches", "Local branches, the current one marked, with their last commit.", {})
+def tool_git_branches(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    out = git(ctx, "branch", "--format=%(HEAD)\x1f%(refname:short)\x1f%(objectname:short)\x1f%(subject)")
+    branches = []
+    for line in out.splitlines():
+        head, name, sha, subject = (line.split("\x1f") + ["", "", "", ""])[:4]
+        branches.append({"name": name, "current": head == "*", "commit": sha, "subject": subject})
+    return json_dumps(branches)
+
+
+@tool("workspace_git_log", "Recent commits (optionally of one ref or path).",
+      {"ref": {"type": "string"}, "path": {"type": "string"},
+       "max_count": {"type": "integer", "minimum": 1, "maximum": 1000}})
+def tool_git_log(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    cmd = ["log", f"--max-count={args.get('max_count', 20)}", "--format=%H\x1f%an\x1f%aI\x1f%s"]
+    if args.get("ref"):
+        cmd.append(verify_ref(ctx, args["ref"]))
+    cmd.append("--")
+    if args.get("path"):
+        cmd += repo_paths(ctx, [args["path"]])
+    commits = []
+    for line in git(ctx, *cmd).splitlines():
+        sha, author, date, subject = (line.split("\x1f") + ["", "", "", ""])[:4]
+        commits.append({"commit": sha, "author": author, "date": date, "subject": subject})
+    return json_dumps(commits)
+
+
+# -- review and release notes --
+
+
+def _ask_model(ctx: ToolContext, prompt: str, max_tokens: int = 1024) -> str:
+    """A one-shot, non-streaming call to the configured provider (used by the optional AI extras)."""
+    if ctx.provider is None or not ctx.provider.configured or ctx.loop is None:
+        raise ToolFailed("the AI part needs a configured model provider (see DATABRICKS_* / AZURE_ANTHROPIC_*)")
+    req = {"model": ctx.cfg.model_default or "claude-sonnet-4-5", "max_tokens": max_tokens,
+           "messages": [{"role": "user", "content": prompt}]}
+    http_req = Request("POST", "/v1/messages", {}, {}, b"", "tool", request_id=new_id("req_"))
+    future = asyncio.run_coroutine_threadsafe(ctx.provider.complete(req, http_req), ctx.loop)
+    message, _raw = future.result(timeout=ctx.policy.tool_timeout_s)
+    return "".join(b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text").strip()
+
+
+def review_diff(ctx: ToolContext, diff_args: list[str]) -> dict[str, Any]:
+    files = _numstat(ctx, diff_args)
+    patch = git(ctx, "diff", "--no-color", "--no-ext-diff", "--unified=0", *diff_args)
+    languages: dict[str, int] = {}
+    risks: list[dict[str, str]] = []
+    for f in files:
+        path = f["path"]
+        name = os.path.basename(path)
+        language = LANGUAGE_BY_EXTENSION.get(os.path.splitext(name)[1].lower(), "other")
+        f["language"] = language
+        languages[language] = languages.get(language, 0) + f["insertions"] + f["deletions"]
+        if f["status"] == "D":
+            risks.append({"kind": "deleted_file", "path": path})
+        if name in LOCKFILES:
+            risks.append({"kind": "lockfile", "path": path})
+        if any(fnmatch.fnmatch(path, p) for p in CI_PATH_PATTERNS):
+            risks.append({"kind": "ci_config", "path": path})
+        if re.search(r"(^|/)(migrations?|migrate|alembic)(/|$)", path) or "migration" in name.lower():
+            risks.append({"kind": "migration", "path": path})
+        if f["insertions"] + f["deletions"] > 500:
+            risks.append({"kind": "large_change", "path": path,
+                          "detail": f"{f['insertions'] + f['deletions']} lines changed"})
+    current = ""
+    for line in patch.splitlines():
+        if line.startswith("+++ "):
+            current = line[6:] if line.startswith("+++ b/") else line[4:]
+        elif line.startswith("+") and not line.startswith("+++"):
+            for label, pattern in SECRET_PATTERNS:
+                if pattern.search(line):
+                    risks.append({"kind": "possible_secret", "path": current, "detail": label})
+                    break
+    tests_touched = [f["path"] for f in files
+                     if re.search(r"(^|/)(tests?|spec|__tests__)(/|$)|(^|/)test_[^/]*$|_test\.|\.test\.|\.spec\.",
+                                  f["path"])]
+    return {
+        "files": files,
+        "totals": {"files": len(files), "insertions": sum(f["insertions"] for f in files),
+                   "deletions": sum(f["deletions"] for f in files)},
+        "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1])),
+        "tests_touched": bool(tests_touched),
+        "test_files": tests_touched,
+        "risks": risks,
+    }
+
+
+@tool("workspace_diff_review", "Structured, deterministic review of a diff: files, sizes, languages, whether "
+      "tests were touched, and risky changes (deletions, lockfiles, CI config, migrations, secret-looking lines). "
+      "ai_review: true adds a short review written by the configured model.",
+      {**DIFF_PROPERTIES, "ai_review": {"type": "boolean"}})
+def tool_diff_review(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    summary = review_diff(ctx, _diff_args(ctx, args))
+    if args.get("ai_review"):
+        patch = git(ctx, "diff", "--no-color", "--no-ext-diff", *_diff_args(ctx, args))[:60_000]
+        summary["ai_review"] = _ask_model(ctx, "Review this change briefly: correctness risks, missing tests, "
+                                               f"anything to fix before merging.\n\nSummary:\n{json_dumps(summary)}"
+                                               f"\n\nDiff:\n{patch}")
+    return json_dumps(summary)
+
+
+def release_notes(ctx: ToolContext, from_ref: str | None, to_ref: str) -> tuple[str, dict[str, Any]]:
+    span = f"{from_ref}..{to_ref}" if from_ref else to_ref
+    raw = git(ctx, "log", "--no-merges", "--format=%H\x1f%an\x1f%s\x1f%b\x1e", span, "--")
+    commits = []
+    for record in raw.split("\x1e"):
+        record = record.strip("\n")
+        if not record:
+            continue
+        sha, author, subject, body = (record.split("\x1f") + ["", "", "", ""])[:4]
+        match = CONVENTIONAL_COMMIT.match(subject)
+        commits.append({"sha": sha, "author": author, "subject": subject, "match": match,
+                        "breaking": bool(match and match.group("bang")) or "BREAKING CHANGE" in body})
+    conventional = sum(1 for c in commits if c["match"]) * 2 >= len(commits) > 0
+    groups: dict[str, list[str]] = {}
+    for c in commits:
+        if conventional and c["match"]:
+            m = c["match"]
+            title = CONVENTIONAL_TITLES.get(m.group("type"), "Other changes")
+            scope = f"**{m.group('scope')}:** " if m.group("scope") else ""
+            line = f"- {scope}{m.group('subject')} ({c['sha'][:7]}, {c['author']})"
+        else:
+            files = git(ctx, "show", "--name-only", "--format=", c["sha"], "--").split()
+            tops = sorted({f.split("/", 1)[0] if "/" in f else "(root)" for f in files}) or ["(no files)"]
+            title = tops[0] if len(tops) == 1 else "Across the tree"
+            title = "Other changes" if conventional else title
+            line = f"- {c['subject']} ({c['sha'][:7]}, {c['author']})"
+        groups.setdefault(title, []).append(line)
+    authors: dict[str, int] = {}
+    for c in commits:
+        authors[c["author"]] = authors.get(c["author"], 0) + 1
+    header = f"# Release notes: {from_ref or 'start'} → {to_ref}\n\n{len(commits)} commits by {len(authors)} authors."
+    parts = [header]
+    breaking = [c for c in commits if c["breaking"]]
+    if breaking:
+        parts.append("## ⚠ Breaking changes\n" + "\n".join(f"- {c['subject']} ({c['sha'][:7]})" for c in breaking))
+    order = list(CONVENTIONAL_TITLES.values()) + ["Other changes"]
+    for title in sorted(groups, key=lambda t: (order.index(t) if t in order else len(order), t)):
+        parts.append(f"## {title} ({len(groups[title])})\n" + "\n".join(groups[title]))
+    parts.append("## Authors\n" + "\n".join(f"- {a} ({n})" for a, n in sorted(authors.items(), key=lambda kv: -kv[1])))
+    return "\n\n".join(parts) + "\n", {"commits": len(commits), "authors": authors, "conventional": conventional}
+
+
+@tool("workspace_release_notes", "Markdown release notes between two refs (default: last tag to HEAD), grouped by "
+      "conventional-commit type when messages follow it, else by the part of the tree touched; authors and counts. "
+      "ai_summary: true adds a model-written overview.",
+      {"from_ref": {"type": "string"}, "to_ref": {"type": "string"}, "ai_summary": {"type": "boolean"}})
+def tool_release_notes(ctx: ToolContext, args: dict[str, Any]) -> str:
+    require_repo(ctx)
+    to_ref = verify_ref(ctx, args.get("to_ref", "HEAD"), "to_ref")
+    from_ref = args.get("from_ref")
+    if from_ref:
+        verify_ref(ctx, from_ref, "from_ref")
+    else:
+        tag = git(ctx, "describe", "--tags", "--abbrev=0", "--end-of-options", to_ref, check=False).strip()
+        from_ref = tag if tag and "fatal" not in tag and REF_PATTERN.match(tag) else None
+    notes, _meta = release_notes(ctx, from_ref, to_ref)
+    if args.get("ai_summary"):
+        overview = _ask_model(ctx, "Write one short overview paragraph for these release notes:\n\n" + notes)
+        notes = notes.replace("\n\n", f"\n\n{overview}\n\n", 1)
+    return notes
+
+
+# -- test harness --
+
+
+def detect_test_command(root: str) -> str:
+    """What the project most likely runs its tests with."""
+    package_json = os.path.join(root, "package.json")
+    if os.path.isfile(package_json):
+        try:
+            with open(package_json, encoding="utf-8") as fh:
+                if (json.load(fh).get("scripts") or {}).get("test"):
+                    return "npm test"
+        except (OSError, ValueError, AttributeError):
+            pass
+    if os.path.isfile(os.path.join(root, "go.mod")):
+        return "go test ./..."
+    if os.path.isfile(os.path.join(root, "Cargo.toml")):
+        return "cargo test"
+    return "python -m pytest"
+
+
+TEST_COUNT_PATTERNS = (  # (regex, which count each named group feeds)
+    re.compile(r"(?P<passed>\d+) passed"), re.compile(r"(?P<failed>\d+) failed"),
+    re.compile(r"(?P<errors>\d+) errors?\b"), re.compile(r"(?P<skipped>\d+) skipped"),
+)
+
+
+def parse_test_counts(output: str) -> dict[str, int]:
+    """Pass/fail counts from pytest, Jest/Vitest, cargo, go test and the plain 'N passed, N failed' line."""
+    counts: dict[str, int] = {}
+    jest = re.findall(r"^Tests:\s+(.*)$", output, re.MULTILINE)
+    cargo = re.findall(r"test result: \w+\. (\d+) passed; (\d+) failed(?:; (\d+) ignored)?", output)
+    if cargo:
+        counts["passed"] = sum(int(p) for p, _f, _i in cargo)
+        counts["failed"] = sum(int(f) for _p, f, _i in cargo)
+        counts["skipped"] = sum(int(i or 0) for _p, _f, i in cargo)
+        return counts
+    lines = jest[-1:] if jest else [line for line in output.splitlines()[-40:]
+                                     if re.search(r"\d+ (passed|failed)", line)][-1:]
+    for line in lines:
+        for pattern in TEST_COUNT_PATTERNS:
+            m = pattern.search(line)
+            if m:
+                name, value = next(iter(m.groupdict().items()))
+                counts[name] = int(value)
+    if not counts:
+        go_ok = len(re.findall(r"^ok\s+\S+", output, re.MULTILINE))
+        go_fail = len(re.findall(r"^FAIL\s+\S+", output, re.MULTILINE))
+        if go_ok or go_fail:
+            counts = {"packages_passed": go_ok, "packages_failed": go_fail}
+    return counts
+
+
+def _coverage_istanbul(data: Any) -> float | None:
+    total = data.get("total") if isinstance(data, dict) else None
+    pct = ((total or {}).get("lines") or {}).get("pct")
+    return float(pct) if isinstance(pct, (int, float)) else None
+
+
+def _coverage_py(data: Any) -> float | None:
+    totals = data.get("totals") if isinstance(data, dict) else None
+    pct = (totals or {}).get("percent_covered")
+    return float(pct) if isinstance(pct, (int, float)) else None
+
+
+def read_coverage(path: str) -> dict[str, Any]:
+    """One coverage file -> {"file", "format", "line_percent"} or {"file", "missing": true}."""
+    if not os.path.isfile(path):
+        return {"file": path, "missing": True}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    if path.endswith(".info") or text.startswith(("TN:", "SF:")):
+        found = sum(int(n) for n in re.findall(r"^LF:(\d+)", text, re.MULTILINE))
+        hit = sum(int(n) for n in re.findall(r"^LH:(\d+)", text, re.MULTILINE))
+        return {"file": path, "format": "lcov", "line_percent": round(100.0 * hit / found, 2) if found else None}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {"file": path, "format": "unknown", "error": "not JSON or lcov"}
+    for fmt, reader in (("istanbul", _coverage_istanbul), ("coverage.py", _coverage_py)):
+        pct = reader(data)
+        if pct is not None:
+            return {"file": path, "format": fmt, "line_percent": round(pct, 2)}
+    return {"file": path, "format": "unknown", "error": "no totals found"}
+
+
+def _db_add_test_run(db: sqlite3.Connection, run: dict[str, Any]) -> int:
+    with db:
+        cursor = db.execute(
+            "INSERT INTO test_runs (command, started_at, duration_ms, exit_code, passed, timed_out, counts, coverage,"
+            " output_tail, tree_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (run["command"], run["started_at"], run["duration_ms"], run["exit_code"], int(run["passed"]),
+             int(run["timed_out"]), json_dumps(run["counts"]), json_dumps(run["coverage"]), run["output_tail"],
+             run["tree_id"]))
+    return int(cursor.lastrowid or 0)
+
+
+def _db_test_runs(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT id, command, started_at, duration_ms, exit_code, passed, timed_out, counts, coverage,"
+                      " tree_id FROM test_runs ORDER BY id DESC LIMIT ?", (limit,))
+    return [{"id": r[0], "command": r[1], "started_at": r[2], "duration_ms": r[3], "exit_code": r[4],
+             "passed": bool(r[5]), "timed_out": bool(r[6]), "counts": json.loads(r[7]), "coverage": json.loads(r[8]),
+             "tree_id": r[9]} for r in rows]
+
+
+def _db_passing_trees(db: sqlite3.Connection, command: str) -> list[str]:
+    return [r[0] for r in db.execute(
+        "SELECT DISTINCT tree_id FROM test_runs WHERE passed = 1 AND command = ? AND tree_id != ''", (command,))]
+
+
+@tool("workspace_test_run", "Run the project's tests (WORKSPACE_TEST_COMMAND or the detected default) and record "
+      "the result: exit status, duration, pass/fail counts, coverage, and the tail of the output.",
+      {"gate": {"type": "boolean", "description": "Run POLICY_GIT_TEST_COMMAND, the command the commit gate counts"}},
+      timeout_setting="WORKSPACE_TEST_TIMEOUT_MS")
+def tool_test_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    command = gate_command(ctx) if args.get("gate") else test_command(ctx)
+    argv = shlex.split(command)  # operator-configured, never model input
+    if argv and argv[0] == "python":
+        argv[0] = sys.executable if not shutil.which("python") else "python"
+    is_repo = git(ctx, "rev-parse", "--is-inside-work-tree", check=False).strip() == "true"
+    tree_id = worktree_tree_id(ctx) if is_repo else ""
+    started = time.time()
+    result = run_command(argv, ctx.paths.root, ctx.policy.test_timeout_s, tail_bytes=TEST_OUTPUT_TAIL_BYTES)
+    coverage = [read_coverage(os.path.join(ctx.paths.root, f)) for f in ctx.policy.coverage_files]
+    run = {
+        "command": command, "started_at": started, "duration_ms": round(result.duration_s * 1000),
+        "exit_code": result.exit_code, "passed": result.exit_code == 0 and not result.timed_out,
+        "timed_out": result.timed_out, "counts": parse_test_counts(result.output), "coverage": coverage,
+        "output_tail": result.output, "tree_id": tree_id,
+    }
+    run["id"] = ctx.store_call(_db_add_test_run, run)
+    notes = []
+    if result.timed_out:
+        notes.append(f"timed out after {ctx.policy.test_timeout_s:g} s (WORKSPACE_TEST_TIMEOUT_MS)")
+    for cov in coverage:
+        if cov.get("missing"):
+            notes.append(f"coverage file {cov['file']} not found (WORKSPACE_TEST_COVERAGE_FILES); no coverage recorded")
+    if not ctx.policy.coverage_files:
+        notes.append("no coverage files configured (WORKSPACE_TEST_COVERAGE_FILES)")
+    summary = {k: v for k, v in run.items() if k != "output_tail"}
+    summary["notes"] = notes
+    return ToolResult(json_dumps(summary) + "\n\n" + result.output, is_error=False)
+
+
+@tool("workspace_test_history", "Past test runs, newest first.",
+      {"limit": {"type": "integer", "minimum": 1, "maximum": 1000}})
+def tool_test_history(ctx: ToolContext, args: dict[str, Any]) -> str:
+    return json_dumps(ctx.store_call(_db_test_runs, args.get("limit", 20)))
+
+
+@tool("workspace_test_summary", "The latest test result and the trend over recent runs.", {})
+def tool_test_summary(ctx: ToolContext, args: dict[str, Any]) -> str:
+    runs = ctx.store_call(_db_test_runs, 20)
+    if not runs:
+        return json_dumps({"latest": None, "note": "no test runs recorded yet (workspace_test_run)"})
+    recent = runs[:10]
+    return json_dumps({
+        "latest": runs[0],
+        "recent_pass_rate": round(sum(r["passed"] for r in recent) / len(recent), 3),
+        "trend": [("pass" if r["passed"] else "fail") for r in reversed(recent)],
+        "durations_ms": [r["duration_ms"] for r in reversed(recent)],
+    })
+
+
+# == 16. Orchestrator ==
 #
 # Theory of operation: `Orchestrator.respond` answers one /v1/messages request.
 # 1. It picks the server tools to offer (listed by the client, LYNKR_TOOLS globs, or named by
@@ -3914,7 +4613,7 @@ class Orchestrator:
                 await self._record(turn)
 
 
-# == 16. API routes ==
+# == 17. API routes ==
 #
 # ROUTES maps (method, path) to a handler. App.handle is the one place where every failure
 # becomes an Anthropic error response, and where every request gets its id and its log line.
@@ -4181,7 +4880,7 @@ class App:
         self.log.info("request", **fields)
 
 
-# == 17. App lifecycle ==
+# == 18. App lifecycle ==
 
 
 def raise_open_file_limit() -> None:
@@ -4210,7 +4909,7 @@ def build_app(cfg: Config, log: Logger) -> App:
     store = Store(cfg.session_db_path)
     private = [cfg.data_dir, os.path.dirname(os.path.abspath(cfg.session_db_path))]
     paths = WorkspacePaths(cfg.workspace_root, policy, private_dirs=private)
-    tool_ctx = ToolContext(cfg, policy, paths, store, client, log)
+    tool_ctx = ToolContext(cfg, policy, paths, store, client, log, provider)
     return App(cfg, log, provider, Orchestrator(cfg, provider, policy, tool_ctx, cache, store, log))
 
 
@@ -4251,7 +4950,7 @@ async def serve(app: App) -> int:
     return 0
 
 
-# == 18. CLI ==
+# == 19. CLI ==
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
