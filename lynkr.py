@@ -35,10 +35,11 @@ Sections (``grep -n '^# == ' lynkr.py`` prints this map; each section uses only 
    13. Policy          every gate in one place: tools, paths, web hosts, limits
    14. Tools           TOOLS registry + @tool: files, patches, search, tasks, web
    15. Git and tests   git workflow tools, diff review, release notes, test harness, commit gate
-   16. Orchestrator    the agent loop: provider <-> tools <-> policy <-> stores <-> cache
-   17. API routes      ROUTES registry; the one place errors become responses
-   18. App lifecycle   wiring, signals, startup and shutdown
-   19. CLI             main(argv) and the __main__ guard
+   16. MCP             manifests, server lifecycles (+ container sandbox), tools registered into TOOLS
+   17. Orchestrator    the agent loop: provider <-> tools <-> policy <-> stores <-> cache
+   18. API routes      ROUTES registry; the one place errors become responses
+   19. App lifecycle   wiring, signals, startup and shutdown
+   20. CLI             main(argv) and the __main__ guard
 """
 
 # == 0. Header ==
@@ -69,6 +70,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -505,6 +507,24 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "WORKSPACE_TEST_COMMAND": ("", "Test command (run without a shell); default detected: pytest, npm test, ..."),
     "WORKSPACE_TEST_TIMEOUT_MS": ("600000", "Longest a test run may take."),
     "WORKSPACE_TEST_COVERAGE_FILES": ("", "Coverage reports to read (comma list): Istanbul JSON, coverage.py JSON, lcov."),
+    "MCP_SERVER_MANIFEST": ("", "One MCP manifest file (also accepts Claude Code's .mcp.json)."),
+    "MCP_MANIFEST_DIRS": ("~/.claude/mcp", "Folders whose *.json files are MCP manifests (separated by ; : or ,)."),
+    "MCP_CALL_TIMEOUT_MS": ("60000", "Longest one MCP tool call may take."),
+    "MCP_STARTUP_TIMEOUT_MS": ("30000", "Longest an MCP server may take to start and initialize."),
+    "MCP_READY_WAIT_MS": ("3000", "How long startup waits for MCP servers before accepting requests."),
+    "MCP_SANDBOX_ENABLED": ("true", "Run stdio MCP servers in a container when MCP_SANDBOX_IMAGE is set."),
+    "MCP_SANDBOX_IMAGE": ("", "Container image for sandboxed MCP servers (unset: servers run on the host)."),
+    "MCP_SANDBOX_RUNTIME": ("docker", "docker | podman | an absolute path."),
+    "MCP_SANDBOX_ALLOW_NETWORKING": ("false", "Give sandboxed servers a network."),
+    "MCP_SANDBOX_WORKSPACE_WRITABLE": ("false", "Mount the workspace read-write (default read-only at /workspace)."),
+    "MCP_SANDBOX_MEMORY": ("512m", "Memory limit per sandboxed server."),
+    "MCP_SANDBOX_CPUS": ("1", "CPU limit per sandboxed server."),
+    "MCP_SANDBOX_PIDS_LIMIT": ("256", "Process limit per sandboxed server."),
+    "MCP_SANDBOX_ENV_PASSTHROUGH": ("", "Environment variables passed into the sandbox (comma list)."),
+    "MCP_SANDBOX_EXTRA_MOUNTS": ("", "Extra mounts, comma list of /host:/container[:ro|rw] (default ro)."),
+    "MCP_SANDBOX_PERMISSION_MODE": ("auto", "auto | require | deny: which servers may run unsandboxed."),
+    "MCP_SANDBOX_PERMISSION_ALLOW": ("", "Servers (globs) allowed to run unsandboxed."),
+    "MCP_SANDBOX_PERMISSION_DENY": ("", "Servers (globs) never allowed to run unsandboxed."),
     "LOG_FORMAT": ("json", "json | text."),
     "LOG_LEVEL": ("info", "debug | info | warning | error."),
     "LOG_BODIES": ("false", "Log request bodies (prompts!). Keys are never logged."),
@@ -2979,6 +2999,7 @@ class ToolContext:
     client: HTTPClient
     log: Logger
     provider: Provider | None = None  # for tools with an optional model-written part
+    mcp: Any = None  # the MCPManager (section 16) when MCP servers are configured
     loop: asyncio.AbstractEventLoop | None = None
 
     def store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -4207,7 +4228,517 @@ def tool_test_summary(ctx: ToolContext, args: dict[str, Any]) -> str:
     })
 
 
-# == 16. Orchestrator ==
+# == 16. MCP ==
+#
+# Theory of operation: manifests (MCP_SERVER_MANIFEST, *.json in MCP_MANIFEST_DIRS) name MCP
+# servers; each gets an MCPServer whose *owner task* enters the transport and ClientSession
+# (anyio requires exit in the entering task) and keeps them until stop or breakage: a failed
+# ping or a "Connection closed" call restarts the server with exponential backoff, while its
+# tools answer a clear error. Tools are registered into TOOLS as mcp_<server>_<tool>. The `mcp`
+# SDK is imported only when a manifest names a server (it costs ~0.4 s). With MCP_SANDBOX_IMAGE
+# set, stdio servers run inside a container (docker/podman `run -i --rm`, no network, read-only
+# workspace, dropped capabilities, resource limits) unless the permission lists let them out.
+
+MCP_PING_INTERVAL_S = 5.0  # how soon a dead server is noticed between calls
+MCP_RESTART_BACKOFF_S = (0.5, 30.0)  # first and largest pause between restarts
+MCP_TOOL_NAME_MAX = 64  # Anthropic tool names: ^[a-zA-Z0-9_-]{1,64}$
+
+
+@dataclass
+class MCPServerSpec:
+    name: str
+    command: str = ""
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = ""
+    transport: str = "stdio"  # stdio | http
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+
+def _expand(value: str) -> str:
+    """${VAR} and ${VAR:-default}, as Claude Code's .mcp.json allows."""
+    def sub(m: re.Match[str]) -> str:
+        name, _, default = m.group(1).partition(":-")
+        return os.environ.get(name, default)
+    return re.sub(r"\$\{([^}]+)\}", sub, value)
+
+
+def _server_spec(raw: Any, source: str, name: str | None = None) -> MCPServerSpec:
+    if not isinstance(raw, dict):
+        raise ValueError("a server entry must be an object")
+    name = name or raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("a server entry needs a name")
+    kind = str(raw.get("transport") or raw.get("type") or ("http" if raw.get("url") else "stdio")).lower()
+    kind = {"streamable-http": "http", "streamable_http": "http", "streamablehttp": "http", "sse": "http"}.get(kind, kind)
+    if kind not in ("stdio", "http"):
+        raise ValueError(f"server {name}: unknown transport {kind!r} (stdio or http)")
+    args, env, headers = raw.get("args") or [], raw.get("env") or {}, raw.get("headers") or {}
+    if not isinstance(args, list) or not isinstance(env, dict) or not isinstance(headers, dict):
+        raise ValueError(f"server {name}: args must be a list, env and headers objects")
+    spec = MCPServerSpec(name=name.strip(), command=_expand(str(raw.get("command") or "")),
+                         args=[_expand(str(a)) for a in args], env={str(k): _expand(str(v)) for k, v in env.items()},
+                         cwd=_expand(str(raw.get("cwd") or "")), transport=kind, url=_expand(str(raw.get("url") or "")),
+                         headers={str(k): _expand(str(v)) for k, v in headers.items()}, source=source)
+    if kind == "stdio" and not spec.command:
+        raise ValueError(f"server {name}: stdio servers need a command")
+    if kind == "http" and not spec.url.startswith(("http://", "https://")):
+        raise ValueError(f"server {name}: http servers need an http(s) url")
+    return spec
+
+
+def parse_mcp_manifest(data: Any, source: str) -> list[MCPServerSpec]:
+    """Three shapes: {"servers": [...]}, a bare list, and Claude Code's {"mcpServers": {name: {...}}}."""
+    if isinstance(data, dict) and isinstance(data.get("mcpServers"), dict):
+        return [_server_spec(raw, source, name) for name, raw in data["mcpServers"].items()]
+    if isinstance(data, dict) and isinstance(data.get("servers"), list):
+        return [_server_spec(raw, source) for raw in data["servers"]]
+    if isinstance(data, list):
+        return [_server_spec(raw, source) for raw in data]
+    if isinstance(data, dict) and "name" in data:
+        return [_server_spec(data, source)]
+    raise ValueError("expected {\"servers\": [...]}, a list of servers, or {\"mcpServers\": {...}}")
+
+
+def discover_mcp_servers(cfg: Config, log: Logger) -> list[MCPServerSpec]:
+    files: list[str] = []
+    if cfg.env.get("MCP_SERVER_MANIFEST"):
+        files.append(os.path.expanduser(cfg.env["MCP_SERVER_MANIFEST"]))
+    for directory in re.split(r"[;:,]", cfg.env.get("MCP_MANIFEST_DIRS", "")):
+        directory = os.path.expanduser(directory.strip())
+        if directory and os.path.isdir(directory):
+            files += sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".json"))
+    specs: dict[str, MCPServerSpec] = {}
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                found = parse_mcp_manifest(json.load(fh), path)
+        except (OSError, ValueError) as exc:  # one broken manifest must not stop the others
+            log.warning("skipping MCP manifest", path=path, reason=str(exc))
+            continue
+        for spec in found:
+            if spec.name in specs:
+                log.warning("duplicate MCP server name; keeping the first", server=spec.name, path=path)
+                continue
+            specs[spec.name] = spec
+    return list(specs.values())
+
+
+@dataclass
+class SandboxSettings:
+    enabled: bool = True
+    image: str = ""
+    runtime: str = "docker"
+    allow_networking: bool = False
+    workspace_writable: bool = False
+    memory: str = "512m"
+    cpus: str = "1"
+    pids_limit: int = 256
+    env_passthrough: tuple[str, ...] = ()
+    extra_mounts: tuple[str, ...] = ()
+    permission_mode: str = "auto"  # auto | require | deny
+    permission_allow: tuple[str, ...] = ()
+    permission_deny: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.image)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SandboxSettings:
+        env = cfg.env
+        mode = env["MCP_SANDBOX_PERMISSION_MODE"].strip().lower()
+        if mode not in ("auto", "require", "deny"):
+            raise ConfigError(f"MCP_SANDBOX_PERMISSION_MODE must be auto, require or deny (got {mode!r})")
+        runtime = env["MCP_SANDBOX_RUNTIME"].strip()
+        if runtime not in ("docker", "podman") and not os.path.isabs(runtime):
+            raise ConfigError(f"MCP_SANDBOX_RUNTIME must be docker, podman or an absolute path (got {runtime!r})")
+        settings = cls(
+            enabled=parse_bool("MCP_SANDBOX_ENABLED", env["MCP_SANDBOX_ENABLED"]),
+            image=env["MCP_SANDBOX_IMAGE"].strip(), runtime=runtime,
+            allow_networking=parse_bool("MCP_SANDBOX_ALLOW_NETWORKING", env["MCP_SANDBOX_ALLOW_NETWORKING"]),
+            workspace_writable=parse_bool("MCP_SANDBOX_WORKSPACE_WRITABLE", env["MCP_SANDBOX_WORKSPACE_WRITABLE"]),
+            memory=env["MCP_SANDBOX_MEMORY"].strip(), cpus=env["MCP_SANDBOX_CPUS"].strip(),
+            pids_limit=parse_int_setting("MCP_SANDBOX_PIDS_LIMIT", env["MCP_SANDBOX_PIDS_LIMIT"], 1),
+            env_passthrough=_csv(env["MCP_SANDBOX_ENV_PASSTHROUGH"]),
+            extra_mounts=_csv(env["MCP_SANDBOX_EXTRA_MOUNTS"]),
+            permission_mode=mode, permission_allow=_csv(env["MCP_SANDBOX_PERMISSION_ALLOW"]),
+            permission_deny=_csv(env["MCP_SANDBOX_PERMISSION_DENY"]),
+        )
+        for mount in settings.extra_mounts:
+            parts = mount.split(":")
+            if len(parts) not in (2, 3) or not os.path.isabs(parts[0]) or not parts[1].startswith("/") or (
+                    len(parts) == 3 and parts[2] not in ("ro", "rw")):
+                raise ConfigError(f"MCP_SANDBOX_EXTRA_MOUNTS entries are /host:/container[:ro|rw] (bad {mount!r})")
+        if settings.active and shutil.which(settings.runtime) is None:
+            raise ConfigError(f"MCP_SANDBOX_IMAGE is set but the container runtime {settings.runtime!r} is not "
+                              "installed: install it or set MCP_SANDBOX_RUNTIME (lynkr never falls back to the host)")
+        return settings
+
+    def placement(self, name: str) -> str:
+        """'sandbox', 'host', or 'refused' for a stdio server."""
+        allowed_out = any(fnmatch.fnmatchcase(name, g) for g in self.permission_allow)
+        denied_out = any(fnmatch.fnmatchcase(name, g) for g in self.permission_deny)
+        may_run_on_host = not denied_out and (self.permission_mode == "auto" or
+                                              (self.permission_mode == "require" and allowed_out))
+        if self.active:
+            return "host" if allowed_out and may_run_on_host else "sandbox"
+        return "host" if may_run_on_host else "refused"
+
+
+def sandbox_argv(spec: MCPServerSpec, sandbox: SandboxSettings, workspace: str, container_name: str) -> list[str]:
+    """The container command line for a stdio server (covered by tests; no shell involved)."""
+    argv = [sandbox.runtime, "run", "-i", "--rm", "--name", container_name,
+            "--network", "bridge" if sandbox.allow_networking else "none",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--memory", sandbox.memory, "--cpus", sandbox.cpus, "--pids-limit", str(sandbox.pids_limit),
+            "--read-only", "--tmpfs", "/tmp",
+            "-v", f"{workspace}:/workspace:{'rw' if sandbox.workspace_writable else 'ro'}", "-w", "/workspace"]
+    for mount in sandbox.extra_mounts:
+        argv += ["-v", mount if mount.count(":") == 2 else mount + ":ro"]
+    for name in sandbox.env_passthrough:
+        if name in os.environ:
+            argv += ["-e", f"{name}={os.environ[name]}"]
+    for name, value in spec.env.items():
+        argv += ["-e", f"{name}={value}"]
+    return [*argv, "--", sandbox.image, spec.command, *spec.args]
+
+
+def mcp_tool_name(server: str, tool_name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", f"mcp_{server}_{tool_name}")
+    if len(name) > MCP_TOOL_NAME_MAX:  # keep names unique when cut
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = name[: MCP_TOOL_NAME_MAX - 9] + "_" + digest
+    return name
+
+
+def mcp_result_to_tool_result(result: Any) -> ToolResult:
+    """CallToolResult -> Anthropic tool_result content: text, images, resources, structured content."""
+    blocks: list[dict[str, Any]] = []
+    for item in getattr(result, "content", None) or []:
+        kind = getattr(item, "type", "")
+        if kind == "text":
+            blocks.append({"type": "text", "text": item.text})
+        elif kind == "image":
+            blocks.append({"type": "image", "source": {"type": "base64", "media_type": item.mime_type,
+                                                      "data": item.data}})
+        elif kind == "resource":
+            resource = item.resource
+            text = getattr(resource, "text", None)
+            blocks.append({"type": "text", "text": text if text is not None else
+                           f"[binary resource {resource.uri} ({getattr(resource, 'mime_type', None) or 'unknown type'})]"})
+        elif kind == "resource_link":
+            blocks.append({"type": "text", "text": f"[resource {item.uri}] {getattr(item, 'name', '') or ''}".strip()})
+        elif kind == "audio":
+            blocks.append({"type": "text", "text": f"[audio content ({item.mime_type}) omitted]"})
+    structured = getattr(result, "structured_content", None)
+    if structured is not None:
+        text = json_dumps(structured)
+        if not any(b.get("type") == "text" and b.get("text", "").strip() and _same_json(b["text"], structured)
+                   for b in blocks):
+            blocks.append({"type": "text", "text": text})
+    if not blocks:
+        blocks.append({"type": "text", "text": "(no content)"})
+    return ToolResult(blocks, bool(getattr(result, "is_error", False)))
+
+
+def _same_json(text: str, value: Any) -> bool:
+    try:
+        return json.loads(text) == value
+    except ValueError:
+        return False
+
+
+class MCPServer:
+    """One MCP server and the owner task that keeps its session alive."""
+
+    def __init__(self, spec: MCPServerSpec, manager: MCPManager) -> None:
+        self.spec = spec
+        self.manager = manager
+        self.status = "stopped"
+        self.error = ""
+        self.placement = "remote" if spec.transport == "http" else manager.sandbox.placement(spec.name)
+        self.tool_defs: dict[str, Any] = {}  # server tool name -> mcp Tool
+        self.session: Any = None
+        self.restarts = 0
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._broken = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.container_name = ""
+
+    def start(self) -> None:
+        if self.placement == "refused":
+            self.status = "refused"
+            self.error = (f"MCP_SANDBOX_PERMISSION_MODE={self.manager.sandbox.permission_mode} does not let "
+                          f"{self.spec.name} run unsandboxed and no sandbox is active (MCP_SANDBOX_IMAGE)")
+            self.manager.log.warning("MCP server refused", server=self.spec.name, reason=self.error)
+            self.ready.set()
+            return
+        self.task = asyncio.ensure_future(self._own())
+
+    def _errlog(self) -> Any:
+        """A pipe whose lines go to our log under the server's name (the SDK needs a real file)."""
+        read_fd, write_fd = os.pipe()
+        name, log = self.spec.name, self.manager.log
+
+        def pump() -> None:
+            with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if line.strip():
+                        log.info("mcp server stderr", server=name, line=line.rstrip()[:2000])
+
+        threading.Thread(target=pump, name=f"lynkr-mcp-stderr-{name}", daemon=True).start()
+        return os.fdopen(write_fd, "w")
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> tuple[Any, Any]:
+        """Enter the transport on `stack`; returns the (read, write) stream pair."""
+        mcp_sdk = self.manager.sdk
+        if self.spec.transport == "http":
+            import httpx2  # comes with the mcp SDK
+            from mcp.client.streamable_http import streamable_http_client
+
+            client = await stack.enter_async_context(
+                httpx2.AsyncClient(headers=self.spec.headers, timeout=httpx2.Timeout(30.0, read=300.0)))
+            streams = await stack.enter_async_context(streamable_http_client(self.spec.url, http_client=client))
+            return streams[0], streams[1]
+        command, args = self.spec.command, list(self.spec.args)
+        env = dict(self.spec.env)
+        if self.placement == "sandbox":
+            self.container_name = f"lynkr-mcp-{re.sub(r'[^a-zA-Z0-9_.-]', '-', self.spec.name)}-{secrets.token_hex(4)}"
+            argv = sandbox_argv(self.spec, self.manager.sandbox, self.manager.workspace, self.container_name)
+            command, args, env = argv[0], argv[1:], {}
+        errlog = stack.enter_context(self._errlog())
+        params = mcp_sdk.StdioServerParameters(command=command, args=args, env=env or None,
+                                               cwd=self.spec.cwd or self.manager.workspace)
+        streams = await stack.enter_async_context(mcp_sdk.stdio_client(params, errlog=errlog))
+        return streams[0], streams[1]
+
+    async def _on_message(self, message: Any) -> None:
+        if getattr(message, "method", "") == "notifications/tools/list_changed":
+            asyncio.ensure_future(self._refresh_safely())
+
+    async def _refresh_safely(self) -> None:
+        try:
+            await self.refresh_tools()
+        except Exception as exc:  # a failed re-list keeps the old tools; the next ping decides health
+            self.manager.log.warning("MCP tools re-list failed", server=self.spec.name, error=repr(exc))
+
+    async def refresh_tools(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        tools: dict[str, Any] = {}
+        cursor = None
+        while True:
+            params = self.manager.sdk_types.PaginatedRequestParams(cursor=cursor) if cursor else None
+            listing = await asyncio.wait_for(session.list_tools(params=params), self.manager.call_timeout_s)
+            for item in listing.tools:
+                tools[item.name] = item
+            cursor = getattr(listing, "next_cursor", None)
+            if not cursor:
+                break
+        self.tool_defs = tools
+        self.manager.register_tools(self)
+
+    async def _own(self) -> None:
+        low, high = MCP_RESTART_BACKOFF_S
+        backoff = low
+        log = self.manager.log
+        while not self._stop.is_set():
+            self.status = "starting"
+            self._broken.clear()
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    read, write = await self._open(stack)
+                    session = await stack.enter_async_context(
+                        self.manager.sdk.ClientSession(read, write, message_handler=self._on_message))
+                    await asyncio.wait_for(session.initialize(), self.manager.startup_timeout_s)
+                    self.session = session
+                    await self.refresh_tools()
+                    self.status, self.error, backoff = "ready", "", low
+                    log.info("MCP server ready", server=self.spec.name, tools=len(self.tool_defs),
+                             placement=self.placement)
+                    self.ready.set()
+                    await self._watch(session)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # ExceptionGroups from anyio included; the server restarts
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                self.error = _describe_exception(exc)
+            finally:
+                self.session = None
+            if self._stop.is_set():
+                break
+            self.status = "restarting"
+            self.restarts += 1
+            self.ready.set()  # startup must not wait on a failing server
+            log.warning("MCP server down; restarting", server=self.spec.name, error=self.error or "connection lost",
+                        retry_in_s=backoff)
+            try:
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            except asyncio.TimeoutError:
+                pass
+            backoff = min(backoff * 2, high)
+        self.status = "stopped"
+
+    async def _watch(self, session: Any) -> None:
+        """Return when asked to stop or when the server stops answering."""
+        while not self._stop.is_set():
+            waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._broken.wait())]
+            done, pending = await asyncio.wait(waiters, timeout=MCP_PING_INTERVAL_S,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+            if done:
+                return
+            try:
+                await asyncio.wait_for(session.send_ping(), MCP_PING_INTERVAL_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.error = f"ping failed: {_describe_exception(exc)}"
+                return
+
+    async def call(self, tool_name: str, arguments: dict[str, Any]) -> ToolResult:
+        session = self.session
+        if session is None or self.status != "ready":
+            detail = f": {self.error}" if self.error else ""
+            return ToolResult(f"MCP server {self.spec.name} is {self.status}{detail}", True)
+        timeout = self.manager.call_timeout_s
+        try:
+            result = await asyncio.wait_for(session.call_tool(tool_name, arguments), timeout)
+        except asyncio.TimeoutError:
+            return ToolResult(f"MCP server {self.spec.name}: {tool_name} timed out after {timeout:g} s "
+                              "(MCP_CALL_TIMEOUT_MS)", True)
+        except Exception as exc:
+            message = _describe_exception(exc)
+            if "closed" in message.lower():
+                self._broken.set()  # the owner task restarts the server
+            return ToolResult(f"MCP server {self.spec.name}: {tool_name} failed: {message}", True)
+        return mcp_result_to_tool_result(result)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), 10)
+            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                self.task.cancel()
+        if self.container_name:  # belt and braces: `run --rm -i` ends with stdin, but never leave one behind
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run([self.manager.sandbox.runtime, "rm", "-f", self.container_name],
+                               capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.spec.name, "status": self.status, "error": self.error or None,
+                "transport": self.spec.transport, "placement": self.placement, "restarts": self.restarts,
+                "source": self.spec.source,
+                "tools": [{"name": mcp_tool_name(self.spec.name, t), "server_tool": t,
+                           "description": getattr(d, "description", "") or ""} for t, d in self.tool_defs.items()]}
+
+
+def _describe_exception(exc: BaseException) -> str:
+    inner = getattr(exc, "exceptions", None)
+    if inner:  # anyio ExceptionGroup: the first real cause is the useful one
+        return _describe_exception(inner[0])
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class MCPManager:
+    def __init__(self, cfg: Config, log: Logger, specs: list[MCPServerSpec], sandbox: SandboxSettings) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.sandbox = sandbox
+        self.workspace = cfg.workspace_root
+        self.call_timeout_s = parse_int_setting("MCP_CALL_TIMEOUT_MS", cfg.env["MCP_CALL_TIMEOUT_MS"], 1) / 1000
+        self.startup_timeout_s = parse_int_setting("MCP_STARTUP_TIMEOUT_MS", cfg.env["MCP_STARTUP_TIMEOUT_MS"], 1) / 1000
+        self.ready_wait_s = parse_int_setting("MCP_READY_WAIT_MS", cfg.env["MCP_READY_WAIT_MS"], 0) / 1000
+        self.servers: dict[str, MCPServer] = {}
+        self.sdk: Any = None
+        self.sdk_types: Any = None
+        self.specs = specs
+        self.registered: dict[str, set[str]] = {}  # server -> registered TOOLS names
+
+    async def start(self) -> None:
+        if not self.specs:
+            return
+        try:
+            import mcp as mcp_sdk  # lazy: 0.4 s, and only needed when servers are configured
+            import mcp_types
+        except ImportError:
+            self.log.error("MCP servers are configured but the mcp package is missing: pip install 'lynkr[mcp]' "
+                           "(or pip install 'mcp>=2.3,<3')", servers=[s.name for s in self.specs])
+            for spec in self.specs:
+                server = MCPServer(spec, self)
+                server.status, server.error = "unavailable", "the mcp package is not installed"
+                self.servers[spec.name] = server
+            return
+        self.sdk, self.sdk_types = mcp_sdk, mcp_types
+        if not self.sandbox.active and any(s.transport == "stdio" for s in self.specs):
+            self.log.info("MCP sandbox inactive: stdio servers run on the host (set MCP_SANDBOX_IMAGE to contain them)")
+        for spec in self.specs:
+            server = MCPServer(spec, self)
+            self.servers[spec.name] = server
+            server.start()
+        # Readiness waits a bounded time: a slow server keeps starting in the background.
+        waits = [asyncio.ensure_future(s.ready.wait()) for s in self.servers.values()]
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=self.ready_wait_s)
+            for waiter in pending:
+                waiter.cancel()
+
+    def register_tools(self, server: MCPServer) -> None:
+        names = set()
+        for tool_name, definition in server.tool_defs.items():
+            name = mcp_tool_name(server.spec.name, tool_name)
+            schema = getattr(definition, "input_schema", None) or {"type": "object", "properties": {}}
+            description = (getattr(definition, "description", "") or "").strip()
+
+            async def handler(ctx: ToolContext, args: dict[str, Any], _server: MCPServer = server,
+                              _tool: str = tool_name) -> ToolResult:
+                return await _server.call(_tool, args)
+
+            TOOLS[name] = ToolSpec(name, f"[MCP {server.spec.name}] {description}".strip(), dict(schema), handler,
+                                   blocking=False)
+            names.add(name)
+        for stale in self.registered.get(server.spec.name, set()) - names:
+            TOOLS.pop(stale, None)  # tools/list_changed removed it
+        self.registered[server.spec.name] = names
+
+    async def call(self, server_name: str, tool_name: str, arguments: dict[str, Any]) -> ToolResult:
+        server = self.servers.get(server_name)
+        if server is None:
+            return ToolResult(f"no MCP server named {server_name!r} (workspace_mcp_servers lists them)", True)
+        if server.tool_defs and tool_name not in server.tool_defs:
+            return ToolResult(f"MCP server {server_name} has no tool {tool_name!r}", True)
+        return await server.call(tool_name, arguments)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.stop() for s in self.servers.values()), return_exceptions=True)
+
+
+@tool("workspace_mcp_servers", "List the configured MCP servers with their status and tools.", {}, blocking=False)
+async def tool_mcp_servers(ctx: ToolContext, args: dict[str, Any]) -> str:
+    manager = ctx.mcp
+    servers = [s.describe() for s in manager.servers.values()] if manager else []
+    return json_dumps({"servers": servers, "sandbox_active": bool(manager and manager.sandbox.active)})
+
+
+@tool("workspace_mcp_call", "Call any tool of a configured MCP server by server and tool name.",
+      {"server": {"type": "string", "minLength": 1}, "tool": {"type": "string", "minLength": 1},
+       "arguments": {"type": "object"}}, ["server", "tool"], blocking=False)
+async def tool_mcp_call(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    if ctx.mcp is None:
+        return ToolResult("no MCP servers are configured (MCP_SERVER_MANIFEST, MCP_MANIFEST_DIRS)", True)
+    ctx.policy.check_tool(mcp_tool_name(args["server"], args["tool"]))  # a disallowed tool stays disallowed
+    return await ctx.mcp.call(args["server"], args["tool"], args.get("arguments") or {})
+
+
+# == 17. Orchestrator ==
 #
 # Theory of operation: `Orchestrator.respond` answers one /v1/messages request.
 # 1. It picks the server tools to offer (listed by the client, LYNKR_TOOLS globs, or named by
@@ -4613,7 +5144,7 @@ class Orchestrator:
                 await self._record(turn)
 
 
-# == 17. API routes ==
+# == 18. API routes ==
 #
 # ROUTES maps (method, path) to a handler. App.handle is the one place where every failure
 # becomes an Anthropic error response, and where every request gets its id and its log line.
@@ -4880,7 +5411,7 @@ class App:
         self.log.info("request", **fields)
 
 
-# == 18. App lifecycle ==
+# == 19. App lifecycle ==
 
 
 def raise_open_file_limit() -> None:
@@ -4909,7 +5440,10 @@ def build_app(cfg: Config, log: Logger) -> App:
     store = Store(cfg.session_db_path)
     private = [cfg.data_dir, os.path.dirname(os.path.abspath(cfg.session_db_path))]
     paths = WorkspacePaths(cfg.workspace_root, policy, private_dirs=private)
-    tool_ctx = ToolContext(cfg, policy, paths, store, client, log, provider)
+    specs = discover_mcp_servers(cfg, log)
+    sandbox = SandboxSettings.from_config(cfg)
+    mcp = MCPManager(cfg, log, specs, sandbox) if specs else None
+    tool_ctx = ToolContext(cfg, policy, paths, store, client, log, provider, mcp)
     return App(cfg, log, provider, Orchestrator(cfg, provider, policy, tool_ctx, cache, store, log))
 
 
@@ -4920,12 +5454,17 @@ async def serve(app: App) -> int:
     except (sqlite3.Error, OSError) as exc:
         print(f"lynkr: cannot open SESSION_DB_PATH {cfg.session_db_path}: {exc}", file=sys.stderr)
         return 2
+    mcp = app.orchestrator.tool_ctx.mcp
+    if mcp is not None:
+        await mcp.start()
     server = HTTPServer(app.handle, app.protocol_error_response, log)
     try:
         port = await server.start(cfg.host, cfg.port)
     except OSError as exc:
         print(f"lynkr: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc} (set LYNKR_PORT)",
               file=sys.stderr)
+        if mcp is not None:
+            await mcp.stop()
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -4944,13 +5483,15 @@ async def serve(app: App) -> int:
     await stop.wait()
     log.info("shutting down", in_flight=server.active_connections, grace_s=cfg.shutdown_grace_s)
     await server.shutdown(cfg.shutdown_grace_s)
+    if mcp is not None:
+        await mcp.stop()
     app.orchestrator.tool_ctx.client.close()
     await asyncio.get_running_loop().run_in_executor(None, app.store.close)
     log.info("stopped")
     return 0
 
 
-# == 19. CLI ==
+# == 20. CLI ==
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
