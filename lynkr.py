@@ -35,11 +35,12 @@ Sections (``grep -n '^# == ' lynkr.py`` prints this map; each section uses only 
    13. Policy          every gate in one place: tools, paths, web hosts, limits
    14. Tools           TOOLS registry + @tool: files, patches, search, tasks, web
    15. Git and tests   git workflow tools, diff review, release notes, test harness, commit gate
-   16. MCP             manifests, server lifecycles (+ container sandbox), tools registered into TOOLS
-   17. Orchestrator    the agent loop: provider <-> tools <-> policy <-> stores <-> cache
-   18. API routes      ROUTES registry; the one place errors become responses
-   19. App lifecycle   wiring, signals, startup and shutdown
-   20. CLI             main(argv) and the __main__ guard
+   16. Indexer         incremental SQLite index: tree-sitter symbols/references (regex fallback), CLAUDE.md
+   17. MCP             manifests, server lifecycles (+ container sandbox), tools registered into TOOLS
+   18. Orchestrator    the agent loop: provider <-> tools <-> policy <-> stores <-> cache
+   19. API routes      ROUTES registry; the one place errors become responses
+   20. App lifecycle   wiring, signals, startup and shutdown
+   21. CLI             main(argv), `lynkr index`, and the __main__ guard
 """
 
 # == 0. Header ==
@@ -48,17 +49,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import fnmatch
+import functools
 import hashlib
 import html.parser
 import http
 import ipaddress
 import json
 import math
+import multiprocessing
 import os
+import posixpath
 import re
 import secrets
 import shlex
@@ -67,6 +73,7 @@ import signal
 import socket
 import sqlite3
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -525,6 +532,9 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "MCP_SANDBOX_PERMISSION_MODE": ("auto", "auto | require | deny: which servers may run unsandboxed."),
     "MCP_SANDBOX_PERMISSION_ALLOW": ("", "Servers (globs) allowed to run unsandboxed."),
     "MCP_SANDBOX_PERMISSION_DENY": ("", "Servers (globs) never allowed to run unsandboxed."),
+    "LYNKR_INDEX_ON_START": ("true", "Update the repository index and CLAUDE.md in the background at startup."),
+    "LYNKR_CLAUDE_MD": ("true", "Maintain a generated block in WORKSPACE_ROOT/CLAUDE.md on each index rebuild."),
+    "LYNKR_INDEX_TIMEOUT_MS": ("600000", "Longest an index rebuild may take."),
     "LOG_FORMAT": ("json", "json | text."),
     "LOG_LEVEL": ("info", "debug | info | warning | error."),
     "LOG_BODIES": ("false", "Log request bodies (prompts!). Keys are never logged."),
@@ -584,8 +594,8 @@ def parse_int_setting(name: str, value: str, minimum: int = 0, maximum: int | No
     except ValueError:
         raise ConfigError(f"{name} must be a whole number (got {value!r})") from None
     if number < minimum or (maximum is not None and number > maximum):
-        upper = f" and {maximum}" if maximum is not None else ""
-        raise ConfigError(f"{name} must be between {minimum}{upper} (got {number})")
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ConfigError(f"{name} must be {bounds} (got {number})")
     return number
 
 
@@ -816,6 +826,8 @@ class HTTPServer:
             try:
                 if declared > MAX_REQUEST_BODY_BYTES:
                     raise RequestTooLarge(f"request body exceeds {MAX_REQUEST_BODY_BYTES} bytes (32 MiB)")
+                if conn.they_are_waiting_for_100_continue:  # curl waits a second for this before large bodies
+                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")))
                 body = await self._read_body(conn, reader)
             except RequestTooLarge as exc:
                 await self._send(conn, writer, request, self.error_responder(413, exc.error_type, exc.message))
@@ -2731,6 +2743,15 @@ class PromptCache:
         return len(self._entries)
 
 
+def stored_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """A miss that was stored for reuse reports its input as cache creation (totals unchanged)."""
+    out = dict(usage)
+    out["cache_creation_input_tokens"] = int(out.get("cache_creation_input_tokens") or 0) + int(
+        out.get("input_tokens") or 0)
+    out["input_tokens"] = 0
+    return out
+
+
 def cached_reply(message: dict[str, Any], model: str) -> dict[str, Any]:
     """A stored answer re-served: new id, the client's model name, all input counted as cache reads."""
     usage = dict(message.get("usage") or {})
@@ -2755,6 +2776,36 @@ class ToolDenied(Exception):
 
 class ToolFailed(Exception):
     """A tool could not do what was asked (bad path, missing file, ...): an is_error result."""
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def glob_match(path: str, pattern: str) -> bool:
+    """Path globs as git and ripgrep read them: `*` stays within a folder, `**/` spans folders.
+    A pattern without '/' matches the file name anywhere."""
+    if "/" not in pattern:
+        return fnmatch.fnmatchcase(posixpath.basename(path), pattern)
+    return bool(_glob_regex(pattern.lstrip("/")).match(path))
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -2831,14 +2882,16 @@ class Policy:
                 raise ToolDenied(f"tool {name} is disabled by POLICY_DISALLOWED_TOOLS ({glob})")
 
     def check_path(self, rel_path: str) -> None:
-        """rel_path is POSIX, relative to the workspace. A pattern without '/' matches any path component."""
-        parts = [p for p in rel_path.split("/") if p and p != "."]
+        """rel_path is POSIX, relative to the workspace. A pattern without '/' matches any path component.
+        Matching ignores case: on a case-insensitive filesystem `.ENV` is `.env`."""
+        lowered = rel_path.lower()
+        parts = [p for p in lowered.split("/") if p and p != "."]
         for pattern in self.file_blocked_paths:
             pattern = pattern.strip("/")
             if "/" in pattern:
-                hit = fnmatch.fnmatchcase(rel_path, pattern) or fnmatch.fnmatchcase(rel_path, pattern + "/*")
+                hit = glob_match(lowered, pattern.lower()) or glob_match(lowered, pattern.lower() + "/**")
             else:
-                hit = any(fnmatch.fnmatchcase(part, pattern) for part in parts)
+                hit = any(fnmatch.fnmatchcase(part, pattern.lower()) for part in parts)
             if hit:
                 raise ToolDenied(f"{rel_path} is blocked by POLICY_FILE_BLOCKED_PATHS ({pattern})")
 
@@ -2955,10 +3008,12 @@ class ToolResult:
 class WorkspacePaths:
     """Maps user paths into WORKSPACE_ROOT, or refuses them."""
 
-    def __init__(self, root: str, policy: Policy, private_dirs: Iterable[str] = ()) -> None:
+    def __init__(self, root: str, policy: Policy, private_dirs: Iterable[str] = (),
+                 private_files: Iterable[str] = ()) -> None:
         self.root = os.path.realpath(root)
         self.policy = policy
         self.private_dirs = [os.path.realpath(d) for d in private_dirs]
+        self.private_files = {os.path.realpath(f) for f in private_files}
 
     def inside(self, real_path: str) -> bool:
         return real_path == self.root or os.path.commonpath([self.root, real_path]) == self.root
@@ -2979,6 +3034,8 @@ class WorkspacePaths:
         for private in self.private_dirs:
             if real == private or os.path.commonpath([private, real]) == private:
                 raise ToolDenied(f"{user_path} is lynkr's own state directory (LYNKR_DATA_DIR)")
+        if real in self.private_files:
+            raise ToolDenied(f"{user_path} is lynkr's session store (SESSION_DB_PATH)")
         rel = os.path.relpath(real, self.root).replace(os.sep, "/")
         if rel == "." and not allow_root:
             raise ToolFailed("path must name a file, not the workspace root")
@@ -2999,7 +3056,8 @@ class ToolContext:
     client: HTTPClient
     log: Logger
     provider: Provider | None = None  # for tools with an optional model-written part
-    mcp: Any = None  # the MCPManager (section 16) when MCP servers are configured
+    mcp: Any = None  # the MCPManager (section 17) when MCP servers are configured
+    index: Any = None  # the RepoIndex (section 16), created on first use
     loop: asyncio.AbstractEventLoop | None = None
 
     def store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -3166,7 +3224,7 @@ def tool_fs_list(ctx: ToolContext, args: dict[str, Any]) -> str:
                 continue
             source.append((child_real, child_rel, os.path.isdir(full)))
     for _child_real, child_rel, is_dir in source:
-        if glob and not (fnmatch.fnmatch(child_rel, glob) or fnmatch.fnmatch(os.path.basename(child_rel), glob)):
+        if glob and not glob_match(child_rel, glob):
             continue
         entries.append(child_rel + ("/" if is_dir else ""))
         if len(entries) >= limit:
@@ -3375,7 +3433,7 @@ def _search_python(ctx: ToolContext, base: str, args: dict[str, Any], limit: int
         else _walk(ctx, base)
     out: list[str] = []
     for real, rel, is_dir in files:
-        if is_dir or (glob and not (fnmatch.fnmatch(rel, glob) or fnmatch.fnmatch(os.path.basename(rel), glob))):
+        if is_dir or (glob and not glob_match(rel, glob)):
             continue
         try:
             text, _ = _read_text(real)
@@ -3484,7 +3542,7 @@ WEB_FETCH_DEFAULT_CHARS = 20000
 class _TextExtractor(html.parser.HTMLParser):
     """HTML -> readable text: drops script/style/nav chrome, keeps block structure as line breaks."""
 
-    SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head"})
+    SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head", "nav"})
     BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "section",
                         "article", "header", "footer", "blockquote", "table", "ul", "ol", "hr"})
 
@@ -4228,7 +4286,895 @@ def tool_test_summary(ctx: ToolContext, args: dict[str, Any]) -> str:
     })
 
 
-# == 16. MCP ==
+# == 16. Indexer ==
+#
+# Theory of operation: `build_index` crawls WORKSPACE_ROOT (git ls-files for tracked and
+# untracked-not-ignored files, else a walk honouring .gitignore basics and build/vendor folders),
+# compares each file's size and mtime (then content hash) with the catalog in its own SQLite file
+# (index.db beside the session store), and re-parses only what changed: in a process pool when
+# many files changed, inline when few did. Symbols and references come from tree-sitter queries
+# (per-language grammar wheels, imported lazily) with a regex fallback for other languages and
+# for machines without tree-sitter. References are resolved through imports so that a name
+# defined independently in an unrelated file is not reported as a use of the first.
+
+INDEX_MAX_FILE_BYTES = 1024 * 1024  # larger files are generated or data: skipped
+INDEX_POOL_THRESHOLD = 64  # fewer changed files than this parse inline (a pool costs ~0.2 s to start)
+CLAUDE_MD_BEGIN = "<!-- lynkr:begin generated (edit outside this block; lynkr rewrites it) -->"
+CLAUDE_MD_END = "<!-- lynkr:end generated -->"
+
+LANGUAGE_BY_SUFFIX = {
+    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
+    ".jsx": "javascript", ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
+    ".go": "go", ".rs": "rust", ".java": "java", ".rb": "ruby", ".ex": "elixir", ".exs": "elixir", ".lua": "lua",
+    ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".cs": "csharp", ".kt": "kotlin",
+    ".swift": "swift", ".php": "php", ".scala": "scala", ".sh": "shell", ".md": "markdown",
+    ".json": "json", ".toml": "toml", ".yml": "yaml", ".yaml": "yaml", ".html": "html", ".css": "css", ".sql": "sql",
+}
+# Languages whose symbols are worth extracting (the rest are counted in the language mix only).
+CODE_LANGUAGES = frozenset({"python", "javascript", "typescript", "tsx", "go", "rust", "java", "ruby", "elixir", "lua",
+                            "c", "cpp", "csharp", "kotlin", "swift", "php", "scala", "shell"})
+
+# tree-sitter grammar module and loader attribute per language.
+TREE_SITTER_GRAMMARS = {
+    "python": ("tree_sitter_python", "language"), "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"), "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"), "java": ("tree_sitter_java", "language"),
+    "ruby": ("tree_sitter_ruby", "language"),
+}
+_JS_QUERY = """
+(function_declaration name: (identifier) @def.function)
+(generator_function_declaration name: (identifier) @def.function)
+(method_definition name: (property_identifier) @def.method)
+(variable_declarator name: (identifier) @def.function value: [(arrow_function) (function_expression)])
+(call_expression function: (identifier) @ref)
+(call_expression function: (member_expression property: (property_identifier) @ref))
+(new_expression constructor: (identifier) @ref)
+(import_statement source: (string) @import)
+(import_specifier name: (identifier) @ref)
+"""
+_JSX_QUERY = """
+(jsx_opening_element name: (identifier) @ref)
+(jsx_self_closing_element name: (identifier) @ref)
+"""
+_TS_EXTRA = """
+(class_declaration name: (type_identifier) @def.class)
+(abstract_class_declaration name: (type_identifier) @def.class)
+(interface_declaration name: (type_identifier) @def.interface)
+(type_alias_declaration name: (type_identifier) @def.type)
+(enum_declaration name: (identifier) @def.enum)
+(type_annotation (type_identifier) @ref)
+(extends_clause value: (identifier) @ref)
+"""
+TREE_SITTER_QUERIES = {
+    "python": """
+(function_definition name: (identifier) @def.function)
+(class_definition name: (identifier) @def.class)
+(call function: (identifier) @ref)
+(call function: (attribute attribute: (identifier) @ref))
+(class_definition superclasses: (argument_list (identifier) @ref))
+(type (identifier) @ref)
+(import_from_statement name: (dotted_name (identifier) @ref))
+(import_from_statement module_name: (_) @import)
+(import_statement name: (dotted_name) @import)
+""",
+    "javascript": _JS_QUERY + _JSX_QUERY + "(class_declaration name: (identifier) @def.class)\n",
+    "typescript": _JS_QUERY + _TS_EXTRA,
+    "tsx": _JS_QUERY + _JSX_QUERY + _TS_EXTRA,
+    "go": """
+(function_declaration name: (identifier) @def.function)
+(method_declaration name: (field_identifier) @def.method)
+(type_spec name: (type_identifier) @def.type)
+(call_expression function: (identifier) @ref)
+(call_expression function: (selector_expression field: (field_identifier) @ref))
+(type_identifier) @ref
+(import_spec path: (interpreted_string_literal) @import)
+""",
+    "rust": """
+(function_item name: (identifier) @def.function)
+(struct_item name: (type_identifier) @def.struct)
+(enum_item name: (type_identifier) @def.enum)
+(trait_item name: (type_identifier) @def.trait)
+(mod_item name: (identifier) @def.module)
+(macro_definition name: (identifier) @def.macro)
+(call_expression function: (identifier) @ref)
+(call_expression function: (field_expression field: (field_identifier) @ref))
+(call_expression function: (scoped_identifier name: (identifier) @ref))
+(type_identifier) @ref
+(use_declaration argument: (_) @import)
+""",
+    "java": """
+(class_declaration name: (identifier) @def.class)
+(interface_declaration name: (identifier) @def.interface)
+(enum_declaration name: (identifier) @def.enum)
+(method_declaration name: (identifier) @def.method)
+(method_invocation name: (identifier) @ref)
+(object_creation_expression type: (type_identifier) @ref)
+(type_identifier) @ref
+(import_declaration (scoped_identifier) @import)
+""",
+    "ruby": """
+(method name: (identifier) @def.method)
+(singleton_method name: (identifier) @def.method)
+(class name: (constant) @def.class)
+(module name: (constant) @def.module)
+(call method: (identifier) @ref)
+(constant) @ref
+""",
+}
+# Regex fallback: a definition keyword, then the name. Elixir/Lua and any machine without tree-sitter.
+REGEX_DEFINITION = re.compile(
+    r"^[ \t]*(?:export\s+|pub(?:\([^)]*\))?\s+|public\s+|private\s+|protected\s+|static\s+|async\s+|local\s+)*"
+    r"(?P<kw>def|defp|defmodule|defmacro|function|func|fn|class|module|interface|struct|enum|trait|type|sub|proc)"
+    r"\s+(?:\([^)]*\)\s*)?(?P<name>[A-Za-z_][\w.:]*[!?]?)", re.MULTILINE)
+REGEX_KIND = {"def": "function", "defp": "function", "defmacro": "macro", "defmodule": "module", "function": "function",
+              "func": "function", "fn": "function", "sub": "function", "proc": "function", "class": "class",
+              "module": "module", "interface": "interface", "struct": "struct", "enum": "enum", "trait": "trait",
+              "type": "type"}
+REGEX_CALL = re.compile(r"\b([A-Za-z_][\w]*)\s*\(")
+REGEX_KEYWORDS = frozenset({"if", "for", "while", "switch", "return", "catch", "function", "def", "fn", "func", "elif",
+                            "and", "or", "not", "in", "print", "sizeof", "typeof", "new"})
+
+_PARSERS: dict[str, Any] = {}  # per process: language -> (parser, query) or None
+
+
+def _tree_sitter_for(language: str) -> Any:
+    """(parser, query, cursor class) for a language, or None without tree-sitter. Cached per process."""
+    if language in _PARSERS:
+        return _PARSERS[language]
+    result = None
+    grammar = TREE_SITTER_GRAMMARS.get(language)
+    if grammar is not None:
+        try:
+            import importlib
+
+            import tree_sitter
+
+            module = importlib.import_module(grammar[0])
+            lang = tree_sitter.Language(getattr(module, grammar[1])())
+            parser = tree_sitter.Parser(lang)
+            if hasattr(tree_sitter, "QueryCursor"):  # 0.25+
+                result = (parser, tree_sitter.Query(lang, TREE_SITTER_QUERIES[language]), tree_sitter.QueryCursor)
+            else:  # 0.23/0.24
+                result = (parser, lang.query(TREE_SITTER_QUERIES[language]), None)
+        except (ImportError, AttributeError, TypeError, ValueError, OSError):
+            result = None
+    _PARSERS[language] = result
+    return result
+
+
+def tree_sitter_available() -> bool:
+    return _tree_sitter_for("python") is not None
+
+
+def _line_text(lines: list[bytes], row: int) -> str:
+    return lines[row].decode("utf-8", errors="replace").strip()[:200] if row < len(lines) else ""
+
+
+def _attach_containers(defs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> None:
+    """Containers of definitions and enclosing symbols of references, by byte ranges (one sweep)."""
+    events = sorted([(d["_start"], 0, i) for i, d in enumerate(defs)] + [(r["_start"], 1, i) for i, r in enumerate(refs)])
+    stack: list[dict[str, Any]] = []
+    for position, kind, i in events:
+        while stack and stack[-1]["_end"] <= position:
+            stack.pop()
+        if kind == 0:
+            definition = defs[i]
+            definition["container"] = stack[-1]["name"] if stack else None
+            if definition["kind"] == "function" and stack and stack[-1]["kind"] in ("class", "struct", "interface"):
+                definition["kind"] = "method"
+            stack.append(definition)
+        else:
+            refs[i]["enclosing"] = stack[-1]["name"] if stack else None
+
+
+def extract_symbols(path: str, language: str, source: bytes) -> dict[str, Any]:
+    """-> {"symbols": [...], "refs": [...], "imports": [...], "parser": "tree-sitter" | "regex"}"""
+    lines = source.split(b"\n")
+    ts = _tree_sitter_for(language)
+    defs: list[dict[str, Any]] = []
+    refs: list[dict[str, Any]] = []
+    imports: list[str] = []
+    if ts is not None:
+        parser, query, cursor_class = ts
+        tree = parser.parse(source)
+        raw = cursor_class(query).captures(tree.root_node) if cursor_class else query.captures(tree.root_node)
+        captures = raw.items() if isinstance(raw, dict) else _group_captures(raw)
+        def_positions = set()
+        for name, nodes in captures:
+            if name.startswith("def."):
+                for node in nodes:
+                    owner = node.parent if node.parent is not None else node
+                    if owner.type == "variable_declarator" and owner.parent is not None:
+                        owner = owner.parent
+                    row, col = node.start_point
+                    defs.append({"name": node.text.decode("utf-8", "replace"), "kind": name[4:], "line": row + 1,
+                                 "col": col + 1, "signature": _line_text(lines, owner.start_point[0]),
+                                 "_start": owner.start_byte, "_end": owner.end_byte})
+                    def_positions.add(node.start_byte)
+        for name, nodes in captures:
+            if name == "ref":
+                for node in nodes:
+                    if node.start_byte in def_positions:
+                        continue
+                    row, col = node.start_point
+                    refs.append({"name": node.text.decode("utf-8", "replace"), "line": row + 1, "col": col + 1,
+                                 "_start": node.start_byte})
+            elif name == "import":
+                imports.extend(node.text.decode("utf-8", "replace").strip("'\"`") for node in nodes)
+        if language == "ruby":
+            imports += [m.group(2).decode("utf-8", "replace")
+                        for m in re.finditer(rb"^\s*(require_relative|require)\s*\(?\s*['\"]([^'\"]+)['\"]", source, re.M)]
+        parser_name = "tree-sitter"
+    else:
+        text = source.decode("utf-8", errors="replace")
+        line_starts = [0]
+        for line in text.split("\n"):
+            line_starts.append(line_starts[-1] + len(line) + 1)
+        name_positions = set()
+        for m in REGEX_DEFINITION.finditer(text):
+            row = bisect.bisect_right(line_starts, m.start("name")) - 1
+            defs.append({"name": m.group("name"), "kind": REGEX_KIND[m.group("kw")], "line": row + 1,
+                         "col": m.start("name") - line_starts[row] + 1, "signature": _line_text(lines, row),
+                         "_start": m.start(), "_end": m.start()})  # regex cannot see bodies: no containers
+            name_positions.add(m.start("name"))
+        for m in REGEX_CALL.finditer(text):
+            if m.group(1) in REGEX_KEYWORDS or m.start(1) in name_positions:
+                continue
+            row = bisect.bisect_right(line_starts, m.start(1)) - 1
+            refs.append({"name": m.group(1), "line": row + 1, "col": m.start(1) - line_starts[row] + 1,
+                         "_start": m.start(1)})
+        parser_name = "regex"
+    _attach_containers(defs, refs)
+    for item in defs + refs:
+        item.pop("_start", None)
+        item.pop("_end", None)
+    return {"symbols": defs, "refs": refs, "imports": imports, "parser": parser_name}
+
+
+def _group_captures(raw: list[tuple[Any, str]]) -> list[tuple[str, list[Any]]]:
+    grouped: dict[str, list[Any]] = {}
+    for node, name in raw:
+        grouped.setdefault(name, []).append(node)
+    return list(grouped.items())
+
+
+def parse_file_job(job: tuple[str, str, str]) -> tuple[str, dict[str, Any] | None, str]:
+    """Worker entry (process pool): (rel path, absolute path, language) -> (rel, result, error)."""
+    rel, absolute, language = job
+    try:
+        with open(absolute, "rb") as fh:
+            source = fh.read()
+        return rel, extract_symbols(rel, language, source), ""
+    except Exception as exc:  # one bad file must not fail the index
+        return rel, None, repr(exc)
+
+
+def _m001_index(db: sqlite3.Connection) -> None:
+    db.executescript("""
+        CREATE TABLE files (path TEXT PRIMARY KEY, language TEXT, size INTEGER, mtime_ns INTEGER, hash TEXT,
+                            lines INTEGER, parser TEXT);
+        CREATE TABLE symbols (id INTEGER PRIMARY KEY, file TEXT NOT NULL, name TEXT NOT NULL, kind TEXT,
+                              container TEXT, line INTEGER, col INTEGER, signature TEXT);
+        CREATE INDEX symbols_name ON symbols(name COLLATE NOCASE);
+        CREATE INDEX symbols_file ON symbols(file);
+        CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, line INTEGER, col INTEGER, enclosing TEXT);
+        CREATE INDEX refs_name ON refs(name);
+        CREATE INDEX refs_file ON refs(file);
+        CREATE TABLE imports (file TEXT NOT NULL, spec TEXT NOT NULL, resolved TEXT);
+        CREATE INDEX imports_file ON imports(file);
+        CREATE INDEX imports_resolved ON imports(resolved);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+    """)
+
+
+INDEX_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_index]
+INDEX_IGNORED_DIRS = IGNORED_DIRS | {"vendor", "third_party", ".next", ".nuxt", "coverage", ".gradle", ".idea", ".vscode",
+                                     "bower_components", ".terraform", ".cache", "out"}
+
+
+def list_workspace_files(root: str, data_dir: str) -> list[str]:
+    """POSIX paths relative to root: git's tracked + untracked-not-ignored, else a filtered walk."""
+    try:
+        proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],
+                              cwd=root, capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=noninteractive_env())
+        if proc.returncode == 0:
+            paths = [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p]
+            return [p for p in dict.fromkeys(paths) if not any(part in INDEX_IGNORED_DIRS for part in p.split("/")[:-1])]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    ignore_globs: list[str] = []
+    gitignore = os.path.join(root, ".gitignore")
+    if os.path.isfile(gitignore):
+        with open(gitignore, encoding="utf-8", errors="replace") as fh:
+            ignore_globs = [ln.strip().rstrip("/") for ln in fh if ln.strip() and not ln.startswith(("#", "!"))]
+    data_real = os.path.realpath(data_dir)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        dirnames[:] = sorted(d for d in dirnames if d not in INDEX_IGNORED_DIRS and not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) != data_real
+                             and not any(fnmatch.fnmatch(d, g.lstrip("/")) for g in ignore_globs))
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if not any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g.lstrip("/")) for g in ignore_globs):
+                out.append(rel)
+    return out
+
+
+def _resolve_import(rel: str, language: str, spec: str, known: set[str]) -> str | None:
+    """Map an import to a workspace file when it names one (relative JS/TS, Python modules, Ruby requires)."""
+    base = posixpath.dirname(rel)
+    candidates: list[str] = []
+    if language in ("javascript", "typescript", "tsx"):
+        if not spec.startswith("."):
+            return None
+        stem = posixpath.normpath(posixpath.join(base, spec))
+        exts = ("", ".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".mts", ".d.ts")
+        candidates = [stem + e for e in exts] + [f"{stem}/index{e}" for e in exts[1:]]
+        if stem.endswith(".js"):
+            candidates += [stem[:-3] + ".ts", stem[:-3] + ".tsx"]
+    elif language == "python":
+        dots = len(spec) - len(spec.lstrip("."))
+        module = spec.lstrip(".").replace(".", "/")
+        roots = [base] if dots else ["", "src"]
+        for _ in range(max(dots - 1, 0)):
+            roots = [posixpath.dirname(r) for r in roots]
+        for r in roots:
+            stem = posixpath.join(r, module) if module else r
+            candidates += [stem + ".py", posixpath.join(stem, "__init__.py")]
+    elif language == "ruby":
+        stem = posixpath.normpath(posixpath.join(base, spec))
+        candidates = [stem, stem + ".rb", "lib/" + spec + ".rb"]
+    for candidate in candidates:
+        candidate = candidate.lstrip("./") if candidate.startswith("./") else candidate
+        if candidate in known:
+            return candidate
+    return None
+
+
+@dataclass
+class IndexStats:
+    files: int = 0
+    parsed: int = 0
+    deleted: int = 0
+    symbols: int = 0
+    refs: int = 0
+    seconds: float = 0.0
+    parser: str = "regex"
+    errors: list[str] = field(default_factory=list)
+
+
+class RepoIndex:
+    """The catalog (index.db) and the operations on it. Blocking: call from a worker thread."""
+
+    def __init__(self, root: str, db_path: str, data_dir: str) -> None:
+        self.root = os.path.realpath(root)
+        self.db_path = db_path
+        self.data_dir = data_dir
+        self._lock = threading.Lock()  # one rebuild at a time; queries use their own connections
+
+    def connect(self) -> sqlite3.Connection:
+        os.makedirs(os.path.dirname(os.path.abspath(self.db_path)), exist_ok=True)
+        db = sqlite3.connect(self.db_path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+        applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+        for migration in INDEX_MIGRATIONS:
+            name = migration.__name__.lstrip("_")
+            if name not in applied:
+                with db:
+                    migration(db)
+                    db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+        return db
+
+    def rebuild(self, workers: int | None = None) -> IndexStats:
+        with self._lock:
+            return self._rebuild(workers)
+
+    def _rebuild(self, workers: int | None) -> IndexStats:
+        started = time.monotonic()
+        stats = IndexStats(parser="tree-sitter" if tree_sitter_available() else "regex")
+        db = self.connect()
+        try:
+            known = {row[0]: row[1:] for row in db.execute("SELECT path, size, mtime_ns, hash FROM files")}
+            current: dict[str, tuple[int, int, str]] = {}
+            to_parse: list[tuple[str, str, str]] = []
+            touched: list[tuple[str, int, int, str, str]] = []  # unchanged content, new mtime
+            for rel in list_workspace_files(self.root, self.data_dir):
+                absolute = os.path.join(self.root, rel)
+                try:
+                    st = os.stat(absolute)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode) or st.st_size > INDEX_MAX_FILE_BYTES:
+                    continue
+                language = LANGUAGE_BY_SUFFIX.get(posixpath.splitext(rel)[1].lower(), "other")
+                current[rel] = (st.st_size, st.st_mtime_ns, language)
+                previous = known.get(rel)
+                if previous and previous[0] == st.st_size and previous[1] == st.st_mtime_ns:
+                    continue
+                digest = _file_digest(absolute)
+                if digest is None:  # binary
+                    current.pop(rel)
+                    continue
+                if previous and previous[2] == digest:
+                    touched.append((rel, st.st_size, st.st_mtime_ns, digest, language))
+                    continue
+                to_parse.append((rel, absolute, language))
+                current[rel] = (st.st_size, st.st_mtime_ns, language)
+            deleted = [p for p in known if p not in current]
+            results = self._parse(to_parse, workers)
+            with db:
+                for rel in deleted:
+                    self._drop(db, rel)
+                for rel, size, mtime_ns, digest, _language in touched:
+                    db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, rel))
+                known_paths = set(current)
+                for rel, result, error in results:
+                    self._drop(db, rel)
+                    size, mtime_ns, language = current[rel]
+                    absolute = os.path.join(self.root, rel)
+                    digest = _file_digest(absolute) or ""
+                    if result is None:
+                        stats.errors.append(f"{rel}: {error}")
+                        result = {"symbols": [], "refs": [], "imports": [], "parser": "error"}
+                    line_count = result.pop("line_count", None)
+                    if line_count is None:
+                        with open(absolute, "rb") as fh:
+                            line_count = fh.read().count(b"\n") + 1
+                    db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (rel, language, size, mtime_ns, digest, line_count, result["parser"]))
+                    db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature)"
+                                   " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                   [(rel, s["name"], s["kind"], s.get("container"), s["line"], s["col"], s["signature"])
+                                    for s in result["symbols"]])
+                    db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)",
+                                   [(rel, r["name"], r["line"], r["col"], r.get("enclosing")) for r in result["refs"]])
+                    db.executemany("INSERT INTO imports VALUES (?, ?, ?)",
+                                   [(rel, spec, _resolve_import(rel, language, spec, known_paths))
+                                    for spec in result["imports"]])
+                if deleted or results:
+                    # Imports that pointed at files now present/absent are re-resolved cheaply.
+                    rows = db.execute("SELECT i.rowid, i.file, f.language, i.spec FROM imports i JOIN files f"
+                                      " ON f.path = i.file WHERE i.resolved IS NULL OR i.resolved NOT IN"
+                                      " (SELECT path FROM files)").fetchall()
+                    db.executemany("UPDATE imports SET resolved = ? WHERE rowid = ?",
+                                   [(_resolve_import(f, lang, spec, known_paths), rowid) for rowid, f, lang, spec in rows])
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('built_at', ?)", (str(time.time()),))
+            stats.files = len(current)
+            stats.parsed = len(results)
+            stats.deleted = len(deleted)
+            stats.symbols = db.execute("SELECT COUNT(*) FROM symbols").fetchone()[0]
+            stats.refs = db.execute("SELECT COUNT(*) FROM refs").fetchone()[0]
+        finally:
+            db.close()
+        stats.seconds = round(time.monotonic() - started, 3)
+        return stats
+
+    @staticmethod
+    def _drop(db: sqlite3.Connection, rel: str) -> None:
+        for table, column in (("files", "path"), ("symbols", "file"), ("refs", "file"), ("imports", "file")):
+            db.execute(f"DELETE FROM {table} WHERE {column} = ?", (rel,))
+
+    @staticmethod
+    def _parse(jobs: list[tuple[str, str, str]], workers: int | None) -> list[tuple[str, dict[str, Any] | None, str]]:
+        jobs = [j for j in jobs]
+        code_jobs = [j for j in jobs if j[2] in CODE_LANGUAGES]
+        plain = [(rel, {"symbols": [], "refs": [], "imports": [], "parser": "none"}, "")
+                 for rel, _a, language in jobs if language not in CODE_LANGUAGES]
+        workers = workers or os.cpu_count() or 1
+        if len(code_jobs) < INDEX_POOL_THRESHOLD or workers < 2:
+            return plain + [parse_file_job(j) for j in code_jobs]
+        # Largest files first so the pool's tail is short.
+        code_jobs.sort(key=lambda j: -os.path.getsize(j[1]) if os.path.exists(j[1]) else 0)
+        context = multiprocessing.get_context("spawn" if sys.platform != "linux" else "forkserver")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            parsed = list(pool.map(parse_file_job, code_jobs, chunksize=max(1, len(code_jobs) // (workers * 8))))
+        return plain + parsed
+
+    # -- queries --
+    def search(self, query: str, kind: str | None = None, language: str | None = None, path: str | None = None,
+               limit: int = 50) -> list[dict[str, Any]]:
+        """Exact, then prefix, then substring, then subsequence matches; ties by reference count."""
+        db = self.connect()
+        try:
+            sql = ("SELECT s.name, s.kind, s.container, s.file, s.line, s.col, s.signature, f.language FROM symbols s"
+                   " JOIN files f ON f.path = s.file WHERE 1=1")
+            params: list[Any] = []
+            if kind:
+                sql += " AND s.kind = ?"
+                params.append(kind)
+            if language:
+                sql += " AND f.language = ?"
+                params.append(language)
+            if path:
+                sql += " AND s.file GLOB ?"
+                params.append(path if any(c in path for c in "*?[") else path.rstrip("/") + "*")
+            lowered = query.lower()
+            if len(lowered) >= 2:  # subsequence matches need every character in order: prefilter on the first
+                sql += " AND instr(lower(s.name), ?) > 0"
+                params.append(lowered[0])
+            rows = db.execute(sql, params).fetchall()
+            pattern = re.compile(".*?".join(map(re.escape, lowered)))
+            scored = []
+            for row in rows:
+                name = row[0].lower()
+                if name == lowered:
+                    rank = 0
+                elif name.startswith(lowered):
+                    rank = 1
+                elif lowered in name:
+                    rank = 2
+                elif pattern.search(name):
+                    rank = 3
+                else:
+                    continue
+                scored.append((rank, row))
+            scored.sort(key=lambda item: (item[0], len(item[1][0])))
+            top = scored[: max(limit * 4, limit)]
+            names = sorted({row[0] for _, row in top})
+            counts: dict[str, int] = {}
+            for start in range(0, len(names), 500):
+                chunk = names[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                counts.update(db.execute(f"SELECT name, COUNT(*) FROM refs WHERE name IN ({marks}) GROUP BY name",
+                                         chunk).fetchall())
+            top.sort(key=lambda item: (item[0], -counts.get(item[1][0], 0), len(item[1][0]), item[1][3]))
+            return [{"name": r[0], "kind": r[1], "container": r[2], "file": r[3], "line": r[4], "column": r[5],
+                     "signature": r[6], "language": r[7], "references": counts.get(r[0], 0),
+                     "match": ("exact", "prefix", "substring", "subsequence")[rank]} for rank, r in top[:limit]]
+        finally:
+            db.close()
+
+    def _definitions(self, db: sqlite3.Connection, name: str) -> list[tuple[Any, ...]]:
+        return db.execute("SELECT file, line, col, kind, container, signature FROM symbols WHERE name = ?"
+                          " ORDER BY file, line", (name,)).fetchall()
+
+    def references(self, name: str, file: str | None = None) -> dict[str, Any]:
+        """The definition of `name` (in `file` when given) and its uses elsewhere, resolved through imports."""
+        db = self.connect()
+        try:
+            definitions = self._definitions(db, name)
+            if file:
+                definitions = [d for d in definitions if d[0] == file] or definitions
+            if not definitions:
+                return {"name": name, "definition": None, "references": {}, "note": "no definition indexed"}
+            definition = definitions[0]
+            def_file = definition[0]
+            defining_files = {d[0] for d in self._definitions(db, name)}
+            importers = {row[0] for row in db.execute("SELECT file FROM imports WHERE resolved = ?", (def_file,))}
+            grouped: dict[str, list[dict[str, Any]]] = {}
+            for ref_file, line, col, enclosing in db.execute(
+                    "SELECT file, line, col, enclosing FROM refs WHERE name = ? AND file != ? ORDER BY file, line",
+                    (name, def_file)):
+                if ref_file in defining_files:
+                    continue  # that file has its own definition of the name
+                if ref_file not in importers:
+                    # No import edge to the definition: count it only when the file imports nothing that
+                    # could supply the name from elsewhere and the languages can resolve nothing (Go, Java...).
+                    resolved = {r[0] for r in db.execute("SELECT resolved FROM imports WHERE file = ? AND"
+                                                         " resolved IS NOT NULL", (ref_file,))}
+                    if resolved & defining_files or _resolvable_language(db, ref_file):
+                        continue
+                grouped.setdefault(ref_file, []).append({"line": line, "column": col, "enclosing": enclosing})
+            return {"name": name,
+                    "definition": {"file": def_file, "line": definition[1], "column": definition[2],
+                                   "kind": definition[3], "container": definition[4], "signature": definition[5]},
+                    "other_definitions": [{"file": d[0], "line": d[1]} for d in definitions[1:]],
+                    "references": grouped, "reference_count": sum(len(v) for v in grouped.values())}
+        finally:
+            db.close()
+
+    def goto_definition(self, name: str | None, file: str | None, line: int | None, column: int | None) -> dict[str, Any]:
+        db = self.connect()
+        try:
+            if not name:
+                if not (file and line):
+                    raise ToolFailed("give a name, or a file and line (and column)")
+                absolute = os.path.join(self.root, file)
+                try:
+                    with open(absolute, encoding="utf-8", errors="replace") as fh:
+                        text_lines = fh.read().split("\n")
+                except OSError:
+                    raise ToolFailed(f"{file}: cannot read") from None
+                if not 1 <= line <= len(text_lines):
+                    raise ToolFailed(f"{file} has no line {line}")
+                text = text_lines[line - 1]
+                col = min(max((column or 1) - 1, 0), max(len(text) - 1, 0))
+                for m in re.finditer(r"[A-Za-z_$][\w$]*[!?]?", text):
+                    if m.start() <= col < m.end() or (column is None and m.group() not in REGEX_KEYWORDS):
+                        name = m.group()
+                        break
+                if not name:
+                    raise ToolFailed(f"no identifier at {file}:{line}:{column or 1}")
+            candidates = self._definitions(db, name)
+            if file and candidates:
+                local = [c for c in candidates if c[0] == file]
+                imported = {r[0] for r in db.execute("SELECT resolved FROM imports WHERE file = ? AND resolved IS NOT NULL",
+                                                     (file,))}
+                preferred = local or [c for c in candidates if c[0] in imported]
+                candidates = preferred + [c for c in candidates if c not in preferred]
+            return {"name": name, "definitions": [{"file": c[0], "line": c[1], "column": c[2], "kind": c[3],
+                                                   "container": c[4], "signature": c[5]} for c in candidates[:20]]}
+        finally:
+            db.close()
+
+    def language_mix(self, db: sqlite3.Connection) -> list[tuple[str, int, int]]:
+        return db.execute("SELECT language, COUNT(*), SUM(lines) FROM files GROUP BY language ORDER BY SUM(lines) DESC"
+                          ).fetchall()
+
+
+def _resolvable_language(db: sqlite3.Connection, rel: str) -> bool:
+    row = db.execute("SELECT language FROM files WHERE path = ?", (rel,)).fetchone()
+    return bool(row and row[0] in ("javascript", "typescript", "tsx", "python"))
+
+
+def _file_digest(path: str) -> str | None:
+    """sha1 of a text file's bytes; None for a binary file (NUL in the first 8 KiB)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    if b"\x00" in data[:8192]:
+        return None
+    return hashlib.sha1(data).hexdigest()
+
+
+# -- frameworks, tooling and the project summary --
+
+FRAMEWORK_PACKAGES = {
+    "react": "React", "next": "Next.js", "express": "Express", "vue": "Vue", "svelte": "Svelte", "@angular/core": "Angular",
+    "@nestjs/core": "NestJS", "fastify": "Fastify", "nuxt": "Nuxt", "jest": "Jest", "vitest": "Vitest", "mocha": "Mocha",
+    "eslint": "ESLint", "prettier": "Prettier", "typescript": "TypeScript", "vite": "Vite", "webpack": "webpack",
+    "django": "Django", "flask": "Flask", "fastapi": "FastAPI", "pytest": "pytest", "ruff": "ruff", "black": "black",
+    "mypy": "mypy", "sqlalchemy": "SQLAlchemy", "pydantic": "Pydantic", "numpy": "NumPy", "pandas": "pandas",
+    "torch": "PyTorch", "flake8": "flake8", "celery": "Celery", "gin-gonic/gin": "Gin", "labstack/echo": "Echo",
+    "gofiber/fiber": "Fiber", "spf13/cobra": "Cobra", "tokio": "Tokio", "actix-web": "Actix Web", "axum": "Axum",
+    "serde": "Serde", "clap": "clap", "rails": "Rails", "sinatra": "Sinatra", "rspec": "RSpec", "rubocop": "RuboCop",
+    "spring-boot": "Spring Boot", "junit": "JUnit", "h11": "h11",
+}
+LINT_CONFIG_FILES = {
+    ".eslintrc": "ESLint", ".eslintrc.js": "ESLint", ".eslintrc.json": "ESLint", ".eslintrc.cjs": "ESLint",
+    "eslint.config.js": "ESLint", "eslint.config.mjs": "ESLint", ".prettierrc": "Prettier", ".prettierrc.json": "Prettier",
+    "prettier.config.js": "Prettier", "ruff.toml": "ruff", ".ruff.toml": "ruff", ".flake8": "flake8", "mypy.ini": "mypy",
+    ".rubocop.yml": "RuboCop", ".golangci.yml": "golangci-lint", "rustfmt.toml": "rustfmt", "clippy.toml": "clippy",
+    ".editorconfig": "EditorConfig", "biome.json": "Biome", ".stylelintrc": "Stylelint",
+}
+MANIFEST_NAMES = {"package.json", "pyproject.toml", "setup.cfg", "setup.py", "Pipfile", "go.mod", "Cargo.toml",
+                  "Gemfile", "pom.xml", "build.gradle", "build.gradle.kts", "Makefile", "composer.json"}
+
+
+def _requirement_names(text: str) -> list[str]:
+    return [re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0].lower()
+            for line in text.splitlines() if line.strip() and not line.strip().startswith(("#", "-"))]
+
+
+def detect_signals(root: str, files: list[str]) -> dict[str, Any]:
+    """Frameworks, linters/formatters and commands from manifests anywhere in the tree."""
+    frameworks: set[str] = set()
+    linters: set[str] = set()
+    commands: dict[str, str] = {}
+    manifests: list[str] = []
+    for rel in files:
+        name = posixpath.basename(rel)
+        if name in LINT_CONFIG_FILES:
+            linters.add(LINT_CONFIG_FILES[name])
+        is_requirements = name.startswith("requirements") and name.endswith(".txt")
+        if name not in MANIFEST_NAMES and not is_requirements:
+            continue
+        manifests.append(rel)
+        try:
+            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as fh:
+                text = fh.read(512 * 1024)
+        except OSError:
+            continue
+        deps: list[str] = []
+        prefix = "" if posixpath.dirname(rel) == "" else f"(cd {posixpath.dirname(rel)} && "
+        suffix = "" if not prefix else ")"
+        if name == "package.json":
+            try:
+                data = json.loads(text)
+            except ValueError:
+                continue
+            for key in ("dependencies", "devDependencies", "peerDependencies"):
+                deps += list((data.get(key) or {}).keys())
+            for script in ("test", "build", "lint", "format", "typecheck"):
+                if (data.get("scripts") or {}).get(script):
+                    commands.setdefault(script, f"{prefix}npm run {script}{suffix}" if script != "test"
+                                        else f"{prefix}npm test{suffix}")
+        elif name in ("pyproject.toml", "setup.cfg", "setup.py", "Pipfile") or is_requirements:
+            deps += _requirement_names(text) if is_requirements else [
+                m.lower() for m in re.findall(r"[\"']?([A-Za-z][A-Za-z0-9_.-]+)\s*(?:[<>=!~]=?|\[|[\"'],|[\"']\s*$)", text, re.M)]
+            for tool_name in ("ruff", "black", "mypy", "pytest", "isort"):
+                if f"[tool.{tool_name}" in text:
+                    (linters if tool_name != "pytest" else frameworks).add({"pytest": "pytest", "isort": "isort"}.get(
+                        tool_name, tool_name))
+            if "pytest" in text:
+                commands.setdefault("test", f"{prefix}python -m pytest{suffix}")
+        elif name == "go.mod":
+            deps += [m.split("/", 1)[-1] if m.count("/") >= 2 else m for m in re.findall(r"^\s*(?:require\s+)?([\w.-]+/[\w./-]+)\s+v", text, re.M)]
+            deps += re.findall(r"github\.com/([\w-]+/[\w-]+)", text)
+            commands.setdefault("test", f"{prefix}go test ./...{suffix}")
+            commands.setdefault("build", f"{prefix}go build ./...{suffix}")
+        elif name == "Cargo.toml":
+            deps += [m.lower() for m in re.findall(r"^([A-Za-z0-9_-]+)\s*=", text, re.M)]
+            commands.setdefault("test", f"{prefix}cargo test{suffix}")
+            commands.setdefault("build", f"{prefix}cargo build{suffix}")
+        elif name == "Gemfile":
+            deps += [m.lower() for m in re.findall(r"^\s*gem\s+['\"]([\w-]+)['\"]", text, re.M)]
+        elif name in ("pom.xml", "build.gradle", "build.gradle.kts"):
+            deps += ["spring-boot"] if "spring-boot" in text else []
+            deps += ["junit"] if "junit" in text.lower() else []
+            commands.setdefault("test", f"{prefix}{'mvn test' if name == 'pom.xml' else './gradlew test'}{suffix}")
+        elif name == "Makefile":
+            for target in ("test", "build", "lint"):
+                if re.search(rf"^{target}\s*:", text, re.M):
+                    commands.setdefault(target, f"{prefix}make {target}{suffix}")
+        for dep in deps:
+            label = FRAMEWORK_PACKAGES.get(dep.lower())
+            if label:
+                (linters if label in ("ESLint", "Prettier", "ruff", "black", "mypy", "flake8", "RuboCop")
+                 else frameworks).add(label)
+    return {"frameworks": sorted(frameworks), "linters": sorted(linters), "commands": commands,
+            "manifests": sorted(manifests)[:50]}
+
+
+def project_summary(index: RepoIndex, latest_test: dict[str, Any] | None, coverage_files: tuple[str, ...]) -> dict[str, Any]:
+    db = index.connect()
+    try:
+        mix = index.language_mix(db)
+        files = [row[0] for row in db.execute("SELECT path FROM files")]
+        top_dirs: dict[str, int] = {}
+        for rel in files:
+            top = rel.split("/", 1)[0] if "/" in rel else "."
+            top_dirs[top] = top_dirs.get(top, 0) + 1
+        most_referenced = db.execute(
+            "SELECT s.file, COUNT(*) AS n FROM refs r JOIN symbols s ON s.name = r.name AND s.file != r.file"
+            " WHERE s.kind IN ('function','class','method','interface','type','struct','module') GROUP BY s.file"
+            " ORDER BY n DESC LIMIT 10").fetchall()
+        symbol_count = db.execute("SELECT COUNT(*) FROM symbols").fetchone()[0]
+    finally:
+        db.close()
+    signals = detect_signals(index.root, files)
+    code_lines = sum(lines or 0 for language, _n, lines in mix if language in CODE_LANGUAGES)
+    coverage_note = None
+    if not coverage_files:
+        coverage_note = "no coverage files configured (WORKSPACE_TEST_COVERAGE_FILES)"
+    else:
+        missing = [f for f in coverage_files if not os.path.isfile(os.path.join(index.root, f))]
+        if missing:
+            coverage_note = "coverage files missing: " + ", ".join(missing) + " (run the tests with coverage enabled)"
+    return {
+        "files": len(files), "symbols": symbol_count,
+        "languages": [{"language": language, "files": n, "lines": lines or 0,
+                       "share": round((lines or 0) / code_lines, 3) if code_lines and language in CODE_LANGUAGES else None}
+                      for language, n, lines in mix],
+        "frameworks": signals["frameworks"], "lint_and_style": signals["linters"], "commands": signals["commands"],
+        "manifests": signals["manifests"],
+        "key_directories": sorted(top_dirs.items(), key=lambda kv: -kv[1])[:12],
+        "most_referenced_files": [{"file": f, "references": n} for f, n in most_referenced],
+        "latest_test_run": latest_test, "coverage_note": coverage_note,
+        "parser": "tree-sitter" if tree_sitter_available() else "regex (pip install 'lynkr[index]' for tree-sitter)",
+    }
+
+
+def render_claude_md(summary: dict[str, Any]) -> str:
+    code = [lang for lang in summary["languages"] if lang["share"]]
+    lines = ["## Project overview (generated by lynkr)", ""]
+    if code:
+        lines.append("**Languages:** " + ", ".join(f"{c['language']} ({round(c['share'] * 100)}%)" for c in code[:6]))
+    if summary["frameworks"]:
+        lines.append("**Frameworks and libraries:** " + ", ".join(summary["frameworks"]))
+    if summary["lint_and_style"]:
+        lines.append("**Lint and style:** " + ", ".join(summary["lint_and_style"]))
+    lines += ["", "### Commands"]
+    commands = summary["commands"]
+    for key in ("build", "test", "lint", "format", "typecheck"):
+        if key in commands:
+            lines.append(f"- {key}: `{commands[key]}`")
+    if not commands:
+        lines.append("- (none detected)")
+    lines += ["", "### Key directories"]
+    lines += [f"- `{d}/` ({n} files)" if d != "." else f"- top level ({n} files)" for d, n in summary["key_directories"]]
+    if summary["most_referenced_files"]:
+        lines += ["", "### Most referenced modules"]
+        lines += [f"- `{m['file']}` ({m['references']} references)" for m in summary["most_referenced_files"]]
+    if summary.get("coverage_note"):
+        lines += ["", f"_Coverage: {summary['coverage_note']}._"]
+    return "\n".join(lines) + "\n"
+
+
+def write_claude_md(root: str, body: str) -> str:
+    """Own only the marked block of CLAUDE.md: hand-written text around it is kept byte for byte."""
+    path = os.path.join(root, "CLAUDE.md")
+    block = f"{CLAUDE_MD_BEGIN}\n{body}{CLAUDE_MD_END}\n"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            existing = fh.read()
+    except FileNotFoundError:
+        existing = None
+    if existing is None:
+        content = "# CLAUDE.md\n\n" + block
+    elif CLAUDE_MD_BEGIN in existing and CLAUDE_MD_END in existing:
+        head, rest = existing.split(CLAUDE_MD_BEGIN, 1)
+        _old, tail = rest.split(CLAUDE_MD_END, 1)
+        content = head + block.rstrip("\n") + tail
+    else:
+        content = existing.rstrip("\n") + "\n\n" + block
+    if content != existing:
+        _atomic_write(path, content.encode("utf-8"))
+    return path
+
+
+def index_for(ctx: ToolContext) -> RepoIndex:
+    if ctx.index is None:
+        ctx.index = RepoIndex(ctx.paths.root, os.path.join(ctx.cfg.data_dir, "index.db"), ctx.cfg.data_dir)
+    return ctx.index
+
+
+def rebuild_and_document(ctx: ToolContext) -> dict[str, Any]:
+    index = index_for(ctx)
+    stats = index.rebuild()
+    result = dataclasses.asdict(stats)
+    result["errors"] = result["errors"][:20]
+    if parse_bool("LYNKR_CLAUDE_MD", ctx.cfg.env.get("LYNKR_CLAUDE_MD", "true")):
+        latest = ctx.store_call(_db_test_runs, 1) if ctx.loop is not None else []
+        summary = project_summary(index, latest[0] if latest else None, ctx.policy.coverage_files)
+        result["claude_md"] = os.path.relpath(write_claude_md(index.root, render_claude_md(summary)), index.root)
+    return result
+
+
+@tool("workspace_index_rebuild", "Rebuild the repository index (incremental: only changed files are re-parsed) "
+      "and regenerate CLAUDE.md's generated block. Returns counts and time.", {}, timeout_setting="LYNKR_INDEX_TIMEOUT_MS")
+def tool_index_rebuild(ctx: ToolContext, args: dict[str, Any]) -> str:
+    return json_dumps(rebuild_and_document(ctx))
+
+
+def _ensure_index(ctx: ToolContext) -> RepoIndex:
+    index = index_for(ctx)
+    if not os.path.exists(index.db_path):
+        index.rebuild()
+    return index
+
+
+@tool("workspace_symbol_search", "Find symbols by name: exact, then prefix, substring and subsequence matches, "
+      "ties broken by how often the symbol is referenced. Filter by kind, language or path.",
+      {"query": {"type": "string", "minLength": 1}, "kind": {"type": "string"}, "language": {"type": "string"},
+       "path": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": 500}}, ["query"])
+def tool_symbol_search(ctx: ToolContext, args: dict[str, Any]) -> str:
+    results = _ensure_index(ctx).search(args["query"], args.get("kind"), args.get("language"), args.get("path"),
+                                        args.get("limit", 30))
+    return json_dumps(results) if results else "no matching symbols"
+
+
+@tool("workspace_symbol_references", "Where a symbol is defined and where other files use it (grouped by file).",
+      {"name": {"type": "string", "minLength": 1}, "file": {"type": "string", "description": "Pick the definition in this file"}},
+      ["name"])
+def tool_symbol_references(ctx: ToolContext, args: dict[str, Any]) -> str:
+    file = ctx.paths.resolve(args["file"])[1] if args.get("file") else None
+    return json_dumps(_ensure_index(ctx).references(args["name"], file))
+
+
+@tool("workspace_goto_definition", "Definition(s) of a symbol, from a name or from a file/line/column position.",
+      {"name": {"type": "string"}, "file": {"type": "string"}, "line": {"type": "integer", "minimum": 1},
+       "column": {"type": "integer", "minimum": 1}})
+def tool_goto_definition(ctx: ToolContext, args: dict[str, Any]) -> str:
+    file = ctx.paths.resolve(args["file"])[1] if args.get("file") else None
+    return json_dumps(_ensure_index(ctx).goto_definition(args.get("name"), file, args.get("line"), args.get("column")))
+
+
+@tool("project_summary", "Language mix, frameworks, build/test/lint commands, key directories, the latest test "
+      "result and coverage notes for the workspace.", {})
+def tool_project_summary(ctx: ToolContext, args: dict[str, Any]) -> str:
+    index = _ensure_index(ctx)
+    latest = ctx.store_call(_db_test_runs, 1)
+    return json_dumps(project_summary(index, latest[0] if latest else None, ctx.policy.coverage_files))
+
+
+# == 17. MCP ==
 #
 # Theory of operation: manifests (MCP_SERVER_MANIFEST, *.json in MCP_MANIFEST_DIRS) name MCP
 # servers; each gets an MCPServer whose *owner task* enters the transport and ClientSession
@@ -4738,7 +5684,7 @@ async def tool_mcp_call(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     return await ctx.mcp.call(args["server"], args["tool"], args.get("arguments") or {})
 
 
-# == 17. Orchestrator ==
+# == 18. Orchestrator ==
 #
 # Theory of operation: `Orchestrator.respond` answers one /v1/messages request.
 # 1. It picks the server tools to offer (listed by the client, LYNKR_TOOLS globs, or named by
@@ -4857,6 +5803,9 @@ class Orchestrator:
         choice = req.get("tool_choice") or {}
         if choice.get("type") == "tool" and choice.get("name") in TOOLS:
             names.add(choice["name"])
+        # A typed tool the client sent (Claude Code's web_search_20250305) keeps its name: two tools
+        # with one name would be a 400 upstream.
+        names -= {t.get("name") for t in req.get("tools") or [] if is_server_typed_tool(t)}
         offered = {}
         for name in sorted(names):
             try:
@@ -4868,11 +5817,22 @@ class Orchestrator:
 
     @staticmethod
     def upstream_request(req: dict[str, Any], server_tools: dict[str, ToolSpec]) -> dict[str, Any]:
-        if not server_tools:
+        client_tools = req.get("tools") or []
+        # A server tool the policy disables, listed by bare name, is not a usable client tool either.
+        unusable = {t["name"] for t in client_tools if not is_server_typed_tool(t) and t["name"] in TOOLS
+                    and t["name"] not in server_tools and not t.get("input_schema")}
+        if not server_tools and not unusable:
             return req
-        tools = [t for t in req.get("tools") or [] if is_server_typed_tool(t) or t["name"] not in server_tools]
+        tools = [t for t in client_tools if is_server_typed_tool(t) or
+                 (t["name"] not in server_tools and t["name"] not in unusable)]
         tools += [spec.definition() for spec in server_tools.values()]
-        return {**req, "tools": tools}
+        out = {**req, "tools": tools}
+        if not tools:
+            out.pop("tools")
+        choice = req.get("tool_choice") or {}
+        if choice.get("type") == "tool" and choice.get("name") in unusable:
+            out.pop("tool_choice")  # forcing a tool that cannot run would only produce an error turn
+        return out
 
     # -- entry point --
     async def respond(self, req: dict[str, Any], http_req: Request) -> Response:
@@ -4900,12 +5860,7 @@ class Orchestrator:
         message, raw = await self.provider.complete(upstream_req, http_req)
         if key is not None and self._storable(message):
             self.cache.put(key, message)
-            usage = dict(message.get("usage") or {})
-            # Stored for reuse: the input is reported as cache creation (totals unchanged).
-            usage["cache_creation_input_tokens"] = int(usage.get("cache_creation_input_tokens") or 0) + int(
-                usage.get("input_tokens") or 0)
-            usage["input_tokens"] = 0
-            message, raw = {**message, "usage": usage}, None
+            message, raw = {**message, "usage": stored_usage(message.get("usage") or {})}, None
         turn.reply = message
         await self._record(turn)
         return Response(200, [("content-type", "application/json")], raw if raw is not None else json_bytes(message))
@@ -4988,6 +5943,14 @@ class Orchestrator:
             text = text[: self.activity_max_chars] + f"\n[… {len(text) - self.activity_max_chars} more characters]"
         status = " (error)" if result.is_error else ""
         return f"[lynkr ran server tool {call.get('name')} {args}{status}]\n{text}"
+
+    @staticmethod
+    def _text_block(index: int, text: str) -> bytes:
+        return (sse_event("content_block_start", {"type": "content_block_start", "index": index,
+                                                  "content_block": {"type": "text", "text": ""}})
+                + sse_event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                    "delta": {"type": "text_delta", "text": text}})
+                + sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
 
     async def _run_with_pings(self, coro: Awaitable[ToolResult]) -> AsyncIterator[bytes | ToolResult]:
         """Run a tool; yield pings while it works so the client's idle timer never fires."""
@@ -5077,6 +6040,16 @@ class Orchestrator:
                 results: list[dict[str, Any]] = []
                 records: list[str] = []
                 limit_note = ""
+                if step == self.policy.max_steps and not client_calls:
+                    # No round is left to show the model any result: run nothing, say why.
+                    note = (f"lynkr stopped this turn: POLICY_MAX_STEPS={self.policy.max_steps} model rounds reached "
+                            f"while the model still wanted to call {', '.join(c['name'] for c in server_calls)}. "
+                            "Raise POLICY_MAX_STEPS, or ask it to continue.")
+                    visible.append({"type": "text", "text": note})
+                    yield self._text_block(next_index, note)
+                    next_index += 1
+                    stop_reason, stop_sequence = "end_turn", None
+                    break
                 for call in server_calls:
                     if calls_made >= self.policy.max_tool_calls:
                         result = ToolResult(f"denied: POLICY_MAX_TOOL_CALLS ({self.policy.max_tool_calls}) reached", True)
@@ -5098,20 +6071,13 @@ class Orchestrator:
                                     "is_error": result.is_error})
                     records.append(self._activity(call, result))
                 turn.server_turns += [{"role": "assistant", "content": content}, {"role": "user", "content": results}]
-                if not limit_note and not client_calls and step == self.policy.max_steps:
-                    limit_note = (f"lynkr stopped this turn: POLICY_MAX_STEPS={self.policy.max_steps} model rounds "
-                                  "reached while the model was still calling tools. Raise it, or ask to continue.")
                 notes = records if self.show_activity else []
                 if limit_note:
                     notes = [*notes, limit_note]
                 if notes:
                     text = "\n\n".join(notes)
                     visible.append({"type": "text", "text": text})
-                    yield (sse_event("content_block_start", {"type": "content_block_start", "index": next_index,
-                                                             "content_block": {"type": "text", "text": ""}})
-                           + sse_event("content_block_delta", {"type": "content_block_delta", "index": next_index,
-                                                               "delta": {"type": "text_delta", "text": text}})
-                           + sse_event("content_block_stop", {"type": "content_block_stop", "index": next_index}))
+                    yield self._text_block(next_index, text)
                     next_index += 1
                 if client_calls:
                     stop_reason = "tool_use"  # the client runs its own tools; ours already ran
@@ -5132,6 +6098,8 @@ class Orchestrator:
                      "stop_reason": stop_reason, "stop_sequence": stop_sequence, "usage": usage_total}
             if key is not None and not ran_tools and self._storable(reply):
                 self.cache.put(key, reply)
+                usage_total = stored_usage(usage_total)
+                reply = {**reply, "usage": usage_total}
             http_req.log["usage"] = usage_total
             yield sse_event("message_delta", {"type": "message_delta", "delta": {
                 "stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage_total})
@@ -5144,7 +6112,7 @@ class Orchestrator:
                 await self._record(turn)
 
 
-# == 18. API routes ==
+# == 19. API routes ==
 #
 # ROUTES maps (method, path) to a handler. App.handle is the one place where every failure
 # becomes an Anthropic error response, and where every request gets its id and its log line.
@@ -5411,7 +6379,7 @@ class App:
         self.log.info("request", **fields)
 
 
-# == 19. App lifecycle ==
+# == 20. App lifecycle ==
 
 
 def raise_open_file_limit() -> None:
@@ -5438,13 +6406,19 @@ def build_app(cfg: Config, log: Logger) -> App:
         parse_int_setting("PROMPT_CACHE_MAX_ENTRIES", cfg.env["PROMPT_CACHE_MAX_ENTRIES"], 0),
     )
     store = Store(cfg.session_db_path)
-    private = [cfg.data_dir, os.path.dirname(os.path.abspath(cfg.session_db_path))]
-    paths = WorkspacePaths(cfg.workspace_root, policy, private_dirs=private)
+    db_files = [cfg.session_db_path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+    paths = WorkspacePaths(cfg.workspace_root, policy, private_dirs=[cfg.data_dir], private_files=db_files)
     specs = discover_mcp_servers(cfg, log)
     sandbox = SandboxSettings.from_config(cfg)
     mcp = MCPManager(cfg, log, specs, sandbox) if specs else None
     tool_ctx = ToolContext(cfg, policy, paths, store, client, log, provider, mcp)
     return App(cfg, log, provider, Orchestrator(cfg, provider, policy, tool_ctx, cache, store, log))
+
+
+async def _index_in_background(app: App) -> None:
+    """Keep the index and CLAUDE.md current for the session that is starting (never delays readiness)."""
+    result = await run_tool(app.orchestrator.tool_ctx, "workspace_index_rebuild", {})
+    app.log.info("index updated" if not result.is_error else "index update failed", detail=result.text()[:500])
 
 
 async def serve(app: App) -> int:
@@ -5480,6 +6454,8 @@ async def serve(app: App) -> int:
     shown_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     log.info("listening", url=f"http://{shown_host}:{port}", port=port, host=cfg.host, provider=provider.name,
              configured=provider.configured, version=__version__, workspace=cfg.workspace_root)
+    if parse_bool("LYNKR_INDEX_ON_START", cfg.env["LYNKR_INDEX_ON_START"]):
+        asyncio.ensure_future(_index_in_background(app))
     await stop.wait()
     log.info("shutting down", in_flight=server.active_connections, grace_s=cfg.shutdown_grace_s)
     await server.shutdown(cfg.shutdown_grace_s)
@@ -5491,7 +6467,7 @@ async def serve(app: App) -> int:
     return 0
 
 
-# == 20. CLI ==
+# == 21. CLI ==
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -5505,12 +6481,36 @@ def build_arg_parser() -> argparse.ArgumentParser:
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", nargs="?", default="start", choices=["start"], help="start (default): serve")
+    parser.add_argument("command", nargs="?", default="start", choices=["start", "index"],
+                        help="start (default): serve; index: update the repository index and CLAUDE.md, print a summary")
     parser.add_argument("--host", help=f"address to bind (LYNKR_HOST, default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (LYNKR_PORT)")
     parser.add_argument("--env-file", help="read settings from this file instead of ./.env")
     parser.add_argument("--version", action="version", version=f"lynkr {__version__}")
     return parser
+
+
+def run_index_command(cfg: Config) -> int:
+    """`lynkr index`: the same rebuild as workspace_index_rebuild, without a server."""
+    policy = Policy.from_config(cfg)
+    index = RepoIndex(cfg.workspace_root, os.path.join(cfg.data_dir, "index.db"), cfg.data_dir)
+    stats = index.rebuild()
+    latest = None
+    if os.path.exists(cfg.session_db_path):
+        db = sqlite3.connect(cfg.session_db_path)
+        try:
+            apply_migrations(db)
+            runs = _db_test_runs(db, 1)
+            latest = runs[0] if runs else None
+        finally:
+            db.close()
+    summary = project_summary(index, latest, policy.coverage_files)
+    if parse_bool("LYNKR_CLAUDE_MD", cfg.env["LYNKR_CLAUDE_MD"]):
+        write_claude_md(index.root, render_claude_md(summary))
+    print(f"indexed {stats.files} files ({stats.parsed} parsed, {stats.deleted} removed) in {stats.seconds:g} s: "
+          f"{stats.symbols} symbols, {stats.refs} references [{stats.parser}]")
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -5532,6 +6532,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"lynkr: cannot create LYNKR_DATA_DIR: {exc}", file=sys.stderr)
         return 2
+    if args.command == "index":
+        return run_index_command(cfg)
     raise_open_file_limit()
     try:
         return asyncio.run(serve(app))

@@ -38,10 +38,10 @@ CLAUDE_DIR = Path.home() / ".cache" / "lynkr" / f"claude-code-{CLAUDE_VERSION}"
 def _bootstrap(argv: list[str]) -> int:
     if any(importlib.util.find_spec(m) is None for m in ("pytest", "xdist", "anthropic", "hypothesis")):
         subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", ".[test]"], cwd=HERE)
-    if not os.environ.get("LYNKR_CLAUDE_BIN") and not (CLAUDE_DIR / "node_modules/.bin/claude").exists():
-        if shutil.which("npm"):  # a failure here only makes the CLI tests skip (or fail under CI)
-            subprocess.call(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CLAUDE_DIR),
-                             f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"])
+    cli_missing = not os.environ.get("LYNKR_CLAUDE_BIN") and not (CLAUDE_DIR / "node_modules/.bin/claude").exists()
+    if cli_missing and shutil.which("npm"):  # a failure here only makes the CLI tests skip (or fail under CI)
+        subprocess.call(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CLAUDE_DIR),
+                         f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"])
     cmd = [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", Path(__file__).name, *argv]
     return subprocess.call(cmd, cwd=HERE)
 
@@ -49,29 +49,30 @@ def _bootstrap(argv: list[str]) -> int:
 if __name__ == "__main__":
     sys.exit(_bootstrap(sys.argv[1:]))
 
-import base64  # noqa: E402
-import copy  # noqa: E402
-import dataclasses  # noqa: E402
-import http.client  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import ssl  # noqa: E402
-import struct  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import urllib.parse  # noqa: E402
-import zlib  # noqa: E402
-from collections import deque  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+import base64
+import copy
+import dataclasses
+import http.client
+import itertools
+import json
+import random
+import re
+import signal
+import socket
+import ssl
+import struct
+import threading
+import time
+import urllib.parse
+import zlib
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
 
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 # == Harness: constants and small helpers ==
 
@@ -455,6 +456,7 @@ class FakeHTTP:
         self.lock = threading.Lock()
         self.closed = threading.Event()
         self.conns: list[socket.socket] = []
+        self.broken = 0  # replies cut short because the peer (the proxy) closed the connection
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -588,7 +590,12 @@ class FakeHTTP:
             if delay:
                 time.sleep(delay)
             if piece:
-                conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                try:
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                except OSError:
+                    with self.lock:
+                        self.broken += 1
+                    return False
         if r.cut:
             try:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -879,7 +886,8 @@ class TunnelProxy:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.refuse = refuse
-        self.seen: list[str] = []
+        self.seen: list[str] = []  # request lines
+        self.heads: list[str] = []  # whole request heads, lower-cased
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
@@ -904,6 +912,7 @@ class TunnelProxy:
             head, rest = buf.split(b"\r\n\r\n", 1)
             first = head.split(b"\r\n", 1)[0].decode("latin-1")
             self.seen.append(first)
+            self.heads.append(head.decode("latin-1").lower())
             method, target, _ = first.split()
             if self.refuse:
                 c.sendall(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
@@ -1010,7 +1019,7 @@ def iter_events(resp: http.client.HTTPResponse, t0: float | None = None):
             continue
         else:
             field, _, value = s.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             if field == "event":
                 ev = value
             elif field == "data":
@@ -1032,7 +1041,7 @@ def parse_sse(data: bytes) -> list[tuple[str | None, Any]]:
             if not line or line.startswith(":"):
                 continue
             field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             if field == "event":
                 ev = value
             elif field == "data":
@@ -1177,7 +1186,7 @@ def start_proxy(tmp: Path, extra: dict | None = None, args=("--port", "0")) -> P
 def run_lynkr(tmp: Path, extra: dict | None = None, args=("--port", "0"), timeout: float = 15,
               env: dict | None = None) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([sys.executable, str(LYNKR), *args], cwd=tmp, env=env or base_env(tmp, extra),
+        return subprocess.run([sys.executable, str(LYNKR), *args], check=False, cwd=tmp, env=env or base_env(tmp, extra),
                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f"lynkr {args} still running after {timeout}s (expected it to exit): "
@@ -1329,6 +1338,16 @@ def block_summary(content: list[dict]) -> list[tuple]:
 # == Harness: fixtures ==
 
 
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    """Every data path into tmp_path, and no proxy variables for in-process clients (the SDK honours them)."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.lower(), raising=False)
+    for var in ("LYNKR_DATA_DIR", "WORKSPACE_ROOT", "SESSION_DB_PATH"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+
+
 @pytest.fixture(scope="module")
 def dbx_stack(tmp_path_factory):
     fake = FakeDatabricks()
@@ -1429,7 +1448,7 @@ class TestConfigCLI:
             assert var in r.emsg, r.emsg
         assert r.headers.get("x-should-retry") == "false"
 
-    INVALID = [
+    INVALID: ClassVar[list] = [
         ({"LYNKR_PORT": "abc"}, "LYNKR_PORT", ()),
         ({"LYNKR_PORT": "70000"}, "LYNKR_PORT", ()),
         ({"MODEL_PROVIDER": "nope"}, "MODEL_PROVIDER", None),
@@ -1453,7 +1472,7 @@ class TestConfigCLI:
          "AZURE_ANTHROPIC_API_KEY", None),
     ]
 
-    @pytest.mark.parametrize("extra,var,args", INVALID, ids=[f"{v}={list(e.values())[0]}" for e, v, _ in INVALID])
+    @pytest.mark.parametrize("extra,var,args", INVALID, ids=[f"{v}={next(iter(e.values()))}" for e, v, _ in INVALID])
     def test_invalid_setting_exits_2_with_one_line(self, tmp_path, extra, var, args):
         r = run_lynkr(tmp_path, extra, args=("--port", "0") if args is None else args)
         lines = [x for x in r.stderr.splitlines() if x.strip()]
@@ -1540,12 +1559,12 @@ class TestConfigCLI:
         make_proxy({"WORKSPACE_ROOT": None, "LYNKR_DATA_DIR": None}, cwd=cwd)
         assert ignores_all(cwd / ".lynkr" / ".gitignore")
 
-    def test_health_reports_provider_and_version(self, dbx):
+    def test_health_reports_provider_and_version(self, dbx, tmp_path):
         r = dbx.proxy.call("GET", "/health")
         assert r.status == 200
         h = r.json()
         assert h["status"] == "ok" and h["provider"] == "databricks" and h["configured"] is True
-        ver = run_lynkr(HERE, args=("--version",), env=dict(os.environ)).stdout.split()[-1]
+        ver = run_lynkr(tmp_path, args=("--version",)).stdout.split()[-1]
         assert h["version"] == ver
 
 
@@ -1565,6 +1584,7 @@ class TestSecurity:
                                          {"x-api-key": None, "authorization": LKEY}],
                              ids=["missing", "wrong-x-api-key", "wrong-bearer", "bearer-without-scheme"])
     def test_missing_or_wrong_key_401(self, keyed, headers):
+        assert keyed.proxy.call("HEAD", "/", headers=headers).status == 401
         for method, path, body in (("POST", "/v1/messages", base_req()), ("GET", "/health", None),
                                    ("GET", "/v1/models", None), ("POST", "/v1/messages/count_tokens", base_req())):
             r = keyed.proxy.call(method, path, body, headers)
@@ -1662,7 +1682,7 @@ class TestHTTPServer:
                 s.sendall(req[i : i + 3])
                 time.sleep(0.01)
             f = s.makefile("rb")
-            status, headers, body = read_response(f)
+            status, _, body = read_response(f)
         assert status == 200 and json.loads(body)["status"] == "ok"
 
     def test_garbage_request_gets_400(self, dbx):
@@ -1811,6 +1831,50 @@ class TestHTTPServer:
         assert time.monotonic() - t0 < 5
         conn.close()
 
+    def test_client_disconnect_cancels_upstream(self, dbx):
+        data = oai_sse(oai_stream("word " * 60, pieces=60))
+        dbx.fake.push(stream_reply(data, gap=0.05))
+        conn, resp = open_stream(dbx.proxy.port, base_req(stream=True))
+        next(e for e in iter_events(resp) if e[1] == "content_block_delta")
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        wait_for(lambda: dbx.fake.broken, 3, "the proxy to drop the upstream stream after the client left")
+        assert dbx.proxy.call("GET", "/health").status == 200
+
+    def test_expect_100_continue(self, dbx):
+        body = jbytes(base_req(messages=[user("x" * 2000)]))
+        with socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=10) as s:
+            s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                      b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body))
+            s.settimeout(0.8)  # curl waits 1 s for the 100 before sending anyway
+            try:
+                interim = s.recv(100)
+            except TimeoutError:
+                interim = b"(nothing within 0.8 s)"
+            s.settimeout(10)
+            assert interim.startswith(b"HTTP/1.1 100"), interim
+            s.sendall(body)
+            f = s.makefile("rb")
+            if b"\r\n\r\n" not in interim:  # the interim response arrived in pieces: read its rest
+                while f.readline() not in (b"\r\n", b""):
+                    pass
+            status, _, data = read_response(f)
+        assert status == 200, data
+
+    def test_chunked_request_body(self, dbx):
+        body = jbytes(base_req(messages=[user("chunked upload")]))
+        pieces = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in split_at(body, [5, 17, 40]))
+        out = raw_exchange(dbx.proxy.port, b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                           + pieces + b"0\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200"), out[:300]
+        assert dbx.fake.last.body["messages"][0]["content"] == "chunked upload"
+
+    def test_http_1_0_client(self, dbx):
+        out = raw_exchange(dbx.proxy.port, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert re.match(rb"HTTP/1\.[01] 200", head) and json.loads(body)["status"] == "ok", out[:300]
+
     def test_sigint_idle_exits_0(self, make_proxy):
         p = make_proxy()
         assert p.stop(signal.SIGINT) == 0
@@ -1832,16 +1896,15 @@ class TestRoutes:
         for m in j["data"]:
             assert m["type"] == "model" and m["display_name"] and re.match(r"\d{4}-\d\d-\d\dT", m["created_at"]), m
         assert j["first_id"] == ids[0] and j["last_id"] == ids[-1] and j["has_more"] is False
-        assert len(ids) == len(set(ids))
-        if len(ids) >= 2:
-            page = p.call("GET", "/v1/models?limit=1").json()
-            assert [m["id"] for m in page["data"]] == ids[:1] and page["has_more"] is True
-            nxt = p.call("GET", f"/v1/models?limit=1000&after_id={ids[0]}").json()
-            assert [m["id"] for m in nxt["data"]] == ids[1:]
-            prev = p.call("GET", f"/v1/models?before_id={ids[-1]}").json()
-            assert [m["id"] for m in prev["data"]] == ids[:-1]
+        assert len(ids) == len(set(ids)) and len(ids) >= 2, ids
+        page = p.call("GET", "/v1/models?limit=1").json()
+        assert [m["id"] for m in page["data"]] == ids[:1] and page["has_more"] is True
+        nxt = p.call("GET", f"/v1/models?limit=1000&after_id={ids[0]}").json()
+        assert [m["id"] for m in nxt["data"]] == ids[1:]
+        prev = p.call("GET", f"/v1/models?before_id={ids[-1]}").json()
+        assert [m["id"] for m in prev["data"]] == ids[:-1]
 
-    BAD = [
+    BAD: ClassVar[list] = [
         ("malformed-json", b'{"model": "claude", ', ("json",)),
         ("empty-body", b"", ("json", "body")),
         ("body-is-array", [base_req()], ("object", "body")),
@@ -2262,7 +2325,7 @@ class TestStreaming:
         assert (s["stop_reason"], s["stop_sequence"]) == ("stop_sequence", "END")
 
     FUZZ_TEXT = "Grüße aus Zürich — 你好, 世界 🌍🚀 ok"
-    FUZZ_TOOLS = [("call_a1", "get_weather", {"city": "Zürich", "note": "naïve café ☕"}),
+    FUZZ_TOOLS: ClassVar[list] = [("call_a1", "get_weather", {"city": "Zürich", "note": "naïve café ☕"}),
                   ("call_b2", "get_weather", {"city": "東京"})]
 
     def _fuzz_once(self, stack: Stack, pieces_of: Callable[[bytes], list[bytes]], gap: float = 0.0) -> None:
@@ -2481,6 +2544,10 @@ class TestAzure:
         assert {k: v for k, v in got.items() if k not in ("model", "system", "max_tokens")} == \
             {k: v for k, v in exp.items() if k != "max_tokens"}
 
+    def test_health(self, az):
+        h = az.proxy.call("GET", "/health").json()
+        assert h["provider"] == "azure-anthropic" and h["configured"] is True
+
     def test_response_json_passed_through(self, az):
         up = anth_message([{"type": "thinking", "thinking": "hm", "signature": "sig"}, text("Done."),
                            tool_use("toolu_01X", "get_weather", {"city": "Paris"})], stop_reason="tool_use")
@@ -2579,7 +2646,7 @@ class TestAzure:
         s = az.proxy.post(base_req(stream=True)).stream()
         assert s.error == {"type": "overloaded_error", "message": "Overloaded"} and not s.complete
 
-    AZ_ERRORS = [
+    AZ_ERRORS: ClassVar[list] = [
         (400, anth_error(400, "invalid_request_error", "messages.1.content.0.tool_use.id: String should match pattern"), ()),
         (400, {"type": "error", "error": {"type": "invalid_request_error", "message": "System messages not supported",
                                           "details": {"error_code": "mid_conversation_system_not_supported"}}}, ()),
@@ -2766,6 +2833,15 @@ class TestOutboundClient:
         assert t.seen and t.seen[0] == f"CONNECT upstream.test:{tls_dbx.port} HTTP/1.1", t.seen
         assert tls_dbx.last.headers["host"] in ("upstream.test", f"upstream.test:{tls_dbx.port}")
 
+    def test_proxy_credentials(self, tls_dbx, tls_files, tunnel, make_proxy):
+        t = tunnel()
+        p = make_proxy({"DATABRICKS_API_BASE": f"https://upstream.test:{tls_dbx.port}", "DATABRICKS_API_KEY": DBX_KEY,
+                        "SSL_CERT_FILE": tls_files["ca"], "HTTPS_PROXY": f"http://corp%5Cuser:p%40ss@127.0.0.1:{t.port}"})
+        assert p.post(base_req()).status == 200
+        creds = base64.b64encode(b"corp\\user:p@ss").decode().lower()
+        assert f"proxy-authorization: basic {creds}" in t.heads[0], t.heads
+        assert "p%40ss" not in p.stderr and "p@ss" not in p.stderr
+
     def test_loopback_bypasses_proxy(self, dbx_stack, tunnel, make_proxy):
         fake, t = dbx_stack.fake, tunnel(refuse=True)
         fake.reset()
@@ -2804,6 +2880,7 @@ class TestOutboundClient:
             assert r.status == 200
             if stream:
                 r.stream().ok()
+            time.sleep(0.1)  # let the connection go back to the pool
         peers = [rec.peer for rec in fake.requests]
         assert len(set(peers)) == 1, f"each request used a new upstream connection: {peers}"
 
@@ -2868,6 +2945,14 @@ class TestLogging:
         log = p.stderr
         for secret in (DBX_KEY, lkey, CLIENT_KEY, canary):
             assert secret not in log, f"{secret!r} leaked into the log:\n{log[-3000:]}"
+
+    def test_log_bodies_opt_in(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake, LOG_BODIES="true"))
+        canary = "BODY-CANARY-19f0"
+        assert p.post(base_req(messages=[user(f"hello {canary}")])).status == 200
+        wait_for(lambda: canary in p.stderr, 3, "the request body in the log")
+        assert DBX_KEY not in p.stderr and CLIENT_KEY not in p.stderr
 
     def test_every_line_is_json(self, dbx):
         dbx.proxy.post(base_req())
@@ -2938,6 +3023,7 @@ TURNS = {"dbx": dbx_tool_turns, "az": az_tool_turns}
 # == End to end: the official anthropic SDK ==
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 class TestAnthropicSDK:
     @pytest.fixture
     def sdk(self):
@@ -2955,7 +3041,7 @@ class TestAnthropicSDK:
         client = sdk.Anthropic(base_url=stack.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
 
         def turn(messages):
-            kw = dict(model="claude-sonnet-4-5", max_tokens=1024, tools=[GET_WEATHER], messages=messages)
+            kw = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "tools": [GET_WEATHER], "messages": messages}
             if mode == "create":
                 return client.messages.create(**kw)
             with client.messages.stream(**kw) as s:
@@ -3020,7 +3106,7 @@ class TestClaudeCodeCLI:
                "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1", "CLAUDE_CODE_MAX_RETRIES": "1"}
         cmd = [claude, "--bare", "--no-session-persistence", "--output-format", "json", "--tools", "Bash",
                "--allowedTools", "Bash", "-p", prompt]
-        p = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        p = subprocess.run(cmd, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         diag = f"exit {p.returncode}\nstdout: {p.stdout[-3000:]}\nstderr: {p.stderr[-3000:]}\nproxy:\n{proxy.stderr[-3000:]}"
         assert p.returncode == 0, diag
         out = json.loads(p.stdout.strip().splitlines()[-1])

@@ -9,6 +9,7 @@
 # the provider behind it. Errors come back as {"type":"error","error":{"type":...,"message":...}},
 # so without a provider configured the /v1/messages calls print a 503 api_error naming the
 # variables to set -- the other routes still work.
+# Server tools, the agent loop and the session store: see examples/tools-session.sh.
 set -uo pipefail
 
 URL=${LYNKR_URL:-http://127.0.0.1:8080}
@@ -94,9 +95,8 @@ JSON
 
 # 7. The same tool in OpenAI's form ({"type":"function","function":{name, description, parameters}}),
 #    with an OpenAI-style tool_choice ("auto" | "required" | "none" |
-#    {"type":"function","function":{"name":...}}). Accepted by the Databricks provider in its
-#    default openai format, which translates both forms; the Anthropic-format providers (Azure,
-#    DATABRICKS_API_FORMAT=anthropic) pass the body through, so use the Anthropic form (6) there.
+#    {"type":"function","function":{"name":...}}). Accepted with every provider: lynkr converts
+#    both to the Anthropic form before the request goes upstream.
 say "POST /v1/messages with an OpenAI-style tool"
 curl -sS "${HDRS[@]}" "$URL/v1/messages" -d @- <<JSON; echo
 {
