@@ -65,6 +65,7 @@ import math
 import multiprocessing
 import os
 import posixpath
+import random
 import re
 import secrets
 import shlex
@@ -134,6 +135,7 @@ DEFAULT_FILE_BLOCKED_PATHS_TEXT = ".env,.env.*,.git,*.pem,id_rsa*"
 DOTENV_PREFIXES = (
     "MODEL_", "DATABRICKS_", "AZURE_", "PROMPT_CACHE_", "POLICY_", "MCP_",
     "WORKSPACE_", "WEB_", "SESSION_", "LOG_", "LYNKR_", "STREAM_", "UPSTREAM_", "SHUTDOWN_",
+    "CIRCUIT_BREAKER_", "FALLBACK_", "MAX_CONCURRENT_", "RATE_LIMIT_",
 )
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 # Model ids /v1/models lists by default: Claude Code keeps only ids containing "claude".
@@ -306,6 +308,7 @@ class Request:
     reply_headers: dict[str, str] = field(default_factory=dict)
     # Path parameters of templated routes (`/v1/tools/{name}` -> {"name": ...}).
     params: dict[str, str] = field(default_factory=dict)
+    route: str = ""  # the matched route template (a bounded metrics label, unlike the raw path)
 
 
 @dataclass
@@ -434,6 +437,89 @@ class Logger:
         self.log("error", msg, **f)
 
 
+# name -> (type, help, histogram buckets). Label values are bounded: routes, statuses, providers,
+# models and tool names are all finite sets in practice.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+METRIC_DEFINITIONS: dict[str, tuple[str, str, tuple[float, ...]]] = {
+    "lynkr_requests_total": ("counter", "HTTP requests answered, by route, status, provider and model.", ()),
+    "lynkr_request_duration_seconds": ("histogram", "Time from request to last byte, by route.", LATENCY_BUCKETS),
+    "lynkr_time_to_first_token_seconds": ("histogram", "Time from request to the first streamed content delta.",
+                                          LATENCY_BUCKETS),
+    "lynkr_upstream_duration_seconds": ("histogram", "Time until the upstream answered with headers, by provider.",
+                                        LATENCY_BUCKETS),
+    "lynkr_tokens_total": ("counter", "Tokens reported by the upstream, by direction, provider and model.", ()),
+    "lynkr_prompt_cache_total": ("counter", "Prompt cache lookups, by result (hit, miss).", ()),
+    "lynkr_tool_calls_total": ("counter", "Server tool calls, by tool and outcome (ok, error).", ()),
+    "lynkr_upstream_retries_total": ("counter", "Upstream attempts retried before any byte reached the client.", ()),
+    "lynkr_upstream_failovers_total": ("counter", "Requests answered by FALLBACK_PROVIDER.", ()),
+    "lynkr_circuit_breaker_state": ("gauge", "Breaker state per provider: 0 closed, 1 open, 2 half-open.", ()),
+    "lynkr_in_flight_requests": ("gauge", "Requests being handled now.", ()),
+    "lynkr_in_flight_streams": ("gauge", "SSE responses being streamed now.", ()),
+    "lynkr_rejected_requests_total": ("counter", "Requests refused to protect the proxy, by reason.", ()),
+}
+
+
+class Metrics:
+    """A tiny Prometheus registry: counters, gauges and fixed-bucket histograms with labels."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self.histograms: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
+
+    @staticmethod
+    def _key(name: str, labels: dict[str, Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return name, tuple(sorted((k, str(v)) for k, v in labels.items()))
+
+    def inc(self, name: str, value: float = 1.0, **labels: Any) -> None:
+        key = self._key(name, labels)
+        self.values[key] = self.values.get(key, 0.0) + value
+
+    def set(self, name: str, value: float, **labels: Any) -> None:
+        self.values[self._key(name, labels)] = value
+
+    def observe(self, name: str, value: float, **labels: Any) -> None:
+        buckets = METRIC_DEFINITIONS[name][2]
+        key = self._key(name, labels)
+        counts = self.histograms.get(key)
+        if counts is None:
+            counts = self.histograms[key] = [0.0] * (len(buckets) + 2)  # buckets..., +Inf, sum
+        index = bisect.bisect_left(buckets, value)
+        counts[index] += 1
+        counts[-1] += value
+
+    def render(self) -> str:
+        def fmt(labels: tuple[tuple[str, str], ...], extra: tuple[tuple[str, str], ...] = ()) -> str:
+            pairs = labels + extra
+            if not pairs:
+                return ""
+            escaped = (v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for _, v in pairs)
+            return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(pairs, escaped)) + "}"
+
+        lines: list[str] = []
+        for name, (kind, help_text, buckets) in METRIC_DEFINITIONS.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+            if kind == "histogram":
+                for (metric, labels), counts in sorted(self.histograms.items()):
+                    if metric != name:
+                        continue
+                    running = 0.0
+                    for bound, count in zip(buckets, counts):
+                        running += count
+                        lines.append(f"{name}_bucket{fmt(labels, (('le', repr(float(bound))),))} {running:g}")
+                    running += counts[len(buckets)]
+                    lines.append(f"{name}_bucket{fmt(labels, (('le', '+Inf'),))} {running:g}")
+                    lines.append(f"{name}_sum{fmt(labels)} {counts[-1]:.6f}")
+                    lines.append(f"{name}_count{fmt(labels)} {running:g}")
+            else:
+                for (metric, labels), value in sorted(self.values.items()):
+                    if metric == name:
+                        lines.append(f"{name}{fmt(labels)} {value:g}")
+        return "\n".join(lines) + "\n"
+
+
+METRICS = Metrics()
+
+
 def is_loopback_host(host: str) -> bool:
     host = host.strip("[]").lower()
     if host in LOOPBACK_NAMES:
@@ -535,6 +621,15 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "LYNKR_INDEX_ON_START": ("true", "Update the repository index and CLAUDE.md in the background at startup."),
     "LYNKR_CLAUDE_MD": ("true", "Maintain a generated block in WORKSPACE_ROOT/CLAUDE.md on each index rebuild."),
     "LYNKR_INDEX_TIMEOUT_MS": ("600000", "Longest an index rebuild may take."),
+    "UPSTREAM_MAX_RETRIES": ("2", "Retries of 429/5xx/529/connection failures before any byte reached the client."),
+    "UPSTREAM_RETRY_AFTER_MAX_MS": ("10000", "Longest upstream retry-after lynkr waits out itself (longer ones go to "
+                                              "the client)."),
+    "CIRCUIT_BREAKER_FAILURES": ("5", "Consecutive upstream failures that open the breaker (0 disables it)."),
+    "CIRCUIT_BREAKER_RESET_MS": ("30000", "How long an open breaker answers at once before one probe is let through."),
+    "FALLBACK_PROVIDER": ("", "A second provider (its own variables set) used when the first fails or its breaker is open."),
+    "FALLBACK_MODEL_DEFAULT": ("", "Upstream model for the fallback provider (default: that provider's default)."),
+    "MAX_CONCURRENT_REQUESTS": ("2048", "Requests handled at once; more are refused at once with retry-after."),
+    "RATE_LIMIT_REQUESTS_PER_MIN": ("0", "Per-client request limit (by client key, else address); 0 = off."),
     "LOG_FORMAT": ("json", "json | text."),
     "LOG_LEVEL": ("info", "debug | info | warning | error."),
     "LOG_BODIES": ("false", "Log request bodies (prompts!). Keys are never logged."),
@@ -2121,6 +2216,71 @@ def _error_message_from_body(raw: bytes) -> tuple[str, str]:
     return str(obj.get("message") or err or obj)[:2000], str(obj.get("error_code") or "")
 
 
+# Upstream answers worth another attempt (before any byte went to the client).
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+RETRY_BASE_DELAY_S = 0.5  # first backoff; doubles per attempt, with jitter
+
+
+class CircuitBreaker:
+    """closed -> (N consecutive failures) -> open -> (reset time) -> half-open: one probe decides."""
+
+    CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+
+    def __init__(self, name: str, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.threshold = failures
+        self.reset_s = reset_s
+        self.clock = clock
+        self.state = self.CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self.probing = False
+        METRICS.set("lynkr_circuit_breaker_state", self.CLOSED, provider=name)
+
+    def _set(self, state: int) -> None:
+        self.state = state
+        METRICS.set("lynkr_circuit_breaker_state", state, provider=self.name)
+
+    def retry_in(self) -> float:
+        return max(0.0, self.opened_at + self.reset_s - self.clock())
+
+    def allow(self) -> bool:
+        if self.threshold <= 0 or self.state == self.CLOSED:
+            return True
+        if self.state == self.OPEN and self.retry_in() <= 0:
+            self._set(self.HALF_OPEN)
+            self.probing = False
+        if self.state == self.HALF_OPEN and not self.probing:
+            self.probing = True  # exactly one request probes; the others still answer at once
+            return True
+        return False
+
+    def success(self) -> None:
+        self.failures = 0
+        self.probing = False
+        if self.state != self.CLOSED:
+            self._set(self.CLOSED)
+
+    def failure(self) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.threshold > 0 and (self.state == self.HALF_OPEN or self.failures >= self.threshold):
+            self.opened_at = self.clock()
+            self._set(self.OPEN)
+
+
+def retry_after_seconds(headers: dict[str, str]) -> float | None:
+    """retry-after-ms (SDK extension) or retry-after in seconds; HTTP dates are not used by these APIs."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
 class Provider:
     name = ""
     label = ""
@@ -2131,6 +2291,69 @@ class Provider:
         self.client = client
         self.log = log
         self.router = ModelRouter(cfg.model_map, cfg.model_default, cfg.model_max_tokens)
+        env = cfg.env
+        self.max_retries = parse_int_setting("UPSTREAM_MAX_RETRIES", env.get("UPSTREAM_MAX_RETRIES", "2"), 0, 10)
+        self.retry_after_cap_s = parse_int_setting(
+            "UPSTREAM_RETRY_AFTER_MAX_MS", env.get("UPSTREAM_RETRY_AFTER_MAX_MS", "10000"), 0) / 1000
+        self.breaker = CircuitBreaker(
+            self.name or cfg.provider,
+            parse_int_setting("CIRCUIT_BREAKER_FAILURES", env.get("CIRCUIT_BREAKER_FAILURES", "5"), 0),
+            parse_int_setting("CIRCUIT_BREAKER_RESET_MS", env.get("CIRCUIT_BREAKER_RESET_MS", "30000"), 1) / 1000)
+
+    async def _request(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool,
+                       http_req: Request) -> UpstreamResponse:
+        """POST with retries and the circuit breaker; returns a 200 response or raises the mapped error.
+
+        Every retry happens before a byte reaches the client, so a retried request can never show up
+        twice. Statuses are chosen for Claude Code, which retries a 5xx ~10 times over ~3 minutes but
+        an overloaded_error/529 only 3 times: an upstream 529 reaches the client as a 503 api_error.
+        """
+        if not self.breaker.allow():
+            wait = max(1, math.ceil(self.breaker.retry_in()))
+            raise LynkrError(f"{self.label} ({self.name}) is failing: circuit breaker open after "
+                             f"{self.breaker.failures} consecutive failures; next attempt in {wait} s "
+                             "(CIRCUIT_BREAKER_RESET_MS)", status=503, error_type="api_error",
+                             headers={"retry-after": str(wait), "x-should-retry": "true"})
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            retry_after = None
+            try:
+                resp = await self._post(url, headers, body, stream)
+                METRICS.observe("lynkr_upstream_duration_seconds", time.monotonic() - started, provider=self.name)
+                if resp.status == 200:
+                    self.breaker.success()
+                    return resp
+                error = self.upstream_error(resp.status, await self._read_error(resp), resp.headers)
+                retry_after = retry_after_seconds(resp.headers)
+                if resp.status not in RETRYABLE_STATUSES:
+                    if resp.status < 500:
+                        self.breaker.success()  # the upstream is healthy; the request was refused
+                    raise error
+            except LynkrError as exc:
+                if exc.status not in RETRYABLE_STATUSES and not isinstance(exc, (UpstreamUnavailable, UpstreamTimeout)):
+                    raise
+                error = exc
+            if error.status != 429:
+                self.breaker.failure()
+            delay = min(RETRY_BASE_DELAY_S * (2 ** attempt), 8.0) * (0.5 + random.random() / 2)
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            if attempt >= self.max_retries or delay > self.retry_after_cap_s or not self.breaker.allow():
+                raise self._client_facing(error)
+            attempt += 1
+            METRICS.inc("lynkr_upstream_retries_total", provider=self.name)
+            self.log.info("retrying upstream", request_id=http_req.request_id, provider=self.name, attempt=attempt,
+                          status=error.status, delay_s=round(delay, 3))
+            await asyncio.sleep(delay)
+
+    def _client_facing(self, error: LynkrError) -> LynkrError:
+        if error.status == 529 or error.error_type == "overloaded_error":
+            headers = {**error.headers, "x-should-retry": "true"}
+            headers.setdefault("retry-after", "5")
+            return LynkrError(f"{self.label} ({self.name}) is overloaded: {error.message}", status=503,
+                              error_type="api_error", headers=headers)
+        return error
 
     async def create_message(self, req: dict[str, Any], http_req: Request) -> Response:
         """Answer a validated Messages request: an SSE stream or the JSON message."""
@@ -2175,6 +2398,7 @@ class Provider:
 
     def _note(self, http_req: Request, model: str, target: str) -> None:
         http_req.log.update(provider=self.name, model=model, upstream_model=target)
+        http_req.reply_headers["x-lynkr-provider"] = self.name
 
 
 class UnconfiguredProvider(Provider):
@@ -2218,10 +2442,8 @@ class DatabricksOpenAIProvider(Provider):
         if dropped:
             self.log.info("dropped server tools the upstream cannot run", request_id=http_req.request_id,
                           tools=dropped, provider=self.name)
-        resp = await self._post(self.url_for(target), [("authorization", f"Bearer {self.key}")], body, stream)
-        if resp.status != 200:
-            raise self.upstream_error(resp.status, await self._read_error(resp), resp.headers)
-        return resp
+        return await self._request(self.url_for(target), [("authorization", f"Bearer {self.key}")], body, stream,
+                                   http_req)
 
     async def _read_message(self, resp: UpstreamResponse, req: dict[str, Any], http_req: Request) -> dict[str, Any]:
         raw = await resp.read()
@@ -2335,9 +2557,7 @@ class AnthropicNativeProvider(Provider):
             else:
                 body.pop("thinking")
         body["stream"] = stream
-        resp = await self._post(self.messages_url, self.upstream_headers(http_req), body, stream)
-        if resp.status != 200:
-            raise self.upstream_error(resp.status, await self._read_error(resp), resp.headers)
+        resp = await self._request(self.messages_url, self.upstream_headers(http_req), body, stream, http_req)
         http_req.reply_headers.update(forwarded_headers(resp.headers))
         return resp
 
@@ -2475,11 +2695,56 @@ PROVIDERS: dict[str, Callable[[Config, HTTPClient, Logger], Provider]] = {
 }
 
 
+class FailoverProvider(Provider):
+    """The primary provider, then FALLBACK_PROVIDER when the primary fails before the first byte
+    (5xx, 429, unreachable, or its breaker is open). `x-lynkr-provider` names who answered."""
+
+    def __init__(self, primary: Provider, fallback: Provider, log: Logger) -> None:
+        self.primary, self.fallback, self.log = primary, fallback, log
+        self.cfg, self.client, self.router = primary.cfg, primary.client, primary.router
+        self.name, self.label, self.configured = primary.name, primary.label, True
+        self.breaker = primary.breaker
+
+    async def _either(self, method: str, req: dict[str, Any], http_req: Request) -> Any:
+        try:
+            return await getattr(self.primary, method)(req, http_req)
+        except LynkrError as exc:
+            if exc.status < 500 and exc.status != 429:
+                raise
+            self.log.warning("primary provider failed; using the fallback", request_id=http_req.request_id,
+                             primary=self.primary.name, fallback=self.fallback.name, error=exc.message[:300])
+            METRICS.inc("lynkr_upstream_failovers_total", provider=self.fallback.name)
+            return await getattr(self.fallback, method)(req, http_req)
+
+    async def open_stream(self, req: dict[str, Any], http_req: Request) -> AsyncIterator[bytes]:
+        return await self._either("open_stream", req, http_req)
+
+    async def complete(self, req: dict[str, Any], http_req: Request) -> tuple[dict[str, Any], bytes | None]:
+        return await self._either("complete", req, http_req)
+
+    async def count_tokens(self, req: dict[str, Any], http_req: Request) -> int:
+        return await self.primary.count_tokens(req, http_req)
+
+
 def make_provider(cfg: Config, client: HTTPClient, log: Logger) -> Provider:
     factory = PROVIDERS.get(cfg.provider)
     if factory is None:
         raise ConfigError(f"MODEL_PROVIDER must be one of {', '.join(PROVIDERS)} (got {cfg.provider!r})")
-    return factory(cfg, client, log)
+    primary = factory(cfg, client, log)
+    fallback_name = cfg.env.get("FALLBACK_PROVIDER", "").strip().lower()
+    if not fallback_name:
+        return primary
+    if fallback_name not in PROVIDERS or fallback_name == cfg.provider:
+        raise ConfigError(f"FALLBACK_PROVIDER must be another of {', '.join(PROVIDERS)} (got {fallback_name!r})")
+    # The fallback has its own default model; MODEL_MAP targets belong to the primary.
+    fallback_cfg = dataclasses.replace(
+        cfg, provider=fallback_name, model_map=(),
+        model_default=cfg.env.get("FALLBACK_MODEL_DEFAULT", "").strip() or PROVIDER_DEFAULT_MODELS[fallback_name])
+    fallback = PROVIDERS[fallback_name](fallback_cfg, client, log)
+    if not fallback.configured:
+        raise ConfigError(f"FALLBACK_PROVIDER={fallback_name} needs its own settings "
+                          f"({'AZURE_ANTHROPIC_ENDPOINT and AZURE_ANTHROPIC_API_KEY' if fallback_name == 'azure-anthropic' else 'DATABRICKS_API_BASE and DATABRICKS_API_KEY'})")
+    return FailoverProvider(primary, fallback, log)
 
 
 # == 11. Stores ==
@@ -5847,6 +6112,7 @@ class Orchestrator:
             key = prompt_fingerprint(upstream_req, self.provider.router.target(req["model"]))
             hit = self.cache.get(key)
             status = "hit" if hit is not None else "miss"
+            METRICS.inc("lynkr_prompt_cache_total", result=status)
             http_req.reply_headers["x-lynkr-cache"] = status
             http_req.log["cache"] = turn.cache = status
             if hit is not None:
@@ -6064,6 +6330,7 @@ class Orchestrator:
                             else:
                                 yield item
                     ran_tools = True
+                    METRICS.inc("lynkr_tool_calls_total", tool=call["name"], outcome="error" if result.is_error else "ok")
                     http_req.log["tool_calls"] = calls_made
                     self.log.info("server tool", request_id=http_req.request_id, tool=call["name"],
                                   is_error=result.is_error)
@@ -6217,6 +6484,21 @@ async def route_health(app: App, req: Request) -> Response:
     })
 
 
+async def route_live(app: App, req: Request) -> Response:
+    return json_response(200, {"status": "live"})
+
+
+async def route_ready(app: App, req: Request) -> Response:
+    reason = app.not_ready_reason()
+    if reason:
+        return json_response(503, {"ready": False, "reason": reason})
+    return json_response(200, {"ready": True, "provider": app.provider.name})
+
+
+async def route_metrics(app: App, req: Request) -> Response:
+    return Response(200, [("content-type", "text/plain; version=0.0.4; charset=utf-8")], METRICS.render().encode())
+
+
 async def route_root(app: App, req: Request) -> Response:
     return json_response(200, {"name": "lynkr", "version": __version__, "docs": "POST /v1/messages"})
 
@@ -6226,6 +6508,9 @@ ROUTES: dict[tuple[str, str], RouteHandler] = {
     ("POST", "/v1/messages/count_tokens"): route_count_tokens,
     ("GET", "/v1/models"): route_models,
     ("GET", "/health"): route_health,
+    ("GET", "/health/live"): route_live,
+    ("GET", "/health/ready"): route_ready,
+    ("GET", "/metrics"): route_metrics,
     ("GET", "/"): route_root,
     ("HEAD", "/"): route_root,
     ("HEAD", "/api/hello"): route_root,  # Claude Code's warm-up probe
@@ -6252,6 +6537,27 @@ def match_route(template: str, path: str) -> dict[str, str] | None:
     return params
 
 
+class RateLimiter:
+    """A token bucket per client: `per_minute` requests a minute, bursts up to the same number."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.clock = clock
+        self.buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+
+    def take(self, key: str) -> float:
+        """0 when admitted, else seconds until a token is free."""
+        now = self.clock()
+        tokens, last = self.buckets.pop(key, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - last) * self.rate)
+        admitted = tokens >= 1.0
+        self.buckets[key] = (tokens - 1.0 if admitted else tokens, now)
+        while len(self.buckets) > 100_000:  # many distinct clients must not grow memory without bound
+            self.buckets.popitem(last=False)
+        return 0.0 if admitted else (1.0 - tokens) / self.rate
+
+
 class App:
     def __init__(self, cfg: Config, log: Logger, provider: Provider, orchestrator: Orchestrator) -> None:
         self.cfg = cfg
@@ -6263,6 +6569,45 @@ class App:
         self.started = time.monotonic()
         self.allowed_hosts = frozenset(cfg.allowed_hosts)
         self.bound_to_loopback = is_loopback_host(cfg.host)
+        self.ready = False  # set once listening; cleared the moment shutdown starts
+        self.draining = False
+        self.in_flight = 0
+        self.max_in_flight = parse_int_setting("MAX_CONCURRENT_REQUESTS", cfg.env["MAX_CONCURRENT_REQUESTS"], 1)
+        per_minute = parse_int_setting("RATE_LIMIT_REQUESTS_PER_MIN", cfg.env["RATE_LIMIT_REQUESTS_PER_MIN"], 0)
+        self.rate_limiter = RateLimiter(per_minute) if per_minute else None
+
+    def not_ready_reason(self) -> str:
+        if self.draining:
+            return "shutting down"
+        if not self.ready:
+            return "starting"
+        if not self.provider.configured:
+            return "no model provider configured"
+        breakers = [p.breaker for p in (getattr(self.provider, "primary", self.provider),
+                                        getattr(self.provider, "fallback", None)) if p is not None]
+        if breakers and all(b.state == CircuitBreaker.OPEN and b.retry_in() > 0 for b in breakers):
+            return "every provider's circuit breaker is open"
+        return ""
+
+    def admit(self, req: Request) -> None:
+        """Load shedding and the optional per-client rate limit; probes and metrics are never refused."""
+        if req.path.startswith(("/health", "/metrics")):
+            return
+        if self.in_flight >= self.max_in_flight:
+            METRICS.inc("lynkr_rejected_requests_total", reason="concurrency")
+            raise LynkrError(f"lynkr is at MAX_CONCURRENT_REQUESTS ({self.max_in_flight}); retry shortly",
+                             status=503, error_type="api_error", headers={"retry-after": "1", "x-should-retry": "true"})
+        if self.rate_limiter is not None:
+            auth = req.headers.get("authorization", "")
+            client_key = req.headers.get("x-api-key") or (auth[7:] if auth[:7].lower() == "bearer " else "")
+            key = "key:" + hashlib.sha256(client_key.encode()).hexdigest()[:16] if client_key else \
+                "addr:" + req.client.rsplit(":", 1)[0]
+            wait = self.rate_limiter.take(key)
+            if wait > 0:
+                METRICS.inc("lynkr_rejected_requests_total", reason="rate_limit")
+                raise LynkrError(f"rate limit of {self.rate_limiter.per_minute} requests per minute reached "
+                                 "(RATE_LIMIT_REQUESTS_PER_MIN)", status=429, error_type="rate_limit_error",
+                                 headers={"retry-after": str(max(1, math.ceil(wait)))})
 
     # -- access control --
     def _host_allowed(self, host: str) -> bool:
@@ -6298,12 +6643,15 @@ class App:
         for (route_method, template), route_handler in ROUTES.items():
             if template == path:
                 candidates[route_method] = route_handler
+                if route_method == method or (method == "HEAD" and route_method == "GET"):
+                    req.route = template
             elif "{" in template:
                 params = match_route(template, path)
                 if params is not None:
                     candidates[route_method] = route_handler
                     if route_method == method or (method == "HEAD" and route_method == "GET"):
                         req.params = params
+                        req.route = template
         handler = candidates.get(method) or (candidates.get("GET") if method == "HEAD" else None)
         if handler is not None:
             return handler
@@ -6328,9 +6676,12 @@ class App:
     async def handle(self, req: Request) -> Response:
         req.request_id = new_id("req_")
         started = time.monotonic()
+        self.in_flight += 1
+        METRICS.set("lynkr_in_flight_requests", self.in_flight)
         try:
             self.check_access(req)
             handler = self.resolve(req)
+            self.admit(req)
             response = await handler(self, req)
         except LynkrError as exc:
             req.log["error"] = exc.message if exc.status >= 500 else exc.error_type
@@ -6346,23 +6697,47 @@ class App:
         if response.stream is not None:
             response.stream = self._logged_stream(response.stream, req, response.status, started)
         else:
-            self.access_log(req, response.status, started)
+            self.finish(req, response.status, started)
         return response
 
     async def _logged_stream(self, stream: AsyncIterator[bytes], req: Request, status: int,
                              started: float) -> AsyncIterator[bytes]:
         completed = False
+        first_token = False
+        METRICS.inc("lynkr_in_flight_streams", 1)
         try:
             async for chunk in stream:
+                if not first_token and b"content_block_delta" in chunk:
+                    first_token = True
+                    METRICS.observe("lynkr_time_to_first_token_seconds", time.monotonic() - started,
+                                    provider=req.log.get("provider", ""))
                 yield chunk
             completed = True
         finally:
+            METRICS.inc("lynkr_in_flight_streams", -1)
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
             if not completed:
                 req.log.setdefault("stream_error", "client_disconnected")
-            self.access_log(req, status, started)
+            self.finish(req, status, started)
+
+    def finish(self, req: Request, status: int, started: float) -> None:
+        self.in_flight -= 1
+        METRICS.set("lynkr_in_flight_requests", self.in_flight)
+        route = req.route or "unmatched"
+        provider, model = req.log.get("provider", ""), req.log.get("model", "")
+        METRICS.inc("lynkr_requests_total", route=route, method=req.method, status=status, provider=provider,
+                    model=model)
+        METRICS.observe("lynkr_request_duration_seconds", time.monotonic() - started, route=route)
+        usage = req.log.get("usage")
+        if isinstance(usage, dict):
+            for direction, key in (("input", "input_tokens"), ("output", "output_tokens"),
+                                   ("cache_read", "cache_read_input_tokens"),
+                                   ("cache_creation", "cache_creation_input_tokens")):
+                if isinstance(usage.get(key), int) and usage[key]:
+                    METRICS.inc("lynkr_tokens_total", usage[key], direction=direction, provider=provider, model=model)
+        self.access_log(req, status, started)
 
     def access_log(self, req: Request, status: int, started: float) -> None:
         fields: dict[str, Any] = {
@@ -6452,11 +6827,13 @@ async def serve(app: App) -> int:
     if not provider.configured:
         log.warning("no model provider configured; model calls answer 503 until it is", detail=NOT_CONFIGURED_MESSAGE)
     shown_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    app.ready = True
     log.info("listening", url=f"http://{shown_host}:{port}", port=port, host=cfg.host, provider=provider.name,
              configured=provider.configured, version=__version__, workspace=cfg.workspace_root)
     if parse_bool("LYNKR_INDEX_ON_START", cfg.env["LYNKR_INDEX_ON_START"]):
         asyncio.ensure_future(_index_in_background(app))
     await stop.wait()
+    app.draining = True  # /health/ready says so at once
     log.info("shutting down", in_flight=server.active_connections, grace_s=cfg.shutdown_grace_s)
     await server.shutdown(cfg.shutdown_grace_s)
     if mcp is not None:

@@ -1087,7 +1087,10 @@ def base_env(tmp: Path, extra: dict | None = None) -> dict[str, str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp / "home"), "WORKSPACE_ROOT": str(tmp),
            "LYNKR_DATA_DIR": str(tmp / "lynkr-data"), "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
            # the response cache (a later issue) would answer repeated test requests without the fake upstream
-           "PROMPT_CACHE_ENABLED": "false"}
+           "PROMPT_CACHE_ENABLED": "false",
+           # startup indexing writes CLAUDE.md into the workspace; retries and the breaker would turn a
+           # scripted upstream error into a retried success: the tests that want these turn them on
+           "LYNKR_INDEX_ON_START": "false", "UPSTREAM_MAX_RETRIES": "0", "CIRCUIT_BREAKER_FAILURES": "0"}
     for k, v in (extra or {}).items():
         if v is None:
             env.pop(k, None)
@@ -2429,7 +2432,9 @@ DBX_ERRORS = [
     (500, "INTERNAL_ERROR", 500, "api_error"),
     (502, "BAD_GATEWAY", 502, "api_error"),
     (503, "TEMPORARILY_UNAVAILABLE", 503, "api_error"),
-    (529, "OVERLOADED", 529, "overloaded_error"),
+    # Claude Code retries an overloaded_error/529 only 3 times in ~2 s but a 5xx api_error ~10 times over
+    # ~3 minutes: lynkr turns an upstream 529 into a 503 api_error so sessions ride out overloads.
+    (529, "OVERLOADED", 503, "api_error"),
 ]
 
 
@@ -2655,7 +2660,6 @@ class TestAzure:
         (429, anth_error(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
          (("retry-after", "13"),)),
         (500, anth_error(500, "api_error", "Internal server error"), ()),
-        (529, anth_error(529, "overloaded_error", "Overloaded"), (("x-should-retry", "true"),)),
     ]
 
     @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -2668,6 +2672,17 @@ class TestAzure:
         for k, v in headers:
             if k == "retry-after":
                 assert r.headers.get(k) == v
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_overloaded_becomes_retryable_503(self, az, stream):
+        # The one exception to pass-through: a 529 would cut Claude Code's retry budget to ~2 s.
+        az.fake.push(json_reply(anth_error(529, "overloaded_error", "Overloaded"), 529))
+        r = az.proxy.post(base_req(stream=stream))
+        assert r.status == 503
+        assert r.etype == "api_error"
+        assert "Overloaded" in r.emsg
+        assert r.headers.get("x-should-retry") == "true"
+        assert int(r.headers.get("retry-after", "0")) >= 1
 
 
 # == 10. Providers: Databricks with DATABRICKS_API_FORMAT=anthropic ==
