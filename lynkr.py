@@ -344,58 +344,66 @@ def sse_event(event: str, data: dict[str, Any]) -> bytes:
 
 
 PING_EVENT = b'event: ping\ndata: {"type":"ping"}\n\n'
+TEXT_DELTA_EVENT = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+                    b'"delta":{"type":"text_delta","text":%s}}\n\n')
 
 
 class SSEParser:
     """Incremental Server-Sent Events parser, robust to input split at any byte.
 
-    feed() returns complete events as (event_name, data_text). Handles LF, CRLF and CR line
-    endings, multi-line data, comments, and events without an `event:` line (name "message").
+    feed() returns complete events as (event_name, data_text). LF, CRLF and CR line endings,
+    multi-line data, comments, and events without an `event:` line (name "message") are handled.
+    Line endings are normalised to LF on the way in (a CR at the very end of a chunk waits for the
+    next one: it may be half of a CRLF), then whole events are cut at blank lines.
     """
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._event = ""
-        self._data: list[str] = []
+        self._pending_cr = False
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
-        self._buffer += chunk
-        events: list[tuple[str, str]] = []
-        while True:
-            # Find the next line terminator; a lone trailing CR may be half of a CRLF, so wait.
-            idx_n = self._buffer.find(b"\n")
-            idx_r = self._buffer.find(b"\r")
-            if idx_r != -1 and (idx_n == -1 or idx_r < idx_n):
-                if idx_r == len(self._buffer) - 1:
-                    break
-                end, skip = idx_r, 2 if self._buffer[idx_r + 1 : idx_r + 2] == b"\n" else 1
-            elif idx_n != -1:
-                end, skip = idx_n, 1
-            else:
-                break
-            raw_line, self._buffer = self._buffer[:end], self._buffer[end + skip :]
-            line = raw_line.decode("utf-8", errors="replace")
-            if not line:
-                if self._data or self._event:
-                    events.append((self._event or "message", "\n".join(self._data)))
-                self._event, self._data = "", []
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if name == "event":
-                self._event = value
-            elif name == "data":
-                self._data.append(value)
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk, self._pending_cr = chunk[:-1], True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buffer = self._buffer + chunk
+        if b"\n\n" not in buffer:
+            self._buffer = buffer
+            return []
+        *blocks, self._buffer = buffer.split(b"\n\n")
+        events = []
+        for block in blocks:
+            event = self._parse_block(block)
+            if event is not None:
+                events.append(event)
         return events
 
+    @staticmethod
+    def _parse_block(block: bytes) -> tuple[str, str] | None:
+        name, data = "", []
+        for raw_line in block.split(b"\n"):
+            if not raw_line or raw_line.startswith(b":"):
+                continue
+            field_name, _, value = raw_line.partition(b":")
+            if value.startswith(b" "):
+                value = value[1:]
+            if field_name == b"data":
+                data.append(value.decode("utf-8", errors="replace"))
+            elif field_name == b"event":
+                name = value.decode("utf-8", errors="replace")
+        if not data and not name:
+            return None
+        return name or "message", "\n".join(data)
+
     def flush(self) -> list[tuple[str, str]]:
-        """Events left at end of stream without a final blank line."""
-        events = self.feed(b"\n\n") if (self._buffer.strip() or self._data) else []
-        self._buffer = b""
-        return events
+        """The event left at end of stream without a final blank line."""
+        self._pending_cr = False
+        buffer, self._buffer = self._buffer, b""
+        event = self._parse_block(buffer.strip(b"\n")) if buffer.strip() else None
+        return [event] if event is not None else []
 
 
 LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -2004,9 +2012,10 @@ class OpenAIStreamTranslator:
 
     def _text(self, text: str) -> bytes:
         out = b"" if self.open_kind == "text" else self._open("text", {"type": "text", "text": ""})
-        self.text_tail = (self.text_tail + text)[-256:]
-        return out + sse_event("content_block_delta", {"type": "content_block_delta", "index": self.next_index - 1,
-                                                       "delta": {"type": "text_delta", "text": text}})
+        if self.stops:  # only needed to tell a stop sequence from a natural end
+            self.text_tail = (self.text_tail + text)[-256:]
+        # The hot path of every stream: the same bytes sse_event() would build, without the dicts.
+        return out + TEXT_DELTA_EVENT % (self.next_index - 1, json_dumps(text).encode())
 
     def _thinking(self, text: str, signature: str = "") -> bytes:
         out = b""
@@ -2953,12 +2962,13 @@ CACHE_KEY_FIELDS = ("system", "messages", "tools", "tool_choice", "temperature",
                     "stop_sequences", "max_tokens", "thinking", "output_config")
 
 
-def _strip_cache_control(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_strip_cache_control(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _strip_cache_control(v) for k, v in value.items() if k != "cache_control"}
-    return value
+def _without_cache_control(blocks: Any) -> Any:
+    """cache_control sits on top-level blocks (system, message content, tool_result, tools): a
+    shallow pass is enough, and far cheaper than walking a 50 KB request recursively."""
+    if not isinstance(blocks, list):
+        return blocks
+    return [{k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) and "cache_control" in b
+            else b for b in blocks]
 
 
 def prompt_fingerprint(req: dict[str, Any], target_model: str) -> str:
@@ -2968,8 +2978,15 @@ def prompt_fingerprint(req: dict[str, Any], target_model: str) -> str:
             canonical[name] = req[name]
     system = canonical.get("system")
     if isinstance(system, list) and system and str(system[0].get("text", "")).startswith(BILLING_HEADER_PREFIX):
-        canonical["system"] = system[1:]
-    text = json.dumps(_strip_cache_control(canonical), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        system = system[1:]
+    if system is not None:
+        canonical["system"] = _without_cache_control(system)
+    if "tools" in canonical:
+        canonical["tools"] = _without_cache_control(canonical["tools"])
+    canonical["messages"] = [
+        {**m, "content": _without_cache_control(m["content"])} if isinstance(m.get("content"), list) else m
+        for m in canonical["messages"]]
+    text = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
