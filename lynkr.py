@@ -183,6 +183,12 @@ STATUS_ERROR_TYPES = {
 }
 
 
+# The status an error type stands for when only the type survived (an SSE `error` event).
+ERROR_TYPE_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
+                     "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
+                     "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 503}
+
+
 def error_type_for_status(status: int) -> str:
     if status in STATUS_ERROR_TYPES:
         return STATUS_ERROR_TYPES[status]
@@ -1121,6 +1127,17 @@ class UpstreamResponse:
                 raise UpstreamUnavailable(f"upstream {self.origin} answer exceeds {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def read_prefix(self, limit: int) -> bytes:
+        """At most `limit` bytes of the body; a longer body is cut there and the connection dropped."""
+        chunks, total = [], 0
+        async for chunk in self.aiter_bytes():
+            chunks.append(chunk)
+            total += len(chunk)
+            if total >= limit:
+                await self.aclose()
+                break
+        return b"".join(chunks)[:limit]
 
     def _release(self) -> None:
         conn, self._conn = self._conn, None
@@ -3290,11 +3307,12 @@ class ToolResult:
 class WorkspacePaths:
     """Maps user paths into WORKSPACE_ROOT, or refuses them."""
 
-    def __init__(self, root: str, policy: Policy, private_dirs: Iterable[str] = (),
+    def __init__(self, root: str, policy: Policy, private_dirs: Iterable[tuple[str, str]] = (),
                  private_files: Iterable[str] = ()) -> None:
+        """private_dirs: (folder, the setting that placed it there) pairs lynkr keeps to itself."""
         self.root = os.path.realpath(root)
         self.policy = policy
-        self.private_dirs = [os.path.realpath(d) for d in private_dirs]
+        self.private_dirs = [(os.path.realpath(d), setting) for d, setting in private_dirs]
         self.private_files = {os.path.realpath(f) for f in private_files}
 
     def inside(self, real_path: str) -> bool:
@@ -3313,9 +3331,9 @@ class WorkspacePaths:
             raise ToolDenied(f"{user_path} is outside WORKSPACE_ROOT ({self.root})")
         if not self.inside(real):
             raise ToolDenied(f"{user_path} leads outside WORKSPACE_ROOT through a symlink")
-        for private in self.private_dirs:
+        for private, setting in self.private_dirs:
             if real == private or os.path.commonpath([private, real]) == private:
-                raise ToolDenied(f"{user_path} is lynkr's own state directory (LYNKR_DATA_DIR)")
+                raise ToolDenied(f"{user_path} is inside lynkr's own state ({setting})")
         if real in self.private_files:
             raise ToolDenied(f"{user_path} is lynkr's session store (SESSION_DB_PATH)")
         rel = os.path.relpath(real, self.root).replace(os.sep, "/")
@@ -3890,8 +3908,8 @@ async def _checked_get(ctx: ToolContext, url: str, *, trusted: bool = False) -> 
             url = urllib.parse.urljoin(url, resp.headers["location"])
             trusted = False  # a trusted endpoint's redirect target is checked like any other URL
             continue
-        body = await resp.read(ctx.policy.web_fetch_max_bytes + 1)
-        return url, resp.status, resp.headers, body[: ctx.policy.web_fetch_max_bytes]
+        body = await resp.read_prefix(ctx.policy.web_fetch_max_bytes)
+        return url, resp.status, resp.headers, body
     raise ToolFailed(f"too many redirects (more than {MAX_REDIRECTS})")
 
 
@@ -4450,8 +4468,8 @@ def parse_test_counts(output: str) -> dict[str, int]:
                 name, value = next(iter(m.groupdict().items()))
                 counts[name] = int(value)
     if not counts:
-        go_ok = len(re.findall(r"^ok\s+\S+", output, re.MULTILINE))
-        go_fail = len(re.findall(r"^FAIL\s+\S+", output, re.MULTILINE))
+        go_ok = len(re.findall(r"^ok[ \t]+\S+", output, re.MULTILINE))  # one line per package
+        go_fail = len(re.findall(r"^FAIL[ \t]+\S+", output, re.MULTILINE))
         if go_ok or go_fail:
             counts = {"packages_passed": go_ok, "packages_failed": go_fail}
     return counts
@@ -6206,15 +6224,18 @@ class Orchestrator:
     async def _agent_loop(self, upstream_req: dict[str, Any], http_req: Request, turn: TurnRecord,
                           key: str | None, server_tools: dict[str, ToolSpec]) -> Response:
         first = await self.provider.open_stream({**upstream_req, "stream": True}, http_req)
-        events = self._rounds(first, upstream_req, http_req, turn, key, server_tools)
+        failure: list[LynkrError] = []  # a later round's error, kept whole so a JSON client gets its status
+        events = self._rounds(first, upstream_req, http_req, turn, key, server_tools, failure)
         if upstream_req.get("stream"):
             return Response(200, list(SSE_HEADERS), stream=events)
         data = b"".join([chunk async for chunk in events])
+        if failure:
+            raise failure[0]
         acc = sse_to_message(data)
         if acc.error is not None:
             error_type = str(acc.error.get("type") or "api_error")
-            status = {v: k for k, v in STATUS_ERROR_TYPES.items()}.get(error_type, 500)
-            raise LynkrError(str(acc.error.get("message") or "upstream failed"), status=status, error_type=error_type)
+            raise LynkrError(str(acc.error.get("message") or "upstream failed"),
+                             status=ERROR_TYPE_STATUS.get(error_type, 500), error_type=error_type)
         return json_response(200, acc.result())
 
     def _activity(self, call: dict[str, Any], result: ToolResult) -> str:
@@ -6250,7 +6271,8 @@ class Orchestrator:
                 task.cancel()
 
     async def _rounds(self, stream: AsyncIterator[bytes], upstream_req: dict[str, Any], http_req: Request,
-                      turn: TurnRecord, key: str | None, server_tools: dict[str, ToolSpec]) -> AsyncIterator[bytes]:
+                      turn: TurnRecord, key: str | None, server_tools: dict[str, ToolSpec],
+                      failure: list[LynkrError]) -> AsyncIterator[bytes]:
         message_id = new_id("msg_")
         model = upstream_req["model"]
         usage_total = dict(EMPTY_USAGE)
@@ -6376,6 +6398,7 @@ class Orchestrator:
                 try:
                     stream = await self.provider.open_stream(round_req, http_req)
                 except LynkrError as exc:
+                    failure.append(exc)
                     yield error_event(exc)
                     return
             reply = {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": visible,
@@ -6799,7 +6822,12 @@ def build_app(cfg: Config, log: Logger) -> App:
     )
     store = Store(cfg.session_db_path)
     db_files = [cfg.session_db_path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
-    paths = WorkspacePaths(cfg.workspace_root, policy, private_dirs=[cfg.data_dir], private_files=db_files)
+    private_dirs = [(cfg.data_dir, "LYNKR_DATA_DIR")]
+    db_dir = os.path.realpath(os.path.dirname(os.path.abspath(cfg.session_db_path)))
+    root = os.path.realpath(cfg.workspace_root)
+    if os.path.commonpath([db_dir, root]) != db_dir:  # its folder is private unless it holds the whole workspace
+        private_dirs.append((db_dir, "SESSION_DB_PATH"))
+    paths = WorkspacePaths(cfg.workspace_root, policy, private_dirs=private_dirs, private_files=db_files)
     specs = discover_mcp_servers(cfg, log)
     sandbox = SandboxSettings.from_config(cfg)
     mcp = MCPManager(cfg, log, specs, sandbox) if specs else None

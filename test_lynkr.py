@@ -70,6 +70,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
+import sqlite3
+import shlex
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -3154,3 +3156,2219 @@ class TestClaudeCodeCLI:
             assert [m for m in last["messages"] if m["role"] == "tool"][-1]["content"].strip() == "hello-from-tool"
         else:
             assert "hello-from-tool" in json.dumps(last["messages"][-1])
+
+
+# == Tests: agent loop, server tools, policy, prompt cache, session store (issue 3) ==
+#
+# A scripted fake upstream plays the model: each pushed `model_turn` answers one upstream request
+# (in the provider's wire format, streamed or not, as the request asks) with some text and some
+# tool calls.  The proxy runs the server tools for real in a workspace under tmp_path, so every
+# assertion is about real files, real SQLite rows and real HTTP exchanges.
+
+AGENT_ENV = {"LYNKR_INDEX_ON_START": "false", "PROMPT_CACHE_ENABLED": "false"}
+APP_PY = "def hello():\n    return 'hi'\n"
+
+
+def model_turn(provider: str, words: str | None = None, calls: tuple = (), usage: tuple[int, int] = (21, 8),
+               stop: str | None = None) -> Callable[[Recorded], Reply]:
+    """One model answer: `words` then tool calls [(id, name, input)], in Databricks (OpenAI chat) or
+    Anthropic format, streamed when the request asks for it."""
+
+    def respond(rec: Recorded) -> Reply:
+        streaming = bool(rec.body.get("stream"))
+        if provider == "dbx":
+            finish = stop or ("tool_calls" if calls else "stop")
+            u = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+            if streaming:
+                return stream_reply(oai_sse(oai_stream(words, tools=calls, finish=finish, usage=u)))
+            return json_reply(oai_completion(words, tool_calls=calls, finish=finish, usage=u))
+        content = ([text(words)] if words else []) + [tool_use(i, n, a) for i, n, a in calls]
+        msg = anth_message(content, model=rec.body["model"], stop_reason=stop or ("tool_use" if calls else "end_turn"),
+                           usage={"input_tokens": usage[0], "output_tokens": usage[1],
+                                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0})
+        return stream_reply(anth_sse(anth_events(msg))) if streaming else json_reply(msg)
+
+    return respond
+
+
+def results_seen(rec: Recorded) -> dict[str, str]:
+    """tool_call id -> tool result text, for every tool result in an upstream request (either format)."""
+    out: dict[str, str] = {}
+    for m in rec.body.get("messages") or []:
+        if m.get("role") == "tool":
+            out[m["tool_call_id"]] = result_text(m["content"])
+        elif m.get("role") == "user" and isinstance(m.get("content"), list):
+            for b in m["content"]:
+                if b.get("type") == "tool_result":
+                    out[b["tool_use_id"]] = result_text(b.get("content") or "")
+    return out
+
+
+def upstream_tool_names(rec: Recorded) -> list[str]:
+    return [t["function"]["name"] if t.get("type") == "function" else t["name"] for t in rec.body.get("tools") or []]
+
+
+def upstream_tool_def(rec: Recorded, name: str) -> dict:
+    """The schema the upstream got for a tool (OpenAI parameters or Anthropic input_schema)."""
+    for t in rec.body.get("tools") or []:
+        if t.get("type") == "function" and t["function"]["name"] == name:
+            return t["function"].get("parameters") or {}
+        if t.get("name") == name:
+            return t.get("input_schema") or {}
+    raise AssertionError(f"{name} not offered upstream: {upstream_tool_names(rec)}")
+
+
+def reply_of(r: Resp, stream: bool) -> dict:
+    """The assistant message of a /v1/messages response; a stream is checked strictly."""
+    if stream:
+        return r.stream().ok()
+    assert r.status == 200, r.data[:2000]
+    assert r.headers.get("content-type", "").startswith("application/json"), r.headers
+    return r.json()
+
+
+def activity_blocks(msg: dict) -> list[str]:
+    return [t for t in texts(msg) if t.startswith("[lynkr ran server tool ")]
+
+
+def tool_call(port: int, name: str, args: Any) -> dict:
+    """POST /v1/tools/{name}: always 200 with {content, is_error}."""
+    r = call(port, "POST", f"/v1/tools/{name}", args)
+    assert r.status == 200, r.data[:2000]
+    body = r.json()
+    assert set(body) == {"content", "is_error"}, body
+    return body
+
+
+def tool_ok(port: int, name: str, args: Any) -> str:
+    body = tool_call(port, name, args)
+    assert body["is_error"] is False, body
+    return body["content"]
+
+
+def tool_err(port: int, name: str, args: Any) -> str:
+    body = tool_call(port, name, args)
+    assert body["is_error"] is True, body
+    return body["content"]
+
+
+@dataclasses.dataclass
+class AgentStack(Stack):
+    env: dict
+    starter: Callable[[dict], Proxy]
+
+    def restart(self, sig: int = signal.SIGTERM) -> Proxy:
+        self.proxy.stop(sig)
+        self.proxy = self.starter(self.env)
+        return self.proxy
+
+    @property
+    def port(self) -> int:
+        return self.proxy.port
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Path:
+    ws = tmp_path / "repo"
+    (ws / "src").mkdir(parents=True)
+    (ws / "src" / "app.py").write_text(APP_PY)
+    (ws / "notes.txt").write_text("remember the milk\n")
+    return ws
+
+
+@pytest.fixture
+def agent(workspace, make_proxy, new_dbx, new_az):
+    """agent(provider, **env) -> a fake upstream and a proxy serving `workspace`, with env on top."""
+
+    def make(provider: str = "dbx", fake: FakeHTTP | None = None, **env: Any) -> AgentStack:
+        fake = fake or (new_dbx() if provider == "dbx" else new_az())
+        base = dbx_env(fake) if provider == "dbx" else az_env(fake)
+        extra = {**base, **AGENT_ENV, "WORKSPACE_ROOT": str(workspace), **env}
+        return AgentStack(fake, make_proxy(extra), extra, make_proxy)
+
+    return make
+
+
+PROVIDERS = ["dbx", "az"]
+
+
+class TestAgentLoop:
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_multi_round_loop(self, agent, provider, stream):
+        st = agent(provider, LYNKR_TOOLS="fs_*")
+        st.fake.push(model_turn(provider, "Let me look.", [("call_r1", "fs_list", {"path": "src"})], usage=(100, 10)),
+                     model_turn(provider, "Now the file.", [("call_r2", "fs_read", {"path": "src/app.py",
+                                                                                    "line_numbers": True})],
+                                usage=(200, 20)),
+                     model_turn(provider, "It defines hello().", usage=(300, 30)))
+        r = st.proxy.post(base_req(messages=[user("what is in src?")], tools=[GET_WEATHER], stream=stream))
+        msg = reply_of(r, stream)
+        assert len(st.fake.requests) == 3, [x.body for x in st.fake.requests]
+        assert all(x.body.get("stream") is True for x in st.fake.requests)  # the loop always streams upstream
+        assert results_seen(st.fake.requests[1]) == {"call_r1": "src/app.py"}
+        assert results_seen(st.fake.requests[2])["call_r2"] == "1\tdef hello():\n2\t    return 'hi'\n"
+        summary = block_summary(msg["content"])
+        assert [b[0] for b in summary] == ["text"] * 5, summary
+        t = texts(msg)
+        assert (t[0], t[2], t[4]) == ("Let me look.", "Now the file.", "It defines hello().")
+        assert t[1] == '[lynkr ran server tool fs_list {"path":"src"}]\nsrc/app.py', t[1]
+        assert t[3].startswith('[lynkr ran server tool fs_read {"path":"src/app.py","line_numbers":true}]\n'), t[3]
+        assert "2\t    return 'hi'" in t[3]
+        assert not any(b["type"] == "tool_use" for b in msg["content"])  # server calls stay hidden
+        assert msg["stop_reason"] == "end_turn" and msg["model"] == "claude-sonnet-4-5"
+        assert (msg["usage"]["input_tokens"], msg["usage"]["output_tokens"]) == (600, 60), msg["usage"]
+        # every round offered both the client tool and the injected server tools, with lynkr's schema
+        for rec in st.fake.requests:
+            assert {"get_weather", "fs_read", "fs_write", "fs_list"} <= set(upstream_tool_names(rec))
+            assert "start_line" in upstream_tool_def(rec, "fs_read")["properties"]
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_stream_events_across_rounds(self, agent, provider):
+        """Strict look at the wire: one message_start, indices 0..n-1 without gaps, one message_delta."""
+        st = agent(provider, LYNKR_TOOLS="fs_read")
+        st.fake.push(model_turn(provider, "Reading.", [("call_s1", "fs_read", {"path": "notes.txt"})], usage=(50, 5)),
+                     model_turn(provider, "Done reading.", usage=(70, 7)))
+        r = st.proxy.post(base_req(stream=True))
+        s = r.stream()
+        msg = s.ok()
+        names = [e for e, _ in s.events if e != "ping"]
+        assert names.count("message_start") == 1 and names.count("message_delta") == 1
+        assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
+        starts = [d["index"] for e, d in s.events if e == "content_block_start"]
+        assert starts == list(range(len(msg["content"]))) == [0, 1, 2], starts
+        assert texts(msg)[1].endswith("\nremember the milk\n")
+        delta = next(d for e, d in s.events if e == "message_delta")
+        assert delta["usage"]["input_tokens"] == 120 and delta["usage"]["output_tokens"] == 12, delta
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_activity_record_off(self, agent, provider):
+        st = agent(provider, LYNKR_TOOLS="fs_read", LYNKR_SHOW_TOOL_ACTIVITY="false")
+        st.fake.push(model_turn(provider, "Reading.", [("call_q1", "fs_read", {"path": "notes.txt"})]),
+                     model_turn(provider, "The note says milk."))
+        msg = reply_of(st.proxy.post(base_req(stream=True)), True)
+        assert block_summary(msg["content"]) == [("text", "Reading."), ("text", "The note says milk.")]
+        assert results_seen(st.fake.last)["call_q1"] == "remember the milk\n"  # the tool still ran
+
+    def test_activity_record_truncated(self, agent, workspace):
+        (workspace / "big.txt").write_text("x" * 5000)
+        st = agent("dbx", LYNKR_TOOLS="fs_read", LYNKR_TOOL_ACTIVITY_MAX_CHARS="100")
+        st.fake.push(model_turn("dbx", None, [("call_b1", "fs_read", {"path": "big.txt"})]), model_turn("dbx", "ok"))
+        msg = reply_of(st.proxy.post(base_req()), False)
+        [rec] = activity_blocks(msg)
+        assert rec.endswith("\n" + "x" * 100 + "\n[… 4900 more characters]"), rec[-200:]
+        assert results_seen(st.fake.last)["call_b1"] == "x" * 5000  # the model still got all of it
+
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_mixed_server_and_client_calls(self, agent, workspace, provider, stream):
+        st = agent(provider, LYNKR_TOOLS="fs_write")
+        st.fake.push(model_turn(provider, "Both at once.", [("call_m1", "fs_write", {"path": "out/w.txt", "content": "W"}),
+                                                            ("call_m2", "get_weather", {"city": "Paris"})]))
+        history = [user("write and check the weather")]
+        msg = reply_of(st.proxy.post(base_req(messages=history, tools=[GET_WEATHER], stream=stream)), stream)
+        assert (workspace / "out" / "w.txt").read_text() == "W"
+        assert msg["stop_reason"] == "tool_use"
+        uses = [b for b in msg["content"] if b["type"] == "tool_use"]
+        assert [(u["id"], u["name"], u["input"]) for u in uses] == [("call_m2", "get_weather", {"city": "Paris"})]
+        assert len(activity_blocks(msg)) == 1 and "wrote 1 bytes to out/w.txt" in activity_blocks(msg)[0]
+        assert len(st.fake.requests) == 1
+        # The client answers its own tool; the conversation it sends back must be valid upstream.
+        st.fake.push(model_turn(provider, "Paris is sunny and the file is written."))
+        history += [assistant(msg["content"]), user([tool_result("call_m2", "sunny")])]
+        r2 = reply_of(st.proxy.post(base_req(messages=history, tools=[GET_WEATHER], stream=stream)), stream)
+        assert texts(r2)[-1] == "Paris is sunny and the file is written.", r2
+        sent = st.fake.last
+        assert results_seen(sent) == {"call_m2": "sunny"}  # only the client's own result: no orphan server ids
+        if provider == "az":
+            msgs = sent.body["messages"]
+            prev_ids = {b["id"] for b in msgs[-2]["content"] if b["type"] == "tool_use"}
+            assert prev_ids == {b["tool_use_id"] for b in msgs[-1]["content"] if b["type"] == "tool_result"}
+
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_max_steps(self, agent, provider, stream):
+        st = agent(provider, LYNKR_TOOLS="fs_list", POLICY_MAX_STEPS="2")
+        again = model_turn(provider, "Again.", [("call_x", "fs_list", {})])
+        st.fake.push(again, again, again)
+        r = st.proxy.post(base_req(stream=stream))
+        msg = reply_of(r, stream)
+        assert r.status == 200 and len(st.fake.requests) == 2
+        assert msg["stop_reason"] == "end_turn"
+        note = texts(msg)[-1]
+        assert note.startswith("lynkr stopped this turn: POLICY_MAX_STEPS=2 model rounds reached"), note
+
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_max_tool_calls(self, agent, workspace, provider, stream):
+        st = agent(provider, LYNKR_TOOLS="fs_write", POLICY_MAX_TOOL_CALLS="2")
+        st.fake.push(model_turn(provider, "Three files.", [(f"call_t{i}", "fs_write", {"path": f"t{i}.txt", "content": "x"})
+                                                           for i in range(3)]),
+                     model_turn(provider, "should not be asked"))
+        r = st.proxy.post(base_req(stream=stream))
+        msg = reply_of(r, stream)
+        assert r.status == 200 and len(st.fake.requests) == 1
+        assert sorted(p.name for p in workspace.glob("t*.txt")) == ["t0.txt", "t1.txt"]
+        assert msg["stop_reason"] == "end_turn"
+        assert "lynkr stopped this turn: POLICY_MAX_TOOL_CALLS=2 server tool calls reached" in texts(msg)[-1]
+
+    @pytest.mark.parametrize("choice", [{"type": "tool", "name": "fs_list"},
+                                        {"type": "function", "function": {"name": "fs_list"}}], ids=["anthropic", "openai"])
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_forced_server_tool_runs_once(self, agent, provider, choice):
+        st = agent(provider)  # default LYNKR_TOOLS: only tool_choice offers fs_list
+        st.fake.push(model_turn(provider, None, [("call_f1", "fs_list", {})]),
+                     model_turn(provider, "Listed."))
+        msg = reply_of(st.proxy.post(base_req(tool_choice=choice, stream=True)), True)
+        first, second = st.fake.requests
+        assert upstream_tool_names(first) == ["fs_list"]
+        if provider == "dbx":
+            assert first.body["tool_choice"] == {"type": "function", "function": {"name": "fs_list"}}
+            assert second.body["tool_choice"] == "auto"
+        else:
+            assert first.body["tool_choice"] == {"type": "tool", "name": "fs_list"}
+            assert second.body["tool_choice"] == {"type": "auto"}
+        assert "notes.txt" in results_seen(second)["call_f1"] and "src/" in results_seen(second)["call_f1"]
+        assert texts(msg)[-1] == "Listed."
+
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_upstream_failure_in_a_later_round(self, agent, provider, stream):
+        st = agent(provider, LYNKR_TOOLS="fs_read")
+        err = dbx_error(400, "BAD_REQUEST", "round two refused") if provider == "dbx" else \
+            json_reply(anth_error(400, "invalid_request_error", "round two refused"), 400)
+        st.fake.push(model_turn(provider, "First round.", [("call_e1", "fs_read", {"path": "notes.txt"})]), err)
+        r = st.proxy.post(base_req(stream=stream))
+        if stream:
+            s = r.stream()
+            assert s.error is not None and "round two refused" in s.error["message"], s.events[-3:]
+            assert texts(s.message)[0] == "First round."  # what already streamed stays valid
+        else:
+            assert r.status == 400 and r.etype == "invalid_request_error" and "round two refused" in r.emsg, r.data
+        assert len(st.fake.requests) == 2
+
+    def test_pings_while_a_slow_tool_runs(self, agent, web_server):
+        site = web_server()
+        site.push(Reply(200, b"slow page", (("content-type", "text/plain"),), hang=1.2))
+        st = agent(LYNKR_TOOLS="web_fetch", WEB_SEARCH_ALLOWED_HOSTS="127.0.0.1", STREAM_PING_INTERVAL_MS="200")
+        st.fake.push(model_turn("dbx", "Fetching.", [("call_sl", "web_fetch", {"url": f"{site.url}/slow"})]),
+                     model_turn("dbx", "Fetched."))
+        s = st.proxy.post(base_req(stream=True)).stream()
+        assert texts(s.ok())[-1] == "Fetched."
+        names = [e for e, _ in s.events]
+        first_stop = names.index("content_block_stop")  # "Fetching." is out before the tool starts
+        between = names[first_stop:names.index("content_block_start", first_stop)]
+        assert between.count("ping") >= 3, names
+        assert results_seen(st.fake.last)["call_sl"].endswith("slow page")
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_bad_tool_input_is_error_result(self, agent, provider):
+        st = agent(provider, LYNKR_TOOLS="fs_read")
+        st.fake.push(model_turn(provider, None, [("call_v1", "fs_read", {"path": "notes.txt", "start_line": 0}),
+                                                 ("call_v2", "fs_read", {"file": "notes.txt"})]),
+                     model_turn(provider, "Sorry."))
+        r = st.proxy.post(base_req())
+        msg = reply_of(r, False)
+        seen = results_seen(st.fake.last)
+        assert "input.start_line: must be >= 1" in seen["call_v1"], seen
+        assert "input.path: required" in seen["call_v2"] and "input.file: unknown field" in seen["call_v2"], seen
+        assert texts(msg)[-1] == "Sorry." and len(activity_blocks(msg)) == 1
+        assert activity_blocks(msg)[0].count("(error)]") == 2
+        if provider == "az":
+            errs = [b.get("is_error") for b in st.fake.last.body["messages"][-1]["content"]]
+            assert errs == [True, True]
+
+
+class TestToolExposure:
+    def test_tools_route_lists_schemas(self, agent):
+        st = agent(POLICY_DISALLOWED_TOOLS="workspace_task*")
+        r = st.proxy.call("GET", "/v1/tools")
+        assert r.status == 200
+        tools = {t["name"]: t for t in r.json()["data"]}
+        for name in ("fs_read", "fs_write", "fs_list", "edit_patch", "workspace_search", "workspace_task_create",
+                     "workspace_tasks_list", "workspace_task_update", "workspace_task_set_status",
+                     "workspace_task_delete", "web_fetch", "web_search"):
+            t = tools[name]
+            assert t["description"] and t["input_schema"]["type"] == "object", t
+            assert t["enabled"] is (not name.startswith("workspace_task")), t
+        assert tools["fs_read"]["input_schema"]["required"] == ["path"]
+        assert call(st.port, "POST", "/v1/tools/no_such_tool", {}).status == 404
+        bad = call(st.port, "POST", "/v1/tools/fs_read", [1, 2])
+        assert bad.status == 400 and bad.etype == "invalid_request_error"
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_lynkr_tools_glob_reaches_claude_code_requests(self, agent, provider):
+        st = agent(provider, LYNKR_TOOLS="workspace_task*,fs_l?st")
+        st.fake.push(model_turn(provider, "hi"))
+        st.proxy.post(cc_body(stream=True)).stream().ok()
+        names = upstream_tool_names(st.fake.last)
+        assert sorted(n for n in names if n in ("fs_list", "fs_read") or n.startswith("workspace_")) == [
+            "fs_list", "workspace_task_create", "workspace_task_delete", "workspace_task_set_status",
+            "workspace_task_update", "workspace_tasks_list"], names
+        assert "Bash" in names  # Claude Code's own tools still go up
+
+    def test_default_offers_no_server_tools_and_never_runs_unoffered(self, agent, workspace):
+        st = agent("dbx")  # LYNKR_TOOLS defaults to mcp_*
+        st.fake.push(model_turn("dbx", None, [("call_u1", "fs_write", {"path": "nope.txt", "content": "x"})]))
+        msg = reply_of(st.proxy.post(base_req(tools=[GET_WEATHER])), False)
+        assert upstream_tool_names(st.fake.last) == ["get_weather"]
+        # not offered, so not lynkr's: the call goes back to the client untouched
+        assert msg["stop_reason"] == "tool_use" and msg["content"][-1]["name"] == "fs_write"
+        assert not (workspace / "nope.txt").exists()
+
+    @pytest.mark.parametrize("form", ["anthropic", "openai", "anthropic-with-client-schema"])
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_client_lists_server_tool_by_name(self, agent, provider, form):
+        entry = {"anthropic": {"name": "fs_read"},
+                 "openai": {"type": "function", "function": {"name": "fs_read"}},
+                 "anthropic-with-client-schema": {"name": "fs_read", "description": "whatever",
+                                                  "input_schema": {"type": "object", "properties": {"x": {}}}}}[form]
+        st = agent(provider)
+        st.fake.push(model_turn(provider, None, [("call_n1", "fs_read", {"path": "notes.txt", "start_line": 1})]),
+                     model_turn(provider, "It says milk."))
+        msg = reply_of(st.proxy.post(base_req(tools=[entry, GET_WEATHER], stream=True)), True)
+        first = st.fake.requests[0]
+        assert sorted(upstream_tool_names(first)) == ["fs_read", "get_weather"]
+        schema = upstream_tool_def(first, "fs_read")
+        assert set(schema["properties"]) == {"path", "start_line", "end_line", "line_numbers"}, schema
+        assert results_seen(st.fake.last) == {"call_n1": "remember the milk\n"}
+        assert texts(msg)[-1] == "It says milk."
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_disallowed_tool_never_offered_never_run(self, agent, workspace, provider):
+        st = agent(provider, LYNKR_TOOLS="fs_*", POLICY_DISALLOWED_TOOLS="fs_write,edit_*")
+        st.fake.push(model_turn(provider, None, [("call_d1", "fs_write", {"path": "pwn.txt", "content": "x"})]))
+        msg = reply_of(st.proxy.post(base_req(tools=[{"name": "edit_patch"}], tool_choice={"type": "auto"})), False)
+        names = upstream_tool_names(st.fake.last)
+        assert "fs_read" in names and "fs_write" not in names, names
+        if "edit_patch" in names:  # a bare name the policy removed is at most a schemaless client tool
+            assert "patch" not in json.dumps(upstream_tool_def(st.fake.last, "edit_patch"))
+        assert not (workspace / "pwn.txt").exists()
+        assert msg["stop_reason"] == "tool_use" and msg["content"][-1]["name"] == "fs_write"
+        denial = tool_err(st.port, "fs_write", {"path": "pwn.txt", "content": "x"})
+        assert denial == "denied: tool fs_write is disabled by POLICY_DISALLOWED_TOOLS (fs_write)", denial
+        assert "POLICY_DISALLOWED_TOOLS" in tool_err(st.port, "edit_patch", {"patch": "x"})
+        assert not (workspace / "pwn.txt").exists()
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_policy_denial_same_for_model_and_direct_call(self, agent, workspace, provider):
+        (workspace / ".env").write_text("TOKEN=hunter2\n")
+        st = agent(provider, LYNKR_TOOLS="fs_read")
+        st.fake.push(model_turn(provider, None, [("call_p1", "fs_read", {"path": ".env"})]), model_turn(provider, "Blocked."))
+        msg = reply_of(st.proxy.post(base_req()), False)
+        model_saw = results_seen(st.fake.last)["call_p1"]
+        direct = tool_err(st.port, "fs_read", {"path": ".env"})
+        assert direct == "denied: .env is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"
+        # the OpenAI tool message has no is_error flag, so the translation marks the text instead
+        assert model_saw == ("[tool error] " if provider == "dbx" else "") + direct, model_saw
+        if provider == "az":
+            assert st.fake.last.body["messages"][-1]["content"][0]["is_error"] is True
+        assert "hunter2" not in json.dumps(msg) and "hunter2" not in st.fake.last.raw.decode()
+
+    def test_direct_call_schema_errors_name_the_field(self, agent):
+        st = agent()
+        assert tool_err(st.port, "fs_read", {}) == "invalid input: input.path: required"
+        assert "input.start_line: must be >= 1" in tool_err(st.port, "fs_read", {"path": "notes.txt", "start_line": 0})
+        assert "input.path: expected string" in tool_err(st.port, "fs_read", {"path": 7})
+        assert "input.colour: unknown field" in tool_err(st.port, "fs_list", {"colour": "red"})
+        assert "input.max_entries: must be <= 10000" in tool_err(st.port, "fs_list", {"max_entries": 10001})
+        assert "input.status: must be one of" in tool_err(st.port, "workspace_tasks_list", {"status": "someday"})
+        assert "input.query: must not be empty" in tool_err(st.port, "workspace_search", {"query": ""})
+        # an empty body is {} (and so a missing required field, not an HTTP error)
+        empty = call(st.port, "POST", "/v1/tools/fs_read", b"")
+        assert empty.status == 200 and empty.json() == {"content": "invalid input: input.path: required", "is_error": True}
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_typed_web_search_not_captured(self, agent, provider):
+        st = agent(provider, LYNKR_TOOLS="web_search,fs_read")
+        typed = {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}
+        st.fake.push(model_turn(provider, "hello"))
+        body = cc_body(stream=True)
+        body["tools"] = [typed, *body["tools"]]
+        r = st.proxy.post(body)
+        r.stream().ok()
+        sent = st.fake.last
+        names = upstream_tool_names(sent)
+        assert "fs_read" in names and "Bash" in names
+        if provider == "dbx":
+            assert "web_search" not in names and "web_search" not in sent.raw.decode()
+            line = st.proxy.wait_log(lambda o: o.get("msg") == "dropped server tools the upstream cannot run")
+            assert line["tools"] == ["web_search (web_search_20250305)"] and line["request_id"] == r.headers["request-id"]
+        else:  # an Anthropic upstream runs its own typed tool; lynkr's web_search must not collide with it
+            assert names.count("web_search") == 1
+            assert [t for t in sent.body["tools"] if t.get("name") == "web_search"] == [typed]
+
+
+# -- Paths: every way out of WORKSPACE_ROOT, with real symlinks --
+
+SECRET = "ZEBRA-secret"
+
+
+def build_escape_tree(top: Path) -> Path:
+    """top/repo is the workspace; every file reachable only by escaping holds SECRET."""
+    repo, outside, evil = top / "repo", top / "outside", top / "repo-evil"
+    for d in (repo / "src", repo / "sub", repo / ".git", repo / "certs", repo / "a", repo / "state", outside, evil):
+        d.mkdir(parents=True, exist_ok=True)
+    (repo / "src" / "app.py").write_text("print('ZEBRA-ok')\n")
+    files = {repo / ".env": "env", repo / ".ENV": "ENV", repo / "sub" / ".env.local": "local",
+             repo / ".git" / "config": "git", repo / "certs" / "server.pem": "pem",
+             repo / "state" / "diary.txt": "state", outside / "secret.txt": "outside", evil / "secret.txt": "evil"}
+    for path, tag in files.items():
+        path.write_text(f"{SECRET}-{tag}\n")
+    (repo / "linkdir").symlink_to(outside, target_is_directory=True)
+    (repo / "linkfile.txt").symlink_to(outside / "secret.txt")
+    (repo / "a" / "b").symlink_to("../../outside", target_is_directory=True)
+    (repo / "notes.txt").symlink_to(".env")  # a harmless name for a blocked file
+    (repo / "inner-link").symlink_to("src", target_is_directory=True)  # stays inside: allowed
+    return repo
+
+
+# (case id, path template, what the denial must say); {T} is the folder holding repo/
+FILE_ESCAPES = [
+    ("dotdot", "../outside/secret.txt", "is outside WORKSPACE_ROOT"),
+    ("dotdot-deep", "src/../../outside/secret.txt", "is outside WORKSPACE_ROOT"),
+    ("absolute", "{T}/outside/secret.txt", "is outside WORKSPACE_ROOT"),
+    ("sibling-prefix", "{T}/repo-evil/secret.txt", "is outside WORKSPACE_ROOT"),
+    ("sibling-prefix-rel", "../repo-evil/secret.txt", "is outside WORKSPACE_ROOT"),
+    ("symlink-dir", "linkdir/secret.txt", "leads outside WORKSPACE_ROOT through a symlink"),
+    ("symlink-file", "linkfile.txt", "leads outside WORKSPACE_ROOT through a symlink"),
+    ("symlink-nested", "a/b/secret.txt", "leads outside WORKSPACE_ROOT through a symlink"),
+    ("dotenv", ".env", "is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"),
+    ("dotenv-upper", ".ENV", "is blocked by POLICY_FILE_BLOCKED_PATHS"),
+    ("dotenv-variant", "sub/.env.local", "is blocked by POLICY_FILE_BLOCKED_PATHS (.env.*)"),
+    ("git-config", ".git/config", "is blocked by POLICY_FILE_BLOCKED_PATHS (.git)"),
+    ("git-config-absolute", "{T}/repo/.git/config", "is blocked by POLICY_FILE_BLOCKED_PATHS (.git)"),
+    ("pem", "certs/server.pem", "is blocked by POLICY_FILE_BLOCKED_PATHS (*.pem)"),
+    ("symlink-to-dotenv", "notes.txt", "is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"),
+    ("data-dir", "state/diary.txt", "LYNKR_DATA_DIR"),
+    ("session-db", "state/sessions.db", "LYNKR_DATA_DIR"),
+]
+DIR_ESCAPES = [
+    ("dotdot", "..", "is outside WORKSPACE_ROOT"),
+    ("absolute", "{T}/outside", "is outside WORKSPACE_ROOT"),
+    ("sibling-prefix", "{T}/repo-evil", "is outside WORKSPACE_ROOT"),
+    ("sibling-prefix-rel", "../repo-evil", "is outside WORKSPACE_ROOT"),
+    ("symlink-dir", "linkdir", "leads outside WORKSPACE_ROOT through a symlink"),
+    ("symlink-nested", "a/b", "leads outside WORKSPACE_ROOT through a symlink"),
+    ("git", ".git", "is blocked by POLICY_FILE_BLOCKED_PATHS (.git)"),
+    ("git-upper", ".GIT", "is blocked by POLICY_FILE_BLOCKED_PATHS"),
+    ("data-dir", "state", "LYNKR_DATA_DIR"),
+]
+SEARCH_IMPLS = ["python", "ripgrep"]
+
+
+def snapshot(top: Path) -> dict[str, bytes]:
+    """Every regular file under top (symlinks not followed), to prove a refused call changed nothing."""
+    return {str(p.relative_to(top)): p.read_bytes() for p in sorted(top.rglob("*"))
+            if p.is_file() and not p.is_symlink() and "state" not in p.parts}
+
+
+@pytest.fixture(scope="class", params=SEARCH_IMPLS)
+def escape_ws(request, tmp_path_factory):
+    """One proxy over an escape-test tree; `python` runs with a PATH that has no rg, `ripgrep` needs rg."""
+    if request.param == "ripgrep" and shutil.which("rg") is None:
+        pytest.skip("ripgrep (rg) is not installed; the pure-Python search is tested instead")
+    top = tmp_path_factory.mktemp("escape")
+    repo = build_escape_tree(top)
+    nobin = top / "empty-bin"
+    nobin.mkdir()
+    env = {**AGENT_ENV, "WORKSPACE_ROOT": str(repo), "LYNKR_DATA_DIR": str(repo / "state")}
+    if request.param == "python":
+        env["PATH"] = str(nobin)
+    proxy = start_proxy(top, env)
+    yield top, proxy
+    proxy.stop()
+
+
+class TestPathPolicy:
+    @staticmethod
+    def denied(port: int, name: str, args: dict, want: str) -> str:
+        msg = tool_err(port, name, args)
+        assert msg.startswith("denied: ") and want in msg, f"{name} {args}: {msg}"
+        assert SECRET not in msg
+        return msg
+
+    @pytest.mark.parametrize("case,path,want", FILE_ESCAPES, ids=[c[0] for c in FILE_ESCAPES])
+    def test_read(self, escape_ws, case, path, want):
+        top, proxy = escape_ws
+        self.denied(proxy.port, "fs_read", {"path": path.format(T=top)}, want)
+
+    def test_read_outside_system_file(self, escape_ws):
+        _top, proxy = escape_ws
+        self.denied(proxy.port, "fs_read", {"path": "/etc/passwd"}, "is outside WORKSPACE_ROOT")
+
+    @pytest.mark.parametrize("case,path,want", FILE_ESCAPES, ids=[c[0] for c in FILE_ESCAPES])
+    def test_write(self, escape_ws, case, path, want):
+        top, proxy = escape_ws
+        before = snapshot(top)
+        self.denied(proxy.port, "fs_write", {"path": path.format(T=top), "content": "pwned"}, want)
+        assert snapshot(top) == before
+
+    @pytest.mark.parametrize("case,path,want", DIR_ESCAPES, ids=[c[0] for c in DIR_ESCAPES])
+    def test_write_new_file_below(self, escape_ws, case, path, want):
+        top, proxy = escape_ws
+        before = snapshot(top)
+        self.denied(proxy.port, "fs_write", {"path": path.format(T=top) + "/new-dir/new.txt", "content": "x"}, want)
+        assert snapshot(top) == before and not list(top.rglob("new-dir"))
+
+    @pytest.mark.parametrize("case,path,want", FILE_ESCAPES, ids=[c[0] for c in FILE_ESCAPES])
+    def test_patch(self, escape_ws, case, path, want):
+        top, proxy = escape_ws
+        before = snapshot(top)
+        p = path.format(T=top)
+        target = (Path(p) if p.startswith("/") else top / "repo" / p).resolve()
+        first = target.read_text().splitlines()[0] if target.suffix != ".db" else "x"  # a hunk that would apply
+        patch = f"--- a/{p}\n+++ b/{p}\n@@ -1 +1 @@\n-{first}\n+pwned\n"
+        self.denied(proxy.port, "edit_patch", {"patch": patch}, want)
+        assert snapshot(top) == before
+
+    @pytest.mark.parametrize("case,path,want", DIR_ESCAPES, ids=[c[0] for c in DIR_ESCAPES])
+    def test_patch_creating_file_below(self, escape_ws, case, path, want):
+        top, proxy = escape_ws
+        before = snapshot(top)
+        p = path.format(T=top) + "/created.txt"
+        self.denied(proxy.port, "edit_patch", {"patch": f"--- /dev/null\n+++ b/{p}\n@@ -0,0 +1 @@\n+pwned\n"}, want)
+        assert snapshot(top) == before and not list(top.rglob("created.txt"))
+
+    @pytest.mark.parametrize("case,path,want", DIR_ESCAPES, ids=[c[0] for c in DIR_ESCAPES])
+    def test_list(self, escape_ws, case, path, want):
+        top, proxy = escape_ws
+        self.denied(proxy.port, "fs_list", {"path": path.format(T=top)}, want)
+        self.denied(proxy.port, "fs_list", {"path": path.format(T=top), "recursive": True}, want)
+
+    @pytest.mark.parametrize("case,path,want", DIR_ESCAPES + FILE_ESCAPES,
+                             ids=[f"dir-{c[0]}" for c in DIR_ESCAPES] + [f"file-{c[0]}" for c in FILE_ESCAPES])
+    def test_search(self, escape_ws, case, path, want):
+        top, proxy = escape_ws
+        self.denied(proxy.port, "workspace_search", {"query": "ZEBRA", "path": path.format(T=top)}, want)
+
+    def test_root_listing_and_search_leave_out_what_is_refused(self, escape_ws):
+        _top, proxy = escape_ws
+        listing = tool_ok(proxy.port, "fs_list", {"recursive": True}).splitlines()
+        for forbidden in (".env", ".ENV", "sub/.env.local", ".git/", ".git/config", "certs/server.pem", "notes.txt",
+                          "linkfile.txt", "linkdir/", "linkdir/secret.txt", "a/b/", "a/b/secret.txt", "state/",
+                          "state/diary.txt"):
+            assert forbidden not in listing, listing
+        assert {"src/", "src/app.py", "a/", "sub/"} <= set(listing), listing
+        assert not any(e.startswith(("inner-link/", "state")) and e != "inner-link/" for e in listing), listing
+        assert tool_ok(proxy.port, "fs_list", {"glob": "**"}).count(SECRET) == 0
+        for args in ({"query": "ZEBRA"}, {"query": "zebra-.*", "regex": True}, {"query": "ZEBRA", "glob": "*"}):
+            assert tool_ok(proxy.port, "workspace_search", args) == "src/app.py:1:print('ZEBRA-ok')", args
+
+    def test_allowed_paths_still_work(self, escape_ws):
+        top, proxy = escape_ws
+        for p in ("src/app.py", "src/../src/app.py", f"{top}/repo/src/app.py", "inner-link/app.py", "./src//app.py"):
+            assert tool_ok(proxy.port, "fs_read", {"path": p}) == "print('ZEBRA-ok')\n", p
+        assert tool_ok(proxy.port, "fs_list", {"path": "inner-link"}).endswith("app.py")
+
+
+class TestWorkspaceTools:
+    def test_edit_patch_is_atomic_across_files(self, agent, workspace):
+        st = agent()
+        (workspace / "a.txt").write_text("one\ntwo\nthree\n")
+        (workspace / "b.txt").write_text("alpha\nbeta\n")
+        good_a = "--- a/a.txt\n+++ b/a.txt\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n"
+        bad_b = "--- a/b.txt\n+++ b/b.txt\n@@ -1,2 +1,2 @@\n alpha\n-gamma\n+GAMMA\n"
+        err = tool_err(st.port, "edit_patch", {"patch": good_a + bad_b})
+        assert "b.txt" in err and "does not match" in err, err
+        assert (workspace / "a.txt").read_text() == "one\ntwo\nthree\n"
+        assert (workspace / "b.txt").read_text() == "alpha\nbeta\n"
+        # two hunks in one file, the second wrong: neither applies
+        (workspace / "long.txt").write_text("".join(f"line {i}\n" for i in range(1, 21)))
+        two = ("--- a/long.txt\n+++ b/long.txt\n@@ -2,1 +2,1 @@\n-line 2\n+LINE 2\n"
+               "@@ -15,1 +15,1 @@\n-line 99\n+LINE 99\n")
+        assert "does not match" in tool_err(st.port, "edit_patch", {"patch": two})
+        assert "LINE" not in (workspace / "long.txt").read_text()
+        # a refused second file stops the whole patch too
+        (workspace / ".env").write_text("K=V\n")
+        blocked = good_a + "--- a/.env\n+++ b/.env\n@@ -1 +1 @@\n-K=V\n+K=W\n"
+        assert "POLICY_FILE_BLOCKED_PATHS" in tool_err(st.port, "edit_patch", {"patch": blocked})
+        assert (workspace / "a.txt").read_text() == "one\ntwo\nthree\n" and (workspace / ".env").read_text() == "K=V\n"
+        # and the good part alone applies
+        assert tool_ok(st.port, "edit_patch", {"patch": good_a}) == "patched a.txt"
+        assert (workspace / "a.txt").read_text() == "one\nTWO\nthree\n"
+
+    def test_edit_patch_creates_and_deletes_files(self, agent, workspace):
+        st = agent()
+        (workspace / "old.txt").write_text("bye\nnow\n")
+        (workspace / "keep.py").write_text("x = 1\ny = 2\n")
+        patch = ("diff --git a/new/dir/made.txt b/new/dir/made.txt\nnew file mode 100644\nindex 0000000..e69de29\n"
+                 "--- /dev/null\n+++ b/new/dir/made.txt\n@@ -0,0 +1,2 @@\n+hello\n+world\n"
+                 "diff --git a/old.txt b/old.txt\ndeleted file mode 100644\n"
+                 "--- a/old.txt\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-bye\n-now\n"
+                 "--- a/keep.py\n+++ b/keep.py\n@@ -1,2 +1,3 @@\n x = 1\n+z = 3\n y = 2\n")
+        out = tool_ok(st.port, "edit_patch", {"patch": patch})
+        assert "new/dir/made.txt" in out and "old.txt (deleted)" in out and "keep.py" in out, out
+        assert (workspace / "new" / "dir" / "made.txt").read_text() == "hello\nworld\n"
+        assert not (workspace / "old.txt").exists()
+        assert (workspace / "keep.py").read_text() == "x = 1\nz = 3\ny = 2\n"
+        # creating a file that exists, or deleting one that does not, changes nothing
+        again = "--- /dev/null\n+++ b/keep.py\n@@ -0,0 +1 @@\n+clobber\n"
+        assert "already exists" in tool_err(st.port, "edit_patch", {"patch": again})
+        gone = "--- a/old.txt\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-bye\n-now\n"
+        assert "old.txt" in tool_err(st.port, "edit_patch", {"patch": gone})
+        assert (workspace / "keep.py").read_text() == "x = 1\nz = 3\ny = 2\n"
+        assert "unified diff" in tool_err(st.port, "edit_patch", {"patch": "just some words"})
+
+    def test_read_write_list(self, agent, workspace):
+        st = agent()
+        (workspace / "lines.txt").write_text("".join(f"L{i}\n" for i in range(1, 8)))
+        assert tool_ok(st.port, "fs_read", {"path": "lines.txt", "start_line": 3, "end_line": 4}) == "L3\nL4\n"
+        assert tool_ok(st.port, "fs_read", {"path": "lines.txt", "start_line": 6, "line_numbers": True}) == "6\tL6\n7\tL7\n"
+        assert "past the end" in tool_err(st.port, "fs_read", {"path": "lines.txt", "start_line": 99})
+        assert "no such file" in tool_err(st.port, "fs_read", {"path": "missing.txt"})
+        (workspace / "bin.dat").write_bytes(b"\x00\x01\x02binary")
+        assert "binary" in tool_err(st.port, "fs_read", {"path": "bin.dat"})
+        script = workspace / "run.sh"
+        script.write_text("old\n")
+        script.chmod(0o755)
+        assert tool_ok(st.port, "fs_write", {"path": "run.sh", "content": "#!/bin/sh\necho new\n"}) == "wrote 19 bytes to run.sh"
+        assert script.read_text() == "#!/bin/sh\necho new\n" and script.stat().st_mode & 0o777 == 0o755
+        tool_ok(st.port, "fs_write", {"path": "deep/er/file.py", "content": "pass\n"})
+        assert (workspace / "deep" / "er" / "file.py").read_text() == "pass\n"
+        assert not [p for p in workspace.rglob(".lynkr-*")]  # no temp files left behind
+        assert tool_ok(st.port, "fs_list", {"glob": "*.py", "recursive": True}).splitlines() == ["deep/er/file.py",
+                                                                                                 "src/app.py"]
+        top = tool_ok(st.port, "fs_list", {}).splitlines()
+        assert {"src/", "deep/", "notes.txt", "lines.txt"} <= set(top) and "src/app.py" not in top, top
+
+    def test_default_data_dir_is_private(self, agent, workspace):
+        st = agent(LYNKR_DATA_DIR=None)  # default: <WORKSPACE_ROOT>/.lynkr
+        data = workspace / ".lynkr"
+        assert (data / "sessions.db").is_file() and ignores_all(data / ".gitignore")
+        for path in (".lynkr/sessions.db", ".lynkr/.gitignore", f"{data}/sessions.db", "src/../.lynkr/sessions.db"):
+            assert "LYNKR_DATA_DIR" in tool_err(st.port, "fs_read", {"path": path}), path
+        assert "LYNKR_DATA_DIR" in tool_err(st.port, "fs_write", {"path": ".lynkr/sessions.db", "content": "x"})
+        assert "LYNKR_DATA_DIR" in tool_err(st.port, "fs_list", {"path": ".lynkr"})
+        assert "LYNKR_DATA_DIR" in tool_err(st.port, "workspace_search", {"query": "x", "path": ".lynkr"})
+        assert ".lynkr" not in tool_ok(st.port, "fs_list", {"recursive": True})
+        assert (data / "sessions.db").stat().st_size > 0
+
+    def test_session_db_folder_is_private(self, agent, workspace):
+        db_dir = workspace / "private-db"
+        st = agent(SESSION_DB_PATH=str(db_dir / "store.db"))
+        (db_dir / "other.txt").write_text("next to the database\n")
+        for path in ("private-db/store.db", "private-db/store.db-wal", "private-db/other.txt"):
+            err = tool_err(st.port, "fs_read", {"path": path})
+            assert err.startswith("denied: ") and "SESSION_DB_PATH" in err, (path, err)
+        assert tool_err(st.port, "fs_write", {"path": "private-db/store.db", "content": "x"}).startswith("denied: ")
+        assert tool_err(st.port, "fs_list", {"path": "private-db"}).startswith("denied: ")
+        assert "private-db" not in tool_ok(st.port, "fs_list", {"recursive": True})
+
+    @pytest.mark.parametrize("impl", SEARCH_IMPLS)
+    def test_search_query_is_never_an_option(self, agent, workspace, tmp_path, impl):
+        if impl == "ripgrep":
+            require_rg = shutil.which("rg")
+            if require_rg is None:
+                pytest.skip("ripgrep (rg) is not installed; the pure-Python search is tested instead")
+            st = agent()
+        else:
+            (tmp_path / "no-rg").mkdir()
+            st = agent(PATH=str(tmp_path / "no-rg"))
+        (workspace / "flags.txt").write_text("use --pre=/bin/sh here\nrun -e with care\n--files\nplain\n")
+        marker = tmp_path / "pre-ran"
+        (workspace / "pre.sh").write_text(f"#!/bin/sh\ntouch {marker}\ncat \"$1\"\n")
+        (workspace / "pre.sh").chmod(0o755)
+        assert tool_ok(st.port, "workspace_search", {"query": f"--pre={workspace}/pre.sh"}) == "no matches"
+        assert not marker.exists()
+        assert tool_ok(st.port, "workspace_search", {"query": "--pre=/bin/sh"}) == "flags.txt:1:use --pre=/bin/sh here"
+        assert tool_ok(st.port, "workspace_search", {"query": "-e"}) == "flags.txt:2:run -e with care"
+        assert tool_ok(st.port, "workspace_search", {"query": "--files"}) == "flags.txt:3:--files"
+        assert tool_ok(st.port, "workspace_search", {"query": "-", "path": "flags.txt", "max_results": 2}) == (
+            "flags.txt:1:use --pre=/bin/sh here\nflags.txt:2:run -e with care\n[stopped at max_results=2]")
+        # literal by default, regex on request, case-insensitive unless asked
+        assert tool_ok(st.port, "workspace_search", {"query": "return 'HI'"}) == "src/app.py:2:    return 'hi'"
+        assert tool_ok(st.port, "workspace_search", {"query": "return 'HI'", "case_sensitive": True}) == "no matches"
+        assert tool_ok(st.port, "workspace_search", {"query": "re.urn"}) == "no matches"
+        assert tool_ok(st.port, "workspace_search", {"query": "^def h", "regex": True}) == "src/app.py:1:def hello():"
+        assert "invalid regex" in tool_err(st.port, "workspace_search", {"query": "(", "regex": True})
+        assert tool_ok(st.port, "workspace_search", {"query": "milk", "glob": "*.py"}) == "no matches"
+        assert not marker.exists()
+        # proof of which engine ran: ripgrep skips hidden files, the pure-Python search reads them
+        (workspace / ".dotfile.txt").write_text("only-in-dotfile\n")
+        found = tool_ok(st.port, "workspace_search", {"query": "only-in-dotfile"})
+        assert found == ("no matches" if impl == "ripgrep" else ".dotfile.txt:1:only-in-dotfile"), found
+
+    def test_tasks_crud_persist_across_restart(self, agent):
+        st = agent()
+        a = json.loads(tool_ok(st.port, "workspace_task_create", {"title": "write tests", "priority": "high"}))
+        b = json.loads(tool_ok(st.port, "workspace_task_create", {"title": "ship", "description": "after tests"}))
+        c = json.loads(tool_ok(st.port, "workspace_task_create", {"title": "drop me", "status": "blocked"}))
+        assert set(a) == {"id", "title", "description", "status", "priority", "created_at", "updated_at"}
+        assert (a["status"], a["priority"], b["priority"], c["status"]) == ("todo", "high", "medium", "blocked")
+        assert len({a["id"], b["id"], c["id"]}) == 3
+        upd = json.loads(tool_ok(st.port, "workspace_task_update", {"id": b["id"], "title": "ship it", "priority": "low"}))
+        assert (upd["title"], upd["description"], upd["priority"]) == ("ship it", "after tests", "low")
+        assert upd["updated_at"] >= upd["created_at"]
+        done = json.loads(tool_ok(st.port, "workspace_task_set_status", {"id": a["id"], "status": "done"}))
+        assert done["status"] == "done" and done["title"] == "write tests"
+        deleted = json.loads(tool_ok(st.port, "workspace_task_delete", {"id": c["id"]}))
+        assert deleted == {"deleted": c}
+        assert "no task with id" in tool_err(st.port, "workspace_task_delete", {"id": c["id"]})
+        assert "no task with id" in tool_err(st.port, "workspace_task_set_status", {"id": 9999, "status": "done"})
+        assert "input.status: must be one of" in tool_err(st.port, "workspace_task_set_status", {"id": a["id"],
+                                                                                                 "status": "nope"})
+        before = json.loads(tool_ok(st.port, "workspace_tasks_list", {}))
+        st.restart()
+        after = json.loads(tool_ok(st.port, "workspace_tasks_list", {}))
+        assert after == before and [t["title"] for t in after] == ["write tests", "ship it"]
+        assert [t["id"] for t in json.loads(tool_ok(st.port, "workspace_tasks_list", {"status": "done"}))] == [a["id"]]
+        assert json.loads(tool_ok(st.port, "workspace_tasks_list", {"status": "blocked"})) == []
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_model_drives_tasks(self, agent, provider):
+        st = agent(provider, LYNKR_TOOLS="workspace_task*")
+        st.fake.push(model_turn(provider, None, [("call_k1", "workspace_task_create", {"title": "from the model"})]),
+                     model_turn(provider, None, [("call_k2", "workspace_tasks_list", {})]),
+                     model_turn(provider, "One task."))
+        msg = reply_of(st.proxy.post(base_req(stream=True)), True)
+        listed = json.loads(results_seen(st.fake.last)["call_k2"])
+        assert [t["title"] for t in listed] == ["from the model"] and texts(msg)[-1] == "One task."
+        assert json.loads(tool_ok(st.port, "workspace_tasks_list", {})) == listed
+
+
+# -- Web tools against a local HTTP server --
+
+PAGE = ("<!doctype html><html><head><title>Lynkr &amp; friends</title><style>body{color:red}</style>"
+        "<script>var hidden = 'SCRIPT-TEXT';</script></head><body><nav>menu-chrome</nav>"
+        "<h1>Heading</h1><p>First   paragraph with <b>bold</b> &lt;tags&gt;.</p><ul><li>one</li><li>two</li></ul>"
+        "<noscript>NOSCRIPT-TEXT</noscript><p>Caf\u00e9 ends here.</p></body></html>")
+
+
+def html_reply(markup: str, status: int = 200) -> Reply:
+    return Reply(status, markup.encode(), (("content-type", "text/html; charset=utf-8"),))
+
+
+def redirect(location: str, status: int = 302) -> Reply:
+    return Reply(status, b"", (("location", location),))
+
+
+@pytest.fixture
+def web_server():
+    servers: list[FakeHTTP] = []
+
+    def make(host: str = "127.0.0.1") -> FakeHTTP:
+        servers.append(FakeHTTP(host=host))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+class TestWebTools:
+    def test_fetch_allowlisted_converts_html(self, agent, web_server):
+        site = web_server()
+        st = agent(WEB_SEARCH_ALLOWED_HOSTS="127.0.0.1")
+        site.push(html_reply(PAGE))
+        out = tool_ok(st.port, "web_fetch", {"url": f"{site.url}/page?x=1"})
+        head, _, body = out.partition("\n\n")
+        assert head == f"URL: {site.url}/page?x=1\nTitle: Lynkr & friends", out
+        for want in ("Heading", "First paragraph with bold <tags>.", "one", "two", "Café ends here."):
+            assert want in body, out
+        for gone in ("SCRIPT-TEXT", "color:red", "NOSCRIPT-TEXT", "menu-chrome", "<p>", "<li>"):
+            assert gone not in out, out
+        assert [r.path for r in site.requests] == ["/page"] and site.last.method == "GET"
+
+    def test_fetch_refused_without_allowlist(self, agent, web_server):
+        site = web_server()
+        st = agent()
+        err = tool_err(st.port, "web_fetch", {"url": f"{site.url}/"})
+        assert err.startswith("denied: ") and "127.0.0.1" in err and "WEB_SEARCH_ALLOWED_HOSTS" in err, err
+        err = tool_err(st.port, "web_fetch", {"url": "http://169.254.169.254/latest/meta-data/"})
+        assert err.startswith("denied: ") and "169.254.169.254" in err and "WEB_SEARCH_ALLOWED_HOSTS" in err, err
+        st2 = agent(WEB_SEARCH_ALLOWED_HOSTS="docs.example.com,*.example.org")
+        err = tool_err(st2.port, "web_fetch", {"url": f"{site.url}/"})
+        assert err == "denied: host 127.0.0.1 is not in WEB_SEARCH_ALLOWED_HOSTS", err
+        assert site.requests == []
+        assert "only http(s)" in tool_err(st.port, "web_fetch", {"url": "file:///etc/passwd"})
+
+    @pytest.mark.parametrize("target", ["second-loopback", "link-local", "other-port-name"])
+    def test_redirect_to_forbidden_address_refused(self, agent, web_server, target):
+        site = web_server()
+        if target == "second-loopback":
+            try:
+                hidden = web_server("127.0.0.2")
+            except OSError:
+                pytest.skip("cannot bind 127.0.0.2 here")
+            location = f"{hidden.url}/internal"
+        elif target == "link-local":
+            hidden, location = None, "http://169.254.169.254/latest/meta-data/iam"
+        else:
+            hidden = web_server()
+            location = f"http://localhost:{hidden.port}/internal"  # same machine, a name not on the list
+        st = agent(WEB_SEARCH_ALLOWED_HOSTS="127.0.0.1")
+        site.push(redirect(location))
+        err = tool_err(st.port, "web_fetch", {"url": f"{site.url}/start"})
+        assert err.startswith("denied: ") and "WEB_SEARCH_ALLOWED_HOSTS" in err, err
+        assert [r.path for r in site.requests] == ["/start"]
+        if hidden is not None:
+            assert hidden.requests == []
+
+    def test_redirect_within_allowlist_followed(self, agent, web_server):
+        site = web_server()
+        st = agent(WEB_SEARCH_ALLOWED_HOSTS="127.0.0.1")
+        site.push(redirect("/hop2", 301), redirect(f"{site.url}/final", 307), html_reply("<p>arrived</p>"))
+        out = tool_ok(st.port, "web_fetch", {"url": f"{site.url}/hop1"})
+        assert out == f"URL: {site.url}/final\n\narrived", out
+        site.push(*[redirect("/loop")] * 10)
+        assert "too many redirects" in tool_err(st.port, "web_fetch", {"url": f"{site.url}/loop"})
+        site.push(html_reply("<p>gone</p>", 404))
+        assert "HTTP 404" in tool_err(st.port, "web_fetch", {"url": f"{site.url}/missing"})
+
+    def test_fetch_size_caps(self, agent, web_server):
+        site = web_server()
+        st = agent(WEB_SEARCH_ALLOWED_HOSTS="127.0.0.1", WEB_FETCH_MAX_BYTES="2048")
+        big = "A" * 50000 + "END-MARKER"
+        site.push(Reply(200, big.encode(), (("content-type", "text/plain"),)))
+        out = tool_ok(st.port, "web_fetch", {"url": f"{site.url}/big.txt"})
+        assert "END-MARKER" not in out and out.count("A") <= 2048, len(out)
+        site.push(Reply(200, ("word " * 1000).encode(), (("content-type", "text/plain"),)))
+        out = tool_ok(st.port, "web_fetch", {"url": f"{site.url}/words.txt", "max_chars": 100})
+        assert out.endswith("\n[truncated at 100 characters]"), out[-200:]
+        assert out.partition("\n\n")[2].count("word") <= 20
+
+    def test_web_search_searxng(self, agent, web_server):
+        searx = web_server()
+        st = agent(WEB_SEARCH_ENDPOINT=f"{searx.url}/search?safesearch=1")  # trusted without any allowlist
+        results = [{"title": f"Result {i}", "url": f"https://example.com/{i}", "content": f"snippet {i}",
+                    "engine": "fake", "score": 1.0} for i in range(5)]
+        searx.push(json_reply({"query": "lynkr proxy", "results": results}))
+        out = json.loads(tool_ok(st.port, "web_search", {"query": "lynkr proxy & more", "max_results": 3}))
+        assert out == [{"title": f"Result {i}", "url": f"https://example.com/{i}", "snippet": f"snippet {i}"}
+                       for i in range(3)]
+        q = urllib.parse.parse_qs(searx.last.query)
+        assert searx.last.path == "/search" and q == {"safesearch": ["1"], "q": ["lynkr proxy & more"], "format": ["json"]}
+        searx.push(json_reply({"results": []}))
+        assert tool_ok(st.port, "web_search", {"query": "nothing"}) == "no results"
+        searx.push(html_reply("<p>not json</p>"))
+        assert "format=json" in tool_err(st.port, "web_search", {"query": "html"})
+        # a redirect from the trusted endpoint is checked like any other URL
+        searx.push(redirect("http://169.254.169.254/latest"))
+        assert tool_err(st.port, "web_search", {"query": "x"}).startswith("denied: ")
+
+    def test_web_search_needs_endpoint(self, agent):
+        st = agent()
+        assert "WEB_SEARCH_ENDPOINT" in tool_err(st.port, "web_search", {"query": "anything"})
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_model_fetches_a_page(self, agent, web_server, provider):
+        site = web_server()
+        site.push(html_reply(PAGE))
+        st = agent(provider, LYNKR_TOOLS="web_fetch", WEB_SEARCH_ALLOWED_HOSTS="127.0.0.1")
+        st.fake.push(model_turn(provider, None, [("call_w1", "web_fetch", {"url": f"{site.url}/doc"})]),
+                     model_turn(provider, "The page is about Lynkr."))
+        msg = reply_of(st.proxy.post(base_req(stream=True)), True)
+        got = results_seen(st.fake.last)["call_w1"]
+        assert got.startswith(f"URL: {site.url}/doc\nTitle: Lynkr & friends") and "SCRIPT-TEXT" not in got
+        assert texts(msg)[-1] == "The page is about Lynkr."
+
+
+# -- Prompt cache --
+
+CACHE_ON = {"PROMPT_CACHE_ENABLED": "true"}
+
+
+class TestPromptCache:
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_hit_and_miss(self, agent, provider):
+        st = agent(provider, **CACHE_ON)
+        st.fake.push(model_turn(provider, "Cached answer.", usage=(120, 9)))
+        req = base_req(messages=[user("what is 2+2?")])
+        first = st.proxy.post(req)
+        assert first.status == 200 and first.headers.get("x-lynkr-cache") == "miss"
+        m1 = first.json()
+        assert m1["usage"]["input_tokens"] == 0 and m1["usage"]["cache_creation_input_tokens"] == 120, m1["usage"]
+        assert m1["usage"]["output_tokens"] == 9
+        second = st.proxy.post(req)
+        assert second.headers.get("x-lynkr-cache") == "hit" and len(st.fake.requests) == 1
+        m2 = second.json()
+        assert m2["content"] == m1["content"] == [text("Cached answer.")] and m2["stop_reason"] == "end_turn"
+        assert m2["id"] != m1["id"] and m2["id"].startswith("msg_") and m2["model"] == "claude-sonnet-4-5"
+        assert (m2["usage"]["input_tokens"], m2["usage"]["cache_creation_input_tokens"],
+                m2["usage"]["cache_read_input_tokens"], m2["usage"]["output_tokens"]) == (0, 0, 120, 9), m2["usage"]
+        third = st.proxy.post({**req, "stream": True})  # a streamed request served from a JSON answer
+        assert third.headers.get("x-lynkr-cache") == "hit" and len(st.fake.requests) == 1
+        m3 = third.stream().ok()
+        assert m3["content"] == m1["content"] and m3["usage"]["cache_read_input_tokens"] == 120
+        st.fake.push(model_turn(provider, "Different."))
+        other = st.proxy.post(base_req(messages=[user("what is 3+3?")]))
+        assert other.headers.get("x-lynkr-cache") == "miss" and len(st.fake.requests) == 2
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_streamed_miss_then_json_hit(self, agent, provider):
+        st = agent(provider, **CACHE_ON)
+        st.fake.push(model_turn(provider, "Streamed once.", usage=(40, 4)))
+        req = base_req(messages=[user("stream me")], stream=True)
+        r1 = st.proxy.post(req)
+        assert r1.headers.get("x-lynkr-cache") == "miss"
+        m1 = r1.stream().ok()
+        r2 = st.proxy.post({**req, "stream": False})
+        assert r2.headers.get("x-lynkr-cache") == "hit" and len(st.fake.requests) == 1
+        assert r2.json()["content"] == m1["content"] == [text("Streamed once.")]
+        assert r2.json()["usage"]["cache_read_input_tokens"] == 40
+
+    def test_expiry(self, agent):
+        st = agent(PROMPT_CACHE_TTL_MS="1000", **CACHE_ON)
+        req = base_req(messages=[user("short-lived")])
+        st.fake.push(model_turn("dbx", "v1"), model_turn("dbx", "v2"))
+        assert texts(st.proxy.post(req).json()) == ["v1"]
+        hit = st.proxy.post(req)
+        assert hit.headers["x-lynkr-cache"] == "hit" and texts(hit.json()) == ["v1"]
+        time.sleep(1.3)
+        expired = st.proxy.post(req)
+        assert expired.headers["x-lynkr-cache"] == "miss" and texts(expired.json()) == ["v2"]
+        assert len(st.fake.requests) == 2
+
+    def test_eviction_lru(self, agent):
+        st = agent(PROMPT_CACHE_MAX_ENTRIES="1", **CACHE_ON)
+        a, b = base_req(messages=[user("A")]), base_req(messages=[user("B")])
+        for req in (a, b, a, a):
+            st.proxy.post(req)
+        assert len(st.fake.requests) == 3  # B pushed A out; A's second answer is then cached
+        st2 = agent(PROMPT_CACHE_MAX_ENTRIES="2", **CACHE_ON)
+        c = base_req(messages=[user("C")])
+        statuses = [st2.proxy.post(req).headers["x-lynkr-cache"] for req in (a, b, a, c, a, b)]
+        assert statuses == ["miss", "miss", "hit", "miss", "hit", "miss"]  # A was used last, so C evicted B
+        assert len(st2.fake.requests) == 4
+
+    def test_same_target_model_shares_entries(self, agent):
+        st = agent(MODEL_MAP="claude-alias-*=databricks-claude-shared", **CACHE_ON)
+        st.proxy.post(base_req(model="claude-alias-one"))
+        r = st.proxy.post(base_req(model="claude-alias-two"))
+        assert r.headers["x-lynkr-cache"] == "hit" and r.json()["model"] == "claude-alias-two"
+        assert len(st.fake.requests) == 1
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_key_ignores_billing_metadata_markers_and_stream(self, agent, provider):
+        st = agent(provider, **CACHE_ON)
+        st.fake.push(model_turn(provider, "Claude Code answer."))
+        body = cc_body(stream=True)
+        assert st.proxy.post(body).headers["x-lynkr-cache"] == "miss"
+        same = copy.deepcopy(body)
+        same["system"][0]["text"] = "x-anthropic-billing-header: cc_version=2.1.329.f00; cc_entrypoint=sdk-cli;"
+        same["metadata"] = {"user_id": json.dumps({"device_id": "cd" * 32, "session_id": "another-session"})}
+        same["system"][1].pop("cache_control")
+        same["messages"][1]["content"][1].pop("cache_control")
+        same["messages"][1]["content"][0]["cache_control"] = EPH
+        r = st.proxy.post(same, headers={"x-claude-code-session-id": "another-session"})
+        assert r.headers["x-lynkr-cache"] == "hit", r.headers
+        assert texts(r.stream().ok()) == ["Claude Code answer."]
+        r = st.proxy.post({**same, "stream": False})
+        assert r.headers["x-lynkr-cache"] == "hit" and texts(r.json()) == ["Claude Code answer."]
+        assert len(st.fake.requests) == 1
+        # what the model would see differently is a different key
+        changes = [lambda b: b["system"][2].update(text="You are a different agent."),
+                   lambda b: b.update(max_tokens=1000), lambda b: b.update(temperature=0.2),
+                   lambda b: b["tools"].append(GET_WEATHER),
+                   lambda b: b["messages"][1]["content"][1].update(text="list the files, please")]
+        for n, change in enumerate(changes, 2):
+            other = copy.deepcopy(body)
+            change(other)
+            if "temperature" in other:
+                other.pop("thinking")  # Claude rejects temperature with thinking
+            st.fake.push(model_turn(provider, f"variant {n}"))
+            r = st.proxy.post(other)
+            assert r.headers["x-lynkr-cache"] == "miss" and len(st.fake.requests) == n, n
+            r.stream().ok()
+
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_never_stores_server_tool_turns(self, agent, workspace, provider, stream):
+        st = agent(provider, LYNKR_TOOLS="fs_write", **CACHE_ON)
+        req = base_req(messages=[user("write the stamp")], stream=stream)
+        for n in (1, 2):
+            st.fake.push(model_turn(provider, None, [(f"call_c{n}", "fs_write", {"path": "stamp.txt", "content": str(n)})]),
+                         model_turn(provider, "Written."))
+            r = st.proxy.post(req)
+            assert r.headers["x-lynkr-cache"] == "miss"
+            assert texts(reply_of(r, stream))[-1] == "Written."
+            assert (workspace / "stamp.txt").read_text() == str(n) and len(st.fake.requests) == 2 * n
+        # the same offer without a tool call is a final answer, and is stored
+        st.fake.push(model_turn(provider, "No tools needed."))
+        plain = {**req, "messages": [user("just answer")]}
+        assert st.proxy.post(plain).headers["x-lynkr-cache"] == "miss"
+        hit = st.proxy.post(plain)
+        assert hit.headers["x-lynkr-cache"] == "hit" and texts(reply_of(hit, stream)) == ["No tools needed."]
+        assert len(st.fake.requests) == 5
+
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_never_stores_client_tool_use_or_errors(self, agent, provider, stream):
+        st = agent(provider, **CACHE_ON)
+        req = base_req(tools=[GET_WEATHER], messages=[user("weather in Oslo?")], stream=stream)
+        for n in (1, 2):
+            st.fake.push(model_turn(provider, "Checking.", [(f"call_o{n}", "get_weather", {"city": "Oslo"})]))
+            msg = reply_of(st.proxy.post(req), stream)
+            assert msg["stop_reason"] == "tool_use" and msg["content"][-1]["id"] == f"call_o{n}"
+        assert len(st.fake.requests) == 2
+        err = dbx_error(400, "BAD_REQUEST", "nope") if provider == "dbx" else \
+            json_reply(anth_error(400, "invalid_request_error", "nope"), 400)
+        st.fake.push(err)
+        bad = {**req, "messages": [user("fail please")]}
+        assert st.proxy.post(bad).status == 400
+        st.fake.push(model_turn(provider, "Fine now."))
+        assert st.proxy.post(bad).headers["x-lynkr-cache"] == "miss" and len(st.fake.requests) == 4
+
+    def test_disabled(self, agent):
+        st = agent()  # AGENT_ENV turns the cache off
+        for _ in range(2):
+            r = st.proxy.post(base_req())
+            assert r.status == 200 and "x-lynkr-cache" not in r.headers
+        assert len(st.fake.requests) == 2
+
+
+# -- Session store --
+
+
+def session_of(proxy: Proxy, sid: str) -> dict:
+    r = proxy.call("GET", f"/v1/sessions/{urllib.parse.quote(sid, safe='')}")
+    assert r.status == 200, r.data[:1000]
+    return r.json()
+
+
+def turn_summary(session: dict) -> list[tuple[str, str, str]]:
+    """(kind, role, text of the content) per stored turn."""
+    return [(t["kind"], t["role"], result_text(t["content"])) for t in session["turns"]]
+
+
+class TestSessionStore:
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_transcript_appends_each_message_once(self, agent, tmp_path, provider):
+        st = agent(provider)
+        sid = f"demo-{provider}"
+        hdr = {"x-session-id": sid}
+        st.fake.push(model_turn(provider, "Hello there.", usage=(11, 3)), model_turn(provider, "More here."),
+                     model_turn(provider, "Again here."))
+        history = [user([text("hi", cache_control=EPH)])]
+        r1 = st.proxy.post(base_req(messages=history), headers=hdr)
+        m1 = r1.json()
+        history = [user("hi"), assistant(m1["content"]), user([text("more", cache_control=EPH)])]  # markers move
+        r2 = st.proxy.post(base_req(messages=history, stream=True), headers=hdr)
+        m2 = r2.stream().ok()
+        history = [user([text("hi", cache_control=EPH)]), assistant(m1["content"]), user("more"),
+                   assistant(m2["content"]), user("again")]
+        r3 = st.proxy.post(base_req(messages=history), headers=hdr)
+        assert r3.status == 200
+        s = session_of(st.proxy, sid)
+        assert turn_summary(s) == [("user", "user", "hi"), ("assistant", "assistant", "Hello there."),
+                                   ("user", "user", "more"), ("assistant", "assistant", "More here."),
+                                   ("user", "user", "again"), ("assistant", "assistant", "Again here.")]
+        assert s["id"] == sid and s["created_at"] <= s["updated_at"]
+        replies = [t for t in s["turns"] if t["kind"] == "assistant"]
+        assert [t["request_id"] for t in replies] == [r.headers["request-id"] for r in (r1, r2, r3)]
+        assert all(t["model"] == "claude-sonnet-4-5" and t["cache"] == "bypass" for t in replies), replies
+        assert replies[0]["usage"]["input_tokens"] == 11 and replies[0]["usage"]["output_tokens"] == 3
+        assert all(t["model"] is None and t["usage"] is None for t in s["turns"] if t["kind"] == "user")
+        assert all(isinstance(t["created_at"], (int, float)) for t in s["turns"])
+        listed = {x["id"]: x for x in st.proxy.call("GET", "/v1/sessions").json()["data"]}
+        assert listed[sid]["turns"] == 6 and listed[sid]["updated_at"] == s["updated_at"]
+        line = st.proxy.wait_log(lambda o: o.get("request_id") == r3.headers["request-id"] and o.get("msg") == "request")
+        assert line["session_id"] == sid
+
+    def test_session_id_sources(self, agent):
+        st = agent()
+        cc = st.proxy.post(base_req(messages=[user("from claude code")]),
+                           headers={"X-Claude-Code-Session-Id": "cc-session-1"})
+        both = st.proxy.post(base_req(messages=[user("explicit wins")]),
+                             headers={"x-session-id": "explicit-1", "x-claude-code-session-id": "cc-session-1"})
+        anon = [st.proxy.post(base_req(messages=[user(f"anonymous {i}")])) for i in range(2)]
+        assert [r.status for r in (cc, both, *anon)] == [200] * 4
+        assert turn_summary(session_of(st.proxy, "cc-session-1"))[0] == ("user", "user", "from claude code")
+        assert len(session_of(st.proxy, "cc-session-1")["turns"]) == 2
+        assert turn_summary(session_of(st.proxy, "explicit-1"))[0] == ("user", "user", "explicit wins")
+        ids = []
+        for r in anon:
+            line = st.proxy.wait_log(lambda o, r=r: o.get("request_id") == r.headers["request-id"] and o.get("msg") == "request")
+            ids.append(line["session_id"])
+        assert all(i.startswith("sess_") for i in ids) and len(set(ids)) == 2, ids
+        for i, sid in enumerate(ids):
+            assert turn_summary(session_of(st.proxy, sid))[0] == ("user", "user", f"anonymous {i}")
+        data = st.proxy.call("GET", "/v1/sessions").json()["data"]
+        assert {"cc-session-1", "explicit-1", *ids} == {x["id"] for x in data}
+        assert data[0]["id"] == ids[-1]  # newest first
+        assert [x["id"] for x in st.proxy.call("GET", "/v1/sessions?limit=1").json()["data"]] == [ids[-1]]
+        assert st.proxy.call("GET", "/v1/sessions?limit=lots").status == 400
+        missing = st.proxy.call("GET", "/v1/sessions/no-such-session")
+        assert missing.status == 404 and missing.etype == "not_found_error"
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_server_tool_turns_recorded(self, agent, provider):
+        st = agent(provider, LYNKR_TOOLS="fs_read")
+        st.fake.push(model_turn(provider, "Reading.", [("call_z1", "fs_read", {"path": "notes.txt"})]),
+                     model_turn(provider, "Milk."))
+        st.proxy.post(base_req(messages=[user("read notes")], stream=True), headers={"x-session-id": "tools-1"}).stream().ok()
+        s = session_of(st.proxy, "tools-1")
+        kinds = [(t["kind"], t["role"]) for t in s["turns"]]
+        assert kinds == [("user", "user"), ("server_tool", "assistant"), ("server_tool", "user"),
+                         ("assistant", "assistant")], kinds
+        use = [b for b in s["turns"][1]["content"] if b["type"] == "tool_use"]
+        assert [(u["id"], u["name"], u["input"]) for u in use] == [("call_z1", "fs_read", {"path": "notes.txt"})]
+        [res] = s["turns"][2]["content"]
+        assert res["type"] == "tool_result" and res["tool_use_id"] == "call_z1" and res["is_error"] is False
+        assert result_text(res["content"]) == "remember the milk\n"
+        final = s["turns"][3]
+        assert texts({"content": final["content"]})[0] == "Reading." and texts({"content": final["content"]})[-1] == "Milk."
+        assert final["usage"]["output_tokens"] == 16  # both rounds
+
+    def test_cache_status_recorded(self, agent):
+        st = agent(**CACHE_ON)
+        for _ in range(2):
+            st.proxy.post(base_req(messages=[user("cache me")]), headers={"x-session-id": "cache-1"})
+        replies = [t for t in session_of(st.proxy, "cache-1")["turns"] if t["kind"] == "assistant"]
+        assert [t["cache"] for t in replies] == ["miss", "hit"]
+        assert replies[1]["usage"]["cache_read_input_tokens"] > 0
+
+    def test_transcripts_survive_restart(self, agent, tmp_path):
+        st = agent()
+        for i in range(3):
+            st.proxy.post(base_req(messages=[user(f"keep {i}")]), headers={"x-session-id": f"keep-{i}"})
+        before = st.proxy.call("GET", "/v1/sessions").json()
+        detail = session_of(st.proxy, "keep-1")
+        assert (tmp_path / "lynkr-data" / "sessions.db").is_file()
+        st.restart()
+        assert st.proxy.call("GET", "/v1/sessions").json() == before
+        assert session_of(st.proxy, "keep-1") == detail
+        # the restarted proxy keeps appending to the same transcript, without duplicates
+        st.proxy.post(base_req(messages=[user("keep 1"), assistant(detail["turns"][1]["content"]), user("next")]),
+                      headers={"x-session-id": "keep-1"})
+        assert [t[2] for t in turn_summary(session_of(st.proxy, "keep-1"))] == [
+            "keep 1", "Hello from fake Databricks", "next", "Hello from fake Databricks"]
+
+    @pytest.mark.parametrize("mode", ["json", "stream", "agent-loop"])
+    def test_sigkill_right_after_response_keeps_turn(self, agent, mode):
+        st = agent(LYNKR_TOOLS="fs_read" if mode == "agent-loop" else "mcp_*")
+        if mode == "agent-loop":
+            st.fake.push(model_turn("dbx", None, [("call_k9", "fs_read", {"path": "notes.txt"})]),
+                         model_turn("dbx", "Killed after this."))
+        else:
+            st.fake.push(model_turn("dbx", "Killed after this."))
+        stream = mode != "json"
+        r = st.proxy.post(base_req(messages=[user("last words")], stream=stream), headers={"x-session-id": "kill-1"})
+        assert texts(reply_of(r, stream))[-1] == "Killed after this."
+        st.restart(signal.SIGKILL)
+        s = session_of(st.proxy, "kill-1")
+        assert (s["turns"][0]["kind"], result_text(s["turns"][0]["content"])) == ("user", "last words")
+        assert s["turns"][-1]["kind"] == "assistant"
+        assert texts({"content": s["turns"][-1]["content"]})[-1] == "Killed after this."
+        assert s["turns"][-1]["request_id"] == r.headers["request-id"]
+
+    def test_database_location_and_mode(self, agent, tmp_path):
+        db = tmp_path / "elsewhere" / "store" / "lynkr.sqlite"
+        st = agent(SESSION_DB_PATH=str(db))
+        st.proxy.post(base_req(), headers={"x-session-id": "where-1"})
+        assert db.is_file() and not (tmp_path / "lynkr-data" / "sessions.db").exists()
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            rows = conn.execute("SELECT kind FROM turns WHERE session_id = 'where-1' ORDER BY id").fetchall()
+        assert [r[0] for r in rows] == ["user", "assistant"]
+
+
+# == End to end: the real Claude Code CLI with server tools and the prompt cache ==
+
+
+class TestClaudeCodeServerTools:
+    @pytest.fixture
+    def claude(self) -> str:
+        b = claude_bin()
+        require_e2e(f"the Claude Code CLI {CLAUDE_VERSION}", b is not None)
+        return b
+
+    @pytest.mark.parametrize("provider", PROVIDERS)
+    def test_injected_server_tool_then_client_bash(self, claude, agent, workspace, provider):
+        marker = f"MARKER-{random.randrange(10**9)}"
+        (workspace / "notes.txt").write_text(f"the code word is {marker}\n")
+        st = agent(provider, LYNKR_TOOLS="fs_read")
+
+        def respond(rec: Recorded) -> Reply:
+            seen = results_seen(rec)
+            if "call_cli_bash" in seen:
+                return model_turn(provider, f"Bash said: {seen['call_cli_bash'].strip()}")(rec)
+            if "call_cli_read" in seen:
+                word = re.search(r"MARKER-\d+", seen["call_cli_read"])
+                cmd = f"echo {word.group(0) if word else 'NOTHING'}-seen"
+                return model_turn(provider, "Now I will echo it.",
+                                  [("call_cli_bash", "Bash", {"command": cmd, "description": "Echo the word"})])(rec)
+            return model_turn(provider, "Let me read the notes.", [("call_cli_read", "fs_read", {"path": "notes.txt"})])(rec)
+
+        st.fake.push(respond, respond, respond)
+        out = TestClaudeCodeCLI().run(claude, st.proxy, workspace, "read notes.txt and echo the code word")
+        assert out["result"] == f"Bash said: {marker}-seen", out
+        assert len(st.fake.requests) == 3, [upstream_tool_names(r) for r in st.fake.requests]
+        first, second, third = st.fake.requests
+        assert {"Bash", "fs_read"} <= set(upstream_tool_names(first))  # injected into Claude Code's own request
+        assert results_seen(second) == {"call_cli_read": f"the code word is {marker}\n"}
+        assert results_seen(third)["call_cli_bash"].strip() == f"{marker}-seen"
+        # The CLI kept the activity record in its history, so the next turn still knows what fs_read found.
+        history = json.dumps(third.body["messages"], ensure_ascii=False)
+        assert "[lynkr ran server tool fs_read" in history and f"the code word is {marker}" in history
+
+    def test_identical_runs_second_from_cache(self, claude, agent, workspace):
+        st = agent("dbx", **CACHE_ON)
+        st.fake.push(model_turn("dbx", "The answer is 42."))
+        first = TestClaudeCodeCLI().run(claude, st.proxy, workspace, "what is the answer?")
+        assert first["result"] == "The answer is 42." and len(st.fake.requests) == 1
+        second = TestClaudeCodeCLI().run(claude, st.proxy, workspace, "what is the answer?")
+        assert second["result"] == first["result"], second
+        assert len(st.fake.requests) == 1, "the second identical Claude Code run reached the upstream"
+        hits = [o for o in st.proxy.logs() if o.get("msg") == "request" and o.get("path", "").startswith("/v1/messages")
+                and o.get("cache") == "hit"]
+        assert len(hits) == 1, [o for o in st.proxy.logs() if o.get("msg") == "request"]
+
+
+# == Tests: 15. Git and tests (git workflow, review, release notes, test harness, policy gates) ==
+#
+# Every test drives a real `git` through the proxy's tools (`POST /v1/tools/{name}`, or the model via the
+# agent loop) on a repository created in tmp_path, with a bare repository there as `origin`. Test
+# commands are tiny scripts outside the repository that print real runners' summaries; which summary
+# and exit status they give is read from a "mode" file, so one proxy can run passing and failing runs.
+
+GW_PYTEST_PASS = """\
+============================= test session starts ==============================
+platform linux -- Python 3.11.7, pytest-8.3.2, pluggy-1.5.0
+rootdir: /work/project
+collected 4 items
+
+tests/test_app.py ....                                                   [100%]
+
+============================== 4 passed in 0.03s ===============================
+"""
+GW_PYTEST_FAIL = """\
+============================= test session starts ==============================
+platform linux -- Python 3.11.7, pytest-8.3.2, pluggy-1.5.0
+collected 7 items
+
+tests/test_app.py .F.ssE.                                                [100%]
+
+=================================== FAILURES ===================================
+____________________________________ test_b ____________________________________
+
+    def test_b():
+>       assert 1 == 2
+E       assert 1 == 2
+
+tests/test_app.py:5: AssertionError
+=========================== short test summary info ============================
+FAILED tests/test_app.py::test_b - assert 1 == 2
+ERROR tests/test_app.py::test_e - RuntimeError: boom
+============= 1 failed, 3 passed, 2 skipped, 1 error in 0.12s ==============
+"""
+GW_JEST_FAIL = """\
+ PASS  src/util.test.js
+ FAIL  src/app.test.js
+  ● app › renders
+
+    expect(received).toBe(expected) // Object.is equality
+
+    Expected: 2
+    Received: 1
+
+Test Suites: 1 failed, 2 passed, 3 total
+Tests:       1 failed, 2 skipped, 9 passed, 12 total
+Snapshots:   0 total
+Time:        1.234 s
+Ran all test suites.
+"""
+GW_CARGO_FAIL = """\
+   Compiling demo v0.1.0 (/work/project)
+    Finished test [unoptimized + debuginfo] target(s) in 0.52s
+     Running unittests src/lib.rs (target/debug/deps/demo-1a2b3c)
+
+running 3 tests
+test tests::adds ... ok
+test tests::parses ... ok
+test tests::slow ... ignored
+test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s
+
+     Running tests/integration.rs (target/debug/deps/integration-4d5e6f)
+
+running 2 tests
+test it_works ... ok
+test it_fails ... FAILED
+
+failures:
+
+---- it_fails stdout ----
+thread 'it_fails' panicked at tests/integration.rs:9:5:
+assertion `left == right` failed
+
+failures:
+    it_fails
+
+test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
+
+error: test failed, to rerun pass `--test integration`
+"""
+GW_GO_FAIL = """\
+--- FAIL: TestParse (0.00s)
+    parse_test.go:12: got 1, want 2
+FAIL
+exit status 1
+FAIL	example.com/demo/parse	0.003s
+ok  	example.com/demo/util	0.002s
+ok  	example.com/demo/api	(cached)
+FAIL
+"""
+GW_OUTPUTS = {"pass": (GW_PYTEST_PASS, 0), "fail": (GW_PYTEST_FAIL, 1), "jest": (GW_JEST_FAIL, 1),
+              "cargo": (GW_CARGO_FAIL, 101), "go": (GW_GO_FAIL, 1)}
+GW_RUNNER = f"""\
+import pathlib, sys
+OUT = {GW_OUTPUTS!r}
+text, code = OUT[pathlib.Path(sys.argv[1]).read_text().strip()]
+sys.stdout.write(text)
+sys.exit(code)
+"""
+GW_STUCK = """\
+import os, pathlib, subprocess, sys, time
+child = subprocess.Popen(["sleep", "30"])
+pathlib.Path(sys.argv[1]).write_text(f"{os.getpid()} {child.pid}")
+print("stuck test started", flush=True)
+time.sleep(30)
+"""
+
+
+def gw_git_env() -> dict[str, str]:
+    """The environment for the tests' own git commands: no user/system config, never a prompt."""
+    return {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0",
+            "LC_ALL": "C"}
+
+
+def gw_git(cwd: Path, *args: str, env: dict | None = None, check: bool = True) -> str:
+    r = subprocess.run(["git", *args], cwd=cwd, env={**gw_git_env(), **(env or {})}, capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if check and r.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def gw_first_json(content: str) -> Any:
+    """Tools answer `<json>` or `<json>\\n\\n<text>`: the JSON part."""
+    return json.JSONDecoder().raw_decode(content)[0]
+
+
+def gw_alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def gw_pids_with(needle: str) -> list[int]:
+    """Live processes whose command line contains needle."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if needle in cmdline and gw_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+class GitWS:
+    """tmp/repo (branch main, identity set locally, README.md + src/app.py + src/util.py committed and
+    pushed) with tmp/remote.git as its bare origin; tmp/outside holds scripts, mode files and markers.
+    start(**env) runs a proxy on the repo; call/ok/err drive its tools."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.repo = tmp / "repo"
+        self.remote = tmp / "remote.git"
+        self.out = tmp / "outside"
+        self.out.mkdir()
+        self.proxy: Proxy | None = None
+        self.proxies: list[Proxy] = []
+        gw_git(tmp, "init", "-q", "--bare", "-b", "main", str(self.remote))
+        self.repo.mkdir()
+        self.git("init", "-q", "-b", "main")
+        self.git("config", "user.name", "Ada Tester")
+        self.git("config", "user.email", "ada@example.com")
+        self.git("remote", "add", "origin", str(self.remote))
+        self.write("README.md", "# demo\n")
+        self.write("src/app.py", "def main():\n    return 1\n")
+        self.write("src/util.py", "X = 1\n")
+        self.commit_all("initial")
+        self.git("push", "-q", "-u", "origin", "main")
+
+    # -- the repository, by hand --
+    def git(self, *args: str, **kw: Any) -> str:
+        return gw_git(self.repo, *args, **kw)
+
+    def write(self, rel: str, content: str) -> None:
+        path = self.repo / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+    def commit_all(self, message: str, env: dict | None = None) -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message, env=env)
+        return self.head()
+
+    def head(self, rev: str = "HEAD") -> str:
+        return self.git("rev-parse", rev).strip()
+
+    def remote_head(self, branch: str = "main") -> str | None:
+        out = gw_git(self.tmp, "--git-dir", str(self.remote), "rev-parse", "--verify", "--quiet",
+                     f"refs/heads/{branch}", check=False).strip()
+        return out or None
+
+    def staged(self) -> list[str]:
+        return self.git("diff", "--cached", "--name-only").split()
+
+    # -- test commands --
+    def runner(self, mode_name: str = "mode", mode: str = "pass") -> str:
+        """A test command printing GW_OUTPUTS[<content of outside/mode_name>] and exiting with its status."""
+        script = self.out / "runner.py"
+        script.write_text(GW_RUNNER)
+        self.set_mode(mode, mode_name)
+        return shlex.join([sys.executable, str(script), str(self.out / mode_name)])
+
+    def set_mode(self, mode: str, mode_name: str = "mode") -> None:
+        (self.out / mode_name).write_text(mode)
+
+    # -- the proxy --
+    def start(self, **env: Any) -> Proxy:
+        if self.proxy is not None:
+            self.proxy.stop()
+        extra = {"WORKSPACE_ROOT": str(self.repo), "LYNKR_INDEX_ON_START": "false", "PROMPT_CACHE_ENABLED": "false",
+                 **{k: str(v) for k, v in env.items()}}
+        self.proxy = start_proxy(self.tmp, extra)
+        self.proxies.append(self.proxy)
+        return self.proxy
+
+    def call(self, name: str, args: dict | None = None, timeout: float = 90) -> tuple[Any, bool]:
+        assert self.proxy is not None, "start() a proxy first"
+        r = self.proxy.call("POST", f"/v1/tools/{name}", args or {}, timeout=timeout)
+        assert r.status == 200, f"{name}: HTTP {r.status}: {r.data[:2000]!r}"
+        body = r.json()
+        assert set(body) == {"content", "is_error"}, body
+        return body["content"], body["is_error"]
+
+    def ok(self, name: str, args: dict | None = None, **kw: Any) -> Any:
+        content, is_error = self.call(name, args, **kw)
+        assert is_error is False, f"{name} {args}: unexpected error: {content}"
+        return content
+
+    def err(self, name: str, args: dict | None = None, **kw: Any) -> str:
+        content, is_error = self.call(name, args, **kw)
+        assert is_error is True, f"{name} {args}: expected an error, got: {content}"
+        assert isinstance(content, str) and content.strip(), content
+        return content
+
+    def run_tests(self, args: dict | None = None, **kw: Any) -> dict:
+        content = self.ok("workspace_test_run", args, **kw)
+        summary = gw_first_json(content)
+        summary["_output"] = content
+        return summary
+
+    def close(self) -> None:
+        for p in self.proxies:
+            p.stop()
+
+
+@pytest.fixture
+def gws(tmp_path):
+    ws = GitWS(tmp_path)
+    yield ws
+    ws.close()
+
+
+class TestGitTools:
+    def test_status_diff_stage_unstage_commit_log_branches(self, gws):
+        gws.start()
+        status = json.loads(gws.ok("workspace_git_status"))
+        assert status == {"branch": "main...origin/main", "staged": [], "unstaged": [], "untracked": [],
+                          "clean": True}
+
+        gws.write("src/app.py", "def main():\n    return 2\n\n\ndef extra():\n    return 3\n")
+        gws.write("docs/new.md", "hello\n")
+        (gws.repo / "src/util.py").unlink()
+        status = json.loads(gws.ok("workspace_git_status"))
+        assert status["clean"] is False and status["staged"] == []
+        assert sorted(status["unstaged"]) == ["D src/util.py", "M src/app.py"]
+        assert status["untracked"] == ["docs/new.md"]
+
+        diff = gws.ok("workspace_git_diff")
+        head = gw_first_json(diff)
+        by_path = {f["path"]: f for f in head["files"]}
+        assert by_path["src/app.py"] == {"path": "src/app.py", "status": "M", "binary": False, "insertions": 5,
+                                         "deletions": 1}
+        assert by_path["src/util.py"]["status"] == "D" and by_path["src/util.py"]["deletions"] == 1
+        assert head["stats"] == {"files": 2, "insertions": 5, "deletions": 2}
+        assert "+def extra():" in diff and "-    return 1" in diff and "docs/new.md" not in diff  # untracked
+        only_app = gw_first_json(gws.ok("workspace_git_diff", {"paths": ["src/app.py"]}))
+        assert [f["path"] for f in only_app["files"]] == ["src/app.py"]
+
+        assert "src/app.py" in gws.ok("workspace_git_stage", {"paths": ["src/app.py", "docs/new.md"]})
+        assert gws.staged() == ["docs/new.md", "src/app.py"]
+        status = json.loads(gws.ok("workspace_git_status"))
+        assert sorted(status["staged"]) == ["A docs/new.md", "M src/app.py"] and status["unstaged"] == ["D src/util.py"]
+        staged = gw_first_json(gws.ok("workspace_git_diff", {"staged": True}))
+        assert sorted(f["path"] for f in staged["files"]) == ["docs/new.md", "src/app.py"]
+        assert {f["path"]: f["status"] for f in staged["files"]}["docs/new.md"] == "A"
+
+        gws.ok("workspace_git_unstage", {"paths": ["docs/new.md"]})
+        assert gws.staged() == ["src/app.py"]
+        assert (gws.repo / "docs/new.md").read_text() == "hello\n"  # unstaging keeps the file
+
+        before = gws.head()
+        out = gws.ok("workspace_git_commit", {"message": "feat(app): return two\n\nLonger body line."})
+        assert "feat(app): return two" in out
+        assert gws.git("rev-parse", "HEAD~1").strip() == before
+        assert gws.git("log", "-1", "--format=%an <%ae>|%s|%b").strip() == \
+            "Ada Tester <ada@example.com>|feat(app): return two|Longer body line."
+        assert gws.staged() == [] and gws.git("status", "--porcelain", "-uall").splitlines() == [" D src/util.py",
+                                                                                       "?? docs/new.md"]
+        assert "nothing is staged" in gws.err("workspace_git_commit", {"message": "empty"})
+        assert gws.head() != before and gws.git("rev-parse", "HEAD~1").strip() == before
+
+        gws.git("branch", "feature/x", before)
+        branches = json.loads(gws.ok("workspace_git_branches"))
+        assert {b["name"]: (b["current"], b["subject"]) for b in branches} == {
+            "main": (True, "feat(app): return two"), "feature/x": (False, "initial")}
+        assert {b["name"]: b["commit"] for b in branches}["feature/x"] == before[:len(branches[0]["commit"])]
+
+        log = json.loads(gws.ok("workspace_git_log"))
+        assert [c["subject"] for c in log] == ["feat(app): return two", "initial"]
+        assert log[0]["commit"] == gws.head() and log[0]["author"] == "Ada Tester" and "T" in log[0]["date"]
+        assert [c["subject"] for c in json.loads(gws.ok("workspace_git_log", {"max_count": 1}))] == [
+            "feat(app): return two"]
+        assert [c["subject"] for c in json.loads(gws.ok("workspace_git_log", {"ref": "feature/x"}))] == ["initial"]
+        assert [c["subject"] for c in json.loads(gws.ok("workspace_git_log", {"path": "README.md"}))] == ["initial"]
+        assert "does not exist" in gws.err("workspace_git_log", {"ref": "no-such-branch"})
+
+        between = gw_first_json(gws.ok("workspace_git_diff", {"from_ref": "feature/x", "to_ref": "main"}))
+        assert [(f["path"], f["status"]) for f in between["files"]] == [("src/app.py", "M")]
+
+    def test_commit_and_pull_denied_by_policy_change_nothing(self, gws):
+        gws.start(POLICY_GIT_ALLOW_COMMIT="false", POLICY_GIT_ALLOW_PULL="false")
+        gws.write("src/app.py", "changed\n")
+        gws.ok("workspace_git_stage", {"paths": ["src/app.py"]})
+        before = gws.head()
+        msg = gws.err("workspace_git_commit", {"message": "nope"})
+        assert "POLICY_GIT_ALLOW_COMMIT" in msg
+        assert gws.head() == before and gws.staged() == ["src/app.py"]
+        assert "POLICY_GIT_ALLOW_PULL" in gws.err("workspace_git_pull")
+        assert "POLICY_GIT_ALLOW_PUSH" in gws.err("workspace_git_push")  # the default
+
+    def test_push_denied_by_default_then_allowed(self, gws):
+        gws.write("src/app.py", "def main():\n    return 42\n")
+        local = gws.commit_all("fix: the answer")
+        pushed_before = gws.remote_head()
+        assert pushed_before != local
+
+        gws.start()
+        msg = gws.err("workspace_git_push")
+        assert msg.startswith("denied") and "POLICY_GIT_ALLOW_PUSH" in msg
+        assert gws.remote_head() == pushed_before
+
+        gws.start(POLICY_GIT_ALLOW_PUSH="true")
+        gws.ok("workspace_git_push")
+        assert gws.remote_head() == local
+        assert gw_git(gws.tmp, "--git-dir", str(gws.remote), "log", "-1", "--format=%s", "main").strip() == \
+            "fix: the answer"
+        status = json.loads(gws.ok("workspace_git_status"))
+        assert status["branch"] == "main...origin/main"  # not ahead any more
+
+        gws.git("switch", "-q", "-c", "feature/y")
+        gws.write("y.txt", "y\n")
+        feature = gws.commit_all("feat: y")
+        gws.ok("workspace_git_push", {"remote": "origin", "branch": "feature/y", "set_upstream": True})
+        assert gws.remote_head("feature/y") == feature
+        assert gws.git("rev-parse", "--abbrev-ref", "feature/y@{upstream}").strip() == "origin/feature/y"
+        gws.err("workspace_git_push", {"remote": "nowhere"})  # a plain name that is no remote: git's own error
+        assert gws.remote_head() == local  # main untouched by the branch push
+
+    def test_pull_fast_forwards_and_never_merges(self, gws):
+        other = gws.tmp / "other"
+        gw_git(gws.tmp, "clone", "-q", str(gws.remote), str(other))
+        gw_git(other, "config", "user.name", "Bo Other")
+        gw_git(other, "config", "user.email", "bo@example.com")
+        (other / "from_other.txt").write_text("hi from the other clone\n")
+        gw_git(other, "add", "-A")
+        gw_git(other, "commit", "-q", "-m", "feat: from the other clone")
+        gw_git(other, "push", "-q", "origin", "main")
+        theirs = gw_git(other, "rev-parse", "HEAD").strip()
+
+        gws.start()
+        gws.ok("workspace_git_pull")
+        assert gws.head() == theirs
+        assert (gws.repo / "from_other.txt").read_text() == "hi from the other clone\n"
+
+        # diverged: local and remote both have a new commit -> refused, no merge commit, nothing changed
+        gws.write("local.txt", "mine\n")
+        mine = gws.commit_all("feat: local work")
+        (other / "from_other.txt").write_text("second\n")
+        gw_git(other, "commit", "-q", "-am", "fix: second from the other clone")
+        gw_git(other, "push", "-q", "origin", "main")
+        gws.err("workspace_git_pull", {"remote": "origin", "branch": "main"})
+        assert gws.head() == mine
+        assert gws.git("rev-list", "--merges", "HEAD").strip() == ""
+        assert (gws.repo / "from_other.txt").read_text() == "hi from the other clone\n"
+        assert gws.git("status", "--porcelain").strip() == ""
+
+    def test_option_injection_is_refused_or_taken_as_plain_names(self, gws):
+        marker = gws.out / "pwned"
+        gws.write("-n", "a file whose name looks like an option\n")
+        gws.write("src/app.py", "modified, not staged\n")
+        gws.git("branch", "side")
+        gws.start(POLICY_GIT_ALLOW_PUSH="true")
+        pushed = gws.remote_head()
+        head = gws.head()
+
+        # paths: always after `--`, so option-looking names are names
+        gws.err("workspace_git_stage", {"paths": [f"--output={marker}"]})
+        gws.err("workspace_git_stage", {"paths": ["-A"]})  # not `git add -A`
+        gws.err("workspace_git_stage", {"paths": ["-c", f"core.pager=touch {marker}"]})
+        assert gws.staged() == []
+        gws.ok("workspace_git_stage", {"paths": ["-n"]})  # a real file named -n, not --dry-run
+        assert gws.staged() == ["-n"]
+        gws.ok("workspace_git_unstage", {"paths": ["-n"]})
+        assert gws.staged() == []
+        for args in ({"paths": [f"--output={marker}"]}, {"paths": ["--cached", "-p"]}):
+            content, _is_error = gws.call("workspace_git_diff", args)
+            assert "src/app.py" not in content, content  # the pathspec matched nothing; no option applied
+        content, _is_error = gws.call("workspace_git_log", {"path": f"--output={marker}"})
+        assert "initial" not in content
+
+        # refs and names: shape-checked, never passed where git could read them as options
+        hostile_refs = [f"--output={marker}", "-c", f"-c core.pager=touch {marker}", "HEAD;rm -rf .", "HEAD;rm",
+                        "--all", "-p", "$(touch x)", "main..side", "HEAD --output=x"]
+        for ref in hostile_refs:
+            for tool_name, key in (("workspace_git_log", "ref"), ("workspace_git_diff", "from_ref"),
+                                   ("workspace_git_diff", "to_ref"), ("workspace_diff_review", "from_ref"),
+                                   ("workspace_release_notes", "from_ref"), ("workspace_release_notes", "to_ref")):
+                msg = gws.err(tool_name, {key: ref})
+                assert "not a valid" in msg or "does not exist" in msg, (tool_name, key, ref, msg)
+        hostile_names = [f"--upload-pack=touch {marker}", f"--receive-pack=touch {marker}", "--mirror", "-f",
+                         "main:refs/heads/evil", "+main", f"ext::sh -c touch% {marker}", "origin;touch x",
+                         "-c core.sshCommand=touch x"]
+        for name in hostile_names:
+            for tool_name in ("workspace_git_push", "workspace_git_pull"):
+                gws.err(tool_name, {"remote": name})
+                gws.err(tool_name, {"branch": name})
+
+        # a commit message that looks like an option is just the message
+        gws.ok("workspace_git_stage", {"paths": ["-n"]})
+        gws.ok("workspace_git_commit", {"message": "--amend"})
+        assert gws.git("log", "-1", "--format=%s").strip() == "--amend"
+        assert gws.head("HEAD~1") == head  # a new commit, nothing amended
+
+        assert not marker.exists() and not (gws.repo / "x").exists() and not (gws.tmp / "x").exists()
+        assert not list(gws.out.glob("pwned*")) and not any(p.name.startswith("core.pager") for p in gws.repo.iterdir())
+        assert gws.remote_head() == pushed and gws.remote_head("evil") is None
+        assert gws.git("branch", "--list", "evil").strip() == ""
+        assert (gws.repo / "src/app.py").read_text() == "modified, not staged\n"
+
+    def test_nothing_waits_on_a_terminal_and_git_timeouts_kill_everything(self, gws):
+        class AuthWall(FakeHTTP):  # a smart-HTTP remote that wants credentials
+            def default(self, rec: Recorded) -> Reply:
+                return Reply(401, b"Authentication required\n",
+                             (("www-authenticate", 'Basic realm="git"'), ("content-type", "text/plain")))
+
+        class Hanging(FakeHTTP):  # accepts the connection, never answers
+            def default(self, rec: Recorded) -> Reply:
+                return Reply(200, b"", hang=120)
+
+        wall, hanging = AuthWall(), Hanging()
+        try:
+            gws.git("remote", "add", "locked", f"{wall.url}/x.git")
+            gws.git("remote", "add", "closed", f"http://127.0.0.1:{free_port()}/x.git")
+            gws.git("remote", "add", "stuck", f"{hanging.url}/x.git")
+            gws.start(POLICY_GIT_ALLOW_PUSH="true", LYNKR_GIT_TIMEOUT_MS="30000")
+            messages = {}
+            for remote in ("locked", "closed"):
+                for tool_name in ("workspace_git_push", "workspace_git_pull"):
+                    t0 = time.monotonic()
+                    msg = gws.err(tool_name, {"remote": remote, "branch": "main"}, timeout=60)
+                    took = time.monotonic() - t0
+                    assert took < 15, f"{tool_name} to {remote} took {took:.1f}s (waited on something): {msg}"
+                    assert "timed out" not in msg, msg
+                    messages[tool_name, remote] = msg
+            assert wall.requests, "git never reached the credential-protected remote"
+            assert "terminal prompts disabled" in messages["workspace_git_push", "locked"], messages
+            assert "connect" in messages["workspace_git_push", "closed"].lower(), messages
+
+            gws.start(POLICY_GIT_ALLOW_PUSH="true", LYNKR_GIT_TIMEOUT_MS="2500")
+
+            t0 = time.monotonic()
+            msg = gws.err("workspace_git_push", {"remote": "stuck"}, timeout=60)
+            took = time.monotonic() - t0
+            assert "timed out" in msg and "LYNKR_GIT_TIMEOUT_MS" in msg, msg
+            assert 2.0 < took < 20, took
+            wait_for(lambda: not gw_pids_with(hanging.url), 10, "git's helper processes to be gone")
+        finally:
+            wall.close()
+            hanging.close()
+        assert gws.remote_head() == gws.head()  # nothing half-pushed anywhere
+
+
+class TestGitTestGate:
+    def test_commit_gate_follows_exactly_what_was_tested(self, gws):
+        gws.start(POLICY_GIT_REQUIRE_TESTS="true", WORKSPACE_TEST_COMMAND=gws.runner())
+        head = gws.head()
+
+        # before any run: blocked, nothing changed
+        gws.write("src/app.py", "def main():\n    return 2\n")
+        gws.ok("workspace_git_stage", {"paths": ["src/app.py"]})
+        msg = gws.err("workspace_git_commit", {"message": "fix: two"})
+        assert msg.startswith("denied") and "POLICY_GIT_REQUIRE_TESTS" in msg
+        assert gws.head() == head and gws.staged() == ["src/app.py"]
+
+        # a passing run on exactly the staged content opens it
+        run = gws.run_tests()
+        assert run["passed"] is True and run["exit_code"] == 0
+        assert run["tree_id"] == gws.git("write-tree").strip()
+        gws.ok("workspace_git_commit", {"message": "fix: two"})
+        assert gws.head("HEAD~1") == head
+        head = gws.head()
+
+        # tested, then edited and the edit staged: blocked again until the new content is tested
+        gws.write("src/app.py", "def main():\n    return 3\n")
+        gws.ok("workspace_git_stage", {"paths": ["src/app.py"]})
+        assert gws.run_tests()["passed"] is True
+        gws.write("src/app.py", "def main():\n    return 4  # after the run\n")
+        gws.ok("workspace_git_stage", {"paths": ["src/app.py"]})
+        assert "POLICY_GIT_REQUIRE_TESTS" in gws.err("workspace_git_commit", {"message": "fix: four"})
+        assert gws.head() == head
+        assert gws.run_tests()["passed"] is True
+        gws.ok("workspace_git_commit", {"message": "fix: four"})
+        head = gws.head()
+
+        # two files changed and tested together; committing only one of them is not what was tested
+        gws.write("src/app.py", "def main():\n    return 5\n")
+        gws.write("src/util.py", "X = 5\n")
+        assert gws.run_tests()["passed"] is True
+        gws.ok("workspace_git_stage", {"paths": ["src/app.py"]})
+        assert "POLICY_GIT_REQUIRE_TESTS" in gws.err("workspace_git_commit", {"message": "half"})
+        assert gws.head() == head and gws.staged() == ["src/app.py"]
+        gws.ok("workspace_git_stage", {"paths": ["src/util.py"]})
+        gws.ok("workspace_git_commit", {"message": "feat: five"})
+        assert gws.git("show", "--name-only", "--format=", "HEAD").split() == ["src/app.py", "src/util.py"]
+        head = gws.head()
+
+        # a failing run keeps it closed
+        gws.set_mode("fail")
+        gws.write("src/app.py", "def main():\n    return 6\n")
+        gws.ok("workspace_git_stage", {"all": True})
+        run = gws.run_tests()
+        assert run["passed"] is False and run["exit_code"] == 1
+        assert "POLICY_GIT_REQUIRE_TESTS" in gws.err("workspace_git_commit", {"message": "fix: six"})
+        assert gws.head() == head
+        gws.set_mode("pass")
+        assert gws.run_tests()["passed"] is True
+        gws.ok("workspace_git_commit", {"message": "fix: six"})
+        assert gws.head("HEAD~1") == head
+
+    def test_push_gate_needs_a_passing_run_on_heads_content(self, gws):
+        gws.start(POLICY_GIT_REQUIRE_TESTS="true", POLICY_GIT_ALLOW_PUSH="true", WORKSPACE_TEST_COMMAND=gws.runner())
+        pushed = gws.remote_head()
+        gws.write("src/app.py", "def main():\n    return 7\n")
+        local = gws.commit_all("fix: seven (committed by hand, never tested)")
+
+        msg = gws.err("workspace_git_push")
+        assert msg.startswith("denied") and "POLICY_GIT_REQUIRE_TESTS" in msg
+        assert gws.remote_head() == pushed
+
+        gws.set_mode("fail")
+        assert gws.run_tests()["passed"] is False
+        assert "POLICY_GIT_REQUIRE_TESTS" in gws.err("workspace_git_push")
+        assert gws.remote_head() == pushed
+
+        # a passing run on other content (an uncommitted edit) does not cover HEAD
+        gws.set_mode("pass")
+        gws.write("src/app.py", "def main():\n    return 8  # not committed\n")
+        assert gws.run_tests()["passed"] is True
+        assert "POLICY_GIT_REQUIRE_TESTS" in gws.err("workspace_git_push")
+        gws.git("checkout", "-q", "--", "src/app.py")
+
+        assert gws.run_tests()["passed"] is True
+        gws.ok("workspace_git_push")
+        assert gws.remote_head() == local
+
+    def test_only_runs_of_the_gate_command_count(self, gws):
+        gate = gws.runner("gate-mode", "pass")
+        other = gws.runner("other-mode", "pass")
+        assert gate != other
+        gws.start(POLICY_GIT_REQUIRE_TESTS="true", POLICY_GIT_TEST_COMMAND=gate, WORKSPACE_TEST_COMMAND=other)
+        gws.write("src/app.py", "def main():\n    return 9\n")
+        gws.ok("workspace_git_stage", {"all": True})
+        head = gws.head()
+
+        run = gws.run_tests()  # WORKSPACE_TEST_COMMAND
+        assert run["command"] == other and run["passed"] is True
+        msg = gws.err("workspace_git_commit", {"message": "fix: nine"})
+        assert "POLICY_GIT_REQUIRE_TESTS" in msg and gate in msg
+        assert gws.head() == head
+
+        gws.set_mode("fail", "gate-mode")
+        run = gws.run_tests({"gate": True})
+        assert run["command"] == gate and run["passed"] is False
+        gws.err("workspace_git_commit", {"message": "fix: nine"})
+
+        gws.set_mode("pass", "gate-mode")
+        assert gws.run_tests({"gate": True})["passed"] is True
+        gws.ok("workspace_git_commit", {"message": "fix: nine"})
+        assert gws.head("HEAD~1") == head
+        history = json.loads(gws.ok("workspace_test_history"))
+        assert [(r["command"], r["passed"]) for r in history] == [(gate, True), (gate, False), (other, True)]
+
+    @pytest.mark.parametrize(("files", "expected"), [
+        ({"package.json": '{"name": "d", "scripts": {"test": "jest"}}'}, "npm test"),
+        ({"go.mod": "module example.com/d\n\ngo 1.22\n"}, "go test ./..."),
+        ({"Cargo.toml": '[package]\nname = "d"\nversion = "0.1.0"\n'}, "cargo test"),
+        ({"package.json": '{"name": "no-test-script"}'}, "python -m pytest"),
+        ({}, "python -m pytest"),
+    ])
+    def test_gate_names_the_detected_default_command(self, gws, files, expected):
+        for rel, content in files.items():
+            gws.write(rel, content)
+        if files:
+            gws.commit_all("project files")
+        gws.start(POLICY_GIT_REQUIRE_TESTS="true")
+        gws.write("src/app.py", "changed\n")
+        gws.ok("workspace_git_stage", {"all": True})
+        assert f"`{expected}`" in gws.err("workspace_git_commit", {"message": "x"})
+
+    def test_a_test_run_leaves_the_users_index_alone(self, gws):
+        gws.write(".gitignore", "*.log\n")
+        gws.commit_all("ignore logs")
+        gws.write("src/app.py", "def main():\n    return 10\n")
+        gws.git("add", "src/app.py")
+        gws.write("src/app.py", "def main():\n    return 11  # partly staged\n")
+        gws.write("src/util.py", "X = 11\n")  # unstaged
+        gws.write("notes.txt", "untracked\n")
+        gws.write("build.log", "ignored\n")
+        before = (gws.git("ls-files", "--stage"), gws.git("status", "--porcelain"), gws.git("diff", "--cached"),
+                  gws.git("write-tree").strip())
+
+        gws.start(WORKSPACE_TEST_COMMAND=gws.runner())
+        run = gws.run_tests()
+        after = (gws.git("ls-files", "--stage"), gws.git("status", "--porcelain"), gws.git("diff", "--cached"),
+                 gws.git("write-tree").strip())
+        assert after == before
+        assert run["tree_id"] != before[3]  # the whole working tree, not the index
+
+        tree = run["tree_id"]
+        files = gws.git("ls-tree", "-r", "--name-only", tree).split()
+        assert sorted(files) == [".gitignore", "README.md", "notes.txt", "src/app.py", "src/util.py"]
+        assert gws.git("show", f"{tree}:src/app.py") == "def main():\n    return 11  # partly staged\n"
+        assert gws.git("show", f"{tree}:src/util.py") == "X = 11\n"
+        # the same tree the user gets by staging everything
+        gws.git("add", "-A")
+        assert gws.git("write-tree").strip() == tree
+
+
+class TestReviewAndReleaseNotes:
+    def test_diff_review_flags_risks(self, gws):
+        gws.write("old.py", "def legacy():\n    pass\n")
+        gws.write("package-lock.json", '{"lockfileVersion": 3, "packages": {}}\n')
+        gws.commit_all("baseline")
+        base = gws.head()
+        gws.git("rm", "-q", "old.py")
+        gws.write("package-lock.json", '{"lockfileVersion": 3, "packages": {"": {"name": "demo"}}}\n')
+        gws.write(".github/workflows/ci.yml", "on: push\njobs:\n  test:\n    runs-on: ubuntu-latest\n")
+        gws.write("db/migrations/0002_add_users.sql", "CREATE TABLE users (id INTEGER PRIMARY KEY);\n")
+        gws.write("src/config.py", 'REGION = "eu-west-1"\nAWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"\n')
+        gws.write("src/big.py", "".join(f"VALUE_{i} = {i}\n" for i in range(600)))
+        gws.git("add", "-A")
+        gws.start()
+
+        review = json.loads(gws.ok("workspace_diff_review", {"staged": True}))
+        risks = {(r["kind"], r["path"]) for r in review["risks"]}
+        assert risks == {("deleted_file", "old.py"), ("lockfile", "package-lock.json"),
+                         ("ci_config", ".github/workflows/ci.yml"), ("migration", "db/migrations/0002_add_users.sql"),
+                         ("possible_secret", "src/config.py"), ("large_change", "src/big.py")}
+        secret = next(r for r in review["risks"] if r["kind"] == "possible_secret")
+        assert "AWS" in secret["detail"] and "AKIAIOSFODNN7EXAMPLE" not in json.dumps(review["risks"])
+        assert "600" in next(r for r in review["risks"] if r["kind"] == "large_change")["detail"]
+        assert review["totals"] == {"files": 6, "insertions": 600 + 4 + 1 + 2 + 1, "deletions": 2 + 1}
+        assert {f["path"]: f["status"] for f in review["files"]}["old.py"] == "D"
+        assert {"Python", "SQL", "YAML", "JSON"} <= set(review["languages"])
+        assert review["tests_touched"] is False and review["test_files"] == []
+
+        # the same change between refs gives the same findings, deterministically
+        gws.git("commit", "-q", "-m", "risky")
+        by_refs = json.loads(gws.ok("workspace_diff_review", {"from_ref": base, "to_ref": "HEAD"}))
+        assert by_refs == review == json.loads(gws.ok("workspace_diff_review", {"from_ref": base, "to_ref": "HEAD"}))
+
+        # an ordinary change with tests: no risks, tests touched
+        gws.write("src/app.py", "def main():\n    return 12\n")
+        gws.write("tests/test_app.py", "from src.app import main\n\n\ndef test_main():\n    assert main() == 12\n")
+        gws.git("add", "-A")
+        calm = json.loads(gws.ok("workspace_diff_review", {"staged": True}))
+        assert calm["risks"] == [] and calm["tests_touched"] is True and calm["test_files"] == ["tests/test_app.py"]
+        # unstaged working-tree review of only the source file: tests not touched
+        gws.git("commit", "-q", "-m", "calm")
+        gws.write("src/app.py", "def main():\n    return 13\n")
+        wt = json.loads(gws.ok("workspace_diff_review"))
+        assert [f["path"] for f in wt["files"]] == ["src/app.py"] and wt["tests_touched"] is False
+
+    def test_release_notes_conventional_history_since_last_tag(self, gws):
+        def commit(path: str, message: str, author: str) -> str:
+            gws.write(path, f"{message}\n{time.monotonic_ns()}\n")
+            first = author.split()[0].lower()
+            return gws.commit_all(message, env={"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{first}@example.com"})
+
+        commit("CHANGELOG.md", "chore: prepare 0.1.0", "Alice Doe")
+        gws.git("tag", "-a", "v0.1.0", "-m", "v0.1.0")
+        api = commit("src/api.py", "feat(api): add /v2/items endpoint", "Alice Doe")
+        commit("src/cli.py", "fix(cli): handle an empty config", "Bob Roe")
+        commit("setup.cfg", "feat!: drop Python 3.8 support", "Alice Doe")
+        gws.write("src/parser.py", "strict\n")
+        gws.commit_all("fix(parser): reject NUL bytes\n\nBREAKING CHANGE: parse() now raises ValueError",
+                       env={"GIT_AUTHOR_NAME": "Carol Poe", "GIT_AUTHOR_EMAIL": "carol@example.com"})
+        docs = commit("docs/gate.md", "docs: document the test gate", "Bob Roe")
+        commit("src/index.py", "perf(index): cache tree ids", "Alice Doe")
+        gws.git("switch", "-q", "-c", "topic")
+        commit("tests/test_gate.py", "test(core): cover the gate", "Carol Poe")
+        gws.git("switch", "-q", "main")
+        commit("README.md", "Update README", "Dave Moe")
+        gws.git("merge", "-q", "--no-ff", "-m", "Merge branch 'topic'", "topic")
+        gws.start()
+
+        notes = gws.ok("workspace_release_notes")
+        assert notes.startswith("# Release notes: v0.1.0 → HEAD")
+        assert "8 commits by 4 authors." in notes
+        assert "prepare 0.1.0" not in notes and "Merge branch" not in notes
+        sections = {s.split("\n", 1)[0]: s for s in notes.split("\n## ")[1:]}
+        assert set(sections) == {"⚠ Breaking changes", "Features (2)", "Bug fixes (2)", "Performance (1)",
+                                 "Documentation (1)", "Tests (1)", "Other changes (1)", "Authors"}, list(sections)
+        assert "feat!: drop Python 3.8 support" in sections["⚠ Breaking changes"]
+        assert "fix(parser): reject NUL bytes" in sections["⚠ Breaking changes"]
+        assert "cli" not in sections["⚠ Breaking changes"]
+        assert f"- **api:** add /v2/items endpoint ({api[:7]}, Alice Doe)" in sections["Features (2)"]
+        assert "drop Python 3.8 support" in sections["Features (2)"]
+        assert "**cli:** handle an empty config" in sections["Bug fixes (2)"]
+        assert "**parser:** reject NUL bytes" in sections["Bug fixes (2)"]
+        assert "**index:** cache tree ids" in sections["Performance (1)"]
+        assert f"document the test gate ({docs[:7]}, Bob Roe)" in sections["Documentation (1)"]
+        assert "**core:** cover the gate" in sections["Tests (1)"]
+        assert "Update README" in sections["Other changes (1)"]
+        authors = sections["Authors"].splitlines()[1:]
+        assert authors[0] == "- Alice Doe (3)" and sorted(authors[1:]) == ["- Bob Roe (2)", "- Carol Poe (2)",
+                                                                          "- Dave Moe (1)"]
+        order = [notes.index(f"## {t}") for t in ("Features", "Bug fixes", "Performance", "Documentation",
+                                                   "Other changes", "Authors")]
+        assert order == sorted(order)
+
+        # an explicit range
+        ranged = gws.ok("workspace_release_notes", {"from_ref": api, "to_ref": docs})
+        assert ranged.startswith(f"# Release notes: {api} → {docs}") and "4 commits by 3 authors." in ranged
+        assert "add /v2/items" not in ranged and "perf" not in ranged and "document the test gate" in ranged
+
+    def test_release_notes_non_conventional_history_grouped_by_area(self, gws):
+        gws.write("src/parser.py", "v1\n")
+        gws.commit_all("Speed up the parser", env={"GIT_AUTHOR_NAME": "Eve Area"})
+        gws.write("docs/guide.md", "guide\n")
+        gws.commit_all("Fix a typo in the guide")
+        gws.write("src/parser.py", "v2\n")
+        gws.commit_all("Tweak the parser again", env={"GIT_AUTHOR_NAME": "Eve Area"})
+        gws.write("setup.cfg", "[metadata]\n")
+        gws.commit_all("Bump the version")
+        gws.write("docs/other.md", "x\n")
+        gws.write("src/more.py", "x\n")
+        gws.commit_all("Touch two areas")
+        gws.start()
+
+        notes = gws.ok("workspace_release_notes")  # no tag: the whole history
+        assert notes.startswith("# Release notes: start → HEAD")
+        assert "6 commits by 2 authors." in notes
+        sections = {s.split("\n", 1)[0]: s for s in notes.split("\n## ")[1:]}
+        assert set(sections) == {"src (2)", "docs (1)", "(root) (1)", "Across the tree (2)", "Authors"}, list(sections)
+        assert "Speed up the parser" in sections["src (2)"] and "Tweak the parser again" in sections["src (2)"]
+        assert "Fix a typo in the guide" in sections["docs (1)"] and "Bump the version" in sections["(root) (1)"]
+        assert "initial" in sections["Across the tree (2)"] and "Touch two areas" in sections["Across the tree (2)"]
+        assert "Features" not in notes and "Other changes" not in notes
+        assert sections["Authors"].splitlines()[1:] == ["- Ada Tester (4)", "- Eve Area (2)"]
+
+
+class TestTestHarness:
+    def test_counts_parsed_from_common_runners(self, gws):
+        gws.start(WORKSPACE_TEST_COMMAND=gws.runner())
+        expected = {
+            "pass": (0, True, {"passed": 4}),
+            "fail": (1, False, {"passed": 3, "failed": 1, "skipped": 2, "errors": 1}),
+            "jest": (1, False, {"passed": 9, "failed": 1, "skipped": 2}),
+            "cargo": (101, False, {"passed": 3, "failed": 1, "skipped": 1}),
+            "go": (1, False, {"packages_passed": 2, "packages_failed": 1}),
+        }
+        for mode, (code, passed, counts) in expected.items():
+            gws.set_mode(mode)
+            run = gws.run_tests()
+            assert (run["exit_code"], run["passed"], run["counts"]) == (code, passed, counts), (mode, run)
+            assert run["timed_out"] is False and run["duration_ms"] >= 0
+            assert GW_OUTPUTS[mode][0].strip().splitlines()[-1] in run["_output"]  # the output's tail is kept
+            assert "no coverage files configured (WORKSPACE_TEST_COVERAGE_FILES)" in run["notes"]
+
+    def test_coverage_formats_and_a_missing_file(self, gws):
+        gws.write("coverage/coverage-summary.json", json.dumps({
+            "total": {"lines": {"total": 40, "covered": 35, "skipped": 0, "pct": 87.5},
+                      "statements": {"total": 44, "covered": 36, "skipped": 0, "pct": 81.81},
+                      "functions": {"total": 10, "covered": 9, "skipped": 0, "pct": 90},
+                      "branches": {"total": 8, "covered": 4, "skipped": 0, "pct": 50}},
+            "/work/project/src/app.js": {"lines": {"total": 40, "covered": 35, "skipped": 0, "pct": 87.5}}}))
+        gws.write("coverage.json", json.dumps({
+            "meta": {"format": 3, "version": "7.6.1", "timestamp": "2025-01-01T00:00:00", "branch_coverage": False,
+                     "show_contexts": False},
+            "files": {"src/app.py": {"executed_lines": [1, 2], "summary": {"covered_lines": 2, "num_statements": 2,
+                                                                            "percent_covered": 100.0}}},
+            "totals": {"covered_lines": 79, "num_statements": 87, "percent_covered": 90.80459770114942,
+                       "percent_covered_display": "91", "missing_lines": 8, "excluded_lines": 0}}))
+        gws.write("lcov.info", "TN:\nSF:src/a.js\nFN:1,f\nFNDA:1,f\nFNF:1\nFNH:1\nDA:1,1\nDA:2,0\nLF:10\nLH:8\n"
+                               "end_of_record\nTN:\nSF:src/b.js\nDA:1,1\nLF:30\nLH:15\nend_of_record\n")
+        files = ["coverage/coverage-summary.json", "coverage.json", "lcov.info", "coverage/missing.json"]
+        gws.start(WORKSPACE_TEST_COMMAND=gws.runner(), WORKSPACE_TEST_COVERAGE_FILES=",".join(files))
+        content, is_error = gws.call("workspace_test_run")
+        assert is_error is False, content
+        run = gw_first_json(content)
+        assert run["passed"] is True
+        cov = {os.path.relpath(c["file"], gws.repo): c for c in run["coverage"]}
+        assert set(cov) == set(files)
+        read = {f: (c.get("format"), c.get("line_percent")) for f, c in cov.items() if not c.get("missing")}
+        assert read == {"coverage/coverage-summary.json": ("istanbul", 87.5), "coverage.json": ("coverage.py", 90.8),
+                        "lcov.info": ("lcov", 57.5)}
+        missing = cov["coverage/missing.json"]
+        assert missing.get("missing") is True and "line_percent" not in missing and "error" not in missing
+        notes = " ".join(run["notes"])
+        assert "missing.json not found" in notes and "WORKSPACE_TEST_COVERAGE_FILES" in notes
+        assert "coverage.json not found" not in notes
+        stored = json.loads(gws.ok("workspace_test_history"))[0]["coverage"]
+        assert stored == run["coverage"]
+
+    def test_a_stuck_test_command_times_out_and_leaves_nothing_behind(self, gws):
+        script = gws.out / "stuck.py"
+        script.write_text(GW_STUCK)
+        pids_file = gws.out / "pids"
+        gws.start(WORKSPACE_TEST_COMMAND=shlex.join([sys.executable, str(script), str(pids_file)]),
+                  WORKSPACE_TEST_TIMEOUT_MS="1500")
+        t0 = time.monotonic()
+        run = gws.run_tests(timeout=60)
+        took = time.monotonic() - t0
+        assert 1.4 < took < 20, took
+        assert run["timed_out"] is True and run["passed"] is False and run["exit_code"] != 0
+        assert any("timed out" in n and "WORKSPACE_TEST_TIMEOUT_MS" in n for n in run["notes"]), run["notes"]
+        assert "stuck test started" in run["_output"]
+        pids = [int(p) for p in pids_file.read_text().split()]
+        assert len(pids) == 2
+        wait_for(lambda: not any(gw_alive(p) for p in pids), 10, "the test command and its child to be gone")
+        summary = json.loads(gws.ok("workspace_test_summary"))
+        assert summary["latest"]["timed_out"] is True and summary["trend"] == ["fail"]
+
+    def test_history_and_summary_show_the_trend(self, gws):
+        command = gws.runner()
+        gws.start(WORKSPACE_TEST_COMMAND=command)
+        empty = json.loads(gws.ok("workspace_test_summary"))
+        assert empty["latest"] is None and "no test runs" in empty["note"]
+        assert json.loads(gws.ok("workspace_test_history")) == []
+
+        ids = []
+        for mode in ("pass", "fail", "pass", "fail", "pass"):
+            gws.set_mode(mode)
+            ids.append(gws.run_tests()["id"])
+        assert ids == sorted(ids) and len(set(ids)) == 5
+
+        history = json.loads(gws.ok("workspace_test_history"))
+        assert [r["id"] for r in history] == ids[::-1]
+        assert [r["passed"] for r in history] == [True, False, True, False, True]
+        assert history[1]["counts"] == {"passed": 3, "failed": 1, "skipped": 2, "errors": 1}
+        assert {r["command"] for r in history} == {command}
+        assert [r["id"] for r in json.loads(gws.ok("workspace_test_history", {"limit": 2}))] == ids[:-3:-1]
+        assert "limit" in gws.err("workspace_test_history", {"limit": 0})
+
+        summary = json.loads(gws.ok("workspace_test_summary"))
+        assert summary["latest"]["id"] == ids[-1] and summary["latest"]["passed"] is True
+        assert summary["trend"] == ["pass", "fail", "pass", "fail", "pass"]
+        assert summary["recent_pass_rate"] == 0.6
+        assert len(summary["durations_ms"]) == 5 and all(d >= 0 for d in summary["durations_ms"])
+
+        # runs survive a restart (they are stored in SQLite under LYNKR_DATA_DIR)
+        gws.start(WORKSPACE_TEST_COMMAND=gws.runner(mode="fail"))
+        assert gws.run_tests()["passed"] is False
+        summary = json.loads(gws.ok("workspace_test_summary"))
+        assert summary["trend"] == ["pass", "fail", "pass", "fail", "pass", "fail"]
+        assert summary["recent_pass_rate"] == 0.5
+
+
+class TestGitToolsFromTheModel:
+    def test_model_initiated_calls_meet_the_same_policies(self, gws, new_dbx):
+        fake = new_dbx()
+        calls_wanted = [("call_status", "workspace_git_status", {}),
+                        ("call_commit", "workspace_git_commit", {"message": "feat: model commit"}),
+                        ("call_push", "workspace_git_push", {})]
+
+        def respond(rec: Recorded) -> Reply:
+            results = {m["tool_call_id"]: m["content"] for m in rec.body["messages"] if m["role"] == "tool"}
+            if results:
+                txt, tools, finish = f"Tried {len(results)} git tools.", (), "stop"
+            else:
+                txt, tools, finish = "Checking the repository.", calls_wanted, "tool_calls"
+            if rec.body.get("stream"):
+                return stream_reply(oai_sse(oai_stream(txt, tools=tools, finish=finish)))
+            return json_reply(oai_completion(txt, tool_calls=tools, finish=finish))
+
+        fake.push(respond, respond)
+        gws.write("src/app.py", "def main():\n    return 14\n")
+        ahead = gws.commit_all("fix: fourteen (local only)")
+        gws.write("src/util.py", "X = 14\n")
+        gws.git("add", "src/util.py")
+        gws.write("notes.txt", "untracked\n")
+        pushed = gws.remote_head()
+        gws.start(**dbx_env(fake, LYNKR_TOOLS="workspace_git_*", POLICY_GIT_REQUIRE_TESTS="true",
+                            WORKSPACE_TEST_COMMAND=gws.runner()))
+
+        r = gws.proxy.post(base_req(messages=[user("commit and push my work")]), timeout=90)
+        assert r.status == 200, r.data[:2000]
+        reply = r.json()
+        assert reply["stop_reason"] == "end_turn"
+        assert len(fake.requests) == 2
+        offered = {t["function"]["name"] for t in fake.requests[0].body["tools"]}
+        assert {"workspace_git_status", "workspace_git_commit", "workspace_git_push", "workspace_git_log"} <= offered
+        assert not offered & {"workspace_test_run", "workspace_diff_review", "workspace_release_notes"}
+
+        results = {m["tool_call_id"]: m["content"] for m in fake.requests[1].body["messages"] if m["role"] == "tool"}
+        status = json.loads(results["call_status"])
+        assert status["branch"] == "main...origin/main [ahead 1]"
+        assert status["staged"] == ["M src/util.py"] and status["untracked"] == ["notes.txt"]
+        assert results["call_commit"].startswith("[tool error] denied: POLICY_GIT_REQUIRE_TESTS")
+        assert results["call_push"] == "[tool error] denied: git push is not allowed; " \
+                                       "set POLICY_GIT_ALLOW_PUSH=true to allow it"
+        shown = "\n".join(texts(reply))
+        assert "workspace_git_push {} (error)" in shown and "POLICY_GIT_ALLOW_PUSH" in shown
+        assert gws.head() == ahead and gws.remote_head() == pushed and gws.staged() == ["src/util.py"]
+
+        # the direct path gives the very same answers
+        assert "[tool error] " + gws.err("workspace_git_push") == results["call_push"]
+        assert "[tool error] " + gws.err("workspace_git_commit", {"message": "feat: model commit"}) == \
+            results["call_commit"]
+        assert gws.head() == ahead and gws.remote_head() == pushed
+
+    def test_ai_review_and_ai_summary_ask_the_configured_model(self, gws, new_dbx):
+        gws.write("src/app.py", "def main():\n    return 15  # the reviewed line\n")
+        gws.git("add", "-A")
+        gws.start()  # no provider configured: the deterministic part still works, the AI part says why not
+        assert "risks" in json.loads(gws.ok("workspace_diff_review", {"staged": True}))
+        assert "provider" in gws.err("workspace_diff_review", {"staged": True, "ai_review": True})
+        assert "provider" in gws.err("workspace_release_notes", {"ai_summary": True})
+
+        fake = new_dbx()
+        fake.push(json_reply(oai_completion("Small, safe change; add a test for main().")),
+                  json_reply(oai_completion("This release tunes the app's return value.")))
+        gws.start(**dbx_env(fake))
+        review = json.loads(gws.ok("workspace_diff_review", {"staged": True, "ai_review": True}))
+        assert review["ai_review"] == "Small, safe change; add a test for main()."
+        assert review["files"][0]["path"] == "src/app.py" and review["tests_touched"] is False
+        prompt = json.dumps(fake.requests[0].body["messages"])
+        assert "the reviewed line" in prompt and "tests_touched" in prompt  # the diff and the summary
+
+        gws.git("commit", "-q", "-m", "fix(app): fifteen")
+        notes = gws.ok("workspace_release_notes", {"ai_summary": True})
+        assert "This release tunes the app's return value." in notes
+        assert notes.index("This release tunes") < notes.index("## ") and "**app:** fifteen" in notes
+        assert "**app:** fifteen" in fake.requests[1].body["messages"][0]["content"]
+        assert len(fake.requests) == 2
