@@ -5801,7 +5801,8 @@ class MCPServer:
                     read, write = await self._open(stack)
                     session = await stack.enter_async_context(
                         self.manager.sdk.ClientSession(read, write, message_handler=self._on_message))
-                    await asyncio.wait_for(session.initialize(), self.manager.startup_timeout_s)
+                    if not await self._until_stopped(session.initialize(), self.manager.startup_timeout_s):
+                        break  # asked to stop while the server was starting: leave the contexts here, in order
                     self.session = session
                     await self.refresh_tools()
                     self.status, self.error, backoff = "ready", "", low
@@ -5830,6 +5831,24 @@ class MCPServer:
                 pass
             backoff = min(backoff * 2, high)
         self.status = "stopped"
+
+    async def _until_stopped(self, coro: Awaitable[Any], timeout: float) -> bool:
+        """Await coro unless stop is requested first (False). Raises its error, or TimeoutError."""
+        work = asyncio.ensure_future(coro)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({work, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if work in done:
+            work.result()
+            return True
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        if self._stop.is_set():
+            return False
+        raise asyncio.TimeoutError(f"no answer to initialize within {timeout:g} s (MCP_STARTUP_TIMEOUT_MS)")
 
     async def _watch(self, session: Any) -> None:
         """Return when asked to stop or when the server stops answering."""
@@ -6843,23 +6862,7 @@ async def _index_in_background(app: App) -> None:
 
 async def serve(app: App) -> int:
     cfg, log, provider = app.cfg, app.log, app.provider
-    try:
-        await app.store.run(lambda db: None)  # open + migrate now: a broken database fails at startup
-    except (sqlite3.Error, OSError) as exc:
-        print(f"lynkr: cannot open SESSION_DB_PATH {cfg.session_db_path}: {exc}", file=sys.stderr)
-        return 2
-    mcp = app.orchestrator.tool_ctx.mcp
-    if mcp is not None:
-        await mcp.start()
-    server = HTTPServer(app.handle, app.protocol_error_response, log)
-    try:
-        port = await server.start(cfg.host, cfg.port)
-    except OSError as exc:
-        print(f"lynkr: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc} (set LYNKR_PORT)",
-              file=sys.stderr)
-        if mcp is not None:
-            await mcp.stop()
-        return 2
+    # Signals first: a SIGTERM while MCP servers are still starting must stop them, not orphan them.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -6867,26 +6870,53 @@ async def serve(app: App) -> int:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-POSIX
             pass
-    for notice in cfg.notices:
-        log.info("notice", detail=notice)
-    if not provider.configured:
-        log.warning("no model provider configured; model calls answer 503 until it is", detail=NOT_CONFIGURED_MESSAGE)
-    shown_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    app.ready = True
-    log.info("listening", url=f"http://{shown_host}:{port}", port=port, host=cfg.host, provider=provider.name,
-             configured=provider.configured, version=__version__, workspace=cfg.workspace_root)
-    if parse_bool("LYNKR_INDEX_ON_START", cfg.env["LYNKR_INDEX_ON_START"]):
-        asyncio.ensure_future(_index_in_background(app))
-    await stop.wait()
-    app.draining = True  # /health/ready says so at once
-    log.info("shutting down", in_flight=server.active_connections, grace_s=cfg.shutdown_grace_s)
-    await server.shutdown(cfg.shutdown_grace_s)
-    if mcp is not None:
-        await mcp.stop()
-    app.orchestrator.tool_ctx.client.close()
-    await asyncio.get_running_loop().run_in_executor(None, app.store.close)
-    log.info("stopped")
-    return 0
+    mcp = app.orchestrator.tool_ctx.mcp
+    server: HTTPServer | None = None
+    try:
+        try:
+            await app.store.run(lambda db: None)  # open + migrate now: a broken database fails at startup
+        except (sqlite3.Error, OSError) as exc:
+            print(f"lynkr: cannot open SESSION_DB_PATH {cfg.session_db_path}: {exc}", file=sys.stderr)
+            return 2
+        if mcp is not None:
+            starting = asyncio.ensure_future(mcp.start())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                log.info("stopped during startup")
+                return 0
+        server = HTTPServer(app.handle, app.protocol_error_response, log)
+        try:
+            port = await server.start(cfg.host, cfg.port)
+        except OSError as exc:
+            print(f"lynkr: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc} (set LYNKR_PORT)",
+                  file=sys.stderr)
+            return 2
+        for notice in cfg.notices:
+            log.info("notice", detail=notice)
+        if not provider.configured:
+            log.warning("no model provider configured; model calls answer 503 until it is",
+                        detail=NOT_CONFIGURED_MESSAGE)
+        shown_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        app.ready = True
+        log.info("listening", url=f"http://{shown_host}:{port}", port=port, host=cfg.host, provider=provider.name,
+                 configured=provider.configured, version=__version__, workspace=cfg.workspace_root)
+        if parse_bool("LYNKR_INDEX_ON_START", cfg.env["LYNKR_INDEX_ON_START"]):
+            asyncio.ensure_future(_index_in_background(app))
+        await stop.wait()
+        app.draining = True  # /health/ready says so at once
+        log.info("shutting down", in_flight=server.active_connections, grace_s=cfg.shutdown_grace_s)
+        await server.shutdown(cfg.shutdown_grace_s)
+        return 0
+    finally:
+        if mcp is not None:
+            await mcp.stop()
+        app.orchestrator.tool_ctx.client.close()
+        await loop.run_in_executor(None, app.store.close)
+        if server is not None:
+            log.info("stopped")
 
 
 # == 21. CLI ==

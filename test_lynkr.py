@@ -30,6 +30,25 @@ HERE = Path(__file__).resolve().parent
 LYNKR = HERE / "lynkr.py"
 CLAUDE_VERSION = "2.1.329"
 CLAUDE_DIR = Path.home() / ".cache" / "lynkr" / f"claude-code-{CLAUDE_VERSION}"
+MCP_SERVER_TIME_VERSION = "2026.10.19"  # PyPI; keep in step with .ci/run
+MCP_NPM_VERSION = "2026.8.31"  # @modelcontextprotocol/server-everything and server-filesystem; as in .ci/run
+MCP_NPM_DIR = Path.home() / ".cache" / "lynkr" / "mcp-npm"
+MCP_NPM_PACKAGES = ("server-everything", "server-filesystem")
+
+
+def _mcp_npm_ok() -> bool:
+    import json
+
+    for pkg in MCP_NPM_PACKAGES:
+        meta = MCP_NPM_DIR / "node_modules" / "@modelcontextprotocol" / pkg / "package.json"
+        try:
+            if json.loads(meta.read_text()).get("version") != MCP_NPM_VERSION:
+                return False
+        except (OSError, ValueError):
+            return False
+        if not os.access(MCP_NPM_DIR / "node_modules" / ".bin" / f"mcp-{pkg}", os.X_OK):
+            return False
+    return True
 
 
 # == Bootstrap (runs before any third-party import so a bare checkout can install what it needs) ==
@@ -42,6 +61,16 @@ def _bootstrap(argv: list[str]) -> int:
     if cli_missing and shutil.which("npm"):  # a failure here only makes the CLI tests skip (or fail under CI)
         subprocess.call(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CLAUDE_DIR),
                          f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"])
+    # Optional extras the tests exercise: the repo index (tree-sitter grammars) and MCP (the mcp SDK,
+    # mcp-server-time from PyPI, server-everything/-filesystem from npm, cached by version).
+    # A failure here only makes those tests skip (or fail under LYNKR_REQUIRE_E2E=1).
+    if any(importlib.util.find_spec(m) is None for m in ("tree_sitter", "tree_sitter_python", "mcp", "mcp_server_time")):
+        subprocess.call([sys.executable, "-m", "pip", "install", "-q", "-e", ".[index,mcp]",
+                         f"mcp-server-time=={MCP_SERVER_TIME_VERSION}"], cwd=HERE)
+    if not _mcp_npm_ok() and shutil.which("npm"):
+        subprocess.call(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--save-exact",
+                         "--prefix", str(MCP_NPM_DIR),
+                         *(f"@modelcontextprotocol/{p}@{MCP_NPM_VERSION}" for p in MCP_NPM_PACKAGES)])
     cmd = [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", Path(__file__).name, *argv]
     return subprocess.call(cmd, cwd=HERE)
 
@@ -72,6 +101,7 @@ from typing import Any, ClassVar
 
 import sqlite3
 import shlex
+import datetime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -5372,3 +5402,683 @@ class TestGitToolsFromTheModel:
         assert notes.index("This release tunes") < notes.index("## ") and "**app:** fifteen" in notes
         assert "**app:** fifteen" in fake.requests[1].body["messages"][0]["content"]
         assert len(fake.requests) == 2
+
+
+# == Tests: 17. MCP (real servers: mcp-server-time from PyPI, server-everything and server-filesystem from npm) ==
+#
+# The servers are installed by the bootstrap (`python test_lynkr.py`) and by .ci/run: the `mcp` SDK
+# (extra `mcp`) and mcp-server-time into this Python, the npm servers into ~/.cache/lynkr/mcp-npm.
+# Missing ones make these tests skip, or fail under LYNKR_REQUIRE_E2E=1. Child processes are found
+# through /proc (Linux). No container engine runs on the test machines, so the sandbox is covered
+# by the argv that sandbox_argv builds, the placement table, and the startup checks.
+
+MCP_NPM_BIN = Path.home() / ".cache" / "lynkr" / "mcp-npm" / "node_modules" / ".bin"
+MCP_EVERYTHING = MCP_NPM_BIN / "mcp-server-everything"
+MCP_FILESYSTEM = MCP_NPM_BIN / "mcp-server-filesystem"
+
+
+def mcp_time_bin() -> str | None:
+    """mcp-server-time next to this Python (pip installs it there), else on PATH."""
+    local = Path(sys.executable).parent / "mcp-server-time"
+    return str(local) if local.exists() else shutil.which("mcp-server-time")
+
+
+def need_mcp(npm: bool = True) -> None:
+    missing = []
+    if importlib.util.find_spec("mcp") is None:
+        missing.append("the mcp SDK (pip install -e '.[mcp]')")
+    if mcp_time_bin() is None:
+        missing.append("mcp-server-time (pip install mcp-server-time)")
+    if npm:
+        missing += [f"{p} (npm install --prefix ~/.cache/lynkr/mcp-npm)" for p in (MCP_EVERYTHING, MCP_FILESYSTEM)
+                    if not os.access(p, os.X_OK)]
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("the MCP process tests read /proc (Linux only)")
+    require_e2e("MCP test servers: " + ", ".join(missing), not missing)
+
+
+def mcp_env(manifest: Path | None = None, **kw: Any) -> dict:
+    """Proxy settings for MCP tests: wait for servers before listening (they are fast, the machine may not be)."""
+    env = {"LYNKR_INDEX_ON_START": "false", "MCP_READY_WAIT_MS": "30000", "SHUTDOWN_GRACE_MS": "2000"}
+    if manifest is not None:
+        env["MCP_SERVER_MANIFEST"] = str(manifest)
+    env.update({k: str(v) for k, v in kw.items()})
+    return env
+
+
+def write_manifest(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return path
+
+
+def mcp_call(proxy: Proxy, name: str, args: dict | None = None, timeout: float = 60) -> dict:
+    r = proxy.call("POST", f"/v1/tools/{name}", args if args is not None else {}, timeout=timeout)
+    assert r.status == 200, (r.status, r.data[:2000])
+    body = r.json()
+    assert set(body) == {"content", "is_error"}, body
+    return body
+
+
+def mcp_text(body: dict) -> str:
+    return result_text(body["content"])
+
+
+def mcp_servers(proxy: Proxy) -> dict[str, dict]:
+    body = mcp_call(proxy, "workspace_mcp_servers")
+    assert body["is_error"] is False, body
+    return {s["name"]: s for s in json.loads(mcp_text(body))["servers"]}
+
+
+def mcp_wait_status(proxy: Proxy, name: str, pred: Callable[[dict], bool], timeout: float = 30, what: str = "") -> dict:
+    return wait_for(lambda: (s := mcp_servers(proxy).get(name)) and pred(s) and s, timeout,
+                    what or f"MCP server {name} to reach the expected status")
+
+
+def proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (ppid, state) of every process, from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        table[int(entry)] = (int(fields[1]), fields[0])
+    return table
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Live (non-zombie) descendants of pid -> their command lines."""
+    table = proc_table()
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, state) in table.items():
+            if ppid == parent and child not in found and state != "Z":
+                found[child] = cmdline(child)
+                frontier.append(child)
+    return found
+
+
+def alive(pids) -> dict[int, str]:
+    table = proc_table()
+    return {p: cmdline(p) for p in pids if p in table and table[p][1] != "Z"}
+
+
+def reap_strays(pids) -> None:
+    """Teardown for tests that expect no orphans: kill (by pid) what a failing proxy left behind."""
+    for p in alive(pids):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def server_pids(proxy: Proxy, needle: str) -> list[int]:
+    return [p for p, cmd in descendants(proxy.proc.pid).items() if needle in cmd]
+
+
+@pytest.fixture(scope="module")
+def everything_http(tmp_path_factory):
+    """server-everything over streamable HTTP on a free port: (url, process)."""
+    if not os.access(MCP_EVERYTHING, os.X_OK):
+        yield None
+        return
+    port = free_port()
+    log = (tmp_path_factory.mktemp("everything-http") / "server.log").open("wb")
+    proc = subprocess.Popen([str(MCP_EVERYTHING), "streamableHttp"], env={**os.environ, "PORT": str(port)},
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return proc.poll() is not None  # ends the wait; checked below
+
+    wait_for(listening, 30, "server-everything streamableHttp to listen")
+    assert proc.poll() is None, f"server-everything streamableHttp exited: {Path(log.name).read_text()[-2000:]}"
+    yield f"http://127.0.0.1:{port}/mcp"
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except (OSError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def mcp_stack(tmp_path_factory, everything_http):
+    """One proxy with four real servers from a Claude Code style .mcp.json (stdio + {"type": "http"})."""
+    need_mcp()
+    base = tmp_path_factory.mktemp("mcp-stack")
+    fs_root = base / "fs-root"
+    (fs_root / "sub").mkdir(parents=True)
+    (fs_root / "notes.txt").write_text("MCP filesystem canary 4b1d\nsecond line\n")
+    (fs_root / "sub" / "deep.txt").write_text("deep\n")
+    manifest = write_manifest(base / "claude" / ".mcp.json", {"mcpServers": {
+        "time": {"command": mcp_time_bin()},
+        "everything": {"command": str(MCP_EVERYTHING), "args": [], "env": {"LYNKR_TEST_MARKER": "from-manifest"}},
+        "fs": {"command": str(MCP_FILESYSTEM), "args": ["${FS_TEST_ROOT}"]},  # ${VAR} as Claude Code expands it
+        "every-http": {"type": "http", "url": everything_http},
+    }})
+    fake = FakeDatabricks()
+    proxy = start_proxy(base, {**dbx_env(fake), **mcp_env(manifest, MCP_CALL_TIMEOUT_MS=3000,
+                                                           POLICY_DISALLOWED_TOOLS="mcp_time_convert_time",
+                                                           FS_TEST_ROOT=fs_root)})
+    stack = Stack(fake, proxy)
+    stack.manifest, stack.fs_root = manifest, fs_root  # type: ignore[attr-defined]
+    yield stack
+    proxy.stop()
+    fake.close()
+
+
+@pytest.fixture
+def mstack(mcp_stack) -> Stack:
+    mcp_stack.fake.reset()
+    return mcp_stack
+
+
+class TestMCPServers:
+    def test_servers_start_before_listening_and_are_listed(self, mstack):
+        p = mstack.proxy
+        logs = p.logs()
+        listening = next(i for i, o in enumerate(logs) if o.get("msg") == "listening")
+        ready = {o["server"]: i for i, o in enumerate(logs) if o.get("msg") == "MCP server ready"}
+        assert set(ready) == {"time", "everything", "fs", "every-http"}, p.stderr[-3000:]
+        assert all(i < listening for i in ready.values()), "servers should be ready before 'listening' (MCP_READY_WAIT_MS)"
+        assert any(o.get("msg", "").startswith("MCP sandbox inactive") for o in logs), "the host-mode note is missing"
+        servers = mcp_servers(p)
+        assert {n: (s["status"], s["transport"], s["placement"], s["restarts"]) for n, s in servers.items()} == {
+            "time": ("ready", "stdio", "host", 0), "everything": ("ready", "stdio", "host", 0),
+            "fs": ("ready", "stdio", "host", 0), "every-http": ("ready", "http", "remote", 0)}
+        assert all(s["source"] == str(mstack.manifest) for s in servers.values())
+        tools = {t["name"]: t for t in servers["time"]["tools"]}
+        assert set(tools) == {"mcp_time_get_current_time", "mcp_time_convert_time"}
+        assert tools["mcp_time_get_current_time"]["server_tool"] == "get_current_time"
+        assert "timezone" in tools["mcp_time_get_current_time"]["description"]
+        assert {"mcp_every-http_echo", "mcp_every-http_get-tiny-image"} <= {t["name"] for t in servers["every-http"]["tools"]}
+        assert {"mcp_fs_read_text_file", "mcp_fs_list_directory"} <= {t["name"] for t in servers["fs"]["tools"]}
+
+    def test_get_tools_shows_mcp_tools_with_server_schema(self, mstack):
+        r = mstack.proxy.call("GET", "/v1/tools")
+        assert r.status == 200, r.data[:500]
+        tools = {t["name"]: t for t in r.json()["data"]}
+        for name in ("mcp_time_get_current_time", "mcp_everything_echo", "mcp_everything_get-tiny-image",
+                     "mcp_fs_read_text_file", "mcp_every-http_echo", "workspace_mcp_servers", "workspace_mcp_call"):
+            assert name in tools, sorted(tools)
+        assert all(TOOL_NAME.match(n) for n in tools), [n for n in tools if not TOOL_NAME.match(n)]
+        t = tools["mcp_time_get_current_time"]
+        assert t["enabled"] is True
+        assert t["input_schema"]["type"] == "object"
+        assert t["input_schema"]["required"] == ["timezone"]
+        assert t["input_schema"]["properties"]["timezone"]["type"] == "string"
+        assert "IANA" in t["input_schema"]["properties"]["timezone"]["description"]
+        assert "Get current time in a specific timezone" in t["description"] and "time" in t["description"]
+        echo = tools["mcp_everything_echo"]
+        assert echo["input_schema"]["properties"]["message"]["type"] == "string"
+        assert echo["input_schema"]["required"] == ["message"]
+        assert "Echoes back the input" in echo["description"]
+        assert tools["mcp_every-http_echo"]["input_schema"]["properties"] == echo["input_schema"]["properties"]
+        assert tools["mcp_everything_get-sum"]["input_schema"]["required"] == ["a", "b"]
+        assert tools["mcp_time_convert_time"]["enabled"] is False  # POLICY_DISALLOWED_TOOLS
+
+    def test_time_server_call(self, mstack):
+        body = mcp_call(mstack.proxy, "mcp_time_get_current_time", {"timezone": "UTC"})
+        assert body["is_error"] is False, body
+        assert body["content"][0]["type"] == "text"
+        data = json.loads(body["content"][0]["text"])
+        assert data["timezone"] == "UTC"
+        when = datetime.datetime.fromisoformat(data["datetime"])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        assert abs((when - now).total_seconds()) < 300, (when, now)
+
+    def test_error_result_from_server(self, mstack):
+        body = mcp_call(mstack.proxy, "mcp_time_get_current_time", {"timezone": "Not/AZone"})
+        assert body["is_error"] is True, body
+        assert "Not/AZone" in mcp_text(body)
+        # the server's own refusal, not a transport failure: the next call works
+        assert mcp_call(mstack.proxy, "mcp_time_get_current_time", {"timezone": "Europe/Paris"})["is_error"] is False
+
+    def test_schema_checked_before_the_server_is_called(self, mstack):
+        body = mcp_call(mstack.proxy, "mcp_everything_get-sum", {"a": 1})
+        assert body["is_error"] is True and "b" in mcp_text(body), body
+
+    @pytest.mark.parametrize("server", ["everything", "every-http"])
+    def test_everything_stdio_and_streamable_http(self, mstack, server):
+        body = mcp_call(mstack.proxy, f"mcp_{server}_echo", {"message": f"hello over {server} ✓"})
+        assert body == {"content": [{"type": "text", "text": f"Echo: hello over {server} ✓"}], "is_error": False}
+        body = mcp_call(mstack.proxy, f"mcp_{server}_get-sum", {"a": 2, "b": 40})
+        assert body["is_error"] is False and "42" in mcp_text(body), body
+
+    @pytest.mark.parametrize("server", ["everything", "every-http"])
+    def test_image_result_becomes_anthropic_image_block(self, mstack, server):
+        body = mcp_call(mstack.proxy, f"mcp_{server}_get-tiny-image")
+        assert body["is_error"] is False, body
+        images = [b for b in body["content"] if b["type"] == "image"]
+        assert len(images) == 1, body["content"]
+        src = images[0]["source"]
+        assert set(images[0]) == {"type", "source"}
+        assert src["type"] == "base64" and src["media_type"] == "image/png"
+        assert base64.b64decode(src["data"]).startswith(b"\x89PNG\r\n\x1a\n")
+        assert all(b["type"] in ("text", "image") for b in body["content"])
+
+    def test_structured_content(self, mstack):
+        body = mcp_call(mstack.proxy, "mcp_everything_get-structured-content", {"location": "Chicago"})
+        assert body["is_error"] is False, body
+        parsed = [json.loads(b["text"]) for b in body["content"] if b["type"] == "text" and b["text"].startswith("{")]
+        assert any({"temperature", "conditions", "humidity"} <= set(d) for d in parsed), body
+        # server-filesystem answers text *and* structuredContent {"content": ...}: both reach the model
+        body = mcp_call(mstack.proxy, "mcp_fs_read_text_file", {"path": str(mstack.fs_root / "notes.txt")})
+        assert body["is_error"] is False, body
+        texts_ = [b["text"] for b in body["content"] if b["type"] == "text"]
+        assert "MCP filesystem canary 4b1d\nsecond line\n" in texts_, texts_
+        assert {"content": "MCP filesystem canary 4b1d\nsecond line\n"} in [
+            json.loads(t) for t in texts_ if t.startswith("{")], texts_
+
+    def test_filesystem_server_on_a_temp_dir(self, mstack):
+        root = mstack.fs_root
+        listing = mcp_text(mcp_call(mstack.proxy, "mcp_fs_list_directory", {"path": str(root)}))
+        assert "[FILE] notes.txt" in listing and "[DIR] sub" in listing, listing
+        deep = mcp_call(mstack.proxy, "mcp_fs_read_text_file", {"path": str(root / "sub" / "deep.txt")})
+        assert deep["is_error"] is False and "deep\n" in mcp_text(deep)
+        outside = mcp_call(mstack.proxy, "mcp_fs_read_text_file", {"path": "/etc/hostname"})
+        assert outside["is_error"] is True, outside
+        assert "denied" in mcp_text(outside).lower() or "outside" in mcp_text(outside).lower(), outside
+
+    def test_manifest_env_reaches_the_server(self, mstack):
+        body = mcp_call(mstack.proxy, "mcp_everything_get-env")
+        assert body["is_error"] is False
+        assert "from-manifest" in mcp_text(body) and "LYNKR_TEST_MARKER" in mcp_text(body)
+
+    def test_hung_call_hits_mcp_call_timeout(self, mstack):
+        t0 = time.monotonic()
+        body = mcp_call(mstack.proxy, "mcp_everything_trigger-long-running-operation", {"duration": 30, "steps": 1})
+        took = time.monotonic() - t0
+        assert body["is_error"] is True, body
+        assert "timed out" in mcp_text(body) and "MCP_CALL_TIMEOUT_MS" in mcp_text(body), body
+        assert 2.5 < took < 20, took  # MCP_CALL_TIMEOUT_MS=3000, not LYNKR_TOOL_TIMEOUT_MS (120 s)
+        # the session survives a timed-out call
+        assert mcp_call(mstack.proxy, "mcp_everything_echo", {"message": "still here"})["content"][0]["text"] == \
+            "Echo: still here"
+        assert mcp_servers(mstack.proxy)["everything"]["status"] == "ready"
+
+    def test_workspace_mcp_call(self, mstack):
+        p = mstack.proxy
+        body = mcp_call(p, "workspace_mcp_call", {"server": "everything", "tool": "get-sum", "arguments": {"a": 7, "b": 5}})
+        assert body["is_error"] is False and "12" in mcp_text(body), body
+        body = mcp_call(p, "workspace_mcp_call", {"server": "every-http", "tool": "echo", "arguments": {"message": "x"}})
+        assert body["content"] == [{"type": "text", "text": "Echo: x"}], body
+        body = mcp_call(p, "workspace_mcp_call", {"server": "time", "tool": "get_current_time",
+                                                  "arguments": {"timezone": "Asia/Tokyo"}})
+        assert body["is_error"] is False and json.loads(mcp_text(body))["timezone"] == "Asia/Tokyo"
+        body = mcp_call(p, "workspace_mcp_call", {"server": "nope", "tool": "echo"})
+        assert body["is_error"] is True and "nope" in mcp_text(body), body
+        body = mcp_call(p, "workspace_mcp_call", {"server": "everything", "tool": "no-such-tool"})
+        assert body["is_error"] is True and "no-such-tool" in mcp_text(body), body
+        body = mcp_call(p, "workspace_mcp_call", {"server": "time", "tool": "get_current_time",
+                                                  "arguments": {"timezone": "Bad/Zone"}})
+        assert body["is_error"] is True and "Bad/Zone" in mcp_text(body), body
+
+    def test_policy_disallowed_mcp_tool(self, mstack):
+        p = mstack.proxy
+        body = mcp_call(p, "mcp_time_convert_time",
+                        {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Europe/Paris"})
+        assert body["is_error"] is True and "POLICY_DISALLOWED_TOOLS" in mcp_text(body), body
+        # workspace_mcp_call is no way around the policy
+        body = mcp_call(p, "workspace_mcp_call", {"server": "time", "tool": "convert_time", "arguments": {
+            "source_timezone": "UTC", "time": "12:00", "target_timezone": "Europe/Paris"}})
+        assert body["is_error"] is True and "POLICY_DISALLOWED_TOOLS" in mcp_text(body), body
+
+    def test_server_stderr_logged_with_server_name(self, mstack):
+        p = mstack.proxy
+        line = p.wait_log(lambda o: o.get("msg") == "mcp server stderr" and o.get("server") == "everything")
+        assert "STDIO" in line["line"], line
+        line = p.wait_log(lambda o: o.get("msg") == "mcp server stderr" and o.get("server") == "fs")
+        assert line["line"].strip(), line
+
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_model_turn_calls_mcp_tool(self, mstack, stream):
+        fake, p = mstack.fake, mstack.proxy
+        fake.push(*[dbx_tool_turns("mcp_time_get_current_time", {"timezone": "UTC"},
+                                   lambda r: f"The time server said: {json.loads(r)['timezone']} {json.loads(r)['datetime'][:4]}")] * 2)
+        r = p.post(base_req(stream=stream, messages=[user("What time is it in UTC?")]), timeout=60)
+        assert r.status == 200, r.data[:2000]
+        msg = r.stream().ok() if stream else r.json()
+        year = str(datetime.datetime.now(datetime.timezone.utc).year)
+        assert any(f"The time server said: UTC {year}" in t for t in texts(msg)), msg
+        assert len(fake.requests) == 2, [q.body for q in fake.requests]
+        first, second = fake.requests[0].body, fake.requests[1].body
+        offered = {t["function"]["name"]: t["function"] for t in first["tools"]}
+        # LYNKR_TOOLS defaults to mcp_*: every MCP tool is offered, minus the disallowed one
+        assert "mcp_time_get_current_time" in offered and "mcp_everything_echo" in offered
+        assert "mcp_time_convert_time" not in offered
+        assert not any(n.startswith("workspace_") for n in offered), sorted(offered)
+        assert offered["mcp_time_get_current_time"]["parameters"]["properties"]["timezone"]["type"] == "string"
+        results = [m for m in second["messages"] if m["role"] == "tool"]
+        assert len(results) == 1 and results[0]["tool_call_id"] == "call_e2e_1"
+        assert json.loads(results[0]["content"])["timezone"] == "UTC", results[0]
+
+
+class TestMCPDiscovery:
+    def test_manifest_dirs_formats_and_broken_manifest(self, make_proxy, tmp_path):
+        """MCP_MANIFEST_DIRS split on ; : and , (all three in one value), every manifest shape, a broken one skipped."""
+        need_mcp()
+        d1, d2, d3, d4 = (tmp_path / n for n in ("mcp-a", "mcp b", "mcp-c", "mcp-d"))
+        missing = tmp_path / "does-not-exist"
+        write_manifest(d1 / "servers.json", {"servers": [
+            {"name": "alpha", "command": str(MCP_EVERYTHING), "args": [], "env": {}, "transport": "stdio"}]})
+        write_manifest(d2 / "list.json", [{"name": "beta", "command": str(MCP_EVERYTHING), "cwd": str(tmp_path)}])
+        broken = write_manifest(d3 / "broken.json", '{"servers": [ {"name": "gamma", ')
+        write_manifest(d3 / "no-command.json", {"servers": [{"name": "delta"}]})
+        write_manifest(d3 / "ignored.txt", {"servers": [{"name": "epsilon", "command": "false"}]})
+        write_manifest(d4 / "claude.json", {"mcpServers": {"zeta": {"command": str(MCP_EVERYTHING), "args": []}}})
+        # Claude Code runs the workspace's own .mcp.json itself: lynkr must not read it unasked
+        write_manifest(tmp_path / ".mcp.json", {"mcpServers": {"wsonly": {"command": str(MCP_EVERYTHING)}}})
+        dirs = f"{d1};{d2}:{d3},{d4};{missing}"
+        p = make_proxy(mcp_env(MCP_MANIFEST_DIRS=dirs))
+        servers = mcp_servers(p)
+        assert set(servers) == {"alpha", "beta", "zeta"}, servers
+        assert {s["status"] for s in servers.values()} == {"ready"}, servers
+        assert servers["alpha"]["source"] == str(d1 / "servers.json")
+        assert servers["beta"]["source"] == str(d2 / "list.json")
+        assert servers["zeta"]["source"] == str(d4 / "claude.json")
+        skipped = {o["path"]: o for o in p.logs() if o.get("msg") == "skipping MCP manifest"}
+        assert str(broken) in skipped, p.stderr[-3000:]
+        assert skipped[str(broken)].get("reason"), skipped
+        assert str(d3 / "no-command.json") in skipped and "delta" in skipped[str(d3 / "no-command.json")]["reason"]
+        for name in ("alpha", "beta", "zeta"):
+            assert mcp_call(p, f"mcp_{name}_echo", {"message": name})["content"][0]["text"] == f"Echo: {name}"
+        names = {t["name"] for t in p.call("GET", "/v1/tools").json()["data"]}
+        assert not any(n.startswith("mcp_wsonly_") for n in names)
+
+    def test_default_manifest_dir_is_claude_mcp(self, make_proxy, tmp_path):
+        need_mcp(npm=True)
+        write_manifest(tmp_path / "home" / ".claude" / "mcp" / "ev.json",
+                       {"servers": [{"name": "ev", "command": str(MCP_EVERYTHING)}]})
+        p = make_proxy(mcp_env())  # MCP_MANIFEST_DIRS unset: ~/.claude/mcp (HOME is tmp/home)
+        assert mcp_servers(p)["ev"]["status"] == "ready"
+
+    def test_no_manifest_means_no_mcp(self, make_proxy, tmp_path):
+        p = make_proxy(mcp_env())
+        body = mcp_call(p, "workspace_mcp_servers")
+        assert json.loads(mcp_text(body))["servers"] == []
+        body = mcp_call(p, "workspace_mcp_call", {"server": "time", "tool": "get_current_time"})
+        assert body["is_error"] is True and "MCP_SERVER_MANIFEST" in mcp_text(body), body
+        assert not any("MCP sandbox" in o.get("msg", "") for o in p.logs())
+
+    def test_tool_names_sanitised(self):
+        import lynkr  # pure function
+
+        assert lynkr.mcp_tool_name("my.server", "do thing/now") == "mcp_my_server_do_thing_now"
+        assert lynkr.mcp_tool_name("every-http", "get-sum") == "mcp_every-http_get-sum"
+        long_a = lynkr.mcp_tool_name("s" * 40, "t" * 40 + "a")
+        long_b = lynkr.mcp_tool_name("s" * 40, "t" * 40 + "b")
+        assert len(long_a) <= 64 and len(long_b) <= 64 and long_a != long_b
+        assert TOOL_NAME.match(long_a) and TOOL_NAME.match(long_b)
+
+
+class TestMCPLifecycle:
+    def test_killed_server_restarts_and_errors_meanwhile(self, make_proxy, tmp_path):
+        need_mcp()
+        manifest = write_manifest(tmp_path / "m.json", {"servers": [{"name": "ev", "command": str(MCP_EVERYTHING)}]})
+        p = make_proxy(mcp_env(manifest))
+        assert mcp_call(p, "mcp_ev_echo", {"message": "before"})["is_error"] is False
+        pids = server_pids(p, "mcp-server-everything")
+        assert len(pids) == 1, descendants(p.proc.pid)
+        os.kill(pids[0], signal.SIGKILL)
+        wait_for(lambda: not alive(pids), 10, "the killed server to die")
+        body = mcp_call(p, "mcp_ev_echo", {"message": "meanwhile"})
+        assert body["is_error"] is True, body
+        assert "MCP server ev" in mcp_text(body), body
+        status = mcp_wait_status(p, "ev", lambda s: s["status"] == "ready" and s["restarts"] >= 1, 40)
+        assert status["tools"], status
+        p.wait_log(lambda o: o.get("msg") == "MCP server down; restarting" and o.get("server") == "ev")
+        body = mcp_call(p, "mcp_ev_echo", {"message": "after"})
+        assert body == {"content": [{"type": "text", "text": "Echo: after"}], "is_error": False}, body
+        new = server_pids(p, "mcp-server-everything")
+        assert len(new) == 1 and new != pids
+
+    def test_shutdown_leaves_no_child_processes(self, tmp_path):
+        need_mcp()
+        (tmp_path / "fsroot").mkdir()
+        manifest = write_manifest(tmp_path / "m.json", {"mcpServers": {
+            "time": {"command": mcp_time_bin()}, "everything": {"command": str(MCP_EVERYTHING)},
+            "fs": {"command": str(MCP_FILESYSTEM), "args": [str(tmp_path / "fsroot")]}}})
+        p = start_proxy(tmp_path, mcp_env(manifest))
+        kids = descendants(p.proc.pid)
+        try:
+            assert {s["status"] for s in mcp_servers(p).values()} == {"ready"}
+            assert len(kids) >= 3 and all(any(n in c for c in kids.values())
+                                          for n in ("mcp-server-time", "mcp-server-everything", "mcp-server-filesystem"))
+            p.proc.send_signal(signal.SIGTERM)
+            rc = p.proc.wait(20)
+            assert rc == 0, p.stderr[-3000:]
+            assert wait_for(lambda: not alive(kids), 5, f"MCP servers to exit: {alive(kids)}") is True
+            assert p.logs()[-1].get("msg") == "stopped"
+        finally:
+            p.stop()
+            reap_strays(kids)
+
+    def test_ready_wait_is_bounded_and_shutdown_stops_a_server_stuck_starting(self, tmp_path):
+        need_mcp(npm=False)
+        manifest = write_manifest(tmp_path / "m.json", {"servers": [
+            {"name": "stuck", "command": sys.executable, "args": ["-c", "import time; time.sleep(90)"]},
+            {"name": "time", "command": mcp_time_bin()}]})
+        t0 = time.monotonic()
+        p = start_proxy(tmp_path, mcp_env(manifest, MCP_READY_WAIT_MS=1500, MCP_STARTUP_TIMEOUT_MS=60000))
+        took = time.monotonic() - t0
+        kids: dict[int, str] = {}
+        try:
+            assert took < 15, f"listening took {took:.1f}s with MCP_READY_WAIT_MS=1500"
+            assert mcp_servers(p)["stuck"]["status"] == "starting"
+            body = mcp_call(p, "workspace_mcp_call", {"server": "stuck", "tool": "anything"})
+            assert body["is_error"] is True and "stuck" in mcp_text(body) and "starting" in mcp_text(body), body
+            mcp_wait_status(p, "time", lambda s: s["status"] == "ready")
+            kids = wait_for(lambda: (d := descendants(p.proc.pid)) and len(d) >= 2 and d, 10, "both servers to run")
+            t1 = time.monotonic()
+            p.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = p.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                rc = None
+            assert rc == 0, f"lynkr did not exit within 20 s of SIGTERM (rc={rc}); children: {alive(kids)}"
+            assert time.monotonic() - t1 < 20
+            assert wait_for(lambda: not alive(kids), 5, f"MCP servers to exit: {alive(kids)}") is True
+        finally:
+            if p.proc.poll() is None:
+                p.proc.kill()
+                p.proc.wait(10)
+            reap_strays(kids)
+
+    def test_sigterm_while_waiting_for_servers_leaves_no_children(self, tmp_path):
+        need_mcp(npm=False)
+        manifest = write_manifest(tmp_path / "m.json", {"servers": [
+            {"name": "stuck", "command": sys.executable, "args": ["-c", "import time; time.sleep(90)"]}]})
+        p = spawn(tmp_path, base_env(tmp_path, mcp_env(manifest, MCP_READY_WAIT_MS=60000)))
+        kids: dict[int, str] = {}
+        try:
+            kids = wait_for(lambda: descendants(p.proc.pid), 20, "the MCP server process to start")
+            assert not p.ready.is_set()
+            p.proc.send_signal(signal.SIGTERM)
+            p.proc.wait(20)  # exit code aside (the default SIGTERM action is acceptable this early) ...
+            # ... the servers it started must not outlive it
+            assert wait_for(lambda: not alive(kids), 5, f"MCP servers to exit after lynkr ({p.proc.returncode}): "
+                            f"{alive(kids)}") is True
+        finally:
+            if p.proc.poll() is None:
+                p.proc.kill()
+                p.proc.wait(10)
+            reap_strays(kids)
+
+    def test_missing_sdk_is_reported(self, tmp_path):
+        """With a manifest but no `mcp` package the proxy still serves and says what to install."""
+        need_mcp(npm=False)
+        manifest = write_manifest(tmp_path / "m.json", {"servers": [{"name": "time", "command": mcp_time_bin()}]})
+        shadow = tmp_path / "shadow"
+        (shadow / "mcp").mkdir(parents=True)
+        (shadow / "mcp" / "__init__.py").write_text("raise ImportError('mcp hidden by the test')\n")
+        p = start_proxy(tmp_path, mcp_env(manifest, PYTHONPATH=shadow))
+        try:
+            line = p.wait_log(lambda o: "mcp package is missing" in o.get("msg", ""))
+            assert "lynkr[mcp]" in line["msg"]
+            assert mcp_servers(p)["time"]["status"] == "unavailable"
+            assert not descendants(p.proc.pid)
+        finally:
+            p.stop()
+
+
+MCP_PLACEMENT = [
+    # (image set, mode, allow, deny) -> {server: placement}
+    (False, "auto", (), (), {"alpha": "host", "beta": "host"}),
+    (False, "auto", (), ("b*",), {"alpha": "host", "beta": "refused"}),
+    (False, "require", ("al*",), (), {"alpha": "host", "beta": "refused"}),
+    (False, "require", (), (), {"alpha": "refused", "beta": "refused"}),
+    (False, "deny", ("*",), (), {"alpha": "refused", "beta": "refused"}),
+    (True, "auto", (), (), {"alpha": "sandbox", "beta": "sandbox"}),
+    (True, "auto", ("alpha",), (), {"alpha": "host", "beta": "sandbox"}),
+    (True, "require", ("alpha",), ("alpha",), {"alpha": "sandbox", "beta": "sandbox"}),
+    (True, "deny", ("alpha",), (), {"alpha": "sandbox", "beta": "sandbox"}),
+]
+
+
+class TestMCPSandbox:
+    def _settings(self, **kw: Any):
+        import lynkr  # SandboxSettings and sandbox_argv are pure
+
+        return lynkr, lynkr.SandboxSettings(**{"image": "ghcr.io/example/mcp:1", **kw})
+
+    def _argv(self, spec_kw: dict | None = None, **kw: Any) -> list[str]:
+        lynkr, settings = self._settings(**kw)
+        spec = lynkr.MCPServerSpec(**{"name": "time", "command": "mcp-server-time", "args": ["--local-timezone", "UTC"],
+                                      **(spec_kw or {})})
+        return lynkr.sandbox_argv(spec, settings, "/srv/work space", "lynkr-mcp-time-abcd")
+
+    @staticmethod
+    def _opt(argv: list[str], flag: str) -> list[str]:
+        """Values of every `flag value` pair before the `--` that ends runtime options."""
+        head = argv[: argv.index("--")]
+        return [head[i + 1] for i, a in enumerate(head[:-1]) if a == flag]
+
+    def test_default_argv(self):
+        argv = self._argv()
+        assert argv[:4] == ["docker", "run", "-i", "--rm"]
+        assert self._opt(argv, "--name") == ["lynkr-mcp-time-abcd"]
+        assert self._opt(argv, "--network") == ["none"]
+        assert self._opt(argv, "--cap-drop") == ["ALL"]
+        assert self._opt(argv, "--security-opt") == ["no-new-privileges"]
+        assert self._opt(argv, "--memory") == ["512m"]
+        assert self._opt(argv, "--cpus") == ["1"]
+        assert self._opt(argv, "--pids-limit") == ["256"]
+        assert self._opt(argv, "-v") == ["/srv/work space:/workspace:ro"]
+        assert self._opt(argv, "-w") == ["/workspace"]
+        assert self._opt(argv, "-e") == []
+        assert argv[argv.index("--"):] == ["--", "ghcr.io/example/mcp:1", "mcp-server-time", "--local-timezone", "UTC"]
+        assert "--privileged" not in argv
+
+    def test_networking_writable_limits_and_podman(self):
+        argv = self._argv(runtime="podman", allow_networking=True, workspace_writable=True, memory="1g", cpus="0.5",
+                          pids_limit=64)
+        assert argv[0] == "podman"
+        assert self._opt(argv, "--network") == ["bridge"]
+        assert self._opt(argv, "-v") == ["/srv/work space:/workspace:rw"]
+        assert (self._opt(argv, "--memory"), self._opt(argv, "--cpus"), self._opt(argv, "--pids-limit")) == (
+            ["1g"], ["0.5"], ["64"])
+        assert self._opt(argv, "--cap-drop") == ["ALL"]
+        argv = self._argv(runtime="/opt/bin/docker")
+        assert argv[0] == "/opt/bin/docker"
+
+    def test_env_passthrough_allowlist_and_server_env(self, monkeypatch):
+        monkeypatch.setenv("MCP_TEST_TOKEN", "tok-123")
+        monkeypatch.setenv("NOT_PASSED", "secret-should-stay")
+        monkeypatch.delenv("UNSET_VAR", raising=False)
+        argv = self._argv({"env": {"TZ": "UTC"}}, env_passthrough=("MCP_TEST_TOKEN", "UNSET_VAR"))
+        envs = self._opt(argv, "-e")
+        assert "MCP_TEST_TOKEN=tok-123" in envs and "TZ=UTC" in envs
+        assert not any(e.startswith(("UNSET_VAR", "NOT_PASSED")) for e in envs), envs
+        assert "secret-should-stay" not in " ".join(argv)
+
+    def test_extra_mounts(self):
+        argv = self._argv(extra_mounts=("/data/cache:/cache", "/srv/out:/out:rw", "/etc/ssl:/etc/ssl:ro"))
+        assert self._opt(argv, "-v") == ["/srv/work space:/workspace:ro", "/data/cache:/cache:ro", "/srv/out:/out:rw",
+                                         "/etc/ssl:/etc/ssl:ro"]
+
+    @pytest.mark.parametrize("image,mode,allow,deny,expect", MCP_PLACEMENT)
+    def test_placement(self, image, mode, allow, deny, expect):
+        _, s = self._settings(image="img" if image else "", permission_mode=mode, permission_allow=allow,
+                              permission_deny=deny)
+        assert {n: s.placement(n) for n in expect} == expect
+        _, off = self._settings(enabled=False, permission_mode=mode, permission_allow=allow, permission_deny=deny)
+        assert not off.active  # MCP_SANDBOX_ENABLED=false: an image alone does not sandbox
+
+    @pytest.mark.parametrize("extra,names", [
+        ({"MCP_SANDBOX_IMAGE": "ghcr.io/x/y:1", "MCP_SANDBOX_RUNTIME": "/nonexistent/bin/docker"}, "MCP_SANDBOX_RUNTIME"),
+        ({"MCP_SANDBOX_IMAGE": "ghcr.io/x/y:1", "MCP_SANDBOX_RUNTIME": "dockerish"}, "MCP_SANDBOX_RUNTIME"),
+        ({"MCP_SANDBOX_PERMISSION_MODE": "sometimes"}, "MCP_SANDBOX_PERMISSION_MODE"),
+        ({"MCP_SANDBOX_EXTRA_MOUNTS": "relative:/x"}, "MCP_SANDBOX_EXTRA_MOUNTS"),
+    ])
+    def test_bad_sandbox_config_is_a_startup_error(self, tmp_path, extra, names):
+        manifest = write_manifest(tmp_path / "m.json", {"servers": [{"name": "time", "command": "mcp-server-time"}]})
+        r = run_lynkr(tmp_path, mcp_env(manifest, **extra))
+        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and names in lines[0] and lines[0].startswith("lynkr: "), r.stderr
+
+    @pytest.mark.parametrize("mode,allow,deny,expect", [
+        ("deny", "", "", {"alpha": "refused", "beta": "refused"}),
+        ("require", "al*", "", {"alpha": "ready", "beta": "refused"}),
+        ("auto", "", "beta", {"alpha": "ready", "beta": "refused"}),
+    ])
+    def test_permission_mode_without_image(self, make_proxy, tmp_path, mode, allow, deny, expect):
+        need_mcp()
+        manifest = write_manifest(tmp_path / "m.json", {"servers": [
+            {"name": "alpha", "command": str(MCP_EVERYTHING)}, {"name": "beta", "command": str(MCP_EVERYTHING)}]})
+        p = make_proxy(mcp_env(manifest, MCP_SANDBOX_PERMISSION_MODE=mode, MCP_SANDBOX_PERMISSION_ALLOW=allow,
+                               MCP_SANDBOX_PERMISSION_DENY=deny))
+        servers = mcp_servers(p)
+        assert {n: s["status"] for n, s in servers.items()} == expect, servers
+        names = {t["name"] for t in p.call("GET", "/v1/tools").json()["data"]}
+        for name, status in expect.items():
+            if status == "refused":
+                s = servers[name]
+                assert s["placement"] == "refused" and s["tools"] == []
+                assert "MCP_SANDBOX_PERMISSION_MODE" in s["error"] and "MCP_SANDBOX_IMAGE" in s["error"], s
+                assert not any(n.startswith(f"mcp_{name}_") for n in names)
+                body = mcp_call(p, "workspace_mcp_call", {"server": name, "tool": "echo", "arguments": {"message": "x"}})
+                assert body["is_error"] is True and "refused" in mcp_text(body), body
+                p.wait_log(lambda o, n=name: o.get("msg") == "MCP server refused" and o.get("server") == n)
+            else:
+                assert mcp_call(p, f"mcp_{name}_echo", {"message": "ok"})["content"][0]["text"] == "Echo: ok"
+        running = sum("mcp-server-everything" in c for c in descendants(p.proc.pid).values())
+        assert running == sum(s == "ready" for s in expect.values())
+
+    def test_image_set_never_falls_back_to_the_host(self, make_proxy, tmp_path):
+        """With MCP_SANDBOX_IMAGE set, the server runs through the container runtime or not at all. Only
+        the docker *client* is needed: no engine runs here, so the container start fails and is retried."""
+        need_mcp(npm=False)
+        docker = shutil.which("docker") or shutil.which("podman")
+        if docker is None:
+            pytest.skip("no docker or podman client on PATH")
+        manifest = write_manifest(tmp_path / "m.json", {"servers": [{"name": "time", "command": "mcp-server-time"}]})
+        p = make_proxy(mcp_env(manifest, MCP_SANDBOX_IMAGE="lynkr-test-no-such-image:0", MCP_SANDBOX_RUNTIME=docker,
+                               MCP_READY_WAIT_MS=500, MCP_STARTUP_TIMEOUT_MS=5000))
+        s = mcp_servers(p)["time"]
+        assert s["placement"] == "sandbox", s
+        assert s["status"] != "ready" and s["tools"] == [], s
+        kids = descendants(p.proc.pid).values()
+        assert not any("mcp-server-time" in c and not c.startswith(docker) for c in kids), kids
+        body = mcp_call(p, "workspace_mcp_servers")
+        assert json.loads(mcp_text(body))["sandbox_active"] is True
+        # what the runtime said (no engine here: "Cannot connect to the Docker daemon") is logged under the server
+        line = p.wait_log(lambda o: o.get("msg") == "mcp server stderr" and o.get("server") == "time", 20)
+        assert any(w in line["line"].lower() for w in ("docker", "podman", "error")), line
