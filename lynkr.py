@@ -315,6 +315,7 @@ class Request:
     # Path parameters of templated routes (`/v1/tools/{name}` -> {"name": ...}).
     params: dict[str, str] = field(default_factory=dict)
     route: str = ""  # the matched route template (a bounded metrics label, unlike the raw path)
+    counted: bool = False  # holds a MAX_CONCURRENT_REQUESTS slot until its response is finished
 
 
 @dataclass
@@ -642,6 +643,8 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "CIRCUIT_BREAKER_RESET_MS": ("30000", "How long an open breaker answers at once before one probe is let through."),
     "FALLBACK_PROVIDER": ("", "A second provider (its own variables set) used when the first fails or its breaker is open."),
     "FALLBACK_MODEL_DEFAULT": ("", "Upstream model for the fallback provider (default: that provider's default)."),
+    "LYNKR_HEADER_TIMEOUT_MS": (str(int(HEADER_READ_TIMEOUT_S * 1000)), "A client must send a request's headers "
+                                "within this (slowloris protection)."),
     "MAX_CONCURRENT_REQUESTS": ("2048", "Requests handled at once; more are refused at once with retry-after."),
     "RATE_LIMIT_REQUESTS_PER_MIN": ("0", "Per-client request limit (by client key, else address); 0 = off."),
     "LOG_FORMAT": ("json", "json | text."),
@@ -823,7 +826,9 @@ class _ConnectionState:
 
 
 class HTTPServer:
-    def __init__(self, handler: Handler, error_responder: ErrorResponder, log: Logger) -> None:
+    def __init__(self, handler: Handler, error_responder: ErrorResponder, log: Logger,
+                 header_timeout_s: float = HEADER_READ_TIMEOUT_S) -> None:
+        self.header_timeout_s = header_timeout_s
         self.handler = handler
         self.error_responder = error_responder  # (status, type, message) -> Response, for protocol errors
         self.log = log
@@ -890,7 +895,7 @@ class HTTPServer:
                 if deadline is None:
                     # Idle until the first byte of a request, then the head has a hard deadline.
                     await self._receive(conn, reader, KEEPALIVE_IDLE_TIMEOUT_S)
-                    deadline = time.monotonic() + HEADER_READ_TIMEOUT_S
+                    deadline = time.monotonic() + self.header_timeout_s
                 else:
                     await self._receive(conn, reader, max(0.0, deadline - time.monotonic()))
                 continue
@@ -2348,7 +2353,8 @@ class Provider:
                 resp = await self._post(url, headers, body, stream)
                 METRICS.observe("lynkr_upstream_duration_seconds", time.monotonic() - started, provider=self.name)
                 if resp.status == 200:
-                    self.breaker.success()
+                    if not stream:  # a stream's health is known at its end (see stream_outcome)
+                        self.breaker.success()
                     return resp
                 error = self.upstream_error(resp.status, await self._read_error(resp), resp.headers)
                 retry_after = retry_after_seconds(resp.headers)
@@ -2372,6 +2378,13 @@ class Provider:
             self.log.info("retrying upstream", request_id=http_req.request_id, provider=self.name, attempt=attempt,
                           status=error.status, delay_s=round(delay, 3))
             await asyncio.sleep(delay)
+
+    def stream_outcome(self, error: LynkrError | None) -> None:
+        """A stream that died mid-body (hang, cut) counts against the upstream like a failed request."""
+        if error is None:
+            self.breaker.success()
+        elif isinstance(error, (UpstreamTimeout, UpstreamUnavailable)) or error.status >= 500:
+            self.breaker.failure()
 
     def _client_facing(self, error: LynkrError) -> LynkrError:
         if error.status == 529 or error.error_type == "overloaded_error":
@@ -2508,13 +2521,18 @@ class DatabricksOpenAIProvider(Provider):
                 out = b"".join(self._on_event(data, translator) for _, data in parser.feed(chunk))
                 if out:
                     yield out
+            out = b""
             if not translator.finished:
                 out = b"".join(self._on_event(data, translator) for _, data in parser.flush())
                 if not translator.finished and translator.finish_reason is None:
                     raise UpstreamUnavailable(f"{self.label} ended the stream before the response was complete")
-                yield out + translator.finish()
+                out += translator.finish()
+            self.stream_outcome(None)
+            if out:
+                yield out
         except LynkrError as exc:
             http_req.log.update(stream_error=exc.error_type)
+            self.stream_outcome(exc)
             yield error_event(self.named(exc))
         finally:
             await resp.aclose()
@@ -2622,11 +2640,16 @@ class AnthropicNativeProvider(Provider):
                     yield out
             out = relay.flush()
             if not relay.saw_stop and not relay.saw_error:
-                yield out + error_event(UpstreamUnavailable(f"{self.label} ended the stream before message_stop"))
-            elif out:
-                yield out
+                truncated = UpstreamUnavailable(f"{self.label} ended the stream before message_stop")
+                self.stream_outcome(truncated)
+                yield out + error_event(truncated)
+            else:
+                self.stream_outcome(LynkrError("upstream stream error", status=500) if relay.saw_error else None)
+                if out:
+                    yield out
         except LynkrError as exc:
             http_req.log.update(stream_error=exc.error_type)
+            self.stream_outcome(exc)
             yield error_event(self.named(exc))
         finally:
             await resp.aclose()
@@ -6455,6 +6478,8 @@ def parse_json_body(req: Request) -> Any:
         raise InvalidRequest("request body is not valid UTF-8") from None
     except ValueError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("request body nests too deeply to be a Messages request") from None
 
 
 async def route_messages(app: App, req: Request) -> Response:
@@ -6492,6 +6517,7 @@ async def route_tool_call(app: App, req: Request) -> Response:
     if not isinstance(args, dict):
         raise _field_error("body", "a JSON object with the tool's input", args)
     result = await run_tool(app.orchestrator.tool_ctx, name, args)
+    METRICS.inc("lynkr_tool_calls_total", tool=name, outcome="error" if result.is_error else "ok")
     req.log.update(tool=name, is_error=result.is_error)
     return json_response(200, {"content": result.content, "is_error": result.is_error})
 
@@ -6649,7 +6675,8 @@ class App:
         return ""
 
     def admit(self, req: Request) -> None:
-        """Load shedding and the optional per-client rate limit; probes and metrics are never refused."""
+        """Load shedding and the optional per-client rate limit; probes and metrics are never refused
+        and never take a slot."""
         if req.path.startswith(("/health", "/metrics")):
             return
         if self.in_flight >= self.max_in_flight:
@@ -6667,6 +6694,9 @@ class App:
                 raise LynkrError(f"rate limit of {self.rate_limiter.per_minute} requests per minute reached "
                                  "(RATE_LIMIT_REQUESTS_PER_MIN)", status=429, error_type="rate_limit_error",
                                  headers={"retry-after": str(max(1, math.ceil(wait)))})
+        req.counted = True
+        self.in_flight += 1
+        METRICS.set("lynkr_in_flight_requests", self.in_flight)
 
     # -- access control --
     def _host_allowed(self, host: str) -> bool:
@@ -6735,8 +6765,6 @@ class App:
     async def handle(self, req: Request) -> Response:
         req.request_id = new_id("req_")
         started = time.monotonic()
-        self.in_flight += 1
-        METRICS.set("lynkr_in_flight_requests", self.in_flight)
         try:
             self.check_access(req)
             handler = self.resolve(req)
@@ -6782,8 +6810,10 @@ class App:
             self.finish(req, status, started)
 
     def finish(self, req: Request, status: int, started: float) -> None:
-        self.in_flight -= 1
-        METRICS.set("lynkr_in_flight_requests", self.in_flight)
+        if req.counted:
+            req.counted = False
+            self.in_flight -= 1
+            METRICS.set("lynkr_in_flight_requests", self.in_flight)
         route = req.route or "unmatched"
         provider, model = req.log.get("provider", ""), req.log.get("model", "")
         METRICS.inc("lynkr_requests_total", route=route, method=req.method, status=status, provider=provider,
@@ -6887,7 +6917,8 @@ async def serve(app: App) -> int:
                 starting.cancel()
                 log.info("stopped during startup")
                 return 0
-        server = HTTPServer(app.handle, app.protocol_error_response, log)
+        header_timeout = parse_int_setting("LYNKR_HEADER_TIMEOUT_MS", cfg.env["LYNKR_HEADER_TIMEOUT_MS"], 100) / 1000
+        server = HTTPServer(app.handle, app.protocol_error_response, log, header_timeout)
         try:
             port = await server.start(cfg.host, cfg.port)
         except OSError as exc:

@@ -102,6 +102,9 @@ from typing import Any, ClassVar
 import sqlite3
 import shlex
 import datetime
+import math
+import select
+import string
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -6082,3 +6085,1095 @@ class TestMCPSandbox:
         # what the runtime said (no engine here: "Cannot connect to the Docker daemon") is logged under the server
         line = p.wait_log(lambda o: o.get("msg") == "mcp server stderr" and o.get("server") == "time", 20)
         assert any(w in line["line"].lower() for w in ("docker", "podman", "error")), line
+
+
+# == Tests: reliability and operations (issue 8) ==
+#
+# Fault injection with real processes and sockets: the fakes fail on a script (statuses, hangs,
+# cut streams, a port that starts listening late), the proxy runs as a subprocess with its own
+# retry/breaker/limit settings (base_env turns retries and the breaker OFF: every test here says
+# what it wants), and the assertions look at what the client got, what the fake saw and what
+# GET /metrics says.
+
+REL_TEXT = {"dbx": "Hello from fake Databricks", "az": "Hello from fake Azure"}
+REL_RETRY = {"UPSTREAM_MAX_RETRIES": "3", "CIRCUIT_BREAKER_FAILURES": "0"}
+REL_DBX_CODES = {429: "REQUEST_LIMIT_EXCEEDED", 500: "INTERNAL_ERROR", 502: "BAD_GATEWAY",
+                 503: "TEMPORARILY_UNAVAILABLE", 504: "TIMEOUT", 529: "OVERLOADED", 400: "BAD_REQUEST"}
+MIB = 1024 * 1024
+
+
+def rel_upstream_error(provider: str, status: int, headers: tuple = (), hang: float = 0.0) -> Reply:
+    """A failure in the provider's own wire format."""
+    if provider == "dbx":
+        r = dbx_error(status, REL_DBX_CODES.get(status, "ERROR"), f"scripted failure {status}", headers)
+    else:
+        r = json_reply(anth_error(status, rel_etype(status), f"scripted failure {status}"), status, headers)
+    r.hang = hang
+    return r
+
+
+def rel_etype(status: int) -> str:
+    return {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+            429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+
+
+def rel_stamp(fake: FakeHTTP) -> FakeHTTP:
+    """Record the arrival time (monotonic) of every request the fake answers in fake.stamps."""
+    fake.stamps = []
+    answer = fake.respond
+
+    def respond(rec: Recorded) -> Reply:
+        fake.stamps.append(time.monotonic())
+        return answer(rec)
+
+    fake.respond = respond
+    return fake
+
+
+def rel_move(fake: FakeHTTP, port: int) -> FakeHTTP:
+    """Make a fake listen on a chosen port (a provider URL that refused connections until now)."""
+    old = fake.sock
+    fake.sock = socket.create_server(("127.0.0.1", port))
+    fake.port = port
+    try:
+        old.shutdown(socket.SHUT_RDWR)  # wakes the accept thread of the ephemeral socket
+    except OSError:
+        pass
+    old.close()
+    threading.Thread(target=fake._accept, daemon=True).start()
+    return fake
+
+
+def rel_answer(r: Resp, stream: bool) -> str:
+    assert r.status == 200, (r.status, r.data[:500])
+    msg = r.stream().ok() if stream else r.json()
+    return "".join(t for t in texts(msg) if t)
+
+
+def rel_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/<pid>/status")
+
+
+def rel_log_epoch(line: dict) -> float:
+    return datetime.datetime.strptime(line["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+# -- Prometheus text format --
+
+REL_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+REL_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
+
+
+@dataclasses.dataclass
+class RelMetrics:
+    help: dict[str, str]
+    types: dict[str, str]
+    samples: list[tuple[str, dict[str, str], float]]
+
+    def select(self, name: str, **labels: Any) -> list[tuple[dict[str, str], float]]:
+        want = {k: str(v) for k, v in labels.items()}
+        return [(lab, v) for n, lab, v in self.samples if n == name and all(lab.get(k) == v for k, v in want.items())]
+
+    def get(self, name: str, **labels: Any) -> float:
+        """Sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
+        return sum(v for _, v in self.select(name, **labels))
+
+    def family(self, sample_name: str) -> str:
+        for suffix in ("_bucket", "_sum", "_count"):
+            base = sample_name.removesuffix(suffix)
+            if base != sample_name and self.types.get(base) == "histogram":
+                return base
+        return sample_name
+
+
+def rel_parse_metrics(textdata: str) -> RelMetrics:
+    """Strict parse of the Prometheus text exposition format 0.0.4."""
+    m = RelMetrics({}, {}, [])
+    seen_samples: set[str] = set()
+    for n, line in enumerate(textdata.split("\n")):
+        if not line:
+            continue
+        where = f"line {n + 1}: {line!r}"
+        if line.startswith("# HELP "):
+            name, _, doc = line[7:].partition(" ")
+            assert name not in m.help and doc.strip(), f"{where}: duplicate or empty HELP"
+            m.help[name] = doc
+            continue
+        if line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            assert kind in ("counter", "gauge", "histogram", "summary", "untyped"), where
+            assert name not in m.types and name not in seen_samples, f"{where}: TYPE repeated or after samples"
+            m.types[name] = kind
+            continue
+        assert not line.startswith("#"), f"{where}: unknown comment"
+        sm = REL_SAMPLE.match(line)
+        assert sm, f"{where}: not a sample line"
+        name, raw_labels, value = sm.groups()
+        labels: dict[str, str] = {}
+        pos = 0
+        raw_labels = raw_labels or ""
+        while pos < len(raw_labels):
+            lm = REL_LABEL.match(raw_labels, pos)
+            assert lm, f"{where}: bad label syntax at {raw_labels[pos:]!r}"
+            assert lm.group(1) not in labels, f"{where}: repeated label"
+            labels[lm.group(1)] = lm.group(2).replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+            pos = lm.end()
+        fam = m.family(name)
+        assert fam in m.types, f"{where}: sample of an undeclared metric family"
+        seen_samples.add(fam)
+        m.samples.append((name, labels, float(value)))
+    return m
+
+
+def rel_scrape(proxy: Proxy) -> RelMetrics:
+    r = proxy.call("GET", "/metrics", defaults=False)
+    assert r.status == 200, r.data[:300]
+    assert r.headers.get("content-type", "").startswith("text/plain"), r.headers
+    assert "version=0.0.4" in r.headers["content-type"], r.headers
+    return rel_parse_metrics(r.data.decode())
+
+
+def rel_check_histograms(m: RelMetrics) -> int:
+    """Every histogram series: `le` ascending ending in +Inf, cumulative counts, +Inf == _count. Returns series."""
+    series = 0
+    for fam, kind in m.types.items():
+        if kind != "histogram":
+            continue
+        groups: dict[tuple, list[tuple[float, float]]] = {}
+        for name, labels, value in m.samples:
+            if name == fam + "_bucket":
+                key = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+                groups.setdefault(key, []).append((float(labels["le"]), value))
+        for key, buckets in groups.items():
+            series += 1
+            les = [le for le, _ in buckets]
+            assert les == sorted(les) and len(set(les)) == len(les), f"{fam}{key}: le not ascending: {les}"
+            assert les[-1] == float("inf"), f"{fam}{key}: last bucket is not +Inf"
+            counts = [c for _, c in buckets]
+            assert all(a <= b for a, b in itertools.pairwise(counts)), f"{fam}{key}: buckets not cumulative: {counts}"
+            labels = dict(key)
+            count = m.select(fam + "_count", **labels)
+            total = m.select(fam + "_sum", **labels)
+            assert len(count) == 1 and len(total) == 1, f"{fam}{key}: _count/_sum missing"
+            assert counts[-1] == count[0][1], f"{fam}{key}: +Inf bucket {counts[-1]} != _count {count[0][1]}"
+            assert total[0][1] >= 0
+    return series
+
+
+@pytest.fixture
+def rel_stack(new_dbx, new_az, make_proxy):
+    """rel_stack("dbx"|"az", **env) -> Stack with a fresh stamped fake and its own proxy."""
+
+    def make(provider: str = "dbx", **env: Any) -> Stack:
+        fake = rel_stamp(new_dbx() if provider == "dbx" else new_az())
+        return Stack(fake, make_proxy(dbx_env(fake, **env) if provider == "dbx" else az_env(fake, **env)))
+
+    return make
+
+
+# == 10. Providers: retries before the first byte ==
+
+
+class TestUpstreamRetries:
+    CASES: ClassVar[list] = [
+        ("dbx", 429, 2, (("retry-after-ms", "400"),), True),
+        ("dbx", 500, 2, (), False),
+        ("dbx", 503, 1, (("retry-after", "1"),), True),
+        ("dbx", 529, 2, (), True),
+        ("az", 529, 1, (), False),
+        ("az", 500, 2, (), True),
+        ("az", 429, 1, (("retry-after-ms", "300"),), False),
+    ]
+
+    @pytest.mark.parametrize("provider,status,n,headers,stream", CASES,
+                             ids=[f"{c[0]}-{c[1]}x{c[2]}-{'stream' if c[4] else 'json'}" for c in CASES])
+    def test_fail_n_times_then_succeed(self, rel_stack, provider, status, n, headers, stream):
+        st_ = rel_stack(provider, **REL_RETRY)
+        st_.fake.push(*[rel_upstream_error(provider, status, headers) for _ in range(n)])
+        before = rel_scrape(st_.proxy).get("lynkr_upstream_retries_total")
+        r = st_.proxy.post(base_req(stream=stream, messages=[user("retry me")]))
+        assert rel_answer(r, stream) == REL_TEXT[provider]  # one clean answer, no trace of the failures
+        assert len(st_.fake.requests) == n + 1
+        assert all(rec.body == st_.fake.requests[0].body for rec in st_.fake.requests), "retries must resend the same body"
+        hinted = dict(headers)
+        wait = float(hinted["retry-after-ms"]) / 1000 if "retry-after-ms" in hinted else float(hinted.get("retry-after", 0))
+        gaps = [b - a for a, b in itertools.pairwise(st_.fake.stamps)]
+        for k, gap in enumerate(gaps):  # backoff: >= 0.5 s * 2^k with jitter in [0.5, 1]; retry-after honoured
+            assert gap >= max(0.25 * 2**k, wait) - 0.03, f"retry {k + 1} came {gap:.3f}s after the failure"
+        assert rel_scrape(st_.proxy).get("lynkr_upstream_retries_total") - before == n
+        logged = [o for o in st_.proxy.logs() if o.get("msg") == "retrying upstream"]
+        assert [o.get("status") for o in logged] == [status] * n, logged
+
+    @pytest.mark.parametrize("provider", ["dbx", "az"])
+    def test_exhausted_529_reaches_client_as_retryable_503(self, rel_stack, provider):
+        st_ = rel_stack(provider, UPSTREAM_MAX_RETRIES=1, CIRCUIT_BREAKER_FAILURES=0)
+        st_.fake.push(rel_upstream_error(provider, 529), rel_upstream_error(provider, 529))
+        r = st_.proxy.post(base_req(stream=True))
+        assert r.status == 503 and r.etype == "api_error", r.data  # overloaded_error would cut Claude Code to 3 tries
+        assert r.headers.get("x-should-retry") == "true"
+        assert int(r.headers.get("retry-after", "0")) >= 1
+        assert len(st_.fake.requests) == 2
+
+    def test_exhausted_5xx_reaches_client(self, rel_stack):
+        st_ = rel_stack("dbx", UPSTREAM_MAX_RETRIES=2, CIRCUIT_BREAKER_FAILURES=0)
+        st_.fake.push(*[rel_upstream_error("dbx", 500) for _ in range(3)])
+        r = st_.proxy.post(base_req())
+        assert r.status == 500 and r.etype == "api_error" and "scripted failure 500" in r.emsg, r.data
+        assert len(st_.fake.requests) == 3
+        assert rel_scrape(st_.proxy).get("lynkr_upstream_retries_total", provider="databricks") == 2
+
+    @pytest.mark.parametrize("status,header", [(429, ("retry-after", "5")), (503, ("retry-after-ms", "3000"))])
+    def test_retry_after_over_cap_goes_to_the_client(self, rel_stack, status, header):
+        st_ = rel_stack("dbx", UPSTREAM_RETRY_AFTER_MAX_MS=1000, **REL_RETRY)
+        st_.fake.push(rel_upstream_error("dbx", status, (header,)))
+        t0 = time.monotonic()
+        r = st_.proxy.post(base_req())
+        assert time.monotonic() - t0 < 1.0, "lynkr waited out a retry-after above UPSTREAM_RETRY_AFTER_MAX_MS"
+        assert r.status == status and r.headers.get(header[0]) == header[1], (r.status, r.headers)
+        assert len(st_.fake.requests) == 1
+
+    def test_client_errors_are_not_retried(self, rel_stack):
+        st_ = rel_stack("dbx", **REL_RETRY)
+        for n, status in enumerate((400, 401, 404), 1):
+            st_.fake.push(rel_upstream_error("dbx", status))
+            r = st_.proxy.post(base_req(stream=n % 2 == 0))
+            assert r.status == status and r.etype == rel_etype(status) and len(st_.fake.requests) == n, r.data
+        assert rel_scrape(st_.proxy).get("lynkr_upstream_retries_total") == 0
+
+    def test_hang_before_headers_is_retried(self, rel_stack):
+        st_ = rel_stack("dbx", UPSTREAM_READ_TIMEOUT_MS=400, **REL_RETRY)
+        st_.fake.push(json_reply(oai_completion("too late"), hang=3))
+        r = st_.proxy.post(base_req())
+        assert rel_answer(r, False) == REL_TEXT["dbx"]
+        assert len(st_.fake.requests) == 2
+        assert rel_scrape(st_.proxy).get("lynkr_upstream_retries_total") == 1
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_connection_refused_until_upstream_starts(self, new_dbx, make_proxy, stream):
+        port = free_port()
+        p = make_proxy({"DATABRICKS_API_BASE": f"http://127.0.0.1:{port}", "DATABRICKS_API_KEY": DBX_KEY,
+                        "UPSTREAM_MAX_RETRIES": "4", "CIRCUIT_BREAKER_FAILURES": "0"})
+        fakes: list[FakeHTTP] = []
+
+        def bring_up() -> None:  # the upstream starts listening after lynkr's first attempt was refused
+            p.wait_log(lambda o: o.get("msg") == "retrying upstream", 15, "a refused attempt")
+            fakes.append(rel_move(new_dbx(), port))
+
+        t = threading.Thread(target=bring_up)
+        t.start()
+        r = p.post(base_req(stream=stream))
+        t.join(20)
+        assert fakes, "lynkr never retried the refused connection"
+        assert rel_answer(r, stream) == REL_TEXT["dbx"]
+        assert len(fakes[0].requests) == 1
+        first = next(o for o in p.logs() if o.get("msg") == "retrying upstream")
+        assert first.get("status") == 502, first
+        assert rel_scrape(p).get("lynkr_upstream_retries_total") >= 1
+
+
+# == 10. Providers: a failure after the first streamed byte is never retried ==
+
+
+class TestMidStreamFailure:
+    @staticmethod
+    def scripted(provider: str, how: str) -> tuple[Reply, str]:
+        """A stream that delivers some text, then is cut or goes silent; returns (reply, text delivered)."""
+        if provider == "dbx":
+            chunks = oai_stream("alpha beta gamma delta epsilon", pieces=5)  # role, 5 text pieces, finish, usage
+            delivered = "".join(c["choices"][0]["delta"]["content"] for c in chunks[1:3])
+            if how == "cut":
+                return stream_reply(oai_sse(chunks[:3], done=False), cut=True), delivered
+            return stream_reply(oai_sse(chunks), pauses={3: 4}), delivered
+        events = anth_events(anth_message([text("alpha beta gamma")]))  # start, block start, "alp", "ha beta gamma", ...
+        if how == "cut":
+            return stream_reply(anth_sse(events[:3]), cut=True), "alp"
+        return stream_reply(anth_sse(events), pauses={3: 4}), "alp"
+
+    @pytest.mark.parametrize("how", ["cut", "hang"])
+    @pytest.mark.parametrize("provider", ["dbx", "az"])
+    def test_error_event_no_retry_no_duplicate_text(self, rel_stack, provider, how):
+        st_ = rel_stack(provider, UPSTREAM_READ_TIMEOUT_MS=500, **REL_RETRY)
+        reply, delivered = self.scripted(provider, how)
+        st_.fake.push(reply)
+        t0 = time.monotonic()
+        s = st_.proxy.post(base_req(stream=True)).stream()
+        assert time.monotonic() - t0 < 3.5
+        assert s.error is not None and not s.complete, s.events[-3:]
+        assert s.error["type"] in ("api_error", "timeout_error", "overloaded_error"), s.error
+        got = "".join(b.get("text", "") for b in s.content if b["type"] == "text")
+        assert got == delivered, f"client saw {got!r}; the upstream delivered {delivered!r} once"
+        time.sleep(0.6)  # a (wrong) retry would arrive within the first backoff
+        assert len(st_.fake.requests) == 1
+        assert rel_scrape(st_.proxy).get("lynkr_upstream_retries_total") == 0
+
+
+# == 10. Providers: circuit breaker ==
+
+
+class TestCircuitBreaker:
+    @pytest.mark.parametrize("where", ["before-headers", "mid-stream"])
+    def test_upstream_hang_times_out_and_counts(self, rel_stack, where):
+        st_ = rel_stack("dbx", UPSTREAM_READ_TIMEOUT_MS=400, UPSTREAM_MAX_RETRIES=0, CIRCUIT_BREAKER_FAILURES=2,
+                        CIRCUIT_BREAKER_RESET_MS=60000)
+        for _ in range(2):
+            if where == "before-headers":
+                st_.fake.push(json_reply(oai_completion("too late"), hang=3))
+            else:
+                st_.fake.push(stream_reply(oai_sse(oai_stream("and then silence")), pauses={2: 3}))
+            t0 = time.monotonic()
+            r = st_.proxy.post(base_req(stream=where == "mid-stream"))
+            assert time.monotonic() - t0 < 2.5
+            if where == "before-headers":
+                assert r.status == 504 and r.etype == "timeout_error", r.data
+            else:
+                s = r.stream()
+                assert s.error is not None and s.error["type"] == "timeout_error", s.error
+        t0 = time.monotonic()
+        r = st_.proxy.post(base_req())
+        assert time.monotonic() - t0 < 0.5
+        assert r.status == 503 and r.etype == "api_error" and "circuit breaker" in r.emsg, (r.status, r.data)
+        assert len(st_.fake.requests) == 2, "an open breaker must not contact the upstream"
+        assert rel_scrape(st_.proxy).get("lynkr_circuit_breaker_state", provider="databricks") == 1
+
+    def test_opens_short_circuits_probes_once_and_recovers(self, rel_stack):
+        reset = 1.2
+        st_ = rel_stack("dbx", UPSTREAM_MAX_RETRIES=0, CIRCUIT_BREAKER_FAILURES=3,
+                        CIRCUIT_BREAKER_RESET_MS=int(reset * 1000))
+        p, fake = st_.proxy, st_.fake
+
+        def state() -> float:
+            return rel_scrape(p).get("lynkr_circuit_breaker_state", provider="databricks")
+
+        assert state() == 0 and p.call("GET", "/health/ready").status == 200
+        fake.push(*[rel_upstream_error("dbx", 500) for _ in range(3)])
+        assert [p.post(base_req()).status for _ in range(3)] == [500, 500, 500]
+        assert state() == 1
+        ready = p.call("GET", "/health/ready")
+        assert ready.status == 503 and "breaker" in json.dumps(ready.json()), ready.data
+
+        # open: answered at once, the upstream is not contacted
+        for stream in (False, True):
+            t0 = time.monotonic()
+            r = p.post(base_req(stream=stream))
+            assert time.monotonic() - t0 < 0.5
+            assert r.status == 503 and r.etype == "api_error", r.data
+            assert r.headers.get("x-should-retry") == "true"
+            assert 1 <= int(r.headers.get("retry-after", "0")) <= math.ceil(reset), r.headers
+            assert REQ_ID.match(r.headers.get("request-id", ""))
+        assert len(fake.requests) == 3
+
+        def half_open_round(probe: Reply, probe_status: int, after: float) -> None:
+            time.sleep(reset + 0.1)
+            n = len(fake.requests)
+            fake.push(probe)
+            with ThreadPoolExecutor(1) as ex:
+                first = ex.submit(p.post, base_req(messages=[user("probe")]))
+                wait_for(lambda: len(fake.requests) == n + 1, 5, "the probe to reach the upstream")
+                assert state() == 2  # half-open while the probe is out
+                others = [p.post(base_req(messages=[user(f"meanwhile {i}")]), timeout=5) for i in range(3)]
+                assert [o.status for o in others] == [503] * 3, "only one probe may go through"
+                assert first.result().status == probe_status
+            assert len(fake.requests) == n + 1
+            assert state() == after
+
+        # a failed probe opens the breaker again ...
+        half_open_round(rel_upstream_error("dbx", 500, hang=0.6), 500, 1)
+        n = len(fake.requests)
+        assert p.post(base_req()).status == 503 and len(fake.requests) == n
+        # ... a successful one closes it
+        half_open_round(json_reply(oai_completion("recovered"), hang=0.6), 200, 0)
+        assert p.call("GET", "/health/ready").status == 200
+        assert [rel_answer(p.post(base_req()), False) for _ in range(2)] == [REL_TEXT["dbx"]] * 2
+
+
+# == 10. Providers: FALLBACK_PROVIDER ==
+
+
+class TestFailover:
+    @pytest.fixture
+    def pair(self, new_dbx, new_az, make_proxy):
+        """pair(primary="dbx"|"az", **env) -> (proxy, primary fake, fallback fake)."""
+
+        def make(primary: str = "dbx", **env: Any) -> tuple[Proxy, FakeHTTP, FakeHTTP]:
+            dbx, az = rel_stamp(new_dbx()), rel_stamp(new_az())
+            both = {**dbx_env(dbx), **az_env(az)}
+            if primary == "dbx":
+                both.pop("MODEL_PROVIDER")
+                both.update(FALLBACK_PROVIDER="azure-anthropic", FALLBACK_MODEL_DEFAULT="claude-fallback-model")
+            else:
+                both.update(FALLBACK_PROVIDER="databricks", FALLBACK_MODEL_DEFAULT="databricks-fallback-endpoint")
+            p = make_proxy({**both, **env})
+            return (p, dbx, az) if primary == "dbx" else (p, az, dbx)
+
+        return make
+
+    @pytest.mark.parametrize("primary", ["dbx", "az"])
+    def test_healthy_primary_answers_and_is_named(self, pair, primary):
+        p, _first, second = pair(primary)
+        r = p.post(base_req())
+        assert rel_answer(r, False) == REL_TEXT[primary]
+        assert r.headers.get("x-lynkr-provider") == ("databricks" if primary == "dbx" else "azure-anthropic")
+        assert len(second.requests) == 0
+
+    @pytest.mark.parametrize("primary,failure", [("dbx", 503), ("dbx", "refused"), ("az", 500), ("az", 529)])
+    def test_primary_failure_answered_by_fallback(self, pair, primary, failure):
+        env = {"DATABRICKS_API_BASE": f"http://127.0.0.1:{free_port()}"} if failure == "refused" else {}
+        p, first, second = pair(primary, **env)
+        fallback = "az" if primary == "dbx" else "dbx"
+        for n, stream in enumerate((False, True), 1):
+            if failure != "refused":
+                first.push(rel_upstream_error(primary, failure))
+            r = p.post(base_req(stream=stream))
+            assert rel_answer(r, stream) == REL_TEXT[fallback]
+            assert r.headers.get("x-lynkr-provider") == ("azure-anthropic" if fallback == "az" else "databricks")
+            assert len(first.requests) == (0 if failure == "refused" else n) and len(second.requests) == n
+            if fallback == "az":
+                assert second.last.body["model"] == "claude-fallback-model"  # FALLBACK_MODEL_DEFAULT
+            else:
+                assert second.last.path == "/serving-endpoints/databricks-fallback-endpoint/invocations"
+        m = rel_scrape(p)
+        assert m.get("lynkr_upstream_failovers_total") == 2
+
+    def test_open_breaker_goes_straight_to_fallback(self, pair):
+        p, dbx, az = pair("dbx", CIRCUIT_BREAKER_FAILURES=1, CIRCUIT_BREAKER_RESET_MS=60000)
+        dbx.push(rel_upstream_error("dbx", 500))
+        assert p.post(base_req()).headers.get("x-lynkr-provider") == "azure-anthropic"
+        for stream in (False, True):
+            t0 = time.monotonic()
+            r = p.post(base_req(stream=stream))
+            assert rel_answer(r, stream) == REL_TEXT["az"]
+            assert r.headers.get("x-lynkr-provider") == "azure-anthropic"
+            assert time.monotonic() - t0 < 2
+        assert len(dbx.requests) == 1, "the primary's breaker is open: it must not be contacted"
+        assert len(az.requests) == 3
+        m = rel_scrape(p)
+        assert m.get("lynkr_circuit_breaker_state", provider="databricks") == 1
+        assert m.get("lynkr_circuit_breaker_state", provider="azure-anthropic") == 0
+        assert p.call("GET", "/health/ready").status == 200  # the fallback still serves
+
+    def test_client_error_and_mid_stream_failure_are_not_failed_over(self, pair):
+        p, dbx, az = pair("dbx")
+        for status in (400, 401, 404):
+            dbx.push(rel_upstream_error("dbx", status))
+            r = p.post(base_req())
+            assert r.status == status and r.etype == rel_etype(status), r.data
+            assert r.headers.get("x-lynkr-provider") == "databricks"
+        assert len(az.requests) == 0
+        reply, delivered = TestMidStreamFailure.scripted("dbx", "cut")
+        dbx.push(reply)
+        s = p.post(base_req(stream=True)).stream()
+        assert s.error is not None and "".join(b.get("text", "") for b in s.content) == delivered
+        assert len(az.requests) == 0
+
+    def test_both_failing_gives_an_anthropic_error(self, pair):
+        p, dbx, az = pair("dbx")
+        dbx.push(rel_upstream_error("dbx", 503))
+        az.push(rel_upstream_error("az", 500))
+        r = p.post(base_req())
+        assert r.status >= 500 and r.json()["type"] == "error" and r.etype == "api_error", r.data
+        assert len(dbx.requests) == 1 and len(az.requests) == 1
+
+    @pytest.mark.parametrize("extra,names", [
+        ({"DATABRICKS_API_BASE": "http://127.0.0.1:9", "DATABRICKS_API_KEY": DBX_KEY,
+          "FALLBACK_PROVIDER": "azure-anthropic"}, ["AZURE_ANTHROPIC_ENDPOINT", "AZURE_ANTHROPIC_API_KEY"]),
+        ({"MODEL_PROVIDER": "azure-anthropic", "AZURE_ANTHROPIC_ENDPOINT": "http://127.0.0.1:9/anthropic/v1/messages",
+          "AZURE_ANTHROPIC_API_KEY": AZ_KEY, "FALLBACK_PROVIDER": "databricks"},
+         ["DATABRICKS_API_BASE", "DATABRICKS_API_KEY"]),
+        ({"DATABRICKS_API_BASE": "http://127.0.0.1:9", "DATABRICKS_API_KEY": DBX_KEY,
+          "FALLBACK_PROVIDER": "azure-anthropic", "AZURE_ANTHROPIC_ENDPOINT": "http://127.0.0.1:9/anthropic"},
+         ["AZURE_ANTHROPIC_API_KEY"]),
+        ({"DATABRICKS_API_BASE": "http://127.0.0.1:9", "DATABRICKS_API_KEY": DBX_KEY,
+          "FALLBACK_PROVIDER": "openai-somewhere"}, ["FALLBACK_PROVIDER"]),
+    ], ids=["azure-missing", "databricks-missing", "azure-key-missing", "unknown"])
+    def test_fallback_without_its_settings_exits_2(self, tmp_path, extra, names):
+        r = run_lynkr(tmp_path, extra)
+        assert r.returncode == 2, (r.returncode, r.stderr[-1000:])
+        for name in names:
+            assert name in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+
+
+# == 19. API routes: load shedding, rate limit, health probes ==
+
+
+def rel_raw_call(port: int, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"",
+                 source: str = "127.0.0.1", timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """One request from a chosen loopback source address (127.0.0.x), connection: close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0)) as s:
+        head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close",
+                f"Content-Length: {len(body)}"] + [f"{k}: {v}" for k, v in (headers or {}).items()]
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        return read_response(s.makefile("rb"))
+
+
+class TestLoadShedding:
+    def test_burst_over_concurrency_limit_is_refused_at_once(self, rel_stack):
+        st_ = rel_stack("dbx", MAX_CONCURRENT_REQUESTS=2)
+        p, fake = st_.proxy, st_.fake
+        words = "slow stream number one two three four five six"
+        for _ in range(2):
+            fake.push(stream_reply(oai_sse(oai_stream(words, pieces=8)), gap=0.25))
+        with ThreadPoolExecutor(12) as ex:
+            admitted = [ex.submit(p.post, base_req(stream=True, messages=[user(f"admitted {i}")]), timeout=30)
+                        for i in range(2)]
+            wait_for(lambda: len(fake.requests) == 2 or any(f.done() for f in admitted), 10, "two admitted streams")
+            assert len(fake.requests) == 2, f"MAX_CONCURRENT_REQUESTS=2 admitted only {len(fake.requests)}: " + \
+                ", ".join(f"{f.result().status} {f.result().data[:200]!r}" for f in admitted if f.done())
+
+            def burst(i: int) -> tuple[Resp, float]:
+                t0 = time.monotonic()
+                return p.post(base_req(messages=[user(f"burst {i}")]), timeout=10), time.monotonic() - t0
+
+            shed = list(ex.map(burst, range(8)))
+            # probes and metrics are never refused, even at the limit
+            assert p.call("GET", "/health/live").status == 200
+            metrics = rel_scrape(p)
+            assert not any(f.done() for f in admitted), "the burst outlived the admitted streams: not a burst"
+            for r, took in shed:
+                assert r.status == 503 and r.etype == "api_error", (r.status, r.data[:300])
+                assert took < 1.0, f"an overload answer took {took:.2f}s: queued instead of shed"
+                assert int(r.headers.get("retry-after", "0")) >= 1 and r.headers.get("x-should-retry") == "true"
+            assert metrics.get("lynkr_rejected_requests_total", reason="concurrency") == 8
+            assert metrics.get("lynkr_in_flight_streams") == 2
+            for f in admitted:
+                assert rel_answer(f.result(), True) == words
+        assert len(fake.requests) == 2, "a shed request reached the upstream"
+        assert rel_answer(p.post(base_req()), False) == REL_TEXT["dbx"]  # capacity is back
+
+    def test_rate_limit_per_client_key(self, rel_stack):
+        st_ = rel_stack("dbx", RATE_LIMIT_REQUESTS_PER_MIN=3)
+        p, fake = st_.proxy, st_.fake
+        key_a, key_b = {"x-api-key": "client-key-A"}, {"x-api-key": "client-key-B"}
+        assert [p.post(base_req(), headers=key_a).status for _ in range(3)] == [200] * 3
+        r = p.post(base_req(), headers=key_a)
+        assert r.status == 429 and r.etype == "rate_limit_error", r.data
+        assert "RATE_LIMIT_REQUESTS_PER_MIN" in r.emsg and REQ_ID.match(r.json().get("request_id", ""))
+        assert 1 <= int(r.headers["retry-after"]) <= 21, r.headers  # 3/min: one request every 20 s
+        bearer_a = {"x-api-key": None, "authorization": "Bearer client-key-A"}
+        assert p.post(base_req(), headers=bearer_a).status == 429, "the same key as a Bearer token is the same client"
+        assert [p.post(base_req(), headers=key_b).status for _ in range(3)] == [200] * 3  # independent bucket
+        assert p.post(base_req(), headers=key_b).status == 429
+        assert len(fake.requests) == 6
+        assert all(p.call("GET", path).status == 200 for path in ("/health/live", "/health/ready", "/metrics") * 3)
+        assert rel_scrape(p).get("lynkr_rejected_requests_total", reason="rate_limit") == 3
+
+    def test_rate_limit_per_address_without_key(self, rel_stack):
+        st_ = rel_stack("dbx", RATE_LIMIT_REQUESTS_PER_MIN=2)
+        p = st_.proxy
+        hdrs = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+        body = jbytes(base_req())
+        assert [rel_raw_call(p.port, "POST", "/v1/messages", hdrs, body)[0] for _ in range(2)] == [200, 200]
+        status, headers, data = rel_raw_call(p.port, "POST", "/v1/messages", hdrs, body)
+        assert status == 429 and json.loads(data)["error"]["type"] == "rate_limit_error", data
+        assert int(headers["retry-after"]) >= 1
+        other = "127.0.0.2"  # another client address on the loopback network
+        assert [rel_raw_call(p.port, "POST", "/v1/messages", hdrs, body, source=other)[0] for _ in range(3)] == \
+            [200, 200, 429]
+
+
+class TestHealthProbes:
+    def test_live_and_ready_when_configured(self, rel_stack):
+        p = rel_stack("dbx").proxy
+        live, ready = p.call("GET", "/health/live"), p.call("GET", "/health/ready")
+        assert live.status == 200 and live.json()["status"] == "live"
+        assert ready.status == 200 and ready.json()["ready"] is True, ready.data
+
+    def test_not_ready_without_provider(self, make_proxy):
+        p = make_proxy()
+        assert p.call("GET", "/health/live").status == 200
+        ready = p.call("GET", "/health/ready")
+        assert ready.status == 503 and ready.json()["ready"] is False
+        assert "provider" in ready.json()["reason"], ready.data
+
+
+# == 6. HTTP server: backpressure and slow clients ==
+
+
+class TestBackpressure:
+    def test_slow_reader_bounded_memory_and_throttled_upstream(self, new_dbx, make_proxy):
+        fake = new_dbx()
+        p = make_proxy(dbx_env(fake))
+        total = 200 * MIB
+        one = b"".join(b"data: " + jbytes(oai_chunk({"content": "x" * 1000})) + b"\n\n" for _ in range(60))
+        progress = {"sent": 0, "done": False}
+
+        def pieces():
+            yield b"data: " + jbytes(oai_chunk({"role": "assistant"})) + b"\n\n"
+            while progress["sent"] < total:
+                progress["sent"] += len(one)
+                yield one
+            progress["done"] = True
+            yield oai_sse([oai_chunk({}, finish="stop")])
+
+        fake.push(Reply(200, b"", (("content-type", "text/event-stream"),), pieces=pieces(), gap=0.0))
+        assert p.call("GET", "/health").status == 200
+        rss0 = rel_rss_kib(p.proc.pid)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", p.port))
+        try:
+            body = jbytes(base_req(stream=True))
+            s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                      b"anthropic-version: 2023-06-01\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            assert s.recv(4096).startswith(b"HTTP/1.1 200"), "no response head"
+            # ... and the client reads nothing more.  The upstream must end up blocked in send().
+            last, still_since, deadline = -1, time.monotonic(), time.monotonic() + 30
+            while time.monotonic() < deadline:
+                now = progress["sent"]
+                if now != last:
+                    last, still_since = now, time.monotonic()
+                elif time.monotonic() - still_since > 1.5:
+                    break
+                time.sleep(0.1)
+            sent = progress["sent"]
+            rss1 = rel_rss_kib(p.proc.pid)
+            assert not progress["done"] and time.monotonic() - still_since > 1.5, \
+                f"the upstream was never throttled: {sent / MIB:.0f} MiB sent"
+            assert sent < 64 * MIB, f"{sent / MIB:.0f} MiB left the upstream for a client that read ~4 KiB"
+            assert (rss1 - rss0) / 1024 < 50, f"proxy RSS grew {(rss1 - rss0) / 1024:.0f} MiB for a stalled client"
+        finally:
+            s.close()
+        wait_for(lambda: fake.broken, 10, "the proxy to drop the upstream after the client left")
+        assert p.call("GET", "/health/ready").status == 200
+
+    def test_slowloris_headers_time_out(self, rel_stack):
+        p = rel_stack("dbx", LYNKR_HEADER_TIMEOUT_MS=4000).proxy
+        socks = []
+        for _ in range(10):
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+            s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            socks.append(s)
+        t0 = time.monotonic()
+        closed: dict[int, float] = {}
+        try:
+            while len(closed) < len(socks) and time.monotonic() - t0 < 20:
+                for i, s in enumerate(socks):
+                    if i in closed:
+                        continue
+                    try:
+                        if select.select([s], [], [], 0)[0]:
+                            data = s.recv(4096)
+                            if not data or data.startswith(b"HTTP/1.1 4"):
+                                closed[i] = time.monotonic() - t0
+                                continue
+                        s.sendall(b"a")  # one more byte of a header that never ends
+                    except OSError:
+                        closed[i] = time.monotonic() - t0
+                if time.monotonic() - t0 < 1.5:  # meanwhile real clients are served
+                    assert p.call("GET", "/health", timeout=5).status == 200
+                time.sleep(1)
+        finally:
+            for s in socks:
+                s.close()
+        assert len(closed) == len(socks), f"{len(socks) - len(closed)} slowloris connections still open after 20 s"
+        assert all(2.5 <= t <= 12 for t in closed.values()), sorted(closed.values())
+        assert p.call("GET", "/health").status == 200
+
+
+# == 20. App lifecycle: SIGTERM and SIGKILL ==
+
+
+class TestShutdown:
+    def test_sigterm_mid_stream(self, rel_stack):
+        st_ = rel_stack("dbx")
+        p, fake = st_.proxy, st_.fake
+        idle = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)  # a keep-alive connection, left idle
+        idle.request("GET", "/health")
+        assert idle.getresponse().read() and idle.sock is not None
+        words = "one two three four five six seven eight"
+        fake.push(stream_reply(oai_sse(oai_stream(words, pieces=8)), gap=0.2))
+        conn, resp = open_stream(p.port, base_req(stream=True))
+        it = iter_events(resp)
+        events = []
+        for _, name, d in it:
+            events.append((name, d))
+            if name == "content_block_delta":
+                break
+        p.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        p.wait_log(lambda o: o.get("msg") == "shutting down", 2, "'shutting down'")
+        assert time.monotonic() - t0 < 1.0
+
+        def attempt(method: str, path: str, body: Any = None) -> str:
+            try:
+                r = call(p.port, method, path, body, timeout=5)
+            except (ConnectionRefusedError, http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                return "refused"
+            return str(r.status)
+
+        ready = attempt("GET", "/health/ready")
+        assert ready in ("refused", "503"), f"/health/ready during drain: {ready}"
+        new = attempt("POST", "/v1/messages", base_req())
+        assert new in ("refused", "503"), f"a new request was served during drain: {new}"
+        idle.sock.settimeout(3)
+        try:
+            leftover = idle.sock.recv(1024)
+        except (ConnectionResetError, TimeoutError) as exc:
+            leftover = repr(exc).encode()
+        assert leftover == b"", f"the idle keep-alive connection was not closed at once: {leftover!r}"
+        events += [(name, d) for _, name, d in it]
+        conn.close()
+        assert block_summary(assemble(events).ok()["content"]) == [("text", words)]
+        assert p.proc.wait(10) == 0
+        assert len(fake.requests) == 1
+        assert any(o.get("msg") == "stopped" for o in p.logs())
+
+    def test_sigkill_mid_write_keeps_every_acknowledged_turn(self, tmp_path, make_proxy):
+        class EchoDbx(FakeDatabricks):
+            def default(self, rec: Recorded) -> Reply:
+                last = rec.body["messages"][-1]["content"]
+                words = f"reply to {last}"
+                if rec.body.get("stream"):
+                    return stream_reply(oai_sse(oai_stream(words, pieces=4)), gap=0.001)
+                return json_reply(oai_completion(words))
+
+        fake = EchoDbx()
+        try:
+            env = {**dbx_env(fake), "LYNKR_DATA_DIR": str(tmp_path / "data")}
+            p = make_proxy(env)
+            acked: dict[str, list[str]] = {f"kill-{k}": [] for k in range(4)}
+            stop = threading.Event()
+
+            def client(session: str) -> None:
+                history: list[dict] = []
+                i = 0
+                while not stop.is_set():
+                    ask = f"{session} question {i}"
+                    body = base_req(messages=[*history, user(ask)], stream=i % 2 == 0)
+                    try:
+                        r = call(p.port, "POST", "/v1/messages", body, {"x-session-id": session}, timeout=10)
+                        reply = r.stream().ok() if body["stream"] else r.json()
+                        assert r.status == 200 and reply.get("stop_reason")
+                    except (OSError, AssertionError, ValueError, http.client.HTTPException):  # lynkr died: not acked
+                        return
+                    acked[session].append(f"reply to {ask}")
+                    history += [user(ask), assistant([text(f"reply to {ask}")])]
+                    i += 1
+
+            threads = [threading.Thread(target=client, args=(s,)) for s in acked]
+            for t in threads:
+                t.start()
+            wait_for(lambda: all(len(v) >= 4 for v in acked.values()), 30, "turns to be written")
+            p.proc.kill()  # SIGKILL while the four clients keep writing
+            stop.set()
+            for t in threads:
+                t.join(15)
+            assert p.proc.wait(5) == -signal.SIGKILL
+            p2 = make_proxy(env)
+            for session, replies in acked.items():
+                r = p2.call("GET", f"/v1/sessions/{session}")
+                assert r.status == 200, (session, r.data[:300])
+                stored = [result_text(t["content"]) for t in r.json()["turns"]
+                          if t["kind"] == "assistant" and t["model"] is not None]
+                assert stored[: len(replies)] == replies, f"{session}: acknowledged turns missing or reordered"
+                assert len(stored) <= len(replies) + 1, f"{session}: more replies than requests: {stored}"
+                asked = [result_text(t["content"]) for t in r.json()["turns"] if t["kind"] == "user"]
+                assert asked[: len(replies)] == [x.removeprefix("reply to ") for x in replies]
+            db = sqlite3.connect(tmp_path / "data" / "sessions.db")
+            try:
+                assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            finally:
+                db.close()
+        finally:
+            fake.close()
+
+
+# == 4. Utilities: GET /metrics ==
+
+
+class TestMetrics:
+    FAMILIES: ClassVar[dict[str, str]] = {
+        "lynkr_requests_total": "counter", "lynkr_request_duration_seconds": "histogram",
+        "lynkr_time_to_first_token_seconds": "histogram", "lynkr_upstream_duration_seconds": "histogram",
+        "lynkr_tokens_total": "counter", "lynkr_prompt_cache_total": "counter", "lynkr_tool_calls_total": "counter",
+        "lynkr_upstream_retries_total": "counter", "lynkr_circuit_breaker_state": "gauge",
+        "lynkr_in_flight_requests": "gauge", "lynkr_in_flight_streams": "gauge",
+    }
+
+    def test_format_counters_and_histograms(self, rel_stack):
+        st_ = rel_stack("dbx")
+        p, fake = st_.proxy, st_.fake
+        m0 = rel_scrape(p)
+        for name, kind in self.FAMILIES.items():
+            assert m0.types.get(name) == kind and m0.help.get(name), f"{name}: # TYPE {m0.types.get(name)}"
+        assert set(m0.help) == set(m0.types)
+        usage = {"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107}
+        fake.push(json_reply(oai_completion("one", usage=usage)), json_reply(oai_completion("two", usage=usage)),
+                  stream_reply(oai_sse(oai_stream("three", usage={"prompt_tokens": 50, "completion_tokens": 3,
+                                                                    "total_tokens": 53}))))
+        assert p.post(base_req()).status == 200
+        assert p.post(base_req()).status == 200
+        assert p.post(base_req(stream=True)).stream().ok()
+        assert p.post({"model": "claude-sonnet-4-5"}).status == 400
+        assert p.call("GET", "/v1/models").status == 200
+        assert p.call("GET", "/no/such/route").status == 404
+        m = rel_scrape(p)
+        msgs = {"route": "/v1/messages", "method": "POST"}
+        assert m.get("lynkr_requests_total", status=200, provider="databricks", model="claude-sonnet-4-5", **msgs) == 3
+        assert m.get("lynkr_requests_total", status=400, **msgs) == 1
+        assert m.get("lynkr_requests_total", route="/v1/models", status=200) == 1
+        assert m.get("lynkr_requests_total", status=404) == 1
+        assert m.get("lynkr_tokens_total", direction="input", provider="databricks") == 250
+        assert m.get("lynkr_tokens_total", direction="output", provider="databricks") == 17
+        assert rel_check_histograms(m) >= 3
+        assert m.get("lynkr_request_duration_seconds_count", route="/v1/messages") == 4
+        assert m.get("lynkr_time_to_first_token_seconds_count") == 1
+        assert m.get("lynkr_upstream_duration_seconds_count", provider="databricks") == 3
+        # counters only go up, by exactly what happened
+        assert p.post(base_req()).status == 200
+        m2 = rel_scrape(p)
+        assert m2.get("lynkr_requests_total", status=200, **msgs) == 4
+        assert m2.get("lynkr_request_duration_seconds_count", route="/v1/messages") == 5
+        for name, labels, value in m.samples:
+            if m.types.get(m.family(name)) == "counter" or name.endswith(("_bucket", "_count", "_sum")):
+                assert sum(v for n2, l2, v in m2.samples if n2 == name and l2 == labels) >= value, (name, labels)
+        assert rel_check_histograms(m2) >= 3
+
+    def test_in_flight_gauges(self, rel_stack):
+        st_ = rel_stack("dbx")
+        p, fake = st_.proxy, st_.fake
+        fake.push(stream_reply(oai_sse(oai_stream("a slow stream of words", pieces=4)), gap=0.2))
+        conn, resp = open_stream(p.port, base_req(stream=True))
+        it = iter_events(resp)
+        next(e for e in it if e[1] == "content_block_delta")
+        m = rel_scrape(p)
+        assert m.get("lynkr_in_flight_streams") == 1
+        assert m.get("lynkr_in_flight_requests") == 1  # the stream; scrapes and probes never take a slot
+        list(it)
+        conn.close()
+        wait_for(lambda: rel_scrape(p).get("lynkr_in_flight_streams") == 0, 5, "the stream gauge to drop")
+        m = rel_scrape(p)
+        assert m.get("lynkr_in_flight_requests") == 0
+        assert m.get("lynkr_time_to_first_token_seconds_count") == 1
+
+    def test_prompt_cache_hits_and_misses(self, rel_stack):
+        st_ = rel_stack("dbx", PROMPT_CACHE_ENABLED="true")
+        p, fake = st_.proxy, st_.fake
+        body = base_req(messages=[user("cache me please")])
+        first, second = p.post(body), p.post(body)
+        assert rel_answer(first, False) == rel_answer(second, False) == REL_TEXT["dbx"]
+        assert (first.headers.get("x-lynkr-cache"), second.headers.get("x-lynkr-cache")) == ("miss", "hit")
+        assert len(fake.requests) == 1
+        m = rel_scrape(p)
+        assert (m.get("lynkr_prompt_cache_total", result="miss"), m.get("lynkr_prompt_cache_total", result="hit")) == (1, 1)
+
+    def test_tool_calls_by_name_and_outcome(self, tmp_path, rel_stack):
+        (tmp_path / "hello.txt").write_text("hello from the workspace\n")
+        st_ = rel_stack("dbx", LYNKR_TOOLS="fs_read")
+        p, fake = st_.proxy, st_.fake
+        calls_ = [("call_ok", "fs_read", {"path": "hello.txt"}), ("call_bad", "fs_read", {"path": "missing.txt"})]
+        fake.push(stream_reply(oai_sse(oai_stream("Reading.", tools=calls_, finish="tool_calls"))),
+                  stream_reply(oai_sse(oai_stream("Done reading."))))
+        r = p.post(base_req(messages=[user("read hello.txt and missing.txt")]))
+        assert r.status == 200 and "Done reading." in "".join(texts(r.json())), r.data[:500]
+        assert len(fake.requests) == 2
+        m = rel_scrape(p)
+        assert m.get("lynkr_tool_calls_total", tool="fs_read", outcome="ok") == 1
+        assert m.get("lynkr_tool_calls_total", tool="fs_read", outcome="error") == 1
+
+    def test_direct_tool_calls_are_counted_too(self, tmp_path, rel_stack):
+        (tmp_path / "hello.txt").write_text("hello\n")
+        p = rel_stack("dbx").proxy
+        assert p.post({"path": "hello.txt"}, path="/v1/tools/fs_read").json()["is_error"] is False
+        assert p.post({"path": "missing.txt"}, path="/v1/tools/fs_read").json()["is_error"] is True
+        m = rel_scrape(p)
+        assert m.get("lynkr_tool_calls_total", tool="fs_read", outcome="ok") == 1, \
+            "POST /v1/tools/{name} runs a server tool but lynkr_tool_calls_total does not count it"
+        assert m.get("lynkr_tool_calls_total", tool="fs_read", outcome="error") == 1
+
+
+# == 19. API routes: property-based fuzz against one live proxy ==
+
+REL_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10)
+REL_TEXT_BLOCK = st.builds(lambda t: {"type": "text", "text": t}, st.text(max_size=30))
+REL_BLOCK = st.one_of(
+    REL_TEXT_BLOCK,
+    st.builds(lambda d, mt: {"type": "image", "source": {"type": "base64", "media_type": mt, "data": d}},
+              st.sampled_from([PNG_B64, "", "!!not-base64"]), st.sampled_from(["image/png", "image/gif", "text/plain"])),
+    st.builds(lambda i, n, inp: {"type": "tool_use", "id": i, "name": n, "input": inp},
+              st.text(max_size=10), st.sampled_from(["get_weather", "fs_read", "", "Bash"]), REL_JSON),
+    st.builds(lambda i, c, e: {"type": "tool_result", "tool_use_id": i, "content": c, "is_error": e},
+              st.text(max_size=10), st.one_of(st.text(max_size=20), st.lists(REL_TEXT_BLOCK, max_size=3), REL_JSON),
+              st.one_of(st.booleans(), REL_JSON)),
+    st.builds(lambda t, s: {"type": "thinking", "thinking": t, "signature": s}, st.text(max_size=20), st.text(max_size=10)),
+    st.dictionaries(st.sampled_from(["type", "text", "id", "name", "input", "content", "source", "cache_control"]),
+                    REL_JSON, max_size=4),
+    REL_JSON,
+)
+REL_MESSAGE = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]),
+                           "content": st.one_of(st.text(max_size=40), st.lists(REL_BLOCK, max_size=4))}),
+    st.fixed_dictionaries({"role": st.one_of(st.sampled_from(["system", "tool", "developer", ""]), REL_JSON),
+                           "content": REL_JSON}),
+    REL_JSON,
+)
+REL_TOOL = st.one_of(
+    st.fixed_dictionaries({"name": st.one_of(st.sampled_from(["get_weather", "Bash", "fs_read"]), st.text(max_size=12)),
+                           "description": st.text(max_size=20),
+                           "input_schema": st.one_of(st.just(WEATHER_SCHEMA), st.just(BASH_SCHEMA), REL_JSON)}),
+    st.fixed_dictionaries({"type": st.sampled_from(["web_search_20250305", "bash_20250124", "custom"]),
+                           "name": st.sampled_from(["web_search", "bash", "x"])}),
+    REL_JSON,
+)
+REL_FIELDS = [  # (key, strategy, chance in 10 of being present)
+    ("model", st.one_of(st.sampled_from(["claude-sonnet-4-5", "claude-opus-5-5", "claude-haiku-4-5"]), REL_JSON), 9),
+    ("max_tokens", st.one_of(st.integers(-10, 300000), REL_JSON), 8),
+    ("messages", st.one_of(st.lists(REL_MESSAGE, min_size=1, max_size=5), REL_JSON), 9),
+    ("stream", st.one_of(st.booleans(), REL_JSON), 5),
+    ("system", st.one_of(st.text(max_size=30), st.lists(REL_BLOCK, max_size=3), REL_JSON), 3),
+    ("tools", st.one_of(st.lists(REL_TOOL, max_size=3), REL_JSON), 3),
+    ("tool_choice", st.one_of(st.sampled_from([{"type": "auto"}, {"type": "any"}, {"type": "none"},
+                                               {"type": "tool", "name": "get_weather"},
+                                               {"type": "tool", "name": "fs_read"}]), REL_JSON), 2),
+    ("thinking", st.one_of(st.builds(lambda b: {"type": "enabled", "budget_tokens": b}, st.integers(-5, 200000)),
+                           st.just({"type": "adaptive"}), REL_JSON), 2),
+    ("temperature", st.one_of(st.floats(), REL_JSON), 2),
+    ("top_k", REL_JSON, 1),
+    ("top_p", REL_JSON, 1),
+    ("stop_sequences", st.one_of(st.lists(st.text(max_size=5), max_size=3), REL_JSON), 2),
+    ("metadata", REL_JSON, 2),
+    ("output_config", REL_JSON, 1),
+    ("context_management", REL_JSON, 1),
+    ("container", REL_JSON, 1),
+]
+
+
+@st.composite
+def rel_bodies(draw) -> dict:
+    body = {}
+    for key, strategy, chance in REL_FIELDS:
+        if draw(st.integers(0, 9)) < chance:
+            body[key] = draw(strategy)
+    return body
+
+
+REL_RAW_BODY = st.one_of(
+    rel_bodies().map(jbytes),
+    rel_bodies().map(jbytes),
+    rel_bodies().map(lambda b: jbytes(b)[: len(jbytes(b)) // 2]),  # truncated JSON
+    REL_JSON.map(jbytes),
+    st.binary(max_size=200),
+    st.integers(1, 100_000).map(lambda n: b"[" * n + b"]" * n),  # deep nesting
+    st.integers(1, 100_000).map(lambda n: b'{"messages":' * n + b"1" + b"}" * n),
+)
+REL_RESERVED = {"host", "content-length", "transfer-encoding", "connection", "expect", "te", "upgrade", "trailer"}
+REL_HDR_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"),
+                        max_size=60).map(str.strip)
+REL_HEADERS = st.dictionaries(
+    st.one_of(st.sampled_from(["anthropic-version", "anthropic-beta", "content-type", "x-api-key", "authorization",
+                               "x-session-id", "x-claude-code-session-id", "accept", "accept-encoding", "origin",
+                               "user-agent", "x-stainless-retry-count", "anthropic-dangerous-direct-browser-access"]),
+              st.text(alphabet=string.ascii_lowercase + string.digits + "-_", min_size=1, max_size=20)
+              .filter(lambda n: n not in REL_RESERVED)),
+    REL_HDR_VALUE, max_size=6)
+
+
+@pytest.fixture(scope="module")
+def rel_fuzz_stack(tmp_path_factory):
+    fake = FakeDatabricks()
+    proxy = start_proxy(tmp_path_factory.mktemp("fuzz"), dbx_env(fake))
+    yield Stack(fake, proxy)
+    proxy.stop()
+    fake.close()
+
+
+class TestFuzzLiveProxy:
+    @given(method=st.sampled_from(["POST"] * 6 + ["GET", "PUT"]),
+           path=st.sampled_from(["/v1/messages", "/v1/messages?beta=true", "/v1/messages/count_tokens",
+                                 "/v1/messages/", "/v1/complete"]),
+           host=st.sampled_from(["127.0.0.1", "localhost:1", "evil.example", "[::1]"]),
+           headers=REL_HEADERS, body=REL_RAW_BODY)
+    @settings(max_examples=250, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    def test_never_500_hang_or_silent_drop(self, rel_fuzz_stack, method, path, host, headers, body):
+        p = rel_fuzz_stack.proxy
+        head = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        with socket.create_connection(("127.0.0.1", p.port), timeout=20) as s:
+            s.sendall(raw)
+            f = s.makefile("rb")
+            try:
+                first = f.peek(1) if hasattr(f, "peek") else b"x"
+            except TimeoutError:
+                pytest.fail(f"no answer within 20 s (a hang) to {raw[:400]!r}")
+            assert first, f"connection dropped without an answer to {raw[:400]!r}"
+            status, rhdrs, data = read_response(f)
+        where = f"{status} for {raw[:600]!r}: {data[:400]!r}"
+        assert status < 500, where
+        if status >= 400:
+            j = json.loads(data)
+            assert j["type"] == "error" and isinstance(j["error"]["type"], str) and j["error"]["message"], where
+            assert REQ_ID.match(rhdrs.get("request-id", "")), where
+        elif "text/event-stream" in rhdrs.get("content-type", ""):
+            assemble(parse_sse(data)).ok()
+        else:
+            j = json.loads(data)
+            assert j.get("type") == "message" or isinstance(j.get("input_tokens"), int), where
+
+
+# == End to end: the real Claude Code CLI rides out an upstream outage ==
+
+
+class TestClaudeCodeOutage:
+    REFUSED_S = 4.0  # nothing listens on the upstream port
+    DOWN_S = 9.0  # then the endpoint answers 503 until this many seconds after the CLI started
+
+    def test_cli_completes_after_upstream_returns(self, tmp_path, new_dbx, make_proxy):
+        claude = claude_bin()
+        require_e2e(f"the Claude Code CLI {CLAUDE_VERSION}", claude is not None)
+        port = free_port()
+        # Reliability settings at their defaults: this is what a user gets.
+        p = make_proxy({"DATABRICKS_API_BASE": f"http://127.0.0.1:{port}", "DATABRICKS_API_KEY": DBX_KEY,
+                        "UPSTREAM_MAX_RETRIES": None, "CIRCUIT_BREAKER_FAILURES": None})
+        reply = "Back online through lynkr"
+        seen: list[tuple[float, int]] = []
+        t0 = time.monotonic()
+
+        def respond(rec: Recorded) -> Reply:
+            t = time.monotonic() - t0
+            if t < self.DOWN_S:
+                seen.append((t, 503))
+                return dbx_error(503, "TEMPORARILY_UNAVAILABLE", "the serving endpoint is scaling up")
+            seen.append((t, 200))
+            return stream_reply(oai_sse(oai_stream(reply))) if rec.body.get("stream") else \
+                json_reply(oai_completion(reply))
+
+        def come_back() -> None:
+            time.sleep(max(0.0, t0 + self.REFUSED_S - time.monotonic()))
+            fake = rel_move(new_dbx(), port)
+            fake.default = respond
+
+        threading.Thread(target=come_back, daemon=True).start()
+        home = tmp_path / "claude-home"
+        home.mkdir()
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "ANTHROPIC_BASE_URL": p.url,
+               "ANTHROPIC_API_KEY": CLIENT_KEY, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+               "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
+               "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1"}  # CLAUDE_CODE_MAX_RETRIES left at its default
+        wall0 = time.time() - (time.monotonic() - t0)
+        cmd = [claude, "--bare", "--no-session-persistence", "--output-format", "json", "--tools", "Bash",
+               "-p", "say hello"]
+        run = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150,
+                             stdin=subprocess.DEVNULL)
+        took = time.monotonic() - t0
+        attempts = [(round(rel_log_epoch(o) - wall0 - o.get("latency_ms", 0) / 1000, 2), o.get("status"))
+                    for o in p.logs() if o.get("msg") == "request" and o.get("path", "").startswith("/v1/messages")]
+        upstream = [(round(t, 2), s) for t, s in seen]
+        timing = f"CLI finished after {took:.1f}s; CLI attempts (start s, status): {attempts}; upstream: {upstream}"
+        print(timing)
+        diag = f"{timing}\nexit {run.returncode}\nstdout: {run.stdout[-2000:]}\nstderr: {run.stderr[-2000:]}"
+        assert run.returncode == 0, diag
+        out = json.loads(run.stdout.strip().splitlines()[-1])
+        assert out.get("is_error") is False and out["result"] == reply, diag
+        assert seen and seen[-1][1] == 200 and seen[0][0] >= self.REFUSED_S, diag
+        assert len(attempts) >= 2 and attempts[-1][1] == 200 and all(s >= 500 for _, s in attempts[:-1]), diag
+        assert took - self.DOWN_S < 45, f"the CLI needed {took - self.DOWN_S:.0f}s to finish once the upstream was back"

@@ -4,6 +4,8 @@
     python bench/profile_lynkr.py --scenario "tiny c=32"                 # cProfile, top 40 by tottime
     python bench/profile_lynkr.py --scenario "cc stream c=32" --sort cumtime
     python bench/profile_lynkr.py --scenario "tiny stream c=32" --py-spy /tmp/lynkr.speedscope.json
+    python bench/profile_lynkr.py --scenario "tiny stream c=32" --py-spy /tmp/p.txt --py-spy-format raw  # summary
+    python bench/profile_lynkr.py --scenario "cc c=32" --plain --lynkr /tmp/lynkr_variant.py   # A/B a change
 
 Starts the fake upstream and one lynkr (same settings as run_bench.py), warms up, runs the
 scenario's load (bounded by --count and --duration), stops lynkr with SIGTERM so the profile is
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--py-spy", default="", help="record with py-spy instead of cProfile, to this file")
     p.add_argument("--py-spy-format", default="speedscope", help="speedscope | raw (collapsed stacks) | flamegraph")
+    p.add_argument("--gil", action="store_true", help="py-spy: only samples holding the GIL (drops idle-thread noise)")
+    p.add_argument("--plain", action="store_true", help="no profiler: just report req/s and lynkr CPU per request")
     p.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumtime)")
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--lynkr", default=os.path.join(rb.REPO, "lynkr.py"))
@@ -99,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         port = rb.free_port()
         env, ws = rb.lynkr_env(work, fake_port, port, args.log_level, "lynkr")
         prof_out = os.path.join(work, "lynkr.prof")
-        if args.py_spy:
+        if args.plain:
+            argv = [sys.executable, args.lynkr]
+        elif args.py_spy:
             argv = ["py-spy", "record", "-o", args.py_spy, "--format", args.py_spy_format, "--rate", "250", "--threads",
-                    "--", sys.executable, args.lynkr]
+                    *(["--gil"] if args.gil else []), "--", sys.executable, args.lynkr]
         else:
             argv = [sys.executable, "-c", WRAPPER, prof_out, args.lynkr]
         logfile = os.path.join(work, "lynkr.log")
@@ -120,11 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         cpu1 = rb.cpu_seconds(rb.tree(lynkr.pid))
         s = res.summary()
         print(f"{sc.name}: {s['ok']} ok, {s['errors']} errors, {s['invalid']} invalid, {s['rps']:.1f}/s, "
-              f"p50 {s['p50_ms']:.2f} ms, lynkr CPU incl. profiler {1000 * (cpu1 - cpu0) / max(1, s['ok']):.2f} ms/req")
+              f"p50 {s['p50_ms']:.2f} ms, lynkr CPU{'' if args.plain else ' incl. profiler'} "
+              f"{1000 * (cpu1 - cpu0) / max(1, s['ok']):.2f} ms/req")
         # SIGINT reaches the profiled lynkr through py-spy too; lynkr shuts down and the profile is written.
         os.killpg(lynkr.pid, signal.SIGINT)
         lynkr.wait(60)
-        if args.py_spy:
+        if args.plain:
+            pass
+        elif args.py_spy:
             print(f"py-spy profile: {args.py_spy}")
             if args.py_spy_format == "raw":
                 print(summarize_raw(args.py_spy, args.top))
