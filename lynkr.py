@@ -4700,6 +4700,8 @@ TREE_SITTER_QUERIES = {
 (trait_item name: (type_identifier) @def.trait)
 (mod_item name: (identifier) @def.module)
 (macro_definition name: (identifier) @def.macro)
+(impl_item type: (type_identifier) @scope.impl)
+(impl_item type: (generic_type type: (type_identifier) @scope.impl))
 (call_expression function: (identifier) @ref)
 (call_expression function: (field_expression field: (field_identifier) @ref))
 (call_expression function: (scoped_identifier name: (identifier) @ref))
@@ -4729,7 +4731,7 @@ TREE_SITTER_QUERIES = {
 REGEX_DEFINITION = re.compile(
     r"^[ \t]*(?:export\s+|pub(?:\([^)]*\))?\s+|public\s+|private\s+|protected\s+|static\s+|async\s+|local\s+)*"
     r"(?P<kw>def|defp|defmodule|defmacro|function|func|fn|class|module|interface|struct|enum|trait|type|sub|proc)"
-    r"\s+(?:\([^)]*\)\s*)?(?P<name>[A-Za-z_][\w.:]*[!?]?)", re.MULTILINE)
+    r"\s+(?:\([^)]*\)\s*)?(?P<name>[A-Za-z_]\w*(?:(?:\.|::)\w+)*[!?]?)", re.MULTILINE)
 REGEX_KIND = {"def": "function", "defp": "function", "defmacro": "macro", "defmodule": "module", "function": "function",
               "func": "function", "fn": "function", "sub": "function", "proc": "function", "class": "class",
               "module": "module", "interface": "interface", "struct": "struct", "enum": "enum", "trait": "trait",
@@ -4774,6 +4776,11 @@ def _line_text(lines: list[bytes], row: int) -> str:
     return lines[row].decode("utf-8", errors="replace").strip()[:200] if row < len(lines) else ""
 
 
+# Definitions whose functions are methods; "impl" is a Rust scope that is not itself a symbol.
+SCOPE_KINDS = frozenset({"class", "struct", "interface", "trait", "impl", "enum", "module"})
+GO_RECEIVER_TYPE = re.compile(r"\*?\s*([A-Za-z_]\w*)(?:\[[^\]]*\])?\s*\)\s*$")
+
+
 def _attach_containers(defs: list[dict[str, Any]], refs: list[dict[str, Any]]) -> None:
     """Containers of definitions and enclosing symbols of references, by byte ranges (one sweep)."""
     events = sorted([(d["_start"], 0, i) for i, d in enumerate(defs)] + [(r["_start"], 1, i) for i, r in enumerate(refs)])
@@ -4784,8 +4791,10 @@ def _attach_containers(defs: list[dict[str, Any]], refs: list[dict[str, Any]]) -
         if kind == 0:
             definition = defs[i]
             definition["container"] = stack[-1]["name"] if stack else None
-            if definition["kind"] == "function" and stack and stack[-1]["kind"] in ("class", "struct", "interface"):
+            if definition["kind"] == "function" and stack and stack[-1]["kind"] in SCOPE_KINDS:
                 definition["kind"] = "method"
+            if definition.get("receiver"):  # Go methods live outside their type's body
+                definition["container"] = definition.pop("receiver")
             stack.append(definition)
         else:
             refs[i]["enclosing"] = stack[-1]["name"] if stack else None
@@ -4805,16 +4814,22 @@ def extract_symbols(path: str, language: str, source: bytes) -> dict[str, Any]:
         captures = raw.items() if isinstance(raw, dict) else _group_captures(raw)
         def_positions = set()
         for name, nodes in captures:
-            if name.startswith("def."):
+            if name.startswith(("def.", "scope.")):
                 for node in nodes:
                     owner = node.parent if node.parent is not None else node
-                    if owner.type == "variable_declarator" and owner.parent is not None:
+                    while owner.type in ("variable_declarator", "generic_type") and owner.parent is not None:
                         owner = owner.parent
                     row, col = node.start_point
-                    defs.append({"name": node.text.decode("utf-8", "replace"), "kind": name[4:], "line": row + 1,
-                                 "col": col + 1, "signature": _line_text(lines, owner.start_point[0]),
-                                 "_start": owner.start_byte, "_end": owner.end_byte})
-                    def_positions.add(node.start_byte)
+                    definition = {"name": node.text.decode("utf-8", "replace"), "kind": name.split(".", 1)[1],
+                                  "line": row + 1, "col": col + 1, "signature": _line_text(lines, owner.start_point[0]),
+                                  "_start": owner.start_byte, "_end": owner.end_byte, "_scope_only": name[0] == "s"}
+                    if language == "go" and owner.type == "method_declaration":
+                        receiver = owner.child_by_field_name("receiver")
+                        m = GO_RECEIVER_TYPE.search(receiver.text.decode("utf-8", "replace")) if receiver else None
+                        definition["receiver"] = m.group(1) if m else None
+                    defs.append(definition)
+                    if name[0] == "d":
+                        def_positions.add(node.start_byte)
         for name, nodes in captures:
             if name == "ref":
                 for node in nodes:
@@ -4849,10 +4864,11 @@ def extract_symbols(path: str, language: str, source: bytes) -> dict[str, Any]:
                          "_start": m.start(1)})
         parser_name = "regex"
     _attach_containers(defs, refs)
-    for item in defs + refs:
-        item.pop("_start", None)
-        item.pop("_end", None)
-    return {"symbols": defs, "refs": refs, "imports": imports, "parser": parser_name}
+    # Rows as tuples: they cross a process boundary (pickling) and go straight into executemany.
+    return {"symbols": [(d["name"], d["kind"], d.get("container"), d["line"], d["col"], d["signature"])
+                        for d in defs if not d.get("_scope_only")],
+            "refs": [(r["name"], r["line"], r["col"], r.get("enclosing")) for r in refs],
+            "imports": imports, "parser": parser_name}
 
 
 def _group_captures(raw: list[tuple[Any, str]]) -> list[tuple[str, list[Any]]]:
@@ -4863,14 +4879,25 @@ def _group_captures(raw: list[tuple[Any, str]]) -> list[tuple[str, list[Any]]]:
 
 
 def parse_file_job(job: tuple[str, str, str]) -> tuple[str, dict[str, Any] | None, str]:
-    """Worker entry (process pool): (rel path, absolute path, language) -> (rel, result, error)."""
+    """Worker entry (process pool): (rel path, absolute path, language) -> (rel, result, error).
+    Each file is read once: digest, line count and the binary check come from the same bytes."""
     rel, absolute, language = job
     try:
         with open(absolute, "rb") as fh:
             source = fh.read()
-        return rel, extract_symbols(rel, language, source), ""
+        info = {"digest": hashlib.sha1(source).hexdigest(), "lines": source.count(b"\n") + 1}
+        if b"\x00" in source[:8192]:
+            return rel, {**info, "binary": True, "symbols": [], "refs": [], "imports": [], "parser": "skip"}, ""
+        if language not in CODE_LANGUAGES:
+            return rel, {**info, "binary": False, "symbols": [], "refs": [], "imports": [], "parser": "none"}, ""
+        return rel, {**info, "binary": False, **extract_symbols(rel, language, source)}, ""
     except Exception as exc:  # one bad file must not fail the index
         return rel, None, repr(exc)
+
+
+def _parse_batch(jobs: list[tuple[str, str, str]]) -> list[tuple[str, dict[str, Any] | None, str]]:
+    """Worker entry: several files per task keeps the pool's per-task overhead small."""
+    return [parse_file_job(job) for job in jobs]
 
 
 def _m001_index(db: sqlite3.Connection) -> None:
@@ -4891,7 +4918,12 @@ def _m001_index(db: sqlite3.Connection) -> None:
     """)
 
 
-INDEX_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_index]
+def _m002_exact_names(db: sqlite3.Connection) -> None:
+    # symbols_name is NOCASE for search; definitions and references look names up exactly.
+    db.execute("CREATE INDEX symbols_name_exact ON symbols(name)")
+
+
+INDEX_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_index, _m002_exact_names]
 INDEX_IGNORED_DIRS = IGNORED_DIRS | {"vendor", "third_party", ".next", ".nuxt", "coverage", ".gradle", ".idea", ".vscode",
                                      "bower_components", ".terraform", ".cache", "out"}
 
@@ -4902,7 +4934,7 @@ def list_workspace_files(root: str, data_dir: str) -> list[str]:
         proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],
                               cwd=root, capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=noninteractive_env())
         if proc.returncode == 0:
-            paths = [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p]
+            paths = [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p and p != "CLAUDE.md"]
             return [p for p in dict.fromkeys(paths) if not any(part in INDEX_IGNORED_DIRS for part in p.split("/")[:-1])]
     except (OSError, subprocess.SubprocessError):
         pass
@@ -4920,6 +4952,8 @@ def list_workspace_files(root: str, data_dir: str) -> list[str]:
                              and not any(fnmatch.fnmatch(d, g.lstrip("/")) for g in ignore_globs))
         for name in sorted(filenames):
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if rel == "CLAUDE.md":  # partly ours: indexing it would make every rebuild rewrite it
+                continue
             if not any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g.lstrip("/")) for g in ignore_globs):
                 out.append(rel)
     return out
@@ -4976,20 +5010,24 @@ class RepoIndex:
         self.db_path = db_path
         self.data_dir = data_dir
         self._lock = threading.Lock()  # one rebuild at a time; queries use their own connections
+        self._migrated = ""
+        self._names: tuple[Any, ...] | None = None  # search's name table, rebuilt when built_at changes
 
     def connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(os.path.abspath(self.db_path)), exist_ok=True)
         db = sqlite3.connect(self.db_path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
+        if self._migrated != self.db_path or not os.path.exists(self.db_path + "-wal"):
+            db.execute("PRAGMA journal_mode=WAL")  # persistent in the file: once is enough
+            db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+            applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+            for migration in INDEX_MIGRATIONS:
+                name = migration.__name__.lstrip("_")
+                if name not in applied:
+                    with db:
+                        migration(db)
+                        db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+            self._migrated = self.db_path
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-        applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-        for migration in INDEX_MIGRATIONS:
-            name = migration.__name__.lstrip("_")
-            if name not in applied:
-                with db:
-                    migration(db)
-                    db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
         return db
 
     def rebuild(self, workers: int | None = None) -> IndexStats:
@@ -5004,7 +5042,7 @@ class RepoIndex:
             known = {row[0]: row[1:] for row in db.execute("SELECT path, size, mtime_ns, hash FROM files")}
             current: dict[str, tuple[int, int, str]] = {}
             to_parse: list[tuple[str, str, str]] = []
-            touched: list[tuple[str, int, int, str, str]] = []  # unchanged content, new mtime
+            touched: list[tuple[int, int, str]] = []  # (size, mtime, path): same bytes, new mtime
             for rel in list_workspace_files(self.root, self.data_dir):
                 absolute = os.path.join(self.root, rel)
                 try:
@@ -5016,58 +5054,53 @@ class RepoIndex:
                 language = LANGUAGE_BY_SUFFIX.get(posixpath.splitext(rel)[1].lower(), "other")
                 current[rel] = (st.st_size, st.st_mtime_ns, language)
                 previous = known.get(rel)
-                if previous and previous[0] == st.st_size and previous[1] == st.st_mtime_ns:
-                    continue
-                digest = _file_digest(absolute)
-                if digest is None:  # binary
-                    current.pop(rel)
-                    continue
-                if previous and previous[2] == digest:
-                    touched.append((rel, st.st_size, st.st_mtime_ns, digest, language))
-                    continue
-                to_parse.append((rel, absolute, language))
-                current[rel] = (st.st_size, st.st_mtime_ns, language)
+                if previous is not None:
+                    if previous[0] == st.st_size and previous[1] == st.st_mtime_ns:
+                        continue
+                    if previous[0] == st.st_size and _file_digest(absolute, binary_ok=True) == previous[2]:
+                        touched.append((st.st_size, st.st_mtime_ns, rel))  # touched, not changed
+                        continue
+                to_parse.append((rel, absolute, language))  # new files are hashed by the parser, once
             deleted = [p for p in known if p not in current]
-            results = self._parse(to_parse, workers)
+            known_paths = set(current)
+            parsed = 0
             with db:
                 for rel in deleted:
                     self._drop(db, rel)
-                for rel, size, mtime_ns, digest, _language in touched:
-                    db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, rel))
-                known_paths = set(current)
-                for rel, result, error in results:
-                    self._drop(db, rel)
+                db.executemany("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", touched)
+                # Results are written as the pool delivers them: parsing and SQLite overlap.
+                for rel, result, error in self._parse(to_parse, workers):
                     size, mtime_ns, language = current[rel]
-                    absolute = os.path.join(self.root, rel)
-                    digest = _file_digest(absolute) or ""
+                    if rel in known:
+                        self._drop(db, rel)
                     if result is None:
                         stats.errors.append(f"{rel}: {error}")
-                        result = {"symbols": [], "refs": [], "imports": [], "parser": "error"}
-                    line_count = result.pop("line_count", None)
-                    if line_count is None:
-                        with open(absolute, "rb") as fh:
-                            line_count = fh.read().count(b"\n") + 1
+                        result = {"digest": "", "lines": 0, "binary": False, "symbols": [], "refs": [],
+                                  "imports": [], "parser": "error"}
+                    if result["binary"]:
+                        language = "binary"  # kept as a row so the next rebuild skips it by size/mtime
+                    parsed += not result["binary"]
                     db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               (rel, language, size, mtime_ns, digest, line_count, result["parser"]))
-                    db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature)"
-                                   " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                   [(rel, s["name"], s["kind"], s.get("container"), s["line"], s["col"], s["signature"])
-                                    for s in result["symbols"]])
-                    db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)",
-                                   [(rel, r["name"], r["line"], r["col"], r.get("enclosing")) for r in result["refs"]])
-                    db.executemany("INSERT INTO imports VALUES (?, ?, ?)",
-                                   [(rel, spec, _resolve_import(rel, language, spec, known_paths))
-                                    for spec in result["imports"]])
-                if deleted or results:
+                               (rel, language, size, mtime_ns, result["digest"], result["lines"], result["parser"]))
+                    if result["symbols"]:
+                        db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature)"
+                                       " VALUES (?, ?, ?, ?, ?, ?, ?)", [(rel, *row) for row in result["symbols"]])
+                    if result["refs"]:
+                        db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", [(rel, *row) for row in result["refs"]])
+                    if result["imports"]:
+                        db.executemany("INSERT INTO imports VALUES (?, ?, ?)",
+                                       [(rel, spec, _resolve_import(rel, language, spec, known_paths))
+                                        for spec in result["imports"]])
+                if deleted or to_parse:
                     # Imports that pointed at files now present/absent are re-resolved cheaply.
                     rows = db.execute("SELECT i.rowid, i.file, f.language, i.spec FROM imports i JOIN files f"
                                       " ON f.path = i.file WHERE i.resolved IS NULL OR i.resolved NOT IN"
                                       " (SELECT path FROM files)").fetchall()
                     db.executemany("UPDATE imports SET resolved = ? WHERE rowid = ?",
                                    [(_resolve_import(f, lang, spec, known_paths), rowid) for rowid, f, lang, spec in rows])
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('built_at', ?)", (str(time.time()),))
-            stats.files = len(current)
-            stats.parsed = len(results)
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('built_at', ?)", (str(time.time()),))
+            stats.files = db.execute("SELECT COUNT(*) FROM files WHERE language != 'binary'").fetchone()[0]
+            stats.parsed = parsed
             stats.deleted = len(deleted)
             stats.symbols = db.execute("SELECT COUNT(*) FROM symbols").fetchone()[0]
             stats.refs = db.execute("SELECT COUNT(*) FROM refs").fetchone()[0]
@@ -5082,27 +5115,91 @@ class RepoIndex:
             db.execute(f"DELETE FROM {table} WHERE {column} = ?", (rel,))
 
     @staticmethod
-    def _parse(jobs: list[tuple[str, str, str]], workers: int | None) -> list[tuple[str, dict[str, Any] | None, str]]:
-        jobs = [j for j in jobs]
-        code_jobs = [j for j in jobs if j[2] in CODE_LANGUAGES]
-        plain = [(rel, {"symbols": [], "refs": [], "imports": [], "parser": "none"}, "")
-                 for rel, _a, language in jobs if language not in CODE_LANGUAGES]
+    def _parse(jobs: list[tuple[str, str, str]], workers: int | None) -> Iterable[tuple[str, dict[str, Any] | None, str]]:
+        """Parse results as they become ready: inline for a few files, a process pool for many."""
         workers = workers or os.cpu_count() or 1
-        if len(code_jobs) < INDEX_POOL_THRESHOLD or workers < 2:
-            return plain + [parse_file_job(j) for j in code_jobs]
+        code_jobs = sum(1 for j in jobs if j[2] in CODE_LANGUAGES)
+        if code_jobs < INDEX_POOL_THRESHOLD or workers < 2:
+            yield from map(parse_file_job, jobs)
+            return
         # Largest files first so the pool's tail is short.
-        code_jobs.sort(key=lambda j: -os.path.getsize(j[1]) if os.path.exists(j[1]) else 0)
+        jobs = sorted(jobs, key=lambda j: -os.path.getsize(j[1]) if os.path.exists(j[1]) else 0)
         context = multiprocessing.get_context("spawn" if sys.platform != "linux" else "forkserver")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            parsed = list(pool.map(parse_file_job, code_jobs, chunksize=max(1, len(code_jobs) // (workers * 8))))
-        return plain + parsed
+            futures = [pool.submit(_parse_batch, jobs[i::workers * 8]) for i in range(min(len(jobs), workers * 8))]
+            for future in concurrent.futures.as_completed(futures):
+                yield from future.result()
 
     # -- queries --
+    def _name_table(self, db: sqlite3.Connection) -> tuple[Any, ...]:
+        """Distinct symbol names ordered by reference count (the tie-break), as one lowercase
+        newline-joined string so each match tier is a C-speed find; rebuilt after each index build."""
+        built = db.execute("SELECT value FROM meta WHERE key = 'built_at'").fetchone()
+        if self._names is not None and self._names[0] == built:
+            return self._names
+        counts = dict(db.execute("SELECT name, COUNT(*) FROM refs GROUP BY name"))
+        names = sorted({row[0] for row in db.execute("SELECT DISTINCT name FROM symbols")},
+                       key=lambda n: (-counts.get(n, 0), len(n), n))
+        lowered = [n.lower() for n in names]
+        blob = "\n" + "\n".join(lowered) + "\n"
+        starts, position = [], 1
+        for name in lowered:
+            starts.append(position)
+            position += len(name) + 1
+        exact: dict[str, list[int]] = {}
+        for i, name in enumerate(lowered):
+            exact.setdefault(name, []).append(i)
+        self._names = (built, names, blob, starts, exact, counts)
+        return self._names
+
+    def _fast_candidates(self, db: sqlite3.Connection, query: str, limit: int) -> tuple[list[str], dict[str, int],
+                                                                                       dict[str, int]]:
+        """Up to `limit` names by tier (exact, prefix, substring, subsequence), popular first within a tier."""
+        _built, names, blob, starts, exact, counts = self._name_table(db)
+        q = query.lower()
+        picked: dict[int, int] = {i: 0 for i in exact.get(q, ())}
+
+        def take(offsets: Iterable[int], rank: int) -> bool:
+            for offset in offsets:
+                i = bisect.bisect_right(starts, offset) - 1
+                if i not in picked:
+                    picked[i] = rank
+                    if len(picked) >= limit:
+                        return True
+            return False
+
+        def finds(needle: str, shift: int) -> Iterable[int]:
+            at = blob.find(needle)
+            while at != -1:
+                yield at + shift
+                at = blob.find(needle, at + 1)
+
+        if len(picked) < limit and "\n" not in q and not take(finds("\n" + q, 1), 1) and not take(finds(q, 0), 2):
+            # Linear subsequence match: each letter, then anything but a newline or the next letter.
+            pattern = re.escape(q[0]) + "".join(f"[^\\n{re.escape(c)}]*{re.escape(c)}" for c in q[1:])
+            take((m.start() for m in re.finditer(pattern, blob)), 3)
+        chosen = {names[i]: rank for i, rank in picked.items()}
+        return list(chosen), chosen, counts
+
     def search(self, query: str, kind: str | None = None, language: str | None = None, path: str | None = None,
                limit: int = 50) -> list[dict[str, Any]]:
         """Exact, then prefix, then substring, then subsequence matches; ties by reference count."""
         db = self.connect()
         try:
+            if not (kind or language or path):
+                chosen, ranks, counts = self._fast_candidates(db, query, limit)
+                rows: list[tuple[Any, ...]] = []
+                for start in range(0, len(chosen), 500):
+                    chunk = chosen[start : start + 500]
+                    rows += db.execute(
+                        "SELECT s.name, s.kind, s.container, s.file, s.line, s.col, s.signature, f.language"
+                        f" FROM symbols s JOIN files f ON f.path = s.file WHERE s.name IN ({','.join('?' * len(chunk))})",
+                        chunk).fetchall()
+                order = {name: i for i, name in enumerate(chosen)}
+                rows.sort(key=lambda r: (ranks[r[0]], order[r[0]], r[3], r[4]))
+                return [{"name": r[0], "kind": r[1], "container": r[2], "file": r[3], "line": r[4], "column": r[5],
+                         "signature": r[6], "language": r[7], "references": counts.get(r[0], 0),
+                         "match": ("exact", "prefix", "substring", "subsequence")[ranks[r[0]]]} for r in rows[:limit]]
             sql = ("SELECT s.name, s.kind, s.container, s.file, s.line, s.col, s.signature, f.language FROM symbols s"
                    " JOIN files f ON f.path = s.file WHERE 1=1")
             params: list[Any] = []
@@ -5225,8 +5322,8 @@ class RepoIndex:
             db.close()
 
     def language_mix(self, db: sqlite3.Connection) -> list[tuple[str, int, int]]:
-        return db.execute("SELECT language, COUNT(*), SUM(lines) FROM files GROUP BY language ORDER BY SUM(lines) DESC"
-                          ).fetchall()
+        return db.execute("SELECT language, COUNT(*), SUM(lines) FROM files WHERE language != 'binary'"
+                          " GROUP BY language ORDER BY SUM(lines) DESC").fetchall()
 
 
 def _resolvable_language(db: sqlite3.Connection, rel: str) -> bool:
@@ -5234,14 +5331,14 @@ def _resolvable_language(db: sqlite3.Connection, rel: str) -> bool:
     return bool(row and row[0] in ("javascript", "typescript", "tsx", "python"))
 
 
-def _file_digest(path: str) -> str | None:
-    """sha1 of a text file's bytes; None for a binary file (NUL in the first 8 KiB)."""
+def _file_digest(path: str, binary_ok: bool = False) -> str | None:
+    """sha1 of a file's bytes; None for a binary file (NUL in the first 8 KiB) unless binary_ok."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError:
         return None
-    if b"\x00" in data[:8192]:
+    if not binary_ok and b"\x00" in data[:8192]:
         return None
     return hashlib.sha1(data).hexdigest()
 
@@ -5349,7 +5446,7 @@ def project_summary(index: RepoIndex, latest_test: dict[str, Any] | None, covera
     db = index.connect()
     try:
         mix = index.language_mix(db)
-        files = [row[0] for row in db.execute("SELECT path FROM files")]
+        files = [row[0] for row in db.execute("SELECT path FROM files WHERE language != 'binary'")]
         top_dirs: dict[str, int] = {}
         for rel in files:
             top = rel.split("/", 1)[0] if "/" in rel else "."
@@ -5415,7 +5512,7 @@ def write_claude_md(root: str, body: str) -> str:
     path = os.path.join(root, "CLAUDE.md")
     block = f"{CLAUDE_MD_BEGIN}\n{body}{CLAUDE_MD_END}\n"
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8", newline="") as fh:  # newline="": CRLF text stays CRLF
             existing = fh.read()
     except FileNotFoundError:
         existing = None

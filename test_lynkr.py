@@ -105,6 +105,7 @@ import datetime
 import math
 import select
 import string
+import textwrap
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -7177,3 +7178,898 @@ class TestClaudeCodeOutage:
         assert seen and seen[-1][1] == 200 and seen[0][0] >= self.REFUSED_S, diag
         assert len(attempts) >= 2 and attempts[-1][1] == 200 and all(s >= 500 for _, s in attempts[:-1]), diag
         assert took - self.DOWN_S < 45, f"the CLI needed {took - self.DOWN_S:.0f}s to finish once the upstream was back"
+
+
+# == Tests: 16. Indexer (repo index, symbols and references, project summary, CLAUDE.md) ==
+#
+# Every test builds a real workspace in tmp_path (a git repository where the test is about git), starts
+# the proxy on it and drives the index through POST /v1/tools/{name} (or `lynkr index`). The proxy's
+# data directory lives inside the workspace on purpose: it must never show up in the index.
+
+
+IX_GIT_ID = ["-c", "user.name=Lynkr Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
+
+
+def ix_write(root: Path, files: dict[str, str | bytes]) -> None:
+    """Write files (text is dedented) under root, creating folders."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+
+
+def ix_git(ws: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *IX_GIT_ID, *args], cwd=ws, capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"git {args}: {proc.stderr}"
+    return proc.stdout
+
+
+def ix_env(tmp: Path, ws: Path, **extra: Any) -> dict[str, Any]:
+    """Workspace ws, data directory inside it, no startup indexing, no git lookup above tmp."""
+    return {"WORKSPACE_ROOT": str(ws), "LYNKR_DATA_DIR": str(ws / "lynkr-state"), "LYNKR_INDEX_ON_START": "false",
+            "PROMPT_CACHE_ENABLED": "false", "GIT_CEILING_DIRECTORIES": str(tmp), **extra}
+
+
+def ix_tool_raw(proxy: Proxy, name: str, args: dict | None = None) -> tuple[Any, bool]:
+    r = proxy.post(args or {}, path=f"/v1/tools/{name}", timeout=120)
+    assert r.status == 200, f"{name}: HTTP {r.status} {r.data[:1000]!r}"
+    body = r.json()
+    content = body["content"]
+    if isinstance(content, str):
+        try:
+            content = json.loads(content)
+        except ValueError:
+            pass
+    return content, body["is_error"]
+
+
+def ix_tool(proxy: Proxy, name: str, args: dict | None = None) -> Any:
+    content, is_error = ix_tool_raw(proxy, name, args)
+    assert not is_error, f"{name}({args}) failed: {content}"
+    return content
+
+
+def ix_search(proxy: Proxy, query: str, **filters: Any) -> list[dict]:
+    """Symbol search results ([] for the tool's 'no matching symbols' answer)."""
+    out = ix_tool(proxy, "workspace_symbol_search", {"query": query, **filters})
+    if isinstance(out, str):
+        assert out == "no matching symbols", out
+        return []
+    assert isinstance(out, list), out
+    return out
+
+
+def ix_defs(proxy: Proxy, name: str, **filters: Any) -> list[dict]:
+    """Exact-name matches only."""
+    return [r for r in ix_search(proxy, name, **filters) if r["name"] == name]
+
+
+def ix_languages(summary: dict) -> dict[str, int]:
+    return {lang["language"]: lang["files"] for lang in summary["languages"]}
+
+
+def ix_claude_block(ws: Path) -> str:
+    text = (ws / "CLAUDE.md").read_text(encoding="utf-8")
+    begin = text.index("<!-- lynkr:begin")
+    end = text.index("<!-- lynkr:end generated -->")
+    return text[begin:end]
+
+
+IX_TS_PROJECT = {
+    # formatPrice is defined in src/util.ts and imported by src/a.ts and src/b.ts (and used in util.ts itself).
+    "src/util.ts": """
+        export function formatPrice(n: number): string {
+          return `$${n.toFixed(2)}`;
+        }
+
+        export class Cart {
+          items: number[] = [];
+          total(): string {
+            return formatPrice(this.items.reduce((a, b) => a + b, 0));
+          }
+        }
+        """,
+    "src/a.ts": """
+        import { formatPrice } from "./util";
+
+        export function showA(x: number): string {
+          return formatPrice(x);
+        }
+        """,
+    "src/b.ts": """
+        import { formatPrice, Cart } from './util';
+
+        const cart = new Cart();
+        console.log(formatPrice(3), cart.total());
+        """,
+    # The same name defined independently, used locally and by a file that imports only this module.
+    "lib/other.ts": """
+        export function formatPrice(n: number): string {
+          return String(n);
+        }
+
+        export function useLocal(): string {
+          return formatPrice(1);
+        }
+        """,
+    "lib/third.ts": """
+        import { useLocal, formatPrice } from "./other";
+
+        export const z = () => useLocal() + formatPrice(2);
+        """,
+}
+
+
+class TestIndexer:
+    def test_rebuild_then_search_ranks_exact_prefix_substring_subsequence(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            "pkg/loading.py": """
+                def load(path):
+                    return open(path).read()
+
+                def loader():
+                    return load
+
+                def load_a():
+                    return 1
+
+                def load_b():
+                    return 2
+
+                def reload():
+                    return load("x")
+
+                def lookup_and_dump():
+                    return 3
+
+                class LoadBalancer:
+                    def pick(self):
+                        return 0
+                """,
+            # References make the lower-ranked matches the most used: rank must still win over use count,
+            # and among equal ranks the more referenced symbol comes first.
+            "app/main.py": """
+                from pkg.loading import lookup_and_dump, reload, load_a, load_b
+
+                def run():
+                    lookup_and_dump(); lookup_and_dump(); lookup_and_dump(); lookup_and_dump()
+                    reload(); reload(); reload()
+                    load_b(); load_b(); load_b()
+                    load_a()
+                """,
+            "web/load.ts": """
+                export function loadPage(url: string): void {
+                  fetch(url);
+                }
+                """,
+            "unrelated.py": """
+                def nothing_matches_here():
+                    pass
+                """,
+        })
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        stats = ix_tool(proxy, "workspace_index_rebuild")
+        assert stats["files"] == 4 and stats["parsed"] == 4 and stats["deleted"] == 0, stats
+        assert stats["symbols"] >= 10 and stats["parser"] == "tree-sitter", stats
+        assert isinstance(stats["seconds"], (int, float)) and not stats["errors"], stats
+
+        results = ix_search(proxy, "load")
+        names = [r["name"] for r in results]
+        by_name = {r["name"]: r for r in results}
+        assert "nothing_matches_here" not in names
+        assert names[0] == "load" and by_name["load"]["match"] == "exact", results
+        assert by_name["load"]["file"] == "pkg/loading.py" and by_name["load"]["line"] == 1
+        assert by_name["load"]["kind"] == "function" and by_name["load"]["language"] == "python"
+        for name, match in (("loader", "prefix"), ("load_a", "prefix"), ("load_b", "prefix"), ("loadPage", "prefix"),
+                            ("LoadBalancer", "prefix"), ("reload", "substring"), ("lookup_and_dump", "subsequence")):
+            assert by_name[name]["match"] == match, (name, by_name.get(name))
+        ranks = [("exact", "prefix", "substring", "subsequence").index(r["match"]) for r in results]
+        assert ranks == sorted(ranks), [(r["name"], r["match"]) for r in results]
+        # Ties (same rank, same length) are broken by how often the name is referenced.
+        assert by_name["load_b"]["references"] > by_name["load_a"]["references"] > by_name["loader"]["references"]
+        assert names.index("load_b") < names.index("load_a") < names.index("loader"), names
+        assert by_name["lookup_and_dump"]["references"] > by_name["load_b"]["references"]  # still ranked last
+
+        # Filters: kind, language, path.
+        assert [r["name"] for r in ix_search(proxy, "load", kind="class")] == ["LoadBalancer"]
+        ts = ix_search(proxy, "load", language="typescript")
+        assert [(r["name"], r["file"]) for r in ts] == [("loadPage", "web/load.ts")]
+        under_app = ix_search(proxy, "run", path="app/")
+        assert [(r["name"], r["file"]) for r in under_app] == [("run", "app/main.py")]
+        assert ix_search(proxy, "load", path="app/") == []
+        assert {r["file"] for r in ix_search(proxy, "load", path="pkg/*.py")} == {"pkg/loading.py"}
+        assert len(ix_search(proxy, "load", limit=2)) == 2
+        # A method is found with its class as container.
+        pick = ix_defs(proxy, "pick")
+        assert [(p["kind"], p["container"]) for p in pick] == [("method", "LoadBalancer")]
+        # No match at all: a clear answer, not an error.
+        assert ix_search(proxy, "zzzqqq") == []
+        # Python references resolve through `from pkg.loading import ...`.
+        refs = ix_tool(proxy, "workspace_symbol_references", {"name": "load_b"})
+        assert refs["definition"]["file"] == "pkg/loading.py" and set(refs["references"]) == {"app/main.py"}, refs
+        assert {u["line"] for u in refs["references"]["app/main.py"]} == {1, 6}, refs
+        assert {u["enclosing"] for u in refs["references"]["app/main.py"] if u["line"] == 6} == {"run"}, refs
+
+    def test_deleted_files_leave_index_search_summary_and_claude_md(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            "app.py": """
+                from legacy.old import obsolete_thing
+
+                def main():
+                    obsolete_thing(); obsolete_thing(); obsolete_thing()
+                """,
+            "worker.py": """
+                from legacy.old import obsolete_thing
+
+                def work():
+                    return obsolete_thing()
+                """,
+            "legacy/old.py": """
+                def obsolete_thing():
+                    return 42
+                """,
+            "legacy/more.py": """
+                def also_old():
+                    return 1
+                """,
+            "tools/tool.go": """
+                package main
+
+                func GoHelper() int { return 1 }
+                """,
+        })
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        first = ix_tool(proxy, "workspace_index_rebuild")
+        assert first["files"] == 5, first
+        assert [d["file"] for d in ix_defs(proxy, "obsolete_thing")] == ["legacy/old.py"]
+        summary = ix_tool(proxy, "project_summary")
+        assert ix_languages(summary) == {"python": 4, "go": 1}, summary["languages"]
+        block = ix_claude_block(ws)
+        assert "legacy/" in block and "legacy/old.py" in block and "go (" in block, block
+
+        (ws / "legacy/old.py").unlink()
+        (ws / "legacy/more.py").unlink()
+        (ws / "legacy").rmdir()
+        (ws / "tools/tool.go").unlink()
+        second = ix_tool(proxy, "workspace_index_rebuild")
+        # app.py and worker.py remain; the CLAUDE.md the first rebuild wrote is not indexed.
+        assert second["deleted"] == 3 and second["parsed"] == 0 and second["files"] == 2, second
+        assert ix_search(proxy, "obsolete_thing") == []
+        assert ix_search(proxy, "also_old") == []
+        assert ix_search(proxy, "GoHelper") == []
+        assert ix_tool(proxy, "workspace_goto_definition", {"name": "obsolete_thing"})["definitions"] == []
+        refs = ix_tool(proxy, "workspace_symbol_references", {"name": "obsolete_thing"})
+        assert refs["definition"] is None, refs
+        summary = ix_tool(proxy, "project_summary")
+        assert ix_languages(summary) == {"python": 2}, summary["languages"]  # CLAUDE.md is not indexed
+        assert summary["files"] == 3
+        assert all(not f["file"].startswith("legacy/") for f in summary["most_referenced_files"])
+        block = ix_claude_block(ws)
+        assert "legacy" not in block and "go (" not in block and "tools/" not in block, block
+
+    def test_incremental_rebuild_parses_only_changed_files(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        # Enough files that the first build takes the process-pool path.
+        files: dict[str, str | bytes] = {f"pkg/mod_{i:03}.py": f"def func_{i:03}(x):\n    return x + {i}\n"
+                                         for i in range(90)}
+        files["pkg/edited.py"] = "def before_edit():\n    return 1\n"
+        files["README.md"] = "# demo\n"
+        ix_write(ws, files)
+        # Without CLAUDE.md upkeep, so the file lynkr writes does not count as a change.
+        proxy = make_proxy(ix_env(tmp_path, ws, LYNKR_CLAUDE_MD="false"))
+        first = ix_tool(proxy, "workspace_index_rebuild")
+        assert "claude_md" not in first and not (ws / "CLAUDE.md").exists(), first
+        assert first["files"] == 92 and first["parsed"] == 92 and not first["errors"], first
+        assert first["symbols"] == 91, first
+        assert [d["file"] for d in ix_defs(proxy, "func_057")] == ["pkg/mod_057.py"]
+
+        again = ix_tool(proxy, "workspace_index_rebuild")
+        assert (again["files"], again["parsed"], again["deleted"]) == (92, 0, 0), again
+
+        # New mtimes, same bytes: nothing to parse.
+        for i in range(0, 90, 9):
+            path = ws / f"pkg/mod_{i:03}.py"
+            st = path.stat()
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+        touched = ix_tool(proxy, "workspace_index_rebuild")
+        assert (touched["files"], touched["parsed"], touched["deleted"]) == (92, 0, 0), touched
+        assert ix_tool(proxy, "workspace_index_rebuild")["parsed"] == 0  # the new mtimes were recorded
+
+        edited = ws / "pkg/edited.py"
+        edited.write_text("def after_edit():\n    return 2\n")
+        st = edited.stat()
+        os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns + 7_000_000_000))
+        one = ix_tool(proxy, "workspace_index_rebuild")
+        assert (one["files"], one["parsed"], one["deleted"]) == (92, 1, 0), one
+        assert ix_search(proxy, "before_edit") == []
+        assert [d["file"] for d in ix_defs(proxy, "after_edit")] == ["pkg/edited.py"]
+        assert one["symbols"] == 91
+
+    def test_typescript_references_follow_imports_not_names(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, IX_TS_PROJECT)
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        ix_tool(proxy, "workspace_index_rebuild")
+
+        refs = ix_tool(proxy, "workspace_symbol_references", {"name": "formatPrice", "file": "src/util.ts"})
+        check_expectations(refs, {"definition.file": "src/util.ts", "definition.line": 1,
+                                  "definition.kind": "function", "name": "formatPrice"})
+        grouped = refs["references"]
+        # Only the files that import it from src/util.ts; not the defining file, not the unrelated definition,
+        # not a file that imports the unrelated module.
+        assert set(grouped) == {"src/a.ts", "src/b.ts"}, grouped
+        a_lines = {u["line"] for u in grouped["src/a.ts"]}
+        b_lines = {u["line"] for u in grouped["src/b.ts"]}
+        assert 4 in a_lines and a_lines <= {1, 4}, grouped["src/a.ts"]  # the call (and the import specifier)
+        assert 4 in b_lines and b_lines <= {1, 4}, grouped["src/b.ts"]
+        call_in_a = next(u for u in grouped["src/a.ts"] if u["line"] == 4)
+        assert call_in_a["column"] == 10 and call_in_a["enclosing"] == "showA", call_in_a
+        assert refs["reference_count"] == sum(len(v) for v in grouped.values())
+
+        # From the other side: lib/other.ts's formatPrice is used by lib/third.ts (which imports it) only.
+        other = ix_tool(proxy, "workspace_symbol_references", {"name": "formatPrice", "file": "lib/other.ts"})
+        assert other["definition"]["file"] == "lib/other.ts" and other["definition"]["line"] == 1, other
+        assert set(other["references"]) == {"lib/third.ts"}, other
+        assert 3 in {u["line"] for u in other["references"]["lib/third.ts"]}, other
+
+        # Cart: used (new Cart) only in src/b.ts.
+        cart = ix_tool(proxy, "workspace_symbol_references", {"name": "Cart"})
+        assert cart["definition"]["file"] == "src/util.ts" and cart["definition"]["kind"] == "class", cart
+        assert set(cart["references"]) == {"src/b.ts"}, cart
+
+        # Go to definition from a position: the imported definition first, the local one in lib/other.ts.
+        got = ix_tool(proxy, "workspace_goto_definition", {"file": "src/b.ts", "line": 4, "column": 14})
+        assert got["name"] == "formatPrice" and got["definitions"][0]["file"] == "src/util.ts", got
+        got = ix_tool(proxy, "workspace_goto_definition", {"file": "lib/other.ts", "line": 6, "column": 12})
+        assert got["name"] == "formatPrice" and got["definitions"][0]["file"] == "lib/other.ts", got
+        got = ix_tool(proxy, "workspace_goto_definition", {"name": "showA"})
+        assert [(d["file"], d["line"]) for d in got["definitions"]] == [("src/a.ts", 3)], got
+        bad, is_error = ix_tool_raw(proxy, "workspace_goto_definition", {"file": "src/a.ts", "line": 99})
+        assert is_error and "99" in str(bad), bad
+
+    def test_symbols_kinds_and_containers_per_language(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            "py/shapes.py": """
+                class Shape:
+                    def area(self):
+                        return 0
+
+                def make_shape():
+                    return Shape()
+
+                async def fetch_shape():
+                    return None
+                """,
+            "js/widget.js": """
+                class Widget {
+                  render() { return jsHelper(); }
+                }
+                function jsHelper() { return 1; }
+                const jsArrow = () => 2;
+                """,
+            "ui/Header.tsx": """
+                import React from "react";
+
+                interface HeaderProps { title: string }
+
+                export function Header({ title }: HeaderProps) { return <h1>{title}</h1>; }
+
+                export const Footer = () => <Header title="x" />;
+
+                class TsxStore { loadAll(): void {} }
+                """,
+            "go/counter.go": """
+                package main
+
+                type GoCounter struct { n int }
+
+                func (c *GoCounter) Inc() { c.n++ }
+
+                func NewGoCounter() *GoCounter { return &GoCounter{} }
+                """,
+            "rs/lib.rs": """
+                pub struct RsCounter { n: u32 }
+
+                impl RsCounter {
+                    pub fn bump(&mut self) { self.n += 1; }
+                }
+
+                pub trait RsShape { fn describe(&self) -> String { String::new() } }
+
+                pub fn rs_free() {}
+                """,
+            "java/Account.java": """
+                package bank;
+
+                public class Account {
+                    private int balance;
+                    public void deposit(int amount) { balance += amount; }
+                }
+                """,
+            "rb/invoice.rb": """
+                module Billing
+                  class Invoice
+                    def total
+                      compute
+                    end
+                  end
+                end
+                """,
+        })
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        stats = ix_tool(proxy, "workspace_index_rebuild")
+        assert stats["parser"] == "tree-sitter" and not stats["errors"], stats
+        expected = [
+            # (name, language, kind, container, file, line)
+            ("Shape", "python", "class", None, "py/shapes.py", 1),
+            ("area", "python", "method", "Shape", "py/shapes.py", 2),
+            ("make_shape", "python", "function", None, "py/shapes.py", 5),
+            ("fetch_shape", "python", "function", None, "py/shapes.py", 8),
+            ("Widget", "javascript", "class", None, "js/widget.js", 1),
+            ("render", "javascript", "method", "Widget", "js/widget.js", 2),
+            ("jsHelper", "javascript", "function", None, "js/widget.js", 4),
+            ("jsArrow", "javascript", "function", None, "js/widget.js", 5),
+            ("HeaderProps", "tsx", "interface", None, "ui/Header.tsx", 3),
+            ("Header", "tsx", "function", None, "ui/Header.tsx", 5),
+            ("Footer", "tsx", "function", None, "ui/Header.tsx", 7),
+            ("TsxStore", "tsx", "class", None, "ui/Header.tsx", 9),
+            ("loadAll", "tsx", "method", "TsxStore", "ui/Header.tsx", 9),
+            ("GoCounter", "go", "type", None, "go/counter.go", 3),
+            ("Inc", "go", "method", "GoCounter", "go/counter.go", 5),
+            ("NewGoCounter", "go", "function", None, "go/counter.go", 7),
+            ("RsCounter", "rust", "struct", None, "rs/lib.rs", 1),
+            ("bump", "rust", "method", "RsCounter", "rs/lib.rs", 4),
+            ("RsShape", "rust", "trait", None, "rs/lib.rs", 7),
+            ("rs_free", "rust", "function", None, "rs/lib.rs", 9),
+            ("Account", "java", "class", None, "java/Account.java", 3),
+            ("deposit", "java", "method", "Account", "java/Account.java", 5),
+            ("Billing", "ruby", "module", None, "rb/invoice.rb", 1),
+            ("Invoice", "ruby", "class", "Billing", "rb/invoice.rb", 2),
+            ("total", "ruby", "method", "Invoice", "rb/invoice.rb", 3),
+        ]
+        problems = []
+        for name, language, kind, container, file, line in expected:
+            found = [(d["kind"], d["container"], d["file"], d["line"]) for d in ix_defs(proxy, name, language=language)]
+            if found != [(kind, container, file, line)]:
+                problems.append(f"{language} {name}: expected {(kind, container, file, line)}, got {found}")
+        assert not problems, "\n".join(problems)
+        # The signature is the definition's source line.
+        deposit = ix_defs(proxy, "deposit")[0]
+        assert deposit["signature"] == "public void deposit(int amount) { balance += amount; }", deposit
+        summary = ix_tool(proxy, "project_summary")
+        assert ix_languages(summary) == {"python": 1, "javascript": 1, "tsx": 1, "go": 1, "rust": 1, "java": 1,
+                                         "ruby": 1}, summary["languages"]
+        assert summary["parser"] == "tree-sitter"
+
+    def test_elixir_and_lua_use_the_regex_fallback(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            "lib/greeter.ex": """
+                defmodule Greeter do
+                  def hello(name) do
+                    IO.puts("hi " <> name)
+                  end
+
+                  defp whisper(name), do: String.downcase(name)
+                end
+                """,
+            "scripts/math.lua": """
+                local function add(a, b)
+                  return a + b
+                end
+
+                function sub(a, b)
+                  return add(a, -b)
+                end
+                """,
+            # Not valid code in any language: must not break the build.
+            "lib/broken.ex": "defmodule do do do (((\n\x7f\ufffd def\n",
+            "app.py": "def py_side():\n    return 1\n",
+        })
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        stats = ix_tool(proxy, "workspace_index_rebuild")
+        assert stats["files"] == 4 and not stats["errors"], stats
+        assert [(d["kind"], d["file"], d["line"], d["language"]) for d in ix_defs(proxy, "Greeter")] == [
+            ("module", "lib/greeter.ex", 1, "elixir")]
+        assert [(d["kind"], d["file"], d["line"]) for d in ix_defs(proxy, "hello")] == [("function", "lib/greeter.ex", 2)]
+        assert [d["line"] for d in ix_defs(proxy, "whisper")] == [6]
+        assert [(d["kind"], d["file"], d["line"], d["language"]) for d in ix_defs(proxy, "add")] == [
+            ("function", "scripts/math.lua", 1, "lua")]
+        assert [d["line"] for d in ix_defs(proxy, "sub", language="lua")] == [5]
+        assert ix_defs(proxy, "py_side")[0]["language"] == "python"
+        languages = ix_languages(ix_tool(proxy, "project_summary"))
+        assert languages == {"elixir": 2, "lua": 1, "python": 1}, languages
+
+    def test_without_tree_sitter_everything_uses_the_regex_fallback(self, tmp_path, make_proxy):
+        shim = tmp_path / "no-tree-sitter"
+        ix_write(shim, {"tree_sitter.py": 'raise ImportError("tree_sitter hidden by the test")\n'})
+        check = subprocess.run([sys.executable, "-c", "import tree_sitter"], env={**os.environ, "PYTHONPATH": str(shim)},
+                               capture_output=True, text=True, timeout=30)
+        assert check.returncode != 0 and "hidden by the test" in check.stderr  # the shim really hides it
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            "py/app.py": """
+                class Service:
+                    def handle(self):
+                        return py_helper()
+
+                def py_helper():
+                    return 1
+                """,
+            "ts/util.ts": """
+                export function tsFormat(n: number): string { return String(n); }
+                export interface TsShape { w: number }
+                """,
+            "js/w.js": "function jsThing() { return 1; }\n",
+            "go/main.go": "package main\n\nfunc GoMain() {}\n\ntype GoBox struct{}\n",
+            "rs/lib.rs": "pub fn rs_go() {}\npub struct RsBox;\n",
+            "rb/x.rb": "class RbThing\n  def rb_call\n  end\nend\n",
+            "ex/y.ex": "defmodule ExMod do\n  def ex_fun, do: 1\nend\n",
+        })
+        proxy = make_proxy(ix_env(tmp_path, ws, PYTHONPATH=str(shim)))
+        stats = ix_tool(proxy, "workspace_index_rebuild")
+        assert stats["parser"] == "regex" and stats["files"] == 7 and not stats["errors"], stats
+        expected = {"Service": "py/app.py", "handle": "py/app.py", "py_helper": "py/app.py", "tsFormat": "ts/util.ts",
+                    "TsShape": "ts/util.ts", "jsThing": "js/w.js", "GoMain": "go/main.go", "GoBox": "go/main.go",
+                    "rs_go": "rs/lib.rs", "RsBox": "rs/lib.rs", "RbThing": "rb/x.rb", "rb_call": "rb/x.rb",
+                    "ExMod": "ex/y.ex", "ex_fun": "ex/y.ex"}
+        missing = {name: file for name, file in expected.items() if [d["file"] for d in ix_defs(proxy, name)] != [file]}
+        assert not missing, missing
+        assert ix_defs(proxy, "Service")[0]["kind"] == "class"
+        assert ix_defs(proxy, "py_helper")[0]["kind"] == "function"
+        summary = ix_tool(proxy, "project_summary")
+        assert summary["parser"].startswith("regex"), summary["parser"]
+        assert summary["symbols"] >= len(expected)
+        got = ix_tool(proxy, "workspace_goto_definition", {"file": "py/app.py", "line": 3, "column": 17})
+        assert got["name"] == "py_helper" and got["definitions"][0]["line"] == 5, got
+
+    def test_git_crawl_honours_gitignore_and_includes_untracked(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            ".gitignore": "generated/\n*.gen.py\nsecrets.py\n",
+            "src/tracked.py": "def tracked_symbol():\n    return 1\n",
+            "src/also_tracked.py": "def second_tracked():\n    return 2\n",
+        })
+        ix_git(ws, "init", "-q")
+        ix_git(ws, "add", "-A")
+        ix_git(ws, "commit", "-q", "-m", "initial")
+        ix_write(ws, {
+            "src/untracked_new.py": "def untracked_symbol():\n    return 3\n",
+            "generated/out.py": "def ignored_generated():\n    return 4\n",
+            "src/schema.gen.py": "def ignored_by_glob():\n    return 5\n",
+            "secrets.py": "def ignored_secret():\n    return 6\n",
+            "node_modules/dep/index.js": "function inNodeModules() {}\n",
+        })
+        (ws / "src/also_tracked.py").unlink()  # deleted in the worktree, still in git's index
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        stats = ix_tool(proxy, "workspace_index_rebuild")
+        assert not stats["errors"], stats
+        assert [d["file"] for d in ix_defs(proxy, "tracked_symbol")] == ["src/tracked.py"]
+        assert [d["file"] for d in ix_defs(proxy, "untracked_symbol")] == ["src/untracked_new.py"]
+        for name in ("ignored_generated", "ignored_by_glob", "ignored_secret", "inNodeModules", "second_tracked"):
+            assert ix_search(proxy, name) == [], name
+        summary = ix_tool(proxy, "project_summary")
+        dirs = dict(summary["key_directories"])
+        assert "generated" not in dirs and "node_modules" not in dirs and "lynkr-state" not in dirs, dirs
+        # .gitignore, src/tracked.py, src/untracked_new.py (+ CLAUDE.md the rebuild wrote is not there yet).
+        assert stats["files"] == 3, stats
+
+    def test_plain_folder_crawl_skips_vendor_and_build_folders(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            ".gitignore": "# local ignores\nscratch/\n*.tmp.py\n",
+            "src/keep.py": "def kept_symbol():\n    return 1\n",
+            "src/deep/nested/keep2.ts": "export function keptTs(): void {}\n",
+            "node_modules/left-pad/index.js": "function leftPadInModules() {}\n",
+            "build/lib/copy.py": "def in_build_dir():\n    pass\n",
+            "dist/bundle.js": "function inDist() {}\n",
+            "target/debug/x.rs": "fn in_target() {}\n",
+            ".venv/lib/site.py": "def in_venv():\n    pass\n",
+            "vendor/github.com/x/y.go": "package y\nfunc InVendor() {}\n",
+            "__pycache__/keep.cpython-312.py": "def in_pycache():\n    pass\n",
+            "scratch/notes.py": "def in_scratch():\n    pass\n",
+            "src/draft.tmp.py": "def in_tmp_glob():\n    pass\n",
+        })
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        stats = ix_tool(proxy, "workspace_index_rebuild")
+        assert not stats["errors"], stats
+        assert [d["file"] for d in ix_defs(proxy, "kept_symbol")] == ["src/keep.py"]
+        assert [d["file"] for d in ix_defs(proxy, "keptTs")] == ["src/deep/nested/keep2.ts"]
+        for name in ("leftPadInModules", "in_build_dir", "inDist", "in_target", "in_venv", "InVendor", "in_pycache",
+                     "in_scratch", "in_tmp_glob"):
+            assert ix_search(proxy, name) == [], name
+        assert stats["files"] == 3, stats  # .gitignore and the two kept sources
+
+    def test_binaries_and_oversized_files_are_skipped(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            "src/ok.py": "def normal_symbol():\n    return 1\n",
+            # Looks like code, but a NUL byte early marks it binary.
+            "src/blob.py": b"def in_binary_file():\n    return 1\n\x00\x01\x02" + bytes(range(256)) * 8,
+            "assets/logo.png": base64.b64decode(PNG_B64),
+            # Over the 1 MiB cap (generated or data): skipped even though it is text.
+            "src/huge.py": "def in_huge_file():\n    pass\n" + "# filler line for size\n" * 46_000,
+        })
+        assert (ws / "src/huge.py").stat().st_size > 1024 * 1024
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        stats = ix_tool(proxy, "workspace_index_rebuild")
+        assert stats["files"] == 1 and not stats["errors"], stats
+        assert [d["file"] for d in ix_defs(proxy, "normal_symbol")] == ["src/ok.py"]
+        assert ix_search(proxy, "in_binary_file") == [] and ix_search(proxy, "in_huge_file") == []
+        summary = ix_tool(proxy, "project_summary")
+        assert summary["files"] == 1 and ix_languages(summary) == {"python": 1}, summary
+        # Still skipped on the next (incremental) rebuild; the CLAUDE.md the first one wrote is never indexed
+        # (its generated block would otherwise count itself and change on every rebuild).
+        again = ix_tool(proxy, "workspace_index_rebuild")
+        assert again["files"] == 1 and again["parsed"] == 0, again
+        assert ix_search(proxy, "in_binary_file") == [] and ix_search(proxy, "in_huge_file") == []
+
+    @pytest.mark.parametrize("use_git", [True, False], ids=["git", "plain"])
+    def test_lynkr_data_dir_is_never_indexed(self, tmp_path, make_proxy, use_git):
+        ws = tmp_path / "ws"
+        ix_write(ws, {"src/app.py": "def app_symbol():\n    return 1\n"})
+        if use_git:
+            ix_git(ws, "init", "-q")
+        proxy = make_proxy(ix_env(tmp_path, ws, LYNKR_DATA_DIR=str(ws / "state")))
+        # lynkr's own files plus something that looks like code, as if a tool had left it there.
+        ix_write(ws, {"state/leaked.py": "def leaked_from_data_dir():\n    return 1\n"})
+        ix_tool(proxy, "workspace_test_history")  # make sure the session store exists in the data dir
+        assert any((ws / "state").iterdir())
+        stats = ix_tool(proxy, "workspace_index_rebuild")
+        assert stats["files"] == 1, stats  # src/app.py only
+        assert ix_search(proxy, "leaked_from_data_dir") == []
+        assert [d["file"] for d in ix_defs(proxy, "app_symbol")] == ["src/app.py"]
+        summary = ix_tool(proxy, "project_summary")
+        assert [d for d, _n in summary["key_directories"]] == ["src"], summary["key_directories"]
+        assert "state" not in ix_claude_block(ws)
+
+    def test_project_summary_latest_test_run_and_coverage_note(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            "calc.py": "def add(a, b):\n    return a + b\n",
+            "run_tests.py": """
+                import sys
+                print("collected 4 items")
+                print("3 passed, 1 failed in 0.02s")
+                sys.exit(1)
+                """,
+        })
+        proxy = make_proxy(ix_env(tmp_path, ws, WORKSPACE_TEST_COMMAND="python run_tests.py",
+                                  WORKSPACE_TEST_COVERAGE_FILES="coverage.json"))
+        before = ix_tool(proxy, "project_summary")
+        assert before["latest_test_run"] is None, before
+        assert "coverage.json" in before["coverage_note"] and "missing" in before["coverage_note"], before
+
+        run = ix_tool(proxy, "workspace_test_run")
+        assert isinstance(run, str) and "3 passed, 1 failed" in run  # summary JSON + output
+        summary = ix_tool(proxy, "project_summary")
+        check_expectations(summary, {"latest_test_run.command": "python run_tests.py",
+                                     "latest_test_run.passed": False, "latest_test_run.exit_code": 1,
+                                     "latest_test_run.counts.passed": 3, "latest_test_run.counts.failed": 1})
+        assert "coverage.json" in summary["coverage_note"]
+        ix_tool(proxy, "workspace_index_rebuild")
+        block = ix_claude_block(ws)
+        assert "coverage.json" in block, block
+
+        # A newer passing run with coverage written: the summary shows the newest run and no coverage note.
+        ix_write(ws, {"run_tests.py": """
+            import json
+            json.dump({"totals": {"percent_covered": 87.5}}, open("coverage.json", "w"))
+            print("4 passed in 0.01s")
+            """})
+        ix_tool(proxy, "workspace_test_run")
+        summary = ix_tool(proxy, "project_summary")
+        check_expectations(summary, {"latest_test_run.passed": True, "latest_test_run.exit_code": 0,
+                                     "latest_test_run.counts.passed": 4, "coverage_note": None})
+        assert summary["latest_test_run"]["id"] > 1
+
+    def test_project_summary_without_coverage_configured_says_so(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {"main.py": "def main():\n    pass\n"})
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        summary = ix_tool(proxy, "project_summary")  # builds the index on first use
+        assert summary["files"] == 1 and summary["symbols"] == 1, summary
+        assert summary["latest_test_run"] is None
+        assert "WORKSPACE_TEST_COVERAGE_FILES" in summary["coverage_note"], summary["coverage_note"]
+
+    def test_frameworks_and_tooling_from_manifests_in_subfolders(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        files: dict[str, str | bytes] = {f"docs/page_{i:02}.md": f"# page {i}\n" for i in range(40)}
+        files.update({
+            "apps/web/package.json": json.dumps({
+                "name": "web", "private": True,
+                "scripts": {"dev": "next dev", "build": "next build", "test": "jest", "lint": "eslint ."},
+                "dependencies": {"react": "^18.2.0", "next": "14.1.0", "express": "^4.18.2"},
+                "devDependencies": {"eslint": "^8.56.0", "prettier": "^3.2.0", "jest": "^29.7.0"},
+            }, indent=2),
+            "services/api/pyproject.toml": """
+                [project]
+                name = "api"
+                version = "0.1.0"
+                dependencies = [
+                    "Django>=4.2,<5",
+                    "requests",
+                ]
+
+                [project.optional-dependencies]
+                test = ["pytest>=8.0", "pytest-cov"]
+
+                [tool.ruff]
+                line-length = 100
+
+                [tool.pytest.ini_options]
+                testpaths = ["tests"]
+                """,
+            "services/worker/requirements.txt": "flask==3.0.0\ncelery>=5\n# comment\n",
+            "tools/cli/go.mod": """
+                module example.com/cli
+
+                go 1.22
+
+                require (
+                	github.com/spf13/cobra v1.8.0
+                	github.com/gin-gonic/gin v1.9.1
+                )
+                """,
+            "crates/core/Cargo.toml": """
+                [package]
+                name = "core"
+                version = "0.1.0"
+                edition = "2021"
+
+                [dependencies]
+                tokio = { version = "1", features = ["full"] }
+                serde = "1.0"
+                """,
+            "ruby/shop/Gemfile": """
+                source "https://rubygems.org"
+                gem "rails", "~> 7.1"
+                group :test do
+                  gem "rspec-rails"
+                  gem 'rspec'
+                end
+                gem "rubocop", require: false
+                """,
+        })
+        ix_write(ws, files)
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        ix_tool(proxy, "workspace_index_rebuild")
+        summary = ix_tool(proxy, "project_summary")
+        want_frameworks = {"React", "Next.js", "Express", "Django", "pytest", "Flask", "Celery", "Cobra", "Gin", "Tokio",
+                           "Serde", "Rails", "RSpec"}
+        assert want_frameworks <= set(summary["frameworks"]), sorted(want_frameworks - set(summary["frameworks"]))
+        assert {"ESLint", "Prettier", "ruff", "RuboCop"} <= set(summary["lint_and_style"]), summary["lint_and_style"]
+        assert {"apps/web/package.json", "services/api/pyproject.toml", "services/worker/requirements.txt",
+                "tools/cli/go.mod", "crates/core/Cargo.toml", "ruby/shop/Gemfile"} <= set(summary["manifests"])
+        commands = summary["commands"]
+        assert "test" in commands and "build" in commands, commands
+        block = ix_claude_block(ws)
+        for label in ("React", "Next.js", "Django", "Rails", "ESLint", "ruff"):
+            assert label in block, (label, block)
+
+    def test_commands_detected_from_package_json_then_makefile(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            "package.json": json.dumps({"name": "x", "scripts": {"test": "vitest run", "build": "vite build",
+                                                                 "lint": "eslint src"},
+                                        "devDependencies": {"vitest": "^1.0.0", "vite": "^5.0.0"}}),
+            "src/index.js": "export function start() {}\n",
+        })
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        ix_tool(proxy, "workspace_index_rebuild")
+        summary = ix_tool(proxy, "project_summary")
+        check_expectations(summary, {"commands.test": "npm test", "commands.build": "npm run build",
+                                     "commands.lint": "npm run lint"})
+        assert {"Vitest", "Vite"} <= set(summary["frameworks"])
+        block = ix_claude_block(ws)
+        assert "`npm test`" in block and "`npm run build`" in block, block
+
+        (ws / "package.json").unlink()
+        ix_write(ws, {"Makefile": "CC=cc\n\nbuild: main.o\n\t$(CC) -o app main.o\n\ntest: build\n\t./run-tests\n\n"
+                                  "lint:\n\tclang-tidy main.c\n\n.PHONY: build test lint\n",
+                      "main.c": "int main(void) { return 0; }\n"})
+        ix_tool(proxy, "workspace_index_rebuild")
+        summary = ix_tool(proxy, "project_summary")
+        check_expectations(summary, {"commands.test": "make test", "commands.build": "make build",
+                                     "commands.lint": "make lint"})
+        assert "Vitest" not in summary["frameworks"]
+        block = ix_claude_block(ws)
+        assert "`make test`" in block and "npm" not in block, block
+
+    def test_claude_md_created_then_hand_written_text_kept_byte_for_byte(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {"core/engine.py": "def run_engine():\n    return 1\n"})
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        claude = ws / "CLAUDE.md"
+        assert not claude.exists()
+        result = ix_tool(proxy, "workspace_index_rebuild")
+        assert result["claude_md"] == "CLAUDE.md" and claude.is_file(), result
+        created = claude.read_text(encoding="utf-8")
+        assert created.count("<!-- lynkr:begin") == 1 and created.count("<!-- lynkr:end generated -->") == 1
+        assert "python" in ix_claude_block(ws) and "core/" in ix_claude_block(ws)
+        # No workspace change: the block settles (the first rebuild after creation also indexes CLAUDE.md itself).
+        ix_tool(proxy, "workspace_index_rebuild")
+        settled = claude.read_bytes()
+        ix_tool(proxy, "workspace_index_rebuild")
+        assert claude.read_bytes() == settled
+
+        # A person edits around the block (CRLF, non-ASCII, no final newline); lynkr regenerates the block only.
+        text = claude.read_bytes()
+        begin = text.index(b"<!-- lynkr:begin")
+        end = text.index(b"<!-- lynkr:end generated -->") + len(b"<!-- lynkr:end generated -->")
+        head = "# Our project\r\n\r\nRules: tabs \u2192 never. Caf\u00e9 ✓\r\n\r\n".encode()
+        tail = "\n\n## Hand-written after\r\n- keep me exactly   \n\u00a0trailing".encode()
+        claude.write_bytes(head + text[begin:end] + tail)
+        ix_write(ws, {"newdir/feature.go": "package feature\n\nfunc Feature() {}\n"})
+        ix_tool(proxy, "workspace_index_rebuild")
+        regenerated = claude.read_bytes()
+        assert regenerated.startswith(head + b"<!-- lynkr:begin"), regenerated[:300]
+        assert regenerated.endswith(b"<!-- lynkr:end generated -->" + tail), regenerated[-300:]
+        assert "newdir/" in ix_claude_block(ws) and "go (" in ix_claude_block(ws)
+        assert regenerated.count(b"<!-- lynkr:begin") == 1
+
+    def test_claude_md_without_block_gets_it_appended(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        original = "# Team notes\n\nAlways run `make check` before pushing.\n\n- second rule: \u00fcber-careful\n"
+        ix_write(ws, {"app.py": "def app():\n    pass\n"})
+        (ws / "CLAUDE.md").write_text(original, encoding="utf-8")
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        ix_tool(proxy, "workspace_index_rebuild")
+        content = (ws / "CLAUDE.md").read_text(encoding="utf-8")
+        assert content.startswith(original), content
+        rest = content[len(original):]
+        assert rest.lstrip("\n").startswith("<!-- lynkr:begin"), rest
+        assert content.rstrip("\n").endswith("<!-- lynkr:end generated -->")
+        # A second rebuild does not append another block.
+        ix_write(ws, {"more.py": "def more():\n    pass\n"})
+        ix_tool(proxy, "workspace_index_rebuild")
+        again = (ws / "CLAUDE.md").read_text(encoding="utf-8")
+        assert again.startswith(original) and again.count("<!-- lynkr:begin") == 1, again
+
+    def test_index_on_start_writes_claude_md_after_readiness(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        files: dict[str, str | bytes] = {f"src/m{i:03}.py": f"def start_sym_{i:03}():\n    return {i}\n"
+                                         for i in range(150)}
+        files["CLAUDE.md"] = "Hand-written intro.\n"
+        ix_write(ws, files)
+        proxy = make_proxy(ix_env(tmp_path, ws, LYNKR_INDEX_ON_START="true"))
+        # Ready and answering before (or while) the index is built.
+        assert proxy.call("GET", "/v1/tools").status == 200
+        done = proxy.wait_log(lambda o: o.get("msg") in ("index updated", "index update failed"), timeout=60,
+                              what="the startup index")
+        assert done["msg"] == "index updated", done
+        messages = [o.get("msg") for o in proxy.logs()]
+        assert messages.index("listening") < messages.index("index updated"), messages
+        content = (ws / "CLAUDE.md").read_text(encoding="utf-8")
+        assert content.startswith("Hand-written intro.\n") and "<!-- lynkr:begin" in content, content
+        assert "src/" in ix_claude_block(ws)
+        # The startup rebuild built the index the tools use.
+        assert [d["file"] for d in ix_defs(proxy, "start_sym_042")] == ["src/m042.py"]
+
+    def test_cli_index_prints_summary_and_exits_zero(self, tmp_path):
+        ws = tmp_path / "ws"
+        ix_write(ws, {
+            "pyproject.toml": '[project]\nname = "demo"\ndependencies = ["fastapi>=0.110"]\n\n[tool.pytest.ini_options]\n',
+            "demo/api.py": "def serve():\n    return 1\n\nclass Api:\n    def get(self):\n        return serve()\n",
+        })
+        env = base_env(tmp_path, ix_env(tmp_path, ws))
+        first = run_lynkr(tmp_path, env=env, args=("index",), timeout=60)
+        assert first.returncode == 0, first.stderr
+        head, _, rest = first.stdout.partition("\n")
+        assert re.match(r"indexed 2 files \(2 parsed, 0 removed\) in [\d.]+ s: 3 symbols, \d+ references "
+                        r"\[tree-sitter\]$", head), first.stdout[:500]
+        summary = json.loads(rest)
+        assert summary["files"] == 2 and summary["symbols"] == 3, summary
+        assert "FastAPI" in summary["frameworks"] and summary["commands"]["test"] == "python -m pytest", summary
+        assert (ws / "CLAUDE.md").is_file() and "FastAPI" in ix_claude_block(ws)
+        # The next run is incremental: nothing changed (CLAUDE.md, written by the first run, is not indexed).
+        second = run_lynkr(tmp_path, env=env, args=("index",), timeout=60)
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.startswith("indexed 2 files (0 parsed, 0 removed)"), second.stdout[:300]

@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plain", action="store_true", help="no profiler: just report req/s and lynkr CPU per request")
     p.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumtime)")
     p.add_argument("--top", type=int, default=40)
+    p.add_argument("--delay-ms", type=int, default=0, help="upstream delay between streamed tokens (slow streams)")
+    p.add_argument("-c", "--concurrency", type=int, default=0, help="override the scenario's concurrency")
     p.add_argument("--lynkr", default=os.path.join(rb.REPO, "lynkr.py"))
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     if sc is None:
         print(f"unknown scenario {args.scenario!r}; one of: {', '.join(s.name for s in rb.scenarios(False))}")
         return 2
+    if args.concurrency:
+        sc.concurrency = args.concurrency
     work = tempfile.mkdtemp(prefix="lynkr-prof-")
     port_file = os.path.join(work, "fake.port")
     fake = rb.spawn([sys.executable, os.path.join(HERE, "fake_upstream.py"), "--port-file", port_file,
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.02)
         fake_port = int(open(port_file).read())
         port = rb.free_port()
-        env, ws = rb.lynkr_env(work, fake_port, port, args.log_level, "lynkr")
+        extra = {"MODEL_DEFAULT": f"slow-d{args.delay_ms}"} if args.delay_ms else {}
+        env, ws = rb.lynkr_env(work, fake_port, port, args.log_level, "lynkr", **extra)
         prof_out = os.path.join(work, "lynkr.prof")
         if args.plain:
             argv = [sys.executable, args.lynkr]
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}/v1/messages"
 
         async def drive() -> load.Result:
-            await load.run_load(url, sc.body, sc.headers, concurrency=sc.concurrency, count=200, duration_s=2,
+            await load.run_load(url, sc.body, sc.headers, concurrency=sc.concurrency, count=sc.concurrency, duration_s=2,
                                 stream=sc.stream, expect_text=sc.expect, keep_bodies=0)
             return await load.run_load(url, sc.body, sc.headers, concurrency=sc.concurrency, count=args.count,
                                        duration_s=args.duration, stream=sc.stream, expect_text=sc.expect)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -733,6 +734,12 @@ async def run(args: argparse.Namespace) -> int:
     meta: dict[str, Any] = {"lynkr": f"{git[:60]}{' (lynkr.py modified)' if dirty else ''}", "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
                             "machine": f"{os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}, "
                                        f"Python {sys.version.split()[0]}"}
+    # Every lynkr of this run uses one snapshot of lynkr.py (it may be edited while the run goes on).
+    snapshot = os.path.join(work, "lynkr.py")
+    shutil.copyfile(args.lynkr, snapshot)
+    with open(snapshot, "rb") as fh:
+        meta["lynkr"] += f", sha256 {hashlib.sha256(fh.read()).hexdigest()[:12]}"
+    args.lynkr = snapshot
     fake_port_file = os.path.join(work, "fake.port")
     fake = spawn([sys.executable, os.path.join(HERE, "fake_upstream.py"), "--port-file", fake_port_file,
                   "--max-runtime-s", str(args.max_runtime_s)], clean_env(), work, os.path.join(work, "fake.log"))
