@@ -7448,7 +7448,7 @@ class TestIndexer:
         assert refs["definition"] is None, refs
         summary = ix_tool(proxy, "project_summary")
         assert ix_languages(summary) == {"python": 2}, summary["languages"]  # CLAUDE.md is not indexed
-        assert summary["files"] == 3
+        assert summary["files"] == 2
         assert all(not f["file"].startswith("legacy/") for f in summary["most_referenced_files"])
         block = ix_claude_block(ws)
         assert "legacy" not in block and "go (" not in block and "tools/" not in block, block
