@@ -782,6 +782,12 @@ def load_config(
     cfg.upstream_read_timeout_s = parse_int_setting("UPSTREAM_READ_TIMEOUT_MS", get("UPSTREAM_READ_TIMEOUT_MS"), 1) / 1000
     cfg.shutdown_grace_s = parse_int_setting("SHUTDOWN_GRACE_MS", get("SHUTDOWN_GRACE_MS"), 0) / 1000
     cfg.env = {name: get(name) for name in CONFIG_KEYS}
+    # Every flag and duration is checked here, so a typo stops startup with one line, never later.
+    for name, (default, _meaning) in CONFIG_KEYS.items():
+        if default in ("true", "false"):
+            parse_bool(name, cfg.env[name])
+        elif name.endswith("_MS"):
+            parse_int_setting(name, cfg.env[name], 0)
     return cfg
 
 
@@ -2582,8 +2588,11 @@ class AnthropicNativeProvider(Provider):
         except ValueError:
             passthrough = None
         status_out = status if 400 <= status <= 599 else 502
-        return LynkrError(f"{self.label}: {message}", status=status_out, headers=forwarded_headers(headers),
-                          raw_body=passthrough)
+        error = LynkrError(f"{self.label}: {message}", status=status_out, headers=forwarded_headers(headers),
+                           raw_body=passthrough)
+        if _code == "overloaded_error":  # the body's type decides how Claude Code retries, whatever the status
+            error.error_type = _code
+        return error
 
     async def _call(self, req: dict[str, Any], http_req: Request, stream: bool) -> UpstreamResponse:
         model = req["model"]
@@ -4111,13 +4120,29 @@ def repo_paths(ctx: ToolContext, paths: Any) -> list[str]:
     return out
 
 
+def whole_tree_pathspec(ctx: ToolContext) -> list[str]:
+    """`.` minus POLICY_FILE_BLOCKED_PATHS and lynkr's own files: what whole-tree git tools may see.
+    A pattern without '/' matches any path component, as in the file tools; matching ignores case."""
+    specs = ["."]
+    for pattern in ctx.policy.file_blocked_paths:
+        pattern = pattern.strip("/")
+        base = pattern if "/" in pattern else f"**/{pattern}"
+        specs += [f":(exclude,icase,glob){base}", f":(exclude,icase,glob){base}/**"]
+    private = [d for d, _setting in ctx.paths.private_dirs] + sorted(ctx.paths.private_files)
+    for path in private:
+        if path != ctx.paths.root and ctx.paths.inside(path):
+            specs.append(":(exclude,literal)" + os.path.relpath(path, ctx.paths.root).replace(os.sep, "/"))
+    return specs
+
+
 def worktree_tree_id(ctx: ToolContext) -> str:
-    """Tree id of tracked + untracked-not-ignored files, via a temporary index (the user's stays untouched)."""
+    """Tree id of tracked + untracked-not-ignored files, via a temporary index (the user's stays untouched).
+    Blocked paths are left as HEAD has them, exactly as `workspace_git_stage all` leaves them."""
     with tempfile.TemporaryDirectory(prefix="lynkr-index-") as tmp:
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         if git(ctx, "rev-parse", "--verify", "--quiet", "HEAD", check=False).strip():
             git(ctx, "read-tree", "HEAD", env=env)
-        git(ctx, "add", "--all", "--", ".", env=env)
+        git(ctx, "add", "--all", "--", *whole_tree_pathspec(ctx), env=env)
         return git(ctx, "write-tree", env=env).strip()
 
 
@@ -4127,7 +4152,7 @@ def worktree_tree_id(ctx: ToolContext) -> str:
 @tool("workspace_git_status", "Branch, upstream divergence and changed files of the workspace repository.", {})
 def tool_git_status(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
-    out = git(ctx, "status", "--porcelain=v1", "--branch", "--untracked-files=all")
+    out = git(ctx, "status", "--porcelain=v1", "--branch", "--untracked-files=all", "--", *whole_tree_pathspec(ctx))
     lines = out.splitlines()
     branch = lines[0][3:] if lines and lines[0].startswith("## ") else "(unknown)"
     staged, unstaged, untracked = [], [], []
@@ -4170,8 +4195,7 @@ def _diff_args(ctx: ToolContext, args: dict[str, Any]) -> list[str]:
         if args.get(key):
             out.append(verify_ref(ctx, args[key], key))
     out.append("--")
-    if args.get("paths"):
-        out += repo_paths(ctx, args["paths"])
+    out += repo_paths(ctx, args["paths"]) if args.get("paths") else whole_tree_pathspec(ctx)
     return out
 
 
@@ -4203,8 +4227,8 @@ def tool_git_diff(ctx: ToolContext, args: dict[str, Any]) -> str:
 def tool_git_stage(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     if args.get("all"):
-        git(ctx, "add", "--all", "--", ".")
-        return "staged all changes"
+        git(ctx, "add", "--all", "--", *whole_tree_pathspec(ctx))
+        return "staged all changes (blocked paths excluded: POLICY_FILE_BLOCKED_PATHS)"
     paths = repo_paths(ctx, args.get("paths"))
     git(ctx, "add", "--", *paths)
     return "staged " + ", ".join(paths)
@@ -4737,6 +4761,14 @@ REGEX_KIND = {"def": "function", "defp": "function", "defmacro": "macro", "defmo
               "module": "module", "interface": "interface", "struct": "struct", "enum": "enum", "trait": "trait",
               "type": "type"}
 REGEX_CALL = re.compile(r"\b([A-Za-z_][\w]*)\s*\(")
+# Imports without tree-sitter, so references still resolve across files.
+_JS_IMPORTS = re.compile(r"""(?:^|\s)(?:import|export)\s[^'";]*?from\s*['"]([^'"]+)['"]|require\(\s*['"]([^'"]+)['"]\s*\)"""
+                         r"""|^\s*import\s*['"]([^'"]+)['"]""", re.MULTILINE)
+REGEX_IMPORTS = {
+    "python": re.compile(r"^\s*from\s+([.\w]+)\s+import\b|^\s*import\s+([\w.]+)", re.MULTILINE),
+    "javascript": _JS_IMPORTS, "typescript": _JS_IMPORTS, "tsx": _JS_IMPORTS,
+    "ruby": re.compile(r"^\s*require(?:_relative)?\s*\(?\s*['\"]([^'\"]+)['\"]", re.MULTILINE),
+}
 REGEX_KEYWORDS = frozenset({"if", "for", "while", "switch", "return", "catch", "function", "def", "fn", "func", "elif",
                             "and", "or", "not", "in", "print", "sizeof", "typeof", "new"})
 
@@ -4862,6 +4894,9 @@ def extract_symbols(path: str, language: str, source: bytes) -> dict[str, Any]:
             row = bisect.bisect_right(line_starts, m.start(1)) - 1
             refs.append({"name": m.group(1), "line": row + 1, "col": m.start(1) - line_starts[row] + 1,
                          "_start": m.start(1)})
+        pattern = REGEX_IMPORTS.get(language)
+        if pattern is not None:
+            imports = [next(g for g in m.groups() if g) for m in pattern.finditer(text)]
         parser_name = "regex"
     _attach_containers(defs, refs)
     # Rows as tuples: they cross a process boundary (pickling) and go straight into executemany.
@@ -4928,8 +4963,14 @@ INDEX_IGNORED_DIRS = IGNORED_DIRS | {"vendor", "third_party", ".next", ".nuxt", 
                                      "bower_components", ".terraform", ".cache", "out"}
 
 
-def list_workspace_files(root: str, data_dir: str) -> list[str]:
-    """POSIX paths relative to root: git's tracked + untracked-not-ignored, else a filtered walk."""
+def list_workspace_files(root: str, data_dir: str, allowed: Callable[[str], bool] | None = None) -> list[str]:
+    """POSIX paths relative to root: git's tracked + untracked-not-ignored, else a filtered walk;
+    `allowed` (the file-path policy) has the last word."""
+    files = _list_workspace_files(root, data_dir)
+    return [f for f in files if allowed(f)] if allowed is not None else files
+
+
+def _list_workspace_files(root: str, data_dir: str) -> list[str]:
     try:
         proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],
                               cwd=root, capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=noninteractive_env())
@@ -5005,7 +5046,8 @@ class IndexStats:
 class RepoIndex:
     """The catalog (index.db) and the operations on it. Blocking: call from a worker thread."""
 
-    def __init__(self, root: str, db_path: str, data_dir: str) -> None:
+    def __init__(self, root: str, db_path: str, data_dir: str, allowed: Callable[[str], bool] | None = None) -> None:
+        self.allowed = allowed  # POLICY_FILE_BLOCKED_PATHS: blocked files are never indexed
         self.root = os.path.realpath(root)
         self.db_path = db_path
         self.data_dir = data_dir
@@ -5043,7 +5085,7 @@ class RepoIndex:
             current: dict[str, tuple[int, int, str]] = {}
             to_parse: list[tuple[str, str, str]] = []
             touched: list[tuple[int, int, str]] = []  # (size, mtime, path): same bytes, new mtime
-            for rel in list_workspace_files(self.root, self.data_dir):
+            for rel in list_workspace_files(self.root, self.data_dir, self.allowed):
                 absolute = os.path.join(self.root, rel)
                 try:
                     st = os.stat(absolute)
@@ -5529,9 +5571,20 @@ def write_claude_md(root: str, body: str) -> str:
     return path
 
 
+def policy_allows(policy: Policy) -> Callable[[str], bool]:
+    def allowed(rel: str) -> bool:
+        try:
+            policy.check_path(rel)
+            return True
+        except ToolDenied:
+            return False
+    return allowed
+
+
 def index_for(ctx: ToolContext) -> RepoIndex:
     if ctx.index is None:
-        ctx.index = RepoIndex(ctx.paths.root, os.path.join(ctx.cfg.data_dir, "index.db"), ctx.cfg.data_dir)
+        ctx.index = RepoIndex(ctx.paths.root, os.path.join(ctx.cfg.data_dir, "index.db"), ctx.cfg.data_dir,
+                              policy_allows(ctx.policy))
     return ctx.index
 
 
@@ -5638,9 +5691,9 @@ def _server_spec(raw: Any, source: str, name: str | None = None) -> MCPServerSpe
     if not isinstance(name, str) or not name.strip():
         raise ValueError("a server entry needs a name")
     kind = str(raw.get("transport") or raw.get("type") or ("http" if raw.get("url") else "stdio")).lower()
-    kind = {"streamable-http": "http", "streamable_http": "http", "streamablehttp": "http", "sse": "http"}.get(kind, kind)
-    if kind not in ("stdio", "http"):
-        raise ValueError(f"server {name}: unknown transport {kind!r} (stdio or http)")
+    kind = {"streamable-http": "http", "streamable_http": "http", "streamablehttp": "http"}.get(kind, kind)
+    if kind not in ("stdio", "http", "sse"):
+        raise ValueError(f"server {name}: unknown transport {kind!r} (stdio, http or sse)")
     args, env, headers = raw.get("args") or [], raw.get("env") or {}, raw.get("headers") or {}
     if not isinstance(args, list) or not isinstance(env, dict) or not isinstance(headers, dict):
         raise ValueError(f"server {name}: args must be a list, env and headers objects")
@@ -5650,8 +5703,8 @@ def _server_spec(raw: Any, source: str, name: str | None = None) -> MCPServerSpe
                          headers={str(k): _expand(str(v)) for k, v in headers.items()}, source=source)
     if kind == "stdio" and not spec.command:
         raise ValueError(f"server {name}: stdio servers need a command")
-    if kind == "http" and not spec.url.startswith(("http://", "https://")):
-        raise ValueError(f"server {name}: http servers need an http(s) url")
+    if kind in ("http", "sse") and not spec.url.startswith(("http://", "https://")):
+        raise ValueError(f"server {name}: {kind} servers need an http(s) url")
     return spec
 
 
@@ -5825,7 +5878,7 @@ class MCPServer:
         self.manager = manager
         self.status = "stopped"
         self.error = ""
-        self.placement = "remote" if spec.transport == "http" else manager.sandbox.placement(spec.name)
+        self.placement = "remote" if spec.transport in ("http", "sse") else manager.sandbox.placement(spec.name)
         self.tool_defs: dict[str, Any] = {}  # server tool name -> mcp Tool
         self.session: Any = None
         self.restarts = 0
@@ -5862,6 +5915,11 @@ class MCPServer:
     async def _open(self, stack: contextlib.AsyncExitStack) -> tuple[Any, Any]:
         """Enter the transport on `stack`; returns the (read, write) stream pair."""
         mcp_sdk = self.manager.sdk
+        if self.spec.transport == "sse":  # the legacy HTTP+SSE transport (2024-11-05 servers)
+            from mcp.client.sse import sse_client
+
+            streams = await stack.enter_async_context(sse_client(self.spec.url, headers=self.spec.headers or None))
+            return streams[0], streams[1]
         if self.spec.transport == "http":
             import httpx2  # comes with the mcp SDK
             from mcp.client.streamable_http import streamable_http_client
@@ -7073,7 +7131,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
 def run_index_command(cfg: Config) -> int:
     """`lynkr index`: the same rebuild as workspace_index_rebuild, without a server."""
     policy = Policy.from_config(cfg)
-    index = RepoIndex(cfg.workspace_root, os.path.join(cfg.data_dir, "index.db"), cfg.data_dir)
+    index = RepoIndex(cfg.workspace_root, os.path.join(cfg.data_dir, "index.db"), cfg.data_dir, policy_allows(policy))
     stats = index.rebuild()
     latest = None
     if os.path.exists(cfg.session_db_path):

@@ -9,7 +9,8 @@
 # the provider behind it. Errors come back as {"type":"error","error":{"type":...,"message":...}},
 # so without a provider configured the /v1/messages calls print a 503 api_error naming the
 # variables to set -- the other routes still work.
-# Server tools, the agent loop and the session store: see examples/tools-session.sh.
+# Server tools, the agent loop and the session store: see examples/tools-session.sh; git, tests,
+# the repository index and MCP: examples/workspace-session.sh.
 set -uo pipefail
 
 URL=${LYNKR_URL:-http://127.0.0.1:8080}
@@ -24,7 +25,8 @@ fi
 
 say() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
 
-# 1. Health: {"status":"ok","provider":"databricks","configured":true|false,"version":"0.1.0"}
+# 1. Health: {"status":"ok","provider":"databricks","configured":true|false,"version":"0.1.0",...}
+#    (Probes for load balancers: /health/live and /health/ready, see the end of this file.)
 say "GET /health"
 curl -sS "${HDRS[@]}" "$URL/health"; echo
 
@@ -36,8 +38,10 @@ curl -sS "${HDRS[@]}" "$URL/v1/models?limit=3"; echo
 
 # 3. A non-streaming message. max_tokens may be omitted (MODEL_MAX_TOKENS_DEFAULT, 4096, is used);
 #    it is clamped by MODEL_MAX_TOKENS caps. The answer's "model" is the name you sent.
+#    -i shows the headers: x-lynkr-provider names the provider that answered (the fallback's name
+#    after a failover, see FALLBACK_PROVIDER) and x-lynkr-cache says hit or miss.
 say "POST /v1/messages (JSON)"
-curl -sS "${HDRS[@]}" "$URL/v1/messages" -d @- <<JSON; echo
+curl -sS -i "${HDRS[@]}" "$URL/v1/messages" -d @- <<JSON; echo
 {
   "model": "$MODEL",
   "max_tokens": 256,
@@ -146,3 +150,15 @@ JSON
 # 9. Errors are Anthropic error JSON with a request-id header; -i shows status and headers.
 say "a bad request (messages missing) -> 400 invalid_request_error"
 curl -sS -i "${HDRS[@]}" "$URL/v1/messages" -d '{"model": "'"$MODEL"'", "max_tokens": 10}'; echo
+
+# 10. Operations. Liveness is 200 while the process serves; readiness is 503 with a reason while
+#     starting or shutting down, with no provider configured, or when every provider's circuit
+#     breaker is open (an outage): {"ready":false,"reason":"..."}.
+say "GET /health/live and /health/ready"
+curl -sS "${HDRS[@]}" "$URL/health/live"; echo
+curl -sS "${HDRS[@]}" "$URL/health/ready"; echo
+
+# 11. Prometheus metrics: requests, latency and time-to-first-token histograms, tokens, cache,
+#     tool calls, retries, failovers, breaker state, in-flight requests and streams, rejections.
+say "GET /metrics (counters and gauges only)"
+curl -sS "${HDRS[@]}" "$URL/metrics" | grep -v -e '^#' -e '_bucket' -e '_sum' -e '_count'

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # An annotated curl session for lynkr's server tools, the agent loop and the session store.
+# (Git, tests, the repository index and MCP: see examples/workspace-session.sh.)
 # Start lynkr first, in the workspace you want the tools to work on:
 #
 #   cd /path/to/project && python /path/to/lynkr.py          # WORKSPACE_ROOT = current directory
@@ -49,7 +50,8 @@ for t in json.load(sys.stdin)["data"]:
 echo "(* = required)"
 
 # 2. Files. Paths are relative to WORKSPACE_ROOT. fs_list lists one level unless recursive is
-#    true or the glob contains '/'; '*' in a glob also matches '/'.
+#    true or the glob contains '/'. A glob without '/' matches names ('*.py'); one with '/' matches
+#    the path from WORKSPACE_ROOT, '*' within one folder, '**/' across folders ('src/**/*.py').
 say "fs_list: top level, then every *.py file"
 tool fs_list '{}'
 tool fs_list '{"glob": "*.py", "recursive": true, "max_entries": 20}'
@@ -81,7 +83,7 @@ tool workspace_tasks_list '{"status": "done"}'
 tool workspace_task_delete "{\"id\": $task_id}"
 
 # 6. Policy denials and bad input are is_error results, not HTTP errors. Each names the variable
-#    (or the input field) to change.
+#    (or the input field) to change. Blocked paths match ignoring case: .ENV is .env.
 say "denied and invalid calls"
 tool fs_read '{"path": ".env"}'                   # POLICY_FILE_BLOCKED_PATHS (default covers .env, .git, *.pem, id_rsa*)
 tool fs_read '{"path": "../outside.txt"}'         # outside WORKSPACE_ROOT
