@@ -8073,3 +8073,55 @@ class TestIndexer:
         second = run_lynkr(tmp_path, env=env, args=("index",), timeout=60)
         assert second.returncode == 0, second.stderr
         assert second.stdout.startswith("indexed 2 files (0 parsed, 0 removed)"), second.stdout[:300]
+
+
+# == Tests: blocked paths across whole-tree git tools and the index; startup validation of flags ==
+
+
+class TestBlockedPathsEverywhere:
+    def test_whole_tree_git_tools_never_touch_blocked_files(self, gws):
+        gws.write("src/.ENV", "API_TOKEN=canary-7f3a\n")  # untracked; case differs from the default .env pattern
+        gws.write("src/keys/server.pem", "-----BEGIN PRIVATE KEY-----\ncanary\n")
+        gws.write("src/app.py", "def main():\n    return 2\n")
+        gws.start()
+        status = json.loads(gws.ok("workspace_git_status"))
+        listed = json.dumps(status)
+        assert "src/app.py" in listed and ".ENV" not in listed and "server.pem" not in listed, status
+        diff = gws.ok("workspace_git_diff")
+        assert "return 2" in diff and "canary" not in diff, diff
+        gws.ok("workspace_git_stage", {"all": True})
+        assert gws.staged() == ["src/app.py"]
+        assert gws.ok("workspace_git_commit", {"message": "update app"}).startswith("committed")
+        committed = gws.git("show", "--name-only", "--format=", "HEAD").split()
+        assert committed == ["src/app.py"]
+        review = json.loads(gws.ok("workspace_diff_review", {"from_ref": "HEAD~1"}))
+        assert [f["path"] for f in review["files"]] == ["src/app.py"], review
+
+    def test_test_gate_tree_matches_stage_all_when_blocked_files_exist(self, gws):
+        gws.write(".env", "SECRET=1\n")  # untracked and blocked: neither tested content nor committed
+        gws.write("src/app.py", "def main():\n    return 3\n")
+        gws.start(POLICY_GIT_REQUIRE_TESTS="true", WORKSPACE_TEST_COMMAND=gws.runner())
+        assert gws.run_tests()["passed"] is True
+        gws.ok("workspace_git_stage", {"all": True})
+        assert gws.ok("workspace_git_commit", {"message": "tested change"}).startswith("committed")
+
+    def test_index_never_reads_blocked_files(self, tmp_path, make_proxy):
+        ws = tmp_path / "ws"
+        ix_write(ws, {"app.py": "def visible_function():\n    return 1\n",
+                      "config/.env.py": "def leaked_secret_loader():\n    return 'x'\n",
+                      "secrets/id_rsa_helper.py": "def another_leak():\n    return 2\n"})
+        proxy = make_proxy(ix_env(tmp_path, ws))
+        stats = ix_tool(proxy, "workspace_index_rebuild")
+        assert stats["files"] == 1, stats
+        assert ix_search(proxy, "visible_function")
+        assert ix_search(proxy, "leaked_secret_loader") == [] and ix_search(proxy, "another_leak") == []
+
+
+@pytest.mark.parametrize("name,value", [("LYNKR_INDEX_ON_START", "maybe"), ("LYNKR_CLAUDE_MD", "sometimes"),
+                                        ("LYNKR_HEADER_TIMEOUT_MS", "soon"), ("LYNKR_INDEX_TIMEOUT_MS", "-5")])
+def test_flags_and_durations_are_validated_at_startup(tmp_path, name, value):
+    r = run_lynkr(tmp_path, env=base_env(tmp_path, {name: value}), args=("--port", "0"), timeout=30)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("lynkr: ") and name in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
