@@ -5833,6 +5833,42 @@ class TestMCPDiscovery:
 
 
 class TestMCPLifecycle:
+    LIST_CHANGING_SERVER = """
+from mcp.server.mcpserver import Context, MCPServer
+
+server = MCPServer("listchange")
+
+
+@server.tool()
+async def add_feature(ctx: Context) -> str:
+    \"\"\"Register a new tool, then tell the client its tool list changed.\"\"\"
+    def feature_tool(x: int) -> int:
+        \"\"\"Doubles x.\"\"\"
+        return 2 * x
+
+    server.add_tool(feature_tool, name="feature_tool")
+    await ctx.session.send_tool_list_changed()
+    return "added"
+
+
+if __name__ == "__main__":
+    server.run("stdio")
+"""
+
+    def test_tools_relisted_on_list_changed(self, make_proxy, tmp_path):
+        need_mcp(npm=False)
+        script = tmp_path / "list_changing_server.py"
+        script.write_text(self.LIST_CHANGING_SERVER)  # a real MCP server built on the SDK's own server API
+        manifest = write_manifest(tmp_path / "m.json", {"servers": [{"name": "lc", "command": sys.executable,
+                                                                     "args": [str(script)]}]})
+        p = make_proxy(mcp_env(manifest))
+        names = lambda: {t["name"] for t in p.call("GET", "/v1/tools").json()["data"]}  # noqa: E731
+        assert "mcp_lc_add_feature" in names() and "mcp_lc_feature_tool" not in names()
+        assert mcp_call(p, "mcp_lc_add_feature")["is_error"] is False
+        wait_for(lambda: "mcp_lc_feature_tool" in names(), 15, "the new tool to be listed after list_changed")
+        body = mcp_call(p, "mcp_lc_feature_tool", {"x": 21})
+        assert body["is_error"] is False and mcp_text(body).startswith("42"), body
+
     def test_killed_server_restarts_and_errors_meanwhile(self, make_proxy, tmp_path):
         need_mcp()
         manifest = write_manifest(tmp_path / "m.json", {"servers": [{"name": "ev", "command": str(MCP_EVERYTHING)}]})
@@ -7125,8 +7161,9 @@ class TestFuzzLiveProxy:
 
 
 class TestClaudeCodeOutage:
-    REFUSED_S = 4.0  # nothing listens on the upstream port
-    DOWN_S = 9.0  # then the endpoint answers 503 until this many seconds after the CLI started
+    # The issue's acceptance: a 60 s outage. Nothing listens at first, then the endpoint answers 503.
+    REFUSED_S = 20.0
+    DOWN_S = 60.0
 
     def test_cli_completes_after_upstream_returns(self, tmp_path, new_dbx, make_proxy):
         claude = claude_bin()
@@ -7163,7 +7200,7 @@ class TestClaudeCodeOutage:
         wall0 = time.time() - (time.monotonic() - t0)
         cmd = [claude, "--bare", "--no-session-persistence", "--output-format", "json", "--tools", "Bash",
                "-p", "say hello"]
-        run = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150,
+        run = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
                              stdin=subprocess.DEVNULL)
         took = time.monotonic() - t0
         attempts = [(round(rel_log_epoch(o) - wall0 - o.get("latency_ms", 0) / 1000, 2), o.get("status"))
