@@ -555,6 +555,18 @@ def split_host_port(value: str) -> str:
     return value
 
 
+if hasattr(asyncio, "timeout"):  # 3.11+: a timer on the current task, no extra task per read
+
+    async def read_with_timeout(reader: asyncio.StreamReader, size: int, timeout: float) -> bytes:
+        async with asyncio.timeout(timeout):
+            return await reader.read(size)
+
+else:  # pragma: no cover - Python 3.10
+
+    async def read_with_timeout(reader: asyncio.StreamReader, size: int, timeout: float) -> bytes:
+        return await asyncio.wait_for(reader.read(size), timeout)
+
+
 def parse_bool(name: str, value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -888,8 +900,8 @@ class HTTPServer:
 
     async def _receive(self, conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> None:
         try:
-            data = await asyncio.wait_for(reader.read(READ_CHUNK_BYTES), timeout)
-        except asyncio.TimeoutError:
+            data = await read_with_timeout(reader, READ_CHUNK_BYTES, timeout)
+        except (asyncio.TimeoutError, TimeoutError):
             raise _ReadTimeout() from None
         conn.receive_data(data)
 
@@ -1100,34 +1112,53 @@ class UpstreamResponse:
         self.read_timeout = read_timeout
         self.origin = origin
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """Yield body bytes as they arrive. Raises UpstreamTimeout/UpstreamUnavailable."""
+    async def aiter_bytes(self, tick: float | None = None) -> AsyncIterator[bytes | None]:
+        """Yield body bytes as they arrive; with `tick`, also None after each `tick` s of silence (the
+        caller sends a ping). Data that arrived together is yielded together. Raises
+        UpstreamTimeout after UPSTREAM_READ_TIMEOUT_MS of silence, UpstreamUnavailable when cut."""
         conn = self._conn
         if conn is None:
             return
+        silent = 0.0
+        pending: list[bytes] = []
         while True:
             try:
                 event = conn.h11.next_event()
-                if event is h11.NEED_DATA:
-                    data = await asyncio.wait_for(conn.reader.read(READ_CHUNK_BYTES), self.read_timeout)
-                    conn.h11.receive_data(data)
-                    continue
-            except asyncio.TimeoutError:
-                self._discard()
-                raise UpstreamTimeout(
-                    f"upstream {self.origin} sent nothing for {self.read_timeout:g} s (UPSTREAM_READ_TIMEOUT_MS)"
-                ) from None
-            except (h11.RemoteProtocolError, ConnectionError, OSError) as exc:
+            except h11.RemoteProtocolError as exc:
                 self._discard()
                 raise UpstreamUnavailable(f"upstream {self.origin} broke off the response: {exc}") from None
             if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+                pending.append(bytes(event.data))
+                continue
+            if pending and event is h11.NEED_DATA:
+                yield b"".join(pending) if len(pending) > 1 else pending[0]
+                pending = []
+            if event is h11.NEED_DATA:
+                wait = self.read_timeout - silent if tick is None else min(tick, self.read_timeout - silent)
+                try:
+                    data = await read_with_timeout(conn.reader, READ_CHUNK_BYTES, wait)
+                except (asyncio.TimeoutError, TimeoutError):
+                    silent += wait
+                    if silent >= self.read_timeout:
+                        self._discard()
+                        raise UpstreamTimeout(f"upstream {self.origin} sent nothing for {self.read_timeout:g} s "
+                                              "(UPSTREAM_READ_TIMEOUT_MS)") from None
+                    yield None
+                    continue
+                except (ConnectionError, OSError) as exc:
+                    self._discard()
+                    raise UpstreamUnavailable(f"upstream {self.origin} broke off the response: {exc}") from None
+                silent = 0.0
+                conn.h11.receive_data(data)
+                continue
+            if pending:
+                yield b"".join(pending)
+                pending = []
+            if isinstance(event, h11.EndOfMessage):
                 self._release()
-                return
-            elif isinstance(event, h11.ConnectionClosed):
+            else:  # ConnectionClosed
                 self._discard()
-                return
+            return
 
     async def read(self, limit: int = MAX_UPSTREAM_BODY_BYTES) -> bytes:
         chunks, total = [], 0
@@ -1926,7 +1957,7 @@ def estimate_input_tokens(req: dict[str, Any]) -> int:
 # == 9. Streaming ==
 #
 # Theory of operation: an upstream body is an async iterator of byte chunks split anywhere.
-# `with_silence_ticks` interleaves None ticks during upstream silence (turned into `ping`s).
+# UpstreamResponse.aiter_bytes(tick=...) yields None during upstream silence (turned into `ping`s).
 # SSEParser (section 4) cuts events out of the bytes; a translator turns each event into
 # Anthropic SSE bytes at once, so every upstream chunk is written before the next is read.
 # A stream that fails after its 200 ends with `event: error`, never with a fake message_stop.
@@ -1934,36 +1965,6 @@ def estimate_input_tokens(req: dict[str, Any]) -> int:
 
 def error_event(exc: LynkrError) -> bytes:
     return sse_event("error", {"type": "error", "error": {"type": exc.error_type, "message": exc.message}})
-
-
-async def with_silence_ticks(source: AsyncIterator[bytes], interval: float) -> AsyncIterator[bytes | None]:
-    """Yield the source's chunks, and None each time `interval` seconds pass without one."""
-    iterator = source.__aiter__()
-    pending: asyncio.Future[bytes] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(iterator.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield None
-                continue
-            finished, pending = pending, None
-            try:
-                chunk = finished.result()
-            except StopAsyncIteration:
-                return
-            yield chunk
-    finally:
-        if pending is not None:
-            pending.cancel()
-            try:
-                await pending
-            except (asyncio.CancelledError, StopAsyncIteration, Exception):
-                pass
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 class OpenAIStreamTranslator:
@@ -2518,7 +2519,7 @@ class DatabricksOpenAIProvider(Provider):
                       http_req: Request) -> AsyncIterator[bytes]:
         parser = SSEParser()
         try:
-            async for chunk in with_silence_ticks(resp.aiter_bytes(), self.cfg.stream_ping_interval_s):
+            async for chunk in resp.aiter_bytes(tick=self.cfg.stream_ping_interval_s):
                 if chunk is None:
                     if translator.finished:
                         break  # [DONE] seen and the upstream lingers: we have everything
@@ -2638,7 +2639,7 @@ class AnthropicNativeProvider(Provider):
     async def _relay(self, resp: UpstreamResponse, http_req: Request) -> AsyncIterator[bytes]:
         relay = AnthropicStreamRelay()
         try:
-            async for chunk in with_silence_ticks(resp.aiter_bytes(), self.cfg.stream_ping_interval_s):
+            async for chunk in resp.aiter_bytes(tick=self.cfg.stream_ping_interval_s):
                 if chunk is None:
                     if relay.saw_stop:
                         break
