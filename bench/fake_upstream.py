@@ -55,7 +55,7 @@ def _chunk(data: bytes) -> bytes:
 class Rendered:
     """One answer, pre-rendered: head + body (non-stream) or head + pieces (stream)."""
 
-    __slots__ = ("whole", "head", "first", "tokens", "tail")
+    __slots__ = ("first", "head", "tail", "tokens", "whole")
 
     def __init__(self, whole: bytes = b"", head: bytes = b"", first: bytes = b"",
                  tokens: tuple[bytes, ...] = (), tail: bytes = b"") -> None:
@@ -331,10 +331,7 @@ async def amain(args: argparse.Namespace) -> None:
     srv = await loop.create_server(lambda: Conn(server), args.host, args.port, backlog=4096, reuse_address=True)
     port = srv.sockets[0].getsockname()[1]
     if args.port_file:
-        tmp = args.port_file + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(str(port))
-        os.replace(tmp, args.port_file)
+        _write_port(args.port_file, port)
     print(f"fake upstream on http://{args.host}:{port}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -346,6 +343,14 @@ async def amain(args: argparse.Namespace) -> None:
         except asyncio.TimeoutError:
             pass
     srv.close()
+
+
+def _write_port(path: str, port: int) -> None:
+    """Atomically, so a reader never sees a half-written number."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(str(port))
+    os.replace(tmp, path)
 
 
 def _raise_nofile() -> None:

@@ -197,9 +197,11 @@ def build_request(host: str, port: int, path: str, body: bytes, headers: dict[st
 
 async def run_load(url: str, body: bytes, headers: dict[str, str] | None = None, *, concurrency: int = 1,
                    count: int = 1000, duration_s: float = 10.0, timeout_s: float = 30.0, stream: bool = False,
-                   expect_text: str | None = None, keep_bodies: int = 5000,
+                   expect_text: str | None = None, keep_bodies: int | None = None,
                    connect_timeout_s: float = 30.0) -> Result:
     """Run one closed-loop load and check what came back. See the module docstring."""
+    if keep_bodies is None:
+        keep_bodies = count  # check every answer
     parts = urllib.parse.urlsplit(url)
     host, port = parts.hostname or "", parts.port or 80
     if host not in LOOPBACK:
@@ -284,7 +286,7 @@ def parse_sse(data: bytes) -> list[tuple[str, str]]:
             if line.startswith(":"):
                 continue
             key, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             if key == "event":
                 name = value
             elif key == "data":

@@ -14,19 +14,22 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-import lynkr  # noqa: E402
-import run_bench as rb  # noqa: E402
-from fake_upstream import render_openai  # noqa: E402
+import run_bench as rb
+from fake_upstream import render_openai
+
+import lynkr
 
 
 def bench(fn: Callable[[], Any], n: int) -> float:
@@ -54,6 +57,43 @@ def stream_payload(n_tokens: int) -> bytes:
     return out
 
 
+def body_steps(kind: str, app: Any, db: sqlite3.Connection) -> list[tuple[str, float]]:
+    """µs per call of each per-request step for one body."""
+    orch = app.orchestrator
+    raw = json.dumps(rb.tiny_body(False) if kind == "tiny" else rb.cc_body(False), separators=(",", ":")).encode()
+    http_req = lynkr.Request("POST", "/v1/messages", {}, {"host": "127.0.0.1"}, raw, "127.0.0.1:1")
+    req = lynkr.validate_messages_request(json.loads(raw), 4096)
+    up = orch.upstream_request(req, orch.select_server_tools(req))
+    oai, _ = lynkr.anthropic_to_openai({**up, "stream": False}, 16)
+    answer = json.loads(render_openai("fake-model", 16, False).whole.split(b"\r\n\r\n", 1)[1])
+    message = lynkr.openai_to_anthropic(answer, "claude", [])
+    n = 2000 if kind == "tiny" else 300
+    counter = iter(range(10**9))
+
+    def store() -> None:
+        turn = lynkr.TurnRecord(f"sess_{next(counter)}", "req_x", req["model"], req["messages"], reply=message)
+        lynkr.record_turn(db, turn)
+
+    items = [
+        ("json.loads(request body)", lambda: json.loads(raw)),
+        ("validate_messages_request (incl. json.loads)", lambda: lynkr.validate_messages_request(json.loads(raw), 4096)),
+        ("Orchestrator.select_server_tools", lambda: orch.select_server_tools(req)),
+        ("anthropic_to_openai", lambda: lynkr.anthropic_to_openai({**up, "stream": False}, 16)),
+        ("json_bytes(upstream body)", lambda: lynkr.json_bytes(oai)),
+        ("json.dumps(upstream body, ensure_ascii=True)", lambda: json.dumps(oai, separators=(",", ":")).encode()),
+        ("openai_to_anthropic + json_bytes(answer)",
+         lambda: lynkr.json_bytes(lynkr.openai_to_anthropic(answer, "claude", []))),
+        ("record_turn (new session, :memory:)", store),
+        ("message_hash x messages", lambda: [lynkr.message_hash(m) for m in req["messages"]]),
+        ("new_id('req_')", lambda: lynkr.new_id("req_")),
+        ("App.access_log line", lambda: app.access_log(http_req, 200, time.monotonic())),
+        ("METRICS.inc (6 labels)", lambda: lynkr.METRICS.inc("lynkr_requests_total", route="/v1/messages",
+                                                             method="POST", status=200, provider="databricks",
+                                                             model="claude")),
+    ]
+    return [(name, bench(fn, n)) for name, fn in items]
+
+
 def main() -> int:
     work = tempfile.mkdtemp(prefix="lynkr-micro-")
     open(os.path.join(work, "empty.env"), "w").close()
@@ -62,46 +102,11 @@ def main() -> int:
                                      "MCP_MANIFEST_DIRS": work}, env_file=os.path.join(work, "empty.env"))
     log = lynkr.Logger("json", "info", io.StringIO())
     app = lynkr.build_app(cfg, log)
-    orch = app.orchestrator
     db = sqlite3.connect(":memory:")
     lynkr.apply_migrations(db)
     rows = []
     for kind in ("tiny", "cc"):
-        raw = json.dumps(rb.tiny_body(False) if kind == "tiny" else rb.cc_body(False), separators=(",", ":")).encode()
-        http_req = lynkr.Request("POST", "/v1/messages", {}, {"host": "127.0.0.1"}, raw, "127.0.0.1:1")
-        body = json.loads(raw)
-        req = lynkr.validate_messages_request(body, 4096)
-        tools = orch.select_server_tools(req)
-        up = orch.upstream_request(req, tools)
-        oai, _ = lynkr.anthropic_to_openai({**up, "stream": False}, 16)
-        answer = json.loads(render_openai("fake-model", 16, False).whole.split(b"\r\n\r\n", 1)[1])
-        message = lynkr.openai_to_anthropic(answer, "claude", [])
-        n = 2000 if kind == "tiny" else 300
-        counter = iter(range(10 ** 9))
-
-        def store() -> None:
-            turn = lynkr.TurnRecord(f"sess_{next(counter)}", "req_x", req["model"], req["messages"], reply=message)
-            lynkr.record_turn(db, turn)
-
-        items = [
-            ("json.loads(request body)", lambda: json.loads(raw)),
-            ("validate_messages_request", lambda: lynkr.validate_messages_request(json.loads(raw), 4096)),
-            ("  (its json.loads share)", lambda: json.loads(raw)),
-            ("Orchestrator.select_server_tools", lambda: orch.select_server_tools(req)),
-            ("anthropic_to_openai", lambda: lynkr.anthropic_to_openai({**up, "stream": False}, 16)),
-            ("json_bytes(upstream body)", lambda: lynkr.json_bytes(oai)),
-            ("json.dumps(upstream body, ensure_ascii=True)", lambda: json.dumps(oai, separators=(",", ":")).encode()),
-            ("openai_to_anthropic + json_bytes(answer)", lambda: lynkr.json_bytes(lynkr.openai_to_anthropic(answer, "claude", []))),
-            ("record_turn (new session, :memory:)", store),
-            ("message_hash x messages", lambda: [lynkr.message_hash(m) for m in req["messages"]]),
-            ("new_id('req_')", lambda: lynkr.new_id("req_")),
-            ("App.access_log line", lambda: app.access_log(http_req, 200, time.monotonic())),
-            ("METRICS.inc (6 labels)", lambda: lynkr.METRICS.inc("lynkr_requests_total", route="/v1/messages",
-                                                                 method="POST", status=200, provider="databricks",
-                                                                 model="claude")),
-        ]
-        for name, fn in items:
-            rows.append((kind, name, bench(fn, n)))
+        rows += [(kind, name, us) for name, us in body_steps(kind, app, db)]
     payload = stream_payload(200)
     provider = app.provider
 
@@ -119,6 +124,7 @@ def main() -> int:
     sse_bytes = b"".join(provider._on_event(data, translator) for _, data in parser.feed(payload)) + translator.finish()
     rows.append(("stream", "SSEParser + OpenAIStreamTranslator, 200 tokens in one chunk", bench(translate_stream, 200)))
     rows.append(("stream", "sse_to_message (turn capture), 200 tokens", bench(capture_parse, 200)))
+    shutil.rmtree(work, ignore_errors=True)
     print("| body | step | µs per call |\n|---|---|---|")
     for kind, name, us in rows:
         print(f"| {kind} | {name} | {us:,.1f} |")

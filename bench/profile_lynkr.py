@@ -20,7 +20,6 @@ import os
 import pstats
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +27,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import load  # noqa: E402
-import run_bench as rb  # noqa: E402
+import load
+import run_bench as rb
 
 # Run inside the profiled interpreter: lynkr's main() under cProfile, stats dumped on exit.
 WRAPPER = r"""
@@ -103,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             if os.path.exists(port_file):
                 break
             time.sleep(0.02)
-        fake_port = int(open(port_file).read())
+        with open(port_file) as fh:
+            fake_port = int(fh.read())
         port = rb.free_port()
         extra = {"MODEL_DEFAULT": f"slow-d{args.delay_ms}"} if args.delay_ms else {}
         env, ws = rb.lynkr_env(work, fake_port, port, args.log_level, "lynkr", **extra)

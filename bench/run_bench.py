@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -50,8 +51,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-import load  # noqa: E402
-from fake_upstream import WORDS  # noqa: E402
+import load
+from fake_upstream import WORDS
 
 CACHE_DIR = os.path.expanduser("~/.cache/lynkr/bench")
 CCR_VERSION = "2.0.0"
@@ -172,7 +173,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         out += [Scenario(f"{kind} c=1", kind, False, 1, 400 if quick else 3000, d1),
                 Scenario(f"{kind} c=32", kind, False, 32, 2000 if quick else 30000, d32),
                 Scenario(f"{kind} stream c=1", kind, True, 1, 200 if quick else 1000, d1),
-                Scenario(f"{kind} stream c=32", kind, True, 32, 1000 if quick else 8000, d32)]
+                Scenario(f"{kind} stream c=32", kind, True, 32, 1000 if quick else 5000, d32)]
     return out
 
 
@@ -304,12 +305,10 @@ class Target:
 
 
 def spawn(argv: list[str], env: dict[str, str], cwd: str, logfile: str) -> subprocess.Popen:
-    out = open(logfile, "ab")
-    try:
+    """Start a process in its own session (so it and its children can be stopped together), output to a file."""
+    with open(logfile, "ab") as out:
         return subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True)
-    finally:
-        out.close()
 
 
 def tail(path: str, n: int = 400) -> str:
@@ -329,13 +328,13 @@ def install_ccr() -> None:
     node = shutil.which("node")
     if not node:
         raise RuntimeError("node is not installed")
-    major = int(subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip().lstrip("v").split(".")[0])
+    major = int(subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip().lstrip("v").split(".")[0])
     if major < 20:
         raise RuntimeError(f"claude-code-router {CCR_VERSION} needs Node >= 20 (have {major})")
     os.makedirs(CCR_DIR, exist_ok=True)
     log(f"installing @musistudio/claude-code-router@{CCR_VERSION} into {CCR_DIR}")
     r = subprocess.run(["npm", "install", "--prefix", CCR_DIR, "--no-audit", "--no-fund",
-                        f"@musistudio/claude-code-router@{CCR_VERSION}"], capture_output=True, text=True, timeout=900)
+                        f"@musistudio/claude-code-router@{CCR_VERSION}"], capture_output=True, text=True, timeout=900, check=False)
     if r.returncode != 0 or not os.path.exists(CCR_CLI):
         raise RuntimeError(f"npm install failed: {(r.stderr or r.stdout)[-300:]}")
 
@@ -344,11 +343,11 @@ def install_litellm() -> None:
     if os.path.exists(LITELLM_BIN):
         return
     log(f"installing litellm[proxy]=={LITELLM_VERSION} into {LITELLM_DIR} (takes a few minutes)")
-    r = subprocess.run([sys.executable, "-m", "venv", LITELLM_DIR], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "venv", LITELLM_DIR], capture_output=True, text=True, timeout=300, check=False)
     if r.returncode != 0:
         raise RuntimeError(f"venv failed: {r.stderr[-300:]}")
     r = subprocess.run([os.path.join(LITELLM_DIR, "bin", "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
-                       capture_output=True, text=True, timeout=1800)
+                       capture_output=True, text=True, timeout=1800, check=False)
     if r.returncode != 0 or not os.path.exists(LITELLM_BIN):
         raise RuntimeError(f"pip install failed: {(r.stderr or r.stdout)[-300:]}")
 
@@ -537,12 +536,12 @@ def startup_times(work: str, fake_port: int, args: argparse.Namespace, n: int) -
 
 
 def med(values: list[float]) -> float:
-    values = [v for v in values if v == v]
+    values = [v for v in values if not math.isnan(v)]
     return statistics.median(values) if values else float("nan")
 
 
 def fmt(v: Any, digits: int = 2, suffix: str = "") -> str:
-    if v is None or (isinstance(v, float) and v != v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     if isinstance(v, float):
         if abs(v) >= 100:
@@ -608,8 +607,8 @@ def report(targets: list[Target], bursts: list[Burst], slow: dict[str, Any], sta
     for kind, title in (("tiny", "Tiny request (~100 B, 16-token answer)"),
                         ("cc", "Claude-Code-sized request (~27 KB: 16 tools, 20 KB system; 16-token answer)")):
         lines += [f"### {title}", "",
-                  "| target | p50 c=1 (ms) | added p50 c=1 | added p99 c=1 | req/s c=32 | p50 c=32 (ms) | "
-                  "CPU ms/req (c=32) | errors/invalid |",
+                  ("| target | p50 c=1 (ms) | added p50 c=1 | added p99 c=1 | req/s c=32 | p50 c=32 (ms) | "
+                   "CPU ms/req (c=32) | errors/invalid |"),
                   "|---|---|---|---|---|---|---|---|"]
         for name in names:
             if name in errors:
@@ -625,8 +624,8 @@ def report(targets: list[Target], bursts: list[Burst], slow: dict[str, Any], sta
                 f"{fmt(a32.get('p50_ms'))} | {'—' if is_direct else fmt(a32.get('cpu_ms'))} | "
                 f"{a1['errors'] + a32.get('errors', 0)}/{a1['invalid'] + a32.get('invalid', 0)} |")
         lines += ["", f"200-token streams, {title.split(' (')[0].lower()}:", "",
-                  "| target | TTFT p50 c=1 | total p50 c=1 | added total c=1 | TTFT p50 c=32 | total p50 c=32 | "
-                  "streams/s c=32 | CPU ms/stream (c=32) | errors/invalid |",
+                  ("| target | TTFT p50 c=1 | total p50 c=1 | added total c=1 | TTFT p50 c=32 | total p50 c=32 | "
+                   "streams/s c=32 | CPU ms/stream (c=32) | errors/invalid |"),
                   "|---|---|---|---|---|---|---|---|---|"]
         for name in names:
             if name in errors:
@@ -660,15 +659,16 @@ def report(targets: list[Target], bursts: list[Burst], slow: dict[str, Any], sta
         if slow.get("error"):
             lines.append(f"Slow streams: {slow['error']}")
         else:
-            lines += [f"### {slow['streams']} concurrent slow streams through lynkr "
-                      f"({slow['tokens']} tokens, {slow['delay_ms']} ms between tokens)", "",
-                      "| completed | errors | invalid | max open at once (client / upstream) | total p50 / p99 | "
-                      "TTFT p50 / p99 | peak RSS (VmHWM) | RSS before | CPU ms/stream |", "|---|---|---|---|---|---|---|---|---|",
-                      f"| {slow['ok']} | {slow['errors']} | {slow['invalid']} | {slow['max_open']} / "
-                      f"{slow['upstream'].get('max_streams_open')} | {fmt(slow['total_p50_ms'], 0, ' ms')} / "
-                      f"{fmt(slow['total_p99_ms'], 0, ' ms')} | {fmt(slow['ttft_p50_ms'], 0, ' ms')} / "
-                      f"{fmt(slow['ttft_p99_ms'], 0, ' ms')} | {fmt(slow['vmhwm_mib'], 1)} MiB | "
-                      f"{fmt(slow['rss_before_mib'], 1)} MiB | {fmt(slow['cpu_ms_per_stream'])} |", ""]
+            lines += [(f"### {slow['streams']} concurrent slow streams through lynkr "
+                       f"({slow['tokens']} tokens, {slow['delay_ms']} ms between tokens)"), "",
+                      ("| completed | errors | invalid | max open at once (client / upstream) | total p50 / p99 | "
+                       "TTFT p50 / p99 | peak RSS (VmHWM) | RSS before | CPU ms/stream |"),
+                      "|---|---|---|---|---|---|---|---|---|",
+                      (f"| {slow['ok']} | {slow['errors']} | {slow['invalid']} | {slow['max_open']} / "
+                       f"{slow['upstream'].get('max_streams_open')} | {fmt(slow['total_p50_ms'], 0, ' ms')} / "
+                       f"{fmt(slow['total_p99_ms'], 0, ' ms')} | {fmt(slow['ttft_p50_ms'], 0, ' ms')} / "
+                       f"{fmt(slow['ttft_p99_ms'], 0, ' ms')} | {fmt(slow['vmhwm_mib'], 1)} MiB | "
+                       f"{fmt(slow['rss_before_mib'], 1)} MiB | {fmt(slow['cpu_ms_per_stream'])} |"), ""]
             if slow.get("first_error"):
                 lines += [f"First failure: `{slow['first_error'][:200]}`", ""]
     verdicts = targets_table(bursts, slow, starts, rss, errors)
@@ -690,7 +690,7 @@ def targets_table(bursts: list[Burst], slow: dict[str, Any], starts: list[float]
     rows = []
 
     def row(what: str, goal: str, value: float, ok: bool, unit: str = "") -> None:
-        verdict = "—" if value != value else ("met" if ok else "**missed**")
+        verdict = "—" if math.isnan(value) else ("met" if ok else "**missed**")
         rows.append(f"| {what} | {goal} | {fmt(value, 2, unit)} | {verdict} |")
 
     v = added(bursts, "lynkr", "tiny c=1", "p50_ms")
@@ -726,31 +726,55 @@ def targets_table(bursts: list[Burst], slow: dict[str, Any], starts: list[float]
 # -- main --
 
 
-async def run(args: argparse.Namespace) -> int:
-    work = tempfile.mkdtemp(prefix="lynkr-bench-")
-    log(f"work dir {work}")
-    git = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h %s"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "lynkr.py"], capture_output=True, text=True).stdout.strip()
-    meta: dict[str, Any] = {"lynkr": f"{git[:60]}{' (lynkr.py modified)' if dirty else ''}", "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-                            "machine": f"{os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}, "
-                                       f"Python {sys.version.split()[0]}"}
-    # Every lynkr of this run uses one snapshot of lynkr.py (it may be edited while the run goes on).
+def run_meta(args: argparse.Namespace, work: str) -> dict[str, Any]:
+    """What was measured: lynkr's commit and a snapshot of lynkr.py that every lynkr of the run uses."""
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", REPO, *argv], capture_output=True, text=True, check=False).stdout.strip()
+
+    dirty = " (lynkr.py modified)" if git("status", "--porcelain", "lynkr.py") else ""
+    meta: dict[str, Any] = {
+        "lynkr": git("log", "-1", "--format=%h %s")[:60] + dirty,
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "machine": f"{os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}, Python {sys.version.split()[0]}",
+    }
+    # lynkr.py may be edited while a run goes on: every lynkr of this run starts from one copy.
     snapshot = os.path.join(work, "lynkr.py")
     shutil.copyfile(args.lynkr, snapshot)
     with open(snapshot, "rb") as fh:
         meta["lynkr"] += f", sha256 {hashlib.sha256(fh.read()).hexdigest()[:12]}"
     args.lynkr = snapshot
-    fake_port_file = os.path.join(work, "fake.port")
-    fake = spawn([sys.executable, os.path.join(HERE, "fake_upstream.py"), "--port-file", fake_port_file,
+    return meta
+
+
+def start_fake(work: str, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+    port_file = os.path.join(work, "fake.port")
+    fake = spawn([sys.executable, os.path.join(HERE, "fake_upstream.py"), "--port-file", port_file,
                   "--max-runtime-s", str(args.max_runtime_s)], clean_env(), work, os.path.join(work, "fake.log"))
+    deadline = time.monotonic() + 10
+    while not os.path.exists(port_file):
+        if time.monotonic() > deadline or fake.poll() is not None:
+            stop_process(fake)
+            raise RuntimeError("fake upstream did not start: " + tail(os.path.join(work, "fake.log")))
+        time.sleep(0.02)
+    with open(port_file) as fh:
+        return fake, int(fh.read())
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+def write_json(path: str, obj: Any) -> None:
+    with open(path, "w") as fh:
+        json.dump(obj, fh, indent=1, default=str)
+
+
+async def run(args: argparse.Namespace, work: str, meta: dict[str, Any], fake: subprocess.Popen, fake_port: int) -> int:
     targets: list[Target] = []
     try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(fake_port_file):
-            if time.monotonic() > deadline or fake.poll() is not None:
-                raise RuntimeError("fake upstream did not start: " + tail(os.path.join(work, "fake.log")))
-            time.sleep(0.02)
-        fake_port = int(open(fake_port_file).read())
         direct = Target("direct", "direct to fake upstream", url=f"http://127.0.0.1:{fake_port}/v1/messages")
         wanted = args.targets.split(",")
         targets.append(direct)
@@ -816,17 +840,11 @@ async def run(args: argparse.Namespace) -> int:
         text, raw = report(targets, bursts, slow, starts, rss, meta)
         print(text)
         if args.out:
-            with open(args.out, "w") as fh:
-                json.dump(raw, fh, indent=1, default=str)
+            write_json(args.out, raw)
             log(f"raw numbers in {args.out}")
     finally:
         for t in targets:
             t.stop()
-        if fake.poll() is None:
-            fake.terminate()
-            fake.wait(10)
-        if not args.keep_work:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
@@ -858,7 +876,18 @@ def main(argv: list[str] | None = None) -> int:
     from fake_upstream import _raise_nofile
 
     _raise_nofile()  # 1,000 streams need more than the default 1,024 descriptors here too
-    return asyncio.run(run(args))
+    work = tempfile.mkdtemp(prefix="lynkr-bench-")
+    log(f"work dir {work}")
+    try:
+        meta = run_meta(args, work)
+        fake, fake_port = start_fake(work, args)
+        try:
+            return asyncio.run(run(args, work, meta, fake, fake_port))
+        finally:
+            stop_process(fake)
+    finally:
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
