@@ -1967,6 +1967,11 @@ def error_event(exc: LynkrError) -> bytes:
     return sse_event("error", {"type": "error", "error": {"type": exc.error_type, "message": exc.message}})
 
 
+# A chunk carrying only a non-empty text delta (anything else takes the general path).
+PLAIN_TEXT_CHUNK = re.compile(r'"delta":\s*\{\s*(?:"role":\s*"assistant",\s*)?"content":\s*("(?:[^"\\]|\\.)+")\s*\}')
+SLOW_CHUNK_MARKERS = ('"tool_calls"', '"reasoning', '"usage"', '"error', '"finish_reason":"', '"choices":[]')
+
+
 class OpenAIStreamTranslator:
     """OpenAI chat.completion.chunk objects -> Anthropic SSE bytes, one chunk at a time.
 
@@ -2045,6 +2050,15 @@ class OpenAIStreamTranslator:
             self.text_tail = (self.text_tail + text)[-256:]
         # The hot path of every stream: the same bytes sse_event() would build, without the dicts.
         return out + TEXT_DELTA_EVENT % (self.next_index - 1, json_dumps(text).encode())
+
+    def text_literal(self, literal: str) -> bytes:
+        """A text delta whose JSON string literal (quotes included) came straight from upstream."""
+        out = self.start()
+        if self.open_kind != "text":
+            out += self._open("text", {"type": "text", "text": ""})
+        if self.stops:
+            self.text_tail = (self.text_tail + json.loads(literal))[-256:]
+        return out + TEXT_DELTA_EVENT % (self.next_index - 1, literal.encode())
 
     def _thinking(self, text: str, signature: str = "") -> bytes:
         out = b""
@@ -2552,6 +2566,12 @@ class DatabricksOpenAIProvider(Provider):
             return b""
         if data == "[DONE]":
             return translator.finish()
+        # Fast path for the chunk most streams are made of, one text token and nothing else: its JSON
+        # string literal goes into the Anthropic event as it is, without a parse and a re-encode.
+        if not any(marker in data for marker in SLOW_CHUNK_MARKERS) and data.count('"content":') == 1:
+            match = PLAIN_TEXT_CHUNK.search(data)
+            if match is not None:
+                return translator.text_literal(match.group(1))
         try:
             obj = json.loads(data)
         except ValueError:
