@@ -2391,6 +2391,18 @@ class TestStreaming:
         dbx_stack.fake.reset()
         self._fuzz_once(dbx_stack, lambda d: split_at(d, [p % len(d) for p in points]))
 
+    @pytest.mark.parametrize("ascii_upstream", [False, True], ids=["utf8", "ascii-escaped"])
+    def test_text_tokens_with_escapes_survive(self, dbx, ascii_upstream):
+        # Plain text chunks take lynkr's no-parse fast path: escapes must reach the client intact.
+        tokens = ['say "hi"', "\\ back\\slash", "tab\tnew\nline", "ümlaut 🌍", "\u2028 sep", "</script>"]
+        chunks = [oai_chunk({"role": "assistant", "content": tokens[0]})] + [oai_chunk({"content": t}) for t in tokens[1:]]
+        chunks.append(oai_chunk(finish="stop", usage={"prompt_tokens": 3, "completion_tokens": 6}))
+        data = b"".join(b"data: " + json.dumps(c, ensure_ascii=ascii_upstream).encode() + b"\n\n" for c in chunks)
+        dbx.fake.push(stream_reply(data + b"data: [DONE]\n\n"))
+        s = dbx.proxy.post(base_req(stream=True)).stream().ok()
+        assert block_summary(s["content"]) == [("text", "".join(tokens))]
+        assert s["stop_reason"] == "end_turn"
+
     def test_incremental_not_buffered(self, dbx):
         chunks = oai_stream("first part, then a long pause, then the rest", pieces=4)
         dbx.fake.push(stream_reply(oai_sse(chunks), pauses={3: 1.5}))
