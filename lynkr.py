@@ -316,6 +316,8 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     route: str = ""  # the matched route template (a bounded metrics label, unlike the raw path)
     counted: bool = False  # holds a MAX_CONCURRENT_REQUESTS slot until its response is finished
+    # Set by a provider whose stream translator knows the final message, so it need not be re-parsed.
+    reply_builder: Callable[[], dict[str, Any] | None] | None = None
 
 
 @dataclass
@@ -1996,6 +1998,8 @@ class OpenAIStreamTranslator:
         self.finish_reason: str | None = None
         self.usage: dict[str, int] = openai_usage_to_anthropic(None)
         self.text_tail = ""
+        self.blocks: list[dict[str, Any]] = []  # the message being streamed, for the turn record
+        self.final: dict[str, Any] | None = None
 
     # -- event helpers --
     def start(self) -> bytes:
@@ -2014,10 +2018,13 @@ class OpenAIStreamTranslator:
             live = self.live_tool
             if self.open_kind == "tool" and live is not None and live["held_empty"] and not live["args"]:
                 out += self._json_delta(self.next_index - 1, "{}")
+            if self.open_kind == "tool" and live is not None:
+                self.blocks[-1]["input"] = parse_tool_arguments(live["args"] or "{}")
             out += sse_event("content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1})
             self.open_kind, self.live_tool = None, None
         for call in self.buffered:
             out += self._block_start(self._tool_block(call))
+            self.blocks[-1]["input"] = parse_tool_arguments(call["args"] or "{}")
             out += self._json_delta(self.next_index - 1, call["args"] or "{}")
             out += sse_event("content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1})
             call["done"] = True
@@ -2025,6 +2032,7 @@ class OpenAIStreamTranslator:
         return out
 
     def _block_start(self, block: dict[str, Any]) -> bytes:
+        self.blocks.append(dict(block))
         out = sse_event("content_block_start", {"type": "content_block_start", "index": self.next_index,
                                                 "content_block": block})
         self.next_index += 1
@@ -2046,6 +2054,7 @@ class OpenAIStreamTranslator:
 
     def _text(self, text: str) -> bytes:
         out = b"" if self.open_kind == "text" else self._open("text", {"type": "text", "text": ""})
+        self.blocks[-1]["text"] += text
         if self.stops:  # only needed to tell a stop sequence from a natural end
             self.text_tail = (self.text_tail + text)[-256:]
         # The hot path of every stream: the same bytes sse_event() would build, without the dicts.
@@ -2056,8 +2065,10 @@ class OpenAIStreamTranslator:
         out = self.start()
         if self.open_kind != "text":
             out += self._open("text", {"type": "text", "text": ""})
+        text = json.loads(literal)  # a short string: far cheaper than parsing the whole chunk
+        self.blocks[-1]["text"] += text
         if self.stops:
-            self.text_tail = (self.text_tail + json.loads(literal))[-256:]
+            self.text_tail = (self.text_tail + text)[-256:]
         return out + TEXT_DELTA_EVENT % (self.next_index - 1, literal.encode())
 
     def _thinking(self, text: str, signature: str = "") -> bytes:
@@ -2066,9 +2077,11 @@ class OpenAIStreamTranslator:
             out += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
         index = self.next_index - 1
         if text:
+            self.blocks[-1]["thinking"] += text
             out += sse_event("content_block_delta", {"type": "content_block_delta", "index": index,
                                                      "delta": {"type": "thinking_delta", "thinking": text}})
         if signature:
+            self.blocks[-1]["signature"] = signature
             out += sse_event("content_block_delta", {"type": "content_block_delta", "index": index,
                                                      "delta": {"type": "signature_delta", "signature": signature}})
         return out
@@ -2155,6 +2168,9 @@ class OpenAIStreamTranslator:
         self.finished = True
         out = self.start() + self._close_open()
         stop_reason, stop_sequence = stop_reason_for(self.finish_reason, bool(self.tools), self.text_tail, self.stops)
+        self.final = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
+                      "content": self.blocks, "stop_reason": stop_reason, "stop_sequence": stop_sequence,
+                      "usage": dict(self.usage)}
         out += sse_event("message_delta", {"type": "message_delta",
                                            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                                            "usage": dict(self.usage)})
@@ -2528,6 +2544,7 @@ class DatabricksOpenAIProvider(Provider):
             # The upstream ignored stream:true; still give the client a valid SSE stream.
             return _single_chunk(message_to_sse(await self._read_message(resp, req, http_req)))
         translator = OpenAIStreamTranslator(req["model"], list(req.get("stop_sequences") or []))
+        http_req.reply_builder = lambda: translator.final
         return self._stream(resp, translator, http_req)
 
     async def _stream(self, resp: UpstreamResponse, translator: OpenAIStreamTranslator,
@@ -6404,7 +6421,8 @@ class Orchestrator:
             return await self._agent_loop(upstream_req, http_req, turn, key, server_tools)
         if req.get("stream"):
             upstream = await self.provider.open_stream(upstream_req, http_req)
-            return Response(200, list(SSE_HEADERS), stream=self._pass_through(upstream, turn, key))
+            return Response(200, list(SSE_HEADERS),
+                            stream=self._pass_through(upstream, turn, key, http_req.reply_builder))
         message, raw = await self.provider.complete(upstream_req, http_req)
         if key is not None and self._storable(message):
             self.cache.put(key, message)
@@ -6434,10 +6452,10 @@ class Orchestrator:
             return Response(200, list(SSE_HEADERS), message_to_sse(reply))
         return json_response(200, reply)
 
-    async def _pass_through(self, upstream: AsyncIterator[bytes], turn: TurnRecord,
-                            key: str | None) -> AsyncIterator[bytes]:
+    async def _pass_through(self, upstream: AsyncIterator[bytes], turn: TurnRecord, key: str | None,
+                            reply_builder: Callable[[], dict[str, Any] | None] | None = None) -> AsyncIterator[bytes]:
         captured = bytearray()
-        capturing = True
+        capturing = reply_builder is None  # a translator that kept the message spares the re-parse
         recorded = False
         try:
             async for chunk in upstream:
@@ -6450,10 +6468,12 @@ class Orchestrator:
                     continue
                 if at:
                     yield chunk[:at]
-                if capturing:
+                message = reply_builder() if reply_builder is not None else None
+                if message is None and capturing:
                     acc = sse_to_message(bytes(captured))
-                    message = acc.result()
-                    if key is not None and acc.error is None and self._storable(message):
+                    message = acc.result() if acc.error is None else None
+                if message is not None:
+                    if key is not None and self._storable(message):
                         self.cache.put(key, message)
                     turn.reply = message
                 # Commit before the last event: a client that saw message_stop has its turn on disk.
