@@ -4167,11 +4167,7 @@ def repo_paths(ctx: ToolContext, paths: Any) -> list[str]:
     """Workspace paths for git pathspecs, each confined like the file tools."""
     if not isinstance(paths, list) or not paths:
         raise ToolFailed("paths must be a non-empty list")
-    out = []
-    for path in paths:
-        real, rel = ctx.paths.resolve(path)
-        out.append(rel)
-    return out
+    return [ctx.paths.resolve(path)[1] for path in paths]
 
 
 def whole_tree_pathspec(ctx: ToolContext) -> list[str]:
@@ -6126,9 +6122,10 @@ class MCPServer:
             except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 self.task.cancel()
         if self.container_name:  # belt and braces: `run --rm -i` ends with stdin, but never leave one behind
+            argv = [self.manager.sandbox.runtime, "rm", "-f", self.container_name]
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run([self.manager.sandbox.runtime, "rm", "-f", self.container_name],
-                               capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+                await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+                    subprocess.run, argv, capture_output=True, timeout=10, stdin=subprocess.DEVNULL, check=False))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.spec.name, "status": self.status, "error": self.error or None,
