@@ -2947,6 +2947,46 @@ class TestOutboundClient:
         peers = [rec.peer for rec in fake.requests]
         assert len(set(peers)) == 1, f"each request used a new upstream connection: {peers}"
 
+    def test_chunked_framing_split_anywhere_then_connection_reused(self, tmp_path, make_proxy):
+        # A raw upstream: chunk sizes in upper and lower case hex, a chunk extension, a trailer, and every
+        # byte of the framing sent on its own; then a second request must reuse the same connection.
+        sse = oai_sse(oai_stream("chunked framing survives", pieces=3))
+        parts = [sse[:7], sse[7:40], sse[40:]]
+        body = b"".join(b"%X;ext=1\r\n%s\r\n" % (len(x), x) if i % 2 else b"%x\r\n%s\r\n" % (len(x), x)
+                        for i, x in enumerate(parts)) + b"0\r\nX-Trailer: yes\r\n\r\n"
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        srv = socket.create_server(("127.0.0.1", 0))
+        accepted: list[tuple] = []
+
+        def serve() -> None:
+            conn, peer = srv.accept()
+            accepted.append(peer)
+            with conn:
+                for _ in range(2):
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    length = int(re.search(rb"(?i)content-length: (\d+)", data).group(1))
+                    rest = data.split(b"\r\n\r\n", 1)[1]
+                    while len(rest) < length:
+                        rest += conn.recv(65536)
+                    conn.sendall(head)
+                    for i in range(len(body)):
+                        conn.sendall(body[i : i + 1])
+                        time.sleep(0.0005 if i % 50 == 0 else 0)
+
+        threading.Thread(target=serve, daemon=True).start()
+        port = srv.getsockname()[1]
+        p = make_proxy({"DATABRICKS_API_BASE": f"http://127.0.0.1:{port}", "DATABRICKS_API_KEY": DBX_KEY})
+        try:
+            for _ in range(2):
+                s = p.post(base_req(stream=True)).stream().ok()
+                assert block_summary(s["content"]) == [("text", "chunked framing survives")]
+                time.sleep(0.1)  # back to the pool
+            assert len(accepted) == 1, accepted  # the second request came over the same connection
+        finally:
+            srv.close()
+
     def test_pool_recovers_from_upstream_closing_idle_connection(self, new_dbx, make_proxy):
         fake = new_dbx()
         p = make_proxy(dbx_env(fake))
