@@ -1117,15 +1117,22 @@ class UpstreamResponse:
         # per token, and h11's pure-Python framing costs ~8 µs each.
         self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
 
-    async def _read_more(self, conn: _UpstreamConnection, wait: float) -> bytes:
+    async def _read_more(self, conn: _UpstreamConnection, tick: float | None, silent: float) -> tuple[bytes | None, float]:
+        """(bytes read, 0.0), or (None, longer silence) when `tick` seconds passed without data.
+        Raises UpstreamTimeout once the silence reaches UPSTREAM_READ_TIMEOUT_MS."""
+        wait = self.read_timeout - silent if tick is None else min(tick, self.read_timeout - silent)
         try:
-            data = await read_with_timeout(conn.reader, READ_CHUNK_BYTES, wait)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise  # silence, not a failure: the caller decides (TimeoutError is an OSError, so first)
+            return await read_with_timeout(conn.reader, READ_CHUNK_BYTES, wait), 0.0
+        except (asyncio.TimeoutError, TimeoutError):  # before OSError: TimeoutError is one
+            silent += wait
+            if silent >= self.read_timeout:
+                self._discard()
+                raise UpstreamTimeout(f"upstream {self.origin} sent nothing for {self.read_timeout:g} s "
+                                      "(UPSTREAM_READ_TIMEOUT_MS)") from None
+            return None, silent
         except (ConnectionError, OSError) as exc:
             self._discard()
             raise UpstreamUnavailable(f"upstream {self.origin} broke off the response: {exc}") from None
-        return data
 
     async def _aiter_chunked(self, conn: _UpstreamConnection, tick: float | None) -> AsyncIterator[bytes | None]:
         """Chunked transfer decoding straight from the socket buffer (RFC 9112 section 7.1)."""
@@ -1179,22 +1186,13 @@ class UpstreamResponse:
                 remaining = size
             if out:
                 yield bytes(out)
-                silent = 0.0
-            wait = self.read_timeout - silent if tick is None else min(tick, self.read_timeout - silent)
-            try:
-                data = await self._read_more(conn, wait)
-            except (asyncio.TimeoutError, TimeoutError):
-                silent += wait
-                if silent >= self.read_timeout:
-                    self._discard()
-                    raise UpstreamTimeout(f"upstream {self.origin} sent nothing for {self.read_timeout:g} s "
-                                          "(UPSTREAM_READ_TIMEOUT_MS)") from None
+            data, silent = await self._read_more(conn, tick, silent)
+            if data is None:
                 yield None
                 continue
             if not data:
                 self._discard()
                 raise UpstreamUnavailable(f"upstream {self.origin} broke off the response mid-body")
-            silent = 0.0
             buffer += data
 
     def _release_manual(self, conn: _UpstreamConnection, reusable: bool) -> None:
@@ -1232,22 +1230,11 @@ class UpstreamResponse:
                 yield b"".join(pending) if len(pending) > 1 else pending[0]
                 pending = []
             if event is h11.NEED_DATA:
-                wait = self.read_timeout - silent if tick is None else min(tick, self.read_timeout - silent)
-                try:
-                    data = await read_with_timeout(conn.reader, READ_CHUNK_BYTES, wait)
-                except (asyncio.TimeoutError, TimeoutError):
-                    silent += wait
-                    if silent >= self.read_timeout:
-                        self._discard()
-                        raise UpstreamTimeout(f"upstream {self.origin} sent nothing for {self.read_timeout:g} s "
-                                              "(UPSTREAM_READ_TIMEOUT_MS)") from None
+                data, silent = await self._read_more(conn, tick, silent)
+                if data is None:
                     yield None
-                    continue
-                except (ConnectionError, OSError) as exc:
-                    self._discard()
-                    raise UpstreamUnavailable(f"upstream {self.origin} broke off the response: {exc}") from None
-                silent = 0.0
-                conn.h11.receive_data(data)
+                else:
+                    conn.h11.receive_data(data)
                 continue
             if pending:
                 yield b"".join(pending)
@@ -2532,13 +2519,6 @@ class Provider:
                               error_type="api_error", headers=headers)
         return error
 
-    async def create_message(self, req: dict[str, Any], http_req: Request) -> Response:
-        """Answer a validated Messages request: an SSE stream or the JSON message."""
-        if req.get("stream"):
-            return Response(200, list(SSE_HEADERS), stream=await self.open_stream(req, http_req))
-        message, raw = await self.complete(req, http_req)
-        return Response(200, [("content-type", "application/json")], raw if raw is not None else json_bytes(message))
-
     async def open_stream(self, req: dict[str, Any], http_req: Request) -> AsyncIterator[bytes]:
         """Start the upstream call (raising LynkrError before any byte) and return Anthropic SSE bytes."""
         raise NotConfigured(NOT_CONFIGURED_MESSAGE, headers={"x-should-retry": "false"})
@@ -3013,10 +2993,12 @@ def _m003_test_runs(db: sqlite3.Connection) -> None:
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks, _m003_test_runs]
 
 
-def apply_migrations(db: sqlite3.Connection) -> None:
+def apply_migrations(db: sqlite3.Connection, migrations: Iterable[Callable[[sqlite3.Connection], None]] = ()) -> None:
+    """Run the numbered migrations not yet recorded in `_migrations` (default: the session store's)."""
+    migrations = migrations or MIGRATIONS
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
     applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    for migration in MIGRATIONS:
+    for migration in migrations:
         name = migration.__name__.lstrip("_")
         if name in applied:
             continue
@@ -5203,23 +5185,16 @@ class RepoIndex:
         self.db_path = db_path
         self.data_dir = data_dir
         self._lock = threading.Lock()  # one rebuild at a time; queries use their own connections
-        self._migrated = ""
+        self._migrated = False
         self._names: tuple[Any, ...] | None = None  # search's name table, rebuilt when built_at changes
 
     def connect(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(os.path.abspath(self.db_path)), exist_ok=True)
         db = sqlite3.connect(self.db_path, timeout=30)
-        if self._migrated != self.db_path or not os.path.exists(self.db_path + "-wal"):
+        if not self._migrated or not os.path.exists(self.db_path + "-wal"):
             db.execute("PRAGMA journal_mode=WAL")  # persistent in the file: once is enough
-            db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-            applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-            for migration in INDEX_MIGRATIONS:
-                name = migration.__name__.lstrip("_")
-                if name not in applied:
-                    with db:
-                        migration(db)
-                        db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
-            self._migrated = self.db_path
+            apply_migrations(db, INDEX_MIGRATIONS)
+            self._migrated = True
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
