@@ -1431,30 +1431,27 @@ def make_proxy(tmp_path):
         p.stop()
 
 
-@pytest.fixture
-def new_dbx():
+def _fake_factory(cls: type[FakeHTTP]):
+    """A factory of fakes of one kind, each closed at the end of the test."""
     fakes: list[FakeHTTP] = []
 
-    def make(**kw: Any) -> FakeDatabricks:
-        fakes.append(FakeDatabricks(**kw))
+    def make(**kw: Any) -> Any:
+        fakes.append(cls(**kw))
         return fakes[-1]
 
     yield make
     for f in fakes:
         f.close()
+
+
+@pytest.fixture
+def new_dbx():
+    yield from _fake_factory(FakeDatabricks)
 
 
 @pytest.fixture
 def new_az():
-    fakes: list[FakeHTTP] = []
-
-    def make(**kw: Any) -> FakeAzure:
-        fakes.append(FakeAzure(**kw))
-        return fakes[-1]
-
-    yield make
-    for f in fakes:
-        f.close()
+    yield from _fake_factory(FakeAzure)
 
 
 # == 5. Config and CLI ==
