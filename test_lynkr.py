@@ -7577,6 +7577,78 @@ class TestIndexer:
         assert [d["file"] for d in ix_defs(proxy, "after_edit")] == ["pkg/edited.py"]
         assert one["symbols"] == 91
 
+    def test_bulk_build_restores_indexes_and_keeps_references(self, tmp_path, make_proxy):
+        # A first build of many files writes without secondary indexes and rebuilds them at the end;
+        # references (one row per file and name) expand back to every use with its enclosing symbol.
+        ws = tmp_path / "ws"
+        files = {f"pkg/user_{i:03}.py": (f"from pkg.core import shared_helper\n\n\nclass User{i:03}:\n"
+                                         f"    def run(self):\n        shared_helper({i})\n        return shared_helper({i} + 1)\n")
+                 for i in range(80)}
+        files["pkg/core.py"] = "def shared_helper(x):\n    return x\n"
+        files["pkg/__init__.py"] = ""
+        ix_write(ws, files)
+        proxy = make_proxy(ix_env(tmp_path, ws, LYNKR_CLAUDE_MD="false"))
+        built = ix_tool(proxy, "workspace_index_rebuild")
+        assert built["parsed"] == 82 and not built["errors"], built
+        assert built["refs"] == 240, built  # 80 files x (import specifier + two calls)
+        db = sqlite3.connect(ws / "lynkr-state" / "index.db")
+        try:
+            index_names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                                         " AND sql IS NOT NULL")}
+            plan = " ".join(str(row) for row in db.execute("EXPLAIN QUERY PLAN SELECT spots FROM refs WHERE name = 'x'"))
+        finally:
+            db.close()
+        assert {"symbols_file", "symbols_name_exact", "refs_name", "refs_file", "imports_file",
+                "imports_resolved"} <= index_names, index_names
+        assert "refs_name" in plan, plan
+        refs = ix_tool(proxy, "workspace_symbol_references", {"name": "shared_helper"})
+        assert refs["definition"]["file"] == "pkg/core.py", refs
+        assert len(refs["references"]) == 80 and refs["reference_count"] == 240, refs["reference_count"]
+        uses = refs["references"]["pkg/user_042.py"]
+        assert [(u["line"], u["column"]) for u in uses] == [(1, 22), (6, 9), (7, 16)], uses
+        assert [u["enclosing"] for u in uses] == [None, "run", "run"], uses
+        top = ix_search(proxy, "shared_helper")[0]
+        assert top["references"] == 240 and top["file"] == "pkg/core.py", top
+
+    def test_index_from_an_older_schema_is_rebuilt_in_full(self, tmp_path, make_proxy):
+        # An index.db written before references were grouped (one row per use) migrates to the new
+        # schema and is re-parsed, instead of mixing old rows with new ones.
+        ws = tmp_path / "ws"
+        ix_write(ws, {"a.py": "def alpha():\n    return beta()\n", "b.py": "from a import alpha\n\ndef beta():\n    return alpha()\n"})
+        state = ws / "lynkr-state"
+        state.mkdir()
+        db = sqlite3.connect(state / "index.db")
+        db.executescript("""
+            CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL);
+            INSERT INTO _migrations VALUES ('m001_index', 0), ('m002_exact_names', 0);
+            CREATE TABLE files (path TEXT PRIMARY KEY, language TEXT, size INTEGER, mtime_ns INTEGER, hash TEXT,
+                                lines INTEGER, parser TEXT);
+            CREATE TABLE symbols (id INTEGER PRIMARY KEY, file TEXT NOT NULL, name TEXT NOT NULL, kind TEXT,
+                                  container TEXT, line INTEGER, col INTEGER, signature TEXT);
+            CREATE INDEX symbols_name ON symbols(name COLLATE NOCASE);
+            CREATE INDEX symbols_file ON symbols(file);
+            CREATE INDEX symbols_name_exact ON symbols(name);
+            CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, line INTEGER, col INTEGER, enclosing TEXT);
+            CREATE INDEX refs_name ON refs(name);
+            CREATE INDEX refs_file ON refs(file);
+            CREATE TABLE imports (file TEXT NOT NULL, spec TEXT NOT NULL, resolved TEXT);
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+        """)
+        for rel in ("a.py", "b.py"):  # the catalog says both files are indexed and unchanged
+            st = (ws / rel).stat()
+            db.execute("INSERT INTO files VALUES (?, 'python', ?, ?, 'old', 2, 'tree-sitter')", (rel, st.st_size, st.st_mtime_ns))
+        db.execute("INSERT INTO symbols (file, name, kind, line, col, signature) VALUES ('a.py', 'stale_name', 'function', 1, 5, '')")
+        db.execute("INSERT INTO refs VALUES ('b.py', 'alpha', 4, 12, 'beta')")
+        db.commit()
+        db.close()
+        proxy = make_proxy(ix_env(tmp_path, ws, LYNKR_CLAUDE_MD="false"))
+        rebuilt = ix_tool(proxy, "workspace_index_rebuild")
+        assert rebuilt["parsed"] == 2 and not rebuilt["errors"], rebuilt
+        assert ix_search(proxy, "stale_name") == []
+        refs = ix_tool(proxy, "workspace_symbol_references", {"name": "alpha"})
+        assert refs["references"] == {"b.py": [{"line": 1, "column": 15, "enclosing": None},
+                                               {"line": 4, "column": 12, "enclosing": "beta"}]}, refs
+
     def test_typescript_references_follow_imports_not_names(self, tmp_path, make_proxy):
         ws = tmp_path / "ws"
         ix_write(ws, IX_TS_PROJECT)
