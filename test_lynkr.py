@@ -78,7 +78,9 @@ def _bootstrap(argv: list[str]) -> int:
 if __name__ == "__main__":
     sys.exit(_bootstrap(sys.argv[1:]))
 
+import asyncio
 import base64
+import concurrent.futures
 import copy
 import dataclasses
 import http.client
@@ -4445,6 +4447,75 @@ class TestSessionStore:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             rows = conn.execute("SELECT kind FROM turns WHERE session_id = 'where-1' ORDER BY id").fetchall()
         assert [r[0] for r in rows] == ["user", "assistant"]
+
+    def test_concurrent_sessions_each_recorded_once(self, agent):
+        # Writes that arrive together share one commit (group commit); every turn lands once, in order.
+        st = agent()
+        sessions = [f"many-{i}" for i in range(24)]
+
+        def converse(sid: str) -> list[str]:
+            history: list[dict] = []
+            ids = []
+            for turn in range(3):
+                ask = f"{sid} turn {turn}"
+                r = call(st.proxy.port, "POST", "/v1/messages", base_req(messages=[*history, user(ask)], stream=turn == 1),
+                         {"x-session-id": sid}, timeout=30)
+                reply = r.stream().ok() if turn == 1 else r.json()
+                assert r.status == 200, reply
+                history += [user(ask), assistant(reply["content"])]
+                ids.append(r.headers["request-id"])
+            return ids
+
+        with concurrent.futures.ThreadPoolExecutor(len(sessions)) as pool:
+            request_ids = dict(zip(sessions, pool.map(converse, sessions)))
+        for sid in sessions:
+            s = session_of(st.proxy, sid)
+            assert [(kind, said) for kind, _role, said in turn_summary(s)] == [
+                ("user", f"{sid} turn 0"), ("assistant", "Hello from fake Databricks"),
+                ("user", f"{sid} turn 1"), ("assistant", "Hello from fake Databricks"),
+                ("user", f"{sid} turn 2"), ("assistant", "Hello from fake Databricks")], (sid, turn_summary(s))
+            assert [t["request_id"] for t in s["turns"] if t["kind"] == "assistant"] == request_ids[sid]
+
+    def test_group_commit_isolates_a_failing_write(self, tmp_path):
+        import lynkr  # the store on its own: a real SQLite file and its writer thread
+
+        store = lynkr.Store(str(tmp_path / "group.db"))
+        insert = "INSERT INTO tasks (title, created_at, updated_at) VALUES (?, 0, 0)"
+        gate = threading.Event()
+
+        def held(db: sqlite3.Connection) -> str:
+            gate.wait(10)  # keeps the writer busy so the writes below queue up into one batch
+            db.execute(insert, ("first",))
+            return "first"
+
+        def good(db: sqlite3.Connection, i: int) -> int:
+            db.execute(insert, (f"task {i}",))
+            return i
+
+        def bad(db: sqlite3.Connection) -> None:
+            db.execute(insert, ("doomed",))
+            raise sqlite3.IntegrityError("this write fails after inserting")
+
+        async def scenario() -> list[Any]:
+            first = asyncio.ensure_future(store.write(held))
+            await asyncio.sleep(0.1)
+            queued = [asyncio.ensure_future(store.write(good, i)) for i in range(3)]
+            queued.append(asyncio.ensure_future(store.write(bad)))
+            queued += [asyncio.ensure_future(store.write(good, i)) for i in range(3, 6)]
+            await asyncio.sleep(0.1)
+            assert not any(f.done() for f in queued), "a write finished before the batch before it was committed"
+            gate.set()
+            return await asyncio.gather(first, *queued, return_exceptions=True)
+
+        try:
+            results = asyncio.run(scenario())
+        finally:
+            store.close()
+        assert results[:4] == ["first", 0, 1, 2] and results[5:] == [3, 4, 5], results
+        assert isinstance(results[4], sqlite3.IntegrityError), results
+        with sqlite3.connect(tmp_path / "group.db") as db:
+            titles = [row[0] for row in db.execute("SELECT title FROM tasks ORDER BY id")]
+        assert titles == ["first", "task 0", "task 1", "task 2", "task 3", "task 4", "task 5"], titles
 
 
 # == End to end: the real Claude Code CLI with server tools and the prompt cache ==
