@@ -397,6 +397,8 @@ class SSEParser:
 
     @staticmethod
     def _parse_block(block: bytes) -> tuple[str, str] | None:
+        if block.startswith(b"data: ") and b"\n" not in block:  # most events: one data line
+            return "message", block[6:].decode("utf-8", errors="replace")
         name, data = "", []
         for raw_line in block.split(b"\n"):
             if not raw_line or raw_line.startswith(b":"):
@@ -2063,8 +2065,12 @@ def error_event(exc: LynkrError) -> bytes:
 
 
 # A chunk carrying only a non-empty text delta (anything else takes the general path).
-PLAIN_TEXT_CHUNK = re.compile(r'"delta":\s*\{\s*(?:"role":\s*"assistant",\s*)?"content":\s*("(?:[^"\\]|\\.)+")\s*\}')
-SLOW_CHUNK_MARKERS = ('"tool_calls"', '"reasoning', '"usage"', '"error', '"finish_reason":"', '"choices":[]')
+# The literal must be a valid JSON string (no raw control characters, only JSON's escapes): it is
+# forwarded to the client as it is and decoded in bulk when the block ends.
+PLAIN_TEXT_CHUNK = re.compile(r'"delta":\s*\{\s*(?:"role":\s*"assistant",\s*)?"content":\s*'
+                              r'("(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})+")\s*\}')
+# Anything that needs the full parse: tool calls, reasoning, usage, errors, a finish reason, no choices.
+SLOW_CHUNK = re.compile(r'"(?:tool_calls|reasoning|usage|error)|"finish_reason":\s*"|"choices":\s*\[\s*\]')
 
 
 class OpenAIStreamTranslator:
@@ -2091,6 +2097,7 @@ class OpenAIStreamTranslator:
         self.finish_reason: str | None = None
         self.usage: dict[str, int] = openai_usage_to_anthropic(None)
         self.text_tail = ""
+        self.literals: list[str] = []  # JSON string literals of the open text block, not yet decoded
         self.blocks: list[dict[str, Any]] = []  # the message being streamed, for the turn record
         self.final: dict[str, Any] | None = None
 
@@ -2104,8 +2111,15 @@ class OpenAIStreamTranslator:
             "id": self.message_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": usage}})
 
+    def _decode_literals(self) -> None:
+        """Append the text block's pending literals to it: one C-speed parse instead of one per token."""
+        if self.literals:
+            self.blocks[-1]["text"] += "".join(json.loads("[" + ",".join(self.literals) + "]"))
+            self.literals.clear()
+
     def _close_open(self) -> bytes:
         """End the open block; then emit every buffered tool call as a complete block."""
+        self._decode_literals()
         out = b""
         if self.open_kind is not None:
             live = self.live_tool
@@ -2147,6 +2161,7 @@ class OpenAIStreamTranslator:
 
     def _text(self, text: str) -> bytes:
         out = b"" if self.open_kind == "text" else self._open("text", {"type": "text", "text": ""})
+        self._decode_literals()
         self.blocks[-1]["text"] += text
         if self.stops:  # only needed to tell a stop sequence from a natural end
             self.text_tail = (self.text_tail + text)[-256:]
@@ -2155,13 +2170,12 @@ class OpenAIStreamTranslator:
 
     def text_literal(self, literal: str) -> bytes:
         """A text delta whose JSON string literal (quotes included) came straight from upstream."""
-        out = self.start()
+        out = b"" if self.started and self.open_kind == "text" else self.start()
         if self.open_kind != "text":
             out += self._open("text", {"type": "text", "text": ""})
-        text = json.loads(literal)  # a short string: far cheaper than parsing the whole chunk
-        self.blocks[-1]["text"] += text
-        if self.stops:
-            self.text_tail = (self.text_tail + text)[-256:]
+        if self.stops:  # the tail is needed now: decode as we go
+            self.text_tail = (self.text_tail + json.loads(literal))[-256:]
+        self.literals.append(literal)
         return out + TEXT_DELTA_EVENT % (self.next_index - 1, literal.encode())
 
     def _thinking(self, text: str, signature: str = "") -> bytes:
@@ -2671,7 +2685,7 @@ class DatabricksOpenAIProvider(Provider):
             return translator.finish()
         # Fast path for the chunk most streams are made of, one text token and nothing else: its JSON
         # string literal goes into the Anthropic event as it is, without a parse and a re-encode.
-        if not any(marker in data for marker in SLOW_CHUNK_MARKERS) and data.count('"content":') == 1:
+        if data.count('"content":') == 1 and SLOW_CHUNK.search(data) is None:
             match = PLAIN_TEXT_CHUNK.search(data)
             if match is not None:
                 return translator.text_literal(match.group(1))

@@ -2398,9 +2398,22 @@ class TestStreaming:
         chunks.append(oai_chunk(finish="stop", usage={"prompt_tokens": 3, "completion_tokens": 6}))
         data = b"".join(b"data: " + json.dumps(c, ensure_ascii=ascii_upstream).encode() + b"\n\n" for c in chunks)
         dbx.fake.push(stream_reply(data + b"data: [DONE]\n\n"))
-        s = dbx.proxy.post(base_req(stream=True)).stream().ok()
+        s = dbx.proxy.post(base_req(stream=True), headers={"x-session-id": f"escapes-{ascii_upstream}"}).stream().ok()
         assert block_summary(s["content"]) == [("text", "".join(tokens))]
         assert s["stop_reason"] == "end_turn"
+        # the stored turn decodes the same literals (in bulk, when the block ends)
+        stored = session_of(dbx.proxy, f"escapes-{ascii_upstream}")["turns"][-1]
+        assert stored["content"] == [{"type": "text", "text": "".join(tokens)}], stored
+
+    def test_finish_reason_beside_text_in_one_chunk(self, dbx):
+        # Spaces after the colons: the text fast path must still see the finish reason.
+        data = (b'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "cut sh"}, "finish_reason": null}]}\n\n'
+                b'data: {"choices": [{"index": 0, "delta": {"content": "ort"}, "finish_reason": "length"}]}\n\n'
+                b"data: [DONE]\n\n")
+        dbx.fake.push(stream_reply(data))
+        s = dbx.proxy.post(base_req(stream=True)).stream().ok()
+        assert block_summary(s["content"]) == [("text", "cut short")]
+        assert s["stop_reason"] == "max_tokens", s
 
     def test_incremental_not_buffered(self, dbx):
         chunks = oai_stream("first part, then a long pause, then the rest", pieces=4)
