@@ -1108,6 +1108,9 @@ class ProxySettings:
         return False
 
 
+CHUNK_SIZE_LINE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\Z")
+
+
 class UpstreamResponse:
     """Status and headers of an upstream answer; the body is read incrementally."""
 
@@ -1145,40 +1148,40 @@ class UpstreamResponse:
         """Chunked transfer decoding straight from the socket buffer (RFC 9112 section 7.1)."""
         buffer = bytearray(conn.h11.trailing_data[0])  # what h11 read past the response head
         silent = 0.0
-        remaining = -1  # bytes left in the current chunk; -1: a size line comes next
+        remaining = -1  # bytes left in the current chunk; -1: a size line comes next; -2: its CRLF
         while True:
-            out = bytearray()
+            out = []
+            pos = 0  # parsed up to here; the buffer is trimmed once per read, not once per chunk
             while True:
                 if remaining > 0:
-                    take = min(remaining, len(buffer))
+                    take = min(remaining, len(buffer) - pos)
                     if not take:
                         break
-                    out += buffer[:take]
-                    del buffer[:take]
+                    out.append(buffer[pos : pos + take])
+                    pos += take
                     remaining -= take
                     if remaining:
                         break
-                    remaining = -2  # the CRLF after the chunk's data
+                    remaining = -2
                 if remaining == -2:
-                    if len(buffer) < 2:
+                    if len(buffer) - pos < 2:
                         break
-                    if buffer[:2] != b"\r\n":
+                    if buffer[pos : pos + 2] != b"\r\n":
                         self._discard()
                         raise UpstreamUnavailable(f"upstream {self.origin} sent a malformed chunked body")
-                    del buffer[:2]
+                    pos += 2
                     remaining = -1
-                line_end = buffer.find(b"\r\n")
+                line_end = buffer.find(b"\r\n", pos)
                 if line_end == -1:
-                    if len(buffer) > MAX_HEADER_BYTES:
+                    if len(buffer) - pos > MAX_HEADER_BYTES:
                         self._discard()
                         raise UpstreamUnavailable(f"upstream {self.origin} sent a malformed chunked body")
                     break
-                size_text = bytes(buffer[:line_end]).split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
+                size_match = CHUNK_SIZE_LINE.match(buffer, pos, line_end)  # extensions are allowed, ignored
+                if size_match is None:
                     self._discard()
-                    raise UpstreamUnavailable(f"upstream {self.origin} sent a malformed chunk size") from None
+                    raise UpstreamUnavailable(f"upstream {self.origin} sent a malformed chunk size")
+                size = int(size_match.group(1), 16)
                 if size == 0:  # last chunk: then optional trailers, then an empty line
                     end = buffer.find(b"\r\n\r\n", line_end) if buffer[line_end + 2 : line_end + 4] != b"\r\n" \
                         else line_end
@@ -1186,13 +1189,15 @@ class UpstreamResponse:
                         break
                     leftover = buffer[end + 4 :]
                     if out:
-                        yield bytes(out)
+                        yield b"".join(out)
                     self._release_manual(conn, reusable=not leftover)
                     return
-                del buffer[: line_end + 2]
+                pos = line_end + 2
                 remaining = size
+            if pos:
+                del buffer[:pos]
             if out:
-                yield bytes(out)
+                yield b"".join(out)
             data, silent = await self._read_more(conn, tick, silent)
             if data is None:
                 yield None
@@ -2067,8 +2072,10 @@ def error_event(exc: LynkrError) -> bytes:
 # A chunk carrying only a non-empty text delta (anything else takes the general path).
 # The literal must be a valid JSON string (no raw control characters, only JSON's escapes): it is
 # forwarded to the client as it is and decoded in bulk when the block ends.
-PLAIN_TEXT_CHUNK = re.compile(r'"delta":\s*\{\s*(?:"role":\s*"assistant",\s*)?"content":\s*'
-                              r'("(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})+")\s*\}')
+JSON_TEXT_LITERAL = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})+"'
+JSON_TEXT_LITERAL_EXACT = re.compile(JSON_TEXT_LITERAL)
+PLAIN_TEXT_CHUNK = re.compile(r'"delta":\s*\{\s*(?:"role":\s*"assistant",\s*)?"content":\s*(' + JSON_TEXT_LITERAL
+                              + r')\s*\}')
 # Anything that needs the full parse: tool calls, reasoning, usage, errors, a finish reason, no choices.
 SLOW_CHUNK = re.compile(r'"(?:tool_calls|reasoning|usage|error)|"finish_reason":\s*"|"choices":\s*\[\s*\]')
 
@@ -2098,6 +2105,9 @@ class OpenAIStreamTranslator:
         self.usage: dict[str, int] = openai_usage_to_anthropic(None)
         self.text_tail = ""
         self.literals: list[str] = []  # JSON string literals of the open text block, not yet decoded
+        # (text before, text after) the literal in the last plain text chunk: an upstream repeats the
+        # same frame (id, model, index...) around every token, so the next one is recognised by it.
+        self.plain_frame: tuple[str, str] | None = None
         self.blocks: list[dict[str, Any]] = []  # the message being streamed, for the turn record
         self.final: dict[str, Any] | None = None
 
@@ -2685,9 +2695,16 @@ class DatabricksOpenAIProvider(Provider):
             return translator.finish()
         # Fast path for the chunk most streams are made of, one text token and nothing else: its JSON
         # string literal goes into the Anthropic event as it is, without a parse and a re-encode.
+        frame = translator.plain_frame
+        if frame is not None and data.startswith(frame[0]) and data.endswith(frame[1]):
+            # Same frame as a chunk checked below, so only the literal needs checking.
+            literal = data[len(frame[0]) : len(data) - len(frame[1])]
+            if JSON_TEXT_LITERAL_EXACT.fullmatch(literal):
+                return translator.text_literal(literal)
         if data.count('"content":') == 1 and SLOW_CHUNK.search(data) is None:
             match = PLAIN_TEXT_CHUNK.search(data)
             if match is not None:
+                translator.plain_frame = (data[: match.start(1)], data[match.end(1) :])
                 return translator.text_literal(match.group(1))
         try:
             obj = json.loads(data)

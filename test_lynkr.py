@@ -2405,6 +2405,25 @@ class TestStreaming:
         stored = session_of(dbx.proxy, f"escapes-{ascii_upstream}")["turns"][-1]
         assert stored["content"] == [{"type": "text", "text": "".join(tokens)}], stored
 
+    def test_text_fast_path_follows_changing_frames(self, dbx):
+        # lynkr recognises a token chunk by the frame around its text (id, created, model...); frames that
+        # change, text beside a tool call in one chunk, and a token with a raw control character all
+        # take the full parse, and the answer comes out the same.
+        chunks = [oai_chunk({"role": "assistant", "content": ""})]
+        chunks += [oai_chunk({"content": w}) for w in ("one ", "two ", '"three" ')]
+        later = [{**oai_chunk({"content": w}), "created": 1700000001} for w in ("four ", "five ")]
+        mixed = oai_chunk({"content": "six", "tool_calls": [{"index": 0, "id": "call_f1", "type": "function",
+                                                              "function": {"name": "get_weather", "arguments": '{"q": 1}'}}]})
+        data = b"".join(b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n" for c in chunks + later)
+        data += b'data: ' + json.dumps(oai_chunk({"content": "tab\there "}), separators=(",", ":")).encode() + b"\n\n"
+        data += b"data: " + json.dumps(mixed, separators=(",", ":")).encode() + b"\n\n"
+        data += b"data: " + json.dumps(oai_chunk(finish="tool_calls"), separators=(",", ":")).encode() + b"\n\ndata: [DONE]\n\n"
+        dbx.fake.push(stream_reply(data))
+        s = dbx.proxy.post(base_req(stream=True, tools=[GET_WEATHER])).stream().ok()
+        assert block_summary(s["content"]) == [("text", 'one two "three" four five tab\there six'),
+                                               ("tool_use", "call_f1", "get_weather", {"q": 1})], s["content"]
+        assert s["stop_reason"] == "tool_use"
+
     def test_finish_reason_beside_text_in_one_chunk(self, dbx):
         # Spaces after the colons: the text fast path must still see the finish reason.
         data = (b'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "cut sh"}, "finish_reason": null}]}\n\n'
@@ -2996,6 +3015,32 @@ class TestOutboundClient:
                 assert block_summary(s["content"]) == [("text", "chunked framing survives")]
                 time.sleep(0.1)  # back to the pool
             assert len(accepted) == 1, accepted  # the second request came over the same connection
+        finally:
+            srv.close()
+
+    @pytest.mark.parametrize("size_line", [b"+1f", b"1_0", b"-5", b"zz", b"", b"0x10", b"1 2"])
+    def test_malformed_chunk_size_is_an_upstream_error(self, make_proxy, size_line):
+        # Only hex digits (with optional whitespace and extensions) make a chunk size; Python's int()
+        # would also take a sign, underscores or a 0x prefix.
+        sse = oai_sse(oai_stream("never delivered", pieces=2))
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        srv = socket.create_server(("127.0.0.1", 0))
+
+        def serve() -> None:
+            conn, _peer = srv.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                conn.sendall(head + size_line + b"\r\n" + sse + b"\r\n0\r\n\r\n")
+                time.sleep(1)
+
+        threading.Thread(target=serve, daemon=True).start()
+        p = make_proxy({"DATABRICKS_API_BASE": f"http://127.0.0.1:{srv.getsockname()[1]}", "DATABRICKS_API_KEY": DBX_KEY})
+        try:
+            s = p.post(base_req(stream=True)).stream()
+            assert s.error is not None and not s.complete, s.events
+            assert "chunk" in json.dumps(s.error), s.error
         finally:
             srv.close()
 
