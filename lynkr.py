@@ -1108,7 +1108,7 @@ class ProxySettings:
         return False
 
 
-CHUNK_SIZE_LINE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\Z")
+CHUNK_HEAD = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
 
 
 class UpstreamResponse:
@@ -1171,18 +1171,16 @@ class UpstreamResponse:
                         raise UpstreamUnavailable(f"upstream {self.origin} sent a malformed chunked body")
                     pos += 2
                     remaining = -1
-                line_end = buffer.find(b"\r\n", pos)
-                if line_end == -1:
-                    if len(buffer) - pos > MAX_HEADER_BYTES:
+                head = CHUNK_HEAD.match(buffer, pos)  # the size line; extensions are allowed, ignored
+                if head is None:
+                    line_end = buffer.find(b"\r\n", pos)
+                    if line_end != -1 or len(buffer) - pos > MAX_HEADER_BYTES:
                         self._discard()
-                        raise UpstreamUnavailable(f"upstream {self.origin} sent a malformed chunked body")
-                    break
-                size_match = CHUNK_SIZE_LINE.match(buffer, pos, line_end)  # extensions are allowed, ignored
-                if size_match is None:
-                    self._discard()
-                    raise UpstreamUnavailable(f"upstream {self.origin} sent a malformed chunk size")
-                size = int(size_match.group(1), 16)
+                        raise UpstreamUnavailable(f"upstream {self.origin} sent a malformed chunk size")
+                    break  # the size line is not complete yet
+                size = int(head.group(1), 16)
                 if size == 0:  # last chunk: then optional trailers, then an empty line
+                    line_end = head.end() - 2
                     end = buffer.find(b"\r\n\r\n", line_end) if buffer[line_end + 2 : line_end + 4] != b"\r\n" \
                         else line_end
                     if end == -1:
@@ -1192,8 +1190,13 @@ class UpstreamResponse:
                         yield b"".join(out)
                     self._release_manual(conn, reusable=not leftover)
                     return
-                pos = line_end + 2
-                remaining = size
+                pos = head.end()
+                end = pos + size
+                if end + 2 <= len(buffer) and buffer[end] == 13 and buffer[end + 1] == 10:
+                    out.append(buffer[pos:end])  # the common case: the whole chunk is here
+                    pos = end + 2
+                    continue
+                remaining = size  # a chunk cut by the read: the states above take it from here
             if pos:
                 del buffer[:pos]
             if out:
