@@ -1115,7 +1115,7 @@ class UpstreamResponse:
     """Status and headers of an upstream answer; the body is read incrementally."""
 
     def __init__(self, client: HTTPClient, key: tuple[str, str, int], conn: _UpstreamConnection,
-                 status: int, headers: dict[str, str], read_timeout: float, origin: str) -> None:
+                 status: int, headers: dict[str, str], read_timeout: float, origin: str, has_body: bool = True) -> None:
         self._client = client
         self._key = key
         self._conn: _UpstreamConnection | None = conn
@@ -1126,6 +1126,9 @@ class UpstreamResponse:
         # A chunked body is decoded here rather than by h11: a streaming upstream sends one HTTP chunk
         # per token, and h11's pure-Python framing costs ~8 µs each.
         self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        # So is a Content-Length body (most JSON answers): h11 already checked the header's syntax.
+        length = headers.get("content-length", "")
+        self.length = int(length) if has_body and not self.chunked and length.isdigit() else None
 
     async def _read_more(self, conn: _UpstreamConnection, tick: float | None, silent: float) -> tuple[bytes | None, float]:
         """(bytes read, 0.0), or (None, longer silence) when `tick` seconds passed without data.
@@ -1210,6 +1213,29 @@ class UpstreamResponse:
                 raise UpstreamUnavailable(f"upstream {self.origin} broke off the response mid-body")
             buffer += data
 
+    async def _aiter_sized(self, conn: _UpstreamConnection, tick: float | None, left: int) -> AsyncIterator[bytes | None]:
+        """A Content-Length body straight from the socket buffer."""
+        data = bytes(conn.h11.trailing_data[0])  # what h11 read past the response head
+        silent = 0.0
+        while True:
+            if data:
+                piece = data[:left]
+                left -= len(piece)
+                yield piece
+                if left == 0:
+                    self._release_manual(conn, reusable=len(data) == len(piece))  # more bytes: a broken server
+                    return
+            elif left == 0:
+                self._release_manual(conn, reusable=True)
+                return
+            data, silent = await self._read_more(conn, tick, silent)
+            if data is None:
+                yield None
+                data = b""
+            elif not data:
+                self._discard()
+                raise UpstreamUnavailable(f"upstream {self.origin} broke off the response mid-body")
+
     def _release_manual(self, conn: _UpstreamConnection, reusable: bool) -> None:
         """After a body decoded without h11: a fresh h11 state for the next request on this socket."""
         self._conn = None
@@ -1228,6 +1254,10 @@ class UpstreamResponse:
             return
         if self.chunked:
             async for item in self._aiter_chunked(conn, tick):
+                yield item
+            return
+        if self.length is not None:
+            async for item in self._aiter_sized(conn, tick, self.length):
                 yield item
             return
         silent = 0.0
@@ -1342,10 +1372,13 @@ class HTTPClient:
         for attempt in range(2):
             conn, reused = await self._acquire(key, proxy, connect_timeout, origin)
             try:
-                conn.writer.write(conn.h11.send(h11.Request(method=method, target=target, headers=all_headers)))
+                head = conn.h11.send(h11.Request(method=method, target=target, headers=all_headers))
                 if body:
-                    conn.writer.write(conn.h11.send(h11.Data(data=body)))
-                conn.writer.write(conn.h11.send(h11.EndOfMessage()))
+                    conn.h11.send(h11.Data(data=body))  # h11's bookkeeping; the bytes are body itself
+                conn.h11.send(h11.EndOfMessage())
+                conn.writer.write(head + body if len(body) < 65536 else head)  # one send for a small request
+                if len(body) >= 65536:
+                    conn.writer.write(body)
                 await conn.writer.drain()
                 event = await self._read_head(conn, read_timeout)
             except asyncio.TimeoutError:
@@ -1362,7 +1395,8 @@ class HTTPClient:
             for raw_name, raw_value in event.headers:
                 name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
                 resp_headers[name] = f"{resp_headers[name]}, {value}" if name in resp_headers else value
-            return UpstreamResponse(self, key, conn, event.status_code, resp_headers, read_timeout, origin)
+            return UpstreamResponse(self, key, conn, event.status_code, resp_headers, read_timeout, origin,
+                                    has_body=method != "HEAD" and event.status_code not in (204, 304))
         raise UpstreamUnavailable(f"upstream {origin} unreachable")  # pragma: no cover - loop always returns
 
     @staticmethod

@@ -3018,6 +3018,53 @@ class TestOutboundClient:
         finally:
             srv.close()
 
+    @pytest.mark.parametrize("extra", [b"", b"JUNK"], ids=["exact", "bytes-past-the-length"])
+    def test_sized_body_split_anywhere_then_connection_reused(self, make_proxy, extra):
+        # A Content-Length answer sent a byte at a time is read whole; the connection goes back to the
+        # pool, unless the server wrote more than it announced (then the next request gets a new one).
+        body = json.dumps(oai_completion("sized body survives")).encode()
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+        srv = socket.create_server(("127.0.0.1", 0))
+        accepted: list[tuple] = []
+
+        def serve() -> None:
+            while len(accepted) < 2:
+                try:
+                    conn, peer = srv.accept()
+                except OSError:
+                    return
+                accepted.append(peer)
+                with conn:
+                    try:
+                        for _ in range(2):
+                            data = b""
+                            while b"\r\n\r\n" not in data:
+                                chunk = conn.recv(65536)
+                                if not chunk:
+                                    raise ConnectionError
+                                data += chunk
+                            length = int(re.search(rb"(?i)content-length: (\d+)", data).group(1))
+                            rest = data.split(b"\r\n\r\n", 1)[1]
+                            while len(rest) < length:
+                                rest += conn.recv(65536)
+                            reply = head + body + extra
+                            for i in range(len(reply)):
+                                conn.sendall(reply[i : i + 1])
+                                time.sleep(0.0005 if i % 40 == 0 else 0)
+                    except (ConnectionError, OSError):
+                        pass
+
+        threading.Thread(target=serve, daemon=True).start()
+        p = make_proxy({"DATABRICKS_API_BASE": f"http://127.0.0.1:{srv.getsockname()[1]}", "DATABRICKS_API_KEY": DBX_KEY})
+        try:
+            for _ in range(2):
+                r = p.post(base_req())
+                assert r.status == 200 and r.json()["content"] == [{"type": "text", "text": "sized body survives"}], r.data
+                time.sleep(0.1)  # back to the pool
+            assert len(accepted) == (1 if not extra else 2), accepted
+        finally:
+            srv.close()
+
     @pytest.mark.parametrize("size_line", [b"+1f", b"1_0", b"-5", b"zz", b"", b"0x10", b"1 2"])
     def test_malformed_chunk_size_is_an_upstream_error(self, make_proxy, size_line):
         # Only hex digits (with optional whitespace and extensions) make a chunk size; Python's int()
