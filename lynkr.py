@@ -340,6 +340,32 @@ def json_bytes(obj: Any) -> bytes:
     return json_dumps(obj).encode()
 
 
+_ENCODED_TOOLS: collections.OrderedDict[tuple[Any, ...], tuple[list[Any], bytes]] = collections.OrderedDict()
+
+
+def upstream_json(body: dict[str, Any]) -> bytes:
+    """The upstream request body as ASCII JSON (the C encoder's fast path, ~25 % cheaper than UTF-8).
+
+    Claude Code sends the same tool list (16 tools, ~10 KB of schemas) on every request, and encoding
+    it is over half the cost of a 27 KB body. The last few encoded lists are kept: an equal list (a
+    C-speed deep comparison, ~7 µs against ~85 µs to encode) is spliced in as bytes, at the end."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or len(tools) < 4 or not isinstance(tools[0], dict):
+        return json.dumps(body, separators=(",", ":")).encode()
+    probe = (len(tools), json.dumps(tools[0], separators=(",", ":")))  # cheap: one small tool
+    cached = _ENCODED_TOOLS.get(probe)
+    if cached is not None and cached[0] == tools:
+        _ENCODED_TOOLS.move_to_end(probe)
+        encoded = cached[1]
+    else:
+        encoded = json.dumps(tools, separators=(",", ":")).encode()
+        _ENCODED_TOOLS[probe] = (json.loads(encoded), encoded)  # a copy: the caller's list may change later
+        if len(_ENCODED_TOOLS) > 8:
+            _ENCODED_TOOLS.popitem(last=False)
+    rest = json.dumps({k: v for k, v in body.items() if k != "tools"}, separators=(",", ":")).encode()
+    return rest[:-1] + (b',"tools":' if len(rest) > 2 else b'"tools":') + encoded + b"}"
+
+
 # Ids name requests, messages and sessions; they must be unique, not secret (the client key is the
 # secret), and os.urandom per id was a measurable share of a tiny request.
 _ID_RANDOM = random.Random(secrets.randbits(128))
@@ -489,10 +515,18 @@ class Metrics:
     def __init__(self) -> None:
         self.values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.histograms: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
+        # (name, labels as passed) -> the sorted key: a few updates per request skip the sort.
+        self._keys: dict[tuple[Any, ...], tuple[str, tuple[tuple[str, str], ...]]] = {}
 
-    @staticmethod
-    def _key(name: str, labels: dict[str, Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
-        return name, tuple(sorted((k, str(v)) for k, v in labels.items()))
+    def _key(self, name: str, labels: dict[str, Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
+        raw = (name, *labels.items())
+        try:
+            key = self._keys.get(raw)
+        except TypeError:  # an unhashable label value: sort every time
+            return name, tuple(sorted((k, str(v)) for k, v in labels.items()))
+        if key is None:
+            key = self._keys[raw] = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
+        return key
 
     def inc(self, name: str, value: float = 1.0, **labels: Any) -> None:
         key = self._key(name, labels)
@@ -2600,9 +2634,8 @@ class Provider:
         headers = [("content-type", "application/json"),
                    ("accept", "text/event-stream" if stream else "application/json"), *headers]
         try:
-            # ASCII escaping on the wire: the C encoder's fast path, ~25 % cheaper on a 50 KB body.
             return await self.client.request(
-                "POST", url, headers, json.dumps(body, separators=(",", ":")).encode(),
+                "POST", url, headers, upstream_json(body),
                 connect_timeout=self.cfg.upstream_connect_timeout_s, read_timeout=self.cfg.upstream_read_timeout_s,
             )
         except LynkrError as exc:
@@ -3103,6 +3136,9 @@ class Store:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=5000")
+            # Writes append at the end of each table: the hot pages are few. The default 2 MiB page
+            # cache was 3 % of the gateway's memory under load.
+            db.execute("PRAGMA cache_size=-256")
             apply_migrations(db)
             self._db = db
         return self._db
@@ -7319,6 +7355,17 @@ class App:
 # == 20. App lifecycle ==
 
 
+def return_freed_memory() -> None:
+    """`python lynkr.py` compiles this whole file at every start (a script gets no .pyc); the parser's
+    ~20 MiB are freed afterwards but glibc keeps them in the process. Hand them back to the OS."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (ImportError, OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to do
+        pass
+
+
 def raise_open_file_limit() -> None:
     """Each stream holds two sockets; the common 1,024 soft limit caps us near 500 streams."""
     try:
@@ -7491,6 +7538,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "index":
         return run_index_command(cfg)
     raise_open_file_limit()
+    return_freed_memory()
     try:
         return asyncio.run(serve(app))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown

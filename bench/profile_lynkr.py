@@ -126,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
             return await load.run_load(url, sc.body, sc.headers, concurrency=sc.concurrency, count=args.count,
                                        duration_s=args.duration, stream=sc.stream, expect_text=sc.expect)
 
+        rss0 = rb.mem_kib(rb.tree(lynkr.pid), "VmRSS") / 1024
         cpu0 = rb.cpu_seconds(rb.tree(lynkr.pid))
         res = asyncio.run(drive())
         cpu1 = rb.cpu_seconds(rb.tree(lynkr.pid))
         s = res.summary()
         print(f"{sc.name}: {s['ok']} ok, {s['errors']} errors, {s['invalid']} invalid, {s['rps']:.1f}/s, "
               f"p50 {s['p50_ms']:.2f} ms, lynkr CPU{'' if args.plain else ' incl. profiler'} "
-              f"{1000 * (cpu1 - cpu0) / max(1, s['ok']):.2f} ms/req")
+              f"{1000 * (cpu1 - cpu0) / max(1, s['ok']):.2f} ms/req, peak RSS (VmHWM) "
+              f"{rb.mem_kib(rb.tree(lynkr.pid), 'VmHWM') / 1024:.1f} MiB (RSS {rss0:.1f} MiB before the load)")
         # SIGINT reaches the profiled lynkr through py-spy too; lynkr shuts down and the profile is written.
         os.killpg(lynkr.pid, signal.SIGINT)
         lynkr.wait(60)
