@@ -2163,6 +2163,24 @@ class TestTranslationRequest:
         assert r.status == 200, r.data[:2000]
         check_expectations(dbx.fake.last.body, expect)
 
+    def test_repeated_tool_lists_reach_the_upstream_exactly(self, dbx):
+        # lynkr reuses the encoding of a tool list it has seen; a list that differs anywhere (here only
+        # in the last tool's description, same count, same first tool) must be sent as it is now.
+        def tools(note: str) -> list[dict]:
+            out = [{**GET_WEATHER, "name": f"tool_{i}", "description": f"tool number {i}"} for i in range(6)]
+            out[-1] = {**out[-1], "description": note, "input_schema": {**WEATHER_SCHEMA, "description": note}}
+            return out
+
+        sent = []
+        for note in ("first version", "first version", "second versión ✓", "first version"):
+            r = dbx.proxy.post(base_req(tools=tools(note)))
+            assert r.status == 200, r.data[:500]
+            sent.append(dbx.fake.last.body["tools"])
+        want = [[{"type": "function", "function": {"name": t["name"], "description": t["description"],
+                                                   "parameters": t["input_schema"]}} for t in tools(note)]
+                for note in ("first version", "first version", "second versión ✓", "first version")]
+        assert sent == want
+
     def test_claude_code_shaped_request(self, dbx):
         body = cc_body(stream=True)
         r = dbx.proxy.post(body, path="/v1/messages?beta=true", headers=CC_HEADERS)
