@@ -7360,7 +7360,7 @@ def return_freed_memory() -> None:
     `lynkr` console script) it is freed once compiled, but glibc keeps it: hand it back to the OS.
     Run as a script (`python lynkr.py`) CPython keeps the script's syntax tree until exit, so there
     is nothing to return (see bench/README.md)."""
-    if __name__ == "__main__":
+    if __spec__ is None:  # run as a script, not imported
         return
     try:
         import ctypes
