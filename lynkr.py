@@ -5321,6 +5321,21 @@ def _list_workspace_files(root: str, data_dir: str) -> list[str]:
     return out
 
 
+def import_resolver(known: set[str]) -> Callable[[str, str, str], str | None]:
+    """_resolve_import over one file set, remembering answers: most imports of a repository are the
+    same absolute modules (`import os`), whose target does not depend on the importing file."""
+    answers: dict[tuple[str, str, str], str | None] = {}
+
+    def resolve(rel: str, language: str, spec: str) -> str | None:
+        local = spec.startswith(".") or language == "ruby"
+        key = (language, posixpath.dirname(rel) if local else "", spec)
+        if key not in answers:
+            answers[key] = _resolve_import(rel, language, spec, known)
+        return answers[key]
+
+    return resolve
+
+
 def _resolve_import(rel: str, language: str, spec: str, known: set[str]) -> str | None:
     """Map an import to a workspace file when it names one (relative JS/TS, Python modules, Ruby requires)."""
     base = posixpath.dirname(rel)
@@ -5418,7 +5433,7 @@ class RepoIndex:
                         continue
                 to_parse.append((rel, absolute, language))  # new files are hashed by the parser, once
             deleted = [p for p in known if p not in current]
-            known_paths = set(current)
+            resolve = import_resolver(set(current))
             parsed = 0
             with db:
                 for rel in deleted + [job[0] for job in to_parse if job[0] in known]:
@@ -5450,7 +5465,7 @@ class RepoIndex:
                         db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", [(rel, *row) for row in result["refs"]])
                     if result["imports"]:
                         db.executemany("INSERT INTO imports VALUES (?, ?, ?)",
-                                       [(rel, spec, _resolve_import(rel, language, spec, known_paths))
+                                       [(rel, spec, resolve(rel, language, spec))
                                         for spec in result["imports"]])
                 for _index_name, sql in secondary:
                     db.execute(sql)
@@ -5460,7 +5475,7 @@ class RepoIndex:
                                       " ON f.path = i.file WHERE i.resolved IS NULL OR i.resolved NOT IN"
                                       " (SELECT path FROM files)").fetchall()
                     db.executemany("UPDATE imports SET resolved = ? WHERE rowid = ?",
-                                   [(_resolve_import(f, lang, spec, known_paths), rowid) for rowid, f, lang, spec in rows])
+                                   [(resolve(f, lang, spec), rowid) for rowid, f, lang, spec in rows])
                     db.execute("INSERT OR REPLACE INTO meta VALUES ('built_at', ?)", (str(time.time()),))
             stats.files = db.execute("SELECT COUNT(*) FROM files WHERE language != 'binary'").fetchone()[0]
             stats.parsed = parsed
