@@ -5506,10 +5506,18 @@ class RepoIndex:
         if sys.platform == "linux" and __name__ != "__main__":
             # Imported as a module: the fork server imports it once, not every worker (as for a script).
             context.set_forkserver_preload(["__main__", __name__])
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [pool.submit(_parse_batch, jobs[i::workers * 8]) for i in range(min(len(jobs), workers * 8))]
-            for future in concurrent.futures.as_completed(futures):
-                yield from future.result()
+        delivered: set[str] = set()
+        try:
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+                futures = [pool.submit(_parse_batch, jobs[i::workers * 8]) for i in range(min(len(jobs), workers * 8))]
+                for future in concurrent.futures.as_completed(futures):
+                    for item in future.result():
+                        delivered.add(item[0])
+                        yield item
+        except concurrent.futures.process.BrokenProcessPool:
+            # A worker died (killed, out of memory, or a __main__ it cannot re-import, such as stdin):
+            # the rest is parsed here rather than failing the whole rebuild.
+            yield from map(parse_file_job, [job for job in jobs if job[0] not in delivered])
 
     # -- queries --
     def _name_table(self, db: sqlite3.Connection) -> tuple[Any, ...]:

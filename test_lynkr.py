@@ -7771,6 +7771,19 @@ class TestIndexer:
         assert [d["file"] for d in ix_defs(proxy, "after_edit")] == ["pkg/edited.py"]
         assert one["symbols"] == 91
 
+    def test_broken_worker_pool_falls_back_to_parsing_inline(self, tmp_path):
+        # lynkr used from a program read on stdin: pool workers cannot re-import that __main__ and die.
+        # The rebuild still indexes every file, in the calling process.
+        ws = tmp_path / "ws"
+        ix_write(ws, {f"pkg/m{i:02}.py": f"def fn_{i:02}():\n    return {i}\n" for i in range(70)})
+        program = (f"import sys\nsys.path.insert(0, {str(HERE)!r})\nimport lynkr\n"
+                   f"index = lynkr.RepoIndex({str(ws)!r}, {str(tmp_path / 'state' / 'index.db')!r}, {str(tmp_path / 'state')!r})\n"
+                   "stats = index.rebuild(workers=2)\nprint('RESULT', stats.parsed, stats.symbols, len(stats.errors))\n")
+        run = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, timeout=120,
+                             cwd=tmp_path, env={**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path)})
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "RESULT 70 70 0" in run.stdout, (run.stdout, run.stderr[-2000:])
+
     def test_bulk_build_restores_indexes_and_keeps_references(self, tmp_path, make_proxy):
         # A first build of many files writes without secondary indexes and rebuilds them at the end;
         # references (one row per file and name) expand back to every use with its enclosing symbol.
