@@ -690,7 +690,8 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "MCP_SANDBOX_PERMISSION_DENY": ("", "Servers (globs) never allowed to run unsandboxed."),
     "LYNKR_INDEX_ON_START": ("true", "Update the repository index and CLAUDE.md in the background at startup."),
     "LYNKR_CLAUDE_MD": ("true", "Maintain a generated block in WORKSPACE_ROOT/CLAUDE.md on each index rebuild."),
-    "LYNKR_INDEX_TIMEOUT_MS": ("600000", "Longest an index rebuild may take."),
+    "LYNKR_INDEX_TIMEOUT_MS": ("600000", "Longest an index rebuild may take; past it the rebuild stops and the "
+                               "previous index stays."),
     "UPSTREAM_MAX_RETRIES": ("2", "Retries of 429/5xx/529/connection failures before any byte reached the client."),
     "UPSTREAM_RETRY_AFTER_MAX_MS": ("10000", "Longest upstream retry-after lynkr waits out itself (longer ones go to "
                                               "the client)."),
@@ -5388,6 +5389,7 @@ class RepoIndex:
         self.db_path = db_path
         self.data_dir = data_dir
         self._lock = threading.Lock()  # one rebuild at a time; queries use their own connections
+        self._closing = threading.Event()  # set at shutdown: a running rebuild stops, none starts
         self._migrated = False
         self._names: tuple[Any, ...] | None = None  # search's name table, rebuilt when built_at changes
 
@@ -5401,12 +5403,26 @@ class RepoIndex:
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
-    def rebuild(self, workers: int | None = None) -> IndexStats:
+    def rebuild(self, workers: int | None = None, timeout_s: float | None = None) -> IndexStats:
+        """Bring the index up to date. Past `timeout_s` (LYNKR_INDEX_TIMEOUT_MS) or after close(), the
+        rebuild stops, its workers are killed and nothing of it is kept: the previous index stays."""
         with self._lock:
-            return self._rebuild(workers)
+            return self._rebuild(workers, time.monotonic() + timeout_s if timeout_s else None)
 
-    def _rebuild(self, workers: int | None) -> IndexStats:
+    def close(self) -> None:
+        """Stop a running rebuild (shutdown must not wait for a large tree to be parsed)."""
+        self._closing.set()
+
+    def _check_stop(self, deadline: float | None, started: float) -> None:
+        if self._closing.is_set():
+            raise ToolFailed("the index rebuild was stopped: lynkr is shutting down; the previous index is unchanged")
+        if deadline is not None and time.monotonic() > deadline:
+            raise ToolFailed(f"the index rebuild was stopped after {time.monotonic() - started:.0f} s "
+                             "(LYNKR_INDEX_TIMEOUT_MS); the previous index is unchanged")
+
+    def _rebuild(self, workers: int | None, deadline: float | None = None) -> IndexStats:
         started = time.monotonic()
+        self._check_stop(deadline, started)
         stats = IndexStats(parser="tree-sitter" if tree_sitter_available() else "regex")
         db = self.connect()
         try:
@@ -5447,7 +5463,8 @@ class RepoIndex:
                 for index_name, _sql in secondary:
                     db.execute(f'DROP INDEX "{index_name}"')
                 # Results are written as the pool delivers them: parsing and SQLite overlap.
-                for rel, result, error in self._parse(to_parse, workers):
+                for rel, result, error in self._parse(to_parse, workers, lambda: self._check_stop(deadline, started)):
+                    self._check_stop(deadline, started)  # raising here rolls the whole rebuild back
                     size, mtime_ns, language = current[rel]
                     if result is None:
                         stats.errors.append(f"{rel}: {error}")
@@ -5493,8 +5510,10 @@ class RepoIndex:
             db.execute(f"DELETE FROM {table} WHERE {column} = ?", (rel,))
 
     @staticmethod
-    def _parse(jobs: list[tuple[str, str, str]], workers: int | None) -> Iterable[tuple[str, dict[str, Any] | None, str]]:
-        """Parse results as they become ready: inline for a few files, a process pool for many."""
+    def _parse(jobs: list[tuple[str, str, str]], workers: int | None,
+               check_stop: Callable[[], None] = lambda: None) -> Iterable[tuple[str, dict[str, Any] | None, str]]:
+        """Parse results as they become ready: inline for a few files, a process pool for many.
+        `check_stop` raises to stop; it is called at least twice a second while the pool works."""
         workers = workers or os.cpu_count() or 1
         code_jobs = sum(1 for j in jobs if j[2] in CODE_LANGUAGES)
         if code_jobs < INDEX_POOL_THRESHOLD or workers < 2:
@@ -5507,17 +5526,33 @@ class RepoIndex:
             # Imported as a module: the fork server imports it once, not every worker (as for a script).
             context.set_forkserver_preload(["__main__", __name__])
         delivered: set[str] = set()
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+        finished = False
         try:
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = [pool.submit(_parse_batch, jobs[i::workers * 8]) for i in range(min(len(jobs), workers * 8))]
-                for future in concurrent.futures.as_completed(futures):
+            pending = {pool.submit(_parse_batch, jobs[i::workers * 8]) for i in range(min(len(jobs), workers * 8))}
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=0.5,
+                                                        return_when=concurrent.futures.FIRST_COMPLETED)
+                check_stop()
+                for future in done:
                     for item in future.result():
                         delivered.add(item[0])
                         yield item
+            finished = True
         except concurrent.futures.process.BrokenProcessPool:
             # A worker died (killed, out of memory, or a __main__ it cannot re-import, such as stdin):
             # the rest is parsed here rather than failing the whole rebuild.
+            pool.shutdown(wait=False, cancel_futures=True)
             yield from map(parse_file_job, [job for job in jobs if job[0] not in delivered])
+            finished = True
+        finally:
+            if finished:
+                pool.shutdown(wait=True)
+            else:  # the consumer stopped (timeout, shutdown, an error): do not wait for the batches
+                processes = list((getattr(pool, "_processes", None) or {}).values())  # no public kill
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in processes:
+                    process.terminate()
 
     # -- queries --
     def _name_table(self, db: sqlite3.Connection) -> tuple[Any, ...]:
@@ -5948,9 +5983,13 @@ def index_for(ctx: ToolContext) -> RepoIndex:
     return ctx.index
 
 
+def index_timeout_s(cfg: Config) -> float:
+    return parse_int_setting("LYNKR_INDEX_TIMEOUT_MS", cfg.env.get("LYNKR_INDEX_TIMEOUT_MS") or "600000", 1) / 1000
+
+
 def rebuild_and_document(ctx: ToolContext) -> dict[str, Any]:
     index = index_for(ctx)
-    stats = index.rebuild()
+    stats = index.rebuild(timeout_s=index_timeout_s(ctx.cfg))
     result = dataclasses.asdict(stats)
     result["errors"] = result["errors"][:20]
     if parse_bool("LYNKR_CLAUDE_MD", ctx.cfg.env.get("LYNKR_CLAUDE_MD", "true")):
@@ -5969,7 +6008,7 @@ def tool_index_rebuild(ctx: ToolContext, args: dict[str, Any]) -> str:
 def _ensure_index(ctx: ToolContext) -> RepoIndex:
     index = index_for(ctx)
     if not os.path.exists(index.db_path):
-        index.rebuild()
+        index.rebuild(timeout_s=index_timeout_s(ctx.cfg))
     return index
 
 
@@ -7489,6 +7528,8 @@ async def serve(app: App) -> int:
         await server.shutdown(cfg.shutdown_grace_s)
         return 0
     finally:
+        if app.orchestrator.tool_ctx.index is not None:
+            app.orchestrator.tool_ctx.index.close()  # a rebuild still running stops instead of delaying exit
         if mcp is not None:
             await mcp.stop()
         app.orchestrator.tool_ctx.client.close()
@@ -7524,7 +7565,11 @@ def run_index_command(cfg: Config) -> int:
     """`lynkr index`: the same rebuild as workspace_index_rebuild, without a server."""
     policy = Policy.from_config(cfg)
     index = RepoIndex(cfg.workspace_root, os.path.join(cfg.data_dir, "index.db"), cfg.data_dir, policy_allows(policy))
-    stats = index.rebuild()
+    try:
+        stats = index.rebuild(timeout_s=index_timeout_s(cfg))
+    except ToolFailed as exc:
+        print(f"lynkr: {exc}", file=sys.stderr)
+        return 1
     latest = None
     if os.path.exists(cfg.session_db_path):
         db = sqlite3.connect(cfg.session_db_path)

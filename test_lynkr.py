@@ -8418,6 +8418,55 @@ class TestIndexer:
         # The startup rebuild built the index the tools use.
         assert [d["file"] for d in ix_defs(proxy, "start_sym_042")] == ["src/m042.py"]
 
+    @pytest.mark.parametrize("files", [3, 90], ids=["inline", "process-pool"])
+    def test_index_timeout_stops_the_rebuild_and_keeps_the_previous_index(self, tmp_path, make_proxy, files):
+        # Past LYNKR_INDEX_TIMEOUT_MS the rebuild stops (pool workers included) and nothing of it is
+        # kept; the index built before answers as it did.
+        ws = tmp_path / "ws"
+        ix_write(ws, {"old/kept.py": "def kept_symbol():\n    return 1\n"})
+        first = make_proxy(ix_env(tmp_path, ws, LYNKR_CLAUDE_MD="false"))
+        assert ix_tool(first, "workspace_index_rebuild")["parsed"] == 1
+        first.stop()
+        ix_write(ws, {f"new/m{i:03}.py": "".join(f"def new_{i:03}_{k}(x):\n    return x + {k}\n" for k in range(40))
+                      for i in range(files)})
+        p = make_proxy(ix_env(tmp_path, ws, LYNKR_CLAUDE_MD="false", LYNKR_INDEX_TIMEOUT_MS="1"))
+        text, is_error = ix_tool_raw(p, "workspace_index_rebuild")
+        assert is_error and "LYNKR_INDEX_TIMEOUT_MS" in str(text) and "previous index is unchanged" in str(text), text
+        assert [d["file"] for d in ix_defs(p, "kept_symbol")] == ["old/kept.py"]
+        assert ix_search(p, "new_000_1") == []
+        env = base_env(tmp_path, ix_env(tmp_path, ws, LYNKR_INDEX_TIMEOUT_MS="1"))
+        cli = run_lynkr(tmp_path, env=env, args=("index",), timeout=60)
+        assert cli.returncode == 1 and "LYNKR_INDEX_TIMEOUT_MS" in cli.stderr, (cli.returncode, cli.stderr[-500:])
+
+    def test_shutdown_stops_a_running_startup_rebuild(self, tmp_path, make_proxy):
+        # SIGTERM while the start-up index of a large tree is being built: lynkr exits promptly (the
+        # rebuild and its pool workers stop) instead of finishing the parse first, and keeps nothing
+        # of the unfinished rebuild.
+        import sysconfig
+
+        ws = tmp_path / "ws"
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        for src in sorted(stdlib.rglob("*.py")):
+            rel = src.relative_to(stdlib)
+            if rel.parts[0] in ("site-packages", "test", "idlelib") or "__pycache__" in rel.parts:
+                continue
+            dest = ws / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+        p = make_proxy(ix_env(tmp_path, ws, LYNKR_INDEX_ON_START="true", LYNKR_CLAUDE_MD="false"))
+        time.sleep(1.0)  # the rebuild is under way (a full parse of this tree takes several seconds)
+        assert not any(o.get("msg") in ("index updated", "index update failed") for o in p.logs()), \
+            "the tree was indexed too fast to test shutdown during a rebuild"
+        started = time.monotonic()
+        assert p.stop() == 0
+        took = time.monotonic() - started
+        assert took < 3.5, f"shutdown waited {took:.1f} s for the rebuild"
+        db = sqlite3.connect(ws / "lynkr-state" / "index.db")
+        try:
+            assert db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
+        finally:
+            db.close()
+
     def test_cli_index_prints_summary_and_exits_zero(self, tmp_path):
         ws = tmp_path / "ws"
         ix_write(ws, {
