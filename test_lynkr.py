@@ -7824,23 +7824,10 @@ class TestIndexer:
         ix_write(ws, {"a.py": "def alpha():\n    return beta()\n", "b.py": "from a import alpha\n\ndef beta():\n    return alpha()\n"})
         state = ws / "lynkr-state"
         state.mkdir()
+        import lynkr  # the catalog as the two migrations before grouped references left it
+
         db = sqlite3.connect(state / "index.db")
-        db.executescript("""
-            CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL);
-            INSERT INTO _migrations VALUES ('m001_index', 0), ('m002_exact_names', 0);
-            CREATE TABLE files (path TEXT PRIMARY KEY, language TEXT, size INTEGER, mtime_ns INTEGER, hash TEXT,
-                                lines INTEGER, parser TEXT);
-            CREATE TABLE symbols (id INTEGER PRIMARY KEY, file TEXT NOT NULL, name TEXT NOT NULL, kind TEXT,
-                                  container TEXT, line INTEGER, col INTEGER, signature TEXT);
-            CREATE INDEX symbols_name ON symbols(name COLLATE NOCASE);
-            CREATE INDEX symbols_file ON symbols(file);
-            CREATE INDEX symbols_name_exact ON symbols(name);
-            CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, line INTEGER, col INTEGER, enclosing TEXT);
-            CREATE INDEX refs_name ON refs(name);
-            CREATE INDEX refs_file ON refs(file);
-            CREATE TABLE imports (file TEXT NOT NULL, spec TEXT NOT NULL, resolved TEXT);
-            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
-        """)
+        lynkr.apply_migrations(db, [lynkr._m001_index, lynkr._m002_exact_names])
         for rel in ("a.py", "b.py"):  # the catalog says both files are indexed and unchanged
             st = (ws / rel).stat()
             db.execute("INSERT INTO files VALUES (?, 'python', ?, ?, 'old', 2, 'tree-sitter')", (rel, st.st_size, st.st_mtime_ns))
