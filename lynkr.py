@@ -6207,6 +6207,13 @@ class SandboxSettings:
         return "host" if may_run_on_host else "refused"
 
 
+# How the container *client* finds its engine (a remote or rootless daemon, a context, podman's
+# socket). The SDK starts stdio servers with a minimal environment, so these are passed on; the MCP
+# server's own variables go into the container with -e, never from lynkr's environment.
+CONTAINER_CLIENT_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY",
+                        "CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINERS_CONF", "XDG_RUNTIME_DIR")
+
+
 def sandbox_argv(spec: MCPServerSpec, sandbox: SandboxSettings, workspace: str, container_name: str) -> list[str]:
     """The container command line for a stdio server (covered by tests; no shell involved)."""
     argv = [sandbox.runtime, "run", "-i", "--rm", "--name", container_name,
@@ -6333,7 +6340,8 @@ class MCPServer:
         if self.placement == "sandbox":
             self.container_name = f"lynkr-mcp-{re.sub(r'[^a-zA-Z0-9_.-]', '-', self.spec.name)}-{secrets.token_hex(4)}"
             argv = sandbox_argv(self.spec, self.manager.sandbox, self.manager.workspace, self.container_name)
-            command, args, env = argv[0], argv[1:], {}
+            command, args = argv[0], argv[1:]
+            env = {k: os.environ[k] for k in CONTAINER_CLIENT_ENV if os.environ.get(k)}
         errlog = stack.enter_context(self._errlog())
         params = mcp_sdk.StdioServerParameters(command=command, args=args, env=env or None,
                                                cwd=self.spec.cwd or self.manager.workspace)

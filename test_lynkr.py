@@ -6367,6 +6367,22 @@ class TestMCPSandbox:
         assert any(w in line["line"].lower() for w in ("docker", "podman", "error")), line
 
 
+    def test_container_client_finds_its_engine_through_docker_host(self, make_proxy, tmp_path):
+        """The SDK starts stdio servers with a minimal environment; the container client still gets
+        DOCKER_HOST (a remote or rootless engine). The docker client names the socket it tried."""
+        need_mcp(npm=False)
+        docker = shutil.which("docker")
+        if docker is None:
+            pytest.skip("no docker client on PATH")
+        socket_path = tmp_path / "lynkr-test-engine.sock"
+        manifest = write_manifest(tmp_path / "m.json", {"servers": [{"name": "time", "command": "mcp-server-time"}]})
+        p = make_proxy(mcp_env(manifest, MCP_SANDBOX_IMAGE="lynkr-test-no-such-image:0", MCP_SANDBOX_RUNTIME=docker,
+                               MCP_READY_WAIT_MS=500, MCP_STARTUP_TIMEOUT_MS=5000, DOCKER_HOST=f"unix://{socket_path}"))
+        line = p.wait_log(lambda o: o.get("msg") == "mcp server stderr" and o.get("server") == "time"
+                          and str(socket_path) in o.get("line", ""), 20)
+        assert "lynkr-test-engine.sock" in line["line"], line
+
+
 # == Tests: reliability and operations (issue 8) ==
 #
 # Fault injection with real processes and sockets: the fakes fail on a script (statuses, hangs,
