@@ -1147,10 +1147,15 @@ class ProxySettings:
 CHUNK_HEAD = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
 
 
+# (scheme, host, port, addresses to connect to or ()): a connection pinned to checked addresses is
+# never handed to a request that resolved the name itself, nor the other way round.
+PoolKey = tuple[str, str, int, tuple[str, ...]]
+
+
 class UpstreamResponse:
     """Status and headers of an upstream answer; the body is read incrementally."""
 
-    def __init__(self, client: HTTPClient, key: tuple[str, str, int], conn: _UpstreamConnection,
+    def __init__(self, client: HTTPClient, key: PoolKey, conn: _UpstreamConnection,
                  status: int, headers: dict[str, str], read_timeout: float, origin: str, has_body: bool = True) -> None:
         self._client = client
         self._key = key
@@ -1365,7 +1370,7 @@ class UpstreamResponse:
 class HTTPClient:
     def __init__(self, proxies: ProxySettings | None = None) -> None:
         self.proxies = proxies or ProxySettings()
-        self._pools: dict[tuple[str, str, int], list[_UpstreamConnection]] = {}
+        self._pools: dict[PoolKey, list[_UpstreamConnection]] = {}
         self._ssl_context: ssl.SSLContext | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -1382,11 +1387,15 @@ class HTTPClient:
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 600.0,
+        connect_to: tuple[str, ...] = (),
     ) -> UpstreamResponse:
+        """`connect_to`: IP addresses to connect to, in order, instead of resolving the URL's host again
+        (the web tools pass the addresses they checked: no DNS-rebinding window). The Host header and
+        TLS certificate checks still use the name. Through a proxy, the proxy resolves."""
         parts = urllib.parse.urlsplit(url)
         scheme, host = parts.scheme, parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
-        key = (scheme, host, port)
+        key = (scheme, host, port, connect_to)
         origin = f"{host}:{port}"
         proxy = self.proxies.proxy_for(scheme, host)
         target = parts.path or "/"
@@ -1450,7 +1459,7 @@ class HTTPClient:
                 raise ConnectionError("connection closed before a response")
 
     async def _acquire(
-        self, key: tuple[str, str, int], proxy: str, timeout: float, origin: str
+        self, key: PoolKey, proxy: str, timeout: float, origin: str
     ) -> tuple[_UpstreamConnection, bool]:
         pool = self._pools.get(key, [])
         while pool:
@@ -1458,15 +1467,22 @@ class HTTPClient:
             if conn.usable():
                 return conn, True
             conn.close()
-        scheme, host, port = key
+        scheme, host, port, connect_to = key
         ctx = self.ssl_context() if scheme == "https" else None
         try:
             if not proxy:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None,
-                                            limit=READ_CHUNK_BYTES),
-                    timeout,
-                )
+                addresses = connect_to or (host,)
+                for i, address in enumerate(addresses):
+                    try:
+                        reader, writer = await asyncio.wait_for(
+                            asyncio.open_connection(address, port, ssl=ctx, server_hostname=host if ctx else None,
+                                                    limit=READ_CHUNK_BYTES),
+                            timeout,
+                        )
+                        break
+                    except OSError:
+                        if i == len(addresses) - 1:
+                            raise
             elif ctx is not None:
                 sock = await asyncio.wait_for(self._tunnel(proxy, host, port), timeout)
                 reader, writer = await asyncio.wait_for(
@@ -1523,14 +1539,14 @@ class HTTPClient:
             raise
         return sock
 
-    def _release(self, key: tuple[str, str, int], conn: _UpstreamConnection) -> None:
+    def _release(self, key: PoolKey, conn: _UpstreamConnection) -> None:
         if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
             conn.h11.start_next_cycle()
             self._pool(key, conn)
         else:
             conn.close()
 
-    def _pool(self, key: tuple[str, str, int], conn: _UpstreamConnection) -> None:
+    def _pool(self, key: PoolKey, conn: _UpstreamConnection) -> None:
         conn.idle_since = time.monotonic()
         pool = self._pools.setdefault(key, [])
         if len(pool) < MAX_IDLE_UPSTREAM_CONNECTIONS:
@@ -4238,14 +4254,17 @@ async def _checked_get(ctx: ToolContext, url: str, *, trusted: bool = False) -> 
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ToolFailed(f"only http(s) URLs can be fetched (got {url!r})")
+        connect_to: tuple[str, ...] = ()
         if not trusted:
             try:
                 infos = await loop.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
             except socket.gaierror as exc:
                 raise ToolFailed(f"cannot resolve {parts.hostname}: {exc.strerror}") from None
             ctx.policy.check_web_target(parts.hostname, sorted({info[4][0] for info in infos}))
+            # Connect to an address just checked: resolving the name again could answer differently.
+            connect_to = tuple(dict.fromkeys(info[4][0] for info in infos))
         resp = await ctx.client.request("GET", url, [("accept", "text/html,application/json,text/plain,*/*")],
-                                        connect_timeout=10, read_timeout=30)
+                                        connect_timeout=10, read_timeout=30, connect_to=connect_to)
         if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("location"):
             await resp.aclose()
             url = urllib.parse.urljoin(url, resp.headers["location"])

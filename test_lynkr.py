@@ -4178,6 +4178,17 @@ class TestWebTools:
             assert gone not in out, out
         assert [r.path for r in site.requests] == ["/page"] and site.last.method == "GET"
 
+    def test_fetch_by_name_connects_to_the_checked_address_with_the_name_as_host(self, agent, web_server):
+        # The web tools resolve and check a name, then connect to an address they checked (no second
+        # lookup that could answer differently); the request still names the host. localhost may
+        # resolve to ::1 first while the site listens on 127.0.0.1 only: every checked address is tried.
+        site = web_server()
+        st = agent(WEB_SEARCH_ALLOWED_HOSTS="localhost")
+        site.push(html_reply("<p>by name</p>"))
+        out = tool_ok(st.port, "web_fetch", {"url": f"http://localhost:{site.port}/named"})
+        assert out == f"URL: http://localhost:{site.port}/named\n\nby name", out
+        assert site.last.headers["host"] == f"localhost:{site.port}", site.last.headers
+
     def test_fetch_refused_without_allowlist(self, agent, web_server):
         site = web_server()
         st = agent()
