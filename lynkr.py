@@ -691,8 +691,7 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "MCP_SANDBOX_PERMISSION_DENY": ("", "Servers (globs) never allowed to run unsandboxed."),
     "LYNKR_INDEX_ON_START": ("true", "Update the repository index and CLAUDE.md in the background at startup."),
     "LYNKR_CLAUDE_MD": ("true", "Maintain a generated block in WORKSPACE_ROOT/CLAUDE.md on each index rebuild."),
-    "LYNKR_INDEX_TIMEOUT_MS": ("600000", "Longest an index rebuild may take; past it the rebuild stops and the "
-                               "previous index stays."),
+    "LYNKR_INDEX_TIMEOUT_MS": ("600000", "Longest an index rebuild may take; then it stops, the old index stays."),
     "UPSTREAM_MAX_RETRIES": ("2", "Retries of 429/5xx/529/connection failures before any byte reached the client."),
     "UPSTREAM_RETRY_AFTER_MAX_MS": ("10000", "Longest upstream retry-after lynkr waits out itself (longer ones go to "
                                               "the client)."),
@@ -1254,7 +1253,8 @@ class UpstreamResponse:
                 raise UpstreamUnavailable(f"upstream {self.origin} broke off the response mid-body")
             buffer += data
 
-    async def _aiter_sized(self, conn: _UpstreamConnection, tick: float | None, left: int) -> AsyncIterator[bytes | None]:
+    async def _aiter_sized(self, conn: _UpstreamConnection, tick: float | None,
+                           left: int) -> AsyncIterator[bytes | None]:
         """A Content-Length body straight from the socket buffer."""
         data = bytes(conn.h11.trailing_data[0])  # what h11 read past the response head
         silent = 0.0
@@ -5184,7 +5184,8 @@ def extract_symbols(path: str, language: str, source: bytes) -> dict[str, Any]:
                     row, col = node.start_point
                     definition = {"name": node.text.decode("utf-8", "replace"), "kind": name.split(".", 1)[1],
                                   "line": row + 1, "col": col + 1, "signature": _line_text(lines, owner.start_point[0]),
-                                  "_start": owner.start_byte, "_end": owner.end_byte, "end_line": owner.end_point[0] + 1,
+                                  "_start": owner.start_byte, "_end": owner.end_byte,
+                                  "end_line": owner.end_point[0] + 1,
                                   "_scope_only": name[0] == "s"}
                     if language == "go" and owner.type == "method_declaration":
                         receiver = owner.child_by_field_name("receiver")
@@ -5292,7 +5293,8 @@ def _m003_grouped_refs(db: sqlite3.Connection) -> None:
     # fewer rows to write. Enclosing symbols come from symbol line ranges at query time, hence end_line.
     # Both need a re-parse, so the catalog is emptied and the next rebuild is a full one.
     for statement in ("DROP TABLE refs",
-                      "CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, uses INTEGER NOT NULL, spots TEXT NOT NULL)",
+                      "CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, uses INTEGER NOT NULL,"
+                      " spots TEXT NOT NULL)",
                       "CREATE INDEX refs_name ON refs(name)", "CREATE INDEX refs_file ON refs(file)",
                       "ALTER TABLE symbols ADD COLUMN end_line INTEGER",
                       "DROP INDEX symbols_name",  # NOCASE: search uses the in-memory name table instead
@@ -5425,7 +5427,8 @@ class RepoIndex:
 
     def rebuild(self, workers: int | None = None, timeout_s: float | None = None) -> IndexStats:
         """Bring the index up to date. Past `timeout_s` (LYNKR_INDEX_TIMEOUT_MS) or after close(), the
-        rebuild stops, its workers are killed and nothing of it is kept: the previous index stays."""
+        rebuild stops (workers finish only the small batch at hand) and nothing of it is kept: the
+        previous index stays."""
         with self._lock:
             return self._rebuild(workers, time.monotonic() + timeout_s if timeout_s else None)
 
@@ -5496,8 +5499,9 @@ class RepoIndex:
                     db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
                                (rel, language, size, mtime_ns, result["digest"], result["lines"], result["parser"]))
                     if result["symbols"]:
-                        db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature, end_line)"
-                                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(rel, *row) for row in result["symbols"]])
+                        db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature,"
+                                       " end_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                       [(rel, *row) for row in result["symbols"]])
                     if result["refs"]:
                         db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", [(rel, *row) for row in result["refs"]])
                     if result["imports"]:
@@ -5549,7 +5553,10 @@ class RepoIndex:
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
         finished = False
         try:
-            pending = {pool.submit(_parse_batch, jobs[i::workers * 8]) for i in range(min(len(jobs), workers * 8))}
+            # Many small batches: results reach the SQLite writer sooner, and a stopped rebuild
+            # leaves only the batches already running to finish.
+            batches = min(len(jobs), workers * 32)
+            pending = {pool.submit(_parse_batch, jobs[i::batches]) for i in range(batches)}
             while pending:
                 done, pending = concurrent.futures.wait(pending, timeout=0.5,
                                                         return_when=concurrent.futures.FIRST_COMPLETED)
@@ -5566,13 +5573,10 @@ class RepoIndex:
             yield from map(parse_file_job, [job for job in jobs if job[0] not in delivered])
             finished = True
         finally:
-            if finished:
-                pool.shutdown(wait=True)
-            else:  # the consumer stopped (timeout, shutdown, an error): do not wait for the batches
-                processes = list((getattr(pool, "_processes", None) or {}).values())  # no public kill
-                pool.shutdown(wait=False, cancel_futures=True)
-                for process in processes:
-                    process.terminate()
+            # Stopped early (timeout, shutdown, an error): batches not started are dropped, the few
+            # running ones end on their own. Killing a worker instead can leave the pool's manager
+            # thread waiting forever on half a result, and the interpreter waits for that thread.
+            pool.shutdown(wait=finished, cancel_futures=not finished)
 
     # -- queries --
     def _name_table(self, db: sqlite3.Connection) -> tuple[Any, ...]:
