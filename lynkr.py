@@ -62,6 +62,7 @@ import html.parser
 import http
 import ipaddress
 import json
+import marshal
 import math
 import multiprocessing
 import os
@@ -341,26 +342,28 @@ def json_bytes(obj: Any) -> bytes:
     return json_dumps(obj).encode()
 
 
-_ENCODED_TOOLS: collections.OrderedDict[tuple[Any, ...], tuple[list[Any], bytes]] = collections.OrderedDict()
+_ENCODED_TOOLS: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
 
 
 def upstream_json(body: dict[str, Any]) -> bytes:
     """The upstream request body as ASCII JSON (the C encoder's fast path, ~25 % cheaper than UTF-8).
 
     Claude Code sends the same tool list (16 tools, ~10 KB of schemas) on every request, and encoding
-    it is over half the cost of a 27 KB body. The last few encoded lists are kept: an equal list (a
-    C-speed deep comparison, ~7 µs against ~85 µs to encode) is spliced in as bytes, at the end."""
+    it is over half the cost of a 27 KB body. The last few encoded lists are kept, keyed by the list's
+    marshal bytes (~10 µs against ~90 µs to encode; unlike ==, they tell true from 1 and 1 from 1.0),
+    and an equal list is spliced in as bytes, at the end."""
     tools = body.get("tools")
-    if not isinstance(tools, list) or len(tools) < 4 or not isinstance(tools[0], dict):
+    if not isinstance(tools, list) or len(tools) < 4:
         return json.dumps(body, separators=(",", ":")).encode()
-    probe = (len(tools), json.dumps(tools[0], separators=(",", ":")))  # cheap: one small tool
-    cached = _ENCODED_TOOLS.get(probe)
-    if cached is not None and cached[0] == tools:
-        _ENCODED_TOOLS.move_to_end(probe)
-        encoded = cached[1]
+    try:
+        key = marshal.dumps(tools)
+    except ValueError:  # not plain JSON data
+        return json.dumps(body, separators=(",", ":")).encode()
+    encoded = _ENCODED_TOOLS.get(key)
+    if encoded is not None:
+        _ENCODED_TOOLS.move_to_end(key)
     else:
-        encoded = json.dumps(tools, separators=(",", ":")).encode()
-        _ENCODED_TOOLS[probe] = (json.loads(encoded), encoded)  # a copy: the caller's list may change later
+        encoded = _ENCODED_TOOLS[key] = json.dumps(tools, separators=(",", ":")).encode()
         if len(_ENCODED_TOOLS) > 8:
             _ENCODED_TOOLS.popitem(last=False)
     rest = json.dumps({k: v for k, v in body.items() if k != "tools"}, separators=(",", ":")).encode()
@@ -1169,6 +1172,10 @@ class UpstreamResponse:
         # So is a Content-Length body (most JSON answers): h11 already checked the header's syntax.
         length = headers.get("content-length", "")
         self.length = int(length) if has_body and not self.chunked and length.isdigit() else None
+        # Whether the socket may serve another request once the body is read (h11 decides this
+        # itself for the bodies it reads; these two are read without it).
+        self.keep_alive = (conn.h11.their_http_version == b"1.1"
+                           and "close" not in headers.get("connection", "").lower())
 
     async def _read_more(self, conn: _UpstreamConnection, tick: float | None, silent: float) -> tuple[bytes | None, float]:
         """(bytes read, 0.0), or (None, longer silence) when `tick` seconds passed without data.
@@ -1231,7 +1238,7 @@ class UpstreamResponse:
                     leftover = buffer[end + 4 :]
                     if out:
                         yield b"".join(out)
-                    self._release_manual(conn, reusable=not leftover)
+                    self._release_manual(conn, reusable=not leftover and self.keep_alive)
                     return
                 pos = head.end()
                 end = pos + size
@@ -1264,10 +1271,11 @@ class UpstreamResponse:
                 left -= len(piece)
                 yield piece
                 if left == 0:
-                    self._release_manual(conn, reusable=len(data) == len(piece))  # more bytes: a broken server
+                    # more bytes than announced: a broken server, the socket is not trusted again
+                    self._release_manual(conn, reusable=len(data) == len(piece) and self.keep_alive)
                     return
             elif left == 0:
-                self._release_manual(conn, reusable=True)
+                self._release_manual(conn, reusable=self.keep_alive)
                 return
             data, silent = await self._read_more(conn, tick, silent)
             if data is None:
@@ -1547,6 +1555,9 @@ class HTTPClient:
             conn.close()
 
     def _pool(self, key: PoolKey, conn: _UpstreamConnection) -> None:
+        if key[3]:  # pinned to checked addresses (web tools): rare, and DNS rotation would make every
+            conn.close()  # fetch a new key whose idle connection nobody asks for again
+            return
         conn.idle_since = time.monotonic()
         pool = self._pools.setdefault(key, [])
         if len(pool) < MAX_IDLE_UPSTREAM_CONNECTIONS:
@@ -3194,7 +3205,10 @@ class Store:
     def _write_batch(self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]) -> list[tuple[bool, Any]]:
         db = self._connection()
         outcomes: list[tuple[bool, Any]] = []
-        db.execute("BEGIN")
+        # IMMEDIATE: take the write lock now (waiting busy_timeout for another process's writer). A
+        # deferred transaction that reads first fails at its first write if another connection
+        # committed in between, and would fail the whole batch.
+        db.execute("BEGIN IMMEDIATE")
         try:
             for fn, args, _future in batch:
                 db.execute("SAVEPOINT one_write")
@@ -5438,10 +5452,10 @@ class RepoIndex:
 
     def _check_stop(self, deadline: float | None, started: float) -> None:
         if self._closing.is_set():
-            raise ToolFailed("the index rebuild was stopped: lynkr is shutting down; the previous index is unchanged")
+            raise ToolFailed("the index rebuild was stopped: lynkr is shutting down")
         if deadline is not None and time.monotonic() > deadline:
-            raise ToolFailed(f"the index rebuild was stopped after {time.monotonic() - started:.0f} s "
-                             "(LYNKR_INDEX_TIMEOUT_MS); the previous index is unchanged")
+            raise ToolFailed(f"the index rebuild was stopped after {time.monotonic() - started:.1f} s "
+                             "(LYNKR_INDEX_TIMEOUT_MS)")
 
     def _rebuild(self, workers: int | None, deadline: float | None = None) -> IndexStats:
         started = time.monotonic()
@@ -5474,40 +5488,34 @@ class RepoIndex:
             deleted = [p for p in known if p not in current]
             resolve = import_resolver(set(current))
             parsed = 0
+            stopped: ToolFailed | None = None
             with db:
-                for rel in deleted + [job[0] for job in to_parse if job[0] in known]:
-                    self._drop(db, rel)  # while the indexes make it cheap
+                for rel in deleted:
+                    self._drop(db, rel)
                 db.executemany("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", touched)
                 # A bulk load (first build, most files changed) writes without the secondary indexes and
                 # builds them once at the end: sorting once is cheaper than 400k B-tree inserts.
                 bulk = len(to_parse) >= INDEX_POOL_THRESHOLD and len(to_parse) * 2 > len(current)
                 secondary = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
                                        " AND tbl_name IN ('symbols', 'refs', 'imports')").fetchall() if bulk else []
+                if bulk:
+                    for rel in [job[0] for job in to_parse if job[0] in known]:
+                        self._drop(db, rel)  # while the indexes make it cheap
                 for index_name, _sql in secondary:
                     db.execute(f'DROP INDEX "{index_name}"')
-                # Results are written as the pool delivers them: parsing and SQLite overlap.
-                for rel, result, error in self._parse(to_parse, workers, lambda: self._check_stop(deadline, started)):
-                    self._check_stop(deadline, started)  # raising here rolls the whole rebuild back
-                    size, mtime_ns, language = current[rel]
-                    if result is None:
-                        stats.errors.append(f"{rel}: {error}")
-                        result = {"digest": "", "lines": 0, "binary": False, "symbols": [], "refs": [],
-                                  "imports": [], "parser": "error"}
-                    if result["binary"]:
-                        language = "binary"  # kept as a row so the next rebuild skips it by size/mtime
-                    parsed += not result["binary"]
-                    db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               (rel, language, size, mtime_ns, result["digest"], result["lines"], result["parser"]))
-                    if result["symbols"]:
-                        db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature,"
-                                       " end_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                       [(rel, *row) for row in result["symbols"]])
-                    if result["refs"]:
-                        db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", [(rel, *row) for row in result["refs"]])
-                    if result["imports"]:
-                        db.executemany("INSERT INTO imports VALUES (?, ?, ?)",
-                                       [(rel, spec, resolve(rel, language, spec))
-                                        for spec in result["imports"]])
+                # Results are written as the pool delivers them: parsing and SQLite overlap. A rebuild
+                # stopped by LYNKR_INDEX_TIMEOUT_MS or shutdown keeps what it wrote (each file whole):
+                # the next rebuild goes on from there instead of starting over.
+                try:
+                    for rel, result, error in self._parse(to_parse, workers,
+                                                          lambda: self._check_stop(deadline, started)):
+                        self._check_stop(deadline, started)
+                        if not bulk and rel in known:
+                            self._drop(db, rel)  # the old rows stay until the new ones are ready
+                        self._insert(db, rel, result, error, current[rel], resolve, stats)
+                        parsed += not (result or {}).get("binary")
+                except ToolFailed as exc:
+                    stopped = exc
                 for _index_name, sql in secondary:
                     db.execute(sql)
                 if deleted or to_parse:
@@ -5526,7 +5534,32 @@ class RepoIndex:
         finally:
             db.close()
         stats.seconds = round(time.monotonic() - started, 3)
+        if stopped is not None:
+            raise ToolFailed(f"{stopped}: {parsed} of {len(to_parse)} changed files were indexed and kept; the next "
+                             "rebuild goes on from there")
         return stats
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, rel: str, result: dict[str, Any] | None, error: str,
+                seen: tuple[int, int, str], resolve: Callable[[str, str, str], str | None], stats: IndexStats) -> None:
+        """One parsed file's rows."""
+        size, mtime_ns, language = seen
+        if result is None:
+            stats.errors.append(f"{rel}: {error}")
+            result = {"digest": "", "lines": 0, "binary": False, "symbols": [], "refs": [], "imports": [],
+                      "parser": "error"}
+        if result["binary"]:
+            language = "binary"  # kept as a row so the next rebuild skips it by size/mtime
+        db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (rel, language, size, mtime_ns, result["digest"], result["lines"], result["parser"]))
+        if result["symbols"]:
+            db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature, end_line)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(rel, *row) for row in result["symbols"]])
+        if result["refs"]:
+            db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", [(rel, *row) for row in result["refs"]])
+        if result["imports"]:
+            db.executemany("INSERT INTO imports VALUES (?, ?, ?)",
+                           [(rel, spec, resolve(rel, language, spec)) for spec in result["imports"]])
 
     @staticmethod
     def _drop(db: sqlite3.Connection, rel: str) -> None:
@@ -7454,13 +7487,13 @@ def return_freed_memory() -> None:
     `lynkr` console script) it is freed once compiled, but glibc keeps it: hand it back to the OS.
     Run as a script (`python lynkr.py`) CPython keeps the script's syntax tree until exit, so there
     is nothing to return (see bench/README.md)."""
-    if __spec__ is None:  # run as a script, not imported
+    if __spec__ is None or not sys.platform.startswith("linux"):  # a script; or no glibc to ask
         return
     try:
         import ctypes
 
         ctypes.CDLL(None).malloc_trim(0)
-    except (ImportError, OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to do
+    except (ImportError, OSError, AttributeError, TypeError):  # musl has no malloc_trim: nothing to do
         pass
 
 
