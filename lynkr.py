@@ -5307,8 +5307,8 @@ def _m003_grouped_refs(db: sqlite3.Connection) -> None:
     # fewer rows to write. Enclosing symbols come from symbol line ranges at query time, hence end_line.
     # Both need a re-parse, so the catalog is emptied and the next rebuild is a full one.
     for statement in ("DROP TABLE refs",
-                      "CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, uses INTEGER NOT NULL,"
-                      " spots TEXT NOT NULL)",
+                      ("CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, uses INTEGER NOT NULL,"
+                       " spots TEXT NOT NULL)"),
                       "CREATE INDEX refs_name ON refs(name)", "CREATE INDEX refs_file ON refs(file)",
                       "ALTER TABLE symbols ADD COLUMN end_line INTEGER",
                       "DROP INDEX symbols_name",  # NOCASE: search uses the in-memory name table instead
