@@ -694,7 +694,7 @@ CONFIG_KEYS: dict[str, tuple[str, str]] = {
     "MCP_SANDBOX_PERMISSION_DENY": ("", "Servers (globs) never allowed to run unsandboxed."),
     "LYNKR_INDEX_ON_START": ("true", "Update the repository index and CLAUDE.md in the background at startup."),
     "LYNKR_CLAUDE_MD": ("true", "Maintain a generated block in WORKSPACE_ROOT/CLAUDE.md on each index rebuild."),
-    "LYNKR_INDEX_TIMEOUT_MS": ("600000", "Longest an index rebuild may take; then it stops, the old index stays."),
+    "LYNKR_INDEX_TIMEOUT_MS": ("600000", "Longest an index rebuild may take; then it stops, keeping its progress."),
     "UPSTREAM_MAX_RETRIES": ("2", "Retries of 429/5xx/529/connection failures before any byte reached the client."),
     "UPSTREAM_RETRY_AFTER_MAX_MS": ("10000", "Longest upstream retry-after lynkr waits out itself (longer ones go to "
                                               "the client)."),
@@ -5441,8 +5441,8 @@ class RepoIndex:
 
     def rebuild(self, workers: int | None = None, timeout_s: float | None = None) -> IndexStats:
         """Bring the index up to date. Past `timeout_s` (LYNKR_INDEX_TIMEOUT_MS) or after close(), the
-        rebuild stops (workers finish only the small batch at hand) and nothing of it is kept: the
-        previous index stays."""
+        rebuild stops (workers finish only the small batch at hand) and raises ToolFailed; the files
+        it finished are kept, whole, and the next rebuild goes on from there."""
         with self._lock:
             return self._rebuild(workers, time.monotonic() + timeout_s if timeout_s else None)
 
