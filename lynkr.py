@@ -64,7 +64,6 @@ import ipaddress
 import json
 import marshal
 import math
-import multiprocessing
 import os
 import posixpath
 import random
@@ -5578,6 +5577,9 @@ class RepoIndex:
             return
         # Largest files first so the pool's tail is short.
         jobs = sorted(jobs, key=lambda j: -os.path.getsize(j[1]) if os.path.exists(j[1]) else 0)
+        import concurrent.futures.process  # only index builds need processes: imported here, not at start
+        import multiprocessing
+
         context = multiprocessing.get_context("spawn" if sys.platform != "linux" else "forkserver")
         if sys.platform == "linux" and __name__ != "__main__":
             # Imported as a module: the fork server imports it once, not every worker (as for a script).
@@ -7120,6 +7122,8 @@ def parse_json_body(req: Request) -> Any:
 
 async def route_messages(app: App, req: Request) -> Response:
     msg_req = validate_messages_request(parse_json_body(req), app.cfg.max_tokens_default)
+    if not app.cfg.log_bodies:
+        req.body = b""  # parsed: the raw copy (~30 KB for Claude Code) need not live as long as the answer
     req.log["stream"] = bool(msg_req.get("stream"))
     req.log["model"] = msg_req["model"]
     return await app.orchestrator.respond(msg_req, req)
