@@ -352,11 +352,11 @@ def upstream_json(body: dict[str, Any]) -> bytes:
     marshal bytes (~10 µs against ~90 µs to encode; unlike ==, they tell true from 1 and 1 from 1.0),
     and an equal list is spliced in as bytes, at the end."""
     tools = body.get("tools")
-    if not isinstance(tools, list) or len(tools) < 4:
-        return json.dumps(body, separators=(",", ":")).encode()
-    try:
-        key = marshal.dumps(tools)
-    except ValueError:  # not plain JSON data
+    key = None
+    if isinstance(tools, list) and len(tools) >= 4:
+        with contextlib.suppress(ValueError):  # ValueError: not plain JSON data
+            key = marshal.dumps(tools)
+    if key is None:
         return json.dumps(body, separators=(",", ":")).encode()
     encoded = _ENCODED_TOOLS.get(key)
     if encoded is not None:
@@ -522,13 +522,15 @@ class Metrics:
         self._keys: dict[tuple[Any, ...], tuple[str, tuple[tuple[str, str], ...]]] = {}
 
     def _key(self, name: str, labels: dict[str, Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
-        raw = (name, *labels.items())
+        raw: tuple[Any, ...] | None = (name, *labels.items())
         try:
             key = self._keys.get(raw)
-        except TypeError:  # an unhashable label value: sort every time
-            return name, tuple(sorted((k, str(v)) for k, v in labels.items()))
+        except TypeError:  # an unhashable label value: not remembered, sorted every time
+            raw, key = None, None
         if key is None:
-            key = self._keys[raw] = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
+            key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
+            if raw is not None:
+                self._keys[raw] = key
         return key
 
     def inc(self, name: str, value: float = 1.0, **labels: Any) -> None:
@@ -1428,8 +1430,10 @@ class HTTPClient:
                 if body:
                     conn.h11.send(h11.Data(data=body))  # h11's bookkeeping; the bytes are body itself
                 conn.h11.send(h11.EndOfMessage())
-                conn.writer.write(head + body if len(body) < 65536 else head)  # one send for a small request
-                if len(body) >= 65536:
+                if len(body) < 65536:
+                    conn.writer.write(head + body)  # one send for a small request
+                else:
+                    conn.writer.write(head)
                     conn.writer.write(body)
                 await conn.writer.drain()
                 event = await self._read_head(conn, read_timeout)
@@ -4273,9 +4277,9 @@ async def _checked_get(ctx: ToolContext, url: str, *, trusted: bool = False) -> 
                 infos = await loop.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
             except socket.gaierror as exc:
                 raise ToolFailed(f"cannot resolve {parts.hostname}: {exc.strerror}") from None
-            ctx.policy.check_web_target(parts.hostname, sorted({info[4][0] for info in infos}))
-            # Connect to an address just checked: resolving the name again could answer differently.
+            # Connect to the addresses just checked: resolving the name again could answer differently.
             connect_to = tuple(dict.fromkeys(info[4][0] for info in infos))
+            ctx.policy.check_web_target(parts.hostname, sorted(connect_to))
         resp = await ctx.client.request("GET", url, [("accept", "text/html,application/json,text/plain,*/*")],
                                         connect_timeout=10, read_timeout=30, connect_to=connect_to)
         if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("location"):
@@ -5508,7 +5512,6 @@ class RepoIndex:
                 try:
                     for rel, result, error in self._parse(to_parse, workers,
                                                           lambda: self._check_stop(deadline, started)):
-                        self._check_stop(deadline, started)
                         if not bulk and rel in known:
                             self._drop(db, rel)  # the old rows stay until the new ones are ready
                         self._insert(db, rel, result, error, current[rel], resolve, stats)
@@ -5569,11 +5572,14 @@ class RepoIndex:
     def _parse(jobs: list[tuple[str, str, str]], workers: int | None,
                check_stop: Callable[[], None] = lambda: None) -> Iterable[tuple[str, dict[str, Any] | None, str]]:
         """Parse results as they become ready: inline for a few files, a process pool for many.
-        `check_stop` raises to stop; it is called at least twice a second while the pool works."""
+        `check_stop` raises to stop; it is called before each inline file and at least twice a second
+        while the pool works."""
         workers = workers or os.cpu_count() or 1
         code_jobs = sum(1 for j in jobs if j[2] in CODE_LANGUAGES)
         if code_jobs < INDEX_POOL_THRESHOLD or workers < 2:
-            yield from map(parse_file_job, jobs)
+            for job in jobs:
+                check_stop()
+                yield parse_file_job(job)
             return
         # Largest files first so the pool's tail is short.
         jobs = sorted(jobs, key=lambda j: -os.path.getsize(j[1]) if os.path.exists(j[1]) else 0)
@@ -6043,7 +6049,7 @@ def index_for(ctx: ToolContext) -> RepoIndex:
 
 
 def index_timeout_s(cfg: Config) -> float:
-    return parse_int_setting("LYNKR_INDEX_TIMEOUT_MS", cfg.env.get("LYNKR_INDEX_TIMEOUT_MS") or "600000", 1) / 1000
+    return parse_int_setting("LYNKR_INDEX_TIMEOUT_MS", cfg.env["LYNKR_INDEX_TIMEOUT_MS"], 1) / 1000
 
 
 def rebuild_and_document(ctx: ToolContext) -> dict[str, Any]:
