@@ -48,6 +48,7 @@ Sections (``grep -n '^# == ' lynkr.py`` prints this map; each section uses only 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import bisect
 import collections
@@ -5147,110 +5148,135 @@ def tree_sitter_available() -> bool:
     return _tree_sitter_for("python") is not None
 
 
-def _line_text(lines: list[bytes], row: int) -> str:
-    return lines[row].decode("utf-8", errors="replace").strip()[:200] if row < len(lines) else ""
+def _line_at(source: bytes, offset: int) -> str:
+    """The stripped text of the line holding byte `offset`: a definition's signature."""
+    start = source.rfind(b"\n", 0, offset) + 1
+    end = source.find(b"\n", offset)
+    return source[start : end if end != -1 else len(source)].decode("utf-8", errors="replace").strip()[:200]
 
 
 # Definitions whose functions are methods; "impl" is a Rust scope that is not itself a symbol.
 SCOPE_KINDS = frozenset({"class", "struct", "interface", "trait", "impl", "enum", "module"})
+SCOPE_ONLY_KINDS = frozenset({"impl"})
 GO_RECEIVER_TYPE = re.compile(r"\*?\s*([A-Za-z_]\w*)(?:\[[^\]]*\])?\s*\)\s*$")
 
 
-def _attach_containers(defs: list[dict[str, Any]]) -> None:
-    """Containers of definitions by byte ranges, in one sweep over them in document order."""
-    stack: list[dict[str, Any]] = []
-    for definition in sorted(defs, key=lambda d: d["_start"]):
-        while stack and stack[-1]["_end"] <= definition["_start"]:
+def _attach_containers(defs: list[list[Any]]) -> None:
+    """Containers of definitions by byte ranges, in one sweep over them in document order. A definition
+    is [start byte, end byte, name, kind, container, row, column, signature, end row]; a container set
+    already (a Go method's receiver type: Go methods live outside their type's body) is kept."""
+    stack: list[list[Any]] = []
+    for definition in sorted(defs, key=lambda d: d[0]):
+        while stack and stack[-1][1] <= definition[0]:
             stack.pop()
-        definition["container"] = stack[-1]["name"] if stack else None
-        if definition["kind"] == "function" and stack and stack[-1]["kind"] in SCOPE_KINDS:
-            definition["kind"] = "method"
-        if definition.get("receiver"):  # Go methods live outside their type's body
-            definition["container"] = definition.pop("receiver")
+        if stack:
+            if definition[4] is None:
+                definition[4] = stack[-1][2]
+            if definition[3] == "function" and stack[-1][3] in SCOPE_KINDS:
+                definition[3] = "method"
         stack.append(definition)
 
 
-def _group_refs(refs: Iterable[tuple[str, int, int]]) -> list[tuple[str, int, str]]:
-    """(name, line, column) uses -> one (name, count, "line:col line:col ...") row per name: the refs
-    table has one row per file and name, five times fewer rows than one per use."""
-    spots: dict[str, list[str]] = {}
-    for name, line, col in refs:
-        spots.setdefault(name, []).append(f"{line}:{col}")
-    return [(name, len(places), " ".join(places)) for name, places in spots.items()]
+def pack_spots(flat: list[int]) -> bytes:
+    """0-based row, column, row, column, ... -> the refs table's `spots` (little-endian uint32 pairs):
+    one C call per file and name instead of a formatted string per use."""
+    packed = array.array("I", flat)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_spots(blob: bytes) -> list[tuple[int, int]]:
+    """The refs table's `spots` -> 1-based (line, column) pairs in document order."""
+    packed = array.array("I")
+    packed.frombytes(blob)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return sorted(zip([row + 1 for row in packed[0::2]], [col + 1 for col in packed[1::2]]))
+
+
+def _tree_sitter_extract(language: str, source: bytes, ts: tuple[Any, Any, Any]
+                         ) -> tuple[list[list[Any]], dict[bytes, list[int]], list[str]]:
+    """(definitions, uses by name, imports) from one parse and one query. The uses loop runs for every
+    reference of the repository (~200 per file): no per-use objects beyond the flat position list."""
+    parser, query, cursor_class = ts
+    tree = parser.parse(source)
+    raw = cursor_class(query).captures(tree.root_node) if cursor_class else query.captures(tree.root_node)
+    captures = raw.items() if isinstance(raw, dict) else _group_captures(raw)
+    defs: list[list[Any]] = []
+    def_points: set[Any] = set()  # a name captured as a definition is not also a use
+    imports: list[str] = []
+    for capture, nodes in captures:
+        if capture == "import":
+            imports.extend(node.text.decode("utf-8", "replace").strip("'\"`") for node in nodes)
+        elif capture != "ref":  # def.<kind> or scope.<kind>
+            kind = capture.split(".", 1)[1]
+            for node in nodes:
+                owner = node.parent or node
+                while owner.type in ("variable_declarator", "generic_type") and owner.parent is not None:
+                    owner = owner.parent
+                point = node.start_point
+                if capture[0] == "d":
+                    def_points.add(point)
+                receiver = None
+                if language == "go" and owner.type == "method_declaration":
+                    receiver_node = owner.child_by_field_name("receiver")
+                    m = GO_RECEIVER_TYPE.search(receiver_node.text.decode("utf-8", "replace")) if receiver_node else None
+                    receiver = m.group(1) if m else None
+                start = owner.start_byte
+                defs.append([start, owner.end_byte, node.text.decode("utf-8", "replace"), kind, receiver,
+                             point[0], point[1], _line_at(source, start), owner.end_point[0]])
+    uses: dict[bytes, list[int]] = collections.defaultdict(list)
+    for capture, nodes in captures:
+        if capture == "ref":
+            for node in nodes:
+                point = node.start_point
+                if point not in def_points:
+                    uses[node.text].extend(point)
+    if language == "ruby":
+        imports += [m.group(2).decode("utf-8", "replace")
+                    for m in re.finditer(rb"^\s*(require_relative|require)\s*\(?\s*['\"]([^'\"]+)['\"]", source, re.M)]
+    return defs, uses, imports
+
+
+def _regex_extract(language: str, source: bytes) -> tuple[list[list[Any]], dict[bytes, list[int]], list[str]]:
+    """The fallback: definition keywords, calls and import statements by regular expression."""
+    text = source.decode("utf-8", errors="replace")
+    line_starts = [0]
+    for line in text.split("\n"):
+        line_starts.append(line_starts[-1] + len(line) + 1)
+    defs: list[list[Any]] = []
+    name_positions = set()
+    for m in REGEX_DEFINITION.finditer(text):
+        row = bisect.bisect_right(line_starts, m.start("name")) - 1
+        signature = text[line_starts[row] : line_starts[row + 1] - 1].strip()[:200]
+        # No bodies, so no containers: the range is empty.
+        defs.append([m.start(), m.start(), m.group("name"), REGEX_KIND[m.group("kw")], None,
+                     row, m.start("name") - line_starts[row], signature, row])
+        name_positions.add(m.start("name"))
+    uses: dict[bytes, list[int]] = collections.defaultdict(list)
+    for m in REGEX_CALL.finditer(text):
+        if m.group(1) in REGEX_KEYWORDS or m.start(1) in name_positions:
+            continue
+        row = bisect.bisect_right(line_starts, m.start(1)) - 1
+        uses[m.group(1).encode()].extend((row, m.start(1) - line_starts[row]))
+    pattern = REGEX_IMPORTS.get(language)
+    imports = [next(g for g in m.groups() if g) for m in pattern.finditer(text)] if pattern is not None else []
+    return defs, uses, imports
 
 
 def extract_symbols(path: str, language: str, source: bytes) -> dict[str, Any]:
-    """-> {"symbols": [...], "refs": [...], "imports": [...], "parser": "tree-sitter" | "regex"}"""
-    lines = source.split(b"\n")
+    """-> {"symbols": rows, "refs": rows, "imports": [...], "parser": "tree-sitter" | "regex"}. Rows are
+    the tables' own tuples, `path` first: they cross a process boundary and go straight to executemany.
+    References are grouped into one row per name (uses, packed positions): five times fewer rows."""
     ts = _tree_sitter_for(language)
-    defs: list[dict[str, Any]] = []
-    refs: list[tuple[str, int, int]] = []  # (name, line, column) of each use
-    imports: list[str] = []
-    if ts is not None:
-        parser, query, cursor_class = ts
-        tree = parser.parse(source)
-        raw = cursor_class(query).captures(tree.root_node) if cursor_class else query.captures(tree.root_node)
-        captures = raw.items() if isinstance(raw, dict) else _group_captures(raw)
-        def_positions = set()
-        for name, nodes in captures:
-            if name.startswith(("def.", "scope.")):
-                for node in nodes:
-                    owner = node.parent if node.parent is not None else node
-                    while owner.type in ("variable_declarator", "generic_type") and owner.parent is not None:
-                        owner = owner.parent
-                    row, col = node.start_point
-                    definition = {"name": node.text.decode("utf-8", "replace"), "kind": name.split(".", 1)[1],
-                                  "line": row + 1, "col": col + 1, "signature": _line_text(lines, owner.start_point[0]),
-                                  "_start": owner.start_byte, "_end": owner.end_byte,
-                                  "end_line": owner.end_point[0] + 1,
-                                  "_scope_only": name[0] == "s"}
-                    if language == "go" and owner.type == "method_declaration":
-                        receiver = owner.child_by_field_name("receiver")
-                        m = GO_RECEIVER_TYPE.search(receiver.text.decode("utf-8", "replace")) if receiver else None
-                        definition["receiver"] = m.group(1) if m else None
-                    defs.append(definition)
-                    if name[0] == "d":
-                        def_positions.add(node.start_byte)
-        for name, nodes in captures:
-            if name == "ref":
-                for node in nodes:
-                    if node.start_byte in def_positions:
-                        continue
-                    row, col = node.start_point
-                    refs.append((node.text.decode("utf-8", "replace"), row + 1, col + 1))
-            elif name == "import":
-                imports.extend(node.text.decode("utf-8", "replace").strip("'\"`") for node in nodes)
-        if language == "ruby":
-            imports += [m.group(2).decode("utf-8", "replace")
-                        for m in re.finditer(rb"^\s*(require_relative|require)\s*\(?\s*['\"]([^'\"]+)['\"]", source, re.M)]
-        parser_name = "tree-sitter"
-    else:
-        text = source.decode("utf-8", errors="replace")
-        line_starts = [0]
-        for line in text.split("\n"):
-            line_starts.append(line_starts[-1] + len(line) + 1)
-        name_positions = set()
-        for m in REGEX_DEFINITION.finditer(text):
-            row = bisect.bisect_right(line_starts, m.start("name")) - 1
-            defs.append({"name": m.group("name"), "kind": REGEX_KIND[m.group("kw")], "line": row + 1,
-                         "col": m.start("name") - line_starts[row] + 1, "signature": _line_text(lines, row),
-                         "_start": m.start(), "_end": m.start(), "end_line": row + 1})  # no bodies: no containers
-            name_positions.add(m.start("name"))
-        for m in REGEX_CALL.finditer(text):
-            if m.group(1) in REGEX_KEYWORDS or m.start(1) in name_positions:
-                continue
-            row = bisect.bisect_right(line_starts, m.start(1)) - 1
-            refs.append((m.group(1), row + 1, m.start(1) - line_starts[row] + 1))
-        pattern = REGEX_IMPORTS.get(language)
-        if pattern is not None:
-            imports = [next(g for g in m.groups() if g) for m in pattern.finditer(text)]
-        parser_name = "regex"
+    defs, uses, imports = _tree_sitter_extract(language, source, ts) if ts is not None else _regex_extract(language, source)
     _attach_containers(defs)
-    # Rows as tuples: they cross a process boundary (pickling) and go straight into executemany.
-    return {"symbols": [(d["name"], d["kind"], d.get("container"), d["line"], d["col"], d["signature"], d["end_line"])
-                        for d in defs if not d.get("_scope_only")],
-            "refs": _group_refs(refs),
-            "imports": imports, "parser": parser_name}
+    return {"symbols": [(path, d[2], d[3], d[4], d[5] + 1, d[6] + 1, d[7], d[8] + 1)
+                        for d in defs if d[3] not in SCOPE_ONLY_KINDS],
+            "refs": [(path, name.decode("utf-8", "replace"), len(flat) >> 1, pack_spots(flat))
+                     for name, flat in uses.items()],
+            "imports": imports, "parser": "tree-sitter" if ts is not None else "regex"}
 
 
 def _group_captures(raw: list[tuple[Any, str]]) -> list[tuple[str, list[Any]]]:
@@ -5319,7 +5345,18 @@ def _m003_grouped_refs(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-INDEX_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_index, _m002_exact_names, _m003_grouped_refs]
+def _m004_packed_spots(db: sqlite3.Connection) -> None:
+    # `spots` holds packed uint32 (row, column) pairs instead of "line:col" text: no string per use to
+    # format when indexing. Old rows need a re-parse, so the catalog is emptied (next rebuild is full).
+    for statement in ("DROP TABLE refs",
+                      "CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, uses INTEGER NOT NULL, spots BLOB NOT NULL)",
+                      "CREATE INDEX refs_name ON refs(name)", "CREATE INDEX refs_file ON refs(file)",
+                      "DELETE FROM symbols", "DELETE FROM imports", "DELETE FROM files"):
+        db.execute(statement)
+
+
+INDEX_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_index, _m002_exact_names, _m003_grouped_refs,
+                                                                 _m004_packed_spots]
 INDEX_IGNORED_DIRS = IGNORED_DIRS | {"vendor", "third_party", ".next", ".nuxt", "coverage", ".gradle", ".idea", ".vscode",
                                      "bower_components", ".terraform", ".cache", "out"}
 
@@ -5510,12 +5547,12 @@ class RepoIndex:
                 # stopped by LYNKR_INDEX_TIMEOUT_MS or shutdown keeps what it wrote (each file whole):
                 # the next rebuild goes on from there instead of starting over.
                 try:
-                    for rel, result, error in self._parse(to_parse, workers,
-                                                          lambda: self._check_stop(deadline, started)):
-                        if not bulk and rel in known:
-                            self._drop(db, rel)  # the old rows stay until the new ones are ready
-                        self._insert(db, rel, result, error, current[rel], resolve, stats)
-                        parsed += not (result or {}).get("binary")
+                    for results in self._parse(to_parse, workers, lambda: self._check_stop(deadline, started)):
+                        if not bulk:
+                            for rel in [item[0] for item in results if item[0] in known]:
+                                self._drop(db, rel)  # the old rows stay until the new ones are ready
+                        self._insert(db, results, current, resolve, stats)
+                        parsed += sum(not (result or {}).get("binary") for _rel, result, _error in results)
                 except ToolFailed as exc:
                     stopped = exc
                 for _index_name, sql in secondary:
@@ -5542,26 +5579,28 @@ class RepoIndex:
         return stats
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, rel: str, result: dict[str, Any] | None, error: str,
-                seen: tuple[int, int, str], resolve: Callable[[str, str, str], str | None], stats: IndexStats) -> None:
-        """One parsed file's rows."""
-        size, mtime_ns, language = seen
-        if result is None:
-            stats.errors.append(f"{rel}: {error}")
-            result = {"digest": "", "lines": 0, "binary": False, "symbols": [], "refs": [], "imports": [],
-                      "parser": "error"}
-        if result["binary"]:
-            language = "binary"  # kept as a row so the next rebuild skips it by size/mtime
-        db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (rel, language, size, mtime_ns, result["digest"], result["lines"], result["parser"]))
-        if result["symbols"]:
-            db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature, end_line)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(rel, *row) for row in result["symbols"]])
-        if result["refs"]:
-            db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", [(rel, *row) for row in result["refs"]])
-        if result["imports"]:
-            db.executemany("INSERT INTO imports VALUES (?, ?, ?)",
-                           [(rel, spec, resolve(rel, language, spec)) for spec in result["imports"]])
+    def _insert(db: sqlite3.Connection, results: list[tuple[str, dict[str, Any] | None, str]],
+                seen: dict[str, tuple[int, int, str]], resolve: Callable[[str, str, str], str | None],
+                stats: IndexStats) -> None:
+        """Parsed files' rows: one executemany per table for a whole batch of files."""
+        files, symbols, refs, imports = [], [], [], []
+        for rel, result, error in results:
+            size, mtime_ns, language = seen[rel]
+            if result is None:
+                stats.errors.append(f"{rel}: {error}")
+                result = {"digest": "", "lines": 0, "binary": False, "symbols": [], "refs": [], "imports": [],
+                          "parser": "error"}
+            if result["binary"]:
+                language = "binary"  # kept as a row so the next rebuild skips it by size/mtime
+            files.append((rel, language, size, mtime_ns, result["digest"], result["lines"], result["parser"]))
+            symbols += result["symbols"]
+            refs += result["refs"]
+            imports += [(rel, spec, resolve(rel, language, spec)) for spec in result["imports"]]
+        db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", files)
+        db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature, end_line)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", symbols)
+        db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", refs)
+        db.executemany("INSERT INTO imports VALUES (?, ?, ?)", imports)
 
     @staticmethod
     def _drop(db: sqlite3.Connection, rel: str) -> None:
@@ -5570,26 +5609,34 @@ class RepoIndex:
 
     @staticmethod
     def _parse(jobs: list[tuple[str, str, str]], workers: int | None,
-               check_stop: Callable[[], None] = lambda: None) -> Iterable[tuple[str, dict[str, Any] | None, str]]:
-        """Parse results as they become ready: inline for a few files, a process pool for many.
-        `check_stop` raises to stop; it is called before each inline file and at least twice a second
-        while the pool works."""
+               check_stop: Callable[[], None] = lambda: None) -> Iterable[list[tuple[str, dict[str, Any] | None, str]]]:
+        """Batches of parse results as they become ready: inline for a few files, a process pool for
+        many. `check_stop` raises to stop; it is called before each inline file and at least twice a
+        second while the pool works."""
         workers = workers or os.cpu_count() or 1
         code_jobs = sum(1 for j in jobs if j[2] in CODE_LANGUAGES)
         if code_jobs < INDEX_POOL_THRESHOLD or workers < 2:
             for job in jobs:
                 check_stop()
-                yield parse_file_job(job)
+                yield [parse_file_job(job)]
             return
         # Largest files first so the pool's tail is short.
         jobs = sorted(jobs, key=lambda j: -os.path.getsize(j[1]) if os.path.exists(j[1]) else 0)
         import concurrent.futures.process  # only index builds need processes: imported here, not at start
         import multiprocessing
 
-        context = multiprocessing.get_context("spawn" if sys.platform != "linux" else "forkserver")
-        if sys.platform == "linux" and __name__ != "__main__":
-            # Imported as a module: the fork server imports it once, not every worker (as for a script).
-            context.set_forkserver_preload(["__main__", __name__])
+        if sys.platform != "linux":
+            context = multiprocessing.get_context("spawn")
+        elif threading.active_count() == 1:
+            # A single-threaded caller (`lynkr index`, a script): forked workers start at once with
+            # everything imported. Forking while other threads run (the server) can copy a lock
+            # some thread holds, hence the fork server there.
+            context = multiprocessing.get_context("fork")
+        else:
+            context = multiprocessing.get_context("forkserver")
+            # The fork server imports lynkr (and a script's __main__) once; its forked workers then
+            # start without compiling the module again each.
+            context.set_forkserver_preload(["__main__"] + ([__name__] if __name__ != "__main__" else []))
         delivered: set[str] = set()
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
         finished = False
@@ -5603,15 +5650,17 @@ class RepoIndex:
                                                         return_when=concurrent.futures.FIRST_COMPLETED)
                 check_stop()
                 for future in done:
-                    for item in future.result():
-                        delivered.add(item[0])
-                        yield item
+                    results = future.result()
+                    delivered.update(item[0] for item in results)
+                    yield results
             finished = True
         except concurrent.futures.process.BrokenProcessPool:
             # A worker died (killed, out of memory, or a __main__ it cannot re-import, such as stdin):
             # the rest is parsed here rather than failing the whole rebuild.
             pool.shutdown(wait=False, cancel_futures=True)
-            yield from map(parse_file_job, [job for job in jobs if job[0] not in delivered])
+            for job in [job for job in jobs if job[0] not in delivered]:
+                check_stop()
+                yield [parse_file_job(job)]
             finished = True
         finally:
             # Stopped early (timeout, shutdown, an error): batches not started are dropped, the few
@@ -5767,10 +5816,8 @@ class RepoIndex:
                     if resolved & defining_files or _resolvable_language(db, ref_file):
                         continue
                 scopes = db.execute("SELECT line, end_line, name FROM symbols WHERE file = ?", (ref_file,)).fetchall()
-                # Spots are stored in capture order (pattern by pattern), shown in document order.
-                places = sorted(tuple(map(int, spot.split(":"))) for spot in spots.split())
                 grouped[ref_file] = [{"line": line, "column": col, "enclosing": _enclosing(scopes, line)}
-                                     for line, col in places]
+                                     for line, col in unpack_spots(spots)]
             return {"name": name,
                     "definition": {"file": def_file, "line": definition[1], "column": definition[2],
                                    "kind": definition[3], "container": definition[4], "signature": definition[5]},

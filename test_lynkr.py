@@ -7838,18 +7838,23 @@ class TestIndexer:
         assert [d["file"] for d in ix_defs(proxy, "after_edit")] == ["pkg/edited.py"]
         assert one["symbols"] == 91
 
-    def test_broken_worker_pool_falls_back_to_parsing_inline(self, tmp_path):
-        # lynkr used from a program read on stdin: pool workers cannot re-import that __main__ and die.
-        # The rebuild still indexes every file, in the calling process.
+    @pytest.mark.parametrize("threaded", [True, False], ids=["threaded-caller", "single-threaded-caller"])
+    def test_pool_workers_from_a_program_on_stdin(self, tmp_path, threaded):
+        # lynkr used from a program read on stdin. A threaded caller (like the server) gets workers from
+        # the fork server, which cannot re-import that __main__: they die, and the rebuild still indexes
+        # every file, in the calling process. A single-threaded caller forks its workers: nothing to
+        # re-import, no worker fails.
         ws = tmp_path / "ws"
         ix_write(ws, {f"pkg/m{i:02}.py": f"def fn_{i:02}():\n    return {i}\n" for i in range(70)})
-        program = (f"import sys\nsys.path.insert(0, {str(HERE)!r})\nimport lynkr\n"
-                   f"index = lynkr.RepoIndex({str(ws)!r}, {str(tmp_path / 'state' / 'index.db')!r}, {str(tmp_path / 'state')!r})\n"
+        program = (f"import sys, threading, time\nsys.path.insert(0, {str(HERE)!r})\nimport lynkr\n"
+                   + ("threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n" if threaded else "")
+                   + f"index = lynkr.RepoIndex({str(ws)!r}, {str(tmp_path / 'state' / 'index.db')!r}, {str(tmp_path / 'state')!r})\n"
                    "stats = index.rebuild(workers=2)\nprint('RESULT', stats.parsed, stats.symbols, len(stats.errors))\n")
         run = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, timeout=120,
                              cwd=tmp_path, env={**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path)}, check=False)
         assert run.returncode == 0, run.stderr[-2000:]
         assert "RESULT 70 70 0" in run.stdout, (run.stdout, run.stderr[-2000:])
+        assert ("Traceback" in run.stderr) == threaded, run.stderr[-2000:]
 
     def test_bulk_build_restores_indexes_and_keeps_references(self, tmp_path, make_proxy):
         # A first build of many files writes without secondary indexes and rebuilds them at the end;
@@ -7884,22 +7889,29 @@ class TestIndexer:
         top = ix_search(proxy, "shared_helper")[0]
         assert top["references"] == 240 and top["file"] == "pkg/core.py", top
 
-    def test_index_from_an_older_schema_is_rebuilt_in_full(self, tmp_path, make_proxy):
-        # An index.db written before references were grouped (one row per use) migrates to the new
-        # schema and is re-parsed, instead of mixing old rows with new ones.
+    @pytest.mark.parametrize("schema", ["one-row-per-use", "text-spots"])
+    def test_index_from_an_older_schema_is_rebuilt_in_full(self, tmp_path, make_proxy, schema):
+        # An index.db written before references were grouped (one row per use), or with positions as
+        # "line:col" text, migrates to the current schema and is re-parsed, instead of mixing old rows
+        # with new ones.
         ws = tmp_path / "ws"
         ix_write(ws, {"a.py": "def alpha():\n    return beta()\n", "b.py": "from a import alpha\n\ndef beta():\n    return alpha()\n"})
         state = ws / "lynkr-state"
         state.mkdir()
-        import lynkr  # the catalog as the two migrations before grouped references left it
+        import lynkr  # the catalog as the earlier migrations left it
 
         db = sqlite3.connect(state / "index.db")
-        lynkr.apply_migrations(db, [lynkr._m001_index, lynkr._m002_exact_names])
+        grouped_refs = schema == "text-spots"
+        lynkr.apply_migrations(db, [lynkr._m001_index, lynkr._m002_exact_names]
+                               + ([lynkr._m003_grouped_refs] if grouped_refs else []))
         for rel in ("a.py", "b.py"):  # the catalog says both files are indexed and unchanged
             st = (ws / rel).stat()
             db.execute("INSERT INTO files VALUES (?, 'python', ?, ?, 'old', 2, 'tree-sitter')", (rel, st.st_size, st.st_mtime_ns))
         db.execute("INSERT INTO symbols (file, name, kind, line, col, signature) VALUES ('a.py', 'stale_name', 'function', 1, 5, '')")
-        db.execute("INSERT INTO refs VALUES ('b.py', 'alpha', 4, 12, 'beta')")
+        if grouped_refs:
+            db.execute("INSERT INTO refs VALUES ('b.py', 'alpha', 2, '4:12 1:15')")
+        else:
+            db.execute("INSERT INTO refs VALUES ('b.py', 'alpha', 4, 12, 'beta')")
         db.commit()
         db.close()
         proxy = make_proxy(ix_env(tmp_path, ws, LYNKR_CLAUDE_MD="false"))
@@ -7909,6 +7921,12 @@ class TestIndexer:
         refs = ix_tool(proxy, "workspace_symbol_references", {"name": "alpha"})
         assert refs["references"] == {"b.py": [{"line": 1, "column": 15, "enclosing": None},
                                                {"line": 4, "column": 12, "enclosing": "beta"}]}, refs
+        db = sqlite3.connect(state / "index.db")
+        try:
+            spots = db.execute("SELECT typeof(spots) FROM refs WHERE name = 'alpha'").fetchall()
+        finally:
+            db.close()
+        assert spots == [("blob",)], spots
 
     def test_typescript_references_follow_imports_not_names(self, tmp_path, make_proxy):
         ws = tmp_path / "ws"
