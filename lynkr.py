@@ -5687,13 +5687,14 @@ class RepoIndex:
         exact: dict[str, list[int]] = {}
         for i, name in enumerate(lowered):
             exact.setdefault(name, []).append(i)
-        self._names = (built, names, blob, starts, exact, counts)
+        # lowered names, and per character a mask of the names holding it (filled as queries need them)
+        self._names = (built, names, blob, starts, exact, counts, lowered, {})
         return self._names
 
     def _fast_candidates(self, db: sqlite3.Connection, query: str, limit: int) -> tuple[list[str], dict[str, int],
                                                                                        dict[str, int]]:
         """Up to `limit` names by tier (exact, prefix, substring, subsequence), popular first within a tier."""
-        _built, names, blob, starts, exact, counts = self._name_table(db)
+        _built, names, blob, starts, exact, counts, lowered, char_masks = self._name_table(db)
         q = query.lower()
         picked: dict[int, int] = {i: 0 for i in exact.get(q, ())}
 
@@ -5713,9 +5714,21 @@ class RepoIndex:
                 at = blob.find(needle, at + 1)
 
         if len(picked) < limit and "\n" not in q and not take(finds("\n" + q, 1), 1) and not take(finds(q, 0), 2):
-            # Linear subsequence match: each letter, then anything but a newline or the next letter.
-            pattern = re.escape(q[0]) + "".join(f"[^\\n{re.escape(c)}]*{re.escape(c)}" for c in q[1:])
-            take((m.start() for m in re.finditer(pattern, blob)), 3)
+            # Subsequences: only names holding every character of the query are tried (masks with one
+            # byte per name, ANDed), in popularity order, until the answer is full.
+            holding = -1
+            for char in set(q):
+                if char not in char_masks:
+                    char_masks[char] = int.from_bytes(bytes([char in name for name in lowered]), "little")
+                holding &= char_masks[char]
+            candidates = holding.to_bytes(len(lowered), "little") if holding > 0 else b""
+            # Linear subsequence match: each letter, then anything but the next letter.
+            matches = re.compile(re.escape(q[0]) + "".join(f"[^{re.escape(c)}]*{re.escape(c)}" for c in q[1:])).search
+            i = candidates.find(1)
+            while i != -1 and len(picked) < limit:
+                if i not in picked and matches(lowered[i]):
+                    picked[i] = 3
+                i = candidates.find(1, i + 1)
         chosen = {names[i]: rank for i, rank in picked.items()}
         return list(chosen), chosen, counts
 
@@ -5726,15 +5739,15 @@ class RepoIndex:
         try:
             if not (kind or language or path):
                 chosen, ranks, counts = self._fast_candidates(db, query, limit)
+                # Names come best first: their definitions are read name by name, only as many as
+                # the answer shows (a popular name such as __init__ has thousands).
                 rows: list[tuple[Any, ...]] = []
-                for start in range(0, len(chosen), 500):
-                    chunk = chosen[start : start + 500]
-                    rows += db.execute(
-                        "SELECT s.name, s.kind, s.container, s.file, s.line, s.col, s.signature, f.language"
-                        f" FROM symbols s JOIN files f ON f.path = s.file WHERE s.name IN ({','.join('?' * len(chunk))})",
-                        chunk).fetchall()
-                order = {name: i for i, name in enumerate(chosen)}
-                rows.sort(key=lambda r: (ranks[r[0]], order[r[0]], r[3], r[4]))
+                for name in chosen:
+                    rows += db.execute("SELECT s.name, s.kind, s.container, s.file, s.line, s.col, s.signature,"
+                                       " f.language FROM symbols s JOIN files f ON f.path = s.file WHERE s.name = ?"
+                                       " ORDER BY s.file, s.line LIMIT ?", (name, limit - len(rows))).fetchall()
+                    if len(rows) >= limit:
+                        break
                 return [{"name": r[0], "kind": r[1], "container": r[2], "file": r[3], "line": r[4], "column": r[5],
                          "signature": r[6], "language": r[7], "references": counts.get(r[0], 0),
                          "match": ("exact", "prefix", "substring", "subsequence")[ranks[r[0]]]} for r in rows[:limit]]

@@ -7800,6 +7800,22 @@ class TestIndexer:
         block = ix_claude_block(ws)
         assert "legacy" not in block and "go (" not in block and "tools/" not in block, block
 
+    def test_search_limit_with_a_popular_name_and_subsequence_order(self, tmp_path, make_proxy):
+        # A name defined in many files fills the answer with its first definitions (file order) and
+        # nothing else; subsequence matches need the query's characters in order, popular first.
+        ws = tmp_path / "ws"
+        files = {f"svc/s{i:02}.py": f"class S{i:02}:\n    def handle(self):\n        return {i}\n" for i in range(12)}
+        files["tasks.py"] = ("def make_task():\n    return 1\n\ndef take_mask():\n    return 2\n\n"
+                             "def mark_it():\n    return 3\n\ndef run():\n    return make_task() + mark_it() + mark_it()\n")
+        ix_write(ws, files)
+        proxy = make_proxy(ix_env(tmp_path, ws, LYNKR_CLAUDE_MD="false"))
+        ix_tool(proxy, "workspace_index_rebuild")
+        top = ix_search(proxy, "handle", limit=5)
+        assert [(r["name"], r["file"], r["match"]) for r in top] == [("handle", f"svc/s{i:02}.py", "exact") for i in range(5)], top
+        # "mkt": make_task and mark_it hold m, k, t in that order; take_mask holds them, not in order.
+        found = ix_search(proxy, "mkt")
+        assert [(r["name"], r["match"]) for r in found] == [("mark_it", "subsequence"), ("make_task", "subsequence")], found
+
     def test_incremental_rebuild_parses_only_changed_files(self, tmp_path, make_proxy):
         ws = tmp_path / "ws"
         # Enough files that the first build takes the process-pool path.
