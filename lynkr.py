@@ -3073,7 +3073,7 @@ def make_provider(cfg: Config, client: HTTPClient, log: Logger) -> Provider:
 
 
 def _m001_sessions(db: sqlite3.Connection) -> None:
-    db.executescript("""
+    run_script(db, """
         CREATE TABLE sessions (
             id TEXT PRIMARY KEY,
             created_at REAL NOT NULL,
@@ -3097,7 +3097,7 @@ def _m001_sessions(db: sqlite3.Connection) -> None:
 
 
 def _m002_tasks(db: sqlite3.Connection) -> None:
-    db.executescript("""
+    run_script(db, """
         CREATE TABLE tasks (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             title TEXT NOT NULL,
@@ -3111,7 +3111,7 @@ def _m002_tasks(db: sqlite3.Connection) -> None:
 
 
 def _m003_test_runs(db: sqlite3.Connection) -> None:
-    db.executescript("""
+    run_script(db, """
         CREATE TABLE test_runs (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             command TEXT NOT NULL,
@@ -3132,8 +3132,23 @@ def _m003_test_runs(db: sqlite3.Connection) -> None:
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks, _m003_test_runs]
 
 
+def run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run several statements inside the caller's transaction (executescript would commit it first)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+    if statement.strip():
+        db.execute(statement)
+
+
 def apply_migrations(db: sqlite3.Connection, migrations: Iterable[Callable[[sqlite3.Connection], None]] = ()) -> None:
-    """Run the numbered migrations not yet recorded in `_migrations` (default: the session store's)."""
+    """Run the numbered migrations not yet recorded in `_migrations` (default: the session store's).
+    Each runs in its own BEGIN IMMEDIATE transaction, DDL included: a thread or process migrating the
+    same file at the same moment waits for it, then finds it recorded and skips it; a migration that
+    fails or is interrupted leaves nothing half done (a dropped table without its replacement)."""
     migrations = migrations or MIGRATIONS
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
     applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
@@ -3141,9 +3156,17 @@ def apply_migrations(db: sqlite3.Connection, migrations: Iterable[Callable[[sqli
         name = migration.__name__.lstrip("_")
         if name in applied:
             continue
-        with db:
-            migration(db)
-            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+        if db.in_transaction:
+            db.commit()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone() is None:
+                migration(db)
+                db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
 
 
 class Store:
@@ -5167,7 +5190,9 @@ def _attach_containers(defs: list[list[Any]]) -> None:
     already (a Go method's receiver type: Go methods live outside their type's body) is kept."""
     stack: list[list[Any]] = []
     for definition in sorted(defs, key=lambda d: d[0]):
-        while stack and stack[-1][1] <= definition[0]:
+        # Popped: scopes that ended, and a sibling with the very same range (`const a = () => 1,
+        # b = () => 2` gives both the declaration's range; neither contains the other).
+        while stack and (stack[-1][1] <= definition[0] or stack[-1][:2] == definition[:2]):
             stack.pop()
         if stack:
             if definition[4] is None:
@@ -5186,8 +5211,10 @@ def pack_spots(flat: list[int]) -> bytes:
     return packed.tobytes()
 
 
-def unpack_spots(blob: bytes) -> list[tuple[int, int]]:
+def unpack_spots(blob: bytes | str) -> list[tuple[int, int]]:
     """The refs table's `spots` -> 1-based (line, column) pairs in document order."""
+    if isinstance(blob, str):  # "line:col line:col", as an older lynkr sharing this index.db writes it
+        return sorted((int(line), int(col)) for line, _, col in (spot.partition(":") for spot in blob.split()))
     packed = array.array("I")
     packed.frombytes(blob)
     if sys.byteorder == "big":
@@ -5309,7 +5336,7 @@ def _parse_batch(jobs: list[tuple[str, str, str]]) -> list[tuple[str, dict[str, 
 
 
 def _m001_index(db: sqlite3.Connection) -> None:
-    db.executescript("""
+    run_script(db, """
         CREATE TABLE files (path TEXT PRIMARY KEY, language TEXT, size INTEGER, mtime_ns INTEGER, hash TEXT,
                             lines INTEGER, parser TEXT);
         CREATE TABLE symbols (id INTEGER PRIMARY KEY, file TEXT NOT NULL, name TEXT NOT NULL, kind TEXT,
@@ -5718,6 +5745,10 @@ class RepoIndex:
             # byte per name, ANDed), in popularity order, until the answer is full.
             holding = -1
             for char in set(q):
+                if char not in blob:  # a C-speed check first: no mask is built for a character no name has
+                    holding = 0
+                if not holding:
+                    break
                 if char not in char_masks:
                     char_masks[char] = int.from_bytes(bytes([char in name for name in lowered]), "little")
                 holding &= char_masks[char]

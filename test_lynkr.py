@@ -7815,6 +7815,7 @@ class TestIndexer:
         # "mkt": make_task and mark_it hold m, k, t in that order; take_mask holds them, not in order.
         found = ix_search(proxy, "mkt")
         assert [(r["name"], r["match"]) for r in found] == [("mark_it", "subsequence"), ("make_task", "subsequence")], found
+        assert ix_search(proxy, "mk€") == []  # a character no name has
 
     def test_incremental_rebuild_parses_only_changed_files(self, tmp_path, make_proxy):
         ws = tmp_path / "ws"
@@ -7904,6 +7905,85 @@ class TestIndexer:
         assert [u["enclosing"] for u in uses] == [None, "run", "run"], uses
         top = ix_search(proxy, "shared_helper")[0]
         assert top["references"] == 240 and top["file"] == "pkg/core.py", top
+
+    def test_two_threads_upgrading_one_index_at_once(self, tmp_path):
+        # At start-up the background rebuild and the first index tool call can open an old index.db at
+        # the same moment: one migrates, the other waits and finds the work done.
+        import lynkr
+
+        for trial in range(5):
+            state = tmp_path / f"state{trial}"
+            state.mkdir()
+            db = sqlite3.connect(state / "index.db")
+            db.execute("PRAGMA journal_mode=WAL")
+            lynkr.apply_migrations(db, [lynkr._m001_index, lynkr._m002_exact_names, lynkr._m003_grouped_refs])
+            db.executemany("INSERT INTO refs VALUES ('f.py', ?, 1, '1:1')", [(f"n{i}",) for i in range(5000)])
+            db.commit()
+            db.close()
+            index = lynkr.RepoIndex(str(tmp_path), str(state / "index.db"), str(state))
+            barrier = threading.Barrier(2)
+            errors: list[BaseException] = []
+
+            def open_index() -> None:
+                barrier.wait()
+                try:
+                    index.connect().close()
+                except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=open_index) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert errors == [], errors
+            db = sqlite3.connect(state / "index.db")
+            try:
+                recorded = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")]
+                columns = {r[1]: r[2] for r in db.execute("PRAGMA table_info(refs)")}
+                assert db.execute("SELECT COUNT(*) FROM refs").fetchone() == (0,)
+            finally:
+                db.close()
+            assert recorded == ["m001_index", "m002_exact_names", "m003_grouped_refs", "m004_packed_spots"], recorded
+            assert columns["spots"] == "BLOB", columns
+
+    def test_positions_written_as_text_by_an_older_lynkr_still_read(self, tmp_path, make_proxy):
+        # An older lynkr sharing index.db writes "line:col" text into the packed column: references
+        # read both forms.
+        ws = tmp_path / "ws"
+        ix_write(ws, {"a.py": "def alpha():\n    return 1\n", "b.py": "from a import alpha\n\ndef beta():\n    return alpha()\n"})
+        proxy = make_proxy(ix_env(tmp_path, ws, LYNKR_CLAUDE_MD="false"))
+        ix_tool(proxy, "workspace_index_rebuild")
+        packed = ix_tool(proxy, "workspace_symbol_references", {"name": "alpha"})["references"]
+        assert packed == {"b.py": [{"line": 1, "column": 15, "enclosing": None},
+                                   {"line": 4, "column": 12, "enclosing": "beta"}]}, packed
+        db = sqlite3.connect(ws / "lynkr-state" / "index.db")
+        try:
+            db.execute("UPDATE refs SET spots = '4:12 1:15' WHERE name = 'alpha'")
+            db.commit()
+        finally:
+            db.close()
+        assert ix_tool(proxy, "workspace_symbol_references", {"name": "alpha"})["references"] == packed
+
+    def test_a_failing_migration_leaves_the_schema_as_it_was(self, tmp_path):
+        import lynkr
+
+        db = sqlite3.connect(tmp_path / "index.db")
+        try:
+            lynkr.apply_migrations(db, [lynkr._m001_index])
+            db.execute("INSERT INTO refs VALUES ('a.py', 'x', 1, 2, NULL)")
+            db.commit()
+
+            def _m002_breaks_halfway(conn: sqlite3.Connection) -> None:
+                conn.execute("DROP TABLE refs")
+                raise RuntimeError("interrupted after the drop")
+
+            with pytest.raises(RuntimeError, match="interrupted"):
+                lynkr.apply_migrations(db, [lynkr._m001_index, _m002_breaks_halfway])
+            assert db.execute("SELECT name, line FROM refs").fetchall() == [("x", 1)]  # the drop was undone
+            assert [r[0] for r in db.execute("SELECT name FROM _migrations")] == ["m001_index"]
+        finally:
+            db.close()
 
     @pytest.mark.parametrize("schema", ["one-row-per-use", "text-spots"])
     def test_index_from_an_older_schema_is_rebuilt_in_full(self, tmp_path, make_proxy, schema):
@@ -8006,6 +8086,7 @@ class TestIndexer:
                 }
                 function jsHelper() { return 1; }
                 const jsArrow = () => 2;
+                const jsLeft = (a) => a, jsRight = function (b) { return b; };
                 """,
             "ui/Header.tsx": """
                 import React from "react";
@@ -8069,6 +8150,9 @@ class TestIndexer:
             ("render", "javascript", "method", "Widget", "js/widget.js", 2),
             ("jsHelper", "javascript", "function", None, "js/widget.js", 4),
             ("jsArrow", "javascript", "function", None, "js/widget.js", 5),
+            # Two declarators of one declaration share its range: siblings, not containers.
+            ("jsLeft", "javascript", "function", None, "js/widget.js", 6),
+            ("jsRight", "javascript", "function", None, "js/widget.js", 6),
             ("HeaderProps", "tsx", "interface", None, "ui/Header.tsx", 3),
             ("Header", "tsx", "function", None, "ui/Header.tsx", 5),
             ("Footer", "tsx", "function", None, "ui/Header.tsx", 7),
