@@ -7924,7 +7924,7 @@ class TestIndexer:
             barrier = threading.Barrier(2)
             errors: list[BaseException] = []
 
-            def open_index() -> None:
+            def open_index(index: Any = index, barrier: threading.Barrier = barrier, errors: list = errors) -> None:
                 barrier.wait()
                 try:
                     index.connect().close()
