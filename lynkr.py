@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # /// script
-# requires-python = ">=3.10"
+# requires-python = ">=3.11"
 # dependencies = ["h11>=0.16"]
 # ///
 """Lynkr: a self-hosted Anthropic Messages API backend for the Claude Code CLI, in one file.
@@ -82,6 +82,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -122,6 +123,8 @@ DEFAULT_MAX_TOKENS = 4096
 ANTHROPIC_VERSION_DEFAULT = "2023-06-01"
 # Extended thinking needs at least this budget (Anthropic's documented minimum).
 MIN_THINKING_BUDGET = 1024
+# Tool schemas are cleaned recursively for some vendors; deeper nesting than this is left as sent.
+MAX_SCHEMA_DEPTH = 64
 # Claude Code's largest explicit budget; adaptive thinking is mapped to at most this.
 MAX_ADAPTIVE_THINKING_BUDGET = 31999
 # Token estimate: ~3 bytes per token errs high for English and code (real is ~3.5-4).
@@ -133,12 +136,6 @@ ESTIMATE_TOKENS_PER_MESSAGE = 4
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 # .env files, git internals and private keys stay out of reach of the model's file tools.
 DEFAULT_FILE_BLOCKED_PATHS_TEXT = ".env,.env.*,.git,*.pem,id_rsa*"
-# Only these prefixes are read from a .env file: it usually belongs to the user's own app.
-DOTENV_PREFIXES = (
-    "MODEL_", "DATABRICKS_", "AZURE_", "PROMPT_CACHE_", "POLICY_", "MCP_",
-    "WORKSPACE_", "WEB_", "SESSION_", "LOG_", "LYNKR_", "STREAM_", "UPSTREAM_", "SHUTDOWN_",
-    "CIRCUIT_BREAKER_", "FALLBACK_", "MAX_CONCURRENT_", "RATE_LIMIT_",
-)
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 # Model ids /v1/models lists by default: Claude Code keeps only ids containing "claude".
 KNOWN_CLAUDE_MODELS = (
@@ -276,6 +273,9 @@ def error_body(error_type: str, message: str, request_id: str | None = None) -> 
 
 @dataclass
 class Config:
+    """What the server needs, resolved once at startup (section 5). `settings` holds every setting typed."""
+
+    settings: Any = None  # a Settings (section 5): every setting by its lower-case name, parsed
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workspace_root: str = "."
@@ -283,8 +283,6 @@ class Config:
     session_db_path: str = ""
     api_key: str = ""
     allowed_hosts: tuple[str, ...] = ()
-    provider: str = "databricks"
-    model_default: str = ""
     model_map: tuple[tuple[str, str], ...] = ()
     model_max_tokens: tuple[tuple[str, int], ...] = ()
     max_tokens_default: int = DEFAULT_MAX_TOKENS
@@ -295,8 +293,11 @@ class Config:
     upstream_connect_timeout_s: float = 10.0
     upstream_read_timeout_s: float = 600.0
     shutdown_grace_s: float = 10.0
-    # Every lynkr setting by its environment name (validated strings), for providers to read.
-    env: dict[str, str] = field(default_factory=dict)
+    # The config file (lynkr.toml / --config / LYNKR_CONFIG), when one was read: its provider tables
+    # ($VARs expanded) and router table, validated by the provider section.
+    config_file: str = ""
+    providers_table: dict[str, Any] = field(default_factory=dict)
+    router_table: dict[str, Any] = field(default_factory=dict)
     # Notices found while loading (e.g. an ignored PORT line in .env), logged once at startup.
     notices: list[str] = field(default_factory=list)
 
@@ -626,127 +627,16 @@ def parse_bool(name: str, value: str) -> bool:
 
 
 # == 5. Config ==
-
-# Every environment variable lynkr reads: name -> (default, meaning). The README mirrors this table.
-CONFIG_KEYS: dict[str, tuple[str, str]] = {
-    "LYNKR_HOST": (DEFAULT_HOST, "Address to bind. Anything but loopback requires LYNKR_API_KEY."),
-    "LYNKR_PORT": ("", f"Port to listen on (else PORT from the real environment, else {DEFAULT_PORT})."),
-    "LYNKR_API_KEY": ("", "Client key required on every request (x-api-key or Authorization: Bearer)."),
-    "LYNKR_ALLOWED_HOSTS": ("", "Extra Host/Origin names accepted besides loopback (comma list)."),
-    "LYNKR_DATA_DIR": ("", "State directory (SQLite files); default <WORKSPACE_ROOT>/.lynkr/."),
-    "SESSION_DB_PATH": ("", "Session store file; default sessions.db in LYNKR_DATA_DIR."),
-    "WORKSPACE_ROOT": ("", "The workspace lynkr serves; default the current directory."),
-    "MODEL_PROVIDER": ("databricks", "databricks | azure-anthropic."),
-    "MODEL_DEFAULT": ("", "Upstream model/endpoint for names MODEL_MAP does not match."),
-    "MODEL_MAP": ("", "Comma list of glob=target (first match wins), e.g. claude-*haiku*=my-haiku."),
-    "MODEL_MAX_TOKENS": ("", "Comma list of glob=N caps on max_tokens, matched on the client's model name."),
-    "MODEL_MAX_TOKENS_DEFAULT": (str(DEFAULT_MAX_TOKENS), "max_tokens for requests that omit it."),
-    "DATABRICKS_API_BASE": ("", "Workspace URL, e.g. https://adb-123.azuredatabricks.net."),
-    "DATABRICKS_API_KEY": ("", "Personal access token or OAuth token (sent as Bearer)."),
-    "DATABRICKS_ENDPOINT_PATH": ("", "Pin one path for every model, e.g. /serving-endpoints/x/invocations."),
-    "DATABRICKS_API_FORMAT": ("openai", "openai (serving endpoints) | anthropic (AI Gateway pass-through)."),
-    "AZURE_ANTHROPIC_ENDPOINT": ("", "https://<resource>.services.ai.azure.com/anthropic/v1/messages."),
-    "AZURE_ANTHROPIC_API_KEY": ("", "Foundry API key (sent as x-api-key and api-key)."),
-    "AZURE_ANTHROPIC_VERSION": (ANTHROPIC_VERSION_DEFAULT, "anthropic-version when the client sends none."),
-    "STREAM_PING_INTERVAL_MS": ("15000", "Send an SSE ping after this much upstream silence."),
-    "UPSTREAM_CONNECT_TIMEOUT_MS": ("10000", "Upstream TCP+TLS connect timeout."),
-    "UPSTREAM_READ_TIMEOUT_MS": ("600000", "Longest upstream silence before timeout_error."),
-    "SHUTDOWN_GRACE_MS": ("10000", "On SIGTERM, how long in-flight requests may finish."),
-    "PROMPT_CACHE_ENABLED": ("true", "Answer identical final prompts from the local cache."),
-    "PROMPT_CACHE_TTL_MS": ("300000", "How long a cached answer stays valid."),
-    "PROMPT_CACHE_MAX_ENTRIES": ("64", "Cache size; least recently used answers are evicted."),
-    "LYNKR_TOOLS": ("mcp_*", "Server tools offered on every request (comma list of names or globs)."),
-    "LYNKR_SHOW_TOOL_ACTIVITY": ("true", "Append a text record of each server tool call to the reply."),
-    "LYNKR_TOOL_ACTIVITY_MAX_CHARS": ("2000", "Longest tool result kept in that record."),
-    "LYNKR_TOOL_TIMEOUT_MS": ("120000", "Longest a server tool may run."),
-    "POLICY_MAX_STEPS": ("8", "Model rounds per request when server tools run."),
-    "POLICY_MAX_TOOL_CALLS": ("32", "Server tool calls per request."),
-    "POLICY_DISALLOWED_TOOLS": ("", "Server tools that may never run (comma list of names or globs)."),
-    "POLICY_FILE_BLOCKED_PATHS": (DEFAULT_FILE_BLOCKED_PATHS_TEXT, "Paths tools may not read or write (globs; "
-                                  "a pattern without '/' matches any path component)."),
-    "WEB_SEARCH_ENDPOINT": ("", "SearxNG search URL for web_search, e.g. http://127.0.0.1:8888/search."),
-    "WEB_SEARCH_ALLOWED_HOSTS": ("", "If set, the only hosts web tools may reach (globs); also admits private ones."),
-    "WEB_FETCH_MAX_BYTES": ("2097152", "Largest page web_fetch downloads."),
-    "LYNKR_GIT_TIMEOUT_MS": ("120000", "Longest a git command may run."),
-    "POLICY_GIT_ALLOW_PUSH": ("false", "Allow workspace_git_push."),
-    "POLICY_GIT_ALLOW_PULL": ("true", "Allow workspace_git_pull."),
-    "POLICY_GIT_ALLOW_COMMIT": ("true", "Allow workspace_git_commit."),
-    "POLICY_GIT_REQUIRE_TESTS": ("false", "Commit/push only content that a passing test run saw exactly."),
-    "POLICY_GIT_TEST_COMMAND": ("", "The test command the gate counts (else WORKSPACE_TEST_COMMAND, else detected)."),
-    "WORKSPACE_TEST_COMMAND": ("", "Test command (run without a shell); default detected: pytest, npm test, ..."),
-    "WORKSPACE_TEST_TIMEOUT_MS": ("600000", "Longest a test run may take."),
-    "WORKSPACE_TEST_COVERAGE_FILES": ("", "Coverage reports to read (comma list): Istanbul JSON, coverage.py JSON, lcov."),
-    "MCP_SERVER_MANIFEST": ("", "One MCP manifest file (also accepts Claude Code's .mcp.json)."),
-    "MCP_MANIFEST_DIRS": ("~/.claude/mcp", "Folders whose *.json files are MCP manifests (separated by ; : or ,)."),
-    "MCP_CALL_TIMEOUT_MS": ("60000", "Longest one MCP tool call may take."),
-    "MCP_STARTUP_TIMEOUT_MS": ("30000", "Longest an MCP server may take to start and initialize."),
-    "MCP_READY_WAIT_MS": ("3000", "How long startup waits for MCP servers before accepting requests."),
-    "MCP_SANDBOX_ENABLED": ("true", "Run stdio MCP servers in a container when MCP_SANDBOX_IMAGE is set."),
-    "MCP_SANDBOX_IMAGE": ("", "Container image for sandboxed MCP servers (unset: servers run on the host)."),
-    "MCP_SANDBOX_RUNTIME": ("docker", "docker | podman | an absolute path."),
-    "MCP_SANDBOX_ALLOW_NETWORKING": ("false", "Give sandboxed servers a network."),
-    "MCP_SANDBOX_WORKSPACE_WRITABLE": ("false", "Mount the workspace read-write (default read-only at /workspace)."),
-    "MCP_SANDBOX_MEMORY": ("512m", "Memory limit per sandboxed server."),
-    "MCP_SANDBOX_CPUS": ("1", "CPU limit per sandboxed server."),
-    "MCP_SANDBOX_PIDS_LIMIT": ("256", "Process limit per sandboxed server."),
-    "MCP_SANDBOX_ENV_PASSTHROUGH": ("", "Environment variables passed into the sandbox (comma list)."),
-    "MCP_SANDBOX_EXTRA_MOUNTS": ("", "Extra mounts, comma list of /host:/container[:ro|rw] (default ro)."),
-    "MCP_SANDBOX_PERMISSION_MODE": ("auto", "auto | require | deny: which servers may run unsandboxed."),
-    "MCP_SANDBOX_PERMISSION_ALLOW": ("", "Servers (globs) allowed to run unsandboxed."),
-    "MCP_SANDBOX_PERMISSION_DENY": ("", "Servers (globs) never allowed to run unsandboxed."),
-    "LYNKR_INDEX_ON_START": ("true", "Update the repository index and CLAUDE.md in the background at startup."),
-    "LYNKR_CLAUDE_MD": ("true", "Maintain a generated block in WORKSPACE_ROOT/CLAUDE.md on each index rebuild."),
-    "LYNKR_INDEX_TIMEOUT_MS": ("600000", "Longest an index rebuild may take; then it stops, keeping its progress."),
-    "UPSTREAM_MAX_RETRIES": ("2", "Retries of 429/5xx/529/connection failures before any byte reached the client."),
-    "UPSTREAM_RETRY_AFTER_MAX_MS": ("10000", "Longest upstream retry-after lynkr waits out itself (longer ones go to "
-                                              "the client)."),
-    "CIRCUIT_BREAKER_FAILURES": ("5", "Consecutive upstream failures that open the breaker (0 disables it)."),
-    "CIRCUIT_BREAKER_RESET_MS": ("30000", "How long an open breaker answers at once before one probe is let through."),
-    "FALLBACK_PROVIDER": ("", "A second provider (its own variables set) used when the first fails or its breaker is open."),
-    "FALLBACK_MODEL_DEFAULT": ("", "Upstream model for the fallback provider (default: that provider's default)."),
-    "LYNKR_HEADER_TIMEOUT_MS": (str(int(HEADER_READ_TIMEOUT_S * 1000)), "A client must send a request's headers "
-                                "within this (slowloris protection)."),
-    "MAX_CONCURRENT_REQUESTS": ("2048", "Requests handled at once; more are refused at once with retry-after."),
-    "RATE_LIMIT_REQUESTS_PER_MIN": ("0", "Per-client request limit (by client key, else address); 0 = off."),
-    "LOG_FORMAT": ("json", "json | text."),
-    "LOG_LEVEL": ("info", "debug | info | warning | error."),
-    "LOG_BODIES": ("false", "Log request bodies (prompts!). Keys are never logged."),
-}
-
-PROVIDER_DEFAULT_MODELS = {"databricks": "databricks-claude-sonnet-4-5", "azure-anthropic": "claude-sonnet-4-5"}
+#
+# One table (SETTINGS) names every setting: its environment name, default, parser and help. The
+# environment, then ./.env, then the config file's [settings] table (lower precedence in that order)
+# are read once into a frozen, typed Settings object; `--help` and the README's reference come from
+# the same table. A setting that is present but invalid stops startup with one line naming it.
+# Millisecond settings (`*_MS`) are held in seconds, under the name ending `_s`.
 
 
-def read_dotenv(path: str) -> tuple[dict[str, str], list[str]]:
-    """Parse a .env file (KEY=VALUE, optional `export`, quotes, # comments). Returns lynkr's keys only."""
-    values: dict[str, str] = {}
-    notices: list[str] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except FileNotFoundError:
-        return values, notices
-    except OSError as exc:
-        raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[7:].lstrip()
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            continue
-        if value[:1] in ("'", '"') and value[-1:] == value[:1] and len(value) >= 2:
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        if key in ("PORT", "HOST"):
-            notices.append(f"{path}: ignoring {key}= (it belongs to your app); use LYNKR_{key} for lynkr")
-            continue
-        if key.startswith(DOTENV_PREFIXES):
-            values[key] = value
-    return values, notices
+def split_csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 def parse_url_setting(name: str, value: str) -> str:
@@ -785,70 +675,395 @@ def parse_glob_pairs(name: str, value: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def parse_model_map(name: str, value: str) -> tuple[tuple[str, str], ...]:
+    """glob=target pairs; a target may be `provider,model`, so an entry ends where the next glob= starts."""
+    pairs = []
+    for item in re.split(r"[,\n]\s*(?=[^,=\n]+=)", value.strip()) if value.strip() else []:
+        glob, sep, target = item.strip().partition("=")
+        if not sep or not glob.strip() or not target.strip() or "\n" in target:
+            raise ConfigError(f"{name} must be a comma list of glob=value pairs (bad entry {item.strip()!r})")
+        pairs.append((glob.strip().lower(), target.strip()))
+    return tuple(pairs)
+
+
+def parse_shell_words(name: str, value: str) -> str:
+    """A command line set by the operator: split like a shell would (it is run without one)."""
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a valid command line ({exc}): {value!r}") from None
+    return value.strip()
+
+
+# Parsers: (setting name, text) -> typed value. Each names the setting in its ConfigError.
+def _text(name: str, value: str) -> str:
+    return value.strip()
+
+
+def _lower(name: str, value: str) -> str:
+    return value.strip().lower()
+
+
+def _whole(minimum: int = 0, maximum: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, value: str) -> int:
+        return parse_int_setting(name, value, minimum, maximum)
+    parse.result_type = "int"  # type: ignore[attr-defined]
+    return parse
+
+
+def _millis(minimum: int = 0) -> Callable[[str, str], float]:
+    def parse(name: str, value: str) -> float:
+        return parse_int_setting(name, value, minimum) / 1000
+    parse.result_type = "float"  # type: ignore[attr-defined]
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str, str], str]:
+    def parse(name: str, value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in options:
+            raise ConfigError(f"{name} must be {', '.join(options[:-1])} or {options[-1]} (got {value!r})")
+        return lowered
+    parse.result_type = "str"  # type: ignore[attr-defined]
+    return parse
+
+
+def _url(name: str, value: str) -> str:
+    return parse_url_setting(name, value) if value.strip() else ""
+
+
+def _url_or_path(name: str, value: str) -> str:
+    value = value.strip()
+    return parse_url_setting(name, value) if "://" in value else value
+
+
+def _port(name: str, value: str) -> int | None:
+    return parse_int_setting(name, value, 0, 65535) if value.strip() else None
+
+
+def _words(name: str, value: str) -> tuple[str, ...]:
+    return split_csv(value)
+
+
+def _hosts(name: str, value: str) -> tuple[str, ...]:
+    return tuple(h.lower() for h in split_csv(value))
+
+
+def _caps(name: str, value: str) -> tuple[tuple[str, int], ...]:
+    return tuple((g, parse_int_setting(name, n, 1)) for g, n in parse_glob_pairs(name, value))
+
+
+# What each parser returns: the field types of Settings.
+PARSER_TYPES: dict[Any, str] = {_text: "str", _lower: "str", _url: "str", _url_or_path: "str", _port: "int | None",
+                                _words: "tuple[str, ...]", _hosts: "tuple[str, ...]", parse_bool: "bool",
+                                parse_shell_words: "str", parse_model_map: "tuple[tuple[str, str], ...]",
+                                _caps: "tuple[tuple[str, int], ...]"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the environment variable
+    default: str
+    help: str
+    parse: Callable[[str, str], Any] = _text
+    secret: bool = False  # never printed, not even by `lynkr doctor`
+
+    @property
+    def attr(self) -> str:
+        lowered = self.name.lower()
+        return lowered[:-3] + "_s" if lowered.endswith("_ms") else lowered
+
+
+S = Setting
+SETTINGS: tuple[Setting, ...] = (
+    # -- server and access --
+    S("LYNKR_HOST", DEFAULT_HOST, "Address to bind. Anything but loopback requires LYNKR_API_KEY."),
+    S("LYNKR_PORT", "", f"Port to listen on (else PORT from the real environment, else {DEFAULT_PORT}).", _port),
+    S("LYNKR_API_KEY", "", "Client key required on every request (x-api-key or Authorization: Bearer).", secret=True),
+    S("LYNKR_ALLOWED_HOSTS", "", "Extra Host/Origin names accepted besides loopback (comma list).", _hosts),
+    S("LYNKR_CONFIG", "", "Config file with several providers and routes (default ./lynkr.toml when present)."),
+    S("LYNKR_DATA_DIR", "", "State directory (SQLite files); default <WORKSPACE_ROOT>/.lynkr/."),
+    S("SESSION_DB_PATH", "", "Session store file; default sessions.db in LYNKR_DATA_DIR."),
+    S("WORKSPACE_ROOT", "", "The workspace lynkr serves; default the current directory."),
+    # -- the provider from the environment alone (lynkr.toml describes several) --
+    S("MODEL_PROVIDER", "databricks", "databricks | azure-anthropic | anthropic | openai | azure-openai | openrouter "
+      "| ollama | gemini | openai-compatible.", _lower),
+    S("MODEL_DEFAULT", "", "Upstream model/endpoint for names MODEL_MAP does not match (default: the preset's)."),
+    S("MODEL_MAP", "", "Comma list of glob=target (first match wins), e.g. claude-*haiku*=my-haiku; a target may "
+      "be provider,model.", parse_model_map),
+    S("MODEL_MAX_TOKENS", "", "Comma list of glob=N caps on max_tokens, matched on the client's model name or the "
+      "upstream model.", _caps),
+    S("MODEL_MAX_TOKENS_DEFAULT", str(DEFAULT_MAX_TOKENS), "max_tokens for requests that omit it.", _whole(1)),
+    S("DATABRICKS_API_BASE", "", "Workspace URL, e.g. https://adb-123.azuredatabricks.net.", _url),
+    S("DATABRICKS_API_KEY", "", "Personal access token or OAuth token (sent as Bearer).", secret=True),
+    S("DATABRICKS_ENDPOINT_PATH", "", "Pin one path for every model, e.g. /serving-endpoints/x/invocations.",
+      _url_or_path),
+    S("DATABRICKS_API_FORMAT", "openai", "openai (serving endpoints) | anthropic (AI Gateway pass-through).",
+      _choice("openai", "anthropic")),
+    S("AZURE_ANTHROPIC_ENDPOINT", "", "https://<resource>.services.ai.azure.com/anthropic/v1/messages.", _url),
+    S("AZURE_ANTHROPIC_API_KEY", "", "Foundry API key (sent as x-api-key and api-key).", secret=True),
+    S("AZURE_ANTHROPIC_VERSION", ANTHROPIC_VERSION_DEFAULT, "anthropic-version when the client sends none "
+      "(every Anthropic-format provider)."),
+    S("LYNKR_ANTHROPIC_API_KEY", "", "Anthropic's API key for MODEL_PROVIDER=anthropic (ANTHROPIC_API_KEY is the "
+      "Claude Code client's and is never read).", secret=True),
+    S("LYNKR_ANTHROPIC_BASE_URL", "", "Anthropic-format endpoint (default https://api.anthropic.com).", _url),
+    S("OPENAI_API_KEY", "", "OpenAI key (MODEL_PROVIDER=openai).", secret=True),
+    S("OPENAI_BASE_URL", "", "OpenAI API base (default https://api.openai.com/v1).", _url),
+    S("AZURE_OPENAI_ENDPOINT", "", "https://<resource>.openai.azure.com (MODEL_PROVIDER=azure-openai).", _url),
+    S("AZURE_OPENAI_API_KEY", "", "Azure OpenAI key (sent as api-key).", secret=True),
+    S("AZURE_OPENAI_API_VERSION", "", "api-version query value (default 2024-10-21; v1 for the v1 API).", _text),
+    S("AZURE_OPENAI_DEPLOYMENT", "", "Deployment that answers (the default upstream model)."),
+    S("OPENROUTER_API_KEY", "", "OpenRouter key (MODEL_PROVIDER=openrouter).", secret=True),
+    S("OPENROUTER_BASE_URL", "", "OpenRouter API base (default https://openrouter.ai/api/v1).", _url),
+    S("OLLAMA_BASE_URL", "", "Ollama server (default http://127.0.0.1:11434; MODEL_PROVIDER=ollama).", _url),
+    S("GEMINI_API_KEY", "", "Gemini API key (MODEL_PROVIDER=gemini).", secret=True),
+    S("GEMINI_BASE_URL", "", "Gemini's OpenAI-compatible base (default "
+      "https://generativelanguage.googleapis.com/v1beta/openai).", _url),
+    S("OPENAI_COMPATIBLE_BASE_URL", "", "Any OpenAI-compatible server: vLLM, llama.cpp, LM Studio "
+      "(MODEL_PROVIDER=openai-compatible), e.g. http://127.0.0.1:8000/v1.", _url),
+    S("OPENAI_COMPATIBLE_API_KEY", "", "Its key, when it asks for one.", secret=True),
+    S("FALLBACK_PROVIDER", "", "A second preset (its own variables set) used when the first fails or its breaker is "
+      "open.", _lower),
+    S("FALLBACK_MODEL_DEFAULT", "", "Upstream model for the fallback provider (default: that preset's default)."),
+    # -- upstream behaviour --
+    S("STREAM_PING_INTERVAL_MS", "15000", "Send an SSE ping after this much upstream silence.", _millis(1)),
+    S("UPSTREAM_CONNECT_TIMEOUT_MS", "10000", "Upstream TCP+TLS connect timeout.", _millis(1)),
+    S("UPSTREAM_READ_TIMEOUT_MS", "600000", "Longest upstream silence before timeout_error.", _millis(1)),
+    S("UPSTREAM_MAX_RETRIES", "2", "Retries of 429/5xx/529/connection failures before any byte reached the client.",
+      _whole(0, 10)),
+    S("UPSTREAM_RETRY_AFTER_MAX_MS", "10000", "Longest upstream retry-after lynkr waits out itself (longer ones go "
+      "to the client).", _millis(0)),
+    S("CIRCUIT_BREAKER_FAILURES", "5", "Consecutive upstream failures that open a provider's breaker (0 disables "
+      "it).", _whole(0)),
+    S("CIRCUIT_BREAKER_RESET_MS", "30000", "How long an open breaker answers at once before one probe is let "
+      "through.", _millis(1)),
+    S("SHUTDOWN_GRACE_MS", "10000", "On SIGTERM, how long in-flight requests may finish.", _millis(0)),
+    S("PROMPT_CACHE_ENABLED", "true", "Answer identical final prompts from the local cache.", parse_bool),
+    S("PROMPT_CACHE_TTL_MS", "300000", "How long a cached answer stays valid.", _millis(0)),
+    S("PROMPT_CACHE_MAX_ENTRIES", "64", "Cache size; least recently used answers are evicted.", _whole(0)),
+    # -- server tools and policy --
+    S("LYNKR_TOOLS", "mcp_*", "Server tools offered on every request (comma list of names or globs).", _words),
+    S("LYNKR_SHOW_TOOL_ACTIVITY", "true", "Append a text record of each server tool call to the reply.", parse_bool),
+    S("LYNKR_TOOL_ACTIVITY_MAX_CHARS", "2000", "Longest tool result kept in that record.", _whole(0)),
+    S("LYNKR_TOOL_TIMEOUT_MS", "120000", "Longest a server tool may run.", _millis(1)),
+    S("POLICY_MAX_STEPS", "8", "Model rounds per request when server tools run.", _whole(1)),
+    S("POLICY_MAX_TOOL_CALLS", "32", "Server tool calls per request.", _whole(1)),
+    S("POLICY_DISALLOWED_TOOLS", "", "Server tools that may never run (comma list of names or globs).", _words),
+    S("POLICY_FILE_BLOCKED_PATHS", DEFAULT_FILE_BLOCKED_PATHS_TEXT, "Paths tools may not read or write (globs; "
+      "a pattern without '/' matches any path component).", _words),
+    S("WEB_SEARCH_ENDPOINT", "", "SearxNG search URL for web_search, e.g. http://127.0.0.1:8888/search.", _url),
+    S("WEB_SEARCH_ALLOWED_HOSTS", "", "If set, the only hosts web tools may reach (globs); also admits private ones.",
+      _hosts),
+    S("WEB_FETCH_MAX_BYTES", "2097152", "Largest page web_fetch downloads.", _whole(1024)),
+    S("LYNKR_GIT_TIMEOUT_MS", "120000", "Longest a git command may run.", _millis(1)),
+    S("POLICY_GIT_ALLOW_PUSH", "false", "Allow workspace_git_push.", parse_bool),
+    S("POLICY_GIT_ALLOW_PULL", "true", "Allow workspace_git_pull.", parse_bool),
+    S("POLICY_GIT_ALLOW_COMMIT", "true", "Allow workspace_git_commit.", parse_bool),
+    S("POLICY_GIT_REQUIRE_TESTS", "false", "Commit/push only content that a passing test run saw exactly.",
+      parse_bool),
+    S("POLICY_GIT_TEST_COMMAND", "", "The test command the gate counts (else WORKSPACE_TEST_COMMAND, else "
+      "detected).", parse_shell_words),
+    S("WORKSPACE_TEST_COMMAND", "", "Test command (run without a shell); default detected: pytest, npm test, ...",
+      parse_shell_words),
+    S("WORKSPACE_TEST_TIMEOUT_MS", "600000", "Longest a test run may take.", _millis(1)),
+    S("WORKSPACE_TEST_COVERAGE_FILES", "", "Coverage reports to read (comma list): Istanbul JSON, coverage.py JSON, "
+      "lcov.", _words),
+    # -- MCP --
+    S("MCP_SERVER_MANIFEST", "", "One MCP manifest file (also accepts Claude Code's .mcp.json)."),
+    S("MCP_MANIFEST_DIRS", "~/.claude/mcp", "Folders whose *.json files are MCP manifests (separated by ; : or ,)."),
+    S("MCP_CALL_TIMEOUT_MS", "60000", "Longest one MCP tool call may take.", _millis(1)),
+    S("MCP_STARTUP_TIMEOUT_MS", "30000", "Longest an MCP server may take to start and initialize.", _millis(1)),
+    S("MCP_READY_WAIT_MS", "3000", "How long startup waits for MCP servers before accepting requests.", _millis(0)),
+    S("MCP_SANDBOX_ENABLED", "true", "Run stdio MCP servers in a container when MCP_SANDBOX_IMAGE is set.",
+      parse_bool),
+    S("MCP_SANDBOX_IMAGE", "", "Container image for sandboxed MCP servers (unset: servers run on the host)."),
+    S("MCP_SANDBOX_RUNTIME", "docker", "docker | podman | an absolute path."),
+    S("MCP_SANDBOX_ALLOW_NETWORKING", "false", "Give sandboxed servers a network.", parse_bool),
+    S("MCP_SANDBOX_WORKSPACE_WRITABLE", "false", "Mount the workspace read-write (default read-only at /workspace).",
+      parse_bool),
+    S("MCP_SANDBOX_MEMORY", "512m", "Memory limit per sandboxed server."),
+    S("MCP_SANDBOX_CPUS", "1", "CPU limit per sandboxed server."),
+    S("MCP_SANDBOX_PIDS_LIMIT", "256", "Process limit per sandboxed server.", _whole(1)),
+    S("MCP_SANDBOX_ENV_PASSTHROUGH", "", "Environment variables passed into the sandbox (comma list).", _words),
+    S("MCP_SANDBOX_EXTRA_MOUNTS", "", "Extra mounts, comma list of /host:/container[:ro|rw] (default ro).", _words),
+    S("MCP_SANDBOX_PERMISSION_MODE", "auto", "auto | require | deny: which servers may run unsandboxed.",
+      _choice("auto", "require", "deny")),
+    S("MCP_SANDBOX_PERMISSION_ALLOW", "", "Servers (globs) allowed to run unsandboxed.", _words),
+    S("MCP_SANDBOX_PERMISSION_DENY", "", "Servers (globs) never allowed to run unsandboxed.", _words),
+    # -- index --
+    S("LYNKR_INDEX_ON_START", "true", "Update the repository index and CLAUDE.md in the background at startup.",
+      parse_bool),
+    S("LYNKR_CLAUDE_MD", "true", "Maintain a generated block in WORKSPACE_ROOT/CLAUDE.md on each index rebuild.",
+      parse_bool),
+    S("LYNKR_INDEX_TIMEOUT_MS", "600000", "Longest an index rebuild may take; then it stops, keeping its progress.",
+      _millis(1)),
+    # -- operations --
+    S("LYNKR_HEADER_TIMEOUT_MS", str(int(HEADER_READ_TIMEOUT_S * 1000)), "A client must send a request's headers "
+      "within this (slowloris protection).", _millis(100)),
+    S("MAX_CONCURRENT_REQUESTS", "2048", "Requests handled at once; more are refused at once with retry-after.",
+      _whole(1)),
+    S("RATE_LIMIT_REQUESTS_PER_MIN", "0", "Per-client request limit (by client key, else address); 0 = off.",
+      _whole(0)),
+    S("LOG_FORMAT", "json", "json | text.", _choice("json", "text")),
+    S("LOG_LEVEL", "info", "debug | info | warning | error.", _choice(*LOG_LEVELS)),
+    S("LOG_BODIES", "false", "Log request bodies (prompts!). Keys are never logged.", parse_bool),
+)
+del S
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+# The typed, frozen object every component reads (`cfg.settings.upstream_max_retries`), built from the table.
+Settings = dataclasses.make_dataclass(
+    "Settings", [(s.attr, getattr(s.parse, "result_type", None) or PARSER_TYPES[s.parse]) for s in SETTINGS],
+    frozen=True)
+
+
+def read_dotenv(path: str) -> tuple[dict[str, str], list[str]]:
+    """Parse a .env file (KEY=VALUE, optional `export`, quotes, # comments). Returns lynkr's keys only."""
+    values: dict[str, str] = {}
+    notices: list[str] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        return values, notices
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            continue
+        if value[:1] in ("'", '"') and value[-1:] == value[:1] and len(value) >= 2:
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        if key in ("PORT", "HOST"):
+            notices.append(f"{path}: ignoring {key}= (it belongs to your app); use LYNKR_{key} for lynkr")
+            continue
+        if key in SETTINGS_BY_NAME:
+            values[key] = value
+    return values, notices
+
+
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_env_references(value: Any, where: str, environ: dict[str, str]) -> Any:
+    """"$NAME" / "${NAME}" in a config file's strings read the environment: secrets stay out of the file."""
+    if isinstance(value, dict):
+        return {k: expand_env_references(v, f"{where}.{k}", environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env_references(v, f"{where}[{i}]", environ) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        found = environ.get(name, "")
+        if not found:
+            raise ConfigError(f"{where}: ${name} is not set (export {name}=..., or put it in .env)")
+        return found
+
+    return ENV_REFERENCE.sub(lookup, value)
+
+
+def read_config_file(path: str, environ: dict[str, str]) -> dict[str, Any]:
+    """lynkr.toml -> {"providers": {...}, "router": {...}, "settings": {NAME: text}}, $VARs expanded."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (--config / LYNKR_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key in data:
+        if key not in ("providers", "router", "settings"):
+            raise ConfigError(f"{path}: {key}: unknown table (use [providers.NAME], [router], [settings])")
+    for key in ("providers", "router", "settings"):
+        if not isinstance(data.get(key, {}), dict):
+            raise ConfigError(f"{path}: {key}: expected a table")
+    providers = data.get("providers", {})
+    for name, table in providers.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: providers.{name}: expected a table ([providers.{name}])")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ConfigError(f"{path}: providers.{name}: names use letters, digits, '_', '-' and '.' only")
+    settings: dict[str, str] = {}
+    for key, value in data.get("settings", {}).items():
+        name = key.upper()
+        if name not in SETTINGS_BY_NAME:
+            raise ConfigError(f"{path}: settings.{key}: unknown setting (python lynkr.py --help lists them)")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        settings[name] = str(value)
+    return {"providers": expand_env_references(providers, f"{path}: providers", environ),
+            "router": data.get("router", {}), "settings": expand_env_references(settings, f"{path}: settings", environ)}
+
+
 def load_config(
     environ: dict[str, str] | None = None,
     env_file: str | None = None,
     cli_host: str | None = None,
     cli_port: int | None = None,
+    config_file: str | None = None,
 ) -> Config:
-    """Environment + .env -> validated Config. Raises ConfigError naming the bad variable."""
+    """Environment + .env + config file -> validated Config. Raises ConfigError naming the bad setting."""
     real_env = dict(os.environ if environ is None else environ)
     explicit_file = env_file is not None
     dotenv_path = env_file or os.path.join(os.getcwd(), ".env")
     if explicit_file and not os.path.isfile(dotenv_path):
         raise ConfigError(f"--env-file {dotenv_path} does not exist")
     dotenv, notices = read_dotenv(dotenv_path)
-    merged = {**dotenv, **{k: v for k, v in real_env.items() if k in CONFIG_KEYS}}
+    layered = {**dotenv, **{k: v for k, v in real_env.items() if k in SETTINGS_BY_NAME}}
+    config_path = config_file or layered.get("LYNKR_CONFIG", "").strip()
+    if not config_path and os.path.isfile(os.path.join(os.getcwd(), "lynkr.toml")):
+        config_path = os.path.join(os.getcwd(), "lynkr.toml")
+    file_data: dict[str, Any] = {"providers": {}, "router": {}, "settings": {}}
+    if config_path:
+        file_data = read_config_file(config_path, {**dotenv, **real_env})
+    merged = {**file_data["settings"], **layered}
+    values = {}
+    for setting in SETTINGS:
+        text = merged.get(setting.name, "")
+        values[setting.attr] = setting.parse(setting.name, text if text.strip() else setting.default)
+    s = Settings(**values)
 
-    def get(name: str) -> str:
-        value = merged.get(name, "")
-        return value if value.strip() else CONFIG_KEYS[name][0]
-
-    cfg = Config(notices=notices)
-    cfg.host = cli_host or get("LYNKR_HOST")
+    cfg = Config(settings=s, notices=notices, config_file=config_path, providers_table=file_data["providers"],
+                 router_table=file_data["router"])
+    cfg.host = cli_host or s.lynkr_host
     if cli_port is not None:
         cfg.port = cli_port
-    elif get("LYNKR_PORT"):
-        cfg.port = parse_int_setting("LYNKR_PORT", get("LYNKR_PORT"), 0, 65535)
+    elif s.lynkr_port is not None:
+        cfg.port = s.lynkr_port
     elif real_env.get("PORT", "").strip():
         cfg.port = parse_int_setting("PORT", real_env["PORT"], 0, 65535)
-    cfg.api_key = get("LYNKR_API_KEY")
-    cfg.allowed_hosts = tuple(h.strip().lower() for h in get("LYNKR_ALLOWED_HOSTS").split(",") if h.strip())
+    cfg.api_key = s.lynkr_api_key
+    cfg.allowed_hosts = s.lynkr_allowed_hosts
     if not is_loopback_host(cfg.host) and not cfg.api_key:
         raise ConfigError(
             f"LYNKR_API_KEY must be set to bind {cfg.host} (not loopback): clients then send it as x-api-key"
         )
-    cfg.workspace_root = os.path.abspath(get("WORKSPACE_ROOT") or os.getcwd())
+    cfg.workspace_root = os.path.abspath(s.workspace_root or os.getcwd())
     if not os.path.isdir(cfg.workspace_root):
         raise ConfigError(f"WORKSPACE_ROOT must be an existing directory (got {cfg.workspace_root!r})")
-    cfg.data_dir = os.path.abspath(get("LYNKR_DATA_DIR") or os.path.join(cfg.workspace_root, ".lynkr"))
-    cfg.session_db_path = get("SESSION_DB_PATH") or os.path.join(cfg.data_dir, "sessions.db")
-    cfg.provider = get("MODEL_PROVIDER").strip().lower()
-    cfg.model_default = get("MODEL_DEFAULT") or PROVIDER_DEFAULT_MODELS.get(cfg.provider, "")
-    cfg.model_map = tuple(parse_glob_pairs("MODEL_MAP", get("MODEL_MAP")))
-    caps = parse_glob_pairs("MODEL_MAX_TOKENS", get("MODEL_MAX_TOKENS"))
-    cfg.model_max_tokens = tuple((g, parse_int_setting("MODEL_MAX_TOKENS", n, 1)) for g, n in caps)
-    cfg.max_tokens_default = parse_int_setting("MODEL_MAX_TOKENS_DEFAULT", get("MODEL_MAX_TOKENS_DEFAULT"), 1)
-    cfg.log_format = get("LOG_FORMAT").strip().lower()
-    if cfg.log_format not in ("json", "text"):
-        raise ConfigError(f"LOG_FORMAT must be json or text (got {cfg.log_format!r})")
-    cfg.log_level = get("LOG_LEVEL").strip().lower()
-    if cfg.log_level not in LOG_LEVELS:
-        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} (got {cfg.log_level!r})")
-    cfg.log_bodies = parse_bool("LOG_BODIES", get("LOG_BODIES"))
-    cfg.stream_ping_interval_s = parse_int_setting("STREAM_PING_INTERVAL_MS", get("STREAM_PING_INTERVAL_MS"), 1) / 1000
-    cfg.upstream_connect_timeout_s = (
-        parse_int_setting("UPSTREAM_CONNECT_TIMEOUT_MS", get("UPSTREAM_CONNECT_TIMEOUT_MS"), 1) / 1000
-    )
-    cfg.upstream_read_timeout_s = parse_int_setting("UPSTREAM_READ_TIMEOUT_MS", get("UPSTREAM_READ_TIMEOUT_MS"), 1) / 1000
-    cfg.shutdown_grace_s = parse_int_setting("SHUTDOWN_GRACE_MS", get("SHUTDOWN_GRACE_MS"), 0) / 1000
-    cfg.env = {name: get(name) for name in CONFIG_KEYS}
-    # Every flag and duration is checked here, so a typo stops startup with one line, never later.
-    for name, (default, _meaning) in CONFIG_KEYS.items():
-        if default in ("true", "false"):
-            parse_bool(name, cfg.env[name])
-        elif name.endswith("_MS"):
-            parse_int_setting(name, cfg.env[name], 0)
+    cfg.data_dir = os.path.abspath(s.lynkr_data_dir or os.path.join(cfg.workspace_root, ".lynkr"))
+    cfg.session_db_path = s.session_db_path or os.path.join(cfg.data_dir, "sessions.db")
+    cfg.model_map = s.model_map
+    cfg.model_max_tokens = s.model_max_tokens
+    cfg.max_tokens_default = s.model_max_tokens_default
+    cfg.log_format, cfg.log_level, cfg.log_bodies = s.log_format, s.log_level, s.log_bodies
+    cfg.stream_ping_interval_s = s.stream_ping_interval_s
+    cfg.upstream_connect_timeout_s = s.upstream_connect_timeout_s
+    cfg.upstream_read_timeout_s = s.upstream_read_timeout_s
+    cfg.shutdown_grace_s = s.shutdown_grace_s
     return cfg
 
 
@@ -1730,24 +1945,27 @@ def validate_messages_request(body: Any, default_max_tokens: int, *, count_only:
 
 
 class ModelRouter:
-    """MODEL_MAP globs (first match wins) -> upstream target; MODEL_MAX_TOKENS caps."""
+    """MODEL_MAP globs (first match wins) -> upstream target (a model, or `provider,model`); MODEL_MAX_TOKENS caps."""
 
     def __init__(self, model_map: Iterable[tuple[str, str]], default: str, caps: Iterable[tuple[str, int]]) -> None:
         self.model_map = tuple(model_map)
         self.default = default
         self.caps = tuple(caps)
 
-    def target(self, model: str) -> str:
+    def mapped(self, model: str) -> str | None:
         lowered = model.lower()
         for glob, target in self.model_map:
             if fnmatch.fnmatchcase(lowered, glob):
                 return target
-        return self.default or model
+        return None
 
-    def clamp_max_tokens(self, model: str, max_tokens: int) -> int:
+    def target(self, model: str) -> str:
+        return self.mapped(model) or self.default or model
+
+    def clamp_max_tokens(self, model: str, max_tokens: int, target: str | None = None) -> int:
         """MODEL_MAX_TOKENS globs match the client's model name or the upstream target; then the
         built-in output limits of known Claude models apply to the target (Claude Code asks up to 128000)."""
-        target = self.target(model).lower()
+        target = (self.target(model) if target is None else target).lower()
         for glob, cap in self.caps:
             if fnmatch.fnmatchcase(model.lower(), glob) or fnmatch.fnmatchcase(target, glob):
                 return min(max_tokens, cap)
@@ -1969,9 +2187,116 @@ def anthropic_messages_to_openai(req: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _openai_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    schema = dict(tool.get("input_schema") or {"type": "object", "properties": {}})
-    schema.pop("$schema", None)
+# -- Vendor dialects and per-model facts (OpenAI-format upstreams) --
+
+
+@dataclass(frozen=True)
+class OpenAIDialect:
+    """How one vendor's Chat Completions surface differs from the common shape (data, not if-chains)."""
+
+    model_in_body: bool = True  # Databricks serving endpoints name the model in the URL instead
+    stream_usage: bool = True  # stream_options.include_usage: without it a stream carries no usage
+    cache_markers: bool = False  # keep cache_control on content parts (Databricks and OpenRouter serving Claude)
+    thinking: str = ""  # "anthropic" (the object, Databricks) | "openrouter" (reasoning) | "effort" | "" (drop)
+    schema: str = "openai"  # tool schema cleaner: a key of SCHEMA_DIALECTS
+    top_k: bool = False  # OpenAI refuses top_k; Databricks (Claude), OpenRouter and vLLM take it
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What one upstream model accepts, matched by glob on its name (MODEL_FACTS)."""
+
+    max_output: int = 0  # the vendor's output cap (0: none known)
+    max_tokens_field: str = "max_tokens"  # OpenAI reasoning models reject it for max_completion_tokens
+    sampling: bool = True  # False: temperature/top_p/top_k are refused (reasoning models)
+    reasoning: str = ""  # overrides the dialect's thinking mapping ("effort" for OpenAI reasoning models)
+    schema: str = ""  # overrides the dialect's schema cleaner (Gemini models behind any vendor)
+    tools: bool = True  # False: tools are dropped (logged) instead of earning a 400
+    images: bool = True  # False: images become a short text note
+
+
+DEFAULT_MODEL_FACTS = ModelFacts()
+# First match wins, on the upstream model name lower-cased (vendor prefixes such as "openai/" included).
+MODEL_FACTS: tuple[tuple[str, ModelFacts], ...] = (
+    ("*deepseek-reasoner*", ModelFacts(max_output=8192, sampling=False, tools=False, images=False)),
+    ("*deepseek*", ModelFacts(max_output=8192, images=False)),
+    ("*gpt-5*", ModelFacts(max_tokens_field="max_completion_tokens", sampling=False, reasoning="effort")),
+    ("o[1-9]*", ModelFacts(max_tokens_field="max_completion_tokens", sampling=False, reasoning="effort")),
+    ("*/o[1-9]*", ModelFacts(max_tokens_field="max_completion_tokens", sampling=False, reasoning="effort")),
+    ("*gemini*", ModelFacts(schema="gemini")),
+)
+
+
+def model_facts(model: str) -> ModelFacts:
+    lowered = model.lower()
+    for glob, facts in MODEL_FACTS:
+        if fnmatch.fnmatchcase(lowered, glob):
+            return facts
+    return DEFAULT_MODEL_FACTS
+
+
+# Schema keywords each dialect refuses. Claude Code's schemas carry "$schema" (refused by most),
+# regex "pattern"s with \p{..} classes (OpenAI: "is not a 'regex'"), and Gemini accepts only a
+# small OpenAPI subset. Only keywords are removed, never property names.
+SCHEMA_DIALECTS: dict[str, frozenset[str]] = {
+    "databricks": frozenset({"$schema"}),
+    "openai": frozenset({"$schema", "pattern"}),
+    "gemini": frozenset({"$schema", "pattern", "additionalProperties", "propertyNames", "uniqueItems", "deprecated",
+                         "multipleOf", "patternProperties", "$id", "$comment", "examples", "const", "contentEncoding",
+                         "contentMediaType", "exclusiveMinimum", "exclusiveMaximum", "minContains", "maxContains",
+                         "unevaluatedProperties", "unevaluatedItems", "dependentRequired", "dependentSchemas", "if",
+                         "then", "else"}),
+}
+GEMINI_STRING_FORMATS = frozenset({"enum", "date-time"})
+_SCHEMA_MAPS = ("properties", "$defs", "definitions")  # name -> schema: names are data, not keywords
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_ONE = ("items", "not", "contains", "additionalItems")
+
+
+def clean_schema(schema: Any, dialect: str, depth: int = 0) -> Any:
+    """A copy of a JSON schema without the keywords the dialect refuses (recursively)."""
+    if not isinstance(schema, dict) or depth > MAX_SCHEMA_DEPTH:
+        return schema
+    refused = SCHEMA_DIALECTS[dialect]
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in refused:
+            continue
+        if key == "format" and dialect == "gemini" and value not in GEMINI_STRING_FORMATS:
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            value = {name: clean_schema(sub, dialect, depth + 1) for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            value = [clean_schema(sub, dialect, depth + 1) for sub in value]
+        elif key in _SCHEMA_ONE:
+            value = clean_schema(value, dialect, depth + 1)
+        out[key] = value
+    return out
+
+
+DATABRICKS_DIALECT = OpenAIDialect(model_in_body=False, stream_usage=False, cache_markers=True, thinking="anthropic",
+                                   schema="databricks", top_k=True)
+
+
+def _adapt_parts(content: Any, keep_markers: bool, images: bool) -> Any:
+    """Content parts for a vendor without cache markers (stripped; all-text parts become one string,
+    which every OpenAI-compatible server takes) or a model without image input (a text note)."""
+    if not isinstance(content, list):
+        return content
+    parts = []
+    for part in content:
+        if not keep_markers and "cache_control" in part:
+            part = {k: v for k, v in part.items() if k != "cache_control"}
+        if not images and part.get("type") == "image_url":
+            part = {"type": "text", "text": "[an image was omitted: this model does not accept images]"}
+        parts.append(part)
+    if not keep_markers and all(p.get("type") == "text" for p in parts):
+        return "\n\n".join(p["text"] for p in parts)
+    return parts
+
+
+def _openai_tool(tool: dict[str, Any], schema_dialect: str = "databricks") -> dict[str, Any]:
+    schema = clean_schema(tool.get("input_schema") or {"type": "object", "properties": {}}, schema_dialect)
     fn: dict[str, Any] = {"name": tool["name"], "parameters": schema}
     fn["description"] = tool.get("description") or tool["name"]
     return {"type": "function", "function": fn}
@@ -1985,31 +2310,65 @@ TOOL_CHOICE_TO_OPENAI: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 
 
-def openai_thinking(req: dict[str, Any], max_tokens: int) -> dict[str, Any] | None:
-    """Anthropic thinking -> the object Databricks accepts (enabled + budget below max_tokens)."""
+def thinking_budget(req: dict[str, Any], max_tokens: int) -> int:
+    """The token budget a request's thinking asks for (0: off), kept below max_tokens."""
     thinking = req.get("thinking") or {}
     kind = thinking.get("type")
     choice = (req.get("tool_choice") or {}).get("type")
     if kind not in ("enabled", "adaptive") or choice in ("any", "tool"):
-        return None  # thinking cannot be combined with a forced tool
+        return 0  # thinking cannot be combined with a forced tool
     if kind == "adaptive":
         budget = min(max_tokens // 2, MAX_ADAPTIVE_THINKING_BUDGET)
     else:
         budget = thinking.get("budget_tokens")
         budget = min(budget, max_tokens - 1) if isinstance(budget, int) and not isinstance(budget, bool) else 0
-    return {"type": "enabled", "budget_tokens": budget} if budget >= MIN_THINKING_BUDGET else None
+    return budget if budget >= MIN_THINKING_BUDGET else 0
 
 
-def anthropic_to_openai(req: dict[str, Any], max_tokens: int) -> tuple[dict[str, Any], list[str]]:
-    """Build an OpenAI chat body. Returns (body, names of typed server tools dropped)."""
-    body: dict[str, Any] = {"messages": anthropic_messages_to_openai(req), "max_tokens": max_tokens}
+def openai_thinking(req: dict[str, Any], max_tokens: int) -> dict[str, Any] | None:
+    """Anthropic thinking -> the object Databricks accepts (enabled + budget below max_tokens)."""
+    budget = thinking_budget(req, max_tokens)
+    return {"type": "enabled", "budget_tokens": budget} if budget else None
+
+
+def reasoning_effort(req: dict[str, Any], max_tokens: int) -> str | None:
+    """Anthropic thinking (or Claude Code's output_config.effort) -> OpenAI's reasoning_effort."""
+    budget = thinking_budget(req, max_tokens)
+    if not budget:
+        return None
+    effort = (req.get("output_config") or {}).get("effort") if isinstance(req.get("output_config"), dict) else None
+    if effort in ("low", "medium", "high"):
+        return effort
+    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+
+
+# thinking style -> (body field, value builder); "" drops thinking (the vendor has no way to ask).
+THINKING_TO_OPENAI: dict[str, tuple[str, Callable[[dict[str, Any], int], Any]]] = {
+    "anthropic": ("thinking", openai_thinking),
+    "effort": ("reasoning_effort", reasoning_effort),
+    "openrouter": ("reasoning", lambda req, mt: {"max_tokens": b} if (b := thinking_budget(req, mt)) else None),
+}
+
+
+def anthropic_to_openai(req: dict[str, Any], max_tokens: int, model: str = "",
+                        dialect: OpenAIDialect = DATABRICKS_DIALECT,
+                        facts: ModelFacts = DEFAULT_MODEL_FACTS) -> tuple[dict[str, Any], list[str]]:
+    """Build an OpenAI chat body for one vendor and model. Returns (body, names of tools dropped)."""
+    messages = anthropic_messages_to_openai(req)
+    if not dialect.cache_markers or not facts.images:
+        for msg in messages:
+            msg["content"] = _adapt_parts(msg.get("content"), dialect.cache_markers, facts.images)
+    body: dict[str, Any] = {"model": model} if dialect.model_in_body else {}
+    body["messages"] = messages
+    body[facts.max_tokens_field] = max_tokens
     dropped: list[str] = []
     tools = []
+    schema = facts.schema or dialect.schema
     for tool in req.get("tools") or []:
-        if is_server_typed_tool(tool):
-            dropped.append(f"{tool.get('name')} ({tool.get('type')})")
+        if is_server_typed_tool(tool) or not facts.tools:
+            dropped.append(f"{tool.get('name')} ({tool.get('type') or 'function'})")
         else:
-            tools.append(_openai_tool(tool))
+            tools.append(_openai_tool(tool, schema))
     choice = req.get("tool_choice")
     if tools:
         body["tools"] = tools
@@ -2019,16 +2378,22 @@ def anthropic_to_openai(req: dict[str, Any], max_tokens: int) -> tuple[dict[str,
                 body["parallel_tool_calls"] = False
     if req.get("stop_sequences"):
         body["stop"] = list(req["stop_sequences"])
-    for name in ("temperature", "top_p", "top_k"):
-        if req.get(name) is not None:
-            body[name] = req[name]
-    thinking = openai_thinking(req, max_tokens)
-    if thinking:
-        body["thinking"] = thinking
-        body.pop("temperature", None)  # Claude rejects temperature/top_k with thinking on
-        body.pop("top_k", None)
+    if facts.sampling:
+        for name in ("temperature", "top_p", "top_k") if dialect.top_k else ("temperature", "top_p"):
+            if req.get(name) is not None:
+                body[name] = req[name]
+    style = facts.reasoning or dialect.thinking
+    if style in THINKING_TO_OPENAI:
+        field_name, build = THINKING_TO_OPENAI[style]
+        value = build(req, max_tokens)
+        if value:
+            body[field_name] = value
+            body.pop("temperature", None)  # reasoning models (and Claude with thinking) refuse sampling settings
+            body.pop("top_k", None)
     if req.get("stream"):
         body["stream"] = True
+        if dialect.stream_usage:
+            body["stream_options"] = {"include_usage": True}
     return body, dropped
 
 
@@ -2399,13 +2764,24 @@ class OpenAIStreamTranslator:
 
 
 class AnthropicStreamRelay:
-    """Anthropic SSE from upstream -> re-framed event by event (LF endings), usage noted for the log."""
+    """Anthropic SSE from upstream -> re-framed event by event (LF endings), usage noted for the log.
+    A decoder (see below): `done` at message_stop, `failed` at an upstream `event: error`."""
+
+    final = None  # the bytes pass through as they are; the orchestrator re-parses them when it must
 
     def __init__(self) -> None:
         self.parser = SSEParser()
         self.saw_stop = False
         self.saw_error = False
         self.usage: dict[str, int] = {}
+
+    @property
+    def done(self) -> bool:
+        return self.saw_stop
+
+    @property
+    def failed(self) -> bool:
+        return self.saw_error
 
     def feed(self, chunk: bytes) -> bytes:
         out = []
@@ -2430,6 +2806,106 @@ class AnthropicStreamRelay:
             except ValueError:
                 pass
         return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+# -- Decoders: one per wire format, one interface for the pump (section 10) --
+#
+# feed(chunk) -> Anthropic SSE bytes for whatever the chunk completed; flush() at the upstream's EOF;
+# `done` once the message is complete, `failed` once the upstream itself sent an error event;
+# `usage` as reported so far; `final` the complete message when the decoder built it (else None,
+# and whoever needs it re-parses the bytes).
+
+
+class OpenAIStreamDecoder:
+    """OpenAI chat SSE (`data: {chunk}` ... `data: [DONE]`) -> Anthropic SSE, with the byte-level fast path."""
+
+    failed = False
+
+    def __init__(self, model: str, stops: list[str] | None, label: str) -> None:
+        self.parser = SSEParser()
+        self.translator = OpenAIStreamTranslator(model, stops)
+        self.label = label
+
+    @property
+    def done(self) -> bool:
+        return self.translator.finished
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return self.translator.usage
+
+    @property
+    def final(self) -> dict[str, Any] | None:
+        return self.translator.final
+
+    def feed(self, chunk: bytes) -> bytes:
+        return b"".join(self._on_event(data) for _, data in self.parser.feed(chunk))
+
+    def flush(self) -> bytes:
+        translator = self.translator
+        if translator.finished:
+            return b""
+        out = b"".join(self._on_event(data) for _, data in self.parser.flush())
+        if not translator.finished and translator.finish_reason is not None:
+            out += translator.finish()  # a finish_reason without [DONE]: complete all the same
+        return out
+
+    def _on_event(self, data: str) -> bytes:
+        translator = self.translator
+        data = data.strip()
+        if not data or translator.finished:
+            return b""
+        if data == "[DONE]":
+            return translator.finish()
+        # Fast path for the chunk most streams are made of, one text token and nothing else: its JSON
+        # string literal goes into the Anthropic event as it is, without a parse and a re-encode.
+        frame = translator.plain_frame
+        if frame is not None and data.startswith(frame[0]) and data.endswith(frame[1]):
+            # Same frame as a chunk checked below, so only the literal needs checking.
+            literal = data[len(frame[0]) : len(data) - len(frame[1])]
+            if JSON_TEXT_LITERAL_EXACT.fullmatch(literal):
+                return translator.text_literal(literal)
+        if data.count('"content":') == 1 and SLOW_CHUNK.search(data) is None:
+            match = PLAIN_TEXT_CHUNK.search(data)
+            if match is not None:
+                translator.plain_frame = (data[: match.start(1)], data[match.end(1) :])
+                return translator.text_literal(match.group(1))
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise UpstreamUnavailable(f"{self.label} sent invalid JSON in its stream: {data[:200]!r}") from None
+        if not isinstance(obj, dict):
+            return b""
+        if "error" in obj or "error_code" in obj:
+            message, code = error_message_from_body(data.encode())
+            raise LynkrError(f"{self.label} stream failed{f' ({code})' if code else ''}: {message}", status=500)
+        return translator.feed(obj)
+
+
+def error_message_from_body(raw: bytes) -> tuple[str, str]:
+    """(message, code) from an upstream error body in Databricks, OpenAI, Ollama or Anthropic shape."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", errors="replace").strip()[:500] or "(empty body)", ""
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        obj = obj[0]  # Gemini's compatibility layer wraps its error in a list
+    if not isinstance(obj, dict):
+        return str(obj)[:500], ""
+    err = obj.get("error")
+    if isinstance(err, dict):
+        return str(err.get("message") or err), str(err.get("code") or err.get("type") or err.get("status") or "")
+    return str(obj.get("message") or err or obj)[:2000], str(obj.get("error_code") or "")
+
+
+def decode_json_answer(raw: bytes, label: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        raise UpstreamUnavailable(f"{label} answered with invalid JSON") from None
+    if not isinstance(obj, dict):
+        raise UpstreamUnavailable(f"{label} answered with an unexpected JSON value")
+    return obj
 
 
 async def _single_chunk(data: bytes) -> AsyncIterator[bytes]:
@@ -2470,19 +2946,26 @@ def message_to_sse(message: dict[str, Any]) -> bytes:
 
 # == 10. Providers ==
 #
-# PROVIDERS maps MODEL_PROVIDER to a factory. A provider validates its own settings (raising
-# ConfigError naming the variable), maps the model, builds the upstream request and returns a
-# Response: JSON, or a stream. Upstream failures become LynkrErrors here.
+# Theory of operation. A provider is a row of data, not a class: a *preset* (PRESETS) names a
+# vendor's URL shape, auth header, default model and quirks, and picks a *kind* (KINDS) -- the wire
+# format: how an Anthropic body becomes the upstream request, how an upstream error and JSON answer
+# read, which decoder (section 9) turns its stream into Anthropic SSE. Every kind shares one
+# Provider with one retry loop and circuit breaker, and one pump (`Provider.pump`) for pings,
+# truncation, the breaker outcome, `event: error` and usage. The Router holds several providers at
+# once and picks one per request: explicit `provider,model` names, MODEL_MAP, then Claude Code
+# request shapes (long context, background, web search, thinking), then the default; a fallback
+# chain is tried in order before the first byte. Upstream failures become LynkrErrors here.
 
 SSE_HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"),
                ("x-accel-buffering", "no")]
 # Upstream response headers a client may act on (retry pacing, rate limits).
 FORWARDED_RESPONSE_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
-NOT_CONFIGURED_MESSAGE = (
-    "lynkr has no model provider configured: set DATABRICKS_API_BASE and DATABRICKS_API_KEY "
-    "(MODEL_PROVIDER=databricks, the default), or set MODEL_PROVIDER=azure-anthropic with "
-    "AZURE_ANTHROPIC_ENDPOINT and AZURE_ANTHROPIC_API_KEY; then restart lynkr"
-)
+# Upstream answers worth another attempt (before any byte went to the client).
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+RETRY_BASE_DELAY_S = 0.5  # first backoff; doubles per attempt, with jitter
+ROUTE_NAMES = ("default", "background", "think", "long_context", "web_search")
+# `lynkr doctor` gives each provider this long to answer its one-token request.
+DOCTOR_TIMEOUT_S = 20.0
 
 
 def forwarded_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -2491,23 +2974,11 @@ def forwarded_headers(headers: dict[str, str]) -> dict[str, str]:
     return picked
 
 
-def _error_message_from_body(raw: bytes) -> tuple[str, str]:
-    """(message, code) from an upstream error body in Databricks, OpenAI or Anthropic shape."""
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", errors="replace").strip()[:500] or "(empty body)", ""
-    if not isinstance(obj, dict):
-        return str(obj)[:500], ""
-    err = obj.get("error")
-    if isinstance(err, dict):
-        return str(err.get("message") or err), str(err.get("code") or err.get("type") or "")
-    return str(obj.get("message") or err or obj)[:2000], str(obj.get("error_code") or "")
-
-
-# Upstream answers worth another attempt (before any byte went to the client).
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
-RETRY_BASE_DELAY_S = 0.5  # first backoff; doubles per attempt, with jitter
+def mask_secret(secret: str) -> str:
+    """Enough of a key to tell two apart, never enough to use: `dapi…(36 chars)`."""
+    if not secret:
+        return "(none)"
+    return f"{secret[:4]}…({len(secret)} chars)" if len(secret) >= 12 else f"…({len(secret)} chars)"
 
 
 class CircuitBreaker:
@@ -2532,6 +3003,9 @@ class CircuitBreaker:
 
     def retry_in(self) -> float:
         return max(0.0, self.opened_at + self.reset_s - self.clock())
+
+    def is_open(self) -> bool:
+        return self.state == self.OPEN and self.retry_in() > 0
 
     def allow(self) -> bool:
         if self.threshold <= 0 or self.state == self.CLOSED:
@@ -2570,25 +3044,360 @@ def retry_after_seconds(headers: dict[str, str]) -> float | None:
     return None
 
 
-class Provider:
-    name = ""
-    label = ""
-    configured = True
+# -- Provider settings and vendor presets --
 
-    def __init__(self, cfg: Config, client: HTTPClient, log: Logger) -> None:
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """One configured upstream, as the config file or the environment describe it."""
+
+    name: str  # what routes, `provider,model` names, headers, metrics and logs call it
+    preset: str  # a key of PRESETS
+    base_url: str = ""
+    api_key: str = ""
+    model: str = ""  # default upstream model ("" -> the preset's, else the client's model name)
+    api_version: str = ""  # Azure OpenAI api-version; anthropic-version for Anthropic-format kinds
+    headers: tuple[tuple[str, str], ...] = ()  # extra headers on every upstream request
+    models: tuple[str, ...] = ()  # more upstream models to advertise in /v1/models
+    endpoint_path: str = ""  # Databricks: one pinned path for every model
+    source: str = "environment"  # where it was defined, for error messages
+    missing: str = ""  # settings still to be set before it can be used ("" when usable)
+
+
+def _join(base: str, path: str) -> str:
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def _pinned_or(spec: ProviderSpec, default: str) -> str:
+    pinned = spec.endpoint_path
+    if pinned:
+        return pinned if "://" in pinned else _join(spec.base_url, pinned)
+    return default
+
+
+def _azure_openai_url(spec: ProviderSpec, model: str) -> str:
+    if spec.api_version.lower() == "v1":  # the v1 API: one path, the deployment named in the body
+        return _join(spec.base_url, "/openai/v1/chat/completions")
+    deployment = urllib.parse.quote(model, safe="")
+    version = urllib.parse.quote(spec.api_version, safe="")
+    return _join(spec.base_url, f"/openai/deployments/{deployment}/chat/completions?api-version={version}")
+
+
+def _bearer(key: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {key}")] if key else []
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A vendor: its kind, where requests go, how they authenticate, and the settings that configure it
+    from the environment alone (MODEL_PROVIDER=<preset>)."""
+
+    kind: str  # a key of KINDS
+    label: str
+    url: Callable[[ProviderSpec, str], str]  # (spec, upstream model) -> URL of the Messages/chat call
+    auth: Callable[[str], list[tuple[str, str]]]
+    base_env: str  # the base URL (or endpoint) variable
+    key_env: str = ""  # the key variable ("" when the vendor needs none)
+    base_default: str = ""  # "" when the user must name the endpoint
+    default_model: str = ""  # "" sends the client's model name
+    key_required: bool = True
+    dialect: OpenAIDialect = OpenAIDialect()
+    model_env: str = ""  # a variable naming the default model (Azure OpenAI's deployment)
+    version_env: str = ""
+    version_default: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "databricks": Preset(
+        "openai", "Databricks",
+        lambda s, m: _pinned_or(s, _join(s.base_url, f"/serving-endpoints/{urllib.parse.quote(m, safe='')}/invocations")),
+        _bearer, "DATABRICKS_API_BASE", "DATABRICKS_API_KEY", default_model="databricks-claude-sonnet-4-5",
+        dialect=DATABRICKS_DIALECT),
+    # Databricks AI Gateway's native Anthropic surface (DATABRICKS_API_FORMAT=anthropic): lossless for Claude.
+    "databricks-anthropic": Preset(
+        "anthropic", "Databricks", lambda s, m: _pinned_or(s, _join(s.base_url, "/ai-gateway/anthropic/v1/messages")),
+        _bearer, "DATABRICKS_API_BASE", "DATABRICKS_API_KEY", default_model="databricks-claude-sonnet-4-5"),
+    "azure-anthropic": Preset(
+        "anthropic", "Azure Anthropic",
+        lambda s, m: s.base_url if s.base_url.endswith("/v1/messages") else _join(s.base_url, "/v1/messages"),
+        # The SDK sends api-key, LiteLLM and Microsoft samples x-api-key: both are accepted.
+        lambda k: [("x-api-key", k), ("api-key", k)], "AZURE_ANTHROPIC_ENDPOINT", "AZURE_ANTHROPIC_API_KEY",
+        default_model="claude-sonnet-4-5"),
+    "anthropic": Preset(
+        "anthropic", "Anthropic", lambda s, m: _join(s.base_url, "/v1/messages"), lambda k: [("x-api-key", k)],
+        "LYNKR_ANTHROPIC_BASE_URL", "LYNKR_ANTHROPIC_API_KEY", base_default="https://api.anthropic.com"),
+    "openai": Preset(
+        "openai", "OpenAI", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "OPENAI_BASE_URL",
+        "OPENAI_API_KEY", base_default="https://api.openai.com/v1", default_model="gpt-5"),
+    "azure-openai": Preset(
+        "openai", "Azure OpenAI", _azure_openai_url, lambda k: [("api-key", k)], "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_API_KEY", model_env="AZURE_OPENAI_DEPLOYMENT", version_env="AZURE_OPENAI_API_VERSION",
+        version_default="2024-10-21"),
+    "openrouter": Preset(
+        "openai", "OpenRouter", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "OPENROUTER_BASE_URL",
+        "OPENROUTER_API_KEY", base_default="https://openrouter.ai/api/v1", default_model="anthropic/claude-sonnet-4.5",
+        dialect=OpenAIDialect(cache_markers=True, thinking="openrouter", top_k=True)),
+    "ollama": Preset(
+        "openai", "Ollama", lambda s, m: _join(s.base_url, "/v1/chat/completions"), _bearer, "OLLAMA_BASE_URL",
+        base_default="http://127.0.0.1:11434", default_model="qwen2.5-coder:7b", key_required=False),
+    "gemini": Preset(
+        "openai", "Gemini", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "GEMINI_BASE_URL",
+        "GEMINI_API_KEY", base_default="https://generativelanguage.googleapis.com/v1beta/openai",
+        default_model="gemini-2.5-pro", dialect=OpenAIDialect(schema="gemini", thinking="effort")),
+    # vLLM, llama.cpp's llama-server, LM Studio, LocalAI...: the key only when the server asks for one.
+    "openai-compatible": Preset(
+        "openai", "OpenAI-compatible server", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer,
+        "OPENAI_COMPATIBLE_BASE_URL", "OPENAI_COMPATIBLE_API_KEY", key_required=False,
+        dialect=OpenAIDialect(top_k=True)),
+}
+# Names a config file's `kind` may use: the presets, plus the two kinds by their wire format.
+KIND_ALIASES = {"openai-chat": "openai-compatible", "anthropic-messages": "anthropic"}
+
+
+def provider_env_spec(preset_name: str, settings: Any, name: str | None = None, model: str = "") -> ProviderSpec:
+    """The provider MODEL_PROVIDER (or FALLBACK_PROVIDER) names, from the environment alone."""
+    if preset_name == "databricks" and settings.databricks_api_format == "anthropic":
+        preset_name_used = "databricks-anthropic"
+    else:
+        preset_name_used = preset_name
+    preset = PRESETS[preset_name_used]
+    base_raw = getattr(settings, preset.base_env.lower())
+    key = getattr(settings, preset.key_env.lower()) if preset.key_env else ""
+    if not preset.base_default and bool(base_raw) != bool(key) and preset.key_required:
+        if not base_raw:
+            raise ConfigError(f"{preset.base_env} must be set when {preset.key_env} is (e.g. https://host.example.com)")
+        raise ConfigError(f"{preset.key_env} must be set when {preset.base_env} is")
+    missing = [var for var, needed in ((preset.base_env, not (base_raw or preset.base_default)),
+                                       (preset.key_env, preset.key_required and not key)) if needed]
+    version = getattr(settings, preset.version_env.lower()) if preset.version_env else ""
+    if preset.kind == "anthropic":
+        version = settings.azure_anthropic_version
+    default_model = model or (getattr(settings, preset.model_env.lower()) if preset.model_env else "")
+    if preset.model_env and not default_model and not model and not missing:
+        missing.append(f"{preset.model_env} (or MODEL_DEFAULT)")
+    return ProviderSpec(
+        name=name or preset_name, preset=preset_name_used, base_url=base_raw or preset.base_default, api_key=key,
+        model=default_model, api_version=version or preset.version_default,
+        endpoint_path=settings.databricks_endpoint_path if preset_name == "databricks" else "",
+        missing=" and ".join(missing))
+
+
+# -- Kinds: the wire formats --
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One wire format: request building, error and answer reading, stream decoding."""
+
+    build: Callable[[Provider, dict[str, Any], str, int, bool, Request], tuple[list[tuple[str, str]], dict[str, Any]]]
+    error: Callable[[Provider, int, bytes, dict[str, str]], LynkrError]
+    read: Callable[[Provider, bytes, dict[str, Any]], tuple[dict[str, Any], bytes | None]]
+    decoder: Callable[[Provider, dict[str, Any]], Any]
+
+
+def _openai_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
+                  http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    body, dropped = anthropic_to_openai({**req, "stream": stream}, max_tokens, model, p.preset.dialect,
+                                        model_facts(model))
+    if dropped:
+        p.log.info("dropped tools the upstream cannot run", request_id=http_req.request_id, tools=dropped,
+                   provider=p.name)
+    return [], body
+
+
+def _openai_error(p: Provider, status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
+    message, code = error_message_from_body(raw)
+    extra = forwarded_headers(headers)
+    if status in (400, 401, 403, 404, 413) and "x-should-retry" not in extra:
+        extra["x-should-retry"] = "false"  # retrying cannot fix these; spare Claude Code its 3-minute loop
+    status_out = status if 400 <= status <= 599 else 502
+    detail = f" {code}" if code else ""
+    return LynkrError(f"{p.label} returned HTTP {status}{detail}: {message}", status=status_out, headers=extra)
+
+
+def _openai_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    obj = decode_json_answer(raw, p.label)
+    if "error" in obj and not obj.get("choices"):
+        message, code = error_message_from_body(raw)
+        raise LynkrError(f"{p.label} failed{f' ({code})' if code else ''}: {message}", status=502)
+    return openai_to_anthropic(obj, req["model"], list(req.get("stop_sequences") or [])), None
+
+
+def _anthropic_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
+                     http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    body = {**fold_system_messages(req), "model": model, "max_tokens": max_tokens}
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int) \
+            and thinking["budget_tokens"] >= max_tokens:
+        # A budget must stay below max_tokens; clamping max_tokens must not turn the request into a 400.
+        if max_tokens - 1 >= MIN_THINKING_BUDGET:
+            body["thinking"] = {**thinking, "budget_tokens": max_tokens - 1}
+        else:
+            body.pop("thinking")
+    body["stream"] = stream
+    return p.anthropic_headers(http_req), body
+
+
+def _anthropic_error(p: Provider, status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
+    message, code = error_message_from_body(raw)
+    try:
+        passthrough = raw if isinstance(json.loads(raw), dict) else None
+    except ValueError:
+        passthrough = None
+    status_out = status if 400 <= status <= 599 else 502
+    error = LynkrError(f"{p.label}: {message}", status=status_out, headers=forwarded_headers(headers),
+                       raw_body=passthrough)
+    if code == "overloaded_error":  # the body's type decides how Claude Code retries, whatever the status
+        error.error_type = code
+    return error
+
+
+def _anthropic_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    return decode_json_answer(raw, p.label), raw  # the upstream's own bytes pass unchanged
+
+
+KINDS: dict[str, Kind] = {
+    "openai": Kind(_openai_build, _openai_error, _openai_read,
+                   lambda p, req: OpenAIStreamDecoder(req["model"], list(req.get("stop_sequences") or []), p.label)),
+    "anthropic": Kind(_anthropic_build, _anthropic_error, _anthropic_read, lambda p, req: AnthropicStreamRelay()),
+}
+
+
+# -- One provider: retries, breaker, the pump --
+
+
+class Provider:
+    """One configured upstream (a ProviderSpec with its preset and kind) and its own breaker."""
+
+    def __init__(self, spec: ProviderSpec, cfg: Config, client: HTTPClient, log: Logger) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.preset = PRESETS[spec.preset]
+        self.kind = KINDS[self.preset.kind]
+        self.label = self.preset.label if spec.name in (spec.preset, "databricks") else \
+            f"{self.preset.label} '{spec.name}'"
         self.cfg = cfg
         self.client = client
         self.log = log
-        self.router = ModelRouter(cfg.model_map, cfg.model_default, cfg.model_max_tokens)
-        env = cfg.env
-        self.max_retries = parse_int_setting("UPSTREAM_MAX_RETRIES", env.get("UPSTREAM_MAX_RETRIES", "2"), 0, 10)
-        self.retry_after_cap_s = parse_int_setting(
-            "UPSTREAM_RETRY_AFTER_MAX_MS", env.get("UPSTREAM_RETRY_AFTER_MAX_MS", "10000"), 0) / 1000
-        self.breaker = CircuitBreaker(
-            self.name or cfg.provider,
-            parse_int_setting("CIRCUIT_BREAKER_FAILURES", env.get("CIRCUIT_BREAKER_FAILURES", "5"), 0),
-            parse_int_setting("CIRCUIT_BREAKER_RESET_MS", env.get("CIRCUIT_BREAKER_RESET_MS", "30000"), 1) / 1000)
+        self.configured = not spec.missing
+        self.default_model = spec.model or self.preset.default_model
+        s = cfg.settings
+        self.max_retries = s.upstream_max_retries
+        self.retry_after_cap_s = s.upstream_retry_after_max_s
+        self.breaker = CircuitBreaker(self.name, s.circuit_breaker_failures, s.circuit_breaker_reset_s)
+        self.auth = [*self.preset.auth(spec.api_key), *spec.headers]
 
+    def model_for(self, requested: str, client_model: str) -> str:
+        """The upstream model: the route's or map's, else this provider's default, else the client's."""
+        return requested or self.default_model or client_model
+
+    def not_configured(self) -> NotConfigured:
+        others = ""
+        if self.spec.source == "environment":  # name the other choices too: the default may not be theirs
+            others = "; or choose another provider with MODEL_PROVIDER: " + ", ".join(
+                f"{name} ({' and '.join(v for v in (p.base_env if not p.base_default else '', p.key_env) if v)})"
+                for name, p in PRESETS.items() if name not in (self.spec.preset, "databricks-anthropic")
+                and (p.key_env or not p.base_default)) + ", ollama (OLLAMA_BASE_URL, optional); or describe several "
+            others += "in lynkr.toml"
+        return NotConfigured(
+            f"lynkr's provider '{self.name}' ({self.label}) is not configured: set {self.spec.missing}{others}; "
+            "then restart lynkr", headers={"x-should-retry": "false"})
+
+    def anthropic_headers(self, http_req: Request) -> list[tuple[str, str]]:
+        version = http_req.headers.get("anthropic-version") or self.spec.api_version or ANTHROPIC_VERSION_DEFAULT
+        headers = [*self.auth, ("anthropic-version", version)]
+        if http_req.headers.get("anthropic-beta"):
+            headers.append(("anthropic-beta", http_req.headers["anthropic-beta"]))
+        return headers
+
+    # -- calls --
+    async def _call(self, req: dict[str, Any], http_req: Request, stream: bool, model: str,
+                    max_tokens: int) -> UpstreamResponse:
+        if not self.configured:
+            raise self.not_configured()
+        headers, body = self.kind.build(self, req, model, max_tokens, stream, http_req)
+        if not headers:
+            headers = self.auth
+        resp = await self._request(self.preset.url(self.spec, model), headers, body, stream, http_req)
+        http_req.reply_headers.update(forwarded_headers(resp.headers))
+        return resp
+
+    async def complete(self, req: dict[str, Any], http_req: Request, model: str,
+                       max_tokens: int) -> tuple[dict[str, Any], bytes | None]:
+        """Non-streaming call: (Anthropic message, the upstream's own bytes when they can pass unchanged)."""
+        resp = await self._call(req, http_req, False, model, max_tokens)
+        message, raw = self.kind.read(self, await resp.read(), req)
+        http_req.log.update(usage=message.get("usage"))
+        return message, raw
+
+    async def open_stream(self, req: dict[str, Any], http_req: Request, model: str,
+                          max_tokens: int) -> AsyncIterator[bytes]:
+        """Start the upstream call (raising LynkrError before any byte) and return Anthropic SSE bytes."""
+        resp = await self._call(req, http_req, True, model, max_tokens)
+        if "text/event-stream" not in resp.headers.get("content-type", "text/event-stream"):
+            # The upstream ignored stream:true; still give the client a valid SSE stream.
+            message, _raw = self.kind.read(self, await resp.read(), req)
+            http_req.log.update(usage=message.get("usage"))
+            return _single_chunk(message_to_sse(message))
+        decoder = self.kind.decoder(self, req)
+        if isinstance(decoder, OpenAIStreamDecoder):
+            http_req.reply_builder = lambda: decoder.final  # the translator kept the message: no re-parse
+        return self.pump(resp, decoder, http_req)
+
+    async def pump(self, resp: UpstreamResponse, decoder: Any, http_req: Request) -> AsyncIterator[bytes]:
+        """The one stream loop for every kind: upstream bytes -> decoder -> client, pings during silence,
+        `event: error` (never a fake message_stop) when the upstream fails or stops short."""
+        try:
+            async for chunk in resp.aiter_bytes(tick=self.cfg.stream_ping_interval_s):
+                if chunk is None:
+                    if decoder.done:
+                        break  # the message is complete and the upstream lingers: we have everything
+                    yield PING_EVENT
+                    continue
+                out = decoder.feed(chunk)
+                if out:
+                    yield out
+            out = decoder.flush()
+            if not decoder.done and not decoder.failed:
+                raise_after = UpstreamUnavailable(f"{self.label} ended the stream before the response was complete")
+                self.stream_outcome(raise_after)
+                http_req.log.update(stream_error=raise_after.error_type)
+                yield out + error_event(raise_after)
+                return
+            self.stream_outcome(LynkrError("upstream stream error", status=500) if decoder.failed else None)
+            if out:
+                yield out
+        except LynkrError as exc:
+            http_req.log.update(stream_error=exc.error_type)
+            self.stream_outcome(exc)
+            yield error_event(self.named(exc))
+        finally:
+            await resp.aclose()
+            http_req.log.update(usage=decoder.usage)
+
+    async def count_tokens(self, req: dict[str, Any], http_req: Request, model: str) -> int:
+        """Anthropic-format upstreams count exactly; elsewhere (or when they cannot) the estimate."""
+        if self.preset.kind != "anthropic" or not self.configured:
+            return estimate_input_tokens(req)
+        body = fold_system_messages(req)
+        body = {k: v for k, v in body.items() if k in ("messages", "system", "tools", "tool_choice", "thinking")}
+        body["model"] = model
+        try:
+            url = self.preset.url(self.spec, model) + "/count_tokens"
+            resp = await self._post(url, self.anthropic_headers(http_req), body, False)
+            raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
+            if resp.status == 200:
+                count = json.loads(raw).get("input_tokens")
+                if isinstance(count, int):
+                    return count
+            self.log.info("upstream count_tokens unavailable; estimating", request_id=http_req.request_id,
+                          status=resp.status, provider=self.name)
+        except (LynkrError, ValueError, AttributeError) as exc:
+            self.log.info("upstream count_tokens failed; estimating", request_id=http_req.request_id,
+                          error=str(exc), provider=self.name)
+        return estimate_input_tokens(req)
+
+    # -- retries and the breaker --
     async def _request(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool,
                        http_req: Request) -> UpstreamResponse:
         """POST with retries and the circuit breaker; returns a 200 response or raises the mapped error.
@@ -2614,7 +3423,7 @@ class Provider:
                     if not stream:  # a stream's health is known at its end (see stream_outcome)
                         self.breaker.success()
                     return resp
-                error = self.upstream_error(resp.status, await self._read_error(resp), resp.headers)
+                error = self.kind.error(self, resp.status, await self._read_error(resp), resp.headers)
                 retry_after = retry_after_seconds(resp.headers)
                 if resp.status not in RETRYABLE_STATUSES:
                     if resp.status < 500:
@@ -2652,24 +3461,15 @@ class Provider:
                               error_type="api_error", headers=headers)
         return error
 
-    async def open_stream(self, req: dict[str, Any], http_req: Request) -> AsyncIterator[bytes]:
-        """Start the upstream call (raising LynkrError before any byte) and return Anthropic SSE bytes."""
-        raise NotConfigured(NOT_CONFIGURED_MESSAGE, headers={"x-should-retry": "false"})
-
-    async def complete(self, req: dict[str, Any], http_req: Request) -> tuple[dict[str, Any], bytes | None]:
-        """Non-streaming call: (Anthropic message, the upstream's own bytes when they can pass unchanged)."""
-        raise NotConfigured(NOT_CONFIGURED_MESSAGE, headers={"x-should-retry": "false"})
-
-    async def count_tokens(self, req: dict[str, Any], http_req: Request) -> int:
-        return estimate_input_tokens(req)
-
-    async def _post(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool) -> UpstreamResponse:
+    async def _post(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool,
+                    timeout: float | None = None) -> UpstreamResponse:
         headers = [("content-type", "application/json"),
                    ("accept", "text/event-stream" if stream else "application/json"), *headers]
         try:
             return await self.client.request(
                 "POST", url, headers, upstream_json(body),
-                connect_timeout=self.cfg.upstream_connect_timeout_s, read_timeout=self.cfg.upstream_read_timeout_s,
+                connect_timeout=self.cfg.upstream_connect_timeout_s,
+                read_timeout=timeout or self.cfg.upstream_read_timeout_s,
             )
         except LynkrError as exc:
             raise self.named(exc) from None
@@ -2686,382 +3486,317 @@ class Provider:
         except LynkrError:
             return b""
 
-    def _note(self, http_req: Request, model: str, target: str) -> None:
-        http_req.log.update(provider=self.name, model=model, upstream_model=target)
-        http_req.reply_headers["x-lynkr-provider"] = self.name
+    def describe(self) -> dict[str, Any]:
+        """What `lynkr doctor` and /health show: never the key itself."""
+        return {"name": self.name, "preset": self.spec.preset, "kind": self.preset.kind,
+                "base_url": self.spec.base_url, "key": mask_secret(self.spec.api_key),
+                "default_model": self.default_model or "(the client's model)", "configured": self.configured,
+                "missing": self.spec.missing, "breaker": ("closed", "open", "half-open")[self.breaker.state]}
 
 
-class UnconfiguredProvider(Provider):
-    configured = False
-
-    def __init__(self, cfg: Config, client: HTTPClient, log: Logger) -> None:
-        super().__init__(cfg, client, log)
-        self.name = cfg.provider
+# -- The router: several providers, Claude Code-aware routes, fallback chains --
 
 
-class DatabricksOpenAIProvider(Provider):
-    """Databricks serving endpoints (OpenAI chat format), translated both ways."""
+@dataclass(frozen=True)
+class RouteTarget:
+    provider: str
+    model: str = ""  # "" -> the provider's default model, else the client's model name
 
-    name, label = "databricks", "Databricks"
+    def __str__(self) -> str:
+        return f"{self.provider},{self.model}" if self.model else self.provider
 
-    def __init__(self, cfg: Config, client: HTTPClient, log: Logger, base: str, key: str) -> None:
-        super().__init__(cfg, client, log)
-        self.base, self.key = base, key
-        self.pinned = cfg.env.get("DATABRICKS_ENDPOINT_PATH", "").strip()
 
-    def url_for(self, target: str) -> str:
-        if self.pinned:
-            return self.pinned if "://" in self.pinned else self.base + "/" + self.pinned.lstrip("/")
-        return f"{self.base}/serving-endpoints/{urllib.parse.quote(target, safe='')}/invocations"
+def parse_route_target(text: str, where: str) -> RouteTarget:
+    """`provider,model` (the model may be empty: the provider's default)."""
+    provider, sep, model = text.partition(",")
+    if not sep or not provider.strip():
+        raise ConfigError(f"{where}: expected \"provider,model\" (e.g. \"dbx,databricks-claude-sonnet-4-5\"), "
+                          f"got {text!r}")
+    return RouteTarget(provider.strip(), model.strip())
 
-    def upstream_error(self, status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
-        message, code = _error_message_from_body(raw)
-        extra = forwarded_headers(headers)
-        if status in (400, 401, 403, 404, 413) and "x-should-retry" not in extra:
-            extra["x-should-retry"] = "false"  # retrying cannot fix these; spare Claude Code its 3-minute loop
-        status_out = status if 400 <= status <= 599 else 502
-        detail = f" {code}" if code else ""
-        return LynkrError(f"{self.label} returned HTTP {status}{detail}: {message}", status=status_out, headers=extra)
 
-    async def _call(self, req: dict[str, Any], http_req: Request, stream: bool) -> UpstreamResponse:
+@dataclass(frozen=True)
+class RoutePlan:
+    route: str
+    chain: tuple[RouteTarget, ...]
+
+
+class Router:
+    """Picks the provider and model for each request and walks the fallback chain. Quacks like a
+    provider for the orchestrator (open_stream, complete, count_tokens)."""
+
+    def __init__(self, providers: dict[str, Provider], routes: dict[str, RouteTarget],
+                 fallbacks: dict[str, tuple[RouteTarget, ...]], cfg: Config, log: Logger,
+                 long_context_threshold: int = 60000) -> None:
+        self.providers = providers
+        self.routes = routes
+        self.fallbacks = fallbacks
+        self.log = log
+        self.models = ModelRouter(cfg.model_map, "", cfg.model_max_tokens)
+        self.long_context_threshold = long_context_threshold
+        self.default = providers[routes["default"].provider]
+        self.name, self.label = self.default.name, self.default.label
+
+    @property
+    def configured(self) -> bool:
+        return self.default.configured
+
+    def _provider(self, name: str) -> Provider:
+        provider = self.providers.get(name)
+        if provider is None:
+            raise InvalidRequest(f"model names an unknown provider {name!r}: known providers are "
+                                 f"{', '.join(sorted(self.providers))} (write the model as provider,model)")
+        return provider
+
+    def plan(self, req: dict[str, Any]) -> RoutePlan:
+        """The route a request takes and the targets to try, in order."""
         model = req["model"]
-        target = self.router.target(model)
-        self._note(http_req, model, target)
-        max_tokens = self.router.clamp_max_tokens(model, req["max_tokens"])
-        body, dropped = anthropic_to_openai({**req, "stream": stream}, max_tokens)
-        if dropped:
-            self.log.info("dropped server tools the upstream cannot run", request_id=http_req.request_id,
-                          tools=dropped, provider=self.name)
-        return await self._request(self.url_for(target), [("authorization", f"Bearer {self.key}")], body, stream,
-                                   http_req)
-
-    async def _read_message(self, resp: UpstreamResponse, req: dict[str, Any], http_req: Request) -> dict[str, Any]:
-        raw = await resp.read()
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            raise UpstreamUnavailable(f"{self.label} answered with invalid JSON") from None
-        if not isinstance(obj, dict):
-            raise UpstreamUnavailable(f"{self.label} answered with an unexpected JSON value")
-        message = openai_to_anthropic(obj, req["model"], list(req.get("stop_sequences") or []))
-        http_req.log.update(usage=message["usage"])
-        return message
-
-    async def complete(self, req: dict[str, Any], http_req: Request) -> tuple[dict[str, Any], bytes | None]:
-        resp = await self._call(req, http_req, stream=False)
-        return await self._read_message(resp, req, http_req), None
-
-    async def open_stream(self, req: dict[str, Any], http_req: Request) -> AsyncIterator[bytes]:
-        resp = await self._call(req, http_req, stream=True)
-        if "text/event-stream" not in resp.headers.get("content-type", "text/event-stream"):
-            # The upstream ignored stream:true; still give the client a valid SSE stream.
-            return _single_chunk(message_to_sse(await self._read_message(resp, req, http_req)))
-        translator = OpenAIStreamTranslator(req["model"], list(req.get("stop_sequences") or []))
-        http_req.reply_builder = lambda: translator.final
-        return self._stream(resp, translator, http_req)
-
-    async def _stream(self, resp: UpstreamResponse, translator: OpenAIStreamTranslator,
-                      http_req: Request) -> AsyncIterator[bytes]:
-        parser = SSEParser()
-        try:
-            async for chunk in resp.aiter_bytes(tick=self.cfg.stream_ping_interval_s):
-                if chunk is None:
-                    if translator.finished:
-                        break  # [DONE] seen and the upstream lingers: we have everything
-                    yield translator.start() + PING_EVENT
-                    continue
-                out = b"".join(self._on_event(data, translator) for _, data in parser.feed(chunk))
-                if out:
-                    yield out
-            out = b""
-            if not translator.finished:
-                out = b"".join(self._on_event(data, translator) for _, data in parser.flush())
-                if not translator.finished and translator.finish_reason is None:
-                    raise UpstreamUnavailable(f"{self.label} ended the stream before the response was complete")
-                out += translator.finish()
-            self.stream_outcome(None)
-            if out:
-                yield out
-        except LynkrError as exc:
-            http_req.log.update(stream_error=exc.error_type)
-            self.stream_outcome(exc)
-            yield error_event(self.named(exc))
-        finally:
-            await resp.aclose()
-            http_req.log.update(usage=translator.usage)
-
-    def _on_event(self, data: str, translator: OpenAIStreamTranslator) -> bytes:
-        data = data.strip()
-        if not data or translator.finished:
-            return b""
-        if data == "[DONE]":
-            return translator.finish()
-        # Fast path for the chunk most streams are made of, one text token and nothing else: its JSON
-        # string literal goes into the Anthropic event as it is, without a parse and a re-encode.
-        frame = translator.plain_frame
-        if frame is not None and data.startswith(frame[0]) and data.endswith(frame[1]):
-            # Same frame as a chunk checked below, so only the literal needs checking.
-            literal = data[len(frame[0]) : len(data) - len(frame[1])]
-            if JSON_TEXT_LITERAL_EXACT.fullmatch(literal):
-                return translator.text_literal(literal)
-        if data.count('"content":') == 1 and SLOW_CHUNK.search(data) is None:
-            match = PLAIN_TEXT_CHUNK.search(data)
-            if match is not None:
-                translator.plain_frame = (data[: match.start(1)], data[match.end(1) :])
-                return translator.text_literal(match.group(1))
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            raise UpstreamUnavailable(f"{self.label} sent invalid JSON in its stream: {data[:200]!r}") from None
-        if not isinstance(obj, dict):
-            return b""
-        if "error" in obj or "error_code" in obj:
-            message, code = _error_message_from_body(data.encode())
-            raise LynkrError(f"{self.label} stream failed{f' ({code})' if code else ''}: {message}", status=500)
-        return translator.feed(obj)
-
-
-class AnthropicNativeProvider(Provider):
-    """Upstreams that speak Anthropic Messages: the body passes through with the model mapped."""
-
-    messages_url = ""
-
-    def auth_headers(self) -> list[tuple[str, str]]:
-        raise NotImplementedError
-
-    def count_url(self) -> str:
-        return self.messages_url + "/count_tokens"
-
-    def upstream_headers(self, http_req: Request) -> list[tuple[str, str]]:
-        version = http_req.headers.get("anthropic-version") or self.cfg.env.get(
-            "AZURE_ANTHROPIC_VERSION", ANTHROPIC_VERSION_DEFAULT)
-        headers = [*self.auth_headers(), ("anthropic-version", version)]
-        if http_req.headers.get("anthropic-beta"):
-            headers.append(("anthropic-beta", http_req.headers["anthropic-beta"]))
-        return headers
-
-    def upstream_error(self, status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
-        message, _code = _error_message_from_body(raw)
-        try:
-            passthrough = raw if isinstance(json.loads(raw), dict) else None
-        except ValueError:
-            passthrough = None
-        status_out = status if 400 <= status <= 599 else 502
-        error = LynkrError(f"{self.label}: {message}", status=status_out, headers=forwarded_headers(headers),
-                           raw_body=passthrough)
-        if _code == "overloaded_error":  # the body's type decides how Claude Code retries, whatever the status
-            error.error_type = _code
-        return error
-
-    async def _call(self, req: dict[str, Any], http_req: Request, stream: bool) -> UpstreamResponse:
-        model = req["model"]
-        target = self.router.target(model)
-        self._note(http_req, model, target)
-        body = fold_system_messages(req)
-        max_tokens = self.router.clamp_max_tokens(model, req["max_tokens"])
-        body = {**body, "model": target, "max_tokens": max_tokens}
-        thinking = body.get("thinking")
-        if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int) \
-                and thinking["budget_tokens"] >= max_tokens:
-            # A budget must stay below max_tokens; clamping max_tokens must not turn the request into a 400.
-            if max_tokens - 1 >= MIN_THINKING_BUDGET:
-                body["thinking"] = {**thinking, "budget_tokens": max_tokens - 1}
-            else:
-                body.pop("thinking")
-        body["stream"] = stream
-        resp = await self._request(self.messages_url, self.upstream_headers(http_req), body, stream, http_req)
-        http_req.reply_headers.update(forwarded_headers(resp.headers))
-        return resp
-
-    async def _read_message(self, resp: UpstreamResponse, http_req: Request) -> tuple[dict[str, Any], bytes]:
-        raw = await resp.read()
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            raise UpstreamUnavailable(f"{self.label} answered with invalid JSON") from None
-        if not isinstance(message, dict):
-            raise UpstreamUnavailable(f"{self.label} answered with an unexpected JSON value")
-        http_req.log.update(usage=message.get("usage"))
-        return message, raw
-
-    async def complete(self, req: dict[str, Any], http_req: Request) -> tuple[dict[str, Any], bytes | None]:
-        return await self._read_message(await self._call(req, http_req, stream=False), http_req)
-
-    async def open_stream(self, req: dict[str, Any], http_req: Request) -> AsyncIterator[bytes]:
-        resp = await self._call(req, http_req, stream=True)
-        if "text/event-stream" not in resp.headers.get("content-type", "text/event-stream"):
-            message, _raw = await self._read_message(resp, http_req)
-            return _single_chunk(message_to_sse(message))
-        return self._relay(resp, http_req)
-
-    async def _relay(self, resp: UpstreamResponse, http_req: Request) -> AsyncIterator[bytes]:
-        relay = AnthropicStreamRelay()
-        try:
-            async for chunk in resp.aiter_bytes(tick=self.cfg.stream_ping_interval_s):
-                if chunk is None:
-                    if relay.saw_stop:
-                        break
-                    yield PING_EVENT
-                    continue
-                out = relay.feed(chunk)
-                if out:
-                    yield out
-            out = relay.flush()
-            if not relay.saw_stop and not relay.saw_error:
-                truncated = UpstreamUnavailable(f"{self.label} ended the stream before message_stop")
-                self.stream_outcome(truncated)
-                yield out + error_event(truncated)
-            else:
-                self.stream_outcome(LynkrError("upstream stream error", status=500) if relay.saw_error else None)
-                if out:
-                    yield out
-        except LynkrError as exc:
-            http_req.log.update(stream_error=exc.error_type)
-            self.stream_outcome(exc)
-            yield error_event(self.named(exc))
-        finally:
-            await resp.aclose()
-            http_req.log.update(usage=relay.usage)
-
-    async def count_tokens(self, req: dict[str, Any], http_req: Request) -> int:
-        body = fold_system_messages(req)
-        body = {k: v for k, v in body.items() if k in ("messages", "system", "tools", "tool_choice", "thinking")}
-        body["model"] = self.router.target(req["model"])
-        try:
-            resp = await self._post(self.count_url(), self.upstream_headers(http_req), body, False)
-            raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
-            if resp.status == 200:
-                count = json.loads(raw).get("input_tokens")
-                if isinstance(count, int):
-                    return count
-            self.log.info("upstream count_tokens unavailable; estimating", request_id=http_req.request_id,
-                          status=resp.status, provider=self.name)
-        except (LynkrError, ValueError, AttributeError) as exc:
-            self.log.info("upstream count_tokens failed; estimating", request_id=http_req.request_id,
-                          error=str(exc), provider=self.name)
-        return estimate_input_tokens(req)
-
-
-class DatabricksAnthropicProvider(AnthropicNativeProvider):
-    """Databricks AI Gateway's native Anthropic surface: lossless for Claude on Databricks."""
-
-    name, label = "databricks", "Databricks"
-
-    def __init__(self, cfg: Config, client: HTTPClient, log: Logger, base: str, key: str) -> None:
-        super().__init__(cfg, client, log)
-        self.key = key
-        pinned = cfg.env.get("DATABRICKS_ENDPOINT_PATH", "").strip()
-        if pinned:
-            self.messages_url = pinned if "://" in pinned else base + "/" + pinned.lstrip("/")
+        if "," in model:
+            target = parse_explicit(model)
+            self._provider(target.provider)
+            return RoutePlan("explicit", (target,))
+        mapped = self.models.mapped(model)
+        if mapped is not None:
+            primary = parse_explicit(mapped) if "," in mapped else RouteTarget(self.default.name, mapped)
+            route = "map"
         else:
-            self.messages_url = base + "/ai-gateway/anthropic/v1/messages"
+            route = self.shape_route(req)
+            primary = self.routes[route]
+        chain = (primary, *self.fallbacks.get(route, self.fallbacks.get("default", ())))
+        return RoutePlan(route, tuple(dict.fromkeys(chain)))
 
-    def auth_headers(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self.key}")]
+    def shape_route(self, req: dict[str, Any]) -> str:
+        """What Claude Code is asking for, by the request's shape; only routes that are set count."""
+        routes = self.routes
+        if "long_context" in routes and estimate_input_tokens(req) > self.long_context_threshold:
+            return "long_context"
+        if "background" in routes and "haiku" in req["model"].lower():
+            return "background"
+        if "web_search" in routes and any(str(t.get("type", "")).startswith("web_search")
+                                          for t in req.get("tools") or []):
+            return "web_search"
+        if "think" in routes and (req.get("thinking") or {}).get("type") in ("enabled", "adaptive"):
+            return "think"
+        return "default"
 
+    def cache_target(self, req: dict[str, Any]) -> str:
+        """What the prompt cache keys on: the first provider and model the request would reach."""
+        target = self.plan(req).chain[0]
+        provider = self._provider(target.provider)
+        return f"{provider.name},{provider.model_for(target.model, req['model'])}"
 
-class AzureAnthropicProvider(AnthropicNativeProvider):
-    name, label = "azure-anthropic", "Azure Anthropic"
+    def clamp(self, provider: Provider, client_model: str, model: str, max_tokens: int) -> int:
+        max_tokens = self.models.clamp_max_tokens(client_model, max_tokens, model)
+        if provider.preset.kind == "openai":
+            cap = model_facts(model).max_output
+            if cap:
+                max_tokens = min(max_tokens, cap)
+        return max_tokens
 
-    def __init__(self, cfg: Config, client: HTTPClient, log: Logger, endpoint: str, key: str) -> None:
-        super().__init__(cfg, client, log)
-        self.key = key
-        self.messages_url = endpoint if endpoint.endswith("/v1/messages") else endpoint + "/v1/messages"
-
-    def auth_headers(self) -> list[tuple[str, str]]:
-        # The SDK sends api-key, LiteLLM and Microsoft samples x-api-key: both are accepted.
-        return [("x-api-key", self.key), ("api-key", self.key)]
-
-
-def _paired_settings(cfg: Config, url_var: str, key_var: str) -> tuple[str, str] | None:
-    """Both set -> (url, key); neither -> None; one alone is a startup error naming the other."""
-    url, key = cfg.env.get(url_var, "").strip(), cfg.env.get(key_var, "").strip()
-    if not url and not key:
-        return None
-    if not url:
-        raise ConfigError(f"{url_var} must be set when {key_var} is (e.g. https://host.example.com)")
-    if not key:
-        raise ConfigError(f"{key_var} must be set when {url_var} is")
-    return parse_url_setting(url_var, url), key
-
-
-def make_databricks(cfg: Config, client: HTTPClient, log: Logger) -> Provider:
-    fmt = cfg.env.get("DATABRICKS_API_FORMAT", "openai").strip().lower()
-    if fmt not in ("openai", "anthropic"):
-        raise ConfigError(f"DATABRICKS_API_FORMAT must be openai or anthropic (got {fmt!r})")
-    pinned = cfg.env.get("DATABRICKS_ENDPOINT_PATH", "").strip()
-    if pinned and "://" in pinned:
-        parse_url_setting("DATABRICKS_ENDPOINT_PATH", pinned)
-    settings = _paired_settings(cfg, "DATABRICKS_API_BASE", "DATABRICKS_API_KEY")
-    if settings is None:
-        return UnconfiguredProvider(cfg, client, log)
-    factory = DatabricksAnthropicProvider if fmt == "anthropic" else DatabricksOpenAIProvider
-    return factory(cfg, client, log, *settings)
-
-
-def make_azure_anthropic(cfg: Config, client: HTTPClient, log: Logger) -> Provider:
-    settings = _paired_settings(cfg, "AZURE_ANTHROPIC_ENDPOINT", "AZURE_ANTHROPIC_API_KEY")
-    if settings is None:
-        return UnconfiguredProvider(cfg, client, log)
-    return AzureAnthropicProvider(cfg, client, log, *settings)
-
-
-PROVIDERS: dict[str, Callable[[Config, HTTPClient, Logger], Provider]] = {
-    "databricks": make_databricks,
-    "azure-anthropic": make_azure_anthropic,
-}
-
-
-class FailoverProvider(Provider):
-    """The primary provider, then FALLBACK_PROVIDER when the primary fails before the first byte
-    (5xx, 429, unreachable, or its breaker is open). `x-lynkr-provider` names who answered."""
-
-    def __init__(self, primary: Provider, fallback: Provider, log: Logger) -> None:
-        self.primary, self.fallback, self.log = primary, fallback, log
-        self.cfg, self.client, self.router = primary.cfg, primary.client, primary.router
-        self.name, self.label, self.configured = primary.name, primary.label, True
-        self.breaker = primary.breaker
-
-    async def _either(self, method: str, req: dict[str, Any], http_req: Request) -> Any:
-        try:
-            return await getattr(self.primary, method)(req, http_req)
-        except LynkrError as exc:
-            if exc.status < 500 and exc.status != 429:
-                raise
-            self.log.warning("primary provider failed; using the fallback", request_id=http_req.request_id,
-                             primary=self.primary.name, fallback=self.fallback.name, error=exc.message[:300])
-            METRICS.inc("lynkr_upstream_failovers_total", provider=self.fallback.name)
-            return await getattr(self.fallback, method)(req, http_req)
+    async def _attempt(self, method: str, req: dict[str, Any], http_req: Request) -> Any:
+        plan = self.plan(req)
+        last: LynkrError | None = None
+        for position, target in enumerate(plan.chain):
+            provider = self._provider(target.provider)
+            model = provider.model_for(target.model, req["model"])
+            route = plan.route if position == 0 else "fallback"
+            http_req.log.update(provider=provider.name, model=req["model"], upstream_model=model, route=route)
+            http_req.reply_headers.update({"x-lynkr-provider": provider.name, "x-lynkr-model": model,
+                                           "x-lynkr-route": route})
+            http_req.reply_builder = None
+            try:
+                return await getattr(provider, method)(req, http_req, model,
+                                                       self.clamp(provider, req["model"], model, req["max_tokens"]))
+            except LynkrError as exc:
+                if (exc.status < 500 and exc.status != 429) or position == len(plan.chain) - 1:
+                    raise
+                last = exc
+                following = plan.chain[position + 1].provider
+                self.log.warning("provider failed; trying the next in the fallback chain",
+                                 request_id=http_req.request_id, failed=provider.name, next=following,
+                                 error=exc.message[:300])
+                METRICS.inc("lynkr_upstream_failovers_total", provider=following)
+        raise last or NotConfigured("no provider to try")  # pragma: no cover - the chain is never empty
 
     async def open_stream(self, req: dict[str, Any], http_req: Request) -> AsyncIterator[bytes]:
-        return await self._either("open_stream", req, http_req)
+        return await self._attempt("open_stream", req, http_req)
 
     async def complete(self, req: dict[str, Any], http_req: Request) -> tuple[dict[str, Any], bytes | None]:
-        return await self._either("complete", req, http_req)
+        return await self._attempt("complete", req, http_req)
 
     async def count_tokens(self, req: dict[str, Any], http_req: Request) -> int:
-        return await self.primary.count_tokens(req, http_req)
+        target = self.plan(req).chain[0]
+        provider = self._provider(target.provider)
+        model = provider.model_for(target.model, req["model"])
+        http_req.reply_headers.update({"x-lynkr-provider": provider.name, "x-lynkr-model": model})
+        return await provider.count_tokens(req, http_req, model)
+
+    def advertised_models(self) -> list[tuple[str, str]]:
+        """The known Claude ids, literal MODEL_MAP names, and every `provider,model` that can be routed."""
+        models = self.models.advertised_models()
+        seen = {m for m, _ in models}
+        ids: list[str] = []
+        for provider in self.providers.values():
+            ids += [f"{provider.name},{m}" for m in (provider.default_model, *provider.spec.models) if m]
+        for target in (*self.routes.values(), *(t for chain in self.fallbacks.values() for t in chain)):
+            if target.model:
+                ids.append(f"{target.provider},{target.model}")
+        for model_id in ids:
+            if model_id not in seen:
+                seen.add(model_id)
+                models.append((model_id, model_id))
+        return models
+
+    def breakers_all_open(self) -> bool:
+        return all(p.breaker.is_open() for p in self.providers.values())
 
 
-def make_provider(cfg: Config, client: HTTPClient, log: Logger) -> Provider:
-    factory = PROVIDERS.get(cfg.provider)
-    if factory is None:
-        raise ConfigError(f"MODEL_PROVIDER must be one of {', '.join(PROVIDERS)} (got {cfg.provider!r})")
-    primary = factory(cfg, client, log)
-    fallback_name = cfg.env.get("FALLBACK_PROVIDER", "").strip().lower()
-    if not fallback_name:
-        return primary
-    if fallback_name not in PROVIDERS or fallback_name == cfg.provider:
-        raise ConfigError(f"FALLBACK_PROVIDER must be another of {', '.join(PROVIDERS)} (got {fallback_name!r})")
-    # The fallback has its own default model; MODEL_MAP targets belong to the primary.
-    fallback_cfg = dataclasses.replace(
-        cfg, provider=fallback_name, model_map=(),
-        model_default=cfg.env.get("FALLBACK_MODEL_DEFAULT", "").strip() or PROVIDER_DEFAULT_MODELS[fallback_name])
-    fallback = PROVIDERS[fallback_name](fallback_cfg, client, log)
-    if not fallback.configured:
-        raise ConfigError(f"FALLBACK_PROVIDER={fallback_name} needs its own settings "
-                          f"({'AZURE_ANTHROPIC_ENDPOINT and AZURE_ANTHROPIC_API_KEY' if fallback_name == 'azure-anthropic' else 'DATABRICKS_API_BASE and DATABRICKS_API_KEY'})")
-    return FailoverProvider(primary, fallback, log)
+def parse_explicit(model: str) -> RouteTarget:
+    provider, _sep, name = model.partition(",")
+    if not provider.strip():
+        raise InvalidRequest(f"model {model!r}: expected provider,model")
+    return RouteTarget(provider.strip(), name.strip())
+
+
+def _expand_provider_table(name: str, table: dict[str, Any], file: str, settings: Any) -> ProviderSpec:
+    """One [providers.NAME] table -> a ProviderSpec, every mistake named by file and key."""
+    where = f"{file}: providers.{name}"
+    known = {"kind", "base_url", "api_key", "model", "api_version", "headers", "models", "format", "endpoint_path"}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key (use {', '.join(sorted(known))})")
+    kind = table.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(f"{where}.kind: required: one of {', '.join(sorted(p for p in PRESETS))}")
+    preset_name = KIND_ALIASES.get(kind, kind)
+    if preset_name not in PRESETS:
+        raise ConfigError(f"{where}.kind: unknown kind {kind!r} (use one of "
+                          f"{', '.join(sorted([*PRESETS, *KIND_ALIASES]))})")
+    fmt = table.get("format", "")
+    if fmt:
+        if preset_name != "databricks" or fmt not in ("openai", "anthropic"):
+            raise ConfigError(f"{where}.format: only a databricks provider takes format, \"openai\" or \"anthropic\"")
+        if fmt == "anthropic":
+            preset_name = "databricks-anthropic"
+    preset = PRESETS[preset_name]
+    for key in ("base_url", "api_key", "model", "api_version", "endpoint_path"):
+        if key in table and not isinstance(table[key], str):
+            raise ConfigError(f"{where}.{key}: expected a string")
+    base_url = table.get("base_url") or preset.base_default
+    if not base_url:
+        raise ConfigError(f"{where}.base_url: required for kind {kind!r} (e.g. \"https://host.example.com\")")
+    base_url = parse_url_setting(f"{where}.base_url", base_url)
+    api_key = table.get("api_key", "")
+    if preset.key_required and not api_key:
+        raise ConfigError(f"{where}.api_key: required for kind {kind!r} (e.g. api_key = \"${preset.key_env or 'API_KEY'}\")")
+    headers = table.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"{where}.headers: expected a table of header = \"value\"")
+    models = table.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise ConfigError(f"{where}.models: expected a list of model names")
+    version = table.get("api_version", "") or (settings.azure_anthropic_version if preset.kind == "anthropic"
+                                               else preset.version_default)
+    model = table.get("model", "")
+    if preset.model_env and not model:
+        raise ConfigError(f"{where}.model: required for kind {kind!r} (the deployment name)")
+    return ProviderSpec(name=name, preset=preset_name, base_url=base_url, api_key=api_key, model=model,
+                        api_version=version, headers=tuple((k.lower(), v) for k, v in headers.items()),
+                        models=tuple(models), endpoint_path=table.get("endpoint_path", ""), source=file)
+
+
+def _router_from_file(cfg: Config, providers: dict[str, Provider]) -> tuple[dict[str, RouteTarget],
+                                                                          dict[str, tuple[RouteTarget, ...]], int]:
+    file, table = cfg.config_file, dict(cfg.router_table)
+    routes: dict[str, RouteTarget] = {}
+    fallbacks: dict[str, tuple[RouteTarget, ...]] = {}
+    threshold = table.pop("long_context_threshold", 60000)
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+        raise ConfigError(f"{file}: router.long_context_threshold: expected a positive whole number of tokens")
+    fallback_table = table.pop("fallback", {})
+    if not isinstance(fallback_table, dict):
+        raise ConfigError(f"{file}: router.fallback: expected a table of route = [\"provider,model\", ...]")
+
+    def checked(text: Any, where: str) -> RouteTarget:
+        if not isinstance(text, str):
+            raise ConfigError(f"{where}: expected \"provider,model\"")
+        target = parse_route_target(text, where)
+        if target.provider not in providers:
+            raise ConfigError(f"{where}: unknown provider {target.provider!r} (defined: "
+                              f"{', '.join(sorted(providers)) or 'none'}; add a [providers.{target.provider}] table)")
+        return target
+
+    for key, value in table.items():
+        if key not in ROUTE_NAMES:
+            raise ConfigError(f"{file}: router.{key}: unknown route (use {', '.join(ROUTE_NAMES)}, "
+                              "long_context_threshold or fallback)")
+        routes[key] = checked(value, f"{file}: router.{key}")
+    for key, value in fallback_table.items():
+        if key not in ROUTE_NAMES:
+            raise ConfigError(f"{file}: router.fallback.{key}: unknown route (use {', '.join(ROUTE_NAMES)})")
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{file}: router.fallback.{key}: expected a list of \"provider,model\"")
+        fallbacks[key] = tuple(checked(v, f"{file}: router.fallback.{key}") for v in value)
+    if "default" not in routes:
+        if len(providers) != 1:
+            raise ConfigError(f"{file}: router.default: required when there are several providers "
+                              "(e.g. default = \"name,model\")")
+        routes["default"] = RouteTarget(next(iter(providers)))
+    return routes, fallbacks, threshold
+
+
+def build_router(cfg: Config, client: HTTPClient, log: Logger) -> Router:
+    """Providers and routes from the config file, else from the environment alone (MODEL_PROVIDER,
+    FALLBACK_PROVIDER). Raises ConfigError naming the file and key, or the variable."""
+    s = cfg.settings
+    if cfg.providers_table:
+        specs = [_expand_provider_table(name, table, cfg.config_file, s) for name, table in cfg.providers_table.items()]
+        providers = {spec.name: Provider(spec, cfg, client, log) for spec in specs}
+        routes, fallbacks, threshold = _router_from_file(cfg, providers)
+        return Router(providers, routes, fallbacks, cfg, log, threshold)
+    if cfg.router_table:
+        raise ConfigError(f"{cfg.config_file}: router: needs at least one [providers.NAME] table")
+    for variable, preset_name in (("MODEL_PROVIDER", s.model_provider), ("FALLBACK_PROVIDER", s.fallback_provider)):
+        if preset_name and preset_name not in ENV_PRESETS:
+            raise ConfigError(f"{variable} must be one of {', '.join(ENV_PRESETS)} (got {preset_name!r}); "
+                              "several providers at once come from a config file (lynkr.toml)")
+    primary = provider_env_spec(s.model_provider, s, model=s.model_default)
+    providers = {primary.name: Provider(primary, cfg, client, log)}
+    fallbacks: dict[str, tuple[RouteTarget, ...]] = {}
+    if s.fallback_provider:
+        if s.fallback_provider == s.model_provider:
+            raise ConfigError(f"FALLBACK_PROVIDER must be another of {', '.join(ENV_PRESETS)} "
+                              f"(got {s.fallback_provider!r})")
+        fallback = provider_env_spec(s.fallback_provider, s, model=s.fallback_model_default)
+        if fallback.missing:
+            raise ConfigError(f"FALLBACK_PROVIDER={s.fallback_provider} needs its own settings ({fallback.missing})")
+        providers[fallback.name] = Provider(fallback, cfg, client, log)
+        # MODEL_MAP targets belong to the primary; the fallback answers with its own default model.
+        fallbacks["default"] = (RouteTarget(fallback.name),)
+    return Router(providers, {"default": RouteTarget(primary.name)}, fallbacks, cfg, log)
+
+
+async def check_provider(provider: Provider, timeout_s: float = DOCTOR_TIMEOUT_S) -> tuple[bool, str]:
+    """`lynkr doctor`: one one-token request, with a timeout. (ok, what happened)."""
+    if not provider.configured:
+        return False, f"not configured: set {provider.spec.missing}"
+    model = provider.default_model or "claude-sonnet-4-5"
+    req = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
+    http_req = Request("POST", "/v1/messages", {}, {}, b"", "doctor", request_id=new_id("req_"))
+    started = time.monotonic()
+    try:
+        message, _raw = await asyncio.wait_for(provider.complete(req, http_req, model, 1), timeout_s)
+    except asyncio.TimeoutError:
+        return False, f"no answer within {timeout_s:g} s"
+    except LynkrError as exc:
+        return False, f"HTTP {exc.status} {exc.error_type}: {exc.message[:300]}"
+    ms = (time.monotonic() - started) * 1000
+    return True, f"answered in {ms:.0f} ms (model {message.get('model') or model}, stop {message.get('stop_reason')})"
+
+
+ENV_PRESETS = tuple(name for name in PRESETS if name != "databricks-anthropic")
 
 
 # == 11. Stores ==
@@ -3507,25 +4242,12 @@ def glob_match(path: str, pattern: str) -> bool:
     return bool(_glob_regex(pattern.lstrip("/")).match(path))
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
-
-
-def _shell_words_setting(name: str, value: str) -> str:
-    """A command line set by the operator: split like a shell would (it is run without one)."""
-    try:
-        shlex.split(value)
-    except ValueError as exc:
-        raise ConfigError(f"{name} is not a valid command line ({exc}): {value!r}") from None
-    return value.strip()
-
-
 @dataclass
 class Policy:
     max_steps: int = 8
     max_tool_calls: int = 32
     disallowed_tools: tuple[str, ...] = ()
-    file_blocked_paths: tuple[str, ...] = _csv(DEFAULT_FILE_BLOCKED_PATHS)
+    file_blocked_paths: tuple[str, ...] = split_csv(DEFAULT_FILE_BLOCKED_PATHS)
     web_allowed_hosts: tuple[str, ...] = ()
     web_search_endpoint: str = ""
     web_fetch_max_bytes: int = 2 * 1024 * 1024
@@ -3542,26 +4264,25 @@ class Policy:
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
-        env = cfg.env
-        endpoint = env.get("WEB_SEARCH_ENDPOINT", "").strip()
+        s = cfg.settings
         return cls(
-            max_steps=parse_int_setting("POLICY_MAX_STEPS", env["POLICY_MAX_STEPS"], 1),
-            max_tool_calls=parse_int_setting("POLICY_MAX_TOOL_CALLS", env["POLICY_MAX_TOOL_CALLS"], 1),
-            disallowed_tools=_csv(env["POLICY_DISALLOWED_TOOLS"]),
-            file_blocked_paths=_csv(env["POLICY_FILE_BLOCKED_PATHS"]),
-            web_allowed_hosts=tuple(h.lower() for h in _csv(env["WEB_SEARCH_ALLOWED_HOSTS"])),
-            web_search_endpoint=parse_url_setting("WEB_SEARCH_ENDPOINT", endpoint) if endpoint else "",
-            web_fetch_max_bytes=parse_int_setting("WEB_FETCH_MAX_BYTES", env["WEB_FETCH_MAX_BYTES"], 1024),
-            tool_timeout_s=parse_int_setting("LYNKR_TOOL_TIMEOUT_MS", env["LYNKR_TOOL_TIMEOUT_MS"], 1) / 1000,
-            git_allow_push=parse_bool("POLICY_GIT_ALLOW_PUSH", env["POLICY_GIT_ALLOW_PUSH"]),
-            git_allow_pull=parse_bool("POLICY_GIT_ALLOW_PULL", env["POLICY_GIT_ALLOW_PULL"]),
-            git_allow_commit=parse_bool("POLICY_GIT_ALLOW_COMMIT", env["POLICY_GIT_ALLOW_COMMIT"]),
-            git_require_tests=parse_bool("POLICY_GIT_REQUIRE_TESTS", env["POLICY_GIT_REQUIRE_TESTS"]),
-            git_test_command=_shell_words_setting("POLICY_GIT_TEST_COMMAND", env["POLICY_GIT_TEST_COMMAND"]),
-            git_timeout_s=parse_int_setting("LYNKR_GIT_TIMEOUT_MS", env["LYNKR_GIT_TIMEOUT_MS"], 1) / 1000,
-            workspace_test_command=_shell_words_setting("WORKSPACE_TEST_COMMAND", env["WORKSPACE_TEST_COMMAND"]),
-            test_timeout_s=parse_int_setting("WORKSPACE_TEST_TIMEOUT_MS", env["WORKSPACE_TEST_TIMEOUT_MS"], 1) / 1000,
-            coverage_files=_csv(env["WORKSPACE_TEST_COVERAGE_FILES"]),
+            max_steps=s.policy_max_steps,
+            max_tool_calls=s.policy_max_tool_calls,
+            disallowed_tools=s.policy_disallowed_tools,
+            file_blocked_paths=s.policy_file_blocked_paths,
+            web_allowed_hosts=s.web_search_allowed_hosts,
+            web_search_endpoint=s.web_search_endpoint,
+            web_fetch_max_bytes=s.web_fetch_max_bytes,
+            tool_timeout_s=s.lynkr_tool_timeout_s,
+            git_allow_push=s.policy_git_allow_push,
+            git_allow_pull=s.policy_git_allow_pull,
+            git_allow_commit=s.policy_git_allow_commit,
+            git_require_tests=s.policy_git_require_tests,
+            git_test_command=s.policy_git_test_command,
+            git_timeout_s=s.lynkr_git_timeout_s,
+            workspace_test_command=s.workspace_test_command,
+            test_timeout_s=s.workspace_test_timeout_s,
+            coverage_files=s.workspace_test_coverage_files,
         )
 
     GIT_GATES = {  # action -> (attribute, variable that allows it)
@@ -3755,7 +4476,7 @@ class ToolContext:
     store: Store
     client: HTTPClient
     log: Logger
-    provider: Provider | None = None  # for tools with an optional model-written part
+    provider: Any = None  # the Router (section 10), for tools with an optional model-written part
     mcp: Any = None  # the MCPManager (section 17) when MCP servers are configured
     index: Any = None  # the RepoIndex (section 16), created on first use
     loop: asyncio.AbstractEventLoop | None = None
@@ -3779,7 +4500,7 @@ async def run_tool(ctx: ToolContext, name: str, args: Any) -> ToolResult:
             raise ToolFailed("invalid input: " + "; ".join(errors))
         timeout = ctx.policy.tool_timeout_s
         if spec.timeout_setting:  # the tool enforces its own limit; this one only catches a hang
-            timeout = max(timeout, int(ctx.cfg.env.get(spec.timeout_setting) or 0) / 1000 + 30)
+            timeout = max(timeout, getattr(ctx.cfg.settings, SETTINGS_BY_NAME[spec.timeout_setting].attr) + 30)
         ctx.loop = asyncio.get_running_loop()
         if spec.blocking:
             output = await asyncio.wait_for(ctx.loop.run_in_executor(None, spec.handler, ctx, args), timeout)
@@ -4707,7 +5428,7 @@ def _ask_model(ctx: ToolContext, prompt: str, max_tokens: int = 1024) -> str:
     """A one-shot, non-streaming call to the configured provider (used by the optional AI extras)."""
     if ctx.provider is None or not ctx.provider.configured or ctx.loop is None:
         raise ToolFailed("the AI part needs a configured model provider (see DATABRICKS_* / AZURE_ANTHROPIC_*)")
-    req = {"model": ctx.cfg.model_default or "claude-sonnet-4-5", "max_tokens": max_tokens,
+    req = {"model": ctx.cfg.settings.model_default or "claude-sonnet-4-5", "max_tokens": max_tokens,
            "messages": [{"role": "user", "content": prompt}]}
     http_req = Request("POST", "/v1/messages", {}, {}, b"", "tool", request_id=new_id("req_"))
     future = asyncio.run_coroutine_threadsafe(ctx.provider.complete(req, http_req), ctx.loop)
@@ -6140,7 +6861,7 @@ def index_for(ctx: ToolContext) -> RepoIndex:
 
 
 def index_timeout_s(cfg: Config) -> float:
-    return parse_int_setting("LYNKR_INDEX_TIMEOUT_MS", cfg.env["LYNKR_INDEX_TIMEOUT_MS"], 1) / 1000
+    return cfg.settings.lynkr_index_timeout_s
 
 
 def rebuild_and_document(ctx: ToolContext) -> dict[str, Any]:
@@ -6148,7 +6869,7 @@ def rebuild_and_document(ctx: ToolContext) -> dict[str, Any]:
     stats = index.rebuild(timeout_s=index_timeout_s(ctx.cfg))
     result = dataclasses.asdict(stats)
     result["errors"] = result["errors"][:20]
-    if parse_bool("LYNKR_CLAUDE_MD", ctx.cfg.env.get("LYNKR_CLAUDE_MD", "true")):
+    if ctx.cfg.settings.lynkr_claude_md:
         latest = ctx.store_call(_db_test_runs, 1) if ctx.loop is not None else []
         summary = project_summary(index, latest[0] if latest else None, ctx.policy.coverage_files)
         result["claude_md"] = os.path.relpath(write_claude_md(index.root, render_claude_md(summary)), index.root)
@@ -6278,9 +6999,9 @@ def parse_mcp_manifest(data: Any, source: str) -> list[MCPServerSpec]:
 
 def discover_mcp_servers(cfg: Config, log: Logger) -> list[MCPServerSpec]:
     files: list[str] = []
-    if cfg.env.get("MCP_SERVER_MANIFEST"):
-        files.append(os.path.expanduser(cfg.env["MCP_SERVER_MANIFEST"]))
-    for directory in re.split(r"[;:,]", cfg.env.get("MCP_MANIFEST_DIRS", "")):
+    if cfg.settings.mcp_server_manifest:
+        files.append(os.path.expanduser(cfg.settings.mcp_server_manifest))
+    for directory in re.split(r"[;:,]", cfg.settings.mcp_manifest_dirs):
         directory = os.path.expanduser(directory.strip())
         if directory and os.path.isdir(directory):
             files += sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".json"))
@@ -6322,24 +7043,18 @@ class SandboxSettings:
 
     @classmethod
     def from_config(cls, cfg: Config) -> SandboxSettings:
-        env = cfg.env
-        mode = env["MCP_SANDBOX_PERMISSION_MODE"].strip().lower()
-        if mode not in ("auto", "require", "deny"):
-            raise ConfigError(f"MCP_SANDBOX_PERMISSION_MODE must be auto, require or deny (got {mode!r})")
-        runtime = env["MCP_SANDBOX_RUNTIME"].strip()
+        s = cfg.settings
+        mode = s.mcp_sandbox_permission_mode
+        runtime = s.mcp_sandbox_runtime
         if runtime not in ("docker", "podman") and not os.path.isabs(runtime):
             raise ConfigError(f"MCP_SANDBOX_RUNTIME must be docker, podman or an absolute path (got {runtime!r})")
         settings = cls(
-            enabled=parse_bool("MCP_SANDBOX_ENABLED", env["MCP_SANDBOX_ENABLED"]),
-            image=env["MCP_SANDBOX_IMAGE"].strip(), runtime=runtime,
-            allow_networking=parse_bool("MCP_SANDBOX_ALLOW_NETWORKING", env["MCP_SANDBOX_ALLOW_NETWORKING"]),
-            workspace_writable=parse_bool("MCP_SANDBOX_WORKSPACE_WRITABLE", env["MCP_SANDBOX_WORKSPACE_WRITABLE"]),
-            memory=env["MCP_SANDBOX_MEMORY"].strip(), cpus=env["MCP_SANDBOX_CPUS"].strip(),
-            pids_limit=parse_int_setting("MCP_SANDBOX_PIDS_LIMIT", env["MCP_SANDBOX_PIDS_LIMIT"], 1),
-            env_passthrough=_csv(env["MCP_SANDBOX_ENV_PASSTHROUGH"]),
-            extra_mounts=_csv(env["MCP_SANDBOX_EXTRA_MOUNTS"]),
-            permission_mode=mode, permission_allow=_csv(env["MCP_SANDBOX_PERMISSION_ALLOW"]),
-            permission_deny=_csv(env["MCP_SANDBOX_PERMISSION_DENY"]),
+            enabled=s.mcp_sandbox_enabled, image=s.mcp_sandbox_image, runtime=runtime,
+            allow_networking=s.mcp_sandbox_allow_networking, workspace_writable=s.mcp_sandbox_workspace_writable,
+            memory=s.mcp_sandbox_memory, cpus=s.mcp_sandbox_cpus, pids_limit=s.mcp_sandbox_pids_limit,
+            env_passthrough=s.mcp_sandbox_env_passthrough, extra_mounts=s.mcp_sandbox_extra_mounts,
+            permission_mode=mode, permission_allow=s.mcp_sandbox_permission_allow,
+            permission_deny=s.mcp_sandbox_permission_deny,
         )
         for mount in settings.extra_mounts:
             parts = mount.split(":")
@@ -6661,9 +7376,9 @@ class MCPManager:
         self.log = log
         self.sandbox = sandbox
         self.workspace = cfg.workspace_root
-        self.call_timeout_s = parse_int_setting("MCP_CALL_TIMEOUT_MS", cfg.env["MCP_CALL_TIMEOUT_MS"], 1) / 1000
-        self.startup_timeout_s = parse_int_setting("MCP_STARTUP_TIMEOUT_MS", cfg.env["MCP_STARTUP_TIMEOUT_MS"], 1) / 1000
-        self.ready_wait_s = parse_int_setting("MCP_READY_WAIT_MS", cfg.env["MCP_READY_WAIT_MS"], 0) / 1000
+        self.call_timeout_s = cfg.settings.mcp_call_timeout_s
+        self.startup_timeout_s = cfg.settings.mcp_startup_timeout_s
+        self.ready_wait_s = cfg.settings.mcp_ready_wait_s
         self.servers: dict[str, MCPServer] = {}
         self.sdk: Any = None
         self.sdk_types: Any = None
@@ -6843,7 +7558,7 @@ def add_usage(total: dict[str, int], usage: dict[str, Any]) -> None:
 
 
 class Orchestrator:
-    def __init__(self, cfg: Config, provider: Provider, policy: Policy, tool_ctx: ToolContext,
+    def __init__(self, cfg: Config, provider: Router, policy: Policy, tool_ctx: ToolContext,
                  cache: PromptCache, store: Store, log: Logger) -> None:
         self.cfg = cfg
         self.provider = provider
@@ -6852,12 +7567,11 @@ class Orchestrator:
         self.cache = cache
         self.store = store
         self.log = log
-        self.offered_globs = _csv(cfg.env.get("LYNKR_TOOLS", ""))
+        self.offered_globs = cfg.settings.lynkr_tools
         self._glob_key: tuple[str, ...] = ()
         self._glob_names: frozenset[str] = frozenset()
-        self.show_activity = parse_bool("LYNKR_SHOW_TOOL_ACTIVITY", cfg.env.get("LYNKR_SHOW_TOOL_ACTIVITY", "true"))
-        self.activity_max_chars = parse_int_setting(
-            "LYNKR_TOOL_ACTIVITY_MAX_CHARS", cfg.env.get("LYNKR_TOOL_ACTIVITY_MAX_CHARS", "2000"), 0)
+        self.show_activity = cfg.settings.lynkr_show_tool_activity
+        self.activity_max_chars = cfg.settings.lynkr_tool_activity_max_chars
 
     # -- tool exposure --
     def _glob_offered(self) -> frozenset[str]:
@@ -6918,7 +7632,7 @@ class Orchestrator:
         turn = TurnRecord(session_id, http_req.request_id, req["model"], req["messages"])
         key = None
         if self.cache.enabled:
-            key = prompt_fingerprint(upstream_req, self.provider.router.target(req["model"]))
+            key = prompt_fingerprint(upstream_req, self.provider.cache_target(req))
             hit = self.cache.get(key)
             status = "hit" if hit is not None else "miss"
             METRICS.inc("lynkr_prompt_cache_total", result=status)
@@ -7280,7 +7994,7 @@ async def route_session(app: App, req: Request) -> Response:
 
 async def route_models(app: App, req: Request) -> Response:
     models = [{"type": "model", "id": mid, "display_name": name, "created_at": MODELS_CREATED_AT}
-              for mid, name in app.provider.router.advertised_models()]
+              for mid, name in app.provider.advertised_models()]
     limit = _limit_param(req, 20, 1000)
     ids = [m["id"] for m in models]
     if req.query.get("after_id") in ids:
@@ -7301,6 +8015,8 @@ async def route_health(app: App, req: Request) -> Response:
         "status": "ok",
         "provider": app.provider.name,
         "configured": app.provider.configured,
+        "providers": [{k: v for k, v in p.describe().items() if k in ("name", "kind", "configured", "breaker")}
+                      for p in app.provider.providers.values()],
         "version": __version__,
         "uptime_s": round(time.monotonic() - app.started, 3),
     })
@@ -7381,7 +8097,7 @@ class RateLimiter:
 
 
 class App:
-    def __init__(self, cfg: Config, log: Logger, provider: Provider, orchestrator: Orchestrator) -> None:
+    def __init__(self, cfg: Config, log: Logger, provider: Router, orchestrator: Orchestrator) -> None:
         self.cfg = cfg
         self.log = log
         self.provider = provider
@@ -7394,8 +8110,8 @@ class App:
         self.ready = False  # set once listening; cleared the moment shutdown starts
         self.draining = False
         self.in_flight = 0
-        self.max_in_flight = parse_int_setting("MAX_CONCURRENT_REQUESTS", cfg.env["MAX_CONCURRENT_REQUESTS"], 1)
-        per_minute = parse_int_setting("RATE_LIMIT_REQUESTS_PER_MIN", cfg.env["RATE_LIMIT_REQUESTS_PER_MIN"], 0)
+        self.max_in_flight = cfg.settings.max_concurrent_requests
+        per_minute = cfg.settings.rate_limit_requests_per_min
         self.rate_limiter = RateLimiter(per_minute) if per_minute else None
 
     def not_ready_reason(self) -> str:
@@ -7405,9 +8121,7 @@ class App:
             return "starting"
         if not self.provider.configured:
             return "no model provider configured"
-        breakers = [p.breaker for p in (getattr(self.provider, "primary", self.provider),
-                                        getattr(self.provider, "fallback", None)) if p is not None]
-        if breakers and all(b.state == CircuitBreaker.OPEN and b.retry_in() > 0 for b in breakers):
+        if self.provider.breakers_all_open():
             return "every provider's circuit breaker is open"
         return ""
 
@@ -7614,12 +8328,10 @@ def raise_open_file_limit() -> None:
 def build_app(cfg: Config, log: Logger) -> App:
     """Wire every component from a validated Config. Raises ConfigError naming a bad variable."""
     client = HTTPClient(ProxySettings.from_environ(dict(os.environ)))
-    provider = make_provider(cfg, client, log)
+    provider = build_router(cfg, client, log)
     policy = Policy.from_config(cfg)
     cache = PromptCache(
-        parse_bool("PROMPT_CACHE_ENABLED", cfg.env["PROMPT_CACHE_ENABLED"]),
-        parse_int_setting("PROMPT_CACHE_TTL_MS", cfg.env["PROMPT_CACHE_TTL_MS"], 0) / 1000,
-        parse_int_setting("PROMPT_CACHE_MAX_ENTRIES", cfg.env["PROMPT_CACHE_MAX_ENTRIES"], 0),
+        cfg.settings.prompt_cache_enabled, cfg.settings.prompt_cache_ttl_s, cfg.settings.prompt_cache_max_entries,
     )
     store = Store(cfg.session_db_path)
     db_files = [cfg.session_db_path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
@@ -7669,7 +8381,7 @@ async def serve(app: App) -> int:
                 starting.cancel()
                 log.info("stopped during startup")
                 return 0
-        header_timeout = parse_int_setting("LYNKR_HEADER_TIMEOUT_MS", cfg.env["LYNKR_HEADER_TIMEOUT_MS"], 100) / 1000
+        header_timeout = cfg.settings.lynkr_header_timeout_s
         server = HTTPServer(app.handle, app.protocol_error_response, log, header_timeout)
         try:
             port = await server.start(cfg.host, cfg.port)
@@ -7681,12 +8393,13 @@ async def serve(app: App) -> int:
             log.info("notice", detail=notice)
         if not provider.configured:
             log.warning("no model provider configured; model calls answer 503 until it is",
-                        detail=NOT_CONFIGURED_MESSAGE)
+                        detail=provider.default.not_configured().message)
         shown_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         app.ready = True
         log.info("listening", url=f"http://{shown_host}:{port}", port=port, host=cfg.host, provider=provider.name,
-                 configured=provider.configured, version=__version__, workspace=cfg.workspace_root)
-        if parse_bool("LYNKR_INDEX_ON_START", cfg.env["LYNKR_INDEX_ON_START"]):
+                 configured=provider.configured, providers=sorted(provider.providers), config=cfg.config_file or None,
+                 version=__version__, workspace=cfg.workspace_root)
+        if cfg.settings.lynkr_index_on_start:
             asyncio.ensure_future(_index_in_background(app))
         await stop.wait()
         app.draining = True  # /health/ready says so at once
@@ -7707,19 +8420,26 @@ async def serve(app: App) -> int:
 # == 21. CLI ==
 
 
+def settings_help() -> str:
+    """The settings reference, from the SETTINGS table (shown by --help; the README's copy is checked)."""
+    return "\n".join(f"  {s.name:<30} {s.help}" + (f" [default: {s.default}]" if s.default else "")
+                     for s in SETTINGS)
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
-    epilog = "environment variables (also read from ./.env, lynkr's own keys only):\n" + "\n".join(
-        f"  {name:<28} {desc}" + (f" [default: {default}]" if default else "")
-        for name, (default, desc) in CONFIG_KEYS.items()
-    )
+    epilog = ("settings (environment variables; also read from ./.env and the config file's [settings]):\n"
+              + settings_help())
     parser = argparse.ArgumentParser(
         prog="lynkr",
-        description="Anthropic Messages API gateway for the Claude Code CLI (Databricks, Claude on Azure).",
+        description="Anthropic Messages API gateway for the Claude Code CLI (Databricks, Claude on Azure, Anthropic, "
+                    "OpenAI, Azure OpenAI, OpenRouter, Ollama, Gemini, OpenAI-compatible servers).",
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", nargs="?", default="start", choices=["start", "index"],
-                        help="start (default): serve; index: update the repository index and CLAUDE.md, print a summary")
+    parser.add_argument("command", nargs="?", default="start", choices=["start", "index", "doctor"],
+                        help="start (default): serve; index: update the repository index and CLAUDE.md, print a "
+                             "summary; doctor: show the providers and routes and check that each provider answers")
+    parser.add_argument("--config", help="config file with providers and routes (LYNKR_CONFIG; default ./lynkr.toml)")
     parser.add_argument("--host", help=f"address to bind (LYNKR_HOST, default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (LYNKR_PORT)")
     parser.add_argument("--env-file", help="read settings from this file instead of ./.env")
@@ -7746,12 +8466,38 @@ def run_index_command(cfg: Config) -> int:
         finally:
             db.close()
     summary = project_summary(index, latest, policy.coverage_files)
-    if parse_bool("LYNKR_CLAUDE_MD", cfg.env["LYNKR_CLAUDE_MD"]):
+    if cfg.settings.lynkr_claude_md:
         write_claude_md(index.root, render_claude_md(summary))
     print(f"indexed {stats.files} files ({stats.parsed} parsed, {stats.deleted} removed) in {stats.seconds:g} s: "
           f"{stats.symbols} symbols, {stats.refs} references [{stats.parser}]")
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
+
+
+async def run_doctor(app: App) -> int:
+    """`lynkr doctor`: the resolved providers (keys masked) and routes, then one request to each."""
+    router = app.provider
+    where = app.cfg.config_file or "the environment (MODEL_PROVIDER, FALLBACK_PROVIDER)"
+    print(f"lynkr {__version__}: providers from {where}")
+    for provider in router.providers.values():
+        d = provider.describe()
+        print(f"  {d['name']}: {d['preset']} ({d['kind']} format) at {d['base_url'] or '(no URL)'}, key {d['key']}, "
+              f"default model {d['default_model']}")
+    print("routes:")
+    for route, target in router.routes.items():
+        chain = router.fallbacks.get(route, router.fallbacks.get("default", ()))
+        print(f"  {route:<13} -> {target}" + (f"  (fallback: {', '.join(map(str, chain))})" if chain else ""))
+    if router.models.model_map:
+        print("  map          : " + ", ".join(f"{glob}={target}" for glob, target in router.models.model_map))
+    print("checks:")
+    results = await asyncio.gather(*(check_provider(p) for p in router.providers.values()))
+    app.orchestrator.tool_ctx.client.close()
+    for provider, (ok, detail) in zip(router.providers.values(), results):
+        print(f"  {'OK  ' if ok else 'FAIL'} {provider.name}: {detail}")
+    failed = [p.name for p, (ok, _) in zip(router.providers.values(), results) if not ok]
+    print(f"{len(results) - len(failed)} of {len(results)} providers answer" + (f"; failing: {', '.join(failed)}"
+                                                                                  if failed else ""))
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -7763,7 +8509,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lynkr: --port must be between 0 and 65535 (got {args.port})", file=sys.stderr)
         return 2
     try:
-        cfg = load_config(env_file=args.env_file, cli_host=args.host, cli_port=args.port)
+        cfg = load_config(env_file=args.env_file, cli_host=args.host, cli_port=args.port, config_file=args.config)
         log = Logger(cfg.log_format, cfg.log_level)
         app = build_app(cfg, log)
         prepare_data_dir(cfg.data_dir)
@@ -7775,6 +8521,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "index":
         return run_index_command(cfg)
+    if args.command == "doctor":
+        return asyncio.run(run_doctor(app))
     raise_open_file_limit()
     return_freed_memory()
     # The cyclic GC only ever finds a few cycles here, but with its default threshold it ran every
