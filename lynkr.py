@@ -3200,7 +3200,7 @@ def _openai_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int,
     body, dropped = anthropic_to_openai({**req, "stream": stream}, max_tokens, model, p.preset.dialect,
                                         model_facts(model))
     if dropped:
-        p.log.info("dropped tools the upstream cannot run", request_id=http_req.request_id, tools=dropped,
+        p.log.info("dropped server tools the upstream cannot run", request_id=http_req.request_id, tools=dropped,
                    provider=p.name)
     return [], body
 
@@ -8426,6 +8426,20 @@ def settings_help() -> str:
                      for s in SETTINGS)
 
 
+SETTINGS_REFERENCE_BEGIN = "<!-- settings reference: generated from lynkr.py's SETTINGS table -->"
+SETTINGS_REFERENCE_END = "<!-- end of settings reference -->"
+
+
+def settings_markdown() -> str:
+    """docs/configuration.md's reference table, from the SETTINGS table (a test keeps the file in step:
+    regenerate it with `python lynkr.py --settings-reference`)."""
+    rows = ["| Setting | Default | Meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "—"
+        rows.append(f"| `{s.name}` | {default} | {s.help.replace('|', chr(92) + '|')} |")
+    return "\n".join([SETTINGS_REFERENCE_BEGIN, *rows, SETTINGS_REFERENCE_END])
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     epilog = ("settings (environment variables; also read from ./.env and the config file's [settings]):\n"
               + settings_help())
@@ -8444,6 +8458,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (LYNKR_PORT)")
     parser.add_argument("--env-file", help="read settings from this file instead of ./.env")
     parser.add_argument("--version", action="version", version=f"lynkr {__version__}")
+    parser.add_argument("--settings-reference", action="store_true",
+                        help="print the settings reference (Markdown, as in docs/configuration.md) and exit")
     return parser
 
 
@@ -8502,6 +8518,9 @@ async def run_doctor(app: App) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
+    if args.settings_reference:
+        print(settings_markdown())
+        return 0
     if h11 is None:
         print("lynkr: the h11 package is required: pip install 'h11>=0.16'", file=sys.stderr)
         return 2

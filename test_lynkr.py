@@ -8728,3 +8728,184 @@ def test_flags_and_durations_are_validated_at_startup(tmp_path, name, value):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("lynkr: ") and name in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+# == 5/10. Providers as data: the settings table, the config file, dialects (in-process) ==
+
+
+def _lynkr():
+    import lynkr  # pure functions and the config loader: in-process is fast
+
+    return lynkr
+
+
+class TestSettingsTable:
+    def test_configuration_reference_is_generated_from_the_table(self):
+        lynkr = _lynkr()
+        doc = (HERE / "docs" / "configuration.md").read_text(encoding="utf-8")
+        assert lynkr.settings_markdown() in doc, (
+            "docs/configuration.md is out of step with SETTINGS: regenerate its table with "
+            "`python lynkr.py --settings-reference`")
+        readme = (HERE / "README.md").read_text(encoding="utf-8")
+        assert "docs/configuration.md" in readme and "docs/providers.md" in readme
+
+    def test_help_lists_every_setting(self, tmp_path):
+        lynkr = _lynkr()
+        r = run_lynkr(tmp_path, args=("--help",))
+        assert r.returncode == 0, r.stderr
+        for s in lynkr.SETTINGS:
+            assert s.name in r.stdout, s.name
+
+    def test_settings_are_typed_and_frozen(self, tmp_path):
+        lynkr = _lynkr()
+        cfg = lynkr.load_config({"WORKSPACE_ROOT": str(tmp_path), "UPSTREAM_READ_TIMEOUT_MS": "2500",
+                                 "LYNKR_TOOLS": "a, b*", "POLICY_GIT_ALLOW_PUSH": "yes"})
+        s = cfg.settings
+        assert s.upstream_read_timeout_s == 2.5 and s.lynkr_tools == ("a", "b*") and s.policy_git_allow_push is True
+        assert s.model_provider == "databricks" and s.upstream_max_retries == 2
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            s.upstream_max_retries = 5
+        fields = {f.name: f.type for f in dataclasses.fields(s)}
+        assert fields["upstream_read_timeout_s"] == "float" and fields["policy_git_allow_push"] == "bool"
+
+    @pytest.mark.parametrize("env,needle", [
+        ({"UPSTREAM_MAX_RETRIES": "eleven"}, "UPSTREAM_MAX_RETRIES"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"OPENAI_BASE_URL": "ftp://x"}, "OPENAI_BASE_URL"),
+        ({"MODEL_MAP": "claude-*"}, "MODEL_MAP"),
+        ({"MCP_SANDBOX_PERMISSION_MODE": "maybe"}, "MCP_SANDBOX_PERMISSION_MODE"),
+    ])
+    def test_bad_setting_names_itself(self, tmp_path, env, needle):
+        lynkr = _lynkr()
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.load_config({"WORKSPACE_ROOT": str(tmp_path), **env})
+        assert needle in str(e.value)
+
+    def test_model_map_targets_may_name_a_provider(self, tmp_path):
+        lynkr = _lynkr()
+        cfg = lynkr.load_config({"WORKSPACE_ROOT": str(tmp_path),
+                                 "MODEL_MAP": "claude-*haiku*=local,qwen2.5-coder:7b, claude-*=dbx-endpoint"})
+        assert cfg.model_map == (("claude-*haiku*", "local,qwen2.5-coder:7b"), ("claude-*", "dbx-endpoint"))
+
+    def test_config_file_settings_rank_below_the_environment(self, tmp_path):
+        lynkr = _lynkr()
+        conf = tmp_path / "lynkr.toml"
+        conf.write_text('[settings]\nLOG_LEVEL = "debug"\nPOLICY_MAX_STEPS = 3\nPROMPT_CACHE_ENABLED = false\n')
+        cfg = lynkr.load_config({"WORKSPACE_ROOT": str(tmp_path), "POLICY_MAX_STEPS": "5"}, config_file=str(conf))
+        assert cfg.log_level == "debug" and cfg.settings.policy_max_steps == 5
+        assert cfg.settings.prompt_cache_enabled is False
+
+
+class TestConfigFileInProcess:
+    def router(self, tmp_path, text: str, env: dict | None = None):
+        lynkr = _lynkr()
+        conf = tmp_path / "lynkr.toml"
+        conf.write_text(text)
+        environ = {"WORKSPACE_ROOT": str(tmp_path), **(env or {})}
+        cfg = lynkr.load_config(environ, config_file=str(conf))
+        return lynkr.build_router(cfg, lynkr.HTTPClient(), lynkr.Logger("json", "error"))
+
+    def test_the_example_config_is_valid(self, tmp_path):
+        example = (HERE / "examples" / "lynkr.toml").read_text()
+        r = self.router(tmp_path, example, {"DATABRICKS_TOKEN": "dapi-example", "AZURE_FOUNDRY_KEY": "az-example"})
+        assert sorted(r.providers) == ["azure", "dbx", "local"]
+        assert r.providers["dbx"].spec.api_key == "dapi-example"
+        assert str(r.routes["background"]) == "local,qwen2.5-coder:7b"
+        assert [str(t) for t in r.fallbacks["default"]] == ["azure,claude-sonnet-4-5"]
+        plan = r.plan({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]})
+        assert plan.route == "background" and [str(t) for t in plan.chain] == [
+            "local,qwen2.5-coder:7b", "dbx,databricks-claude-haiku-4-5"]
+
+    @pytest.mark.parametrize("text,needle", [
+        ('[providers.a]\nkind = "nope"\nbase_url = "http://x"\n', "providers.a.kind"),
+        ('[providers.a]\nkind = "ollama"\n[router]\ndefault = "b,m"\n', "router.default"),
+        ('[providers.a]\nkind = "openai"\napi_key = "$NOT_SET_ANYWHERE"\n', "$NOT_SET_ANYWHERE"),
+        ('[providers.a]\nkind = "ollama"\n[router]\ndefault = "a"\n', "router.default"),
+        ('[providers.a]\nkind = "ollama"\n[router]\nthink = ",m"\n', "router.think"),
+        ('[providers.a\nkind = "ollama"\n', "not valid TOML"),
+        ('[providers.a]\nkind = "openai"\n', "providers.a.api_key"),
+        ('[providers.a]\nkind = "openai-compatible"\n', "providers.a.base_url"),
+        ('[providers.a]\nkind = "ollama"\n[settings]\nNO_SUCH = 1\n', "settings.NO_SUCH"),
+        ('[providers.a]\nkind = "ollama"\n[router.fallback]\ndefault = ["zz,m"]\n', "router.fallback.default"),
+    ])
+    def test_bad_config_names_file_and_key(self, tmp_path, text, needle):
+        lynkr = _lynkr()
+        with pytest.raises(lynkr.ConfigError) as e:
+            self.router(tmp_path, text)
+        assert needle in str(e.value) and "lynkr.toml" in str(e.value), str(e.value)
+
+    def test_route_order(self, tmp_path):
+        r = self.router(tmp_path, '''
+[providers.a]
+kind = "ollama"
+[providers.b]
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:9/v1"
+[router]
+default = "a,dflt"
+background = "b,bg"
+think = "b,think"
+long_context = "b,long"
+long_context_threshold = 1000
+web_search = "b,web"
+''', {"MODEL_MAP": "mapped-*=b,mapped"})
+        msgs = [{"role": "user", "content": "hi"}]
+        cases = [
+            ({"model": "a,explicit"}, "explicit", "a,explicit"),
+            ({"model": "mapped-x"}, "map", "b,mapped"),
+            ({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "x" * 20000}]}, "long_context",
+             "b,long"),
+            ({"model": "claude-haiku-4-5", "thinking": {"type": "enabled", "budget_tokens": 2000}}, "background",
+             "b,bg"),
+            ({"model": "claude-opus-5-5", "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+              "thinking": {"type": "adaptive"}}, "web_search", "b,web"),
+            ({"model": "claude-opus-5-5", "thinking": {"type": "adaptive"}}, "think", "b,think"),
+            ({"model": "claude-opus-5-5", "thinking": {"type": "disabled"}}, "default", "a,dflt"),
+        ]
+        for req, route, first in cases:
+            plan = r.plan({"messages": msgs, **req})
+            assert (plan.route, str(plan.chain[0])) == (route, first), req
+
+
+class TestDialects:
+    def test_gemini_schema_cleaning_keeps_property_names(self):
+        lynkr = _lynkr()
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                  "additionalProperties": False,
+                  "properties": {"format": {"type": "string", "format": "uri", "pattern": "^\\p{L}+$"},
+                                 "when": {"type": "string", "format": "date-time"},
+                                 "items": {"type": "array", "uniqueItems": True,
+                                           "items": {"anyOf": [{"type": "string", "deprecated": True},
+                                                               {"type": "object", "propertyNames": {}}]}}},
+                  "required": ["format"]}
+        out = lynkr.clean_schema(schema, "gemini")
+        assert json.dumps(out).count("additionalProperties") == 0 and "$schema" not in out
+        assert out["properties"]["format"] == {"type": "string"}  # the property stays, its keywords go
+        assert out["properties"]["when"]["format"] == "date-time"
+        inner = out["properties"]["items"]
+        assert "uniqueItems" not in inner and inner["items"]["anyOf"] == [{"type": "string"}, {"type": "object"}]
+        assert schema["properties"]["format"]["format"] == "uri"  # the input is not changed
+
+    def test_bodies_per_dialect(self):
+        lynkr = _lynkr()
+        req = {"model": "claude-x", "max_tokens": 100, "stream": True, "temperature": 0.5, "top_k": 5,
+               "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
+               "messages": [{"role": "user", "content": [{"type": "text", "text": "hi",
+                                                          "cache_control": {"type": "ephemeral"}}]}],
+               "thinking": {"type": "enabled", "budget_tokens": 2048}}
+        dbx, _ = lynkr.anthropic_to_openai(req, 4096)
+        assert "model" not in dbx and "stream_options" not in dbx and dbx["thinking"]["budget_tokens"] == 2048
+        assert dbx["messages"][1]["content"][0]["cache_control"] == {"type": "ephemeral"}
+        oai, _ = lynkr.anthropic_to_openai(req, 4096, "gpt-5", lynkr.PRESETS["openai"].dialect,
+                                           lynkr.model_facts("gpt-5"))
+        assert oai["model"] == "gpt-5" and oai["max_completion_tokens"] == 4096 and "max_tokens" not in oai
+        assert oai["stream_options"] == {"include_usage": True} and oai["reasoning_effort"] == "low"
+        assert "temperature" not in oai and "top_k" not in oai and "thinking" not in oai
+        assert oai["messages"][0] == {"role": "system", "content": "sys"} and "cache_control" not in json.dumps(oai)
+        router, _ = lynkr.anthropic_to_openai(req, 4096, "anthropic/claude-sonnet-4.5",
+                                              lynkr.PRESETS["openrouter"].dialect)
+        assert router["reasoning"] == {"max_tokens": 2048} and "cache_control" in json.dumps(router)
+        ds, _ = lynkr.anthropic_to_openai(req, 4096, "deepseek-chat", lynkr.PRESETS["openai-compatible"].dialect,
+                                          lynkr.model_facts("deepseek-chat"))
+        assert ds["temperature"] == 0.5 and ds["top_k"] == 5 and "thinking" not in ds
+        assert lynkr.model_facts("deepseek-chat").max_output == 8192
