@@ -7,15 +7,20 @@
 
 Point the unmodified Claude Code CLI (or an Anthropic SDK, or curl) at it with
 ``ANTHROPIC_BASE_URL=http://127.0.0.1:8080`` and it forwards every ``/v1/messages``
-call -- streaming or not, with tools -- to the model provider you have:
+call -- streaming or not, with tools -- to the model providers you have, several at once:
 
 * ``databricks`` (default): a Databricks model-serving endpoint, translated losslessly to and
   from the OpenAI chat format, or passed through natively with ``DATABRICKS_API_FORMAT=anthropic``;
-* ``azure-anthropic``: Claude on Azure (Microsoft Foundry), native Messages pass-through.
+* ``azure-anthropic`` (Claude on Azure / Microsoft Foundry) and ``anthropic``: Messages pass-through;
+* ``openai``, ``azure-openai``, ``openrouter``, ``ollama``, ``gemini`` and ``openai-compatible``
+  servers (vLLM, llama.cpp, LM Studio): Chat Completions, translated both ways.
+
+Providers are rows of a table (PRESETS, section 10); ``lynkr.toml`` names several and the routes
+between them (Claude Code's background, thinking, long-context and web-search requests, fallbacks).
 
 Start it with ``python lynkr.py`` (needs only ``h11``), ``pipx run lynkr.py``, or the ``lynkr``
-console script. ``python lynkr.py --help`` lists the options; every environment variable is
-documented in the ``CONFIG_KEYS`` table of section 5 and in the README.
+console script. ``python lynkr.py --help`` lists the options; every setting is documented in the
+``SETTINGS`` table of section 5 (and, generated from it, in docs/configuration.md).
 
 Sections (``grep -n '^# == ' lynkr.py`` prints this map; each section uses only those above it):
 
@@ -24,12 +29,12 @@ Sections (``grep -n '^# == ' lynkr.py`` prints this map; each section uses only 
     2. Errors          one LynkrError family -> Anthropic error JSON
     3. Core types      Config, Request, Response
     4. Utilities       JSON, ids, SSE encode/parse, logging
-    5. Config          environment + .env -> validated Config
+    5. Config          SETTINGS table: environment + .env + lynkr.toml -> typed, frozen Settings
     6. HTTP server     asyncio + h11: keep-alive, limits, backpressure, graceful shutdown
     7. Outbound client pooled h11 connections over asyncio (+TLS, +CONNECT proxy), streaming bodies
     8. Translation     pure functions: request validation, Anthropic <-> OpenAI chat, token estimate
-    9. Streaming       incremental upstream stream -> Anthropic SSE state machines, pings
-   10. Providers       PROVIDERS registry: databricks, azure-anthropic
+    9. Streaming       incremental upstream stream -> Anthropic SSE state machines; the decoders
+   10. Providers       PRESETS and KINDS tables, one Provider with one stream pump, the Router
    11. Stores          SQLite (one writer thread, WAL, numbered migrations): sessions, tasks
    12. Cache           prompt fingerprint -> LRU + TTL answers
    13. Policy          every gate in one place: tools, paths, web hosts, limits
@@ -40,7 +45,7 @@ Sections (``grep -n '^# == ' lynkr.py`` prints this map; each section uses only 
    18. Orchestrator    the agent loop: provider <-> tools <-> policy <-> stores <-> cache
    19. API routes      ROUTES registry; the one place errors become responses
    20. App lifecycle   wiring, signals, startup and shutdown
-   21. CLI             main(argv), `lynkr index`, and the __main__ guard
+   21. CLI             main(argv), `lynkr index`, `lynkr doctor`, and the __main__ guard
 """
 
 # == 0. Header ==
@@ -3864,7 +3869,13 @@ def _m003_test_runs(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks, _m003_test_runs]
+def _m004_turn_provider(db: sqlite3.Connection) -> None:
+    # Which provider answered each assistant turn (several serve one lynkr since providers became data).
+    db.execute("ALTER TABLE turns ADD COLUMN provider TEXT")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks, _m003_test_runs,
+                                                           _m004_turn_provider]
 
 
 def run_script(db: sqlite3.Connection, script: str) -> None:
@@ -4049,6 +4060,8 @@ class TurnRecord:
     reply: dict[str, Any] | None = None  # the client-visible assistant message
     usage: dict[str, Any] | None = None
     cache: str = "bypass"
+    provider: str | None = None  # the provider that answered (None: a cache hit, or no answer)
+    request_log: dict[str, Any] = field(default_factory=dict)  # the request's log fields: the router notes the provider
 
 
 def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
@@ -4062,12 +4075,13 @@ def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
     rows: list[tuple[Any, ...]] = []
     for message in turn.messages[common:]:
         kind = "user" if message.get("role") != "assistant" else "assistant"
-        rows.append((kind, message.get("role"), json_dumps(message.get("content")), None, None, None))
+        rows.append((kind, message.get("role"), json_dumps(message.get("content")), None, None, None, None))
     for message in turn.server_turns:
-        rows.append(("server_tool", message.get("role"), json_dumps(message.get("content")), turn.model, None, None))
+        rows.append(("server_tool", message.get("role"), json_dumps(message.get("content")), turn.model, None, None,
+                     turn.provider))
     if turn.reply is not None:
         rows.append(("assistant", "assistant", json_dumps(turn.reply.get("content")), turn.model,
-                     json_dumps(turn.usage or turn.reply.get("usage") or {}), turn.cache))
+                     json_dumps(turn.usage or turn.reply.get("usage") or {}), turn.cache, turn.provider))
         history.append(message_hash(turn.reply))
     if row is None:
         db.execute("INSERT INTO sessions (id, created_at, updated_at, history) VALUES (?, ?, ?, ?)",
@@ -4076,10 +4090,10 @@ def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
         db.execute("UPDATE sessions SET updated_at = ?, history = ? WHERE id = ?",
                    (now, json_dumps(history), turn.session_id))
     db.executemany(
-        "INSERT INTO turns (session_id, created_at, kind, role, content, model, usage, cache, request_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(turn.session_id, now, kind, role, content, model, usage, cache, turn.request_id)
-         for kind, role, content, model, usage, cache in rows],
+        "INSERT INTO turns (session_id, created_at, kind, role, content, model, usage, cache, request_id, provider)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(turn.session_id, now, kind, role, content, model, usage, cache, turn.request_id, provider)
+         for kind, role, content, model, usage, cache, provider in rows],
     )
     return len(rows)
 
@@ -4097,8 +4111,9 @@ def get_session(db: sqlite3.Connection, session_id: str) -> dict[str, Any] | Non
         return None
     turns = [
         {"kind": r[0], "role": r[1], "content": json.loads(r[2]), "model": r[3],
-         "usage": json.loads(r[4]) if r[4] else None, "cache": r[5], "request_id": r[6], "created_at": r[7]}
-        for r in db.execute("SELECT kind, role, content, model, usage, cache, request_id, created_at FROM turns"
+         "usage": json.loads(r[4]) if r[4] else None, "cache": r[5], "request_id": r[6], "created_at": r[7],
+         "provider": r[8]}
+        for r in db.execute("SELECT kind, role, content, model, usage, cache, request_id, created_at, provider FROM turns"
                             " WHERE session_id = ? ORDER BY id", (session_id,))
     ]
     return {"id": row[0], "created_at": row[1], "updated_at": row[2], "turns": turns}
@@ -7629,7 +7644,7 @@ class Orchestrator:
         http_req.log["session_id"] = session_id
         server_tools = self.select_server_tools(req)
         upstream_req = self.upstream_request(req, server_tools)
-        turn = TurnRecord(session_id, http_req.request_id, req["model"], req["messages"])
+        turn = TurnRecord(session_id, http_req.request_id, req["model"], req["messages"], request_log=http_req.log)
         key = None
         if self.cache.enabled:
             key = prompt_fingerprint(upstream_req, self.provider.cache_target(req))
@@ -7661,6 +7676,8 @@ class Orchestrator:
             b.get("type") in ("tool_use", "server_tool_use") for b in message.get("content") or [])
 
     async def _record(self, turn: TurnRecord) -> None:
+        if turn.provider is None and turn.cache != "hit":
+            turn.provider = turn.request_log.get("provider")
         try:
             await self.store.write(record_turn, turn)
         except (sqlite3.Error, OSError) as exc:  # the answer still goes out; the operator sees why it was not kept

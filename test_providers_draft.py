@@ -50,10 +50,12 @@ def pv_split(data: bytes) -> list[bytes]:
 
 
 def pv_oai_reply(rec: Recorded, text_: str | None, tools=(), finish: str = "stop", usage: dict | None = None,
-                 reasoning: tuple[str, str] | None = None) -> Reply:
+                 reasoning: tuple[str, str] | None = None, prompt_filter: bool = False,
+                 no_ids: bool = False) -> Reply:
     """An OpenAI chat answer to rec: chunks split at awkward bytes when it asked to stream (the usage
     chunk only with stream_options.include_usage, as OpenAI does), else one completion JSON.
-    reasoning=(field, text) streams reasoning first in delta.<field> (reasoning_content | reasoning)."""
+    reasoning=(field, text) streams reasoning first in delta.<field> (reasoning_content | reasoning);
+    prompt_filter: Azure's first chunk (no choices, only prompt_filter_results); no_ids: tool calls without ids."""
     b = rec.body
     model = b.get("model") or "deployment-model"
     usage = usage or PV_USAGE
@@ -64,13 +66,21 @@ def pv_oai_reply(rec: Recorded, text_: str | None, tools=(), finish: str = "stop
             chunks[1:1] = [oai_chunk({field: words[i : i + 7]}) for i in range(0, len(words), 7)]
         if dig(b, "stream_options.include_usage") is not True:
             chunks = [c for c in chunks if c["choices"]]
+        if prompt_filter:
+            chunks.insert(0, {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                              "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
+                                  "hate": {"filtered": False, "severity": "safe"}}}]})
         for c in chunks:
-            c["model"] = model
+            c["model"] = model if c["object"] else ""
+            for tc in (dig(c, "choices.0.delta.tool_calls") if no_ids and c["choices"] else None) or []:
+                tc.pop("id", None)
         data = oai_sse(chunks)
         return stream_reply(data, pieces=pv_split(data), gap=0.001)
     extra = {reasoning[0]: reasoning[1]} if reasoning else {}
     c = oai_completion(text_, tool_calls=tools, finish=finish, usage=usage, **extra)
     c["model"] = model
+    for tc in dig(c, "choices.0.message.tool_calls") if no_ids and tools else []:
+        tc.pop("id", None)
     return json_reply(c)
 
 
@@ -242,7 +252,7 @@ class FakeAzureOpenAI(FakeOpenAIFamily):
     def default(self, rec: Recorded) -> Reply:
         if rec.path == "/openai/v1/chat/completions" and rec.body.get("model") not in self.deployments:
             return self.error(404, "The API deployment for this resource does not exist.", code="DeploymentNotFound")
-        return pv_oai_reply(rec, self.hello)
+        return pv_oai_reply(rec, self.hello, prompt_filter=True)
 
 
 class FakeOpenRouter(FakeOpenAIFamily):
@@ -383,6 +393,11 @@ class FakeAnthropic(FakeHTTP):
         if not isinstance(b, dict):
             return self.error(400, "body: Input should be an object", "invalid_request_error")
         problems = anthropic_violations(b, count=rec.path.endswith("count_tokens"))
+        betas = rec.headers.get("anthropic-beta", "")
+        if "context_management" in b and "context-management-" not in betas:
+            problems.append("context_management: Extra inputs are not permitted (requires the context-management beta)")
+        if dig(b, "output_config.effort") is not MISSING and "effort-" not in betas:
+            problems.append("output_config.effort: Extra inputs are not permitted (requires the effort beta)")
         return self.error(400, "; ".join(problems), "invalid_request_error") if problems else None
 
     def default(self, rec: Recorded) -> Reply:
@@ -739,12 +754,13 @@ class TestPresetQuirks:
             b = st_.fake.last.body
             assert b["model"] == model and b.get("max_tokens") == sent, b
 
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
     @pytest.mark.parametrize("case,field", [("openrouter", "reasoning"), ("openai-compatible", "reasoning_content")])
-    def test_reasoning_deltas_become_thinking(self, pv_stacks, case, field):
+    def test_reasoning_becomes_thinking(self, pv_stacks, case, field, stream):
         st_ = pv_stacks(case)
         thought = "The user wants a greeting; keep it short ✓."
         st_.fake.push(lambda rec: pv_oai_reply(rec, "Hi there!", reasoning=(field, thought)))
-        msg = pv_answer(st_.proxy.post(base_req(stream=True)), True)
+        msg = pv_answer(st_.proxy.post(base_req(stream=stream)), stream)
         assert block_summary(msg["content"]) == [("thinking", thought, ""), ("text", "Hi there!")], msg["content"]
 
     @pytest.mark.parametrize("status,etype", [(400, "invalid_request_error"), (429, "rate_limit_error"),
@@ -757,6 +773,29 @@ class TestPresetQuirks:
         assert r.status == status and r.json().get("type") == "error" and r.etype == etype, pv_diag(r, st_.fake)
         assert f"Scripted failure {status} from {case}" in r.emsg, r.emsg
         assert REQ_ID.match(r.headers.get("request-id", "")), r.headers
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_tool_call_without_id_gets_one(self, pv_stacks, stream):
+        """Some Gemini-compatible paths send tool calls with no id: lynkr makes one up and keeps it consistent."""
+        st_ = pv_stacks("gemini")
+        st_.fake.push(lambda rec: pv_oai_reply(rec, None, tools=[("x", "get_weather", {"city": "Paris"})],
+                                               finish="tool_calls", no_ids=True),
+                      lambda rec: pv_oai_reply(rec, "Sunny ✓"))
+        body = base_req(tools=[GET_WEATHER], messages=[user("weather in Paris?")], stream=stream)
+        first = pv_answer(st_.proxy.post(body), stream)
+        calls_ = [b for b in first["content"] if b["type"] == "tool_use"]
+        assert len(calls_) == 1 and calls_[0]["input"] == {"city": "Paris"} and TOOL_ID.match(calls_[0]["id"]), first
+        body["messages"] += [assistant(first["content"]), user([tool_result(calls_[0]["id"], "18C")])]
+        second = pv_answer(st_.proxy.post(body), stream)
+        assert pv_text(second) == "Sunny ✓", pv_diag(Resp(200, {}, b""), st_.fake)
+        sent = st_.fake.last.body["messages"]
+        ids = [tc["id"] for m in sent for tc in m.get("tool_calls") or []]
+        assert len(ids) == 1 and [m["tool_call_id"] for m in sent if m["role"] == "tool"] == ids, sent
+
+    def test_models_list_env_only(self, pv_stacks):
+        st_ = pv_stacks("openai")
+        ids = [m["id"] for m in st_.proxy.call("GET", "/v1/models?limit=1000").json()["data"]]
+        assert "openai,gpt-5" in ids and any("claude" in i and "," not in i for i in ids), ids
 
     def test_env_fallback_provider_named_after_its_preset(self, make_proxy):
         oa, an = FakeOpenAI(), FakeAnthropic()
@@ -975,7 +1014,7 @@ class TestProviderOptions:
             (tmp_path / "lynkr.toml").write_text(textwrap.dedent(f"""\
                 [providers.router]
                 kind = "openrouter"
-                base_url = "{orr.url}/api/v1"
+                base_url = "$PV_OR_BASE"
                 api_key = "$PV_OR_KEY"
                 headers = {{HTTP-Referer = "https://lynkr.example", X-Title = "lynkr tests"}}
 
@@ -990,7 +1029,7 @@ class TestProviderOptions:
                 default = "router,anthropic/claude-sonnet-4.5"
                 background = "corp,gpt-4o-prod"
                 """))
-            p = make_proxy({"PV_OR_KEY": OPENROUTER_KEY, "PV_AZ_KEY": AZOAI_KEY})
+            p = make_proxy({"PV_OR_KEY": OPENROUTER_KEY, "PV_AZ_KEY": AZOAI_KEY, "PV_OR_BASE": f"{orr.url}/api/v1"})
             r = p.post(base_req())
             assert r.status == 200, pv_diag(r, orr, az, proxy=p)
             assert orr.last.headers.get("http-referer") == "https://lynkr.example", orr.last.headers
@@ -1003,8 +1042,6 @@ class TestProviderOptions:
             assert az.last.path == "/openai/deployments/gpt-4o-prod/chat/completions", az.last.target
             assert urllib.parse.parse_qs(az.last.query) == {"api-version": ["2025-04-01-preview"]}, az.last.target
             assert az.last.headers.get("api-key") == AZOAI_KEY
-            r = p.post(base_req(model="corp"))  # not a provider,model: mapped by route, not parsed
-            assert r.status == 200, r.data
             r = p.post(base_req(model="corp,gpt-5-prod"))
             assert r.status == 200, pv_diag(r, orr, az, proxy=p)
             assert az.last.path == "/openai/deployments/gpt-5-prod/chat/completions"
