@@ -2232,6 +2232,7 @@ MODEL_FACTS: tuple[tuple[str, ModelFacts], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=256)
 def model_facts(model: str) -> ModelFacts:
     lowered = model.lower()
     for glob, facts in MODEL_FACTS:
@@ -2301,7 +2302,11 @@ def _adapt_parts(content: Any, keep_markers: bool, images: bool) -> Any:
 
 
 def _openai_tool(tool: dict[str, Any], schema_dialect: str = "databricks") -> dict[str, Any]:
-    schema = clean_schema(tool.get("input_schema") or {"type": "object", "properties": {}}, schema_dialect)
+    schema = tool.get("input_schema") or {"type": "object", "properties": {}}
+    if schema_dialect == "databricks":  # only a top-level $schema to drop: no walk (the hot path)
+        schema = {k: v for k, v in schema.items() if k != "$schema"}
+    else:
+        schema = clean_schema(schema, schema_dialect)
     fn: dict[str, Any] = {"name": tool["name"], "parameters": schema}
     fn["description"] = tool.get("description") or tool["name"]
     return {"type": "function", "function": fn}
@@ -3793,7 +3798,7 @@ async def check_provider(provider: Provider, timeout_s: float = DOCTOR_TIMEOUT_S
     started = time.monotonic()
     try:
         message, _raw = await asyncio.wait_for(provider.complete(req, http_req, model, 1), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False, f"no answer within {timeout_s:g} s"
     except LynkrError as exc:
         return False, f"HTTP {exc.status} {exc.error_type}: {exc.message[:300]}"

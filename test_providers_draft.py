@@ -72,7 +72,7 @@ def pv_oai_reply(rec: Recorded, text_: str | None, tools=(), finish: str = "stop
                                   "hate": {"filtered": False, "severity": "safe"}}}]})
         for c in chunks:
             c["model"] = model if c["object"] else ""
-            for tc in (dig(c, "choices.0.delta.tool_calls") if no_ids and c["choices"] else None) or []:
+            for tc in (c["choices"][0]["delta"].get("tool_calls") or []) if no_ids and c["choices"] else []:
                 tc.pop("id", None)
         data = oai_sse(chunks)
         return stream_reply(data, pieces=pv_split(data), gap=0.001)
