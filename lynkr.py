@@ -2304,7 +2304,8 @@ def _adapt_parts(content: Any, keep_markers: bool, images: bool) -> Any:
 def _openai_tool(tool: dict[str, Any], schema_dialect: str = "databricks") -> dict[str, Any]:
     schema = tool.get("input_schema") or {"type": "object", "properties": {}}
     if schema_dialect == "databricks":  # only a top-level $schema to drop: no walk (the hot path)
-        schema = {k: v for k, v in schema.items() if k != "$schema"}
+        schema = dict(schema)
+        schema.pop("$schema", None)
     else:
         schema = clean_schema(schema, schema_dialect)
     fn: dict[str, Any] = {"name": tool["name"], "parameters": schema}

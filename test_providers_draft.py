@@ -765,11 +765,13 @@ class TestPresetQuirks:
 
     @pytest.mark.parametrize("status,etype", [(400, "invalid_request_error"), (429, "rate_limit_error"),
                                               (500, "api_error")])
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
     @pytest.mark.parametrize("case", [c for c in PV_CASES if PV_CASES[c].wire == "openai"])
-    def test_vendor_error_becomes_anthropic_error(self, pv_stacks, case, status, etype):
+    def test_vendor_error_becomes_anthropic_error(self, pv_stacks, case, status, etype, stream):
+        """An error before the first byte is an HTTP error with Anthropic error JSON, also for stream:true."""
         st_ = pv_stacks(case)
         st_.fake.push(st_.fake.error(status, f"Scripted failure {status} from {case} ✓"))
-        r = st_.proxy.post(base_req())
+        r = st_.proxy.post(base_req(stream=stream))
         assert r.status == status and r.json().get("type") == "error" and r.etype == etype, pv_diag(r, st_.fake)
         assert f"Scripted failure {status} from {case}" in r.emsg, r.emsg
         assert REQ_ID.match(r.headers.get("request-id", "")), r.headers
@@ -797,6 +799,55 @@ class TestPresetQuirks:
         ids = [m["id"] for m in st_.proxy.call("GET", "/v1/models?limit=1000").json()["data"]]
         assert "openai,gpt-5" in ids and any("claude" in i and "," not in i for i in ids), ids
 
+    @pytest.mark.parametrize("case", ["openai", "gemini", "openrouter", "azure-openai"])
+    def test_parallel_tool_calls_interleaved(self, pv_stacks, case):
+        st_ = pv_stacks(case)
+        calls_ = [("call_a", "get_weather", {"city": "Paris"}), ("call_b", "get_weather", {"city": "Tōkyō"})]
+
+        def respond(rec: Recorded) -> Reply:
+            chunks = oai_stream("Checking both.", tools=calls_, finish="tool_calls", interleave=True)
+            for c in chunks:
+                c["model"] = rec.body["model"]
+            data = oai_sse(chunks)
+            return stream_reply(data, pieces=pv_split(data), gap=0.001)
+
+        st_.fake.push(respond)
+        msg = pv_answer(st_.proxy.post(base_req(tools=[GET_WEATHER], stream=True)), True)
+        got = [(b["name"], b["input"]) for b in msg["content"] if b["type"] == "tool_use"]
+        assert got == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Tōkyō"})], msg["content"]
+        assert msg["stop_reason"] == "tool_use"
+
+    @pytest.mark.parametrize("case", ["openai", "gemini", "openrouter", "azure-openai", "ollama"])
+    def test_image_becomes_image_url(self, pv_stacks, case):
+        st_ = pv_stacks(case)
+        r = st_.proxy.post(base_req(messages=[user([text("what is this?"), image_b64()])]))
+        assert r.status == 200, pv_diag(r, st_.fake)
+        parts = st_.fake.last.body["messages"][-1]["content"]
+        urls = [dig(p_, "image_url.url") for p_ in parts if isinstance(p_, dict) and p_.get("type") == "image_url"]
+        assert urls == [f"data:image/png;base64,{PNG_B64}"], parts
+
+    @pytest.mark.parametrize("choice,want", [
+        ({"type": "auto"}, "auto"), ({"type": "any"}, "required"), ({"type": "none"}, "none"),
+        ({"type": "tool", "name": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}})])
+    def test_tool_choice_mapped(self, pv_stacks, choice, want):
+        st_ = pv_stacks("openai")
+        r = st_.proxy.post(base_req(model="openai,gpt-4.1", tools=[GET_WEATHER],
+                                    tool_choice=dict(choice, disable_parallel_tool_use=True)
+                                    if choice["type"] != "none" else choice))
+        assert r.status == 200, pv_diag(r, st_.fake)
+        b = st_.fake.last.body
+        assert b.get("tool_choice") == want, b
+        if choice["type"] != "none":
+            assert b.get("parallel_tool_calls") is False, b
+
+    def test_anthropic_preset_error_passed_through(self, pv_stacks):
+        st_ = pv_stacks("anthropic")
+        err = anth_error(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit")
+        st_.fake.push(json_reply(err, 429, (("retry-after", "7"),)))
+        r = st_.proxy.post(base_req(stream=True))
+        assert r.status == 429 and r.etype == "rate_limit_error", r.data
+        assert r.emsg == err["error"]["message"] and r.headers.get("retry-after") == "7", (r.headers, r.data)
+
     def test_env_fallback_provider_named_after_its_preset(self, make_proxy):
         oa, an = FakeOpenAI(), FakeAnthropic()
         try:
@@ -813,6 +864,36 @@ class TestPresetQuirks:
         finally:
             oa.close()
             an.close()
+
+    def test_openai_compatible_without_key_sends_no_authorization(self, make_proxy):
+        fake = FakeOpenAICompatible()
+        fake.auth_problem = lambda rec: None  # a local server started without --api-key
+        try:
+            p = make_proxy({"MODEL_PROVIDER": "openai-compatible", "OPENAI_COMPATIBLE_BASE_URL": f"{fake.url}/v1"})
+            r = p.post(base_req(model="local-model-7b", stream=True))
+            assert pv_text(pv_answer(r, True)) == fake.hello, pv_diag(r, fake, proxy=p)
+            assert "authorization" not in fake.last.headers and fake.last.body["model"] == "local-model-7b"
+            pv_headers(r, "openai-compatible", "local-model-7b", "default")
+            pv_no_leak(fake)
+        finally:
+            fake.close()
+
+    def test_env_model_map_to_the_fallback_provider(self, make_proxy):
+        """MODEL_PROVIDER + FALLBACK_PROVIDER: two env providers; a MODEL_MAP target `provider,model` picks one."""
+        oa, lo = FakeOpenAI(), FakeOllama()
+        try:
+            p = make_proxy({**PV_CASES["openai"].env(oa), "FALLBACK_PROVIDER": "ollama", "OLLAMA_BASE_URL": lo.url,
+                            "MODEL_MAP": "claude-*haiku*=ollama,llama3.2"})
+            r = p.post(base_req(model="claude-haiku-4-5", stream=True))
+            assert pv_text(pv_answer(r, True)) == lo.hello, pv_diag(r, oa, lo, proxy=p)
+            pv_headers(r, "ollama", "llama3.2", "map")
+            r = p.post(base_req(model="claude-sonnet-4-5"))
+            assert pv_text(pv_answer(r, False)) == oa.hello, pv_diag(r, oa, lo, proxy=p)
+            pv_headers(r, "openai", "gpt-5", "default")
+            assert len(oa.requests) == 1 and len(lo.requests) == 1
+        finally:
+            oa.close()
+            lo.close()
 
     def test_model_default_and_env_model_map(self, make_proxy):
         fake = FakeOllama()
@@ -970,6 +1051,49 @@ class TestRouting:
         assert fake.last.body["model"] == model
         pv_no_leak(*routes.fakes)
 
+    def test_long_context_threshold_is_strictly_greater(self, tmp_path, make_proxy):
+        """The estimate count_tokens reports decides: == threshold stays default, threshold + 1 is long_context."""
+        oa, lo = FakeOpenAI(), FakeOllama()
+        try:
+            (tmp_path / "lynkr.toml").write_text(textwrap.dedent(f"""\
+                [providers.{PV_OA}]
+                kind = "openai"
+                base_url = "{oa.url}/v1"
+                api_key = "$PV_OA_KEY"
+                [providers.{PV_LO}]
+                kind = "ollama"
+                base_url = "{lo.url}"
+                [router]
+                default = "{PV_OA},gpt-4.1"
+                long_context = "{PV_LO},llama3.2"
+                long_context_threshold = 3000
+                """))
+            p = make_proxy(PV_KEY_ENV)
+
+            def body(n: int) -> dict:
+                return base_req(messages=[user("x" * n)])
+
+            def count(n: int) -> int:
+                r = p.post({k: v for k, v in body(n).items() if k != "max_tokens"}, path="/v1/messages/count_tokens")
+                assert r.status == 200, r.data
+                return r.json()["input_tokens"]
+
+            lo_n, hi_n = 1, 100000  # smallest n whose estimate is above 3000
+            assert count(hi_n) > 3000
+            while lo_n < hi_n:
+                mid = (lo_n + hi_n) // 2
+                lo_n, hi_n = (lo_n, mid) if count(mid) > 3000 else (mid + 1, hi_n)
+            assert count(hi_n - 1) == 3000 and count(hi_n) == 3001
+            r = p.post(body(hi_n - 1))
+            assert r.status == 200, pv_diag(r, oa, lo, proxy=p)
+            pv_headers(r, PV_OA, "gpt-4.1", "default")
+            r = p.post(body(hi_n))
+            assert r.status == 200, pv_diag(r, oa, lo, proxy=p)
+            pv_headers(r, PV_LO, "llama3.2", "long_context")
+        finally:
+            oa.close()
+            lo.close()
+
     def test_unknown_provider_in_model_is_400_listing_known(self, routes):
         for stream in (False, True):
             r = routes.proxy.post(base_req(model="nope,some-model", stream=stream))
@@ -1049,6 +1173,52 @@ class TestProviderOptions:
         finally:
             orr.close()
             az.close()
+
+
+class TestOriginalKindsInConfig:
+    def test_databricks_both_formats_and_azure_anthropic(self, tmp_path, new_dbx, new_az, make_proxy):
+        dbx, az = new_dbx(), new_az()
+        (tmp_path / "lynkr.toml").write_text(textwrap.dedent(f"""\
+            [providers.dbx]
+            kind = "databricks"
+            base_url = "{dbx.url}"
+            api_key = "$PV_DBX_KEY"
+
+            [providers.dbxgw]
+            kind = "databricks"
+            base_url = "{dbx.url}"
+            api_key = "$PV_DBX_KEY"
+            format = "anthropic"
+
+            [providers.foundry]
+            kind = "azure-anthropic"
+            base_url = "{az.url}/anthropic/v1/messages"
+            api_key = "$PV_AZ_KEY"
+
+            [router]
+            default = "dbx,databricks-claude-sonnet-4-5"
+            think = "dbxgw,databricks-claude-opus-4-1"
+            background = "foundry,claude-haiku-4-5"
+            """))
+        p = make_proxy({"PV_DBX_KEY": DBX_KEY, "PV_AZ_KEY": AZ_KEY})
+        body = cc_body(model="claude-sonnet-4-5", stream=True)
+        body.pop("thinking")
+        r = p.post(body, path="/v1/messages?beta=true", headers=CC_HEADERS)
+        assert pv_text(pv_answer(r, True)) == "Hello from fake Databricks", pv_diag(r, dbx, az, proxy=p)
+        pv_headers(r, "dbx", "databricks-claude-sonnet-4-5", "default")
+        assert dbx.last.path == "/serving-endpoints/databricks-claude-sonnet-4-5/invocations"
+        assert "model" not in dbx.last.body and dbx.last.headers["authorization"] == f"Bearer {DBX_KEY}"
+        r = p.post(cc_body(model="claude-sonnet-4-5"), path="/v1/messages?beta=true", headers=CC_HEADERS)
+        assert pv_text(pv_answer(r, True)) == "Hello from the Databricks AI gateway", pv_diag(r, dbx, az, proxy=p)
+        pv_headers(r, "dbxgw", "databricks-claude-opus-4-1", "think")
+        assert dbx.last.path == "/ai-gateway/anthropic/v1/messages"
+        assert dbx.last.body["model"] == "databricks-claude-opus-4-1"
+        r = p.post(base_req(model="claude-haiku-4-5"))
+        assert pv_text(pv_answer(r, False)) == "Hello from fake Azure", pv_diag(r, dbx, az, proxy=p)
+        pv_headers(r, "foundry", "claude-haiku-4-5", "background")
+        assert az.last.path == "/anthropic/v1/messages" and az.last.body["model"] == "claude-haiku-4-5"
+        assert AZ_KEY in (az.last.headers.get("x-api-key"), az.last.headers.get("api-key"))
+        pv_no_leak(dbx, az)
 
 
 class TestConfigLocation:
@@ -1139,6 +1309,38 @@ class TestFallback:
             assert first.stamps[-1] < second.stamps[-1]
             assert second.last.body["model"] == "claude-sonnet-4-5"
 
+    def test_healthy_first_is_not_a_fallback(self, chain):
+        p, first, second, third = chain()
+        for stream in (False, True):
+            r = p.post(base_req(stream=stream))
+            assert pv_text(pv_answer(r, stream)) == first.hello, pv_diag(r, first, proxy=p)
+            pv_headers(r, "first", "gpt-4.1", "default")
+        assert second.requests == [] and third.requests == []
+
+    def test_all_failing_gives_an_anthropic_error(self, chain):
+        p, first, second, third = chain()
+        for stream in (False, True):
+            first.push(first.error(500, "boom", "server_error"))
+            second.push(second.error(529, "Overloaded", "overloaded_error"))
+            third.push(third.error(503, "busy", "api_error"))
+            r = p.post(base_req(stream=stream))
+            assert r.status >= 500 and r.json().get("type") == "error" and r.etype, pv_diag(r, first, second, third)
+        assert (len(first.requests), len(second.requests), len(third.requests)) == (2, 2, 2)
+
+    def test_metrics_are_labelled_with_provider_names(self, chain):
+        p, first, second, third = chain()
+        first.push(first.error(503, "down", "server_error"))
+        assert p.post(base_req()).status == 200
+        assert p.post(base_req(model="claude-sonnet-4-5")).status == 200
+        m = rel_scrape(p)
+        for name, n in (("first", 2), ("second", 1)):
+            assert m.get("lynkr_upstream_duration_seconds_count", provider=name) == n, (name, m.select(
+                "lynkr_upstream_duration_seconds_count"))
+        assert m.get("lynkr_upstream_duration_seconds_count", provider="third") == 0
+        assert m.get("lynkr_upstream_failovers_total") == 1
+        providers = {lab.get("provider") for lab, _ in m.select("lynkr_requests_total")}
+        assert {"first", "second"} <= providers, providers
+
     def test_chain_tried_in_order(self, chain):
         p, first, second, third = chain()
         for n, stream in enumerate((False, True), 1):
@@ -1207,6 +1409,8 @@ PV_GOOD_PROVIDERS = textwrap.dedent("""\
 BAD_CONFIGS = [
     ("unknown-kind", PV_GOOD_PROVIDERS + '[providers.weird]\nkind = "bedrockish"\n[router]\ndefault = "good,gpt-4.1"\n',
      ("kind", "bedrockish")),
+    ("missing-kind", PV_GOOD_PROVIDERS + '[providers.nokind]\nbase_url = "http://127.0.0.1:9"\n[router]\n'
+                                         'default = "good,gpt-4.1"\n', ("kind",)),
     ("route-unknown-provider", PV_GOOD_PROVIDERS + '[router]\ndefault = "ghost,gpt-4.1"\n', ("default", "ghost")),
     ("background-unknown-provider", PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\nbackground = "ghost,m"\n',
      ("background", "ghost")),
@@ -1244,7 +1448,7 @@ class TestBadConfig:
     @pytest.mark.parametrize("toml,words", [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
     def test_exits_2_with_one_line(self, tmp_path, toml, words):
         (tmp_path / "lynkr.toml").write_text(toml)
-        pv_one_error_line(run_lynkr(tmp_path), "lynkr.toml", words)
+        pv_one_error_line(run_lynkr(tmp_path, timeout=8), "lynkr.toml", words)
 
     @pytest.mark.parametrize("how", ["--config", "LYNKR_CONFIG"])
     def test_named_file_is_the_one_reported(self, tmp_path, how):
@@ -1284,7 +1488,8 @@ class TestDoctor:
             default = "{PV_OA},gpt-4.1"
             think = "{PV_AN},claude-opus-4-1"
             """))
-        return run_lynkr(tmp_path, PV_KEY_ENV, args=("doctor", "--config", str(cfg)), timeout=30)
+        return run_lynkr(tmp_path, {**PV_KEY_ENV, "UPSTREAM_READ_TIMEOUT_MS": 1500},
+                         args=("doctor", "--config", str(cfg)), timeout=30)
 
     @staticmethod
     def output(r: subprocess.CompletedProcess) -> str:
@@ -1305,6 +1510,8 @@ class TestDoctor:
                 assert f"{key[:4]}…" in out or f"{key[:4]}..." in out, out
             assert "OK" in out and "FAIL" not in out, out
             assert "default" in out and "think" in out, out  # the routes are listed
+            assert oa.url in out and an.url in out, out  # base URLs
+            assert "openai" in out and "anthropic" in out, out  # kinds / presets
             assert len(oa.requests) == 1 and len(an.requests) == 1, out
             oab, anb = oa.last.body, an.last.body
             assert oab["model"] == "gpt-5" and oab.get("max_completion_tokens") == 1, oab  # the preset's default model
@@ -1313,15 +1520,19 @@ class TestDoctor:
             oa.close()
             an.close()
 
-    @pytest.mark.parametrize("failure", ["closed", "erroring"])
+    @pytest.mark.parametrize("failure", ["closed", "erroring", "unauthorized", "hanging"])
     def test_one_provider_failing_exits_1(self, tmp_path, failure):
         oa, an = FakeOpenAI(), FakeAnthropic()
         try:
+            an_url = an.url
             if failure == "closed":
                 an_url = f"http://127.0.0.1:{free_port()}"
-            else:
-                an_url = an.url
+            elif failure == "erroring":
                 an.default = lambda rec: an.error(500, "Internal server error", "api_error")
+            elif failure == "unauthorized":
+                an.key = "sk-ant-some-other-key"
+            else:
+                an.default = lambda rec: Reply(200, b"{}", (("content-type", "application/json"),), hang=60)
             t0 = time.monotonic()
             r = self.doctor(tmp_path, oa.url, an_url)
             out = self.output(r)
@@ -1333,6 +1544,12 @@ class TestDoctor:
         finally:
             oa.close()
             an.close()
+
+    def test_env_only_preset_without_key_fails(self, tmp_path):
+        r = run_lynkr(tmp_path, {"MODEL_PROVIDER": "openai", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
+                      args=("doctor",), timeout=30)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1 and "FAIL" in out and "OPENAI_API_KEY" in out, out
 
     def test_env_only_preset(self, tmp_path):
         oa = FakeOpenAI()
@@ -1370,15 +1587,17 @@ class TestProvidersSDK:
         pv_no_leak(*routes.fakes)
 
 
-def pv_claude(claude: str, proxy: Proxy, tmp: Path, prompt: str, model: str | None = None) -> dict:
+def pv_claude(claude: str, proxy: Proxy, tmp: Path, prompt: str, model: str | None = None,
+              tools: str | None = "Bash") -> dict:
     home = tmp / "claude-home"
     home.mkdir(exist_ok=True)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "ANTHROPIC_BASE_URL": proxy.url,
            "ANTHROPIC_API_KEY": CLIENT_KEY, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
            "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
            "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1", "CLAUDE_CODE_MAX_RETRIES": "1"}
-    cmd = [claude, "--bare", "--no-session-persistence", "--output-format", "json", "--tools", "Bash",
-           "--allowedTools", "Bash", *(["--model", model] if model else []), "-p", prompt]
+    cmd = [claude, "--bare", "--no-session-persistence", "--output-format", "json",
+           *(["--tools", tools, "--allowedTools", tools] if tools else []),
+           *(["--model", model] if model else []), "-p", prompt]
     p = subprocess.run(cmd, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=60,
                        stdin=subprocess.DEVNULL)
     diag = f"exit {p.returncode}\nstdout: {p.stdout[-3000:]}\nstderr: {p.stderr[-3000:]}\nproxy:\n{proxy.stderr[-3000:]}"
@@ -1425,3 +1644,26 @@ class TestProvidersClaudeCode:
         assert out["result"] == routes.oa.hello, out
         assert len(routes.oa.requests) == 1 and routes.oa.last.body["model"] == "gpt-4.1"
         pv_no_leak(*routes.fakes)
+
+    def test_real_tool_schemas_reach_gemini_cleaned(self, claude, pv_stacks, tmp_path):
+        """Claude Code's own default tool set (its real JSON schemas) through the gemini preset's strict fake."""
+        st_ = pv_stacks("gemini")
+        out = pv_claude(claude, st_.proxy, tmp_path, "say hello", tools=None)
+        assert out["result"] == st_.fake.hello and out["num_turns"] == 1, out
+        b = st_.fake.last.body
+        params = {dig(t, "function.name"): dig(t, "function.parameters") for t in b["tools"]}
+        assert len(params) > 3 and "Bash" in params, sorted(params)
+        assert all(gemini_schema_problems(v) == [] for v in params.values())
+        assert "command" in params["Bash"]["properties"] and "command" in params["Bash"]["required"], params["Bash"]
+        pv_no_leak(st_.fake)
+
+    def test_bash_round_trip_through_anthropic_preset(self, claude, pv_stacks, tmp_path):
+        st_ = pv_stacks("anthropic")
+        responder = az_tool_turns("Bash", {"command": "echo hello-from-tool", "description": "Print a marker"},
+                                  lambda out: f"The command printed: {out.strip()}")
+        st_.fake.push(responder, responder)
+        out = pv_claude(claude, st_.proxy, tmp_path, "run echo hello-from-tool")
+        assert out["num_turns"] == 2 and out["result"] == "The command printed: hello-from-tool", out
+        assert [q.headers.get("x-api-key") for q in st_.fake.requests] == [ANTH_KEY, ANTH_KEY]
+        assert "hello-from-tool" in json.dumps(st_.fake.last.body["messages"][-1])
+        pv_no_leak(st_.fake)

@@ -2,6 +2,7 @@
 """Micro-benchmarks of lynkr's per-request pure functions on the benchmark bodies (no sockets).
 
     python bench/micro_lynkr.py            # µs per call for the tiny and the Claude-Code-sized body
+    python bench/micro_lynkr.py --lynkr /tmp/lynkr_before.py   # the same steps on another copy (A/B)
 
 Imports lynkr.py from the repo and times, per body: JSON parse, validation, server-tool
 selection, OpenAI translation, upstream serialization, answer translation, the session-store
@@ -26,10 +27,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
+import importlib.util
+
 import run_bench as rb
 from fake_upstream import render_openai
 
-import lynkr
+
+def load_lynkr(path: str) -> Any:
+    spec = importlib.util.spec_from_file_location("lynkr", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["lynkr"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+LYNKR_PATH = sys.argv[sys.argv.index("--lynkr") + 1] if "--lynkr" in sys.argv else os.path.join(
+    os.path.dirname(HERE), "lynkr.py")
+lynkr = load_lynkr(LYNKR_PATH)
 
 
 def bench(fn: Callable[[], Any], n: int) -> float:
@@ -87,6 +101,8 @@ def body_steps(kind: str, app: Any, db: sqlite3.Connection) -> list[tuple[str, f
         ("message_hash x messages", lambda: [lynkr.message_hash(m) for m in req["messages"]]),
         ("new_id('req_')", lambda: lynkr.new_id("req_")),
         ("App.access_log line", lambda: app.access_log(http_req, 200, time.monotonic())),
+        *([("Router.plan + cache_target (routing, per request)",
+             lambda: (app.provider.plan(req), app.provider.cache_target(req)))] if hasattr(app.provider, "plan") else []),
         ("METRICS.inc (6 labels)", lambda: lynkr.METRICS.inc("lynkr_requests_total", route="/v1/messages",
                                                              method="POST", status=200, provider="databricks",
                                                              model="claude")),
@@ -110,21 +126,24 @@ def main() -> int:
     payload = stream_payload(200)
     provider = app.provider
 
-    def translate_stream() -> None:
+    def translate_stream() -> bytes:
+        if hasattr(lynkr, "OpenAIStreamDecoder"):  # since providers became data: the decoder the pump feeds
+            decoder = lynkr.OpenAIStreamDecoder("claude", [], "Databricks")
+            return decoder.feed(payload) + decoder.flush()
         translator = lynkr.OpenAIStreamTranslator("claude", [])
         parser = lynkr.SSEParser()
         out = b"".join(provider._on_event(data, translator) for _, data in parser.feed(payload))
-        out += translator.finish()
+        return out + translator.finish()
 
     def capture_parse() -> None:
         lynkr.sse_to_message(sse_bytes)
 
-    translator = lynkr.OpenAIStreamTranslator("claude", [])
-    parser = lynkr.SSEParser()
-    sse_bytes = b"".join(provider._on_event(data, translator) for _, data in parser.feed(payload)) + translator.finish()
-    rows.append(("stream", "SSEParser + OpenAIStreamTranslator, 200 tokens in one chunk", bench(translate_stream, 200)))
+    sse_bytes = translate_stream()
+    rows.append(("stream", "OpenAI stream decoder (SSEParser + translator), 200 tokens in one chunk",
+                 bench(translate_stream, 200)))
     rows.append(("stream", "sse_to_message (turn capture), 200 tokens", bench(capture_parse, 200)))
     shutil.rmtree(work, ignore_errors=True)
+    print(f"lynkr: {LYNKR_PATH}")
     print("| body | step | µs per call |\n|---|---|---|")
     for kind, name, us in rows:
         print(f"| {kind} | {name} | {us:,.1f} |")
