@@ -2463,7 +2463,8 @@ def openai_to_anthropic(resp: dict[str, Any], model: str, stops: list[str] | Non
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
     blocks: list[dict[str, Any]] = []
-    reasoning_text = message.get("reasoning_content")
+    # vLLM, llama.cpp and DeepSeek name it reasoning_content, OpenRouter and Ollama reasoning.
+    reasoning_text = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning_text, str) and reasoning_text:
         blocks.append({"type": "thinking", "thinking": reasoning_text, "signature": ""})
     content = message.get("content")
@@ -3518,9 +3519,9 @@ class RouteTarget:
 
 
 def parse_route_target(text: str, where: str) -> RouteTarget:
-    """`provider,model` (the model may be empty: the provider's default)."""
+    """`provider,model`, both named."""
     provider, sep, model = text.partition(",")
-    if not sep or not provider.strip():
+    if not sep or not provider.strip() or not model.strip():
         raise ConfigError(f"{where}: expected \"provider,model\" (e.g. \"dbx,databricks-claude-sonnet-4-5\"), "
                           f"got {text!r}")
     return RouteTarget(provider.strip(), model.strip())
@@ -3664,8 +3665,8 @@ class Router:
 
 def parse_explicit(model: str) -> RouteTarget:
     provider, _sep, name = model.partition(",")
-    if not provider.strip():
-        raise InvalidRequest(f"model {model!r}: expected provider,model")
+    if not provider.strip() or not name.strip():
+        raise InvalidRequest(f"model {model!r}: expected provider,model (both named), e.g. dbx,my-endpoint")
     return RouteTarget(provider.strip(), name.strip())
 
 
