@@ -376,13 +376,20 @@ def upstream_json(body: dict[str, Any]) -> bytes:
     return rest[:-1] + (b',"tools":' if len(rest) > 2 else b'"tools":') + encoded + b"}"
 
 
-# Ids name requests, messages and sessions; they must be unique, not secret (the client key is the
-# secret), and os.urandom per id was a measurable share of a tiny request.
-_ID_RANDOM = random.Random(secrets.randbits(128))
+# Ids name requests, messages and sessions. A session id decides whose transcript a turn joins, so ids
+# must not be predictable from earlier ones (a seeded PRNG's are): they come from os.urandom, drawn in
+# batches because one system call per id was a measurable share of a tiny request.
+_ID_POOL = bytearray()
+_ID_POOL_BYTES = 4096
 
 
 def new_id(prefix: str, nbytes: int = 12) -> str:
-    return f"{prefix}{_ID_RANDOM.getrandbits(nbytes * 8):0{nbytes * 2}x}"
+    global _ID_POOL
+    if len(_ID_POOL) < nbytes:
+        _ID_POOL = bytearray(os.urandom(_ID_POOL_BYTES))
+    chunk = _ID_POOL[-nbytes:]
+    del _ID_POOL[-nbytes:]
+    return prefix + chunk.hex()
 
 
 def json_response(status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -785,7 +792,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("LYNKR_HOST", DEFAULT_HOST, "Address to bind. Anything but loopback requires LYNKR_API_KEY."),
     S("LYNKR_PORT", "", f"Port to listen on (else PORT from the real environment, else {DEFAULT_PORT}).", _port),
     S("LYNKR_API_KEY", "", "Client key required on every request (x-api-key or Authorization: Bearer).", secret=True),
-    S("LYNKR_ALLOWED_HOSTS", "", "Extra Host/Origin names accepted besides loopback (comma list).", _hosts),
+    S("LYNKR_ALLOWED_HOSTS", "", "Extra Host names accepted besides loopback (comma list).", _hosts),
+    S("LYNKR_ALLOWED_ORIGINS", "", "Browser origins besides lynkr's own whose pages may call it, e.g. "
+      "http://localhost:3000 (comma list).", _words),
     S("LYNKR_CONFIG", "", "Config file with several providers and routes (default ./lynkr.toml when present)."),
     S("LYNKR_DATA_DIR", "", "State directory (SQLite files); default <WORKSPACE_ROOT>/.lynkr/."),
     S("SESSION_DB_PATH", "", "Session store file; default sessions.db in LYNKR_DATA_DIR."),
@@ -861,6 +870,10 @@ SETTINGS: tuple[Setting, ...] = (
       _hosts),
     S("WEB_FETCH_MAX_BYTES", "2097152", "Largest page web_fetch downloads.", _whole(1024)),
     S("LYNKR_GIT_TIMEOUT_MS", "120000", "Longest a git command may run.", _millis(1)),
+    S("POLICY_GIT_ALLOW_HOOKS", "false", "Let tool-driven git run the repository's hooks and fsmonitor (off: the "
+      "model can write hook bodies that core.hooksPath points to).", parse_bool),
+    S("LYNKR_SUBPROCESS_ENV", "", "Variables passed to programs tools run (tests, git) besides PATH, HOME, USER, "
+      "locale, TERM, TZ and TMPDIR (comma list of names); lynkr's own settings and keys never are.", _words),
     S("POLICY_GIT_ALLOW_PUSH", "false", "Allow workspace_git_push.", parse_bool),
     S("POLICY_GIT_ALLOW_PULL", "true", "Allow workspace_git_pull.", parse_bool),
     S("POLICY_GIT_ALLOW_COMMIT", "true", "Allow workspace_git_commit.", parse_bool),
@@ -1219,7 +1232,15 @@ class HTTPServer:
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed
             state.busy = True
+            head_bytes = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+            if head_bytes > MAX_HEADER_BYTES:  # h11 checks only while the head is incomplete: one big read passes
+                await self._send_protocol_error(conn, writer, 431, f"request head exceeds {MAX_HEADER_BYTES} bytes")
+                return
             request = self._make_request(event, client)
+            if "transfer-encoding" in request.headers and "content-length" in request.headers:
+                # RFC 9112 6.1: a front proxy and lynkr could frame this body differently (request smuggling).
+                await self._send_protocol_error(conn, writer, 400, "both Content-Length and Transfer-Encoding")
+                return
             try:
                 declared = int(request.headers.get("content-length", "0") or 0)
             except ValueError:
@@ -1262,6 +1283,7 @@ class HTTPServer:
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         response = self.error_responder(status, error_type_for_status(status), f"malformed HTTP request: {message}")
+        response.headers.append(("connection", "close"))  # the connection ends here: its framing is not trusted
         request = Request("GET", "/", {}, {}, b"", "")
         try:
             await self._send(conn, writer, request, response)
@@ -4283,6 +4305,8 @@ class Policy:
     workspace_test_command: str = ""
     test_timeout_s: float = 600.0
     coverage_files: tuple[str, ...] = ()
+    git_allow_hooks: bool = False
+    subprocess_env: tuple[str, ...] = ()  # operator-added names passed to programs tools run
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
@@ -4305,6 +4329,8 @@ class Policy:
             workspace_test_command=s.workspace_test_command,
             test_timeout_s=s.workspace_test_timeout_s,
             coverage_files=s.workspace_test_coverage_files,
+            git_allow_hooks=s.policy_git_allow_hooks,
+            subprocess_env=s.lynkr_subprocess_env,
         )
 
     GIT_GATES = {  # action -> (attribute, variable that allows it)
@@ -5155,8 +5181,27 @@ class CommandResult:
     timed_out: bool = False
 
 
-def noninteractive_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+# What programs run by tools (test runs, git) inherit: never lynkr's environment whole. A test file
+# that prints its environment must not find provider keys or LYNKR_API_KEY (they would then sit in
+# the session store). Git also gets what it needs to reach remotes (an ssh agent, its ssh command).
+SUBPROCESS_ENV_ALLOWED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR",
+                                    "SHELL", "COLUMNS", "LINES"})
+GIT_ENV_ALLOWED = frozenset({"SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_SSH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                             "GIT_SSL_CAINFO", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy",
+                             "no_proxy", "XDG_CONFIG_HOME", "GIT_CONFIG_NOSYSTEM"})
+
+
+def program_env(passthrough: Iterable[str] = (), extra: dict[str, str] | None = None,
+                allowed: frozenset[str] = SUBPROCESS_ENV_ALLOWED) -> dict[str, str]:
+    """An allowlisted copy of the environment (plus the operator's LYNKR_SUBPROCESS_ENV names)."""
+    keep = allowed | frozenset(passthrough)
+    env = {k: v for k, v in os.environ.items() if k in keep or k.startswith("LC_")}
+    env.update(extra or {})
+    return env
+
+
+def noninteractive_env(extra: dict[str, str] | None = None, passthrough: Iterable[str] = ()) -> dict[str, str]:
+    env = program_env(passthrough, allowed=SUBPROCESS_ENV_ALLOWED | GIT_ENV_ALLOWED)
     env.update({
         "GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_SEQUENCE_EDITOR": "true", "GIT_PAGER": "cat",
         "PAGER": "cat", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never",
@@ -5190,10 +5235,18 @@ def run_command(argv: list[str], cwd: str, timeout_s: float, *, env: dict[str, s
                          time.monotonic() - started, timed_out)
 
 
+# Tool-driven git never runs code the model could have written: hooks (core.hooksPath may point into
+# the working tree, where hook managers keep plain files), fsmonitor commands, or a bare repository
+# laid out in the workspace that git would otherwise discover.
+GIT_SAFETY_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+                     "-c", "safe.bareRepository=explicit")
+
+
 def git(ctx: ToolContext, *args: str, stdin: bytes | None = None, check: bool = True,
         env: dict[str, str] | None = None) -> str:
-    result = run_command(["git", "-c", "core.quotepath=off", *args], ctx.paths.root, ctx.policy.git_timeout_s,
-                         env=noninteractive_env(env), stdin=stdin)
+    safety = () if ctx.policy.git_allow_hooks else GIT_SAFETY_CONFIG
+    result = run_command(["git", "-c", "core.quotepath=off", *safety, *args], ctx.paths.root,
+                         ctx.policy.git_timeout_s, env=noninteractive_env(env, ctx.policy.subprocess_env), stdin=stdin)
     if result.timed_out:
         raise ToolFailed(f"git {args[0]} timed out after {ctx.policy.git_timeout_s:g} s (LYNKR_GIT_TIMEOUT_MS)")
     if check and result.exit_code != 0:
@@ -5223,17 +5276,49 @@ def verify_name(value: Any, what: str) -> str:
     return value
 
 
+def verify_remote(ctx: ToolContext, value: Any) -> str:
+    """A remote the repository names (`git remote`): never a path or URL the model gives, which git
+    would fetch from or push to wherever it points (a symlink in the workspace to a folder outside)."""
+    name = verify_name(value, "remote")
+    remotes = git(ctx, "remote").split()
+    if name not in remotes:
+        raise ToolFailed(f"remote {name!r} is not configured in this repository (configured: "
+                         f"{', '.join(remotes) or 'none'}); only configured remotes can be used")
+    return name
+
+
+GIT_PATHSPEC_MAGIC = re.compile(r"[*?[\]]|^:")
+
+
 def repo_paths(ctx: ToolContext, paths: Any) -> list[str]:
-    """Workspace paths for git pathspecs, each confined like the file tools."""
+    """Workspace paths as literal git pathspecs, each confined like the file tools. Globs and pathspec
+    magic (`*`, `:(top)`, `:(icase)`...) would let git expand what the path check saw as one literal
+    name into blocked files or files outside the workspace, so they are refused. A folder's blocked
+    files (and lynkr's own) stay excluded."""
     if not isinstance(paths, list) or not paths:
         raise ToolFailed("paths must be a non-empty list")
-    return [ctx.paths.resolve(path)[1] for path in paths]
+    specs = []
+    for path in paths:
+        if isinstance(path, str) and GIT_PATHSPEC_MAGIC.search(path.strip()):
+            raise ToolFailed(f"path {path!r}: git globs and pathspec magic are not accepted; name each file or "
+                             "folder literally (or use all: true)")
+        specs.append(":(literal)" + ctx.paths.resolve(path)[1])
+    return specs + blocked_pathspec(ctx)
+
+
+def shown_paths(specs: list[str]) -> str:
+    return ", ".join(s.removeprefix(":(literal)") for s in specs if not s.startswith(":(exclude"))
 
 
 def whole_tree_pathspec(ctx: ToolContext) -> list[str]:
-    """`.` minus POLICY_FILE_BLOCKED_PATHS and lynkr's own files: what whole-tree git tools may see.
-    A pattern without '/' matches any path component, as in the file tools; matching ignores case."""
-    specs = ["."]
+    """`.` minus POLICY_FILE_BLOCKED_PATHS and lynkr's own files: what whole-tree git tools may see."""
+    return [".", *blocked_pathspec(ctx)]
+
+
+def blocked_pathspec(ctx: ToolContext) -> list[str]:
+    """Exclusions for POLICY_FILE_BLOCKED_PATHS and lynkr's own files. A pattern without '/' matches any
+    path component, as in the file tools; matching ignores case."""
+    specs = []
     for pattern in ctx.policy.file_blocked_paths:
         pattern = pattern.strip("/")
         base = pattern if "/" in pattern else f"**/{pattern}"
@@ -5323,7 +5408,7 @@ def tool_git_diff(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     diff_args = _diff_args(ctx, args)
     files = _numstat(ctx, diff_args)
-    patch = git(ctx, "diff", "--no-color", "--no-ext-diff", *diff_args)
+    patch = git(ctx, "diff", "--no-color", "--no-ext-diff", "--no-textconv", *diff_args)
     limit = args.get("max_bytes", 200_000)
     if len(patch) > limit:
         patch = patch[:limit] + f"\n[diff truncated at {limit} bytes]"
@@ -5341,7 +5426,7 @@ def tool_git_stage(ctx: ToolContext, args: dict[str, Any]) -> str:
         return "staged all changes (blocked paths excluded: POLICY_FILE_BLOCKED_PATHS)"
     paths = repo_paths(ctx, args.get("paths"))
     git(ctx, "add", "--", *paths)
-    return "staged " + ", ".join(paths)
+    return "staged " + shown_paths(paths)
 
 
 @tool("workspace_git_unstage", "Unstage files (keep the working tree changes).",
@@ -5353,7 +5438,7 @@ def tool_git_unstage(ctx: ToolContext, args: dict[str, Any]) -> str:
         git(ctx, "reset", "--quiet", "HEAD", "--", *paths)
     else:  # no commit yet: drop the paths from the index
         git(ctx, "rm", "--cached", "--quiet", "-r", "--", *paths)
-    return "unstaged " + ", ".join(paths)
+    return "unstaged " + shown_paths(paths)
 
 
 def test_command(ctx: ToolContext) -> str:
@@ -5391,7 +5476,7 @@ def tool_git_commit(ctx: ToolContext, args: dict[str, Any]) -> str:
 def tool_git_push(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     ctx.policy.check_git("push")
-    remote = verify_name(args.get("remote", "origin"), "remote")
+    remote = verify_remote(ctx, args.get("remote", "origin"))
     branch = verify_name(args.get("branch") or git(ctx, "rev-parse", "--abbrev-ref", "HEAD").strip(), "branch")
     if ctx.policy.git_require_tests:
         tree = git(ctx, "rev-parse", "--verify", "--end-of-options", f"{branch}^{{tree}}").strip()
@@ -5408,7 +5493,7 @@ def tool_git_push(ctx: ToolContext, args: dict[str, Any]) -> str:
 def tool_git_pull(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     ctx.policy.check_git("pull")
-    refs = [verify_name(args.get("remote", "origin"), "remote")]
+    refs = [verify_remote(ctx, args.get("remote", "origin"))]
     if args.get("branch"):
         refs.append(verify_name(args["branch"], "branch"))
     return git(ctx, "pull", "--ff-only", "--no-edit", "--no-rebase", "--", *refs).strip()
@@ -5701,7 +5786,8 @@ def tool_test_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     is_repo = git(ctx, "rev-parse", "--is-inside-work-tree", check=False).strip() == "true"
     tree_id = worktree_tree_id(ctx) if is_repo else ""
     started = time.time()
-    result = run_command(argv, ctx.paths.root, ctx.policy.test_timeout_s, tail_bytes=TEST_OUTPUT_TAIL_BYTES)
+    result = run_command(argv, ctx.paths.root, ctx.policy.test_timeout_s, tail_bytes=TEST_OUTPUT_TAIL_BYTES,
+                         env=program_env(ctx.policy.subprocess_env))
     coverage = [read_coverage(os.path.join(ctx.paths.root, f)) for f in ctx.policy.coverage_files]
     run = {
         "command": command, "started_at": started, "duration_ms": round(result.duration_s * 1000),
@@ -8130,6 +8216,7 @@ class App:
         self.store = orchestrator.store
         self.started = time.monotonic()
         self.allowed_hosts = frozenset(cfg.allowed_hosts)
+        self.allowed_origins = frozenset(o.lower().rstrip("/") for o in cfg.settings.lynkr_allowed_origins)
         self.bound_to_loopback = is_loopback_host(cfg.host)
         self.ready = False  # set once listening; cleared the moment shutdown starts
         self.draining = False
@@ -8183,13 +8270,16 @@ class App:
         if (self.bound_to_loopback or self.allowed_hosts) and not self._host_allowed(host):
             raise PermissionDenied(f"Host {host!r} is not allowed; add it to LYNKR_ALLOWED_HOSTS to accept it")
         origin = req.headers.get("origin")
-        if origin and origin != "null":
-            origin_host = urllib.parse.urlsplit(origin).hostname or ""
-            same_origin = not self.bound_to_loopback and origin_host == host
-            if not (self._host_allowed(origin_host) or same_origin):
-                raise PermissionDenied(f"cross-origin request from {origin!r} refused (LYNKR_ALLOWED_HOSTS)")
-        elif origin == "null":
+        if origin == "null":
             raise PermissionDenied("requests from opaque origins are refused")
+        if origin:
+            # A browser page may call lynkr only from lynkr's own origin (its dashboard) or one the operator
+            # lists: any page of any local dev server (http://localhost:3000) is not a reason to let it
+            # write files. Same origin: the Origin's host:port is the Host the request was sent to.
+            netloc = urllib.parse.urlsplit(origin).netloc.lower()
+            if netloc != req.headers.get("host", "").lower() and origin.lower().rstrip("/") not in self.allowed_origins:
+                raise PermissionDenied(f"cross-origin request from {origin!r} refused (LYNKR_ALLOWED_ORIGINS lists "
+                                       "the origins whose pages may call lynkr)")
         if self.cfg.api_key:
             # Claude Code sends x-api-key (ANTHROPIC_API_KEY) or Bearer (ANTHROPIC_AUTH_TOKEN), sometimes both.
             auth = req.headers.get("authorization", "")

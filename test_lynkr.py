@@ -1671,8 +1671,17 @@ class TestSecurity:
         assert dbx.fake.requests == []
 
     @pytest.mark.parametrize("origin", ["http://localhost:5173", "http://127.0.0.1:3000", "http://[::1]"])
-    def test_loopback_origin_ok(self, dbx, origin):
-        assert dbx.proxy.post(base_req(), headers={"origin": origin}).status == 200
+    def test_other_loopback_origin_refused(self, dbx, origin):
+        # any local dev server's page is not lynkr: it may not call it (it could write files through the tools)
+        r = dbx.proxy.post(base_req(), headers={"origin": origin})
+        assert r.status == 403 and r.etype == "permission_error", (origin, r.status, r.data)
+
+    def test_own_origin_and_listed_origins_ok(self, dbx, make_proxy, new_dbx):
+        assert dbx.proxy.post(base_req(), headers={"origin": f"http://127.0.0.1:{dbx.proxy.port}"}).status == 200
+        fake = new_dbx()
+        p = make_proxy({**dbx_env(fake), "LYNKR_ALLOWED_ORIGINS": "http://localhost:5173"})
+        assert p.post(base_req(), headers={"origin": "http://localhost:5173"}).status == 200
+        assert p.post(base_req(), headers={"origin": "http://localhost:5174"}).status == 403
 
     def test_non_loopback_bind_with_key(self, new_dbx, make_proxy):
         fake = new_dbx()

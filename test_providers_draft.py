@@ -1,4 +1,4 @@
-from test_lynkr import *  # noqa: F403  (draft only: this section is appended to test_lynkr.py without this line)
+from test_lynkr import *  # (draft only: this section is appended to test_lynkr.py without this line)
 from test_lynkr import _has_key, _isolated  # noqa: F401  (_isolated: the autouse fixture must be in scope)
 
 # (draft only, drop when appended) `import *` also brought test_lynkr's tests in: keep pytest from running them here
@@ -23,7 +23,6 @@ ANTH_KEY = "sk-ant-api03-lynkr-upstream-4b5c6d"
 ANTH_ENV_CANARY = "sk-ant-env-canary-must-not-leak-2d"  # ANTHROPIC_API_KEY in lynkr's env: never sent upstream
 COMPAT_KEY = "compat-fake-key-1f2e3d"
 PV_SECRETS = (CLIENT_KEY, ANTH_ENV_CANARY)
-PV_ROUTES = {"default", "background", "think", "long_context", "web_search", "explicit", "map", "fallback"}
 PV_USAGE = {"prompt_tokens": 1200, "completion_tokens": 34, "total_tokens": 1234,
             "prompt_tokens_details": {"cached_tokens": 1000}}
 PV_ANTH_USAGE = {"input_tokens": 200, "output_tokens": 34, "cache_creation_input_tokens": 0,
@@ -103,7 +102,7 @@ class FakeOpenAIFamily(FakeHTTP):
     top_keys: frozenset | None = PV_OAI_KEYS  # None: unknown top-level keys are ignored (lenient vendor)
     keeps_cache_control = False
     reasoning_models = True  # gpt-5*/o-series reject max_tokens/temperature/top_p
-    max_tokens_caps: ClassVar[dict[str, int]] = {}
+    max_tokens_caps: tuple[tuple[str, int], ...] = ()  # (model prefix, most output tokens)
 
     @property
     def hello(self) -> str:
@@ -154,7 +153,7 @@ class FakeOpenAIFamily(FakeHTTP):
                          "Use 'max_completion_tokens' instead.")
             p += [f"Unsupported parameter: '{k}' is not supported with this model." for k in ("temperature", "top_p")
                   if k in b]
-        for prefix, cap in self.max_tokens_caps.items():
+        for prefix, cap in self.max_tokens_caps:
             mt = b.get("max_tokens", b.get("max_completion_tokens"))
             if model.startswith(prefix) and isinstance(mt, int) and mt > cap:
                 p.append(f"Invalid max_tokens value, the valid range of max_tokens is [1, {cap}]")
@@ -365,7 +364,7 @@ class FakeOpenAICompatible(FakeOpenAIFamily):
     key = COMPAT_KEY
     top_keys = None
     reasoning_models = False
-    max_tokens_caps: ClassVar[dict[str, int]] = {"deepseek": 8192}
+    max_tokens_caps = (("deepseek", 8192),)
 
 
 class FakeAnthropic(FakeHTTP):
@@ -621,7 +620,7 @@ class TestPresets:
             assert any(b.get("type") == "tool_result" and b.get("tool_use_id") == call_["id"] for b in blocks), sent
         pv_no_leak(st_.fake)
 
-    def test_plain_request_headers_on_error_free_json(self, pv_stacks):
+    def test_minimal_request_gets_route_headers(self, pv_stacks):
         st_ = pv_stacks("ollama")
         r = st_.proxy.post(base_req(model="claude-sonnet-4-5"))
         assert pv_text(pv_answer(r, False)) == st_.fake.hello
@@ -658,15 +657,11 @@ class TestPresets:
         finally:
             fake.close()
 
-    @pytest.mark.parametrize("preset,var,extra", [
-        ("openai", "OPENAI_API_KEY", {}),
-        ("gemini", "GEMINI_API_KEY", {}),
-        ("openrouter", "OPENROUTER_API_KEY", {}),
-        ("azure-openai", "AZURE_OPENAI_API_KEY", {}),
-        ("anthropic", "LYNKR_ANTHROPIC_API_KEY", {}),
-    ])
-    def test_selected_preset_without_key_starts_and_answers_503(self, make_proxy, preset, var, extra):
-        p = make_proxy({"MODEL_PROVIDER": preset, **extra})
+    @pytest.mark.parametrize("preset,var", [
+        ("openai", "OPENAI_API_KEY"), ("gemini", "GEMINI_API_KEY"), ("openrouter", "OPENROUTER_API_KEY"),
+        ("azure-openai", "AZURE_OPENAI_API_KEY"), ("anthropic", "LYNKR_ANTHROPIC_API_KEY")])
+    def test_selected_preset_without_key_starts_and_answers_503(self, make_proxy, preset, var):
+        p = make_proxy({"MODEL_PROVIDER": preset})
         for stream in (False, True):
             r = p.post(base_req(stream=stream))
             assert r.status == 503 and r.etype == "api_error", (r.status, r.data)
@@ -674,28 +669,29 @@ class TestPresets:
         assert p.call("GET", "/health").status == 200
 
 
-class TestPresetQuirks:
-    CC_FETCH = {"name": "WebFetch", "description": "Fetch a URL", "input_schema": {
-        "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "additionalProperties": False,
-        "properties": {
-            "url": {"type": "string", "format": "uri", "description": "The URL to fetch"},
-            "when": {"type": "string", "format": "date-time"},
-            "mode": {"type": "string", "enum": ["fast", "full"], "format": "enum"},
-            "tags": {"type": "array", "items": {"type": "string", "format": "email"}, "uniqueItems": True},
-            "opts": {"type": "object", "propertyNames": {"pattern": "^[a-z]+$"},
-                     "patternProperties": {"^x-": {"type": "string"}},
-                     "additionalProperties": {"type": "number", "multipleOf": 0.5}},
-            "old": {"type": "string", "deprecated": True},
-            "nested": {"anyOf": [{"type": "object", "additionalProperties": False,
-                                  "properties": {"u": {"type": "string", "format": "uri-reference"}}},
-                                 {"type": "null"}]},
-        },
-        "required": ["url"]}}
+PV_CC_FETCH = {"name": "WebFetch", "description": "Fetch a URL", "input_schema": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "additionalProperties": False,
+    "properties": {
+        "url": {"type": "string", "format": "uri", "description": "The URL to fetch"},
+        "when": {"type": "string", "format": "date-time"},
+        "mode": {"type": "string", "enum": ["fast", "full"], "format": "enum"},
+        "tags": {"type": "array", "items": {"type": "string", "format": "email"}, "uniqueItems": True},
+        "opts": {"type": "object", "propertyNames": {"pattern": "^[a-z]+$"},
+                 "patternProperties": {"^x-": {"type": "string"}},
+                 "additionalProperties": {"type": "number", "multipleOf": 0.5}},
+        "old": {"type": "string", "deprecated": True},
+        "nested": {"anyOf": [{"type": "object", "additionalProperties": False,
+                              "properties": {"u": {"type": "string", "format": "uri-reference"}}},
+                             {"type": "null"}]},
+    },
+    "required": ["url"]}}
 
+
+class TestPresetQuirks:
     def test_gemini_tool_schemas_cleaned(self, pv_stacks):
         st_ = pv_stacks("gemini")
         body = cc_body(stream=False)
-        body["tools"].append(self.CC_FETCH)
+        body["tools"].append(PV_CC_FETCH)
         r = st_.proxy.post(body, path="/v1/messages?beta=true", headers=CC_HEADERS)
         assert r.status == 200, pv_diag(r, st_.fake, proxy=st_.proxy)
         tools = {dig(t, "function.name"): dig(t, "function.parameters") for t in st_.fake.last.body["tools"]}
@@ -788,8 +784,9 @@ class TestPresetQuirks:
         calls_ = [b for b in first["content"] if b["type"] == "tool_use"]
         assert len(calls_) == 1 and calls_[0]["input"] == {"city": "Paris"} and TOOL_ID.match(calls_[0]["id"]), first
         body["messages"] += [assistant(first["content"]), user([tool_result(calls_[0]["id"], "18C")])]
-        second = pv_answer(st_.proxy.post(body), stream)
-        assert pv_text(second) == "Sunny ✓", pv_diag(Resp(200, {}, b""), st_.fake)
+        r = st_.proxy.post(body)
+        assert r.status == 200, pv_diag(r, st_.fake)
+        assert pv_text(pv_answer(r, stream)) == "Sunny ✓"
         sent = st_.fake.last.body["messages"]
         ids = [tc["id"] for m in sent for tc in m.get("tool_calls") or []]
         assert len(ids) == 1 and [m["tool_call_id"] for m in sent if m["role"] == "tool"] == ids, sent
@@ -1111,6 +1108,20 @@ class TestRouting:
             oa.close()
             lo.close()
 
+    def test_concurrent_streams_to_three_providers(self, routes):
+        """Claude Code sends background (haiku) calls while a main turn streams: no cross-talk between providers."""
+        bodies = [(base_req(stream=True, messages=[user(f"main {i}")]), routes.oa) for i in range(3)]
+        bodies += [(base_req(model="claude-haiku-4-5", stream=True, messages=[user(f"bg {i}")]), routes.lo)
+                   for i in range(3)]
+        bodies += [(base_req(stream=True, messages=[user(f"think {i}")], **THINK), routes.an) for i in range(3)]
+        for f in routes.fakes:  # each fake's own answer, streamed slowly so that the nine streams overlap
+            f.push(*[lambda rec, f=f: dataclasses.replace(f.default(rec), gap=0.004)] * 3)
+        with ThreadPoolExecutor(len(bodies)) as ex:
+            results = list(ex.map(lambda bf: routes.proxy.post(bf[0]), bodies))
+        for (body, fake), r in zip(bodies, results):
+            assert pv_text(pv_answer(r, True)) == fake.hello, (body["messages"], r.headers)
+        assert [len(f.requests) for f in routes.fakes] == [3, 3, 3]
+
     def test_unknown_provider_in_model_is_400_listing_known(self, routes):
         for stream in (False, True):
             r = routes.proxy.post(base_req(model="nope,some-model", stream=stream))
@@ -1239,6 +1250,25 @@ class TestOriginalKindsInConfig:
 
 
 class TestConfigLocation:
+    @pytest.mark.parametrize("how", ["--config", "LYNKR_CONFIG"])
+    def test_named_file_beats_the_one_in_cwd(self, tmp_path, make_proxy, how):
+        used, ignored, an = FakeOpenAI(), FakeOpenAI(), FakeAnthropic()
+        try:
+            (tmp_path / "lynkr.toml").write_text(pv_two_provider_toml(ignored, an))
+            named = tmp_path / "named.toml"
+            named.write_text(pv_two_provider_toml(used, an))
+            extra, args = dict(PV_KEY_ENV), ("--port", "0")
+            if how == "--config":
+                args = (*args, "--config", str(named))
+            else:
+                extra["LYNKR_CONFIG"] = str(named)
+            p = make_proxy(extra, args=args)
+            assert p.post(base_req()).status == 200
+            assert len(used.requests) == 1 and ignored.requests == []
+        finally:
+            for f in (used, ignored, an):
+                f.close()
+
     @pytest.mark.parametrize("where", ["cwd", "--config", "LYNKR_CONFIG"])
     def test_two_providers_at_once(self, tmp_path, make_proxy, where):
         oa, an = FakeOpenAI(), FakeAnthropic()
@@ -1348,7 +1378,7 @@ class TestFallback:
         assert (len(first.requests), len(second.requests), len(third.requests)) == (2, 2, 2)
 
     def test_metrics_are_labelled_with_provider_names(self, chain):
-        p, first, second, third = chain()
+        p, first, _second, _third = chain()
         first.push(first.error(503, "down", "server_error"))
         assert p.post(base_req()).status == 200
         assert p.post(base_req(model="claude-sonnet-4-5")).status == 200
@@ -1373,7 +1403,7 @@ class TestFallback:
             assert first.stamps[-1] < second.stamps[-1] < third.stamps[-1]
 
     def test_unreachable_first_falls_back(self, chain):
-        p, first, second, third = chain(first_url=f"http://127.0.0.1:{free_port()}")
+        p, _first, second, third = chain(first_url=f"http://127.0.0.1:{free_port()}")
         r = p.post(base_req(stream=True))
         assert pv_text(pv_answer(r, True)) == second.hello, pv_diag(r, second, third, proxy=p)
         pv_headers(r, "second", "claude-sonnet-4-5", "fallback")
@@ -1434,19 +1464,20 @@ BAD_CONFIGS = [
     ("route-unknown-provider", PV_GOOD_PROVIDERS + '[router]\ndefault = "ghost,gpt-4.1"\n', ("default", "ghost")),
     ("background-unknown-provider", PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\nbackground = "ghost,m"\n',
      ("background", "ghost")),
-    ("fallback-unknown-provider", PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\n[router.fallback]\n'
-                                                      'default = ["ghost,m"]\n', ("ghost",)),
-    ("unset-var", '[providers.good]\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
-                  'api_key = "$PV_SURELY_UNSET_VAR"\n[router]\ndefault = "good,gpt-4.1"\n',
-     ("api_key", "PV_SURELY_UNSET_VAR")),
-    ("unset-var-braces", '[providers.good]\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
-                         'api_key = "${PV_SURELY_UNSET_VAR}"\n[router]\ndefault = "good,gpt-4.1"\n',
-     ("api_key", "PV_SURELY_UNSET_VAR")),
+    ("fallback-unknown-provider", PV_GOOD_PROVIDERS + ('[router]\ndefault = "good,gpt-4.1"\n[router.fallback]\n'
+                                                       'default = ["ghost,m"]\n'), ("ghost",)),
+    ("unset-var", PV_GOOD_PROVIDERS.replace("sk-inline-key-for-bad-config-tests", "$PV_SURELY_UNSET_VAR")
+     + '[router]\ndefault = "good,gpt-4.1"\n', ("api_key", "PV_SURELY_UNSET_VAR")),
+    ("unset-var-braces", PV_GOOD_PROVIDERS.replace("sk-inline-key-for-bad-config-tests", "${PV_SURELY_UNSET_VAR}")
+     + '[router]\ndefault = "good,gpt-4.1"\n', ("api_key", "PV_SURELY_UNSET_VAR")),
     ("no-comma", PV_GOOD_PROVIDERS + '[router]\ndefault = "gpt-4.1"\n', ("default",)),
     ("empty-model", PV_GOOD_PROVIDERS + '[router]\ndefault = "good,"\n', ("default",)),
     ("empty-provider", PV_GOOD_PROVIDERS + '[router]\ndefault = ",gpt-4.1"\n', ("default",)),
     ("fallback-no-comma", PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\n[router.fallback]\n'
                                               'default = ["good"]\n', ("fallback",)),
+    ("unknown-route", PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\nthinking = "good,o3"\n', ("thinking",)),
+    ("bad-threshold", PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\nlong_context_threshold = "lots"\n',
+     ("long_context_threshold",)),
     ("toml-syntax", PV_GOOD_PROVIDERS + '[router\ndefault = "good,gpt-4.1"\n', ()),
     ("unknown-setting", PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\n[settings]\nNOT_A_LYNKR_SETTING = "1"\n',
      ("NOT_A_LYNKR_SETTING",)),
@@ -1687,3 +1718,19 @@ class TestProvidersClaudeCode:
         assert [q.headers.get("x-api-key") for q in st_.fake.requests] == [ANTH_KEY, ANTH_KEY]
         assert "hello-from-tool" in json.dumps(st_.fake.last.body["messages"][-1])
         pv_no_leak(st_.fake)
+
+    def test_haiku_model_goes_to_the_background_route(self, claude, routes, tmp_path):
+        """claude-haiku-4-5 comes with thinking enabled: background beats think; Bash round trip through Ollama."""
+        def respond(rec: Recorded) -> Reply:
+            results = [m["content"] for m in rec.body["messages"] if m["role"] == "tool"]
+            if results:
+                return pv_oai_reply(rec, f"The command printed: {result_text(results[-1]).strip()}")
+            return pv_oai_reply(rec, None, finish="tool_calls", tools=[
+                ("call_bg_1", "Bash", {"command": "echo hello-from-tool", "description": "Print a marker"})])
+
+        routes.lo.push(respond, respond)
+        out = pv_claude(claude, routes.proxy, tmp_path, "run echo hello-from-tool", model="claude-haiku-4-5")
+        assert out["num_turns"] == 2 and out["result"] == "The command printed: hello-from-tool", out
+        assert len(routes.lo.requests) == 2 and routes.oa.requests == [] and routes.an.requests == []
+        assert all(q.body["model"] == "qwen2.5-coder:7b" for q in routes.lo.requests)
+        assert routes.lo.requests[0].body.get("thinking") is None
