@@ -526,6 +526,12 @@ METRIC_DEFINITIONS: dict[str, tuple[str, str, tuple[float, ...]]] = {
 }
 
 
+# Prometheus label bounds (see Metrics._bounded): enough for every real model, route and tool name.
+METRIC_LABEL_MAX_CHARS = 80
+METRIC_LABEL_MAX_VALUES = 200
+METRIC_KEY_CACHE_MAX = 20000
+
+
 class Metrics:
     """A tiny Prometheus registry: counters, gauges and fixed-bucket histograms with labels."""
 
@@ -534,6 +540,18 @@ class Metrics:
         self.histograms: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
         # (name, labels as passed) -> the sorted key: a few updates per request skip the sort.
         self._keys: dict[tuple[Any, ...], tuple[str, tuple[tuple[str, str], ...]]] = {}
+        self._label_values: dict[str, set[str]] = {}  # label name -> the values admitted so far
+
+    def _bounded(self, label: str, value: Any) -> str:
+        """Label values are capped in length and in number per label: a client sending a new 1 MB model
+        name per request must not grow /metrics (or this registry) without bound."""
+        text = str(value)[:METRIC_LABEL_MAX_CHARS]
+        seen = self._label_values.setdefault(label, set())
+        if text not in seen:
+            if len(seen) >= METRIC_LABEL_MAX_VALUES:
+                return "other"
+            seen.add(text)
+        return text
 
     def _key(self, name: str, labels: dict[str, Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
         raw: tuple[Any, ...] | None = (name, *labels.items())
@@ -542,8 +560,8 @@ class Metrics:
         except TypeError:  # an unhashable label value: not remembered, sorted every time
             raw, key = None, None
         if key is None:
-            key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
-            if raw is not None:
+            key = (name, tuple(sorted((k, self._bounded(k, v)) for k, v in labels.items())))
+            if raw is not None and len(self._keys) < METRIC_KEY_CACHE_MAX:
                 self._keys[raw] = key
         return key
 
@@ -889,6 +907,8 @@ SETTINGS: tuple[Setting, ...] = (
     # -- MCP --
     S("MCP_SERVER_MANIFEST", "", "One MCP manifest file (also accepts Claude Code's .mcp.json)."),
     S("MCP_MANIFEST_DIRS", "~/.claude/mcp", "Folders whose *.json files are MCP manifests (separated by ; : or ,)."),
+    S("MCP_ALLOW_WORKSPACE_MANIFEST", "false", "Accept MCP manifests inside WORKSPACE_ROOT (the model can write "
+      "there; the file tools still may not touch them).", parse_bool),
     S("MCP_CALL_TIMEOUT_MS", "60000", "Longest one MCP tool call may take.", _millis(1)),
     S("MCP_STARTUP_TIMEOUT_MS", "30000", "Longest an MCP server may take to start and initialize.", _millis(1)),
     S("MCP_READY_WAIT_MS", "3000", "How long startup waits for MCP servers before accepting requests.", _millis(0)),
@@ -4286,6 +4306,28 @@ def glob_match(path: str, pattern: str) -> bool:
     return bool(_glob_regex(pattern.lstrip("/")).match(path))
 
 
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+
+
+def non_global_address(address: str) -> str:
+    """Why an address is not a public Internet host ("" when it is). IPv6 forms that carry an IPv4
+    address (mapped, 6to4, Teredo, NAT64) are judged by that address too: http://[2002:7f00:1::]/ is
+    127.0.0.1. Shared address space (100.64.0.0/10), site-local and reserved ranges are not global."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    candidates: list[Any] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        candidates += [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
+        candidates += list(ip.teredo or ())
+        if ip in NAT64_PREFIX:
+            candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    for candidate in candidates:
+        if not candidate.is_global or candidate.is_multicast:
+            return f"{candidate} is not a global unicast address"
+        if isinstance(candidate, ipaddress.IPv6Address) and candidate.is_site_local:
+            return f"{candidate} is site-local"
+    return ""
+
+
 @dataclass
 class Policy:
     max_steps: int = 8
@@ -4374,10 +4416,9 @@ class Policy:
         if self.web_allowed_hosts:
             raise ToolDenied(f"host {host} is not in WEB_SEARCH_ALLOWED_HOSTS")
         for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast \
-                    or ip.is_unspecified:
-                raise ToolDenied(f"host {host} resolves to the non-public address {address}; "
+            blocked = non_global_address(address)
+            if blocked:
+                raise ToolDenied(f"host {host} resolves to {address}, which is not globally routable ({blocked}); "
                                  "add it to WEB_SEARCH_ALLOWED_HOSTS to allow it")
 
 
@@ -4477,12 +4518,13 @@ class WorkspacePaths:
     """Maps user paths into WORKSPACE_ROOT, or refuses them."""
 
     def __init__(self, root: str, policy: Policy, private_dirs: Iterable[tuple[str, str]] = (),
-                 private_files: Iterable[str] = ()) -> None:
-        """private_dirs: (folder, the setting that placed it there) pairs lynkr keeps to itself."""
+                 private_files: Iterable[tuple[str, str]] = ()) -> None:
+        """private_dirs / private_files: (folder or file, the setting that placed it there) pairs lynkr keeps
+        to itself: its state, the session store, MCP manifests (which name programs lynkr runs)."""
         self.root = os.path.realpath(root)
         self.policy = policy
         self.private_dirs = [(os.path.realpath(d), setting) for d, setting in private_dirs]
-        self.private_files = {os.path.realpath(f) for f in private_files}
+        self.private_files = {os.path.realpath(f): setting for f, setting in private_files}
 
     def inside(self, real_path: str) -> bool:
         return real_path == self.root or os.path.commonpath([self.root, real_path]) == self.root
@@ -4504,7 +4546,7 @@ class WorkspacePaths:
             if real == private or os.path.commonpath([private, real]) == private:
                 raise ToolDenied(f"{user_path} is inside lynkr's own state ({setting})")
         if real in self.private_files:
-            raise ToolDenied(f"{user_path} is lynkr's session store (SESSION_DB_PATH)")
+            raise ToolDenied(f"{user_path} is lynkr's own file ({self.private_files[real]})")
         rel = os.path.relpath(real, self.root).replace(os.sep, "/")
         if rel == "." and not allow_root:
             raise ToolFailed("path must name a file, not the workspace root")
@@ -7105,28 +7147,55 @@ def parse_mcp_manifest(data: Any, source: str) -> list[MCPServerSpec]:
     raise ValueError("expected {\"servers\": [...]}, a list of servers, or {\"mcpServers\": {...}}")
 
 
-def discover_mcp_servers(cfg: Config, log: Logger) -> list[MCPServerSpec]:
+def discover_mcp_servers(cfg: Config, log: Logger) -> tuple[list[MCPServerSpec], list[str]]:
+    """The MCP servers the manifests name, and the manifest files read. A manifest inside the workspace
+    is refused unless MCP_ALLOW_WORKSPACE_MANIFEST=true: the model can write there, and a manifest names
+    programs lynkr runs as its user. Server names whose tool names could collide are refused."""
+    root = os.path.realpath(cfg.workspace_root)
+
+    def in_workspace(path: str) -> bool:
+        real = os.path.realpath(path)
+        return os.path.commonpath([root, real]) == root
+
+    allow_inside = cfg.settings.mcp_allow_workspace_manifest
     files: list[str] = []
     if cfg.settings.mcp_server_manifest:
-        files.append(os.path.expanduser(cfg.settings.mcp_server_manifest))
+        manifest = os.path.expanduser(cfg.settings.mcp_server_manifest)
+        if in_workspace(manifest) and not allow_inside:
+            raise ConfigError(f"MCP_SERVER_MANIFEST {manifest} is inside WORKSPACE_ROOT, where the model can rewrite "
+                              "it; move it out, or set MCP_ALLOW_WORKSPACE_MANIFEST=true to accept that")
+        files.append(manifest)
     for directory in re.split(r"[;:,]", cfg.settings.mcp_manifest_dirs):
         directory = os.path.expanduser(directory.strip())
         if directory and os.path.isdir(directory):
-            files += sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".json"))
+            found = sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".json"))
+            if found and in_workspace(directory) and not allow_inside:
+                log.warning("skipping MCP manifests inside WORKSPACE_ROOT (MCP_ALLOW_WORKSPACE_MANIFEST=true accepts "
+                            "them)", directory=directory)
+                continue
+            files += found
     specs: dict[str, MCPServerSpec] = {}
+    read: list[str] = []
     for path in files:
         try:
             with open(path, encoding="utf-8") as fh:
-                found = parse_mcp_manifest(json.load(fh), path)
+                found_specs = parse_mcp_manifest(json.load(fh), path)
         except (OSError, ValueError) as exc:  # one broken manifest must not stop the others
             log.warning("skipping MCP manifest", path=path, reason=str(exc))
             continue
-        for spec in found:
+        read.append(path)
+        for spec in found_specs:
             if spec.name in specs:
                 log.warning("duplicate MCP server name; keeping the first", server=spec.name, path=path)
                 continue
             specs[spec.name] = spec
-    return list(specs.values())
+    prefixes = {name: mcp_tool_name(name, "") for name in specs}  # "mcp_<server>_"
+    for first, first_prefix in prefixes.items():
+        for second, second_prefix in prefixes.items():
+            if first != second and second_prefix.startswith(first_prefix):
+                raise ConfigError(f"MCP servers {first!r} and {second!r} could give two tools the same name "
+                                  f"({second_prefix}... is also {first_prefix}...): rename one of them in its manifest")
+    return list(specs.values()), read
 
 
 @dataclass
@@ -7523,8 +7592,13 @@ class MCPManager:
 
     def register_tools(self, server: MCPServer) -> None:
         names = set()
+        owned = {n: s for s, tool_names in self.registered.items() if s != server.spec.name for n in tool_names}
         for tool_name, definition in server.tool_defs.items():
             name = mcp_tool_name(server.spec.name, tool_name)
+            if name in owned or (name in TOOLS and name not in self.registered.get(server.spec.name, set())):
+                self.log.error("MCP tool name taken; this tool is not offered", server=server.spec.name,
+                               tool=tool_name, name=name, owner=owned.get(name, "lynkr"))
+                continue
             schema = getattr(definition, "input_schema", None) or {"type": "object", "properties": {}}
             description = (getattr(definition, "description", "") or "").strip()
 
@@ -8026,6 +8100,7 @@ class Orchestrator:
 # becomes an Anthropic error response, and where every request gets its id and its log line.
 
 RouteHandler = Callable[["App", Request], Awaitable[Response]]
+CLAUDE_MODEL_NAME = re.compile(r"claude-[a-z0-9.-]{1,40}")
 
 
 def parse_json_body(req: Request) -> Any:
@@ -8217,6 +8292,7 @@ class App:
         self.started = time.monotonic()
         self.allowed_hosts = frozenset(cfg.allowed_hosts)
         self.allowed_origins = frozenset(o.lower().rstrip("/") for o in cfg.settings.lynkr_allowed_origins)
+        self.known_models = frozenset(model_id for model_id, _name in provider.advertised_models())
         self.bound_to_loopback = is_loopback_host(cfg.host)
         self.ready = False  # set once listening; cleared the moment shutdown starts
         self.draining = False
@@ -8224,6 +8300,13 @@ class App:
         self.max_in_flight = cfg.settings.max_concurrent_requests
         per_minute = cfg.settings.rate_limit_requests_per_min
         self.rate_limiter = RateLimiter(per_minute) if per_minute else None
+
+    def metric_model(self, model: str) -> str:
+        """The model label: names lynkr routes (listed in /v1/models) and Claude model names as they are,
+        anything else "other" (a client can send any string as a model name)."""
+        if not model or model in self.known_models or CLAUDE_MODEL_NAME.fullmatch(model):
+            return model
+        return "other"
 
     def not_ready_reason(self) -> str:
         if self.draining:
@@ -8380,7 +8463,7 @@ class App:
             self.in_flight -= 1
             METRICS.set("lynkr_in_flight_requests", self.in_flight)
         route = req.route or "unmatched"
-        provider, model = req.log.get("provider", ""), req.log.get("model", "")
+        provider, model = req.log.get("provider", ""), self.metric_model(req.log.get("model", ""))
         METRICS.inc("lynkr_requests_total", route=route, method=req.method, status=status, provider=provider,
                     model=model)
         METRICS.observe("lynkr_request_duration_seconds", time.monotonic() - started, route=route)
@@ -8454,8 +8537,9 @@ def build_app(cfg: Config, log: Logger) -> App:
     root = os.path.realpath(cfg.workspace_root)
     if os.path.commonpath([db_dir, root]) != db_dir:  # its folder is private unless it holds the whole workspace
         private_dirs.append((db_dir, "SESSION_DB_PATH"))
-    paths = WorkspacePaths(cfg.workspace_root, policy, private_dirs=private_dirs, private_files=db_files)
-    specs = discover_mcp_servers(cfg, log)
+    specs, manifests = discover_mcp_servers(cfg, log)
+    private_files = [(f, "SESSION_DB_PATH") for f in db_files] + [(m, "an MCP manifest") for m in manifests]
+    paths = WorkspacePaths(cfg.workspace_root, policy, private_dirs=private_dirs, private_files=private_files)
     sandbox = SandboxSettings.from_config(cfg)
     mcp = MCPManager(cfg, log, specs, sandbox) if specs else None
     tool_ctx = ToolContext(cfg, policy, paths, store, client, log, provider, mcp)

@@ -5746,7 +5746,9 @@ def need_mcp(npm: bool = True) -> None:
 
 def mcp_env(manifest: Path | None = None, **kw: Any) -> dict:
     """Proxy settings for MCP tests: wait for servers before listening (they are fast, the machine may not be)."""
-    env = {"LYNKR_INDEX_ON_START": "false", "MCP_READY_WAIT_MS": "30000", "SHUTDOWN_GRACE_MS": "2000"}
+    env = {"LYNKR_INDEX_ON_START": "false", "MCP_READY_WAIT_MS": "30000", "SHUTDOWN_GRACE_MS": "2000",
+           # these tests keep manifests in tmp_path, which is also WORKSPACE_ROOT (the confinement tests say no)
+           "MCP_ALLOW_WORKSPACE_MANIFEST": "true"}
     if manifest is not None:
         env["MCP_SERVER_MANIFEST"] = str(manifest)
     env.update({k: str(v) for k, v in kw.items()})

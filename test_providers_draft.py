@@ -1,5 +1,5 @@
 from test_lynkr import *  # (draft only: this section is appended to test_lynkr.py without this line)
-from test_lynkr import _has_key, _isolated  # noqa: F401  (_isolated: the autouse fixture must be in scope)
+from test_lynkr import _has_key, _isolated  # noqa: F401  (draft only; _isolated: the autouse fixture in scope)
 
 # (draft only, drop when appended) `import *` also brought test_lynkr's tests in: keep pytest from running them here
 for _name in [n for n in list(globals()) if n.startswith(("Test", "test_"))]:
@@ -64,13 +64,20 @@ def pv_oai_reply(rec: Recorded, text_: str | None, tools=(), finish: str = "stop
             field, words = reasoning
             chunks[1:1] = [oai_chunk({field: words[i : i + 7]}) for i in range(0, len(words), 7)]
         if dig(b, "stream_options.include_usage") is not True:
-            chunks = [c for c in chunks if c["choices"]]
+            chunks = [c for c in chunks if c["choices"]]  # no usage chunk unless asked for
         if prompt_filter:
             chunks.insert(0, {"id": "", "object": "", "created": 0, "model": "", "choices": [],
                               "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
                                   "hate": {"filtered": False, "severity": "safe"}}}]})
+        include_usage = dig(b, "stream_options.include_usage") is True
         for c in chunks:
             c["model"] = model if c["object"] else ""
+            if c["object"]:  # as api.openai.com streams them
+                c["system_fingerprint"] = "fp_pv0123"
+                if include_usage:
+                    c.setdefault("usage", None)
+            if c["choices"] and c["choices"][0]["delta"].get("role") == "assistant":
+                c["choices"][0]["delta"].update(content="", refusal=None)
             for tc in (c["choices"][0]["delta"].get("tool_calls") or []) if no_ids and c["choices"] else []:
                 tc.pop("id", None)
         data = oai_sse(chunks)
