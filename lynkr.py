@@ -88,6 +88,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import traceback
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -344,8 +345,35 @@ def json_dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+# JSON may escape a lone surrogate (`"\ud800"`); decoded, it is a str that UTF-8 cannot encode. In JSON
+# text such a character can only sit inside a string literal, so escaping it again keeps the JSON valid
+# and the text as it was. Only the rare failing encode pays for the search.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def escape_surrogates(json_text: str) -> str:
+    return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", json_text)
+
+
+def utf8_json(json_text: str) -> bytes:
+    try:
+        return json_text.encode()
+    except UnicodeEncodeError:
+        return escape_surrogates(json_text).encode()
+
+
+def storable_json(obj: Any) -> str:
+    """JSON text SQLite can store (its driver encodes UTF-8 strictly)."""
+    text = json_dumps(obj)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return escape_surrogates(text)
+    return text
+
+
 def json_bytes(obj: Any) -> bytes:
-    return json_dumps(obj).encode()
+    return utf8_json(json_dumps(obj))
 
 
 _ENCODED_TOOLS: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
@@ -392,12 +420,23 @@ def new_id(prefix: str, nbytes: int = 12) -> str:
     return prefix + chunk.hex()
 
 
+def error_log_fields(exc: BaseException, with_content: bool = False) -> dict[str, str]:
+    """What an unexpected exception may put in the log: its type and where it was raised. Its message
+    can quote request content (a UnicodeEncodeError holds the whole prompt), so only with LOG_BODIES."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].name} line {frames[-1].lineno}" if frames else "?"
+    fields = {"error": type(exc).__name__, "where": where}
+    if with_content:
+        fields["detail"] = repr(exc)[:4000]
+    return fields
+
+
 def json_response(status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
     return Response(status, [("content-type", "application/json"), *headers], json_bytes(obj))
 
 
 def sse_event(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json_dumps(data)}\n\n".encode()
+    return utf8_json(f"event: {event}\ndata: {json_dumps(data)}\n\n")
 
 
 PING_EVENT = b'event: ping\ndata: {"type":"ping"}\n\n'
@@ -486,7 +525,10 @@ class Logger:
         else:
             line = json_dumps({"ts": ts, "level": level, "msg": msg, **fields})
         try:
-            self.stream.write(line + "\n")
+            try:
+                self.stream.write(line + "\n")
+            except UnicodeEncodeError:  # a lone surrogate from a client or upstream: keep the line, escaped
+                self.stream.write(escape_surrogates(line) + "\n")
             self.stream.flush()
         except (OSError, ValueError):  # stderr closed: logging must never take the proxy down
             pass
@@ -940,7 +982,8 @@ SETTINGS: tuple[Setting, ...] = (
       "within this (slowloris protection).", _millis(100)),
     S("MAX_CONCURRENT_REQUESTS", "2048", "Requests handled at once; more are refused at once with retry-after.",
       _whole(1)),
-    S("RATE_LIMIT_REQUESTS_PER_MIN", "0", "Per-client request limit (by client key, else address); 0 = off.",
+    S("RATE_LIMIT_REQUESTS_PER_MIN", "0", "Per-client request limit (by the verified LYNKR_API_KEY, else the client's "
+      "address); 0 = off.",
       _whole(0)),
     S("LOG_FORMAT", "json", "json | text.", _choice("json", "text")),
     S("LOG_LEVEL", "info", "debug | info | warning | error.", _choice(*LOG_LEVELS)),
@@ -1195,7 +1238,7 @@ class HTTPServer:
         except (ConnectionError, asyncio.CancelledError, _ReadTimeout, TimeoutError):
             pass
         except Exception as exc:  # a bug: log it once, drop only this connection
-            self.log.error("connection failed", client=client, error=repr(exc))
+            self.log.error("connection failed", client=client, **error_log_fields(exc))
         finally:
             self._connections.pop(task, None)
             writer.close()
@@ -2699,7 +2742,7 @@ class OpenAIStreamTranslator:
         if self.stops:  # only needed to tell a stop sequence from a natural end
             self.text_tail = (self.text_tail + text)[-256:]
         # The hot path of every stream: the same bytes sse_event() would build, without the dicts.
-        return out + TEXT_DELTA_EVENT % (self.next_index - 1, json_dumps(text).encode())
+        return out + TEXT_DELTA_EVENT % (self.next_index - 1, utf8_json(json_dumps(text)))
 
     def text_literal(self, literal: str) -> bytes:
         """A text delta whose JSON string literal (quotes included) came straight from upstream."""
@@ -4076,7 +4119,7 @@ def message_hash(message: dict[str, Any]) -> str:
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
     clean = [{k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b for b in blocks]
     canonical = json.dumps({"role": message.get("role"), "content": clean}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return hashlib.sha256(utf8_json(canonical)).hexdigest()[:32]
 
 
 def _common_prefix(seen: list[str], messages: list[dict[str, Any]]) -> int:
@@ -4124,20 +4167,20 @@ def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
     rows: list[tuple[Any, ...]] = []
     for message in turn.messages[common:]:
         kind = "user" if message.get("role") != "assistant" else "assistant"
-        rows.append((kind, message.get("role"), json_dumps(message.get("content")), None, None, None, None))
+        rows.append((kind, message.get("role"), storable_json(message.get("content")), None, None, None, None))
     for message in turn.server_turns:
-        rows.append(("server_tool", message.get("role"), json_dumps(message.get("content")), turn.model, None, None,
+        rows.append(("server_tool", message.get("role"), storable_json(message.get("content")), turn.model, None, None,
                      turn.provider))
     if turn.reply is not None:
-        rows.append(("assistant", "assistant", json_dumps(turn.reply.get("content")), turn.model,
-                     json_dumps(turn.usage or turn.reply.get("usage") or {}), turn.cache, turn.provider))
+        rows.append(("assistant", "assistant", storable_json(turn.reply.get("content")), turn.model,
+                     storable_json(turn.usage or turn.reply.get("usage") or {}), turn.cache, turn.provider))
         history.append(message_hash(turn.reply))
     if row is None:
         db.execute("INSERT INTO sessions (id, created_at, updated_at, history) VALUES (?, ?, ?, ?)",
-                   (turn.session_id, now, now, json_dumps(history)))
+                   (turn.session_id, now, now, storable_json(history)))
     else:
         db.execute("UPDATE sessions SET updated_at = ?, history = ? WHERE id = ?",
-                   (now, json_dumps(history), turn.session_id))
+                   (now, storable_json(history), turn.session_id))
     db.executemany(
         "INSERT INTO turns (session_id, created_at, kind, role, content, model, usage, cache, request_id, provider)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -4203,7 +4246,7 @@ def prompt_fingerprint(req: dict[str, Any], target_model: str) -> str:
         {**m, "content": _without_cache_control(m["content"])} if isinstance(m.get("content"), list) else m
         for m in canonical["messages"]]
     text = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(utf8_json(text)).hexdigest()
 
 
 class PromptCache:
@@ -4609,7 +4652,7 @@ async def run_tool(ctx: ToolContext, name: str, args: Any) -> ToolResult:
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except Exception as exc:  # a bug in a tool must not take the turn down
-        ctx.log.error("tool crashed", tool=name, error=repr(exc))
+        ctx.log.error("tool crashed", tool=name, **error_log_fields(exc, ctx.cfg.log_bodies))
         return ToolResult(f"{name} failed unexpectedly: {exc!r}", True)
     if isinstance(output, ToolResult):
         return output
@@ -8329,10 +8372,9 @@ class App:
             raise LynkrError(f"lynkr is at MAX_CONCURRENT_REQUESTS ({self.max_in_flight}); retry shortly",
                              status=503, error_type="api_error", headers={"retry-after": "1", "x-should-retry": "true"})
         if self.rate_limiter is not None:
-            auth = req.headers.get("authorization", "")
-            client_key = req.headers.get("x-api-key") or (auth[7:] if auth[:7].lower() == "bearer " else "")
-            key = "key:" + hashlib.sha256(client_key.encode()).hexdigest()[:16] if client_key else \
-                "addr:" + req.client.rsplit(":", 1)[0]
+            # The verified identity only: the client key when lynkr checks one (check_access ran first),
+            # else the address. An unchecked x-api-key is a header anyone can vary per request.
+            key = "key" if self.cfg.api_key else "addr:" + req.client.rsplit(":", 1)[0]
             wait = self.rate_limiter.take(key)
             if wait > 0:
                 METRICS.inc("lynkr_rejected_requests_total", reason="rate_limit")
@@ -8424,7 +8466,8 @@ class App:
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except Exception as exc:  # a bug: the client still gets an Anthropic error, the log gets the detail
-            self.log.error("unhandled error", request_id=req.request_id, error=repr(exc), path=req.path)
+            self.log.error("unhandled error", request_id=req.request_id, path=req.path,
+                           **error_log_fields(exc, self.cfg.log_bodies))
             response = self.error_response(LynkrError(f"internal error in lynkr (request id {req.request_id})"),
                                            req.request_id)
         response.headers.extend(req.reply_headers.items())
