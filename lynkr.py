@@ -60,6 +60,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import fnmatch
 import functools
 import gc
@@ -4572,6 +4573,103 @@ class WorkspacePaths:
     def inside(self, real_path: str) -> bool:
         return real_path == self.root or os.path.commonpath([self.root, real_path]) == self.root
 
+    # -- race-free access beneath the root --
+    # resolve() checks a path; between that check and the use, a directory on the way can be swapped
+    # for a symlink to a folder outside. So every file a tool reads or writes is then opened component
+    # by component from the root's directory descriptor with O_NOFOLLOW: a swapped component fails
+    # (ELOOP/ENOTDIR) instead of being followed, temp files are created in the same directory
+    # descriptor and renamed there, and only regular files are opened (a FIFO would block a thread,
+    # a device could be anything).
+
+    def _parent_fd(self, rel: str, create: bool = False) -> tuple[int, str]:
+        """(descriptor of rel's folder, rel's last component), walked from the root without following links."""
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        if not parts or ".." in parts:
+            raise ToolFailed(f"{rel}: not a file path inside the workspace")
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts[:-1]:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o777, dir_fd=fd)
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except OSError as exc:
+            os.close(fd)
+            raise self._changed(rel, exc) from None
+        return fd, parts[-1]
+
+    @staticmethod
+    def _changed(rel: str, exc: OSError) -> Exception:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return ToolDenied(f"{rel}: a folder on the way is (or became) a symlink; not followed")
+        if exc.errno == errno.ENOENT:
+            return ToolFailed(f"{rel}: no such file")
+        return ToolFailed(f"{rel}: {exc.strerror}")
+
+    def read_bytes(self, rel: str, limit: int) -> bytes:
+        """Up to limit + 1 bytes of a regular file (the extra byte tells the caller it was cut)."""
+        parent, name = self._parent_fd(rel)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+        except OSError as exc:
+            raise self._changed(rel, exc) from None
+        finally:
+            os.close(parent)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ToolFailed(f"{rel}: not a regular file (FIFOs, sockets and devices are never opened)")
+            return fh.read(limit + 1)
+
+    def exists(self, rel: str) -> bool:
+        try:
+            parent, name = self._parent_fd(rel)
+        except ToolFailed:
+            return False
+        try:
+            os.stat(name, dir_fd=parent, follow_symlinks=False)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(parent)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Atomic write: a temp file beside the target, in the same directory descriptor, then renamed."""
+        parent, name = self._parent_fd(rel, create=True)
+        tmp = f".lynkr-{new_id('', 8)}.tmp"
+        try:
+            mode = 0o644
+            with contextlib.suppress(OSError):
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    raise ToolFailed(f"{rel} is a directory")
+                mode = st.st_mode & 0o7777
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    os.fchmod(fh.fileno(), mode)
+                os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=parent)
+                raise
+        except OSError as exc:
+            raise self._changed(rel, exc) from None
+        finally:
+            os.close(parent)
+
+    def unlink(self, rel: str) -> None:
+        parent, name = self._parent_fd(rel)
+        try:
+            os.unlink(name, dir_fd=parent)
+        except OSError as exc:
+            raise self._changed(rel, exc) from None
+        finally:
+            os.close(parent)
+
     def resolve(self, user_path: Any, *, allow_root: bool = True) -> tuple[str, str]:
         """-> (absolute real path, POSIX path relative to the root). Raises ToolDenied/ToolFailed."""
         if not isinstance(user_path, str) or not user_path.strip():
@@ -4662,14 +4760,15 @@ async def run_tool(ctx: ToolContext, name: str, args: Any) -> ToolResult:
 # -- Files --
 
 MAX_READ_BYTES = 1024 * 1024  # larger reads are cut (with a note) so one call cannot flood the context
+# A patched file is read whole for its roll-back copy (files this large are refused before that).
+MAX_PATCH_BACKUP_BYTES = 64 * 1024 * 1024
 # Folders no search or listing descends into: VCS internals, dependency and build caches.
 IGNORED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox",
                           ".mypy_cache", ".pytest_cache", ".ruff_cache", "dist", "build", "target", ".lynkr"})
 
 
-def _read_text(path: str, limit: int = MAX_READ_BYTES) -> tuple[str, bool]:
-    with open(path, "rb") as fh:
-        data = fh.read(limit + 1)
+def _read_workspace_text(ctx: ToolContext, rel: str, limit: int = MAX_READ_BYTES) -> tuple[str, bool]:
+    data = ctx.paths.read_bytes(rel, limit)
     if b"\x00" in data[:8192]:
         raise ToolFailed("file looks binary; not shown")
     return data[:limit].decode("utf-8", errors="replace"), len(data) > limit
@@ -4697,10 +4796,8 @@ def _atomic_write(path: str, data: bytes) -> None:
        "line_numbers": {"type": "boolean", "description": "Prefix each line with its number"}},
       ["path"])
 def tool_fs_read(ctx: ToolContext, args: dict[str, Any]) -> str:
-    real, rel = ctx.paths.resolve(args["path"], allow_root=False)
-    if not os.path.isfile(real):
-        raise ToolFailed(f"{rel}: no such file")
-    text, truncated = _read_text(real)
+    _real, rel = ctx.paths.resolve(args["path"], allow_root=False)
+    text, truncated = _read_workspace_text(ctx, rel)
     lines = text.splitlines(keepends=True)
     start = args.get("start_line", 1)
     end = min(args.get("end_line", len(lines)), len(lines))
@@ -4718,14 +4815,9 @@ def tool_fs_read(ctx: ToolContext, args: dict[str, Any]) -> str:
 @tool("fs_write", "Create or overwrite a text file in the workspace (atomic; parent folders are created).",
       {"path": {"type": "string"}, "content": {"type": "string"}}, ["path", "content"])
 def tool_fs_write(ctx: ToolContext, args: dict[str, Any]) -> str:
-    real, rel = ctx.paths.resolve(args["path"], allow_root=False)
-    if os.path.isdir(real):
-        raise ToolFailed(f"{rel} is a directory")
-    os.makedirs(os.path.dirname(real), exist_ok=True)
-    # Re-check after creating folders: a folder created by a racing symlink must not be followed out.
-    real, rel = ctx.paths.resolve(args["path"], allow_root=False)
+    _real, rel = ctx.paths.resolve(args["path"], allow_root=False)
     data = args["content"].encode("utf-8")
-    _atomic_write(real, data)
+    ctx.paths.write_bytes(rel, data)  # folders created and the file written beneath the root, no link followed
     return f"wrote {len(data)} bytes to {rel}"
 
 
@@ -4883,15 +4975,13 @@ def tool_edit_patch(ctx: ToolContext, args: dict[str, Any]) -> str:
             raise ToolFailed("a file patch names /dev/null on both sides")
         real, rel = ctx.paths.resolve(target, allow_root=False)
         if patch.old_path is None:
-            if os.path.exists(real):
+            if ctx.paths.exists(rel):
                 raise ToolFailed(f"{rel} already exists; the patch creates it")
             lines: list[str] = []
             trailing_newline = True
         else:
-            old_real, _ = ctx.paths.resolve(patch.old_path, allow_root=False)
-            if not os.path.isfile(old_real):
-                raise ToolFailed(f"{patch.old_path}: no such file")
-            text, truncated = _read_text(old_real)
+            _old_real, old_rel = ctx.paths.resolve(patch.old_path, allow_root=False)
+            text, truncated = _read_workspace_text(ctx, old_rel)
             if truncated:
                 raise ToolFailed(f"{rel} is too large to patch")
             trailing_newline = text.endswith("\n") or not text
@@ -4904,20 +4994,20 @@ def tool_edit_patch(ctx: ToolContext, args: dict[str, Any]) -> str:
             planned.append((real, rel, content.encode("utf-8")))
     backups: list[tuple[str, bytes | None]] = []
     try:
-        for real, _rel, data in planned:
-            backups.append((real, open(real, "rb").read() if os.path.exists(real) else None))
+        for _real, rel, data in planned:
+            previous = ctx.paths.read_bytes(rel, MAX_PATCH_BACKUP_BYTES) if ctx.paths.exists(rel) else None
+            backups.append((rel, previous))
             if data is None:
-                os.unlink(real)
+                ctx.paths.unlink(rel)
             else:
-                os.makedirs(os.path.dirname(real), exist_ok=True)
-                _atomic_write(real, data)
-    except OSError:
-        for real, previous in reversed(backups):  # roll back what was written
-            with contextlib.suppress(OSError):
+                ctx.paths.write_bytes(rel, data)
+    except (OSError, ToolFailed, ToolDenied):
+        for rel, previous in reversed(backups):  # roll back what was written
+            with contextlib.suppress(OSError, ToolFailed, ToolDenied):
                 if previous is None:
-                    os.unlink(real)
+                    ctx.paths.unlink(rel)
                 else:
-                    _atomic_write(real, previous)
+                    ctx.paths.write_bytes(rel, previous)
         raise
     return "patched " + ", ".join(f"{rel}{' (deleted)' if data is None else ''}" for _r, rel, data in planned)
 
@@ -4990,8 +5080,8 @@ def _search_python(ctx: ToolContext, base: str, args: dict[str, Any], limit: int
         if is_dir or (glob and not glob_match(rel, glob)):
             continue
         try:
-            text, _ = _read_text(real)
-        except (ToolFailed, OSError):
+            text, _ = _read_workspace_text(ctx, rel)
+        except (ToolFailed, ToolDenied, OSError):
             continue
         for number, line in enumerate(text.splitlines(), 1):
             if pattern.search(line):
@@ -7018,11 +7108,18 @@ def write_claude_md(root: str, body: str) -> str:
     """Own only the marked block of CLAUDE.md: hand-written text around it is kept byte for byte."""
     path = os.path.join(root, "CLAUDE.md")
     block = f"{CLAUDE_MD_BEGIN}\n{body}{CLAUDE_MD_END}\n"
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:  # newline="": CRLF text stays CRLF
-            existing = fh.read()
+    try:  # never through a symlink: a CLAUDE.md linked to a file outside would be read, then copied in
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         existing = None
+    except OSError as exc:
+        raise ToolFailed(f"CLAUDE.md is {'a symlink' if exc.errno == errno.ELOOP else 'unreadable'}: lynkr "
+                         "neither follows nor replaces it (LYNKR_CLAUDE_MD=false stops trying)") from None
+    else:
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ToolFailed("CLAUDE.md is not a regular file: lynkr leaves it alone")
+            existing = fh.read().decode("utf-8", errors="replace")  # bytes: CRLF text stays CRLF
     if existing is None:
         content = "# CLAUDE.md\n\n" + block
     elif CLAUDE_MD_BEGIN in existing and CLAUDE_MD_END in existing:
@@ -7065,7 +7162,10 @@ def rebuild_and_document(ctx: ToolContext) -> dict[str, Any]:
     if ctx.cfg.settings.lynkr_claude_md:
         latest = ctx.store_call(_db_test_runs, 1) if ctx.loop is not None else []
         summary = project_summary(index, latest[0] if latest else None, ctx.policy.coverage_files)
-        result["claude_md"] = os.path.relpath(write_claude_md(index.root, render_claude_md(summary)), index.root)
+        try:
+            result["claude_md"] = os.path.relpath(write_claude_md(index.root, render_claude_md(summary)), index.root)
+        except ToolFailed as exc:
+            result["claude_md_error"] = str(exc)
     return result
 
 
@@ -8724,7 +8824,10 @@ def run_index_command(cfg: Config) -> int:
             db.close()
     summary = project_summary(index, latest, policy.coverage_files)
     if cfg.settings.lynkr_claude_md:
-        write_claude_md(index.root, render_claude_md(summary))
+        try:
+            write_claude_md(index.root, render_claude_md(summary))
+        except ToolFailed as exc:
+            print(f"lynkr: {exc}", file=sys.stderr)
     print(f"indexed {stats.files} files ({stats.parsed} parsed, {stats.deleted} removed) in {stats.seconds:g} s: "
           f"{stats.symbols} symbols, {stats.refs} references [{stats.parser}]")
     print(json.dumps(summary, indent=2, ensure_ascii=False))
