@@ -14,7 +14,7 @@ for _name, _obj in list(globals().items()):
 # real MCP servers) and checks the safe outcome: nothing staged or fetched, no marker file, no secret in a
 # tool result, the session store or the upstream request, a closed connection, a refused start-up.
 
-CONF_SECRETS = {"DATABRICKS_API_KEY": "dapi-env-canary-1111", "LYNKR_API_KEY": "lynkr-env-canary-2222",
+CONF_SECRETS = {"DATABRICKS_API_KEY": DBX_KEY, "LYNKR_API_KEY": "lynkr-env-canary-2222",
                 "OPENAI_API_KEY": "sk-openai-env-canary-3333", "AZURE_ANTHROPIC_API_KEY": "azure-env-canary-4444"}
 CONF_GLOB_REFUSED = re.compile(r"not accepted", re.I)
 CONF_ENV_DUMP = """\
@@ -24,7 +24,7 @@ print("ENV " + json.dumps(dict(os.environ)))
 print("============================== 1 passed in 0.01s ===============================")
 """
 CONF_MARKER_HOOK = """#!/bin/sh
-echo ran >> "{marker}"
+echo {what} >> "{marker}"
 exit 0
 """
 
@@ -167,7 +167,9 @@ class TestConfinementGitRemotes:
                        f"file://{other}"):
             content, is_error = gws.call("workspace_git_pull", {"remote": remote})
             assert is_error is True, (remote, content)
-            assert "origin" in content and "outside-canary" not in content, (remote, content)
+            assert "outside-canary" not in content, (remote, content)
+            if remote.startswith("linkout/"):  # a well-formed name that is no remote: the answer lists the real ones
+                assert "origin" in content, (remote, content)
         fetched = subprocess.run(["git", "cat-file", "-e", outside_sha], cwd=gws.repo, env=gw_git_env(),
                                  capture_output=True, timeout=30)
         assert fetched.returncode != 0, "an outside repository's commit was fetched"
@@ -177,7 +179,8 @@ class TestConfinementGitRemotes:
         for remote in ("linkout/otherbare.git", str(bare)):
             content, is_error = gws.call("workspace_git_push", {"remote": remote, "branch": "main"})
             assert is_error is True, (remote, content)
-            assert "origin" in content, content
+            if remote.startswith("linkout/"):
+                assert "origin" in content, (remote, content)
         assert gw_git(gws.tmp, "--git-dir", str(bare), "for-each-ref").strip() == "", "a push wrote outside"
         # the configured remote still works both ways
         gws.ok("workspace_git_push", {"remote": "origin", "branch": "main"})
@@ -194,7 +197,7 @@ class TestConfinementSubprocessEnv:
         env_file, hook_env_file = gws.out / "env.json", gws.out / "hook-env.json"
         script = gws.out / "envdump.py"
         script.write_text(CONF_ENV_DUMP)
-        conf_executable(gws.repo / ".git" / "hooks" / "pre-commit",
+        conf_executable(gws.repo / ".git" / "hooks" / "post-commit",
                         f"#!{sys.executable}\nimport json, os, pathlib\n"
                         f"pathlib.Path({str(hook_env_file)!r}).write_text(json.dumps(dict(os.environ)))\n")
         lkey = CONF_SECRETS["LYNKR_API_KEY"]
@@ -243,8 +246,8 @@ class TestConfinementGitHooks:
 
     def test_hooks_path_into_the_workspace_is_not_run_unless_allowed(self, gws):
         marker = gws.out / "hook-ran"
-        conf_executable(gws.repo / ".githooks" / "pre-commit", CONF_MARKER_HOOK.format(marker=marker))
-        conf_executable(gws.repo / ".githooks" / "post-commit", CONF_MARKER_HOOK.format(marker=marker))
+        for hook in ("pre-commit", "commit-msg", "post-commit"):
+            conf_executable(gws.repo / ".githooks" / hook, CONF_MARKER_HOOK.format(what=hook, marker=marker))
         gws.git("config", "core.hooksPath", ".githooks")
         gws.write("src/app.py", "def main():\n    return 7\n")
         gws.git("add", "src/app.py")
@@ -257,13 +260,14 @@ class TestConfinementGitHooks:
         gws.git("add", "src/app.py")
         gws.start(POLICY_GIT_ALLOW_HOOKS="true")
         assert gws.ok("workspace_git_commit", {"message": "with hooks"}).startswith("committed")
-        assert marker.read_text().split() == ["ran", "ran"], "POLICY_GIT_ALLOW_HOOKS=true: the hooks should run"
+        ran = marker.read_text().split() if marker.exists() else []
+        assert "pre-commit" in ran and "post-commit" in ran, f"POLICY_GIT_ALLOW_HOOKS=true: the hooks should run: {ran}"
 
     def test_implicit_bare_repository_in_the_workspace_is_refused(self, tmp_path, make_proxy):
         ws = tmp_path / "ws"
         ws.mkdir()
         marker = tmp_path / "fsmonitor-ran"
-        fsmonitor = conf_executable(tmp_path / "fsmonitor.sh", CONF_MARKER_HOOK.format(marker=marker))
+        fsmonitor = conf_executable(tmp_path / "fsmonitor.sh", CONF_MARKER_HOOK.format(what="fsmonitor", marker=marker))
         gw_git(tmp_path, "init", "-q", "--bare", str(ws))  # HEAD, config, objects/, refs/ as plain files; no .git
         gw_git(ws, "config", "core.bare", "false")
         gw_git(ws, "config", "core.worktree", ".")
@@ -441,14 +445,17 @@ app.run("stdio")
 
     def test_manifest_inside_the_workspace_is_refused_at_startup(self, tmp_path):
         manifest = write_manifest(tmp_path / "mcp.json", {"mcpServers": {}})
-        r = run_lynkr(tmp_path, mcp_env(manifest), timeout=30)
+        env = mcp_env(manifest)
+        env.pop("MCP_ALLOW_WORKSPACE_MANIFEST", None)  # WORKSPACE_ROOT is tmp_path: no opt-in here
+        r = run_lynkr(tmp_path, env, timeout=30)
         assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and "MCP_SERVER_MANIFEST" in lines[0] and "MCP_ALLOW_WORKSPACE_MANIFEST" in lines[0], \
             r.stderr
         assert "Traceback" not in r.stderr
         nested = write_manifest(tmp_path / ".claude" / "servers.json", {"mcpServers": {}})
-        r = run_lynkr(tmp_path, mcp_env(nested), timeout=30)
+        env["MCP_SERVER_MANIFEST"] = str(nested)
+        r = run_lynkr(tmp_path, env, timeout=30)
         assert r.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in r.stderr, (r.returncode, r.stderr[-2000:])
 
     def test_allowed_workspace_manifest_is_blocked_for_file_tools(self, tmp_path, make_proxy):
@@ -471,13 +478,15 @@ app.run("stdio")
         # alone, each server starts and offers mcp_alpha_beta_gamma: the script and manifest are sound
         solo = write_manifest(tmp_path / "cfg" / "solo.json",
                               {"mcpServers": {"alpha_beta": self._entry(script, "alpha_beta", "gamma")}})
-        p = make_proxy(mcp_env(solo))
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        p = make_proxy(mcp_env(solo, WORKSPACE_ROOT=ws))
         assert "answered by alpha_beta/gamma" in mcp_text(mcp_call(p, "mcp_alpha_beta_gamma"))
         p.stop()
         both = write_manifest(tmp_path / "cfg" / "both.json", {"mcpServers": {
             "alpha_beta": self._entry(script, "alpha_beta", "gamma"),
             "alpha": self._entry(script, "alpha", "beta_gamma")}})
-        r = run_lynkr(tmp_path, mcp_env(both), timeout=40)
+        r = run_lynkr(tmp_path, mcp_env(both, WORKSPACE_ROOT=ws), timeout=40)
         assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
         named = conf_lines_with(r.stderr, "mcp_alpha_beta_gamma")
         assert len(named) == 1, r.stderr[-3000:]

@@ -3895,8 +3895,8 @@ def snapshot(top: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="class", params=SEARCH_IMPLS)
 def escape_ws(request, tmp_path_factory):
     """One proxy over an escape-test tree; `python` runs with a PATH that has no rg, `ripgrep` needs rg."""
-    if request.param == "ripgrep" and shutil.which("rg") is None:
-        pytest.skip("ripgrep (rg) is not installed; the pure-Python search is tested instead")
+    if request.param == "ripgrep":
+        require_e2e("ripgrep (rg): apt-get install ripgrep", shutil.which("rg") is not None)
     top = tmp_path_factory.mktemp("escape")
     repo = build_escape_tree(top)
     nobin = top / "empty-bin"
@@ -4087,9 +4087,7 @@ class TestWorkspaceTools:
     @pytest.mark.parametrize("impl", SEARCH_IMPLS)
     def test_search_query_is_never_an_option(self, agent, workspace, tmp_path, impl):
         if impl == "ripgrep":
-            require_rg = shutil.which("rg")
-            if require_rg is None:
-                pytest.skip("ripgrep (rg) is not installed; the pure-Python search is tested instead")
+            require_e2e("ripgrep (rg): apt-get install ripgrep", shutil.which("rg") is not None)
             st = agent()
         else:
             (tmp_path / "no-rg").mkdir()
