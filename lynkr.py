@@ -945,6 +945,14 @@ SETTINGS: tuple[Setting, ...] = (
     S("WORKSPACE_TEST_COMMAND", "", "Test command (run without a shell); default detected: pytest, npm test, ...",
       parse_shell_words),
     S("WORKSPACE_TEST_TIMEOUT_MS", "600000", "Longest a test run may take.", _millis(1)),
+    S("POLICY_SANDBOX", "auto", "Where test runs execute: bwrap (bubblewrap: only the workspace writable, secrets "
+      "and lynkr's state hidden, no network), none (on the host), or auto (bwrap when it works, said at start-up).",
+      _choice("auto", "bwrap", "none")),
+    S("POLICY_SANDBOX_NETWORK", "false", "Give sandboxed test runs the network.", parse_bool),
+    S("POLICY_SANDBOX_HIDE", "", "More host paths sandboxed runs must not see (comma list; ~ is your home).",
+      _words),
+    S("POLICY_SANDBOX_READ", "", "Paths under /tmp (or hidden ones) sandboxed runs may still read, e.g. a "
+      "toolchain (comma list); the sandbox's /tmp is private otherwise.", _words),
     S("WORKSPACE_TEST_COVERAGE_FILES", "", "Coverage reports to read (comma list): Istanbul JSON, coverage.py JSON, "
       "lcov.", _words),
     # -- MCP --
@@ -4393,6 +4401,10 @@ class Policy:
     coverage_files: tuple[str, ...] = ()
     git_allow_hooks: bool = False
     subprocess_env: tuple[str, ...] = ()  # operator-added names passed to programs tools run
+    sandbox: str = "none"  # bwrap | none: resolved at start-up from POLICY_SANDBOX (see resolve_sandbox)
+    sandbox_network: bool = False
+    sandbox_hide: tuple[str, ...] = ()
+    sandbox_read: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
@@ -4417,6 +4429,10 @@ class Policy:
             coverage_files=s.workspace_test_coverage_files,
             git_allow_hooks=s.policy_git_allow_hooks,
             subprocess_env=s.lynkr_subprocess_env,
+            sandbox=s.policy_sandbox,
+            sandbox_network=s.policy_sandbox_network,
+            sandbox_hide=s.policy_sandbox_hide,
+            sandbox_read=s.policy_sandbox_read,
         )
 
     GIT_GATES = {  # action -> (attribute, variable that allows it)
@@ -5616,6 +5632,77 @@ def tool_git_unstage(ctx: ToolContext, args: dict[str, Any]) -> str:
     return "unstaged " + shown_paths(paths)
 
 
+# -- the sandbox for programs the model can shape (test runs) --
+#
+# A test run executes workspace code the model wrote (a test file, a conftest.py, a package.json
+# script). Under bubblewrap it sees the host read-only, the workspace as the only writable place
+# (plus a private /tmp), no network unless POLICY_SANDBOX_NETWORK, and neither lynkr's state nor the
+# usual credential files. A sandbox that was asked for and cannot start is an error, never a run on
+# the host.
+
+SANDBOX_HIDDEN_HOME = (".ssh", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".gnupg", ".netrc",
+                       ".git-credentials", ".npmrc", ".pypirc", ".databrickscfg", ".claude", ".claude.json",
+                       ".config/lynkr", ".config/gh", ".local/share/keyrings")
+
+
+def bwrap_argv(root: str, hidden_dirs: Iterable[str], hidden_files: Iterable[str], extra_hide: Iterable[str],
+               network: bool, readable: Iterable[str] = ()) -> list[str]:
+    argv = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all"]
+    if network:
+        argv.append("--share-net")
+    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    home = os.path.expanduser("~")
+    secrets = [os.path.join(home, p) for p in SANDBOX_HIDDEN_HOME] + [os.path.expanduser(p) for p in extra_hide]
+    for path in secrets:
+        if os.path.isdir(path) and not os.path.islink(path):
+            argv += ["--tmpfs", path]
+        elif os.path.lexists(path):
+            argv += ["--ro-bind", "/dev/null", path]
+    for path in readable:
+        path = os.path.realpath(os.path.expanduser(path))
+        if os.path.exists(path):
+            argv += ["--ro-bind", path, path]
+    argv += ["--bind", root, root]
+    hidden = [d for d in hidden_dirs if os.path.isdir(d)]
+    for path in hidden:  # after the workspace bind: lynkr's state inside it disappears too
+        argv += ["--tmpfs", path]
+    for path in hidden_files:  # (a file inside a hidden folder is gone already)
+        if os.path.isfile(path) and not any(os.path.commonpath([d, path]) == d for d in hidden):
+            argv += ["--ro-bind", "/dev/null", path]
+    return [*argv, "--chdir", root, "--"]
+
+
+def sandbox_prefix(ctx: ToolContext) -> list[str]:
+    if ctx.policy.sandbox != "bwrap":
+        return []
+    return bwrap_argv(ctx.paths.root, [d for d, _s in ctx.paths.private_dirs], list(ctx.paths.private_files),
+                      ctx.policy.sandbox_hide, ctx.policy.sandbox_network, ctx.policy.sandbox_read)
+
+
+def resolve_sandbox(requested: str) -> tuple[str, str]:
+    """POLICY_SANDBOX -> (bwrap | none, what to say at start-up). Raises ConfigError when a sandbox that
+    was asked for cannot start."""
+    if requested == "none":
+        return "none", "test runs execute on the host (POLICY_SANDBOX=none)"
+    problem = ""
+    if shutil.which("bwrap") is None:
+        problem = "bubblewrap (bwrap) is not installed (apt-get install bubblewrap)"
+    else:
+        try:
+            probe = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "--", "true"],
+                                   capture_output=True, timeout=15, stdin=subprocess.DEVNULL, check=False)
+            if probe.returncode != 0:
+                problem = "bwrap cannot create its namespaces here: " + \
+                    probe.stderr.decode("utf-8", "replace").strip()[:300]
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problem = f"bwrap did not run: {exc}"
+    if not problem:
+        return "bwrap", "test runs execute in a bubblewrap sandbox (POLICY_SANDBOX)"
+    if requested == "bwrap":
+        raise ConfigError(f"POLICY_SANDBOX=bwrap, but {problem}; lynkr never runs tests unsandboxed instead")
+    return "none", f"test runs execute on the host: {problem} (POLICY_SANDBOX=auto)"
+
+
 def test_command(ctx: ToolContext) -> str:
     return ctx.policy.workspace_test_command or detect_test_command(ctx.paths.root)
 
@@ -5961,8 +6048,8 @@ def tool_test_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     is_repo = git(ctx, "rev-parse", "--is-inside-work-tree", check=False).strip() == "true"
     tree_id = worktree_tree_id(ctx) if is_repo else ""
     started = time.time()
-    result = run_command(argv, ctx.paths.root, ctx.policy.test_timeout_s, tail_bytes=TEST_OUTPUT_TAIL_BYTES,
-                         env=program_env(ctx.policy.subprocess_env))
+    result = run_command([*sandbox_prefix(ctx), *argv], ctx.paths.root, ctx.policy.test_timeout_s,
+                         tail_bytes=TEST_OUTPUT_TAIL_BYTES, env=program_env(ctx.policy.subprocess_env))
     coverage = [read_coverage(os.path.join(ctx.paths.root, f)) for f in ctx.policy.coverage_files]
     run = {
         "command": command, "started_at": started, "duration_ms": round(result.duration_s * 1000),
@@ -8680,6 +8767,8 @@ def build_app(cfg: Config, log: Logger) -> App:
     root = os.path.realpath(cfg.workspace_root)
     if os.path.commonpath([db_dir, root]) != db_dir:  # its folder is private unless it holds the whole workspace
         private_dirs.append((db_dir, "SESSION_DB_PATH"))
+    policy.sandbox, sandbox_note = resolve_sandbox(cfg.settings.policy_sandbox)
+    cfg.notices.append(sandbox_note)
     specs, manifests = discover_mcp_servers(cfg, log)
     private_files = [(f, "SESSION_DB_PATH") for f in db_files] + [(m, "an MCP manifest") for m in manifests]
     paths = WorkspacePaths(cfg.workspace_root, policy, private_dirs=private_dirs, private_files=private_files)

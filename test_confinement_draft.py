@@ -18,8 +18,7 @@ CONF_SECRETS = {"DATABRICKS_API_KEY": DBX_KEY, "LYNKR_API_KEY": "lynkr-env-canar
                 "OPENAI_API_KEY": "sk-openai-env-canary-3333", "AZURE_ANTHROPIC_API_KEY": "azure-env-canary-4444"}
 CONF_GLOB_REFUSED = re.compile(r"not accepted", re.I)
 CONF_ENV_DUMP = """\
-import json, os, pathlib, sys
-pathlib.Path(sys.argv[1]).write_text(json.dumps(dict(os.environ)))
+import json, os
 print("ENV " + json.dumps(dict(os.environ)))
 print("============================== 1 passed in 0.01s ===============================")
 """
@@ -61,7 +60,7 @@ class TestConfinementGitPathspecs:
         gws.write(".env", "API_TOKEN=env-canary-9d2e\n")  # untracked, blocked by default
         gws.write("src/server.pem", "-----BEGIN PRIVATE KEY-----\npem-canary-77b1\n")
 
-    @pytest.mark.parametrize("spec", [".e*", "*", ":(glob)**", ":(icase).ENV", "src/*.pem", ".en[v]", ":!README.md"])
+    @pytest.mark.parametrize("spec", [".e*", "*", ":(glob)**", ":(icase).ENV", "src/*", ".en[v]", ":!README.md", "?env"])
     def test_globs_and_magic_are_refused_and_nothing_is_staged(self, gws, spec):
         self._secrets(gws)
         gws.write("src/app.py", "def main():\n    return 2\n")
@@ -194,7 +193,7 @@ class TestConfinementSubprocessEnv:
 
     def test_test_runs_and_hooks_never_see_keys(self, gws, new_dbx):
         fake = new_dbx()
-        env_file, hook_env_file = gws.out / "env.json", gws.out / "hook-env.json"
+        hook_env_file = gws.repo / ".git" / "hook-env.json"  # inside: a sandbox may keep the rest read-only
         script = gws.out / "envdump.py"
         script.write_text(CONF_ENV_DUMP)
         conf_executable(gws.repo / ".git" / "hooks" / "post-commit",
@@ -202,17 +201,20 @@ class TestConfinementSubprocessEnv:
                         f"pathlib.Path({str(hook_env_file)!r}).write_text(json.dumps(dict(os.environ)))\n")
         lkey = CONF_SECRETS["LYNKR_API_KEY"]
         hdr = {"x-api-key": lkey}
-        gws.start(**CONF_SECRETS, DATABRICKS_API_BASE=fake.url, MY_VAR="my-var-passes-5555",
+        gws.start(**CONF_SECRETS, DATABRICKS_API_BASE=fake.url, MY_VAR="my-var-passes-5555", OTHER_VAR="other-6666",
                   LYNKR_SUBPROCESS_ENV="MY_VAR", POLICY_GIT_ALLOW_HOOKS="true", LYNKR_TOOLS="*",
-                  WORKSPACE_TEST_COMMAND=shlex.join([sys.executable, str(script), str(env_file)]))
+                  WORKSPACE_TEST_COMMAND=shlex.join([sys.executable, str(script)]))
         p = gws.proxy
         body = conf_call(p, "workspace_test_run", {}, hdr)
         assert body["is_error"] is False, body
-        seen = json.loads(env_file.read_text())
+        dumped = [ln[4:] for ln in body["content"].splitlines() if ln.startswith("ENV {")]
+        assert len(dumped) == 1, body["content"][-3000:]
+        seen = json.loads(dumped[0])
         for name, value in CONF_SECRETS.items():
             assert name not in seen and value not in json.dumps(seen), f"{name} reached the test command"
             assert value not in json.dumps(body), f"{name} is in the tool result"
         assert seen.get("MY_VAR") == "my-var-passes-5555", sorted(seen)
+        assert "OTHER_VAR" not in seen, "a variable nobody allowed reached the test command"
         assert seen.get("PATH") == os.environ.get("PATH", "/usr/bin:/bin") and seen.get("HOME") == str(gws.tmp / "home")
         assert not any(k.startswith(("LYNKR_", "DATABRICKS_", "AZURE_", "OPENAI_", "WORKSPACE_", "MODEL_"))
                        for k in seen), sorted(seen)
@@ -261,7 +263,8 @@ class TestConfinementGitHooks:
         gws.start(POLICY_GIT_ALLOW_HOOKS="true")
         assert gws.ok("workspace_git_commit", {"message": "with hooks"}).startswith("committed")
         ran = marker.read_text().split() if marker.exists() else []
-        assert "pre-commit" in ran and "post-commit" in ran, f"POLICY_GIT_ALLOW_HOOKS=true: the hooks should run: {ran}"
+        assert "post-commit" in ran, f"POLICY_GIT_ALLOW_HOOKS=true: the hooks should run: {ran}"
+        assert "pre-commit" in ran, f"POLICY_GIT_ALLOW_HOOKS=true: pre-commit did not run (commit --no-verify?): {ran}"
 
     def test_implicit_bare_repository_in_the_workspace_is_refused(self, tmp_path, make_proxy):
         ws = tmp_path / "ws"
@@ -285,12 +288,15 @@ class TestConfinementGitHooks:
 class TestConfinementHTTP:
     """Items 5, 6, 13, 14: request framing, origins, header limit, rate limit identity."""
 
-    def test_content_length_with_transfer_encoding_is_400_and_closes(self, dbx):
+    @pytest.mark.parametrize("order", ["cl-first", "te-first", "te-uppercase"])
+    def test_content_length_with_transfer_encoding_is_400_and_closes(self, dbx, order):
         smuggled = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         body = jbytes(base_req())
         chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        cl, te = b"content-length: %d\r\n" % len(chunked), b"transfer-encoding: chunked\r\n"
+        framing = {"cl-first": cl + te, "te-first": te + cl, "te-uppercase": b"Transfer-Encoding: CHUNKED\r\n" + cl}[order]
         head = (b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                b"anthropic-version: 2023-06-01\r\ncontent-length: %d\r\ntransfer-encoding: chunked\r\n\r\n" % len(chunked))
+                b"anthropic-version: 2023-06-01\r\n" + framing + b"\r\n")
         with socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=10) as s:
             s.sendall(head + chunked)
             f = s.makefile("rb")
@@ -334,16 +340,25 @@ class TestConfinementHTTP:
         assert r.status == 403 and r.etype == "permission_error", r.data[:300]
         assert not (tmp_path / "dev2.txt").exists()
 
+    @pytest.mark.parametrize("pieces", [False, True], ids=["one-write", "4k-writes"])
     @pytest.mark.parametrize("kib,ok", [(60, True), (70, False), (100, False)])
-    def test_header_limit_is_64_kib(self, dbx, kib, ok):
+    def test_header_limit_is_64_kib(self, dbx, kib, ok, pieces):
         pad = "x" * (kib * 1024)
         req = (f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {pad}\r\nConnection: close\r\n\r\n").encode()
+        out = b""
         with socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=10) as s:
-            s.sendall(req)
-            out = b""
-            s.settimeout(10)
-            while data := s.recv(65536):
-                out += data
+            try:
+                for i in range(0, len(req), 4096 if pieces else len(req)):
+                    s.sendall(req[i : i + (4096 if pieces else len(req))])
+                    if pieces:
+                        time.sleep(0.002)
+            except OSError:  # refused mid-head: the answer is already waiting
+                pass
+            try:
+                while data := s.recv(65536):
+                    out += data
+            except ConnectionResetError:
+                pass
         status = int(out.split(b" ", 2)[1]) if out.startswith(b"HTTP/1.") else None
         if ok:
             assert status == 200, out[:300]
@@ -465,7 +480,7 @@ app.run("stdio")
         p = make_proxy(mcp_env(manifest, MCP_ALLOW_WORKSPACE_MANIFEST="true", LYNKR_TOOLS="*"))
         assert mcp_servers(p)["tiny"]["status"] == "ready"
         evil = json.dumps({"mcpServers": {"evil": {"command": "sh", "args": ["-c", f"touch {tmp_path}/owned"]}}})
-        for path in ("mcp.json", "./mcp.json", str(manifest), "MCP.JSON"):
+        for path in ("mcp.json", "./mcp.json", str(manifest), "sub/../mcp.json"):
             body = conf_call(p, "fs_write", {"path": path, "content": evil})
             assert body["is_error"] is True, (path, body)
             assert manifest.read_text() == original, f"fs_write through {path!r} rewrote the manifest"
@@ -473,27 +488,34 @@ app.run("stdio")
         assert body["is_error"] is True and "answered" not in body["content"] and "tiny_mcp" not in body["content"], body
         assert manifest.read_text() == original and not (tmp_path / "owned").exists()
 
-    def test_colliding_tool_names_refuse_startup(self, tmp_path, make_proxy):
+    @pytest.mark.parametrize("first,second,tool_name", [
+        (("alpha_beta", "gamma"), ("alpha", "beta_gamma"), "mcp_alpha_beta_gamma"),  # a_b + c, a + b_c
+        (("my.srv", "ping"), ("my_srv", "ping"), "mcp_my_srv_ping"),  # names equal once sanitised
+    ], ids=["split-at-underscore", "sanitised-server-name"])
+    def test_colliding_tool_names_refuse_startup(self, tmp_path, make_proxy, first, second, tool_name):
         script = self._tiny(tmp_path)
-        # alone, each server starts and offers mcp_alpha_beta_gamma: the script and manifest are sound
-        solo = write_manifest(tmp_path / "cfg" / "solo.json",
-                              {"mcpServers": {"alpha_beta": self._entry(script, "alpha_beta", "gamma")}})
-        ws = tmp_path / "ws"
+        ws = tmp_path / "ws"  # manifests outside the workspace: only the collision is wrong
         ws.mkdir()
+        # alone, the first server starts and offers the tool: the script and manifest are sound
+        solo = write_manifest(tmp_path / "cfg" / "solo.json", {"mcpServers": {first[0]: self._entry(script, *first)}})
         p = make_proxy(mcp_env(solo, WORKSPACE_ROOT=ws))
-        assert "answered by alpha_beta/gamma" in mcp_text(mcp_call(p, "mcp_alpha_beta_gamma"))
+        assert f"answered by {first[0]}/{first[1]}" in mcp_text(mcp_call(p, tool_name))
         p.stop()
+        wait_for(lambda: not gw_pids_with(str(script)), 10, "the solo server to exit")
         both = write_manifest(tmp_path / "cfg" / "both.json", {"mcpServers": {
-            "alpha_beta": self._entry(script, "alpha_beta", "gamma"),
-            "alpha": self._entry(script, "alpha", "beta_gamma")}})
+            first[0]: self._entry(script, *first), second[0]: self._entry(script, *second)}})
         r = run_lynkr(tmp_path, mcp_env(both, WORKSPACE_ROOT=ws), timeout=40)
         assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
-        named = conf_lines_with(r.stderr, "mcp_alpha_beta_gamma")
-        assert len(named) == 1, r.stderr[-3000:]
-        rest = named[0].replace("mcp_alpha_beta_gamma", "")
-        assert "alpha_beta" in rest and re.search(r"\balpha\b", rest), f"both servers should be named: {named[0]}"
         assert "Traceback" not in r.stderr
-        assert not alive([int(x) for x in re.findall(r'"pid":\s*(\d+)', r.stderr)])
+
+        def names_both(line: str) -> bool:  # each server by its own name, not as a piece of the tool name
+            cleaned = line.replace(tool_name, "")
+            return (re.search(rf"(?<![\w.]){re.escape(first[0])}(?![\w.])", cleaned) is not None
+                    and re.search(rf"(?<![\w.]){re.escape(second[0])}(?![\w.])", cleaned) is not None)
+
+        named = [ln for ln in r.stderr.splitlines() if names_both(ln)]
+        assert len(named) == 1, f"one line should name both servers:\n{r.stderr[-3000:]}"
+        wait_for(lambda: not gw_pids_with(str(script)), 10, "no MCP server left running after the refused start")
 
 
 class TestConfinementLogsAndStreams:
@@ -534,7 +556,11 @@ class TestConfinementLogsAndStreams:
             st.fake.push(Reply(200, json.dumps(oai_completion("before \ud800 after")).encode(),
                                (("content-type", "application/json"),)))
         sid = f"conf-surrogate-{stream}"
-        r = st.proxy.post(base_req(stream=stream, messages=[user("say something odd")]), headers={"x-session-id": sid})
+        try:
+            r = st.proxy.post(base_req(stream=stream, messages=[user("say something odd")]),
+                              headers={"x-session-id": sid})
+        except http.client.HTTPException as exc:
+            pytest.fail(f"the response was cut without an error event: {exc!r}")
         assert r.status == 200, r.data[:500]
         rid = r.headers["request-id"]
         if stream:

@@ -81,6 +81,7 @@ if __name__ == "__main__":
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import copy
 import dataclasses
 import http.client
@@ -4971,6 +4972,8 @@ class GitWS:
         if self.proxy is not None:
             self.proxy.stop()
         extra = {"WORKSPACE_ROOT": str(self.repo), "LYNKR_INDEX_ON_START": "false", "PROMPT_CACHE_ENABLED": "false",
+                 # the test commands are scripts in tmp/outside: the sandbox's private /tmp must show them
+                 "POLICY_SANDBOX_READ": str(self.out),
                  **{k: str(v) for k, v in env.items()}}
         self.proxy = start_proxy(self.tmp, extra)
         self.proxies.append(self.proxy)
@@ -5580,8 +5583,9 @@ class TestTestHarness:
         script = gws.out / "stuck.py"
         script.write_text(GW_STUCK)
         pids_file = gws.out / "pids"
+        # on the host: this checks the process-group kill with host pids (TestSandbox covers the sandbox)
         gws.start(WORKSPACE_TEST_COMMAND=shlex.join([sys.executable, str(script), str(pids_file)]),
-                  WORKSPACE_TEST_TIMEOUT_MS="1500")
+                  WORKSPACE_TEST_TIMEOUT_MS="1500", POLICY_SANDBOX="none")
         t0 = time.monotonic()
         run = gws.run_tests(timeout=60)
         took = time.monotonic() - t0
@@ -8922,3 +8926,129 @@ class TestDialects:
                                           lynkr.model_facts("deepseek-chat"))
         assert ds["temperature"] == 0.5 and ds["top_k"] == 5 and "thinking" not in ds
         assert lynkr.model_facts("deepseek-chat").max_output == 8192
+
+
+# == 15. Git and tests: the test-run sandbox (bubblewrap) ==
+
+SANDBOX_PROBE = """\
+import json, os, pathlib, socket, sys
+out = {"env": dict(os.environ)}
+target = pathlib.Path(sys.argv[1])
+try:
+    target.write_text("escaped")
+    out["outside_write"] = "written"
+except OSError as exc:
+    out["outside_write"] = type(exc).__name__
+pathlib.Path("inside-marker.txt").write_text("ok")
+out["ssh_listing"] = sorted(os.listdir(os.path.expanduser("~/.ssh"))) if os.path.isdir(os.path.expanduser("~/.ssh")) else None
+out["state_listing"] = sorted(os.listdir(".lynkr")) if os.path.isdir(".lynkr") else None
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=2).close()
+    out["network"] = "connected"
+except OSError as exc:
+    out["network"] = type(exc).__name__
+print("SANDBOX-PROBE " + json.dumps(out))
+print("1 passed")
+"""
+
+
+class TestSandbox:
+    """Test runs execute the model's code: under bubblewrap it cannot write outside the workspace, read
+    credential files or lynkr's state, reach the network, or keep running after a timeout."""
+
+    @pytest.fixture
+    def sandboxed(self, gws):
+        require_e2e("bubblewrap (bwrap): apt-get install bubblewrap", shutil.which("bwrap") is not None)
+        home = gws.tmp / "home"
+        (home / ".ssh").mkdir(parents=True, exist_ok=True)
+        (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY MATERIAL")
+        listener = socket.create_server(("127.0.0.1", 0))
+        script = gws.out / "probe.py"
+        script.write_text(SANDBOX_PROBE)
+        target = gws.out / "escaped.txt"
+        cmd = shlex.join([sys.executable, str(script), str(target), str(listener.getsockname()[1])])
+        yield gws, cmd, target, home
+        listener.close()
+
+    @staticmethod
+    def probe(run: dict) -> dict:
+        line = next(l for l in run["_output"].splitlines() if l.startswith("SANDBOX-PROBE "))
+        return json.loads(line[len("SANDBOX-PROBE "):])
+
+    def test_bwrap_confines_a_test_run(self, sandboxed):
+        gws, cmd, target, _home = sandboxed
+        gws.start(WORKSPACE_TEST_COMMAND=cmd, POLICY_SANDBOX="bwrap", DATABRICKS_API_KEY="dapi-SECRET-VALUE",
+                  DATABRICKS_API_BASE="http://127.0.0.1:9", OPENAI_API_KEY="sk-SECRET-VALUE",
+                  AZURE_ANTHROPIC_API_KEY="az-SECRET-VALUE", AZURE_ANTHROPIC_ENDPOINT="http://127.0.0.1:9/anthropic",
+                  MY_TOOL_VAR="passed-on", LYNKR_SUBPROCESS_ENV="MY_TOOL_VAR",
+                  LYNKR_DATA_DIR=str(gws.repo / ".lynkr"))  # lynkr's state inside the workspace, as by default
+        run = gws.run_tests()
+        probe = self.probe(run)
+        assert run["passed"] is True, run
+        assert probe["outside_write"] != "written" and not target.exists(), probe["outside_write"]
+        assert (gws.repo / "inside-marker.txt").read_text() == "ok"  # the workspace stays writable
+        assert probe["ssh_listing"] == [], probe["ssh_listing"]  # credential folders are empty inside
+        assert probe["state_listing"] in (None, []), probe["state_listing"]  # lynkr's state is hidden
+        assert probe["network"] != "connected", probe["network"]
+        env = probe["env"]
+        assert env.get("MY_TOOL_VAR") == "passed-on" and env.get("PATH")
+        leaked = [k for k, v in env.items() if "SECRET-VALUE" in v]
+        assert not leaked, leaked
+        sessions = json.loads(gws.proxy.call("GET", "/v1/sessions").data)
+        assert "SECRET-VALUE" not in json.dumps(sessions)
+        notice = gws.proxy.wait_log(lambda o: "bubblewrap" in str(o.get("detail", "")), what="sandbox notice")
+        assert "POLICY_SANDBOX" in notice["detail"]
+
+    def test_network_when_allowed(self, sandboxed):
+        gws, cmd, _target, _home = sandboxed
+        gws.start(WORKSPACE_TEST_COMMAND=cmd, POLICY_SANDBOX="bwrap", POLICY_SANDBOX_NETWORK="true")
+        assert self.probe(gws.run_tests())["network"] == "connected"
+
+    def test_host_run_when_asked(self, sandboxed):
+        gws, cmd, target, _home = sandboxed
+        gws.start(WORKSPACE_TEST_COMMAND=cmd, POLICY_SANDBOX="none", OPENAI_API_KEY="sk-SECRET-VALUE")
+        probe = self.probe(gws.run_tests())
+        assert probe["outside_write"] == "written" and target.read_text() == "escaped"
+        assert probe["ssh_listing"] == ["id_ed25519"]
+        assert not [k for k, v in probe["env"].items() if "SECRET-VALUE" in v]  # the environment is scrubbed anyway
+
+    def test_a_stuck_sandboxed_run_is_killed(self, sandboxed):
+        gws, _cmd, _target, _home = sandboxed
+        script = gws.out / "stuck.py"
+        script.write_text(GW_STUCK)
+        gws.start(WORKSPACE_TEST_COMMAND=shlex.join([sys.executable, str(script), "pids.txt"]),
+                  WORKSPACE_TEST_TIMEOUT_MS="1500", POLICY_SANDBOX="bwrap")
+        t0 = time.monotonic()
+        run = gws.run_tests(timeout=60)
+        assert run["timed_out"] is True and 1.4 < time.monotonic() - t0 < 20
+        assert "stuck test started" in run["_output"]
+        # nothing of it is left: no process whose command line names the script
+        def leftovers() -> list[str]:
+            found = []
+            for proc in Path("/proc").iterdir():
+                if proc.name.isdigit():
+                    with contextlib.suppress(OSError):
+                        if str(script).encode() in (proc / "cmdline").read_bytes():
+                            found.append(proc.name)
+            return found
+        wait_for(lambda: not leftovers(), 10, "the sandboxed test command to be gone")
+
+    def test_a_sandbox_that_cannot_start_stops_startup(self, tmp_path):
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        for tool in ("git", "python3"):
+            found = shutil.which(tool)
+            if found:
+                (bin_dir / tool).symlink_to(found)
+        env = base_env(tmp_path, {"POLICY_SANDBOX": "bwrap", "PATH": str(bin_dir)})
+        r = run_lynkr(tmp_path, env=env)
+        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+        lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+        assert len(lines) == 1 and "POLICY_SANDBOX" in lines[0] and "bubblewrap" in lines[0], r.stderr
+        # auto on the same machine starts, and says test runs are on the host
+        p = spawn(tmp_path, {**env, "POLICY_SANDBOX": "auto"}).wait_ready()
+        try:
+            notice = p.wait_log(lambda o: "on the host" in str(o.get("detail", "")), what="host notice")
+            assert "bubblewrap" in notice["detail"]
+        finally:
+            p.stop()
