@@ -91,7 +91,7 @@ import time
 import tomllib
 import traceback
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -944,6 +944,8 @@ SETTINGS: tuple[Setting, ...] = (
       "detected).", parse_shell_words),
     S("WORKSPACE_TEST_COMMAND", "", "Test command (run without a shell); default detected: pytest, npm test, ...",
       parse_shell_words),
+    S("POLICY_GIT_TEST_DEPENDENCY_DIRS", "node_modules,.venv,venv", "Folders of the workspace linked into the "
+      "gate's clean checkout (dependencies the commit does not hold).", _words),
     S("WORKSPACE_TEST_TIMEOUT_MS", "600000", "Longest a test run may take.", _millis(1)),
     S("POLICY_SANDBOX", "auto", "Where test runs execute: bwrap (bubblewrap: only the workspace writable, secrets "
       "and lynkr's state hidden, no network), none (on the host), or auto (bwrap when it works, said at start-up).",
@@ -3970,13 +3972,19 @@ def _m003_test_runs(db: sqlite3.Connection) -> None:
     """)
 
 
+def _m005_test_run_checkout(db: sqlite3.Connection) -> None:
+    # Where a run executed: 'worktree' (the workspace as it is) or 'clean' (a checkout of exactly the
+    # tree it tested, which is what the commit gate counts since ignored files could decide a worktree run).
+    db.execute("ALTER TABLE test_runs ADD COLUMN checkout TEXT NOT NULL DEFAULT 'worktree'")
+
+
 def _m004_turn_provider(db: sqlite3.Connection) -> None:
     # Which provider answered each assistant turn (several serve one lynkr since providers became data).
     db.execute("ALTER TABLE turns ADD COLUMN provider TEXT")
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks, _m003_test_runs,
-                                                           _m004_turn_provider]
+                                                           _m004_turn_provider, _m005_test_run_checkout]
 
 
 def run_script(db: sqlite3.Connection, script: str) -> None:
@@ -4405,6 +4413,7 @@ class Policy:
     sandbox_network: bool = False
     sandbox_hide: tuple[str, ...] = ()
     sandbox_read: tuple[str, ...] = ()
+    git_test_dependency_dirs: tuple[str, ...] = ("node_modules", ".venv", "venv")
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
@@ -4433,6 +4442,7 @@ class Policy:
             sandbox_network=s.policy_sandbox_network,
             sandbox_hide=s.policy_sandbox_hide,
             sandbox_read=s.policy_sandbox_read,
+            git_test_dependency_dirs=s.policy_git_test_dependency_dirs,
         )
 
     GIT_GATES = {  # action -> (attribute, variable that allows it)
@@ -5672,11 +5682,79 @@ def bwrap_argv(root: str, hidden_dirs: Iterable[str], hidden_files: Iterable[str
     return [*argv, "--chdir", root, "--"]
 
 
-def sandbox_prefix(ctx: ToolContext) -> list[str]:
+def sandbox_prefix(ctx: ToolContext, checkout: str = "") -> list[str]:
+    """bwrap's argv before the command (none: nothing). With a clean checkout, it is the writable place and
+    the workspace is readable (its dependency folders are linked in)."""
     if ctx.policy.sandbox != "bwrap":
         return []
-    return bwrap_argv(ctx.paths.root, [d for d, _s in ctx.paths.private_dirs], list(ctx.paths.private_files),
-                      ctx.policy.sandbox_hide, ctx.policy.sandbox_network, ctx.policy.sandbox_read)
+    top = clean_checkout_top(checkout) if checkout else ctx.paths.root
+    readable = (*ctx.policy.sandbox_read, ctx.paths.root) if checkout else ctx.policy.sandbox_read
+    argv = bwrap_argv(top, [d for d, _s in ctx.paths.private_dirs], list(ctx.paths.private_files),
+                      ctx.policy.sandbox_hide, ctx.policy.sandbox_network, readable)
+    if checkout:
+        argv[-2] = checkout  # --chdir into the workspace's folder within the checkout
+    return argv
+
+
+# -- the gate's clean checkout --
+#
+# A run in the workspace can pass because of files the commit will not contain: an ignored pytest.py
+# that prints "1 passed", an ignored conftest.py. The gate therefore counts only runs made in a
+# checkout of exactly the tested tree (tracked and untracked-not-ignored files, as worktree_tree_id
+# records), in a temporary folder, with the workspace's dependency folders (POLICY_GIT_TEST_DEPENDENCY_DIRS:
+# node_modules, .venv...) linked in read-only.
+
+CLEAN_CHECKOUT_PREFIX = "lynkr-gate-"
+
+
+def clean_checkout_top(checkout: str) -> str:
+    """The temporary folder holding the whole checkout (checkout may be a sub-folder of it)."""
+    parts = checkout.split(os.sep)
+    for i, part in enumerate(parts):
+        if part.startswith(CLEAN_CHECKOUT_PREFIX):
+            return os.sep.join(parts[: i + 1])
+    return checkout
+
+
+@contextlib.contextmanager
+def clean_checkout(ctx: ToolContext, tree_id: str) -> Iterator[str]:
+    """A temporary checkout of tree_id; yields the workspace's folder inside it."""
+    top = tempfile.mkdtemp(prefix=CLEAN_CHECKOUT_PREFIX)
+    try:
+        with tempfile.TemporaryDirectory(prefix="lynkr-index-") as tmp:
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            git(ctx, "read-tree", tree_id, env=env)
+            git(ctx, "checkout-index", "--all", "--force", f"--prefix={top}{os.sep}", env=env)
+        prefix = git(ctx, "rev-parse", "--show-prefix").strip().rstrip("/")
+        here = os.path.join(top, prefix) if prefix else top
+        os.makedirs(here, exist_ok=True)
+        for name in ctx.policy.git_test_dependency_dirs:
+            source = os.path.join(ctx.paths.root, name)
+            target = os.path.join(here, name)
+            if os.path.isdir(source) and not os.path.lexists(target):
+                os.symlink(source, target)
+        yield here
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+# `python -m pytest` puts the working folder first on sys.path before pytest itself is imported, so a
+# pytest.py in the workspace would replace the runner. The runner module is imported first without the
+# workspace on the path, then the path is restored (projects' tests import their own package) and the
+# runner runs as `python -m` would run it.
+RUNNER_BOOTSTRAP = (
+    "import os, runpy, sys; here = os.getcwd(); "
+    "sys.path[:] = [p for p in sys.path if p not in ('', '.', here)]; module = sys.argv[1]; "
+    "__import__(module); sys.path.insert(0, here); del sys.argv[0]; "
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
+
+
+def runner_argv(argv: list[str]) -> list[str]:
+    """`python -m MODULE ARGS` -> the same run with the runner imported before the workspace is on sys.path."""
+    if len(argv) >= 3 and os.path.basename(argv[0]).startswith("python") and argv[1] == "-m":
+        return [argv[0], "-c", RUNNER_BOOTSTRAP, *argv[2:]]
+    return argv
 
 
 def resolve_sandbox(requested: str) -> tuple[str, str]:
@@ -6016,24 +6094,25 @@ def _db_add_test_run(db: sqlite3.Connection, run: dict[str, Any]) -> int:
     with db:
         cursor = db.execute(
             "INSERT INTO test_runs (command, started_at, duration_ms, exit_code, passed, timed_out, counts, coverage,"
-            " output_tail, tree_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " output_tail, tree_id, checkout) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (run["command"], run["started_at"], run["duration_ms"], run["exit_code"], int(run["passed"]),
-             int(run["timed_out"]), json_dumps(run["counts"]), json_dumps(run["coverage"]), run["output_tail"],
-             run["tree_id"]))
+             int(run["timed_out"]), storable_json(run["counts"]), storable_json(run["coverage"]),
+             escape_surrogates(run["output_tail"]), run["tree_id"], run.get("checkout", "worktree")))
     return int(cursor.lastrowid or 0)
 
 
 def _db_test_runs(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
     rows = db.execute("SELECT id, command, started_at, duration_ms, exit_code, passed, timed_out, counts, coverage,"
-                      " tree_id FROM test_runs ORDER BY id DESC LIMIT ?", (limit,))
+                      " tree_id, checkout FROM test_runs ORDER BY id DESC LIMIT ?", (limit,))
     return [{"id": r[0], "command": r[1], "started_at": r[2], "duration_ms": r[3], "exit_code": r[4],
              "passed": bool(r[5]), "timed_out": bool(r[6]), "counts": json.loads(r[7]), "coverage": json.loads(r[8]),
-             "tree_id": r[9]} for r in rows]
+             "tree_id": r[9], "checkout": r[10]} for r in rows]
 
 
 def _db_passing_trees(db: sqlite3.Connection, command: str) -> list[str]:
     return [r[0] for r in db.execute(
-        "SELECT DISTINCT tree_id FROM test_runs WHERE passed = 1 AND command = ? AND tree_id != ''", (command,))]
+        "SELECT DISTINCT tree_id FROM test_runs WHERE passed = 1 AND command = ? AND tree_id != ''"
+        " AND checkout = 'clean'", (command,))]
 
 
 @tool("workspace_test_run", "Run the project's tests (WORKSPACE_TEST_COMMAND or the detected default) and record "
@@ -6047,15 +6126,20 @@ def tool_test_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         argv[0] = sys.executable if not shutil.which("python") else "python"
     is_repo = git(ctx, "rev-parse", "--is-inside-work-tree", check=False).strip() == "true"
     tree_id = worktree_tree_id(ctx) if is_repo else ""
+    # The gate counts only runs whose outcome the tested tree decides: those run in a clean checkout.
+    clean = bool(tree_id) and ctx.policy.git_require_tests and command == gate_command(ctx)
     started = time.time()
-    result = run_command([*sandbox_prefix(ctx), *argv], ctx.paths.root, ctx.policy.test_timeout_s,
-                         tail_bytes=TEST_OUTPUT_TAIL_BYTES, env=program_env(ctx.policy.subprocess_env))
-    coverage = [read_coverage(os.path.join(ctx.paths.root, f)) for f in ctx.policy.coverage_files]
+    with contextlib.ExitStack() as stack:
+        run_dir = stack.enter_context(clean_checkout(ctx, tree_id)) if clean else ctx.paths.root
+        prefix = sandbox_prefix(ctx, run_dir) if clean else sandbox_prefix(ctx)
+        result = run_command([*prefix, *runner_argv(argv)], run_dir, ctx.policy.test_timeout_s,
+                             tail_bytes=TEST_OUTPUT_TAIL_BYTES, env=program_env(ctx.policy.subprocess_env))
+        coverage = [read_coverage(os.path.join(run_dir, f)) for f in ctx.policy.coverage_files]
     run = {
         "command": command, "started_at": started, "duration_ms": round(result.duration_s * 1000),
         "exit_code": result.exit_code, "passed": result.exit_code == 0 and not result.timed_out,
         "timed_out": result.timed_out, "counts": parse_test_counts(result.output), "coverage": coverage,
-        "output_tail": result.output, "tree_id": tree_id,
+        "output_tail": result.output, "tree_id": tree_id, "checkout": "clean" if clean else "worktree",
     }
     run["id"] = ctx.store_call(_db_add_test_run, run)
     notes = []

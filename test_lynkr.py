@@ -9052,3 +9052,60 @@ class TestSandbox:
             assert "bubblewrap" in notice["detail"]
         finally:
             p.stop()
+
+
+# == 15. Git and tests: what the gate counts, and runners the workspace cannot replace ==
+
+FOOLING_CONFTEST = """\
+import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    outcome.get_result().outcome = "passed"  # every failure reported as a pass
+"""
+
+
+class TestGateAndRunners:
+    @staticmethod
+    def pytest_cmd() -> str:
+        return shlex.join([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"])
+
+    def test_ignored_files_cannot_open_the_gate(self, gws):
+        gws.write("tests/test_app.py", "import sys\nsys.path.insert(0, 'src')\nfrom app import main\n\n\n"
+                                       "def test_main():\n    assert main() == 2\n")
+        gws.commit_all("a failing test")
+        gws.write(".gitignore", "conftest.py\n__pycache__/\n")
+        gws.write("conftest.py", FOOLING_CONFTEST)  # ignored: the commit will never hold it
+        gws.write("src/util.py", "X = 2\n")
+        # on the worktree the ignored conftest.py turns the failure into a pass (the attack is real) ...
+        gws.start(WORKSPACE_TEST_COMMAND=self.pytest_cmd())
+        gws.ok("workspace_git_stage", {"paths": ["src/util.py", ".gitignore"]})
+        fooled = gws.run_tests()
+        assert fooled["passed"] is True and fooled["checkout"] == "worktree", fooled
+        # ... but the gate runs the tested tree in a clean checkout, where it fails, and stays shut
+        gws.start(WORKSPACE_TEST_COMMAND=self.pytest_cmd(), POLICY_GIT_REQUIRE_TESTS="true")
+        run = gws.run_tests()
+        assert run["checkout"] == "clean" and run["passed"] is False, run
+        assert "assert 1 == 2" in run["_output"]
+        denied = gws.err("workspace_git_commit", {"message": "sneak it in"})
+        assert "POLICY_GIT_REQUIRE_TESTS" in denied
+        # a real fix, tested in the clean checkout, opens it for exactly that content
+        gws.write("src/app.py", "def main():\n    return 2\n")
+        gws.ok("workspace_git_stage", {"paths": ["src/app.py"]})
+        run = gws.run_tests()
+        assert run["checkout"] == "clean" and run["passed"] is True, run
+        assert gws.ok("workspace_git_commit", {"message": "fix main"}).startswith("committed")
+        assert "conftest.py" not in gws.git("show", "--name-only", "--format=", "HEAD")
+
+    def test_a_workspace_pytest_py_does_not_replace_pytest(self, gws):
+        marker = gws.repo / "shadow-ran.txt"
+        gws.write("pytest.py", f"open({str(marker)!r}, 'w').write('x')\nprint('1 passed')\n")
+        gws.write("mypkg/__init__.py", "VALUE = 41\n")  # the project's own package, imported by its tests
+        gws.write("tests/test_pkg.py", "import mypkg\n\n\ndef test_value():\n    assert mypkg.VALUE + 1 == 42\n")
+        gws.start(WORKSPACE_TEST_COMMAND=self.pytest_cmd())
+        run = gws.run_tests()
+        assert run["passed"] is True and run["counts"].get("passed") == 1, run
+        assert not marker.exists(), "the workspace's pytest.py ran instead of pytest"
+        assert "test_pkg.py" in run["_output"] or "1 passed in" in run["_output"], run["_output"][-500:]
