@@ -1100,6 +1100,64 @@ def read_config_file(path: str, environ: dict[str, str]) -> dict[str, Any]:
             "router": data.get("router", {}), "settings": expand_env_references(settings, f"{path}: settings", environ)}
 
 
+# -- trust: what arrives with a repository must not reconfigure lynkr --
+#
+# A .env or lynkr.toml in the working folder is part of the project a user cloned: it could send
+# prompts and keys elsewhere (a base URL, "$OPENAI_API_KEY" as another provider's key) or name
+# programs to run. Like direnv, lynkr reads such a file only once the user trusted its exact content
+# (`lynkr trust`: path and SHA-256 in ~/.config/lynkr/trusted.json); an explicit --env-file or
+# --config / LYNKR_CONFIG is trust too. An untrusted file is skipped with one notice saying how.
+
+
+def trust_store(environ: dict[str, str]) -> str:
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".config")
+    return os.path.join(base, "lynkr", "trusted.json")
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def read_trusted(environ: dict[str, str]) -> dict[str, str]:
+    try:
+        with open(trust_store(environ), encoding="utf-8") as fh:
+            data = json.load(fh)
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def is_trusted(path: str, environ: dict[str, str]) -> bool:
+    real = os.path.realpath(path)
+    try:
+        return read_trusted(environ).get(real) == file_digest(real)
+    except OSError:
+        return False
+
+
+def trust_files(paths: Iterable[str], environ: dict[str, str]) -> list[str]:
+    """Record each file's content as trusted; returns what was recorded (`lynkr trust`)."""
+    trusted = read_trusted(environ)
+    done = []
+    for path in paths:
+        real = os.path.realpath(path)
+        trusted[real] = file_digest(real)
+        done.append(real)
+    store = trust_store(environ)
+    os.makedirs(os.path.dirname(store), mode=0o700, exist_ok=True)
+    tmp = store + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(trusted, fh, indent=1, sort_keys=True)
+    os.replace(tmp, store)
+    return done
+
+
+UNTRUSTED_NOTICE = ("skipped {path}: lynkr reads a {kind} from the working folder only once you trust its content "
+                    "(it could send prompts and keys elsewhere); run `python lynkr.py trust` to accept it, or pass "
+                    "{flag}")
+
+
 def load_config(
     environ: dict[str, str] | None = None,
     env_file: str | None = None,
@@ -1113,11 +1171,21 @@ def load_config(
     dotenv_path = env_file or os.path.join(os.getcwd(), ".env")
     if explicit_file and not os.path.isfile(dotenv_path):
         raise ConfigError(f"--env-file {dotenv_path} does not exist")
-    dotenv, notices = read_dotenv(dotenv_path)
+    skipped: list[str] = []
+    if not explicit_file and os.path.isfile(dotenv_path) and not is_trusted(dotenv_path, real_env):
+        skipped.append(UNTRUSTED_NOTICE.format(path=dotenv_path, kind=".env", flag="--env-file PATH"))
+        dotenv, notices = {}, []
+    else:
+        dotenv, notices = read_dotenv(dotenv_path)
+    notices += skipped
     layered = {**dotenv, **{k: v for k, v in real_env.items() if k in SETTINGS_BY_NAME}}
     config_path = config_file or layered.get("LYNKR_CONFIG", "").strip()
-    if not config_path and os.path.isfile(os.path.join(os.getcwd(), "lynkr.toml")):
-        config_path = os.path.join(os.getcwd(), "lynkr.toml")
+    local_toml = os.path.join(os.getcwd(), "lynkr.toml")
+    if not config_path and os.path.isfile(local_toml):
+        if is_trusted(local_toml, real_env):
+            config_path = local_toml
+        else:
+            notices.append(UNTRUSTED_NOTICE.format(path=local_toml, kind="lynkr.toml", flag="--config PATH"))
     file_data: dict[str, Any] = {"providers": {}, "router": {}, "settings": {}}
     if config_path:
         file_data = read_config_file(config_path, {**dotenv, **real_env})
@@ -8964,9 +9032,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", nargs="?", default="start", choices=["start", "index", "doctor"],
+    parser.add_argument("command", nargs="?", default="start", choices=["start", "index", "doctor", "trust"],
                         help="start (default): serve; index: update the repository index and CLAUDE.md, print a "
-                             "summary; doctor: show the providers and routes and check that each provider answers")
+                             "summary; doctor: show the providers and routes and check that each provider answers; "
+                             "trust [FILE...]: accept the current content of ./.env and ./lynkr.toml (or FILEs)")
+    parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--config", help="config file with providers and routes (LYNKR_CONFIG; default ./lynkr.toml)")
     parser.add_argument("--host", help=f"address to bind (LYNKR_HOST, default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (LYNKR_PORT)")
@@ -9007,6 +9077,19 @@ def run_index_command(cfg: Config) -> int:
     return 0
 
 
+def run_trust_command(files: list[str]) -> int:
+    """`lynkr trust [FILE...]`: default ./.env and ./lynkr.toml, whichever exist."""
+    targets = files or [f for f in (".env", "lynkr.toml") if os.path.isfile(f)]
+    missing = [f for f in targets if not os.path.isfile(f)]
+    if missing or not targets:
+        print(f"lynkr: nothing to trust: {', '.join(missing) or 'no ./.env or ./lynkr.toml here'}", file=sys.stderr)
+        return 2
+    environ = dict(os.environ)
+    for path in trust_files(targets, environ):
+        print(f"trusted {path} as it is now (sha256 {file_digest(path)[:16]}…); a change needs `lynkr trust` again")
+    return 0
+
+
 async def run_doctor(app: App) -> int:
     """`lynkr doctor`: the resolved providers (keys masked) and routes, then one request to each."""
     router = app.provider
@@ -9038,6 +9121,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.settings_reference:
         print(settings_markdown())
         return 0
+    if args.command == "trust":
+        return run_trust_command(args.files)
+    if args.files:
+        print(f"lynkr: unexpected arguments: {' '.join(args.files)}", file=sys.stderr)
+        return 2
     if h11 is None:
         print("lynkr: the h11 package is required: pip install 'h11>=0.16'", file=sys.stderr)
         return 2

@@ -266,23 +266,42 @@ class TestConfinementGitHooks:
         assert "post-commit" in ran, f"POLICY_GIT_ALLOW_HOOKS=true: the hooks should run: {ran}"
         assert "pre-commit" in ran, f"POLICY_GIT_ALLOW_HOOKS=true: pre-commit did not run (commit --no-verify?): {ran}"
 
-    def test_implicit_bare_repository_in_the_workspace_is_refused(self, tmp_path, make_proxy):
-        ws = tmp_path / "ws"
-        ws.mkdir()
-        marker = tmp_path / "fsmonitor-ran"
-        fsmonitor = conf_executable(tmp_path / "fsmonitor.sh", CONF_MARKER_HOOK.format(what="fsmonitor", marker=marker))
-        gw_git(tmp_path, "init", "-q", "--bare", str(ws))  # HEAD, config, objects/, refs/ as plain files; no .git
-        gw_git(ws, "config", "core.bare", "false")
-        gw_git(ws, "config", "core.worktree", ".")
-        gw_git(ws, "config", "core.fsmonitor", str(fsmonitor))
-        (ws / "file.txt").write_text("x\n")
+    @staticmethod
+    def _bare_layout(ws: Path, marker: Path) -> None:
+        """What fs_write alone can lay out in the workspace root: a repository git discovers as bare, whose
+        config names a worktree and an fsmonitor command (run through the shell)."""
+        ws.mkdir(exist_ok=True)
+        (ws / "HEAD").write_text("ref: refs/heads/main\n")
+        (ws / "objects" / "info").mkdir(parents=True)
+        (ws / "refs" / "heads").mkdir(parents=True)
+        (ws / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tworktree = .\n"
+                                   f'\tfsmonitor = "echo fsmonitor >> {marker}; false"\n')
+        (ws / "app.py").write_text("def visible():\n    return 1\n")
         assert not (ws / ".git").exists()
+        probe = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=ws, env=gw_git_env(),
+                               capture_output=True, text=True, timeout=30)
+        assert probe.stdout.strip() == "true", f"git does not discover the layout: {probe.stderr}"
+
+    def test_implicit_bare_repository_in_the_workspace_is_refused(self, tmp_path, make_proxy):
+        ws, marker = tmp_path / "ws", tmp_path / "fsmonitor-ran"
+        self._bare_layout(ws, marker)
         p = make_proxy({"WORKSPACE_ROOT": str(ws), "LYNKR_TOOLS": "*"})
-        for name in ("workspace_git_status", "workspace_git_diff", "workspace_git_log"):
+        for name in ("workspace_git_status", "workspace_git_diff", "workspace_git_log", "workspace_git_branches"):
             body = conf_call(p, name)
             assert body["is_error"] is True, (name, body)
-            assert "file.txt" not in body["content"], body
+            assert "app.py" not in body["content"], body
         assert not marker.exists(), "git ran the fsmonitor of a repository laid out in the workspace"
+
+    def test_index_never_runs_git_config_from_a_workspace_layout(self, tmp_path, make_proxy):
+        # Issue 14 also names "the index's use of git": start-up indexing and workspace_index_rebuild.
+        ws, marker = tmp_path / "ws", tmp_path / "fsmonitor-ran"
+        self._bare_layout(ws, marker)
+        p = make_proxy({"WORKSPACE_ROOT": str(ws), "LYNKR_TOOLS": "*", "LYNKR_INDEX_ON_START": "true"})
+        for name in ("workspace_index_rebuild", "project_summary"):
+            conf_call(p, name)
+        time.sleep(0.3)
+        ran = marker.read_text().split() if marker.exists() else []
+        assert ran == [], f"the index's git ran the workspace's fsmonitor command {len(ran)} times"
 
 
 class TestConfinementHTTP:
@@ -324,6 +343,7 @@ class TestConfinementHTTP:
         assert r.status == 403 and r.etype == "permission_error", (origin, r.status, r.data[:300])
         assert not (tmp_path / "pwned.txt").exists()
         assert p.call("POST", "/v1/tools/fs_read", {"path": "pwned.txt"}, headers={"origin": origin}).status == 403
+        assert p.call("GET", "/v1/sessions", headers={"origin": origin}).status == 403  # transcripts
 
     def test_own_origin_no_origin_and_allowlisted_origin(self, tmp_path, make_proxy):
         p = make_proxy({"LYNKR_TOOLS": "*"})
@@ -331,6 +351,10 @@ class TestConfinementHTTP:
         assert conf_call(p, "fs_write", {"path": "own.txt", "content": "dashboard"}, {"origin": own})["is_error"] is False
         assert (tmp_path / "own.txt").read_text() == "dashboard"
         assert conf_call(p, "fs_write", {"path": "cli.txt", "content": "curl"})["is_error"] is False  # no Origin
+        r = p.call("POST", "/v1/tools/fs_write", {"path": "near.txt", "content": "no"},
+                   headers={"origin": f"http://127.0.0.1:{p.port + 1}"})  # the next port: another local server
+        assert r.status == 403 and r.etype == "permission_error", r.data[:300]
+        assert not (tmp_path / "near.txt").exists()
         assert (tmp_path / "cli.txt").read_text() == "curl"
         q = make_proxy({"LYNKR_TOOLS": "*", "LYNKR_ALLOWED_ORIGINS": "http://localhost:3000"})
         assert conf_call(q, "fs_write", {"path": "dev.txt", "content": "dev"},
@@ -387,8 +411,12 @@ class TestConfinementWeb:
                                              ("http://100.127.255.254:8080/x", "100.127.255.254"),
                                              ("http://[2002:7f00:1::]/", "2002:7f00:1::"),
                                              ("http://[fec0::1]/", "fec0::1"),
-                                             ("http://[::ffff:127.0.0.1]/", "127.0.0.1")],
-                             ids=["shared-100.64", "shared-top", "6to4-loopback", "site-local", "v4-mapped-loopback"])
+                                             ("http://[::ffff:127.0.0.1]/", "127.0.0.1"),
+                                             # refused as reserved before the fix (::/8): must stay refused
+                                             ("http://[::127.0.0.1]/", "127.0.0.1"),
+                                             ("http://[64:ff9b:1::a00:1]/", "64:ff9b:1::a00:1")],  # local NAT64
+                             ids=["shared-100.64", "shared-top", "6to4-loopback", "site-local", "v4-mapped-loopback",
+                                  "v4-compatible-loopback", "local-use-nat64"])
     def test_not_globally_routable_refused_before_connecting(self, agent, web_server, url, address):
         # Any connection lynkr would open for web_fetch goes through HTTP_PROXY: a tripwire that records it.
         tripwire = web_server()
@@ -399,6 +427,14 @@ class TestConfinementWeb:
         assert address in err and re.search(r"not\b.{0,12}\bglobally routable", err), err
         assert not re.search(r"cannot connect|unreachable|timed out|refused the connection", err, re.I), err
         assert tripwire.requests == [], f"lynkr connected for {url}: {tripwire.requests[0].target}"
+
+    def test_search_endpoint_redirect_to_shared_address_refused(self, agent, web_server):
+        tripwire, searx = web_server(), web_server()
+        st = agent(HTTP_PROXY=tripwire.url, WEB_SEARCH_ENDPOINT=f"{searx.url}/search", LYNKR_TOOLS="*")
+        searx.push(redirect("http://100.64.0.1/internal"))
+        err = tool_err(st.port, "web_search", {"query": "anything"})
+        assert "100.64.0.1" in err and re.search(r"not\b.{0,12}\bglobally routable", err), err
+        assert tripwire.requests == [] and [r.path for r in searx.requests] == ["/search"]
 
     def test_allowlisted_shared_address_is_fetched(self, agent, web_server):
         tripwire = web_server()
@@ -472,6 +508,50 @@ app.run("stdio")
         env["MCP_SERVER_MANIFEST"] = str(nested)
         r = run_lynkr(tmp_path, env, timeout=30)
         assert r.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in r.stderr, (r.returncode, r.stderr[-2000:])
+        # a path outside that is a symlink to the workspace's file (or through a symlinked folder) is the same file
+        outside = tmp_path.parent / f"{tmp_path.name}-outside"
+        outside.mkdir()
+        (outside / "mcp.json").symlink_to(manifest)
+        (outside / "cfg").symlink_to(tmp_path / ".claude", target_is_directory=True)
+        for path in (outside / "mcp.json", outside / "cfg" / "servers.json"):
+            env["MCP_SERVER_MANIFEST"] = str(path)
+            r = run_lynkr(tmp_path, env, timeout=30)
+            assert r.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in r.stderr, (path, r.returncode, r.stderr[-2000:])
+
+    def test_manifest_dirs_inside_the_workspace_start_nothing(self, tmp_path):
+        script = self._tiny(tmp_path)
+        write_manifest(tmp_path / "mcpdir" / "servers.json", {"mcpServers": {"planted": self._entry(script, "planted", "t")}})
+        env = mcp_env(MCP_MANIFEST_DIRS=tmp_path / "mcpdir")
+        env.pop("MCP_ALLOW_WORKSPACE_MANIFEST", None)
+        proxy = spawn(tmp_path, base_env(tmp_path, env))
+        try:
+            wait_for(lambda: proxy.ready.is_set() or proxy.proc.poll() is not None, 30, "lynkr to listen or exit")
+            if proxy.proc.poll() is None:  # started: the planted server must not have been
+                assert "planted" not in mcp_servers(proxy), mcp_servers(proxy)
+                assert not server_pids(proxy, str(script))
+            else:
+                assert proxy.proc.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in proxy.stderr, proxy.stderr[-2000:]
+        finally:
+            proxy.stop()
+        assert not gw_pids_with(str(script))
+
+    def test_mcp_servers_get_a_scrubbed_environment(self, tmp_path, make_proxy):
+        # issue 14: programs lynkr launches (MCP servers too) never get its settings or provider keys
+        script = self._tiny(tmp_path)
+        script.write_text(self.TINY_SERVER.replace('return f"answered by {server_name}/{tool_name}"',
+                                                   'import json, os\n    return json.dumps(dict(os.environ))'))
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        entry = {**self._entry(script, "envsrv", "env"), "env": {"FROM_MANIFEST": "manifest-value"}}
+        manifest = write_manifest(tmp_path / "cfg" / "m.json", {"mcpServers": {"envsrv": entry}})
+        lkey = CONF_SECRETS["LYNKR_API_KEY"]
+        p = make_proxy(mcp_env(manifest, WORKSPACE_ROOT=ws, **CONF_SECRETS, DATABRICKS_API_BASE="http://127.0.0.1:9"))
+        body = conf_call(p, "mcp_envsrv_env", {}, {"x-api-key": lkey})
+        assert body["is_error"] is False, body
+        seen = json.dumps(body)
+        for name, value in CONF_SECRETS.items():
+            assert value not in seen, f"{name} reached an MCP server"
+        assert "manifest-value" in seen and "PATH" in seen  # what the manifest sets still arrives
 
     def test_allowed_workspace_manifest_is_blocked_for_file_tools(self, tmp_path, make_proxy):
         script = self._tiny(tmp_path)
