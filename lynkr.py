@@ -4652,6 +4652,27 @@ class ToolResult:
         return "\n".join(b.get("text", "") for b in self.content if isinstance(b, dict) and b.get("type") == "text")
 
 
+# A blocking tool runs on a thread that a timeout cannot stop. So each call carries an event, set when
+# the caller gave up; the workspace writers check it before changing anything, and an edit that was
+# already under way is rolled back instead of landing after the model was told it failed.
+_TOOL_CALL = threading.local()
+TOOL_THREADS = 16
+
+
+def _run_blocking(handler: Callable[..., Any], ctx: Any, args: dict[str, Any], cancelled: threading.Event) -> Any:
+    _TOOL_CALL.cancelled = cancelled
+    try:
+        return handler(ctx, args)
+    finally:
+        _TOOL_CALL.cancelled = None
+
+
+def check_not_cancelled() -> None:
+    cancelled = getattr(_TOOL_CALL, "cancelled", None)
+    if cancelled is not None and cancelled.is_set():
+        raise ToolFailed("the call timed out; it changes nothing more")
+
+
 class WorkspacePaths:
     """Maps user paths into WORKSPACE_ROOT, or refuses them."""
 
@@ -4729,8 +4750,11 @@ class WorkspacePaths:
         finally:
             os.close(parent)
 
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        """Atomic write: a temp file beside the target, in the same directory descriptor, then renamed."""
+    def write_bytes(self, rel: str, data: bytes, *, rollback: bool = False) -> None:
+        """Atomic write: a temp file beside the target, in the same directory descriptor, then renamed.
+        Refused once the calling tool timed out (a roll-back of its own writes still goes through)."""
+        if not rollback:
+            check_not_cancelled()
         parent, name = self._parent_fd(rel, create=True)
         tmp = f".lynkr-{new_id('', 8)}.tmp"
         try:
@@ -4755,7 +4779,9 @@ class WorkspacePaths:
         finally:
             os.close(parent)
 
-    def unlink(self, rel: str) -> None:
+    def unlink(self, rel: str, *, rollback: bool = False) -> None:
+        if not rollback:
+            check_not_cancelled()
         parent, name = self._parent_fd(rel)
         try:
             os.unlink(name, dir_fd=parent)
@@ -4805,6 +4831,10 @@ class ToolContext:
     mcp: Any = None  # the MCPManager (section 17) when MCP servers are configured
     index: Any = None  # the RepoIndex (section 16), created on first use
     loop: asyncio.AbstractEventLoop | None = None
+    # Blocking tools get their own threads: the loop's default executor also serves DNS lookups, which
+    # a few slow tools must not starve.
+    executor: concurrent.futures.ThreadPoolExecutor = field(default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
+        max_workers=TOOL_THREADS, thread_name_prefix="lynkr-tool"))
 
     def store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """From a worker thread: run fn(db, *args) on the store's thread and wait for it."""
@@ -4828,7 +4858,13 @@ async def run_tool(ctx: ToolContext, name: str, args: Any) -> ToolResult:
             timeout = max(timeout, getattr(ctx.cfg.settings, SETTINGS_BY_NAME[spec.timeout_setting].attr) + 30)
         ctx.loop = asyncio.get_running_loop()
         if spec.blocking:
-            output = await asyncio.wait_for(ctx.loop.run_in_executor(None, spec.handler, ctx, args), timeout)
+            cancelled = threading.Event()
+            work = ctx.loop.run_in_executor(ctx.executor, _run_blocking, spec.handler, ctx, args, cancelled)
+            try:
+                output = await asyncio.wait_for(asyncio.shield(work), timeout)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                cancelled.set()  # the thread cannot be stopped, but it will write nothing more
+                raise
         else:
             output = await asyncio.wait_for(spec.handler(ctx, args), timeout)
     except ToolDenied as exc:
@@ -5045,13 +5081,15 @@ def apply_hunks(original: list[str], hunks: list[tuple[int, list[str]]], name: s
         new = [line[1:] for line in body if line[0] in " +"]
         expected = max(start - 1 + offset, 0) if old else start + offset
         position = None
-        for delta in range(0, len(result) + 1):
-            for candidate in (expected - delta, expected + delta):
-                if 0 <= candidate <= len(result) - len(old) and result[candidate : candidate + len(old)] == old:
-                    position = candidate
-                    break
-            if position is not None:
-                break
+        if not old:
+            position = min(max(expected, 0), len(result))
+        else:
+            # Only lines equal to the hunk's first old line can start it: one pass over the file, then
+            # the candidates nearest the expected line first (a moved hunk still applies).
+            first, last_start = old[0], len(result) - len(old)
+            candidates = sorted((i for i, line in enumerate(result) if line == first and i <= last_start),
+                                key=lambda i: (abs(i - expected), i))
+            position = next((i for i in candidates if result[i : i + len(old)] == old), None)
         if position is None:
             raise ToolFailed(f"{name}: hunk at line {start} does not match the file")
         result[position : position + len(old)] = new
@@ -5099,9 +5137,9 @@ def tool_edit_patch(ctx: ToolContext, args: dict[str, Any]) -> str:
         for rel, previous in reversed(backups):  # roll back what was written
             with contextlib.suppress(OSError, ToolFailed, ToolDenied):
                 if previous is None:
-                    ctx.paths.unlink(rel)
+                    ctx.paths.unlink(rel, rollback=True)
                 else:
-                    ctx.paths.write_bytes(rel, previous)
+                    ctx.paths.write_bytes(rel, previous, rollback=True)
         raise
     return "patched " + ", ".join(f"{rel}{' (deleted)' if data is None else ''}" for _r, rel, data in planned)
 
@@ -8994,6 +9032,7 @@ async def serve(app: App) -> int:
         if mcp is not None:
             await mcp.stop()
         app.orchestrator.tool_ctx.client.close()
+        app.orchestrator.tool_ctx.executor.shutdown(wait=False, cancel_futures=True)
         await loop.run_in_executor(None, app.store.close)
         if server is not None:
             log.info("stopped")

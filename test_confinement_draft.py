@@ -76,6 +76,8 @@ class TestConfinementGitPathspecs:
     def test_folders_stage_their_files_but_never_blocked_ones(self, gws):
         self._secrets(gws)
         gws.write("src/.env", "NESTED=nested-env-canary-31aa\n")
+        gws.write("src/conf/.ENV", "UPPER=upper-env-canary-8b8b\n")  # the blocked-path match ignores case
+        gws.write("src/keys/id.PEM", "-----BEGIN PRIVATE KEY-----\nupper-pem-canary\n")
         gws.write("src/app.py", "def main():\n    return 3\n")
         gws.write("src/new.py", "Y = 2\n")
         gws.write("docs/guide.md", "guide\n")
@@ -134,9 +136,11 @@ class TestConfinementGitPathspecs:
         for args in ({"paths": ["."]}, {"all": True}):
             gws.ok("workspace_git_stage", args)
             assert gws.staged() == ["sub/inner.py"], (args, gws.staged())
-        for args in ({}, {"staged": True}, {"paths": ["."]}):
+        for args in ({}, {"staged": True}, {"paths": ["."]}, {"from_ref": "HEAD~1", "to_ref": "HEAD"}):
             content, _ = gws.call("workspace_git_diff", args)
             assert "parent-canary" not in content, (args, content)
+        content, _ = gws.call("workspace_diff_review", {"from_ref": "HEAD~1"})
+        assert "parent_secret" not in content and "parent-canary" not in content, content
 
 
 class TestConfinementGitRemotes:
@@ -364,11 +368,15 @@ class TestConfinementHTTP:
         assert r.status == 403 and r.etype == "permission_error", r.data[:300]
         assert not (tmp_path / "dev2.txt").exists()
 
+    @pytest.mark.parametrize("shape", ["one-header", "many-headers"])
     @pytest.mark.parametrize("pieces", [False, True], ids=["one-write", "4k-writes"])
     @pytest.mark.parametrize("kib,ok", [(60, True), (70, False), (100, False)])
-    def test_header_limit_is_64_kib(self, dbx, kib, ok, pieces):
-        pad = "x" * (kib * 1024)
-        req = (f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {pad}\r\nConnection: close\r\n\r\n").encode()
+    def test_header_limit_is_64_kib(self, dbx, kib, ok, pieces, shape):
+        if shape == "one-header":
+            pads = f"X-Pad: {'x' * (kib * 1024)}\r\n"
+        else:  # 1 KiB lines: the limit is on the whole head, not one field
+            pads = "".join(f"X-Pad-{i:03d}: {'y' * (1024 - 14)}\r\n" for i in range(kib))
+        req = (f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{pads}Connection: close\r\n\r\n").encode()
         out = b""
         with socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=10) as s:
             try:

@@ -10906,3 +10906,37 @@ class TestProvidersClaudeCode:
         assert len(routes.lo.requests) == 2 and routes.oa.requests == [] and routes.an.requests == []
         assert all(q.body["model"] == "qwen2.5-coder:7b" for q in routes.lo.requests)
         assert routes.lo.requests[0].body.get("thinking") is None
+
+
+# == 14. Tools: a timed-out call changes nothing afterwards ==
+
+
+class TestToolTimeouts:
+    def test_timed_out_edit_never_lands_later(self, make_proxy, tmp_path):
+        big = "".join(f"line {i}\n" for i in range(80_000))
+        (tmp_path / "big.txt").write_text(big)
+        hunks = "".join(f"@@ -{i},1 +{i},1 @@\n-line {i - 1}\n+LINE {i - 1}\n" for i in range(1, 80_000, 97))
+        patch = "--- a/big.txt\n+++ b/big.txt\n" + hunks
+        p = make_proxy({"LYNKR_TOOLS": "*", "LYNKR_TOOL_TIMEOUT_MS": "1"})
+        body = tool_call(p.port, "edit_patch", {"patch": patch})
+        assert body["is_error"] is True and "timed out" in json.dumps(body), body
+        time.sleep(3)  # long enough for the abandoned thread to finish its work
+        assert (tmp_path / "big.txt").read_text() == big, "the timed-out edit was written after all"
+        assert not list(tmp_path.glob(".lynkr-*.tmp"))
+
+    def test_writes_refused_once_cancelled_and_rollback_allowed(self, tmp_path):
+        import lynkr
+
+        paths = lynkr.WorkspacePaths(str(tmp_path), lynkr.Policy())
+        cancelled = threading.Event()
+
+        def handler(_ctx: Any, _args: dict) -> str:
+            paths.write_bytes("a.txt", b"one")
+            cancelled.set()
+            with pytest.raises(lynkr.ToolFailed, match="timed out"):
+                paths.write_bytes("b.txt", b"two")
+            paths.write_bytes("a.txt", b"restored", rollback=True)
+            return "done"
+
+        assert lynkr._run_blocking(handler, None, {}, cancelled) == "done"
+        assert (tmp_path / "a.txt").read_bytes() == b"restored" and not (tmp_path / "b.txt").exists()
