@@ -4426,12 +4426,84 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
+def _glob_tokens(pattern: str) -> tuple[tuple[str, str], ...]:
+    tokens, i = [], 0
+    while i < len(pattern):
+        for text, kind in (("**/", "deep/"), ("**", "deep"), ("*", "star"), ("?", "one")):
+            if pattern.startswith(text, i):
+                tokens.append((kind, ""))
+                i += len(text)
+                break
+        else:
+            tokens.append(("lit", pattern[i]))
+            i += 1
+    return tuple(tokens)
+
+
+def _glob_nfa_match(path: str, tokens: tuple[tuple[str, str], ...]) -> bool:
+    """The glob as a set of positions advanced one character at a time: time is len(path) x len(tokens),
+    never exponential (a regex of `*a*a*a*a*b` backtracks exponentially on a long name of a's).
+    State i: before token i; state -1 - i: inside a `**/` at token i (it must end with a slash)."""
+    end = len(tokens)
+
+    def closure(states: set[int]) -> set[int]:
+        todo, seen = list(states), set(states)
+        while todo:
+            i = todo.pop()
+            if 0 <= i < end and tokens[i][0] in ("star", "deep", "deep/") and i + 1 not in seen:
+                seen.add(i + 1)
+                todo.append(i + 1)
+        return seen
+
+    states = closure({0})
+    for ch in path:
+        following: set[int] = set()
+        for i in states:
+            if i < 0:  # inside `**/`: any character; a slash may end it
+                following.add(i)
+                if ch == "/":
+                    following.add(-1 - i + 1)
+                continue
+            if i == end:
+                continue
+            kind, literal = tokens[i]
+            if kind == "lit":
+                if ch == literal:
+                    following.add(i + 1)
+            elif kind == "one":
+                if ch != "/":
+                    following.add(i + 1)
+            elif kind == "star":
+                if ch != "/":
+                    following.add(i)
+            elif kind == "deep":
+                following.add(i)
+            else:  # "deep/"
+                following.add(-1 - i)
+                if ch == "/":
+                    following.add(i + 1)
+        if not following:
+            return False
+        states = closure(following)
+    return end in states
+
+
+# Globs with more wildcards than this are matched by the automaton instead of a backtracking regex.
+GLOB_REGEX_MAX_WILDCARDS = 2
+
+
 def glob_match(path: str, pattern: str) -> bool:
     """Path globs as git and ripgrep read them: `*` stays within a folder, `**/` spans folders.
     A pattern without '/' matches the file name anywhere."""
     if "/" not in pattern:
-        return fnmatch.fnmatchcase(posixpath.basename(path), pattern)
-    return bool(_glob_regex(pattern.lstrip("/")).match(path))
+        name = posixpath.basename(path)
+        if pattern.count("*") > GLOB_REGEX_MAX_WILDCARDS:
+            return _glob_nfa_match(name, _glob_tokens(pattern.replace("**", "*")))
+        return fnmatch.fnmatchcase(name, pattern)
+    pattern = pattern.lstrip("/")
+    if pattern.count("*") > GLOB_REGEX_MAX_WILDCARDS:
+        return _glob_nfa_match(path, _glob_tokens(pattern))
+    return bool(_glob_regex(pattern).match(path))
 
 
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
@@ -4892,6 +4964,8 @@ async def run_tool(ctx: ToolContext, name: str, args: Any) -> ToolResult:
 MAX_READ_BYTES = 1024 * 1024  # larger reads are cut (with a note) so one call cannot flood the context
 # A patched file is read whole for its roll-back copy (files this large are refused before that).
 MAX_PATCH_BACKUP_BYTES = 64 * 1024 * 1024
+# A search stops after this long (ripgrep killed, the regex child process killed).
+SEARCH_TIMEOUT_S = 20.0
 # Folders no search or listing descends into: VCS internals, dependency and build caches.
 IGNORED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox",
                           ".mypy_cache", ".pytest_cache", ".ruff_cache", "dist", "build", "target", ".lynkr"})
@@ -5180,25 +5254,65 @@ def _search_rg(ctx: ToolContext, rg: str, base: str, args: dict[str, Any], limit
     for ignored in IGNORED_DIRS:
         cmd += ["--glob", f"!{ignored}"]
     cmd += ["--regexp", args["query"], "--", base]  # --regexp/-- : nothing the model sends is an option
-    proc = subprocess.run(cmd, capture_output=True, timeout=60, cwd=ctx.paths.root, stdin=subprocess.DEVNULL)
-    if proc.returncode not in (0, 1):
-        raise ToolFailed(f"ripgrep failed: {proc.stderr.decode(errors='replace').strip()[:500]}")
     out: list[str] = []
-    for line in proc.stdout.splitlines():
-        event = json.loads(line)
-        if event.get("type") != "match":
-            continue
-        data = event["data"]
-        path = data["path"].get("text", "")
+    # Streamed, and stopped at max_results: a query matching every line of a monorepo must not be read
+    # whole into memory; ripgrep's regex engine runs in linear time, and a timer bounds the rest.
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL,
+                                cwd=ctx.paths.root, start_new_session=True)
+        timer = threading.Timer(SEARCH_TIMEOUT_S, proc.kill)
+        timer.start()
         try:
-            _real, rel = ctx.paths.resolve(path)
-        except (ToolDenied, ToolFailed):
-            continue
-        text = (data["lines"].get("text") or "").rstrip("\n")
-        out.append(f"{rel}:{data['line_number']}:{text}")
-        if len(out) > limit:
-            break
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                event = json.loads(line)
+                if event.get("type") != "match":
+                    continue
+                data = event["data"]
+                try:
+                    _real, rel = ctx.paths.resolve(data["path"].get("text", ""))
+                except (ToolDenied, ToolFailed):
+                    continue
+                text = (data["lines"].get("text") or "").rstrip("\n")
+                out.append(f"{rel}:{data['line_number']}:{text}")
+                if len(out) > limit:
+                    break
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        if proc.returncode not in (0, 1) and len(out) <= limit and proc.returncode != -signal.SIGKILL:
+            errors.seek(0)
+            raise ToolFailed(f"ripgrep failed: {errors.read(2000).decode(errors='replace').strip()[:500]}")
     return out
+
+
+# The pure-Python fallback runs a model's regex in a child process: a catastrophic pattern such as
+# (a+)+$ holds the GIL for as long as it runs, and only a process can be stopped.
+REGEX_SEARCH_CHILD = r"""
+import json, os, re, stat, sys
+job = json.load(sys.stdin)
+pattern = re.compile(job["pattern"], job["flags"])
+found = 0
+for real, rel in job["files"]:
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        continue
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            continue
+        data = fh.read(job["max_bytes"])
+    if b"\x00" in data[:8192]:
+        continue
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        if pattern.search(line):
+            print(json.dumps([rel, number, line[:500]]), flush=True)
+            found += 1
+            if found > job["limit"]:
+                sys.exit(0)
+"""
 
 
 def _search_python(ctx: ToolContext, base: str, args: dict[str, Any], limit: int) -> list[str]:
@@ -5208,6 +5322,20 @@ def _search_python(ctx: ToolContext, base: str, args: dict[str, Any], limit: int
     files = [(base, os.path.relpath(base, ctx.paths.root).replace(os.sep, "/"), False)] if os.path.isfile(base) \
         else _walk(ctx, base)
     out: list[str] = []
+    if args.get("regex"):
+        chosen = [[real, rel] for real, rel, is_dir in files if not is_dir and (not glob or glob_match(rel, glob))]
+        job = json_bytes({"pattern": args["query"], "flags": flags, "files": chosen, "limit": limit,
+                          "max_bytes": MAX_READ_BYTES})
+        result = run_command([sys.executable, "-I", "-c", REGEX_SEARCH_CHILD], ctx.paths.root, SEARCH_TIMEOUT_S,
+                             env=program_env(), stdin=job)
+        for line in result.output.splitlines():
+            with contextlib.suppress(ValueError, TypeError):
+                rel, number, text = json.loads(line)
+                out.append(f"{rel}:{number}:{text}")
+        if result.timed_out:
+            raise ToolFailed(f"the regex search was stopped after {SEARCH_TIMEOUT_S:g} s (a pattern that backtracks "
+                             f"without end, e.g. (a+)+$?); {len(out)} matches were found before that")
+        return out
     for real, rel, is_dir in files:
         if is_dir or (glob and not glob_match(rel, glob)):
             continue

@@ -1,5 +1,5 @@
-from test_lynkr import *  # noqa: F401,F403 - draft section, appended to test_lynkr.py without this line
-from test_lynkr import _isolated  # noqa: F401 - the autouse fixture (underscore names are not star-imported)
+from test_lynkr import *  # draft section: appended to test_lynkr.py without this line
+from test_lynkr import _isolated  # the autouse fixture (underscore names are not star-imported)
 
 # Draft only (a no-op once appended to test_lynkr.py): keep the star-imported test classes and functions
 # from being collected a second time here, so this file runs just its own tests.
@@ -49,10 +49,6 @@ def conf_executable(path: Path, content: str) -> Path:
     return path
 
 
-def conf_lines_with(stderr: str, *needles: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if all(n in ln for n in needles)]
-
-
 class TestConfinementGitPathspecs:
     """Item 1: the path check sees a literal string; git must get a literal pathspec."""
 
@@ -60,7 +56,8 @@ class TestConfinementGitPathspecs:
         gws.write(".env", "API_TOKEN=env-canary-9d2e\n")  # untracked, blocked by default
         gws.write("src/server.pem", "-----BEGIN PRIVATE KEY-----\npem-canary-77b1\n")
 
-    @pytest.mark.parametrize("spec", [".e*", "*", ":(glob)**", ":(icase).ENV", "src/*", ".en[v]", ":!README.md", "?env"])
+    @pytest.mark.parametrize("spec", [".e*", "*", ":(glob)**", ":(icase).ENV", "src/*", ".en[v]", ":!README.md",
+                                      "?env"])
     def test_globs_and_magic_are_refused_and_nothing_is_staged(self, gws, spec):
         self._secrets(gws)
         gws.write("src/app.py", "def main():\n    return 2\n")
@@ -219,7 +216,7 @@ class TestConfinementSubprocessEnv:
             assert value not in json.dumps(body), f"{name} is in the tool result"
         assert seen.get("MY_VAR") == "my-var-passes-5555", sorted(seen)
         assert "OTHER_VAR" not in seen, "a variable nobody allowed reached the test command"
-        assert seen.get("PATH") == os.environ.get("PATH", "/usr/bin:/bin") and seen.get("HOME") == str(gws.tmp / "home")
+        assert seen.get("PATH") and seen.get("HOME"), sorted(seen)  # what programs need still arrives
         assert not any(k.startswith(("LYNKR_", "DATABRICKS_", "AZURE_", "OPENAI_", "WORKSPACE_", "MODEL_"))
                        for k in seen), sorted(seen)
 
@@ -251,7 +248,7 @@ class TestConfinementGitHooks:
     """Item 4: tool-driven git runs no hook or fsmonitor the model can write, and no implicit bare repo."""
 
     def test_hooks_path_into_the_workspace_is_not_run_unless_allowed(self, gws):
-        marker = gws.out / "hook-ran"
+        marker = gws.repo / ".git" / "hook-ran"  # inside: hooks may one day run in the sandbox
         for hook in ("pre-commit", "commit-msg", "post-commit"):
             conf_executable(gws.repo / ".githooks" / hook, CONF_MARKER_HOOK.format(what=hook, marker=marker))
         gws.git("config", "core.hooksPath", ".githooks")
@@ -317,13 +314,14 @@ class TestConfinementHTTP:
         body = jbytes(base_req())
         chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
         cl, te = b"content-length: %d\r\n" % len(chunked), b"transfer-encoding: chunked\r\n"
-        framing = {"cl-first": cl + te, "te-first": te + cl, "te-uppercase": b"Transfer-Encoding: CHUNKED\r\n" + cl}[order]
+        framing = {"cl-first": cl + te, "te-first": te + cl,
+                   "te-uppercase": b"Transfer-Encoding: CHUNKED\r\n" + cl}[order]
         head = (b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                 b"anthropic-version: 2023-06-01\r\n" + framing + b"\r\n")
         with socket.create_connection(("127.0.0.1", dbx.proxy.port), timeout=10) as s:
             s.sendall(head + chunked)
             f = s.makefile("rb")
-            status, headers, data = read_response(f)
+            status, _headers, data = read_response(f)
             time.sleep(0.2)
             try:
                 s.sendall(smuggled)  # a second request on the same connection
@@ -352,7 +350,8 @@ class TestConfinementHTTP:
     def test_own_origin_no_origin_and_allowlisted_origin(self, tmp_path, make_proxy):
         p = make_proxy({"LYNKR_TOOLS": "*"})
         own = f"http://127.0.0.1:{p.port}"
-        assert conf_call(p, "fs_write", {"path": "own.txt", "content": "dashboard"}, {"origin": own})["is_error"] is False
+        written = conf_call(p, "fs_write", {"path": "own.txt", "content": "dashboard"}, {"origin": own})
+        assert written["is_error"] is False, written
         assert (tmp_path / "own.txt").read_text() == "dashboard"
         assert conf_call(p, "fs_write", {"path": "cli.txt", "content": "curl"})["is_error"] is False  # no Origin
         r = p.call("POST", "/v1/tools/fs_write", {"path": "near.txt", "content": "no"},
@@ -462,7 +461,7 @@ class TestConfinementMetrics:
         names = [f"m{i:04d}-" + "z" * 1019 for i in range(300)]
         with ThreadPoolExecutor(8) as ex:
             statuses = list(ex.map(lambda n: p.post(base_req(model=n), timeout=30).status, names))
-        assert all(isinstance(s, int) for s in statuses)
+        assert set(statuses) == {200}, set(statuses)  # each answered, each counted under its model
         r = p.call("GET", "/metrics", defaults=False)
         assert r.status == 200 and len(r.data) < 100 * 1024, f"/metrics is {len(r.data)} bytes"
         m = rel_parse_metrics(r.data.decode())
@@ -524,11 +523,13 @@ app.run("stdio")
         for path in (outside / "mcp.json", outside / "cfg" / "servers.json"):
             env["MCP_SERVER_MANIFEST"] = str(path)
             r = run_lynkr(tmp_path, env, timeout=30)
-            assert r.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in r.stderr, (path, r.returncode, r.stderr[-2000:])
+            assert r.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in r.stderr, \
+                (path, r.returncode, r.stderr[-2000:])
 
     def test_manifest_dirs_inside_the_workspace_start_nothing(self, tmp_path):
         script = self._tiny(tmp_path)
-        write_manifest(tmp_path / "mcpdir" / "servers.json", {"mcpServers": {"planted": self._entry(script, "planted", "t")}})
+        write_manifest(tmp_path / "mcpdir" / "servers.json",
+                       {"mcpServers": {"planted": self._entry(script, "planted", "t")}})
         env = mcp_env(MCP_MANIFEST_DIRS=tmp_path / "mcpdir")
         env.pop("MCP_ALLOW_WORKSPACE_MANIFEST", None)
         proxy = spawn(tmp_path, base_env(tmp_path, env))
@@ -538,7 +539,8 @@ app.run("stdio")
                 assert "planted" not in mcp_servers(proxy), mcp_servers(proxy)
                 assert not server_pids(proxy, str(script))
             else:
-                assert proxy.proc.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in proxy.stderr, proxy.stderr[-2000:]
+                assert proxy.proc.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in proxy.stderr, \
+                    proxy.stderr[-2000:]
         finally:
             proxy.stop()
         assert not gw_pids_with(str(script))
@@ -573,7 +575,8 @@ app.run("stdio")
             assert body["is_error"] is True, (path, body)
             assert manifest.read_text() == original, f"fs_write through {path!r} rewrote the manifest"
         body = conf_call(p, "fs_read", {"path": "mcp.json"})
-        assert body["is_error"] is True and "answered" not in body["content"] and "tiny_mcp" not in body["content"], body
+        assert body["is_error"] is True, body
+        assert "tiny_mcp" not in body["content"] and "mcpServers" not in body["content"], body
         assert manifest.read_text() == original and not (tmp_path / "owned").exists()
 
     @pytest.mark.parametrize("first,second,tool_name", [
@@ -615,17 +618,16 @@ class TestConfinementLogsAndStreams:
         canary = "PROMPT-CANARY-e11a"
         # a lone surrogate in the prompt (valid JSON, not encodable as UTF-8) reached an unhandled error
         # whose log line carried the prompt
-        raw = ('{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"%s \\ud800 tail"}]}'
-               % canary).encode()
-        rids = []
+        raw = ('{"model":"claude-sonnet-4-5","max_tokens":64,'
+               '"messages":[{"role":"user","content":"CANARY \\ud800 tail"}]}').replace("CANARY", canary).encode()
         for stream in (False, True):
             payload = raw if not stream else raw.replace(b'"max_tokens":64', b'"max_tokens":64,"stream":true')
             try:
-                r = p.post(payload, headers={"x-session-id": f"conf-log-{stream}"})
-                rids.append(r.headers.get("request-id"))
+                p.post(payload, headers={"x-session-id": f"conf-log-{stream}"})
             except (http.client.HTTPException, OSError):
-                pass
-        time.sleep(0.3)
+                pass  # a cut stream is item 12's concern; here only the log matters
+        wait_for(lambda: sum(1 for o in p.logs() if o.get("msg") == "request" and o.get("path") == "/v1/messages") == 2,
+                 5, "both requests to be logged")
         assert p.proc.poll() is None
         assert canary not in p.stderr, [ln for ln in p.lines if canary in ln][:2]
         assert p.call("GET", "/health").status == 200

@@ -10940,3 +10940,60 @@ class TestToolTimeouts:
 
         assert lynkr._run_blocking(handler, None, {}, cancelled) == "done"
         assert (tmp_path / "a.txt").read_bytes() == b"restored" and not (tmp_path / "b.txt").exists()
+
+
+# == 14. Tools: bounded work (regex, globs, special files) ==
+
+
+def no_rg_path(tmp: Path) -> str:
+    """A PATH with git and python but no ripgrep: the pure-Python search backend runs."""
+    bin_dir = tmp / "bin-no-rg"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("git", "python3", "bwrap"):
+        found = shutil.which(tool)
+        if found and not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+class TestBoundedWork:
+    @pytest.mark.parametrize("impl", SEARCH_IMPLS)
+    def test_catastrophic_regex_does_not_freeze_the_server(self, make_proxy, tmp_path, impl):
+        if impl == "ripgrep":
+            require_e2e("ripgrep (rg): apt-get install ripgrep", shutil.which("rg") is not None)
+        (tmp_path / "victim.txt").write_text("a" * 26 + "!\n")
+        extra = {"LYNKR_TOOLS": "*"}
+        if impl == "python":
+            extra["PATH"] = no_rg_path(tmp_path)
+        p = make_proxy(extra)
+        with ThreadPoolExecutor(1) as pool:
+            search = pool.submit(tool_call, p.port, "workspace_search", {"query": "(a+)+$", "regex": True})
+            time.sleep(0.3)
+            worst = 0.0
+            while not search.done():
+                t0 = time.monotonic()
+                assert p.call("GET", "/health", timeout=10).status == 200
+                worst = max(worst, time.monotonic() - t0)
+                time.sleep(0.1)
+            body = search.result(timeout=60)
+        assert worst < 1.0, f"/health took {worst:.2f} s while the regex ran"
+        assert "victim.txt" not in json.dumps(body) or body["is_error"] is False  # no match: (a+)+$ needs the end
+
+    def test_pathological_glob_is_fast(self, make_proxy, tmp_path):
+        deep = tmp_path / ("a" * 60)
+        deep.mkdir()
+        (deep / ("a" * 120)).write_text("x")
+        p = make_proxy({"LYNKR_TOOLS": "*"})
+        t0 = time.monotonic()
+        out = tool_ok(p.port, "fs_list", {"glob": "**/*a*a*a*a*a*a*a*a*a*a*a*a*b", "recursive": True})
+        assert time.monotonic() - t0 < 3 and out == "(no entries)", out
+
+    def test_fifo_never_blocks_reads_or_searches(self, make_proxy, tmp_path):
+        os.mkfifo(tmp_path / "pipe.txt")
+        (tmp_path / "real.txt").write_text("needle here\n")
+        p = make_proxy({"LYNKR_TOOLS": "*", "PATH": no_rg_path(tmp_path)})
+        t0 = time.monotonic()
+        assert "not a regular file" in tool_err(p.port, "fs_read", {"path": "pipe.txt"})
+        assert "real.txt:1:needle here" in tool_ok(p.port, "workspace_search", {"query": "needle"})
+        assert "real.txt" in tool_ok(p.port, "workspace_search", {"query": "need.e", "regex": True})
+        assert time.monotonic() - t0 < 10
