@@ -690,6 +690,17 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(reader.read(size), timeout)
 
 
+def read_regular_file(path: str, limit: int = -1) -> bytes:
+    """A workspace file's bytes, never through a symlink at its last component and never from a FIFO,
+    socket or device (OSError otherwise): what the index, CLAUDE.md and summaries read arrives with a
+    repository, and a linked package.json or .py could copy an outside file into their output."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return fh.read(limit)
+
+
 def parse_bool(name: str, value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -6247,9 +6258,8 @@ def detect_test_command(root: str) -> str:
     package_json = os.path.join(root, "package.json")
     if os.path.isfile(package_json):
         try:
-            with open(package_json, encoding="utf-8") as fh:
-                if (json.load(fh).get("scripts") or {}).get("test"):
-                    return "npm test"
+            if (json.loads(read_regular_file(package_json)).get("scripts") or {}).get("test"):
+                return "npm test"
         except (OSError, ValueError, AttributeError):
             pass
     if os.path.isfile(os.path.join(root, "go.mod")):
@@ -6305,10 +6315,10 @@ def _coverage_py(data: Any) -> float | None:
 
 def read_coverage(path: str) -> dict[str, Any]:
     """One coverage file -> {"file", "format", "line_percent"} or {"file", "missing": true}."""
-    if not os.path.isfile(path):
+    try:
+        text = read_regular_file(path).decode("utf-8", "replace")
+    except OSError:  # absent, or a symlink, FIFO or device: never followed or opened
         return {"file": path, "missing": True}
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
     if path.endswith(".info") or text.startswith(("TN:", "SF:")):
         found = sum(int(n) for n in re.findall(r"^LF:(\d+)", text, re.MULTILINE))
         hit = sum(int(n) for n in re.findall(r"^LH:(\d+)", text, re.MULTILINE))
@@ -6727,8 +6737,7 @@ def parse_file_job(job: tuple[str, str, str]) -> tuple[str, dict[str, Any] | Non
     Each file is read once: digest, line count and the binary check come from the same bytes."""
     rel, absolute, language = job
     try:
-        with open(absolute, "rb") as fh:
-            source = fh.read()
+        source = read_regular_file(absolute)
         info = {"digest": hashlib.sha1(source).hexdigest(), "lines": source.count(b"\n") + 1}
         if b"\x00" in source[:8192]:
             return rel, {**info, "binary": True, "symbols": [], "refs": [], "imports": [], "parser": "skip"}, ""
@@ -6800,8 +6809,16 @@ INDEX_IGNORED_DIRS = IGNORED_DIRS | {"vendor", "third_party", ".next", ".nuxt", 
 def list_workspace_files(root: str, data_dir: str, allowed: Callable[[str], bool] | None = None) -> list[str]:
     """POSIX paths relative to root: git's tracked + untracked-not-ignored, else a filtered walk;
     `allowed` (the file-path policy) has the last word."""
-    files = _list_workspace_files(root, data_dir)
+    files = [f for f in _list_workspace_files(root, data_dir) if _is_regular(os.path.join(root, f))]
     return [f for f in files if allowed(f)] if allowed is not None else files
+
+
+def _is_regular(path: str) -> bool:
+    """Symlinks (which may lead out of the workspace) and special files are not indexed."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _list_workspace_files(root: str, data_dir: str) -> list[str]:
@@ -7287,8 +7304,7 @@ class RepoIndex:
                     raise ToolFailed("give a name, or a file and line (and column)")
                 absolute = os.path.join(self.root, file)
                 try:
-                    with open(absolute, encoding="utf-8", errors="replace") as fh:
-                        text_lines = fh.read().split("\n")
+                    text_lines = read_regular_file(absolute).decode("utf-8", "replace").split("\n")
                 except OSError:
                     raise ToolFailed(f"{file}: cannot read") from None
                 if not 1 <= line <= len(text_lines):
@@ -7336,8 +7352,7 @@ def _resolvable_language(db: sqlite3.Connection, rel: str) -> bool:
 def _file_digest(path: str, binary_ok: bool = False) -> str | None:
     """sha1 of a file's bytes; None for a binary file (NUL in the first 8 KiB) unless binary_ok."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_regular_file(path)
     except OSError:
         return None
     if not binary_ok and b"\x00" in data[:8192]:
@@ -7389,8 +7404,7 @@ def detect_signals(root: str, files: list[str]) -> dict[str, Any]:
             continue
         manifests.append(rel)
         try:
-            with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as fh:
-                text = fh.read(512 * 1024)
+            text = read_regular_file(os.path.join(root, rel), 512 * 1024).decode("utf-8", "replace")
         except OSError:
             continue
         deps: list[str] = []

@@ -10997,3 +10997,32 @@ class TestBoundedWork:
         assert "real.txt:1:needle here" in tool_ok(p.port, "workspace_search", {"query": "needle"})
         assert "real.txt" in tool_ok(p.port, "workspace_search", {"query": "need.e", "regex": True})
         assert time.monotonic() - t0 < 10
+
+
+# == 16. Indexer: nothing is read through a symlink that leads out ==
+
+
+class TestIndexConfinement:
+    def test_symlinks_out_are_neither_indexed_nor_copied_into_claude_md(self, make_proxy, tmp_path):
+        ws, outside = tmp_path / "ws", tmp_path / "outside"
+        ws.mkdir()
+        outside.mkdir()
+        (outside / "secret.py").write_text("def outside_secret_fn():\n    return 'OUTSIDE-CODE'\n")
+        (outside / "package.json").write_text(json.dumps({"name": "outside-pkg", "scripts": {"test": "echo X"},
+                                                          "dependencies": {"outside-only-dep": "1.0.0"}}))
+        (outside / "notes.md").write_text("OUTSIDE-NOTES must never be copied into the workspace\n")
+        (ws / "app.py").write_text("def inside_fn():\n    return 1\n")
+        (ws / "leak.py").symlink_to(outside / "secret.py")
+        (ws / "package.json").symlink_to(outside / "package.json")
+        (ws / "CLAUDE.md").symlink_to(outside / "notes.md")
+        p = make_proxy({"LYNKR_TOOLS": "*", "WORKSPACE_ROOT": str(ws), "LYNKR_DATA_DIR": str(tmp_path / "state")},
+                       cwd=ws)
+        result = json.loads(tool_ok(p.port, "workspace_index_rebuild", {}))
+        assert "symlink" in result.get("claude_md_error", ""), result
+        found = tool_ok(p.port, "workspace_symbol_search", {"query": "outside_secret_fn"})
+        assert "leak.py" not in found and "outside_secret_fn" not in found.replace('"query"', ""), found
+        assert "inside_fn" in tool_ok(p.port, "workspace_symbol_search", {"query": "inside_fn"})
+        assert (ws / "CLAUDE.md").is_symlink()
+        assert (outside / "notes.md").read_text().startswith("OUTSIDE-NOTES")
+        assert "outside-only-dep" not in json.dumps(result) and "outside-pkg" not in json.dumps(result)
+        assert not list(ws.glob("*.md.*")) and not list(ws.glob(".lynkr-*"))
