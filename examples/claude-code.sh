@@ -2,7 +2,7 @@
 # Point the unmodified Claude Code CLI at lynkr.
 #
 # 1. Start lynkr in another terminal, with a provider configured (see the *.env.example files):
-#        cp examples/databricks.env.example .env   # then edit it
+#        cp examples/databricks.env.example .env   # then edit it, and: python lynkr.py trust
 #        python lynkr.py                            # listens on http://127.0.0.1:8080
 #
 # 2. Then run Claude Code with these variables (source this file, or copy the exports):
