@@ -1278,6 +1278,15 @@ class _ConnectionState:
     busy: bool = False
 
 
+def _header_text(raw: bytes) -> str:
+    """Header values as clients mean them: UTF-8 (an x-session-id in Greek stays Greek and can be fetched
+    back by name), else Latin-1 as HTTP/1.1 defines."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 class HTTPServer:
     def __init__(self, handler: Handler, error_responder: ErrorResponder, log: Logger,
                  header_timeout_s: float = HEADER_READ_TIMEOUT_S) -> None:
@@ -1424,7 +1433,7 @@ class HTTPServer:
     def _make_request(event: Any, client: str) -> Request:
         headers: dict[str, str] = {}
         for raw_name, raw_value in event.headers:
-            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            name, value = raw_name.decode("latin-1"), _header_text(raw_value)
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         target = urllib.parse.urlsplit(event.target.decode("latin-1"))
         query = dict(urllib.parse.parse_qsl(target.query, keep_blank_values=True))
@@ -3495,6 +3504,9 @@ class Provider:
         headers = [*self.auth, ("anthropic-version", version)]
         if http_req.headers.get("anthropic-beta"):
             headers.append(("anthropic-beta", http_req.headers["anthropic-beta"]))
+        for name, value in headers[len(self.auth):]:
+            if not value.isascii():  # header values travel as ASCII; the client's are passed on as sent
+                raise InvalidRequest(f"{name}: the header value must be ASCII")
         return headers
 
     # -- calls --
@@ -5543,7 +5555,10 @@ async def tool_web_fetch(ctx: ToolContext, args: dict[str, Any]) -> str:
         raise ToolFailed(f"{final_url} answered HTTP {status}")
     ctype = headers.get("content-type", "")
     charset = re.search(r"charset=([\w-]+)", ctype)
-    text = body.decode(charset.group(1) if charset else "utf-8", errors="replace")
+    try:
+        text = body.decode(charset.group(1) if charset else "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know: the page still reads as UTF-8
+        text = body.decode("utf-8", errors="replace")
     title = ""
     if "html" in ctype or text.lstrip()[:15].lower().startswith(("<!doctype html", "<html")):
         title, text = html_to_text(text)

@@ -11026,3 +11026,126 @@ class TestIndexConfinement:
         assert (outside / "notes.md").read_text().startswith("OUTSIDE-NOTES")
         assert "outside-only-dep" not in json.dumps(result) and "outside-pkg" not in json.dumps(result)
         assert not list(ws.glob("*.md.*")) and not list(ws.glob(".lynkr-*"))
+
+
+# == 14. Tools: check-then-use races ==
+
+RENAME_EXCHANGE = 2
+
+
+def _renameat2():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        pytest.skip("renameat2 is not available in this libc")
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+class TestRaces:
+    def test_swapping_a_folder_for_a_symlink_never_leads_out(self, make_proxy, tmp_path):
+        renameat2 = _renameat2()
+        ws, outside = tmp_path / "ws", tmp_path / "outside"
+        (ws / "d").mkdir(parents=True)
+        outside.mkdir()
+        (ws / "d" / "f.txt").write_text("inside\n")
+        (outside / "f.txt").write_text("OUTSIDE SECRET\n")
+        (ws / "swap").symlink_to(outside)  # exchanged with the folder d, back and forth
+        p = make_proxy({"LYNKR_TOOLS": "*", "WORKSPACE_ROOT": str(ws), "LYNKR_DATA_DIR": str(tmp_path / "state")},
+                       cwd=ws)
+        stop = threading.Event()
+        swaps = 0
+
+        def swapper() -> None:
+            nonlocal swaps
+            a, b = str(ws / "d").encode(), str(ws / "swap").encode()
+            while not stop.is_set():
+                if renameat2(-100, a, -100, b, RENAME_EXCHANGE) == 0:  # AT_FDCWD
+                    swaps += 1
+
+        thread = threading.Thread(target=swapper, daemon=True)
+        thread.start()
+        leaked, written_outside = [], []
+        try:
+            deadline = time.monotonic() + 5
+            n = 0
+            while time.monotonic() < deadline and n < 250:
+                n += 1
+                body = tool_call(p.port, "fs_read", {"path": "d/f.txt"})
+                if "OUTSIDE" in json.dumps(body):
+                    leaked.append(body)
+                tool_call(p.port, "fs_write", {"path": f"d/new-{n}.txt", "content": "x"})
+                written_outside += [f.name for f in outside.iterdir() if f.name != "f.txt"]
+        finally:
+            stop.set()
+            thread.join(5)
+        assert swaps > 100, swaps  # the race really ran
+        assert not leaked, f"{len(leaked)} of {n} reads returned the outside file"
+        assert not written_outside and sorted(f.name for f in outside.iterdir()) == ["f.txt"], written_outside
+
+
+# == 14. Tools: generated paths, pathspecs and symlink layouts never reach outside the root ==
+
+PATH_PARTS = st.sampled_from(["..", ".", "", "d", "link", "out", ".env", ".git", ":(top)", ":(glob)**", "*", "?",
+                              "[a]", "~", "f.txt", "sub", "\x00", " ", "D", "%2e%2e", "\\", "-rf", ".lynkr"])
+
+
+class TestGeneratedEscapes:
+    @pytest.fixture(scope="class")
+    def layout(self, tmp_path_factory):
+        import lynkr
+
+        top = tmp_path_factory.mktemp("gen")
+        root, outside = top / "root", top / "outside"
+        for d in (root / "d" / "sub", outside / "d"):
+            d.mkdir(parents=True)
+        (outside / "f.txt").write_text("OUTSIDE")
+        (outside / "d" / "f.txt").write_text("OUTSIDE")
+        (root / "f.txt").write_text("inside")
+        (root / "d" / "f.txt").write_text("inside")
+        (root / ".env").write_text("SECRET=1")
+        (root / "link").symlink_to(outside)  # a folder link that leads out
+        (root / "d" / "out").symlink_to(outside / "f.txt")  # a file link that leads out
+        (root / "d" / "sub" / "f.txt").symlink_to(root / "f.txt")  # one that stays inside
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        cfg = lynkr.load_config({"WORKSPACE_ROOT": str(root), "LYNKR_DATA_DIR": str(top / "state")})
+        policy = lynkr.Policy.from_config(cfg)
+        paths = lynkr.WorkspacePaths(str(root), policy)
+        ctx = lynkr.ToolContext(cfg, policy, paths, None, None, lynkr.Logger("json", "error"))
+        return lynkr, ctx, root, outside
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(parts=st.lists(PATH_PARTS, min_size=1, max_size=5), absolute=st.booleans())
+    def test_no_byte_outside_is_read_or_written(self, layout, parts, absolute):
+        lynkr, ctx, root, outside = layout
+        path = ("/" if absolute else "") + "/".join(parts)
+        before = {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+        try:
+            _real, rel = ctx.paths.resolve(path, allow_root=False)
+        except (lynkr.ToolDenied, lynkr.ToolFailed):
+            return
+        with contextlib.suppress(lynkr.ToolDenied, lynkr.ToolFailed, OSError):
+            assert b"OUTSIDE" not in ctx.paths.read_bytes(rel, 1000), path
+        with contextlib.suppress(lynkr.ToolDenied, lynkr.ToolFailed, OSError):
+            ctx.paths.write_bytes(rel, b"written")
+        after = {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+        assert after == before, path
+        assert (root / ".env").read_text() == "SECRET=1"
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(parts=st.lists(PATH_PARTS, min_size=1, max_size=4))
+    def test_pathspecs_are_literal_and_confined(self, layout, parts):
+        lynkr, ctx, root, _outside = layout
+        path = "/".join(parts)
+        try:
+            specs = lynkr.repo_paths(ctx, [path])
+        except (lynkr.ToolDenied, lynkr.ToolFailed):
+            return
+        assert all(s.startswith((":(literal)", ":(exclude")) for s in specs), specs
+        listed = lynkr.git(ctx, "ls-files", "--others", "--cached", "--", *specs, check=False).split("\n")
+        for name in filter(None, listed):  # (a symlink is listed as itself: git keeps the link, not its target)
+            full = os.path.abspath(root / name)
+            assert full.startswith(str(root) + os.sep), (path, name)
+            assert ".env" not in name.split("/"), (path, name)
