@@ -5672,9 +5672,16 @@ def noninteractive_env(extra: dict[str, str] | None = None, passthrough: Iterabl
     return env
 
 
+# What a command run by a tool may print before it is stopped: a `git diff` of a huge tree or a test
+# suite printing without end must not grow lynkr's memory without bound.
+MAX_COMMAND_OUTPUT_BYTES = 64 * 1024 * 1024
+
+
 def run_command(argv: list[str], cwd: str, timeout_s: float, *, env: dict[str, str] | None = None,
-                stdin: bytes | None = None, tail_bytes: int | None = None) -> CommandResult:
-    """Run argv (no shell) in its own process group; on timeout kill the whole group."""
+                stdin: bytes | None = None, tail_bytes: int | None = None,
+                max_bytes: int = MAX_COMMAND_OUTPUT_BYTES) -> CommandResult:
+    """Run argv (no shell) in its own process group; on timeout, or past max_bytes of output (tail_bytes:
+    only the end is kept, however long it runs), kill the whole group."""
     started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, cwd=cwd, env=env or noninteractive_env(), start_new_session=True,
@@ -5682,16 +5689,53 @@ def run_command(argv: list[str], cwd: str, timeout_s: float, *, env: dict[str, s
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except FileNotFoundError:
         raise ToolFailed(f"{argv[0]} is not installed or not on PATH") from None
-    try:
-        out, _ = proc.communicate(stdin, timeout=timeout_s)
-        timed_out = False
-    except subprocess.TimeoutExpired:
+    kept: collections.deque[bytes] = collections.deque()
+    state = {"size": 0, "dropped": False, "overflow": False}
+
+    def kill() -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+
+    def read_output() -> None:
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(65536):
+            kept.append(chunk)
+            state["size"] += len(chunk)
+            if tail_bytes is not None:
+                while state["size"] - len(kept[0]) >= tail_bytes:  # keep just enough for the tail
+                    state["size"] -= len(kept.popleft())
+                    state["dropped"] = True
+            elif state["size"] > max_bytes:
+                state["overflow"] = True
+                kill()
+                return
+
+    def write_input() -> None:  # on its own thread: a child that never reads must not hang the timeout
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.write(stdin or b"")
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
+    if stdin is not None:
+        threading.Thread(target=write_input, daemon=True).start()
+    try:
+        proc.wait(timeout=timeout_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        kill()
+        proc.wait()
         timed_out = True
-    if tail_bytes is not None and len(out) > tail_bytes:
+    reader.join(timeout=10)
+    with contextlib.suppress(OSError):
+        proc.stdout.close()  # type: ignore[union-attr]
+    out = b"".join(kept)
+    if tail_bytes is not None and (state["dropped"] or len(out) > tail_bytes):
         out = b"[... output truncated ...]\n" + out[-tail_bytes:]
+    if state["overflow"]:
+        raise ToolFailed(f"{os.path.basename(argv[0])} printed more than {max_bytes} bytes and was stopped")
     return CommandResult(proc.returncode if not timed_out else -9, out.decode("utf-8", errors="replace"),
                          time.monotonic() - started, timed_out)
 
