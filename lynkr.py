@@ -979,7 +979,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("MCP_SANDBOX_ENABLED", "true", "Run stdio MCP servers in a container when MCP_SANDBOX_IMAGE is set.",
       parse_bool),
     S("MCP_SANDBOX_IMAGE", "", "Container image for sandboxed MCP servers (unset: servers run on the host)."),
-    S("MCP_SANDBOX_RUNTIME", "docker", "docker | podman | an absolute path."),
+    S("MCP_SANDBOX_RUNTIME", "docker", "docker | podman | an absolute path (with MCP_SANDBOX_IMAGE), or bwrap "
+      "(bubblewrap: no image; the host read-only, as for test runs)."),
     S("MCP_SANDBOX_ALLOW_NETWORKING", "false", "Give sandboxed servers a network.", parse_bool),
     S("MCP_SANDBOX_WORKSPACE_WRITABLE", "false", "Mount the workspace read-write (default read-only at /workspace).",
       parse_bool),
@@ -5960,30 +5961,34 @@ SANDBOX_HIDDEN_HOME = (".ssh", ".aws", ".azure", ".config/gcloud", ".kube", ".do
 
 
 def bwrap_argv(root: str, hidden_dirs: Iterable[str], hidden_files: Iterable[str], extra_hide: Iterable[str],
-               network: bool, readable: Iterable[str] = ()) -> list[str]:
+               network: bool, readable: Iterable[str] = (), *, root_writable: bool = True,
+               binds: Iterable[tuple[str, str, bool]] = (), chdir: str = "") -> list[str]:
     argv = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all"]
     if network:
         argv.append("--share-net")
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    home = os.path.expanduser("~")
-    secrets = [os.path.join(home, p) for p in SANDBOX_HIDDEN_HOME] + [os.path.expanduser(p) for p in extra_hide]
-    for path in secrets:
-        if os.path.isdir(path) and not os.path.islink(path):
-            argv += ["--tmpfs", path]
-        elif os.path.lexists(path):
-            argv += ["--ro-bind", "/dev/null", path]
     for path in readable:
         path = os.path.realpath(os.path.expanduser(path))
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
-    argv += ["--bind", root, root]
+    argv += ["--bind" if root_writable else "--ro-bind", root, root]
+    for source, target, writable in binds:
+        argv += ["--bind" if writable else "--ro-bind", source, target]
+    # Hidden last, so that no bind above (a workspace that holds the home folder) shows them again.
+    home = os.path.expanduser("~")
+    secrets_ = [os.path.join(home, p) for p in SANDBOX_HIDDEN_HOME] + [os.path.expanduser(p) for p in extra_hide]
+    for path in secrets_:
+        if os.path.isdir(path) and not os.path.islink(path):
+            argv += ["--tmpfs", path]
+        elif os.path.lexists(path):
+            argv += ["--ro-bind", "/dev/null", path]
     hidden = [d for d in hidden_dirs if os.path.isdir(d)]
-    for path in hidden:  # after the workspace bind: lynkr's state inside it disappears too
+    for path in hidden:  # lynkr's state, inside the workspace or not
         argv += ["--tmpfs", path]
     for path in hidden_files:  # (a file inside a hidden folder is gone already)
         if os.path.isfile(path) and not any(os.path.commonpath([d, path]) == d for d in hidden):
             argv += ["--ro-bind", "/dev/null", path]
-    return [*argv, "--chdir", root, "--"]
+    return [*argv, "--chdir", chdir or root, "--"]
 
 
 def sandbox_prefix(ctx: ToolContext, checkout: str = "") -> list[str]:
@@ -7837,15 +7842,15 @@ class SandboxSettings:
 
     @property
     def active(self) -> bool:
-        return self.enabled and bool(self.image)
+        return self.enabled and (bool(self.image) or self.runtime == "bwrap")
 
     @classmethod
     def from_config(cls, cfg: Config) -> SandboxSettings:
         s = cfg.settings
         mode = s.mcp_sandbox_permission_mode
         runtime = s.mcp_sandbox_runtime
-        if runtime not in ("docker", "podman") and not os.path.isabs(runtime):
-            raise ConfigError(f"MCP_SANDBOX_RUNTIME must be docker, podman or an absolute path (got {runtime!r})")
+        if runtime not in ("docker", "podman", "bwrap") and not os.path.isabs(runtime):
+            raise ConfigError(f"MCP_SANDBOX_RUNTIME must be docker, podman, bwrap or an absolute path (got {runtime!r})")
         settings = cls(
             enabled=s.mcp_sandbox_enabled, image=s.mcp_sandbox_image, runtime=runtime,
             allow_networking=s.mcp_sandbox_allow_networking, workspace_writable=s.mcp_sandbox_workspace_writable,
@@ -7859,7 +7864,9 @@ class SandboxSettings:
             if len(parts) not in (2, 3) or not os.path.isabs(parts[0]) or not parts[1].startswith("/") or (
                     len(parts) == 3 and parts[2] not in ("ro", "rw")):
                 raise ConfigError(f"MCP_SANDBOX_EXTRA_MOUNTS entries are /host:/container[:ro|rw] (bad {mount!r})")
-        if settings.active and shutil.which(settings.runtime) is None:
+        if settings.active and settings.runtime == "bwrap":
+            resolve_sandbox("bwrap")  # raises ConfigError when bubblewrap cannot start here
+        elif settings.active and shutil.which(settings.runtime) is None:
             raise ConfigError(f"MCP_SANDBOX_IMAGE is set but the container runtime {settings.runtime!r} is not "
                               "installed: install it or set MCP_SANDBOX_RUNTIME (lynkr never falls back to the host)")
         return settings
@@ -8005,7 +8012,20 @@ class MCPServer:
             return streams[0], streams[1]
         command, args = self.spec.command, list(self.spec.args)
         env = dict(self.spec.env)
-        if self.placement == "sandbox":
+        if self.placement == "sandbox" and self.manager.sandbox.runtime == "bwrap":
+            # bubblewrap, as for test runs: no image, the host read-only, the workspace read-only (or
+            # writable), no network unless allowed, credentials and lynkr's state hidden.
+            sandbox, cfg = self.manager.sandbox, self.manager.cfg
+            binds = []
+            for mount in sandbox.extra_mounts:
+                parts = mount.split(":")
+                binds.append((parts[0], parts[1], len(parts) == 3 and parts[2] == "rw"))
+            prefix = bwrap_argv(os.path.realpath(self.manager.workspace), [cfg.data_dir],
+                                [cfg.session_db_path + s for s in ("", "-wal", "-shm", "-journal")], (),
+                                sandbox.allow_networking, root_writable=sandbox.workspace_writable, binds=binds,
+                                chdir=self.spec.cwd or self.manager.workspace)
+            command, args = prefix[0], [*prefix[1:], self.spec.command, *self.spec.args]
+        elif self.placement == "sandbox":
             self.container_name = f"lynkr-mcp-{re.sub(r'[^a-zA-Z0-9_.-]', '-', self.spec.name)}-{secrets.token_hex(4)}"
             argv = sandbox_argv(self.spec, self.manager.sandbox, self.manager.workspace, self.container_name)
             command, args = argv[0], argv[1:]

@@ -11149,3 +11149,35 @@ class TestGeneratedEscapes:
             full = os.path.abspath(root / name)
             assert full.startswith(str(root) + os.sep), (path, name)
             assert ".env" not in name.split("/"), (path, name)
+
+
+# == 17. MCP: stdio servers in bubblewrap (MCP_SANDBOX_RUNTIME=bwrap) ==
+
+
+class TestMCPBubblewrap:
+    def test_server_runs_confined(self, make_proxy, tmp_path):
+        need_mcp()
+        require_e2e("bubblewrap (bwrap): apt-get install bubblewrap", shutil.which("bwrap") is not None)
+        home = tmp_path / "home"
+        (home / ".ssh").mkdir(parents=True, exist_ok=True)
+        (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY MATERIAL")
+        (tmp_path / "readme.txt").write_text("workspace file\n")
+        manifest = write_manifest(tmp_path.parent / f"{tmp_path.name}-mcp.json", {"mcpServers": {
+            "fs": {"command": str(MCP_FILESYSTEM), "args": ["/"]},
+            "time": {"command": mcp_time_bin(), "args": ["--local-timezone", "UTC"]}}})
+        p = make_proxy(mcp_env(manifest, MCP_SANDBOX_RUNTIME="bwrap", LYNKR_TOOLS="*"))
+        servers = mcp_servers(p)
+        assert {s["placement"] for s in servers.values()} == {"sandbox"}, servers
+        assert {s["status"] for s in servers.values()} == {"ready"}, servers
+        body = mcp_call(p, "mcp_time_get_current_time", {"timezone": "UTC"})
+        assert body["is_error"] is False and "UTC" in mcp_text(body), body
+        inside = mcp_call(p, "mcp_fs_read_text_file", {"path": str(tmp_path / "readme.txt")})
+        assert "workspace file" in mcp_text(inside), inside  # the workspace is readable
+        secret = mcp_call(p, "mcp_fs_read_text_file", {"path": str(home / ".ssh" / "id_ed25519")})
+        assert "PRIVATE KEY" not in mcp_text(secret), secret  # credential folders are hidden
+        write = mcp_call(p, "mcp_fs_write_file", {"path": str(tmp_path / "new.txt"), "content": "x"})
+        assert write["is_error"] is True or not (tmp_path / "new.txt").exists()  # read-only by default
+        assert not (tmp_path / "new.txt").exists()
+        outside = tmp_path.parent / f"{tmp_path.name}-outside.txt"
+        mcp_call(p, "mcp_fs_write_file", {"path": str(outside), "content": "x"})
+        assert not outside.exists()  # nothing else of the host is writable
