@@ -4530,7 +4530,7 @@ def glob_match(path: str, pattern: str) -> bool:
     return bool(_glob_regex(pattern).match(path))
 
 
-NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 def non_global_address(address: str) -> str:
@@ -4542,10 +4542,12 @@ def non_global_address(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         candidates += [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
         candidates += list(ip.teredo or ())
-        if ip in NAT64_PREFIX:
+        if any(ip in prefix for prefix in NAT64_PREFIXES):
             candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     for candidate in candidates:
-        if not candidate.is_global or candidate.is_multicast:
+        # is_global alone is not enough: Python counts some reserved IPv6 ranges (::/8, which holds the
+        # old IPv4-compatible ::127.0.0.1) as global.
+        if not candidate.is_global or candidate.is_multicast or candidate.is_reserved:
             return f"{candidate} is not a global unicast address"
         if isinstance(candidate, ipaddress.IPv6Address) and candidate.is_site_local:
             return f"{candidate} is site-local"
@@ -6116,7 +6118,9 @@ def tool_git_commit(ctx: ToolContext, args: dict[str, Any]) -> str:
             raise ToolDenied("POLICY_GIT_REQUIRE_TESTS: the staged content has no passing test run of "
                              f"`{gate_command(ctx)}`; run workspace_test_run on exactly what "
                              "you commit (stage everything that was tested, nothing else)")
-    git(ctx, "commit", "--quiet", "--no-verify", "--file=-", stdin=args["message"].encode("utf-8"))
+    # Hooks run only when the operator allowed them (POLICY_GIT_ALLOW_HOOKS): then all of them, pre-commit too.
+    verify = () if ctx.policy.git_allow_hooks else ("--no-verify",)
+    git(ctx, "commit", "--quiet", *verify, "--file=-", stdin=args["message"].encode("utf-8"))
     return git(ctx, "log", "-1", "--format=committed %h %s")
 
 
@@ -6887,7 +6891,10 @@ def _is_regular(path: str) -> bool:
 
 def _list_workspace_files(root: str, data_dir: str) -> list[str]:
     try:
-        proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],
+        # The index's git is confined like the tools' (no fsmonitor, hooks or implicit bare repository
+        # the model could have laid out in the workspace).
+        proc = subprocess.run(["git", *GIT_SAFETY_CONFIG, "ls-files", "-z", "--cached", "--others",
+                               "--exclude-standard", "--", "."],
                               cwd=root, capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=noninteractive_env())
         if proc.returncode == 0:
             paths = [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p and p != "CLAUDE.md"]
