@@ -959,8 +959,10 @@ SETTINGS: tuple[Setting, ...] = (
       "gate's clean checkout (dependencies the commit does not hold).", _words),
     S("WORKSPACE_TEST_TIMEOUT_MS", "600000", "Longest a test run may take.", _millis(1)),
     S("POLICY_SANDBOX", "auto", "Where test runs execute: bwrap (bubblewrap: only the workspace writable, secrets "
-      "and lynkr's state hidden, no network), none (on the host), or auto (bwrap when it works, said at start-up).",
-      _choice("auto", "bwrap", "none")),
+      "and lynkr's state hidden, no network), podman (a container of POLICY_SANDBOX_IMAGE), none (on the host), or "
+      "auto (bwrap when it works, said at start-up).", _choice("auto", "bwrap", "podman", "none")),
+    S("POLICY_SANDBOX_IMAGE", "", "The image test runs use with POLICY_SANDBOX=podman (it holds the project's "
+      "toolchain; the workspace is mounted at its own path)."),
     S("POLICY_SANDBOX_NETWORK", "false", "Give sandboxed test runs the network.", parse_bool),
     S("POLICY_SANDBOX_HIDE", "", "More host paths sandboxed runs must not see (comma list; ~ is your home).",
       _words),
@@ -4575,7 +4577,8 @@ class Policy:
     coverage_files: tuple[str, ...] = ()
     git_allow_hooks: bool = False
     subprocess_env: tuple[str, ...] = ()  # operator-added names passed to programs tools run
-    sandbox: str = "none"  # bwrap | none: resolved at start-up from POLICY_SANDBOX (see resolve_sandbox)
+    sandbox: str = "none"  # bwrap | podman | none: resolved at start-up from POLICY_SANDBOX (resolve_sandbox)
+    sandbox_image: str = ""
     sandbox_network: bool = False
     sandbox_hide: tuple[str, ...] = ()
     sandbox_read: tuple[str, ...] = ()
@@ -4608,6 +4611,7 @@ class Policy:
             sandbox_network=s.policy_sandbox_network,
             sandbox_hide=s.policy_sandbox_hide,
             sandbox_read=s.policy_sandbox_read,
+            sandbox_image=s.policy_sandbox_image,
             git_test_dependency_dirs=s.policy_git_test_dependency_dirs,
         )
 
@@ -5957,6 +5961,13 @@ def tool_git_unstage(ctx: ToolContext, args: dict[str, Any]) -> str:
 # usual credential files. A sandbox that was asked for and cannot start is an error, never a run on
 # the host.
 
+# How the container *client* finds its engine (a remote or rootless daemon, a context, podman's
+# socket). The SDK starts stdio servers with a minimal environment, so these are passed on; the MCP
+# server's own variables go into the container with -e, never from lynkr's environment.
+CONTAINER_CLIENT_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY",
+                        "CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINERS_CONF", "XDG_RUNTIME_DIR")
+
+
 SANDBOX_HIDDEN_HOME = (".ssh", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".gnupg", ".netrc",
                        ".git-credentials", ".npmrc", ".pypirc", ".databrickscfg", ".claude", ".claude.json",
                        ".config/lynkr", ".config/gh", ".local/share/keyrings")
@@ -5993,9 +6004,32 @@ def bwrap_argv(root: str, hidden_dirs: Iterable[str], hidden_files: Iterable[str
     return [*argv, "--chdir", chdir or root, "--"]
 
 
-def sandbox_prefix(ctx: ToolContext, checkout: str = "") -> list[str]:
-    """bwrap's argv before the command (none: nothing). With a clean checkout, it is the writable place and
-    the workspace is readable (its dependency folders are linked in)."""
+def podman_argv(ctx: ToolContext, name: str, top: str, chdir: str, readable: Iterable[str]) -> list[str]:
+    """A container of POLICY_SANDBOX_IMAGE: only the image and the mounted folder(s); no host home, no
+    network unless allowed, no capabilities, lynkr's state masked when it lies in the workspace."""
+    argv = ["podman", "run", "--rm", "-i", "--name", name, "--network",
+            "bridge" if ctx.policy.sandbox_network else "none", "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges", "--tmpfs", "/tmp", "-v", f"{top}:{top}:rw", "-w", chdir]
+    for path in readable:
+        path = os.path.realpath(os.path.expanduser(path))
+        if os.path.exists(path):
+            argv += ["-v", f"{path}:{path}:ro"]
+    for path, _setting in ctx.paths.private_dirs:
+        if os.path.isdir(path) and os.path.commonpath([top, path]) == top:
+            argv += ["--tmpfs", path]
+    for name_ in ctx.policy.subprocess_env:
+        if name_ in os.environ:
+            argv += ["-e", f"{name_}={os.environ[name_]}"]
+    return [*argv, ctx.policy.sandbox_image]
+
+
+def sandbox_prefix(ctx: ToolContext, checkout: str = "", container: str = "") -> list[str]:
+    """The sandbox's argv before the command (none: nothing). With a clean checkout, it is the writable
+    place and the workspace is readable (its dependency folders are linked in)."""
+    if ctx.policy.sandbox == "podman":
+        top = clean_checkout_top(checkout) if checkout else ctx.paths.root
+        readable = (*ctx.policy.sandbox_read, ctx.paths.root) if checkout else ctx.policy.sandbox_read
+        return podman_argv(ctx, container, top, checkout or ctx.paths.root, readable)
     if ctx.policy.sandbox != "bwrap":
         return []
     top = clean_checkout_top(checkout) if checkout else ctx.paths.root
@@ -6068,11 +6102,24 @@ def runner_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def resolve_sandbox(requested: str) -> tuple[str, str]:
-    """POLICY_SANDBOX -> (bwrap | none, what to say at start-up). Raises ConfigError when a sandbox that
-    was asked for cannot start."""
+def resolve_sandbox(requested: str, image: str = "") -> tuple[str, str]:
+    """POLICY_SANDBOX -> (bwrap | podman | none, what to say at start-up). Raises ConfigError when a
+    sandbox that was asked for cannot start."""
     if requested == "none":
         return "none", "test runs execute on the host (POLICY_SANDBOX=none)"
+    if requested == "podman":
+        if not image:
+            raise ConfigError("POLICY_SANDBOX=podman needs POLICY_SANDBOX_IMAGE (an image with the project's toolchain)")
+        if shutil.which("podman") is None:
+            raise ConfigError("POLICY_SANDBOX=podman, but podman is not installed; lynkr never runs tests unsandboxed "
+                              "instead")
+        probe = subprocess.run(["podman", "image", "exists", image], capture_output=True, timeout=60,
+                               stdin=subprocess.DEVNULL, check=False,
+                               env=program_env(CONTAINER_CLIENT_ENV))
+        if probe.returncode != 0:
+            raise ConfigError(f"POLICY_SANDBOX_IMAGE {image!r} is not an image podman has (podman image exists "
+                              f"failed: {probe.stderr.decode('utf-8', 'replace').strip()[:200] or 'not found'})")
+        return "podman", f"test runs execute in podman containers of {image} (POLICY_SANDBOX)"
     problem = ""
     if shutil.which("bwrap") is None:
         problem = "bubblewrap (bwrap) is not installed (apt-get install bubblewrap)"
@@ -6434,18 +6481,23 @@ def _db_passing_trees(db: sqlite3.Connection, command: str) -> list[str]:
 def tool_test_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     command = gate_command(ctx) if args.get("gate") else test_command(ctx)
     argv = shlex.split(command)  # operator-configured, never model input
-    if argv and argv[0] == "python":
+    if argv and argv[0] == "python" and ctx.policy.sandbox != "podman":  # (the image has its own python)
         argv[0] = sys.executable if not shutil.which("python") else "python"
     is_repo = git(ctx, "rev-parse", "--is-inside-work-tree", check=False).strip() == "true"
     tree_id = worktree_tree_id(ctx) if is_repo else ""
     # The gate counts only runs whose outcome the tested tree decides: those run in a clean checkout.
     clean = bool(tree_id) and ctx.policy.git_require_tests and command == gate_command(ctx)
     started = time.time()
+    container = f"lynkr-test-{new_id('', 6)}"
     with contextlib.ExitStack() as stack:
         run_dir = stack.enter_context(clean_checkout(ctx, tree_id)) if clean else ctx.paths.root
-        prefix = sandbox_prefix(ctx, run_dir) if clean else sandbox_prefix(ctx)
+        prefix = sandbox_prefix(ctx, run_dir if clean else "", container)
+        passthrough = (*ctx.policy.subprocess_env, *(CONTAINER_CLIENT_ENV if ctx.policy.sandbox == "podman" else ()))
+        if ctx.policy.sandbox == "podman":  # killing the client must not leave the container running
+            stack.callback(subprocess.run, ["podman", "rm", "-f", container], capture_output=True, timeout=30,
+                           stdin=subprocess.DEVNULL, check=False, env=program_env(CONTAINER_CLIENT_ENV))
         result = run_command([*prefix, *runner_argv(argv)], run_dir, ctx.policy.test_timeout_s,
-                             tail_bytes=TEST_OUTPUT_TAIL_BYTES, env=program_env(ctx.policy.subprocess_env))
+                             tail_bytes=TEST_OUTPUT_TAIL_BYTES, env=program_env(passthrough))
         coverage = [read_coverage(os.path.join(run_dir, f)) for f in ctx.policy.coverage_files]
     run = {
         "command": command, "started_at": started, "duration_ms": round(result.duration_s * 1000),
@@ -7889,12 +7941,6 @@ class SandboxSettings:
         return "host" if may_run_on_host else "refused"
 
 
-# How the container *client* finds its engine (a remote or rootless daemon, a context, podman's
-# socket). The SDK starts stdio servers with a minimal environment, so these are passed on; the MCP
-# server's own variables go into the container with -e, never from lynkr's environment.
-CONTAINER_CLIENT_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY",
-                        "CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINERS_CONF", "XDG_RUNTIME_DIR")
-
 
 def sandbox_argv(spec: MCPServerSpec, sandbox: SandboxSettings, workspace: str, container_name: str) -> list[str]:
     """The container command line for a stdio server (covered by tests; no shell involved)."""
@@ -9185,7 +9231,7 @@ def build_app(cfg: Config, log: Logger) -> App:
     root = os.path.realpath(cfg.workspace_root)
     if os.path.commonpath([db_dir, root]) != db_dir:  # its folder is private unless it holds the whole workspace
         private_dirs.append((db_dir, "SESSION_DB_PATH"))
-    policy.sandbox, sandbox_note = resolve_sandbox(cfg.settings.policy_sandbox)
+    policy.sandbox, sandbox_note = resolve_sandbox(cfg.settings.policy_sandbox, cfg.settings.policy_sandbox_image)
     cfg.notices.append(sandbox_note)
     specs, manifests = discover_mcp_servers(cfg, log)
     private_files = [(f, "SESSION_DB_PATH") for f in db_files] + [(m, "an MCP manifest") for m in manifests]

@@ -11845,3 +11845,54 @@ class TestConfinementLogsAndStreams:
         kinds = [(t["kind"], t.get("request_id")) for t in session["turns"]]
         assert ("assistant", rid) in kinds, kinds
         assert st.proxy.proc.poll() is None and st.proxy.call("GET", "/health").status == 200
+
+
+class TestPodmanSandbox:
+    """POLICY_SANDBOX=podman: test runs in a container of POLICY_SANDBOX_IMAGE. .ci/run builds the image
+    (Debian's minbase with python3, via debootstrap) and names it in LYNKR_TEST_PODMAN_IMAGE."""
+
+    @pytest.fixture
+    def podman_env(self):
+        image = os.environ.get("LYNKR_TEST_PODMAN_IMAGE", "")
+        require_e2e("podman and a test image (LYNKR_TEST_PODMAN_IMAGE, built by .ci/run)",
+                    bool(image) and shutil.which("podman") is not None)
+        env = {"POLICY_SANDBOX": "podman", "POLICY_SANDBOX_IMAGE": image}
+        if os.environ.get("CONTAINERS_CONF"):
+            env["CONTAINERS_CONF"] = os.environ["CONTAINERS_CONF"]
+        return env
+
+    def test_a_test_run_is_confined_to_its_container(self, gws, podman_env):
+        probe = "import os, pathlib, sys\n" \
+                f"t = pathlib.Path({str(gws.out / 'escaped.txt')!r})\n" \
+                "try:\n    t.write_text('x'); print('OUTSIDE-WRITE ok')\nexcept OSError as e:\n" \
+                "    print('OUTSIDE-WRITE', type(e).__name__)\n" \
+                "pathlib.Path('inside.txt').write_text('ok')\n" \
+                f"print('HOME-SSH', os.path.exists({str(gws.tmp / 'home' / '.ssh' / 'id_ed25519')!r}))\n" \
+                "print('SECRET', any('SECRET-VALUE' in v for v in os.environ.values()))\n" \
+                "print('1 passed')\n"
+        gws.write("probe.py", probe)
+        (gws.tmp / "home" / ".ssh").mkdir(parents=True, exist_ok=True)
+        (gws.tmp / "home" / ".ssh" / "id_ed25519").write_text("PRIVATE KEY")
+        gws.start(WORKSPACE_TEST_COMMAND="python3 probe.py", OPENAI_API_KEY="sk-SECRET-VALUE", **podman_env)
+        run = gws.run_tests()
+        out = run["_output"]
+        assert run["passed"] is True, out
+        assert "OUTSIDE-WRITE ok" not in out and not (gws.out / "escaped.txt").exists(), out
+        assert (gws.repo / "inside.txt").read_text() == "ok"
+        assert "HOME-SSH False" in out and "SECRET False" in out, out
+        left = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
+                              env={**os.environ}).stdout
+        assert "lynkr-test-" not in left, left
+
+    def test_a_stuck_container_is_removed_on_timeout(self, gws, podman_env):
+        gws.write("stuck.py", "import time\nprint('stuck test started', flush=True)\ntime.sleep(60)\n")
+        gws.start(WORKSPACE_TEST_COMMAND="python3 stuck.py", WORKSPACE_TEST_TIMEOUT_MS="3000", **podman_env)
+        run = gws.run_tests(timeout=90)
+        assert run["timed_out"] is True, run
+        wait_for(lambda: "lynkr-test-" not in subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"],
+                                                              capture_output=True, text=True).stdout,
+                 20, "the container to be removed")
+
+    def test_missing_image_stops_startup(self, tmp_path, podman_env):
+        r = run_lynkr(tmp_path, {**podman_env, "POLICY_SANDBOX_IMAGE": "lynkr-no-such-image:0"})
+        assert r.returncode == 2 and "POLICY_SANDBOX_IMAGE" in r.stderr, r.stderr
