@@ -11896,3 +11896,34 @@ class TestPodmanSandbox:
     def test_missing_image_stops_startup(self, tmp_path, podman_env):
         r = run_lynkr(tmp_path, {**podman_env, "POLICY_SANDBOX_IMAGE": "lynkr-no-such-image:0"})
         assert r.returncode == 2 and "POLICY_SANDBOX_IMAGE" in r.stderr, r.stderr
+
+
+# == 6/14. Smaller confinement items: header text, web charsets ==
+
+
+class TestSmallerItems:
+    def test_non_ascii_session_id_is_stored_and_fetched_back(self, dbx):
+        sid = "sessão-Ωμέγα-会话"
+        conn = http.client.HTTPConnection("127.0.0.1", dbx.proxy.port, timeout=10)
+        try:
+            headers = {**DEFAULT_HEADERS}
+            body = jbytes(base_req(messages=[user("hello in unicode")]))
+            conn.putrequest("POST", "/v1/messages")
+            for k, v in headers.items():
+                conn.putheader(k, v)
+            conn.putheader("x-session-id", sid.encode("utf-8"))
+            conn.putheader("content-length", str(len(body)))
+            conn.endheaders(body)
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+        session = session_of(dbx.proxy, sid)
+        assert session["id"] == sid and session["turns"], session
+
+    def test_unknown_charset_reads_as_utf8(self, agent, web_server):
+        site = web_server()
+        st = agent(WEB_SEARCH_ALLOWED_HOSTS="127.0.0.1")
+        site.push(Reply(200, "<html><title>Olá</title><p>café</p></html>".encode(),
+                        (("content-type", "text/html; charset=x-no-such-charset"),)))
+        out = tool_ok(st.port, "web_fetch", {"url": f"{site.url}/p"})
+        assert "Olá" in out and "café" in out, out
