@@ -4712,6 +4712,8 @@ def schema_errors(schema: dict[str, Any], value: Any, path: str = "input") -> li
             errors.append(f"{path}: must be <= {schema['maximum']}")
     if isinstance(value, str) and "minLength" in schema and len(value) < schema["minLength"]:
         errors.append(f"{path}: must not be empty" if schema["minLength"] == 1 else f"{path}: too short")
+    if isinstance(value, str) and "maxLength" in schema and len(value) > schema["maxLength"]:
+        errors.append(f"{path}: too long ({len(value)} characters; at most {schema['maxLength']})")
     return errors
 
 
@@ -5384,6 +5386,9 @@ def _search_python(ctx: ToolContext, base: str, args: dict[str, Any], limit: int
 # -- Tasks --
 
 TASK_STATUSES = ["todo", "in_progress", "blocked", "done"]
+# Every session lists every task: a 10 MB title would be sent to the model on each listing.
+TASK_TITLE_MAX_CHARS = 500
+TASK_DESCRIPTION_MAX_CHARS = 20_000
 TASK_PRIORITIES = ["low", "medium", "high"]
 TASK_COLUMNS = "id, title, description, status, priority, created_at, updated_at"
 
@@ -5435,7 +5440,8 @@ def _db_delete_task(db: sqlite3.Connection, task_id: int) -> dict[str, Any]:
 
 
 @tool("workspace_task_create", "Create a task in the workspace task tracker.",
-      {"title": {"type": "string", "minLength": 1}, "description": {"type": "string"},
+      {"title": {"type": "string", "minLength": 1, "maxLength": TASK_TITLE_MAX_CHARS},
+       "description": {"type": "string", "maxLength": TASK_DESCRIPTION_MAX_CHARS},
        "priority": {"type": "string", "enum": TASK_PRIORITIES}, "status": {"type": "string", "enum": TASK_STATUSES}},
       ["title"])
 def tool_task_create(ctx: ToolContext, args: dict[str, Any]) -> str:
@@ -5449,7 +5455,8 @@ def tool_tasks_list(ctx: ToolContext, args: dict[str, Any]) -> str:
 
 
 @tool("workspace_task_update", "Change a task's title, description or priority.",
-      {"id": {"type": "integer"}, "title": {"type": "string", "minLength": 1}, "description": {"type": "string"},
+      {"id": {"type": "integer"}, "title": {"type": "string", "minLength": 1, "maxLength": TASK_TITLE_MAX_CHARS},
+       "description": {"type": "string", "maxLength": TASK_DESCRIPTION_MAX_CHARS},
        "priority": {"type": "string", "enum": TASK_PRIORITIES}}, ["id"])
 def tool_task_update(ctx: ToolContext, args: dict[str, Any]) -> str:
     changes = {k: args[k] for k in ("title", "description", "priority") if k in args}
@@ -8541,7 +8548,7 @@ class Orchestrator:
             turn.provider = turn.request_log.get("provider")
         try:
             await self.store.write(record_turn, turn)
-        except (sqlite3.Error, OSError) as exc:  # the answer still goes out; the operator sees why it was not kept
+        except (sqlite3.Error, OSError, RecursionError, ValueError) as exc:  # the answer still goes out; the operator sees why it was not kept
             self.log.error("session store write failed", session_id=turn.session_id, error=str(exc))
 
     async def _serve_hit(self, hit: dict[str, Any], req: dict[str, Any], http_req: Request,
@@ -8797,11 +8804,15 @@ RouteHandler = Callable[["App", Request], Awaitable[Response]]
 CLAUDE_MODEL_NAME = re.compile(r"claude-[a-z0-9.-]{1,40}")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
+
+
 def parse_json_body(req: Request) -> Any:
     if not req.body.strip():
         raise InvalidRequest("request body is empty: expected a JSON object")
     try:
-        return json.loads(req.body)
+        return json.loads(req.body, parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise InvalidRequest("request body is not valid UTF-8") from None
     except ValueError as exc:
@@ -9114,6 +9125,11 @@ class App:
         except LynkrError as exc:
             req.log["error"] = exc.message if exc.status >= 500 else exc.error_type
             response = self.error_response(exc, req.request_id)
+        except RecursionError:  # a body that parsed, nested too deeply for some later step: the client's doing
+            req.log["error"] = "invalid_request_error"
+            response = self.error_response(InvalidRequest(
+                "the request nests too deeply: a JSON value (e.g. a tool_use input) holds hundreds of levels"),
+                req.request_id)
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except Exception as exc:  # a bug: the client still gets an Anthropic error, the log gets the detail

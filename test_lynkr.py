@@ -11927,3 +11927,38 @@ class TestSmallerItems:
                         (("content-type", "text/html; charset=x-no-such-charset"),)))
         out = tool_ok(st.port, "web_fetch", {"url": f"{site.url}/p"})
         assert "Olá" in out and "café" in out, out
+
+
+# == 19. API routes: bodies that parse but must still get a 400, never a 500 ==
+
+
+class TestBadBodies:
+    @pytest.mark.parametrize("raw,needle", [
+        (b'{"model":"m","max_tokens":Infinity,"messages":[{"role":"user","content":"hi"}]}', "Infinity"),
+        (b'{"model":"m","max_tokens":5,"temperature":NaN,"messages":[{"role":"user","content":"hi"}]}', "NaN"),
+        (b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"\\ud800"}]}', None),
+    ], ids=["infinity", "nan", "lone-surrogate"])
+    def test_never_a_500(self, dbx, raw, needle):
+        r = dbx.proxy.post(raw)
+        assert r.status in (200, 400), (r.status, r.data[:500])
+        if needle:
+            assert r.status == 400 and r.etype == "invalid_request_error" and needle in r.emsg, r.data
+
+    @pytest.mark.parametrize("depth", [900, 976, 977, 990])
+    def test_deeply_nested_tool_input(self, dbx, depth):
+        nested = '{"k":' * depth + '"leaf"' + "}" * depth  # written by hand: json.dumps cannot nest this deep
+        body = base_req(messages=[user("x"), assistant([tool_use("toolu_1", "Bash", {"v": "NESTED"})]),
+                                  user([tool_result("toolu_1", "ok")])])
+        raw = jbytes(body).replace(b'"NESTED"', nested.encode())
+        r = dbx.proxy.post(raw)
+        assert r.status in (200, 400), (r.status, r.data[:300])
+        if r.status == 400:
+            assert r.etype == "invalid_request_error" and "nest" in r.emsg, r.data
+
+    def test_task_sizes_are_bounded(self, make_proxy):
+        p = make_proxy({"LYNKR_TOOLS": "*"})
+        err = tool_err(p.port, "workspace_task_create", {"title": "t" * 100_000})
+        assert "too long" in err and "500" in err
+        err = tool_err(p.port, "workspace_task_create", {"title": "ok", "description": "d" * 10_000_000})
+        assert "too long" in err
+        assert json.loads(tool_ok(p.port, "workspace_task_create", {"title": "a real task"}))["title"] == "a real task"
