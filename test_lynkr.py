@@ -7436,6 +7436,17 @@ REL_RAW_BODY = st.one_of(
     st.binary(max_size=200),
     st.integers(1, 100_000).map(lambda n: b"[" * n + b"]" * n),  # deep nesting
     st.integers(1, 100_000).map(lambda n: b'{"messages":' * n + b"1" + b"}" * n),
+    # values that parse but trip later steps: lone surrogates, NaN/Infinity literals, huge integers,
+    # and a valid request whose tool input nests near the parser's limit
+    st.sampled_from(["\\ud800", "\\udfff", "a\\ud83d", "\\ud83d\\ude00"]).map(
+        lambda t: b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"' + t.encode() + b'"}]}'),
+    st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e999", b"9" * 5000]).map(
+        lambda v: b'{"model":"m","max_tokens":' + v + b',"messages":[{"role":"user","content":"hi"}]}'),
+    st.integers(900, 1000).map(
+        lambda n: b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"},{"role":"assistant",'
+                  b'"content":[{"type":"tool_use","id":"t1","name":"Bash","input":{"v":' + b'{"k":' * n + b'1'
+                  + b"}" * n + b'}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1",'
+                  b'"content":"ok"}]}]}'),
 )
 REL_RESERVED = {"host", "content-length", "transfer-encoding", "connection", "expect", "te", "upgrade", "trailer"}
 REL_HDR_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"),
