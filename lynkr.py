@@ -5178,29 +5178,87 @@ def parse_unified_diff(text: str) -> list[FilePatch]:
     return patches
 
 
-def apply_hunks(original: list[str], hunks: list[tuple[int, list[str]]], name: str) -> list[str]:
-    """Apply hunks to lines (without newlines). Context must match exactly; a hunk may have moved."""
-    result = list(original)
+def apply_hunks(original: list[str], hunks: list[tuple[int, list[str]]], name: str,
+                items: list[Any] | None = None, eol: str = "\n") -> list[Any]:
+    """Apply hunks to lines (without their line breaks). Context must match exactly; a hunk may have
+    moved. With `items` (one per line, e.g. (content, line break)), context lines keep their item and
+    added lines become (text, eol); without, plain strings."""
+    result: list[Any] = list(items) if items is not None else list(original)
+    texts = list(original)
     offset = 0
     for start, body in hunks:
         old = [line[1:] for line in body if line[0] in " -"]
-        new = [line[1:] for line in body if line[0] in " +"]
         expected = max(start - 1 + offset, 0) if old else start + offset
         position = None
         if not old:
-            position = min(max(expected, 0), len(result))
+            position = min(max(expected, 0), len(texts))
         else:
             # Only lines equal to the hunk's first old line can start it: one pass over the file, then
             # the candidates nearest the expected line first (a moved hunk still applies).
-            first, last_start = old[0], len(result) - len(old)
-            candidates = sorted((i for i, line in enumerate(result) if line == first and i <= last_start),
+            first, last_start = old[0], len(texts) - len(old)
+            candidates = sorted((i for i, line in enumerate(texts) if line == first and i <= last_start),
                                 key=lambda i: (abs(i - expected), i))
-            position = next((i for i in candidates if result[i : i + len(old)] == old), None)
+            position = next((i for i in candidates if texts[i : i + len(old)] == old), None)
         if position is None:
             raise ToolFailed(f"{name}: hunk at line {start} does not match the file")
-        result[position : position + len(old)] = new
-        offset += len(new) - len(old)
+        new_items: list[Any] = []
+        new_texts: list[str] = []
+        removed_endings: collections.deque[str] = collections.deque()  # a replaced line's ending carries over
+        cursor = position
+        for line in body:
+            kind, content = line[0], line[1:]
+            if kind == " ":
+                new_items.append(result[cursor])
+                new_texts.append(texts[cursor])
+                removed_endings.clear()
+                cursor += 1
+            elif kind == "-":
+                if items is not None:
+                    removed_endings.append(result[cursor][1])
+                cursor += 1
+            elif kind == "+":
+                ending = removed_endings.popleft() if removed_endings else eol
+                new_items.append((content, ending or eol) if items is not None else content)
+                new_texts.append(content)
+        result[position : position + len(old)] = new_items
+        texts[position : position + len(old)] = new_texts
+        offset += len(new_texts) - len(old)
     return result
+
+
+# Only these end a line in a patch: a lone CR, a form feed, U+2028 (legal inside a JavaScript string) or
+# U+0085 are characters inside a line, as git and diff see them (str.splitlines would split there).
+PATCH_LINE_BREAK = re.compile(r"\r\n|\n")
+UTF8_BOM = "\ufeff"
+
+
+def patch_text(text: str, hunks: list[tuple[int, list[str]]], name: str) -> str:
+    """Apply hunks to a file's text, changing only the lines they touch: every other line keeps its own
+    ending (CRLF, LF, mixed), the file keeps its BOM and its final newline or lack of one; new lines get
+    the file's prevailing ending."""
+    bom = UTF8_BOM if text.startswith(UTF8_BOM) else ""
+    text = text[len(bom):]
+    entries: list[tuple[str, str]] = []  # (line content, its line break)
+    position = 0
+    for match in PATCH_LINE_BREAK.finditer(text):
+        entries.append((text[position : match.start()], match.group()))
+        position = match.end()
+    if position < len(text):
+        entries.append((text[position:], ""))
+    crlf = sum(1 for _c, e in entries if e == "\r\n")
+    eol = "\r\n" if crlf * 2 > len(entries) else "\n"
+    contents = apply_hunks([c for c, _e in entries], hunks, name, entries, eol)
+    result: list[tuple[str, str]] = contents
+    for i, (content, ending) in enumerate(result[:-1]):
+        if not ending:  # a line that was last without a newline is followed by new ones now
+            result[i] = (content, eol)
+    if result:
+        content, ending = result[-1]
+        if text and not text.endswith("\n"):
+            result[-1] = (content, "")
+        elif not ending:
+            result[-1] = (content, eol)
+    return bom + "".join(c + e for c, e in result)
 
 
 @tool("edit_patch", "Apply a unified diff (git diff / diff -u format) to workspace files. Atomic: all hunks "
@@ -5215,21 +5273,26 @@ def tool_edit_patch(ctx: ToolContext, args: dict[str, Any]) -> str:
         if patch.old_path is None:
             if ctx.paths.exists(rel):
                 raise ToolFailed(f"{rel} already exists; the patch creates it")
-            lines: list[str] = []
-            trailing_newline = True
+            text, encoding = "", "utf-8"
         else:
             _old_real, old_rel = ctx.paths.resolve(patch.old_path, allow_root=False)
-            text, truncated = _read_workspace_text(ctx, old_rel)
-            if truncated:
+            data = ctx.paths.read_bytes(old_rel, MAX_READ_BYTES)
+            if len(data) > MAX_READ_BYTES:
                 raise ToolFailed(f"{rel} is too large to patch")
-            trailing_newline = text.endswith("\n") or not text
-            lines = text.splitlines()
-        new_lines = apply_hunks(lines, patch.hunks, rel)
+            if b"\x00" in data[:8192]:
+                raise ToolFailed(f"{rel} looks binary; not patched")
+            try:
+                text, encoding = data.decode("utf-8"), "utf-8"
+            except UnicodeDecodeError:  # a legacy 8-bit file: Latin-1 gives its bytes back unchanged
+                text, encoding = data.decode("latin-1"), "latin-1"
+        content = patch_text(text, patch.hunks, rel)  # a deletion's hunks must match too
         if patch.new_path is None:
             planned.append((real, rel, None))
         else:
-            content = "\n".join(new_lines) + ("\n" if new_lines and trailing_newline else "")
-            planned.append((real, rel, content.encode("utf-8")))
+            try:
+                planned.append((real, rel, content.encode(encoding)))
+            except UnicodeEncodeError:
+                raise ToolFailed(f"{rel} is {encoding}: the patch adds characters it cannot hold") from None
     backups: list[tuple[str, bytes | None]] = []
     try:
         for _real, rel, data in planned:

@@ -11973,3 +11973,26 @@ class TestBadBodies:
         err = tool_err(p.port, "workspace_task_create", {"title": "ok", "description": "d" * 10_000_000})
         assert "too long" in err
         assert json.loads(tool_ok(p.port, "workspace_task_create", {"title": "a real task"}))["title"] == "a real task"
+
+
+# == 14. Tools: edit_patch changes only the lines its hunks touch ==
+
+PATCH_ONE_LINE = "--- a/f.txt\n+++ b/f.txt\n@@ -2,3 +2,3 @@\n b\n-c\n+C\n d\n"
+
+
+class TestPatchKeepsFiles:
+    @pytest.mark.parametrize("before,after", [
+        (b"a\r\nb\r\nc\r\nd\r\n", b"a\r\nb\r\nC\r\nd\r\n"),                      # CRLF stays CRLF
+        (b"a\nb\r\nc\r\nd\n", b"a\nb\r\nC\r\nd\n"),                              # mixed: each line keeps its own
+        (b"a\nb\nc\nd", b"a\nb\nC\nd"),                                          # no final newline stays so
+        (b"\xef\xbb\xbfa\nb\nc\nd\n", b"\xef\xbb\xbfa\nb\nC\nd\n"),              # UTF-8 BOM kept
+        (b"a\x0cx\nb\nc\nd\n", b"a\x0cx\nb\nC\nd\n"),                            # a form feed is not a line break
+        ("a\u2028y\nb\nc\nd\n".encode(), "a\u2028y\nb\nC\nd\n".encode()),        # nor U+2028
+        ("a\u0085z\nb\nc\nd\n".encode(), "a\u0085z\nb\nC\nd\n".encode()),        # nor U+0085
+        (b"a\xe9\nb\nc\nd\n", b"a\xe9\nb\nC\nd\n"),                              # Latin-1 bytes kept as they are
+    ], ids=["crlf", "mixed", "no-final-newline", "bom", "form-feed", "u2028", "u0085", "latin1"])
+    def test_only_the_touched_line_changes(self, make_proxy, tmp_path, before, after):
+        (tmp_path / "f.txt").write_bytes(before)
+        p = make_proxy({"LYNKR_TOOLS": "*"})
+        assert "patched f.txt" in tool_ok(p.port, "edit_patch", {"patch": PATCH_ONE_LINE})
+        assert (tmp_path / "f.txt").read_bytes() == after
