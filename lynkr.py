@@ -7741,8 +7741,57 @@ def write_claude_md(root: str, body: str) -> str:
     else:
         content = existing.rstrip("\n") + "\n\n" + block
     if content != existing:
+        state = _claude_md_git_state(root)
+        if state == "tracked-changed":
+            raise ToolFailed("CLAUDE.md has uncommitted changes: lynkr leaves it alone until they are committed")
         _atomic_write(path, content.encode("utf-8"))
+        if existing is None and state == "untracked":
+            _exclude_from_git(root, "CLAUDE.md")
     return path
+
+
+def _git_quiet(root: str, *args: str) -> subprocess.CompletedProcess[bytes] | None:
+    try:
+        return subprocess.run(["git", *GIT_SAFETY_CONFIG, *args], cwd=root, capture_output=True, timeout=30,
+                              stdin=subprocess.DEVNULL, env=noninteractive_env(), check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _claude_md_git_state(root: str) -> str:
+    """'no-repo', 'untracked', 'tracked-clean' or 'tracked-changed' (the user's own edits, staged or not)."""
+    inside = _git_quiet(root, "rev-parse", "--is-inside-work-tree")
+    if inside is None or inside.stdout.strip() != b"true":
+        return "no-repo"
+    tracked = _git_quiet(root, "ls-files", "--error-unmatch", "--", ":(literal)CLAUDE.md")
+    if tracked is None or tracked.returncode != 0:
+        return "untracked"
+    for extra in ((), ("--cached",)):
+        diff = _git_quiet(root, "diff", "--quiet", *extra, "--", ":(literal)CLAUDE.md")
+        if diff is not None and diff.returncode == 1:
+            return "tracked-changed"
+    return "tracked-clean"
+
+
+def _exclude_from_git(root: str, name: str) -> None:
+    """A file lynkr created is listed in .git/info/exclude: it never shows as a change, never lands in a
+    commit by accident, and never counts in what the test gate compares (`git add -f` adopts it)."""
+    where = _git_quiet(root, "rev-parse", "--git-path", "info/exclude")
+    prefix = _git_quiet(root, "rev-parse", "--show-prefix")
+    if where is None or where.returncode != 0 or prefix is None:
+        return
+    exclude = os.path.join(root, where.stdout.decode().strip())
+    entry = "/" + prefix.stdout.decode().strip() + name
+    try:
+        current = read_regular_file(exclude).decode("utf-8", "replace") if os.path.exists(exclude) else ""
+        if entry in current.splitlines():
+            return
+        os.makedirs(os.path.dirname(exclude), exist_ok=True)
+        with open(exclude, "a", encoding="utf-8") as fh:
+            fh.write(("" if not current or current.endswith("\n") else "\n")
+                     + f"# written by lynkr: its generated {name}\n{entry}\n")
+    except OSError:
+        pass
 
 
 def policy_allows(policy: Policy) -> Callable[[str], bool]:

@@ -11996,3 +11996,39 @@ class TestPatchKeepsFiles:
         p = make_proxy({"LYNKR_TOOLS": "*"})
         assert "patched f.txt" in tool_ok(p.port, "edit_patch", {"patch": PATCH_ONE_LINE})
         assert (tmp_path / "f.txt").read_bytes() == after
+
+
+# == 16. Indexer: lynkr's CLAUDE.md never dirties the user's repository ==
+
+
+class TestClaudeMdStaysOutOfTheWay:
+    def test_gate_flow_with_startup_indexing(self, gws):
+        assert not (gws.repo / "CLAUDE.md").exists()
+        p = gws.start(LYNKR_INDEX_ON_START="true", POLICY_GIT_REQUIRE_TESTS="true", POLICY_GIT_ALLOW_PUSH="true",
+                      WORKSPACE_TEST_COMMAND=gws.runner())
+        wait_for(lambda: (gws.repo / "CLAUDE.md").exists(), 30, "the generated CLAUDE.md")
+        assert "CLAUDE.md" not in gws.git("status", "--porcelain", "--untracked-files=all"), "lynkr dirtied the repo"
+        gws.write("src/app.py", "def main():\n    return 2\n")
+        gws.ok("workspace_git_stage", {"paths": ["src/app.py"]})
+        run = gws.run_tests()
+        assert run["passed"] is True and run["checkout"] == "clean", run
+        assert gws.ok("workspace_git_commit", {"message": "change main"}).startswith("committed")
+        assert gws.git("show", "--name-only", "--format=", "HEAD").split() == ["src/app.py"]
+        assert "pushed" in gws.ok("workspace_git_push", {}) or gws.remote_head() == gws.head()
+        assert gws.git("status", "--porcelain").strip() == ""
+        # the user can still adopt it
+        gws.git("add", "-f", "CLAUDE.md")
+        assert "CLAUDE.md" in gws.staged()
+        assert p.proc.poll() is None
+
+    def test_tracked_claude_md_with_the_users_edits_is_left_alone(self, gws):
+        gws.write("CLAUDE.md", "# Notes\n")
+        gws.commit_all("add CLAUDE.md")
+        gws.write("CLAUDE.md", "# Notes\n\nmy unsaved thoughts\n")
+        gws.start(LYNKR_TOOLS="*")
+        result = json.loads(gws.ok("workspace_index_rebuild", {}))
+        assert "uncommitted changes" in result.get("claude_md_error", ""), result
+        assert (gws.repo / "CLAUDE.md").read_text() == "# Notes\n\nmy unsaved thoughts\n"
+        gws.git("checkout", "--", "CLAUDE.md")  # committed as it was: now lynkr may add its block
+        result = json.loads(gws.ok("workspace_index_rebuild", {}))
+        assert "claude_md_error" not in result and "lynkr" in (gws.repo / "CLAUDE.md").read_text().lower()
