@@ -7454,40 +7454,56 @@ class RepoIndex:
                           " ORDER BY file, line", (name,)).fetchall()
 
     def references(self, name: str, file: str | None = None) -> dict[str, Any]:
-        """The definition of `name` (in `file` when given) and its uses elsewhere, resolved through imports."""
+        """Every definition of `name` (only those in `file` when given) with its own uses elsewhere,
+        resolved through imports, the most referenced first. `definition`/`references` are the first's."""
         db = self.connect()
         try:
-            definitions = self._definitions(db, name)
-            if file:
-                definitions = [d for d in definitions if d[0] == file] or definitions
+            all_definitions = self._definitions(db, name)
+            definitions = [d for d in all_definitions if d[0] == file] if file else all_definitions
+            definitions = definitions or all_definitions
             if not definitions:
                 return {"name": name, "definition": None, "references": {}, "note": "no definition indexed"}
-            definition = definitions[0]
-            def_file = definition[0]
-            defining_files = {d[0] for d in self._definitions(db, name)}
-            importers = {row[0] for row in db.execute("SELECT file FROM imports WHERE resolved = ?", (def_file,))}
-            grouped: dict[str, list[dict[str, Any]]] = {}
-            for ref_file, spots in db.execute("SELECT file, spots FROM refs WHERE name = ? AND file != ? ORDER BY file",
-                                              (name, def_file)).fetchall():
-                if ref_file in defining_files:
-                    continue  # that file has its own definition of the name
-                if ref_file not in importers:
-                    # No import edge to the definition: count it only when the file imports nothing that
-                    # could supply the name from elsewhere and the languages can resolve nothing (Go, Java...).
-                    resolved = {r[0] for r in db.execute("SELECT resolved FROM imports WHERE file = ? AND"
-                                                         " resolved IS NOT NULL", (ref_file,))}
-                    if resolved & defining_files or _resolvable_language(db, ref_file):
-                        continue
-                scopes = db.execute("SELECT line, end_line, name FROM symbols WHERE file = ?", (ref_file,)).fetchall()
-                grouped[ref_file] = [{"line": line, "column": col, "enclosing": _enclosing(scopes, line)}
-                                     for line, col in unpack_spots(spots)]
+            defining_files = {d[0] for d in all_definitions}
+            several = len(defining_files) > 1
+            described = []
+            for definition in definitions:
+                refs = self._references_of(db, name, definition[0], defining_files, several)
+                described.append({"file": definition[0], "line": definition[1], "column": definition[2],
+                                  "kind": definition[3], "container": definition[4], "signature": definition[5],
+                                  "references": refs, "reference_count": sum(len(v) for v in refs.values())})
+            described.sort(key=lambda d: (-d["reference_count"], d["file"], d["line"]))
+            first = described[0]
             return {"name": name,
-                    "definition": {"file": def_file, "line": definition[1], "column": definition[2],
-                                   "kind": definition[3], "container": definition[4], "signature": definition[5]},
-                    "other_definitions": [{"file": d[0], "line": d[1]} for d in definitions[1:]],
-                    "references": grouped, "reference_count": sum(len(v) for v in grouped.values())}
+                    "definition": {k: v for k, v in first.items() if k not in ("references", "reference_count")},
+                    "references": first["references"], "reference_count": first["reference_count"],
+                    "definitions": described,
+                    "other_definitions": [{"file": d["file"], "line": d["line"],
+                                           "reference_count": d["reference_count"]} for d in described[1:]]}
         finally:
             db.close()
+
+    def _references_of(self, db: sqlite3.Connection, name: str, def_file: str, defining_files: set[str],
+                       several: bool) -> dict[str, list[dict[str, Any]]]:
+        importers = {row[0] for row in db.execute("SELECT file FROM imports WHERE resolved = ?", (def_file,))}
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for ref_file, spots in db.execute("SELECT file, spots FROM refs WHERE name = ? AND file != ? ORDER BY file",
+                                          (name, def_file)).fetchall():
+            if ref_file in defining_files:
+                continue  # that file has its own definition of the name
+            if ref_file not in importers:
+                # No import edge to this definition: count it only when the file imports nothing that
+                # could supply the name from elsewhere and its language resolves nothing (Go, Java...);
+                # with several definitions, only the one in the same folder (the same package) gets it.
+                resolved = {r[0] for r in db.execute("SELECT resolved FROM imports WHERE file = ? AND"
+                                                     " resolved IS NOT NULL", (ref_file,))}
+                if resolved & defining_files or _resolvable_language(db, ref_file):
+                    continue
+                if several and posixpath.dirname(ref_file) != posixpath.dirname(def_file):
+                    continue
+            scopes = db.execute("SELECT line, end_line, name FROM symbols WHERE file = ?", (ref_file,)).fetchall()
+            grouped[ref_file] = [{"line": line, "column": col, "enclosing": _enclosing(scopes, line)}
+                                 for line, col in unpack_spots(spots)]
+        return grouped
 
     def goto_definition(self, name: str | None, file: str | None, line: int | None, column: int | None) -> dict[str, Any]:
         db = self.connect()

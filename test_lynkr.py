@@ -12032,3 +12032,27 @@ class TestClaudeMdStaysOutOfTheWay:
         gws.git("checkout", "--", "CLAUDE.md")  # committed as it was: now lynkr may add its block
         result = json.loads(gws.ok("workspace_index_rebuild", {}))
         assert "claude_md_error" not in result and "lynkr" in (gws.repo / "CLAUDE.md").read_text().lower()
+
+
+class TestReferencesPerDefinition:
+    def test_each_definition_with_its_own_references(self, make_proxy, tmp_path):
+        files = {
+            "src/util.ts": "export function formatPrice(n: number): string {\n  return '$' + n;\n}\n",
+            "src/app.ts": "import { formatPrice } from './util';\nconsole.log(formatPrice(1));\n",
+            "src/other.ts": "import { formatPrice } from './util';\nexport const x = formatPrice(2);\n",
+            "legacy/money.ts": "export function formatPrice(n: number): string {\n  return n.toFixed(2);\n}\n",
+        }
+        for rel, content in files.items():
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text(content)
+        p = make_proxy({"LYNKR_TOOLS": "*"})
+        tool_ok(p.port, "workspace_index_rebuild", {})
+        out = json.loads(tool_ok(p.port, "workspace_symbol_references", {"name": "formatPrice"}))
+        by_file = {d["file"]: d for d in out["definitions"]}
+        assert set(by_file) == {"src/util.ts", "legacy/money.ts"}, out
+        assert sorted(by_file["src/util.ts"]["references"]) == ["src/app.ts", "src/other.ts"]
+        assert by_file["legacy/money.ts"]["references"] == {}
+        assert out["definition"]["file"] == "src/util.ts" and len(out["references"]) == 2  # the most referenced first
+        narrowed = json.loads(tool_ok(p.port, "workspace_symbol_references",
+                                      {"name": "formatPrice", "file": "legacy/money.ts"}))
+        assert [d["file"] for d in narrowed["definitions"]] == ["legacy/money.ts"] and narrowed["reference_count"] == 0
