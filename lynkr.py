@@ -5431,7 +5431,7 @@ def _search_python(ctx: ToolContext, base: str, args: dict[str, Any], limit: int
             raise ToolFailed(f"the regex search was stopped after {SEARCH_TIMEOUT_S:g} s (a pattern that backtracks "
                              f"without end, e.g. (a+)+$?); {len(out)} matches were found before that")
         return out
-    for real, rel, is_dir in files:
+    for _real, rel, is_dir in files:
         if is_dir or (glob and not glob_match(rel, glob)):
             continue
         try:
@@ -9565,9 +9565,9 @@ async def run_doctor(app: App) -> int:
     print("checks:")
     results = await asyncio.gather(*(check_provider(p) for p in router.providers.values()))
     app.orchestrator.tool_ctx.client.close()
-    for provider, (ok, detail) in zip(router.providers.values(), results):
+    for provider, (ok, detail) in zip(router.providers.values(), results, strict=True):
         print(f"  {'OK  ' if ok else 'FAIL'} {provider.name}: {detail}")
-    failed = [p.name for p, (ok, _) in zip(router.providers.values(), results) if not ok]
+    failed = [p.name for p, (ok, _) in zip(router.providers.values(), results, strict=True) if not ok]
     print(f"{len(results) - len(failed)} of {len(results)} providers answer" + (f"; failing: {', '.join(failed)}"
                                                                                   if failed else ""))
     return 1 if failed else 0
