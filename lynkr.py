@@ -4636,14 +4636,23 @@ class Policy:
         Matching ignores case: on a case-insensitive filesystem `.ENV` is `.env`."""
         lowered = rel_path.lower()
         parts = [p for p in lowered.split("/") if p and p != "."]
-        for pattern in self.file_blocked_paths:
-            pattern = pattern.strip("/")
-            if "/" in pattern:
-                hit = glob_match(lowered, pattern.lower()) or glob_match(lowered, pattern.lower() + "/**")
-            else:
-                hit = any(fnmatch.fnmatchcase(part, pattern.lower()) for part in parts)
-            if hit:
+        combined, by_component, by_path = self._blocked_matchers
+        if combined is not None and any(combined.match(part) for part in parts):
+            for pattern, regex in by_component:  # only on a hit: name the pattern that matched
+                if any(regex.match(part) for part in parts):
+                    raise ToolDenied(f"{rel_path} is blocked by POLICY_FILE_BLOCKED_PATHS ({pattern})")
+        for pattern in by_path:
+            if glob_match(lowered, pattern.lower()) or glob_match(lowered, pattern.lower() + "/**"):
                 raise ToolDenied(f"{rel_path} is blocked by POLICY_FILE_BLOCKED_PATHS ({pattern})")
+
+    @functools.cached_property
+    def _blocked_matchers(self) -> tuple[re.Pattern[str] | None, list[tuple[str, re.Pattern[str]]], list[str]]:
+        """The blocked-path patterns compiled once: a monorepo's walk checks every path against them
+        (one combined regex per path component instead of one fnmatch call per pattern)."""
+        patterns = [p.strip("/") for p in self.file_blocked_paths if p.strip("/")]
+        by_component = [(p, re.compile(fnmatch.translate(p.lower()))) for p in patterns if "/" not in p]
+        combined = re.compile("|".join(f"(?:{regex.pattern})" for _p, regex in by_component)) if by_component else None
+        return combined, by_component, [p for p in patterns if "/" in p]
 
     def host_allowlisted(self, host: str) -> bool:
         host = host.lower().strip("[]")
@@ -7667,6 +7676,34 @@ def detect_signals(root: str, files: list[str]) -> dict[str, Any]:
             "manifests": sorted(manifests)[:50]}
 
 
+def _most_referenced_files(db: sqlite3.Connection) -> list[tuple[str, int]]:
+    """The modules other files use most: counted by resolved import edges (an index lookup), or, where the
+    languages resolve no imports (Go, Java...), by uses of names only one file defines. The answer is kept
+    in `meta` with the catalog's state, so a rebuild that changed nothing does not count again (on a
+    50,000-file tree the old join of every reference with every same-named symbol took a minute)."""
+    state = json_dumps(db.execute("SELECT COUNT(*), TOTAL(mtime_ns), TOTAL(size) FROM files").fetchone())
+    kept = db.execute("SELECT value FROM meta WHERE key = 'most_referenced'").fetchone()
+    if kept:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            stored = json.loads(kept[0])
+            if stored["state"] == state:
+                return [(f, n) for f, n in stored["files"]]
+    found = db.execute("SELECT resolved, COUNT(DISTINCT file) AS n FROM imports WHERE resolved IS NOT NULL"
+                       " GROUP BY resolved ORDER BY n DESC, resolved LIMIT 10").fetchall()
+    if not found:
+        found = db.execute(
+            "WITH defs AS (SELECT name, MIN(file) AS file FROM symbols"
+            " WHERE kind IN ('function','class','method','interface','type','struct','module')"
+            " GROUP BY name HAVING COUNT(DISTINCT file) = 1)"
+            " SELECT defs.file, SUM(r.uses) AS n FROM defs JOIN refs r ON r.name = defs.name AND r.file != defs.file"
+            " GROUP BY defs.file ORDER BY n DESC, defs.file LIMIT 10").fetchall()
+    with contextlib.suppress(sqlite3.Error):  # a read-only catalog still answers
+        with db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('most_referenced', ?)",
+                       (json_dumps({"state": state, "files": [list(row) for row in found]}),))
+    return [(f, n) for f, n in found]
+
+
 def project_summary(index: RepoIndex, latest_test: dict[str, Any] | None, coverage_files: tuple[str, ...]) -> dict[str, Any]:
     db = index.connect()
     try:
@@ -7676,10 +7713,7 @@ def project_summary(index: RepoIndex, latest_test: dict[str, Any] | None, covera
         for rel in files:
             top = rel.split("/", 1)[0] if "/" in rel else "."
             top_dirs[top] = top_dirs.get(top, 0) + 1
-        most_referenced = db.execute(
-            "SELECT s.file, SUM(r.uses) AS n FROM refs r JOIN symbols s ON s.name = r.name AND s.file != r.file"
-            " WHERE s.kind IN ('function','class','method','interface','type','struct','module') GROUP BY s.file"
-            " ORDER BY n DESC LIMIT 10").fetchall()
+        most_referenced = _most_referenced_files(db)
         symbol_count = db.execute("SELECT COUNT(*) FROM symbols").fetchone()[0]
     finally:
         db.close()
@@ -7760,9 +7794,9 @@ def write_claude_md(root: str, body: str) -> str:
         state = _claude_md_git_state(root)
         if state == "tracked-changed":
             raise ToolFailed("CLAUDE.md has uncommitted changes: lynkr leaves it alone until they are committed")
-        _atomic_write(path, content.encode("utf-8"))
         if existing is None and state == "untracked":
-            _exclude_from_git(root, "CLAUDE.md")
+            _exclude_from_git(root, "CLAUDE.md")  # first: the file never shows as a change, not even briefly
+        _atomic_write(path, content.encode("utf-8"))
     return path
 
 
