@@ -4635,10 +4635,10 @@ class Policy:
         """rel_path is POSIX, relative to the workspace. A pattern without '/' matches any path component.
         Matching ignores case: on a case-insensitive filesystem `.ENV` is `.env`."""
         lowered = rel_path.lower()
-        parts = [p for p in lowered.split("/") if p and p != "."]
-        combined, by_component, by_path = self._blocked_matchers
-        if combined is not None and any(combined.match(part) for part in parts):
-            for pattern, regex in by_component:  # only on a hit: name the pattern that matched
+        prefilter, by_component, by_path = self._blocked_matchers
+        if prefilter is not None and prefilter.search(lowered):
+            parts = [p for p in lowered.split("/") if p and p != "."]
+            for pattern, regex in by_component:  # the exact check, component by component
                 if any(regex.match(part) for part in parts):
                     raise ToolDenied(f"{rel_path} is blocked by POLICY_FILE_BLOCKED_PATHS ({pattern})")
         for pattern in by_path:
@@ -4647,12 +4647,14 @@ class Policy:
 
     @functools.cached_property
     def _blocked_matchers(self) -> tuple[re.Pattern[str] | None, list[tuple[str, re.Pattern[str]]], list[str]]:
-        """The blocked-path patterns compiled once: a monorepo's walk checks every path against them
-        (one combined regex per path component instead of one fnmatch call per pattern)."""
+        """The blocked-path patterns compiled once: a monorepo's walk checks every path against them. One
+        unanchored search over the whole path rules out nearly every path at C speed (a component that
+        matches a pattern is a substring the pattern's regex finds); only then are components checked."""
         patterns = [p.strip("/") for p in self.file_blocked_paths if p.strip("/")]
         by_component = [(p, re.compile(fnmatch.translate(p.lower()))) for p in patterns if "/" not in p]
-        combined = re.compile("|".join(f"(?:{regex.pattern})" for _p, regex in by_component)) if by_component else None
-        return combined, by_component, [p for p in patterns if "/" in p]
+        prefilter = re.compile("|".join(f"(?:{regex.pattern.removesuffix(chr(92) + 'Z')})"
+                                        for _p, regex in by_component)) if by_component else None
+        return prefilter, by_component, [p for p in patterns if "/" in p]
 
     def host_allowlisted(self, host: str) -> bool:
         host = host.lower().strip("[]")
@@ -7008,16 +7010,8 @@ INDEX_IGNORED_DIRS = IGNORED_DIRS | {"vendor", "third_party", ".next", ".nuxt", 
 def list_workspace_files(root: str, data_dir: str, allowed: Callable[[str], bool] | None = None) -> list[str]:
     """POSIX paths relative to root: git's tracked + untracked-not-ignored, else a filtered walk;
     `allowed` (the file-path policy) has the last word."""
-    files = [f for f in _list_workspace_files(root, data_dir) if _is_regular(os.path.join(root, f))]
+    files = _list_workspace_files(root, data_dir)
     return [f for f in files if allowed(f)] if allowed is not None else files
-
-
-def _is_regular(path: str) -> bool:
-    """Symlinks (which may lead out of the workspace) and special files are not indexed."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _list_workspace_files(root: str, data_dir: str) -> list[str]:
@@ -7037,12 +7031,12 @@ def _list_workspace_files(root: str, data_dir: str) -> list[str]:
     if os.path.isfile(gitignore):
         with open(gitignore, encoding="utf-8", errors="replace") as fh:
             ignore_globs = [ln.strip().rstrip("/") for ln in fh if ln.strip() and not ln.startswith(("#", "!"))]
-    data_real = os.path.realpath(data_dir)
+    data_dirs = {os.path.abspath(data_dir), os.path.realpath(data_dir)}  # os.walk follows no links: lexical is enough
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         dirnames[:] = sorted(d for d in dirnames if d not in INDEX_IGNORED_DIRS and not d.startswith(".")
-                             and os.path.realpath(os.path.join(dirpath, d)) != data_real
+                             and os.path.join(dirpath, d) not in data_dirs
                              and not any(fnmatch.fnmatch(d, g.lstrip("/")) for g in ignore_globs))
         for name in sorted(filenames):
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
@@ -7165,7 +7159,7 @@ class RepoIndex:
             for rel in list_workspace_files(self.root, self.data_dir, self.allowed):
                 absolute = os.path.join(self.root, rel)
                 try:
-                    st = os.stat(absolute)
+                    st = os.lstat(absolute)  # a symlink (which may lead out) or a special file is not indexed
                 except OSError:
                     continue
                 if not stat.S_ISREG(st.st_mode) or st.st_size > INDEX_MAX_FILE_BYTES:
