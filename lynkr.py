@@ -7028,22 +7028,38 @@ def _list_workspace_files(root: str, data_dir: str) -> list[str]:
         pass
     ignore_globs: list[str] = []
     gitignore = os.path.join(root, ".gitignore")
-    if os.path.isfile(gitignore):
-        with open(gitignore, encoding="utf-8", errors="replace") as fh:
-            ignore_globs = [ln.strip().rstrip("/") for ln in fh if ln.strip() and not ln.startswith(("#", "!"))]
-    data_dirs = {os.path.abspath(data_dir), os.path.realpath(data_dir)}  # os.walk follows no links: lexical is enough
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        dirnames[:] = sorted(d for d in dirnames if d not in INDEX_IGNORED_DIRS and not d.startswith(".")
-                             and os.path.join(dirpath, d) not in data_dirs
-                             and not any(fnmatch.fnmatch(d, g.lstrip("/")) for g in ignore_globs))
-        for name in sorted(filenames):
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            if rel == "CLAUDE.md":  # partly ours: indexing it would make every rebuild rewrite it
+    with contextlib.suppress(OSError):
+        text = read_regular_file(gitignore).decode("utf-8", "replace")
+        ignore_globs = [ln.strip().rstrip("/") for ln in text.splitlines() if ln.strip() and not ln.startswith(("#", "!"))]
+    data_dirs = {os.path.abspath(data_dir), os.path.realpath(data_dir)}  # no link is followed: lexical is enough
+    ignore = [g.lstrip("/") for g in ignore_globs]
+    ignored = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in ignore)) if ignore else None
+    # os.scandir, not os.walk: a folder's entries say whether they are folders without a stat each
+    # (a 60,000-file tree is walked in a fraction of the time), in os.walk's top-down sorted order.
+    out: list[str] = []
+    stack = [(root, "")]
+    while stack:
+        folder, rel_dir = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError:
+            continue
+        folders = []
+        for entry in entries:
+            name = entry.name
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            try:
+                is_folder = entry.is_dir(follow_symlinks=False)
+            except OSError:
                 continue
-            if not any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g.lstrip("/")) for g in ignore_globs):
-                out.append(rel)
+            if is_folder:
+                if not (name in INDEX_IGNORED_DIRS or name.startswith(".") or entry.path in data_dirs
+                        or (ignored is not None and ignored.match(name))):
+                    folders.append((entry.path, rel))
+            elif rel != "CLAUDE.md" and not (ignored is not None and (ignored.match(name) or ignored.match(rel))):
+                out.append(rel)  # (CLAUDE.md is partly ours: indexing it would make every rebuild rewrite it)
+        stack.extend(reversed(folders))
     return out
 
 
