@@ -4652,8 +4652,10 @@ class Policy:
         matches a pattern is a substring the pattern's regex finds); only then are components checked."""
         patterns = [p.strip("/") for p in self.file_blocked_paths if p.strip("/")]
         by_component = [(p, re.compile(fnmatch.translate(p.lower()))) for p in patterns if "/" not in p]
-        prefilter = re.compile("|".join(f"(?:{regex.pattern.removesuffix(chr(92) + 'Z')})"
-                                        for _p, regex in by_component)) if by_component else None
+        # For a search, a pattern's leading and trailing `*` add nothing ("*.pem" is found as ".pem"),
+        # and without them the alternation is a near-literal scan.
+        cores = [fnmatch.translate(p.lower().strip("*")).removesuffix("\\Z") for p, _regex in by_component]
+        prefilter = re.compile("|".join(f"(?:{core})" for core in cores)) if by_component else None
         return prefilter, by_component, [p for p in patterns if "/" in p]
 
     def host_allowlisted(self, host: str) -> bool:
