@@ -6687,12 +6687,14 @@ TREE_SITTER_QUERIES = {
 (function_definition name: (identifier) @def.function)
 (class_definition name: (identifier) @def.class)
 (call function: (identifier) @ref)
-(call function: (attribute attribute: (identifier) @ref))
+(attribute attribute: (identifier) @ref)
 (class_definition superclasses: (argument_list (identifier) @ref))
 (type (identifier) @ref)
 (import_from_statement name: (dotted_name (identifier) @ref))
+(import_from_statement name: (aliased_import name: (dotted_name (identifier) @ref)))
 (import_from_statement module_name: (_) @import)
 (import_statement name: (dotted_name) @import)
+(import_statement name: (aliased_import name: (dotted_name) @import))
 """,
     "javascript": _JS_QUERY + _JSX_QUERY + "(class_declaration name: (identifier) @def.class)\n",
     "typescript": _JS_QUERY + _TS_EXTRA,
@@ -6857,7 +6859,18 @@ def _tree_sitter_extract(language: str, source: bytes, ts: tuple[Any, Any, Any]
     imports: list[str] = []
     for capture, nodes in captures:
         if capture == "import":
-            imports.extend(node.text.decode("utf-8", "replace").strip("'\"`") for node in nodes)
+            for node in nodes:
+                spec = node.text.decode("utf-8", "replace").strip("'\"`")
+                parent = node.parent
+                if parent is not None and parent.type == "import_from_statement":
+                    # Python `from M import a, b as c` / `from M import *`: the names go with the import,
+                    # so references know which files take the symbol itself (or a submodule) from M.
+                    imported = [child.child_by_field_name("name") if child.type == "aliased_import" else child
+                                for child in parent.children_by_field_name("name")]
+                    names = " ".join(n.text.decode("utf-8", "replace") for n in imported if n is not None)
+                    imports.append((spec, names or "*"))
+                else:
+                    imports.append(spec)
         elif capture != "ref":  # def.<kind> or scope.<kind>
             kind = capture.split(".", 1)[1]
             for node in nodes:
@@ -7003,8 +7016,17 @@ def _m004_packed_spots(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _m005_import_names(db: sqlite3.Connection) -> None:
+    # Python's `from M import a, b` keeps its names ("*" for a star, NULL for a plain import or another
+    # language): references tell `from M import f` from `from M import g`, follow re-exports and
+    # `from pkg import mod`. Old rows have none, so the catalog is emptied (next rebuild is full).
+    for statement in ("ALTER TABLE imports ADD COLUMN names TEXT",
+                      "DELETE FROM symbols", "DELETE FROM refs", "DELETE FROM imports", "DELETE FROM files"):
+        db.execute(statement)
+
+
 INDEX_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_index, _m002_exact_names, _m003_grouped_refs,
-                                                                 _m004_packed_spots]
+                                                                 _m004_packed_spots, _m005_import_names]
 INDEX_IGNORED_DIRS = IGNORED_DIRS | {"vendor", "third_party", ".next", ".nuxt", "coverage", ".gradle", ".idea", ".vscode",
                                      "bower_components", ".terraform", ".cache", "out"}
 
@@ -7075,13 +7097,21 @@ def import_resolver(known: set[str]) -> Callable[[str, str, str], str | None]:
         key = (language, posixpath.dirname(rel) if local else "", spec)
         if key not in answers:
             answers[key] = _resolve_import(rel, language, spec, known)
+        if answers[key] is None and language == "python" and not local and "/" in rel:
+            # Not at the top or under src/: the package may live deeper (a CPython checkout's Lib/,
+            # python/, lib/): the importing file's own ancestors, shallowest first.
+            key = (language, posixpath.dirname(rel), spec)
+            if key not in answers:
+                answers[key] = _resolve_import(rel, language, spec, known, ancestors=True)
         return answers[key]
 
     return resolve
 
 
-def _resolve_import(rel: str, language: str, spec: str, known: set[str]) -> str | None:
-    """Map an import to a workspace file when it names one (relative JS/TS, Python modules, Ruby requires)."""
+def _resolve_import(rel: str, language: str, spec: str, known: set[str], ancestors: bool = False) -> str | None:
+    """Map an import to a workspace file when it names one (relative JS/TS, Python modules, Ruby requires).
+    An absolute Python module is looked for at the top and under src/, or with `ancestors` under each
+    folder holding the importing file (shallowest first: a package's own folder is not on sys.path)."""
     base = posixpath.dirname(rel)
     candidates: list[str] = []
     if language in ("javascript", "typescript", "tsx"):
@@ -7095,7 +7125,13 @@ def _resolve_import(rel: str, language: str, spec: str, known: set[str]) -> str 
     elif language == "python":
         dots = len(spec) - len(spec.lstrip("."))
         module = spec.lstrip(".").replace(".", "/")
-        roots = [base] if dots else ["", "src"]
+        if dots:
+            roots = [base]
+        elif ancestors:
+            parts = base.split("/")
+            roots = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        else:
+            roots = ["", "src"]
         for _ in range(max(dots - 1, 0)):
             roots = [posixpath.dirname(r) for r in roots]
         for r in roots:
@@ -7108,6 +7144,10 @@ def _resolve_import(rel: str, language: str, spec: str, known: set[str]) -> str 
         candidate = candidate.lstrip("./") if candidate.startswith("./") else candidate
         if candidate in known:
             return candidate
+    if language == "python" and "." in spec.lstrip("."):
+        # `import os.path`: a submodule set up at run time by a module (not a package) is that module's.
+        parent = _resolve_import(rel, language, spec.rsplit(".", 1)[0], known, ancestors)
+        return parent if parent is not None and not parent.endswith(("__init__.py", "__init__.pyi")) else None
     return None
 
 
@@ -7262,12 +7302,14 @@ class RepoIndex:
             files.append((rel, language, size, mtime_ns, result["digest"], result["lines"], result["parser"]))
             symbols += result["symbols"]
             refs += result["refs"]
-            imports += [(rel, spec, resolve(rel, language, spec)) for spec in result["imports"]]
+            # An import is a spec, or (spec, names) for Python's `from spec import names` ("*" for a star).
+            imports += [(rel, spec, resolve(rel, language, spec), None) if isinstance(spec, str)
+                        else (rel, spec[0], resolve(rel, language, spec[0]), spec[1]) for spec in result["imports"]]
         db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", files)
         db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature, end_line)"
                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", symbols)
         db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", refs)
-        db.executemany("INSERT INTO imports VALUES (?, ?, ?)", imports)
+        db.executemany("INSERT INTO imports VALUES (?, ?, ?, ?)", imports)
 
     @staticmethod
     def _drop(db: sqlite3.Connection, rel: str) -> None:
@@ -7505,12 +7547,13 @@ class RepoIndex:
 
     def _references_of(self, db: sqlite3.Connection, name: str, def_file: str, defining_files: set[str],
                        several: bool) -> dict[str, list[dict[str, Any]]]:
-        importers = {row[0] for row in db.execute("SELECT file FROM imports WHERE resolved = ?", (def_file,))}
+        rows = db.execute("SELECT file, spots FROM refs WHERE name = ? AND file != ? ORDER BY file",
+                          (name, def_file)).fetchall()
+        importers = self._importers(db, name, def_file)
         grouped: dict[str, list[dict[str, Any]]] = {}
-        for ref_file, spots in db.execute("SELECT file, spots FROM refs WHERE name = ? AND file != ? ORDER BY file",
-                                          (name, def_file)).fetchall():
-            if ref_file in defining_files:
-                continue  # that file has its own definition of the name
+        for ref_file, spots in rows:
+            if ref_file in defining_files and ref_file not in importers:
+                continue  # that file has its own definition of the name (and no import of this one)
             if ref_file not in importers:
                 # No import edge to this definition: count it only when the file imports nothing that
                 # could supply the name from elsewhere and its language resolves nothing (Go, Java...);
@@ -7525,6 +7568,51 @@ class RepoIndex:
             grouped[ref_file] = [{"line": line, "column": col, "enclosing": _enclosing(scopes, line)}
                                  for line, col in unpack_spots(spots)]
         return grouped
+
+    @staticmethod
+    def _importers(db: sqlite3.Connection, name: str, def_file: str) -> set[str]:
+        """Files whose imports reach `def_file`'s `name`. Python, by the names of `from M import ...`:
+        `from M import other` does not (that file's `name` is another one); `from pkg import mod` /
+        `from . import mod` (resolved to the package's __init__.py) does, `import pkg.sub` reaches
+        pkg/__init__.py too, and re-exports are followed: a file doing `from M import name` (or
+        `from M import *`) passes the name on to its own importers, transitively."""
+
+        def rows(sql: str, values: list[str]) -> list[tuple[str, str | None, str]]:
+            out: list[tuple[str, str | None, str]] = []
+            for start in range(0, len(values), 500):
+                chunk = values[start : start + 500]
+                out += db.execute(sql.replace("{}", ",".join("?" * len(chunk))), chunk).fetchall()
+            return out
+
+        def takes(names: str | None, wanted: str) -> bool:
+            return names is None or names == "*" or wanted in names.split()
+
+        importers: set[str] = set()
+        reexporters: set[str] = set()
+        targets, seen = [def_file], {def_file}
+        for _depth in range(5):
+            python = [t for t in targets if t.endswith((".py", ".pyi"))]
+            packages = {posixpath.join(posixpath.dirname(t), "__init__.py"): posixpath.basename(t).rsplit(".", 1)[0]
+                        for t in python if not t.endswith(("/__init__.py", "/__init__.pyi"))}
+            for file, names, resolved in rows("SELECT file, names, resolved FROM imports WHERE resolved IN ({})",
+                                              targets + [p for p in packages if p not in seen]):
+                if resolved in packages and resolved not in seen:  # `from pkg import mod`
+                    if names is not None and packages[resolved] in names.split():
+                        importers.add(file)
+                elif takes(names, name):
+                    importers.add(file)
+                    if names is not None and file not in seen:
+                        reexporters.add(file)
+            for target in python:
+                if target.endswith(("/__init__.py", "/__init__.pyi")):  # `import pkg.sub` binds pkg
+                    folder = posixpath.dirname(target)
+                    importers.update(row[0] for row in db.execute(
+                        "SELECT file FROM imports WHERE resolved GLOB ? AND names IS NULL", (re.sub(r"([*?[])", r"[\1]", folder) + "/*",)))
+            targets = sorted(reexporters - seen)
+            if not targets:
+                break
+            seen.update(targets)
+        return importers
 
     def goto_definition(self, name: str | None, file: str | None, line: int | None, column: int | None) -> dict[str, Any]:
         db = self.connect()

@@ -7981,7 +7981,8 @@ class TestIndexer:
                 assert db.execute("SELECT COUNT(*) FROM refs").fetchone() == (0,)
             finally:
                 db.close()
-            assert recorded == ["m001_index", "m002_exact_names", "m003_grouped_refs", "m004_packed_spots"], recorded
+            assert recorded == ["m001_index", "m002_exact_names", "m003_grouped_refs", "m004_packed_spots",
+                                "m005_import_names"], recorded
             assert columns["spots"] == "BLOB", columns
 
     def test_positions_written_as_text_by_an_older_lynkr_still_read(self, tmp_path, make_proxy):
@@ -12056,3 +12057,31 @@ class TestReferencesPerDefinition:
         narrowed = json.loads(tool_ok(p.port, "workspace_symbol_references",
                                       {"name": "formatPrice", "file": "legacy/money.ts"}))
         assert [d["file"] for d in narrowed["definitions"]] == ["legacy/money.ts"] and narrowed["reference_count"] == 0
+
+
+class TestPythonReferencesThroughModules:
+    """Uses of a module's function through the module, as the standard library writes them, under a
+    Lib/ folder as in a CPython checkout."""
+
+    def test_module_attribute_uses_are_found(self, make_proxy, tmp_path):
+        files = {
+            "Lib/urllib/__init__.py": "",
+            "Lib/urllib/request.py": "def urlopen(url):\n    return url\n",
+            "Lib/a.py": "import urllib.request\nurllib.request.urlopen('x')\n",
+            "Lib/b.py": "from urllib import request\nrequest.urlopen('x')\n",
+            "Lib/c.py": "import urllib.request as ur\nur.urlopen('x')\n",
+            "Lib/d.py": "from urllib.request import urlopen\nopener = urlopen\n",
+            "Lib/e.py": "import urllib.request\n\ndef urlopen(u):\n    return urllib.request.urlopen(u)\n",
+            "Lib/unrelated.py": "def urlopen(u):\n    return u\n\nurlopen(1)\n",
+            "Lib/noimport.py": "x = 1\n",
+        }
+        for rel, content in files.items():
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text(content)
+        p = make_proxy({"LYNKR_TOOLS": "*"})
+        tool_ok(p.port, "workspace_index_rebuild", {})
+        out = json.loads(tool_ok(p.port, "workspace_symbol_references",
+                                 {"name": "urlopen", "file": "Lib/urllib/request.py"}))
+        found = set(out["references"])
+        assert {"Lib/a.py", "Lib/b.py", "Lib/c.py", "Lib/d.py", "Lib/e.py"} <= found, found
+        assert "Lib/unrelated.py" not in found and "Lib/noimport.py" not in found, found
