@@ -690,11 +690,12 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(reader.read(size), timeout)
 
 
-def read_regular_file(path: str, limit: int = -1) -> bytes:
+def read_regular_file(path: str, limit: int = -1, dir_fd: int | None = None) -> bytes:
     """A workspace file's bytes, never through a symlink at its last component and never from a FIFO,
-    socket or device (OSError otherwise): what the index, CLAUDE.md and summaries read arrives with a
-    repository, and a linked package.json or .py could copy an outside file into their output."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    socket or device (OSError otherwise; EINVAL for a special file): what the index, CLAUDE.md and
+    summaries read arrives with a repository, and a linked package.json or .py could copy an outside
+    file into their output."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
@@ -2139,9 +2140,8 @@ def validate_messages_request(body: Any, default_max_tokens: int, *, count_only:
 class ModelRouter:
     """MODEL_MAP globs (first match wins) -> upstream target (a model, or `provider,model`); MODEL_MAX_TOKENS caps."""
 
-    def __init__(self, model_map: Iterable[tuple[str, str]], default: str, caps: Iterable[tuple[str, int]]) -> None:
+    def __init__(self, model_map: Iterable[tuple[str, str]], caps: Iterable[tuple[str, int]]) -> None:
         self.model_map = tuple(model_map)
-        self.default = default
         self.caps = tuple(caps)
 
     def mapped(self, model: str) -> str | None:
@@ -2151,13 +2151,10 @@ class ModelRouter:
                 return target
         return None
 
-    def target(self, model: str) -> str:
-        return self.mapped(model) or self.default or model
-
-    def clamp_max_tokens(self, model: str, max_tokens: int, target: str | None = None) -> int:
+    def clamp_max_tokens(self, model: str, max_tokens: int, target: str) -> int:
         """MODEL_MAX_TOKENS globs match the client's model name or the upstream target; then the
         built-in output limits of known Claude models apply to the target (Claude Code asks up to 128000)."""
-        target = (self.target(model) if target is None else target).lower()
+        target = target.lower()
         for glob, cap in self.caps:
             if fnmatch.fnmatchcase(model.lower(), glob) or fnmatch.fnmatchcase(target, glob):
                 return min(max_tokens, cap)
@@ -3734,7 +3731,7 @@ class Router:
         self.routes = routes
         self.fallbacks = fallbacks
         self.log = log
-        self.models = ModelRouter(cfg.model_map, "", cfg.model_max_tokens)
+        self.models = ModelRouter(cfg.model_map, cfg.model_max_tokens)
         self.long_context_threshold = long_context_threshold
         self.default = providers[routes["default"].provider]
         self.name, self.label = self.default.name, self.default.label
@@ -4066,15 +4063,15 @@ def _m003_test_runs(db: sqlite3.Connection) -> None:
     """)
 
 
+def _m004_turn_provider(db: sqlite3.Connection) -> None:
+    # Which provider answered each assistant turn (several serve one lynkr since providers became data).
+    db.execute("ALTER TABLE turns ADD COLUMN provider TEXT")
+
+
 def _m005_test_run_checkout(db: sqlite3.Connection) -> None:
     # Where a run executed: 'worktree' (the workspace as it is) or 'clean' (a checkout of exactly the
     # tree it tested, which is what the commit gate counts since ignored files could decide a worktree run).
     db.execute("ALTER TABLE test_runs ADD COLUMN checkout TEXT NOT NULL DEFAULT 'worktree'")
-
-
-def _m004_turn_provider(db: sqlite3.Connection) -> None:
-    # Which provider answered each assistant turn (several serve one lynkr since providers became data).
-    db.execute("ALTER TABLE turns ADD COLUMN provider TEXT")
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks, _m003_test_runs,
@@ -4844,15 +4841,13 @@ class WorkspacePaths:
         """Up to limit + 1 bytes of a regular file (the extra byte tells the caller it was cut)."""
         parent, name = self._parent_fd(rel)
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+            return read_regular_file(name, limit + 1, dir_fd=parent)
         except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise ToolFailed(f"{rel}: not a regular file (FIFOs, sockets and devices are never opened)") from None
             raise self._changed(rel, exc) from None
         finally:
             os.close(parent)
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ToolFailed(f"{rel}: not a regular file (FIFOs, sockets and devices are never opened)")
-            return fh.read(limit + 1)
 
     def exists(self, rel: str) -> bool:
         try:
@@ -6109,14 +6104,12 @@ def podman_argv(ctx: ToolContext, name: str, top: str, chdir: str, readable: Ite
 def sandbox_prefix(ctx: ToolContext, checkout: str = "", container: str = "") -> list[str]:
     """The sandbox's argv before the command (none: nothing). With a clean checkout, it is the writable
     place and the workspace is readable (its dependency folders are linked in)."""
-    if ctx.policy.sandbox == "podman":
-        top = clean_checkout_top(checkout) if checkout else ctx.paths.root
-        readable = (*ctx.policy.sandbox_read, ctx.paths.root) if checkout else ctx.policy.sandbox_read
-        return podman_argv(ctx, container, top, checkout or ctx.paths.root, readable)
-    if ctx.policy.sandbox != "bwrap":
+    if ctx.policy.sandbox not in ("bwrap", "podman"):
         return []
     top = clean_checkout_top(checkout) if checkout else ctx.paths.root
     readable = (*ctx.policy.sandbox_read, ctx.paths.root) if checkout else ctx.policy.sandbox_read
+    if ctx.policy.sandbox == "podman":
+        return podman_argv(ctx, container, top, checkout or ctx.paths.root, readable)
     argv = bwrap_argv(top, [d for d, _s in ctx.paths.private_dirs], list(ctx.paths.private_files),
                       ctx.policy.sandbox_hide, ctx.policy.sandbox_network, readable)
     if checkout:
@@ -7038,18 +7031,21 @@ def list_workspace_files(root: str, data_dir: str, allowed: Callable[[str], bool
     return [f for f in files if allowed(f)] if allowed is not None else files
 
 
-def _list_workspace_files(root: str, data_dir: str) -> list[str]:
+def _git_quiet(root: str, *args: str) -> subprocess.CompletedProcess[bytes] | None:
     try:
-        # The index's git is confined like the tools' (no fsmonitor, hooks or implicit bare repository
-        # the model could have laid out in the workspace).
-        proc = subprocess.run(["git", *GIT_SAFETY_CONFIG, "ls-files", "-z", "--cached", "--others",
-                               "--exclude-standard", "--", "."],
-                              cwd=root, capture_output=True, timeout=60, stdin=subprocess.DEVNULL, env=noninteractive_env())
-        if proc.returncode == 0:
-            paths = [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p and p != "CLAUDE.md"]
-            return [p for p in dict.fromkeys(paths) if not any(part in INDEX_IGNORED_DIRS for part in p.split("/")[:-1])]
+        return subprocess.run(["git", *GIT_SAFETY_CONFIG, *args], cwd=root, capture_output=True, timeout=60,
+                              stdin=subprocess.DEVNULL, env=noninteractive_env(), check=False)
     except (OSError, subprocess.SubprocessError):
-        pass
+        return None
+
+
+def _list_workspace_files(root: str, data_dir: str) -> list[str]:
+    # The index's git is confined like the tools' (no fsmonitor, hooks or implicit bare repository
+    # the model could have laid out in the workspace).
+    proc = _git_quiet(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", ".")
+    if proc is not None and proc.returncode == 0:
+        paths = [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p and p != "CLAUDE.md"]
+        return [p for p in dict.fromkeys(paths) if not any(part in INDEX_IGNORED_DIRS for part in p.split("/")[:-1])]
     ignore_globs: list[str] = []
     gitignore = os.path.join(root, ".gitignore")
     with contextlib.suppress(OSError):
@@ -7871,17 +7867,14 @@ def write_claude_md(root: str, body: str) -> str:
     path = os.path.join(root, "CLAUDE.md")
     block = f"{CLAUDE_MD_BEGIN}\n{body}{CLAUDE_MD_END}\n"
     try:  # never through a symlink: a CLAUDE.md linked to a file outside would be read, then copied in
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        existing: str | None = read_regular_file(path).decode("utf-8", errors="replace")  # CRLF stays CRLF
     except FileNotFoundError:
         existing = None
     except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            raise ToolFailed("CLAUDE.md is not a regular file: lynkr leaves it alone") from None
         raise ToolFailed(f"CLAUDE.md is {'a symlink' if exc.errno == errno.ELOOP else 'unreadable'}: lynkr "
                          "neither follows nor replaces it (LYNKR_CLAUDE_MD=false stops trying)") from None
-    else:
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ToolFailed("CLAUDE.md is not a regular file: lynkr leaves it alone")
-            existing = fh.read().decode("utf-8", errors="replace")  # bytes: CRLF text stays CRLF
     if existing is None:
         content = "# CLAUDE.md\n\n" + block
     elif CLAUDE_MD_BEGIN in existing and CLAUDE_MD_END in existing:
@@ -7898,14 +7891,6 @@ def write_claude_md(root: str, body: str) -> str:
             _exclude_from_git(root, "CLAUDE.md")  # first: the file never shows as a change, not even briefly
         _atomic_write(path, content.encode("utf-8"))
     return path
-
-
-def _git_quiet(root: str, *args: str) -> subprocess.CompletedProcess[bytes] | None:
-    try:
-        return subprocess.run(["git", *GIT_SAFETY_CONFIG, *args], cwd=root, capture_output=True, timeout=30,
-                              stdin=subprocess.DEVNULL, env=noninteractive_env(), check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _claude_md_git_state(root: str) -> str:

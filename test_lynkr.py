@@ -12043,9 +12043,7 @@ class TestReferencesPerDefinition:
             "src/other.ts": "import { formatPrice } from './util';\nexport const x = formatPrice(2);\n",
             "legacy/money.ts": "export function formatPrice(n: number): string {\n  return n.toFixed(2);\n}\n",
         }
-        for rel, content in files.items():
-            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / rel).write_text(content)
+        ix_write(tmp_path, files)
         p = make_proxy({"LYNKR_TOOLS": "*"})
         tool_ok(p.port, "workspace_index_rebuild", {})
         out = json.loads(tool_ok(p.port, "workspace_symbol_references", {"name": "formatPrice"}))
@@ -12075,9 +12073,7 @@ class TestPythonReferencesThroughModules:
             "Lib/unrelated.py": "def urlopen(u):\n    return u\n\nurlopen(1)\n",
             "Lib/noimport.py": "x = 1\n",
         }
-        for rel, content in files.items():
-            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / rel).write_text(content)
+        ix_write(tmp_path, files)
         p = make_proxy({"LYNKR_TOOLS": "*"})
         tool_ok(p.port, "workspace_index_rebuild", {})
         out = json.loads(tool_ok(p.port, "workspace_symbol_references",
