@@ -55,6 +55,8 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import base64
+import binascii
 import bisect
 import collections
 import concurrent.futures
@@ -305,6 +307,7 @@ class Config:
     config_file: str = ""
     providers_table: dict[str, Any] = field(default_factory=dict)
     router_table: dict[str, Any] = field(default_factory=dict)
+    prices_table: dict[str, Any] = field(default_factory=dict)  # [prices."glob"]: per-model price overrides
     # Notices found while loading (e.g. an ignored PORT line in .env), logged once at startup.
     notices: list[str] = field(default_factory=list)
 
@@ -938,7 +941,15 @@ SETTINGS: tuple[Setting, ...] = (
     S("POLICY_DISALLOWED_TOOLS", "", "Server tools that may never run (comma list of names or globs).", _words),
     S("POLICY_FILE_BLOCKED_PATHS", DEFAULT_FILE_BLOCKED_PATHS_TEXT, "Paths tools may not read or write (globs; "
       "a pattern without '/' matches any path component).", _words),
-    S("WEB_SEARCH_ENDPOINT", "", "SearxNG search URL for web_search, e.g. http://127.0.0.1:8888/search.", _url),
+    S("WEB_SEARCH_PROVIDER", "auto", "Search service behind web_search and Claude Code's WebSearch: searxng | brave | "
+      "tavily | auto (brave with BRAVE_API_KEY, else tavily with TAVILY_API_KEY, else searxng).",
+      _choice("auto", "searxng", "brave", "tavily")),
+    S("WEB_SEARCH_ENDPOINT", "", "The search service's URL: required for SearxNG (e.g. http://127.0.0.1:8888/search); "
+      "overrides Brave's or Tavily's API URL (a proxy, a test).", _url),
+    S("BRAVE_API_KEY", "", "Brave Search API key (WEB_SEARCH_PROVIDER=brave).", _text),
+    S("TAVILY_API_KEY", "", "Tavily API key (WEB_SEARCH_PROVIDER=tavily).", _text),
+    S("WEB_SEARCH_MAX_RESULTS", "8", "Results per search Claude Code's WebSearch gets when lynkr runs it.",
+      _whole(1)),
     S("WEB_SEARCH_ALLOWED_HOSTS", "", "If set, the only hosts web tools may reach (globs); also admits private ones.",
       _hosts),
     S("WEB_FETCH_MAX_BYTES", "2097152", "Largest page web_fetch downloads.", _whole(1024)),
@@ -1090,9 +1101,10 @@ def read_config_file(path: str, environ: dict[str, str]) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in data:
-        if key not in ("providers", "router", "settings"):
-            raise ConfigError(f"{path}: {key}: unknown table (use [providers.NAME], [router], [settings])")
-    for key in ("providers", "router", "settings"):
+        if key not in ("providers", "router", "settings", "prices"):
+            raise ConfigError(f"{path}: {key}: unknown table (use [providers.NAME], [router], [settings], "
+                              "[prices.\"MODEL-GLOB\"])")
+    for key in ("providers", "router", "settings", "prices"):
         if not isinstance(data.get(key, {}), dict):
             raise ConfigError(f"{path}: {key}: expected a table")
     providers = data.get("providers", {})
@@ -1112,7 +1124,8 @@ def read_config_file(path: str, environ: dict[str, str]) -> dict[str, Any]:
             value = ",".join(str(v) for v in value)
         settings[name] = str(value)
     return {"providers": expand_env_references(providers, f"{path}: providers", environ),
-            "router": data.get("router", {}), "settings": expand_env_references(settings, f"{path}: settings", environ)}
+            "router": data.get("router", {}), "settings": expand_env_references(settings, f"{path}: settings", environ),
+            "prices": data.get("prices", {})}
 
 
 # -- trust: what arrives with a repository must not reconfigure lynkr --
@@ -1201,7 +1214,7 @@ def load_config(
             config_path = local_toml
         else:
             notices.append(UNTRUSTED_NOTICE.format(path=local_toml, kind="lynkr.toml", flag="--config PATH"))
-    file_data: dict[str, Any] = {"providers": {}, "router": {}, "settings": {}}
+    file_data: dict[str, Any] = {"providers": {}, "router": {}, "settings": {}, "prices": {}}
     if config_path:
         file_data = read_config_file(config_path, {**dotenv, **real_env})
     merged = {**file_data["settings"], **layered}
@@ -1212,7 +1225,7 @@ def load_config(
     s = Settings(**values)
 
     cfg = Config(settings=s, notices=notices, config_file=config_path, providers_table=file_data["providers"],
-                 router_table=file_data["router"])
+                 router_table=file_data["router"], prices_table=file_data["prices"])
     cfg.host = cli_host or s.lynkr_host
     if cli_port is not None:
         cfg.port = cli_port
@@ -2279,7 +2292,51 @@ def _tool_result_to_openai(block: dict[str, Any]) -> tuple[str, list[dict[str, A
     return text or "(no output)", images
 
 
-def _assistant_to_openai(content: Any) -> dict[str, Any] | None:
+LYNKR_SEARCH_CONTENT = "lynkr1."  # prefix of the encrypted_content lynkr writes when it runs a web search
+
+
+def search_result_content(snippet: str) -> str:
+    """The opaque `encrypted_content` of a search result lynkr ran: the snippet, so a later turn on an
+    upstream without server tools still reads what was found."""
+    return LYNKR_SEARCH_CONTENT + base64.urlsafe_b64encode(utf8_json(json_dumps({"snippet": snippet}))).decode()
+
+
+def _search_snippet(result: dict[str, Any]) -> str:
+    content = result.get("encrypted_content")
+    if isinstance(content, str) and content.startswith(LYNKR_SEARCH_CONTENT):
+        with contextlib.suppress(ValueError, TypeError, binascii.Error):
+            return str(json.loads(base64.urlsafe_b64decode(content[len(LYNKR_SEARCH_CONTENT):])).get("snippet") or "")
+    return ""
+
+
+def server_block_text(block: dict[str, Any]) -> str | None:
+    """A web search's blocks as text, for an upstream that does not run server tools (it would refuse
+    them): what was searched and found stays in the conversation."""
+    kind = block.get("type")
+    if kind == "server_tool_use":
+        return f"[web search: {json_dumps(block.get('input') or {})}]"
+    if kind != "web_search_tool_result":
+        return None
+    content = block.get("content")
+    if not isinstance(content, list):
+        return f"[web search failed: {(content or {}).get('error_code', 'unknown') if isinstance(content, dict) else content}]"
+    lines = []
+    for result in content:
+        if isinstance(result, dict):
+            snippet = _search_snippet(result)
+            lines.append(f"- {result.get('title', '')} <{result.get('url', '')}>" + (f": {snippet}" if snippet else ""))
+    return "[web search results]\n" + "\n".join(lines) if lines else "[web search: no results]"
+
+
+def server_blocks_as_text(content: Any) -> Any:
+    if not isinstance(content, list) or not any(
+            isinstance(b, dict) and b.get("type") in ("server_tool_use", "web_search_tool_result") for b in content):
+        return content
+    return [{"type": "text", "text": t} if (t := server_block_text(b) if isinstance(b, dict) else None) is not None
+            else b for b in content]
+
+
+def _assistant_to_openai(content: Any, reasoning_parts: bool = True) -> dict[str, Any] | None:
     if isinstance(content, str):
         return {"role": "assistant", "content": content} if content else None
     texts: list[str] = []
@@ -2289,7 +2346,9 @@ def _assistant_to_openai(content: Any) -> dict[str, Any] | None:
         kind = block.get("type")
         if kind == "text" and block.get("text"):
             texts.append(block["text"])
-        elif kind == "thinking" and block.get("thinking"):
+        elif kind in ("server_tool_use", "web_search_tool_result"):
+            texts.append(server_block_text(block) or "")
+        elif kind == "thinking" and block.get("thinking") and reasoning_parts:
             item = {"type": "summary_text", "text": block["thinking"]}
             if block.get("signature"):
                 item["signature"] = block["signature"]
@@ -2327,7 +2386,9 @@ def _openai_system_parts(req: dict[str, Any]) -> list[dict[str, Any]]:
     return [_text_part(b["text"], b) for b in blocks if b.get("text")]
 
 
-def anthropic_messages_to_openai(req: dict[str, Any]) -> list[dict[str, Any]]:
+def anthropic_messages_to_openai(req: dict[str, Any], reasoning_parts: bool = True) -> list[dict[str, Any]]:
+    """reasoning_parts: replay thinking as `reasoning` content parts (Databricks serving Claude takes
+    them back with their signatures); other vendors have no slot for it, so it is left out."""
     out: list[dict[str, Any]] = []
     system_parts = _openai_system_parts(req)
     if system_parts:
@@ -2346,7 +2407,7 @@ def anthropic_messages_to_openai(req: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         if role == "assistant":
             settle_pending()
-            converted = _assistant_to_openai(content)
+            converted = _assistant_to_openai(content, reasoning_parts)
             if converted is not None:
                 out.append(converted)
                 pending_calls.extend(c["id"] for c in converted.get("tool_calls", []))
@@ -2549,7 +2610,7 @@ def anthropic_to_openai(req: dict[str, Any], max_tokens: int, model: str = "",
                         dialect: OpenAIDialect = DATABRICKS_DIALECT,
                         facts: ModelFacts = DEFAULT_MODEL_FACTS) -> tuple[dict[str, Any], list[str]]:
     """Build an OpenAI chat body for one vendor and model. Returns (body, names of tools dropped)."""
-    messages = anthropic_messages_to_openai(req)
+    messages = anthropic_messages_to_openai(req, dialect.thinking == "anthropic")
     if not dialect.cache_markers or not facts.images:
         for msg in messages:
             msg["content"] = _adapt_parts(msg.get("content"), dialect.cache_markers, facts.images)
@@ -2607,14 +2668,18 @@ FINISH_REASON_TO_STOP_REASON = {
 
 
 def openai_usage_to_anthropic(usage: dict[str, Any] | None) -> dict[str, int]:
+    """The upstream's own figures in Anthropic's terms: OpenAI's prompt_tokens counts every input token,
+    cache reads (prompt_tokens_details.cached_tokens) and writes (OpenRouter's cache_write_tokens;
+    Databricks serving Claude names them as Anthropic does) included; Anthropic's input_tokens excludes both."""
     usage = usage or {}
     prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
     details = usage.get("prompt_tokens_details") or {}
+    if not isinstance(details, dict):
+        details = {}
     cached = int(details.get("cached_tokens") or usage.get("cache_read_input_tokens") or 0)
-    created = int(usage.get("cache_creation_input_tokens") or 0)
-    # Anthropic's input_tokens excludes cache reads; OpenAI's prompt_tokens includes them.
+    created = int(details.get("cache_write_tokens") or usage.get("cache_creation_input_tokens") or 0)
     return {
-        "input_tokens": max(prompt - cached, 0) if "prompt_tokens" in usage else prompt,
+        "input_tokens": max(prompt - cached - created, 0) if "prompt_tokens" in usage else prompt,
         "output_tokens": int(usage.get("completion_tokens") or usage.get("output_tokens") or 0),
         "cache_creation_input_tokens": created,
         "cache_read_input_tokens": cached,
@@ -2687,6 +2752,86 @@ def openai_to_anthropic(resp: dict[str, Any], model: str, stops: list[str] | Non
         "stop_sequence": stop_sequence,
         "usage": openai_usage_to_anthropic(resp.get("usage")),
     }
+
+
+# -- Thinking provenance: a signature is valid only where it was made --
+#
+# Claude Code resends every earlier thinking block with its signature, and a user may switch
+# providers mid-session (/model, a route, a fallback). An upstream rejects a signature it did not
+# make, and reasoning from an OpenAI-format upstream has none. So each request carries only the
+# thinking blocks the upstream it goes to signed itself (lynkr remembers who signed what, section 11).
+
+THINKING_BLOCKS = ("thinking", "redacted_thinking")
+
+
+def signature_key(block: dict[str, Any]) -> str | None:
+    """What a thinking block is remembered by: a hash of its signature (of its data when redacted)."""
+    value = block.get("signature") if block.get("type") == "thinking" else block.get("data")
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32] if isinstance(value, str) and value \
+        else None
+
+
+def thinking_keys(messages: Iterable[dict[str, Any]]) -> list[str]:
+    keys = []
+    for message in messages:
+        content = message.get("content")
+        if message.get("role") == "assistant" and isinstance(content, list):
+            keys += [k for b in content if isinstance(b, dict) and b.get("type") in THINKING_BLOCKS
+                     and (k := signature_key(b))]
+    return keys
+
+
+def _in_tool_loop(messages: list[dict[str, Any]]) -> int:
+    """Index of the assistant message whose tool calls the last user message answers (-1: none).
+    Anthropic requires that message to keep its thinking while thinking is on."""
+    if len(messages) < 2 or messages[-1].get("role") != "user" or messages[-2].get("role") != "assistant":
+        return -1
+    last = messages[-1].get("content")
+    answers = isinstance(last, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last)
+    return len(messages) - 2 if answers else -1
+
+
+def keep_signed_thinking(req: dict[str, Any], signed_here: Callable[[str], bool]) -> tuple[dict[str, Any], int, bool]:
+    """The request with only the thinking blocks `signed_here` vouches for.
+    Returns (request, blocks dropped, whether thinking had to be turned off): a tool loop whose
+    assistant turn lost its thinking cannot continue with thinking on, so it continues without."""
+    messages = req["messages"]
+    dropped = 0
+    out: list[dict[str, Any]] = []
+    loop_at = _in_tool_loop(messages)
+    loop_lost = False
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if message.get("role") != "assistant" or not isinstance(content, list) or not any(
+                isinstance(b, dict) and b.get("type") in THINKING_BLOCKS for b in content):
+            out.append(message)
+            continue
+        kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in THINKING_BLOCKS)
+                or ((key := signature_key(b)) is not None and signed_here(key))]
+        if len(kept) == len(content):
+            out.append(message)
+            continue
+        dropped += len(content) - len(kept)
+        if index == loop_at and not any(b.get("type") in THINKING_BLOCKS for b in kept if isinstance(b, dict)):
+            loop_lost = True
+        if kept:  # a turn that was only thinking goes; Anthropic joins the user turns around it
+            out.append({**message, "content": kept})
+    if not dropped:
+        return req, 0, False
+    result = {**req, "messages": out}
+    thinking_on = (req.get("thinking") or {}).get("type") in ("enabled", "adaptive")
+    if not (loop_lost and thinking_on):
+        return result, dropped, False
+    result.pop("thinking", None)
+    management = result.get("context_management")
+    if isinstance(management, dict) and isinstance(management.get("edits"), list):
+        # clearing thinking needs thinking on: keep the other edits
+        edits = [e for e in management["edits"] if not str((e or {}).get("type", "")).startswith("clear_thinking")]
+        if edits:
+            result["context_management"] = {**management, "edits": edits}
+        else:
+            result.pop("context_management")
+    return result, dropped, True
 
 
 # -- Token estimate (count_tokens where the upstream cannot count) --
@@ -3108,32 +3253,36 @@ async def _single_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+def block_events(index: int, block: dict[str, Any]) -> bytes:
+    """One complete content block as its start, delta and stop events (tool input as input_json_delta:
+    Claude Code ignores input put in the start event)."""
+    kind = block.get("type")
+    if kind == "text":
+        start, deltas = {"type": "text", "text": ""}, [{"type": "text_delta", "text": block.get("text", "")}]
+    elif kind in ("tool_use", "server_tool_use"):
+        start = {"type": kind, "id": block.get("id"), "name": block.get("name"), "input": {}}
+        deltas = [{"type": "input_json_delta", "partial_json": json_dumps(block.get("input") or {})}]
+    elif kind == "thinking":
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        deltas = [{"type": "thinking_delta", "thinking": block.get("thinking", "")}]
+        if block.get("signature"):
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    else:  # redacted_thinking, web_search_tool_result, ...: complete in their start event
+        start, deltas = block, []
+    out = [sse_event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})]
+    out += [sse_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            for delta in deltas]
+    out.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+    return b"".join(out)
+
+
 def message_to_sse(message: dict[str, Any]) -> bytes:
     """A complete Anthropic message -> the equivalent SSE event sequence (for JSON-only upstreams)."""
     usage = dict(message.get("usage") or {})
     out = [sse_event("message_start", {"type": "message_start", "message": {
         **{k: v for k, v in message.items() if k not in ("content", "stop_reason", "stop_sequence")},
         "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}})]
-    for index, block in enumerate(message.get("content") or []):
-        kind = block.get("type")
-        if kind == "text":
-            start, deltas = {"type": "text", "text": ""}, [{"type": "text_delta", "text": block.get("text", "")}]
-        elif kind == "tool_use":
-            start = {"type": "tool_use", "id": block.get("id"), "name": block.get("name"), "input": {}}
-            deltas = [{"type": "input_json_delta", "partial_json": json_dumps(block.get("input") or {})}]
-        elif kind == "thinking":
-            start = {"type": "thinking", "thinking": "", "signature": ""}
-            deltas = [{"type": "thinking_delta", "thinking": block.get("thinking", "")}]
-            if block.get("signature"):
-                deltas.append({"type": "signature_delta", "signature": block["signature"]})
-        else:  # redacted_thinking, server tool blocks, ...: complete in their start event
-            start, deltas = block, []
-        out.append(sse_event("content_block_start", {"type": "content_block_start", "index": index,
-                                                     "content_block": start}))
-        for delta in deltas:
-            out.append(sse_event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                         "delta": delta}))
-        out.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+    out += [block_events(index, block) for index, block in enumerate(message.get("content") or [])]
     out.append(sse_event("message_delta", {"type": "message_delta", "delta": {
         "stop_reason": message.get("stop_reason"), "stop_sequence": message.get("stop_sequence")}, "usage": usage}))
     out.append(sse_event("message_stop", {"type": "message_stop"}))
@@ -3301,6 +3450,7 @@ class Preset:
     model_env: str = ""  # a variable naming the default model (Azure OpenAI's deployment)
     version_env: str = ""
     version_default: str = ""
+    server_tools: bool = False  # runs Anthropic's server tools itself (web search); elsewhere lynkr runs them
 
 
 PRESETS: dict[str, Preset] = {
@@ -3321,7 +3471,8 @@ PRESETS: dict[str, Preset] = {
         default_model="claude-sonnet-4-5"),
     "anthropic": Preset(
         "anthropic", "Anthropic", lambda s, m: _join(s.base_url, "/v1/messages"), lambda k: [("x-api-key", k)],
-        "LYNKR_ANTHROPIC_BASE_URL", "LYNKR_ANTHROPIC_API_KEY", base_default="https://api.anthropic.com"),
+        "LYNKR_ANTHROPIC_BASE_URL", "LYNKR_ANTHROPIC_API_KEY", base_default="https://api.anthropic.com",
+        server_tools=True),
     "openai": Preset(
         "openai", "OpenAI", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "OPENAI_BASE_URL",
         "OPENAI_API_KEY", base_default="https://api.openai.com/v1", default_model="gpt-5"),
@@ -3422,6 +3573,9 @@ def _openai_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[str
 def _anthropic_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
                      http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     body = {**fold_system_messages(req), "model": model, "max_tokens": max_tokens}
+    if not p.preset.server_tools:  # earlier web searches lynkr ran: this upstream would refuse their blocks
+        body["messages"] = [m if m.get("role") != "assistant" or (text := server_blocks_as_text(m["content"])) is
+                            m["content"] else {**m, "content": text} for m in body["messages"]]
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int) \
             and thinking["budget_tokens"] >= max_tokens:
@@ -3482,6 +3636,8 @@ class Provider:
         self.retry_after_cap_s = s.upstream_retry_after_max_s
         self.breaker = CircuitBreaker(self.name, s.circuit_breaker_failures, s.circuit_breaker_reset_s)
         self.auth = [*self.preset.auth(spec.api_key), *spec.headers]
+        # Whether the upstream verifies thinking signatures (Claude behind it): only its own go there.
+        self.checks_signatures = self.preset.kind == "anthropic" or self.preset.dialect.thinking == "anthropic"
 
     def model_for(self, requested: str, client_model: str) -> str:
         """The upstream model: the route's or map's, else this provider's default, else the client's."""
@@ -3693,6 +3849,105 @@ class Provider:
                 "missing": self.spec.missing, "breaker": ("closed", "open", "half-open")[self.breaker.state]}
 
 
+# -- Prices: what an answer cost --
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens, as the vendor bills them."""
+
+    input: float
+    output: float
+    cache_write: float  # 5-minute cache writes (Anthropic: 1.25 x input)
+    cache_read: float
+    cache_write_1h: float = 0.0  # 1-hour writes (Anthropic: 2 x input); 0: the cache_write price
+
+    def cost(self, usage: dict[str, Any]) -> float:
+        def n(value: Any) -> int:
+            return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+        written = n(usage.get("cache_creation_input_tokens"))
+        split = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
+        written_1h = min(n(split.get("ephemeral_1h_input_tokens")), written)
+        dollars = (n(usage.get("input_tokens")) * self.input + n(usage.get("output_tokens")) * self.output
+                   + (written - written_1h) * self.cache_write + n(usage.get("cache_read_input_tokens")) * self.cache_read
+                   + written_1h * (self.cache_write_1h or self.cache_write))
+        return dollars / 1_000_000
+
+
+def _claude_price(input_price: float, output_price: float) -> Price:
+    return Price(input_price, output_price, input_price * 1.25, input_price * 0.1, input_price * 2)
+
+
+# List prices (USD per million tokens) when this table was written; a config file's [prices."glob"]
+# rows come first and win -- the user's bill is the truth. Globs match the upstream model's name
+# lower-cased with '.' as '-' (so "anthropic/claude-sonnet-4.5" and "databricks-claude-sonnet-4-5" meet);
+# first match wins. A model no row matches has no cost figure (null), never a guessed one.
+PRICES: tuple[tuple[str, Price], ...] = (
+    ("*claude-opus-4-[5-9]*", _claude_price(5, 25)),
+    ("*claude-opus-[5-9]*", _claude_price(5, 25)),
+    ("*claude-opus-4*", _claude_price(15, 75)),
+    ("*claude-3-opus*", _claude_price(15, 75)),
+    ("*claude-sonnet*", _claude_price(3, 15)),
+    ("*claude-3-[57]-sonnet*", _claude_price(3, 15)),
+    ("*claude-haiku-[4-9]*", _claude_price(1, 5)),
+    ("*claude-3-5-haiku*", _claude_price(0.8, 4)),
+    ("*claude-3-haiku*", _claude_price(0.25, 1.25)),
+    ("*gpt-5*-nano*", Price(0.05, 0.4, 0.05, 0.005)),
+    ("*gpt-5*-mini*", Price(0.25, 2, 0.25, 0.025)),
+    ("*gpt-5*", Price(1.25, 10, 1.25, 0.125)),
+    ("*gpt-4-1-nano*", Price(0.1, 0.4, 0.1, 0.025)),
+    ("*gpt-4-1-mini*", Price(0.4, 1.6, 0.4, 0.1)),
+    ("*gpt-4-1*", Price(2, 8, 2, 0.5)),
+    ("*gpt-4o-mini*", Price(0.15, 0.6, 0.15, 0.075)),
+    ("*gpt-4o*", Price(2.5, 10, 2.5, 1.25)),
+    ("*gemini-2-5-pro*", Price(1.25, 10, 1.25, 0.31)),
+    ("*gemini-2-5-flash*", Price(0.3, 2.5, 0.3, 0.075)),
+    ("*deepseek*", Price(0.28, 0.42, 0.28, 0.028)),
+)
+PRICE_FIELDS = ("input", "output", "cache_write", "cache_read", "cache_write_1h")
+
+
+class PriceBook:
+    """Model name -> Price (config rows, then PRICES); cost() of a usage figure, None when unpriced."""
+
+    def __init__(self, rows: Iterable[tuple[str, Price]] = ()) -> None:
+        self.rows = (*rows, *PRICES)
+        self.price_of = functools.lru_cache(maxsize=512)(self._lookup)
+
+    def _lookup(self, model: str) -> Price | None:
+        name = model.lower().replace(".", "-")
+        return next((price for glob, price in self.rows if fnmatch.fnmatchcase(name, glob)), None)
+
+    def cost(self, model: str, usage: dict[str, Any]) -> float | None:
+        price = self.price_of(model) if model else None
+        return None if price is None else round(price.cost(usage), 8)
+
+
+def price_book(cfg: Config) -> PriceBook:
+    """[prices."glob"] tables of the config file: input and output required, the cache prices default
+    to the input price (no discount unless the table says so)."""
+    rows = []
+    for glob, table in cfg.prices_table.items():
+        where = f"{cfg.config_file}: prices.{glob}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table with input and output (USD per million tokens)")
+        unknown = sorted(set(table) - set(PRICE_FIELDS))
+        if unknown:
+            raise ConfigError(f"{where}: {unknown[0]}: unknown key (use {', '.join(PRICE_FIELDS)})")
+        values = {}
+        for key, value in table.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
+                raise ConfigError(f"{where}: {key}: expected a number of US dollars per million tokens, got {value!r}")
+            values[key] = float(value)
+        for key in ("input", "output"):
+            if key not in values:
+                raise ConfigError(f"{where}: {key} is required (USD per million tokens)")
+        values.setdefault("cache_write", values["input"])
+        values.setdefault("cache_read", values["input"])
+        rows.append((glob.lower().replace(".", "-"), Price(**values)))
+    return PriceBook(rows)
+
+
 # -- The router: several providers, Claude Code-aware routes, fallback chains --
 
 
@@ -3735,6 +3990,9 @@ class Router:
         self.long_context_threshold = long_context_threshold
         self.default = providers[routes["default"].provider]
         self.name, self.label = self.default.name, self.default.label
+        # Set by the orchestrator: adapts a request's history to the provider it is about to reach
+        # (the thinking it may receive). Keeps this section free of the stores.
+        self.prepare: Callable[[Provider, dict[str, Any], Request], Awaitable[dict[str, Any]]] | None = None
 
     @property
     def configured(self) -> bool:
@@ -3778,6 +4036,10 @@ class Router:
             return "think"
         return "default"
 
+    def runs_server_tools(self, req: dict[str, Any]) -> bool:
+        """Whether the provider this request goes to first runs Anthropic's server tools itself."""
+        return self._provider(self.plan(req).chain[0].provider).preset.server_tools
+
     def cache_target(self, req: dict[str, Any]) -> str:
         """What the prompt cache keys on: the first provider and model the request would reach."""
         target = self.plan(req).chain[0]
@@ -3804,7 +4066,8 @@ class Router:
                                            "x-lynkr-route": route})
             http_req.reply_builder = None
             try:
-                return await getattr(provider, method)(req, http_req, model,
+                sent = req if self.prepare is None else await self.prepare(provider, req, http_req)
+                return await getattr(provider, method)(sent, http_req, model,
                                                        self.clamp(provider, req["model"], model, req["max_tokens"]))
             except LynkrError as exc:
                 if (exc.status < 500 and exc.status != 429) or position == len(plan.chain) - 1:
@@ -4074,8 +4337,26 @@ def _m005_test_run_checkout(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE test_runs ADD COLUMN checkout TEXT NOT NULL DEFAULT 'worktree'")
 
 
+def _m006_turn_cost(db: sqlite3.Connection) -> None:
+    # What each answered turn cost in US dollars (the price table times the upstream's own usage).
+    db.execute("ALTER TABLE turns ADD COLUMN cost_usd REAL")
+
+
+def _m007_thinking_signatures(db: sqlite3.Connection) -> None:
+    # Which provider signed each thinking block lynkr relayed (signature_key -> provider name), so a
+    # resent history reaches another provider without blocks it would reject.
+    run_script(db, """
+        CREATE TABLE thinking_signatures (
+            key TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+    """)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks, _m003_test_runs,
-                                                           _m004_turn_provider, _m005_test_run_checkout]
+                                                           _m004_turn_provider, _m005_test_run_checkout,
+                                                           _m006_turn_cost, _m007_thinking_signatures]
 
 
 def run_script(db: sqlite3.Connection, script: str) -> None:
@@ -4259,8 +4540,10 @@ class TurnRecord:
     server_turns: list[dict[str, Any]] = field(default_factory=list)  # assistant/user messages the client never saw
     reply: dict[str, Any] | None = None  # the client-visible assistant message
     usage: dict[str, Any] | None = None
-    cache: str = "bypass"
+    cache: str = "bypass"  # hit | miss | stored (a miss kept for reuse) | bypass
     provider: str | None = None  # the provider that answered (None: a cache hit, or no answer)
+    cost_usd: float | None = None  # None: a cache hit, an unpriced model, or no answer
+    signed: list[str] = field(default_factory=list)  # signature_keys of the thinking the provider returned
     request_log: dict[str, Any] = field(default_factory=dict)  # the request's log fields: the router notes the provider
 
 
@@ -4275,14 +4558,18 @@ def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
     rows: list[tuple[Any, ...]] = []
     for message in turn.messages[common:]:
         kind = "user" if message.get("role") != "assistant" else "assistant"
-        rows.append((kind, message.get("role"), storable_json(message.get("content")), None, None, None, None))
+        rows.append((kind, message.get("role"), storable_json(message.get("content")), None, None, None, None, None))
     for message in turn.server_turns:
         rows.append(("server_tool", message.get("role"), storable_json(message.get("content")), turn.model, None, None,
-                     turn.provider))
+                     turn.provider, None))
     if turn.reply is not None:
         rows.append(("assistant", "assistant", storable_json(turn.reply.get("content")), turn.model,
-                     storable_json(turn.usage or turn.reply.get("usage") or {}), turn.cache, turn.provider))
+                     storable_json(turn.usage or turn.reply.get("usage") or {}), turn.cache, turn.provider,
+                     turn.cost_usd))
         history.append(message_hash(turn.reply))
+    if turn.signed and turn.provider:
+        db.executemany("INSERT OR REPLACE INTO thinking_signatures (key, provider, created_at) VALUES (?, ?, ?)",
+                       [(key, turn.provider, now) for key in turn.signed])
     if row is None:
         db.execute("INSERT INTO sessions (id, created_at, updated_at, history) VALUES (?, ?, ?, ?)",
                    (turn.session_id, now, now, storable_json(history)))
@@ -4290,12 +4577,47 @@ def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
         db.execute("UPDATE sessions SET updated_at = ?, history = ? WHERE id = ?",
                    (now, storable_json(history), turn.session_id))
     db.executemany(
-        "INSERT INTO turns (session_id, created_at, kind, role, content, model, usage, cache, request_id, provider)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(turn.session_id, now, kind, role, content, model, usage, cache, turn.request_id, provider)
-         for kind, role, content, model, usage, cache, provider in rows],
+        "INSERT INTO turns (session_id, created_at, kind, role, content, model, usage, cache, request_id, provider,"
+        " cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(turn.session_id, now, kind, role, content, model, usage, cache, turn.request_id, provider, cost)
+         for kind, role, content, model, usage, cache, provider, cost in rows],
     )
     return len(rows)
+
+
+def signers_of(db: sqlite3.Connection, keys: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+        part = keys[start:start + 500]
+        found.update(db.execute(f"SELECT key, provider FROM thinking_signatures WHERE key IN ({','.join('?' * len(part))})",
+                                part).fetchall())
+    return found
+
+
+class SignatureBook:
+    """signature_key -> the provider that signed it: recent ones in memory (LRU), all in the store."""
+
+    def __init__(self, store: Store, max_entries: int = 100_000) -> None:
+        self.store = store
+        self.max_entries = max_entries
+        self.known: collections.OrderedDict[str, str] = collections.OrderedDict()
+
+    def note(self, keys: Iterable[str], provider: str) -> None:
+        for key in keys:
+            self.known[key] = provider
+            self.known.move_to_end(key)
+        while len(self.known) > self.max_entries:
+            self.known.popitem(last=False)
+
+    async def signers(self, keys: list[str]) -> dict[str, str]:
+        found = {k: self.known[k] for k in keys if k in self.known}
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if missing:
+            loaded = await self.store.run(signers_of, missing)
+            for key, provider in loaded.items():
+                self.note((key,), provider)
+            found.update(loaded)
+        return found
 
 
 def list_sessions(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
@@ -4312,11 +4634,13 @@ def get_session(db: sqlite3.Connection, session_id: str) -> dict[str, Any] | Non
     turns = [
         {"kind": r[0], "role": r[1], "content": json.loads(r[2]), "model": r[3],
          "usage": json.loads(r[4]) if r[4] else None, "cache": r[5], "request_id": r[6], "created_at": r[7],
-         "provider": r[8]}
-        for r in db.execute("SELECT kind, role, content, model, usage, cache, request_id, created_at, provider FROM turns"
-                            " WHERE session_id = ? ORDER BY id", (session_id,))
+         "provider": r[8], "cost_usd": r[9]}
+        for r in db.execute("SELECT kind, role, content, model, usage, cache, request_id, created_at, provider, cost_usd"
+                            " FROM turns WHERE session_id = ? ORDER BY id", (session_id,))
     ]
-    return {"id": row[0], "created_at": row[1], "updated_at": row[2], "turns": turns}
+    costs = [t["cost_usd"] for t in turns if t["cost_usd"] is not None]
+    return {"id": row[0], "created_at": row[1], "updated_at": row[2],
+            "cost_usd": round(sum(costs), 8) if costs else None, "turns": turns}
 
 
 # == 12. Cache ==
@@ -4390,15 +4714,6 @@ class PromptCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def stored_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """A miss that was stored for reuse reports its input as cache creation (totals unchanged)."""
-    out = dict(usage)
-    out["cache_creation_input_tokens"] = int(out.get("cache_creation_input_tokens") or 0) + int(
-        out.get("input_tokens") or 0)
-    out["input_tokens"] = 0
-    return out
 
 
 def cached_reply(message: dict[str, Any], model: str) -> dict[str, Any]:
@@ -4553,6 +4868,12 @@ def non_global_address(address: str) -> str:
     return ""
 
 
+def search_provider(s: Any) -> str:
+    if s.web_search_provider != "auto":
+        return s.web_search_provider
+    return "brave" if s.brave_api_key else "tavily" if s.tavily_api_key else "searxng"
+
+
 @dataclass
 class Policy:
     max_steps: int = 8
@@ -4561,6 +4882,9 @@ class Policy:
     file_blocked_paths: tuple[str, ...] = split_csv(DEFAULT_FILE_BLOCKED_PATHS)
     web_allowed_hosts: tuple[str, ...] = ()
     web_search_endpoint: str = ""
+    web_search_provider: str = "searxng"  # resolved from "auto" at start-up
+    web_search_key: str = ""  # the chosen service's key (Brave, Tavily)
+    web_search_max_results: int = 8
     web_fetch_max_bytes: int = 2 * 1024 * 1024
     tool_timeout_s: float = 120.0
     git_allow_push: bool = False
@@ -4591,6 +4915,9 @@ class Policy:
             file_blocked_paths=s.policy_file_blocked_paths,
             web_allowed_hosts=s.web_search_allowed_hosts,
             web_search_endpoint=s.web_search_endpoint,
+            web_search_provider=search_provider(s),
+            web_search_key={"brave": s.brave_api_key, "tavily": s.tavily_api_key}.get(search_provider(s), ""),
+            web_search_max_results=s.web_search_max_results,
             web_fetch_max_bytes=s.web_fetch_max_bytes,
             tool_timeout_s=s.lynkr_tool_timeout_s,
             git_allow_push=s.policy_git_allow_push,
@@ -5600,7 +5927,8 @@ def html_to_text(markup: str) -> tuple[str, str]:
     return parser.title.strip(), parser.text()
 
 
-async def _checked_get(ctx: ToolContext, url: str, *, trusted: bool = False) -> tuple[str, int, dict[str, str], bytes]:
+async def _checked_get(ctx: ToolContext, url: str, *, trusted: bool = False,
+                       headers: Iterable[tuple[str, str]] = ()) -> tuple[str, int, dict[str, str], bytes]:
     """GET with every hop (redirects included) checked against the web policy. -> (final url, status, headers, body)"""
     loop = asyncio.get_running_loop()
     for _hop in range(MAX_REDIRECTS + 1):
@@ -5616,7 +5944,7 @@ async def _checked_get(ctx: ToolContext, url: str, *, trusted: bool = False) -> 
             # Connect to the addresses just checked: resolving the name again could answer differently.
             connect_to = tuple(dict.fromkeys(info[4][0] for info in infos))
             ctx.policy.check_web_target(parts.hostname, sorted(connect_to))
-        resp = await ctx.client.request("GET", url, [("accept", "text/html,application/json,text/plain,*/*")],
+        resp = await ctx.client.request("GET", url, [("accept", "text/html,application/json,text/plain,*/*"), *headers],
                                         connect_timeout=10, read_timeout=30, connect_to=connect_to)
         if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("location"):
             await resp.aclose()
@@ -5653,27 +5981,112 @@ async def tool_web_fetch(ctx: ToolContext, args: dict[str, Any]) -> str:
     return header + "\n" + text[:limit] + (f"\n[truncated at {limit} characters]" if cut else "")
 
 
-@tool("web_search", "Search the web via the configured SearxNG instance (WEB_SEARCH_ENDPOINT).",
+# -- Web search services: one table, used by the web_search tool and Claude Code's WebSearch --
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    title: str
+    url: str
+    snippet: str = ""
+    page_age: str = ""  # when the page was published or last seen, as the service says it ("" unknown)
+
+
+@dataclass(frozen=True)
+class SearchService:
+    """One search API: how a query becomes its HTTP request and how its JSON answer becomes hits."""
+
+    label: str
+    default_url: str  # "" when the user must name it (a SearxNG instance)
+    key_setting: str  # "" when it needs none
+    # (url, query, count, key, allowed domains, blocked domains) -> (method, url, headers, body)
+    request: Callable[[str, str, int, str, tuple[str, ...], tuple[str, ...]],
+                      tuple[str, str, list[tuple[str, str]], bytes]]
+    hits: Callable[[Any], list[SearchHit]]
+
+
+def _with_query(url: str, params: dict[str, Any]) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{urllib.parse.urlencode(params)}"
+
+
+def _records(value: Any) -> list[dict[str, Any]]:
+    return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+
+
+SEARCH_SERVICES: dict[str, SearchService] = {
+    "searxng": SearchService(
+        "SearxNG", "", "",
+        lambda url, q, n, key, allow, block: ("GET", _with_query(url, {"q": q, "format": "json"}), [], b""),
+        lambda obj: [SearchHit(str(r.get("title") or ""), str(r.get("url") or ""), str(r.get("content") or ""),
+                               str(r.get("publishedDate") or "")) for r in _records(obj.get("results"))]),
+    "brave": SearchService(
+        "Brave Search", "https://api.search.brave.com/res/v1/web/search", "BRAVE_API_KEY",
+        lambda url, q, n, key, allow, block: ("GET", _with_query(url, {"q": q, "count": min(n, 20)}),
+                                              [("x-subscription-token", key)], b""),
+        lambda obj: [SearchHit(str(r.get("title") or ""), str(r.get("url") or ""), str(r.get("description") or ""),
+                               str(r.get("page_age") or r.get("age") or ""))
+                     for r in _records((obj.get("web") or {}).get("results"))]),
+    "tavily": SearchService(
+        "Tavily", "https://api.tavily.com/search", "TAVILY_API_KEY",
+        lambda url, q, n, key, allow, block: ("POST", url, [("authorization", f"Bearer {key}"),
+                                                            ("content-type", "application/json")],
+                                              json_bytes({"query": q, "max_results": min(n, 20),
+                                                          **({"include_domains": list(allow)} if allow else {}),
+                                                          **({"exclude_domains": list(block)} if block else {})})),
+        lambda obj: [SearchHit(str(r.get("title") or ""), str(r.get("url") or ""), str(r.get("content") or ""),
+                               str(r.get("published_date") or "")) for r in _records(obj.get("results"))]),
+}
+
+
+def domain_matches(url: str, domains: Iterable[str]) -> bool:
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    return any(host == d or host.endswith("." + d) for d in (d.lower().strip(".") for d in domains) if d)
+
+
+async def search_web(ctx: ToolContext, query: str, count: int, allowed: tuple[str, ...] = (),
+                     blocked: tuple[str, ...] = ()) -> list[SearchHit]:
+    """The configured service's hits for a query, domain lists applied. Raises ToolFailed, saying what to set."""
+    policy = ctx.policy
+    service = SEARCH_SERVICES[policy.web_search_provider]
+    url = policy.web_search_endpoint or service.default_url
+    if not url:
+        raise ToolFailed("web search needs WEB_SEARCH_ENDPOINT (a SearxNG URL such as http://127.0.0.1:8888/search), "
+                         "or BRAVE_API_KEY or TAVILY_API_KEY")
+    if service.key_setting and not policy.web_search_key:
+        raise ToolFailed(f"web search with {service.label} needs {service.key_setting}")
+    asked = count * 2 if allowed or blocked else count  # room for the results the lists remove
+    method, url, headers, body = service.request(url, query, asked, policy.web_search_key, allowed, blocked)
+    try:
+        if method == "GET":  # the operator named the service; a redirect's target is checked like any URL
+            _final, status, _headers, raw = await _checked_get(ctx, url, trusted=True, headers=headers)
+        else:
+            resp = await ctx.client.request(method, url, [("accept", "application/json"), *headers], body,
+                                            connect_timeout=10, read_timeout=30)
+            status, raw = resp.status, await resp.read_prefix(policy.web_fetch_max_bytes)
+            await resp.aclose()
+    except LynkrError as exc:
+        raise ToolFailed(f"{service.label} search failed: {exc.message}") from None
+    if status >= 400:
+        raise ToolFailed(f"{service.label} answered HTTP {status}")
+    try:
+        obj = json.loads(raw)
+        hits = service.hits(obj) if isinstance(obj, dict) else None
+    except (ValueError, AttributeError):
+        hits = None
+    if hits is None:
+        hint = " (is format=json enabled?)" if policy.web_search_provider == "searxng" else ""
+        raise ToolFailed(f"{service.label} did not answer with its JSON{hint}")
+    hits = [h for h in hits if h.url.startswith(("http://", "https://"))
+            and (not allowed or domain_matches(h.url, allowed)) and not domain_matches(h.url, blocked)]
+    return hits[:count]
+
+
+@tool("web_search", "Search the web (SearxNG, Brave Search or Tavily, as WEB_SEARCH_PROVIDER says).",
       {"query": {"type": "string", "minLength": 1},
        "max_results": {"type": "integer", "minimum": 1, "maximum": 50}}, ["query"], blocking=False)
 async def tool_web_search(ctx: ToolContext, args: dict[str, Any]) -> str:
-    endpoint = ctx.policy.web_search_endpoint
-    if not endpoint:
-        raise ToolFailed("web_search needs WEB_SEARCH_ENDPOINT (a SearxNG URL such as http://127.0.0.1:8888/search)")
-    separator = "&" if "?" in endpoint else "?"
-    url = f"{endpoint}{separator}{urllib.parse.urlencode({'q': args['query'], 'format': 'json'})}"
-    try:
-        _final, status, _headers, body = await _checked_get(ctx, url, trusted=True)
-    except LynkrError as exc:
-        raise ToolFailed(f"search failed: {exc.message}") from None
-    if status >= 400:
-        raise ToolFailed(f"search endpoint answered HTTP {status}")
-    try:
-        results = json.loads(body).get("results") or []
-    except (ValueError, AttributeError):
-        raise ToolFailed("search endpoint did not answer SearxNG JSON (is format=json enabled?)") from None
-    items = [{"title": r.get("title", ""), "url": r.get("url", ""), "snippet": r.get("content", "")}
-             for r in results[: args.get("max_results", 10)] if isinstance(r, dict)]
+    hits = await search_web(ctx, args["query"], args.get("max_results", 10))
+    items = [{"title": h.title, "url": h.url, "snippet": h.snippet} for h in hits]
     return json_dumps(items) if items else "no results"
 
 
@@ -8687,10 +9100,81 @@ def add_usage(total: dict[str, int], usage: dict[str, Any]) -> None:
             total[key] += value
 
 
+class SearchEmulation:
+    """Anthropic's web_search server tool (Claude Code's WebSearch), run by lynkr for an upstream that
+    cannot run it: the model gets a `web_search(query)` function; each call is searched through the
+    configured service (max_uses and the domain lists honoured) and shown to the client exactly as
+    Anthropic shows it -- a server_tool_use block and a web_search_tool_result block -- while the model
+    reads the results as an ordinary tool result. Failures are error_code results, never HTTP errors."""
+
+    name = "web_search"
+
+    def __init__(self, typed: dict[str, Any], ctx: ToolContext) -> None:
+        self.ctx = ctx
+        max_uses = typed.get("max_uses")
+        self.max_uses = max_uses if isinstance(max_uses, int) and not isinstance(max_uses, bool) and max_uses > 0 \
+            else None
+        self.allowed = tuple(d for d in typed.get("allowed_domains") or () if isinstance(d, str))
+        self.blocked = tuple(d for d in typed.get("blocked_domains") or () if isinstance(d, str))
+        self.uses = 0
+
+    def definition(self) -> dict[str, Any]:
+        limits = ""
+        if self.allowed:
+            limits += f" Only results from {', '.join(self.allowed)} are returned."
+        if self.blocked:
+            limits += f" Results from {', '.join(self.blocked)} are left out."
+        return {"name": self.name, "description": "Search the web. Returns the title, URL and a snippet of each "
+                "result; cite the URLs you use." + limits,
+                "input_schema": {"type": "object", "properties": {"query": {
+                    "type": "string", "description": "What to search for"}}, "required": ["query"]}}
+
+    async def run(self, call: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(the two blocks the client sees, the tool_result the model reads)."""
+        query = (call.get("input") or {}).get("query")
+        use_id = "srvtoolu_" + secrets.token_hex(12)
+        shown = {"type": "server_tool_use", "id": use_id, "name": self.name, "input": {"query": query}}
+        error = ""
+        if not isinstance(query, str) or not query.strip():
+            error, note = "invalid_tool_input", "the query must be a non-empty string"
+        elif len(query) > 500:
+            error, note = "query_too_long", "the query is longer than 500 characters"
+        elif self.max_uses is not None and self.uses >= self.max_uses:
+            error, note = "max_uses_exceeded", f"this request allows {self.max_uses} searches"
+        else:
+            self.uses += 1
+            try:
+                hits = await search_web(self.ctx, query, self.ctx.policy.web_search_max_results, self.allowed,
+                                        self.blocked)
+            except (ToolFailed, ToolDenied) as exc:
+                error, note = "unavailable", str(exc)
+                self.ctx.log.warning("web search failed", error=note)
+        if error:
+            content: Any = {"type": "web_search_tool_result_error", "error_code": error}
+            read = f"web search error ({error}): {note}"
+        else:
+            content = [{"type": "web_search_result", "url": h.url, "title": h.title,
+                        "encrypted_content": search_result_content(h.snippet), "page_age": h.page_age or None}
+                       for h in hits]
+            read = "\n\n".join(f"{n}. {h.title}\nURL: {h.url}" + (f"\nPublished: {h.page_age}" if h.page_age else "")
+                                + (f"\n{h.snippet}" if h.snippet else "") for n, h in enumerate(hits, 1)) \
+                or "no results"
+        result = {"type": "web_search_tool_result", "tool_use_id": use_id, "content": content}
+        return [shown, result], {"type": "tool_result", "tool_use_id": call["id"], "content": read,
+                                 "is_error": bool(error)}
+
+
+def typed_web_search(req: dict[str, Any]) -> dict[str, Any] | None:
+    return next((t for t in req.get("tools") or [] if str(t.get("type", "")).startswith("web_search_")), None)
+
+
 class Orchestrator:
     def __init__(self, cfg: Config, provider: Router, policy: Policy, tool_ctx: ToolContext,
-                 cache: PromptCache, store: Store, log: Logger) -> None:
+                 cache: PromptCache, store: Store, log: Logger, prices: PriceBook | None = None) -> None:
         self.cfg = cfg
+        self.prices = prices or PriceBook()
+        self.signatures = SignatureBook(store)
+        provider.prepare = self._thinking_for
         self.provider = provider
         self.policy = policy
         self.tool_ctx = tool_ctx
@@ -8734,16 +9218,19 @@ class Orchestrator:
         return offered
 
     @staticmethod
-    def upstream_request(req: dict[str, Any], server_tools: dict[str, ToolSpec]) -> dict[str, Any]:
+    def upstream_request(req: dict[str, Any], server_tools: dict[str, ToolSpec],
+                         searcher: SearchEmulation | None = None) -> dict[str, Any]:
         client_tools = req.get("tools") or []
         # A server tool the policy disables, listed by bare name, is not a usable client tool either.
         unusable = {t["name"] for t in client_tools if not is_server_typed_tool(t) and t["name"] in TOOLS
                     and t["name"] not in server_tools and not t.get("input_schema")}
-        if not server_tools and not unusable:
+        if not server_tools and not unusable and searcher is None:
             return req
-        tools = [t for t in client_tools if is_server_typed_tool(t) or
-                 (t["name"] not in server_tools and t["name"] not in unusable)]
+        tools = [t for t in client_tools if (is_server_typed_tool(t) and not (searcher and typed_web_search({"tools": [t]})))
+                 or (not is_server_typed_tool(t) and t["name"] not in server_tools and t["name"] not in unusable)]
         tools += [spec.definition() for spec in server_tools.values()]
+        if searcher is not None:
+            tools.append(searcher.definition())
         out = {**req, "tools": tools}
         if not tools:
             out.pop("tools")
@@ -8758,7 +9245,11 @@ class Orchestrator:
                       or new_id("sess_"))
         http_req.log["session_id"] = session_id
         server_tools = self.select_server_tools(req)
-        upstream_req = self.upstream_request(req, server_tools)
+        typed_search = typed_web_search(req)
+        searcher = None
+        if typed_search is not None and not self.provider.runs_server_tools(req):
+            searcher = SearchEmulation(typed_search, self.tool_ctx)
+        upstream_req = self.upstream_request(req, server_tools, searcher)
         turn = TurnRecord(session_id, http_req.request_id, req["model"], req["messages"], request_log=http_req.log)
         key = None
         if self.cache.enabled:
@@ -8770,33 +9261,68 @@ class Orchestrator:
             http_req.log["cache"] = turn.cache = status
             if hit is not None:
                 return await self._serve_hit(hit, req, http_req, turn)
-        if server_tools:
-            http_req.log["server_tools"] = len(server_tools)
-            return await self._agent_loop(upstream_req, http_req, turn, key, server_tools)
+        if server_tools or searcher is not None:
+            http_req.log["server_tools"] = len(server_tools) + (searcher is not None)
+            return await self._agent_loop(upstream_req, http_req, turn, key, server_tools, searcher)
         if req.get("stream"):
             upstream = await self.provider.open_stream(upstream_req, http_req)
             return Response(200, list(SSE_HEADERS),
-                            stream=self._pass_through(upstream, turn, key, http_req.reply_builder))
+                            stream=self._pass_through(upstream, turn, key, http_req))
         message, raw = await self.provider.complete(upstream_req, http_req)
-        if key is not None and self._storable(message):
-            self.cache.put(key, message)
-            message, raw = {**message, "usage": stored_usage(message.get("usage") or {})}, None
+        self._store(key, message, http_req, turn)
         turn.reply = message
         await self._record(turn)
         return Response(200, [("content-type", "application/json")], raw if raw is not None else json_bytes(message))
 
-    @staticmethod
-    def _storable(message: dict[str, Any]) -> bool:
-        return message.get("stop_reason") not in (None, "tool_use", "pause_turn") and not any(
-            b.get("type") in ("tool_use", "server_tool_use") for b in message.get("content") or [])
+    def _store(self, key: str | None, message: dict[str, Any], http_req: Request, turn: TurnRecord) -> None:
+        """The one place answers enter the response cache. The answer keeps the upstream's usage as it
+        is: the local cache saves a later call, it did not change what this one cost. A stored miss says
+        so (`x-lynkr-cache: stored`, where the headers are not yet sent, and in the session record)."""
+        if key is None or message.get("stop_reason") in (None, "tool_use", "pause_turn") or any(
+                b.get("type") in ("tool_use", "server_tool_use") for b in message.get("content") or []):
+            return
+        self.cache.put(key, message)
+        http_req.reply_headers["x-lynkr-cache"] = http_req.log["cache"] = turn.cache = "stored"
 
     async def _record(self, turn: TurnRecord) -> None:
         if turn.provider is None and turn.cache != "hit":
             turn.provider = turn.request_log.get("provider")
+        if turn.reply is not None and turn.cache != "hit":
+            self._charge(turn)
+            if turn.provider:
+                assistant_turns = [turn.reply, *(m for m in turn.server_turns if m.get("role") == "assistant")]
+                turn.signed = thinking_keys(assistant_turns)
+                self.signatures.note(turn.signed, turn.provider)
         try:
             await self.store.write(record_turn, turn)
         except (sqlite3.Error, OSError, RecursionError, ValueError) as exc:  # the answer still goes out; the operator sees why it was not kept
             self.log.error("session store write failed", session_id=turn.session_id, error=str(exc))
+
+    async def _thinking_for(self, provider: Provider, req: dict[str, Any], http_req: Request) -> dict[str, Any]:
+        """The request as `provider` may receive it: only the thinking blocks it signed itself."""
+        if not provider.checks_signatures:
+            return req  # the translation leaves thinking out, or replays it as plain reasoning
+        keys = thinking_keys(req["messages"])
+        if not keys:
+            return req
+        signers = await self.signatures.signers(keys)
+        out, dropped, thinking_off = keep_signed_thinking(req, lambda key: signers.get(key) == provider.name)
+        if dropped:
+            http_req.log.update(thinking_dropped=dropped, thinking_off=thinking_off or None)
+            self.log.debug("left out thinking another provider signed", request_id=http_req.request_id,
+                           provider=provider.name, blocks=dropped, thinking_off=thinking_off)
+        return out
+
+    def _charge(self, turn: TurnRecord) -> None:
+        """The turn's cost from the upstream's own usage and the price table: the session record, the
+        access log and lynkr_cost_usd_total{provider,model} (the model the upstream ran)."""
+        log = turn.request_log
+        usage = turn.usage or (turn.reply or {}).get("usage") or log.get("usage") or {}
+        model = str(log.get("upstream_model") or turn.model)
+        turn.cost_usd = self.prices.cost(model, usage)
+        if turn.cost_usd is not None:
+            log["cost_usd"] = turn.cost_usd
+            METRICS.inc("lynkr_cost_usd_total", turn.cost_usd, provider=turn.provider or "", model=model)
 
     async def _serve_hit(self, hit: dict[str, Any], req: dict[str, Any], http_req: Request,
                          turn: TurnRecord) -> Response:
@@ -8809,7 +9335,8 @@ class Orchestrator:
         return json_response(200, reply)
 
     async def _pass_through(self, upstream: AsyncIterator[bytes], turn: TurnRecord, key: str | None,
-                            reply_builder: Callable[[], dict[str, Any] | None] | None = None) -> AsyncIterator[bytes]:
+                            http_req: Request) -> AsyncIterator[bytes]:
+        reply_builder = http_req.reply_builder
         captured = bytearray()
         capturing = reply_builder is None  # a translator that kept the message spares the re-parse
         recorded = False
@@ -8829,8 +9356,7 @@ class Orchestrator:
                     acc = sse_to_message(bytes(captured))
                     message = acc.result() if acc.error is None else None
                 if message is not None:
-                    if key is not None and self._storable(message):
-                        self.cache.put(key, message)
+                    self._store(key, message, http_req, turn)
                     turn.reply = message
                 # Commit before the last event: a client that saw message_stop has its turn on disk.
                 await self._record(turn)
@@ -8845,10 +9371,11 @@ class Orchestrator:
 
     # -- the agent loop --
     async def _agent_loop(self, upstream_req: dict[str, Any], http_req: Request, turn: TurnRecord,
-                          key: str | None, server_tools: dict[str, ToolSpec]) -> Response:
+                          key: str | None, server_tools: dict[str, ToolSpec],
+                          searcher: SearchEmulation | None = None) -> Response:
         first = await self.provider.open_stream({**upstream_req, "stream": True}, http_req)
         failure: list[LynkrError] = []  # a later round's error, kept whole so a JSON client gets its status
-        events = self._rounds(first, upstream_req, http_req, turn, key, server_tools, failure)
+        events = self._rounds(first, upstream_req, http_req, turn, key, server_tools, failure, searcher)
         if upstream_req.get("stream"):
             return Response(200, list(SSE_HEADERS), stream=events)
         data = b"".join([chunk async for chunk in events])
@@ -8879,8 +9406,8 @@ class Orchestrator:
                                                     "delta": {"type": "text_delta", "text": text}})
                 + sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
 
-    async def _run_with_pings(self, coro: Awaitable[ToolResult]) -> AsyncIterator[bytes | ToolResult]:
-        """Run a tool; yield pings while it works so the client's idle timer never fires."""
+    async def _run_with_pings(self, coro: Awaitable[Any]) -> AsyncIterator[Any]:
+        """Run a tool; yield pings (bytes) while it works so the client's idle timer never fires, then its result."""
         task = asyncio.ensure_future(coro)
         try:
             while True:
@@ -8895,8 +9422,9 @@ class Orchestrator:
 
     async def _rounds(self, stream: AsyncIterator[bytes], upstream_req: dict[str, Any], http_req: Request,
                       turn: TurnRecord, key: str | None, server_tools: dict[str, ToolSpec],
-                      failure: list[LynkrError]) -> AsyncIterator[bytes]:
+                      failure: list[LynkrError], searcher: SearchEmulation | None = None) -> AsyncIterator[bytes]:
         message_id = new_id("msg_")
+        ours = set(server_tools) | ({searcher.name} if searcher is not None else set())
         model = upstream_req["model"]
         usage_total = dict(EMPTY_USAGE)
         conversation = list(upstream_req["messages"])
@@ -8933,7 +9461,7 @@ class Orchestrator:
                                     "usage": (event.get("message") or {}).get("usage") or dict(EMPTY_USAGE)}}))
                             elif name == "content_block_start":
                                 block = event.get("content_block") or {}
-                                if block.get("type") == "tool_use" and block.get("name") in server_tools:
+                                if block.get("type") == "tool_use" and block.get("name") in ours:
                                     index_map[event.get("index")] = None  # ours to run: the client never sees it
                                 else:
                                     index_map[event.get("index")] = next_index
@@ -8954,13 +9482,15 @@ class Orchestrator:
                     if aclose is not None:
                         await aclose()
                 message = acc.result()
+                # The next round resends this thinking: its signer must be known before then.
+                self.signatures.note(thinking_keys([message]), str(http_req.log.get("provider") or ""))
                 if message["stop_reason"] is None:
                     yield error_event(UpstreamUnavailable("the upstream stream ended without a stop reason"))
                     return
                 add_usage(usage_total, message.get("usage") or {})
                 content = message["content"]
-                server_calls = [b for b in content if b.get("type") == "tool_use" and b.get("name") in server_tools]
-                client_calls = [b for b in content if b.get("type") == "tool_use" and b.get("name") not in server_tools]
+                server_calls = [b for b in content if b.get("type") == "tool_use" and b.get("name") in ours]
+                client_calls = [b for b in content if b.get("type") == "tool_use" and b.get("name") not in ours]
                 visible.extend(b for b in content if b not in server_calls)
                 stop_reason, stop_sequence = message["stop_reason"], message.get("stop_sequence")
                 if not server_calls:
@@ -8979,6 +9509,20 @@ class Orchestrator:
                     stop_reason, stop_sequence = "end_turn", None
                     break
                 for call in server_calls:
+                    if searcher is not None and call["name"] == searcher.name:
+                        shown: list[dict[str, Any]] = []
+                        async for item in self._run_with_pings(searcher.run(call)):
+                            if isinstance(item, tuple):
+                                shown, answer = item
+                                results.append(answer)
+                            else:
+                                yield item
+                        for block in shown:  # what Anthropic would show: the search and its results
+                            visible.append(block)
+                            yield block_events(next_index, block)
+                            next_index += 1
+                        ran_tools = True
+                        continue
                     if calls_made >= self.policy.max_tool_calls:
                         result = ToolResult(f"denied: POLICY_MAX_TOOL_CALLS ({self.policy.max_tool_calls}) reached", True)
                         limit_note = (f"lynkr stopped this turn: POLICY_MAX_TOOL_CALLS={self.policy.max_tool_calls} "
@@ -9024,12 +9568,12 @@ class Orchestrator:
                     failure.append(exc)
                     yield error_event(exc)
                     return
+            if searcher is not None and searcher.uses:
+                usage_total["server_tool_use"] = {"web_search_requests": searcher.uses}
             reply = {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": visible,
                      "stop_reason": stop_reason, "stop_sequence": stop_sequence, "usage": usage_total}
-            if key is not None and not ran_tools and self._storable(reply):
-                self.cache.put(key, reply)
-                usage_total = stored_usage(usage_total)
-                reply = {**reply, "usage": usage_total}
+            if not ran_tools:
+                self._store(key, reply, http_req, turn)
             http_req.log["usage"] = usage_total
             yield sse_event("message_delta", {"type": "message_delta", "delta": {
                 "stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage_total})
@@ -9502,7 +10046,7 @@ def build_app(cfg: Config, log: Logger) -> App:
     sandbox = SandboxSettings.from_config(cfg)
     mcp = MCPManager(cfg, log, specs, sandbox) if specs else None
     tool_ctx = ToolContext(cfg, policy, paths, store, client, log, provider, mcp)
-    return App(cfg, log, provider, Orchestrator(cfg, provider, policy, tool_ctx, cache, store, log))
+    return App(cfg, log, provider, Orchestrator(cfg, provider, policy, tool_ctx, cache, store, log, price_book(cfg)))
 
 
 async def _index_in_background(app: App) -> None:
