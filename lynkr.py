@@ -2197,23 +2197,44 @@ def _text_blocks(content: Any) -> list[dict[str, Any]]:
 
 
 def fold_system_messages(req: dict[str, Any]) -> dict[str, Any]:
-    """Move `role:"system"` entries of `messages` into top-level `system` (upstreams reject them)."""
+    """Mid-conversation `role:"system"` entries (Claude Code's environment context; upstreams refuse
+    them) become text in the user turn beside them -- where Claude Code itself puts that context when
+    an upstream refuses it -- with their cache_control. Not into the top-level system: that would
+    change the system prompt, and so void the upstream's whole prompt cache, whenever the context does."""
     if not any(m.get("role") == "system" for m in req["messages"]):
         return req
-    system = req.get("system")
-    blocks = [{"type": "text", "text": system}] if isinstance(system, str) and system else list(system or [])
-    messages = []
+    messages: list[dict[str, Any]] = []
+    waiting: list[dict[str, Any]] = []  # context seen after an assistant turn, for the next user turn
     for msg in req["messages"]:
         if msg.get("role") == "system":
-            blocks.extend(_text_blocks(msg.get("content")))
-        else:
-            messages.append(msg)
-    out = {**req, "messages": messages}
-    if blocks:
-        out["system"] = blocks
+            blocks = _text_blocks(msg.get("content"))
+            if messages and messages[-1].get("role") == "user":
+                messages[-1] = {**messages[-1], "content": _text_blocks_of(messages[-1]["content"]) + blocks}
+            else:
+                waiting += blocks
+            continue
+        if waiting and msg.get("role") == "user":
+            content = _text_blocks_of(msg["content"])
+            # tool results must lead a user turn: the context goes after them
+            leads = any(b.get("type") == "tool_result" for b in content if isinstance(b, dict))
+            msg = {**msg, "content": content + waiting if leads else waiting + content}
+            waiting = []
+        elif waiting:
+            messages.append({"role": "user", "content": waiting})
+            waiting = []
+        messages.append(msg)
     if not messages:
         raise InvalidRequest("messages: at least one user or assistant message is required")
-    return out
+    if waiting:
+        messages.append({"role": "user", "content": waiting})
+    return {**req, "messages": messages}
+
+
+def _text_blocks_of(content: Any) -> list[Any]:
+    """Message content as a list of blocks (a string becomes one text block)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return list(content or [])
 
 
 # -- Anthropic -> OpenAI chat --
@@ -2261,7 +2282,10 @@ def _user_parts(block: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "text":
         return [_text_part(block["text"], block)] if block["text"] else []
     if kind == "image":
-        return [{"type": "image_url", "image_url": {"url": _image_url(block.get("source") or {})}}]
+        part: dict[str, Any] = {"type": "image_url", "image_url": {"url": _image_url(block.get("source") or {})}}
+        if isinstance(block.get("cache_control"), dict):
+            part["cache_control"] = block["cache_control"]  # moved to a text part by settle_cache_markers
+        return [part]
     if kind == "document":
         text = _document_text(block)
         return [_text_part(text, block)] if text else []
@@ -2380,15 +2404,13 @@ def _openai_system_parts(req: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
     if blocks and blocks[0].get("text", "").startswith(BILLING_HEADER_PREFIX):
         blocks = blocks[1:]  # changes on every request: it would defeat upstream prompt caching
-    for msg in req["messages"]:
-        if msg.get("role") == "system":
-            blocks.extend(_text_blocks(msg.get("content")))
     return [_text_part(b["text"], b) for b in blocks if b.get("text")]
 
 
 def anthropic_messages_to_openai(req: dict[str, Any], reasoning_parts: bool = True) -> list[dict[str, Any]]:
-    """reasoning_parts: replay thinking as `reasoning` content parts (Databricks serving Claude takes
-    them back with their signatures); other vendors have no slot for it, so it is left out."""
+    """req has been through fold_system_messages. reasoning_parts: replay thinking as `reasoning` content
+    parts (Databricks serving Claude takes them back with their signatures); other vendors have no slot
+    for it, so it is left out."""
     out: list[dict[str, Any]] = []
     system_parts = _openai_system_parts(req)
     if system_parts:
@@ -2424,7 +2446,11 @@ def anthropic_messages_to_openai(req: dict[str, Any], reasoning_parts: bool = Tr
                 text, images = _tool_result_to_openai(block)
                 if call_id in pending_calls:
                     pending_calls.remove(call_id)
-                    out.append({"role": "tool", "tool_call_id": call_id, "content": text})
+                    marker = block.get("cache_control")
+                    # Claude Code's last breakpoint sits on the newest tool_result: settle_cache_markers
+                    # moves it where the vendor takes it (or _adapt_parts drops it).
+                    out.append({"role": "tool", "tool_call_id": call_id, "content": [
+                        {"type": "text", "text": text, "cache_control": marker}] if isinstance(marker, dict) else text})
                 else:  # a result whose call is gone (e.g. after compaction) stays readable as text
                     parts.append({"type": "text", "text": f"[result of tool call {call_id}]\n{text}"})
                 parts.extend(images)
@@ -2447,9 +2473,12 @@ class OpenAIDialect:
     model_in_body: bool = True  # Databricks serving endpoints name the model in the URL instead
     stream_usage: bool = True  # stream_options.include_usage: without it a stream carries no usage
     cache_markers: bool = False  # keep cache_control on content parts (Databricks and OpenRouter serving Claude)
+    # roles whose text parts take a marker (tool messages are strings; their marker moves before them)
+    marker_roles: frozenset[str] = frozenset({"system", "user", "assistant"})
     thinking: str = ""  # "anthropic" (the object, Databricks) | "openrouter" (reasoning) | "effort" | "" (drop)
     schema: str = "openai"  # tool schema cleaner: a key of SCHEMA_DIALECTS
     top_k: bool = False  # OpenAI refuses top_k; Databricks (Claude), OpenRouter and vLLM take it
+    strict_tools: bool = False  # function.strict (OpenAI's structured tool calls); others refuse the key
 
 
 @dataclass(frozen=True)
@@ -2546,16 +2575,105 @@ def _adapt_parts(content: Any, keep_markers: bool, images: bool) -> Any:
     return parts
 
 
-def _openai_tool(tool: dict[str, Any], schema_dialect: str = "databricks") -> dict[str, Any]:
-    schema = tool.get("input_schema") or {"type": "object", "properties": {}}
+def settle_cache_markers(messages: list[dict[str, Any]], automatic: Any = None,
+                         roles: frozenset[str] = frozenset({"system", "user", "assistant"})) -> None:
+    """Vendors that honour Anthropic's cache_control on content parts take it on the text parts of some
+    roles only (tool messages are plain strings). A marker anywhere else -- an image, a tool result --
+    moves to the nearest accepted text before it: caching a little less rather than nothing. A
+    top-level (automatic) marker lands on the last accepted text, as Anthropic places it."""
+    last_text: tuple[dict[str, Any], int] | None = None
+
+    def land(marker: dict[str, Any]) -> None:
+        if last_text is None:
+            return  # nothing before it can hold it
+        message, at = last_text
+        if isinstance(message["content"], str):
+            message["content"] = [{"type": "text", "text": message["content"]}]
+        message["content"][at] = {**message["content"][at], "cache_control": marker}
+
+    for message in messages:
+        content = message.get("content")
+        accepted = message.get("role") in roles
+        if isinstance(content, str):
+            if content and accepted:
+                last_text = (message, 0)
+            continue
+        if not isinstance(content, list):
+            continue
+        for at, part in enumerate(content):
+            if part.get("type") == "text" and accepted:
+                last_text = (message, at)
+            elif "cache_control" in part:
+                content[at] = {k: v for k, v in part.items() if k != "cache_control"}
+                if isinstance(part["cache_control"], dict):
+                    land(part["cache_control"])
+        if not accepted and all(p.get("type") == "text" for p in content):
+            message["content"] = "\n\n".join(p["text"] for p in content)
+    if isinstance(automatic, dict):
+        land(automatic)
+
+
+def carry_breakpoint(messages: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """lynkr's own tool loop appends rounds after the client's last message: its cache breakpoint moves
+    to the newest tool_result (as Claude Code moves it), keeping the cached prefix growing without ever
+    exceeding Anthropic's four breakpoints. Replaces messages[-1]; returns the results to append."""
+    content = messages[-1].get("content") if messages else None
+    if not results or not isinstance(content, list) or not content or not isinstance(content[-1], dict) \
+            or not isinstance(content[-1].get("cache_control"), dict):
+        return results
+    marker = content[-1]["cache_control"]
+    messages[-1] = {**messages[-1], "content": [*content[:-1], {k: v for k, v in content[-1].items()
+                                                                 if k != "cache_control"}]}
+    return [*results[:-1], {**results[-1], "cache_control": marker}]
+
+
+def _openai_schema(schema: dict[str, Any], schema_dialect: str) -> dict[str, Any]:
     if schema_dialect == "databricks":  # only a top-level $schema to drop: no walk (the hot path)
         schema = dict(schema)
         schema.pop("$schema", None)
-    else:
-        schema = clean_schema(schema, schema_dialect)
+        return schema
+    return clean_schema(schema, schema_dialect)
+
+
+def _openai_tool(tool: dict[str, Any], schema_dialect: str = "databricks", strict: bool = False) -> dict[str, Any]:
+    schema = _openai_schema(tool.get("input_schema") or {"type": "object", "properties": {}}, schema_dialect)
     fn: dict[str, Any] = {"name": tool["name"], "parameters": schema}
     fn["description"] = tool.get("description") or tool["name"]
+    if strict and tool.get("strict") is True:
+        fn["strict"] = True
     return {"type": "function", "function": fn}
+
+
+def response_format(req: dict[str, Any], dialect: OpenAIDialect, schema_dialect: str) -> dict[str, Any] | None:
+    """Anthropic structured output (output_config.format, or the older top-level output_format) ->
+    OpenAI's response_format."""
+    config = req.get("output_config") if isinstance(req.get("output_config"), dict) else {}
+    wanted = config.get("format") or req.get("output_format")
+    if not isinstance(wanted, dict) or wanted.get("type") != "json_schema" or not isinstance(wanted.get("schema"), dict):
+        return None
+    spec: dict[str, Any] = {"name": "output", "schema": _openai_schema(wanted["schema"], schema_dialect)}
+    if dialect.strict_tools:
+        spec["strict"] = True
+    return {"type": "json_schema", "json_schema": spec}
+
+
+# What becomes of each Anthropic request field on an OpenAI-format upstream (the Anthropic-format kinds
+# pass every field, and the client's anthropic-beta, as sent: a field never travels without its beta).
+# "carried" fields are translated by anthropic_to_openai; the rest are left out with a debug log,
+# never a 400 the client cannot recover from.
+OPENAI_FIELD_FATE: dict[str, str] = {
+    **dict.fromkeys(("model", "messages", "system", "max_tokens", "stream", "tools", "tool_choice", "stop_sequences",
+                     "temperature", "top_p", "top_k"), "carried"),
+    "thinking": "carried as the vendor's reasoning setting (adaptive: a budget)",
+    "output_config": "carried: effort -> reasoning_effort, format -> response_format",
+    "output_format": "carried as response_format",
+    "cache_control": "carried as a marker on the last text where the vendor takes markers",
+    "metadata": "left out: the client's user id stays with lynkr",
+    "context_management": "left out: no counterpart (thinking and tool results are not cleared upstream)",
+    "service_tier": "left out: Anthropic's tiers mean nothing to this vendor",
+    "container": "left out: no counterpart",
+    "mcp_servers": "left out: lynkr's own MCP tools are offered instead",
+}
 
 
 TOOL_CHOICE_TO_OPENAI: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -2611,6 +2729,8 @@ def anthropic_to_openai(req: dict[str, Any], max_tokens: int, model: str = "",
                         facts: ModelFacts = DEFAULT_MODEL_FACTS) -> tuple[dict[str, Any], list[str]]:
     """Build an OpenAI chat body for one vendor and model. Returns (body, names of tools dropped)."""
     messages = anthropic_messages_to_openai(req, dialect.thinking == "anthropic")
+    if dialect.cache_markers:
+        settle_cache_markers(messages, req.get("cache_control"), dialect.marker_roles)
     if not dialect.cache_markers or not facts.images:
         for msg in messages:
             msg["content"] = _adapt_parts(msg.get("content"), dialect.cache_markers, facts.images)
@@ -2624,7 +2744,7 @@ def anthropic_to_openai(req: dict[str, Any], max_tokens: int, model: str = "",
         if is_server_typed_tool(tool) or not facts.tools:
             dropped.append(f"{tool.get('name')} ({tool.get('type') or 'function'})")
         else:
-            tools.append(_openai_tool(tool, schema))
+            tools.append(_openai_tool(tool, schema, dialect.strict_tools))
     choice = req.get("tool_choice")
     if tools:
         body["tools"] = tools
@@ -2646,6 +2766,9 @@ def anthropic_to_openai(req: dict[str, Any], max_tokens: int, model: str = "",
             body[field_name] = value
             body.pop("temperature", None)  # reasoning models (and Claude with thinking) refuse sampling settings
             body.pop("top_k", None)
+    structured = response_format(req, dialect, schema)
+    if structured is not None:
+        body["response_format"] = structured
     if req.get("stream"):
         body["stream"] = True
         if dialect.stream_usage:
@@ -3475,11 +3598,12 @@ PRESETS: dict[str, Preset] = {
         server_tools=True),
     "openai": Preset(
         "openai", "OpenAI", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "OPENAI_BASE_URL",
-        "OPENAI_API_KEY", base_default="https://api.openai.com/v1", default_model="gpt-5"),
+        "OPENAI_API_KEY", base_default="https://api.openai.com/v1", default_model="gpt-5",
+        dialect=OpenAIDialect(strict_tools=True)),
     "azure-openai": Preset(
         "openai", "Azure OpenAI", _azure_openai_url, lambda k: [("api-key", k)], "AZURE_OPENAI_ENDPOINT",
         "AZURE_OPENAI_API_KEY", model_env="AZURE_OPENAI_DEPLOYMENT", version_env="AZURE_OPENAI_API_VERSION",
-        version_default="2024-10-21"),
+        version_default="2024-10-21", dialect=OpenAIDialect(strict_tools=True)),
     "openrouter": Preset(
         "openai", "OpenRouter", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "OPENROUTER_BASE_URL",
         "OPENROUTER_API_KEY", base_default="https://openrouter.ai/api/v1", default_model="anthropic/claude-sonnet-4.5",
@@ -3549,6 +3673,10 @@ def _openai_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int,
     if dropped:
         p.log.info("dropped server tools the upstream cannot run", request_id=http_req.request_id, tools=dropped,
                    provider=p.name)
+    left_out = [k for k in req if not OPENAI_FIELD_FATE.get(k, "").startswith("carried")]
+    if left_out:
+        p.log.debug("fields an OpenAI-format upstream has no counterpart for were left out",
+                    request_id=http_req.request_id, provider=p.name, fields=left_out)
     return [], body
 
 
@@ -3572,7 +3700,7 @@ def _openai_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[str
 
 def _anthropic_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
                      http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    body = {**fold_system_messages(req), "model": model, "max_tokens": max_tokens}
+    body = {**req, "model": model, "max_tokens": max_tokens}
     if not p.preset.server_tools:  # earlier web searches lynkr ran: this upstream would refuse their blocks
         body["messages"] = [m if m.get("role") != "assistant" or (text := server_blocks_as_text(m["content"])) is
                             m["content"] else {**m, "content": text} for m in body["messages"]]
@@ -3670,7 +3798,7 @@ class Provider:
                     max_tokens: int) -> UpstreamResponse:
         if not self.configured:
             raise self.not_configured()
-        headers, body = self.kind.build(self, req, model, max_tokens, stream, http_req)
+        headers, body = self.kind.build(self, fold_system_messages(req), model, max_tokens, stream, http_req)
         if not headers:
             headers = self.auth
         resp = await self._request(self.preset.url(self.spec, model), headers, body, stream, http_req)
@@ -9558,6 +9686,7 @@ class Orchestrator:
                 if limit_note:
                     stop_reason, stop_sequence = "end_turn", None
                     break
+                results = carry_breakpoint(conversation, results)
                 conversation += [{"role": "assistant", "content": content}, {"role": "user", "content": results}]
                 round_req = {**upstream_req, "messages": conversation, "stream": True}
                 if forced:
