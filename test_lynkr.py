@@ -12328,16 +12328,34 @@ def cc_record(claude: str, tmp: Path, script: Callable[[Recorded], tuple[Reply, 
                 with contextlib.suppress(ValueError):
                     clients.append(json.loads(o["body"]))
         reqs = []
+        clients = [c for c in clients if isinstance(c, dict) and isinstance(c.get("messages"), list)]
         for rec in list(fake.requests):
             body = rec.body
-            client = next((c for c in clients if isinstance(c, dict) and c.get("messages") is not None and
-                           [m for m in c["messages"] if m.get("role") != "system"] == body["messages"]), None)
+            # the client body whose last non-system message ends as the upstream's does (lynkr moves
+            # role:system context into the user turns, so whole messages can differ)
+            client = next((c for c in clients if cc_same_turn(c, body)), None)
+            if client is not None:
+                clients.remove(client)
             reqs.append(CCRequest(body, rec.headers.get("anthropic-beta"), dict(rec.headers), client,
                                   agents.get(id(rec), "main")))
         return CCRun(reqs, result, seconds, err, proxy.stderr)
     finally:
         proxy.stop()
         fake.close()
+
+
+def cc_same_turn(client: dict, body: dict) -> bool:
+    """Whether an upstream body came from this client body: every block of each client message is in
+    the upstream's message (lynkr adds the role:system context to the user turns beside it)."""
+    ours = [m for m in client["messages"] if m.get("role") != "system"]
+    if len(ours) != len(body["messages"]) or not ours:
+        return False
+
+    def blocks(m: dict) -> list[str]:
+        c = m["content"]
+        return [json.dumps(b, sort_keys=True) for b in ([text(c)] if isinstance(c, str) else c)]
+
+    return all(set(blocks(a)) <= set(blocks(b)) for a, b in zip(ours, body["messages"]))
 
 
 def cc_mcp_config(tmp: Path) -> Path:
@@ -12453,7 +12471,8 @@ class TestClaudeCodeRecordings:
         assert len(run) == 3 and run.result["result"] == "The time server answered.", run.result
         names = [[t["name"] for t in r.body["tools"]] for r in run]
         assert CC_REC_MCP_TOOL not in names[0]  # deferred: only named in the context text at first
-        assert CC_REC_MCP_TOOL in json.dumps(run[0].body["system"])
+        # named in the environment context (a role:system message, which lynkr puts in the user turn)
+        assert CC_REC_MCP_TOOL in json.dumps(run[0].client["messages"])
         for r in run[1:]:
             tool = next(t for t in r.body["tools"] if t["name"] == CC_REC_MCP_TOOL)
             assert tool.get("defer_loading") is True and tool["input_schema"]["required"] == ["timezone"]
