@@ -3915,6 +3915,18 @@ def _openai_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[str
     return openai_to_anthropic(obj, req["model"], list(req.get("stop_sequences") or [])), None
 
 
+# Betas that exist for one request field: when lynkr leaves the field out (a tool loop continued with
+# thinking off loses context_management), the beta goes too -- never one of a pair without the other.
+BETA_FIELDS = {"context-management-": "context_management"}
+
+
+def betas_for(body: dict[str, Any], betas: str) -> str:
+    named = [b for b in (b.strip() for b in betas.split(",")) if b]
+    kept = [b for b in named if not any(b.startswith(prefix) and field not in body
+                                        for prefix, field in BETA_FIELDS.items())]
+    return betas if len(kept) == len(named) else ",".join(kept)  # unchanged: as the client wrote it
+
+
 def _anthropic_messages(p: Provider, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if p.preset.server_tools:
         return messages
@@ -3935,7 +3947,7 @@ def _anthropic_build(p: Provider, req: dict[str, Any], model: str, max_tokens: i
         else:
             body.pop("thinking")
     body["stream"] = stream
-    return p.anthropic_headers(http_req), body
+    return p.anthropic_headers(http_req, body), body
 
 
 def _anthropic_error(p: Provider, status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
@@ -4005,11 +4017,14 @@ class Provider:
             f"lynkr's provider '{self.name}' ({self.label}) is not configured: set {self.spec.missing}{others}; "
             "then restart lynkr", headers={"x-should-retry": "false"})
 
-    def anthropic_headers(self, http_req: Request) -> list[tuple[str, str]]:
+    def anthropic_headers(self, http_req: Request, body: dict[str, Any] | None = None) -> list[tuple[str, str]]:
         version = http_req.headers.get("anthropic-version") or self.spec.api_version or ANTHROPIC_VERSION_DEFAULT
         headers = [*self.auth, ("anthropic-version", version)]
-        if http_req.headers.get("anthropic-beta"):
-            headers.append(("anthropic-beta", http_req.headers["anthropic-beta"]))
+        betas = http_req.headers.get("anthropic-beta", "")
+        if betas and body is not None:
+            betas = betas_for(body, betas)
+        if betas:
+            headers.append(("anthropic-beta", betas))
         for name, value in headers[len(self.auth):]:
             if not value.isascii():  # header values travel as ASCII; the client's are passed on as sent
                 raise InvalidRequest(f"{name}: the header value must be ASCII")
