@@ -3146,6 +3146,12 @@ def estimate_input_tokens(req: dict[str, Any]) -> int:
     return max(1, math.ceil(raw_token_estimate(req)))
 
 
+# Upstream/estimate ratios a real tokenizer can produce (others are not learned), and the least share
+# of the estimate a calibrated count may report.
+PLAUSIBLE_TOKEN_RATIO = (0.4, 2.5)
+CALIBRATION_FLOOR = 0.7
+
+
 @dataclass(frozen=True)
 class TokenCalibration:
     """What one provider and model's answers taught about the estimate: a fit of
@@ -3175,8 +3181,8 @@ class TokenCalibration:
         return self.n
 
     def learned(self, estimate: float, upstream: int) -> TokenCalibration:
-        if estimate <= 0 or upstream <= 0:
-            return self
+        if estimate <= 0 or upstream <= 0 or not PLAUSIBLE_TOKEN_RATIO[0] <= upstream / estimate <= PLAUSIBLE_TOKEN_RATIO[1]:
+            return self  # a usage figure no tokenizer explains (a server reporting 0 or a constant): not a lesson
         u, r = 1.0 / estimate, upstream / estimate
         w = estimate / (estimate + self.SMALL)  # small requests are noisy: they count less
         d = self.DECAY
@@ -3201,9 +3207,11 @@ class TokenCalibration:
         return {"answers": int(self.answers), "factor": round(a + margin, 4), "offset": round(b, 1)}
 
     def count(self, estimate: float) -> int:
-        """The calibrated count, rounded up; a negative intercept never sinks a small request."""
+        """The calibrated count, rounded up; a negative intercept never sinks a small request, and no
+        fit takes it below CALIBRATION_FLOOR of the estimate (an undercount is the harmful error)."""
         a, b, margin = self.fit()
-        return max(1, math.ceil(estimate * (a + margin) + max(b, -0.02 * estimate)))
+        fitted = estimate * (a + margin) + max(b, -0.02 * estimate)
+        return max(1, math.ceil(max(fitted, CALIBRATION_FLOOR * estimate)))
 
 
 # == 9. Streaming ==
@@ -9778,8 +9786,14 @@ class Orchestrator:
         try:
             raw = await self.provider.estimate(sent)
             calibrations = self.provider.calibrations
-            calibrations[key] = calibrations.get(key, TokenCalibration()).learned(raw, counted)
-            await self.store.write(save_calibration, *key, calibrations[key])
+            before = calibrations.get(key, TokenCalibration())
+            after = before.learned(raw, counted)
+            if after is before:
+                self.log.debug("usage not learned: no tokenizer explains it", provider=key[0], model=key[1],
+                               estimate=round(raw), upstream=counted)
+                return
+            calibrations[key] = after
+            await self.store.write(save_calibration, *key, after)
         except (sqlite3.Error, OSError, RuntimeError) as exc:  # a lost sample; the answer went out long ago
             self.log.warning("token calibration not saved", provider=key[0], model=key[1], error=str(exc))
 

@@ -2904,6 +2904,18 @@ class TestDatabricksAnthropicFormat:
 
 
 class TestCountTokens:
+    """The estimate before any answer: fresh proxies (a shared one's answers calibrate its count)."""
+
+    @pytest.fixture
+    def dbx(self, new_dbx, make_proxy) -> Stack:
+        fake = new_dbx()
+        return Stack(fake, make_proxy(dbx_env(fake)))
+
+    @pytest.fixture
+    def az(self, new_az, make_proxy) -> Stack:
+        fake = new_az()
+        return Stack(fake, make_proxy(az_env(fake)))
+
     def test_azure_forwarded(self, az):
         az.fake.push(json_reply({"input_tokens": 2095}))
         body = {"model": "claude-opus-5-5", "messages": [user("hi")], "system": "s", "tools": [GET_WEATHER]}
@@ -3380,7 +3392,9 @@ class TestAnthropicSDK:
         assert ei.value.status_code == 429 and "slow down" in str(ei.value)
         assert REQ_ID.match(ei.value.response.headers.get("request-id", "")) or provider == "az"
 
-    def test_count_tokens_and_models(self, sdk, dbx):
+    def test_count_tokens_and_models(self, sdk, new_dbx, make_proxy):
+        fake = new_dbx()  # a fresh proxy: a shared one's answers would calibrate the count
+        dbx = Stack(fake, make_proxy(dbx_env(fake)))
         client = sdk.Anthropic(base_url=dbx.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
         n = client.messages.count_tokens(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hello " * 100}])
         assert n.input_tokens >= 101  # one token per "hello ", plus the turn; an estimate errs high
@@ -14336,3 +14350,17 @@ class TestTokenCalibration:
         az.fake.push(json_reply({"input_tokens": 4242}))
         r = az.proxy.post({"model": "claude-sonnet-4-5", "messages": [user("hi")]}, path="/v1/messages/count_tokens")
         assert r.json() == {"input_tokens": 4242} and r.headers["x-lynkr-token-count"] == "exact"
+
+    def test_implausible_usage_teaches_nothing(self, claude_tokenizer, new_dbx, make_proxy):
+        """A server reporting a constant (or 0) input count must not drag count_tokens down: compaction
+        would never run."""
+        fake = new_dbx()
+        fake.default = lambda rec: json_reply(oai_completion("ok", usage={"prompt_tokens": 7, "completion_tokens": 1}))
+        p = make_proxy(dbx_env(fake))
+        corpus = tc_corpus(5, 12)
+        for _kind, body in corpus[:10]:
+            assert p.post(body).status == 200
+        time.sleep(0.5)
+        assert p.call("GET", "/health").json()["token_calibration"] == []
+        count, how = tc_count(p, corpus[11][1])
+        assert how == "estimated" and count >= tc_truth(claude_tokenizer, fake.last.body)
