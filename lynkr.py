@@ -62,6 +62,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import datetime
 import errno
 import fnmatch
 import functools
@@ -881,8 +882,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("SESSION_DB_PATH", "", "Session store file; default sessions.db in LYNKR_DATA_DIR."),
     S("WORKSPACE_ROOT", "", "The workspace lynkr serves; default the current directory."),
     # -- the provider from the environment alone (lynkr.toml describes several) --
-    S("MODEL_PROVIDER", "databricks", "databricks | azure-anthropic | anthropic | openai | azure-openai | openrouter "
-      "| ollama | gemini | openai-compatible.", _lower),
+    S("MODEL_PROVIDER", "databricks", "databricks | azure-anthropic | anthropic | vertex | openai | azure-openai | "
+      "openrouter | ollama | gemini | openai-compatible.", _lower),
     S("MODEL_DEFAULT", "", "Upstream model/endpoint for names MODEL_MAP does not match (default: the preset's)."),
     S("MODEL_MAP", "", "Comma list of glob=target (first match wins), e.g. claude-*haiku*=my-haiku; a target may "
       "be provider,model.", parse_model_map),
@@ -917,6 +918,18 @@ SETTINGS: tuple[Setting, ...] = (
     S("OPENAI_COMPATIBLE_BASE_URL", "", "Any OpenAI-compatible server: vLLM, llama.cpp, LM Studio "
       "(MODEL_PROVIDER=openai-compatible), e.g. http://127.0.0.1:8000/v1.", _url),
     S("OPENAI_COMPATIBLE_API_KEY", "", "Its key, when it asks for one.", secret=True),
+    S("GOOGLE_CLOUD_PROJECT", "", "Google Cloud project of Claude on Vertex AI (MODEL_PROVIDER=vertex).", _text),
+    S("ANTHROPIC_VERTEX_PROJECT_ID", "", "The same, as Claude Code names it (when GOOGLE_CLOUD_PROJECT is unset).",
+      _text),
+    S("CLOUD_ML_REGION", "", "Vertex AI region, e.g. us-east5 or global (Claude Code's name; VERTEX_REGION too).", _text),
+    S("VERTEX_REGION", "", "Vertex AI region (when CLOUD_ML_REGION is unset).", _text),
+    S("VERTEX_BASE_URL", "", "Vertex endpoint override (a private endpoint, a test); default from the region.", _url),
+    S("VERTEX_ACCESS_TOKEN", "", "A Google OAuth access token for Vertex (else GOOGLE_OAUTH_ACCESS_TOKEN, the "
+      "metadata server, gcloud, or GOOGLE_APPLICATION_CREDENTIALS).", secret=True),
+    S("GOOGLE_OAUTH_ACCESS_TOKEN", "", "A Google OAuth access token (when VERTEX_ACCESS_TOKEN is unset).", secret=True),
+    S("GCE_METADATA_HOST", "", "The GCE/GKE metadata server's address (as Google's libraries take it).", _text),
+    S("GOOGLE_APPLICATION_CREDENTIALS", "", "A service-account or user credentials file for Vertex (needs the "
+      "vertex extra: pip install 'lynkr[vertex]').", _text),
     S("FALLBACK_PROVIDER", "", "A second preset (its own variables set) used when the first fails or its breaker is "
       "open.", _lower),
     S("FALLBACK_MODEL_DEFAULT", "", "Upstream model for the fallback provider (default: that preset's default)."),
@@ -3753,6 +3766,8 @@ class ProviderSpec:
     headers: tuple[tuple[str, str], ...] = ()  # extra headers on every upstream request
     models: tuple[str, ...] = ()  # more upstream models to advertise in /v1/models
     endpoint_path: str = ""  # Databricks: one pinned path for every model
+    region: str = ""  # cloud kinds: Vertex location, AWS region
+    project: str = ""  # Vertex: the Google Cloud project
     source: str = "environment"  # where it was defined, for error messages
     missing: str = ""  # settings still to be set before it can be used ("" when usable)
 
@@ -3780,6 +3795,137 @@ def _bearer(key: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {key}")] if key else []
 
 
+# -- Cloud credentials: what a request carries when a static key does not do --
+
+GOOGLE_TOKEN_EARLY_S = 300.0  # a token is refreshed this long before it expires
+GCLOUD_TOKEN_LIFETIME_S = 3300.0  # gcloud prints no expiry; its tokens live an hour
+GOOGLE_METADATA_DEFAULT = "metadata.google.internal"
+GOOGLE_ADC_FILE = os.path.join("~", ".config", "gcloud", "application_default_credentials.json")
+GOOGLE_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+def on_google_cloud() -> bool:
+    """A GCE/GKE machine says so in its DMI product name; elsewhere the metadata server is not asked."""
+    with contextlib.suppress(OSError):
+        with open("/sys/class/dmi/id/product_name", encoding="ascii", errors="replace") as fh:
+            return "Google" in fh.read()
+    return False
+
+
+class GoogleAccessToken:
+    """A Vertex AI access token from the first source that has one, in Google's order: VERTEX_ACCESS_TOKEN /
+    GOOGLE_OAUTH_ACCESS_TOKEN, the GCE/GKE metadata server, `gcloud auth print-access-token`, a
+    credentials file (GOOGLE_APPLICATION_CREDENTIALS or gcloud's application-default file, through the
+    optional google-auth package). Reused until GOOGLE_TOKEN_EARLY_S before it expires, fetched again
+    at once after a 401 (invalidate). Tokens never reach logs."""
+
+    def __init__(self, settings: Any, client: HTTPClient, label: str) -> None:
+        self.static = settings.vertex_access_token or settings.google_oauth_access_token
+        self.metadata_host = settings.gce_metadata_host
+        self.credentials_file = settings.google_application_credentials
+        self.client = client
+        self.label = label
+        self.token = ""
+        self.expires = 0.0
+        self.lock = asyncio.Lock()
+
+    def invalidate(self) -> bool:
+        """Forget the token; False when nothing fresher can be had (a fixed token)."""
+        self.token, self.expires = "", 0.0
+        return not self.static
+
+    async def headers(self, method: str, url: str, headers: list[tuple[str, str]], payload: bytes) -> list[tuple[str, str]]:
+        if self.static:
+            return [("authorization", f"Bearer {self.static}")]
+        async with self.lock:  # many requests at once after expiry: one fetch
+            if not self.token or time.monotonic() >= self.expires - GOOGLE_TOKEN_EARLY_S:
+                self.token, lifetime = await self._fetch()
+                self.expires = time.monotonic() + lifetime
+        return [("authorization", f"Bearer {self.token}")]
+
+    async def _fetch(self) -> tuple[str, float]:
+        tried = []
+        if self.metadata_host or on_google_cloud():
+            return await self._from_metadata(self.metadata_host or GOOGLE_METADATA_DEFAULT)
+        tried.append("the metadata server (not on Google Cloud; GCE_METADATA_HOST unset)")
+        gcloud = shutil.which("gcloud")
+        if gcloud:
+            return await asyncio.get_running_loop().run_in_executor(None, self._from_gcloud, gcloud)
+        tried.append("gcloud (not on PATH)")
+        path = self.credentials_file or os.path.expanduser(GOOGLE_ADC_FILE)
+        if self.credentials_file or os.path.isfile(path):
+            return await asyncio.get_running_loop().run_in_executor(None, self._from_file, path)
+        raise NotConfigured(f"{self.label}: no Google access token: set VERTEX_ACCESS_TOKEN, or run on Google Cloud, "
+                            f"or install gcloud and log in, or set GOOGLE_APPLICATION_CREDENTIALS (tried: "
+                            f"{'; '.join(tried)})", headers={"x-should-retry": "false"})
+
+    async def _from_metadata(self, host: str) -> tuple[str, float]:
+        url = f"http://{host}/computeMetadata/v1/instance/service-accounts/default/token"
+        try:
+            resp = await self.client.request("GET", url, [("metadata-flavor", "Google")], connect_timeout=3,
+                                             read_timeout=10)
+            raw = await resp.read(64 * 1024)
+            answer = json.loads(raw) if resp.status == 200 else {}
+        except (LynkrError, ValueError) as exc:
+            raise UpstreamUnavailable(f"{self.label}: the metadata server at {host} gave no token: "
+                                      f"{getattr(exc, 'message', exc)}") from None
+        token, lifetime = answer.get("access_token"), answer.get("expires_in")
+        if not isinstance(token, str) or not token:
+            raise UpstreamUnavailable(f"{self.label}: the metadata server at {host} answered HTTP {resp.status} "
+                                      "without a token")
+        return token, float(lifetime) if isinstance(lifetime, (int, float)) else GCLOUD_TOKEN_LIFETIME_S
+
+    def _from_gcloud(self, gcloud: str) -> tuple[str, float]:
+        try:
+            done = subprocess.run([gcloud, "auth", "print-access-token"], capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise UpstreamUnavailable(f"{self.label}: gcloud auth print-access-token failed: {exc}") from None
+        token = done.stdout.strip()
+        if done.returncode != 0 or not token or "\n" in token:
+            raise UpstreamUnavailable(f"{self.label}: gcloud auth print-access-token exited {done.returncode}: "
+                                      f"{done.stderr.strip()[-300:]}")
+        return token, GCLOUD_TOKEN_LIFETIME_S
+
+    def _from_file(self, path: str) -> tuple[str, float]:
+        try:  # lazily: an optional extra, needed only for credentials files
+            import google.auth
+            import google.auth.transport.requests
+        except ImportError:
+            raise NotConfigured(f"{self.label}: a credentials file ({path}) needs the google-auth package: "
+                                "pip install 'lynkr[vertex]'", headers={"x-should-retry": "false"}) from None
+        try:
+            creds, _project = google.auth.load_credentials_from_file(path, scopes=[GOOGLE_SCOPE])
+            creds.refresh(google.auth.transport.requests.Request())
+        except Exception as exc:  # google-auth raises its own family; the message says what failed
+            raise UpstreamUnavailable(f"{self.label}: the credentials in {path} gave no token: {exc}") from None
+        expiry = getattr(creds, "expiry", None)
+        lifetime = (expiry - datetime.datetime.utcnow()).total_seconds() if expiry else GCLOUD_TOKEN_LIFETIME_S
+        return creds.token, max(lifetime, 60.0)
+
+
+def _vertex_host(spec: ProviderSpec) -> str:
+    if spec.base_url:
+        return spec.base_url
+    return "https://aiplatform.googleapis.com" if spec.region == "global" else \
+        f"https://{spec.region}-aiplatform.googleapis.com"
+
+
+def _vertex_url(spec: ProviderSpec, model: str, verb: str = "rawPredict") -> str:
+    project, region = urllib.parse.quote(spec.project, safe=""), urllib.parse.quote(spec.region, safe="")
+    return _join(_vertex_host(spec), f"/v1/projects/{project}/locations/{region}/publishers/anthropic/models/"
+                                     f"{urllib.parse.quote(model, safe='@')}:{verb}")
+
+
+def _vertex_env(s: Any) -> tuple[dict[str, Any], list[str]]:
+    project = s.google_cloud_project or s.anthropic_vertex_project_id
+    region = s.cloud_ml_region or s.vertex_region
+    missing = [name for name, value in (("GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID)", project),
+                                        ("CLOUD_ML_REGION (or VERTEX_REGION)", region)) if not value]
+    return {"project": project, "region": region, "base_url": s.vertex_base_url,
+            "api_version": s.azure_anthropic_version}, missing
+
+
 @dataclass(frozen=True)
 class Preset:
     """A vendor: its kind, where requests go, how they authenticate, and the settings that configure it
@@ -3799,6 +3945,13 @@ class Preset:
     version_env: str = ""
     version_default: str = ""
     server_tools: bool = False  # runs Anthropic's server tools itself (web search); elsewhere lynkr runs them
+    stream_url: Callable[[ProviderSpec, str], str] | None = None  # when streaming goes elsewhere (Vertex, Bedrock)
+    count_url: Callable[[ProviderSpec, str], str] | None = None  # the upstream's own token count (Anthropic-like)
+    # (provider) -> what signs or authorizes each request when a static key cannot (a cloud token, SigV4)
+    credentials: Callable[[Any], Any] | None = None
+    # (settings) -> (ProviderSpec fields, variables still missing) for presets a base URL and key do not describe
+    from_env: Callable[[Any], tuple[dict[str, Any], list[str]]] | None = None
+    needs: str = ""  # what to set, when it is not a base URL and a key
 
 
 PRESETS: dict[str, Preset] = {
@@ -3821,6 +3974,14 @@ PRESETS: dict[str, Preset] = {
         "anthropic", "Anthropic", lambda s, m: _join(s.base_url, "/v1/messages"), lambda k: [("x-api-key", k)],
         "LYNKR_ANTHROPIC_BASE_URL", "LYNKR_ANTHROPIC_API_KEY", base_default="https://api.anthropic.com",
         server_tools=True),
+    # Claude on Google Vertex AI: Anthropic Messages with the model in the URL, a Google access token.
+    "vertex": Preset(
+        "vertex", "Vertex AI", _vertex_url, lambda k: [], "VERTEX_BASE_URL", key_required=False,
+        default_model="claude-sonnet-4-5@20250929",
+        stream_url=lambda s, m: _vertex_url(s, m, "streamRawPredict"),
+        count_url=lambda s, m: _vertex_url(s, "count-tokens"),
+        credentials=lambda p: GoogleAccessToken(p.cfg.settings, p.client, p.label), from_env=_vertex_env,
+        needs="GOOGLE_CLOUD_PROJECT and CLOUD_ML_REGION; a token from gcloud, the metadata server or VERTEX_ACCESS_TOKEN"),
     "openai": Preset(
         "openai", "OpenAI", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "OPENAI_BASE_URL",
         "OPENAI_API_KEY", base_default="https://api.openai.com/v1", default_model="gpt-5",
@@ -3857,6 +4018,10 @@ def provider_env_spec(preset_name: str, settings: Any, name: str | None = None, 
     else:
         preset_name_used = preset_name
     preset = PRESETS[preset_name_used]
+    if preset.from_env is not None:
+        fields, missing_vars = preset.from_env(settings)
+        return ProviderSpec(name=name or preset_name, preset=preset_name_used, model=model or fields.pop("model", ""),
+                            missing=" and ".join(missing_vars), **fields)
     base_raw = getattr(settings, preset.base_env.lower())
     key = getattr(settings, preset.key_env.lower()) if preset.key_env else ""
     if not preset.base_default and bool(base_raw) != bool(key) and preset.key_required:
@@ -3958,6 +4123,18 @@ def _anthropic_build(p: Provider, req: dict[str, Any], model: str, max_tokens: i
     return p.anthropic_headers(http_req, body), body
 
 
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+
+
+def _vertex_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
+                  http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """Anthropic Messages for Vertex: the model moves into the URL, the API version into the body."""
+    headers, body = _anthropic_build(p, req, model, max_tokens, stream, http_req)
+    body.pop("model", None)
+    body["anthropic_version"] = VERTEX_ANTHROPIC_VERSION
+    return [h for h in headers if h[0] != "anthropic-version"], body
+
+
 def _anthropic_error(p: Provider, status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
     message, code = error_message_from_body(raw)
     try:
@@ -3976,10 +4153,12 @@ def _anthropic_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[
     return decode_json_answer(raw, p.label), raw  # the upstream's own bytes pass unchanged
 
 
+ANTHROPIC_FORMAT_KINDS = frozenset({"anthropic", "vertex", "bedrock"})  # Claude's own format: signatures, count
 KINDS: dict[str, Kind] = {
     "openai": Kind(_openai_build, _openai_error, _openai_read,
                    lambda p, req: OpenAIStreamDecoder(req["model"], list(req.get("stop_sequences") or []), p.label)),
     "anthropic": Kind(_anthropic_build, _anthropic_error, _anthropic_read, lambda p, req: AnthropicStreamRelay()),
+    "vertex": Kind(_vertex_build, _anthropic_error, _anthropic_read, lambda p, req: AnthropicStreamRelay()),
 }
 
 
@@ -4007,7 +4186,8 @@ class Provider:
         self.breaker = CircuitBreaker(self.name, s.circuit_breaker_failures, s.circuit_breaker_reset_s)
         self.auth = [*self.preset.auth(spec.api_key), *spec.headers]
         # Whether the upstream verifies thinking signatures (Claude behind it): only its own go there.
-        self.checks_signatures = self.preset.kind == "anthropic" or self.preset.dialect.thinking == "anthropic"
+        self.checks_signatures = self.preset.kind in ANTHROPIC_FORMAT_KINDS or self.preset.dialect.thinking == "anthropic"
+        self.credentials = self.preset.credentials(self) if self.preset.credentials is not None else None
 
     def model_for(self, requested: str, client_model: str) -> str:
         """The upstream model: the route's or map's, else this provider's default, else the client's."""
@@ -4017,7 +4197,7 @@ class Provider:
         others = ""
         if self.spec.source == "environment":  # name the other choices too: the default may not be theirs
             others = "; or choose another provider with MODEL_PROVIDER: " + ", ".join(
-                f"{name} ({' and '.join(v for v in (p.base_env if not p.base_default else '', p.key_env) if v)})"
+                f"{name} ({p.needs or ' and '.join(v for v in (p.base_env if not p.base_default else '', p.key_env) if v)})"
                 for name, p in PRESETS.items() if name not in (self.spec.preset, "databricks-anthropic")
                 and (p.key_env or not p.base_default)) + ", ollama (OLLAMA_BASE_URL, optional); or describe several "
             others += "in lynkr.toml"
@@ -4046,7 +4226,8 @@ class Provider:
         headers, body = self.kind.build(self, fold_system_messages(req), model, max_tokens, stream, http_req)
         if not headers:
             headers = self.auth
-        resp = await self._request(self.preset.url(self.spec, model), headers, body, stream, http_req)
+        url_of = self.preset.stream_url if stream and self.preset.stream_url is not None else self.preset.url
+        resp = await self._request(url_of(self.spec, model), headers, body, stream, http_req)
         http_req.reply_headers.update(forwarded_headers(resp.headers))
         return resp
 
@@ -4105,14 +4286,15 @@ class Provider:
 
     async def count_tokens(self, req: dict[str, Any], http_req: Request, model: str) -> int | None:
         """The upstream's own count (Anthropic-format upstreams); None when it cannot count."""
-        if self.preset.kind != "anthropic" or not self.configured:
+        if self.preset.kind not in ANTHROPIC_FORMAT_KINDS or not self.configured:
             return None
         body = fold_system_messages(req)
         body = {k: v for k, v in body.items() if k in ("messages", "system", "tools", "tool_choice", "thinking")}
         body["model"] = model
         body["messages"] = _anthropic_messages(self, body["messages"])
         try:
-            url = self.preset.url(self.spec, model) + "/count_tokens"
+            count_url = self.preset.count_url
+            url = count_url(self.spec, model) if count_url else self.preset.url(self.spec, model) + "/count_tokens"
             resp = await self._post(url, self.anthropic_headers(http_req), body, False)
             raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
             if resp.status == 200:
@@ -4142,12 +4324,17 @@ class Provider:
                              "(CIRCUIT_BREAKER_RESET_MS)", status=503, error_type="api_error",
                              headers={"retry-after": str(wait), "x-should-retry": "true"})
         attempt = 0
+        renewed = False
         while True:
             started = time.monotonic()
             retry_after = None
             try:
                 resp = await self._post(url, headers, body, stream)
                 METRICS.observe("lynkr_upstream_duration_seconds", time.monotonic() - started, provider=self.name)
+                if resp.status == 401 and self.credentials is not None and not renewed and self.credentials.invalidate():
+                    renewed = True  # an expired or revoked cloud token: fetch a fresh one and try once more
+                    await self._read_error(resp)
+                    continue
                 if resp.status == 200:
                     if not stream:  # a stream's health is known at its end (see stream_outcome)
                         self.breaker.success()
@@ -4194,9 +4381,12 @@ class Provider:
                     timeout: float | None = None) -> UpstreamResponse:
         headers = [("content-type", "application/json"),
                    ("accept", "text/event-stream" if stream else "application/json"), *headers]
+        payload = upstream_json(body)
         try:
+            if self.credentials is not None:  # a cloud token or a signature over exactly these bytes
+                headers += await self.credentials.headers("POST", url, headers, payload)
             return await self.client.request(
-                "POST", url, headers, upstream_json(body),
+                "POST", url, headers, payload,
                 connect_timeout=self.cfg.upstream_connect_timeout_s,
                 read_timeout=timeout or self.cfg.upstream_read_timeout_s,
             )
@@ -4528,10 +4718,14 @@ def parse_explicit(model: str) -> RouteTarget:
     return RouteTarget(provider.strip(), name.strip())
 
 
+CLOUD_TABLE_KEYS = {"vertex": ("project", "region"), "bedrock": ("region",)}  # what a [providers.X] table must name
+
+
 def _expand_provider_table(name: str, table: dict[str, Any], file: str, settings: Any) -> ProviderSpec:
     """One [providers.NAME] table -> a ProviderSpec, every mistake named by file and key."""
     where = f"{file}: providers.{name}"
-    known = {"kind", "base_url", "api_key", "model", "api_version", "headers", "models", "format", "endpoint_path"}
+    known = {"kind", "base_url", "api_key", "model", "api_version", "headers", "models", "format", "endpoint_path",
+             "region", "project"}
     for key in table:
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown key (use {', '.join(sorted(known))})")
@@ -4549,13 +4743,19 @@ def _expand_provider_table(name: str, table: dict[str, Any], file: str, settings
         if fmt == "anthropic":
             preset_name = "databricks-anthropic"
     preset = PRESETS[preset_name]
-    for key in ("base_url", "api_key", "model", "api_version", "endpoint_path"):
+    for key in ("base_url", "api_key", "model", "api_version", "endpoint_path", "region", "project"):
         if key in table and not isinstance(table[key], str):
             raise ConfigError(f"{where}.{key}: expected a string")
+    for key in CLOUD_TABLE_KEYS.get(preset_name, ()):
+        if not table.get(key):
+            raise ConfigError(f"{where}.{key}: required for kind {kind!r}")
+    for key in ("region", "project"):
+        if table.get(key) and key not in CLOUD_TABLE_KEYS.get(preset_name, ()):
+            raise ConfigError(f"{where}.{key}: only a cloud provider (vertex, bedrock) takes {key}")
     base_url = table.get("base_url") or preset.base_default
-    if not base_url:
+    if not base_url and preset.from_env is None:  # cloud kinds build their URL from the region
         raise ConfigError(f"{where}.base_url: required for kind {kind!r} (e.g. \"https://host.example.com\")")
-    base_url = parse_url_setting(f"{where}.base_url", base_url)
+    base_url = parse_url_setting(f"{where}.base_url", base_url) if base_url else ""
     api_key = table.get("api_key", "")
     if preset.key_required and not api_key:
         raise ConfigError(f"{where}.api_key: required for kind {kind!r} (e.g. api_key = \"${preset.key_env or 'API_KEY'}\")")
@@ -4565,14 +4765,15 @@ def _expand_provider_table(name: str, table: dict[str, Any], file: str, settings
     models = table.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise ConfigError(f"{where}.models: expected a list of model names")
-    version = table.get("api_version", "") or (settings.azure_anthropic_version if preset.kind == "anthropic"
+    version = table.get("api_version", "") or (settings.azure_anthropic_version if preset.kind in ANTHROPIC_FORMAT_KINDS
                                                else preset.version_default)
     model = table.get("model", "")
     if preset.model_env and not model:
         raise ConfigError(f"{where}.model: required for kind {kind!r} (the deployment name)")
     return ProviderSpec(name=name, preset=preset_name, base_url=base_url, api_key=api_key, model=model,
                         api_version=version, headers=tuple((k.lower(), v) for k, v in headers.items()),
-                        models=tuple(models), endpoint_path=table.get("endpoint_path", ""), source=file)
+                        models=tuple(models), endpoint_path=table.get("endpoint_path", ""), source=file,
+                        region=table.get("region", ""), project=table.get("project", ""))
 
 
 def _router_from_file(cfg: Config, providers: dict[str, Provider]) -> tuple[dict[str, RouteTarget],
