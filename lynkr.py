@@ -882,8 +882,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("SESSION_DB_PATH", "", "Session store file; default sessions.db in LYNKR_DATA_DIR."),
     S("WORKSPACE_ROOT", "", "The workspace lynkr serves; default the current directory."),
     # -- the provider from the environment alone (lynkr.toml describes several) --
-    S("MODEL_PROVIDER", "databricks", "databricks | azure-anthropic | anthropic | vertex | openai | azure-openai | "
-      "openrouter | ollama | gemini | openai-compatible.", _lower),
+    S("MODEL_PROVIDER", "databricks", "databricks | azure-anthropic | anthropic | vertex | openai | openai-responses | "
+      "azure-openai | azure-openai-responses | openrouter | ollama | gemini | openai-compatible.", _lower),
     S("MODEL_DEFAULT", "", "Upstream model/endpoint for names MODEL_MAP does not match (default: the preset's)."),
     S("MODEL_MAP", "", "Comma list of glob=target (first match wins), e.g. claude-*haiku*=my-haiku; a target may "
       "be provider,model.", parse_model_map),
@@ -2895,6 +2895,257 @@ def openai_to_anthropic(resp: dict[str, Any], model: str, stops: list[str] | Non
     }
 
 
+# -- Anthropic <-> OpenAI Responses (the openai-responses kind) --
+
+# A reasoning item travels back as the signature of the thinking block made from it: with store: false the
+# upstream keeps nothing, so the next turn must hand back the item itself (id + encrypted_content).
+RESPONSES_SIGNATURE = "lynkr-responses."
+SUMMARY_JOIN = "\n\n"  # between reasoning summary parts in one thinking block
+NO_RESULT = "[no result was returned]"
+IMAGE_OMITTED = "[an image was omitted: this model does not accept images]"
+
+# Chat content part (from _user_parts/_tool_result_to_openai) -> Responses input content part.
+CHAT_PART_TO_INPUT = {
+    "text": lambda p, images: {"type": "input_text", "text": p["text"]},
+    "image_url": lambda p, images: {"type": "input_image", "image_url": p["image_url"]["url"], "detail": "auto"}
+    if images else {"type": "input_text", "text": IMAGE_OMITTED},
+}
+
+TOOL_CHOICE_TO_RESPONSES = {
+    "auto": lambda c: "auto",
+    "any": lambda c: "required",
+    "none": lambda c: "none",
+    "tool": lambda c: {"type": "function", "name": c["name"]},  # flat, unlike chat's {"function": {...}}
+}
+
+
+def encode_reasoning(item: dict[str, Any]) -> str:
+    """A reasoning item -> thinking signature ("" when it cannot be replayed: no encrypted_content).
+    `cuts` (summary part lengths) lets the joined thinking text split back into the same parts."""
+    if not item.get("id") or not item.get("encrypted_content"):
+        return ""
+    cuts = [len(s.get("text") or "") for s in item.get("summary") or [] if isinstance(s, dict)]
+    payload = {"id": item["id"], "encrypted_content": item["encrypted_content"], "cuts": cuts}
+    return RESPONSES_SIGNATURE + base64.urlsafe_b64encode(utf8_json(json_dumps(payload))).decode()
+
+
+def _split_summary(text: str, cuts: Any) -> list[str]:
+    if isinstance(cuts, list) and cuts and all(isinstance(c, int) and c >= 0 for c in cuts):
+        parts, at = [], 0
+        for cut in cuts:
+            parts.append(text[at:at + cut])
+            at += cut + len(SUMMARY_JOIN)
+        if SUMMARY_JOIN.join(parts) == text:
+            return parts
+    return [text] if text else []
+
+
+def reasoning_item(block: dict[str, Any]) -> dict[str, Any] | None:
+    """A thinking block we made from a reasoning item -> that item again; None for any other thinking."""
+    signature = block.get("signature")
+    if block.get("type") != "thinking" or not str(signature).startswith(RESPONSES_SIGNATURE):
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(str(signature)[len(RESPONSES_SIGNATURE):]))
+    except ValueError:  # binascii.Error and UnicodeDecodeError included
+        return None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("id", "encrypted_content")):
+        return None
+    summary = _split_summary(str(block.get("thinking") or ""), data.get("cuts"))
+    return {"type": "reasoning", "id": data["id"], "encrypted_content": data["encrypted_content"],
+            "summary": [{"type": "summary_text", "text": t} for t in summary]}
+
+
+def _assistant_items(content: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for block in _text_blocks_of(content):
+        kind = block.get("type")
+        text = block.get("text") if kind == "text" else server_block_text(block)
+        if text:
+            part = {"type": "output_text", "text": text}
+            if items and items[-1]["type"] == "message":
+                items[-1]["content"].append(part)
+            else:
+                items.append({"type": "message", "role": "assistant", "content": [part]})
+        elif kind == "thinking" and (item := reasoning_item(block)) is not None:
+            items.append(item)
+        elif kind == "tool_use":
+            items.append({"type": "function_call", "call_id": sanitize_tool_id(block["id"]), "name": block["name"],
+                          "arguments": json_dumps(block.get("input") or {})})
+    while items and items[-1]["type"] == "reasoning":
+        items.pop()  # the API refuses a reasoning item without the item that followed it
+    return items
+
+
+def _call_output(call_id: str, text: str) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": call_id, "output": text}
+
+
+def responses_input(messages: list[dict[str, Any]], images: bool = True) -> list[dict[str, Any]]:
+    """Messages (after fold_system_messages) -> Responses input items, as anthropic_messages_to_openai does."""
+    items: list[dict[str, Any]] = []
+    pending: list[str] = []  # the last assistant turn's calls still owed an output (else the API answers 400)
+
+    def settle() -> None:
+        items.extend(_call_output(call_id, NO_RESULT) for call_id in pending)
+        pending.clear()
+
+    for msg in messages:
+        if msg["role"] == "assistant":
+            settle()
+            turn = _assistant_items(msg["content"])
+            items.extend(turn)
+            pending.extend(i["call_id"] for i in turn if i["type"] == "function_call")
+            continue
+        if msg["role"] != "user":
+            continue
+        parts: list[dict[str, Any]] = []
+        for block in _text_blocks_of(msg["content"]):
+            if block.get("type") != "tool_result":
+                parts.extend(_user_parts(block))
+                continue
+            call_id = sanitize_tool_id(block["tool_use_id"])
+            text, pictures = _tool_result_to_openai(block)
+            if call_id in pending:
+                pending.remove(call_id)
+                items.append(_call_output(call_id, text))
+            else:  # its call is gone (e.g. after compaction): keep it readable
+                parts.append({"type": "text", "text": f"[result of tool call {call_id}]\n{text}"})
+            parts.extend(pictures)  # tool-result images follow in a user message
+        if parts:
+            settle()
+            items.append({"type": "message", "role": "user",
+                          "content": [CHAT_PART_TO_INPUT[p["type"]](p, images) for p in parts]})
+    settle()
+    return items
+
+
+def _function_tool(tool: dict[str, Any], schema_dialect: str, strict: bool) -> dict[str, Any]:
+    fn = _openai_tool(tool, schema_dialect, strict)["function"]
+    # strict is always explicit: when omitted, Responses makes a schema strict if it can (all properties required)
+    return {"type": "function", **fn, "strict": fn.get("strict", False)}
+
+
+def anthropic_to_responses(req: dict[str, Any], max_tokens: int, model: str, dialect: OpenAIDialect,
+                           facts: ModelFacts) -> tuple[dict[str, Any], list[str]]:
+    """Build a Responses body for one model. Returns (body, names of tools dropped). Stateless: store is
+    false and reasoning travels in the thinking signatures. stop_sequences and top_k have no counterpart."""
+    body: dict[str, Any] = {"model": model}
+    instructions = SUMMARY_JOIN.join(p["text"] for p in _openai_system_parts(req))
+    if instructions:
+        body["instructions"] = instructions
+    body["input"] = responses_input(req["messages"], facts.images)
+    body["max_output_tokens"] = max_tokens
+    schema = facts.schema or dialect.schema
+    dropped: list[str] = []
+    tools = []
+    for tool in req.get("tools") or []:
+        if is_server_typed_tool(tool) or not facts.tools:
+            dropped.append(f"{tool.get('name')} ({tool.get('type') or 'function'})")
+        else:
+            tools.append(_function_tool(tool, schema, dialect.strict_tools))
+    choice = req.get("tool_choice")
+    if tools:
+        body["tools"] = tools
+        if choice:
+            body["tool_choice"] = TOOL_CHOICE_TO_RESPONSES[choice["type"]](choice)
+            if choice.get("disable_parallel_tool_use"):
+                body["parallel_tool_calls"] = False
+    if facts.sampling:
+        body.update({name: req[name] for name in ("temperature", "top_p") if req.get(name) is not None})
+    effort = reasoning_effort(req, max_tokens) if (facts.reasoning or dialect.thinking) == "effort" else None
+    if effort:
+        body["reasoning"] = {"effort": effort, "summary": "auto"}
+        body.pop("temperature", None)  # reasoning refuses sampling settings
+        body.pop("top_p", None)
+    if effort or facts.reasoning == "effort":
+        body["include"] = ["reasoning.encrypted_content"]  # the only way to carry reasoning with store: false
+    body["store"] = False
+    structured = response_format(req, dialect, schema)
+    if structured is not None:
+        body["text"] = {"format": {"type": "json_schema", **structured["json_schema"]}}
+    if req.get("stream"):
+        body["stream"] = True
+    return body, dropped
+
+
+# -- Responses -> Anthropic --
+
+# Responses error codes (ResponseError.code, the `error` event's code) -> HTTP status for the client.
+ERROR_CODE_STATUS = {"rate_limit_exceeded": 429, "server_error": 500, "invalid_prompt": 400,
+                     "vector_store_timeout": 504, "context_length_exceeded": 400}
+INCOMPLETE_STOP_REASON = {"max_output_tokens": "max_tokens", "content_filter": "refusal"}
+
+
+def responses_failure(error: Any, label: str) -> LynkrError:
+    error = error if isinstance(error, dict) else {}
+    code = str(error.get("code") or "")
+    status = ERROR_CODE_STATUS.get(code) or ERROR_TYPE_STATUS.get(str(error.get("type") or "")) \
+        or (400 if code.startswith("invalid_") or "image" in code else 500)  # the image_* codes are the client's
+    return LynkrError(f"{label} failed{f' ({code})' if code else ''}: {error.get('message') or 'no message'}",
+                      status=status)
+
+
+def responses_usage(usage: Any) -> dict[str, int]:
+    """Responses counts cached (and cache-written) tokens inside input_tokens; Anthropic does not."""
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("input_tokens_details") if isinstance(usage.get("input_tokens_details"), dict) else {}
+    cached, written = int(details.get("cached_tokens") or 0), int(details.get("cache_write_tokens") or 0)
+    return {"input_tokens": max(int(usage.get("input_tokens") or 0) - cached - written, 0),
+            "output_tokens": int(usage.get("output_tokens") or 0),
+            "cache_creation_input_tokens": written, "cache_read_input_tokens": cached}
+
+
+def responses_stop_reason(incomplete: Any, has_calls: bool, refused: bool) -> str:
+    if incomplete in INCOMPLETE_STOP_REASON:  # a call cut off by the limit is no call to run
+        return INCOMPLETE_STOP_REASON[incomplete]
+    return "tool_use" if has_calls else "refusal" if refused else "end_turn"
+
+
+def _incomplete_reason(resp: dict[str, Any]) -> Any:
+    return (resp.get("incomplete_details") or {}).get("reason") if resp.get("status") == "incomplete" else None
+
+
+def _thinking_blocks(item: dict[str, Any]) -> list[dict[str, Any]]:
+    text = SUMMARY_JOIN.join(s.get("text") or "" for s in item.get("summary") or [] if isinstance(s, dict))
+    signature = encode_reasoning(item)
+    return [{"type": "thinking", "thinking": text, "signature": signature}] if text or signature else []
+
+
+def _message_blocks(item: dict[str, Any]) -> list[dict[str, Any]]:
+    texts = [p.get("text") or p.get("refusal") for p in item.get("content") or [] if isinstance(p, dict)]
+    return [{"type": "text", "text": t} for t in texts if t]
+
+
+def _tool_blocks(item: dict[str, Any]) -> list[dict[str, Any]]:
+    call_id = item.get("call_id")
+    return [{"type": "tool_use", "id": sanitize_tool_id(str(call_id)) if call_id else new_id("toolu_"),
+             "name": item.get("name") or "", "input": parse_tool_arguments(item.get("arguments"))}]
+
+
+OUTPUT_ITEM_TO_BLOCKS = {"reasoning": _thinking_blocks, "message": _message_blocks, "function_call": _tool_blocks}
+
+
+def _anthropic_message(message_id: str, model: str, blocks: list[dict[str, Any]], stop_reason: str | None,
+                       usage: dict[str, int]) -> dict[str, Any]:
+    return {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": blocks,
+            "stop_reason": stop_reason, "stop_sequence": None, "usage": usage}
+
+
+def responses_to_anthropic(resp: dict[str, Any], model: str, label: str = "OpenAI Responses") -> dict[str, Any]:
+    if resp.get("status") == "failed" or isinstance(resp.get("error"), dict):
+        raise responses_failure(resp.get("error"), label)
+    output = [item for item in resp.get("output") or [] if isinstance(item, dict)]
+    blocks = [b for item in output for b in OUTPUT_ITEM_TO_BLOCKS.get(item.get("type"), lambda i: [])(item)]
+    refused = any(p.get("type") == "refusal" for i in output if i.get("type") == "message"
+                  for p in i.get("content") or [] if isinstance(p, dict))
+    stop = responses_stop_reason(_incomplete_reason(resp), any(b["type"] == "tool_use" for b in blocks), refused)
+    return _anthropic_message(new_id("msg_"), model, blocks, stop, responses_usage(resp.get("usage")))
+
+
+# -- Responses SSE -> Anthropic SSE (a decoder: lynkr section 9's interface) --
+
+
 # -- Thinking provenance: a signature is valid only where it was made --
 #
 # Claude Code resends every earlier thinking block with its signature, and a user may switch
@@ -3584,6 +3835,234 @@ class OpenAIStreamDecoder:
         return translator.feed(obj)
 
 
+# Responses event type -> handler; message_start goes out before the first. Everything else (in_progress,
+# content_part.*, the *.done of texts and summaries, hosted tools' progress) adds nothing.
+RESPONSES_EVENTS = {
+    "response.created": "_created", "response.output_item.added": "_item_added",
+    "response.output_text.delta": "_text", "response.refusal.delta": "_refusal",
+    "response.reasoning_summary_text.delta": "_summary",
+    "response.function_call_arguments.delta": "_args", "response.function_call_arguments.done": "_args_done",
+    "response.output_item.done": "_item_done", "response.completed": "_complete",
+    "response.incomplete": "_complete", "response.failed": "_failed", "error": "_error",
+}
+
+
+class ResponsesStreamDecoder:
+    """Responses SSE -> Anthropic SSE, event by event. Anthropic blocks are strictly sequential, Responses
+    items are keyed by output_index: the first function call streams live; a call whose deltas interleave
+    with it waits (buffered) and is emitted complete once the live one ends -- or goes live itself then, if
+    still streaming. Upstream failures raise LynkrError (the pump sends `event: error`), so `failed` stays False."""
+
+    failed = False
+
+    def __init__(self, model: str, label: str) -> None:
+        self.parser = SSEParser()
+        self.model, self.label = model, label
+        self.message_id = new_id("msg_")
+        self.started = self.done = self.refused = False
+        self.blocks: list[dict[str, Any]] = []  # the message so far; the open block is the last
+        self.open: tuple[Any, str] | None = None  # (output_index, "text" | "thinking" | "tool") of the open block
+        self.part = 0  # summary_index of the open thinking block
+        self.seen: set[Any] = set()  # output indexes that got a block
+        self.calls: dict[Any, dict[str, Any]] = {}  # output_index -> {"id", "name", "args", "done", "closed"}
+        self.waiting: list[dict[str, Any]] = []  # calls held back while another block is open, in order
+        self.usage = responses_usage(None)
+        self.final: dict[str, Any] | None = None
+
+    # -- the decoder interface --
+    def feed(self, chunk: bytes) -> bytes:
+        return b"".join(self._event(name, data) for name, data in self.parser.feed(chunk))
+
+    def flush(self) -> bytes:
+        return b"".join(self._event(name, data) for name, data in self.parser.flush())
+
+    def _event(self, name: str, data: str) -> bytes:
+        data = data.strip()
+        if self.done or not data or data == "[DONE]":
+            return b""
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise UpstreamUnavailable(f"{self.label} sent invalid JSON in its stream: {data[:200]!r}") from None
+        handler = RESPONSES_EVENTS.get(event.get("type") or name) if isinstance(event, dict) else None
+        if handler is None:
+            return b""
+        out = b"" if handler in ("_failed", "_error") else self._start()  # those two raise
+        return out + getattr(self, handler)(event)
+
+    # -- Anthropic events --
+    def _start(self) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        return sse_event("message_start", {"type": "message_start", "message": _anthropic_message(
+            self.message_id, self.model, [], None, dict(self.usage))})
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return sse_event("content_block_delta", {"type": "content_block_delta", "index": len(self.blocks) - 1,
+                                                 "delta": delta})
+
+    def _begin(self, key: Any, kind: str, block: dict[str, Any]) -> bytes:
+        self.blocks.append(block)
+        self.open = (key, kind)
+        self.seen.add(key)
+        return sse_event("content_block_start", {"type": "content_block_start", "index": len(self.blocks) - 1,
+                                                 "content_block": dict(block)})
+
+    def _end(self) -> bytes:
+        """End the open block (a tool's input is parsed once, here)."""
+        if self.open is None:
+            return b""
+        key, kind = self.open
+        if kind == "tool":
+            self.calls[key]["closed"] = True
+            self.blocks[-1]["input"] = parse_tool_arguments(self.calls[key]["args"] or "{}")
+        self.open = None
+        return sse_event("content_block_stop", {"type": "content_block_stop", "index": len(self.blocks) - 1})
+
+    def _switch(self, key: Any, kind: str, block: dict[str, Any]) -> bytes:
+        return self._end() + self._drain() + self._begin(key, kind, block)
+
+    def _begin_call(self, key: Any, call: dict[str, Any]) -> bytes:
+        call["id"] = call["id"] or new_id("toolu_")
+        return self._begin(key, "tool", {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}})
+
+    def _drain(self, promote: bool = False, everything: bool = False) -> bytes:
+        """Emit the waiting calls that are complete; then (promote) let the first still streaming go live."""
+        out = b""
+        for call in [c for c in self.waiting if c["done"] or everything]:
+            self.waiting.remove(call)
+            out += self._begin_call(call["key"], call) + self._delta(
+                {"type": "input_json_delta", "partial_json": call["args"] or "{}"}) + self._end()
+        if promote and self.waiting and self.open is None:
+            call = self.waiting.pop(0)
+            out += self._begin_call(call["key"], call)
+            if call["args"]:
+                out += self._delta({"type": "input_json_delta", "partial_json": call["args"]})
+        return out
+
+    def _complete(self, event: dict[str, Any]) -> bytes:
+        """response.completed / response.incomplete: the last blocks, usage, stop reason, message_stop."""
+        response = event.get("response") if isinstance(event.get("response"), dict) else {}
+        out = self._end() + self._drain(everything=True)
+        self.usage = responses_usage(response.get("usage"))
+        stop = responses_stop_reason(_incomplete_reason(response), any(b["type"] == "tool_use" for b in self.blocks),
+                                     self.refused)
+        self.final = _anthropic_message(self.message_id, self.model, self.blocks, stop, dict(self.usage))
+        self.done = True
+        return out + sse_event("message_delta", {"type": "message_delta", "delta": {
+            "stop_reason": stop, "stop_sequence": None}, "usage": dict(self.usage)}) + sse_event(
+            "message_stop", {"type": "message_stop"})
+
+    # -- Responses events --
+    def _created(self, event: dict[str, Any]) -> bytes:
+        return b""  # message_start (sent before any handled event) is all it means
+
+    def _call(self, key: Any, item: dict[str, Any]) -> dict[str, Any]:
+        if key not in self.calls:
+            call_id = item.get("call_id")
+            self.calls[key] = {"key": key, "id": sanitize_tool_id(str(call_id)) if call_id else "",
+                               "name": item.get("name") or "", "args": "", "done": False, "closed": False}
+        return self.calls[key]
+
+    def _item_added(self, event: dict[str, Any]) -> bytes:
+        item, key = event.get("item") or {}, event.get("output_index")
+        if item.get("type") != "function_call":
+            return b""  # message and reasoning blocks open at their first delta
+        call = self._call(key, item)
+        if call in self.waiting or key in self.seen:
+            return b""  # announced twice
+        if self.open is not None and self.open[1] == "tool":
+            self.waiting.append(call)
+            return b""
+        return self._end() + self._drain() + self._begin_call(key, call)
+
+    def _text(self, event: dict[str, Any]) -> bytes:
+        key, text = event.get("output_index"), event.get("delta") or ""
+        out = b"" if self.open == (key, "text") else self._switch(key, "text", {"type": "text", "text": ""})
+        self.blocks[-1]["text"] += text
+        return out + (self._delta({"type": "text_delta", "text": text}) if text else b"")
+
+    def _refusal(self, event: dict[str, Any]) -> bytes:
+        self.refused = True
+        return self._text(event)
+
+    def _summary(self, event: dict[str, Any]) -> bytes:
+        key, text, part = event.get("output_index"), event.get("delta") or "", event.get("summary_index") or 0
+        out = b""
+        if self.open != (key, "thinking"):
+            out = self._switch(key, "thinking", {"type": "thinking", "thinking": "", "signature": ""})
+            self.part = part
+        elif part != self.part:
+            self.part, text = part, SUMMARY_JOIN + text
+        self.blocks[-1]["thinking"] += text
+        return out + (self._delta({"type": "thinking_delta", "thinking": text}) if text else b"")
+
+    def _args(self, event: dict[str, Any]) -> bytes:
+        key, fragment = event.get("output_index"), event.get("delta") or ""
+        call = self.calls.get(key)
+        if call is None:  # never announced: wait for its name and id
+            call = self._call(key, {})
+            self.waiting.append(call)
+        if call["done"] or call["closed"] or not fragment:
+            return b""
+        call["args"] += fragment
+        live = self.open == (key, "tool")
+        return self._delta({"type": "input_json_delta", "partial_json": fragment}) if live else b""
+
+    def _args_done(self, event: dict[str, Any]) -> bytes:
+        return self._call_done(event.get("output_index"), event)  # has the item's name and arguments
+
+    def _call_done(self, key: Any, item: dict[str, Any]) -> bytes:
+        call = self.calls.get(key)
+        if call is None:
+            call = self._call(key, item)
+            self.waiting.append(call)
+        call["name"] = call["name"] or item.get("name") or ""
+        call["id"] = call["id"] or (sanitize_tool_id(str(item["call_id"])) if item.get("call_id") else "")
+        out, arguments, live = b"", item.get("arguments"), self.open == (key, "tool")
+        if not call["done"] and not call["closed"] and isinstance(arguments, str):
+            if not live:
+                call["args"] = arguments
+            elif arguments.startswith(call["args"]) and arguments != call["args"]:  # deltas were missed
+                out += self._delta({"type": "input_json_delta", "partial_json": arguments[len(call["args"]):]})
+                call["args"] = arguments
+        call["done"] = True
+        if live or self.open is None:
+            out += self._end() + self._drain(promote=True)
+        return out
+
+    def _item_done(self, event: dict[str, Any]) -> bytes:
+        item, key = event.get("item") or {}, event.get("output_index")
+        kind = item.get("type")
+        if kind == "function_call":
+            return self._call_done(key, item)
+        if kind == "message" and self.open == (key, "text"):
+            return self._end() + self._drain(promote=True)
+        if kind != "reasoning":
+            return b""
+        out, signature = b"", encode_reasoning(item)
+        if self.open != (key, "thinking"):
+            if key in self.seen or not (blocks := _thinking_blocks(item)):
+                return b""  # its block was cut short by another item: the signature has no place left
+            out = self._switch(key, "thinking", {"type": "thinking", "thinking": "", "signature": ""})
+            if blocks[0]["thinking"]:
+                self.blocks[-1]["thinking"] = blocks[0]["thinking"]
+                out += self._delta({"type": "thinking_delta", "thinking": blocks[0]["thinking"]})
+        if signature:
+            self.blocks[-1]["signature"] = signature
+            out += self._delta({"type": "signature_delta", "signature": signature})
+        return out + self._end() + self._drain(promote=True)
+
+    def _failed(self, event: dict[str, Any]) -> bytes:
+        raise responses_failure((event.get("response") or {}).get("error"), f"{self.label} stream")
+
+    def _error(self, event: dict[str, Any]) -> bytes:
+        # The documented event carries code/message at the top level; some servers nest them under "error".
+        raise responses_failure(event.get("error") if isinstance(event.get("error"), dict) else event,
+                                f"{self.label} stream")
+
+
 def error_message_from_body(raw: bytes) -> tuple[str, str]:
     """(message, code) from an upstream error body in Databricks, OpenAI, Ollama or Anthropic shape."""
     try:
@@ -3986,6 +4465,15 @@ PRESETS: dict[str, Preset] = {
         "openai", "OpenAI", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "OPENAI_BASE_URL",
         "OPENAI_API_KEY", base_default="https://api.openai.com/v1", default_model="gpt-5",
         dialect=OpenAIDialect(strict_tools=True)),
+    # OpenAI's Responses API (its newest coding models are served there only), stateless (store: false)
+    "openai-responses": Preset(
+        "openai-responses", "OpenAI Responses", lambda s, m: _join(s.base_url, "/responses"), _bearer,
+        "OPENAI_BASE_URL", "OPENAI_API_KEY", base_default="https://api.openai.com/v1", default_model="gpt-5",
+        dialect=OpenAIDialect(strict_tools=True, thinking="effort")),
+    "azure-openai-responses": Preset(
+        "openai-responses", "Azure OpenAI Responses", lambda s, m: _join(s.base_url, "/openai/v1/responses"),
+        lambda k: [("api-key", k)], "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY",
+        model_env="AZURE_OPENAI_DEPLOYMENT", dialect=OpenAIDialect(strict_tools=True)),
     "azure-openai": Preset(
         "openai", "Azure OpenAI", _azure_openai_url, lambda k: [("api-key", k)], "AZURE_OPENAI_ENDPOINT",
         "AZURE_OPENAI_API_KEY", model_env="AZURE_OPENAI_DEPLOYMENT", version_env="AZURE_OPENAI_API_VERSION",
@@ -4108,6 +4596,20 @@ def _anthropic_messages(p: Provider, messages: list[dict[str, Any]]) -> list[dic
             else {**m, "content": text} for m in messages]
 
 
+def _responses_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
+                     http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    body, dropped = anthropic_to_responses({**req, "stream": stream}, max_tokens, model, p.preset.dialect,
+                                           model_facts(model))
+    if dropped:
+        p.log.info("dropped server tools the upstream cannot run", request_id=http_req.request_id, tools=dropped,
+                   provider=p.name)
+    return [], body
+
+
+def _responses_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    return responses_to_anthropic(decode_json_answer(raw, p.label), req["model"], p.label), None
+
+
 def _anthropic_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
                      http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     body = {**req, "model": model, "max_tokens": max_tokens, "messages": _anthropic_messages(p, req["messages"])}
@@ -4159,6 +4661,9 @@ KINDS: dict[str, Kind] = {
                    lambda p, req: OpenAIStreamDecoder(req["model"], list(req.get("stop_sequences") or []), p.label)),
     "anthropic": Kind(_anthropic_build, _anthropic_error, _anthropic_read, lambda p, req: AnthropicStreamRelay()),
     "vertex": Kind(_vertex_build, _anthropic_error, _anthropic_read, lambda p, req: AnthropicStreamRelay()),
+    # OpenAI's Responses API: its error envelope is Chat Completions' ({"error": {...}})
+    "openai-responses": Kind(_responses_build, _openai_error, _responses_read,
+                             lambda p, req: ResponsesStreamDecoder(req["model"], p.label)),
 }
 
 
@@ -4186,7 +4691,9 @@ class Provider:
         self.breaker = CircuitBreaker(self.name, s.circuit_breaker_failures, s.circuit_breaker_reset_s)
         self.auth = [*self.preset.auth(spec.api_key), *spec.headers]
         # Whether the upstream verifies thinking signatures (Claude behind it): only its own go there.
-        self.checks_signatures = self.preset.kind in ANTHROPIC_FORMAT_KINDS or self.preset.dialect.thinking == "anthropic"
+        # (a Responses reasoning item is valid only for the account that made it, like a signature)
+        self.checks_signatures = self.preset.kind in ANTHROPIC_FORMAT_KINDS or self.preset.kind == "openai-responses" \
+            or self.preset.dialect.thinking == "anthropic"
         self.credentials = self.preset.credentials(self) if self.preset.credentials is not None else None
 
     def model_for(self, requested: str, client_model: str) -> str:
@@ -4249,7 +4756,7 @@ class Provider:
             http_req.log.update(usage=message.get("usage"))
             return _single_chunk(message_to_sse(message))
         decoder = self.kind.decoder(self, req)
-        if isinstance(decoder, OpenAIStreamDecoder):
+        if isinstance(decoder, (OpenAIStreamDecoder, ResponsesStreamDecoder)):
             http_req.reply_builder = lambda: decoder.final  # the translator kept the message: no re-parse
         return self.pump(resp, decoder, http_req)
 
@@ -4616,7 +5123,7 @@ class Router:
 
     def clamp(self, provider: Provider, client_model: str, model: str, max_tokens: int) -> int:
         max_tokens = self.models.clamp_max_tokens(client_model, max_tokens, model)
-        if provider.preset.kind == "openai":
+        if provider.preset.kind in ("openai", "openai-responses"):
             cap = model_facts(model).max_output
             if cap:
                 max_tokens = min(max_tokens, cap)

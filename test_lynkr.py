@@ -14364,3 +14364,486 @@ class TestTokenCalibration:
         assert p.call("GET", "/health").json()["token_calibration"] == []
         count, how = tc_count(p, corpus[11][1])
         assert how == "estimated" and count >= tc_truth(claude_tokenizer, fake.last.body)
+
+# == In-process: the OpenAI Responses translation (issue 17; pure functions of section 8 and 9) ==
+
+from lynkr import (  # noqa: E402 - the pure functions under test
+    ModelFacts,
+    OpenAIDialect,
+    ResponsesStreamDecoder,
+    SSEParser,
+    UpstreamUnavailable,
+    _openai_error,
+    anthropic_to_responses,
+    encode_reasoning,
+    model_facts,
+    reasoning_item,
+    responses_to_anthropic,
+)
+from lynkr import LynkrError as _LynkrError  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+RS_OPENAI = OpenAIDialect(strict_tools=True)
+RS_PNG = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+RS_ENC = "gAAAAABo" + "x" * 300  # opaque encrypted_content
+
+
+def rs_build(req, model="gpt-4.1", dialect=RS_OPENAI, max_tokens=4096):
+    req = {"model": "claude-sonnet-4-5", "max_tokens": max_tokens, **req}
+    return anthropic_to_responses(req, max_tokens, model, dialect, model_facts(model))
+
+
+# -- request mapping --
+
+def test_system_becomes_instructions_without_billing_block():
+    body, dropped = rs_build({"system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=1; cch=abc"},
+                                      {"type": "text", "text": "You are Claude Code."},
+                                      {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+                           "messages": [{"role": "user", "content": "hi"}]})
+    assert body["instructions"] == "You are Claude Code.\n\nBe brief."
+    assert body["input"] == [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]
+    assert body["model"] == "gpt-4.1" and body["max_output_tokens"] == 4096 and body["store"] is False
+    assert "stream" not in body and "messages" not in body and dropped == []
+    assert "instructions" not in rs_build({"system": "x-anthropic-billing-header: a", "messages": [
+        {"role": "user", "content": "hi"}]})[0]
+
+
+def test_images_become_input_image_data_urls_or_a_note():
+    msg = {"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image", "source": RS_PNG}]}
+    body, _ = rs_build({"messages": [msg]})
+    assert body["input"][0]["content"] == [
+        {"type": "input_text", "text": "what is this?"},
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "auto"}]
+    no_images = anthropic_to_responses({"messages": [msg]}, 100, "m", RS_OPENAI, ModelFacts(images=False))[0]
+    assert no_images["input"][0]["content"][1]["type"] == "input_text"
+
+
+def test_tool_loop_pairs_calls_and_outputs_in_order():
+    messages = [
+        {"role": "user", "content": "list and read"},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Sure."},
+            {"type": "tool_use", "id": "call_A", "name": "ls", "input": {"path": "."}},
+            {"type": "tool_use", "id": "call_B", "name": "shot", "input": {}},
+            {"type": "tool_use", "id": "call_C", "name": "cat", "input": {"f": "x"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "call_A", "content": "a.py\nb.py"},
+            {"type": "tool_result", "tool_use_id": "call_B", "content": [
+                {"type": "text", "text": "screenshot"}, {"type": "image", "source": RS_PNG}]},
+            {"type": "tool_result", "tool_use_id": "call_gone", "content": "old", "is_error": True},
+            {"type": "text", "text": "go on"}]},
+        {"role": "assistant", "content": "done"},
+    ]
+    body, _ = rs_build({"messages": messages})
+    kinds = [(i["type"], i.get("role") or i.get("call_id")) for i in body["input"]]
+    assert kinds == [("message", "user"), ("message", "assistant"), ("function_call", "call_A"),
+                     ("function_call", "call_B"), ("function_call", "call_C"), ("function_call_output", "call_A"),
+                     ("function_call_output", "call_B"), ("function_call_output", "call_C"), ("message", "user"),
+                     ("message", "assistant")]
+    items = body["input"]
+    assert items[1]["content"] == [{"type": "output_text", "text": "Sure."}]
+    assert items[2] == {"type": "function_call", "call_id": "call_A", "name": "ls", "arguments": '{"path":"."}'}
+    assert items[5] == {"type": "function_call_output", "call_id": "call_A", "output": "a.py\nb.py"}
+    assert items[6]["output"] == "screenshot"
+    assert items[7]["output"] == "[no result was returned]"  # every call gets an output
+    follow = items[8]["content"]  # the tool result's image, the orphan result as text, then the user's text
+    assert follow[0]["type"] == "input_image" and follow[0]["image_url"].startswith("data:image/png;base64,")
+    assert follow[1] == {"type": "input_text", "text": "[result of tool call call_gone]\n[tool error] old"}
+    assert follow[2] == {"type": "input_text", "text": "go on"}
+    assert items[9] == {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "done"}]}
+
+
+def test_tools_are_flat_with_explicit_strict_and_choice_mapping():
+    tools = [{"name": "Read", "description": "read", "input_schema": {
+                 "$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                 "properties": {"p": {"type": "string", "pattern": "^\\p{L}"}}}},
+             {"name": "Exact", "strict": True, "input_schema": {"type": "object", "properties": {}}},
+             {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]
+    body, dropped = rs_build({"messages": [{"role": "user", "content": "x"}], "tools": tools,
+                           "tool_choice": {"type": "tool", "name": "Read", "disable_parallel_tool_use": True}})
+    assert dropped == ["web_search (web_search_20250305)"]
+    assert body["tools"] == [
+        {"type": "function", "name": "Read", "parameters": {"type": "object", "properties": {"p": {"type": "string"}}},
+         "description": "read", "strict": False},
+        {"type": "function", "name": "Exact", "parameters": {"type": "object", "properties": {}},
+         "description": "Exact", "strict": True}]
+    assert body["tool_choice"] == {"type": "function", "name": "Read"} and body["parallel_tool_calls"] is False
+    for kind, expected in (("auto", "auto"), ("any", "required"), ("none", "none")):
+        assert rs_build({"messages": [{"role": "user", "content": "x"}], "tools": tools[:1],
+                      "tool_choice": {"type": kind}})[0]["tool_choice"] == expected
+    only_server, dropped = rs_build({"messages": [{"role": "user", "content": "x"}], "tools": tools[2:],
+                                  "tool_choice": {"type": "auto"}})
+    assert "tools" not in only_server and "tool_choice" not in only_server and len(dropped) == 1
+
+
+def test_reasoning_models_get_effort_summary_encrypted_content_and_no_sampling():
+    req = {"messages": [{"role": "user", "content": "think"}], "temperature": 0.5, "top_p": 0.9, "stream": True,
+           "thinking": {"type": "enabled", "budget_tokens": 8000}, "stop_sequences": ["END"], "top_k": 5}
+    body, _ = rs_build(req, model="gpt-5", max_tokens=32000)
+    assert body["reasoning"] == {"effort": "medium", "summary": "auto"}
+    assert body["include"] == ["reasoning.encrypted_content"] and body["store"] is False and body["stream"] is True
+    assert not {"temperature", "top_p", "top_k", "stop"} & body.keys()
+    effort = rs_build({**req, "output_config": {"effort": "high"}}, model="gpt-5", max_tokens=32000)[0]
+    assert effort["reasoning"]["effort"] == "high"
+    off = rs_build({"messages": req["messages"]}, model="gpt-5")[0]  # still a reasoning model: carry its items
+    assert "reasoning" not in off and off["include"] == ["reasoning.encrypted_content"]
+    plain = rs_build(req, model="gpt-4.1", max_tokens=32000)[0]  # thinking dropped, sampling kept
+    assert plain["temperature"] == 0.5 and plain["top_p"] == 0.9 and not {"reasoning", "include"} & plain.keys()
+    effort_dialect = rs_build(req, model="my-deployment", dialect=OpenAIDialect(thinking="effort"), max_tokens=32000)[0]
+    assert effort_dialect["reasoning"]["effort"] == "medium" and "temperature" not in effort_dialect
+
+
+def test_structured_output_becomes_text_format():
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+              "additionalProperties": False}
+    body, _ = rs_build({"messages": [{"role": "user", "content": "x"}],
+                     "output_config": {"format": {"type": "json_schema", "schema": schema}}})
+    assert body["text"] == {"format": {"type": "json_schema", "name": "output", "schema": schema, "strict": True}}
+
+
+# -- non-streaming --
+
+RS_REASONING = {"type": "reasoning", "id": "rs_1", "encrypted_content": RS_ENC, "status": "completed",
+             "summary": [{"type": "summary_text", "text": "**Plan**\n\nList files."},
+                         {"type": "summary_text", "text": "Then read. 思考 🤔"}]}
+
+
+def rs_completed(output, status="completed", incomplete=None, usage=None):
+    return {"id": "resp_1", "object": "response", "status": status, "model": "gpt-5", "output": output,
+            "incomplete_details": incomplete, "error": None,
+            "usage": usage or {"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 1000},
+                               "output_tokens": 80, "output_tokens_details": {"reasoning_tokens": 40},
+                               "total_tokens": 1280}}
+
+
+def test_non_streaming_mapping_blocks_stop_reason_and_usage():
+    output = [RS_REASONING,
+              {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": "Listing.", "annotations": []}]},
+              {"type": "function_call", "id": "fc_1", "call_id": "call_X", "name": "ls",
+               "arguments": '{"path":"."}', "status": "completed"}]
+    message = responses_to_anthropic(rs_completed(output), "claude-sonnet-4-5")
+    assert message["type"] == "message" and message["role"] == "assistant" and message["id"].startswith("msg_")
+    assert message["model"] == "claude-sonnet-4-5" and message["stop_reason"] == "tool_use"
+    thinking, text, tool = message["content"]
+    assert thinking["type"] == "thinking"
+    assert thinking["thinking"] == "**Plan**\n\nList files.\n\nThen read. 思考 🤔"
+    assert thinking["signature"].startswith("lynkr-responses.")
+    assert text == {"type": "text", "text": "Listing."}
+    assert tool == {"type": "tool_use", "id": "call_X", "name": "ls", "input": {"path": "."}}
+    assert message["usage"] == {"input_tokens": 200, "output_tokens": 80, "cache_creation_input_tokens": 0,
+                                "cache_read_input_tokens": 1000}
+    text_only = responses_to_anthropic(rs_completed(output[1:2]), "m")
+    assert text_only["stop_reason"] == "end_turn"
+    cut = responses_to_anthropic(rs_completed(output, "incomplete", {"reason": "max_output_tokens"}), "m")
+    assert cut["stop_reason"] == "max_tokens"
+    refusal = responses_to_anthropic(rs_completed([{"type": "message", "role": "assistant", "content": [
+        {"type": "refusal", "refusal": "I can't help with that."}]}]), "m")
+    assert refusal["stop_reason"] == "refusal" and refusal["content"][0]["text"] == "I can't help with that."
+
+
+def test_reasoning_without_encrypted_content_is_not_replayable():
+    item = {**RS_REASONING, "encrypted_content": None}
+    block = responses_to_anthropic(rs_completed([item]), "m")["content"][0]
+    assert block["signature"] == "" and reasoning_item(block) is None
+
+
+def test_thinking_round_trip_restores_the_same_reasoning_item():
+    message = responses_to_anthropic(rs_completed([RS_REASONING, {
+        "type": "function_call", "call_id": "call_X", "name": "ls", "arguments": "{}"}]), "m")
+    history = [{"role": "user", "content": "go"}, {"role": "assistant", "content": message["content"]},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_X", "content": "ok"}]}]
+    items = rs_build({"messages": history}, model="gpt-5")[0]["input"]
+    assert items[1] == {key: RS_REASONING[key] for key in ("type", "id", "encrypted_content", "summary")}
+    assert [i["type"] for i in items] == ["message", "reasoning", "function_call", "function_call_output"]
+    # Claude's own signatures, and a reasoning item with nothing after it, are not sent
+    foreign = [{"role": "user", "content": "go"}, {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "t", "signature": "EqQBCkgIBRABGAIiQ..."},
+        {"type": "redacted_thinking", "data": "abc"}, message["content"][0], {"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": [message["content"][0]]}]
+    items = rs_build({"messages": foreign})[0]["input"]
+    assert [i["type"] for i in items] == ["message", "reasoning", "message"]
+    tampered = {**message["content"][0], "thinking": "edited"}  # the parts cannot be split again: one part
+    assert reasoning_item(tampered)["summary"] == [{"type": "summary_text", "text": "edited"}]
+    assert reasoning_item({**tampered, "signature": "lynkr-responses.!!!"}) is None
+
+
+def test_failed_response_raises_with_mapped_status():
+    resp = {**rs_completed([]), "status": "failed",
+            "error": {"code": "rate_limit_exceeded", "message": "slow down"}}
+    with pytest.raises(_LynkrError) as info:
+        responses_to_anthropic(resp, "m")
+    assert (info.value.status, info.value.error_type) == (429, "rate_limit_error")
+    assert "slow down" in info.value.message
+
+
+def test_lynkr_openai_error_reads_responses_error_bodies():
+    raw = json.dumps({"error": {"message": "Invalid type for 'input[3].output'", "type": "invalid_request_error",
+                                "param": "input[3].output", "code": "invalid_type"}}).encode()
+    exc = _openai_error(SimpleNamespace(label="OpenAI"), 400, raw, {"x-request-id": "req_1"})
+    assert exc.status == 400 and exc.error_type == "invalid_request_error"
+    assert exc.message == "OpenAI returned HTTP 400 invalid_type: Invalid type for 'input[3].output'"
+    exc = _openai_error(SimpleNamespace(label="OpenAI"), 429, json.dumps({"error": {
+        "message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}).encode(), {})
+    assert exc.status == 429 and exc.error_type == "rate_limit_error"
+
+
+# -- streaming --
+
+def rs_sse(events):
+    out = []
+    for seq, event in enumerate(events):
+        event = {**event, "sequence_number": seq}
+        out.append(f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n")
+    return "".join(out).encode()
+
+
+def rs_fc_item(index, call_id, name, arguments="", status="in_progress"):
+    return {"type": "function_call", "id": f"fc_{index}", "call_id": call_id, "name": name,
+            "arguments": arguments, "status": status}
+
+
+RS_ARGS_A = '{"path": "src/ünï.py", "limit": 20}'
+RS_ARGS_B = '{"pattern": "def \\\\w+\\"", "glob": "**/*.py"}'
+RS_USAGE = {"input_tokens": 5000, "input_tokens_details": {"cached_tokens": 4096}, "output_tokens": 321,
+         "output_tokens_details": {"reasoning_tokens": 200}, "total_tokens": 5321}
+
+
+def rs_chunks(text, size):
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def rs_stream(order="a_first"):
+    """Reasoning summary (two parts) + text + two parallel function calls whose argument deltas interleave."""
+    resp = {"id": "resp_9", "object": "response", "status": "in_progress", "model": "gpt-5", "output": [],
+            "usage": None}
+    rs_summary = [{"type": "summary_text", "text": "**Planning**\n\nI should look."},
+                  {"type": "summary_text", "text": "Then grep 🔍 for defs."}]
+    rs_done = {"type": "reasoning", "id": "rs_9", "summary": rs_summary, "encrypted_content": RS_ENC}
+    text = "Let me check — two things at once. ✅"
+    events = [{"type": "response.created", "response": resp}, {"type": "response.in_progress", "response": resp},
+              {"type": "response.output_item.added", "output_index": 0,
+               "item": {"type": "reasoning", "id": "rs_9", "summary": [], "encrypted_content": "partial"}}]
+    for part, summary in enumerate(rs_summary):
+        events.append({"type": "response.reasoning_summary_part.added", "item_id": "rs_9", "output_index": 0,
+                       "summary_index": part, "part": {"type": "summary_text", "text": ""}})
+        events += [{"type": "response.reasoning_summary_text.delta", "item_id": "rs_9", "output_index": 0,
+                    "summary_index": part, "delta": d} for d in rs_chunks(summary["text"], 7)]
+        events.append({"type": "response.reasoning_summary_text.done", "item_id": "rs_9", "output_index": 0,
+                       "summary_index": part, "text": summary["text"]})
+    events += [{"type": "response.output_item.done", "output_index": 0, "item": rs_done},
+               {"type": "response.output_item.added", "output_index": 1,
+                "item": {"type": "message", "id": "msg_9", "role": "assistant", "status": "in_progress",
+                         "content": []}},
+               {"type": "response.content_part.added", "item_id": "msg_9", "output_index": 1, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": []}}]
+    events += [{"type": "response.output_text.delta", "item_id": "msg_9", "output_index": 1, "content_index": 0,
+                "delta": d, "logprobs": []} for d in rs_chunks(text, 5)]
+    message_done = {"type": "message", "id": "msg_9", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    events += [{"type": "response.output_text.done", "item_id": "msg_9", "output_index": 1, "content_index": 0,
+                "text": text, "logprobs": []},
+               {"type": "response.output_item.done", "output_index": 1, "item": message_done},
+               {"type": "response.output_item.added", "output_index": 2, "item": rs_fc_item(2, "call_A", "Read")},
+               {"type": "response.output_item.added", "output_index": 3, "item": rs_fc_item(3, "call_B", "Grep")}]
+    ends = {index: [{"type": "response.function_call_arguments.done", "item_id": f"fc_{index}", "output_index": index,
+                     "name": name, "arguments": args},
+                    {"type": "response.output_item.done", "output_index": index,
+                     "item": rs_fc_item(index, call_id, name, args, "completed")}]
+            for index, call_id, name, args in ((2, "call_A", "Read", RS_ARGS_A), (3, "call_B", "Grep", RS_ARGS_B))}
+    a, b = rs_chunks(RS_ARGS_A, 4), rs_chunks(RS_ARGS_B, 3)
+    for i in range(max(len(a), len(b))):  # interleaved argument deltas
+        for index, pieces in ((2, a), (3, b)):
+            if i < len(pieces):
+                events.append({"type": "response.function_call_arguments.delta", "item_id": f"fc_{index}",
+                               "output_index": index, "delta": pieces[i]})
+        if order == "a_mid" and i == len(a) - 1:
+            events += ends[2]  # A ends while B still streams: B goes live with what it has, then streams on
+    events += {"a_first": ends[2] + ends[3], "b_first": ends[3] + ends[2], "a_mid": ends[3]}[order]
+    output = [rs_done, message_done, rs_fc_item(2, "call_A", "Read", RS_ARGS_A, "completed"),
+              rs_fc_item(3, "call_B", "Grep", RS_ARGS_B, "completed")]
+    final_resp = {**resp, "status": "completed", "output": output, "usage": RS_USAGE}
+    events.append({"type": "response.completed", "response": final_resp})
+    return rs_sse(events), final_resp
+
+
+RS_DELTA_FOR_BLOCK = {"text": {"text_delta"}, "thinking": {"thinking_delta", "signature_delta"},
+                   "tool_use": {"input_json_delta"}}
+
+
+def rs_check_sse(raw):
+    """A small grammar checker for an Anthropic Messages stream; returns the message it describes."""
+    parser = SSEParser()
+    events = [(name, json.loads(data)) for name, data in parser.feed(raw) + parser.flush()]
+    assert events and events[0][0] == "message_start", "message_start must come first"
+    message = copy.deepcopy(events[0][1]["message"])
+    assert message["content"] == [] and message["stop_reason"] is None and isinstance(message["usage"], dict)
+    open_index, partial, signed, state = None, "", False, "blocks"
+    for name, data in events[1:]:
+        assert data["type"] == name and state != "stopped", f"{name} after message_stop"
+        if name == "content_block_start":
+            assert state == "blocks" and open_index is None and data["index"] == len(message["content"])
+            block = data["content_block"]
+            open_index, partial, signed = data["index"], "", False
+            assert block["type"] in RS_DELTA_FOR_BLOCK and (block["type"] != "tool_use" or block["input"] == {})
+            message["content"].append(copy.deepcopy(block))
+        elif name == "content_block_delta":
+            assert data["index"] == open_index, "delta outside its open block"
+            block, delta = message["content"][open_index], data["delta"]
+            assert delta["type"] in RS_DELTA_FOR_BLOCK[block["type"]] and not signed, "delta after the signature"
+            if delta["type"] == "text_delta":
+                block["text"] += delta["text"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"], signed = delta["signature"], True
+            else:
+                partial += delta["partial_json"]
+        elif name == "content_block_stop":
+            assert data["index"] == open_index
+            if message["content"][open_index]["type"] == "tool_use":
+                message["content"][open_index]["input"] = json.loads(partial)  # complete JSON or this fails
+            open_index = None
+        elif name == "message_delta":
+            assert state == "blocks" and open_index is None
+            assert all(isinstance(v, int) for v in data["usage"].values()) and "output_tokens" in data["usage"]
+            message.update(data["delta"], usage=data["usage"])
+            state = "delta"
+        elif name == "message_stop":
+            assert state == "delta", "message_stop without message_delta"
+            state = "stopped"
+        else:
+            assert name == "ping", f"unexpected event {name}"
+    assert state == "stopped"
+    return message
+
+
+def rs_decode(raw, pieces, model="claude-sonnet-4-5"):
+    decoder = ResponsesStreamDecoder(model, "OpenAI")
+    out = b"".join(decoder.feed(piece) for piece in pieces) + decoder.flush()
+    return decoder, out
+
+
+def rs_pieces(raw, seed):
+    rng, at, pieces = random.Random(seed), 0, []
+    while at < len(raw):
+        size = rng.randint(1, 17)
+        pieces.append(raw[at:at + size])
+        at += size
+    return pieces
+
+
+@pytest.mark.parametrize("order", ["a_first", "b_first", "a_mid"])
+@pytest.mark.parametrize("split", ["whole", "random0", "random1", "random2", "bytes"])
+def test_stream_reasoning_text_and_interleaved_parallel_calls(order, split):
+    raw, final_resp = rs_stream(order)
+    pieces = {"whole": [raw], "bytes": [raw[i:i + 1] for i in range(len(raw))]}.get(split) \
+        or rs_pieces(raw, int(split[-1]))
+    decoder, out = rs_decode(raw, pieces)
+    message = rs_check_sse(out)
+    assert decoder.done and not decoder.failed and decoder.final == message
+    kinds = [b["type"] for b in message["content"]]
+    assert kinds == ["thinking", "text", "tool_use", "tool_use"]
+    thinking, text, *tools = message["content"]
+    assert thinking["thinking"] == "**Planning**\n\nI should look.\n\nThen grep 🔍 for defs."
+    assert text["text"] == "Let me check — two things at once. ✅"
+    by_id = {t["id"]: t for t in tools}
+    assert by_id["call_A"]["name"] == "Read" and by_id["call_A"]["input"] == json.loads(RS_ARGS_A)
+    assert by_id["call_B"]["name"] == "Grep" and by_id["call_B"]["input"] == json.loads(RS_ARGS_B)
+    assert message["stop_reason"] == "tool_use" and message["stop_sequence"] is None
+    assert message["usage"] == decoder.usage == {"input_tokens": 904, "output_tokens": 321,
+                                                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4096}
+    # the streamed message says what the same answer read whole says (tool order aside)
+    whole = responses_to_anthropic(final_resp, "claude-sonnet-4-5")
+    assert sorted(map(json.dumps, whole["content"])) == sorted(map(json.dumps, message["content"]))
+    # and its thinking, sent back, is the reasoning item the stream finished with
+    assert reasoning_item(thinking) == {"type": "reasoning", "id": "rs_9", "encrypted_content": RS_ENC,
+                                        "summary": final_resp["output"][0]["summary"]}
+
+
+def test_stream_first_call_streams_live_and_text_deltas_flow_at_once():
+    raw, _ = rs_stream()
+    decoder = ResponsesStreamDecoder("m", "OpenAI")
+    parser = SSEParser()
+    seen = []
+    for piece in rs_chunks(raw, 64):
+        seen += [(name, json.loads(data)) for name, data in parser.feed(decoder.feed(piece))]
+        if any(e[1].get("delta", {}).get("type") == "text_delta" for e in seen):
+            break
+    assert seen[0][0] == "message_start" and not decoder.done  # text arrives before the stream ends
+    out = rs_decode(raw, [raw])[1]
+    deltas = [json.loads(d) for n, d in SSEParser().feed(out) if n == "content_block_delta"]
+    live_a = [d["delta"]["partial_json"] for d in deltas if d["index"] == 2]
+    assert len(live_a) > 3 and "".join(live_a) == RS_ARGS_A  # call A fragment by fragment, as it came
+    raw, _ = rs_stream("a_mid")  # B is buffered behind A, then goes live and streams the rest
+    deltas = [json.loads(d) for n, d in SSEParser().feed(rs_decode(raw, [raw])[1]) if n == "content_block_delta"]
+    live_b = [d["delta"]["partial_json"] for d in deltas if d["index"] == 3]
+    assert len(live_b) > 3 and "".join(live_b) == RS_ARGS_B and live_b[0] == RS_ARGS_B[:len(live_b[0])]
+
+
+def test_stream_reasoning_without_summary_still_carries_its_item():
+    events = [{"type": "response.created", "response": {"id": "r", "status": "in_progress", "output": []}},
+              {"type": "response.output_item.added", "output_index": 0,
+               "item": {"type": "reasoning", "id": "rs_2", "summary": []}},
+              {"type": "response.output_item.done", "output_index": 0,
+               "item": {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": RS_ENC}},
+              {"type": "response.output_item.added", "output_index": 1,
+               "item": {"type": "message", "id": "m", "role": "assistant", "content": []}},
+              {"type": "response.output_text.delta", "output_index": 1, "content_index": 0, "delta": "Hi"},
+              {"type": "response.incomplete", "response": {"status": "incomplete", "usage": RS_USAGE,
+                                                           "incomplete_details": {"reason": "max_output_tokens"}}}]
+    decoder, out = rs_decode(rs_sse(events), [rs_sse(events)])
+    message = rs_check_sse(out)
+    assert message == decoder.final and message["stop_reason"] == "max_tokens"
+    assert message["content"][0]["thinking"] == "" and reasoning_item(message["content"][0]) == {
+        "type": "reasoning", "id": "rs_2", "encrypted_content": RS_ENC, "summary": []}
+    assert message["content"][1] == {"type": "text", "text": "Hi"}
+
+
+def test_stream_call_never_announced_is_emitted_complete_at_its_done():
+    events = [{"type": "response.created", "response": {"id": "r", "status": "in_progress", "output": []}},
+              {"type": "response.function_call_arguments.delta", "output_index": 0, "item_id": "fc_0", "delta": '{"a":'},
+              {"type": "response.function_call_arguments.delta", "output_index": 0, "item_id": "fc_0", "delta": "1}"},
+              {"type": "response.output_item.done", "output_index": 0, "item": rs_fc_item(0, "call_Z", "T", '{"a":1}')},
+              {"type": "response.completed", "response": {"status": "completed", "usage": RS_USAGE}}]
+    decoder, out = rs_decode(rs_sse(events), [rs_sse(events)])
+    message = rs_check_sse(out)
+    assert message == decoder.final and message["stop_reason"] == "tool_use"
+    assert message["content"] == [{"type": "tool_use", "id": "call_Z", "name": "T", "input": {"a": 1}}]
+
+
+@pytest.mark.parametrize("code,status,error_type", [("rate_limit_exceeded", 429, "rate_limit_error"),
+                                                     ("server_error", 500, "api_error"),
+                                                     ("invalid_prompt", 400, "invalid_request_error"),
+                                                     ("image_too_large", 400, "invalid_request_error"),
+                                                     (None, 500, "api_error")])
+def test_stream_failures_raise_with_mapped_status(code, status, error_type):
+    start = {"type": "response.created", "response": {"id": "r", "status": "in_progress", "output": []}}
+    failed = {"type": "response.failed", "response": {"id": "r", "status": "failed", "output": [],
+                                                      "error": {"code": code, "message": "it broke"}}}
+    error = {"type": "error", "code": code, "message": "it broke", "param": None}
+    nested = {"type": "error", "error": {"type": "x", "code": code, "message": "it broke"}}
+    for last in (failed, error, nested):
+        decoder = ResponsesStreamDecoder("m", "OpenAI")
+        assert decoder.feed(rs_sse([start])).startswith(b"event: message_start")
+        with pytest.raises(_LynkrError) as info:
+            decoder.feed(rs_sse([last]))
+        assert (info.value.status, info.value.error_type) == (status, error_type)
+        assert "it broke" in info.value.message and not decoder.done
+
+
+def test_stream_cut_short_is_not_done_and_bad_json_raises():
+    raw, _ = rs_stream()
+    cut = raw[: raw.index(b"\n\n", len(raw) // 2) + 2]  # ends at an event boundary
+    decoder, out = rs_decode(raw, [cut])
+    assert out.startswith(b"event: message_start") and not decoder.done and decoder.final is None
+    with pytest.raises(UpstreamUnavailable):  # ends mid-event: the pump sends `event: error` either way
+        rs_decode(raw, [cut + b"data: {\"type\": \"response.output_text.delta"])
+    with pytest.raises(UpstreamUnavailable):
+        ResponsesStreamDecoder("m", "OpenAI").feed(b"data: {not json\n\n")
+
+
+def test_signature_encoding_is_url_safe_ascii():
+    signature = encode_reasoning(RS_REASONING)
+    assert signature.isascii() and "/" not in signature and "+" not in signature
+    assert encode_reasoning({"id": "rs", "summary": []}) == ""
