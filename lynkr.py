@@ -59,6 +59,7 @@ import base64
 import binascii
 import bisect
 import collections
+import configparser
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -68,6 +69,7 @@ import fnmatch
 import functools
 import gc
 import hashlib
+import hmac
 import html.parser
 import http
 import ipaddress
@@ -86,6 +88,7 @@ import socket
 import sqlite3
 import ssl
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -4063,6 +4066,131 @@ class ResponsesStreamDecoder:
                                 f"{self.label} stream")
 
 
+# -- Bedrock errors: HTTP answers and exception frames share one table --
+
+# Bedrock's error type (x-amzn-ErrorType, `:exception-type`), lower-cased -> the status lynkr answers with.
+BEDROCK_ERROR_STATUS = {
+    "throttlingexception": 429, "servicequotaexceededexception": 429, "validationexception": 400,
+    "accessdeniedexception": 403, "unrecognizedclientexception": 401, "expiredtokenexception": 401,
+    "invalidsignatureexception": 401, "incompletesignatureexception": 401, "missingauthenticationtokenexception": 401,
+    "resourcenotfoundexception": 404, "modelnotreadyexception": 503, "serviceunavailableexception": 503,
+    "modeltimeoutexception": 504, "internalserverexception": 500, "modelstreamerrorexception": 500,
+    "modelerrorexception": 500,
+}
+
+
+# -- The event-stream decoder (application/vnd.amazon.eventstream) --
+
+# Header value sizes by type byte; 6 (bytes) and 7 (string) carry a u16 length instead.
+EVENT_HEADER_VALUE_SIZES = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
+# A frame is prelude (total length, headers length, CRC: 12 bytes), headers, payload, CRC (4 bytes).
+MAX_EVENT_FRAME_BYTES = 24 * 1024 * 1024  # botocore's payload limit: anything bigger is a broken stream
+
+
+def event_stream_headers(raw: bytes) -> dict[str, Any]:
+    """Header name -> value: str for strings, bool for booleans, the raw bytes for the rest (not needed)."""
+    headers: dict[str, Any] = {}
+    pos = 0
+    while pos < len(raw):
+        end = pos + 1 + raw[pos]
+        name, kind = raw[pos + 1 : end].decode(), raw[end]
+        pos = end + 1
+        if kind in (6, 7):
+            size, pos = int.from_bytes(raw[pos : pos + 2], "big"), pos + 2
+        else:
+            size = EVENT_HEADER_VALUE_SIZES[kind]
+        value = raw[pos : pos + size]
+        if kind == 7:
+            headers[name] = value.decode()
+        else:
+            headers[name] = (kind == 0) if kind < 2 else value
+        pos += size
+    return headers
+
+
+def bedrock_stream_error(headers: dict[str, Any], payload: bytes) -> LynkrError:
+    """An exception or error frame: what Bedrock would have answered with over HTTP."""
+    kind = str(headers.get(":exception-type") or headers.get(":error-code") or "error")
+    try:
+        message = json.loads(payload).get("message") or ""
+    except (ValueError, AttributeError):
+        message = ""
+    message = message or str(headers.get(":error-message") or payload.decode("utf-8", "replace")[:500])
+    status = BEDROCK_ERROR_STATUS.get(kind.lower(), 500)
+    return LynkrError(f"Amazon Bedrock stream failed ({kind}): {message}", status=status)
+
+
+class EventStreamDecoder:
+    """Bedrock InvokeModelWithResponseStream frames -> Anthropic SSE. Each `chunk` event carries one Anthropic
+    stream event (base64 JSON), forwarded as sent; the bytes may be split anywhere between frames."""
+
+    final = None  # as for AnthropicStreamRelay: whoever needs the message re-parses the SSE bytes
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.done = False
+        self.failed = False
+        self.usage: dict[str, int] = {}
+
+    def feed(self, chunk: bytes) -> bytes:
+        buffer = self.buffer
+        buffer.extend(chunk)
+        out: list[bytes] = []
+        pos = 0
+        while len(buffer) - pos >= 12:
+            total, headers_length, prelude_crc = struct.unpack_from(">III", buffer, pos)
+            if binascii.crc32(buffer[pos : pos + 8]) != prelude_crc:
+                raise UpstreamUnavailable("Bedrock stream frame failed its CRC check (prelude)")
+            if not 16 + headers_length <= total <= MAX_EVENT_FRAME_BYTES:
+                raise UpstreamUnavailable(f"Bedrock sent an event-stream frame of impossible size {total}")
+            if len(buffer) - pos < total:
+                break
+            frame = bytes(buffer[pos : pos + total])
+            if binascii.crc32(frame[:-4]) != int.from_bytes(frame[-4:], "big"):
+                raise UpstreamUnavailable("Bedrock stream frame failed its CRC check (message)")
+            out.append(self._frame(frame[12 : 12 + headers_length], frame[12 + headers_length : -4]))
+            pos += total
+        del buffer[:pos]  # once per feed, and it moves only the unfinished frame: linear in the stream
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        return b""  # a partial frame at EOF is an incomplete stream; the pump reports it when `done` is False
+
+    def _frame(self, raw_headers: bytes, payload: bytes) -> bytes:
+        try:
+            headers = event_stream_headers(raw_headers)
+        except (IndexError, KeyError, UnicodeDecodeError):
+            raise UpstreamUnavailable("Bedrock sent an event-stream frame with malformed headers") from None
+        message_type = headers.get(":message-type")
+        if message_type in ("exception", "error"):
+            raise bedrock_stream_error(headers, payload)
+        if message_type != "event" or headers.get(":event-type") != "chunk":
+            return b""  # other events (none today) carry nothing for the client
+        try:
+            text = base64.b64decode(json.loads(payload)["bytes"]).decode()
+            event = json.loads(text)
+            name = event["type"]
+        except (ValueError, KeyError, TypeError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise UpstreamUnavailable(f"Bedrock sent an unreadable stream chunk: {payload[:200]!r}") from None
+        return self._event(name, event, text)
+
+    def _event(self, name: str, event: dict[str, Any], text: str) -> bytes:
+        if name == "message_stop":
+            self.done = True
+            event.pop("amazon-bedrock-invocationMetrics", None)  # Bedrock's own billing note, not Anthropic's
+            return sse_event(name, event)
+        if name == "error":
+            self.failed = True
+        elif name in ("message_start", "message_delta"):
+            holder = event.get("message") if name == "message_start" else event
+            usage = holder.get("usage") if isinstance(holder, dict) else None
+            if isinstance(usage, dict):
+                self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
+        if "\n" in text or "\r" in text:  # pretty-printed JSON would end the SSE event early
+            return sse_event(name, event)
+        return f"event: {name}\ndata: {text}\n\n".encode()
+
+
 def error_message_from_body(raw: bytes) -> tuple[str, str]:
     """(message, code) from an upstream error body in Databricks, OpenAI, Ollama or Anthropic shape."""
     try:
@@ -4306,11 +4434,14 @@ class GoogleAccessToken:
         self.label = label
         self.token = ""
         self.expires = 0.0
+        self.fetched_at = 0.0
         self.lock = asyncio.Lock()
 
-    def invalidate(self) -> bool:
-        """Forget the token; False when nothing fresher can be had (a fixed token)."""
-        self.token, self.expires = "", 0.0
+    def invalidate(self, sent_at: float) -> bool:
+        """Forget the token a request sent at `sent_at` was refused with -- unless a newer one was fetched
+        since (a burst of 401s renews once). False when nothing fresher can be had (a fixed token)."""
+        if self.fetched_at <= sent_at:
+            self.token, self.expires = "", 0.0
         return not self.static
 
     async def headers(self, method: str, url: str, headers: list[tuple[str, str]], payload: bytes) -> list[tuple[str, str]]:
@@ -4319,7 +4450,8 @@ class GoogleAccessToken:
         async with self.lock:  # many requests at once after expiry: one fetch
             if not self.token or time.monotonic() >= self.expires - GOOGLE_TOKEN_EARLY_S:
                 self.token, lifetime = await self._fetch()
-                self.expires = time.monotonic() + lifetime
+                self.fetched_at = time.monotonic()
+                self.expires = self.fetched_at + lifetime
         return [("authorization", f"Bearer {self.token}")]
 
     async def _fetch(self) -> tuple[str, float]:
@@ -4381,6 +4513,173 @@ class GoogleAccessToken:
         expiry = getattr(creds, "expiry", None)
         lifetime = (expiry - datetime.datetime.utcnow()).total_seconds() if expiry else GCLOUD_TOKEN_LIFETIME_S
         return creds.token, max(lifetime, 60.0)
+
+
+# -- AWS credentials: environment, then the shared credentials file, then the config file --
+
+
+@dataclass(frozen=True)
+class AwsCredentials:
+    access_key: str
+    secret_key: str
+    session_token: str = ""
+    source: str = ""  # where they came from, for `lynkr doctor` and error messages
+
+
+def _aws_file(environ: dict[str, str], variable: str, default: str) -> str:
+    """The file a variable names, or the default under HOME; `~` expands against environ, not os.environ."""
+    path = environ.get(variable) or default
+    return environ.get("HOME", "") + path[1:] if path.startswith("~") else path
+
+
+def _profile_section(path: str, section: str) -> dict[str, str] | None:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")  # a missing file reads as empty
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot parse {path}: {exc}") from None
+    return dict(parser[section]) if parser.has_section(section) else None
+
+
+def _credential_pair(key_id: str, secret: str, token: str, names: tuple[str, str], where: str,
+                     source: str) -> AwsCredentials | None:
+    """Both halves or neither: one without the other is a mistake worth stopping for."""
+    if key_id and secret:
+        return AwsCredentials(key_id, secret, token, source)
+    if key_id or secret:
+        present, missing = names if key_id else names[::-1]
+        raise ValueError(f"{present} is set{where} but {missing} is not")
+    return None
+
+
+def _profile_sections(environ: dict[str, str]) -> list[tuple[str, dict[str, str] | None]]:
+    """(source, keys) of the profile in the credentials file ([NAME]), then the config file ([profile NAME])."""
+    profile = environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE") or "default"
+    credentials = _aws_file(environ, "AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")
+    config = _aws_file(environ, "AWS_CONFIG_FILE", "~/.aws/config")
+    config_section = "default" if profile == "default" else f"profile {profile}"
+    sections = [(f"{credentials} [{profile}]", _profile_section(credentials, profile)),
+                (f"{config} [{config_section}]", _profile_section(config, config_section))]
+    if profile != "default" and all(keys is None for _, keys in sections):
+        raise ValueError(f"AWS_PROFILE names profile {profile!r}, which neither {credentials} nor {config} has")
+    return sections
+
+
+def aws_credentials(environ: dict[str, str]) -> AwsCredentials | None:
+    """The static credentials botocore would find first; None when there are none (SSO, roles: not here)."""
+    found = _credential_pair(environ.get("AWS_ACCESS_KEY_ID", ""), environ.get("AWS_SECRET_ACCESS_KEY", ""),
+                             environ.get("AWS_SESSION_TOKEN", ""), ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+                             " in the environment", "environment")
+    for source, keys in [] if found else _profile_sections(environ):
+        keys = keys or {}
+        found = _credential_pair(keys.get("aws_access_key_id", ""), keys.get("aws_secret_access_key", ""),
+                                 keys.get("aws_session_token", ""), ("aws_access_key_id", "aws_secret_access_key"),
+                                 f" in {source}", source)
+        if found:
+            break
+    return found
+
+
+def aws_region(environ: dict[str, str]) -> str:
+    """AWS_REGION, AWS_DEFAULT_REGION, then the profile's `region` in the config file; "" when none."""
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if region:
+        return region
+    profile = environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE") or "default"
+    config = _aws_file(environ, "AWS_CONFIG_FILE", "~/.aws/config")
+    keys = _profile_section(config, "default" if profile == "default" else f"profile {profile}") or {}
+    return keys.get("region", "").strip()
+
+
+# -- Signature Version 4 (what botocore's SigV4Auth does for every service but S3) --
+
+# Headers a proxy or the connection may change on the way: botocore leaves them out, and so do we.
+SIGV4_UNSIGNED_HEADERS = frozenset({"authorization", "connection", "expect", "keep-alive", "proxy-authenticate",
+                                    "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
+                                    "user-agent", "x-amzn-trace-id"})
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def _url_host(parts: urllib.parse.SplitResult) -> str:
+    """The Host header lynkr's client sends for this URL: lower-case, the port only when not the default."""
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    default_port = 443 if parts.scheme == "https" else 80
+    return host if parts.port in (None, default_port) else f"{host}:{parts.port}"
+
+
+def _canonical_query(query: str) -> str:
+    """Each name and value percent-encoded once (decoded first, so an encoded URL is not encoded twice), sorted."""
+    def encode(text: str) -> str:
+        return urllib.parse.quote(urllib.parse.unquote(text), safe="-_.~")
+    pairs = sorted((encode(name), encode(value))
+                   for name, _, value in (pair.partition("=") for pair in query.split("&") if pair))
+    return "&".join(f"{name}={value}" for name, value in pairs)
+
+
+def sigv4_authorization(method: str, url: str, headers: list[tuple[str, str]], payload_hash: str,
+                        creds: AwsCredentials, region: str, service: str, amz_date: str) -> str:
+    """The Authorization header for a request whose headers (x-amz-date included) are all given."""
+    parts = urllib.parse.urlsplit(url)
+    signed: dict[str, list[str]] = {}
+    for name, value in headers:
+        if name.lower() not in SIGV4_UNSIGNED_HEADERS:
+            signed.setdefault(name.lower(), []).append(" ".join(value.split()))
+    signed.setdefault("host", [_url_host(parts)])
+    names = sorted(signed)
+    canonical = "\n".join([
+        method.upper(),
+        # The path as sent, encoded again: `%3A` in a Bedrock model id is signed as `%253A` (not S3's rule).
+        urllib.parse.quote(parts.path or "/", safe="/~"),
+        _canonical_query(parts.query),
+        "".join(f"{name}:{','.join(signed[name])}\n" for name in names),
+        ";".join(names),
+        payload_hash,
+    ])
+    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
+    string_to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = ("AWS4" + creds.secret_key).encode()
+    for part in (amz_date[:8], region, service, "aws4_request"):
+        key = _hmac(key, part)
+    signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={';'.join(names)}, "
+            f"Signature={signature}")
+
+
+def sigv4_headers(method: str, url: str, headers: list[tuple[str, str]], payload: bytes, creds: AwsCredentials,
+                  region: str, service: str, now: datetime.datetime) -> list[tuple[str, str]]:
+    """The headers to add to a request so AWS accepts it: every given header and the host are signed."""
+    amz_date = (now if now.tzinfo is None else now.astimezone(datetime.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    payload_hash = hashlib.sha256(payload).hexdigest()
+    added = [("x-amz-date", amz_date), ("x-amz-content-sha256", payload_hash)]
+    if creds.session_token:
+        added.append(("x-amz-security-token", creds.session_token))
+    authorization = sigv4_authorization(method, url, [*headers, *added], payload_hash, creds, region, service, amz_date)
+    return [*added, ("authorization", authorization)]
+
+
+def bedrock_invoke_url(region: str, model: str, stream: bool) -> str:
+    """The model id is one path segment: `:` and `/` (in an ARN) are percent-encoded, as botocore does."""
+    action = "invoke-with-response-stream" if stream else "invoke"
+    return f"https://bedrock-runtime.{region}.amazonaws.com/model/{urllib.parse.quote(model, safe='')}/{action}"
+
+
+def bedrock_error(status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
+    """An HTTP error from Bedrock: its type from x-amzn-ErrorType (or the body's __type), its message from the body."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    body = body if isinstance(body, dict) else {}
+    kind = next((v for k, v in headers.items() if k.lower() == "x-amzn-errortype"), "") or str(body.get("__type", ""))
+    kind = kind.split(":")[0].rpartition("#")[2]  # "ThrottlingException:http://..." or "com.amazon...#Type"
+    message = str(body.get("message") or body.get("Message") or raw.decode("utf-8", "replace").strip()[:500]
+                  or "(empty body)")
+    status_out = BEDROCK_ERROR_STATUS.get(kind.lower(), status if 400 <= status <= 599 else 502)
+    return LynkrError(f"Amazon Bedrock returned HTTP {status} {kind or 'error'}: {message}", status=status_out,
+                      headers=forwarded_headers(headers))
 
 
 def _vertex_host(spec: ProviderSpec) -> str:
@@ -4639,8 +4938,10 @@ def _vertex_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int,
 
 def _anthropic_error(p: Provider, status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
     message, code = error_message_from_body(raw)
-    try:
-        passthrough = raw if isinstance(json.loads(raw), dict) else None
+    try:  # an Anthropic error body passes unchanged (Claude Code matches its wording); a gateway's own
+        obj = json.loads(raw)  # (Google's, Azure's) becomes lynkr's Anthropic-shaped one
+        passthrough = raw if isinstance(obj, dict) and obj.get("type") == "error" and isinstance(obj.get("error"), dict) \
+            else None
     except ValueError:
         passthrough = None
     status_out = status if 400 <= status <= 599 else 502
@@ -4802,7 +5103,11 @@ class Provider:
         try:
             count_url = self.preset.count_url
             url = count_url(self.spec, model) if count_url else self.preset.url(self.spec, model) + "/count_tokens"
+            sent_at = time.monotonic()
             resp = await self._post(url, self.anthropic_headers(http_req), body, False)
+            if resp.status == 401 and self.credentials is not None and self.credentials.invalidate(sent_at):
+                await self._read_error(resp)  # a revoked or expired cloud token: once more with a fresh one
+                resp = await self._post(url, self.anthropic_headers(http_req), body, False)
             raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
             if resp.status == 200:
                 count = json.loads(raw).get("input_tokens")
@@ -4838,7 +5143,8 @@ class Provider:
             try:
                 resp = await self._post(url, headers, body, stream)
                 METRICS.observe("lynkr_upstream_duration_seconds", time.monotonic() - started, provider=self.name)
-                if resp.status == 401 and self.credentials is not None and not renewed and self.credentials.invalidate():
+                if resp.status == 401 and self.credentials is not None and not renewed and \
+                        self.credentials.invalidate(started):
                     renewed = True  # an expired or revoked cloud token: fetch a fresh one and try once more
                     await self._read_error(resp)
                     continue
