@@ -885,8 +885,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("SESSION_DB_PATH", "", "Session store file; default sessions.db in LYNKR_DATA_DIR."),
     S("WORKSPACE_ROOT", "", "The workspace lynkr serves; default the current directory."),
     # -- the provider from the environment alone (lynkr.toml describes several) --
-    S("MODEL_PROVIDER", "databricks", "databricks | azure-anthropic | anthropic | vertex | openai | openai-responses | "
-      "azure-openai | azure-openai-responses | openrouter | ollama | gemini | openai-compatible.", _lower),
+    S("MODEL_PROVIDER", "databricks", "databricks | azure-anthropic | anthropic | bedrock | vertex | openai | "
+      "openai-responses | azure-openai | azure-openai-responses | openrouter | ollama | gemini | openai-compatible.",
+      _lower),
     S("MODEL_DEFAULT", "", "Upstream model/endpoint for names MODEL_MAP does not match (default: the preset's)."),
     S("MODEL_MAP", "", "Comma list of glob=target (first match wins), e.g. claude-*haiku*=my-haiku; a target may "
       "be provider,model.", parse_model_map),
@@ -933,6 +934,21 @@ SETTINGS: tuple[Setting, ...] = (
     S("GCE_METADATA_HOST", "", "The GCE/GKE metadata server's address (as Google's libraries take it).", _text),
     S("GOOGLE_APPLICATION_CREDENTIALS", "", "A service-account or user credentials file for Vertex (needs the "
       "vertex extra: pip install 'lynkr[vertex]').", _text),
+    S("AWS_REGION", "", "AWS region of Amazon Bedrock (MODEL_PROVIDER=bedrock; else AWS_DEFAULT_REGION, the profile's).",
+      _text),
+    S("AWS_DEFAULT_REGION", "", "AWS region when AWS_REGION is unset.", _text),
+    S("AWS_ACCESS_KEY_ID", "", "AWS access key for SigV4 (else the profile's, from ~/.aws).", secret=True),
+    S("AWS_SECRET_ACCESS_KEY", "", "Its secret.", secret=True),
+    S("AWS_SESSION_TOKEN", "", "A temporary credential's session token.", secret=True),
+    S("AWS_PROFILE", "", "Profile of ~/.aws/credentials and ~/.aws/config (default: default).", _text),
+    S("AWS_SHARED_CREDENTIALS_FILE", "", "The shared credentials file (default ~/.aws/credentials).", _text),
+    S("AWS_CONFIG_FILE", "", "The AWS config file (default ~/.aws/config).", _text),
+    S("AWS_BEARER_TOKEN_BEDROCK", "", "A Bedrock API key: sent as a bearer token instead of a SigV4 signature.",
+      secret=True),
+    S("AWS_BEDROCK_ENDPOINT", "", "Bedrock endpoint override (a VPC endpoint, a test).", _url),
+    S("BEDROCK_SURFACE", "auto", "Which Bedrock API serves Claude: invoke (InvokeModel, ARN-versioned models), messages "
+      "(the Messages API on bedrock-mantle), runtime-messages (the Messages API on bedrock-runtime), or auto (invoke "
+      "for anthropic.* ids and ARNs, else messages).", _choice("auto", "invoke", "messages", "runtime-messages")),
     S("FALLBACK_PROVIDER", "", "A second preset (its own variables set) used when the first fails or its breaker is "
       "open.", _lower),
     S("FALLBACK_MODEL_DEFAULT", "", "Upstream model for the fallback provider (default: that preset's default)."),
@@ -2903,6 +2919,7 @@ def openai_to_anthropic(resp: dict[str, Any], model: str, stops: list[str] | Non
 # A reasoning item travels back as the signature of the thinking block made from it: with store: false the
 # upstream keeps nothing, so the next turn must hand back the item itself (id + encrypted_content).
 RESPONSES_SIGNATURE = "lynkr-responses."
+RESPONSES_MIN_OUTPUT_TOKENS = 16  # the Responses API refuses less; Claude Code probes a model with max_tokens 1
 SUMMARY_JOIN = "\n\n"  # between reasoning summary parts in one thinking block
 NO_RESULT = "[no result was returned]"
 IMAGE_OMITTED = "[an image was omitted: this model does not accept images]"
@@ -3038,7 +3055,7 @@ def anthropic_to_responses(req: dict[str, Any], max_tokens: int, model: str, dia
     if instructions:
         body["instructions"] = instructions
     body["input"] = responses_input(req["messages"], facts.images)
-    body["max_output_tokens"] = max_tokens
+    body["max_output_tokens"] = max(max_tokens, RESPONSES_MIN_OUTPUT_TOKENS)
     schema = facts.schema or dialect.schema
     dropped: list[str] = []
     tools = []
@@ -4375,6 +4392,8 @@ class ProviderSpec:
     endpoint_path: str = ""  # Databricks: one pinned path for every model
     region: str = ""  # cloud kinds: Vertex location, AWS region
     project: str = ""  # Vertex: the Google Cloud project
+    profile: str = ""  # Bedrock: the AWS profile (else AWS_PROFILE)
+    surfaces: tuple[tuple[str, str], ...] = ()  # Bedrock: (model glob, surface), first match wins
     source: str = "environment"  # where it was defined, for error messages
     missing: str = ""  # settings still to be set before it can be used ("" when usable)
 
@@ -4704,6 +4723,94 @@ def _vertex_env(s: Any) -> tuple[dict[str, Any], list[str]]:
             "api_version": s.azure_anthropic_version}, missing
 
 
+# Bedrock serves Claude on two surfaces: InvokeModel (ARN-versioned and cross-region ids, event-stream
+# answers) and the Messages API (newer models; on bedrock-mantle, or on bedrock-runtime). First match wins,
+# after a provider's own `surfaces` and BEDROCK_SURFACE.
+BEDROCK_SURFACES: tuple[tuple[str, str], ...] = (("arn:*", "invoke"), ("*anthropic.claude*", "invoke"), ("*", "messages"))
+BEDROCK_SIGNING_SERVICE = "bedrock"
+
+
+def bedrock_surface(spec: ProviderSpec, model: str) -> str:
+    return next(surface for glob, surface in (*spec.surfaces, *BEDROCK_SURFACES) if fnmatch.fnmatchcase(model, glob))
+
+
+def _bedrock_base(spec: ProviderSpec, surface: str) -> str:
+    if spec.base_url:
+        return spec.base_url
+    return f"https://bedrock-mantle.{spec.region}.api.aws" if surface == "messages" else \
+        f"https://bedrock-runtime.{spec.region}.amazonaws.com"
+
+
+def _bedrock_url(spec: ProviderSpec, model: str, stream: bool) -> str:
+    surface = bedrock_surface(spec, model)
+    if surface != "invoke":
+        return _join(_bedrock_base(spec, surface), "/anthropic/v1/messages")
+    action = "invoke-with-response-stream" if stream else "invoke"  # the model id is one path segment
+    return _join(_bedrock_base(spec, surface), f"/model/{urllib.parse.quote(model, safe='')}/{action}")
+
+
+def aws_environ(settings: Any, profile: str = "") -> dict[str, str]:
+    """The AWS variables lynkr read (environment, .env, lynkr.toml) in the names AWS tools use."""
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
+             "AWS_DEFAULT_REGION", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
+    environ = {name: getattr(settings, name.lower()) for name in names if getattr(settings, name.lower())}
+    if profile:
+        environ["AWS_PROFILE"] = profile
+    environ["HOME"] = os.environ.get("HOME") or os.path.expanduser("~")
+    return environ
+
+
+class AwsAuth:
+    """What authorizes a Bedrock request: a Bedrock API key as a bearer token, else a SigV4 signature
+    over the exact bytes sent (credentials from the environment, else the profile files)."""
+
+    def __init__(self, provider: Any) -> None:
+        spec, settings = provider.spec, provider.cfg.settings
+        self.bearer = spec.api_key or settings.aws_bearer_token_bedrock
+        self.environ = aws_environ(settings, spec.profile)
+        self.region = spec.region
+        self.label = provider.label
+        self.creds = None if self.bearer else aws_credentials(self.environ)
+        self.loaded_at = time.monotonic()
+
+    def invalidate(self, sent_at: float) -> bool:
+        """Read the credentials again (a profile refreshed by `aws sso login`); True when they changed."""
+        if self.bearer:
+            return False
+        fresh = aws_credentials(self.environ)
+        changed = fresh != self.creds
+        self.creds, self.loaded_at = fresh, time.monotonic()
+        return changed
+
+    async def headers(self, method: str, url: str, headers: list[tuple[str, str]], payload: bytes) -> list[tuple[str, str]]:
+        if self.bearer:
+            return [("authorization", f"Bearer {self.bearer}")]
+        if self.creds is None:
+            raise NotConfigured(f"{self.label}: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                                "or AWS_PROFILE (~/.aws/credentials), or AWS_BEARER_TOKEN_BEDROCK",
+                                headers={"x-should-retry": "false"})
+        return sigv4_headers(method, url, headers, payload, self.creds, self.region, BEDROCK_SIGNING_SERVICE,
+                             datetime.datetime.now(datetime.UTC))
+
+
+def _bedrock_env(s: Any) -> tuple[dict[str, Any], list[str]]:
+    environ = aws_environ(s)
+    try:
+        region = aws_region(environ)
+        creds = None if s.aws_bearer_token_bedrock else aws_credentials(environ)
+    except ValueError as exc:  # a half-set pair or a profile that does not exist: a setting present but invalid
+        raise ConfigError(str(exc)) from None
+    missing = []
+    if not region:
+        missing.append("AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile)")
+    if not s.aws_bearer_token_bedrock and creds is None:
+        missing.append("AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or "
+                       "AWS_BEARER_TOKEN_BEDROCK)")
+    surfaces = (("*", s.bedrock_surface),) if s.bedrock_surface != "auto" else ()
+    return {"region": region, "base_url": s.aws_bedrock_endpoint, "api_key": s.aws_bearer_token_bedrock,
+            "surfaces": surfaces, "api_version": BEDROCK_MESSAGES_VERSION}, missing
+
+
 @dataclass(frozen=True)
 class Preset:
     """A vendor: its kind, where requests go, how they authenticate, and the settings that configure it
@@ -4752,6 +4859,12 @@ PRESETS: dict[str, Preset] = {
         "anthropic", "Anthropic", lambda s, m: _join(s.base_url, "/v1/messages"), lambda k: [("x-api-key", k)],
         "LYNKR_ANTHROPIC_BASE_URL", "LYNKR_ANTHROPIC_API_KEY", base_default="https://api.anthropic.com",
         server_tools=True),
+    # Claude on Amazon Bedrock: InvokeModel (event-stream) or the Messages API, per model; SigV4 or an API key.
+    "bedrock": Preset(
+        "bedrock", "Amazon Bedrock", lambda s, m: _bedrock_url(s, m, False), lambda k: [], "AWS_BEDROCK_ENDPOINT",
+        key_required=False, default_model="us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        stream_url=lambda s, m: _bedrock_url(s, m, True), credentials=AwsAuth, from_env=_bedrock_env,
+        needs="AWS_REGION and AWS credentials or AWS_BEARER_TOKEN_BEDROCK"),
     # Claude on Google Vertex AI: Anthropic Messages with the model in the URL, a Google access token.
     "vertex": Preset(
         "vertex", "Vertex AI", _vertex_url, lambda k: [], "VERTEX_BASE_URL", key_required=False,
@@ -4840,7 +4953,9 @@ class Kind:
     build: Callable[[Provider, dict[str, Any], str, int, bool, Request], tuple[list[tuple[str, str]], dict[str, Any]]]
     error: Callable[[Provider, int, bytes, dict[str, str]], LynkrError]
     read: Callable[[Provider, bytes, dict[str, Any]], tuple[dict[str, Any], bytes | None]]
-    decoder: Callable[[Provider, dict[str, Any]], Any]
+    decoder: Callable[[Provider, dict[str, Any], str], Any]  # (provider, request, response content type)
+    # the upstream's own token count when it is not Anthropic's count_tokens ((provider, request, model) -> count)
+    count: Callable[[Provider, dict[str, Any], str], Awaitable[int | None]] | None = None
 
 
 def _openai_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
@@ -4936,6 +5051,79 @@ def _vertex_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int,
     return [h for h in headers if h[0] != "anthropic-version"], body
 
 
+BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
+BEDROCK_MESSAGES_VERSION = "2023-06-01"  # what the Messages surface accepts (newer SDK defaults are refused)
+EVENT_STREAM_TYPE = "application/vnd.amazon.eventstream"
+
+
+def _bedrock_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
+                   http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """One Anthropic body, shaped for the surface that serves this model (bedrock_surface)."""
+    headers, body = _anthropic_build(p, req, model, max_tokens, stream, http_req)
+    surface = bedrock_surface(p.spec, model)
+    if surface == "messages":  # the Messages API on bedrock-mantle: Anthropic's own shape
+        return [(n, BEDROCK_MESSAGES_VERSION if n == "anthropic-version" else v) for n, v in headers], body
+    body["anthropic_version"] = BEDROCK_ANTHROPIC_VERSION
+    kept = [h for h in headers if h[0] != "anthropic-version"]
+    if surface == "runtime-messages":
+        return kept, body
+    # InvokeModel: the model is in the URL, the stream is the URL's choice, betas are a body list
+    betas = [b.strip() for b in dict(kept).get("anthropic-beta", "").split(",") if b.strip()]
+    body.pop("model", None)
+    body.pop("stream", None)
+    if betas:
+        body["anthropic_beta"] = betas
+    return [h for h in kept if h[0] != "anthropic-beta"], body
+
+
+def _bedrock_error(p: Provider, status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
+    """The Messages surface answers Anthropic errors; InvokeModel answers AWS ones (x-amzn-ErrorType)."""
+    with contextlib.suppress(ValueError):
+        obj = json.loads(raw)
+        if isinstance(obj, dict) and obj.get("type") == "error":
+            return _anthropic_error(p, status, raw, headers)
+    error = bedrock_error(status, raw, headers)
+    if error.status in (400, 401, 403, 404):
+        error.headers.setdefault("x-should-retry", "false")
+    return error
+
+
+def _bedrock_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    message = decode_json_answer(raw, p.label)
+    if message.get("model"):
+        return message, raw
+    return {**message, "model": req["model"]}, None  # InvokeModel's answer names no model
+
+
+async def _bedrock_count(p: Provider, req: dict[str, Any], model: str) -> int | None:
+    """Bedrock's CountTokens operation (InvokeModel surfaces: the invoke body, base64, inside `input`); the
+    Messages surface counts at /anthropic/v1/messages/count_tokens."""
+    http_req = Request("POST", "", {}, {}, b"", "")
+    headers, body = _bedrock_build(p, {**req, "max_tokens": req.get("max_tokens") or 1}, model,
+                                   int(req.get("max_tokens") or 1), False, http_req)
+    surface = bedrock_surface(p.spec, model)
+    if surface == "messages":
+        body = {k: v for k, v in body.items() if k in ("model", "messages", "system", "tools", "tool_choice", "thinking")}
+        url = _bedrock_url(p.spec, model, False) + "/count_tokens"
+        read: Callable[[Any], Any] = lambda obj: obj.get("input_tokens")  # noqa: E731
+    else:
+        body.pop("anthropic_beta", None)
+        invoke = base64.b64encode(upstream_json(body)).decode()
+        body = {"input": {"invokeModel": {"body": invoke}}}
+        url = _join(_bedrock_base(p.spec, "invoke"), f"/model/{urllib.parse.quote(model, safe='')}/count-tokens")
+        read = lambda obj: obj.get("inputTokens")  # noqa: E731
+    resp = await p._post(url, headers, body, False)
+    raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
+    if resp.status != 200:
+        p.log.info("Bedrock CountTokens unavailable; estimating", status=resp.status, provider=p.name)
+        return None
+    with contextlib.suppress(ValueError, AttributeError):
+        count = read(json.loads(raw))
+        if isinstance(count, int):
+            return count
+    return None
+
+
 def _anthropic_error(p: Provider, status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
     message, code = error_message_from_body(raw)
     try:  # an Anthropic error body passes unchanged (Claude Code matches its wording); a gateway's own
@@ -4959,12 +5147,16 @@ def _anthropic_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[
 ANTHROPIC_FORMAT_KINDS = frozenset({"anthropic", "vertex", "bedrock"})  # Claude's own format: signatures, count
 KINDS: dict[str, Kind] = {
     "openai": Kind(_openai_build, _openai_error, _openai_read,
-                   lambda p, req: OpenAIStreamDecoder(req["model"], list(req.get("stop_sequences") or []), p.label)),
-    "anthropic": Kind(_anthropic_build, _anthropic_error, _anthropic_read, lambda p, req: AnthropicStreamRelay()),
-    "vertex": Kind(_vertex_build, _anthropic_error, _anthropic_read, lambda p, req: AnthropicStreamRelay()),
+                   lambda p, req, ct: OpenAIStreamDecoder(req["model"], list(req.get("stop_sequences") or []), p.label)),
+    "anthropic": Kind(_anthropic_build, _anthropic_error, _anthropic_read, lambda p, req, ct: AnthropicStreamRelay()),
+    "vertex": Kind(_vertex_build, _anthropic_error, _anthropic_read, lambda p, req, ct: AnthropicStreamRelay()),
     # OpenAI's Responses API: its error envelope is Chat Completions' ({"error": {...}})
     "openai-responses": Kind(_responses_build, _openai_error, _responses_read,
-                             lambda p, req: ResponsesStreamDecoder(req["model"], p.label)),
+                             lambda p, req, ct: ResponsesStreamDecoder(req["model"], p.label)),
+    # Amazon Bedrock: InvokeModel streams AWS event-stream frames, its Messages API streams Anthropic SSE
+    "bedrock": Kind(_bedrock_build, _bedrock_error, _bedrock_read,
+                    lambda p, req, ct: EventStreamDecoder() if EVENT_STREAM_TYPE in ct else AnthropicStreamRelay(),
+                    count=_bedrock_count),
 }
 
 
@@ -5051,21 +5243,48 @@ class Provider:
                           max_tokens: int) -> AsyncIterator[bytes]:
         """Start the upstream call (raising LynkrError before any byte) and return Anthropic SSE bytes."""
         resp = await self._call(req, http_req, True, model, max_tokens)
-        if "text/event-stream" not in resp.headers.get("content-type", "text/event-stream"):
+        content_type = resp.headers.get("content-type", "text/event-stream")
+        if "text/event-stream" not in content_type and EVENT_STREAM_TYPE not in content_type:
             # The upstream ignored stream:true; still give the client a valid SSE stream.
             message, _raw = self.kind.read(self, await resp.read(), req)
             http_req.log.update(usage=message.get("usage"))
             return _single_chunk(message_to_sse(message))
-        decoder = self.kind.decoder(self, req)
+        decoder = self.kind.decoder(self, req, content_type)
+        if isinstance(decoder, EventStreamDecoder):
+            return await self._primed(resp, decoder, http_req)
         if isinstance(decoder, (OpenAIStreamDecoder, ResponsesStreamDecoder)):
             http_req.reply_builder = lambda: decoder.final  # the translator kept the message: no re-parse
         return self.pump(resp, decoder, http_req)
 
-    async def pump(self, resp: UpstreamResponse, decoder: Any, http_req: Request) -> AsyncIterator[bytes]:
+    async def _primed(self, resp: UpstreamResponse, decoder: Any, http_req: Request) -> AsyncIterator[bytes]:
+        """Read until the first event: an exception frame there (Bedrock's throttling) is still an HTTP
+        error the client can retry, not an `event: error` after a 200."""
+        first = b""
+        chunks = resp.aiter_bytes(tick=self.cfg.stream_ping_interval_s)
+        try:
+            while not first:
+                chunk = await chunks.__anext__()
+                if chunk is not None:
+                    first = decoder.feed(chunk)
+        except StopAsyncIteration:
+            pass
+        except LynkrError as exc:
+            await resp.aclose()
+            self.stream_outcome(exc)
+            raise self.named(exc) from None
+
+        async def rest() -> AsyncIterator[bytes]:
+            yield first
+            async for out in self.pump(resp, decoder, http_req, chunks):
+                yield out
+        return rest()
+
+    async def pump(self, resp: UpstreamResponse, decoder: Any, http_req: Request,
+                   chunks: AsyncIterator[bytes | None] | None = None) -> AsyncIterator[bytes]:
         """The one stream loop for every kind: upstream bytes -> decoder -> client, pings during silence,
         `event: error` (never a fake message_stop) when the upstream fails or stops short."""
         try:
-            async for chunk in resp.aiter_bytes(tick=self.cfg.stream_ping_interval_s):
+            async for chunk in chunks or resp.aiter_bytes(tick=self.cfg.stream_ping_interval_s):
                 if chunk is None:
                     if decoder.done:
                         break  # the message is complete and the upstream lingers: we have everything
@@ -5096,6 +5315,13 @@ class Provider:
         """The upstream's own count (Anthropic-format upstreams); None when it cannot count."""
         if self.preset.kind not in ANTHROPIC_FORMAT_KINDS or not self.configured:
             return None
+        if self.kind.count is not None:
+            try:
+                return await self.kind.count(self, fold_system_messages(req), model)
+            except LynkrError as exc:
+                self.log.info("upstream count failed; estimating", request_id=http_req.request_id, error=exc.message,
+                              provider=self.name)
+                return None
         body = fold_system_messages(req)
         body = {k: v for k, v in body.items() if k in ("messages", "system", "tools", "tool_choice", "thinking")}
         body["model"] = model
@@ -5538,7 +5764,7 @@ def _expand_provider_table(name: str, table: dict[str, Any], file: str, settings
     """One [providers.NAME] table -> a ProviderSpec, every mistake named by file and key."""
     where = f"{file}: providers.{name}"
     known = {"kind", "base_url", "api_key", "model", "api_version", "headers", "models", "format", "endpoint_path",
-             "region", "project"}
+             "region", "project", "profile", "surfaces"}
     for key in table:
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown key (use {', '.join(sorted(known))})")
@@ -5583,10 +5809,19 @@ def _expand_provider_table(name: str, table: dict[str, Any], file: str, settings
     model = table.get("model", "")
     if preset.model_env and not model:
         raise ConfigError(f"{where}.model: required for kind {kind!r} (the deployment name)")
+    surfaces = table.get("surfaces", {})
+    if surfaces and preset_name != "bedrock":
+        raise ConfigError(f"{where}.surfaces: only a bedrock provider takes surfaces")
+    if not isinstance(surfaces, dict) or not all(v in ("invoke", "messages", "runtime-messages") for v in surfaces.values()):
+        raise ConfigError(f"{where}.surfaces: expected a table of \"model glob\" = \"invoke\" | \"messages\" | "
+                          "\"runtime-messages\"")
+    if table.get("profile") and preset_name != "bedrock":
+        raise ConfigError(f"{where}.profile: only a bedrock provider takes profile")
     return ProviderSpec(name=name, preset=preset_name, base_url=base_url, api_key=api_key, model=model,
                         api_version=version, headers=tuple((k.lower(), v) for k, v in headers.items()),
                         models=tuple(models), endpoint_path=table.get("endpoint_path", ""), source=file,
-                        region=table.get("region", ""), project=table.get("project", ""))
+                        region=table.get("region", ""), project=table.get("project", ""),
+                        profile=str(table.get("profile", "")), surfaces=tuple(surfaces.items()))
 
 
 def _router_from_file(cfg: Config, providers: dict[str, Provider]) -> tuple[dict[str, RouteTarget],

@@ -112,6 +112,7 @@ import http.client
 import itertools
 import json
 import random
+import secrets
 import re
 import signal
 import socket
@@ -2832,7 +2833,6 @@ class TestAzure:
         (400, {"type": "error", "error": {"type": "invalid_request_error", "message": "System messages not supported",
                                           "details": {"error_code": "mid_conversation_system_not_supported"}}}, ()),
         (401, anth_error(401, "authentication_error", "invalid x-api-key"), ()),
-        (404, {"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}}, ()),
         (429, anth_error(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
          (("retry-after", "13"),)),
         (500, anth_error(500, "api_error", "Internal server error"), ()),
@@ -2848,6 +2848,16 @@ class TestAzure:
         for k, v in headers:
             if k == "retry-after":
                 assert r.headers.get(k) == v
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_gateway_error_bodies_become_anthropic_shaped(self, az, stream):
+        """Azure's own gateway errors (not Anthropic's) reach the client as Anthropic errors, same status."""
+        az.fake.push(json_reply({"error": {"code": "DeploymentNotFound",
+                                           "message": "The API deployment for this resource does not exist."}}, 404))
+        r = az.proxy.post(base_req(stream=stream))
+        body = r.json()
+        assert r.status == 404 and body["type"] == "error" and body["error"]["type"] == "not_found_error", body
+        assert "The API deployment for this resource does not exist." in body["error"]["message"]
 
     @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
     def test_overloaded_becomes_retryable_503(self, az, stream):
@@ -16113,3 +16123,990 @@ class TestVertexLogs:
         h = vx.proxy.call("GET", "/health")
         assert STATIC_TOKEN not in h.data.decode()
         no_secrets(vx.proxy, STATIC_TOKEN)
+
+
+# == OpenAI Responses API through the proxy (issue 17) ==
+
+# == The fake: OpenAI's Responses API ==
+
+RS_TOP_KEYS = frozenset({
+    "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
+    "max_tool_calls", "temperature", "top_p", "top_logprobs", "reasoning", "include", "store", "stream",
+    "stream_options", "text", "metadata", "previous_response_id", "conversation", "prompt", "prompt_cache_key",
+    "prompt_cache_retention", "safety_identifier", "service_tier", "truncation", "user", "background"})
+RS_INCLUDABLE = frozenset({"reasoning.encrypted_content", "message.output_text.logprobs", "file_search_call.results",
+                           "web_search_call.action.sources", "message.input_image.image_url",
+                           "computer_call_output.output.image_url", "code_interpreter_call.outputs"})
+RS_ITEM_KEYS = {
+    "message": {"type", "role", "content", "id", "status"},
+    "function_call": {"type", "call_id", "name", "arguments", "id", "status"},
+    "function_call_output": {"type", "call_id", "output", "id", "status"},
+    "reasoning": {"type", "id", "summary", "encrypted_content", "content", "status"},
+}
+RS_INPUT_PARTS = {"input_text": {"type", "text"}, "input_image": {"type", "image_url", "file_id", "detail"},
+                  "input_file": {"type", "file_id", "file_data", "file_url", "filename"}}
+RS_OUTPUT_PARTS = {"output_text": {"type", "text", "annotations", "logprobs"}, "refusal": {"type", "refusal"}}
+RS_TOOL_KEYS = {"type", "name", "description", "parameters", "strict"}
+RS_REASONING_MODEL = re.compile(r"^(gpt-5|o1|o3|o4|codex)")
+RSH_USAGE = {"input_tokens": 1500, "input_tokens_details": {"cached_tokens": 1200}, "output_tokens": 42,
+            "output_tokens_details": {"reasoning_tokens": 17}, "total_tokens": 1542}
+RS_USAGE_ANTH = {"input_tokens": 300, "output_tokens": 42, "cache_creation_input_tokens": 0,
+                 "cache_read_input_tokens": 1200}
+
+
+def rs_strict_schema_problems(node: Any, where: str) -> list[str]:
+    """What strict mode (structured tool calls) refuses: every object closed and every property required."""
+    if not isinstance(node, dict):
+        return []
+    p = []
+    if node.get("type") == "object" or "properties" in node:
+        props = node.get("properties") or {}
+        if node.get("additionalProperties") is not False:
+            p.append(f"Invalid schema for function: In context={where}, 'additionalProperties' is required to be "
+                     f"supplied and to be false.")
+        if sorted(node.get("required") or []) != sorted(props):
+            p.append(f"Invalid schema for function: In context={where}, 'required' is required to be supplied and "
+                     f"to be an array including every key in properties.")
+        for name, sub in props.items():
+            p += rs_strict_schema_problems(sub, f"{where}.properties.{name}")
+    if isinstance(node.get("items"), dict):
+        p += rs_strict_schema_problems(node["items"], f"{where}.items")
+    return p
+
+
+def rs_split(data: bytes) -> list[bytes]:
+    """Awkward split points, plus the middle of every `event:` name line."""
+    return split_at(data, awkward_points(data) + [m.start() + 3 for m in re.finditer(rb"event:", data)])
+
+
+def rsh_chunks(text_: str, n: int) -> list[str]:
+    return [text_[i:i + n] for i in range(0, len(text_), n)] or [""]
+
+
+# what a test scripts as the model's output: items without ids (the fake assigns them)
+def rs_reasoning(*summary: str) -> dict:
+    return {"type": "reasoning", "summary": list(summary)}
+
+
+def rs_text(t: str) -> dict:
+    return {"type": "message", "text": t}
+
+
+def rs_call(call_id: str, name: str, args: dict) -> dict:
+    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": json.dumps(args, ensure_ascii=False)}
+
+
+class FakeResponses(FakeHTTP):
+    """api.openai.com's POST /v1/responses: Bearer, OpenAI error JSON, the body checked as OpenAI does."""
+
+    label = "openai-responses"
+    key = OPENAI_KEY
+    path = "/v1/responses"
+
+    def __init__(self, **kw: Any):
+        super().__init__(**kw)
+        self.issued: dict[str, str] = {}  # encrypted_content -> the reasoning item id it was issued with
+        self.seq = itertools.count(1)
+
+    @property
+    def hello(self) -> str:
+        return "Hello from fake Responses ✓"
+
+    # -- vendor pieces --
+    def error(self, status: int, message: str, etype: str = "invalid_request_error", code: Any = None,
+              param: Any = None, headers: tuple = ()) -> Reply:
+        return json_reply({"error": {"message": message, "type": etype, "param": param, "code": code}}, status,
+                          headers)
+
+    def path_ok(self, rec: Recorded) -> bool:
+        return rec.path == self.path
+
+    def not_found(self, rec: Recorded) -> Reply:
+        return self.error(404, f"Invalid URL ({rec.method} {rec.path})")
+
+    def auth_problem(self, rec: Recorded) -> Reply | None:
+        got = rec.headers.get("authorization")
+        if got is None:
+            return self.error(401, "You didn't provide an API key. You need to provide your API key in an "
+                                   "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+        if got != f"Bearer {self.key}":
+            return self.error(401, "Incorrect API key provided.", code="invalid_api_key")
+        return None
+
+    def model_problem(self, model: Any) -> str | None:
+        return None if isinstance(model, str) and model else "Missing required parameter: 'model'."
+
+    def is_reasoning(self, model: str) -> bool:
+        return bool(RS_REASONING_MODEL.match(model))
+
+    # -- body validation --
+    def problems(self, b: dict) -> list[str]:
+        p = [f"Unknown parameter: '{k}'." for k in b if k not in RS_TOP_KEYS]
+        model = str(b.get("model") or "")
+        reasoning_model = self.is_reasoning(model)
+        if "instructions" in b and not isinstance(b["instructions"], str):
+            p.append("Invalid type for 'instructions': expected a string.")
+        for k in ("store", "stream", "parallel_tool_calls"):
+            if k in b and not isinstance(b[k], bool):
+                p.append(f"Invalid type for '{k}': expected a boolean.")
+        mot = b.get("max_output_tokens")
+        if "max_output_tokens" in b and (not isinstance(mot, int) or isinstance(mot, bool) or mot < 16):
+            p.append(f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got "
+                     f"{mot} instead.")
+        if reasoning_model:
+            p += [f"Unsupported parameter: '{k}' is not supported with this model." for k in ("temperature", "top_p")
+                  if k in b]
+        if "reasoning" in b:
+            r = b["reasoning"]
+            if not reasoning_model:
+                p.append("Unsupported parameter: 'reasoning.effort' is not supported with this model.")
+            elif not isinstance(r, dict) or set(r) - {"effort", "summary", "generate_summary"}:
+                p.append("Invalid 'reasoning': expected an object with effort and summary.")
+            else:
+                if r.get("effort") not in (None, "minimal", "low", "medium", "high"):
+                    p.append(f"Invalid value: '{r.get('effort')}'. Supported values are: 'minimal', 'low', "
+                             f"'medium', and 'high'.")
+                if r.get("summary") not in (None, "auto", "concise", "detailed"):
+                    p.append(f"Invalid value for 'reasoning.summary': {r.get('summary')!r}.")
+        include = b.get("include", [])
+        if not isinstance(include, list) or any(i not in RS_INCLUDABLE for i in include):
+            p.append(f"Invalid value for 'include': {include!r}.")
+        if "text" in b and not (isinstance(b["text"], dict) and isinstance(b["text"].get("format", {}), dict)):
+            p.append("Invalid type for 'text': expected an object.")
+        if "metadata" in b and not isinstance(b["metadata"], dict):
+            p.append("Invalid type for 'metadata': expected an object.")
+        p += self.tool_problems(b)
+        p += self.input_problems(b)
+        return p
+
+    def tool_problems(self, b: dict) -> list[str]:
+        p: list[str] = []
+        tools = b.get("tools", [])
+        if not isinstance(tools, list):
+            return ["Invalid type for 'tools': expected an array."]
+        names = []
+        for j, t in enumerate(tools):
+            w = f"tools[{j}]"
+            if not isinstance(t, dict) or t.get("type") != "function":
+                p.append(f"Invalid value for '{w}.type'.")
+                continue
+            if "function" in t:  # the Chat Completions shape
+                p.append(f"Missing required parameter: '{w}.name'.")
+                continue
+            p += [f"Unknown parameter: '{w}.{k}'." for k in t if k not in RS_TOOL_KEYS]
+            if not isinstance(t.get("name"), str) or not TOOL_NAME.match(t["name"]):
+                p.append(f"Invalid '{w}.name': string does not match pattern. Expected a string that matches the "
+                         f"pattern '^[a-zA-Z0-9_-]+$'.")
+            names.append(t.get("name"))
+            params = t.get("parameters")
+            if not isinstance(params, dict) or params.get("type") != "object":
+                p.append(f"Invalid schema for function '{t.get('name')}': schema must be a JSON Schema of "
+                         f"'type: \"object\"', got 'type: \"{dig(params, 'type')}\"'.")
+            elif "\\p{" in json.dumps(params):
+                p.append(f"Invalid schema for function '{t.get('name')}': pattern is not a 'regex'.")
+            if "strict" in t and not isinstance(t["strict"], bool):
+                p.append(f"Invalid type for '{w}.strict': expected a boolean.")
+            if t.get("strict") is True:
+                p += rs_strict_schema_problems(params, "()")
+        choice = b.get("tool_choice")
+        if "tool_choice" in b:
+            if not tools:
+                p.append("Tool choice requires tools.")
+            if isinstance(choice, dict):
+                if set(choice) != {"type", "name"} or choice.get("type") != "function":
+                    p.append(f"Invalid 'tool_choice': {choice!r}.")
+                elif choice["name"] not in names:
+                    p.append(f"Tool choice '{choice['name']}' not found in 'tools' parameter.")
+            elif choice not in ("auto", "none", "required"):
+                p.append(f"Invalid value: '{choice}'. Supported values are: 'none', 'auto', and 'required'.")
+        return p
+
+    def content_problems(self, w: str, role: str, content: Any) -> list[str]:
+        if isinstance(content, str):
+            return []
+        if not isinstance(content, list):
+            return [f"Invalid type for '{w}.content': expected one of a string or array."]
+        allowed = RS_OUTPUT_PARTS if role == "assistant" else RS_INPUT_PARTS
+        p = []
+        for k, part in enumerate(content):
+            t = part.get("type") if isinstance(part, dict) else None
+            if t not in allowed:
+                p.append(f"Invalid value: '{t}'. Supported values are: {', '.join(repr(a) for a in allowed)}. "
+                         f"({w}.content[{k}].type)")
+                continue
+            p += [f"Unknown parameter: '{w}.content[{k}].{x}'." for x in part if x not in allowed[t]]
+            if t in ("input_text", "output_text") and not isinstance(part.get("text"), str):
+                p.append(f"Missing required parameter: '{w}.content[{k}].text'.")
+            if t == "input_image":
+                url = part.get("image_url")
+                if not (isinstance(url, str) and (url.startswith("data:image/") or url.startswith("https://"))):
+                    p.append(f"Invalid '{w}.content[{k}].image_url'. Expected a base64-encoded data URL or URL.")
+                if part.get("detail", "auto") not in ("low", "high", "auto"):
+                    p.append(f"Invalid '{w}.content[{k}].detail'.")
+        return p
+
+    def input_problems(self, b: dict) -> list[str]:
+        items = b.get("input")
+        if isinstance(items, str):
+            return []
+        if not isinstance(items, list) or not items:
+            return ["Missing required parameter: 'input'."]
+        p: list[str] = []
+        calls: list[str] = []
+        answered: set[str] = set()
+        store = b.get("store", True)
+        for i, item in enumerate(items):
+            w = f"input[{i}]"
+            t = item.get("type", "message") if isinstance(item, dict) else None
+            if t not in RS_ITEM_KEYS:
+                p.append(f"Invalid value: '{t}'. Supported values are: 'message', 'function_call', "
+                         f"'function_call_output', 'reasoning', ... ({w}.type)")
+                continue
+            p += [f"Unknown parameter: '{w}.{k}'." for k in item if k not in RS_ITEM_KEYS[t]]
+            if t == "message":
+                if item.get("role") not in ("user", "assistant", "system", "developer"):
+                    p.append(f"Invalid value: '{item.get('role')}'. Supported values are: 'user', 'assistant', "
+                             f"'system', and 'developer'. ({w}.role)")
+                p += self.content_problems(w, item.get("role"), item.get("content"))
+            elif t == "function_call":
+                for k in ("call_id", "name", "arguments"):
+                    if not isinstance(item.get(k), str) or not item.get(k) and k != "arguments":
+                        p.append(f"Missing required parameter: '{w}.{k}'.")
+                try:
+                    if not isinstance(json.loads(item.get("arguments") or ""), dict):
+                        raise ValueError
+                except ValueError:
+                    p.append(f"Invalid '{w}.arguments': expected a JSON object string.")
+                if item.get("call_id") in calls:
+                    p.append(f"Duplicate item found with call_id {item.get('call_id')}.")
+                calls.append(item.get("call_id"))
+            elif t == "function_call_output":
+                cid = item.get("call_id")
+                if cid not in calls:
+                    p.append(f"No tool call found for function call output with call_id {cid}.")
+                elif cid in answered:
+                    p.append(f"Duplicate function call output for call_id {cid}.")
+                answered.add(cid)
+                out = item.get("output")
+                if not isinstance(out, (str, list)):
+                    p.append(f"Invalid type for '{w}.output': expected one of a string or array.")
+            else:  # reasoning
+                summary = item.get("summary")
+                if not isinstance(summary, list) or any(
+                        not isinstance(s, dict) or set(s) != {"type", "text"} or s.get("type") != "summary_text"
+                        or not isinstance(s.get("text"), str) for s in summary):
+                    p.append(f"Missing required parameter: '{w}.summary'." if summary is None else
+                             f"Invalid '{w}.summary': expected an array of summary_text parts.")
+                enc = item.get("encrypted_content")
+                if enc is None and store is False:
+                    p.append(f"Item with id '{item.get('id')}' not found. Items are not persisted when `store` is set "
+                             f"to false. Try again with `store` set to true, or remove this item from your input.")
+                elif enc is not None and self.issued.get(enc) != item.get("id"):
+                    p.append(f"The encrypted content {str(enc)[:4]}...{str(enc)[-4:]} could not be verified. "
+                             f"Reason: Encrypted content could not be decrypted or parsed.")
+                nxt = items[i + 1] if i + 1 < len(items) else None
+                if not isinstance(nxt, dict) or nxt.get("type") == "reasoning":
+                    p.append(f"Item '{item.get('id')}' of type 'reasoning' was provided without its required "
+                             f"following item.")
+        p += [f"No tool output found for function call {c}." for c in calls if c not in answered]
+        return p
+
+    def check(self, rec: Recorded) -> Reply | None:
+        if rec.method != "POST" or not self.path_ok(rec):
+            return self.not_found(rec)
+        bad = self.auth_problem(rec)
+        if bad is not None:
+            return bad
+        b = rec.body
+        if not isinstance(b, dict):
+            return self.error(400, "We could not parse the JSON body of your request. (HINT: This likely means "
+                                   "you aren't using your HTTP library correctly.)")
+        problem = self.model_problem(b.get("model"))
+        if problem:
+            return self.error(400, problem, param="model")
+        p = self.problems(b)
+        for marker, code, param in (("could not be decrypted", "invalid_encrypted_content", None),
+                                    ("'max_output_tokens': integer below", "integer_below_min_value",
+                                     "max_output_tokens")):
+            if any(marker in x for x in p):  # as OpenAI reports these: alone, with their own code
+                return self.error(400, next(x for x in p if marker in x), code=code, param=param)
+        return self.error(400, "; ".join(p)) if p else None
+
+    def default(self, rec: Recorded) -> Reply:
+        return self.answer(rec, [rs_text(self.hello)])
+
+    # -- answers --
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self.seq):04d}{secrets.token_hex(12)}"
+
+    def materialize(self, rec: Recorded, script: list[dict]) -> list[dict]:
+        """Scripted output -> the output items OpenAI returns (ids, statuses; encrypted_content only when
+        the request asked for it with include, as OpenAI does)."""
+        wants_enc = "reasoning.encrypted_content" in (rec.body.get("include") or [])
+        out = []
+        for s in script:
+            if s["type"] == "reasoning":
+                item = {"id": self._id("rs"), "type": "reasoning",
+                        "summary": [{"type": "summary_text", "text": t} for t in s["summary"]]}
+                if wants_enc:
+                    enc = "gAAAAAB" + base64.urlsafe_b64encode(secrets.token_bytes(96)).decode()
+                    self.issued[enc] = item["id"]
+                    item["encrypted_content"] = enc
+                out.append(item)
+            elif s["type"] == "message":
+                out.append({"id": self._id("msg"), "type": "message", "status": "completed", "role": "assistant",
+                            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": s["text"]}]})
+            else:
+                out.append({"id": self._id("fc"), "type": "function_call", "status": "completed",
+                            "arguments": s["arguments"], "call_id": s["call_id"], "name": s["name"]})
+        return out
+
+    def response(self, rec: Recorded, output: list[dict], status: str = "completed", usage: dict | None = None,
+                 error: dict | None = None) -> dict:
+        b = rec.body
+        return {"id": self._id("resp"), "object": "response", "created_at": int(time.time()), "status": status,
+                "background": False, "error": error, "incomplete_details": None,
+                "instructions": b.get("instructions"), "max_output_tokens": b.get("max_output_tokens"),
+                "model": f"{b.get('model')}-2025-08-07", "output": output,
+                "parallel_tool_calls": b.get("parallel_tool_calls", True), "previous_response_id": None,
+                "reasoning": {"effort": (b.get("reasoning") or {}).get("effort"),
+                              "summary": (b.get("reasoning") or {}).get("summary")}, "store": b.get("store", True), "temperature": 1.0,
+                "text": {"format": {"type": "text"}, "verbosity": "medium"}, "tool_choice": b.get("tool_choice", "auto"),
+                "tools": b.get("tools", []), "top_p": 1.0, "truncation": "disabled",
+                "usage": usage if status == "completed" else None, "user": None, "metadata": {}}
+
+    def events(self, rec: Recorded, output: list[dict], interleave: bool = True) -> list[dict]:
+        """The SSE events OpenAI streams for `output`. interleave: the argument deltas of parallel
+        function calls arrive interleaved (all calls announced first)."""
+        resp = self.response(rec, [], "in_progress")
+        ev: list[dict] = [{"type": "response.created", "response": resp},
+                          {"type": "response.in_progress", "response": resp}]
+        calls = [(i, it) for i, it in enumerate(output) if it["type"] == "function_call"]
+        for i, it in enumerate(output):
+            if it["type"] == "reasoning":
+                ev.append({"type": "response.output_item.added", "output_index": i,
+                           "item": {"id": it["id"], "type": "reasoning", "summary": []}})
+                for k, s in enumerate(it["summary"]):
+                    ev.append({"type": "response.reasoning_summary_part.added", "item_id": it["id"], "output_index": i,
+                               "summary_index": k, "part": {"type": "summary_text", "text": ""}})
+                    ev += [{"type": "response.reasoning_summary_text.delta", "item_id": it["id"], "output_index": i,
+                            "summary_index": k, "delta": d, "obfuscation": "x"} for d in rsh_chunks(s["text"], 6)]
+                    ev.append({"type": "response.reasoning_summary_text.done", "item_id": it["id"], "output_index": i,
+                               "summary_index": k, "text": s["text"]})
+                    ev.append({"type": "response.reasoning_summary_part.done", "item_id": it["id"], "output_index": i,
+                               "summary_index": k, "part": {"type": "summary_text", "text": s["text"]}})
+                ev.append({"type": "response.output_item.done", "output_index": i, "item": it})
+            elif it["type"] == "message":
+                t = it["content"][0]["text"]
+                ev.append({"type": "response.output_item.added", "output_index": i,
+                           "item": {"id": it["id"], "type": "message", "status": "in_progress", "role": "assistant",
+                                    "content": []}})
+                ev.append({"type": "response.content_part.added", "item_id": it["id"], "output_index": i,
+                           "content_index": 0, "part": {"type": "output_text", "annotations": [], "logprobs": [],
+                                                        "text": ""}})
+                ev += [{"type": "response.output_text.delta", "item_id": it["id"], "output_index": i,
+                        "content_index": 0, "delta": d, "logprobs": [], "obfuscation": "y"} for d in rsh_chunks(t, 5)]
+                ev.append({"type": "response.output_text.done", "item_id": it["id"], "output_index": i,
+                           "content_index": 0, "text": t, "logprobs": []})
+                ev.append({"type": "response.content_part.done", "item_id": it["id"], "output_index": i,
+                           "content_index": 0, "part": it["content"][0]})
+                ev.append({"type": "response.output_item.done", "output_index": i, "item": it})
+            elif not interleave or len(calls) < 2:
+                ev += self._call_added(i, it) + self._call_deltas(i, it) + self._call_done(i, it)
+        if interleave and len(calls) >= 2:
+            for i, it in calls:
+                ev += self._call_added(i, it)
+            per = [self._call_deltas(i, it) for i, it in calls]
+            for k in range(max(map(len, per))):
+                ev += [d[k] for d in per if k < len(d)]
+            for i, it in calls:
+                ev += self._call_done(i, it)
+        ev.append({"type": "response.completed", "response": self.response(rec, output, usage=RSH_USAGE)})
+        return ev
+
+    @staticmethod
+    def _call_added(i: int, it: dict) -> list[dict]:
+        return [{"type": "response.output_item.added", "output_index": i,
+                 "item": {**it, "status": "in_progress", "arguments": ""}}]
+
+    @staticmethod
+    def _call_deltas(i: int, it: dict) -> list[dict]:
+        return [{"type": "response.function_call_arguments.delta", "item_id": it["id"], "output_index": i,
+                 "delta": d, "obfuscation": "z"} for d in rsh_chunks(it["arguments"], 4)]
+
+    @staticmethod
+    def _call_done(i: int, it: dict) -> list[dict]:
+        return [{"type": "response.function_call_arguments.done", "item_id": it["id"], "output_index": i,
+                 "name": it["name"], "arguments": it["arguments"]},
+                {"type": "response.output_item.done", "output_index": i, "item": it}]
+
+    @staticmethod
+    def sse(events: list[dict]) -> bytes:
+        out = []
+        for n, e in enumerate(events):
+            e = {**e, "sequence_number": n}
+            out.append(f"event: {e['type']}\ndata: {json.dumps(e, ensure_ascii=False)}\n\n")
+        return "".join(out).encode()
+
+    def answer(self, rec: Recorded, script: list[dict], interleave: bool = True, usage: dict | None = None) -> Reply:
+        """The model's answer to rec: SSE split at awkward bytes when it asked to stream, else JSON."""
+        output = self.materialize(rec, script)
+        if rec.body.get("stream"):
+            evs = self.events(rec, output, interleave)
+            if usage is not None:
+                evs[-1]["response"]["usage"] = usage
+            data = self.sse(evs)
+            return stream_reply(data, pieces=rs_split(data), gap=0.0005)
+        return json_reply(self.response(rec, output, usage=usage or RSH_USAGE),
+                          headers=(("x-request-id", "req_fake_rs"), ("openai-processing-ms", "12")))
+
+
+class FakeAzureResponses(FakeResponses):
+    """Azure OpenAI v1 Responses: POST /openai/v1/responses, `api-key` header (Bearer also taken on v1),
+    model = a deployment of the resource; api-version absent or preview/latest."""
+
+    label = "azure-openai-responses"
+    key = AZOAI_KEY
+    path = "/openai/v1/responses"
+    deployments = ("gpt-5-prod", "gpt-4.1-prod")
+
+    def not_found(self, rec: Recorded) -> Reply:
+        return json_reply({"error": {"code": "404", "message": "Resource not found"}}, 404)
+
+    def auth_problem(self, rec: Recorded) -> Reply | None:
+        if rec.headers.get("api-key") == self.key or rec.headers.get("authorization") == f"Bearer {self.key}":
+            return None
+        return json_reply({"error": {"code": "401", "message": "Access denied due to invalid subscription key or "
+                                     "wrong API endpoint. Make sure to provide a valid key for an active subscription "
+                                     "and use a correct regional API endpoint for your resource."}}, 401)
+
+    def check(self, rec: Recorded) -> Reply | None:
+        version = urllib.parse.parse_qs(rec.query).get("api-version", [None])[0]
+        if self.path_ok(rec) and version not in (None, "preview", "latest"):
+            return self.error(400, f"api-version {version!r} is not supported by the v1 API", code="BadRequest")
+        return super().check(rec)
+
+    def model_problem(self, model: Any) -> str | None:
+        return None  # an unknown deployment is a 404 (below)
+
+    def respond(self, rec: Recorded) -> Reply:
+        bad = self.check(rec)
+        if bad is None and rec.body.get("model") not in self.deployments:
+            return self.error(404, "The API deployment for this resource does not exist. If you created the "
+                                   "deployment within the last 5 minutes, please wait a moment and try again.",
+                              code="DeploymentNotFound")
+        return super().respond(rec)
+
+
+# == Helpers ==
+
+
+def rs_env(fake: FakeResponses, **kw: Any) -> dict:
+    return {"MODEL_PROVIDER": "openai-responses", "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": f"{fake.url}/v1",
+            "UPSTREAM_MAX_RETRIES": "0", **kw}
+
+
+def rs_inputs(rec: Recorded, kind: str) -> list[dict]:
+    return [i for i in rec.body["input"] if i.get("type") == kind]
+
+
+def rs_final_text(script_text: Callable[[list[dict]], str | None], name: str, args: dict,
+                  fake: FakeResponses, reasoning: tuple[str, ...] = ()) -> Callable[[Recorded], Reply]:
+    """Turn logic of a one-tool agent: no function_call_output yet -> (reasoning +) call the tool; else text."""
+
+    def respond(rec: Recorded) -> Reply:
+        outputs = rs_inputs(rec, "function_call_output")
+        if outputs:
+            return fake.answer(rec, [rs_text(script_text(outputs))])
+        return fake.answer(rec, ([rs_reasoning(*reasoning)] if reasoning else []) + [rs_call("call_e2e_1", name, args)])
+
+    return respond
+
+
+SYSTEM_CC = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.329.abc; cc_entrypoint=cli; cch=00000;"},
+             {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+             {"type": "text", "text": "Be brief. ✓", "cache_control": EPH}]
+GET_TIME = {"name": "get_time", "description": "Local time in a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"},
+                                                              "tz_hint": {"type": "string"}}, "required": ["city"]}}
+ARGS_A = {"city": "Paris — Île-de-France"}
+ARGS_B = {"city": "Tōkyō 東京", "tz_hint": "Asia/Tokyo"}
+SUMMARY = ("**Planning** the lookup 🔍", "Weather and time, both at once — in parallel.")
+
+
+@pytest.fixture(scope="module")
+def rs_stack(tmp_path_factory):
+    fake = FakeResponses()
+    try:
+        proxy = start_proxy(tmp_path_factory.mktemp("rs"), rs_env(fake))
+    except BaseException:
+        fake.close()
+        raise
+    yield Stack(fake, proxy)
+    proxy.stop()
+    fake.close()
+
+
+@pytest.fixture
+def rs(rs_stack) -> Stack:
+    rs_stack.fake.reset()
+    return rs_stack
+
+
+def rs_post(stack: Stack, body: dict, stream: bool, **kw: Any) -> Resp:
+    return stack.proxy.post({**body, "stream": True} if stream else body, **kw)
+
+
+# == 1. MODEL_PROVIDER=openai-responses: a text answer ==
+
+
+class TestResponsesPreset:
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_text_answer_usage_headers_and_request_shape(self, rs, stream):
+        reply = "Bonjour — ça va? ✓ 你好"
+        rs.fake.push(lambda rec: rs.fake.answer(rec, [rs_text(reply)]))
+        body = base_req(system=SYSTEM_CC, messages=[user("hi there")], max_tokens=2048)
+        r = rs_post(rs, body, stream)
+        m = pv_answer(r, stream)
+        assert [(b["type"], b.get("text")) for b in m["content"]] == [("text", reply)], m
+        assert m["stop_reason"] == "end_turn" and m["model"] == "claude-sonnet-4-5"
+        assert {k: m["usage"].get(k) for k in RS_USAGE_ANTH} == RS_USAGE_ANTH, m["usage"]
+        assert r.headers.get("x-lynkr-provider") == "openai-responses" and r.headers.get("x-lynkr-model") == "gpt-5"
+        assert REQ_ID.match(r.headers.get("request-id", "")), r.headers
+        q = rs.fake.last
+        assert (q.method, q.path) == ("POST", "/v1/responses")
+        assert q.headers.get("authorization") == f"Bearer {OPENAI_KEY}" and "x-api-key" not in q.headers
+        b = q.body
+        assert b["model"] == "gpt-5"
+        assert b["instructions"] == "You are Claude Code, Anthropic's official CLI for Claude.\n\nBe brief. ✓"
+        assert "billing-header" not in json.dumps(b)
+        assert b["input"] == [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi there"}]}]
+        assert b["max_output_tokens"] == 2048 and b["store"] is False
+        assert b.get("stream", False) is stream
+        assert not {"messages", "system", "max_tokens", "stream_options"} & b.keys()
+        pv_no_leak(rs.fake)
+
+    def test_stream_is_incremental_not_buffered(self, rs):
+        """The first text delta reaches the client while the fake still holds back the rest."""
+        def respond(rec):
+            r = rs.fake.answer(rec, [rs_text("first words, then more words after a long pause")])
+            data = b"".join(r.pieces)
+            end = data.index(b"\n\n", data.index(b"response.output_text.delta")) + 2  # first text event's end
+            sizes = list(itertools.accumulate(len(x) for x in r.pieces))
+            r.pauses = {next(i for i, n in enumerate(sizes) if n >= end) + 1: 1.5}
+            return r
+
+        rs.fake.push(respond)
+        t0 = time.monotonic()
+        conn, resp = open_stream(rs.proxy.port, base_req(stream=True))
+        try:
+            first_text = next(t for t, ev, data in iter_events(resp, t0)
+                              if ev == "content_block_delta" and data["delta"].get("type") == "text_delta")
+            rest = resp.read()
+        finally:
+            conn.close()
+        assert first_text < 1.2, f"first text delta after {first_text:.2f}s: buffered"
+        assert b"message_stop" in rest
+
+    def test_multi_turn_history_and_images(self, rs):
+        """Earlier assistant text becomes output_text, user images input_image data URLs, the system a string."""
+        rs.fake.push(lambda rec: rs.fake.answer(rec, [rs_text("A grey pixel.")]))
+        body = base_req(system="Describe images.", messages=[
+            user("hello"), assistant([text("Hi! Send me a picture.")]),
+            user([image_b64(), text("what is this?")])])
+        m = pv_answer(rs.proxy.post(body), False)
+        assert m["content"][0]["text"] == "A grey pixel."
+        items = rs.fake.last.body["input"]
+        assert rs.fake.last.body["instructions"] == "Describe images."
+        assert [(i["type"], i["role"]) for i in items] == [("message", "user"), ("message", "assistant"),
+                                                          ("message", "user")]
+        assert items[1]["content"] == [{"type": "output_text", "text": "Hi! Send me a picture."}]
+        assert items[2]["content"][0]["type"] == "input_image"
+        assert items[2]["content"][0]["image_url"] == f"data:image/png;base64,{PNG_B64}"
+        assert items[2]["content"][1] == {"type": "input_text", "text": "what is this?"}
+
+    def test_claude_code_shaped_request_passes_the_strict_fake(self, rs):
+        """Claude Code's first request (system turn in messages, billing block, $schema tool, adaptive thinking,
+        context_management, metadata, effort): everything OpenAI would refuse is translated or left out."""
+        rs.fake.push(lambda rec: rs.fake.answer(rec, [rs_text("Listing files.")]))
+        st = rs.proxy.post(cc_body(canary="cnry-77"), headers=CC_HEADERS).stream()
+        assert block_summary(st.ok()["content"]) == [("text", "Listing files.")]
+        b = rs.fake.last.body
+        assert b["model"] == "gpt-5" and b["stream"] is True and b["store"] is False
+        assert "billing-header" not in json.dumps(b) and b["instructions"].startswith("You are Claude Code")
+        assert "cnry-77" in json.dumps(b["input"]) or "cnry-77" in b["instructions"]
+        assert [t["name"] for t in b["tools"]] == ["Bash", "DeferredToolPlaceholder"]
+        assert "$schema" not in json.dumps(b["tools"])
+        assert b["reasoning"] == {"effort": "medium", "summary": "auto"}
+        assert b["include"] == ["reasoning.encrypted_content"]
+        assert b["max_output_tokens"] == 128000
+
+    @pytest.mark.parametrize("max_tokens", [1, 10])
+    def test_tiny_max_tokens_still_accepted(self, rs, max_tokens):
+        """Claude Code probes with max_tokens: 1; the Responses API refuses max_output_tokens below 16."""
+        r = rs.proxy.post(base_req(max_tokens=max_tokens))
+        # (a bug once, found by this test: max_output_tokens under 16 went to the Responses API as sent)
+        assert r.status == 200, (r.status, r.data[:400])
+        assert rs.fake.last.body["max_output_tokens"] >= 16
+
+    def test_count_tokens_is_estimated_without_the_upstream(self, rs):
+        r = rs.proxy.post(base_req(messages=[user("hello " * 50)]), path="/v1/messages/count_tokens")
+        assert r.status == 200 and r.json()["input_tokens"] >= 50, r.data
+        assert all(q.path == "/v1/responses" for q in rs.fake.requests)
+
+
+# == 2. The tool round trip: reasoning + two parallel calls, then their results ==
+
+
+class TestResponsesToolRoundTrip:
+    TOOLS = [GET_WEATHER, GET_TIME]
+
+    def turn1(self, stack: Stack, stream: bool) -> dict:
+        stack.fake.push(lambda rec: stack.fake.answer(rec, [
+            rs_reasoning(*SUMMARY), rs_call("call_W1", "get_weather", ARGS_A), rs_call("call_T2", "get_time", ARGS_B)]))
+        body = base_req(max_tokens=8192, thinking={"type": "enabled", "budget_tokens": 4096}, tools=self.TOOLS,
+                        messages=[user("Weather in Paris and the time in Tokyo?")])
+        r = rs_post(stack, body, stream)
+        m = pv_answer(r, stream)
+        return m
+
+    @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+    def test_reasoning_and_parallel_calls_round_trip(self, rs, stream):
+        first = self.turn1(rs, stream)
+        q1 = rs.fake.last.body
+        # turn 1 as the fake saw it: flat strict-explicit tools, reasoning asked with its encrypted content
+        assert [(t["type"], t["name"], t["strict"]) for t in q1["tools"]] == [
+            ("function", "get_weather", False), ("function", "get_time", False)]
+        assert q1["tools"][0]["parameters"] == WEATHER_SCHEMA and q1["tools"][0]["description"] == "Weather for a city"
+        assert q1["reasoning"]["effort"] in ("low", "medium", "high") and q1["reasoning"]["summary"] == "auto"
+        assert q1["include"] == ["reasoning.encrypted_content"] and q1["store"] is False
+        issued = list(rs.fake.issued.items())[-1]  # (encrypted_content, reasoning id) the fake just made
+        # what the client got: thinking (signed) + two complete tool_use blocks
+        assert first["stop_reason"] == "tool_use"
+        kinds = [b["type"] for b in first["content"]]
+        assert kinds == ["thinking", "tool_use", "tool_use"], first["content"]
+        thinking = first["content"][0]
+        assert thinking["thinking"] == "\n\n".join(SUMMARY)
+        assert thinking["signature"].startswith("lynkr-responses.") and len(thinking["signature"]) > 40
+        calls_ = {b["id"]: (b["name"], b["input"]) for b in first["content"][1:]}
+        assert calls_ == {"call_W1": ("get_weather", ARGS_A), "call_T2": ("get_time", ARGS_B)}
+        assert {k: first["usage"].get(k) for k in RS_USAGE_ANTH} == RS_USAGE_ANTH
+
+        # turn 2: the assistant content as received, and both results
+        rs.fake.push(lambda rec: rs.fake.answer(rec, [rs_text("Paris: 18C. Tokyo: 21:04.")]))
+        body = base_req(max_tokens=8192, thinking={"type": "enabled", "budget_tokens": 4096}, tools=self.TOOLS,
+                        messages=[user("Weather in Paris and the time in Tokyo?"), assistant(first["content"]),
+                                  user([tool_result("call_W1", "18C and sunny"),
+                                        tool_result("call_T2", [text("21:04 JST")])])])
+        r = rs_post(rs, body, not stream)  # the other mode for turn 2
+        second = pv_answer(r, not stream)
+        assert [b.get("text") for b in second["content"]] == ["Paris: 18C. Tokyo: 21:04."], second
+        assert second["stop_reason"] == "end_turn"
+        items = rs.fake.last.body["input"]
+        assert [i["type"] for i in items] == ["message", "reasoning", "function_call", "function_call",
+                                             "function_call_output", "function_call_output"], items
+        assert items[1] == {"type": "reasoning", "id": issued[1], "encrypted_content": issued[0],
+                            "summary": [{"type": "summary_text", "text": s} for s in SUMMARY]}
+        assert [(i["call_id"], i["name"], json.loads(i["arguments"])) for i in items[2:4]] == [
+            ("call_W1", "get_weather", ARGS_A), ("call_T2", "get_time", ARGS_B)]
+        assert [(i["call_id"], i["output"]) for i in items[4:]] == [("call_W1", "18C and sunny"),
+                                                                   ("call_T2", "21:04 JST")]
+        assert len(rs.fake.requests) == 2
+        pv_no_leak(rs.fake)
+
+    def test_thinking_signed_elsewhere_is_not_sent(self, rs):
+        """Claude's own signature and a Responses reasoning item this upstream never issued (another
+        account's) are left out; the fake would refuse the latter with 400 'could not be decrypted'."""
+        foreign_item = {"type": "reasoning", "id": "rs_other_account_1",
+                        "encrypted_content": "gAAAAABnot-issued-by-this-fake" + "x" * 64,
+                        "summary": [{"type": "summary_text", "text": "someone else's thoughts"}]}
+        forged = {"type": "thinking", "thinking": "someone else's thoughts", "signature": encode_reasoning(foreign_item)}
+        claude_sig = {"type": "thinking", "thinking": "Claude thought this.",
+                      "signature": "EqQBCkgIBRABGAIiQKmr2n0cM5QpY0s1u8N2oQmWzq4ZGlL3c0x8pZ0m0i8x"}
+        body = base_req(max_tokens=8192, thinking={"type": "enabled", "budget_tokens": 4096}, tools=[GET_WEATHER],
+                        messages=[user("Weather in Paris?"),
+                                  assistant([claude_sig, forged, tool_use("call_X1", "get_weather", {"city": "Paris"})]),
+                                  user([tool_result("call_X1", "18C")])])
+        for stream in (False, True):
+            rs.fake.push(lambda rec: rs.fake.answer(rec, [rs_text("Done: 18C.")]))
+            m = pv_answer(rs_post(rs, body, stream), stream)
+            assert m["content"][-1]["text"] == "Done: 18C.", m
+            items = rs.fake.last.body["input"]
+            assert [i["type"] for i in items] == ["message", "function_call", "function_call_output"], items
+            assert "someone else" not in json.dumps(rs.fake.last.body)
+            assert "Claude thought" not in json.dumps(rs.fake.last.body)
+
+    def test_fake_refuses_reasoning_it_did_not_issue(self, rs):
+        """The fake's own check (so the test above proves something): a forged reasoning item sent straight
+        to it is a 400 'could not be decrypted'."""
+        body = {"model": "gpt-5", "store": False, "include": ["reasoning.encrypted_content"], "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            {"type": "reasoning", "id": "rs_x", "encrypted_content": "gAAAAABforged", "summary": []},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "yo"}]}]}
+        r = call(rs.fake.port, "POST", "/v1/responses", body, {"authorization": f"Bearer {OPENAI_KEY}"},
+                 defaults=False)
+        assert r.status == 400 and "could not be decrypted" in r.emsg and dig(r.json(), "error.code") == \
+            "invalid_encrypted_content"
+
+
+# == 3. azure-openai-responses ==
+
+
+@pytest.fixture(scope="module")
+def azrs_stack(tmp_path_factory):
+    fake = FakeAzureResponses()
+    env = {"MODEL_PROVIDER": "azure-openai-responses", "AZURE_OPENAI_ENDPOINT": fake.url,
+           "AZURE_OPENAI_API_KEY": AZOAI_KEY, "AZURE_OPENAI_DEPLOYMENT": "gpt-5-prod", "UPSTREAM_MAX_RETRIES": "0"}
+    try:
+        proxy = start_proxy(tmp_path_factory.mktemp("azrs"), env)
+    except BaseException:
+        fake.close()
+        raise
+    yield Stack(fake, proxy)
+    proxy.stop()
+    fake.close()
+
+
+class TestAzureResponses:
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_path_key_header_and_deployment(self, azrs_stack, stream):
+        st_ = azrs_stack
+        st_.fake.reset()
+        m = pv_answer(rs_post(st_, base_req(system="Be brief."), stream), stream)
+        assert m["content"] == [{"type": "text", "text": st_.fake.hello}] and m["stop_reason"] == "end_turn"
+        q = st_.fake.last
+        assert (q.method, q.path, q.query) == ("POST", "/openai/v1/responses", "")
+        assert q.headers.get("api-key") == AZOAI_KEY and "authorization" not in q.headers
+        assert q.body["model"] == "gpt-5-prod" and q.body["store"] is False and q.body["instructions"] == "Be brief."
+        pv_no_leak(st_.fake)
+
+    def test_reasoning_round_trip_on_azure(self, azrs_stack):
+        st_ = azrs_stack
+        st_.fake.reset()
+        t = TestResponsesToolRoundTrip()
+        first = t.turn1(st_, True)
+        assert [b["type"] for b in first["content"]] == ["thinking", "tool_use", "tool_use"]
+        st_.fake.push(lambda rec: st_.fake.answer(rec, [rs_text("ok")]))
+        body = base_req(max_tokens=8192, thinking={"type": "enabled", "budget_tokens": 4096}, tools=t.TOOLS,
+                        messages=[user("q"), assistant(first["content"]),
+                                  user([tool_result("call_W1", "a"), tool_result("call_T2", "b")])])
+        assert pv_answer(rs_post(st_, body, True), True)["content"][0]["text"] == "ok"
+        items = st_.fake.last.body["input"]
+        assert [i["type"] for i in items][:2] == ["message", "reasoning"]
+        assert items[1]["encrypted_content"] in st_.fake.issued
+
+
+# == 4. Errors ==
+
+
+class TestResponsesErrors:
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_429_is_a_rate_limit_error_with_retry_after(self, rs, stream):
+        rs.fake.push(rs.fake.error(429, "Rate limit reached for gpt-5 in organization org-x on tokens per min "
+                                        "(TPM): Limit 30000, Used 30000, Requested 1200.", "rate_limit_error",
+                                   "rate_limit_exceeded", headers=(("retry-after", "7"),)))
+        t0 = time.monotonic()
+        r = rs_post(rs, base_req(), stream)
+        assert time.monotonic() - t0 < 5, "retries were not exhausted quickly"
+        assert r.status == 429, (r.status, r.data[:500])
+        assert r.etype == "rate_limit_error" and "Rate limit reached" in r.emsg, r.data
+        assert r.headers.get("retry-after") == "7"
+        assert len(rs.fake.requests) == 1  # UPSTREAM_MAX_RETRIES=0
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_400_is_invalid_request_error(self, rs, stream):
+        rs.fake.push(rs.fake.error(400, "Invalid 'input[0].content[0].text': string too long.", "invalid_request_error",
+                                   "string_above_max_length", param="input[0].content[0].text"))
+        r = rs_post(rs, base_req(), stream)
+        assert r.status == 400 and r.etype == "invalid_request_error", (r.status, r.data[:500])
+        assert "string too long" in r.emsg
+        assert r.headers.get("x-should-retry") == "false"
+
+    @pytest.mark.parametrize("how", ["response.failed", "error"])
+    def test_failure_mid_stream_is_an_error_event(self, rs, how):
+        def respond(rec):
+            out = rs.fake.materialize(rec, [rs_text("partial answer that never finishes")])
+            evs = rs.fake.events(rec, out)
+            at = next(i for i, e in enumerate(evs) if e["type"] == "response.output_text.delta") + 2
+            if how == "response.failed":
+                last = {"type": "response.failed", "response": rs.fake.response(
+                    rec, [], "failed", error={"code": "server_error", "message": "The model produced invalid content."})}
+            else:
+                last = {"type": "error", "code": "server_error", "message": "The model produced invalid content.",
+                        "param": None}
+            data = rs.fake.sse(evs[:at] + [last])
+            return stream_reply(data, pieces=rs_split(data), gap=0.0005)
+
+        rs.fake.push(respond)
+        r = rs_post(rs, base_req(), True)
+        st = r.stream()
+        assert st.error is not None and not st.complete, st.events[-3:]
+        assert st.error["type"] == "api_error" and "invalid content" in st.error["message"]
+        assert st.content and st.content[0]["type"] == "text" and st.content[0]["text"].startswith("parti")
+        assert not any(ev == "message_stop" for ev, _ in st.events)
+
+    def test_failed_json_response_is_an_error(self, rs):
+        rs.fake.push(lambda rec: json_reply(rs.fake.response(rec, [], "failed", error={
+            "code": "rate_limit_exceeded", "message": "slow down"})))
+        r = rs.proxy.post(base_req())
+        assert r.status == 429 and r.etype == "rate_limit_error" and "slow down" in r.emsg, r.data
+
+    def test_wrong_key_is_an_authentication_error(self, tmp_path, make_proxy):
+        fake = FakeResponses()
+        try:
+            p = make_proxy(rs_env(fake, OPENAI_API_KEY="sk-wrong-key-000000000"))
+            r = p.post(base_req())
+            assert r.status == 401 and r.etype == "authentication_error", r.data
+            assert "Incorrect API key" in r.emsg
+        finally:
+            fake.close()
+
+
+# == 5. lynkr.toml: [providers.r] kind = "openai-responses" ==
+
+
+class TestResponsesToml:
+    @pytest.fixture
+    def two(self, tmp_path, make_proxy):
+        r, r2 = FakeResponses(), FakeResponses()
+        r2.key = "sk-second-openai-account-99"
+        pv_toml(tmp_path, textwrap.dedent(f"""\
+            [providers.r]
+            kind = "openai-responses"
+            base_url = "{r.url}/v1"
+            api_key = "$RS_KEY_R"
+
+            [providers.r2]
+            kind = "openai-responses"
+            base_url = "{r2.url}/v1"
+            api_key = "{r2.key}"
+
+            [router]
+            default = "r2,gpt-5-mini"
+            """))
+        try:
+            p = make_proxy({"RS_KEY_R": OPENAI_KEY})
+            yield r, r2, p
+        finally:
+            r.close()
+            r2.close()
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_explicit_route_to_a_responses_provider(self, two, stream):
+        r, r2, p = two
+        res = rs_post(Stack(r, p), base_req(model="r,gpt-5"), stream)
+        m = pv_answer(res, stream)
+        assert m["content"][0]["text"] == r.hello and m["model"] == "r,gpt-5"
+        pv_headers(res, "r", "gpt-5", "explicit")
+        assert len(r.requests) == 1 and r2.requests == []
+        assert r.last.body["model"] == "gpt-5" and r.last.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+        res = rs_post(Stack(r2, p), base_req(), stream)  # the default route
+        pv_headers(res, "r2", "gpt-5-mini", "default")
+        assert r2.last.body["model"] == "gpt-5-mini" and r2.last.headers["authorization"] == f"Bearer {r2.key}"
+        pv_no_leak(r, r2)
+
+    def test_reasoning_from_one_account_is_not_sent_to_another(self, two):
+        """r2 signs a reasoning item; the next turn routed to r leaves it out (r would refuse it), the same
+        turn routed back to r2 carries it."""
+        r, r2, p = two
+        r2.push(lambda rec: r2.answer(rec, [rs_reasoning("Thinking on r2."), rs_call("call_Q", "get_weather",
+                                                                                        {"city": "Oslo"})]))
+        think = {"max_tokens": 8192, "thinking": {"type": "enabled", "budget_tokens": 4096}, "tools": [GET_WEATHER]}
+        first = pv_answer(p.post(base_req(model="r2,gpt-5", stream=True, messages=[user("Oslo?")], **think)), True)
+        assert [b["type"] for b in first["content"]] == ["thinking", "tool_use"]
+        follow = [user("Oslo?"), assistant(first["content"]), user([tool_result("call_Q", "-3C")])]
+        r.push(lambda rec: r.answer(rec, [rs_text("Cold in Oslo.")]))
+        m = pv_answer(p.post(base_req(model="r,gpt-5", messages=follow, **think)), False)
+        assert m["content"][-1]["text"] == "Cold in Oslo."
+        assert [i["type"] for i in r.last.body["input"]] == ["message", "function_call", "function_call_output"]
+        r2.push(lambda rec: r2.answer(rec, [rs_text("Cold in Oslo (r2).")]))
+        m = pv_answer(p.post(base_req(model="r2,gpt-5", messages=follow, **think)), False)
+        assert m["content"][-1]["text"] == "Cold in Oslo (r2)."
+        assert [i["type"] for i in r2.last.body["input"]] == ["message", "reasoning", "function_call",
+                                                              "function_call_output"]
+
+
+# == 6. End to end: the anthropic SDK and the real Claude Code CLI ==
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+class TestResponsesSDK:
+    @pytest.mark.parametrize("mode", ["stream", "create"])
+    def test_sdk_tool_round_trip_with_thinking(self, rs, mode):
+        require_e2e("the anthropic Python SDK", importlib.util.find_spec("anthropic") is not None)
+        import anthropic
+
+        responder = rs_final_text(lambda outs: f"It is {outs[-1]['output']} in Paris.", "get_weather",
+                                  {"city": "Paris"}, rs.fake, reasoning=("Need the weather ☁️.",))
+        rs.fake.push(responder, responder)
+        client = anthropic.Anthropic(base_url=rs.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+
+        def turn(messages):
+            kw = {"model": "claude-sonnet-4-5", "max_tokens": 8192, "tools": [GET_WEATHER], "messages": messages,
+                  "thinking": {"type": "enabled", "budget_tokens": 4096}}
+            if mode == "create":
+                return client.messages.create(**kw)
+            with client.messages.stream(**kw) as s:
+                pieces = list(s.text_stream)
+                final = s.get_final_message()
+            assert "".join(pieces) == "".join(b.text for b in final.content if b.type == "text")
+            return final
+
+        messages = [{"role": "user", "content": "What's the weather in Paris?"}]
+        first = turn(messages)
+        assert first.stop_reason == "tool_use" and [b.type for b in first.content] == ["thinking", "tool_use"]
+        assert first.content[0].thinking == "Need the weather ☁️." and first.content[0].signature
+        assert first.content[1].input == {"city": "Paris"} and first.usage.cache_read_input_tokens == 1200
+        messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": first.content[1].id,
+                                                   "content": "18C and sunny"}]}]
+        second = turn(messages)
+        assert second.stop_reason == "end_turn" and second.content[-1].text == "It is 18C and sunny in Paris."
+        items = rs.fake.last.body["input"]
+        assert [i["type"] for i in items] == ["message", "reasoning", "function_call", "function_call_output"]
+        assert items[1]["encrypted_content"] in rs.fake.issued
+        assert len(rs.fake.requests) == 2
+
+    def test_sdk_sees_rate_limit_error(self, rs):
+        require_e2e("the anthropic Python SDK", importlib.util.find_spec("anthropic") is not None)
+        import anthropic
+
+        rs.fake.push(rs.fake.error(429, "slow down", "rate_limit_error", "rate_limit_exceeded",
+                                   headers=(("retry-after", "3"),)))
+        client = anthropic.Anthropic(base_url=rs.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+        with pytest.raises(anthropic.RateLimitError) as ei:
+            with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64,
+                                        messages=[{"role": "user", "content": "hi"}]) as s:
+                s.get_final_message()
+        assert ei.value.status_code == 429 and "slow down" in str(ei.value)
+
+
+class TestResponsesClaudeCode:
+    @pytest.fixture
+    def claude(self) -> str:
+        b = claude_bin()
+        require_e2e(f"the Claude Code CLI {CLAUDE_VERSION}", b is not None)
+        return b
+
+    def test_bash_round_trip(self, claude, rs, tmp_path):
+        responder = rs_final_text(lambda outs: f"The command printed: {outs[-1]['output'].strip()}", "Bash",
+                                  {"command": "echo hello-from-tool", "description": "Print a marker"}, rs.fake,
+                                  reasoning=("I will run the command.",))
+        rs.fake.push(responder, responder)
+        out = pv_claude(claude, rs.proxy, tmp_path, "run echo hello-from-tool")
+        assert out["num_turns"] == 2 and out["result"] == "The command printed: hello-from-tool", out
+        assert len(rs.fake.requests) == 2, [q.body.get("input") for q in rs.fake.requests]
+        for q in rs.fake.requests:
+            assert q.path == "/v1/responses" and q.body["model"] == "gpt-5" and q.body["stream"] is True
+            assert q.body["store"] is False and "Bash" in [t["name"] for t in q.body["tools"]]
+            assert "billing-header" not in json.dumps(q.body)
+        outs = rs_inputs(rs.fake.last, "function_call_output")
+        assert [o["output"].strip() for o in outs] == ["hello-from-tool"], outs
+        assert outs[0]["call_id"] == "call_e2e_1"
+        calls_ = rs_inputs(rs.fake.last, "function_call")
+        assert [(c["name"], json.loads(c["arguments"])["command"]) for c in calls_] == [("Bash", "echo hello-from-tool")]
+        # Claude Code sent the thinking block back: the reasoning item this fake issued, before the call
+        kinds = [i["type"] for i in rs.fake.last.body["input"]]
+        assert kinds.index("reasoning") == kinds.index("function_call") - 1, kinds
+        assert rs_inputs(rs.fake.last, "reasoning")[0]["encrypted_content"] in rs.fake.issued
+        pv_no_leak(rs.fake)
