@@ -4770,7 +4770,10 @@ class AwsAuth:
         self.environ = aws_environ(settings, spec.profile)
         self.region = spec.region
         self.label = provider.label
-        self.creds = None if self.bearer else aws_credentials(self.environ)
+        try:
+            self.creds = None if self.bearer else aws_credentials(self.environ)
+        except ValueError as exc:  # a half-set key pair, a profile that does not exist
+            raise ConfigError(f"{self.label}: {exc}") from None
         self.loaded_at = time.monotonic()
 
     def invalidate(self, sent_at: float) -> bool:
