@@ -5115,7 +5115,11 @@ async def _bedrock_count(p: Provider, req: dict[str, Any], model: str) -> int | 
         body = {"input": {"invokeModel": {"body": invoke}}}
         url = _join(_bedrock_base(p.spec, "invoke"), f"/model/{urllib.parse.quote(model, safe='')}/count-tokens")
         read = lambda obj: obj.get("inputTokens")  # noqa: E731
+    sent_at = time.monotonic()
     resp = await p._post(url, headers, body, False)
+    if resp.status in (401, 403) and p.credentials is not None and p.credentials.invalidate(sent_at):
+        await p._read_error(resp)  # rotated credentials: once more with the fresh ones
+        resp = await p._post(url, headers, body, False)
     raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
     if resp.status != 200:
         p.log.info("Bedrock CountTokens unavailable; estimating", status=resp.status, provider=p.name)
@@ -5164,6 +5168,14 @@ KINDS: dict[str, Kind] = {
 
 
 # -- One provider: retries, breaker, the pump --
+
+
+class FirstFrameError(Exception):
+    """A stream that failed in its first frame: nothing reached the client, so it may be retried."""
+
+    def __init__(self, error: LynkrError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class Provider:
@@ -5244,7 +5256,25 @@ class Provider:
 
     async def open_stream(self, req: dict[str, Any], http_req: Request, model: str,
                           max_tokens: int) -> AsyncIterator[bytes]:
-        """Start the upstream call (raising LynkrError before any byte) and return Anthropic SSE bytes."""
+        """Start the upstream call (raising LynkrError before any byte) and return Anthropic SSE bytes.
+        A stream whose first frame is an error (Bedrock's throttling) is retried like an HTTP error."""
+        attempt = 0
+        while True:
+            try:
+                return await self._open_stream(req, http_req, model, max_tokens)
+            except FirstFrameError as exc:
+                error = exc.error
+                delay = min(RETRY_BASE_DELAY_S * (2 ** attempt), 8.0) * (0.5 + random.random() / 2)
+                if error.status not in RETRYABLE_STATUSES or attempt >= self.max_retries or not self.breaker.allow():
+                    raise self._client_facing(error) from None
+                attempt += 1
+                METRICS.inc("lynkr_upstream_retries_total", provider=self.name)
+                self.log.info("retrying upstream", request_id=http_req.request_id, provider=self.name,
+                              attempt=attempt, status=error.status, delay_s=round(delay, 3))
+                await asyncio.sleep(delay)
+
+    async def _open_stream(self, req: dict[str, Any], http_req: Request, model: str,
+                           max_tokens: int) -> AsyncIterator[bytes]:
         resp = await self._call(req, http_req, True, model, max_tokens)
         content_type = resp.headers.get("content-type", "text/event-stream")
         if "text/event-stream" not in content_type and EVENT_STREAM_TYPE not in content_type:
@@ -5274,7 +5304,7 @@ class Provider:
         except LynkrError as exc:
             await resp.aclose()
             self.stream_outcome(exc)
-            raise self.named(exc) from None
+            raise FirstFrameError(self.named(exc)) from None
 
         async def rest() -> AsyncIterator[bytes]:
             yield first
@@ -5334,7 +5364,7 @@ class Provider:
             url = count_url(self.spec, model) if count_url else self.preset.url(self.spec, model) + "/count_tokens"
             sent_at = time.monotonic()
             resp = await self._post(url, self.anthropic_headers(http_req), body, False)
-            if resp.status == 401 and self.credentials is not None and self.credentials.invalidate(sent_at):
+            if resp.status in (401, 403) and self.credentials is not None and self.credentials.invalidate(sent_at):
                 await self._read_error(resp)  # a revoked or expired cloud token: once more with a fresh one
                 resp = await self._post(url, self.anthropic_headers(http_req), body, False)
             raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
@@ -5372,7 +5402,8 @@ class Provider:
             try:
                 resp = await self._post(url, headers, body, stream)
                 METRICS.observe("lynkr_upstream_duration_seconds", time.monotonic() - started, provider=self.name)
-                if resp.status == 401 and self.credentials is not None and not renewed and \
+                # (Bedrock refuses expired or rotated keys with 403; a Google token with 401)
+                if resp.status in (401, 403) and self.credentials is not None and not renewed and \
                         self.credentials.invalidate(started):
                     renewed = True  # an expired or revoked cloud token: fetch a fresh one and try once more
                     await self._read_error(resp)

@@ -17110,3 +17110,976 @@ class TestResponsesClaudeCode:
         assert kinds.index("reasoning") == kinds.index("function_call") - 1, kinds
         assert rs_inputs(rs.fake.last, "reasoning")[0]["encrypted_content"] in rs.fake.issued
         pv_no_leak(rs.fake)
+
+
+# == Claude on Amazon Bedrock (issue 17) ==
+
+# == The fake Bedrock ==
+
+BR_REGION = "us-west-2"
+BR_KEY_ID = "AKIAFAKEBEDROCK0001"
+BR_SECRET = "wJalrXUtnFEMI/K7MDENG+bedrock/secret-canary-61f0"
+BR_TOKEN_KEY_ID = "ASIAFAKEBEDROCK0002"
+BR_TOKEN_SECRET = "tempSecret/+canary-session-secret-77aa"
+BR_SESSION_TOKEN = "FwoGZXIvYXdzEBcaDsession-token-canary/+=9c1d"
+BR_BEARER = "ABSKQmVkcm9ja0FQSUtleS1jYW5hcnktYmVhcmVyLTQ0ZTI="
+BR_INVOKE_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"  # the preset's default
+BR_ARN = f"arn:aws:bedrock:{BR_REGION}:123456789012:application-inference-profile/a1b2c3d4e5f6"
+BR_OPUS = "claude-opus-4-7"  # a Messages-API model name
+BR_TEXT = "Hello from fake Bedrock \u2014 \u00fcn\u00efc\u00f8d\u00e9 \u2713 \U0001f600"
+BR_VERSION = "bedrock-2023-05-31"
+ES_TYPE = "application/vnd.amazon.eventstream"
+INVOKE_PATH = re.compile(r"/model/([^/]+)/(invoke|invoke-with-response-stream|count-tokens)")
+MSG_PATHS = ("/anthropic/v1/messages", "/anthropic/v1/messages/count_tokens")
+ARN_RE = re.compile(r"arn:aws:bedrock:[a-z0-9-]+:\d{12}:(inference-profile|application-inference-profile|"
+                    r"foundation-model)/[A-Za-z0-9.:_-]+")
+SIG_MISMATCH = ("The request signature we calculated does not match the signature you provided. Check your AWS "
+                "Secret Access Key and signing method. Consult the service documentation for details.")
+AUTH_RE = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
+                     r"SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})")
+
+
+def aws_error(status: int, kind: str, message: str, headers: tuple = ()) -> Reply:
+    """An AWS JSON-protocol error: the type in x-amzn-ErrorType, the message in the body."""
+    return json_reply({"message": message}, status,
+                      (("x-amzn-errortype", f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+                       ("x-amzn-requestid", "5e1b5a4c-0000-4000-8000-fakebedrock00"), *headers))
+
+
+# -- the event-stream encoder (checked against botocore's parser below) --
+
+
+def es_frame(headers: list[tuple[str, str]], payload: bytes) -> bytes:
+    raw = b"".join(bytes([len(n.encode())]) + n.encode() + b"\x07" + struct.pack(">H", len(v.encode())) + v.encode()
+                   for n, v in headers)
+    prelude = struct.pack(">II", 16 + len(raw) + len(payload), len(raw))
+    prelude += struct.pack(">I", binascii.crc32(prelude))
+    message = prelude + raw + payload
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+def es_chunk(event: dict) -> bytes:
+    data = base64.b64encode(json.dumps(event, ensure_ascii=False).encode()).decode()
+    pad = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456"[: 1 + len(data) % 40]
+    return es_frame([(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
+                    json.dumps({"bytes": data, "p": pad}).encode())
+
+
+def es_exception(kind: str, message: str) -> bytes:
+    return es_frame([(":exception-type", kind), (":content-type", "application/json"),
+                     (":message-type", "exception")], json.dumps({"message": message}).encode())
+
+
+def es_awkward_points(frames: list[bytes]) -> list[int]:
+    """Cuts inside every frame: mid total-length, mid prelude CRC, mid headers, mid payload, mid message CRC."""
+    pts, pos = [], 0
+    for f in frames:
+        total, hlen = struct.unpack(">II", f[:8])
+        pts += [pos + 1, pos + 5, pos + 10, pos + 12 + hlen // 2, pos + 12 + hlen + (total - 16 - hlen) // 3,
+                pos + 12 + hlen + (total - 16 - hlen) * 2 // 3, pos + total - 2]
+        pos += total
+    return pts
+
+
+def es_events(msg: dict, metrics: bool = True) -> list[dict]:
+    """The Anthropic events of msg as Bedrock streams them (message_stop with its invocation metrics)."""
+    events = [dict(d) for _, d in anth_events(msg) if d["type"] != "ping"]
+    if metrics:
+        events[-1]["amazon-bedrock-invocationMetrics"] = {"inputTokenCount": msg["usage"]["input_tokens"],
+                                                          "outputTokenCount": msg["usage"]["output_tokens"],
+                                                          "invocationLatency": 812, "firstByteLatency": 301}
+    return events
+
+
+def es_reply(frames: list[bytes], split: str = "awkward", **kw: Any) -> Reply:
+    data = b"".join(frames)
+    if split == "awkward":
+        pieces = split_at(data, es_awkward_points(frames))
+    elif split == "frames":
+        pieces = list(frames)
+    elif split == "one":
+        pieces = [data]
+    elif split.startswith("every"):
+        n = int(split[5:])
+        pieces = [data[i : i + n] for i in range(0, len(data), n)]
+    else:  # "seed<N>": random cut points
+        rng = random.Random(int(split[4:]))
+        pieces = split_at(data, rng.sample(range(1, len(data)), min(len(data) - 1, 40)))
+    return Reply(200, b"", (("content-type", ES_TYPE), ("x-amzn-bedrock-content-type", "application/json"),
+                            ("x-amzn-requestid", "5e1b5a4c-0000-4000-8000-fakebedrock01")),
+                 pieces=pieces, gap=kw.pop("gap", 0.0005), **kw)
+
+
+def br_message(content: list[dict] | None = None, stop_reason: str = "end_turn", usage: dict | None = None,
+               id: str = "msg_bdrk_01FAKE") -> dict:
+    return anth_message(content if content is not None else [text(BR_TEXT)], model="claude-sonnet-4-5-20250929",
+                        stop_reason=stop_reason, usage=usage, id=id)
+
+
+def br_answer(rec: Recorded, content: list[dict] | None = None, stop_reason: str = "end_turn",
+              split: str = "awkward") -> Reply:
+    """What Bedrock answers for this request's surface: InvokeModel JSON (no model) or event-stream frames;
+    the Messages API's Anthropic JSON or SSE."""
+    msg = br_message(content, stop_reason)
+    m = INVOKE_PATH.fullmatch(rec.path)
+    if m:
+        if m.group(2) == "invoke-with-response-stream":
+            return es_reply([es_chunk(e) for e in es_events(msg)], split)
+        return json_reply({k: v for k, v in msg.items() if k != "model"})
+    msg["model"] = rec.body["model"]
+    if rec.body.get("stream"):
+        data = anth_sse(anth_events(msg))
+        return stream_reply(data, pieces=split_at(data, awkward_points(data)))
+    return json_reply(msg)
+
+
+class FakeBedrock(FakeHTTP):
+    """bedrock-runtime InvokeModel / InvokeModelWithResponseStream / CountTokens and the Messages API
+    (/anthropic/v1/messages[/count_tokens]). Every SigV4 signature is recomputed with botocore."""
+
+    MODELS = {BR_INVOKE_ID, "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+              "anthropic.claude-3-haiku-20240307-v1:0"}
+
+    def __init__(self, region: str = BR_REGION, keys: dict[str, tuple[str, str]] | None = None,
+                 bearer: str | None = None, messages_mode: str = "mantle", **kw: Any):
+        super().__init__(**kw)
+        self.region = region
+        self.keys = {BR_KEY_ID: (BR_SECRET, ""), BR_TOKEN_KEY_ID: (BR_TOKEN_SECRET, BR_SESSION_TOKEN)} \
+            if keys is None else keys
+        self.bearer = bearer  # set: only this Bedrock API key is accepted (no SigV4)
+        self.messages_mode = messages_mode  # "mantle" (Anthropic body) or "runtime" (anthropic_version in body)
+        self.count_answer = 4321
+        self.expired: set[str] = set()  # key ids whose (temporary) credentials have expired
+        self.verified: list[dict] = []  # per accepted SigV4 request: key id, signed headers
+
+    # -- authentication --
+    def _sigv4(self, rec: Recorded) -> Reply | None:
+        auth = rec.headers.get("authorization", "")
+        m = AUTH_RE.fullmatch(auth)
+        if not m:
+            return aws_error(403, "IncompleteSignatureException", f"Authorization header requires 'Credential', "
+                             f"'SignedHeaders' and 'Signature' parameters. Authorization={auth[:80]}")
+        key_id, day, region, service, signed, _sig = m.groups()
+        if key_id in self.expired:
+            return aws_error(403, "ExpiredTokenException", "The security token included in the request is expired")
+        if key_id not in self.keys:
+            return aws_error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+        secret, token = self.keys[key_id]
+        amz_date = rec.headers.get("x-amz-date", "")
+        if not re.fullmatch(r"\d{8}T\d{6}Z", amz_date) or amz_date[:8] != day:
+            return aws_error(403, "IncompleteSignatureException", f"bad x-amz-date {amz_date!r} for scope {day}")
+        when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
+        if abs((datetime.datetime.now(datetime.UTC) - when).total_seconds()) > 300:
+            return aws_error(403, "InvalidSignatureException", "Signature expired")
+        if region != self.region or service != "bedrock":
+            return aws_error(403, "InvalidSignatureException", f"Credential should be scoped to a valid region "
+                             f"({self.region}) and service 'bedrock', not {region}/{service}.")
+        names = signed.split(";")
+        if names != sorted(names) or "host" not in names or "x-amz-date" not in names:
+            return aws_error(403, "InvalidSignatureException", f"SignedHeaders must be sorted and sign host and x-amz-date: {signed}")
+        missing = [n for n in names if n not in rec.headers]
+        if missing:
+            return aws_error(403, "InvalidSignatureException", f"signed headers not in the request: {missing}")
+        unsigned = [n for n in rec.headers if n.startswith("x-amz-") and n not in names]
+        if unsigned:
+            return aws_error(400, "InvalidSignatureException",
+                             f"There were headers present in the request which were not signed: {unsigned}")
+        sent_token = rec.headers.get("x-amz-security-token", "")
+        if sent_token != token:
+            return aws_error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+        payload_hash = rec.headers.get("x-amz-content-sha256")
+        if payload_hash is not None and payload_hash != hashlib.sha256(rec.raw).hexdigest():
+            return aws_error(400, "InvalidSignatureException", "The provided 'x-amz-content-sha256' header does "
+                             "not match what was computed.")
+        # botocore, frozen at the request's own x-amz-date, over exactly the headers it says it signed
+        request = botocore.awsrequest.AWSRequest(method=rec.method, url=f"http://{rec.headers['host']}{rec.target}",
+                                                 headers={n: rec.headers[n] for n in names}, data=rec.raw)
+        request.context["timestamp"] = amz_date
+        signer = botocore.auth.SigV4Auth(botocore.credentials.Credentials(key_id, secret, token or None),
+                                         "bedrock", self.region)
+        canonical = signer.canonical_request(request)
+        signature = signer.signature(signer.string_to_sign(request, canonical), request)
+        expected = (f"AWS4-HMAC-SHA256 Credential={key_id}/{signer.credential_scope(request)}, "
+                    f"SignedHeaders={signer.signed_headers(signer.headers_to_sign(request))}, Signature={signature}")
+        if auth != expected:
+            return aws_error(403, "InvalidSignatureException", SIG_MISMATCH)
+        with self.lock:
+            self.verified.append({"key": key_id, "signed": names, "target": rec.target})
+        return None
+
+    def _auth(self, rec: Recorded) -> Reply | None:
+        auth = rec.headers.get("authorization", "")
+        if self.bearer is not None:
+            if auth != f"Bearer {self.bearer}":
+                return aws_error(403, "AccessDeniedException", "Authentication failed: Please make sure your API Key is valid.")
+            sig = [n for n in rec.headers if n.startswith("x-amz-")]
+            return aws_error(400, "ValidationException", f"SigV4 headers beside an API key: {sig}") if sig else None
+        if auth.startswith("Bearer "):
+            return aws_error(403, "AccessDeniedException", "Authentication failed: Please make sure your API Key is valid.")
+        return self._sigv4(rec)
+
+    # -- body rules --
+    @staticmethod
+    def _invoke_problems(body: Any, model: str, count: bool = False) -> list[str]:
+        if not isinstance(body, dict):
+            return ["Malformed input request: body is not a JSON object"]
+        p = []
+        for key in ("model", "stream"):
+            if key in body:
+                p.append(f"#: extraneous key [{key}] is not permitted")
+        if body.get("anthropic_version") != BR_VERSION:
+            p.append(f"#: required key [anthropic_version] not found or wrong: {body.get('anthropic_version')!r}")
+        beta = body.get("anthropic_beta")
+        if beta is not None and not (isinstance(beta, list) and beta and all(isinstance(b, str) for b in beta)):
+            p.append(f"#/anthropic_beta: expected a non-empty list of strings, got {beta!r}")
+        p += [x for x in anthropic_violations({**body, "model": model}) if not x.startswith("model:")]
+        return p
+
+    def check(self, rec: Recorded) -> Reply | None:
+        m = INVOKE_PATH.fullmatch(rec.path)
+        if rec.method != "POST" or rec.query or not (m or rec.path in MSG_PATHS):
+            return aws_error(404, "UnknownOperationException", f"no operation at {rec.method} {rec.target}")
+        bad = self._auth(rec)
+        if bad is not None:
+            return bad
+        if any(CLIENT_KEY in v for v in rec.headers.values()) or "x-api-key" in rec.headers:
+            return aws_error(400, "ValidationException", "the client's Anthropic key reached Bedrock")
+        if m:
+            model = urllib.parse.unquote(m.group(1))
+            if m.group(1) != urllib.parse.quote(model, safe=""):
+                return aws_error(400, "ValidationException", f"model id not encoded as one path segment: {m.group(1)}")
+            if model not in self.MODELS and not ARN_RE.fullmatch(model):
+                return aws_error(400, "ValidationException", "The provided model identifier is invalid.")
+            if rec.headers.get("content-type", "").split(";")[0] != "application/json":
+                return aws_error(400, "ValidationException", f"content-type {rec.headers.get('content-type')!r}")
+            if "anthropic-beta" in rec.headers or "anthropic-version" in rec.headers:
+                return aws_error(400, "ValidationException", "anthropic-* headers are not InvokeModel's: betas go "
+                                 "in the body's anthropic_beta")
+            body = rec.body
+            if m.group(2) == "count-tokens":
+                try:
+                    inner = json.loads(base64.b64decode(body["input"]["invokeModel"]["body"], validate=True))
+                    assert set(body) == {"input"} and set(body["input"]) == {"invokeModel"}
+                except (TypeError, KeyError, ValueError, AssertionError):
+                    return aws_error(400, "ValidationException", f"CountTokens input malformed: {rec.raw[:200]!r}")
+                problems = self._invoke_problems(inner, model, count=True)
+            else:
+                problems = self._invoke_problems(body, model)
+            return aws_error(400, "ValidationException", "; ".join(problems)) if problems else None
+        # the Messages API
+        body = rec.body
+        if not isinstance(body, dict):
+            return json_reply(anth_error(400, "invalid_request_error", "body: not an object"), 400)
+        count = rec.path.endswith("count_tokens")
+        problems = anthropic_violations(body, count=count)
+        if self.messages_mode == "mantle":
+            if rec.headers.get("anthropic-version") != "2023-06-01":
+                problems.append(f"anthropic-version: {rec.headers.get('anthropic-version')!r} is not supported "
+                                "(2023-06-01)")
+            if "anthropic_version" in body:
+                problems.append("anthropic_version: Extra inputs are not permitted")
+        elif not count and body.get("anthropic_version") != BR_VERSION:
+            problems.append(f"anthropic_version: Input should be '{BR_VERSION}', got {body.get('anthropic_version')!r}")
+        if "anthropic_beta" in body:
+            problems.append("anthropic_beta: Extra inputs are not permitted (a header on the Messages API)")
+        if problems:
+            return json_reply(anth_error(400, "invalid_request_error", "; ".join(problems)), 400)
+        return None
+
+    def default(self, rec: Recorded) -> Reply:
+        if rec.path.endswith("/count-tokens"):
+            return json_reply({"inputTokens": self.count_answer})
+        if rec.path.endswith("/count_tokens"):
+            return json_reply({"input_tokens": self.count_answer})
+        return br_answer(rec)
+
+    # -- what tests read --
+    def invoke_body(self, rec: Recorded | None = None) -> dict:
+        rec = rec or self.last
+        if rec.path.endswith("/count-tokens"):
+            return json.loads(base64.b64decode(rec.body["input"]["invokeModel"]["body"]))
+        return rec.body
+
+
+def br_env(fake: FakeHTTP | None, **kw: Any) -> dict:
+    env = {"MODEL_PROVIDER": "bedrock", "AWS_REGION": BR_REGION, "AWS_ACCESS_KEY_ID": BR_KEY_ID,
+           "AWS_SECRET_ACCESS_KEY": BR_SECRET}
+    if fake is not None:
+        env["AWS_BEDROCK_ENDPOINT"] = fake.url
+    env.update(kw)
+    return env
+
+
+def botocore_request(op: str, model: str, endpoint: str, body: bytes = b"{}", region: str = BR_REGION,
+                     token: str | None = None) -> botocore.awsrequest.AWSPreparedRequest:
+    """The request botocore's own bedrock-runtime client would send (captured before the network)."""
+    seen: dict[str, Any] = {}
+
+    def before_send(request, **kwargs):
+        seen["request"] = request
+        raise RuntimeError("captured")
+
+    client = botocore.session.get_session().create_client(
+        "bedrock-runtime", region_name=region, endpoint_url=endpoint, aws_access_key_id=BR_KEY_ID,
+        aws_secret_access_key=BR_SECRET, aws_session_token=token)
+    client.meta.events.register("before-send", before_send)
+    with pytest.raises(RuntimeError, match="captured"):
+        getattr(client, op)(modelId=model, body=body, contentType="application/json")
+    return seen["request"]
+
+
+def raw_client_bytes(port: int, body: dict, headers: dict | None = None) -> bytes:
+    return call(port, "POST", "/v1/messages", body, headers).data
+
+
+@pytest.fixture
+def new_br():
+    yield from _fake_factory(FakeBedrock)
+
+
+@pytest.fixture(scope="module")
+def br_stack(tmp_path_factory):
+    fake = FakeBedrock()
+    proxy = start_proxy(tmp_path_factory.mktemp("br"), br_env(fake))
+    yield Stack(fake, proxy)
+    proxy.stop()
+    fake.close()
+
+
+@pytest.fixture
+def br(br_stack) -> Stack:
+    br_stack.fake.reset()
+    with br_stack.fake.lock:
+        br_stack.fake.verified.clear()
+    return br_stack
+
+
+def diag(r: Resp, fake: FakeHTTP, proxy: Proxy | None = None) -> str:
+    last = fake.requests[-1] if fake.requests else None
+    return (f"client got {r.status}: {r.data[:1500]!r}\nfake last: {last and last.target} "
+            f"{last and dict(last.headers)} {last and last.raw[:800]!r}\n" + (proxy.stderr[-2500:] if proxy else ""))
+
+
+# == The fake itself agrees with botocore (so a green test means AWS would have accepted lynkr's request) ==
+
+
+class TestFakeBedrockOracle:
+    def test_encoder_frames_parse_with_botocore(self):
+        msg = br_message([text("a\u00fc\n"), tool_use("toolu_bdrk_X1", "Bash", {"command": "ls"})], "tool_use")
+        frames = [es_chunk(e) for e in es_events(msg)] + [es_exception("throttlingException", "slow")]
+        buf = botocore.eventstream.EventStreamBuffer()
+        for piece in split_at(b"".join(frames), es_awkward_points(frames)):
+            buf.add_data(piece)
+        parsed = list(buf)
+        assert len(parsed) == len(frames)
+        for p, event in zip(parsed[:-1], es_events(msg)):
+            assert p.headers == {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+            assert json.loads(base64.b64decode(json.loads(p.payload)["bytes"])) == event
+        assert parsed[-1].headers[":exception-type"] == "throttlingException"
+
+    @pytest.mark.parametrize("token", [None, BR_SESSION_TOKEN])
+    def test_a_real_botocore_client_is_accepted_and_parses_the_stream(self, new_br, token):
+        """botocore signs and the fake verifies; the fake's event stream is read by botocore's own parser."""
+        fake = new_br()
+        key, secret = (BR_TOKEN_KEY_ID, BR_TOKEN_SECRET) if token else (BR_KEY_ID, BR_SECRET)
+        client = botocore.session.get_session().create_client(
+            "bedrock-runtime", region_name=BR_REGION, endpoint_url=fake.url, aws_access_key_id=key,
+            aws_secret_access_key=secret, aws_session_token=token)
+        body = json.dumps({"anthropic_version": BR_VERSION, "max_tokens": 50, "messages": [user("hi \u00fc")]})
+        out = client.invoke_model(modelId=BR_ARN, body=body, contentType="application/json")
+        assert json.loads(out["body"].read())["content"] == [text(BR_TEXT)]
+        out = client.invoke_model_with_response_stream(modelId=BR_INVOKE_ID, body=body, contentType="application/json")
+        events = [json.loads(e["chunk"]["bytes"]) for e in out["body"]]  # botocore decoded the base64
+        assert [e["type"] for e in events][0] == "message_start" and events[-1]["type"] == "message_stop"
+        assert len(fake.verified) == 2 and all(v["key"] == key for v in fake.verified)
+        if token:
+            assert "x-amz-security-token" in fake.verified[0]["signed"]
+
+    def test_tampering_is_refused(self, new_br):
+        """A wrong secret, a changed body: the fake answers InvalidSignatureException as AWS does."""
+        fake = new_br()
+        body = json.dumps({"anthropic_version": BR_VERSION, "max_tokens": 5, "messages": [user("hi")]}).encode()
+        client = botocore.session.get_session().create_client(
+            "bedrock-runtime", region_name=BR_REGION, endpoint_url=fake.url, aws_access_key_id=BR_KEY_ID,
+            aws_secret_access_key="not-the-secret")
+        with pytest.raises(client.exceptions.ClientError, match="signature we calculated does not match"):
+            client.invoke_model(modelId=BR_INVOKE_ID, body=body, contentType="application/json")
+        assert fake.verified == []
+
+
+# == 1. Environment: access keys, InvokeModel, JSON and event-stream, signature verified ==
+
+
+class TestBedrockEnvKeys:
+    def test_json_answer_cross_region_id(self, br):
+        r = br.proxy.post(base_req(temperature=0.25), headers={"anthropic-beta": "interleaved-thinking-2025-05-14,"
+                                                                                  "context-1m-2025-08-07"})
+        assert r.status == 200, diag(r, br.fake, br.proxy)
+        assert r.json()["content"] == [text(BR_TEXT)] and r.json()["id"] == "msg_bdrk_01FAKE"
+        assert isinstance(r.json().get("model"), str) and r.json()["model"], r.json()  # Bedrock named none
+        assert r.headers.get("x-lynkr-provider") == "bedrock" and r.headers.get("x-lynkr-model") == BR_INVOKE_ID
+        rec = br.fake.last
+        assert rec.path == urllib.parse.urlsplit(botocore_request("invoke_model", BR_INVOKE_ID, br.fake.url).url).path
+        assert rec.path == "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke"
+        b = rec.body
+        assert "model" not in b and "stream" not in b and b["anthropic_version"] == BR_VERSION
+        assert b["anthropic_beta"] == ["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"]
+        assert b["messages"] == [user("hi")] and b["max_tokens"] == 1024 and b["temperature"] == 0.25
+        assert "anthropic-beta" not in rec.headers and "anthropic-version" not in rec.headers
+        [v] = br.fake.verified
+        assert v["key"] == BR_KEY_ID and {"host", "x-amz-date", "x-amz-content-sha256", "content-type"} <= set(v["signed"])
+        assert "x-amz-security-token" not in rec.headers
+
+    def test_streamed_answer_cross_region_id(self, br):
+        r = br.proxy.post(base_req(stream=True))
+        msg = r.stream().ok()
+        assert texts(msg) == [BR_TEXT] and msg["stop_reason"] == "end_turn", diag(r, br.fake, br.proxy)
+        rec = br.fake.last
+        want = botocore_request("invoke_model_with_response_stream", BR_INVOKE_ID, br.fake.url)
+        assert rec.path == urllib.parse.urlsplit(want.url).path
+        assert rec.path.endswith("-v1%3A0/invoke-with-response-stream")
+        assert "stream" not in rec.body and "model" not in rec.body
+        assert len(br.fake.verified) == 1
+
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_arn_model_id_is_one_encoded_segment(self, new_br, make_proxy, stream):
+        fake = new_br()
+        p = make_proxy(br_env(fake, MODEL_MAP=f"claude-opus-*={BR_ARN}"))
+        r = p.post(base_req(model="claude-opus-4-1", stream=stream))
+        if stream:
+            assert texts(r.stream().ok()) == [BR_TEXT], diag(r, fake, p)
+        else:
+            assert r.status == 200 and r.json()["content"] == [text(BR_TEXT)], diag(r, fake, p)
+        op = "invoke_model_with_response_stream" if stream else "invoke_model"
+        want = urllib.parse.urlsplit(botocore_request(op, BR_ARN, fake.url).url).path
+        assert fake.last.path == want, (fake.last.path, want)
+        assert "%2F" in want and "%3A" in want  # the ARN's '/' and ':' stay inside the segment
+        assert r.headers.get("x-lynkr-model") == BR_ARN and len(fake.verified) == 1
+
+    def test_session_token_is_sent_and_signed(self, new_br, make_proxy):
+        fake = new_br()
+        p = make_proxy(br_env(fake, AWS_ACCESS_KEY_ID=BR_TOKEN_KEY_ID, AWS_SECRET_ACCESS_KEY=BR_TOKEN_SECRET,
+                              AWS_SESSION_TOKEN=BR_SESSION_TOKEN))
+        for stream in (False, True):
+            r = p.post(base_req(stream=stream))
+            assert r.status == 200, diag(r, fake, p)
+            assert fake.last.headers.get("x-amz-security-token") == BR_SESSION_TOKEN
+        assert len(fake.verified) == 2
+        assert all("x-amz-security-token" in v["signed"] and v["key"] == BR_TOKEN_KEY_ID for v in fake.verified)
+
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_wrong_secret_is_an_authentication_error(self, new_br, make_proxy, stream):
+        """The fake really checks: a wrong secret gets InvalidSignatureException, which the client sees as 401."""
+        fake = new_br()
+        p = make_proxy(br_env(fake, AWS_SECRET_ACCESS_KEY="wrong/secret+value"))
+        r = p.post(base_req(stream=stream))
+        assert r.status == 401 and r.etype == "authentication_error", diag(r, fake, p)
+        assert "signature" in r.emsg.lower() and r.headers.get("x-should-retry") == "false", r.emsg
+        assert fake.verified == [] and len(fake.requests) == 1
+
+    def test_wrong_region_scope_refused(self, new_br, make_proxy):
+        fake = new_br(region="eu-central-1")
+        p = make_proxy(br_env(fake))
+        r = p.post(base_req())
+        assert r.status == 401 and r.etype == "authentication_error", diag(r, fake, p)
+
+    def test_claude_code_shaped_request(self, br):
+        r = br.proxy.post(cc_body(stream=True), headers=CC_HEADERS)
+        assert texts(r.stream().ok()) == [BR_TEXT], diag(r, br.fake, br.proxy)
+        b = br.fake.last.body
+        assert b["anthropic_beta"] == CC_BETAS.split(",") and "anthropic-beta" not in br.fake.last.headers
+        assert b["tools"][0]["name"] == "Bash" and "model" not in b and "stream" not in b
+
+
+# == 2. Credentials from a profile; bad and missing configuration ==
+
+
+def write_aws_files(home: Path, credentials: str, config: str) -> None:
+    (home / ".aws").mkdir(parents=True, exist_ok=True)
+    (home / ".aws" / "credentials").write_text(credentials)
+    (home / ".aws" / "config").write_text(config)
+
+
+PROFILE_KEY, PROFILE_SECRET = "AKIAPROFILEWORK0003", "profile/work+secret-canary-2b4d"
+
+
+class TestBedrockProfile:
+    def test_profile_keys_and_region(self, new_br, make_proxy, tmp_path):
+        fake = new_br(region="ap-southeast-2", keys={PROFILE_KEY: (PROFILE_SECRET, "")})
+        write_aws_files(tmp_path / "home",
+                        "[default]\naws_access_key_id = AKIADEFAULTNOTTHIS\naws_secret_access_key = nope\n"
+                        f"[work]\naws_access_key_id = {PROFILE_KEY}\naws_secret_access_key = {PROFILE_SECRET}\n",
+                        "[default]\nregion = us-east-1\n[profile work]\nregion = ap-southeast-2\n")
+        p = make_proxy({"MODEL_PROVIDER": "bedrock", "AWS_PROFILE": "work", "AWS_BEDROCK_ENDPOINT": fake.url})
+        for stream in (False, True):
+            r = p.post(base_req(stream=stream))
+            assert r.status == 200, diag(r, fake, p)
+        assert [v["key"] for v in fake.verified] == [PROFILE_KEY, PROFILE_KEY]
+        assert "/ap-southeast-2/bedrock/aws4_request" in fake.last.headers["authorization"]
+
+    def test_profile_in_lynkr_toml(self, new_br, make_proxy, tmp_path):
+        fake = new_br(region="eu-west-3", keys={PROFILE_KEY: (PROFILE_SECRET, BR_SESSION_TOKEN)})
+        write_aws_files(tmp_path / "home", f"[work]\naws_access_key_id = {PROFILE_KEY}\naws_secret_access_key = "
+                        f"{PROFILE_SECRET}\naws_session_token = {BR_SESSION_TOKEN}\n", "")
+        pv_toml(tmp_path, textwrap.dedent(f"""\
+            [providers.b]
+            kind = "bedrock"
+            region = "eu-west-3"
+            profile = "work"
+            base_url = "{fake.url}"
+
+            [router]
+            default = "b,{BR_INVOKE_ID}"
+            """))
+        p = make_proxy()
+        r = p.post(base_req(stream=True))
+        assert texts(r.stream().ok()) == [BR_TEXT], diag(r, fake, p)
+        assert fake.verified[0]["key"] == PROFILE_KEY and "x-amz-security-token" in fake.verified[0]["signed"]
+
+    @pytest.mark.parametrize("where", ["AWS_DEFAULT_REGION", "default-profile-config"])
+    def test_region_from_default_region_or_default_profile(self, new_br, make_proxy, tmp_path, where):
+        fake = new_br(region="ca-central-1")
+        extra = {"AWS_REGION": None}
+        if where == "AWS_DEFAULT_REGION":
+            extra["AWS_DEFAULT_REGION"] = "ca-central-1"
+        else:
+            write_aws_files(tmp_path / "home", "", "[default]\nregion = ca-central-1\n")
+        p = make_proxy(br_env(fake, **extra))
+        r = p.post(base_req())
+        assert r.status == 200, diag(r, fake, p)
+        assert "/ca-central-1/bedrock/aws4_request" in fake.last.headers["authorization"]
+
+    # (a bug once, found by this test: lynkr.py:5376 (Provider._request) re-reads credentials (AwsAuth.invalidate, lynk ...)
+    def test_rotated_profile_credentials_reread_after_expired_token(self, new_br, make_proxy, tmp_path):
+        new_key, new_secret, new_token = "ASIAROTATEDKEY00004", "rotated/secret+canary-5e5e", "rotated-token-canary-6f6f"
+        fake = new_br(keys={PROFILE_KEY: (PROFILE_SECRET, BR_SESSION_TOKEN)})
+        home = tmp_path / "home"
+        write_aws_files(home, f"[work]\naws_access_key_id = {PROFILE_KEY}\naws_secret_access_key = {PROFILE_SECRET}\n"
+                        f"aws_session_token = {BR_SESSION_TOKEN}\n", f"[profile work]\nregion = {BR_REGION}\n")
+        p = make_proxy({"MODEL_PROVIDER": "bedrock", "AWS_PROFILE": "work", "AWS_BEDROCK_ENDPOINT": fake.url})
+        assert p.post(base_req()).status == 200
+        # `aws sso login` / a credential process wrote fresh temporary credentials; the old ones expired
+        write_aws_files(home, f"[work]\naws_access_key_id = {new_key}\naws_secret_access_key = {new_secret}\n"
+                        f"aws_session_token = {new_token}\n", f"[profile work]\nregion = {BR_REGION}\n")
+        fake.keys, fake.expired = {new_key: (new_secret, new_token)}, {PROFILE_KEY}
+        r = p.post(base_req(stream=True))
+        assert r.status == 200, diag(r, fake, p)
+        assert texts(r.stream().ok()) == [BR_TEXT]
+        assert fake.verified[-1]["key"] == new_key
+
+    @pytest.mark.parametrize("extra,names", [
+        ({"AWS_ACCESS_KEY_ID": BR_KEY_ID}, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
+        ({"AWS_SECRET_ACCESS_KEY": BR_SECRET}, ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")),
+        ({"AWS_PROFILE": "nosuchprofile"}, ("nosuchprofile",)),
+    ])
+    def test_half_set_or_unknown_exits_2_with_one_line(self, tmp_path, extra, names):
+        r = run_lynkr(tmp_path, {"MODEL_PROVIDER": "bedrock", "AWS_REGION": BR_REGION, **extra})
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("lynkr: "), r.stderr
+        assert all(n in lines[0] for n in names) and BR_SECRET not in r.stderr, lines
+        assert "Traceback" not in r.stderr
+
+    def test_nothing_configured_starts_and_explains(self, make_proxy):
+        p = make_proxy({"MODEL_PROVIDER": "bedrock"})
+        assert p.call("GET", "/health").json()["configured"] is False
+        for stream in (False, True):
+            r = p.post(base_req(stream=stream))
+            assert r.status == 503 and r.etype == "api_error", r.data
+            for var in ("AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE",
+                        "AWS_BEARER_TOKEN_BEDROCK"):
+                assert var in r.emsg, r.emsg
+            assert r.headers.get("x-should-retry") == "false"
+
+
+# == 3. A Bedrock API key (bearer) ==
+
+
+class TestBedrockBearer:
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_bearer_token_no_sigv4(self, new_br, make_proxy, stream):
+        fake = new_br(bearer=BR_BEARER)
+        p = make_proxy(br_env(fake, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None,
+                              AWS_BEARER_TOKEN_BEDROCK=BR_BEARER))
+        r = p.post(base_req(stream=stream))
+        if stream:
+            assert texts(r.stream().ok()) == [BR_TEXT], diag(r, fake, p)
+        else:
+            assert r.status == 200, diag(r, fake, p)
+        rec = fake.last
+        assert rec.headers["authorization"] == f"Bearer {BR_BEARER}"
+        assert not [h for h in rec.headers if h.startswith("x-amz-")], rec.headers
+
+    def test_bearer_wins_over_keys_and_table_api_key(self, new_br, make_proxy, tmp_path):
+        fake = new_br(bearer="ABSK-from-the-table-canary")
+        pv_toml(tmp_path, textwrap.dedent(f"""\
+            [providers.b]
+            kind = "bedrock"
+            region = "{BR_REGION}"
+            api_key = "$MY_BEDROCK_KEY"
+            base_url = "{fake.url}"
+
+            [router]
+            default = "b,{BR_INVOKE_ID}"
+            """))
+        p = make_proxy({"MY_BEDROCK_KEY": "ABSK-from-the-table-canary", "AWS_ACCESS_KEY_ID": BR_KEY_ID,
+                        "AWS_SECRET_ACCESS_KEY": BR_SECRET})
+        r = p.post(base_req())
+        assert r.status == 200, diag(r, fake, p)
+        assert fake.last.headers["authorization"] == "Bearer ABSK-from-the-table-canary"
+
+    def test_wrong_bearer_is_403_permission(self, new_br, make_proxy):
+        fake = new_br(bearer=BR_BEARER)
+        p = make_proxy(br_env(fake, AWS_BEARER_TOKEN_BEDROCK="ABSK-wrong"))
+        r = p.post(base_req())
+        assert r.status == 403 and r.etype == "permission_error", diag(r, fake, p)
+
+
+# == 4. The Messages API surfaces ==
+
+
+class TestBedrockMessagesSurface:
+    @pytest.mark.parametrize("how", ["model-name", "BEDROCK_SURFACE"])
+    def test_messages_surface_sse_passes_through(self, new_br, make_proxy, how):
+        fake = new_br()
+        env = br_env(fake, MODEL_MAP=f"claude-opus-*={BR_OPUS}") if how == "model-name" else \
+            br_env(fake, BEDROCK_SURFACE="messages", MODEL_DEFAULT=BR_INVOKE_ID)
+        want_model = BR_OPUS if how == "model-name" else BR_INVOKE_ID
+        p = make_proxy(env)
+        msg = br_message([text("Opus on the Messages API \u2713"), tool_use("toolu_bdrk_M1", "Read", {"file_path": "/a"})],
+                         "tool_use")
+        msg["model"] = want_model
+        sse = anth_sse(anth_events(msg))
+        fake.push(stream_reply(sse, pieces=split_at(sse, awkward_points(sse))))
+        r = p.post(base_req(model="claude-opus-4-1", stream=True), headers={"anthropic-version": "2023-06-01",
+                                                                            "anthropic-beta": "effort-2025-11-24"})
+        got = r.stream().ok()
+        assert r.status == 200, diag(r, fake, p)
+        assert [e for e in r.events() if e[0] != "ping"] == [e for e in parse_sse(sse) if e[0] != "ping"], \
+            "events changed on the way"
+        assert block_summary(got["content"]) == block_summary(msg["content"])
+        rec = fake.last
+        assert rec.path == "/anthropic/v1/messages" and rec.body["model"] == want_model and rec.body["stream"] is True
+        assert rec.headers.get("anthropic-version") == "2023-06-01" and "anthropic_version" not in rec.body
+        assert rec.headers.get("anthropic-beta") == "effort-2025-11-24" and "anthropic_beta" not in rec.body
+        assert len(fake.verified) == 1  # SigV4 on this surface too
+        r = p.post(base_req(model="claude-opus-4-1"))
+        assert r.status == 200 and r.json()["content"] == [text(BR_TEXT)] and r.json()["model"] == want_model, r.data
+
+    def test_newer_client_version_is_sent_as_2023_06_01(self, new_br, make_proxy):
+        fake = new_br()
+        p = make_proxy(br_env(fake, MODEL_MAP=f"claude-opus-*={BR_OPUS}"))
+        r = p.post(base_req(model="claude-opus-4-1"), headers={"anthropic-version": "2026-01-01"})
+        assert r.status == 200, diag(r, fake, p)
+        assert fake.last.headers.get("anthropic-version") == "2023-06-01"
+
+    def test_runtime_messages_via_toml_surfaces(self, new_br, make_proxy, tmp_path):
+        fake = new_br(messages_mode="runtime")
+        pv_toml(tmp_path, textwrap.dedent(f"""\
+            [providers.b]
+            kind = "bedrock"
+            region = "{BR_REGION}"
+            base_url = "{fake.url}"
+            surfaces = {{"claude-opus-*" = "runtime-messages"}}
+
+            [router]
+            default = "b,{BR_OPUS}"
+            """))
+        p = make_proxy({"AWS_ACCESS_KEY_ID": BR_KEY_ID, "AWS_SECRET_ACCESS_KEY": BR_SECRET})
+        r = p.post(base_req(stream=True), headers={"anthropic-beta": "effort-2025-11-24"})
+        assert texts(r.stream().ok()) == [BR_TEXT], diag(r, fake, p)
+        rec = fake.last
+        assert rec.path == "/anthropic/v1/messages" and rec.body["model"] == BR_OPUS
+        assert rec.body["anthropic_version"] == BR_VERSION and rec.body["stream"] is True
+        r = p.post(base_req(model=f"b,{BR_INVOKE_ID}"))  # a model the table does not name: InvokeModel
+        assert r.status == 200, diag(r, fake, p)
+        assert fake.last.path == f"/model/{urllib.parse.quote(BR_INVOKE_ID, safe='')}/invoke"
+        assert len(fake.verified) == 2
+
+
+# == 5. Stream fidelity ==
+
+FIDELITY_MSG = br_message(
+    [text("Let me check \u2014 \"quoted\" \u00fc\n\U0001f600 done."),
+     tool_use("toolu_bdrk_01AbC", "Bash", {"command": "ls -la /tmp && echo \u00fc", "description": "List"}),
+     tool_use("toolu_bdrk_02DeF", "Read", {"file_path": "/work/a.py"})],
+    "tool_use", usage={"input_tokens": 1234, "output_tokens": 87, "cache_creation_input_tokens": 11,
+                       "cache_read_input_tokens": 900})
+SPLITS = ["awkward", "frames", "one", "every1", "every7", "every13", "seed1", "seed2", "seed3"]
+
+
+class TestBedrockStreamFidelity:
+    def test_same_stream_whatever_the_split(self, br):
+        frames = [es_chunk(e) for e in es_events(FIDELITY_MSG)]
+        seen = []
+        for split in SPLITS:
+            br.fake.push(es_reply(frames, split, gap=0.0))
+            r = br.proxy.post(base_req(stream=True), timeout=60)
+            s = r.stream()
+            msg = s.ok()
+            assert b"amazon-bedrock-invocationMetrics" not in r.data and b"invocationLatency" not in r.data, split
+            assert block_summary(msg["content"]) == block_summary(FIDELITY_MSG["content"]), split
+            assert msg["stop_reason"] == "tool_use" and msg["usage"]["output_tokens"] == 87, msg["usage"]
+            assert msg["usage"]["input_tokens"] == 1234 and msg["usage"]["cache_read_input_tokens"] == 900
+            seen.append([e for e in s.events if e[0] != "ping"])
+        assert all(events == seen[0] for events in seen)
+        expected = [(e["type"], {k: v for k, v in e.items() if k != "amazon-bedrock-invocationMetrics"})
+                    for e in es_events(FIDELITY_MSG)]
+        assert seen[0] == expected
+        assert len(br.fake.verified) == len(SPLITS)
+
+    def test_events_are_relayed_as_frames_arrive(self, br):
+        """The first text reaches the client while Bedrock still holds the rest back."""
+        frames = [es_chunk(e) for e in es_events(FIDELITY_MSG)]
+        br.fake.push(es_reply(frames, "awkward", pauses={len(split_at(b"".join(frames[:3]),
+                                                                      es_awkward_points(frames[:3]))) + 1: 1.5}))
+        conn, resp = open_stream(br.proxy.port, base_req(stream=True))
+        try:
+            t0 = time.monotonic()
+            first_delta = next(t for t, ev, _ in iter_events(resp, t0) if ev == "content_block_delta")
+            assert first_delta < 1.2, f"first delta after {first_delta:.2f}s: buffered"
+        finally:
+            conn.close()
+
+    def test_pings_during_bedrock_silence(self, new_br, make_proxy):
+        fake = new_br()
+        p = make_proxy(br_env(fake, STREAM_PING_INTERVAL_MS="100"))
+        frames = frames_of(FIDELITY_MSG)
+        fake.push(es_reply(frames, "frames", pauses={4: 0.7}))
+        s = p.post(base_req(stream=True)).stream()
+        assert block_summary(s.ok()["content"]) == block_summary(FIDELITY_MSG["content"]) and s.pings >= 2, s.pings
+
+    def test_sdk_reads_the_stream(self, br):
+        require_e2e("the anthropic Python SDK", importlib.util.find_spec("anthropic") is not None)
+        import anthropic
+
+        client = anthropic.Anthropic(base_url=br.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+        frames = [es_chunk(e) for e in es_events(FIDELITY_MSG)]
+        br.fake.push(es_reply(frames, "every5", gap=0.0))
+        with client.messages.stream(model="claude-sonnet-4-5", max_tokens=100, messages=[user("hi")]) as s:
+            final = s.get_final_message()
+        assert final.stop_reason == "tool_use" and final.usage.output_tokens == 87
+        assert [b.type for b in final.content] == ["text", "tool_use", "tool_use"]
+        assert final.content[1].input == FIDELITY_MSG["content"][1]["input"]
+
+
+# == 6. Failures ==
+
+
+def frames_of(msg: dict) -> list[bytes]:
+    return [es_chunk(e) for e in es_events(msg)]
+
+
+class TestBedrockFailures:
+    @pytest.mark.parametrize("where", ["payload", "prelude", "message-crc"])
+    def test_corrupted_crc_mid_stream_is_error_event(self, br, where):
+        frames = frames_of(FIDELITY_MSG)
+        bad = bytearray(frames[4])
+        offset = {"payload": len(bad) - 20, "prelude": 6, "message-crc": len(bad) - 1}[where]
+        bad[offset] ^= 0x40
+        frames[4] = bytes(bad)
+        br.fake.push(es_reply(frames, "awkward"))
+        r = br.proxy.post(base_req(stream=True))
+        assert r.status == 200, r.data
+        s = r.stream()
+        assert not s.complete and s.error is not None, s.events[-3:]
+        assert s.events[-1][0] == "error" and b"message_stop" not in r.data
+        assert s.error["type"] == "api_error" and "crc" in s.error["message"].lower(), s.error
+        assert texts(s.message)[0].startswith("Let me")  # what came before the broken frame was relayed
+
+    @pytest.mark.parametrize("stream_opened", [False, True])
+    def test_throttling_as_first_frame_is_http_429(self, br, stream_opened):
+        br.fake.push(es_reply([es_exception("throttlingException", "Too many tokens, please wait before trying again.")],
+                              "every3" if stream_opened else "one"))
+        r = br.proxy.post(base_req(stream=True))
+        assert r.status == 429 and r.etype == "rate_limit_error", r.data
+        assert "Too many tokens" in r.emsg and r.headers.get("content-type", "").startswith("application/json")
+
+    def test_throttling_as_http_429_is_retried(self, new_br, make_proxy):
+        """The reference: the same throttling as an HTTP 429 is retried (UPSTREAM_MAX_RETRIES), re-signed."""
+        fake = new_br()
+        p = make_proxy(br_env(fake, UPSTREAM_MAX_RETRIES="2"))
+        fake.push(aws_error(429, "ThrottlingException", "Too many requests"))
+        r = p.post(base_req(stream=True))
+        assert texts(r.stream().ok()) == [BR_TEXT], diag(r, fake, p)
+        assert len(fake.requests) == 2 and len(fake.verified) == 2
+
+    # (a bug once, found by this test: lynkr.py:5262-5277 (Provider._primed) raises the first-frame exception outside t ...)
+    def test_throttling_first_frame_is_retried(self, new_br, make_proxy):
+        """BUG: an exception frame before any event is raised by Provider._primed after _request has returned
+        (lynkr.py open_stream/_primed), so it skips the retry loop that UPSTREAM_MAX_RETRIES promises for a
+        429 "before any byte reached the client": the client gets 429 after one upstream attempt."""
+        fake = new_br()
+        p = make_proxy(br_env(fake, UPSTREAM_MAX_RETRIES="2"))
+        fake.push(es_reply([es_exception("throttlingException", "Too many tokens")], "one"))
+        r = p.post(base_req(stream=True))
+        assert texts(r.stream().ok()) == [BR_TEXT], diag(r, fake, p)
+        assert len(fake.requests) == 2 and len(fake.verified) == 2  # re-signed, and verified again
+
+    def test_exception_after_text_is_error_event(self, br):
+        frames = frames_of(FIDELITY_MSG)[:3] + [es_exception("throttlingException", "Too many tokens mid-way")]
+        br.fake.push(es_reply(frames, "awkward"))
+        r = br.proxy.post(base_req(stream=True))
+        assert r.status == 200
+        s = r.stream()
+        assert not s.complete and s.error["type"] == "rate_limit_error", s.events[-3:]
+        assert "Too many tokens mid-way" in s.error["message"] and b"message_stop" not in r.data
+
+    def test_stream_cut_short_is_error_event(self, br):
+        frames = frames_of(FIDELITY_MSG)
+        data = b"".join(frames)
+        br.fake.push(es_reply([data[: len(data) - 30]], "one"))
+        r = br.proxy.post(base_req(stream=True))
+        s = r.stream()
+        assert not s.complete and s.error is not None and b"message_stop" not in r.data
+
+    @pytest.mark.parametrize("stream", [False, True])
+    @pytest.mark.parametrize("status,kind,msg_,out,etype,retry", [
+        (429, "ThrottlingException", "Too many requests, please wait before trying again.", 429, "rate_limit_error", None),
+        (400, "ValidationException", "max_tokens: 999999 > 64000, which is the maximum", 400,
+         "invalid_request_error", "false"),
+        (403, "AccessDeniedException", "You don't have access to the model with the specified model ID.", 403,
+         "permission_error", "false"),
+        (404, "ResourceNotFoundException", "Model use case details have not been submitted.", 404,
+         "not_found_error", "false"),
+        (503, "ServiceUnavailableException", "Bedrock is unable to process your request.", 503, "api_error", None),
+    ])
+    def test_http_errors_mapped(self, br, stream, status, kind, msg_, out, etype, retry):
+        br.fake.push(aws_error(status, kind, msg_, (("retry-after", "2"),) if status == 429 else ()))
+        r = br.proxy.post(base_req(stream=stream))
+        assert r.status == out and r.etype == etype, r.data
+        assert msg_ in r.emsg and kind in r.emsg, r.emsg
+        if retry:
+            assert r.headers.get("x-should-retry") == retry, r.headers
+        if status == 429:
+            assert r.headers.get("retry-after") == "2", r.headers
+        assert len(br.fake.requests) == 1
+
+
+# == 7. count_tokens ==
+
+
+class TestBedrockCountTokens:
+    def test_count_tokens_invoke_surface_exact(self, br):
+        body = {"model": "claude-sonnet-4-5", "messages": [user("count me \u00fc")], "system": "be brief",
+                "tools": [GET_WEATHER]}
+        r = br.proxy.post(body, "/v1/messages/count_tokens", headers={"anthropic-beta": "token-counting-2024-11-01"})
+        assert r.status == 200 and r.json() == {"input_tokens": 4321}, diag(r, br.fake, br.proxy)
+        assert r.headers.get("x-lynkr-token-count") == "exact", r.headers
+        rec = br.fake.last
+        assert rec.path == f"/model/{urllib.parse.quote(BR_INVOKE_ID, safe='')}/count-tokens"
+        inner = br.fake.invoke_body(rec)
+        assert inner["anthropic_version"] == BR_VERSION and inner["messages"] == [user("count me \u00fc")]
+        assert inner["system"] == "be brief" and inner["tools"][0]["name"] == "get_weather"
+        assert "model" not in inner and "stream" not in inner and inner["max_tokens"] >= 1
+        assert len(br.fake.verified) == 1
+
+    def test_count_tokens_messages_surface(self, new_br, make_proxy):
+        fake = new_br()
+        p = make_proxy(br_env(fake, MODEL_MAP=f"claude-opus-*={BR_OPUS}"))
+        r = p.post({"model": "claude-opus-4-1", "messages": [user("hello")]}, "/v1/messages/count_tokens")
+        assert r.status == 200 and r.json() == {"input_tokens": 4321}, diag(r, fake, p)
+        assert r.headers.get("x-lynkr-token-count") == "exact"
+        assert fake.last.path == "/anthropic/v1/messages/count_tokens" and fake.last.body["model"] == BR_OPUS
+
+
+# == 8. End to end: the anthropic SDK and the real Claude Code CLI ==
+
+
+def br_tool_turns(name: str, args: dict, final: Callable[[str], str]) -> Callable[[Recorded], Reply]:
+    """No tool result yet -> call the tool (InvokeModel answer); else the final text."""
+
+    def respond(rec: Recorded) -> Reply:
+        b = rec.body
+        last = b["messages"][-1]["content"]
+        results = [blk for blk in last if blk.get("type") == "tool_result"] if isinstance(last, list) else []
+        if results:
+            return br_answer(rec, [text(final(result_text(results[-1]["content"])))])
+        return br_answer(rec, [text("Let me run that."), tool_use("toolu_bdrk_CC01", name, args)], "tool_use")
+
+    return respond
+
+
+class TestBedrockEndToEnd:
+    def test_sdk_tool_round_trip_streaming(self, br):
+        require_e2e("the anthropic Python SDK", importlib.util.find_spec("anthropic") is not None)
+        import anthropic
+
+        responder = br_tool_turns("get_weather", {"city": "Paris"}, lambda out: f"It is {out} in Paris.")
+        br.fake.push(responder, responder)
+        client = anthropic.Anthropic(base_url=br.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+
+        def turn(messages):
+            with client.messages.stream(model="claude-sonnet-4-5", max_tokens=512, tools=[GET_WEATHER],
+                                        messages=messages) as s:
+                return s.get_final_message()
+
+        messages = [{"role": "user", "content": "What's the weather in Paris?"}]
+        first = turn(messages)
+        assert first.stop_reason == "tool_use"
+        [call_] = [b for b in first.content if b.type == "tool_use"]
+        assert (call_.name, call_.input) == ("get_weather", {"city": "Paris"})
+        messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_.id, "content": "18C"}]}]
+        second = turn(messages)
+        assert second.content[0].text == "It is 18C in Paris." and second.stop_reason == "end_turn"
+        assert [INVOKE_PATH.fullmatch(r.path).group(2) for r in br.fake.requests] == ["invoke-with-response-stream"] * 2
+        assert len(br.fake.verified) == 2
+
+    def test_sdk_sees_typed_throttling(self, br):
+        require_e2e("the anthropic Python SDK", importlib.util.find_spec("anthropic") is not None)
+        import anthropic
+
+        br.fake.push(es_reply([es_exception("throttlingException", "slow down please")], "one"))
+        client = anthropic.Anthropic(base_url=br.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+        with pytest.raises(anthropic.RateLimitError, match="slow down please"):
+            with client.messages.stream(model="claude-sonnet-4-5", max_tokens=10, messages=[user("hi")]) as s:
+                s.get_final_message()
+
+    def test_claude_code_bash_round_trip(self, br, tmp_path):
+        b = claude_bin()
+        require_e2e(f"the Claude Code CLI {CLAUDE_VERSION}", b is not None)
+        responder = br_tool_turns("Bash", {"command": "echo hello-from-bedrock-tool", "description": "Print a marker"},
+                                  lambda out: f"The command printed: {out.strip()}")
+        br.fake.push(responder, responder)
+        out = TestClaudeCodeCLI.run(None, b, br.proxy, tmp_path, "run echo hello-from-bedrock-tool")
+        assert out["num_turns"] == 2 and out["result"] == "The command printed: hello-from-bedrock-tool", out
+        assert len(br.fake.requests) == 2 and len(br.fake.verified) == 2
+        for rec in br.fake.requests:
+            assert rec.path.endswith("/invoke-with-response-stream") and "anthropic_beta" in rec.body
+
+
+# == 9. Secrets stay out of the logs ==
+
+
+class TestBedrockSecrets:
+    def test_no_secret_in_logs(self, new_br, make_proxy, tmp_path):
+        fake = new_br()
+        p = make_proxy(br_env(fake, AWS_ACCESS_KEY_ID=BR_TOKEN_KEY_ID, AWS_SECRET_ACCESS_KEY=BR_TOKEN_SECRET,
+                              AWS_SESSION_TOKEN=BR_SESSION_TOKEN, LOG_LEVEL="debug"))
+        assert p.post(base_req()).status == 200
+        assert texts(p.post(base_req(stream=True)).stream().ok()) == [BR_TEXT]
+        fake.push(aws_error(403, "AccessDeniedException", "denied"))
+        assert p.post(base_req()).status == 403
+        assert p.post(base_req(), "/v1/messages/count_tokens").status == 200
+        sig = fake.requests[0].headers["authorization"].rsplit("=", 1)[1]
+        no_secrets(p, BR_TOKEN_SECRET, BR_SESSION_TOKEN, sig)
+        wrong = make_proxy(br_env(fake, AWS_SECRET_ACCESS_KEY="wrong-secret-canary-0a0a", LOG_LEVEL="debug"))
+        assert wrong.post(base_req()).status == 401
+        no_secrets(wrong, "wrong-secret-canary-0a0a")
+
+    def test_no_bearer_in_logs(self, new_br, make_proxy):
+        fake = new_br(bearer=BR_BEARER)
+        p = make_proxy(br_env(fake, AWS_BEARER_TOKEN_BEDROCK=BR_BEARER, LOG_LEVEL="debug"))
+        assert p.post(base_req()).status == 200
+        fake.bearer = "something-else"
+        assert p.post(base_req(stream=True)).status == 403
+        no_secrets(p, BR_BEARER)
+
+    def test_doctor_and_health_show_no_secrets(self, new_br, tmp_path):
+        fake = new_br()
+        env = br_env(fake, AWS_ACCESS_KEY_ID=BR_TOKEN_KEY_ID, AWS_SECRET_ACCESS_KEY=BR_TOKEN_SECRET,
+                     AWS_SESSION_TOKEN=BR_SESSION_TOKEN)
+        r = run_lynkr(tmp_path, env, args=("doctor",), timeout=30)
+        for s in (BR_TOKEN_SECRET, BR_SESSION_TOKEN):
+            assert s not in r.stdout + r.stderr, (r.stdout, r.stderr)
+        assert fake.verified, f"doctor made no signed request: {r.stdout}\n{r.stderr}"
