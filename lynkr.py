@@ -2721,6 +2721,29 @@ TOOL_CHOICE_TO_OPENAI: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 
 
+def offer_tools(body: dict[str, Any], req: dict[str, Any], facts: ModelFacts, dialect: OpenAIDialect,
+                convert: Callable[[dict[str, Any], str, bool], dict[str, Any]],
+                choices: dict[str, Callable[[dict[str, Any]], Any]]) -> list[str]:
+    """The request's tools and tool_choice in an OpenAI-format body (chat or Responses, by `convert` and
+    `choices`); returns the tools left out (typed server tools; every tool for a model without tools)."""
+    schema = facts.schema or dialect.schema
+    dropped: list[str] = []
+    tools = []
+    for tool in req.get("tools") or []:
+        if is_server_typed_tool(tool) or not facts.tools:
+            dropped.append(f"{tool.get('name')} ({tool.get('type') or 'function'})")
+        else:
+            tools.append(convert(tool, schema, dialect.strict_tools))
+    choice = req.get("tool_choice")
+    if tools:
+        body["tools"] = tools
+        if choice:
+            body["tool_choice"] = choices[choice["type"]](choice)
+            if choice.get("disable_parallel_tool_use"):
+                body["parallel_tool_calls"] = False
+    return dropped
+
+
 def thinking_budget(req: dict[str, Any], max_tokens: int) -> int:
     """The token budget a request's thinking asks for (0: off), kept below max_tokens."""
     thinking = req.get("thinking") or {}
@@ -2774,21 +2797,8 @@ def anthropic_to_openai(req: dict[str, Any], max_tokens: int, model: str = "",
     body: dict[str, Any] = {"model": model} if dialect.model_in_body else {}
     body["messages"] = messages
     body[facts.max_tokens_field] = max_tokens
-    dropped: list[str] = []
-    tools = []
     schema = facts.schema or dialect.schema
-    for tool in req.get("tools") or []:
-        if is_server_typed_tool(tool) or not facts.tools:
-            dropped.append(f"{tool.get('name')} ({tool.get('type') or 'function'})")
-        else:
-            tools.append(_openai_tool(tool, schema, dialect.strict_tools))
-    choice = req.get("tool_choice")
-    if tools:
-        body["tools"] = tools
-        if choice:
-            body["tool_choice"] = TOOL_CHOICE_TO_OPENAI[choice["type"]](choice)
-            if choice.get("disable_parallel_tool_use"):
-                body["parallel_tool_calls"] = False
+    dropped = offer_tools(body, req, facts, dialect, _openai_tool, TOOL_CHOICE_TO_OPENAI)
     if req.get("stop_sequences"):
         body["stop"] = list(req["stop_sequences"])
     if facts.sampling:
@@ -3057,20 +3067,7 @@ def anthropic_to_responses(req: dict[str, Any], max_tokens: int, model: str, dia
     body["input"] = responses_input(req["messages"], facts.images)
     body["max_output_tokens"] = max(max_tokens, RESPONSES_MIN_OUTPUT_TOKENS)
     schema = facts.schema or dialect.schema
-    dropped: list[str] = []
-    tools = []
-    for tool in req.get("tools") or []:
-        if is_server_typed_tool(tool) or not facts.tools:
-            dropped.append(f"{tool.get('name')} ({tool.get('type') or 'function'})")
-        else:
-            tools.append(_function_tool(tool, schema, dialect.strict_tools))
-    choice = req.get("tool_choice")
-    if tools:
-        body["tools"] = tools
-        if choice:
-            body["tool_choice"] = TOOL_CHOICE_TO_RESPONSES[choice["type"]](choice)
-            if choice.get("disable_parallel_tool_use"):
-                body["parallel_tool_calls"] = False
+    dropped = offer_tools(body, req, facts, dialect, _function_tool, TOOL_CHOICE_TO_RESPONSES)
     if facts.sampling:
         body.update({name: req[name] for name in ("temperature", "top_p") if req.get(name) is not None})
     effort = reasoning_effort(req, max_tokens) if (facts.reasoning or dialect.thinking) == "effort" else None
