@@ -4527,7 +4527,8 @@ class GoogleAccessToken:
         except Exception as exc:  # google-auth raises its own family; the message says what failed
             raise UpstreamUnavailable(f"{self.label}: the credentials in {path} gave no token: {exc}") from None
         expiry = getattr(creds, "expiry", None)
-        lifetime = (expiry - datetime.datetime.utcnow()).total_seconds() if expiry else GCLOUD_TOKEN_LIFETIME_S
+        now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # google-auth's expiry is naive UTC
+        lifetime = (expiry - now).total_seconds() if expiry else GCLOUD_TOKEN_LIFETIME_S
         return creds.token, max(lifetime, 60.0)
 
 
@@ -5067,13 +5068,15 @@ def _bedrock_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int
     kept = [h for h in headers if h[0] != "anthropic-version"]
     if surface == "runtime-messages":
         return kept, body
-    # InvokeModel: the model is in the URL, the stream is the URL's choice, betas are a body list
+    # InvokeModel: the model is in the URL, the stream is the URL's choice, betas are a body list; its
+    # answers are JSON, or event-stream frames (an HTTP Accept names the inference body's type there)
     betas = [b.strip() for b in dict(kept).get("anthropic-beta", "").split(",") if b.strip()]
     body.pop("model", None)
     body.pop("stream", None)
     if betas:
         body["anthropic_beta"] = betas
-    return [h for h in kept if h[0] != "anthropic-beta"], body
+    accept = ("accept", EVENT_STREAM_TYPE if stream else "application/json")
+    return [*(h for h in kept if h[0] != "anthropic-beta"), accept], body
 
 
 def _bedrock_error(p: Provider, status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
@@ -5449,8 +5452,9 @@ class Provider:
 
     async def _post(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool,
                     timeout: float | None = None) -> UpstreamResponse:
-        headers = [("content-type", "application/json"),
-                   ("accept", "text/event-stream" if stream else "application/json"), *headers]
+        defaults = [("content-type", "application/json"), ("accept", "text/event-stream" if stream else "application/json")]
+        given = {name for name, _ in headers}
+        headers = [*(h for h in defaults if h[0] not in given), *headers]  # a kind may name its own accept
         payload = upstream_json(body)
         try:
             if self.credentials is not None:  # a cloud token or a signature over exactly these bytes

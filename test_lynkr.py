@@ -17540,6 +17540,8 @@ class TestBedrockEnvKeys:
         assert rec.path.endswith("-v1%3A0/invoke-with-response-stream")
         assert "stream" not in rec.body and "model" not in rec.body
         assert len(br.fake.verified) == 1
+        # one Accept, naming what this operation answers (on InvokeModel it names the body's type)
+        assert rec.headers.get("accept") == "application/vnd.amazon.eventstream"
 
     @pytest.mark.parametrize("stream", [False, True])
     def test_arn_model_id_is_one_encoded_segment(self, new_br, make_proxy, stream):
