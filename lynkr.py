@@ -12,8 +12,11 @@ call -- streaming or not, with tools -- to the model providers you have, several
 * ``databricks`` (default): a Databricks model-serving endpoint, translated losslessly to and
   from the OpenAI chat format, or passed through natively with ``DATABRICKS_API_FORMAT=anthropic``;
 * ``azure-anthropic`` (Claude on Azure / Microsoft Foundry) and ``anthropic``: Messages pass-through;
+* ``bedrock`` (Claude on Amazon Bedrock: InvokeModel or the Messages API, SigV4) and ``vertex``
+  (Claude on Google Vertex AI): Anthropic Messages with the cloud's URL, signing and stream format;
 * ``openai``, ``azure-openai``, ``openrouter``, ``ollama``, ``gemini`` and ``openai-compatible``
-  servers (vLLM, llama.cpp, LM Studio): Chat Completions, translated both ways.
+  servers (vLLM, llama.cpp, LM Studio): Chat Completions, translated both ways;
+  ``openai-responses`` (and Azure's): OpenAI's Responses API, translated both ways.
 
 Providers are rows of a table (PRESETS, section 10); ``lynkr.toml`` names several and the routes
 between them (Claude Code's background, thinking, long-context and web-search requests, fallbacks).
@@ -983,8 +986,8 @@ SETTINGS: tuple[Setting, ...] = (
       _choice("auto", "searxng", "brave", "tavily")),
     S("WEB_SEARCH_ENDPOINT", "", "The search service's URL: required for SearxNG (e.g. http://127.0.0.1:8888/search); "
       "overrides Brave's or Tavily's API URL (a proxy, a test).", _url),
-    S("BRAVE_API_KEY", "", "Brave Search API key (WEB_SEARCH_PROVIDER=brave).", _text),
-    S("TAVILY_API_KEY", "", "Tavily API key (WEB_SEARCH_PROVIDER=tavily).", _text),
+    S("BRAVE_API_KEY", "", "Brave Search API key (WEB_SEARCH_PROVIDER=brave).", secret=True),
+    S("TAVILY_API_KEY", "", "Tavily API key (WEB_SEARCH_PROVIDER=tavily).", secret=True),
     S("WEB_SEARCH_MAX_RESULTS", "8", "Results per search Claude Code's WebSearch gets when lynkr runs it.",
       _whole(1)),
     S("WEB_SEARCH_ALLOWED_HOSTS", "", "If set, the only hosts web tools may reach (globs); also admits private ones.",
@@ -3423,10 +3426,6 @@ def raw_token_estimate(req: dict[str, Any]) -> float:
     return weighted + images + ESTIMATE_TOKENS_PER_MESSAGE * len(messages) + ESTIMATE_TOOLS_PREAMBLE * bool(tools)
 
 
-def estimate_input_tokens(req: dict[str, Any]) -> int:
-    return max(1, math.ceil(raw_token_estimate(req)))
-
-
 # Upstream/estimate ratios a real tokenizer can produce (others are not learned), and the least share
 # of the estimate a calibrated count may report.
 PLAUSIBLE_TOKEN_RATIO = (0.4, 2.5)
@@ -4677,12 +4676,6 @@ def sigv4_headers(method: str, url: str, headers: list[tuple[str, str]], payload
     return [*added, ("authorization", authorization)]
 
 
-def bedrock_invoke_url(region: str, model: str, stream: bool) -> str:
-    """The model id is one path segment: `:` and `/` (in an ARN) are percent-encoded, as botocore does."""
-    action = "invoke-with-response-stream" if stream else "invoke"
-    return f"https://bedrock-runtime.{region}.amazonaws.com/model/{urllib.parse.quote(model, safe='')}/{action}"
-
-
 def bedrock_error(status: int, raw: bytes, headers: dict[str, str]) -> LynkrError:
     """An HTTP error from Bedrock: its type from x-amzn-ErrorType (or the body's __type), its message from the body."""
     try:
@@ -4743,7 +4736,8 @@ def _bedrock_url(spec: ProviderSpec, model: str, stream: bool) -> str:
     surface = bedrock_surface(spec, model)
     if surface != "invoke":
         return _join(_bedrock_base(spec, surface), "/anthropic/v1/messages")
-    action = "invoke-with-response-stream" if stream else "invoke"  # the model id is one path segment
+    # the model id is one path segment: `:` and `/` (in an ARN) percent-encoded, as botocore does
+    action = "invoke-with-response-stream" if stream else "invoke"
     return _join(_bedrock_base(spec, surface), f"/model/{urllib.parse.quote(model, safe='')}/{action}")
 
 
@@ -4772,7 +4766,6 @@ class AwsAuth:
             self.creds = None if self.bearer else aws_credentials(self.environ)
         except ValueError as exc:  # a half-set key pair, a profile that does not exist
             raise ConfigError(f"{self.label}: {exc}") from None
-        self.loaded_at = time.monotonic()
 
     def invalidate(self, sent_at: float) -> bool:
         """Read the credentials again (a profile refreshed by `aws sso login`); True when they changed."""
@@ -4780,7 +4773,7 @@ class AwsAuth:
             return False
         fresh = aws_credentials(self.environ)
         changed = fresh != self.creds
-        self.creds, self.loaded_at = fresh, time.monotonic()
+        self.creds = fresh
         return changed
 
     async def headers(self, method: str, url: str, headers: list[tuple[str, str]], payload: bytes) -> list[tuple[str, str]]:
@@ -4959,13 +4952,17 @@ class Kind:
     count: Callable[[Provider, dict[str, Any], str], Awaitable[int | None]] | None = None
 
 
+def _log_dropped(p: Provider, http_req: Request, dropped: list[str]) -> None:
+    if dropped:
+        p.log.info("dropped server tools the upstream cannot run", request_id=http_req.request_id, tools=dropped,
+                   provider=p.name)
+
+
 def _openai_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
                   http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     body, dropped = anthropic_to_openai({**req, "stream": stream}, max_tokens, model, p.preset.dialect,
                                         model_facts(model))
-    if dropped:
-        p.log.info("dropped server tools the upstream cannot run", request_id=http_req.request_id, tools=dropped,
-                   provider=p.name)
+    _log_dropped(p, http_req, dropped)
     left_out = [k for k in req if not OPENAI_FIELD_FATE.get(k, "").startswith("carried")]
     if left_out:
         p.log.debug("fields an OpenAI-format upstream has no counterpart for were left out",
@@ -5015,9 +5012,7 @@ def _responses_build(p: Provider, req: dict[str, Any], model: str, max_tokens: i
                      http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     body, dropped = anthropic_to_responses({**req, "stream": stream}, max_tokens, model, p.preset.dialect,
                                            model_facts(model))
-    if dropped:
-        p.log.info("dropped server tools the upstream cannot run", request_id=http_req.request_id, tools=dropped,
-                   provider=p.name)
+    _log_dropped(p, http_req, dropped)
     return [], body
 
 
@@ -5115,11 +5110,7 @@ async def _bedrock_count(p: Provider, req: dict[str, Any], model: str) -> int | 
         body = {"input": {"invokeModel": {"body": invoke}}}
         url = _join(_bedrock_base(p.spec, "invoke"), f"/model/{urllib.parse.quote(model, safe='')}/count-tokens")
         read = lambda obj: obj.get("inputTokens")  # noqa: E731
-    sent_at = time.monotonic()
-    resp = await p._post(url, headers, body, False)
-    if resp.status in (401, 403) and p.credentials is not None and p.credentials.invalidate(sent_at):
-        await p._read_error(resp)  # rotated credentials: once more with the fresh ones
-        resp = await p._post(url, headers, body, False)
+    resp, _renewed = await p.post_renewing(url, headers, body, False)
     raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
     if resp.status != 200:
         p.log.info("Bedrock CountTokens unavailable; estimating", status=resp.status, provider=p.name)
@@ -5362,11 +5353,7 @@ class Provider:
         try:
             count_url = self.preset.count_url
             url = count_url(self.spec, model) if count_url else self.preset.url(self.spec, model) + "/count_tokens"
-            sent_at = time.monotonic()
-            resp = await self._post(url, self.anthropic_headers(http_req), body, False)
-            if resp.status in (401, 403) and self.credentials is not None and self.credentials.invalidate(sent_at):
-                await self._read_error(resp)  # a revoked or expired cloud token: once more with a fresh one
-                resp = await self._post(url, self.anthropic_headers(http_req), body, False)
+            resp, _renewed = await self.post_renewing(url, self.anthropic_headers(http_req), body, False)
             raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
             if resp.status == 200:
                 count = json.loads(raw).get("input_tokens")
@@ -5400,14 +5387,9 @@ class Provider:
             started = time.monotonic()
             retry_after = None
             try:
-                resp = await self._post(url, headers, body, stream)
+                resp, renewed_now = await self.post_renewing(url, headers, body, stream, renew=not renewed)
+                renewed = renewed or renewed_now
                 METRICS.observe("lynkr_upstream_duration_seconds", time.monotonic() - started, provider=self.name)
-                # (Bedrock refuses expired or rotated keys with 403; a Google token with 401)
-                if resp.status in (401, 403) and self.credentials is not None and not renewed and \
-                        self.credentials.invalidate(started):
-                    renewed = True  # an expired or revoked cloud token: fetch a fresh one and try once more
-                    await self._read_error(resp)
-                    continue
                 if resp.status == 200:
                     if not stream:  # a stream's health is known at its end (see stream_outcome)
                         self.breaker.success()
@@ -5449,6 +5431,18 @@ class Provider:
             return LynkrError(f"{self.label} ({self.name}) is overloaded: {error.message}", status=503,
                               error_type="api_error", headers=headers)
         return error
+
+    async def post_renewing(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool,
+                            renew: bool = True) -> tuple[UpstreamResponse, bool]:
+        """POST; a cloud credential the upstream refused (a Google token: 401; rotated AWS keys: 403) is
+        renewed and the request sent once more. Returns (response, whether it was renewed)."""
+        sent_at = time.monotonic()
+        resp = await self._post(url, headers, body, stream)
+        if not renew or resp.status not in (401, 403) or self.credentials is None \
+                or not self.credentials.invalidate(sent_at):
+            return resp, False
+        await self._read_error(resp)
+        return await self._post(url, headers, body, stream), True
 
     async def _post(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool,
                     timeout: float | None = None) -> UpstreamResponse:
@@ -10854,8 +10848,9 @@ class SearchEmulation:
                 "input_schema": {"type": "object", "properties": {"query": {
                     "type": "string", "description": "What to search for"}}, "required": ["query"]}}
 
-    async def run(self, call: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """(the two blocks the client sees, the tool_result the model reads)."""
+    async def run(self, call: dict[str, Any], over_limit: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(the two blocks the client sees, the tool_result the model reads). over_limit: the request's
+        POLICY_MAX_TOOL_CALLS is spent, whatever max_uses says (a client may send none)."""
         query = (call.get("input") or {}).get("query")
         use_id = "srvtoolu_" + secrets.token_hex(12)
         shown = {"type": "server_tool_use", "id": use_id, "name": self.name, "input": {"query": query}}
@@ -10866,6 +10861,8 @@ class SearchEmulation:
             error, note = "query_too_long", "the query is longer than 500 characters"
         elif self.max_uses is not None and self.uses >= self.max_uses:
             error, note = "max_uses_exceeded", f"this request allows {self.max_uses} searches"
+        elif over_limit:
+            error, note = "max_uses_exceeded", "POLICY_MAX_TOOL_CALLS server tool calls were made in this request"
         else:
             self.uses += 1
             try:
@@ -11279,7 +11276,9 @@ class Orchestrator:
                 for call in server_calls:
                     if searcher is not None and call["name"] == searcher.name:
                         shown: list[dict[str, Any]] = []
-                        async for item in self._run_with_pings(searcher.run(call)):
+                        over_limit = calls_made >= self.policy.max_tool_calls  # searches count like any tool
+                        calls_made += not over_limit
+                        async for item in self._run_with_pings(searcher.run(call, over_limit)):
                             if isinstance(item, tuple):
                                 shown, answer = item
                                 results.append(answer)

@@ -1422,13 +1422,22 @@ def _isolated(monkeypatch, tmp_path):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
 
 
-@pytest.fixture(scope="module")
-def dbx_stack(tmp_path_factory):
-    fake = FakeDatabricks()
-    proxy = start_proxy(tmp_path_factory.mktemp("dbx"), dbx_env(fake))
+def shared_stack(tmp_path_factory, name: str, fake: FakeHTTP, env: dict):
+    """A fake and one proxy in front of it for a whole module (the fake closed if the proxy cannot start)."""
+    try:
+        proxy = start_proxy(tmp_path_factory.mktemp(name), env)
+    except BaseException:
+        fake.close()
+        raise
     yield Stack(fake, proxy)
     proxy.stop()
     fake.close()
+
+
+@pytest.fixture(scope="module")
+def dbx_stack(tmp_path_factory):
+    fake = FakeDatabricks()
+    yield from shared_stack(tmp_path_factory, "dbx", fake, dbx_env(fake))
 
 
 @pytest.fixture
@@ -1440,10 +1449,7 @@ def dbx(dbx_stack) -> Stack:
 @pytest.fixture(scope="module")
 def az_stack(tmp_path_factory):
     fake = FakeAzure()
-    proxy = start_proxy(tmp_path_factory.mktemp("az"), az_env(fake))
-    yield Stack(fake, proxy)
-    proxy.stop()
-    fake.close()
+    yield from shared_stack(tmp_path_factory, "az", fake, az_env(fake))
 
 
 @pytest.fixture
@@ -3356,6 +3362,30 @@ TURNS = {"dbx": dbx_tool_turns, "az": az_tool_turns}
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def sdk_weather_round_trip(client: Any, mode: str, result: str, **kw: Any) -> tuple[Any, Any]:
+    """The anthropic SDK's two-turn get_weather round trip through lynkr (messages.create, or messages.stream
+    with its text deltas checked against the final message): turn 1 must call get_weather for Paris, turn
+    2 sends `result` back. Returns both final messages."""
+
+    def turn(messages: list[dict]) -> Any:
+        args = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "tools": [GET_WEATHER], "messages": messages, **kw}
+        if mode == "create":
+            return client.messages.create(**args)
+        with client.messages.stream(**args) as s:
+            pieces = list(s.text_stream)
+            final = s.get_final_message()
+        assert "".join(pieces) == "".join(b.text for b in final.content if b.type == "text")
+        return final
+
+    messages = [{"role": "user", "content": "What's the weather in Paris?"}]
+    first = turn(messages)
+    calls_ = [b for b in first.content if b.type == "tool_use"]
+    assert first.stop_reason == "tool_use" and [(c.name, c.input) for c in calls_] == [("get_weather", {"city": "Paris"})]
+    messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": calls_[0].id, "content": result}]}]
+    return first, turn(messages)
+
+
 class TestAnthropicSDK:
     @pytest.fixture
     def sdk(self):
@@ -3371,23 +3401,8 @@ class TestAnthropicSDK:
         responder = TURNS[provider]("get_weather", {"city": "Paris"}, lambda out: f"It is {out} in Paris.")
         stack.fake.push(responder, responder)
         client = sdk.Anthropic(base_url=stack.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
-
-        def turn(messages):
-            kw = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "tools": [GET_WEATHER], "messages": messages}
-            if mode == "create":
-                return client.messages.create(**kw)
-            with client.messages.stream(**kw) as s:
-                return s.get_final_message()
-
-        messages = [{"role": "user", "content": "What's the weather in Paris?"}]
-        first = turn(messages)
-        assert first.stop_reason == "tool_use" and first.model == "claude-sonnet-4-5"
-        calls_ = [b for b in first.content if b.type == "tool_use"]
-        assert [(c.name, c.input) for c in calls_] == [("get_weather", {"city": "Paris"})]
-        messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": calls_[0].id,
-                                                   "content": "18C and sunny"}]}]
-        second = turn(messages)
+        first, second = sdk_weather_round_trip(client, mode, "18C and sunny")
+        assert first.model == "claude-sonnet-4-5"
         assert second.stop_reason == "end_turn"
         assert [b.type for b in second.content] == ["text"] and second.content[0].text == "It is 18C and sunny in Paris."
         assert second.usage.output_tokens > 0
@@ -7544,10 +7559,7 @@ REL_HEADERS = st.dictionaries(
 @pytest.fixture(scope="module")
 def rel_fuzz_stack(tmp_path_factory):
     fake = FakeDatabricks()
-    proxy = start_proxy(tmp_path_factory.mktemp("fuzz"), dbx_env(fake))
-    yield Stack(fake, proxy)
-    proxy.stop()
-    fake.close()
+    yield from shared_stack(tmp_path_factory, "fuzz", fake, dbx_env(fake))
 
 
 class TestFuzzLiveProxy:
@@ -9356,6 +9368,17 @@ def pv_toml(where: Path, text: str) -> Path:
     trust_here(where, "lynkr.toml")
     return path
 
+def openai_bearer_problem(fake: Any, rec: Recorded) -> Reply | None:
+    """api.openai.com's answer to a missing or wrong Bearer key (chat and Responses alike)."""
+    got = rec.headers.get("authorization")
+    if got is None:
+        return fake.error(401, "You didn't provide an API key. You need to provide your API key in an "
+                               "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+    if got != f"Bearer {fake.key}":
+        return fake.error(401, "Incorrect API key provided.", code="invalid_api_key")
+    return None
+
+
 class FakeOpenAIFamily(FakeHTTP):
     """Base of the OpenAI-chat fakes: POST {chat_path}, strict body checks, vendor error JSON."""
 
@@ -9382,13 +9405,7 @@ class FakeOpenAIFamily(FakeHTTP):
         return self.error(404, f"Invalid URL ({rec.method} {rec.path})")
 
     def auth_problem(self, rec: Recorded) -> Reply | None:
-        got = rec.headers.get("authorization")
-        if got is None:
-            return self.error(401, "You didn't provide an API key. You need to provide your API key in an "
-                                   "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
-        if got != f"Bearer {self.key}":
-            return self.error(401, "Incorrect API key provided.", code="invalid_api_key")
-        return None
+        return openai_bearer_problem(self, rec)
 
     def model_problem(self, model: Any) -> Reply | None:
         if not isinstance(model, str) or not model:
@@ -13793,6 +13810,22 @@ class TestWebSearchEmulation:
         assert "max_uses_exceeded" in seen_result(last, "call_b")
         assert SEARX_HITS[0]["url"] not in seen_result(last, "call_b")
 
+    def test_searches_count_against_the_tool_call_limit(self, new_dbx, make_proxy, searx_mod):
+        """A client that sends no max_uses (not Claude Code) cannot let a model search without end: each
+        search counts toward POLICY_MAX_TOOL_CALLS like any server tool."""
+        searx_mod.reset()
+        searx_mod.hits = list(SEARX_HITS)
+        fake = new_dbx()
+        p = make_proxy({**dbx_env(fake), "WEB_SEARCH_ENDPOINT": f"{searx_mod.url}/search",
+                        "POLICY_MAX_TOOL_CALLS": "2"})
+        calls = [(f"call_{n}", {"query": f"q{n}"}) for n in range(5)]
+        fake.push(*[ws_model("dbx", [calls], "Done searching.")] * 2)
+        typed = {k: v for k, v in WS_TYPED.items() if k != "max_uses"}
+        msg = ws_reply(p.post(ws_body(False, typed=typed)), False)
+        codes = [error_code(res) if not isinstance(res["content"], list) else "ok" for _, res in search_pairs(msg)]
+        assert codes == ["ok", "ok", "max_uses_exceeded", "max_uses_exceeded", "max_uses_exceeded"], codes
+        assert len(searx_queries(searx_mod)) == 2 and texts(msg) == ["Done searching."]
+
     def test_bad_queries_are_results_not_http_errors(self, ws, searx_mod):
         st = ws("dbx")
         st.fake.push(*[ws_model("dbx", [[("call_empty", {"query": "   "}), ("call_long", {"query": "x" * 501}),
@@ -14874,10 +14907,16 @@ from lynkr import (  # noqa: E402 - the pure functions under test
     aws_credentials,
     aws_region,
     bedrock_error,
-    bedrock_invoke_url,
+    ProviderSpec,
+    _bedrock_url,
     sigv4_authorization,
     sigv4_headers,
 )
+
+def bedrock_invoke_url(region: str, model: str, stream: bool) -> str:
+    """The InvokeModel URL lynkr builds for a region's default endpoint (compared with botocore's)."""
+    return _bedrock_url(ProviderSpec(name="b", preset="bedrock", region=region), model, stream)
+
 
 # -- SigV4 --
 
@@ -15534,10 +15573,7 @@ def new_meta():
 @pytest.fixture(scope="module")
 def vx_stack(tmp_path_factory):
     fake = FakeVertex(tokens=[STATIC_TOKEN])
-    proxy = start_proxy(tmp_path_factory.mktemp("vx"), vx_env(fake, VERTEX_ACCESS_TOKEN=STATIC_TOKEN))
-    yield Stack(fake, proxy)
-    proxy.stop()
-    fake.close()
+    yield from shared_stack(tmp_path_factory, "vx", fake, vx_env(fake, VERTEX_ACCESS_TOKEN=STATIC_TOKEN))
 
 
 @pytest.fixture
@@ -16051,23 +16087,8 @@ class TestVertexEndToEnd:
         responder = vx_tool_turns("get_weather", {"city": "Paris"}, lambda out: f"It is {out} in Paris.")
         vx.fake.push(responder, responder)
         client = anthropic.Anthropic(base_url=vx.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
-
-        def turn(messages):
-            kw = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "tools": [GET_WEATHER], "messages": messages}
-            if mode == "create":
-                return client.messages.create(**kw)
-            with client.messages.stream(**kw) as s:
-                return s.get_final_message()
-
-        messages = [{"role": "user", "content": "What's the weather in Paris?"}]
-        first = turn(messages)
-        assert first.stop_reason == "tool_use" and first.model == VMODEL
-        calls_ = [b for b in first.content if b.type == "tool_use"]
-        assert [(c.name, c.input) for c in calls_] == [("get_weather", {"city": "Paris"})]
-        messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": calls_[0].id,
-                                                   "content": "18C and sunny"}]}]
-        second = turn(messages)
+        first, second = sdk_weather_round_trip(client, mode, "18C and sunny")
+        assert first.model == VMODEL
         assert second.stop_reason == "end_turn" and second.content[0].text == "It is 18C and sunny in Paris."
         verb = "streamRawPredict" if mode == "stream" else "rawPredict"
         assert [r.path for r in vx.fake.requests] == [vx_path(VMODEL, verb)] * 2
@@ -16225,13 +16246,7 @@ class FakeResponses(FakeHTTP):
         return self.error(404, f"Invalid URL ({rec.method} {rec.path})")
 
     def auth_problem(self, rec: Recorded) -> Reply | None:
-        got = rec.headers.get("authorization")
-        if got is None:
-            return self.error(401, "You didn't provide an API key. You need to provide your API key in an "
-                                   "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
-        if got != f"Bearer {self.key}":
-            return self.error(401, "Incorrect API key provided.", code="invalid_api_key")
-        return None
+        return openai_bearer_problem(self, rec)
 
     def model_problem(self, model: Any) -> str | None:
         return None if isinstance(model, str) and model else "Missing required parameter: 'model'."
@@ -16637,14 +16652,7 @@ SUMMARY = ("**Planning** the lookup 🔍", "Weather and time, both at once — i
 @pytest.fixture(scope="module")
 def rs_stack(tmp_path_factory):
     fake = FakeResponses()
-    try:
-        proxy = start_proxy(tmp_path_factory.mktemp("rs"), rs_env(fake))
-    except BaseException:
-        fake.close()
-        raise
-    yield Stack(fake, proxy)
-    proxy.stop()
-    fake.close()
+    yield from shared_stack(tmp_path_factory, "rs", fake, rs_env(fake))
 
 
 @pytest.fixture
@@ -16857,14 +16865,7 @@ def azrs_stack(tmp_path_factory):
     fake = FakeAzureResponses()
     env = {"MODEL_PROVIDER": "azure-openai-responses", "AZURE_OPENAI_ENDPOINT": fake.url,
            "AZURE_OPENAI_API_KEY": AZOAI_KEY, "AZURE_OPENAI_DEPLOYMENT": "gpt-5-prod", "UPSTREAM_MAX_RETRIES": "0"}
-    try:
-        proxy = start_proxy(tmp_path_factory.mktemp("azrs"), env)
-    except BaseException:
-        fake.close()
-        raise
-    yield Stack(fake, proxy)
-    proxy.stop()
-    fake.close()
+    yield from shared_stack(tmp_path_factory, "azrs", fake, env)
 
 
 class TestAzureResponses:
@@ -17040,27 +17041,11 @@ class TestResponsesSDK:
                                   {"city": "Paris"}, rs.fake, reasoning=("Need the weather ☁️.",))
         rs.fake.push(responder, responder)
         client = anthropic.Anthropic(base_url=rs.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
-
-        def turn(messages):
-            kw = {"model": "claude-sonnet-4-5", "max_tokens": 8192, "tools": [GET_WEATHER], "messages": messages,
-                  "thinking": {"type": "enabled", "budget_tokens": 4096}}
-            if mode == "create":
-                return client.messages.create(**kw)
-            with client.messages.stream(**kw) as s:
-                pieces = list(s.text_stream)
-                final = s.get_final_message()
-            assert "".join(pieces) == "".join(b.text for b in final.content if b.type == "text")
-            return final
-
-        messages = [{"role": "user", "content": "What's the weather in Paris?"}]
-        first = turn(messages)
-        assert first.stop_reason == "tool_use" and [b.type for b in first.content] == ["thinking", "tool_use"]
+        first, second = sdk_weather_round_trip(client, mode, "18C and sunny", max_tokens=8192,
+                                               thinking={"type": "enabled", "budget_tokens": 4096})
+        assert [b.type for b in first.content] == ["thinking", "tool_use"]
         assert first.content[0].thinking == "Need the weather ☁️." and first.content[0].signature
         assert first.content[1].input == {"city": "Paris"} and first.usage.cache_read_input_tokens == 1200
-        messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": first.content[1].id,
-                                                   "content": "18C and sunny"}]}]
-        second = turn(messages)
         assert second.stop_reason == "end_turn" and second.content[-1].text == "It is 18C and sunny in Paris."
         items = rs.fake.last.body["input"]
         assert [i["type"] for i in items] == ["message", "reasoning", "function_call", "function_call_output"]
@@ -17440,10 +17425,7 @@ def new_br():
 @pytest.fixture(scope="module")
 def br_stack(tmp_path_factory):
     fake = FakeBedrock()
-    proxy = start_proxy(tmp_path_factory.mktemp("br"), br_env(fake))
-    yield Stack(fake, proxy)
-    proxy.stop()
-    fake.close()
+    yield from shared_stack(tmp_path_factory, "br", fake, br_env(fake))
 
 
 @pytest.fixture
@@ -18009,20 +17991,7 @@ class TestBedrockEndToEnd:
         responder = br_tool_turns("get_weather", {"city": "Paris"}, lambda out: f"It is {out} in Paris.")
         br.fake.push(responder, responder)
         client = anthropic.Anthropic(base_url=br.proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
-
-        def turn(messages):
-            with client.messages.stream(model="claude-sonnet-4-5", max_tokens=512, tools=[GET_WEATHER],
-                                        messages=messages) as s:
-                return s.get_final_message()
-
-        messages = [{"role": "user", "content": "What's the weather in Paris?"}]
-        first = turn(messages)
-        assert first.stop_reason == "tool_use"
-        [call_] = [b for b in first.content if b.type == "tool_use"]
-        assert (call_.name, call_.input) == ("get_weather", {"city": "Paris"})
-        messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_.id, "content": "18C"}]}]
-        second = turn(messages)
+        _first, second = sdk_weather_round_trip(client, "stream", "18C", max_tokens=512)
         assert second.content[0].text == "It is 18C in Paris." and second.stop_reason == "end_turn"
         assert [INVOKE_PATH.fullmatch(r.path).group(2) for r in br.fake.requests] == ["invoke-with-response-stream"] * 2
         assert len(br.fake.verified) == 2
