@@ -100,7 +100,7 @@ import time
 import tomllib
 import traceback
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -2045,6 +2045,18 @@ class HTTPClient:
 
 MESSAGE_ROLES = ("user", "assistant", "system")
 TOOL_ID_PATTERN = re.compile(r"[^A-Za-z0-9_-]")
+# The four usage counters every Anthropic message carries, zero until the upstream says otherwise.
+EMPTY_USAGE = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+def message_envelope(message_id: str, model: str, content: list[dict[str, Any]] | None = None,
+                     stop_reason: str | None = None, stop_sequence: str | None = None,
+                     usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one way lynkr builds an Anthropic message: a complete reply, or (no content and no stop
+    reason yet) the start of one that a stream's message_start carries."""
+    return {"id": message_id, "type": "message", "role": "assistant", "model": model,
+            "content": [] if content is None else content, "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence, "usage": dict(EMPTY_USAGE) if usage is None else usage}
 
 
 def _field_error(path: str, expected: str, value: Any) -> InvalidRequest:
@@ -2915,16 +2927,8 @@ def openai_to_anthropic(resp: dict[str, Any], model: str, stops: list[str] | Non
             "input": parse_tool_arguments(fn.get("arguments")),
         })
     stop_reason, stop_sequence = stop_reason_for(choice.get("finish_reason"), bool(tool_calls), "".join(texts), stops or [])
-    return {
-        "id": new_id("msg_"),
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": blocks,
-        "stop_reason": stop_reason,
-        "stop_sequence": stop_sequence,
-        "usage": openai_usage_to_anthropic(resp.get("usage")),
-    }
+    return message_envelope(new_id("msg_"), model, blocks, stop_reason, stop_sequence,
+                            openai_usage_to_anthropic(resp.get("usage")))
 
 
 # -- Anthropic <-> OpenAI Responses (the openai-responses kind) --
@@ -3146,12 +3150,6 @@ def _tool_blocks(item: dict[str, Any]) -> list[dict[str, Any]]:
 OUTPUT_ITEM_TO_BLOCKS = {"reasoning": _thinking_blocks, "message": _message_blocks, "function_call": _tool_blocks}
 
 
-def _anthropic_message(message_id: str, model: str, blocks: list[dict[str, Any]], stop_reason: str | None,
-                       usage: dict[str, int]) -> dict[str, Any]:
-    return {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": blocks,
-            "stop_reason": stop_reason, "stop_sequence": None, "usage": usage}
-
-
 def responses_to_anthropic(resp: dict[str, Any], model: str, label: str = "OpenAI Responses") -> dict[str, Any]:
     if resp.get("status") == "failed" or isinstance(resp.get("error"), dict):
         raise responses_failure(resp.get("error"), label)
@@ -3160,7 +3158,7 @@ def responses_to_anthropic(resp: dict[str, Any], model: str, label: str = "OpenA
     refused = any(p.get("type") == "refusal" for i in output if i.get("type") == "message"
                   for p in i.get("content") or [] if isinstance(p, dict))
     stop = responses_stop_reason(_incomplete_reason(resp), any(b["type"] == "tool_use" for b in blocks), refused)
-    return _anthropic_message(new_id("msg_"), model, blocks, stop, responses_usage(resp.get("usage")))
+    return message_envelope(new_id("msg_"), model, blocks, stop, None, responses_usage(resp.get("usage")))
 
 
 # -- Responses SSE -> Anthropic SSE (a decoder: lynkr section 9's interface) --
@@ -3507,6 +3505,20 @@ def error_event(exc: LynkrError) -> bytes:
     return sse_event("error", {"type": "error", "error": {"type": exc.error_type, "message": exc.message}})
 
 
+def message_start_event(message_id: str, model: str, usage: dict[str, Any]) -> bytes:
+    return sse_event("message_start", {"type": "message_start", "message": message_envelope(message_id, model,
+                                                                                            usage=usage)})
+
+
+MESSAGE_STOP_EVENT = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+
+def message_end_events(stop_reason: str | None, stop_sequence: str | None, usage: dict[str, Any]) -> bytes:
+    """message_delta (the stop reason, the final usage) and message_stop: how every stream ends well."""
+    return sse_event("message_delta", {"type": "message_delta", "delta": {
+        "stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage}) + MESSAGE_STOP_EVENT
+
+
 # A chunk carrying only a non-empty text delta (anything else takes the general path).
 # The literal must be a valid JSON string (no raw control characters, only JSON's escapes): it is
 # forwarded to the client as it is and decoded in bulk when the block ends.
@@ -3554,10 +3566,7 @@ class OpenAIStreamTranslator:
         if self.started:
             return b""
         self.started = True
-        usage = dict(self.usage)
-        return sse_event("message_start", {"type": "message_start", "message": {
-            "id": self.message_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": usage}})
+        return message_start_event(self.message_id, self.model, dict(self.usage))
 
     def _decode_literals(self) -> None:
         """Append the text block's pending literals to it: one C-speed parse instead of one per token."""
@@ -3723,13 +3732,142 @@ class OpenAIStreamTranslator:
         self.finished = True
         out = self.start() + self._close_open()
         stop_reason, stop_sequence = stop_reason_for(self.finish_reason, bool(self.tools), self.text_tail, self.stops)
-        self.final = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
-                      "content": self.blocks, "stop_reason": stop_reason, "stop_sequence": stop_sequence,
-                      "usage": dict(self.usage)}
-        out += sse_event("message_delta", {"type": "message_delta",
-                                           "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                                           "usage": dict(self.usage)})
-        return out + sse_event("message_stop", {"type": "message_stop"})
+        self.final = message_envelope(self.message_id, self.model, self.blocks, stop_reason, stop_sequence,
+                                      dict(self.usage))
+        return out + message_end_events(stop_reason, stop_sequence, dict(self.usage))
+
+
+# -- Anthropic SSE: the one reader, the message it describes, the relay --
+
+
+class AnthropicEvents:
+    """The one reader of Anthropic SSE: bytes split anywhere -> (name, data text, parsed event). The
+    relay, the message accumulator and the agent loop's round relay all read through it, and it notes
+    what each of them needs: `done` at message_stop, `failed` at an upstream `event: error`, `usage` as
+    reported so far. `parse` names the events whose JSON is decoded (a relay passes the others on as
+    text, never parsed); None decodes them all. The event is None when it is not a JSON object."""
+
+    def __init__(self, parse: frozenset[str] | None = None) -> None:
+        self.sse = SSEParser()
+        self.parse = parse
+        self.done = False
+        self.failed = False
+        self.usage: dict[str, int] = {}
+
+    def feed(self, chunk: bytes) -> list[tuple[str, str, dict[str, Any] | None]]:
+        return [self._read(name, data) for name, data in self.sse.feed(chunk)]
+
+    def flush(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        return [self._read(name, data) for name, data in self.sse.flush()]
+
+    def _read(self, name: str, data: str) -> tuple[str, str, dict[str, Any] | None]:
+        event = None
+        if self.parse is None or name in self.parse:
+            try:
+                event = json.loads(data)
+            except ValueError:
+                pass
+            if not isinstance(event, dict):
+                event = None
+        self.note(name, event)
+        return name, data, event
+
+    def note(self, name: str, event: dict[str, Any] | None) -> None:
+        """What one event tells about the stream (also fed directly by decoders that unwrap Anthropic
+        events from another framing, such as Bedrock's event stream)."""
+        if name == "message_stop":
+            self.done = True
+        elif name == "error":
+            self.failed = True
+        elif name in USAGE_EVENTS and event is not None:
+            holder = event.get("message") if name == "message_start" else event
+            usage = holder.get("usage") if isinstance(holder, dict) else None
+            if isinstance(usage, dict):
+                self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
+
+
+USAGE_EVENTS = frozenset({"message_start", "message_delta"})
+
+
+class MessageAccumulator:
+    """Parsed Anthropic stream events -> the complete message they describe (handlers by event name,
+    deltas by delta type)."""
+
+    def __init__(self) -> None:
+        self.message = message_envelope("", "", usage={})
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.partial_json: dict[int, str] = {}
+        self.error: dict[str, Any] | None = None
+
+    def feed(self, name: str, event: dict[str, Any]) -> None:
+        handler = self.HANDLERS.get(name)
+        if handler is not None:
+            handler(self, event)
+
+    def result(self) -> dict[str, Any]:
+        return {**self.message, "content": [self.blocks[i] for i in sorted(self.blocks)]}
+
+    def _message_start(self, event: dict[str, Any]) -> None:
+        start = event.get("message") or {}
+        for key in ("id", "model"):
+            if start.get(key):
+                self.message[key] = start[key]
+        self.message["usage"] = dict(start.get("usage") or {})
+
+    def _block_start(self, event: dict[str, Any]) -> None:
+        index = event.get("index", len(self.blocks))
+        block = dict(event.get("content_block") or {})
+        if block.get("type") in ("tool_use", "server_tool_use"):
+            self.partial_json[index] = ""
+        self.blocks[index] = block
+
+    def _block_delta(self, event: dict[str, Any]) -> None:
+        index = event.get("index", -1)
+        block = self.blocks.get(index)
+        delta = event.get("delta") or {}
+        kind = delta.get("type")
+        if block is None:
+            return
+        if kind == "input_json_delta":
+            self.partial_json[index] = self.partial_json.get(index, "") + delta.get("partial_json", "")
+        elif kind in APPENDED_DELTAS:
+            field = APPENDED_DELTAS[kind]
+            block[field] = block.get(field, "") + delta.get(field, "")
+        elif kind == "signature_delta":
+            block["signature"] = delta.get("signature", "")
+        elif kind == "citations_delta":
+            block.setdefault("citations", []).append(delta.get("citation"))
+
+    def _block_stop(self, event: dict[str, Any]) -> None:
+        index = event.get("index", -1)
+        if index in self.partial_json and index in self.blocks:
+            self.blocks[index]["input"] = parse_tool_arguments(self.partial_json.pop(index) or "{}")
+
+    def _message_delta(self, event: dict[str, Any]) -> None:
+        delta = event.get("delta") or {}
+        self.message["stop_reason"] = delta.get("stop_reason", self.message["stop_reason"])
+        self.message["stop_sequence"] = delta.get("stop_sequence")
+        self.message["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+
+    def _error(self, event: dict[str, Any]) -> None:
+        self.error = event.get("error") or {}
+
+    HANDLERS: ClassVar[dict[str, Callable[[MessageAccumulator, dict[str, Any]], None]]] = {
+        "message_start": _message_start, "content_block_start": _block_start, "content_block_delta": _block_delta,
+        "content_block_stop": _block_stop, "message_delta": _message_delta, "error": _error}
+
+
+# Delta type -> the block field its text is appended to.
+APPENDED_DELTAS = {"text_delta": "text", "thinking_delta": "thinking"}
+
+
+def sse_to_message(data: bytes) -> MessageAccumulator:
+    events = AnthropicEvents()
+    acc = MessageAccumulator()
+    for name, _, event in events.feed(data) + events.flush():
+        if event is not None:
+            acc.feed(name, event)
+    return acc
 
 
 class AnthropicStreamRelay:
@@ -3739,42 +3877,17 @@ class AnthropicStreamRelay:
     final = None  # the bytes pass through as they are; the orchestrator re-parses them when it must
 
     def __init__(self) -> None:
-        self.parser = SSEParser()
-        self.saw_stop = False
-        self.saw_error = False
-        self.usage: dict[str, int] = {}
+        self.events = AnthropicEvents(parse=USAGE_EVENTS)
 
-    @property
-    def done(self) -> bool:
-        return self.saw_stop
-
-    @property
-    def failed(self) -> bool:
-        return self.saw_error
+    done = property(lambda self: self.events.done)
+    failed = property(lambda self: self.events.failed)
+    usage = property(lambda self: self.events.usage)
 
     def feed(self, chunk: bytes) -> bytes:
-        out = []
-        for name, data in self.parser.feed(chunk):
-            out.append(self._event(name, data))
-        return b"".join(out)
+        return b"".join(f"event: {name}\ndata: {data}\n\n".encode() for name, data, _ in self.events.feed(chunk))
 
     def flush(self) -> bytes:
-        return b"".join(self._event(name, data) for name, data in self.parser.flush())
-
-    def _event(self, name: str, data: str) -> bytes:
-        if name == "message_stop":
-            self.saw_stop = True
-        elif name == "error":
-            self.saw_error = True
-        elif name in ("message_start", "message_delta"):
-            try:
-                obj = json.loads(data)
-                usage = (obj.get("message") or {}).get("usage") if name == "message_start" else obj.get("usage")
-                if isinstance(usage, dict):
-                    self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
-            except ValueError:
-                pass
-        return f"event: {name}\ndata: {data}\n\n".encode()
+        return b"".join(f"event: {name}\ndata: {data}\n\n".encode() for name, data, _ in self.events.flush())
 
 
 # -- Decoders: one per wire format, one interface for the pump (section 10) --
@@ -3911,8 +4024,7 @@ class ResponsesStreamDecoder:
         if self.started:
             return b""
         self.started = True
-        return sse_event("message_start", {"type": "message_start", "message": _anthropic_message(
-            self.message_id, self.model, [], None, dict(self.usage))})
+        return message_start_event(self.message_id, self.model, dict(self.usage))
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
         return sse_event("content_block_delta", {"type": "content_block_delta", "index": len(self.blocks) - 1,
@@ -3964,11 +4076,9 @@ class ResponsesStreamDecoder:
         self.usage = responses_usage(response.get("usage"))
         stop = responses_stop_reason(_incomplete_reason(response), any(b["type"] == "tool_use" for b in self.blocks),
                                      self.refused)
-        self.final = _anthropic_message(self.message_id, self.model, self.blocks, stop, dict(self.usage))
+        self.final = message_envelope(self.message_id, self.model, self.blocks, stop, None, dict(self.usage))
         self.done = True
-        return out + sse_event("message_delta", {"type": "message_delta", "delta": {
-            "stop_reason": stop, "stop_sequence": None}, "usage": dict(self.usage)}) + sse_event(
-            "message_stop", {"type": "message_stop"})
+        return out + message_end_events(stop, None, dict(self.usage))
 
     # -- Responses events --
     def _created(self, event: dict[str, Any]) -> bytes:
@@ -4141,9 +4251,11 @@ class EventStreamDecoder:
 
     def __init__(self) -> None:
         self.buffer = bytearray()
-        self.done = False
-        self.failed = False
-        self.usage: dict[str, int] = {}
+        self.events = AnthropicEvents()  # only its notes: the frames carry the events already parsed
+
+    done = property(lambda self: self.events.done)
+    failed = property(lambda self: self.events.failed)
+    usage = property(lambda self: self.events.usage)
 
     def feed(self, chunk: bytes) -> bytes:
         buffer = self.buffer
@@ -4188,17 +4300,10 @@ class EventStreamDecoder:
         return self._event(name, event, text)
 
     def _event(self, name: str, event: dict[str, Any], text: str) -> bytes:
+        self.events.note(name, event if isinstance(event, dict) else None)
         if name == "message_stop":
-            self.done = True
             event.pop("amazon-bedrock-invocationMetrics", None)  # Bedrock's own billing note, not Anthropic's
             return sse_event(name, event)
-        if name == "error":
-            self.failed = True
-        elif name in ("message_start", "message_delta"):
-            holder = event.get("message") if name == "message_start" else event
-            usage = holder.get("usage") if isinstance(holder, dict) else None
-            if isinstance(usage, dict):
-                self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
         if "\n" in text or "\r" in text:  # pretty-printed JSON would end the SSE event early
             return sse_event(name, event)
         return f"event: {name}\ndata: {text}\n\n".encode()
@@ -4264,10 +4369,93 @@ def message_to_sse(message: dict[str, Any]) -> bytes:
         **{k: v for k, v in message.items() if k not in ("content", "stop_reason", "stop_sequence")},
         "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}})]
     out += [block_events(index, block) for index, block in enumerate(message.get("content") or [])]
-    out.append(sse_event("message_delta", {"type": "message_delta", "delta": {
-        "stop_reason": message.get("stop_reason"), "stop_sequence": message.get("stop_sequence")}, "usage": usage}))
-    out.append(sse_event("message_stop", {"type": "message_stop"}))
+    out.append(message_end_events(message.get("stop_reason"), message.get("stop_sequence"), usage))
     return b"".join(out)
+
+
+async def errors_as_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A stream whose 200 is already sent reports a later failure in-band: `event: error`, then its end."""
+    try:
+        async for chunk in events:
+            yield chunk
+    except LynkrError as exc:
+        yield error_event(exc)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class RoundRelay:
+    """The client's one continuous stream over an agent loop's rounds (section 18). Each round's upstream
+    Anthropic stream is passed on with one message_start for the whole turn (the turn's id and model),
+    block indices numbered on across rounds, and the tool_use blocks lynkr runs itself (`held`) kept from
+    the client; the round's complete message accumulates beside it. An upstream `event: error` is
+    passed on and marks the round `failed`."""
+
+    def __init__(self, message_id: str, model: str, held: Collection[str]) -> None:
+        self.message_id, self.model, self.held = message_id, model, held
+        self.started = False
+        self.next_index = 0  # the client's index of the next block
+        self.new_round()
+
+    def new_round(self) -> None:
+        self.events = AnthropicEvents()
+        self.acc = MessageAccumulator()
+        self.index_map: dict[Any, int | None] = {}  # upstream index -> client index (None: held back)
+
+    @property
+    def failed(self) -> bool:
+        return self.acc.error is not None
+
+    def message(self) -> dict[str, Any]:
+        """The round's message as the upstream sent it, held blocks included."""
+        return self.acc.result()
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = []
+        for name, _, event in self.events.feed(chunk):
+            if name == "ping":
+                out.append(PING_EVENT)
+            elif event is not None:
+                self.acc.feed(name, event)
+                relay = self.RELAYED.get(name)
+                if relay is not None:
+                    out.append(relay(self, name, event))
+        return b"".join(out)
+
+    def block(self, block: dict[str, Any]) -> bytes:
+        """A complete block of lynkr's own (a tool-activity note, a web search and its results)."""
+        self.next_index += 1
+        return block_events(self.next_index - 1, block)
+
+    def _start(self, name: str, event: dict[str, Any]) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        usage = (event.get("message") or {}).get("usage") or dict(EMPTY_USAGE)
+        return message_start_event(self.message_id, self.model, usage)
+
+    def _block_start(self, name: str, event: dict[str, Any]) -> bytes:
+        block = event.get("content_block") or {}
+        if block.get("type") == "tool_use" and block.get("name") in self.held:
+            self.index_map[event.get("index")] = None
+            return b""
+        self.index_map[event.get("index")] = self.next_index
+        self.next_index += 1
+        return sse_event(name, {**event, "index": self.next_index - 1})
+
+    def _block_event(self, name: str, event: dict[str, Any]) -> bytes:
+        client_index = self.index_map.get(event.get("index"))
+        return b"" if client_index is None else sse_event(name, {**event, "index": client_index})
+
+    def _error(self, name: str, event: dict[str, Any]) -> bytes:
+        return sse_event("error", event)
+
+    # message_delta and message_stop are the turn's, not a round's: the loop sends them at its end.
+    RELAYED: ClassVar[dict[str, Callable[[RoundRelay, str, dict[str, Any]], bytes]]] = {
+        "message_start": _start, "content_block_start": _block_start, "content_block_delta": _block_event,
+        "content_block_stop": _block_event, "error": _error}
 
 
 # == 10. Providers ==
@@ -8571,20 +8759,121 @@ def tool_release_notes(ctx: ToolContext, args: dict[str, Any]) -> str:
 # -- test harness --
 
 
+# -- project manifests: one table for the test harness and the index's project summary --
+#
+# A manifest tells the project's dependencies (frameworks and linters are recognised among them) and
+# the commands it runs. Both `detect_test_command` (what workspace_run_tests runs) and the index's
+# `detect_signals` read manifests through MANIFESTS, so they cannot disagree.
+
+PYTHON_DEPENDENCY = re.compile(r"[\"']?([A-Za-z][A-Za-z0-9_.-]+)\s*(?:[<>=!~]=?|\[|[\"'],|[\"']\s*$)", re.M)
+# [tool.X] sections of a Python manifest -> the linter or framework they configure
+PYTHON_TOOL_SECTIONS = {"ruff": "ruff", "black": "black", "mypy": "mypy", "isort": "isort", "pytest": "pytest"}
+
+
+@dataclasses.dataclass
+class ManifestFacts:
+    deps: list[str] = dataclasses.field(default_factory=list)
+    commands: dict[str, str] = dataclasses.field(default_factory=dict)  # "test" | "build" | "lint" ... -> command
+    tools: list[str] = dataclasses.field(default_factory=list)  # linters/frameworks named by config sections
+
+
+def _package_json(text: str) -> ManifestFacts:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("package.json is not an object")
+    deps = [name for key in ("dependencies", "devDependencies", "peerDependencies")
+            for name in (data.get(key) or {})]
+    scripts = data.get("scripts") or {}
+    return ManifestFacts(deps, {script: "npm test" if script == "test" else f"npm run {script}"
+                                for script in ("test", "build", "lint", "format", "typecheck") if scripts.get(script)})
+
+
+def _python_manifest(text: str) -> ManifestFacts:
+    return ManifestFacts([m.lower() for m in PYTHON_DEPENDENCY.findall(text)],
+                         {"test": "python -m pytest"} if "pytest" in text else {},
+                         [label for section, label in PYTHON_TOOL_SECTIONS.items() if f"[tool.{section}" in text])
+
+
+def _requirements(text: str) -> ManifestFacts:
+    return ManifestFacts([re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0].lower() for line in text.splitlines()
+                          if line.strip() and not line.strip().startswith(("#", "-"))])
+
+
+def _go_mod(text: str) -> ManifestFacts:
+    deps = [m.split("/", 1)[-1] if m.count("/") >= 2 else m
+            for m in re.findall(r"^\s*(?:require\s+)?([\w.-]+/[\w./-]+)\s+v", text, re.M)]
+    return ManifestFacts(deps + re.findall(r"github\.com/([\w-]+/[\w-]+)", text),
+                         {"test": "go test ./...", "build": "go build ./..."})
+
+
+def _cargo_toml(text: str) -> ManifestFacts:
+    return ManifestFacts([m.lower() for m in re.findall(r"^([A-Za-z0-9_-]+)\s*=", text, re.M)],
+                         {"test": "cargo test", "build": "cargo build"})
+
+
+def _gemfile(text: str) -> ManifestFacts:
+    return ManifestFacts([m.lower() for m in re.findall(r"^\s*gem\s+['\"]([\w-]+)['\"]", text, re.M)])
+
+
+def _jvm_build(test_command: str) -> Callable[[str], ManifestFacts]:
+    def read(text: str) -> ManifestFacts:
+        return ManifestFacts(["spring-boot"] * ("spring-boot" in text) + ["junit"] * ("junit" in text.lower()),
+                             {"test": test_command})
+    return read
+
+
+def _makefile(text: str) -> ManifestFacts:
+    return ManifestFacts(commands={target: f"make {target}" for target in ("test", "build", "lint")
+                                   if re.search(rf"^{target}\s*:", text, re.M)})
+
+
+# Manifest name -> its reader, in precedence order: where a directory holds several, the first that names
+# a command decides it (a package.json "test" script beats a Makefile's test target).
+MANIFESTS: dict[str, Callable[[str], ManifestFacts]] = {
+    "package.json": _package_json, "go.mod": _go_mod, "Cargo.toml": _cargo_toml,
+    "pyproject.toml": _python_manifest, "setup.cfg": _python_manifest, "setup.py": _python_manifest,
+    "Pipfile": _python_manifest, "pom.xml": _jvm_build("mvn test"), "build.gradle": _jvm_build("./gradlew test"),
+    "build.gradle.kts": _jvm_build("./gradlew test"), "Gemfile": _gemfile, "Makefile": _makefile,
+    "composer.json": lambda text: ManifestFacts(),
+}
+DEFAULT_TEST_COMMAND = "python -m pytest"
+
+
+def manifest_reader(name: str) -> Callable[[str], ManifestFacts] | None:
+    if name.startswith("requirements") and name.endswith(".txt"):
+        return _requirements
+    return MANIFESTS.get(name)
+
+
+def manifest_order(rel: str) -> tuple[int, int, str]:
+    """Shallow manifests first, then by precedence: the order in which their commands are taken."""
+    name = posixpath.basename(rel)
+    return rel.count("/"), list(MANIFESTS).index(name) if name in MANIFESTS else len(MANIFESTS), rel
+
+
+def read_manifest(root: str, rel: str) -> ManifestFacts | None:
+    """What the manifest at `rel` tells, its commands run from the root (None: unreadable or malformed)."""
+    reader = manifest_reader(posixpath.basename(rel))
+    if reader is None:
+        return None
+    try:
+        facts = reader(read_regular_file(os.path.join(root, rel), 512 * 1024).decode("utf-8", "replace"))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    folder = posixpath.dirname(rel)
+    if folder:
+        facts.commands = {k: f"(cd {folder} && {command})" for k, command in facts.commands.items()}
+    return facts
+
+
 def detect_test_command(root: str) -> str:
-    """What the project most likely runs its tests with."""
-    package_json = os.path.join(root, "package.json")
-    if os.path.isfile(package_json):
-        try:
-            if (json.loads(read_regular_file(package_json)).get("scripts") or {}).get("test"):
-                return "npm test"
-        except (OSError, ValueError, AttributeError):
-            pass
-    if os.path.isfile(os.path.join(root, "go.mod")):
-        return "go test ./..."
-    if os.path.isfile(os.path.join(root, "Cargo.toml")):
-        return "cargo test"
-    return "python -m pytest"
+    """What the project most likely runs its tests with: its root manifests' test command."""
+    for name in MANIFESTS:
+        if os.path.isfile(os.path.join(root, name)):
+            facts = read_manifest(root, name)
+            if facts is not None and "test" in facts.commands:
+                return facts.commands["test"]
+    return DEFAULT_TEST_COMMAND
 
 
 TEST_COUNT_PATTERNS = (  # (regex, which count each named group feeds)
@@ -9821,17 +10110,12 @@ LINT_CONFIG_FILES = {
     ".rubocop.yml": "RuboCop", ".golangci.yml": "golangci-lint", "rustfmt.toml": "rustfmt", "clippy.toml": "clippy",
     ".editorconfig": "EditorConfig", "biome.json": "Biome", ".stylelintrc": "Stylelint",
 }
-MANIFEST_NAMES = {"package.json", "pyproject.toml", "setup.cfg", "setup.py", "Pipfile", "go.mod", "Cargo.toml",
-                  "Gemfile", "pom.xml", "build.gradle", "build.gradle.kts", "Makefile", "composer.json"}
-
-
-def _requirement_names(text: str) -> list[str]:
-    return [re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0].lower()
-            for line in text.splitlines() if line.strip() and not line.strip().startswith(("#", "-"))]
+# Labels from FRAMEWORK_PACKAGES and PYTHON_TOOL_SECTIONS that are linters or formatters, not frameworks.
+LINTER_LABELS = frozenset({"ESLint", "Prettier", "ruff", "black", "mypy", "flake8", "RuboCop", "isort"})
 
 
 def detect_signals(root: str, files: list[str]) -> dict[str, Any]:
-    """Frameworks, linters/formatters and commands from manifests anywhere in the tree."""
+    """Frameworks, linters/formatters and commands from manifests anywhere in the tree (MANIFESTS)."""
     frameworks: set[str] = set()
     linters: set[str] = set()
     commands: dict[str, str] = {}
@@ -9840,61 +10124,16 @@ def detect_signals(root: str, files: list[str]) -> dict[str, Any]:
         name = posixpath.basename(rel)
         if name in LINT_CONFIG_FILES:
             linters.add(LINT_CONFIG_FILES[name])
-        is_requirements = name.startswith("requirements") and name.endswith(".txt")
-        if name not in MANIFEST_NAMES and not is_requirements:
+        if manifest_reader(name) is not None:
+            manifests.append(rel)
+    for rel in sorted(manifests, key=manifest_order):
+        facts = read_manifest(root, rel)
+        if facts is None:
             continue
-        manifests.append(rel)
-        try:
-            text = read_regular_file(os.path.join(root, rel), 512 * 1024).decode("utf-8", "replace")
-        except OSError:
-            continue
-        deps: list[str] = []
-        prefix = "" if posixpath.dirname(rel) == "" else f"(cd {posixpath.dirname(rel)} && "
-        suffix = "" if not prefix else ")"
-        if name == "package.json":
-            try:
-                data = json.loads(text)
-            except ValueError:
-                continue
-            for key in ("dependencies", "devDependencies", "peerDependencies"):
-                deps += list((data.get(key) or {}).keys())
-            for script in ("test", "build", "lint", "format", "typecheck"):
-                if (data.get("scripts") or {}).get(script):
-                    commands.setdefault(script, f"{prefix}npm run {script}{suffix}" if script != "test"
-                                        else f"{prefix}npm test{suffix}")
-        elif name in ("pyproject.toml", "setup.cfg", "setup.py", "Pipfile") or is_requirements:
-            deps += _requirement_names(text) if is_requirements else [
-                m.lower() for m in re.findall(r"[\"']?([A-Za-z][A-Za-z0-9_.-]+)\s*(?:[<>=!~]=?|\[|[\"'],|[\"']\s*$)", text, re.M)]
-            for tool_name in ("ruff", "black", "mypy", "pytest", "isort"):
-                if f"[tool.{tool_name}" in text:
-                    (linters if tool_name != "pytest" else frameworks).add({"pytest": "pytest", "isort": "isort"}.get(
-                        tool_name, tool_name))
-            if "pytest" in text:
-                commands.setdefault("test", f"{prefix}python -m pytest{suffix}")
-        elif name == "go.mod":
-            deps += [m.split("/", 1)[-1] if m.count("/") >= 2 else m for m in re.findall(r"^\s*(?:require\s+)?([\w.-]+/[\w./-]+)\s+v", text, re.M)]
-            deps += re.findall(r"github\.com/([\w-]+/[\w-]+)", text)
-            commands.setdefault("test", f"{prefix}go test ./...{suffix}")
-            commands.setdefault("build", f"{prefix}go build ./...{suffix}")
-        elif name == "Cargo.toml":
-            deps += [m.lower() for m in re.findall(r"^([A-Za-z0-9_-]+)\s*=", text, re.M)]
-            commands.setdefault("test", f"{prefix}cargo test{suffix}")
-            commands.setdefault("build", f"{prefix}cargo build{suffix}")
-        elif name == "Gemfile":
-            deps += [m.lower() for m in re.findall(r"^\s*gem\s+['\"]([\w-]+)['\"]", text, re.M)]
-        elif name in ("pom.xml", "build.gradle", "build.gradle.kts"):
-            deps += ["spring-boot"] if "spring-boot" in text else []
-            deps += ["junit"] if "junit" in text.lower() else []
-            commands.setdefault("test", f"{prefix}{'mvn test' if name == 'pom.xml' else './gradlew test'}{suffix}")
-        elif name == "Makefile":
-            for target in ("test", "build", "lint"):
-                if re.search(rf"^{target}\s*:", text, re.M):
-                    commands.setdefault(target, f"{prefix}make {target}{suffix}")
-        for dep in deps:
-            label = FRAMEWORK_PACKAGES.get(dep.lower())
-            if label:
-                (linters if label in ("ESLint", "Prettier", "ruff", "black", "mypy", "flake8", "RuboCop")
-                 else frameworks).add(label)
+        for kind, command in facts.commands.items():
+            commands.setdefault(kind, command)
+        for label in [*facts.tools, *filter(None, map(FRAMEWORK_PACKAGES.get, (d.lower() for d in facts.deps)))]:
+            (linters if label in LINTER_LABELS else frameworks).add(label)
     return {"frameworks": sorted(frameworks), "linters": sorted(linters), "commands": commands,
             "manifests": sorted(manifests)[:50]}
 
@@ -10741,77 +10980,6 @@ TOKEN_SAMPLE_EVERY = 8
 # Streamed replies larger than this are not kept for the cache/session record (the reply is unaffected).
 MAX_CAPTURED_STREAM_BYTES = 8 * 1024 * 1024
 MESSAGE_STOP_MARKER = b"event: message_stop"
-EMPTY_USAGE = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-
-
-class MessageAccumulator:
-    """Parsed Anthropic stream events -> the complete message they describe."""
-
-    def __init__(self) -> None:
-        self.message: dict[str, Any] = {"id": "", "type": "message", "role": "assistant", "model": "",
-                                        "content": [], "stop_reason": None, "stop_sequence": None, "usage": {}}
-        self.blocks: dict[int, dict[str, Any]] = {}
-        self.partial_json: dict[int, str] = {}
-        self.error: dict[str, Any] | None = None
-
-    def feed(self, name: str, event: dict[str, Any]) -> None:
-        if name == "message_start":
-            start = event.get("message") or {}
-            for key in ("id", "model"):
-                if start.get(key):
-                    self.message[key] = start[key]
-            self.message["usage"] = dict(start.get("usage") or {})
-        elif name == "content_block_start":
-            index = event.get("index", len(self.blocks))
-            block = dict(event.get("content_block") or {})
-            if block.get("type") in ("tool_use", "server_tool_use"):
-                self.partial_json[index] = ""
-            self.blocks[index] = block
-        elif name == "content_block_delta":
-            block = self.blocks.get(event.get("index", -1))
-            delta = event.get("delta") or {}
-            if block is None:
-                return
-            kind = delta.get("type")
-            if kind == "text_delta":
-                block["text"] = block.get("text", "") + delta.get("text", "")
-            elif kind == "input_json_delta":
-                self.partial_json[event["index"]] = self.partial_json.get(event["index"], "") + delta.get("partial_json", "")
-            elif kind == "thinking_delta":
-                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
-            elif kind == "signature_delta":
-                block["signature"] = delta.get("signature", "")
-            elif kind == "citations_delta":
-                block.setdefault("citations", []).append(delta.get("citation"))
-        elif name == "content_block_stop":
-            index = event.get("index", -1)
-            if index in self.partial_json and index in self.blocks:
-                self.blocks[index]["input"] = parse_tool_arguments(self.partial_json.pop(index) or "{}")
-        elif name == "message_delta":
-            delta = event.get("delta") or {}
-            self.message["stop_reason"] = delta.get("stop_reason", self.message["stop_reason"])
-            self.message["stop_sequence"] = delta.get("stop_sequence")
-            self.message["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-        elif name == "error":
-            self.error = event.get("error") or {}
-
-    def result(self) -> dict[str, Any]:
-        return {**self.message, "content": [self.blocks[i] for i in sorted(self.blocks)]}
-
-
-def sse_to_message(data: bytes) -> MessageAccumulator:
-    parser = SSEParser()
-    acc = MessageAccumulator()
-    for name, text in parser.feed(data) + parser.flush():
-        try:
-            event = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            acc.feed(name, event)
-    return acc
-
-
 def add_usage(total: dict[str, int], usage: dict[str, Any]) -> None:
     for key in total:
         value = usage.get(key)
@@ -11135,17 +11303,17 @@ class Orchestrator:
                 await self._record(turn)
 
     # -- the agent loop --
-    async def _agent_loop(self, upstream_req: dict[str, Any], http_req: Request, turn: TurnRecord,
+    async def _agent_loop(self, upstream_req: dict[str, Any], http_req: Request, record: TurnRecord,
                           key: str | None, server_tools: dict[str, ToolSpec],
                           searcher: SearchEmulation | None = None) -> Response:
         first = await self.provider.open_stream({**upstream_req, "stream": True}, http_req)
-        failure: list[LynkrError] = []  # a later round's error, kept whole so a JSON client gets its status
-        events = self._rounds(first, upstream_req, http_req, turn, key, server_tools, failure, searcher)
+        held = set(server_tools) | ({searcher.name} if searcher is not None else set())
+        turn = AgentTurn(upstream_req, http_req, record, key, searcher,
+                         RoundRelay(new_id("msg_"), upstream_req["model"], held))
+        events = self._rounds(first, turn)
         if upstream_req.get("stream"):
-            return Response(200, list(SSE_HEADERS), stream=events)
-        data = b"".join([chunk async for chunk in events])
-        if failure:
-            raise failure[0]
+            return Response(200, list(SSE_HEADERS), stream=errors_as_events(events))
+        data = b"".join([chunk async for chunk in events])  # a later round's LynkrError keeps its status
         acc = sse_to_message(data)
         if acc.error is not None:
             error_type = str(acc.error.get("type") or "api_error")
@@ -11163,14 +11331,6 @@ class Orchestrator:
         status = " (error)" if result.is_error else ""
         return f"[lynkr ran server tool {call.get('name')} {args}{status}]\n{text}"
 
-    @staticmethod
-    def _text_block(index: int, text: str) -> bytes:
-        return (sse_event("content_block_start", {"type": "content_block_start", "index": index,
-                                                  "content_block": {"type": "text", "text": ""}})
-                + sse_event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                    "delta": {"type": "text_delta", "text": text}})
-                + sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
-
     async def _run_with_pings(self, coro: Awaitable[Any]) -> AsyncIterator[Any]:
         """Run a tool; yield pings (bytes) while it works so the client's idle timer never fires, then its result."""
         task = asyncio.ensure_future(coro)
@@ -11185,173 +11345,194 @@ class Orchestrator:
             if not task.done():
                 task.cancel()
 
-    async def _rounds(self, stream: AsyncIterator[bytes], upstream_req: dict[str, Any], http_req: Request,
-                      turn: TurnRecord, key: str | None, server_tools: dict[str, ToolSpec],
-                      failure: list[LynkrError], searcher: SearchEmulation | None = None) -> AsyncIterator[bytes]:
-        message_id = new_id("msg_")
-        ours = set(server_tools) | ({searcher.name} if searcher is not None else set())
-        model = upstream_req["model"]
-        usage_total = dict(EMPTY_USAGE)
-        conversation = list(upstream_req["messages"])
-        visible: list[dict[str, Any]] = []
-        next_index = 0
-        calls_made = 0
-        ran_tools = False
-        started = False
-        recorded = False
-        stop_reason, stop_sequence = "end_turn", None
-        forced = (upstream_req.get("tool_choice") or {}).get("type") in ("tool", "any")
+    async def _rounds(self, stream: AsyncIterator[bytes], turn: AgentTurn) -> AsyncIterator[bytes]:
+        """The client's stream for one turn: model rounds relayed, server calls run between them, up to
+        POLICY_MAX_STEPS rounds. An upstream error event ends it (passed on as sent); a failure lynkr
+        meets raises LynkrError. The turn is recorded however it ends."""
         try:
             for step in range(1, self.policy.max_steps + 1):
-                acc = MessageAccumulator()
-                index_map: dict[Any, int | None] = {}
-                parser = SSEParser()
-                try:
-                    async for chunk in stream:
-                        out = []
-                        for name, text in parser.feed(chunk):
-                            if name == "ping":
-                                out.append(PING_EVENT)
-                                continue
-                            try:
-                                event = json.loads(text)
-                            except ValueError:
-                                continue
-                            acc.feed(name, event)
-                            if name == "message_start" and not started:
-                                started = True
-                                out.append(sse_event("message_start", {"type": "message_start", "message": {
-                                    "id": message_id, "type": "message", "role": "assistant", "model": model,
-                                    "content": [], "stop_reason": None, "stop_sequence": None,
-                                    "usage": (event.get("message") or {}).get("usage") or dict(EMPTY_USAGE)}}))
-                            elif name == "content_block_start":
-                                block = event.get("content_block") or {}
-                                if block.get("type") == "tool_use" and block.get("name") in ours:
-                                    index_map[event.get("index")] = None  # ours to run: the client never sees it
-                                else:
-                                    index_map[event.get("index")] = next_index
-                                    out.append(sse_event(name, {**event, "index": next_index}))
-                                    next_index += 1
-                            elif name in ("content_block_delta", "content_block_stop"):
-                                client_index = index_map.get(event.get("index"))
-                                if client_index is not None:
-                                    out.append(sse_event(name, {**event, "index": client_index}))
-                            elif name == "error":
-                                out.append(sse_event("error", event))
-                        if out:
-                            yield b"".join(out)
-                        if acc.error is not None:
-                            return
-                finally:
-                    aclose = getattr(stream, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-                message = acc.result()
-                # The next round resends this thinking: its signer must be known before then.
-                self.signatures.note(thinking_keys([message]), str(http_req.log.get("provider") or ""))
-                if message["stop_reason"] is None:
-                    yield error_event(UpstreamUnavailable("the upstream stream ended without a stop reason"))
+                async for out in self._relay_round(stream, turn.relay):
+                    yield out
+                if turn.relay.failed:
                     return
-                add_usage(usage_total, message.get("usage") or {})
-                content = message["content"]
-                server_calls = [b for b in content if b.get("type") == "tool_use" and b.get("name") in ours]
-                client_calls = [b for b in content if b.get("type") == "tool_use" and b.get("name") not in ours]
-                visible.extend(b for b in content if b not in server_calls)
-                stop_reason, stop_sequence = message["stop_reason"], message.get("stop_sequence")
+                message = turn.relay.message()
+                # The next round resends this thinking: its signer must be known before then.
+                self.signatures.note(thinking_keys([message]), str(turn.http_req.log.get("provider") or ""))
+                if message["stop_reason"] is None:
+                    raise UpstreamUnavailable("the upstream stream ended without a stop reason")
+                server_calls, client_calls = turn.take(message)
                 if not server_calls:
                     break
-                results: list[dict[str, Any]] = []
-                records: list[str] = []
-                limit_note = ""
                 if step == self.policy.max_steps and not client_calls:
                     # No round is left to show the model any result: run nothing, say why.
-                    note = (f"lynkr stopped this turn: POLICY_MAX_STEPS={self.policy.max_steps} model rounds reached "
-                            f"while the model still wanted to call {', '.join(c['name'] for c in server_calls)}. "
-                            "Raise POLICY_MAX_STEPS, or ask it to continue.")
-                    visible.append({"type": "text", "text": note})
-                    yield self._text_block(next_index, note)
-                    next_index += 1
-                    stop_reason, stop_sequence = "end_turn", None
+                    yield turn.end_with_note(
+                        f"lynkr stopped this turn: POLICY_MAX_STEPS={self.policy.max_steps} model rounds reached "
+                        f"while the model still wanted to call {', '.join(c['name'] for c in server_calls)}. "
+                        "Raise POLICY_MAX_STEPS, or ask it to continue.")
                     break
-                for call in server_calls:
-                    if searcher is not None and call["name"] == searcher.name:
-                        shown: list[dict[str, Any]] = []
-                        over_limit = calls_made >= self.policy.max_tool_calls  # searches count like any tool
-                        calls_made += not over_limit
-                        async for item in self._run_with_pings(searcher.run(call, over_limit)):
-                            if isinstance(item, tuple):
-                                shown, answer = item
-                                results.append(answer)
-                            else:
-                                yield item
-                        for block in shown:  # what Anthropic would show: the search and its results
-                            visible.append(block)
-                            yield block_events(next_index, block)
-                            next_index += 1
-                        ran_tools = True
-                        continue
-                    if calls_made >= self.policy.max_tool_calls:
-                        result = ToolResult(f"denied: POLICY_MAX_TOOL_CALLS ({self.policy.max_tool_calls}) reached", True)
-                        limit_note = (f"lynkr stopped this turn: POLICY_MAX_TOOL_CALLS={self.policy.max_tool_calls} "
-                                      "server tool calls reached. Raise it to let the model continue.")
-                    else:
-                        calls_made += 1
-                        result = ToolResult("", True)
-                        async for item in self._run_with_pings(run_tool(self.tool_ctx, call["name"], call.get("input"))):
-                            if isinstance(item, ToolResult):
-                                result = item
-                            else:
-                                yield item
-                    ran_tools = True
-                    METRICS.inc("lynkr_tool_calls_total", tool=call["name"], outcome="error" if result.is_error else "ok")
-                    http_req.log["tool_calls"] = calls_made
-                    self.log.info("server tool", request_id=http_req.request_id, tool=call["name"],
-                                  is_error=result.is_error)
-                    results.append({"type": "tool_result", "tool_use_id": call["id"], "content": result.content,
-                                    "is_error": result.is_error})
-                    records.append(self._activity(call, result))
-                turn.server_turns += [{"role": "assistant", "content": content}, {"role": "user", "content": results}]
-                notes = records if self.show_activity else []
-                if limit_note:
-                    notes = [*notes, limit_note]
+                calls = ServerCalls(self, turn)
+                async for out in calls.run(server_calls):
+                    yield out
+                turn.record.server_turns += [{"role": "assistant", "content": message["content"]},
+                                             {"role": "user", "content": calls.results}]
+                notes = [*(calls.records if self.show_activity else []), *calls.limit_notes]
                 if notes:
-                    text = "\n\n".join(notes)
-                    visible.append({"type": "text", "text": text})
-                    yield self._text_block(next_index, text)
-                    next_index += 1
+                    yield turn.show({"type": "text", "text": "\n\n".join(notes)})
                 if client_calls:
-                    stop_reason = "tool_use"  # the client runs its own tools; ours already ran
+                    turn.stop_reason = "tool_use"  # the client runs its own tools; ours already ran
                     break
-                if limit_note:
-                    stop_reason, stop_sequence = "end_turn", None
+                if calls.limit_notes:
+                    turn.stop_reason, turn.stop_sequence = "end_turn", None
                     break
-                results = carry_breakpoint(conversation, results)
-                conversation += [{"role": "assistant", "content": content}, {"role": "user", "content": results}]
-                round_req = {**upstream_req, "messages": conversation, "stream": True}
-                if forced:
-                    round_req["tool_choice"] = {"type": "auto"}  # a forced tool runs once
-                try:
-                    stream = await self.provider.open_stream(round_req, http_req)
-                except LynkrError as exc:
-                    failure.append(exc)
-                    yield error_event(exc)
-                    return
-            if searcher is not None and searcher.uses:
-                usage_total["server_tool_use"] = {"web_search_requests": searcher.uses}
-            reply = {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": visible,
-                     "stop_reason": stop_reason, "stop_sequence": stop_sequence, "usage": usage_total}
-            if not ran_tools:
-                self._store(key, reply, http_req, turn)
-            http_req.log["usage"] = usage_total
-            yield sse_event("message_delta", {"type": "message_delta", "delta": {
-                "stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage_total})
-            turn.reply, turn.usage = reply, usage_total
-            await self._record(turn)
-            recorded = True
-            yield sse_event("message_stop", {"type": "message_stop"})
+                stream = await self.provider.open_stream(turn.next_round(message["content"], calls.results),
+                                                         turn.http_req)
+            async for out in self._finish(turn):
+                yield out
         finally:
-            if not recorded:
-                await self._record(turn)
+            if not turn.recorded:
+                await self._record(turn.record)
+
+    @staticmethod
+    async def _relay_round(stream: AsyncIterator[bytes], relay: RoundRelay) -> AsyncIterator[bytes]:
+        relay.new_round()
+        try:
+            async for chunk in stream:
+                out = relay.feed(chunk)
+                if out:
+                    yield out
+                if relay.failed:
+                    return
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _finish(self, turn: AgentTurn) -> AsyncIterator[bytes]:
+        """The turn's end: its reply cached (when no tool ran: tools act on the world) and recorded before
+        message_stop goes out."""
+        searcher = turn.searcher
+        if searcher is not None and searcher.uses:
+            turn.usage["server_tool_use"] = {"web_search_requests": searcher.uses}
+        reply = message_envelope(turn.relay.message_id, turn.relay.model, turn.visible, turn.stop_reason,
+                                 turn.stop_sequence, turn.usage)
+        if not turn.ran_tools:
+            self._store(turn.cache_key, reply, turn.http_req, turn.record)
+        turn.http_req.log["usage"] = turn.usage
+        end = message_end_events(turn.stop_reason, turn.stop_sequence, turn.usage)
+        yield end[: -len(MESSAGE_STOP_EVENT)]
+        turn.record.reply, turn.record.usage = reply, turn.usage
+        await self._record(turn.record)
+        turn.recorded = True
+        yield MESSAGE_STOP_EVENT
+
+
+@dataclasses.dataclass
+class AgentTurn:
+    """What one agent-loop turn carries across its rounds: the request, the client's view so far (the
+    visible blocks, the summed usage, the stop reason) and the server calls made."""
+
+    request: dict[str, Any]  # as sent upstream in the first round
+    http_req: Request
+    record: TurnRecord
+    cache_key: str | None
+    searcher: SearchEmulation | None
+    relay: RoundRelay
+    conversation: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    visible: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    usage: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(EMPTY_USAGE))
+    calls_made: int = 0
+    ran_tools: bool = False
+    stop_reason: str = "end_turn"
+    stop_sequence: str | None = None
+    recorded: bool = False
+
+    def __post_init__(self) -> None:
+        self.conversation = list(self.request["messages"])
+
+    def take(self, message: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A round's message into the turn; its (server calls, client calls)."""
+        add_usage(self.usage, message.get("usage") or {})
+        calls = [b for b in message["content"] if b.get("type") == "tool_use"]
+        server = [b for b in calls if b.get("name") in self.relay.held]
+        self.visible.extend(b for b in message["content"] if b not in server)
+        self.stop_reason, self.stop_sequence = message["stop_reason"], message.get("stop_sequence")
+        return server, [b for b in calls if b.get("name") not in self.relay.held]
+
+    def show(self, block: dict[str, Any]) -> bytes:
+        """A block of lynkr's own, for the client now and in the turn's reply."""
+        self.visible.append(block)
+        return self.relay.block(block)
+
+    def end_with_note(self, text: str) -> bytes:
+        self.stop_reason, self.stop_sequence = "end_turn", None
+        return self.show({"type": "text", "text": text})
+
+    def next_round(self, content: list[dict[str, Any]], results: list[dict[str, Any]]) -> dict[str, Any]:
+        """The next round's request: this round's answer and the server tools' results appended."""
+        results = carry_breakpoint(self.conversation, results)
+        self.conversation += [{"role": "assistant", "content": content}, {"role": "user", "content": results}]
+        round_req = {**self.request, "messages": self.conversation, "stream": True}
+        if (self.request.get("tool_choice") or {}).get("type") in ("tool", "any"):
+            round_req["tool_choice"] = {"type": "auto"}  # a forced tool runs once
+        return round_req
+
+
+class ServerCalls:
+    """One round's server tool calls, run in order within the request's POLICY_MAX_TOOL_CALLS, pings
+    going out while each runs. After `run`: `results` (the tool_results the model reads next), `records`
+    (the tool-activity text the client may see), `limit_notes` (why calls were refused, if any)."""
+
+    def __init__(self, orchestrator: Orchestrator, turn: AgentTurn) -> None:
+        self.orchestrator, self.turn = orchestrator, turn
+        self.results: list[dict[str, Any]] = []
+        self.records: list[str] = []
+        self.limit_notes: list[str] = []
+
+    async def run(self, calls: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+        searcher = self.turn.searcher
+        for call in calls:
+            runner = self._search if searcher is not None and call["name"] == searcher.name else self._tool
+            async for out in runner(call):
+                yield out
+            self.turn.ran_tools = True
+
+    async def _search(self, call: dict[str, Any]) -> AsyncIterator[bytes]:
+        turn, limit = self.turn, self.orchestrator.policy.max_tool_calls
+        assert turn.searcher is not None
+        over_limit = turn.calls_made >= limit  # searches count like any tool
+        turn.calls_made += not over_limit
+        shown: list[dict[str, Any]] = []
+        async for item in self.orchestrator._run_with_pings(turn.searcher.run(call, over_limit)):
+            if isinstance(item, tuple):
+                shown, answer = item
+                self.results.append(answer)
+            else:
+                yield item
+        for block in shown:  # what Anthropic would show: the search and its results
+            yield turn.show(block)
+
+    async def _tool(self, call: dict[str, Any]) -> AsyncIterator[bytes]:
+        orchestrator, turn, limit = self.orchestrator, self.turn, self.orchestrator.policy.max_tool_calls
+        if turn.calls_made >= limit:
+            result = ToolResult(f"denied: POLICY_MAX_TOOL_CALLS ({limit}) reached", True)
+            self.limit_notes[:] = [f"lynkr stopped this turn: POLICY_MAX_TOOL_CALLS={limit} server tool calls "
+                                   "reached. Raise it to let the model continue."]
+        else:
+            turn.calls_made += 1
+            result = ToolResult("", True)
+            async for item in orchestrator._run_with_pings(run_tool(orchestrator.tool_ctx, call["name"],
+                                                                    call.get("input"))):
+                if isinstance(item, ToolResult):
+                    result = item
+                else:
+                    yield item
+        METRICS.inc("lynkr_tool_calls_total", tool=call["name"], outcome="error" if result.is_error else "ok")
+        turn.http_req.log["tool_calls"] = turn.calls_made
+        orchestrator.log.info("server tool", request_id=turn.http_req.request_id, tool=call["name"],
+                              is_error=result.is_error)
+        self.results.append({"type": "tool_result", "tool_use_id": call["id"], "content": result.content,
+                             "is_error": result.is_error})
+        self.records.append(orchestrator._activity(call, result))
 
 
 # == 19. API routes ==
