@@ -67,6 +67,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import enum
 import errno
 import fnmatch
 import functools
@@ -1279,7 +1280,8 @@ def load_config(
         raise ConfigError(
             f"LYNKR_API_KEY must be set to bind {cfg.host} (not loopback): clients then send it as x-api-key"
         )
-    cfg.workspace_root = os.path.abspath(s.workspace_root or os.getcwd())
+    # Resolved once, here: every confinement check compares real paths against this one.
+    cfg.workspace_root = os.path.realpath(s.workspace_root or os.getcwd())
     if not os.path.isdir(cfg.workspace_root):
         raise ConfigError(f"WORKSPACE_ROOT must be an existing directory (got {cfg.workspace_root!r})")
     cfg.data_dir = os.path.abspath(s.lynkr_data_dir or os.path.join(cfg.workspace_root, ".lynkr"))
@@ -3519,6 +3521,14 @@ def message_end_events(stop_reason: str | None, stop_sequence: str | None, usage
         "stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage}) + MESSAGE_STOP_EVENT
 
 
+class BlockKind(enum.Enum):
+    """The kind of content block a stream translator has open (Anthropic blocks are sequential: one at a time)."""
+
+    TEXT = "text"
+    THINKING = "thinking"
+    TOOL = "tool"
+
+
 # A chunk carrying only a non-empty text delta (anything else takes the general path).
 # The literal must be a valid JSON string (no raw control characters, only JSON's escapes): it is
 # forwarded to the client as it is and decoded in bulk when the block ends.
@@ -3547,7 +3557,7 @@ class OpenAIStreamTranslator:
         self.started = False
         self.finished = False
         self.next_index = 0
-        self.open_kind: str | None = None  # "text" | "thinking" | "tool"
+        self.open_kind: BlockKind | None = None
         self.live_tool: dict[str, Any] | None = None
         self.tools: dict[Any, dict[str, Any]] = {}  # OpenAI index/id -> call state
         self.buffered: list[dict[str, Any]] = []  # calls waiting for the live one to end, in order
@@ -3580,9 +3590,9 @@ class OpenAIStreamTranslator:
         out = b""
         if self.open_kind is not None:
             live = self.live_tool
-            if self.open_kind == "tool" and live is not None and live["held_empty"] and not live["args"]:
+            if self.open_kind is BlockKind.TOOL and live is not None and live["held_empty"] and not live["args"]:
                 out += self._json_delta(self.next_index - 1, "{}")
-            if self.open_kind == "tool" and live is not None:
+            if self.open_kind is BlockKind.TOOL and live is not None:
                 self.blocks[-1]["input"] = parse_tool_arguments(live["args"] or "{}")
             out += sse_event("content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1})
             self.open_kind, self.live_tool = None, None
@@ -3602,7 +3612,7 @@ class OpenAIStreamTranslator:
         self.next_index += 1
         return out
 
-    def _open(self, kind: str, block: dict[str, Any]) -> bytes:
+    def _open(self, kind: BlockKind, block: dict[str, Any]) -> bytes:
         out = self._close_open() + self._block_start(block)
         self.open_kind = kind
         return out
@@ -3617,7 +3627,7 @@ class OpenAIStreamTranslator:
                                                  "delta": {"type": "input_json_delta", "partial_json": fragment}})
 
     def _text(self, text: str) -> bytes:
-        out = b"" if self.open_kind == "text" else self._open("text", {"type": "text", "text": ""})
+        out = b"" if self.open_kind is BlockKind.TEXT else self._open(BlockKind.TEXT, {"type": "text", "text": ""})
         self._decode_literals()
         self.blocks[-1]["text"] += text
         if self.stops:  # only needed to tell a stop sequence from a natural end
@@ -3627,9 +3637,9 @@ class OpenAIStreamTranslator:
 
     def text_literal(self, literal: str) -> bytes:
         """A text delta whose JSON string literal (quotes included) came straight from upstream."""
-        out = b"" if self.started and self.open_kind == "text" else self.start()
-        if self.open_kind != "text":
-            out += self._open("text", {"type": "text", "text": ""})
+        out = b"" if self.started and self.open_kind is BlockKind.TEXT else self.start()
+        if self.open_kind is not BlockKind.TEXT:
+            out += self._open(BlockKind.TEXT, {"type": "text", "text": ""})
         if self.stops:  # the tail is needed now: decode as we go
             self.text_tail = (self.text_tail + json.loads(literal))[-256:]
         self.literals.append(literal)
@@ -3637,8 +3647,8 @@ class OpenAIStreamTranslator:
 
     def _thinking(self, text: str, signature: str = "") -> bytes:
         out = b""
-        if self.open_kind != "thinking":
-            out += self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        if self.open_kind is not BlockKind.THINKING:
+            out += self._open(BlockKind.THINKING, {"type": "thinking", "thinking": "", "signature": ""})
         index = self.next_index - 1
         if text:
             self.blocks[-1]["thinking"] += text
@@ -3677,10 +3687,10 @@ class OpenAIStreamTranslator:
             call = {"id": sanitize_tool_id(str(call_id)) if call_id else new_id("toolu_"),
                     "name": fn.get("name") or "", "args": "", "held_empty": False, "done": False}
             self.tools[key] = call
-            if self.open_kind == "tool":
+            if self.open_kind is BlockKind.TOOL:
                 self.buffered.append(call)  # another call is streaming: this one waits its turn
             else:
-                out += self._open("tool", self._tool_block(call))
+                out += self._open(BlockKind.TOOL, self._tool_block(call))
                 self.live_tool = call
         elif fn.get("name") and not call["name"]:
             call["name"] = fn["name"]
@@ -3990,7 +4000,7 @@ class ResponsesStreamDecoder:
         self.message_id = new_id("msg_")
         self.started = self.done = self.refused = False
         self.blocks: list[dict[str, Any]] = []  # the message so far; the open block is the last
-        self.open: tuple[Any, str] | None = None  # (output_index, "text" | "thinking" | "tool") of the open block
+        self.open: tuple[Any, BlockKind] | None = None  # (output_index, kind) of the open block
         self.part = 0  # summary_index of the open thinking block
         self.seen: set[Any] = set()  # output indexes that got a block
         self.calls: dict[Any, dict[str, Any]] = {}  # output_index -> {"id", "name", "args", "done", "closed"}
@@ -4030,7 +4040,7 @@ class ResponsesStreamDecoder:
         return sse_event("content_block_delta", {"type": "content_block_delta", "index": len(self.blocks) - 1,
                                                  "delta": delta})
 
-    def _begin(self, key: Any, kind: str, block: dict[str, Any]) -> bytes:
+    def _begin(self, key: Any, kind: BlockKind, block: dict[str, Any]) -> bytes:
         self.blocks.append(block)
         self.open = (key, kind)
         self.seen.add(key)
@@ -4042,18 +4052,18 @@ class ResponsesStreamDecoder:
         if self.open is None:
             return b""
         key, kind = self.open
-        if kind == "tool":
+        if kind is BlockKind.TOOL:
             self.calls[key]["closed"] = True
             self.blocks[-1]["input"] = parse_tool_arguments(self.calls[key]["args"] or "{}")
         self.open = None
         return sse_event("content_block_stop", {"type": "content_block_stop", "index": len(self.blocks) - 1})
 
-    def _switch(self, key: Any, kind: str, block: dict[str, Any]) -> bytes:
+    def _switch(self, key: Any, kind: BlockKind, block: dict[str, Any]) -> bytes:
         return self._end() + self._drain() + self._begin(key, kind, block)
 
     def _begin_call(self, key: Any, call: dict[str, Any]) -> bytes:
         call["id"] = call["id"] or new_id("toolu_")
-        return self._begin(key, "tool", {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}})
+        return self._begin(key, BlockKind.TOOL, {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}})
 
     def _drain(self, promote: bool = False, everything: bool = False) -> bytes:
         """Emit the waiting calls that are complete; then (promote) let the first still streaming go live."""
@@ -4098,14 +4108,14 @@ class ResponsesStreamDecoder:
         call = self._call(key, item)
         if call in self.waiting or key in self.seen:
             return b""  # announced twice
-        if self.open is not None and self.open[1] == "tool":
+        if self.open is not None and self.open[1] is BlockKind.TOOL:
             self.waiting.append(call)
             return b""
         return self._end() + self._drain() + self._begin_call(key, call)
 
     def _text(self, event: dict[str, Any]) -> bytes:
         key, text = event.get("output_index"), event.get("delta") or ""
-        out = b"" if self.open == (key, "text") else self._switch(key, "text", {"type": "text", "text": ""})
+        out = b"" if self.open == (key, BlockKind.TEXT) else self._switch(key, BlockKind.TEXT, {"type": "text", "text": ""})
         self.blocks[-1]["text"] += text
         return out + (self._delta({"type": "text_delta", "text": text}) if text else b"")
 
@@ -4116,8 +4126,8 @@ class ResponsesStreamDecoder:
     def _summary(self, event: dict[str, Any]) -> bytes:
         key, text, part = event.get("output_index"), event.get("delta") or "", event.get("summary_index") or 0
         out = b""
-        if self.open != (key, "thinking"):
-            out = self._switch(key, "thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        if self.open != (key, BlockKind.THINKING):
+            out = self._switch(key, BlockKind.THINKING, {"type": "thinking", "thinking": "", "signature": ""})
             self.part = part
         elif part != self.part:
             self.part, text = part, SUMMARY_JOIN + text
@@ -4133,7 +4143,7 @@ class ResponsesStreamDecoder:
         if call["done"] or call["closed"] or not fragment:
             return b""
         call["args"] += fragment
-        live = self.open == (key, "tool")
+        live = self.open == (key, BlockKind.TOOL)
         return self._delta({"type": "input_json_delta", "partial_json": fragment}) if live else b""
 
     def _args_done(self, event: dict[str, Any]) -> bytes:
@@ -4146,7 +4156,7 @@ class ResponsesStreamDecoder:
             self.waiting.append(call)
         call["name"] = call["name"] or item.get("name") or ""
         call["id"] = call["id"] or (sanitize_tool_id(str(item["call_id"])) if item.get("call_id") else "")
-        out, arguments, live = b"", item.get("arguments"), self.open == (key, "tool")
+        out, arguments, live = b"", item.get("arguments"), self.open == (key, BlockKind.TOOL)
         if not call["done"] and not call["closed"] and isinstance(arguments, str):
             if not live:
                 call["args"] = arguments
@@ -4163,15 +4173,15 @@ class ResponsesStreamDecoder:
         kind = item.get("type")
         if kind == "function_call":
             return self._call_done(key, item)
-        if kind == "message" and self.open == (key, "text"):
+        if kind == "message" and self.open == (key, BlockKind.TEXT):
             return self._end() + self._drain(promote=True)
         if kind != "reasoning":
             return b""
         out, signature = b"", encode_reasoning(item)
-        if self.open != (key, "thinking"):
+        if self.open != (key, BlockKind.THINKING):
             if key in self.seen or not (blocks := _thinking_blocks(item)):
                 return b""  # its block was cut short by another item: the signature has no place left
-            out = self._switch(key, "thinking", {"type": "thinking", "thinking": "", "signature": ""})
+            out = self._switch(key, BlockKind.THINKING, {"type": "thinking", "thinking": "", "signature": ""})
             if blocks[0]["thinking"]:
                 self.blocks[-1]["thinking"] = blocks[0]["thinking"]
                 out += self._delta({"type": "thinking_delta", "thinking": blocks[0]["thinking"]})
@@ -4495,39 +4505,48 @@ def mask_secret(secret: str) -> str:
     return f"{secret[:4]}…({len(secret)} chars)" if len(secret) >= 12 else f"…({len(secret)} chars)"
 
 
+class BreakerState(enum.IntEnum):
+    """A circuit breaker's state; the value is what the lynkr_circuit_breaker_state gauge shows."""
+
+    CLOSED = 0
+    OPEN = 1
+    HALF_OPEN = 2
+
+    @property
+    def label(self) -> str:  # as /health shows it
+        return self.name.lower().replace("_", "-")
+
+
 class CircuitBreaker:
     """closed -> (N consecutive failures) -> open -> (reset time) -> half-open: one probe decides."""
-
-    CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 
     def __init__(self, name: str, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.threshold = failures
         self.reset_s = reset_s
         self.clock = clock
-        self.state = self.CLOSED
         self.failures = 0
         self.opened_at = 0.0
         self.probing = False
-        METRICS.set("lynkr_circuit_breaker_state", self.CLOSED, provider=name)
+        self._set(BreakerState.CLOSED)
 
-    def _set(self, state: int) -> None:
+    def _set(self, state: BreakerState) -> None:
         self.state = state
-        METRICS.set("lynkr_circuit_breaker_state", state, provider=self.name)
+        METRICS.set("lynkr_circuit_breaker_state", int(state), provider=self.name)
 
     def retry_in(self) -> float:
         return max(0.0, self.opened_at + self.reset_s - self.clock())
 
     def is_open(self) -> bool:
-        return self.state == self.OPEN and self.retry_in() > 0
+        return self.state is BreakerState.OPEN and self.retry_in() > 0
 
     def allow(self) -> bool:
-        if self.threshold <= 0 or self.state == self.CLOSED:
+        if self.threshold <= 0 or self.state is BreakerState.CLOSED:
             return True
-        if self.state == self.OPEN and self.retry_in() <= 0:
-            self._set(self.HALF_OPEN)
+        if self.state is BreakerState.OPEN and self.retry_in() <= 0:
+            self._set(BreakerState.HALF_OPEN)
             self.probing = False
-        if self.state == self.HALF_OPEN and not self.probing:
+        if self.state is BreakerState.HALF_OPEN and not self.probing:
             self.probing = True  # exactly one request probes; the others still answer at once
             return True
         return False
@@ -4535,15 +4554,15 @@ class CircuitBreaker:
     def success(self) -> None:
         self.failures = 0
         self.probing = False
-        if self.state != self.CLOSED:
-            self._set(self.CLOSED)
+        if self.state is not BreakerState.CLOSED:
+            self._set(BreakerState.CLOSED)
 
     def failure(self) -> None:
         self.failures += 1
         self.probing = False
-        if self.threshold > 0 and (self.state == self.HALF_OPEN or self.failures >= self.threshold):
+        if self.threshold > 0 and (self.state is BreakerState.HALF_OPEN or self.failures >= self.threshold):
             self.opened_at = self.clock()
-            self._set(self.OPEN)
+            self._set(BreakerState.OPEN)
 
 
 def retry_after_seconds(headers: dict[str, str]) -> float | None:
@@ -5666,7 +5685,7 @@ class Provider:
         return {"name": self.name, "preset": self.spec.preset, "kind": self.preset.kind,
                 "base_url": self.spec.base_url, "key": mask_secret(self.spec.api_key),
                 "default_model": self.default_model or "(the client's model)", "configured": self.configured,
-                "missing": self.spec.missing, "breaker": ("closed", "open", "half-open")[self.breaker.state]}
+                "missing": self.spec.missing, "breaker": self.breaker.state.label}
 
 
 # -- Prices: what an answer cost --
@@ -7023,7 +7042,7 @@ class WorkspacePaths:
                  private_files: Iterable[tuple[str, str]] = ()) -> None:
         """private_dirs / private_files: (folder or file, the setting that placed it there) pairs lynkr keeps
         to itself: its state, the session store, MCP manifests (which name programs lynkr runs)."""
-        self.root = os.path.realpath(root)
+        self.root = root  # a real path: load_config resolves WORKSPACE_ROOT once
         self.policy = policy
         self.private_dirs = [(os.path.realpath(d), setting) for d, setting in private_dirs]
         self.private_files = {os.path.realpath(f): setting for f, setting in private_files}
@@ -7168,9 +7187,10 @@ class ToolContext:
     store: Store
     client: HTTPClient
     log: Logger
-    provider: Any = None  # the Router (section 10), for tools with an optional model-written part
-    mcp: Any = None  # the MCPManager (section 17) when MCP servers are configured
-    index: Any = None  # the RepoIndex (section 16), created on first use
+    provider: Router | None = None  # for tools with an optional model-written part
+    # Made by later sections (names in annotations only): the MCP tools and the index tools use them.
+    mcp: MCPManager | None = None  # when MCP servers are configured
+    index: RepoIndex | None = None  # created on first use (index_for)
     loop: asyncio.AbstractEventLoop | None = None
     # Blocking tools get their own threads: the loop's default executor also serves DNS lookups, which
     # a few slow tools must not starve.
@@ -9580,7 +9600,7 @@ class RepoIndex:
 
     def __init__(self, root: str, db_path: str, data_dir: str, allowed: Callable[[str], bool] | None = None) -> None:
         self.allowed = allowed  # POLICY_FILE_BLOCKED_PATHS: blocked files are never indexed
-        self.root = os.path.realpath(root)
+        self.root = root  # a real path, as load_config resolved WORKSPACE_ROOT
         self.db_path = db_path
         self.data_dir = data_dir
         self._lock = threading.Lock()  # one rebuild at a time; queries use their own connections
@@ -10456,7 +10476,7 @@ def discover_mcp_servers(cfg: Config, log: Logger) -> tuple[list[MCPServerSpec],
     """The MCP servers the manifests name, and the manifest files read. A manifest inside the workspace
     is refused unless MCP_ALLOW_WORKSPACE_MANIFEST=true: the model can write there, and a manifest names
     programs lynkr runs as its user. Server names whose tool names could collide are refused."""
-    root = os.path.realpath(cfg.workspace_root)
+    root = cfg.workspace_root
 
     def in_workspace(path: str) -> bool:
         real = os.path.realpath(path)
@@ -10693,7 +10713,7 @@ class MCPServer:
             for mount in sandbox.extra_mounts:
                 parts = mount.split(":")
                 binds.append((parts[0], parts[1], len(parts) == 3 and parts[2] == "rw"))
-            prefix = bwrap_argv(os.path.realpath(self.manager.workspace), [cfg.data_dir],
+            prefix = bwrap_argv(self.manager.workspace, [cfg.data_dir],
                                 [cfg.session_db_path + s for s in ("", "-wal", "-shm", "-journal")], (),
                                 sandbox.allow_networking, root_writable=sandbox.workspace_writable, binds=binds,
                                 chdir=self.spec.cwd or self.manager.workspace)
@@ -11987,7 +12007,7 @@ def build_app(cfg: Config, log: Logger) -> App:
     db_files = [cfg.session_db_path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
     private_dirs = [(cfg.data_dir, "LYNKR_DATA_DIR")]
     db_dir = os.path.realpath(os.path.dirname(os.path.abspath(cfg.session_db_path)))
-    root = os.path.realpath(cfg.workspace_root)
+    root = cfg.workspace_root
     if os.path.commonpath([db_dir, root]) != db_dir:  # its folder is private unless it holds the whole workspace
         private_dirs.append((db_dir, "SESSION_DB_PATH"))
     policy.sandbox, sandbox_note = resolve_sandbox(cfg.settings.policy_sandbox, cfg.settings.policy_sandbox_image)
