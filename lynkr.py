@@ -392,12 +392,12 @@ _ENCODED_TOOLS: collections.OrderedDict[bytes, bytes] = collections.OrderedDict(
 
 
 def upstream_json(body: dict[str, Any]) -> bytes:
-    """The upstream request body as ASCII JSON (the C encoder's fast path, ~25 % cheaper than UTF-8).
+    """The upstream request body as ASCII JSON (the C encoder's fast path, cheaper than UTF-8).
 
-    Claude Code sends the same tool list (16 tools, ~10 KB of schemas) on every request, and encoding
-    it is over half the cost of a 27 KB body. The last few encoded lists are kept, keyed by the list's
-    marshal bytes (~10 µs against ~90 µs to encode; unlike ==, they tell true from 1 and 1 from 1.0),
-    and an equal list is spliced in as bytes, at the end."""
+    Claude Code sends the same tool list on every request, and encoding it is over half the cost of
+    the body. The last few encoded lists are kept, keyed by the list's marshal bytes (far cheaper than
+    encoding; unlike ==, they tell true from 1 and 1 from 1.0), and an equal list is spliced in as
+    bytes, at the end. (The costs: bench/README.md, Figures behind the code.)"""
     tools = body.get("tools")
     key = None
     if isinstance(tools, list) and len(tools) >= 4:
@@ -1632,7 +1632,7 @@ class UpstreamResponse:
         self.read_timeout = read_timeout
         self.origin = origin
         # A chunked body is decoded here rather than by h11: a streaming upstream sends one HTTP chunk
-        # per token, and h11's pure-Python framing costs ~8 µs each.
+        # per token, and h11's pure-Python framing of each costs more than the token (bench/README.md, Figures behind the code).
         self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         # So is a Content-Length body (most JSON answers): h11 already checked the header's syntax.
         length = headers.get("content-length", "")
@@ -3250,8 +3250,8 @@ def keep_signed_thinking(req: dict[str, Any], signed_here: Callable[[str], bool]
 #
 # A BPE tokenizer first cuts text into runs (a word, a number, a run of punctuation or whitespace)
 # and most runs become one token, so counting runs tracks a real tokenizer across prose, code, JSON
-# and CJK far better than counting bytes (measured against Claude's published BPE: 0.98-1.03 of the
-# true count on each content type, where bytes/3 ranged 0.73-1.56). The counting runs at C speed: each
+# and CJK far better than counting bytes (bench/token_count_accuracy.py measures both against Claude's
+# published BPE on each content type). The counting runs at C speed: each
 # byte is mapped to a class bit with bytes.translate, 64 KiB at a time becomes one big int, and run
 # starts and continuations are counted with shifts, masks and int.bit_count(). The weights were
 # fitted (non-negative least squares on relative error) against that tokenizer; the answered requests
@@ -3411,7 +3411,8 @@ def _tool_features(tools: list[Any]) -> list[int]:
 
 
 def raw_token_estimate(req: dict[str, Any]) -> float:
-    """The uncalibrated estimate of a request's input tokens (~2.6 ms for 200 KB: off the event loop)."""
+    """The uncalibrated estimate of a request's input tokens (milliseconds for a long conversation: run
+    it off the event loop; bench/README.md, Figures behind the code)."""
     texts: list[str] = []
     images = _tokenized_text(req.get("system"), texts)
     messages = req.get("messages") or []
@@ -6421,8 +6422,8 @@ def message_hash(message: dict[str, Any]) -> str:
 def _common_prefix(seen: list[str], messages: list[dict[str, Any]]) -> int:
     """How many leading messages the session already holds.
 
-    Clients resend the whole history every turn, and hashing all of it every time costs ~1 ms per
-    100 KB. A history that only grew is recognised by hashing its first message and the last one
+    Clients resend the whole history every turn, and hashing all of it every time grows with the
+    history (bench/README.md, Figures behind the code). A history that only grew is recognised by hashing its first message and the last one
     already seen (plus the count); anything else (compaction, an edited turn) falls back to
     comparing every message."""
     n = min(len(seen), len(messages))
@@ -9063,7 +9064,7 @@ def tool_test_summary(ctx: ToolContext, args: dict[str, Any]) -> str:
 # defined independently in an unrelated file is not reported as a use of the first.
 
 INDEX_MAX_FILE_BYTES = 1024 * 1024  # larger files are generated or data: skipped
-INDEX_POOL_THRESHOLD = 64  # fewer changed files than this parse inline (a pool costs ~0.2 s to start)
+INDEX_POOL_THRESHOLD = 64  # fewer changed files than this parse inline (a pool is slow to start: bench/README.md)
 CLAUDE_MD_BEGIN = "<!-- lynkr:begin generated (edit outside this block; lynkr rewrites it) -->"
 CLAUDE_MD_END = "<!-- lynkr:end generated -->"
 
@@ -10162,7 +10163,8 @@ def _most_referenced_files(db: sqlite3.Connection) -> list[tuple[str, int]]:
     """The modules other files use most: counted by resolved import edges (an index lookup), or, where the
     languages resolve no imports (Go, Java...), by uses of names only one file defines. The answer is kept
     in `meta` with the catalog's state, so a rebuild that changed nothing does not count again (on a
-    50,000-file tree the old join of every reference with every same-named symbol took a minute)."""
+    50,000-file tree the old join of every reference with every same-named symbol took minutes: see
+    bench/monorepo_bench.py)."""
     state = json_dumps(db.execute("SELECT COUNT(*), TOTAL(mtime_ns), TOTAL(size) FROM files").fetchone())
     kept = db.execute("SELECT value FROM meta WHERE key = 'most_referenced'").fetchone()
     if kept:
@@ -10405,7 +10407,7 @@ def tool_project_summary(ctx: ToolContext, args: dict[str, Any]) -> str:
 # (anyio requires exit in the entering task) and keeps them until stop or breakage: a failed
 # ping or a "Connection closed" call restarts the server with exponential backoff, while its
 # tools answer a clear error. Tools are registered into TOOLS as mcp_<server>_<tool>. The `mcp`
-# SDK is imported only when a manifest names a server (it costs ~0.4 s). With MCP_SANDBOX_IMAGE
+# SDK is imported only when a manifest names a server (its import is slow). With MCP_SANDBOX_IMAGE
 # set, stdio servers run inside a container (docker/podman `run -i --rm`, no network, read-only
 # workspace, dropped capabilities, resource limits) unless the permission lists let them out.
 
@@ -10900,7 +10902,7 @@ class MCPManager:
         if not self.specs:
             return
         try:
-            import mcp as mcp_sdk  # lazy: 0.4 s, and only needed when servers are configured
+            import mcp as mcp_sdk  # lazy: a slow import, only needed when servers are configured
             import mcp_types
         except ImportError:
             self.log.error("MCP servers are configured but the mcp package is missing: pip install 'lynkr[mcp]' "
@@ -11235,7 +11237,7 @@ class Orchestrator:
         """Teach the token estimate what this answer's upstream counted (its total input), in the
         background: the estimate of a long conversation takes milliseconds. Once a provider and model
         have taught TOKEN_SAMPLES_WARM answers, one answer in TOKEN_SAMPLE_EVERY keeps the fit current
-        (each costs ~15 us of CPU per KB of request); none while many are pending."""
+        (each costs an estimate of the whole request: bench/README.md, Figures behind the code); none while many are pending."""
         usage = turn.usage or (turn.reply or {}).get("usage") or {}
         counted = sum(v for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
                       if isinstance(v := usage.get(k), int) and not isinstance(v, bool))
@@ -11968,7 +11970,7 @@ class App:
 
 
 def return_freed_memory() -> None:
-    """Compiling this 340 KB file takes ~20 MiB of parser memory. Imported (`python -m lynkr`, the
+    """Compiling this file takes tens of MiB of parser memory (bench/README.md, Figures behind the code). Imported (`python -m lynkr`, the
     `lynkr` console script) it is freed once compiled, but glibc keeps it: hand it back to the OS.
     Run as a script (`python lynkr.py`) CPython keeps the script's syntax tree until exit, so there
     is nothing to return (see bench/README.md)."""
