@@ -108,4 +108,4 @@ fi
 say "GET /health/live, /health/ready, /metrics (first lines)"
 curl -sS "${HDRS[@]}" "$URL/health/live"; echo
 curl -sS -i "${HDRS[@]}" "$URL/health/ready" | sed -n '1p;$p'; echo
-curl -sS "${HDRS[@]}" "$URL/metrics" | grep -v -e '^#' -e '_bucket' | head -15
+curl -sS "${HDRS[@]}" "$URL/metrics" | grep -v -e '^#' -e '_bucket' | sed -n '1,15p'   # not head: under pipefail its early exit fails the pipeline
