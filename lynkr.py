@@ -62,8 +62,8 @@ import base64
 import binascii
 import bisect
 import collections
-import configparser
 import concurrent.futures
+import configparser
 import contextlib
 import dataclasses
 import datetime
@@ -200,9 +200,18 @@ STATUS_ERROR_TYPES = {
 
 
 # The status an error type stands for when only the type survived (an SSE `error` event).
-ERROR_TYPE_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
-                     "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
-                     "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 503}
+ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 503,
+}
 
 
 def error_type_for_status(status: int) -> str:
@@ -452,8 +461,10 @@ def sse_event(event: str, data: dict[str, Any]) -> bytes:
 
 
 PING_EVENT = b'event: ping\ndata: {"type":"ping"}\n\n'
-TEXT_DELTA_EVENT = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
-                    b'"delta":{"type":"text_delta","text":%s}}\n\n')
+TEXT_DELTA_EVENT = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"text_delta","text":%s}}\n\n'
+)
 
 
 class SSEParser:
@@ -563,19 +574,45 @@ class Logger:
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 METRIC_DEFINITIONS: dict[str, tuple[str, str, tuple[float, ...]]] = {
     "lynkr_requests_total": ("counter", "HTTP requests answered, by route, status, provider and model.", ()),
-    "lynkr_request_duration_seconds": ("histogram", "Time from request to last byte, by route.", LATENCY_BUCKETS),
-    "lynkr_time_to_first_token_seconds": ("histogram", "Time from request to the first streamed content delta.",
-                                          LATENCY_BUCKETS),
-    "lynkr_upstream_duration_seconds": ("histogram", "Time until the upstream answered with headers, by provider.",
-                                        LATENCY_BUCKETS),
-    "lynkr_tokens_total": ("counter", "Tokens reported by the upstream, by direction, provider and model.", ()),
+    "lynkr_request_duration_seconds": (
+        "histogram",
+        "Time from request to last byte, by route.",
+        LATENCY_BUCKETS,
+    ),
+    "lynkr_time_to_first_token_seconds": (
+        "histogram",
+        "Time from request to the first streamed content delta.",
+        LATENCY_BUCKETS,
+    ),
+    "lynkr_upstream_duration_seconds": (
+        "histogram",
+        "Time until the upstream answered with headers, by provider.",
+        LATENCY_BUCKETS,
+    ),
+    "lynkr_tokens_total": (
+        "counter",
+        "Tokens reported by the upstream, by direction, provider and model.",
+        (),
+    ),
     "lynkr_prompt_cache_total": ("counter", "Prompt cache lookups, by result (hit, miss).", ()),
-    "lynkr_cost_usd_total": ("counter", "US dollars the answered requests cost (price table x the upstream's usage), "
-                             "by provider and upstream model.", ()),
+    "lynkr_cost_usd_total": (
+        "counter",
+        "US dollars the answered requests cost (price table x the upstream's usage), "
+        "by provider and upstream model.",
+        (),
+    ),
     "lynkr_tool_calls_total": ("counter", "Server tool calls, by tool and outcome (ok, error).", ()),
-    "lynkr_upstream_retries_total": ("counter", "Upstream attempts retried before any byte reached the client.", ()),
+    "lynkr_upstream_retries_total": (
+        "counter",
+        "Upstream attempts retried before any byte reached the client.",
+        (),
+    ),
     "lynkr_upstream_failovers_total": ("counter", "Requests answered by FALLBACK_PROVIDER.", ()),
-    "lynkr_circuit_breaker_state": ("gauge", "Breaker state per provider: 0 closed, 1 open, 2 half-open.", ()),
+    "lynkr_circuit_breaker_state": (
+        "gauge",
+        "Breaker state per provider: 0 closed, 1 open, 2 half-open.",
+        (),
+    ),
     "lynkr_in_flight_requests": ("gauge", "Requests being handled now.", ()),
     "lynkr_in_flight_streams": ("gauge", "SSE responses being streamed now.", ()),
     "lynkr_rejected_requests_total": ("counter", "Requests refused to protect the proxy, by reason.", ()),
@@ -644,7 +681,7 @@ class Metrics:
             if not pairs:
                 return ""
             escaped = (v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for _, v in pairs)
-            return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(pairs, escaped)) + "}"
+            return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(pairs, escaped, strict=False)) + "}"
 
         def num(value: float) -> str:  # exact: a counter past a million must not print as 1.23457e+06
             return str(int(value)) if float(value).is_integer() else repr(float(value))
@@ -657,9 +694,11 @@ class Metrics:
                     if metric != name:
                         continue
                     running = 0.0
-                    for bound, count in zip(buckets, counts):
+                    for bound, count in zip(buckets, counts, strict=False):
                         running += count
-                        lines.append(f"{name}_bucket{fmt(labels, (('le', repr(float(bound))),))} {num(running)}")
+                        lines.append(
+                            f"{name}_bucket{fmt(labels, (('le', repr(float(bound))),))} {num(running)}"
+                        )
                     running += counts[len(buckets)]
                     lines.append(f"{name}_bucket{fmt(labels, (('le', '+Inf'),))} {num(running)}")
                     lines.append(f"{name}_sum{fmt(labels)} {counts[-1]:.6f}")
@@ -808,6 +847,7 @@ def _lower(name: str, value: str) -> str:
 def _whole(minimum: int = 0, maximum: int | None = None) -> Callable[[str, str], int]:
     def parse(name: str, value: str) -> int:
         return parse_int_setting(name, value, minimum, maximum)
+
     parse.result_type = "int"  # type: ignore[attr-defined]
     return parse
 
@@ -815,6 +855,7 @@ def _whole(minimum: int = 0, maximum: int | None = None) -> Callable[[str, str],
 def _millis(minimum: int = 0) -> Callable[[str, str], float]:
     def parse(name: str, value: str) -> float:
         return parse_int_setting(name, value, minimum) / 1000
+
     parse.result_type = "float"  # type: ignore[attr-defined]
     return parse
 
@@ -825,6 +866,7 @@ def _choice(*options: str) -> Callable[[str, str], str]:
         if lowered not in options:
             raise ConfigError(f"{name} must be {', '.join(options[:-1])} or {options[-1]} (got {value!r})")
         return lowered
+
     parse.result_type = "str"  # type: ignore[attr-defined]
     return parse
 
@@ -855,10 +897,19 @@ def _caps(name: str, value: str) -> tuple[tuple[str, int], ...]:
 
 
 # What each parser returns: the field types of Settings.
-PARSER_TYPES: dict[Any, str] = {_text: "str", _lower: "str", _url: "str", _url_or_path: "str", _port: "int | None",
-                                _words: "tuple[str, ...]", _hosts: "tuple[str, ...]", parse_bool: "bool",
-                                parse_shell_words: "str", parse_model_map: "tuple[tuple[str, str], ...]",
-                                _caps: "tuple[tuple[str, int], ...]"}
+PARSER_TYPES: dict[Any, str] = {
+    _text: "str",
+    _lower: "str",
+    _url: "str",
+    _url_or_path: "str",
+    _port: "int | None",
+    _words: "tuple[str, ...]",
+    _hosts: "tuple[str, ...]",
+    parse_bool: "bool",
+    parse_shell_words: "str",
+    parse_model_map: "tuple[tuple[str, str], ...]",
+    _caps: "tuple[tuple[str, int], ...]",
+}
 
 
 @dataclass(frozen=True)
@@ -879,67 +930,191 @@ S = Setting
 SETTINGS: tuple[Setting, ...] = (
     # -- server and access --
     S("LYNKR_HOST", DEFAULT_HOST, "Address to bind. Anything but loopback requires LYNKR_API_KEY."),
-    S("LYNKR_PORT", "", f"Port to listen on (else PORT from the real environment, else {DEFAULT_PORT}).", _port),
-    S("LYNKR_API_KEY", "", "Client key required on every request (x-api-key or Authorization: Bearer).", secret=True),
+    S(
+        "LYNKR_PORT",
+        "",
+        f"Port to listen on (else PORT from the real environment, else {DEFAULT_PORT}).",
+        _port,
+    ),
+    S(
+        "LYNKR_API_KEY",
+        "",
+        "Client key required on every request (x-api-key or Authorization: Bearer).",
+        secret=True,
+    ),
     S("LYNKR_ALLOWED_HOSTS", "", "Extra Host names accepted besides loopback (comma list).", _hosts),
-    S("LYNKR_ALLOWED_ORIGINS", "", "Browser origins besides lynkr's own whose pages may call it, e.g. "
-      "http://localhost:3000 (comma list).", _words),
-    S("LYNKR_CONFIG", "", "Config file with several providers and routes (default ./lynkr.toml when present)."),
+    S(
+        "LYNKR_ALLOWED_ORIGINS",
+        "",
+        "Browser origins besides lynkr's own whose pages may call it, e.g. "
+        "http://localhost:3000 (comma list).",
+        _words,
+    ),
+    S(
+        "LYNKR_CONFIG",
+        "",
+        "Config file with several providers and routes (default ./lynkr.toml when present).",
+    ),
     S("LYNKR_DATA_DIR", "", "State directory (SQLite files); default <WORKSPACE_ROOT>/.lynkr/."),
     S("SESSION_DB_PATH", "", "Session store file; default sessions.db in LYNKR_DATA_DIR."),
     S("WORKSPACE_ROOT", "", "The workspace lynkr serves; default the current directory."),
     # -- the provider from the environment alone (lynkr.toml describes several) --
-    S("MODEL_PROVIDER", "databricks", "databricks | azure-anthropic | anthropic | bedrock | vertex | openai | "
-      "openai-responses | azure-openai | azure-openai-responses | openrouter | ollama | gemini | openai-compatible.",
-      _lower),
-    S("MODEL_DEFAULT", "", "Upstream model/endpoint for names MODEL_MAP does not match (default: the preset's)."),
-    S("MODEL_MAP", "", "Comma list of glob=target (first match wins), e.g. claude-*haiku*=my-haiku; a target may "
-      "be provider,model.", parse_model_map),
-    S("MODEL_MAX_TOKENS", "", "Comma list of glob=N caps on max_tokens, matched on the client's model name or the "
-      "upstream model.", _caps),
-    S("MODEL_MAX_TOKENS_DEFAULT", str(DEFAULT_MAX_TOKENS), "max_tokens for requests that omit it.", _whole(1)),
+    S(
+        "MODEL_PROVIDER",
+        "databricks",
+        "databricks | azure-anthropic | anthropic | bedrock | vertex | openai | "
+        "openai-responses | azure-openai | azure-openai-responses | openrouter | ollama | gemini | openai-compatible.",
+        _lower,
+    ),
+    S(
+        "MODEL_DEFAULT",
+        "",
+        "Upstream model/endpoint for names MODEL_MAP does not match (default: the preset's).",
+    ),
+    S(
+        "MODEL_MAP",
+        "",
+        "Comma list of glob=target (first match wins), e.g. claude-*haiku*=my-haiku; a target may "
+        "be provider,model.",
+        parse_model_map,
+    ),
+    S(
+        "MODEL_MAX_TOKENS",
+        "",
+        "Comma list of glob=N caps on max_tokens, matched on the client's model name or the upstream model.",
+        _caps,
+    ),
+    S(
+        "MODEL_MAX_TOKENS_DEFAULT",
+        str(DEFAULT_MAX_TOKENS),
+        "max_tokens for requests that omit it.",
+        _whole(1),
+    ),
     S("DATABRICKS_API_BASE", "", "Workspace URL, e.g. https://adb-123.azuredatabricks.net.", _url),
     S("DATABRICKS_API_KEY", "", "Personal access token or OAuth token (sent as Bearer).", secret=True),
-    S("DATABRICKS_ENDPOINT_PATH", "", "Pin one path for every model, e.g. /serving-endpoints/x/invocations.",
-      _url_or_path),
-    S("DATABRICKS_API_FORMAT", "openai", "openai (serving endpoints) | anthropic (AI Gateway pass-through).",
-      _choice("openai", "anthropic")),
-    S("AZURE_ANTHROPIC_ENDPOINT", "", "https://<resource>.services.ai.azure.com/anthropic/v1/messages.", _url),
+    S(
+        "DATABRICKS_ENDPOINT_PATH",
+        "",
+        "Pin one path for every model, e.g. /serving-endpoints/x/invocations.",
+        _url_or_path,
+    ),
+    S(
+        "DATABRICKS_API_FORMAT",
+        "openai",
+        "openai (serving endpoints) | anthropic (AI Gateway pass-through).",
+        _choice("openai", "anthropic"),
+    ),
+    S(
+        "AZURE_ANTHROPIC_ENDPOINT",
+        "",
+        "https://<resource>.services.ai.azure.com/anthropic/v1/messages.",
+        _url,
+    ),
     S("AZURE_ANTHROPIC_API_KEY", "", "Foundry API key (sent as x-api-key and api-key).", secret=True),
-    S("AZURE_ANTHROPIC_VERSION", ANTHROPIC_VERSION_DEFAULT, "anthropic-version when the client sends none "
-      "(every Anthropic-format provider)."),
-    S("LYNKR_ANTHROPIC_API_KEY", "", "Anthropic's API key for MODEL_PROVIDER=anthropic (ANTHROPIC_API_KEY is the "
-      "Claude Code client's and is never read).", secret=True),
+    S(
+        "AZURE_ANTHROPIC_VERSION",
+        ANTHROPIC_VERSION_DEFAULT,
+        "anthropic-version when the client sends none (every Anthropic-format provider).",
+    ),
+    S(
+        "LYNKR_ANTHROPIC_API_KEY",
+        "",
+        "Anthropic's API key for MODEL_PROVIDER=anthropic (ANTHROPIC_API_KEY is the "
+        "Claude Code client's and is never read).",
+        secret=True,
+    ),
     S("LYNKR_ANTHROPIC_BASE_URL", "", "Anthropic-format endpoint (default https://api.anthropic.com).", _url),
     S("OPENAI_API_KEY", "", "OpenAI key (MODEL_PROVIDER=openai).", secret=True),
     S("OPENAI_BASE_URL", "", "OpenAI API base (default https://api.openai.com/v1).", _url),
-    S("AZURE_OPENAI_ENDPOINT", "", "https://<resource>.openai.azure.com (MODEL_PROVIDER=azure-openai).", _url),
+    S(
+        "AZURE_OPENAI_ENDPOINT",
+        "",
+        "https://<resource>.openai.azure.com (MODEL_PROVIDER=azure-openai).",
+        _url,
+    ),
     S("AZURE_OPENAI_API_KEY", "", "Azure OpenAI key (sent as api-key).", secret=True),
-    S("AZURE_OPENAI_API_VERSION", "", "api-version query value (default 2024-10-21; v1 for the v1 API).", _text),
+    S(
+        "AZURE_OPENAI_API_VERSION",
+        "",
+        "api-version query value (default 2024-10-21; v1 for the v1 API).",
+        _text,
+    ),
     S("AZURE_OPENAI_DEPLOYMENT", "", "Deployment that answers (the default upstream model)."),
     S("OPENROUTER_API_KEY", "", "OpenRouter key (MODEL_PROVIDER=openrouter).", secret=True),
     S("OPENROUTER_BASE_URL", "", "OpenRouter API base (default https://openrouter.ai/api/v1).", _url),
     S("OLLAMA_BASE_URL", "", "Ollama server (default http://127.0.0.1:11434; MODEL_PROVIDER=ollama).", _url),
     S("GEMINI_API_KEY", "", "Gemini API key (MODEL_PROVIDER=gemini).", secret=True),
-    S("GEMINI_BASE_URL", "", "Gemini's OpenAI-compatible base (default "
-      "https://generativelanguage.googleapis.com/v1beta/openai).", _url),
-    S("OPENAI_COMPATIBLE_BASE_URL", "", "Any OpenAI-compatible server: vLLM, llama.cpp, LM Studio "
-      "(MODEL_PROVIDER=openai-compatible), e.g. http://127.0.0.1:8000/v1.", _url),
+    S(
+        "GEMINI_BASE_URL",
+        "",
+        "Gemini's OpenAI-compatible base (default https://generativelanguage.googleapis.com/v1beta/openai).",
+        _url,
+    ),
+    S(
+        "OPENAI_COMPATIBLE_BASE_URL",
+        "",
+        "Any OpenAI-compatible server: vLLM, llama.cpp, LM Studio "
+        "(MODEL_PROVIDER=openai-compatible), e.g. http://127.0.0.1:8000/v1.",
+        _url,
+    ),
     S("OPENAI_COMPATIBLE_API_KEY", "", "Its key, when it asks for one.", secret=True),
-    S("GOOGLE_CLOUD_PROJECT", "", "Google Cloud project of Claude on Vertex AI (MODEL_PROVIDER=vertex).", _text),
-    S("ANTHROPIC_VERTEX_PROJECT_ID", "", "The same, as Claude Code names it (when GOOGLE_CLOUD_PROJECT is unset).",
-      _text),
-    S("CLOUD_ML_REGION", "", "Vertex AI region, e.g. us-east5 or global (Claude Code's name; VERTEX_REGION too).", _text),
+    S(
+        "GOOGLE_CLOUD_PROJECT",
+        "",
+        "Google Cloud project of Claude on Vertex AI (MODEL_PROVIDER=vertex).",
+        _text,
+    ),
+    S(
+        "ANTHROPIC_VERTEX_PROJECT_ID",
+        "",
+        "The same, as Claude Code names it (when GOOGLE_CLOUD_PROJECT is unset).",
+        _text,
+    ),
+    S(
+        "CLOUD_ML_REGION",
+        "",
+        "Vertex AI region, e.g. us-east5 or global (Claude Code's name; VERTEX_REGION too).",
+        _text,
+    ),
     S("VERTEX_REGION", "", "Vertex AI region (when CLOUD_ML_REGION is unset).", _text),
-    S("VERTEX_BASE_URL", "", "Vertex endpoint override (a private endpoint, a test); default from the region.", _url),
-    S("VERTEX_ACCESS_TOKEN", "", "A Google OAuth access token for Vertex (else GOOGLE_OAUTH_ACCESS_TOKEN, the "
-      "metadata server, gcloud, or GOOGLE_APPLICATION_CREDENTIALS).", secret=True),
-    S("GOOGLE_OAUTH_ACCESS_TOKEN", "", "A Google OAuth access token (when VERTEX_ACCESS_TOKEN is unset).", secret=True),
-    S("GCE_METADATA_HOST", "", "The GCE/GKE metadata server's address (as Google's libraries take it).", _text),
-    S("GOOGLE_APPLICATION_CREDENTIALS", "", "A service-account or user credentials file for Vertex (needs the "
-      "vertex extra: pip install 'lynkr[vertex]').", _text),
-    S("AWS_REGION", "", "AWS region of Amazon Bedrock (MODEL_PROVIDER=bedrock; else AWS_DEFAULT_REGION, the profile's).",
-      _text),
+    S(
+        "VERTEX_BASE_URL",
+        "",
+        "Vertex endpoint override (a private endpoint, a test); default from the region.",
+        _url,
+    ),
+    S(
+        "VERTEX_ACCESS_TOKEN",
+        "",
+        "A Google OAuth access token for Vertex (else GOOGLE_OAUTH_ACCESS_TOKEN, the "
+        "metadata server, gcloud, or GOOGLE_APPLICATION_CREDENTIALS).",
+        secret=True,
+    ),
+    S(
+        "GOOGLE_OAUTH_ACCESS_TOKEN",
+        "",
+        "A Google OAuth access token (when VERTEX_ACCESS_TOKEN is unset).",
+        secret=True,
+    ),
+    S(
+        "GCE_METADATA_HOST",
+        "",
+        "The GCE/GKE metadata server's address (as Google's libraries take it).",
+        _text,
+    ),
+    S(
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "",
+        "A service-account or user credentials file for Vertex (needs the "
+        "vertex extra: pip install 'lynkr[vertex]').",
+        _text,
+    ),
+    S(
+        "AWS_REGION",
+        "",
+        "AWS region of Amazon Bedrock (MODEL_PROVIDER=bedrock; else AWS_DEFAULT_REGION, the profile's).",
+        _text,
+    ),
     S("AWS_DEFAULT_REGION", "", "AWS region when AWS_REGION is unset.", _text),
     S("AWS_ACCESS_KEY_ID", "", "AWS access key for SigV4 (else the profile's, from ~/.aws).", secret=True),
     S("AWS_SECRET_ACCESS_KEY", "", "Its secret.", secret=True),
@@ -947,122 +1122,308 @@ SETTINGS: tuple[Setting, ...] = (
     S("AWS_PROFILE", "", "Profile of ~/.aws/credentials and ~/.aws/config (default: default).", _text),
     S("AWS_SHARED_CREDENTIALS_FILE", "", "The shared credentials file (default ~/.aws/credentials).", _text),
     S("AWS_CONFIG_FILE", "", "The AWS config file (default ~/.aws/config).", _text),
-    S("AWS_BEARER_TOKEN_BEDROCK", "", "A Bedrock API key: sent as a bearer token instead of a SigV4 signature.",
-      secret=True),
+    S(
+        "AWS_BEARER_TOKEN_BEDROCK",
+        "",
+        "A Bedrock API key: sent as a bearer token instead of a SigV4 signature.",
+        secret=True,
+    ),
     S("AWS_BEDROCK_ENDPOINT", "", "Bedrock endpoint override (a VPC endpoint, a test).", _url),
-    S("BEDROCK_SURFACE", "auto", "Which Bedrock API serves Claude: invoke (InvokeModel, ARN-versioned models), messages "
-      "(the Messages API on bedrock-mantle), runtime-messages (the Messages API on bedrock-runtime), or auto (invoke "
-      "for anthropic.* ids and ARNs, else messages).", _choice("auto", "invoke", "messages", "runtime-messages")),
-    S("FALLBACK_PROVIDER", "", "A second preset (its own variables set) used when the first fails or its breaker is "
-      "open.", _lower),
-    S("FALLBACK_MODEL_DEFAULT", "", "Upstream model for the fallback provider (default: that preset's default)."),
+    S(
+        "BEDROCK_SURFACE",
+        "auto",
+        "Which Bedrock API serves Claude: invoke (InvokeModel, ARN-versioned models), messages "
+        "(the Messages API on bedrock-mantle), runtime-messages (the Messages API on bedrock-runtime), or auto (invoke "
+        "for anthropic.* ids and ARNs, else messages).",
+        _choice("auto", "invoke", "messages", "runtime-messages"),
+    ),
+    S(
+        "FALLBACK_PROVIDER",
+        "",
+        "A second preset (its own variables set) used when the first fails or its breaker is open.",
+        _lower,
+    ),
+    S(
+        "FALLBACK_MODEL_DEFAULT",
+        "",
+        "Upstream model for the fallback provider (default: that preset's default).",
+    ),
     # -- upstream behaviour --
     S("STREAM_PING_INTERVAL_MS", "15000", "Send an SSE ping after this much upstream silence.", _millis(1)),
     S("UPSTREAM_CONNECT_TIMEOUT_MS", "10000", "Upstream TCP+TLS connect timeout.", _millis(1)),
     S("UPSTREAM_READ_TIMEOUT_MS", "600000", "Longest upstream silence before timeout_error.", _millis(1)),
-    S("UPSTREAM_MAX_RETRIES", "2", "Retries of 429/5xx/529/connection failures before any byte reached the client.",
-      _whole(0, 10)),
-    S("UPSTREAM_RETRY_AFTER_MAX_MS", "10000", "Longest upstream retry-after lynkr waits out itself (longer ones go "
-      "to the client).", _millis(0)),
-    S("CIRCUIT_BREAKER_FAILURES", "5", "Consecutive upstream failures that open a provider's breaker (0 disables "
-      "it).", _whole(0)),
-    S("CIRCUIT_BREAKER_RESET_MS", "30000", "How long an open breaker answers at once before one probe is let "
-      "through.", _millis(1)),
+    S(
+        "UPSTREAM_MAX_RETRIES",
+        "2",
+        "Retries of 429/5xx/529/connection failures before any byte reached the client.",
+        _whole(0, 10),
+    ),
+    S(
+        "UPSTREAM_RETRY_AFTER_MAX_MS",
+        "10000",
+        "Longest upstream retry-after lynkr waits out itself (longer ones go to the client).",
+        _millis(0),
+    ),
+    S(
+        "CIRCUIT_BREAKER_FAILURES",
+        "5",
+        "Consecutive upstream failures that open a provider's breaker (0 disables it).",
+        _whole(0),
+    ),
+    S(
+        "CIRCUIT_BREAKER_RESET_MS",
+        "30000",
+        "How long an open breaker answers at once before one probe is let through.",
+        _millis(1),
+    ),
     S("SHUTDOWN_GRACE_MS", "10000", "On SIGTERM, how long in-flight requests may finish.", _millis(0)),
     S("PROMPT_CACHE_ENABLED", "true", "Answer identical final prompts from the local cache.", parse_bool),
     S("PROMPT_CACHE_TTL_MS", "300000", "How long a cached answer stays valid.", _millis(0)),
     S("PROMPT_CACHE_MAX_ENTRIES", "64", "Cache size; least recently used answers are evicted.", _whole(0)),
     # -- server tools and policy --
-    S("LYNKR_TOOLS", "mcp_*", "Server tools offered on every request (comma list of names or globs).", _words),
-    S("LYNKR_SHOW_TOOL_ACTIVITY", "true", "Append a text record of each server tool call to the reply.", parse_bool),
+    S(
+        "LYNKR_TOOLS",
+        "mcp_*",
+        "Server tools offered on every request (comma list of names or globs).",
+        _words,
+    ),
+    S(
+        "LYNKR_SHOW_TOOL_ACTIVITY",
+        "true",
+        "Append a text record of each server tool call to the reply.",
+        parse_bool,
+    ),
     S("LYNKR_TOOL_ACTIVITY_MAX_CHARS", "2000", "Longest tool result kept in that record.", _whole(0)),
     S("LYNKR_TOOL_TIMEOUT_MS", "120000", "Longest a server tool may run.", _millis(1)),
     S("POLICY_MAX_STEPS", "8", "Model rounds per request when server tools run.", _whole(1)),
     S("POLICY_MAX_TOOL_CALLS", "32", "Server tool calls per request.", _whole(1)),
-    S("POLICY_DISALLOWED_TOOLS", "", "Server tools that may never run (comma list of names or globs).", _words),
-    S("POLICY_FILE_BLOCKED_PATHS", DEFAULT_FILE_BLOCKED_PATHS_TEXT, "Paths tools may not read or write (globs; "
-      "a pattern without '/' matches any path component).", _words),
-    S("WEB_SEARCH_PROVIDER", "auto", "Search service behind web_search and Claude Code's WebSearch: searxng | brave | "
-      "tavily | auto (brave with BRAVE_API_KEY, else tavily with TAVILY_API_KEY, else searxng).",
-      _choice("auto", "searxng", "brave", "tavily")),
-    S("WEB_SEARCH_ENDPOINT", "", "The search service's URL: required for SearxNG (e.g. http://127.0.0.1:8888/search); "
-      "overrides Brave's or Tavily's API URL (a proxy, a test).", _url),
+    S(
+        "POLICY_DISALLOWED_TOOLS",
+        "",
+        "Server tools that may never run (comma list of names or globs).",
+        _words,
+    ),
+    S(
+        "POLICY_FILE_BLOCKED_PATHS",
+        DEFAULT_FILE_BLOCKED_PATHS_TEXT,
+        "Paths tools may not read or write (globs; a pattern without '/' matches any path component).",
+        _words,
+    ),
+    S(
+        "WEB_SEARCH_PROVIDER",
+        "auto",
+        "Search service behind web_search and Claude Code's WebSearch: searxng | brave | "
+        "tavily | auto (brave with BRAVE_API_KEY, else tavily with TAVILY_API_KEY, else searxng).",
+        _choice("auto", "searxng", "brave", "tavily"),
+    ),
+    S(
+        "WEB_SEARCH_ENDPOINT",
+        "",
+        "The search service's URL: required for SearxNG (e.g. http://127.0.0.1:8888/search); "
+        "overrides Brave's or Tavily's API URL (a proxy, a test).",
+        _url,
+    ),
     S("BRAVE_API_KEY", "", "Brave Search API key (WEB_SEARCH_PROVIDER=brave).", secret=True),
     S("TAVILY_API_KEY", "", "Tavily API key (WEB_SEARCH_PROVIDER=tavily).", secret=True),
-    S("WEB_SEARCH_MAX_RESULTS", "8", "Results per search Claude Code's WebSearch gets when lynkr runs it.",
-      _whole(1)),
-    S("WEB_SEARCH_ALLOWED_HOSTS", "", "If set, the only hosts web tools may reach (globs); also admits private ones.",
-      _hosts),
+    S(
+        "WEB_SEARCH_MAX_RESULTS",
+        "8",
+        "Results per search Claude Code's WebSearch gets when lynkr runs it.",
+        _whole(1),
+    ),
+    S(
+        "WEB_SEARCH_ALLOWED_HOSTS",
+        "",
+        "If set, the only hosts web tools may reach (globs); also admits private ones.",
+        _hosts,
+    ),
     S("WEB_FETCH_MAX_BYTES", "2097152", "Largest page web_fetch downloads.", _whole(1024)),
     S("LYNKR_GIT_TIMEOUT_MS", "120000", "Longest a git command may run.", _millis(1)),
-    S("POLICY_GIT_ALLOW_HOOKS", "false", "Let tool-driven git run the repository's hooks and fsmonitor (off: the "
-      "model can write hook bodies that core.hooksPath points to).", parse_bool),
-    S("LYNKR_SUBPROCESS_ENV", "", "Variables passed to programs tools run (tests, git) besides PATH, HOME, USER, "
-      "locale, TERM, TZ and TMPDIR (comma list of names); lynkr's own settings and keys never are.", _words),
+    S(
+        "POLICY_GIT_ALLOW_HOOKS",
+        "false",
+        "Let tool-driven git run the repository's hooks and fsmonitor (off: the "
+        "model can write hook bodies that core.hooksPath points to).",
+        parse_bool,
+    ),
+    S(
+        "LYNKR_SUBPROCESS_ENV",
+        "",
+        "Variables passed to programs tools run (tests, git) besides PATH, HOME, USER, "
+        "locale, TERM, TZ and TMPDIR (comma list of names); lynkr's own settings and keys never are.",
+        _words,
+    ),
     S("POLICY_GIT_ALLOW_PUSH", "false", "Allow workspace_git_push.", parse_bool),
     S("POLICY_GIT_ALLOW_PULL", "true", "Allow workspace_git_pull.", parse_bool),
     S("POLICY_GIT_ALLOW_COMMIT", "true", "Allow workspace_git_commit.", parse_bool),
-    S("POLICY_GIT_REQUIRE_TESTS", "false", "Commit/push only content that a passing test run saw exactly.",
-      parse_bool),
-    S("POLICY_GIT_TEST_COMMAND", "", "The test command the gate counts (else WORKSPACE_TEST_COMMAND, else "
-      "detected).", parse_shell_words),
-    S("WORKSPACE_TEST_COMMAND", "", "Test command (run without a shell); default detected: pytest, npm test, ...",
-      parse_shell_words),
-    S("POLICY_GIT_TEST_DEPENDENCY_DIRS", "node_modules,.venv,venv", "Folders of the workspace linked into the "
-      "gate's clean checkout (dependencies the commit does not hold).", _words),
+    S(
+        "POLICY_GIT_REQUIRE_TESTS",
+        "false",
+        "Commit/push only content that a passing test run saw exactly.",
+        parse_bool,
+    ),
+    S(
+        "POLICY_GIT_TEST_COMMAND",
+        "",
+        "The test command the gate counts (else WORKSPACE_TEST_COMMAND, else detected).",
+        parse_shell_words,
+    ),
+    S(
+        "WORKSPACE_TEST_COMMAND",
+        "",
+        "Test command (run without a shell); default detected: pytest, npm test, ...",
+        parse_shell_words,
+    ),
+    S(
+        "POLICY_GIT_TEST_DEPENDENCY_DIRS",
+        "node_modules,.venv,venv",
+        "Folders of the workspace linked into the "
+        "gate's clean checkout (dependencies the commit does not hold).",
+        _words,
+    ),
     S("WORKSPACE_TEST_TIMEOUT_MS", "600000", "Longest a test run may take.", _millis(1)),
-    S("POLICY_SANDBOX", "auto", "Where test runs execute: bwrap (bubblewrap: only the workspace writable, secrets "
-      "and lynkr's state hidden, no network), podman (a container of POLICY_SANDBOX_IMAGE), none (on the host), or "
-      "auto (bwrap when it works, said at start-up).", _choice("auto", "bwrap", "podman", "none")),
-    S("POLICY_SANDBOX_IMAGE", "", "The image test runs use with POLICY_SANDBOX=podman (it holds the project's "
-      "toolchain; the workspace is mounted at its own path)."),
+    S(
+        "POLICY_SANDBOX",
+        "auto",
+        "Where test runs execute: bwrap (bubblewrap: only the workspace writable, secrets "
+        "and lynkr's state hidden, no network), podman (a container of POLICY_SANDBOX_IMAGE), none (on the host), or "
+        "auto (bwrap when it works, said at start-up).",
+        _choice("auto", "bwrap", "podman", "none"),
+    ),
+    S(
+        "POLICY_SANDBOX_IMAGE",
+        "",
+        "The image test runs use with POLICY_SANDBOX=podman (it holds the project's "
+        "toolchain; the workspace is mounted at its own path).",
+    ),
     S("POLICY_SANDBOX_NETWORK", "false", "Give sandboxed test runs the network.", parse_bool),
-    S("POLICY_SANDBOX_HIDE", "", "More host paths sandboxed runs must not see (comma list; ~ is your home).",
-      _words),
-    S("POLICY_SANDBOX_READ", "", "Paths under /tmp (or hidden ones) sandboxed runs may still read, e.g. a "
-      "toolchain (comma list); the sandbox's /tmp is private otherwise.", _words),
-    S("WORKSPACE_TEST_COVERAGE_FILES", "", "Coverage reports to read (comma list): Istanbul JSON, coverage.py JSON, "
-      "lcov.", _words),
+    S(
+        "POLICY_SANDBOX_HIDE",
+        "",
+        "More host paths sandboxed runs must not see (comma list; ~ is your home).",
+        _words,
+    ),
+    S(
+        "POLICY_SANDBOX_READ",
+        "",
+        "Paths under /tmp (or hidden ones) sandboxed runs may still read, e.g. a "
+        "toolchain (comma list); the sandbox's /tmp is private otherwise.",
+        _words,
+    ),
+    S(
+        "WORKSPACE_TEST_COVERAGE_FILES",
+        "",
+        "Coverage reports to read (comma list): Istanbul JSON, coverage.py JSON, lcov.",
+        _words,
+    ),
     # -- MCP --
     S("MCP_SERVER_MANIFEST", "", "One MCP manifest file (also accepts Claude Code's .mcp.json)."),
-    S("MCP_MANIFEST_DIRS", "~/.claude/mcp", "Folders whose *.json files are MCP manifests (separated by ; : or ,)."),
-    S("MCP_ALLOW_WORKSPACE_MANIFEST", "false", "Accept MCP manifests inside WORKSPACE_ROOT (the model can write "
-      "there; the file tools still may not touch them).", parse_bool),
+    S(
+        "MCP_MANIFEST_DIRS",
+        "~/.claude/mcp",
+        "Folders whose *.json files are MCP manifests (separated by ; : or ,).",
+    ),
+    S(
+        "MCP_ALLOW_WORKSPACE_MANIFEST",
+        "false",
+        "Accept MCP manifests inside WORKSPACE_ROOT (the model can write "
+        "there; the file tools still may not touch them).",
+        parse_bool,
+    ),
     S("MCP_CALL_TIMEOUT_MS", "60000", "Longest one MCP tool call may take.", _millis(1)),
-    S("MCP_STARTUP_TIMEOUT_MS", "30000", "Longest an MCP server may take to start and initialize.", _millis(1)),
-    S("MCP_READY_WAIT_MS", "3000", "How long startup waits for MCP servers before accepting requests.", _millis(0)),
-    S("MCP_SANDBOX_ENABLED", "true", "Run stdio MCP servers in a container when MCP_SANDBOX_IMAGE is set.",
-      parse_bool),
+    S(
+        "MCP_STARTUP_TIMEOUT_MS",
+        "30000",
+        "Longest an MCP server may take to start and initialize.",
+        _millis(1),
+    ),
+    S(
+        "MCP_READY_WAIT_MS",
+        "3000",
+        "How long startup waits for MCP servers before accepting requests.",
+        _millis(0),
+    ),
+    S(
+        "MCP_SANDBOX_ENABLED",
+        "true",
+        "Run stdio MCP servers in a container when MCP_SANDBOX_IMAGE is set.",
+        parse_bool,
+    ),
     S("MCP_SANDBOX_IMAGE", "", "Container image for sandboxed MCP servers (unset: servers run on the host)."),
-    S("MCP_SANDBOX_RUNTIME", "docker", "docker | podman | an absolute path (with MCP_SANDBOX_IMAGE), or bwrap "
-      "(bubblewrap: no image; the host read-only, as for test runs)."),
+    S(
+        "MCP_SANDBOX_RUNTIME",
+        "docker",
+        "docker | podman | an absolute path (with MCP_SANDBOX_IMAGE), or bwrap "
+        "(bubblewrap: no image; the host read-only, as for test runs).",
+    ),
     S("MCP_SANDBOX_ALLOW_NETWORKING", "false", "Give sandboxed servers a network.", parse_bool),
-    S("MCP_SANDBOX_WORKSPACE_WRITABLE", "false", "Mount the workspace read-write (default read-only at /workspace).",
-      parse_bool),
+    S(
+        "MCP_SANDBOX_WORKSPACE_WRITABLE",
+        "false",
+        "Mount the workspace read-write (default read-only at /workspace).",
+        parse_bool,
+    ),
     S("MCP_SANDBOX_MEMORY", "512m", "Memory limit per sandboxed server."),
     S("MCP_SANDBOX_CPUS", "1", "CPU limit per sandboxed server."),
     S("MCP_SANDBOX_PIDS_LIMIT", "256", "Process limit per sandboxed server.", _whole(1)),
-    S("MCP_SANDBOX_ENV_PASSTHROUGH", "", "Environment variables passed into the sandbox (comma list).", _words),
-    S("MCP_SANDBOX_EXTRA_MOUNTS", "", "Extra mounts, comma list of /host:/container[:ro|rw] (default ro).", _words),
-    S("MCP_SANDBOX_PERMISSION_MODE", "auto", "auto | require | deny: which servers may run unsandboxed.",
-      _choice("auto", "require", "deny")),
+    S(
+        "MCP_SANDBOX_ENV_PASSTHROUGH",
+        "",
+        "Environment variables passed into the sandbox (comma list).",
+        _words,
+    ),
+    S(
+        "MCP_SANDBOX_EXTRA_MOUNTS",
+        "",
+        "Extra mounts, comma list of /host:/container[:ro|rw] (default ro).",
+        _words,
+    ),
+    S(
+        "MCP_SANDBOX_PERMISSION_MODE",
+        "auto",
+        "auto | require | deny: which servers may run unsandboxed.",
+        _choice("auto", "require", "deny"),
+    ),
     S("MCP_SANDBOX_PERMISSION_ALLOW", "", "Servers (globs) allowed to run unsandboxed.", _words),
     S("MCP_SANDBOX_PERMISSION_DENY", "", "Servers (globs) never allowed to run unsandboxed.", _words),
     # -- index --
-    S("LYNKR_INDEX_ON_START", "true", "Update the repository index and CLAUDE.md in the background at startup.",
-      parse_bool),
-    S("LYNKR_CLAUDE_MD", "true", "Maintain a generated block in WORKSPACE_ROOT/CLAUDE.md on each index rebuild.",
-      parse_bool),
-    S("LYNKR_INDEX_TIMEOUT_MS", "600000", "Longest an index rebuild may take; then it stops, keeping its progress.",
-      _millis(1)),
+    S(
+        "LYNKR_INDEX_ON_START",
+        "true",
+        "Update the repository index and CLAUDE.md in the background at startup.",
+        parse_bool,
+    ),
+    S(
+        "LYNKR_CLAUDE_MD",
+        "true",
+        "Maintain a generated block in WORKSPACE_ROOT/CLAUDE.md on each index rebuild.",
+        parse_bool,
+    ),
+    S(
+        "LYNKR_INDEX_TIMEOUT_MS",
+        "600000",
+        "Longest an index rebuild may take; then it stops, keeping its progress.",
+        _millis(1),
+    ),
     # -- operations --
-    S("LYNKR_HEADER_TIMEOUT_MS", str(int(HEADER_READ_TIMEOUT_S * 1000)), "A client must send a request's headers "
-      "within this (slowloris protection).", _millis(100)),
-    S("MAX_CONCURRENT_REQUESTS", "2048", "Requests handled at once; more are refused at once with retry-after.",
-      _whole(1)),
-    S("RATE_LIMIT_REQUESTS_PER_MIN", "0", "Per-client request limit (by the verified LYNKR_API_KEY, else the client's "
-      "address); 0 = off.",
-      _whole(0)),
+    S(
+        "LYNKR_HEADER_TIMEOUT_MS",
+        str(int(HEADER_READ_TIMEOUT_S * 1000)),
+        "A client must send a request's headers within this (slowloris protection).",
+        _millis(100),
+    ),
+    S(
+        "MAX_CONCURRENT_REQUESTS",
+        "2048",
+        "Requests handled at once; more are refused at once with retry-after.",
+        _whole(1),
+    ),
+    S(
+        "RATE_LIMIT_REQUESTS_PER_MIN",
+        "0",
+        "Per-client request limit (by the verified LYNKR_API_KEY, else the client's address); 0 = off.",
+        _whole(0),
+    ),
     S("LOG_FORMAT", "json", "json | text.", _choice("json", "text")),
     S("LOG_LEVEL", "info", "debug | info | warning | error.", _choice(*LOG_LEVELS)),
     S("LOG_BODIES", "false", "Log request bodies (prompts!). Keys are never logged.", parse_bool),
@@ -1071,8 +1432,10 @@ del S
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 # The typed, frozen object every component reads (`cfg.settings.upstream_max_retries`), built from the table.
 Settings = dataclasses.make_dataclass(
-    "Settings", [(s.attr, getattr(s.parse, "result_type", None) or PARSER_TYPES[s.parse]) for s in SETTINGS],
-    frozen=True)
+    "Settings",
+    [(s.attr, getattr(s.parse, "result_type", None) or PARSER_TYPES[s.parse]) for s in SETTINGS],
+    frozen=True,
+)
 
 
 def read_dotenv(path: str) -> tuple[dict[str, str], list[str]]:
@@ -1112,7 +1475,7 @@ ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0
 
 
 def expand_env_references(value: Any, where: str, environ: dict[str, str]) -> Any:
-    """"$NAME" / "${NAME}" in a config file's strings read the environment: secrets stay out of the file."""
+    """ "$NAME" / "${NAME}" in a config file's strings read the environment: secrets stay out of the file."""
     if isinstance(value, dict):
         return {k: expand_env_references(v, f"{where}.{k}", environ) for k, v in value.items()}
     if isinstance(value, list):
@@ -1143,8 +1506,10 @@ def read_config_file(path: str, environ: dict[str, str]) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key in data:
         if key not in ("providers", "router", "settings", "prices"):
-            raise ConfigError(f"{path}: {key}: unknown table (use [providers.NAME], [router], [settings], "
-                              "[prices.\"MODEL-GLOB\"])")
+            raise ConfigError(
+                f"{path}: {key}: unknown table (use [providers.NAME], [router], [settings], "
+                '[prices."MODEL-GLOB"])'
+            )
     for key in ("providers", "router", "settings", "prices"):
         if not isinstance(data.get(key, {}), dict):
             raise ConfigError(f"{path}: {key}: expected a table")
@@ -1164,9 +1529,12 @@ def read_config_file(path: str, environ: dict[str, str]) -> dict[str, Any]:
         elif isinstance(value, list):
             value = ",".join(str(v) for v in value)
         settings[name] = str(value)
-    return {"providers": expand_env_references(providers, f"{path}: providers", environ),
-            "router": data.get("router", {}), "settings": expand_env_references(settings, f"{path}: settings", environ),
-            "prices": data.get("prices", {})}
+    return {
+        "providers": expand_env_references(providers, f"{path}: providers", environ),
+        "router": data.get("router", {}),
+        "settings": expand_env_references(settings, f"{path}: settings", environ),
+        "prices": data.get("prices", {}),
+    }
 
 
 # -- trust: what arrives with a repository must not reconfigure lynkr --
@@ -1179,7 +1547,9 @@ def read_config_file(path: str, environ: dict[str, str]) -> dict[str, Any]:
 
 
 def trust_store(environ: dict[str, str]) -> str:
-    base = environ.get("XDG_CONFIG_HOME") or os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".config")
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".config"
+    )
     return os.path.join(base, "lynkr", "trusted.json")
 
 
@@ -1222,9 +1592,11 @@ def trust_files(paths: Iterable[str], environ: dict[str, str]) -> list[str]:
     return done
 
 
-UNTRUSTED_NOTICE = ("skipped {path}: lynkr reads a {kind} from the working folder only once you trust its content "
-                    "(it could send prompts and keys elsewhere); run `python lynkr.py trust` to accept it, or pass "
-                    "{flag}")
+UNTRUSTED_NOTICE = (
+    "skipped {path}: lynkr reads a {kind} from the working folder only once you trust its content "
+    "(it could send prompts and keys elsewhere); run `python lynkr.py trust` to accept it, or pass "
+    "{flag}"
+)
 
 
 def load_config(
@@ -1265,8 +1637,14 @@ def load_config(
         values[setting.attr] = setting.parse(setting.name, text if text.strip() else setting.default)
     s = Settings(**values)
 
-    cfg = Config(settings=s, notices=notices, config_file=config_path, providers_table=file_data["providers"],
-                 router_table=file_data["router"], prices_table=file_data["prices"])
+    cfg = Config(
+        settings=s,
+        notices=notices,
+        config_file=config_path,
+        providers_table=file_data["providers"],
+        router_table=file_data["router"],
+        prices_table=file_data["prices"],
+    )
     cfg.host = cli_host or s.lynkr_host
     if cli_port is not None:
         cfg.port = cli_port
@@ -1347,8 +1725,13 @@ def _header_text(raw: bytes) -> str:
 
 
 class HTTPServer:
-    def __init__(self, handler: Handler, error_responder: ErrorResponder, log: Logger,
-                 header_timeout_s: float = HEADER_READ_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        error_responder: ErrorResponder,
+        log: Logger,
+        header_timeout_s: float = HEADER_READ_TIMEOUT_S,
+    ) -> None:
         self.header_timeout_s = header_timeout_s
         self.handler = handler
         self.error_responder = error_responder  # (status, type, message) -> Response, for protocol errors
@@ -1358,7 +1741,9 @@ class HTTPServer:
         self._connections: dict[asyncio.Task[Any], _ConnectionState] = {}
 
     async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._on_connect, host, port, limit=READ_CHUNK_BYTES, backlog=1024)
+        self._server = await asyncio.start_server(
+            self._on_connect, host, port, limit=READ_CHUNK_BYTES, backlog=1024
+        )
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
@@ -1395,7 +1780,7 @@ class HTTPServer:
             await self._serve(reader, writer, state, client)
         except (ConnectionError, asyncio.CancelledError, _ReadTimeout, TimeoutError):
             pass
-        except Exception as exc:  # a bug: log it once, drop only this connection
+        except Exception as exc:  # noqa: BLE001 -- a bug: log it once, drop only this connection
             self.log.error("connection failed", client=client, **error_log_fields(exc))
         finally:
             self._connections.pop(task, None)
@@ -1404,7 +1789,7 @@ class HTTPServer:
     async def _receive(self, conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> None:
         try:
             data = await read_with_timeout(reader, READ_CHUNK_BYTES, timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise _ReadTimeout() from None
         conn.receive_data(data)
 
@@ -1454,13 +1839,19 @@ class HTTPServer:
                 return  # ConnectionClosed
             state.busy = True
             head_bytes = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
-            if head_bytes > MAX_HEADER_BYTES:  # h11 checks only while the head is incomplete: one big read passes
-                await self._send_protocol_error(conn, writer, 431, f"request head exceeds {MAX_HEADER_BYTES} bytes")
+            if (
+                head_bytes > MAX_HEADER_BYTES
+            ):  # h11 checks only while the head is incomplete: one big read passes
+                await self._send_protocol_error(
+                    conn, writer, 431, f"request head exceeds {MAX_HEADER_BYTES} bytes"
+                )
                 return
             request = self._make_request(event, client)
             if "transfer-encoding" in request.headers and "content-length" in request.headers:
                 # RFC 9112 6.1: a front proxy and lynkr could frame this body differently (request smuggling).
-                await self._send_protocol_error(conn, writer, 400, "both Content-Length and Transfer-Encoding")
+                await self._send_protocol_error(
+                    conn, writer, 400, "both Content-Length and Transfer-Encoding"
+                )
                 return
             try:
                 declared = int(request.headers.get("content-length", "0") or 0)
@@ -1470,10 +1861,14 @@ class HTTPServer:
                 if declared > MAX_REQUEST_BODY_BYTES:
                     raise RequestTooLarge(f"request body exceeds {MAX_REQUEST_BODY_BYTES} bytes (32 MiB)")
                 if conn.they_are_waiting_for_100_continue:  # curl waits a second for this before large bodies
-                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")))
+                    writer.write(
+                        conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+                    )
                 body = await self._read_body(conn, reader)
             except RequestTooLarge as exc:
-                await self._send(conn, writer, request, self.error_responder(413, exc.error_type, exc.message))
+                await self._send(
+                    conn, writer, request, self.error_responder(413, exc.error_type, exc.message)
+                )
                 return  # the rest of the body is unread: this connection cannot be reused
             except h11.RemoteProtocolError as exc:
                 await self._send_protocol_error(conn, writer, exc.error_status_hint or 400, str(exc))
@@ -1503,8 +1898,12 @@ class HTTPServer:
     ) -> None:
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        response = self.error_responder(status, error_type_for_status(status), f"malformed HTTP request: {message}")
-        response.headers.append(("connection", "close"))  # the connection ends here: its framing is not trusted
+        response = self.error_responder(
+            status, error_type_for_status(status), f"malformed HTTP request: {message}"
+        )
+        response.headers.append(
+            ("connection", "close")
+        )  # the connection ends here: its framing is not trusted
         request = Request("GET", "/", {}, {}, b"", "")
         try:
             await self._send(conn, writer, request, response)
@@ -1519,8 +1918,11 @@ class HTTPServer:
             headers.append(("connection", "close"))
         if response.stream is None:
             headers.append(("content-length", str(len(response.body))))
-            out = conn.send(h11.Response(status_code=response.status, headers=headers,
-                                         reason=_reason_phrase(response.status)))
+            out = conn.send(
+                h11.Response(
+                    status_code=response.status, headers=headers, reason=_reason_phrase(response.status)
+                )
+            )
             if request.method != "HEAD" and response.body:
                 out += conn.send(h11.Data(data=response.body))
             out += conn.send(h11.EndOfMessage())
@@ -1529,8 +1931,13 @@ class HTTPServer:
             return
         stream = response.stream
         try:
-            writer.write(conn.send(h11.Response(status_code=response.status, headers=headers,
-                                                reason=_reason_phrase(response.status))))
+            writer.write(
+                conn.send(
+                    h11.Response(
+                        status_code=response.status, headers=headers, reason=_reason_phrase(response.status)
+                    )
+                )
+            )
             await writer.drain()
             async for chunk in stream:
                 if chunk:
@@ -1622,8 +2029,17 @@ PoolKey = tuple[str, str, int, tuple[str, ...]]
 class UpstreamResponse:
     """Status and headers of an upstream answer; the body is read incrementally."""
 
-    def __init__(self, client: HTTPClient, key: PoolKey, conn: _UpstreamConnection,
-                 status: int, headers: dict[str, str], read_timeout: float, origin: str, has_body: bool = True) -> None:
+    def __init__(
+        self,
+        client: HTTPClient,
+        key: PoolKey,
+        conn: _UpstreamConnection,
+        status: int,
+        headers: dict[str, str],
+        read_timeout: float,
+        origin: str,
+        has_body: bool = True,
+    ) -> None:
         self._client = client
         self._key = key
         self._conn: _UpstreamConnection | None = conn
@@ -1639,27 +2055,34 @@ class UpstreamResponse:
         self.length = int(length) if has_body and not self.chunked and length.isdigit() else None
         # Whether the socket may serve another request once the body is read (h11 decides this
         # itself for the bodies it reads; these two are read without it).
-        self.keep_alive = (conn.h11.their_http_version == b"1.1"
-                           and "close" not in headers.get("connection", "").lower())
+        self.keep_alive = (
+            conn.h11.their_http_version == b"1.1" and "close" not in headers.get("connection", "").lower()
+        )
 
-    async def _read_more(self, conn: _UpstreamConnection, tick: float | None, silent: float) -> tuple[bytes | None, float]:
+    async def _read_more(
+        self, conn: _UpstreamConnection, tick: float | None, silent: float
+    ) -> tuple[bytes | None, float]:
         """(bytes read, 0.0), or (None, longer silence) when `tick` seconds passed without data.
         Raises UpstreamTimeout once the silence reaches UPSTREAM_READ_TIMEOUT_MS."""
         wait = self.read_timeout - silent if tick is None else min(tick, self.read_timeout - silent)
         try:
             return await read_with_timeout(conn.reader, READ_CHUNK_BYTES, wait), 0.0
-        except (asyncio.TimeoutError, TimeoutError):  # before OSError: TimeoutError is one
+        except TimeoutError:  # before OSError: TimeoutError is one
             silent += wait
             if silent >= self.read_timeout:
                 self._discard()
-                raise UpstreamTimeout(f"upstream {self.origin} sent nothing for {self.read_timeout:g} s "
-                                      "(UPSTREAM_READ_TIMEOUT_MS)") from None
+                raise UpstreamTimeout(
+                    f"upstream {self.origin} sent nothing for {self.read_timeout:g} s "
+                    "(UPSTREAM_READ_TIMEOUT_MS)"
+                ) from None
             return None, silent
         except (ConnectionError, OSError) as exc:
             self._discard()
             raise UpstreamUnavailable(f"upstream {self.origin} broke off the response: {exc}") from None
 
-    async def _aiter_chunked(self, conn: _UpstreamConnection, tick: float | None) -> AsyncIterator[bytes | None]:
+    async def _aiter_chunked(
+        self, conn: _UpstreamConnection, tick: float | None
+    ) -> AsyncIterator[bytes | None]:
         """Chunked transfer decoding straight from the socket buffer (RFC 9112 section 7.1)."""
         buffer = bytearray(conn.h11.trailing_data[0])  # what h11 read past the response head
         silent = 0.0
@@ -1696,8 +2119,11 @@ class UpstreamResponse:
                 size = int(head.group(1), 16)
                 if size == 0:  # last chunk: then optional trailers, then an empty line
                     line_end = head.end() - 2
-                    end = buffer.find(b"\r\n\r\n", line_end) if buffer[line_end + 2 : line_end + 4] != b"\r\n" \
+                    end = (
+                        buffer.find(b"\r\n\r\n", line_end)
+                        if buffer[line_end + 2 : line_end + 4] != b"\r\n"
                         else line_end
+                    )
                     if end == -1:
                         break
                     leftover = buffer[end + 4 :]
@@ -1725,8 +2151,9 @@ class UpstreamResponse:
                 raise UpstreamUnavailable(f"upstream {self.origin} broke off the response mid-body")
             buffer += data
 
-    async def _aiter_sized(self, conn: _UpstreamConnection, tick: float | None,
-                           left: int) -> AsyncIterator[bytes | None]:
+    async def _aiter_sized(
+        self, conn: _UpstreamConnection, tick: float | None, left: int
+    ) -> AsyncIterator[bytes | None]:
         """A Content-Length body straight from the socket buffer."""
         data = bytes(conn.h11.trailing_data[0])  # what h11 read past the response head
         silent = 0.0
@@ -1901,7 +2328,7 @@ class HTTPClient:
                     conn.writer.write(body)
                 await conn.writer.drain()
                 event = await self._read_head(conn, read_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 conn.close()
                 raise UpstreamTimeout(
                     f"upstream {origin} did not answer within {read_timeout:g} s (UPSTREAM_READ_TIMEOUT_MS)"
@@ -1910,13 +2337,23 @@ class HTTPClient:
                 conn.close()
                 if reused and attempt == 0:
                     continue  # a stale keep-alive connection; the server never saw a full request
-                raise UpstreamUnavailable(f"upstream {origin} closed the connection: {exc or type(exc).__name__}") from None
+                raise UpstreamUnavailable(
+                    f"upstream {origin} closed the connection: {exc or type(exc).__name__}"
+                ) from None
             resp_headers: dict[str, str] = {}
             for raw_name, raw_value in event.headers:
                 name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
                 resp_headers[name] = f"{resp_headers[name]}, {value}" if name in resp_headers else value
-            return UpstreamResponse(self, key, conn, event.status_code, resp_headers, read_timeout, origin,
-                                    has_body=method != "HEAD" and event.status_code not in (204, 304))
+            return UpstreamResponse(
+                self,
+                key,
+                conn,
+                event.status_code,
+                resp_headers,
+                read_timeout,
+                origin,
+                has_body=method != "HEAD" and event.status_code not in (204, 304),
+            )
         raise UpstreamUnavailable(f"upstream {origin} unreachable")  # pragma: no cover - loop always returns
 
     @staticmethod
@@ -1950,8 +2387,13 @@ class HTTPClient:
                 for i, address in enumerate(addresses):
                     try:
                         reader, writer = await asyncio.wait_for(
-                            asyncio.open_connection(address, port, ssl=ctx, server_hostname=host if ctx else None,
-                                                    limit=READ_CHUNK_BYTES),
+                            asyncio.open_connection(
+                                address,
+                                port,
+                                ssl=ctx,
+                                server_hostname=host if ctx else None,
+                                limit=READ_CHUNK_BYTES,
+                            ),
                             timeout,
                         )
                         break
@@ -1961,19 +2403,23 @@ class HTTPClient:
             elif ctx is not None:
                 sock = await asyncio.wait_for(self._tunnel(proxy, host, port), timeout)
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(sock=sock, ssl=ctx, server_hostname=host, limit=READ_CHUNK_BYTES), timeout
+                    asyncio.open_connection(sock=sock, ssl=ctx, server_hostname=host, limit=READ_CHUNK_BYTES),
+                    timeout,
                 )
             else:
                 pparts = urllib.parse.urlsplit(proxy)
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(pparts.hostname, pparts.port or 80, limit=READ_CHUNK_BYTES), timeout
+                    asyncio.open_connection(pparts.hostname, pparts.port or 80, limit=READ_CHUNK_BYTES),
+                    timeout,
                 )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout(
                 f"connecting to {origin} timed out after {timeout:g} s (UPSTREAM_CONNECT_TIMEOUT_MS)"
             ) from None
         except ssl.SSLError as exc:
-            raise UpstreamUnavailable(f"TLS with {origin} failed: {exc.reason or exc} (see SSL_CERT_FILE)") from None
+            raise UpstreamUnavailable(
+                f"TLS with {origin} failed: {exc.reason or exc} (see SSL_CERT_FILE)"
+            ) from None
         except OSError as exc:
             via = f" via proxy {urllib.parse.urlsplit(proxy).netloc}" if proxy else ""
             raise UpstreamUnavailable(f"cannot connect to {origin}{via}: {exc.strerror or exc}") from None
@@ -1996,7 +2442,9 @@ class HTTPClient:
             if pparts.username:
                 import base64  # only proxies with credentials need it
 
-                creds = f"{urllib.parse.unquote(pparts.username)}:{urllib.parse.unquote(pparts.password or '')}"
+                creds = (
+                    f"{urllib.parse.unquote(pparts.username)}:{urllib.parse.unquote(pparts.password or '')}"
+                )
                 lines.append("Proxy-Authorization: Basic " + base64.b64encode(creds.encode()).decode())
             await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
             head = b""
@@ -2048,17 +2496,34 @@ class HTTPClient:
 MESSAGE_ROLES = ("user", "assistant", "system")
 TOOL_ID_PATTERN = re.compile(r"[^A-Za-z0-9_-]")
 # The four usage counters every Anthropic message carries, zero until the upstream says otherwise.
-EMPTY_USAGE = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+EMPTY_USAGE = {
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cache_creation_input_tokens": 0,
+    "cache_read_input_tokens": 0,
+}
 
 
-def message_envelope(message_id: str, model: str, content: list[dict[str, Any]] | None = None,
-                     stop_reason: str | None = None, stop_sequence: str | None = None,
-                     usage: dict[str, Any] | None = None) -> dict[str, Any]:
+def message_envelope(
+    message_id: str,
+    model: str,
+    content: list[dict[str, Any]] | None = None,
+    stop_reason: str | None = None,
+    stop_sequence: str | None = None,
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The one way lynkr builds an Anthropic message: a complete reply, or (no content and no stop
     reason yet) the start of one that a stream's message_start carries."""
-    return {"id": message_id, "type": "message", "role": "assistant", "model": model,
-            "content": [] if content is None else content, "stop_reason": stop_reason,
-            "stop_sequence": stop_sequence, "usage": dict(EMPTY_USAGE) if usage is None else usage}
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [] if content is None else content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": dict(EMPTY_USAGE) if usage is None else usage,
+    }
 
 
 def _field_error(path: str, expected: str, value: Any) -> InvalidRequest:
@@ -2075,7 +2540,10 @@ def _normalize_tool(tool: Any, index: int) -> dict[str, Any]:
         fn = tool["function"]
         if not isinstance(fn.get("name"), str) or not fn["name"]:
             raise InvalidRequest(f"{path}.function.name: required string")
-        out = {"name": fn["name"], "input_schema": fn.get("parameters") or {"type": "object", "properties": {}}}
+        out = {
+            "name": fn["name"],
+            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+        }
         if fn.get("description"):
             out["description"] = fn["description"]
         return out
@@ -2105,7 +2573,9 @@ def _normalize_tool_choice(choice: Any) -> dict[str, Any] | None:
         raise _field_error("tool_choice", "an object", choice)
     kind = choice.get("type")
     if kind == "function":
-        name = (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
+        name = (
+            (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
+        )
         name = name or choice.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidRequest("tool_choice.function.name: required string")
@@ -2132,13 +2602,17 @@ def _validate_content(path: str, content: Any) -> None:
             raise InvalidRequest(f"{path}.{i}.type: required string")
         if kind == "text" and not isinstance(block.get("text"), str):
             raise _field_error(f"{path}.{i}.text", "a string", block.get("text"))
-        if kind == "tool_use" and (not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str)):
+        if kind == "tool_use" and (
+            not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str)
+        ):
             raise InvalidRequest(f"{path}.{i}: tool_use needs string id and name")
         if kind == "tool_result" and not isinstance(block.get("tool_use_id"), str):
             raise InvalidRequest(f"{path}.{i}.tool_use_id: required string")
 
 
-def validate_messages_request(body: Any, default_max_tokens: int, *, count_only: bool = False) -> dict[str, Any]:
+def validate_messages_request(
+    body: Any, default_max_tokens: int, *, count_only: bool = False
+) -> dict[str, Any]:
     """Check an incoming /v1/messages body; returns a normalized shallow copy. Unknown fields pass."""
     if not isinstance(body, dict):
         raise _field_error("body", "a JSON object", body)
@@ -2148,8 +2622,10 @@ def validate_messages_request(body: Any, default_max_tokens: int, *, count_only:
         raise InvalidRequest("model: required string")
     messages = req.get("messages")
     if not isinstance(messages, list):
-        raise _field_error("messages", "a list", messages) if "messages" in req else InvalidRequest(
-            "messages: field required"
+        raise (
+            _field_error("messages", "a list", messages)
+            if "messages" in req
+            else InvalidRequest("messages: field required")
         )
     if not messages:
         raise InvalidRequest("messages: at least one message is required")
@@ -2157,7 +2633,9 @@ def validate_messages_request(body: Any, default_max_tokens: int, *, count_only:
         if not isinstance(msg, dict):
             raise _field_error(f"messages.{i}", "an object", msg)
         if msg.get("role") not in MESSAGE_ROLES:
-            raise InvalidRequest(f"messages.{i}.role: expected 'user' or 'assistant', got {msg.get('role')!r}")
+            raise InvalidRequest(
+                f"messages.{i}.role: expected 'user' or 'assistant', got {msg.get('role')!r}"
+            )
         if "content" not in msg:
             raise InvalidRequest(f"messages.{i}.content: field required")
         _validate_content(f"messages.{i}.content", msg["content"])
@@ -2173,7 +2651,11 @@ def validate_messages_request(body: Any, default_max_tokens: int, *, count_only:
     if system is not None:
         if isinstance(system, list):
             for i, block in enumerate(system):
-                if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+                if (
+                    not isinstance(block, dict)
+                    or block.get("type") != "text"
+                    or not isinstance(block.get("text"), str)
+                ):
                     raise InvalidRequest(f"system.{i}: expected a text block")
         elif not isinstance(system, str):
             raise _field_error("system", "a string or a list of text blocks", system)
@@ -2336,7 +2818,10 @@ def _user_parts(block: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "text":
         return [_text_part(block["text"], block)] if block["text"] else []
     if kind == "image":
-        part: dict[str, Any] = {"type": "image_url", "image_url": {"url": _image_url(block.get("source") or {})}}
+        part: dict[str, Any] = {
+            "type": "image_url",
+            "image_url": {"url": _image_url(block.get("source") or {})},
+        }
         if isinstance(block.get("cache_control"), dict):
             part["cache_control"] = block["cache_control"]  # moved to a text part by settle_cache_markers
         return [part]
@@ -2361,7 +2846,9 @@ def _tool_result_to_openai(block: dict[str, Any]) -> tuple[str, list[dict[str, A
             if not isinstance(inner, dict):
                 continue
             if inner.get("type") == "image":
-                images.append({"type": "image_url", "image_url": {"url": _image_url(inner.get("source") or {})}})
+                images.append(
+                    {"type": "image_url", "image_url": {"url": _image_url(inner.get("source") or {})}}
+                )
             else:
                 texts.extend(p["text"] for p in _user_parts(inner) if p.get("type") == "text")
     text = "\n".join(t for t in texts if t)
@@ -2376,14 +2863,19 @@ LYNKR_SEARCH_CONTENT = "lynkr1."  # prefix of the encrypted_content lynkr writes
 def search_result_content(snippet: str) -> str:
     """The opaque `encrypted_content` of a search result lynkr ran: the snippet, so a later turn on an
     upstream without server tools still reads what was found."""
-    return LYNKR_SEARCH_CONTENT + base64.urlsafe_b64encode(utf8_json(json_dumps({"snippet": snippet}))).decode()
+    return (
+        LYNKR_SEARCH_CONTENT + base64.urlsafe_b64encode(utf8_json(json_dumps({"snippet": snippet}))).decode()
+    )
 
 
 def _search_snippet(result: dict[str, Any]) -> str:
     content = result.get("encrypted_content")
     if isinstance(content, str) and content.startswith(LYNKR_SEARCH_CONTENT):
         with contextlib.suppress(ValueError, TypeError, binascii.Error):
-            return str(json.loads(base64.urlsafe_b64decode(content[len(LYNKR_SEARCH_CONTENT):])).get("snippet") or "")
+            return str(
+                json.loads(base64.urlsafe_b64decode(content[len(LYNKR_SEARCH_CONTENT) :])).get("snippet")
+                or ""
+            )
     return ""
 
 
@@ -2402,16 +2894,24 @@ def server_block_text(block: dict[str, Any]) -> str | None:
     for result in content:
         if isinstance(result, dict):
             snippet = _search_snippet(result)
-            lines.append(f"- {result.get('title', '')} <{result.get('url', '')}>" + (f": {snippet}" if snippet else ""))
+            lines.append(
+                f"- {result.get('title', '')} <{result.get('url', '')}>" + (f": {snippet}" if snippet else "")
+            )
     return "[web search results]\n" + "\n".join(lines) if lines else "[web search: no results]"
 
 
 def server_blocks_as_text(content: Any) -> Any:
     if not isinstance(content, list) or not any(
-            isinstance(b, dict) and b.get("type") in ("server_tool_use", "web_search_tool_result") for b in content):
+        isinstance(b, dict) and b.get("type") in ("server_tool_use", "web_search_tool_result")
+        for b in content
+    ):
         return content
-    return [{"type": "text", "text": t} if (t := server_block_text(b) if isinstance(b, dict) else None) is not None
-            else b for b in content]
+    return [
+        {"type": "text", "text": t}
+        if (t := server_block_text(b) if isinstance(b, dict) else None) is not None
+        else b
+        for b in content
+    ]
 
 
 def _assistant_to_openai(content: Any, reasoning_parts: bool = True) -> dict[str, Any] | None:
@@ -2432,11 +2932,13 @@ def _assistant_to_openai(content: Any, reasoning_parts: bool = True) -> dict[str
                 item["signature"] = block["signature"]
             reasoning.append(item)
         elif kind == "tool_use":
-            tool_calls.append({
-                "id": sanitize_tool_id(block["id"]),
-                "type": "function",
-                "function": {"name": block["name"], "arguments": json_dumps(block.get("input") or {})},
-            })
+            tool_calls.append(
+                {
+                    "id": sanitize_tool_id(block["id"]),
+                    "type": "function",
+                    "function": {"name": block["name"], "arguments": json_dumps(block.get("input") or {})},
+                }
+            )
     text = "\n".join(texts)
     msg: dict[str, Any] = {"role": "assistant"}
     if reasoning:
@@ -2503,8 +3005,15 @@ def anthropic_messages_to_openai(req: dict[str, Any], reasoning_parts: bool = Tr
                     marker = block.get("cache_control")
                     # Claude Code's last breakpoint sits on the newest tool_result: settle_cache_markers
                     # moves it where the vendor takes it (or _adapt_parts drops it).
-                    out.append({"role": "tool", "tool_call_id": call_id, "content": [
-                        {"type": "text", "text": text, "cache_control": marker}] if isinstance(marker, dict) else text})
+                    out.append(
+                        {
+                            "role": "tool",
+                            "tool_call_id": call_id,
+                            "content": [{"type": "text", "text": text, "cache_control": marker}]
+                            if isinstance(marker, dict)
+                            else text,
+                        }
+                    )
                 else:  # a result whose call is gone (e.g. after compaction) stays readable as text
                     parts.append({"type": "text", "text": f"[result of tool call {call_id}]\n{text}"})
                 parts.extend(images)
@@ -2526,10 +3035,14 @@ class OpenAIDialect:
 
     model_in_body: bool = True  # Databricks serving endpoints name the model in the URL instead
     stream_usage: bool = True  # stream_options.include_usage: without it a stream carries no usage
-    cache_markers: bool = False  # keep cache_control on content parts (Databricks and OpenRouter serving Claude)
+    cache_markers: bool = (
+        False  # keep cache_control on content parts (Databricks and OpenRouter serving Claude)
+    )
     # roles whose text parts take a marker (tool messages are strings; their marker moves before them)
     marker_roles: frozenset[str] = frozenset({"system", "user", "assistant"})
-    thinking: str = ""  # "anthropic" (the object, Databricks) | "openrouter" (reasoning) | "effort" | "" (drop)
+    thinking: str = (
+        ""  # "anthropic" (the object, Databricks) | "openrouter" (reasoning) | "effort" | "" (drop)
+    )
     schema: str = "openai"  # tool schema cleaner: a key of SCHEMA_DIALECTS
     top_k: bool = False  # OpenAI refuses top_k; Databricks (Claude), OpenRouter and vLLM take it
     strict_tools: bool = False  # function.strict (OpenAI's structured tool calls); others refuse the key
@@ -2575,11 +3088,35 @@ def model_facts(model: str) -> ModelFacts:
 SCHEMA_DIALECTS: dict[str, frozenset[str]] = {
     "databricks": frozenset({"$schema"}),
     "openai": frozenset({"$schema", "pattern"}),
-    "gemini": frozenset({"$schema", "pattern", "additionalProperties", "propertyNames", "uniqueItems", "deprecated",
-                         "multipleOf", "patternProperties", "$id", "$comment", "examples", "const", "contentEncoding",
-                         "contentMediaType", "exclusiveMinimum", "exclusiveMaximum", "minContains", "maxContains",
-                         "unevaluatedProperties", "unevaluatedItems", "dependentRequired", "dependentSchemas", "if",
-                         "then", "else"}),
+    "gemini": frozenset(
+        {
+            "$schema",
+            "pattern",
+            "additionalProperties",
+            "propertyNames",
+            "uniqueItems",
+            "deprecated",
+            "multipleOf",
+            "patternProperties",
+            "$id",
+            "$comment",
+            "examples",
+            "const",
+            "contentEncoding",
+            "contentMediaType",
+            "exclusiveMinimum",
+            "exclusiveMaximum",
+            "minContains",
+            "maxContains",
+            "unevaluatedProperties",
+            "unevaluatedItems",
+            "dependentRequired",
+            "dependentSchemas",
+            "if",
+            "then",
+            "else",
+        }
+    ),
 }
 GEMINI_STRING_FORMATS = frozenset({"enum", "date-time"})
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")  # name -> schema: names are data, not keywords
@@ -2608,8 +3145,14 @@ def clean_schema(schema: Any, dialect: str, depth: int = 0) -> Any:
     return out
 
 
-DATABRICKS_DIALECT = OpenAIDialect(model_in_body=False, stream_usage=False, cache_markers=True, thinking="anthropic",
-                                   schema="databricks", top_k=True)
+DATABRICKS_DIALECT = OpenAIDialect(
+    model_in_body=False,
+    stream_usage=False,
+    cache_markers=True,
+    thinking="anthropic",
+    schema="databricks",
+    top_k=True,
+)
 
 
 def _adapt_parts(content: Any, keep_markers: bool, images: bool) -> Any:
@@ -2629,8 +3172,11 @@ def _adapt_parts(content: Any, keep_markers: bool, images: bool) -> Any:
     return parts
 
 
-def settle_cache_markers(messages: list[dict[str, Any]], automatic: Any = None,
-                         roles: frozenset[str] = frozenset({"system", "user", "assistant"})) -> None:
+def settle_cache_markers(
+    messages: list[dict[str, Any]],
+    automatic: Any = None,
+    roles: frozenset[str] = frozenset({"system", "user", "assistant"}),
+) -> None:
     """Vendors that honour Anthropic's cache_control on content parts take it on the text parts of some
     roles only (tool messages are plain strings). A marker anywhere else -- an image, a tool result --
     moves to the nearest accepted text before it: caching a little less rather than nothing. A
@@ -2672,12 +3218,19 @@ def carry_breakpoint(messages: list[dict[str, Any]], results: list[dict[str, Any
     to the newest tool_result (as Claude Code moves it), keeping the cached prefix growing without ever
     exceeding Anthropic's four breakpoints. Replaces messages[-1]; returns the results to append."""
     content = messages[-1].get("content") if messages else None
-    if not results or not isinstance(content, list) or not content or not isinstance(content[-1], dict) \
-            or not isinstance(content[-1].get("cache_control"), dict):
+    if (
+        not results
+        or not isinstance(content, list)
+        or not content
+        or not isinstance(content[-1], dict)
+        or not isinstance(content[-1].get("cache_control"), dict)
+    ):
         return results
     marker = content[-1]["cache_control"]
-    messages[-1] = {**messages[-1], "content": [*content[:-1], {k: v for k, v in content[-1].items()
-                                                                 if k != "cache_control"}]}
+    messages[-1] = {
+        **messages[-1],
+        "content": [*content[:-1], {k: v for k, v in content[-1].items() if k != "cache_control"}],
+    }
     return [*results[:-1], {**results[-1], "cache_control": marker}]
 
 
@@ -2689,7 +3242,9 @@ def _openai_schema(schema: dict[str, Any], schema_dialect: str) -> dict[str, Any
     return clean_schema(schema, schema_dialect)
 
 
-def _openai_tool(tool: dict[str, Any], schema_dialect: str = "databricks", strict: bool = False) -> dict[str, Any]:
+def _openai_tool(
+    tool: dict[str, Any], schema_dialect: str = "databricks", strict: bool = False
+) -> dict[str, Any]:
     schema = _openai_schema(tool.get("input_schema") or {"type": "object", "properties": {}}, schema_dialect)
     fn: dict[str, Any] = {"name": tool["name"], "parameters": schema}
     fn["description"] = tool.get("description") or tool["name"]
@@ -2698,12 +3253,18 @@ def _openai_tool(tool: dict[str, Any], schema_dialect: str = "databricks", stric
     return {"type": "function", "function": fn}
 
 
-def response_format(req: dict[str, Any], dialect: OpenAIDialect, schema_dialect: str) -> dict[str, Any] | None:
+def response_format(
+    req: dict[str, Any], dialect: OpenAIDialect, schema_dialect: str
+) -> dict[str, Any] | None:
     """Anthropic structured output (output_config.format, or the older top-level output_format) ->
     OpenAI's response_format."""
     config = req.get("output_config") if isinstance(req.get("output_config"), dict) else {}
     wanted = config.get("format") or req.get("output_format")
-    if not isinstance(wanted, dict) or wanted.get("type") != "json_schema" or not isinstance(wanted.get("schema"), dict):
+    if (
+        not isinstance(wanted, dict)
+        or wanted.get("type") != "json_schema"
+        or not isinstance(wanted.get("schema"), dict)
+    ):
         return None
     spec: dict[str, Any] = {"name": "output", "schema": _openai_schema(wanted["schema"], schema_dialect)}
     if dialect.strict_tools:
@@ -2716,8 +3277,22 @@ def response_format(req: dict[str, Any], dialect: OpenAIDialect, schema_dialect:
 # "carried" fields are translated by anthropic_to_openai; the rest are left out with a debug log,
 # never a 400 the client cannot recover from.
 OPENAI_FIELD_FATE: dict[str, str] = {
-    **dict.fromkeys(("model", "messages", "system", "max_tokens", "stream", "tools", "tool_choice", "stop_sequences",
-                     "temperature", "top_p", "top_k"), "carried"),
+    **dict.fromkeys(
+        (
+            "model",
+            "messages",
+            "system",
+            "max_tokens",
+            "stream",
+            "tools",
+            "tool_choice",
+            "stop_sequences",
+            "temperature",
+            "top_p",
+            "top_k",
+        ),
+        "carried",
+    ),
     "thinking": "carried as the vendor's reasoning setting (adaptive: a budget)",
     "output_config": "carried: effort -> reasoning_effort, format -> response_format",
     "output_format": "carried as response_format",
@@ -2738,9 +3313,14 @@ TOOL_CHOICE_TO_OPENAI: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 
 
-def offer_tools(body: dict[str, Any], req: dict[str, Any], facts: ModelFacts, dialect: OpenAIDialect,
-                convert: Callable[[dict[str, Any], str, bool], dict[str, Any]],
-                choices: dict[str, Callable[[dict[str, Any]], Any]]) -> list[str]:
+def offer_tools(
+    body: dict[str, Any],
+    req: dict[str, Any],
+    facts: ModelFacts,
+    dialect: OpenAIDialect,
+    convert: Callable[[dict[str, Any], str, bool], dict[str, Any]],
+    choices: dict[str, Callable[[dict[str, Any]], Any]],
+) -> list[str]:
     """The request's tools and tool_choice in an OpenAI-format body (chat or Responses, by `convert` and
     `choices`); returns the tools left out (typed server tools; every tool for a model without tools)."""
     schema = facts.schema or dialect.schema
@@ -2772,7 +3352,9 @@ def thinking_budget(req: dict[str, Any], max_tokens: int) -> int:
         budget = min(max_tokens // 2, MAX_ADAPTIVE_THINKING_BUDGET)
     else:
         budget = thinking.get("budget_tokens")
-        budget = min(budget, max_tokens - 1) if isinstance(budget, int) and not isinstance(budget, bool) else 0
+        budget = (
+            min(budget, max_tokens - 1) if isinstance(budget, int) and not isinstance(budget, bool) else 0
+        )
     return budget if budget >= MIN_THINKING_BUDGET else 0
 
 
@@ -2787,7 +3369,9 @@ def reasoning_effort(req: dict[str, Any], max_tokens: int) -> str | None:
     budget = thinking_budget(req, max_tokens)
     if not budget:
         return None
-    effort = (req.get("output_config") or {}).get("effort") if isinstance(req.get("output_config"), dict) else None
+    effort = (
+        (req.get("output_config") or {}).get("effort") if isinstance(req.get("output_config"), dict) else None
+    )
     if effort in ("low", "medium", "high"):
         return effort
     return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
@@ -2797,13 +3381,20 @@ def reasoning_effort(req: dict[str, Any], max_tokens: int) -> str | None:
 THINKING_TO_OPENAI: dict[str, tuple[str, Callable[[dict[str, Any], int], Any]]] = {
     "anthropic": ("thinking", openai_thinking),
     "effort": ("reasoning_effort", reasoning_effort),
-    "openrouter": ("reasoning", lambda req, mt: {"max_tokens": b} if (b := thinking_budget(req, mt)) else None),
+    "openrouter": (
+        "reasoning",
+        lambda req, mt: {"max_tokens": b} if (b := thinking_budget(req, mt)) else None,
+    ),
 }
 
 
-def anthropic_to_openai(req: dict[str, Any], max_tokens: int, model: str = "",
-                        dialect: OpenAIDialect = DATABRICKS_DIALECT,
-                        facts: ModelFacts = DEFAULT_MODEL_FACTS) -> tuple[dict[str, Any], list[str]]:
+def anthropic_to_openai(
+    req: dict[str, Any],
+    max_tokens: int,
+    model: str = "",
+    dialect: OpenAIDialect = DATABRICKS_DIALECT,
+    facts: ModelFacts = DEFAULT_MODEL_FACTS,
+) -> tuple[dict[str, Any], list[str]]:
     """Build an OpenAI chat body for one vendor and model. Returns (body, names of tools dropped)."""
     messages = anthropic_messages_to_openai(req, dialect.thinking == "anthropic")
     if dialect.cache_markers:
@@ -2828,7 +3419,9 @@ def anthropic_to_openai(req: dict[str, Any], max_tokens: int, model: str = "",
         value = build(req, max_tokens)
         if value:
             body[field_name] = value
-            body.pop("temperature", None)  # reasoning models (and Claude with thinking) refuse sampling settings
+            body.pop(
+                "temperature", None
+            )  # reasoning models (and Claude with thinking) refuse sampling settings
             body.pop("top_k", None)
     structured = response_format(req, dialect, schema)
     if structured is not None:
@@ -2873,7 +3466,9 @@ def openai_usage_to_anthropic(usage: dict[str, Any] | None) -> dict[str, int]:
     }
 
 
-def stop_reason_for(finish_reason: Any, has_tool_calls: bool, text: str, stops: list[str]) -> tuple[str, str | None]:
+def stop_reason_for(
+    finish_reason: Any, has_tool_calls: bool, text: str, stops: list[str]
+) -> tuple[str, str | None]:
     if has_tool_calls:
         return "tool_use", None
     reason = FINISH_REASON_TO_STOP_REASON.get(str(finish_reason or "stop"), "end_turn")
@@ -2914,23 +3509,38 @@ def openai_to_anthropic(resp: dict[str, Any], model: str, stops: list[str] | Non
                 continue
             if part.get("type") == "reasoning":
                 for item in part.get("summary") or []:
-                    blocks.append({"type": "thinking", "thinking": item.get("text", ""),
-                                   "signature": item.get("signature", "")})
+                    blocks.append(
+                        {
+                            "type": "thinking",
+                            "thinking": item.get("text", ""),
+                            "signature": item.get("signature", ""),
+                        }
+                    )
             elif part.get("type") == "text" and part.get("text"):
                 texts.append(part["text"])
                 blocks.append({"type": "text", "text": part["text"]})
     tool_calls = message.get("tool_calls") or []
     for call in tool_calls:
         fn = call.get("function") or {}
-        blocks.append({
-            "type": "tool_use",
-            "id": sanitize_tool_id(str(call.get("id") or "")) if call.get("id") else new_id("toolu_"),
-            "name": fn.get("name", ""),
-            "input": parse_tool_arguments(fn.get("arguments")),
-        })
-    stop_reason, stop_sequence = stop_reason_for(choice.get("finish_reason"), bool(tool_calls), "".join(texts), stops or [])
-    return message_envelope(new_id("msg_"), model, blocks, stop_reason, stop_sequence,
-                            openai_usage_to_anthropic(resp.get("usage")))
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": sanitize_tool_id(str(call.get("id") or "")) if call.get("id") else new_id("toolu_"),
+                "name": fn.get("name", ""),
+                "input": parse_tool_arguments(fn.get("arguments")),
+            }
+        )
+    stop_reason, stop_sequence = stop_reason_for(
+        choice.get("finish_reason"), bool(tool_calls), "".join(texts), stops or []
+    )
+    return message_envelope(
+        new_id("msg_"),
+        model,
+        blocks,
+        stop_reason,
+        stop_sequence,
+        openai_usage_to_anthropic(resp.get("usage")),
+    )
 
 
 # -- Anthropic <-> OpenAI Responses (the openai-responses kind) --
@@ -2938,7 +3548,9 @@ def openai_to_anthropic(resp: dict[str, Any], model: str, stops: list[str] | Non
 # A reasoning item travels back as the signature of the thinking block made from it: with store: false the
 # upstream keeps nothing, so the next turn must hand back the item itself (id + encrypted_content).
 RESPONSES_SIGNATURE = "lynkr-responses."
-RESPONSES_MIN_OUTPUT_TOKENS = 16  # the Responses API refuses less; Claude Code probes a model with max_tokens 1
+RESPONSES_MIN_OUTPUT_TOKENS = (
+    16  # the Responses API refuses less; Claude Code probes a model with max_tokens 1
+)
 SUMMARY_JOIN = "\n\n"  # between reasoning summary parts in one thinking block
 NO_RESULT = "[no result was returned]"
 IMAGE_OMITTED = "[an image was omitted: this model does not accept images]"
@@ -2946,8 +3558,11 @@ IMAGE_OMITTED = "[an image was omitted: this model does not accept images]"
 # Chat content part (from _user_parts/_tool_result_to_openai) -> Responses input content part.
 CHAT_PART_TO_INPUT = {
     "text": lambda p, images: {"type": "input_text", "text": p["text"]},
-    "image_url": lambda p, images: {"type": "input_image", "image_url": p["image_url"]["url"], "detail": "auto"}
-    if images else {"type": "input_text", "text": IMAGE_OMITTED},
+    "image_url": lambda p, images: (
+        {"type": "input_image", "image_url": p["image_url"]["url"], "detail": "auto"}
+        if images
+        else {"type": "input_text", "text": IMAGE_OMITTED}
+    ),
 }
 
 TOOL_CHOICE_TO_RESPONSES = {
@@ -2972,7 +3587,7 @@ def _split_summary(text: str, cuts: Any) -> list[str]:
     if isinstance(cuts, list) and cuts and all(isinstance(c, int) and c >= 0 for c in cuts):
         parts, at = [], 0
         for cut in cuts:
-            parts.append(text[at:at + cut])
+            parts.append(text[at : at + cut])
             at += cut + len(SUMMARY_JOIN)
         if SUMMARY_JOIN.join(parts) == text:
             return parts
@@ -2985,14 +3600,20 @@ def reasoning_item(block: dict[str, Any]) -> dict[str, Any] | None:
     if block.get("type") != "thinking" or not str(signature).startswith(RESPONSES_SIGNATURE):
         return None
     try:
-        data = json.loads(base64.urlsafe_b64decode(str(signature)[len(RESPONSES_SIGNATURE):]))
+        data = json.loads(base64.urlsafe_b64decode(str(signature)[len(RESPONSES_SIGNATURE) :]))
     except ValueError:  # binascii.Error and UnicodeDecodeError included
         return None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("id", "encrypted_content")):
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), str) for k in ("id", "encrypted_content")
+    ):
         return None
     summary = _split_summary(str(block.get("thinking") or ""), data.get("cuts"))
-    return {"type": "reasoning", "id": data["id"], "encrypted_content": data["encrypted_content"],
-            "summary": [{"type": "summary_text", "text": t} for t in summary]}
+    return {
+        "type": "reasoning",
+        "id": data["id"],
+        "encrypted_content": data["encrypted_content"],
+        "summary": [{"type": "summary_text", "text": t} for t in summary],
+    }
 
 
 def _assistant_items(content: Any) -> list[dict[str, Any]]:
@@ -3009,8 +3630,14 @@ def _assistant_items(content: Any) -> list[dict[str, Any]]:
         elif kind == "thinking" and (item := reasoning_item(block)) is not None:
             items.append(item)
         elif kind == "tool_use":
-            items.append({"type": "function_call", "call_id": sanitize_tool_id(block["id"]), "name": block["name"],
-                          "arguments": json_dumps(block.get("input") or {})})
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": sanitize_tool_id(block["id"]),
+                    "name": block["name"],
+                    "arguments": json_dumps(block.get("input") or {}),
+                }
+            )
     while items and items[-1]["type"] == "reasoning":
         items.pop()  # the API refuses a reasoning item without the item that followed it
     return items
@@ -3053,8 +3680,13 @@ def responses_input(messages: list[dict[str, Any]], images: bool = True) -> list
             parts.extend(pictures)  # tool-result images follow in a user message
         if parts:
             settle()
-            items.append({"type": "message", "role": "user",
-                          "content": [CHAT_PART_TO_INPUT[p["type"]](p, images) for p in parts]})
+            items.append(
+                {
+                    "type": "message",
+                    "role": "user",
+                    "content": [CHAT_PART_TO_INPUT[p["type"]](p, images) for p in parts],
+                }
+            )
     settle()
     return items
 
@@ -3065,8 +3697,9 @@ def _function_tool(tool: dict[str, Any], schema_dialect: str, strict: bool) -> d
     return {"type": "function", **fn, "strict": fn.get("strict", False)}
 
 
-def anthropic_to_responses(req: dict[str, Any], max_tokens: int, model: str, dialect: OpenAIDialect,
-                           facts: ModelFacts) -> tuple[dict[str, Any], list[str]]:
+def anthropic_to_responses(
+    req: dict[str, Any], max_tokens: int, model: str, dialect: OpenAIDialect, facts: ModelFacts
+) -> tuple[dict[str, Any], list[str]]:
     """Build a Responses body for one model. Returns (body, names of tools dropped). Stateless: store is
     false and reasoning travels in the thinking signatures. stop_sequences and top_k have no counterpart."""
     body: dict[str, Any] = {"model": model}
@@ -3098,18 +3731,27 @@ def anthropic_to_responses(req: dict[str, Any], max_tokens: int, model: str, dia
 # -- Responses -> Anthropic --
 
 # Responses error codes (ResponseError.code, the `error` event's code) -> HTTP status for the client.
-ERROR_CODE_STATUS = {"rate_limit_exceeded": 429, "server_error": 500, "invalid_prompt": 400,
-                     "vector_store_timeout": 504, "context_length_exceeded": 400}
+ERROR_CODE_STATUS = {
+    "rate_limit_exceeded": 429,
+    "server_error": 500,
+    "invalid_prompt": 400,
+    "vector_store_timeout": 504,
+    "context_length_exceeded": 400,
+}
 INCOMPLETE_STOP_REASON = {"max_output_tokens": "max_tokens", "content_filter": "refusal"}
 
 
 def responses_failure(error: Any, label: str) -> LynkrError:
     error = error if isinstance(error, dict) else {}
     code = str(error.get("code") or "")
-    status = ERROR_CODE_STATUS.get(code) or ERROR_TYPE_STATUS.get(str(error.get("type") or "")) \
-        or (400 if code.startswith("invalid_") or "image" in code else 500)  # the image_* codes are the client's
-    return LynkrError(f"{label} failed{f' ({code})' if code else ''}: {error.get('message') or 'no message'}",
-                      status=status)
+    status = (
+        ERROR_CODE_STATUS.get(code)
+        or ERROR_TYPE_STATUS.get(str(error.get("type") or ""))
+        or (400 if code.startswith("invalid_") or "image" in code else 500)
+    )  # the image_* codes are the client's
+    return LynkrError(
+        f"{label} failed{f' ({code})' if code else ''}: {error.get('message') or 'no message'}", status=status
+    )
 
 
 def responses_usage(usage: Any) -> dict[str, int]:
@@ -3117,9 +3759,12 @@ def responses_usage(usage: Any) -> dict[str, int]:
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("input_tokens_details") if isinstance(usage.get("input_tokens_details"), dict) else {}
     cached, written = int(details.get("cached_tokens") or 0), int(details.get("cache_write_tokens") or 0)
-    return {"input_tokens": max(int(usage.get("input_tokens") or 0) - cached - written, 0),
-            "output_tokens": int(usage.get("output_tokens") or 0),
-            "cache_creation_input_tokens": written, "cache_read_input_tokens": cached}
+    return {
+        "input_tokens": max(int(usage.get("input_tokens") or 0) - cached - written, 0),
+        "output_tokens": int(usage.get("output_tokens") or 0),
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": cached,
+    }
 
 
 def responses_stop_reason(incomplete: Any, has_calls: bool, refused: bool) -> str:
@@ -3129,7 +3774,9 @@ def responses_stop_reason(incomplete: Any, has_calls: bool, refused: bool) -> st
 
 
 def _incomplete_reason(resp: dict[str, Any]) -> Any:
-    return (resp.get("incomplete_details") or {}).get("reason") if resp.get("status") == "incomplete" else None
+    return (
+        (resp.get("incomplete_details") or {}).get("reason") if resp.get("status") == "incomplete" else None
+    )
 
 
 def _thinking_blocks(item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -3145,21 +3792,40 @@ def _message_blocks(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _tool_blocks(item: dict[str, Any]) -> list[dict[str, Any]]:
     call_id = item.get("call_id")
-    return [{"type": "tool_use", "id": sanitize_tool_id(str(call_id)) if call_id else new_id("toolu_"),
-             "name": item.get("name") or "", "input": parse_tool_arguments(item.get("arguments"))}]
+    return [
+        {
+            "type": "tool_use",
+            "id": sanitize_tool_id(str(call_id)) if call_id else new_id("toolu_"),
+            "name": item.get("name") or "",
+            "input": parse_tool_arguments(item.get("arguments")),
+        }
+    ]
 
 
-OUTPUT_ITEM_TO_BLOCKS = {"reasoning": _thinking_blocks, "message": _message_blocks, "function_call": _tool_blocks}
+OUTPUT_ITEM_TO_BLOCKS = {
+    "reasoning": _thinking_blocks,
+    "message": _message_blocks,
+    "function_call": _tool_blocks,
+}
 
 
-def responses_to_anthropic(resp: dict[str, Any], model: str, label: str = "OpenAI Responses") -> dict[str, Any]:
+def responses_to_anthropic(
+    resp: dict[str, Any], model: str, label: str = "OpenAI Responses"
+) -> dict[str, Any]:
     if resp.get("status") == "failed" or isinstance(resp.get("error"), dict):
         raise responses_failure(resp.get("error"), label)
     output = [item for item in resp.get("output") or [] if isinstance(item, dict)]
     blocks = [b for item in output for b in OUTPUT_ITEM_TO_BLOCKS.get(item.get("type"), lambda i: [])(item)]
-    refused = any(p.get("type") == "refusal" for i in output if i.get("type") == "message"
-                  for p in i.get("content") or [] if isinstance(p, dict))
-    stop = responses_stop_reason(_incomplete_reason(resp), any(b["type"] == "tool_use" for b in blocks), refused)
+    refused = any(
+        p.get("type") == "refusal"
+        for i in output
+        if i.get("type") == "message"
+        for p in i.get("content") or []
+        if isinstance(p, dict)
+    )
+    stop = responses_stop_reason(
+        _incomplete_reason(resp), any(b["type"] == "tool_use" for b in blocks), refused
+    )
     return message_envelope(new_id("msg_"), model, blocks, stop, None, responses_usage(resp.get("usage")))
 
 
@@ -3179,8 +3845,11 @@ THINKING_BLOCKS = ("thinking", "redacted_thinking")
 def signature_key(block: dict[str, Any]) -> str | None:
     """What a thinking block is remembered by: a hash of its signature (of its data when redacted)."""
     value = block.get("signature") if block.get("type") == "thinking" else block.get("data")
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32] if isinstance(value, str) and value \
+    return (
+        hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        if isinstance(value, str) and value
         else None
+    )
 
 
 def thinking_keys(messages: Iterable[dict[str, Any]]) -> list[str]:
@@ -3188,8 +3857,11 @@ def thinking_keys(messages: Iterable[dict[str, Any]]) -> list[str]:
     for message in messages:
         content = message.get("content")
         if message.get("role") == "assistant" and isinstance(content, list):
-            keys += [k for b in content if isinstance(b, dict) and b.get("type") in THINKING_BLOCKS
-                     and (k := signature_key(b))]
+            keys += [
+                k
+                for b in content
+                if isinstance(b, dict) and b.get("type") in THINKING_BLOCKS and (k := signature_key(b))
+            ]
     return keys
 
 
@@ -3199,11 +3871,15 @@ def _in_tool_loop(messages: list[dict[str, Any]]) -> int:
     if len(messages) < 2 or messages[-1].get("role") != "user" or messages[-2].get("role") != "assistant":
         return -1
     last = messages[-1].get("content")
-    answers = isinstance(last, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last)
+    answers = isinstance(last, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in last
+    )
     return len(messages) - 2 if answers else -1
 
 
-def keep_signed_thinking(req: dict[str, Any], signed_here: Callable[[str], bool]) -> tuple[dict[str, Any], int, bool]:
+def keep_signed_thinking(
+    req: dict[str, Any], signed_here: Callable[[str], bool]
+) -> tuple[dict[str, Any], int, bool]:
     """The request with only the thinking blocks `signed_here` vouches for.
     Returns (request, blocks dropped, whether thinking had to be turned off): a tool loop whose
     assistant turn lost its thinking cannot continue with thinking on, so it continues without."""
@@ -3214,17 +3890,26 @@ def keep_signed_thinking(req: dict[str, Any], signed_here: Callable[[str], bool]
     loop_lost = False
     for index, message in enumerate(messages):
         content = message.get("content")
-        if message.get("role") != "assistant" or not isinstance(content, list) or not any(
-                isinstance(b, dict) and b.get("type") in THINKING_BLOCKS for b in content):
+        if (
+            message.get("role") != "assistant"
+            or not isinstance(content, list)
+            or not any(isinstance(b, dict) and b.get("type") in THINKING_BLOCKS for b in content)
+        ):
             out.append(message)
             continue
-        kept = [b for b in content if not (isinstance(b, dict) and b.get("type") in THINKING_BLOCKS)
-                or ((key := signature_key(b)) is not None and signed_here(key))]
+        kept = [
+            b
+            for b in content
+            if not (isinstance(b, dict) and b.get("type") in THINKING_BLOCKS)
+            or ((key := signature_key(b)) is not None and signed_here(key))
+        ]
         if len(kept) == len(content):
             out.append(message)
             continue
         dropped += len(content) - len(kept)
-        if index == loop_at and not any(b.get("type") in THINKING_BLOCKS for b in kept if isinstance(b, dict)):
+        if index == loop_at and not any(
+            b.get("type") in THINKING_BLOCKS for b in kept if isinstance(b, dict)
+        ):
             loop_lost = True
         if kept:  # a turn that was only thinking goes; Anthropic joins the user turns around it
             out.append({**message, "content": kept})
@@ -3238,7 +3923,9 @@ def keep_signed_thinking(req: dict[str, Any], signed_here: Callable[[str], bool]
     management = result.get("context_management")
     if isinstance(management, dict) and isinstance(management.get("edits"), list):
         # clearing thinking needs thinking on: keep the other edits
-        edits = [e for e in management["edits"] if not str((e or {}).get("type", "")).startswith("clear_thinking")]
+        edits = [
+            e for e in management["edits"] if not str((e or {}).get("type", "")).startswith("clear_thinking")
+        ]
         if edits:
             result["context_management"] = {**management, "edits": edits}
         else:
@@ -3261,22 +3948,67 @@ def keep_signed_thinking(req: dict[str, Any], signed_here: Callable[[str], bool]
 # 32 newline/tab. UTF-8 lead bytes of symbols and emoji count as punctuation; every other byte
 # (continuations, the \0 between strings) has no bit and ends every run.
 _CLASS_BITS = bytes(
-    (1 | 2 * chr(b).isupper()) if chr(b).isalpha() else 4 if chr(b).isdigit() else 16 if b == 32
-    else 48 if chr(b) in "\n\t\r\v\f" else 8 if 33 <= b <= 126 else 0 for b in range(128)) + bytes(
-    8 if b in (0xE2, 0xEE, 0xEF, 0xF0, 0xF1, 0xF2, 0xF3, 0xF4) else 0 for b in range(128, 256))
+    (1 | 2 * chr(b).isupper())
+    if chr(b).isalpha()
+    else 4
+    if chr(b).isdigit()
+    else 16
+    if b == 32
+    else 48
+    if chr(b) in "\n\t\r\v\f"
+    else 8
+    if 33 <= b <= 126
+    else 0
+    for b in range(128)
+) + bytes(8 if b in (0xE2, 0xEE, 0xEF, 0xF0, 0xF1, 0xF2, 0xF3, 0xF4) else 0 for b in range(128, 256))
 # Non-ASCII characters by their UTF-8 lead byte: Latin/Greek, Cyrillic, other scripts, symbols, kana,
 # Han, Hangul, fullwidth/emoji (a tokenizer spends very different counts on each).
-_SCRIPT_BITS = bytes(next((1 << bit for lo, hi, bit in (
-    (0xC2, 0xCF, 0), (0xD0, 0xD3, 1), (0xD4, 0xE1, 2), (0xE2, 0xE2, 3), (0xE3, 0xE3, 4), (0xE4, 0xE9, 5),
-    (0xEA, 0xED, 6), (0xEE, 0xF4, 7)) if lo <= b <= hi), 0) for b in range(256))
+_SCRIPT_BITS = bytes(
+    next(
+        (
+            1 << bit
+            for lo, hi, bit in (
+                (0xC2, 0xCF, 0),
+                (0xD0, 0xD3, 1),
+                (0xD4, 0xE1, 2),
+                (0xE2, 0xE2, 3),
+                (0xE3, 0xE3, 4),
+                (0xE4, 0xE9, 5),
+                (0xEA, 0xED, 6),
+                (0xEE, 0xF4, 7),
+            )
+            if lo <= b <= hi
+        ),
+        0,
+    )
+    for b in range(256)
+)
 _RUN_CHUNK = 1 << 16
 _BYTE_MASKS = [int.from_bytes(b"\x01" * _RUN_CHUNK, "little") << bit for bit in range(8)]
 # Tokens per feature: lower-case runs, upper-case runs, upper-case continuations, digit runs, digits
 # past a run's third, punctuation runs, punctuation continuations, whitespace runs of 2+, newline
 # runs, lower-case letters past a run's twelfth (a BPE splits a long run: without this a 100 KB run
 # of one letter would count as one token); then non-ASCII characters per script (_SCRIPT_BITS order).
-TEXT_TOKEN_WEIGHTS = (0.979, 0.914, 0.248, 1.306, 0.31, 0.844, 0.15, 0.533, 0.757, 0.25,
-                      0.276, 0.938, 1.5, 0.123, 1.357, 1.021, 1.689, 0.252)
+TEXT_TOKEN_WEIGHTS = (
+    0.979,
+    0.914,
+    0.248,
+    1.306,
+    0.31,
+    0.844,
+    0.15,
+    0.533,
+    0.757,
+    0.25,
+    0.276,
+    0.938,
+    1.5,
+    0.123,
+    1.357,
+    1.021,
+    1.689,
+    0.252,
+)
 
 
 def text_token_features(texts: list[str]) -> list[int]:
@@ -3285,7 +4017,7 @@ def text_token_features(texts: list[str]) -> list[int]:
     letter, upper, digit, punct, space, newline = _BYTE_MASKS[:6]
     counts = [0] * 10
     for offset in range(0, len(classes), _RUN_CHUNK):
-        x = int.from_bytes(classes[offset:offset + _RUN_CHUNK], "little")
+        x = int.from_bytes(classes[offset : offset + _RUN_CHUNK], "little")
         prev = x << 8  # each byte's bits moved onto the next byte
         same = x & prev  # the bit is set on the previous byte too
         start = x ^ same  # the first byte of a run
@@ -3294,18 +4026,31 @@ def text_token_features(texts: list[str]) -> list[int]:
         run2 = lower & (lower << 8)  # lower-case letters ending a run of 2, then 4, 8, 12, 13 (by doubling)
         run4 = run2 & (run2 << 16)
         long_lower = run4 & (run4 << 32) & (run4 << 64) & (lower << 96)
-        counts = [c + n for c, n in zip(counts, (
-            (lower ^ (lower & (lower << 8))).bit_count(), (start & upper).bit_count(), (same & upper).bit_count(),
-            (start & digit).bit_count(), (same3 & (same3 << 8) & digit).bit_count(),
-            (start & punct).bit_count(), (same & punct).bit_count(),
-            ((same ^ (same & (prev << 8))) & space).bit_count(), (start & newline).bit_count(),
-            long_lower.bit_count()))]
+        counts = [
+            c + n
+            for c, n in zip(
+                counts,
+                (
+                    (lower ^ (lower & (lower << 8))).bit_count(),
+                    (start & upper).bit_count(),
+                    (same & upper).bit_count(),
+                    (start & digit).bit_count(),
+                    (same3 & (same3 << 8) & digit).bit_count(),
+                    (start & punct).bit_count(),
+                    (same & punct).bit_count(),
+                    ((same ^ (same & (prev << 8))) & space).bit_count(),
+                    (start & newline).bit_count(),
+                    long_lower.bit_count(),
+                ),
+                strict=False,
+            )
+        ]
     scripts = [0] * 8
     if not data.isascii():
         marks = data.translate(_SCRIPT_BITS)
         for offset in range(0, len(marks), _RUN_CHUNK):
-            x = int.from_bytes(marks[offset:offset + _RUN_CHUNK], "little")
-            scripts = [c + (x & mask).bit_count() for c, mask in zip(scripts, _BYTE_MASKS)]
+            x = int.from_bytes(marks[offset : offset + _RUN_CHUNK], "little")
+            scripts = [c + (x & mask).bit_count() for c, mask in zip(scripts, _BYTE_MASKS, strict=False)]
     return counts + scripts
 
 
@@ -3323,7 +4068,9 @@ def image_size(data: bytes) -> tuple[int, int] | None:
             bits = int.from_bytes(data[21:25], "little")
             return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
         if kind == b"VP8 ":
-            return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+            return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(
+                data[28:30], "little"
+            ) & 0x3FFF
     if data[:2] == b"\xff\xd8":  # JPEG: walk the segments to the first start-of-frame
         at = 2
         while at + 9 <= len(data) and data[at] == 0xFF:
@@ -3331,9 +4078,11 @@ def image_size(data: bytes) -> tuple[int, int] | None:
             if marker == 0xFF:  # fill byte
                 at += 1
             elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+                return int.from_bytes(data[at + 7 : at + 9], "big"), int.from_bytes(
+                    data[at + 5 : at + 7], "big"
+                )
             else:
-                at += 2 + int.from_bytes(data[at + 2:at + 4], "big")
+                at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
     return None
 
 
@@ -3341,7 +4090,9 @@ def image_tokens(block: dict[str, Any]) -> int:
     source = block.get("source") or {}
     data = source.get("data") if source.get("type") == "base64" else None
     size = None
-    for prefix in (64, 4096, 131072) if isinstance(data, str) else ():  # a JPEG's frame may follow a big EXIF block
+    for prefix in (
+        (64, 4096, 131072) if isinstance(data, str) else ()
+    ):  # a JPEG's frame may follow a big EXIF block
         try:
             size = image_size(base64.b64decode(data[:prefix]))
         except (binascii.Error, ValueError):
@@ -3384,7 +4135,9 @@ def _tokenized_text(content: Any, texts: list[str]) -> int:
     return images
 
 
-_TOOL_FEATURES: collections.OrderedDict[bytes, list[int]] = collections.OrderedDict()  # marshal(tools) -> features
+_TOOL_FEATURES: collections.OrderedDict[bytes, list[int]] = (
+    collections.OrderedDict()
+)  # marshal(tools) -> features
 
 
 def _tool_features(tools: list[Any]) -> list[int]:
@@ -3400,7 +4153,7 @@ def _tool_features(tools: list[Any]) -> list[int]:
     texts: list[str] = []
     for tool in tools:
         if isinstance(tool, dict):
-            schema = tool["input_schema"] if "input_schema" in tool else tool
+            schema = tool.get("input_schema", tool)
             texts += (tool.get("name") or "", tool.get("description") or "", json_dumps(schema))
     found = text_token_features([t for t in texts if t])
     if key:
@@ -3422,9 +4175,14 @@ def raw_token_estimate(req: dict[str, Any]) -> float:
     tools = req.get("tools") or []
     features = text_token_features([t for t in texts if t])
     if tools:
-        features = [a + b for a, b in zip(features, _tool_features(tools))]
-    weighted = sum(w * n for w, n in zip(TEXT_TOKEN_WEIGHTS, features))
-    return weighted + images + ESTIMATE_TOKENS_PER_MESSAGE * len(messages) + ESTIMATE_TOOLS_PREAMBLE * bool(tools)
+        features = [a + b for a, b in zip(features, _tool_features(tools), strict=False)]
+    weighted = sum(w * n for w, n in zip(TEXT_TOKEN_WEIGHTS, features, strict=False))
+    return (
+        weighted
+        + images
+        + ESTIMATE_TOKENS_PER_MESSAGE * len(messages)
+        + ESTIMATE_TOOLS_PREAMBLE * bool(tools)
+    )
 
 
 # Upstream/estimate ratios a real tokenizer can produce (others are not learned), and the least share
@@ -3454,7 +4212,9 @@ class TokenCalibration:
     PRIOR_B: ClassVar[float] = 1e-6  # ridge on b (in units of u^2: one sample of ~1000 tokens)
     PRIOR_SD: ClassVar[float] = 0.03  # prior residual deviation, worth PRIOR_N samples
     PRIOR_N: ClassVar[float] = 2.0
-    MIN_MARGIN: ClassVar[float] = 0.0175  # bench/token_count_accuracy.py: the least that never undercounts 2 %
+    MIN_MARGIN: ClassVar[float] = (
+        0.0175  # bench/token_count_accuracy.py: the least that never undercounts 2 %
+    )
     SMALL: ClassVar[float] = 200.0  # a request of this many estimated tokens counts as half a sample
 
     @property
@@ -3462,13 +4222,24 @@ class TokenCalibration:
         return self.n
 
     def learned(self, estimate: float, upstream: int) -> TokenCalibration:
-        if estimate <= 0 or upstream <= 0 or not PLAUSIBLE_TOKEN_RATIO[0] <= upstream / estimate <= PLAUSIBLE_TOKEN_RATIO[1]:
+        if (
+            estimate <= 0
+            or upstream <= 0
+            or not PLAUSIBLE_TOKEN_RATIO[0] <= upstream / estimate <= PLAUSIBLE_TOKEN_RATIO[1]
+        ):
             return self  # a usage figure no tokenizer explains (a server reporting 0 or a constant): not a lesson
         u, r = 1.0 / estimate, upstream / estimate
         w = estimate / (estimate + self.SMALL)  # small requests are noisy: they count less
         d = self.DECAY
-        return TokenCalibration(self.n * d + w, self.su * d + w * u, self.suu * d + w * u * u, self.sr * d + w * r,
-                                self.sur * d + w * u * r, self.srr * d + w * r * r, self.answers + 1)
+        return TokenCalibration(
+            self.n * d + w,
+            self.su * d + w * u,
+            self.suu * d + w * u * u,
+            self.sr * d + w * r,
+            self.sur * d + w * u * r,
+            self.srr * d + w * r * r,
+            self.answers + 1,
+        )
 
     def fit(self) -> tuple[float, float, float]:
         """(a, b, margin)."""
@@ -3478,10 +4249,16 @@ class TokenCalibration:
         t1, t2 = self.sr + self.PRIOR_WEIGHT * self.PRIOR_FACTOR, self.sur
         det = s11 * s22 - s12 * s12
         a, b = (t1 * s22 - t2 * s12) / det, (s11 * t2 - s12 * t1) / det
-        rss = (self.srr - 2 * a * self.sr - 2 * b * self.sur + a * a * self.n + 2 * a * b * self.su
-               + b * b * self.suu)
-        var = (max(rss, 0.0) + self.PRIOR_N * self.PRIOR_SD ** 2) / (self.n + self.PRIOR_N)
-        return a, b, max(self.MIN_MARGIN, var ** 0.5)
+        rss = (
+            self.srr
+            - 2 * a * self.sr
+            - 2 * b * self.sur
+            + a * a * self.n
+            + 2 * a * b * self.su
+            + b * b * self.suu
+        )
+        var = (max(rss, 0.0) + self.PRIOR_N * self.PRIOR_SD**2) / (self.n + self.PRIOR_N)
+        return a, b, max(self.MIN_MARGIN, var**0.5)
 
     def describe(self) -> dict[str, Any]:
         a, b, margin = self.fit()
@@ -3509,8 +4286,10 @@ def error_event(exc: LynkrError) -> bytes:
 
 
 def message_start_event(message_id: str, model: str, usage: dict[str, Any]) -> bytes:
-    return sse_event("message_start", {"type": "message_start", "message": message_envelope(message_id, model,
-                                                                                            usage=usage)})
+    return sse_event(
+        "message_start",
+        {"type": "message_start", "message": message_envelope(message_id, model, usage=usage)},
+    )
 
 
 MESSAGE_STOP_EVENT = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -3518,8 +4297,17 @@ MESSAGE_STOP_EVENT = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 def message_end_events(stop_reason: str | None, stop_sequence: str | None, usage: dict[str, Any]) -> bytes:
     """message_delta (the stop reason, the final usage) and message_stop: how every stream ends well."""
-    return sse_event("message_delta", {"type": "message_delta", "delta": {
-        "stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": usage}) + MESSAGE_STOP_EVENT
+    return (
+        sse_event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                "usage": usage,
+            },
+        )
+        + MESSAGE_STOP_EVENT
+    )
 
 
 class BlockKind(enum.Enum):
@@ -3535,8 +4323,9 @@ class BlockKind(enum.Enum):
 # forwarded to the client as it is and decoded in bulk when the block ends.
 JSON_TEXT_LITERAL = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})+"'
 JSON_TEXT_LITERAL_EXACT = re.compile(JSON_TEXT_LITERAL)
-PLAIN_TEXT_CHUNK = re.compile(r'"delta":\s*\{\s*(?:"role":\s*"assistant",\s*)?"content":\s*(' + JSON_TEXT_LITERAL
-                              + r')\s*\}')
+PLAIN_TEXT_CHUNK = re.compile(
+    r'"delta":\s*\{\s*(?:"role":\s*"assistant",\s*)?"content":\s*(' + JSON_TEXT_LITERAL + r")\s*\}"
+)
 # Anything that needs the full parse: tool calls, reasoning, usage, errors, a finish reason, no choices.
 SLOW_CHUNK = re.compile(r'"(?:tool_calls|reasoning|usage|error)|"finish_reason":\s*"|"choices":\s*\[\s*\]')
 
@@ -3591,25 +4380,36 @@ class OpenAIStreamTranslator:
         out = b""
         if self.open_kind is not None:
             live = self.live_tool
-            if self.open_kind is BlockKind.TOOL and live is not None and live["held_empty"] and not live["args"]:
+            if (
+                self.open_kind is BlockKind.TOOL
+                and live is not None
+                and live["held_empty"]
+                and not live["args"]
+            ):
                 out += self._json_delta(self.next_index - 1, "{}")
             if self.open_kind is BlockKind.TOOL and live is not None:
                 self.blocks[-1]["input"] = parse_tool_arguments(live["args"] or "{}")
-            out += sse_event("content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1})
+            out += sse_event(
+                "content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1}
+            )
             self.open_kind, self.live_tool = None, None
         for call in self.buffered:
             out += self._block_start(self._tool_block(call))
             self.blocks[-1]["input"] = parse_tool_arguments(call["args"] or "{}")
             out += self._json_delta(self.next_index - 1, call["args"] or "{}")
-            out += sse_event("content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1})
+            out += sse_event(
+                "content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1}
+            )
             call["done"] = True
         self.buffered.clear()
         return out
 
     def _block_start(self, block: dict[str, Any]) -> bytes:
         self.blocks.append(dict(block))
-        out = sse_event("content_block_start", {"type": "content_block_start", "index": self.next_index,
-                                                "content_block": block})
+        out = sse_event(
+            "content_block_start",
+            {"type": "content_block_start", "index": self.next_index, "content_block": block},
+        )
         self.next_index += 1
         return out
 
@@ -3624,11 +4424,21 @@ class OpenAIStreamTranslator:
 
     @staticmethod
     def _json_delta(index: int, fragment: str) -> bytes:
-        return sse_event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                 "delta": {"type": "input_json_delta", "partial_json": fragment}})
+        return sse_event(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": fragment},
+            },
+        )
 
     def _text(self, text: str) -> bytes:
-        out = b"" if self.open_kind is BlockKind.TEXT else self._open(BlockKind.TEXT, {"type": "text", "text": ""})
+        out = (
+            b""
+            if self.open_kind is BlockKind.TEXT
+            else self._open(BlockKind.TEXT, {"type": "text", "text": ""})
+        )
         self._decode_literals()
         self.blocks[-1]["text"] += text
         if self.stops:  # only needed to tell a stop sequence from a natural end
@@ -3653,12 +4463,24 @@ class OpenAIStreamTranslator:
         index = self.next_index - 1
         if text:
             self.blocks[-1]["thinking"] += text
-            out += sse_event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                     "delta": {"type": "thinking_delta", "thinking": text}})
+            out += sse_event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "thinking_delta", "thinking": text},
+                },
+            )
         if signature:
             self.blocks[-1]["signature"] = signature
-            out += sse_event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                     "delta": {"type": "signature_delta", "signature": signature}})
+            out += sse_event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "signature_delta", "signature": signature},
+                },
+            )
         return out
 
     @staticmethod
@@ -3685,8 +4507,13 @@ class OpenAIStreamTranslator:
         out = b""
         if call is None:
             call_id = part.get("id")
-            call = {"id": sanitize_tool_id(str(call_id)) if call_id else new_id("toolu_"),
-                    "name": fn.get("name") or "", "args": "", "held_empty": False, "done": False}
+            call = {
+                "id": sanitize_tool_id(str(call_id)) if call_id else new_id("toolu_"),
+                "name": fn.get("name") or "",
+                "args": "",
+                "held_empty": False,
+                "done": False,
+            }
             self.tools[key] = call
             if self.open_kind is BlockKind.TOOL:
                 self.buffered.append(call)  # another call is streaming: this one waits its turn
@@ -3742,9 +4569,12 @@ class OpenAIStreamTranslator:
             return b""
         self.finished = True
         out = self.start() + self._close_open()
-        stop_reason, stop_sequence = stop_reason_for(self.finish_reason, bool(self.tools), self.text_tail, self.stops)
-        self.final = message_envelope(self.message_id, self.model, self.blocks, stop_reason, stop_sequence,
-                                      dict(self.usage))
+        stop_reason, stop_sequence = stop_reason_for(
+            self.finish_reason, bool(self.tools), self.text_tail, self.stops
+        )
+        self.final = message_envelope(
+            self.message_id, self.model, self.blocks, stop_reason, stop_sequence, dict(self.usage)
+        )
         return out + message_end_events(stop_reason, stop_sequence, dict(self.usage))
 
 
@@ -3864,8 +4694,13 @@ class MessageAccumulator:
         self.error = event.get("error") or {}
 
     HANDLERS: ClassVar[dict[str, Callable[[MessageAccumulator, dict[str, Any]], None]]] = {
-        "message_start": _message_start, "content_block_start": _block_start, "content_block_delta": _block_delta,
-        "content_block_stop": _block_stop, "message_delta": _message_delta, "error": _error}
+        "message_start": _message_start,
+        "content_block_start": _block_start,
+        "content_block_delta": _block_delta,
+        "content_block_stop": _block_stop,
+        "message_delta": _message_delta,
+        "error": _error,
+    }
 
 
 # Delta type -> the block field its text is appended to.
@@ -3895,7 +4730,9 @@ class AnthropicStreamRelay:
     usage = property(lambda self: self.events.usage)
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(f"event: {name}\ndata: {data}\n\n".encode() for name, data, _ in self.events.feed(chunk))
+        return b"".join(
+            f"event: {name}\ndata: {data}\n\n".encode() for name, data, _ in self.events.feed(chunk)
+        )
 
     def flush(self) -> bytes:
         return b"".join(f"event: {name}\ndata: {data}\n\n".encode() for name, data, _ in self.events.flush())
@@ -3966,24 +4803,34 @@ class OpenAIStreamDecoder:
         try:
             obj = json.loads(data)
         except ValueError:
-            raise UpstreamUnavailable(f"{self.label} sent invalid JSON in its stream: {data[:200]!r}") from None
+            raise UpstreamUnavailable(
+                f"{self.label} sent invalid JSON in its stream: {data[:200]!r}"
+            ) from None
         if not isinstance(obj, dict):
             return b""
         if "error" in obj or "error_code" in obj:
             message, code = error_message_from_body(data.encode())
-            raise LynkrError(f"{self.label} stream failed{f' ({code})' if code else ''}: {message}", status=500)
+            raise LynkrError(
+                f"{self.label} stream failed{f' ({code})' if code else ''}: {message}", status=500
+            )
         return translator.feed(obj)
 
 
 # Responses event type -> handler; message_start goes out before the first. Everything else (in_progress,
 # content_part.*, the *.done of texts and summaries, hosted tools' progress) adds nothing.
 RESPONSES_EVENTS = {
-    "response.created": "_created", "response.output_item.added": "_item_added",
-    "response.output_text.delta": "_text", "response.refusal.delta": "_refusal",
+    "response.created": "_created",
+    "response.output_item.added": "_item_added",
+    "response.output_text.delta": "_text",
+    "response.refusal.delta": "_refusal",
     "response.reasoning_summary_text.delta": "_summary",
-    "response.function_call_arguments.delta": "_args", "response.function_call_arguments.done": "_args_done",
-    "response.output_item.done": "_item_done", "response.completed": "_complete",
-    "response.incomplete": "_complete", "response.failed": "_failed", "error": "_error",
+    "response.function_call_arguments.delta": "_args",
+    "response.function_call_arguments.done": "_args_done",
+    "response.output_item.done": "_item_done",
+    "response.completed": "_complete",
+    "response.incomplete": "_complete",
+    "response.failed": "_failed",
+    "error": "_error",
 }
 
 
@@ -4023,7 +4870,9 @@ class ResponsesStreamDecoder:
         try:
             event = json.loads(data)
         except ValueError:
-            raise UpstreamUnavailable(f"{self.label} sent invalid JSON in its stream: {data[:200]!r}") from None
+            raise UpstreamUnavailable(
+                f"{self.label} sent invalid JSON in its stream: {data[:200]!r}"
+            ) from None
         handler = RESPONSES_EVENTS.get(event.get("type") or name) if isinstance(event, dict) else None
         if handler is None:
             return b""
@@ -4038,15 +4887,19 @@ class ResponsesStreamDecoder:
         return message_start_event(self.message_id, self.model, dict(self.usage))
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
-        return sse_event("content_block_delta", {"type": "content_block_delta", "index": len(self.blocks) - 1,
-                                                 "delta": delta})
+        return sse_event(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": len(self.blocks) - 1, "delta": delta},
+        )
 
     def _begin(self, key: Any, kind: BlockKind, block: dict[str, Any]) -> bytes:
         self.blocks.append(block)
         self.open = (key, kind)
         self.seen.add(key)
-        return sse_event("content_block_start", {"type": "content_block_start", "index": len(self.blocks) - 1,
-                                                 "content_block": dict(block)})
+        return sse_event(
+            "content_block_start",
+            {"type": "content_block_start", "index": len(self.blocks) - 1, "content_block": dict(block)},
+        )
 
     def _end(self) -> bytes:
         """End the open block (a tool's input is parsed once, here)."""
@@ -4064,15 +4917,20 @@ class ResponsesStreamDecoder:
 
     def _begin_call(self, key: Any, call: dict[str, Any]) -> bytes:
         call["id"] = call["id"] or new_id("toolu_")
-        return self._begin(key, BlockKind.TOOL, {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}})
+        return self._begin(
+            key, BlockKind.TOOL, {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
+        )
 
     def _drain(self, promote: bool = False, everything: bool = False) -> bytes:
         """Emit the waiting calls that are complete; then (promote) let the first still streaming go live."""
         out = b""
         for call in [c for c in self.waiting if c["done"] or everything]:
             self.waiting.remove(call)
-            out += self._begin_call(call["key"], call) + self._delta(
-                {"type": "input_json_delta", "partial_json": call["args"] or "{}"}) + self._end()
+            out += (
+                self._begin_call(call["key"], call)
+                + self._delta({"type": "input_json_delta", "partial_json": call["args"] or "{}"})
+                + self._end()
+            )
         if promote and self.waiting and self.open is None:
             call = self.waiting.pop(0)
             out += self._begin_call(call["key"], call)
@@ -4085,8 +4943,9 @@ class ResponsesStreamDecoder:
         response = event.get("response") if isinstance(event.get("response"), dict) else {}
         out = self._end() + self._drain(everything=True)
         self.usage = responses_usage(response.get("usage"))
-        stop = responses_stop_reason(_incomplete_reason(response), any(b["type"] == "tool_use" for b in self.blocks),
-                                     self.refused)
+        stop = responses_stop_reason(
+            _incomplete_reason(response), any(b["type"] == "tool_use" for b in self.blocks), self.refused
+        )
         self.final = message_envelope(self.message_id, self.model, self.blocks, stop, None, dict(self.usage))
         self.done = True
         return out + message_end_events(stop, None, dict(self.usage))
@@ -4098,8 +4957,14 @@ class ResponsesStreamDecoder:
     def _call(self, key: Any, item: dict[str, Any]) -> dict[str, Any]:
         if key not in self.calls:
             call_id = item.get("call_id")
-            self.calls[key] = {"key": key, "id": sanitize_tool_id(str(call_id)) if call_id else "",
-                               "name": item.get("name") or "", "args": "", "done": False, "closed": False}
+            self.calls[key] = {
+                "key": key,
+                "id": sanitize_tool_id(str(call_id)) if call_id else "",
+                "name": item.get("name") or "",
+                "args": "",
+                "done": False,
+                "closed": False,
+            }
         return self.calls[key]
 
     def _item_added(self, event: dict[str, Any]) -> bytes:
@@ -4116,7 +4981,11 @@ class ResponsesStreamDecoder:
 
     def _text(self, event: dict[str, Any]) -> bytes:
         key, text = event.get("output_index"), event.get("delta") or ""
-        out = b"" if self.open == (key, BlockKind.TEXT) else self._switch(key, BlockKind.TEXT, {"type": "text", "text": ""})
+        out = (
+            b""
+            if self.open == (key, BlockKind.TEXT)
+            else self._switch(key, BlockKind.TEXT, {"type": "text", "text": ""})
+        )
         self.blocks[-1]["text"] += text
         return out + (self._delta({"type": "text_delta", "text": text}) if text else b"")
 
@@ -4162,7 +5031,9 @@ class ResponsesStreamDecoder:
             if not live:
                 call["args"] = arguments
             elif arguments.startswith(call["args"]) and arguments != call["args"]:  # deltas were missed
-                out += self._delta({"type": "input_json_delta", "partial_json": arguments[len(call["args"]):]})
+                out += self._delta(
+                    {"type": "input_json_delta", "partial_json": arguments[len(call["args"]) :]}
+                )
                 call["args"] = arguments
         call["done"] = True
         if live or self.open is None:
@@ -4196,19 +5067,30 @@ class ResponsesStreamDecoder:
 
     def _error(self, event: dict[str, Any]) -> bytes:
         # The documented event carries code/message at the top level; some servers nest them under "error".
-        raise responses_failure(event.get("error") if isinstance(event.get("error"), dict) else event,
-                                f"{self.label} stream")
+        raise responses_failure(
+            event.get("error") if isinstance(event.get("error"), dict) else event, f"{self.label} stream"
+        )
 
 
 # -- Bedrock errors: HTTP answers and exception frames share one table --
 
 # Bedrock's error type (x-amzn-ErrorType, `:exception-type`), lower-cased -> the status lynkr answers with.
 BEDROCK_ERROR_STATUS = {
-    "throttlingexception": 429, "servicequotaexceededexception": 429, "validationexception": 400,
-    "accessdeniedexception": 403, "unrecognizedclientexception": 401, "expiredtokenexception": 401,
-    "invalidsignatureexception": 401, "incompletesignatureexception": 401, "missingauthenticationtokenexception": 401,
-    "resourcenotfoundexception": 404, "modelnotreadyexception": 503, "serviceunavailableexception": 503,
-    "modeltimeoutexception": 504, "internalserverexception": 500, "modelstreamerrorexception": 500,
+    "throttlingexception": 429,
+    "servicequotaexceededexception": 429,
+    "validationexception": 400,
+    "accessdeniedexception": 403,
+    "unrecognizedclientexception": 401,
+    "expiredtokenexception": 401,
+    "invalidsignatureexception": 401,
+    "incompletesignatureexception": 401,
+    "missingauthenticationtokenexception": 401,
+    "resourcenotfoundexception": 404,
+    "modelnotreadyexception": 503,
+    "serviceunavailableexception": 503,
+    "modeltimeoutexception": 504,
+    "internalserverexception": 500,
+    "modelstreamerrorexception": 500,
     "modelerrorexception": 500,
 }
 
@@ -4332,7 +5214,9 @@ def error_message_from_body(raw: bytes) -> tuple[str, str]:
         return str(obj)[:500], ""
     err = obj.get("error")
     if isinstance(err, dict):
-        return str(err.get("message") or err), str(err.get("code") or err.get("type") or err.get("status") or "")
+        return str(err.get("message") or err), str(
+            err.get("code") or err.get("type") or err.get("status") or ""
+        )
     return str(obj.get("message") or err or obj)[:2000], str(obj.get("error_code") or "")
 
 
@@ -4366,9 +5250,15 @@ def block_events(index: int, block: dict[str, Any]) -> bytes:
             deltas.append({"type": "signature_delta", "signature": block["signature"]})
     else:  # redacted_thinking, web_search_tool_result, ...: complete in their start event
         start, deltas = block, []
-    out = [sse_event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})]
-    out += [sse_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
-            for delta in deltas]
+    out = [
+        sse_event(
+            "content_block_start", {"type": "content_block_start", "index": index, "content_block": start}
+        )
+    ]
+    out += [
+        sse_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        for delta in deltas
+    ]
     out.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
     return b"".join(out)
 
@@ -4376,9 +5266,25 @@ def block_events(index: int, block: dict[str, Any]) -> bytes:
 def message_to_sse(message: dict[str, Any]) -> bytes:
     """A complete Anthropic message -> the equivalent SSE event sequence (for JSON-only upstreams)."""
     usage = dict(message.get("usage") or {})
-    out = [sse_event("message_start", {"type": "message_start", "message": {
-        **{k: v for k, v in message.items() if k not in ("content", "stop_reason", "stop_sequence")},
-        "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}})]
+    out = [
+        sse_event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    **{
+                        k: v
+                        for k, v in message.items()
+                        if k not in ("content", "stop_reason", "stop_sequence")
+                    },
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": usage,
+                },
+            },
+        )
+    ]
     out += [block_events(index, block) for index, block in enumerate(message.get("content") or [])]
     out.append(message_end_events(message.get("stop_reason"), message.get("stop_sequence"), usage))
     return b"".join(out)
@@ -4465,8 +5371,12 @@ class RoundRelay:
 
     # message_delta and message_stop are the turn's, not a round's: the loop sends them at its end.
     RELAYED: ClassVar[dict[str, Callable[[RoundRelay, str, dict[str, Any]], bytes]]] = {
-        "message_start": _start, "content_block_start": _block_start, "content_block_delta": _block_event,
-        "content_block_stop": _block_event, "error": _error}
+        "message_start": _start,
+        "content_block_start": _block_start,
+        "content_block_delta": _block_event,
+        "content_block_stop": _block_event,
+        "error": _error,
+    }
 
 
 # == 10. Providers ==
@@ -4481,8 +5391,11 @@ class RoundRelay:
 # request shapes (long context, background, web search, thinking), then the default; a fallback
 # chain is tried in order before the first byte. Upstream failures become LynkrErrors here.
 
-SSE_HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache"),
-               ("x-accel-buffering", "no")]
+SSE_HEADERS = [
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+]
 # Upstream response headers a client may act on (retry pacing, rate limits).
 FORWARDED_RESPONSE_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 # Upstream answers worth another attempt (before any byte went to the client).
@@ -4521,7 +5434,9 @@ class BreakerState(enum.IntEnum):
 class CircuitBreaker:
     """closed -> (N consecutive failures) -> open -> (reset time) -> half-open: one probe decides."""
 
-    def __init__(self, name: str, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, name: str, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.name = name
         self.threshold = failures
         self.reset_s = reset_s
@@ -4636,9 +5551,11 @@ GOOGLE_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 def on_google_cloud() -> bool:
     """A GCE/GKE machine says so in its DMI product name; elsewhere the metadata server is not asked."""
-    with contextlib.suppress(OSError):
-        with open("/sys/class/dmi/id/product_name", encoding="ascii", errors="replace") as fh:
-            return "Google" in fh.read()
+    with (
+        contextlib.suppress(OSError),
+        open("/sys/class/dmi/id/product_name", encoding="ascii", errors="replace") as fh,
+    ):
+        return "Google" in fh.read()
     return False
 
 
@@ -4667,7 +5584,9 @@ class GoogleAccessToken:
             self.token, self.expires = "", 0.0
         return not self.static
 
-    async def headers(self, method: str, url: str, headers: list[tuple[str, str]], payload: bytes) -> list[tuple[str, str]]:
+    async def headers(
+        self, method: str, url: str, headers: list[tuple[str, str]], payload: bytes
+    ) -> list[tuple[str, str]]:
         if self.static:
             return [("authorization", f"Bearer {self.static}")]
         async with self.lock:  # many requests at once after expiry: one fetch
@@ -4689,36 +5608,50 @@ class GoogleAccessToken:
         path = self.credentials_file or os.path.expanduser(GOOGLE_ADC_FILE)
         if self.credentials_file or os.path.isfile(path):
             return await asyncio.get_running_loop().run_in_executor(None, self._from_file, path)
-        raise NotConfigured(f"{self.label}: no Google access token: set VERTEX_ACCESS_TOKEN, or run on Google Cloud, "
-                            f"or install gcloud and log in, or set GOOGLE_APPLICATION_CREDENTIALS (tried: "
-                            f"{'; '.join(tried)})", headers={"x-should-retry": "false"})
+        raise NotConfigured(
+            f"{self.label}: no Google access token: set VERTEX_ACCESS_TOKEN, or run on Google Cloud, "
+            f"or install gcloud and log in, or set GOOGLE_APPLICATION_CREDENTIALS (tried: "
+            f"{'; '.join(tried)})",
+            headers={"x-should-retry": "false"},
+        )
 
     async def _from_metadata(self, host: str) -> tuple[str, float]:
         url = f"http://{host}/computeMetadata/v1/instance/service-accounts/default/token"
         try:
-            resp = await self.client.request("GET", url, [("metadata-flavor", "Google")], connect_timeout=3,
-                                             read_timeout=10)
+            resp = await self.client.request(
+                "GET", url, [("metadata-flavor", "Google")], connect_timeout=3, read_timeout=10
+            )
             raw = await resp.read(64 * 1024)
             answer = json.loads(raw) if resp.status == 200 else {}
         except (LynkrError, ValueError) as exc:
-            raise UpstreamUnavailable(f"{self.label}: the metadata server at {host} gave no token: "
-                                      f"{getattr(exc, 'message', exc)}") from None
+            raise UpstreamUnavailable(
+                f"{self.label}: the metadata server at {host} gave no token: {getattr(exc, 'message', exc)}"
+            ) from None
         token, lifetime = answer.get("access_token"), answer.get("expires_in")
         if not isinstance(token, str) or not token:
-            raise UpstreamUnavailable(f"{self.label}: the metadata server at {host} answered HTTP {resp.status} "
-                                      "without a token")
+            raise UpstreamUnavailable(
+                f"{self.label}: the metadata server at {host} answered HTTP {resp.status} without a token"
+            )
         return token, float(lifetime) if isinstance(lifetime, (int, float)) else GCLOUD_TOKEN_LIFETIME_S
 
     def _from_gcloud(self, gcloud: str) -> tuple[str, float]:
         try:
-            done = subprocess.run([gcloud, "auth", "print-access-token"], capture_output=True, text=True, timeout=60,
-                                  stdin=subprocess.DEVNULL, check=False)
+            done = subprocess.run(
+                [gcloud, "auth", "print-access-token"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise UpstreamUnavailable(f"{self.label}: gcloud auth print-access-token failed: {exc}") from None
         token = done.stdout.strip()
         if done.returncode != 0 or not token or "\n" in token:
-            raise UpstreamUnavailable(f"{self.label}: gcloud auth print-access-token exited {done.returncode}: "
-                                      f"{done.stderr.strip()[-300:]}")
+            raise UpstreamUnavailable(
+                f"{self.label}: gcloud auth print-access-token exited {done.returncode}: "
+                f"{done.stderr.strip()[-300:]}"
+            )
         return token, GCLOUD_TOKEN_LIFETIME_S
 
     def _from_file(self, path: str) -> tuple[str, float]:
@@ -4726,13 +5659,18 @@ class GoogleAccessToken:
             import google.auth
             import google.auth.transport.requests
         except ImportError:
-            raise NotConfigured(f"{self.label}: a credentials file ({path}) needs the google-auth package: "
-                                "pip install 'lynkr[vertex]'", headers={"x-should-retry": "false"}) from None
+            raise NotConfigured(
+                f"{self.label}: a credentials file ({path}) needs the google-auth package: "
+                "pip install 'lynkr[vertex]'",
+                headers={"x-should-retry": "false"},
+            ) from None
         try:
             creds, _project = google.auth.load_credentials_from_file(path, scopes=[GOOGLE_SCOPE])
             creds.refresh(google.auth.transport.requests.Request())
-        except Exception as exc:  # google-auth raises its own family; the message says what failed
-            raise UpstreamUnavailable(f"{self.label}: the credentials in {path} gave no token: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 -- google-auth raises its own family; the message says what failed
+            raise UpstreamUnavailable(
+                f"{self.label}: the credentials in {path} gave no token: {exc}"
+            ) from None
         expiry = getattr(creds, "expiry", None)
         now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # google-auth's expiry is naive UTC
         lifetime = (expiry - now).total_seconds() if expiry else GCLOUD_TOKEN_LIFETIME_S
@@ -4765,8 +5703,9 @@ def _profile_section(path: str, section: str) -> dict[str, str] | None:
     return dict(parser[section]) if parser.has_section(section) else None
 
 
-def _credential_pair(key_id: str, secret: str, token: str, names: tuple[str, str], where: str,
-                     source: str) -> AwsCredentials | None:
+def _credential_pair(
+    key_id: str, secret: str, token: str, names: tuple[str, str], where: str, source: str
+) -> AwsCredentials | None:
     """Both halves or neither: one without the other is a mistake worth stopping for."""
     if key_id and secret:
         return AwsCredentials(key_id, secret, token, source)
@@ -4782,23 +5721,37 @@ def _profile_sections(environ: dict[str, str]) -> list[tuple[str, dict[str, str]
     credentials = _aws_file(environ, "AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")
     config = _aws_file(environ, "AWS_CONFIG_FILE", "~/.aws/config")
     config_section = "default" if profile == "default" else f"profile {profile}"
-    sections = [(f"{credentials} [{profile}]", _profile_section(credentials, profile)),
-                (f"{config} [{config_section}]", _profile_section(config, config_section))]
+    sections = [
+        (f"{credentials} [{profile}]", _profile_section(credentials, profile)),
+        (f"{config} [{config_section}]", _profile_section(config, config_section)),
+    ]
     if profile != "default" and all(keys is None for _, keys in sections):
-        raise ValueError(f"AWS_PROFILE names profile {profile!r}, which neither {credentials} nor {config} has")
+        raise ValueError(
+            f"AWS_PROFILE names profile {profile!r}, which neither {credentials} nor {config} has"
+        )
     return sections
 
 
 def aws_credentials(environ: dict[str, str]) -> AwsCredentials | None:
     """The static credentials botocore would find first; None when there are none (SSO, roles: not here)."""
-    found = _credential_pair(environ.get("AWS_ACCESS_KEY_ID", ""), environ.get("AWS_SECRET_ACCESS_KEY", ""),
-                             environ.get("AWS_SESSION_TOKEN", ""), ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-                             " in the environment", "environment")
+    found = _credential_pair(
+        environ.get("AWS_ACCESS_KEY_ID", ""),
+        environ.get("AWS_SECRET_ACCESS_KEY", ""),
+        environ.get("AWS_SESSION_TOKEN", ""),
+        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+        " in the environment",
+        "environment",
+    )
     for source, keys in [] if found else _profile_sections(environ):
         keys = keys or {}
-        found = _credential_pair(keys.get("aws_access_key_id", ""), keys.get("aws_secret_access_key", ""),
-                                 keys.get("aws_session_token", ""), ("aws_access_key_id", "aws_secret_access_key"),
-                                 f" in {source}", source)
+        found = _credential_pair(
+            keys.get("aws_access_key_id", ""),
+            keys.get("aws_secret_access_key", ""),
+            keys.get("aws_session_token", ""),
+            ("aws_access_key_id", "aws_secret_access_key"),
+            f" in {source}",
+            source,
+        )
         if found:
             break
     return found
@@ -4818,9 +5771,22 @@ def aws_region(environ: dict[str, str]) -> str:
 # -- Signature Version 4 (what botocore's SigV4Auth does for every service but S3) --
 
 # Headers a proxy or the connection may change on the way: botocore leaves them out, and so do we.
-SIGV4_UNSIGNED_HEADERS = frozenset({"authorization", "connection", "expect", "keep-alive", "proxy-authenticate",
-                                    "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
-                                    "user-agent", "x-amzn-trace-id"})
+SIGV4_UNSIGNED_HEADERS = frozenset(
+    {
+        "authorization",
+        "connection",
+        "expect",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "x-amzn-trace-id",
+    }
+)
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -4836,15 +5802,27 @@ def _url_host(parts: urllib.parse.SplitResult) -> str:
 
 def _canonical_query(query: str) -> str:
     """Each name and value percent-encoded once (decoded first, so an encoded URL is not encoded twice), sorted."""
+
     def encode(text: str) -> str:
         return urllib.parse.quote(urllib.parse.unquote(text), safe="-_.~")
-    pairs = sorted((encode(name), encode(value))
-                   for name, _, value in (pair.partition("=") for pair in query.split("&") if pair))
+
+    pairs = sorted(
+        (encode(name), encode(value))
+        for name, _, value in (pair.partition("=") for pair in query.split("&") if pair)
+    )
     return "&".join(f"{name}={value}" for name, value in pairs)
 
 
-def sigv4_authorization(method: str, url: str, headers: list[tuple[str, str]], payload_hash: str,
-                        creds: AwsCredentials, region: str, service: str, amz_date: str) -> str:
+def sigv4_authorization(
+    method: str,
+    url: str,
+    headers: list[tuple[str, str]],
+    payload_hash: str,
+    creds: AwsCredentials,
+    region: str,
+    service: str,
+    amz_date: str,
+) -> str:
     """The Authorization header for a request whose headers (x-amz-date included) are all given."""
     parts = urllib.parse.urlsplit(url)
     signed: dict[str, list[str]] = {}
@@ -4853,34 +5831,50 @@ def sigv4_authorization(method: str, url: str, headers: list[tuple[str, str]], p
             signed.setdefault(name.lower(), []).append(" ".join(value.split()))
     signed.setdefault("host", [_url_host(parts)])
     names = sorted(signed)
-    canonical = "\n".join([
-        method.upper(),
-        # The path as sent, encoded again: `%3A` in a Bedrock model id is signed as `%253A` (not S3's rule).
-        urllib.parse.quote(parts.path or "/", safe="/~"),
-        _canonical_query(parts.query),
-        "".join(f"{name}:{','.join(signed[name])}\n" for name in names),
-        ";".join(names),
-        payload_hash,
-    ])
+    canonical = "\n".join(
+        [
+            method.upper(),
+            # The path as sent, encoded again: `%3A` in a Bedrock model id is signed as `%253A` (not S3's rule).
+            urllib.parse.quote(parts.path or "/", safe="/~"),
+            _canonical_query(parts.query),
+            "".join(f"{name}:{','.join(signed[name])}\n" for name in names),
+            ";".join(names),
+            payload_hash,
+        ]
+    )
     scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
-    string_to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    string_to_sign = (
+        f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    )
     key = ("AWS4" + creds.secret_key).encode()
     for part in (amz_date[:8], region, service, "aws4_request"):
         key = _hmac(key, part)
     signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-    return (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={';'.join(names)}, "
-            f"Signature={signature}")
+    return (
+        f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={';'.join(names)}, "
+        f"Signature={signature}"
+    )
 
 
-def sigv4_headers(method: str, url: str, headers: list[tuple[str, str]], payload: bytes, creds: AwsCredentials,
-                  region: str, service: str, now: datetime.datetime) -> list[tuple[str, str]]:
+def sigv4_headers(
+    method: str,
+    url: str,
+    headers: list[tuple[str, str]],
+    payload: bytes,
+    creds: AwsCredentials,
+    region: str,
+    service: str,
+    now: datetime.datetime,
+) -> list[tuple[str, str]]:
     """The headers to add to a request so AWS accepts it: every given header and the host are signed."""
     amz_date = (now if now.tzinfo is None else now.astimezone(datetime.UTC)).strftime("%Y%m%dT%H%M%SZ")
     payload_hash = hashlib.sha256(payload).hexdigest()
     added = [("x-amz-date", amz_date), ("x-amz-content-sha256", payload_hash)]
     if creds.session_token:
         added.append(("x-amz-security-token", creds.session_token))
-    authorization = sigv4_authorization(method, url, [*headers, *added], payload_hash, creds, region, service, amz_date)
+    authorization = sigv4_authorization(
+        method, url, [*headers, *added], payload_hash, creds, region, service, amz_date
+    )
     return [*added, ("authorization", authorization)]
 
 
@@ -4891,53 +5885,87 @@ def bedrock_error(status: int, raw: bytes, headers: dict[str, str]) -> LynkrErro
     except ValueError:
         body = None
     body = body if isinstance(body, dict) else {}
-    kind = next((v for k, v in headers.items() if k.lower() == "x-amzn-errortype"), "") or str(body.get("__type", ""))
+    kind = next((v for k, v in headers.items() if k.lower() == "x-amzn-errortype"), "") or str(
+        body.get("__type", "")
+    )
     kind = kind.split(":")[0].rpartition("#")[2]  # "ThrottlingException:http://..." or "com.amazon...#Type"
-    message = str(body.get("message") or body.get("Message") or raw.decode("utf-8", "replace").strip()[:500]
-                  or "(empty body)")
+    message = str(
+        body.get("message")
+        or body.get("Message")
+        or raw.decode("utf-8", "replace").strip()[:500]
+        or "(empty body)"
+    )
     status_out = BEDROCK_ERROR_STATUS.get(kind.lower(), status if 400 <= status <= 599 else 502)
-    return LynkrError(f"Amazon Bedrock returned HTTP {status} {kind or 'error'}: {message}", status=status_out,
-                      headers=forwarded_headers(headers))
+    return LynkrError(
+        f"Amazon Bedrock returned HTTP {status} {kind or 'error'}: {message}",
+        status=status_out,
+        headers=forwarded_headers(headers),
+    )
 
 
 def _vertex_host(spec: ProviderSpec) -> str:
     if spec.base_url:
         return spec.base_url
-    return "https://aiplatform.googleapis.com" if spec.region == "global" else \
-        f"https://{spec.region}-aiplatform.googleapis.com"
+    return (
+        "https://aiplatform.googleapis.com"
+        if spec.region == "global"
+        else f"https://{spec.region}-aiplatform.googleapis.com"
+    )
 
 
 def _vertex_url(spec: ProviderSpec, model: str, verb: str = "rawPredict") -> str:
     project, region = urllib.parse.quote(spec.project, safe=""), urllib.parse.quote(spec.region, safe="")
-    return _join(_vertex_host(spec), f"/v1/projects/{project}/locations/{region}/publishers/anthropic/models/"
-                                     f"{urllib.parse.quote(model, safe='@')}:{verb}")
+    return _join(
+        _vertex_host(spec),
+        f"/v1/projects/{project}/locations/{region}/publishers/anthropic/models/"
+        f"{urllib.parse.quote(model, safe='@')}:{verb}",
+    )
 
 
 def _vertex_env(s: Any) -> tuple[dict[str, Any], list[str]]:
     project = s.google_cloud_project or s.anthropic_vertex_project_id
     region = s.cloud_ml_region or s.vertex_region
-    missing = [name for name, value in (("GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID)", project),
-                                        ("CLOUD_ML_REGION (or VERTEX_REGION)", region)) if not value]
-    return {"project": project, "region": region, "base_url": s.vertex_base_url,
-            "api_version": s.azure_anthropic_version}, missing
+    missing = [
+        name
+        for name, value in (
+            ("GOOGLE_CLOUD_PROJECT (or ANTHROPIC_VERTEX_PROJECT_ID)", project),
+            ("CLOUD_ML_REGION (or VERTEX_REGION)", region),
+        )
+        if not value
+    ]
+    return {
+        "project": project,
+        "region": region,
+        "base_url": s.vertex_base_url,
+        "api_version": s.azure_anthropic_version,
+    }, missing
 
 
 # Bedrock serves Claude on two surfaces: InvokeModel (ARN-versioned and cross-region ids, event-stream
 # answers) and the Messages API (newer models; on bedrock-mantle, or on bedrock-runtime). First match wins,
 # after a provider's own `surfaces` and BEDROCK_SURFACE.
-BEDROCK_SURFACES: tuple[tuple[str, str], ...] = (("arn:*", "invoke"), ("*anthropic.claude*", "invoke"), ("*", "messages"))
+BEDROCK_SURFACES: tuple[tuple[str, str], ...] = (
+    ("arn:*", "invoke"),
+    ("*anthropic.claude*", "invoke"),
+    ("*", "messages"),
+)
 BEDROCK_SIGNING_SERVICE = "bedrock"
 
 
 def bedrock_surface(spec: ProviderSpec, model: str) -> str:
-    return next(surface for glob, surface in (*spec.surfaces, *BEDROCK_SURFACES) if fnmatch.fnmatchcase(model, glob))
+    return next(
+        surface for glob, surface in (*spec.surfaces, *BEDROCK_SURFACES) if fnmatch.fnmatchcase(model, glob)
+    )
 
 
 def _bedrock_base(spec: ProviderSpec, surface: str) -> str:
     if spec.base_url:
         return spec.base_url
-    return f"https://bedrock-mantle.{spec.region}.api.aws" if surface == "messages" else \
-        f"https://bedrock-runtime.{spec.region}.amazonaws.com"
+    return (
+        f"https://bedrock-mantle.{spec.region}.api.aws"
+        if surface == "messages"
+        else f"https://bedrock-runtime.{spec.region}.amazonaws.com"
+    )
 
 
 def _bedrock_url(spec: ProviderSpec, model: str, stream: bool) -> str:
@@ -4951,8 +5979,16 @@ def _bedrock_url(spec: ProviderSpec, model: str, stream: bool) -> str:
 
 def aws_environ(settings: Any, profile: str = "") -> dict[str, str]:
     """The AWS variables lynkr read (environment, .env, lynkr.toml) in the names AWS tools use."""
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
-             "AWS_DEFAULT_REGION", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
+    names = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_CONFIG_FILE",
+    )
     environ = {name: getattr(settings, name.lower()) for name in names if getattr(settings, name.lower())}
     if profile:
         environ["AWS_PROFILE"] = profile
@@ -4984,15 +6020,27 @@ class AwsAuth:
         self.creds = fresh
         return changed
 
-    async def headers(self, method: str, url: str, headers: list[tuple[str, str]], payload: bytes) -> list[tuple[str, str]]:
+    async def headers(
+        self, method: str, url: str, headers: list[tuple[str, str]], payload: bytes
+    ) -> list[tuple[str, str]]:
         if self.bearer:
             return [("authorization", f"Bearer {self.bearer}")]
         if self.creds is None:
-            raise NotConfigured(f"{self.label}: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                                "or AWS_PROFILE (~/.aws/credentials), or AWS_BEARER_TOKEN_BEDROCK",
-                                headers={"x-should-retry": "false"})
-        return sigv4_headers(method, url, headers, payload, self.creds, self.region, BEDROCK_SIGNING_SERVICE,
-                             datetime.datetime.now(datetime.UTC))
+            raise NotConfigured(
+                f"{self.label}: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "or AWS_PROFILE (~/.aws/credentials), or AWS_BEARER_TOKEN_BEDROCK",
+                headers={"x-should-retry": "false"},
+            )
+        return sigv4_headers(
+            method,
+            url,
+            headers,
+            payload,
+            self.creds,
+            self.region,
+            BEDROCK_SIGNING_SERVICE,
+            datetime.datetime.now(datetime.UTC),
+        )
 
 
 def _bedrock_env(s: Any) -> tuple[dict[str, Any], list[str]]:
@@ -5000,17 +6048,26 @@ def _bedrock_env(s: Any) -> tuple[dict[str, Any], list[str]]:
     try:
         region = aws_region(environ)
         creds = None if s.aws_bearer_token_bedrock else aws_credentials(environ)
-    except ValueError as exc:  # a half-set pair or a profile that does not exist: a setting present but invalid
+    except (
+        ValueError
+    ) as exc:  # a half-set pair or a profile that does not exist: a setting present but invalid
         raise ConfigError(str(exc)) from None
     missing = []
     if not region:
         missing.append("AWS_REGION (or AWS_DEFAULT_REGION, or a region in the AWS profile)")
     if not s.aws_bearer_token_bedrock and creds is None:
-        missing.append("AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or "
-                       "AWS_BEARER_TOKEN_BEDROCK)")
+        missing.append(
+            "AWS credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or "
+            "AWS_BEARER_TOKEN_BEDROCK)"
+        )
     surfaces = (("*", s.bedrock_surface),) if s.bedrock_surface != "auto" else ()
-    return {"region": region, "base_url": s.aws_bedrock_endpoint, "api_key": s.aws_bearer_token_bedrock,
-            "surfaces": surfaces, "api_version": BEDROCK_MESSAGES_VERSION}, missing
+    return {
+        "region": region,
+        "base_url": s.aws_bedrock_endpoint,
+        "api_key": s.aws_bearer_token_bedrock,
+        "surfaces": surfaces,
+        "api_version": BEDROCK_MESSAGES_VERSION,
+    }, missing
 
 
 @dataclass(frozen=True)
@@ -5032,8 +6089,12 @@ class Preset:
     version_env: str = ""
     version_default: str = ""
     server_tools: bool = False  # runs Anthropic's server tools itself (web search); elsewhere lynkr runs them
-    stream_url: Callable[[ProviderSpec, str], str] | None = None  # when streaming goes elsewhere (Vertex, Bedrock)
-    count_url: Callable[[ProviderSpec, str], str] | None = None  # the upstream's own token count (Anthropic-like)
+    stream_url: Callable[[ProviderSpec, str], str] | None = (
+        None  # when streaming goes elsewhere (Vertex, Bedrock)
+    )
+    count_url: Callable[[ProviderSpec, str], str] | None = (
+        None  # the upstream's own token count (Anthropic-like)
+    )
     # (provider) -> what signs or authorizes each request when a static key cannot (a cloud token, SigV4)
     credentials: Callable[[Any], Any] | None = None
     # (settings) -> (ProviderSpec fields, variables still missing) for presets a base URL and key do not describe
@@ -5043,77 +6104,172 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "databricks": Preset(
-        "openai", "Databricks",
-        lambda s, m: _pinned_or(s, _join(s.base_url, f"/serving-endpoints/{urllib.parse.quote(m, safe='')}/invocations")),
-        _bearer, "DATABRICKS_API_BASE", "DATABRICKS_API_KEY", default_model="databricks-claude-sonnet-4-5",
-        dialect=DATABRICKS_DIALECT),
+        "openai",
+        "Databricks",
+        lambda s, m: _pinned_or(
+            s, _join(s.base_url, f"/serving-endpoints/{urllib.parse.quote(m, safe='')}/invocations")
+        ),
+        _bearer,
+        "DATABRICKS_API_BASE",
+        "DATABRICKS_API_KEY",
+        default_model="databricks-claude-sonnet-4-5",
+        dialect=DATABRICKS_DIALECT,
+    ),
     # Databricks AI Gateway's native Anthropic surface (DATABRICKS_API_FORMAT=anthropic): lossless for Claude.
     "databricks-anthropic": Preset(
-        "anthropic", "Databricks", lambda s, m: _pinned_or(s, _join(s.base_url, "/ai-gateway/anthropic/v1/messages")),
-        _bearer, "DATABRICKS_API_BASE", "DATABRICKS_API_KEY", default_model="databricks-claude-sonnet-4-5"),
+        "anthropic",
+        "Databricks",
+        lambda s, m: _pinned_or(s, _join(s.base_url, "/ai-gateway/anthropic/v1/messages")),
+        _bearer,
+        "DATABRICKS_API_BASE",
+        "DATABRICKS_API_KEY",
+        default_model="databricks-claude-sonnet-4-5",
+    ),
     "azure-anthropic": Preset(
-        "anthropic", "Azure Anthropic",
+        "anthropic",
+        "Azure Anthropic",
         lambda s, m: s.base_url if s.base_url.endswith("/v1/messages") else _join(s.base_url, "/v1/messages"),
         # The SDK sends api-key, LiteLLM and Microsoft samples x-api-key: both are accepted.
-        lambda k: [("x-api-key", k), ("api-key", k)], "AZURE_ANTHROPIC_ENDPOINT", "AZURE_ANTHROPIC_API_KEY",
-        default_model="claude-sonnet-4-5"),
+        lambda k: [("x-api-key", k), ("api-key", k)],
+        "AZURE_ANTHROPIC_ENDPOINT",
+        "AZURE_ANTHROPIC_API_KEY",
+        default_model="claude-sonnet-4-5",
+    ),
     "anthropic": Preset(
-        "anthropic", "Anthropic", lambda s, m: _join(s.base_url, "/v1/messages"), lambda k: [("x-api-key", k)],
-        "LYNKR_ANTHROPIC_BASE_URL", "LYNKR_ANTHROPIC_API_KEY", base_default="https://api.anthropic.com",
-        server_tools=True),
+        "anthropic",
+        "Anthropic",
+        lambda s, m: _join(s.base_url, "/v1/messages"),
+        lambda k: [("x-api-key", k)],
+        "LYNKR_ANTHROPIC_BASE_URL",
+        "LYNKR_ANTHROPIC_API_KEY",
+        base_default="https://api.anthropic.com",
+        server_tools=True,
+    ),
     # Claude on Amazon Bedrock: InvokeModel (event-stream) or the Messages API, per model; SigV4 or an API key.
     "bedrock": Preset(
-        "bedrock", "Amazon Bedrock", lambda s, m: _bedrock_url(s, m, False), lambda k: [], "AWS_BEDROCK_ENDPOINT",
-        key_required=False, default_model="us.anthropic.claude-sonnet-4-5-20250929-v1:0",
-        stream_url=lambda s, m: _bedrock_url(s, m, True), credentials=AwsAuth, from_env=_bedrock_env,
-        needs="AWS_REGION and AWS credentials or AWS_BEARER_TOKEN_BEDROCK"),
+        "bedrock",
+        "Amazon Bedrock",
+        lambda s, m: _bedrock_url(s, m, False),
+        lambda k: [],
+        "AWS_BEDROCK_ENDPOINT",
+        key_required=False,
+        default_model="us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        stream_url=lambda s, m: _bedrock_url(s, m, True),
+        credentials=AwsAuth,
+        from_env=_bedrock_env,
+        needs="AWS_REGION and AWS credentials or AWS_BEARER_TOKEN_BEDROCK",
+    ),
     # Claude on Google Vertex AI: Anthropic Messages with the model in the URL, a Google access token.
     "vertex": Preset(
-        "vertex", "Vertex AI", _vertex_url, lambda k: [], "VERTEX_BASE_URL", key_required=False,
+        "vertex",
+        "Vertex AI",
+        _vertex_url,
+        lambda k: [],
+        "VERTEX_BASE_URL",
+        key_required=False,
         default_model="claude-sonnet-4-5@20250929",
         stream_url=lambda s, m: _vertex_url(s, m, "streamRawPredict"),
         count_url=lambda s, m: _vertex_url(s, "count-tokens"),
-        credentials=lambda p: GoogleAccessToken(p.cfg.settings, p.client, p.label), from_env=_vertex_env,
-        needs="GOOGLE_CLOUD_PROJECT and CLOUD_ML_REGION; a token from gcloud, the metadata server or VERTEX_ACCESS_TOKEN"),
+        credentials=lambda p: GoogleAccessToken(p.cfg.settings, p.client, p.label),
+        from_env=_vertex_env,
+        needs="GOOGLE_CLOUD_PROJECT and CLOUD_ML_REGION; a token from gcloud, the metadata server or VERTEX_ACCESS_TOKEN",
+    ),
     "openai": Preset(
-        "openai", "OpenAI", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "OPENAI_BASE_URL",
-        "OPENAI_API_KEY", base_default="https://api.openai.com/v1", default_model="gpt-5",
-        dialect=OpenAIDialect(strict_tools=True)),
+        "openai",
+        "OpenAI",
+        lambda s, m: _join(s.base_url, "/chat/completions"),
+        _bearer,
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        base_default="https://api.openai.com/v1",
+        default_model="gpt-5",
+        dialect=OpenAIDialect(strict_tools=True),
+    ),
     # OpenAI's Responses API (its newest coding models are served there only), stateless (store: false)
     "openai-responses": Preset(
-        "openai-responses", "OpenAI Responses", lambda s, m: _join(s.base_url, "/responses"), _bearer,
-        "OPENAI_BASE_URL", "OPENAI_API_KEY", base_default="https://api.openai.com/v1", default_model="gpt-5",
-        dialect=OpenAIDialect(strict_tools=True, thinking="effort")),
+        "openai-responses",
+        "OpenAI Responses",
+        lambda s, m: _join(s.base_url, "/responses"),
+        _bearer,
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        base_default="https://api.openai.com/v1",
+        default_model="gpt-5",
+        dialect=OpenAIDialect(strict_tools=True, thinking="effort"),
+    ),
     "azure-openai-responses": Preset(
-        "openai-responses", "Azure OpenAI Responses", lambda s, m: _join(s.base_url, "/openai/v1/responses"),
-        lambda k: [("api-key", k)], "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY",
-        model_env="AZURE_OPENAI_DEPLOYMENT", dialect=OpenAIDialect(strict_tools=True)),
+        "openai-responses",
+        "Azure OpenAI Responses",
+        lambda s, m: _join(s.base_url, "/openai/v1/responses"),
+        lambda k: [("api-key", k)],
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_API_KEY",
+        model_env="AZURE_OPENAI_DEPLOYMENT",
+        dialect=OpenAIDialect(strict_tools=True),
+    ),
     "azure-openai": Preset(
-        "openai", "Azure OpenAI", _azure_openai_url, lambda k: [("api-key", k)], "AZURE_OPENAI_ENDPOINT",
-        "AZURE_OPENAI_API_KEY", model_env="AZURE_OPENAI_DEPLOYMENT", version_env="AZURE_OPENAI_API_VERSION",
-        version_default="2024-10-21", dialect=OpenAIDialect(strict_tools=True)),
+        "openai",
+        "Azure OpenAI",
+        _azure_openai_url,
+        lambda k: [("api-key", k)],
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_API_KEY",
+        model_env="AZURE_OPENAI_DEPLOYMENT",
+        version_env="AZURE_OPENAI_API_VERSION",
+        version_default="2024-10-21",
+        dialect=OpenAIDialect(strict_tools=True),
+    ),
     "openrouter": Preset(
-        "openai", "OpenRouter", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "OPENROUTER_BASE_URL",
-        "OPENROUTER_API_KEY", base_default="https://openrouter.ai/api/v1", default_model="anthropic/claude-sonnet-4.5",
-        dialect=OpenAIDialect(cache_markers=True, thinking="openrouter", top_k=True)),
+        "openai",
+        "OpenRouter",
+        lambda s, m: _join(s.base_url, "/chat/completions"),
+        _bearer,
+        "OPENROUTER_BASE_URL",
+        "OPENROUTER_API_KEY",
+        base_default="https://openrouter.ai/api/v1",
+        default_model="anthropic/claude-sonnet-4.5",
+        dialect=OpenAIDialect(cache_markers=True, thinking="openrouter", top_k=True),
+    ),
     "ollama": Preset(
-        "openai", "Ollama", lambda s, m: _join(s.base_url, "/v1/chat/completions"), _bearer, "OLLAMA_BASE_URL",
-        base_default="http://127.0.0.1:11434", default_model="qwen2.5-coder:7b", key_required=False),
+        "openai",
+        "Ollama",
+        lambda s, m: _join(s.base_url, "/v1/chat/completions"),
+        _bearer,
+        "OLLAMA_BASE_URL",
+        base_default="http://127.0.0.1:11434",
+        default_model="qwen2.5-coder:7b",
+        key_required=False,
+    ),
     "gemini": Preset(
-        "openai", "Gemini", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer, "GEMINI_BASE_URL",
-        "GEMINI_API_KEY", base_default="https://generativelanguage.googleapis.com/v1beta/openai",
-        default_model="gemini-2.5-pro", dialect=OpenAIDialect(schema="gemini", thinking="effort")),
+        "openai",
+        "Gemini",
+        lambda s, m: _join(s.base_url, "/chat/completions"),
+        _bearer,
+        "GEMINI_BASE_URL",
+        "GEMINI_API_KEY",
+        base_default="https://generativelanguage.googleapis.com/v1beta/openai",
+        default_model="gemini-2.5-pro",
+        dialect=OpenAIDialect(schema="gemini", thinking="effort"),
+    ),
     # vLLM, llama.cpp's llama-server, LM Studio, LocalAI...: the key only when the server asks for one.
     "openai-compatible": Preset(
-        "openai", "OpenAI-compatible server", lambda s, m: _join(s.base_url, "/chat/completions"), _bearer,
-        "OPENAI_COMPATIBLE_BASE_URL", "OPENAI_COMPATIBLE_API_KEY", key_required=False,
-        dialect=OpenAIDialect(top_k=True)),
+        "openai",
+        "OpenAI-compatible server",
+        lambda s, m: _join(s.base_url, "/chat/completions"),
+        _bearer,
+        "OPENAI_COMPATIBLE_BASE_URL",
+        "OPENAI_COMPATIBLE_API_KEY",
+        key_required=False,
+        dialect=OpenAIDialect(top_k=True),
+    ),
 }
 # Names a config file's `kind` may use: the presets, plus the two kinds by their wire format.
 KIND_ALIASES = {"openai-chat": "openai-compatible", "anthropic-messages": "anthropic"}
 
 
-def provider_env_spec(preset_name: str, settings: Any, name: str | None = None, model: str = "") -> ProviderSpec:
+def provider_env_spec(
+    preset_name: str, settings: Any, name: str | None = None, model: str = ""
+) -> ProviderSpec:
     """The provider MODEL_PROVIDER (or FALLBACK_PROVIDER) names, from the environment alone."""
     if preset_name == "databricks" and settings.databricks_api_format == "anthropic":
         preset_name_used = "databricks-anthropic"
@@ -5122,16 +6278,29 @@ def provider_env_spec(preset_name: str, settings: Any, name: str | None = None, 
     preset = PRESETS[preset_name_used]
     if preset.from_env is not None:
         fields, missing_vars = preset.from_env(settings)
-        return ProviderSpec(name=name or preset_name, preset=preset_name_used, model=model or fields.pop("model", ""),
-                            missing=" and ".join(missing_vars), **fields)
+        return ProviderSpec(
+            name=name or preset_name,
+            preset=preset_name_used,
+            model=model or fields.pop("model", ""),
+            missing=" and ".join(missing_vars),
+            **fields,
+        )
     base_raw = getattr(settings, preset.base_env.lower())
     key = getattr(settings, preset.key_env.lower()) if preset.key_env else ""
     if not preset.base_default and bool(base_raw) != bool(key) and preset.key_required:
         if not base_raw:
-            raise ConfigError(f"{preset.base_env} must be set when {preset.key_env} is (e.g. https://host.example.com)")
+            raise ConfigError(
+                f"{preset.base_env} must be set when {preset.key_env} is (e.g. https://host.example.com)"
+            )
         raise ConfigError(f"{preset.key_env} must be set when {preset.base_env} is")
-    missing = [var for var, needed in ((preset.base_env, not (base_raw or preset.base_default)),
-                                       (preset.key_env, preset.key_required and not key)) if needed]
+    missing = [
+        var
+        for var, needed in (
+            (preset.base_env, not (base_raw or preset.base_default)),
+            (preset.key_env, preset.key_required and not key),
+        )
+        if needed
+    ]
     version = getattr(settings, preset.version_env.lower()) if preset.version_env else ""
     if preset.kind == "anthropic":
         version = settings.azure_anthropic_version
@@ -5139,10 +6308,15 @@ def provider_env_spec(preset_name: str, settings: Any, name: str | None = None, 
     if preset.model_env and not default_model and not model and not missing:
         missing.append(f"{preset.model_env} (or MODEL_DEFAULT)")
     return ProviderSpec(
-        name=name or preset_name, preset=preset_name_used, base_url=base_raw or preset.base_default, api_key=key,
-        model=default_model, api_version=version or preset.version_default,
+        name=name or preset_name,
+        preset=preset_name_used,
+        base_url=base_raw or preset.base_default,
+        api_key=key,
+        model=default_model,
+        api_version=version or preset.version_default,
         endpoint_path=settings.databricks_endpoint_path if preset_name == "databricks" else "",
-        missing=" and ".join(missing))
+        missing=" and ".join(missing),
+    )
 
 
 # -- Kinds: the wire formats --
@@ -5152,7 +6326,9 @@ def provider_env_spec(preset_name: str, settings: Any, name: str | None = None, 
 class Kind:
     """One wire format: request building, error and answer reading, stream decoding."""
 
-    build: Callable[[Provider, dict[str, Any], str, int, bool, Request], tuple[list[tuple[str, str]], dict[str, Any]]]
+    build: Callable[
+        [Provider, dict[str, Any], str, int, bool, Request], tuple[list[tuple[str, str]], dict[str, Any]]
+    ]
     error: Callable[[Provider, int, bytes, dict[str, str]], LynkrError]
     read: Callable[[Provider, bytes, dict[str, Any]], tuple[dict[str, Any], bytes | None]]
     decoder: Callable[[Provider, dict[str, Any], str], Any]  # (provider, request, response content type)
@@ -5162,19 +6338,29 @@ class Kind:
 
 def _log_dropped(p: Provider, http_req: Request, dropped: list[str]) -> None:
     if dropped:
-        p.log.info("dropped server tools the upstream cannot run", request_id=http_req.request_id, tools=dropped,
-                   provider=p.name)
+        p.log.info(
+            "dropped server tools the upstream cannot run",
+            request_id=http_req.request_id,
+            tools=dropped,
+            provider=p.name,
+        )
 
 
-def _openai_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
-                  http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    body, dropped = anthropic_to_openai({**req, "stream": stream}, max_tokens, model, p.preset.dialect,
-                                        model_facts(model))
+def _openai_build(
+    p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool, http_req: Request
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    body, dropped = anthropic_to_openai(
+        {**req, "stream": stream}, max_tokens, model, p.preset.dialect, model_facts(model)
+    )
     _log_dropped(p, http_req, dropped)
     left_out = [k for k in req if not OPENAI_FIELD_FATE.get(k, "").startswith("carried")]
     if left_out:
-        p.log.debug("fields an OpenAI-format upstream has no counterpart for were left out",
-                    request_id=http_req.request_id, provider=p.name, fields=left_out)
+        p.log.debug(
+            "fields an OpenAI-format upstream has no counterpart for were left out",
+            request_id=http_req.request_id,
+            provider=p.name,
+            fields=left_out,
+        )
     return [], body
 
 
@@ -5185,7 +6371,9 @@ def _openai_error(p: Provider, status: int, raw: bytes, headers: dict[str, str])
         extra["x-should-retry"] = "false"  # retrying cannot fix these; spare Claude Code its 3-minute loop
     status_out = status if 400 <= status <= 599 else 502
     detail = f" {code}" if code else ""
-    return LynkrError(f"{p.label} returned HTTP {status}{detail}: {message}", status=status_out, headers=extra)
+    return LynkrError(
+        f"{p.label} returned HTTP {status}{detail}: {message}", status=status_out, headers=extra
+    )
 
 
 def _openai_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
@@ -5203,8 +6391,11 @@ BETA_FIELDS = {"context-management-": "context_management"}
 
 def betas_for(body: dict[str, Any], betas: str) -> str:
     named = [b for b in (b.strip() for b in betas.split(",")) if b]
-    kept = [b for b in named if not any(b.startswith(prefix) and field not in body
-                                        for prefix, field in BETA_FIELDS.items())]
+    kept = [
+        b
+        for b in named
+        if not any(b.startswith(prefix) and field not in body for prefix, field in BETA_FIELDS.items())
+    ]
     return betas if len(kept) == len(named) else ",".join(kept)  # unchanged: as the client wrote it
 
 
@@ -5212,14 +6403,20 @@ def _anthropic_messages(p: Provider, messages: list[dict[str, Any]]) -> list[dic
     if p.preset.server_tools:
         return messages
     # earlier web searches lynkr ran: an upstream without server tools would refuse their blocks
-    return [m if m.get("role") != "assistant" or (text := server_blocks_as_text(m["content"])) is m["content"]
-            else {**m, "content": text} for m in messages]
+    return [
+        m
+        if m.get("role") != "assistant" or (text := server_blocks_as_text(m["content"])) is m["content"]
+        else {**m, "content": text}
+        for m in messages
+    ]
 
 
-def _responses_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
-                     http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    body, dropped = anthropic_to_responses({**req, "stream": stream}, max_tokens, model, p.preset.dialect,
-                                           model_facts(model))
+def _responses_build(
+    p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool, http_req: Request
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    body, dropped = anthropic_to_responses(
+        {**req, "stream": stream}, max_tokens, model, p.preset.dialect, model_facts(model)
+    )
     _log_dropped(p, http_req, dropped)
     return [], body
 
@@ -5228,12 +6425,21 @@ def _responses_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[
     return responses_to_anthropic(decode_json_answer(raw, p.label), req["model"], p.label), None
 
 
-def _anthropic_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
-                     http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    body = {**req, "model": model, "max_tokens": max_tokens, "messages": _anthropic_messages(p, req["messages"])}
+def _anthropic_build(
+    p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool, http_req: Request
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    body = {
+        **req,
+        "model": model,
+        "max_tokens": max_tokens,
+        "messages": _anthropic_messages(p, req["messages"]),
+    }
     thinking = body.get("thinking")
-    if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int) \
-            and thinking["budget_tokens"] >= max_tokens:
+    if (
+        isinstance(thinking, dict)
+        and isinstance(thinking.get("budget_tokens"), int)
+        and thinking["budget_tokens"] >= max_tokens
+    ):
         # A budget must stay below max_tokens; clamping max_tokens must not turn the request into a 400.
         if max_tokens - 1 >= MIN_THINKING_BUDGET:
             body["thinking"] = {**thinking, "budget_tokens": max_tokens - 1}
@@ -5246,8 +6452,9 @@ def _anthropic_build(p: Provider, req: dict[str, Any], model: str, max_tokens: i
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 
 
-def _vertex_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
-                  http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+def _vertex_build(
+    p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool, http_req: Request
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """Anthropic Messages for Vertex: the model moves into the URL, the API version into the body."""
     headers, body = _anthropic_build(p, req, model, max_tokens, stream, http_req)
     body.pop("model", None)
@@ -5260,8 +6467,9 @@ BEDROCK_MESSAGES_VERSION = "2023-06-01"  # what the Messages surface accepts (ne
 EVENT_STREAM_TYPE = "application/vnd.amazon.eventstream"
 
 
-def _bedrock_build(p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool,
-                   http_req: Request) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+def _bedrock_build(
+    p: Provider, req: dict[str, Any], model: str, max_tokens: int, stream: bool, http_req: Request
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """One Anthropic body, shaped for the surface that serves this model (bedrock_surface)."""
     headers, body = _anthropic_build(p, req, model, max_tokens, stream, http_req)
     surface = bedrock_surface(p.spec, model)
@@ -5305,19 +6513,31 @@ async def _bedrock_count(p: Provider, req: dict[str, Any], model: str) -> int | 
     """Bedrock's CountTokens operation (InvokeModel surfaces: the invoke body, base64, inside `input`); the
     Messages surface counts at /anthropic/v1/messages/count_tokens."""
     http_req = Request("POST", "", {}, {}, b"", "")
-    headers, body = _bedrock_build(p, {**req, "max_tokens": req.get("max_tokens") or 1}, model,
-                                   int(req.get("max_tokens") or 1), False, http_req)
+    headers, body = _bedrock_build(
+        p,
+        {**req, "max_tokens": req.get("max_tokens") or 1},
+        model,
+        int(req.get("max_tokens") or 1),
+        False,
+        http_req,
+    )
     surface = bedrock_surface(p.spec, model)
     if surface == "messages":
-        body = {k: v for k, v in body.items() if k in ("model", "messages", "system", "tools", "tool_choice", "thinking")}
+        body = {
+            k: v
+            for k, v in body.items()
+            if k in ("model", "messages", "system", "tools", "tool_choice", "thinking")
+        }
         url = _bedrock_url(p.spec, model, False) + "/count_tokens"
-        read: Callable[[Any], Any] = lambda obj: obj.get("input_tokens")  # noqa: E731
+        read: Callable[[Any], Any] = lambda obj: obj.get("input_tokens")
     else:
         body.pop("anthropic_beta", None)
         invoke = base64.b64encode(upstream_json(body)).decode()
         body = {"input": {"invokeModel": {"body": invoke}}}
-        url = _join(_bedrock_base(p.spec, "invoke"), f"/model/{urllib.parse.quote(model, safe='')}/count-tokens")
-        read = lambda obj: obj.get("inputTokens")  # noqa: E731
+        url = _join(
+            _bedrock_base(p.spec, "invoke"), f"/model/{urllib.parse.quote(model, safe='')}/count-tokens"
+        )
+        read = lambda obj: obj.get("inputTokens")
     resp, _renewed = await p.post_renewing(url, headers, body, False)
     raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
     if resp.status != 200:
@@ -5334,13 +6554,17 @@ def _anthropic_error(p: Provider, status: int, raw: bytes, headers: dict[str, st
     message, code = error_message_from_body(raw)
     try:  # an Anthropic error body passes unchanged (Claude Code matches its wording); a gateway's own
         obj = json.loads(raw)  # (Google's, Azure's) becomes lynkr's Anthropic-shaped one
-        passthrough = raw if isinstance(obj, dict) and obj.get("type") == "error" and isinstance(obj.get("error"), dict) \
+        passthrough = (
+            raw
+            if isinstance(obj, dict) and obj.get("type") == "error" and isinstance(obj.get("error"), dict)
             else None
+        )
     except ValueError:
         passthrough = None
     status_out = status if 400 <= status <= 599 else 502
-    error = LynkrError(f"{p.label}: {message}", status=status_out, headers=forwarded_headers(headers),
-                       raw_body=passthrough)
+    error = LynkrError(
+        f"{p.label}: {message}", status=status_out, headers=forwarded_headers(headers), raw_body=passthrough
+    )
     if code == "overloaded_error":  # the body's type decides how Claude Code retries, whatever the status
         error.error_type = code
     return error
@@ -5350,19 +6574,37 @@ def _anthropic_read(p: Provider, raw: bytes, req: dict[str, Any]) -> tuple[dict[
     return decode_json_answer(raw, p.label), raw  # the upstream's own bytes pass unchanged
 
 
-ANTHROPIC_FORMAT_KINDS = frozenset({"anthropic", "vertex", "bedrock"})  # Claude's own format: signatures, count
+ANTHROPIC_FORMAT_KINDS = frozenset(
+    {"anthropic", "vertex", "bedrock"}
+)  # Claude's own format: signatures, count
 KINDS: dict[str, Kind] = {
-    "openai": Kind(_openai_build, _openai_error, _openai_read,
-                   lambda p, req, ct: OpenAIStreamDecoder(req["model"], list(req.get("stop_sequences") or []), p.label)),
-    "anthropic": Kind(_anthropic_build, _anthropic_error, _anthropic_read, lambda p, req, ct: AnthropicStreamRelay()),
-    "vertex": Kind(_vertex_build, _anthropic_error, _anthropic_read, lambda p, req, ct: AnthropicStreamRelay()),
+    "openai": Kind(
+        _openai_build,
+        _openai_error,
+        _openai_read,
+        lambda p, req, ct: OpenAIStreamDecoder(req["model"], list(req.get("stop_sequences") or []), p.label),
+    ),
+    "anthropic": Kind(
+        _anthropic_build, _anthropic_error, _anthropic_read, lambda p, req, ct: AnthropicStreamRelay()
+    ),
+    "vertex": Kind(
+        _vertex_build, _anthropic_error, _anthropic_read, lambda p, req, ct: AnthropicStreamRelay()
+    ),
     # OpenAI's Responses API: its error envelope is Chat Completions' ({"error": {...}})
-    "openai-responses": Kind(_responses_build, _openai_error, _responses_read,
-                             lambda p, req, ct: ResponsesStreamDecoder(req["model"], p.label)),
+    "openai-responses": Kind(
+        _responses_build,
+        _openai_error,
+        _responses_read,
+        lambda p, req, ct: ResponsesStreamDecoder(req["model"], p.label),
+    ),
     # Amazon Bedrock: InvokeModel streams AWS event-stream frames, its Messages API streams Anthropic SSE
-    "bedrock": Kind(_bedrock_build, _bedrock_error, _bedrock_read,
-                    lambda p, req, ct: EventStreamDecoder() if EVENT_STREAM_TYPE in ct else AnthropicStreamRelay(),
-                    count=_bedrock_count),
+    "bedrock": Kind(
+        _bedrock_build,
+        _bedrock_error,
+        _bedrock_read,
+        lambda p, req, ct: EventStreamDecoder() if EVENT_STREAM_TYPE in ct else AnthropicStreamRelay(),
+        count=_bedrock_count,
+    ),
 }
 
 
@@ -5385,8 +6627,11 @@ class Provider:
         self.name = spec.name
         self.preset = PRESETS[spec.preset]
         self.kind = KINDS[self.preset.kind]
-        self.label = self.preset.label if spec.name in (spec.preset, "databricks") else \
-            f"{self.preset.label} '{spec.name}'"
+        self.label = (
+            self.preset.label
+            if spec.name in (spec.preset, "databricks")
+            else f"{self.preset.label} '{spec.name}'"
+        )
         self.cfg = cfg
         self.client = client
         self.log = log
@@ -5399,8 +6644,11 @@ class Provider:
         self.auth = [*self.preset.auth(spec.api_key), *spec.headers]
         # Whether the upstream verifies thinking signatures (Claude behind it): only its own go there.
         # (a Responses reasoning item is valid only for the account that made it, like a signature)
-        self.checks_signatures = self.preset.kind in ANTHROPIC_FORMAT_KINDS or self.preset.kind == "openai-responses" \
+        self.checks_signatures = (
+            self.preset.kind in ANTHROPIC_FORMAT_KINDS
+            or self.preset.kind == "openai-responses"
             or self.preset.dialect.thinking == "anthropic"
+        )
         self.credentials = self.preset.credentials(self) if self.preset.credentials is not None else None
 
     def model_for(self, requested: str, client_model: str) -> str:
@@ -5410,31 +6658,44 @@ class Provider:
     def not_configured(self) -> NotConfigured:
         others = ""
         if self.spec.source == "environment":  # name the other choices too: the default may not be theirs
-            others = "; or choose another provider with MODEL_PROVIDER: " + ", ".join(
-                f"{name} ({p.needs or ' and '.join(v for v in (p.base_env if not p.base_default else '', p.key_env) if v)})"
-                for name, p in PRESETS.items() if name not in (self.spec.preset, "databricks-anthropic")
-                and (p.key_env or not p.base_default)) + ", ollama (OLLAMA_BASE_URL, optional); or describe several "
+            others = (
+                "; or choose another provider with MODEL_PROVIDER: "
+                + ", ".join(
+                    f"{name} ({p.needs or ' and '.join(v for v in (p.base_env if not p.base_default else '', p.key_env) if v)})"
+                    for name, p in PRESETS.items()
+                    if name not in (self.spec.preset, "databricks-anthropic")
+                    and (p.key_env or not p.base_default)
+                )
+                + ", ollama (OLLAMA_BASE_URL, optional); or describe several "
+            )
             others += "in lynkr.toml"
         return NotConfigured(
             f"lynkr's provider '{self.name}' ({self.label}) is not configured: set {self.spec.missing}{others}; "
-            "then restart lynkr", headers={"x-should-retry": "false"})
+            "then restart lynkr",
+            headers={"x-should-retry": "false"},
+        )
 
-    def anthropic_headers(self, http_req: Request, body: dict[str, Any] | None = None) -> list[tuple[str, str]]:
-        version = http_req.headers.get("anthropic-version") or self.spec.api_version or ANTHROPIC_VERSION_DEFAULT
+    def anthropic_headers(
+        self, http_req: Request, body: dict[str, Any] | None = None
+    ) -> list[tuple[str, str]]:
+        version = (
+            http_req.headers.get("anthropic-version") or self.spec.api_version or ANTHROPIC_VERSION_DEFAULT
+        )
         headers = [*self.auth, ("anthropic-version", version)]
         betas = http_req.headers.get("anthropic-beta", "")
         if betas and body is not None:
             betas = betas_for(body, betas)
         if betas:
             headers.append(("anthropic-beta", betas))
-        for name, value in headers[len(self.auth):]:
+        for name, value in headers[len(self.auth) :]:
             if not value.isascii():  # header values travel as ASCII; the client's are passed on as sent
                 raise InvalidRequest(f"{name}: the header value must be ASCII")
         return headers
 
     # -- calls --
-    async def _call(self, req: dict[str, Any], http_req: Request, stream: bool, model: str,
-                    max_tokens: int) -> UpstreamResponse:
+    async def _call(
+        self, req: dict[str, Any], http_req: Request, stream: bool, model: str, max_tokens: int
+    ) -> UpstreamResponse:
         if not self.configured:
             raise self.not_configured()
         headers, body = self.kind.build(self, fold_system_messages(req), model, max_tokens, stream, http_req)
@@ -5445,16 +6706,18 @@ class Provider:
         http_req.reply_headers.update(forwarded_headers(resp.headers))
         return resp
 
-    async def complete(self, req: dict[str, Any], http_req: Request, model: str,
-                       max_tokens: int) -> tuple[dict[str, Any], bytes | None]:
+    async def complete(
+        self, req: dict[str, Any], http_req: Request, model: str, max_tokens: int
+    ) -> tuple[dict[str, Any], bytes | None]:
         """Non-streaming call: (Anthropic message, the upstream's own bytes when they can pass unchanged)."""
         resp = await self._call(req, http_req, False, model, max_tokens)
         message, raw = self.kind.read(self, await resp.read(), req)
         http_req.log.update(usage=message.get("usage"))
         return message, raw
 
-    async def open_stream(self, req: dict[str, Any], http_req: Request, model: str,
-                          max_tokens: int) -> AsyncIterator[bytes]:
+    async def open_stream(
+        self, req: dict[str, Any], http_req: Request, model: str, max_tokens: int
+    ) -> AsyncIterator[bytes]:
         """Start the upstream call (raising LynkrError before any byte) and return Anthropic SSE bytes.
         A stream whose first frame is an error (Bedrock's throttling) is retried like an HTTP error."""
         attempt = 0
@@ -5463,17 +6726,28 @@ class Provider:
                 return await self._open_stream(req, http_req, model, max_tokens)
             except FirstFrameError as exc:
                 error = exc.error
-                delay = min(RETRY_BASE_DELAY_S * (2 ** attempt), 8.0) * (0.5 + random.random() / 2)
-                if error.status not in RETRYABLE_STATUSES or attempt >= self.max_retries or not self.breaker.allow():
+                delay = min(RETRY_BASE_DELAY_S * (2**attempt), 8.0) * (0.5 + random.random() / 2)
+                if (
+                    error.status not in RETRYABLE_STATUSES
+                    or attempt >= self.max_retries
+                    or not self.breaker.allow()
+                ):
                     raise self._client_facing(error) from None
                 attempt += 1
                 METRICS.inc("lynkr_upstream_retries_total", provider=self.name)
-                self.log.info("retrying upstream", request_id=http_req.request_id, provider=self.name,
-                              attempt=attempt, status=error.status, delay_s=round(delay, 3))
+                self.log.info(
+                    "retrying upstream",
+                    request_id=http_req.request_id,
+                    provider=self.name,
+                    attempt=attempt,
+                    status=error.status,
+                    delay_s=round(delay, 3),
+                )
                 await asyncio.sleep(delay)
 
-    async def _open_stream(self, req: dict[str, Any], http_req: Request, model: str,
-                           max_tokens: int) -> AsyncIterator[bytes]:
+    async def _open_stream(
+        self, req: dict[str, Any], http_req: Request, model: str, max_tokens: int
+    ) -> AsyncIterator[bytes]:
         resp = await self._call(req, http_req, True, model, max_tokens)
         content_type = resp.headers.get("content-type", "text/event-stream")
         if "text/event-stream" not in content_type and EVENT_STREAM_TYPE not in content_type:
@@ -5509,10 +6783,16 @@ class Provider:
             yield first
             async for out in self.pump(resp, decoder, http_req, chunks):
                 yield out
+
         return rest()
 
-    async def pump(self, resp: UpstreamResponse, decoder: Any, http_req: Request,
-                   chunks: AsyncIterator[bytes | None] | None = None) -> AsyncIterator[bytes]:
+    async def pump(
+        self,
+        resp: UpstreamResponse,
+        decoder: Any,
+        http_req: Request,
+        chunks: AsyncIterator[bytes | None] | None = None,
+    ) -> AsyncIterator[bytes]:
         """The one stream loop for every kind: upstream bytes -> decoder -> client, pings during silence,
         `event: error` (never a fake message_stop) when the upstream fails or stops short."""
         try:
@@ -5527,7 +6807,9 @@ class Provider:
                     yield out
             out = decoder.flush()
             if not decoder.done and not decoder.failed:
-                raise_after = UpstreamUnavailable(f"{self.label} ended the stream before the response was complete")
+                raise_after = UpstreamUnavailable(
+                    f"{self.label} ended the stream before the response was complete"
+                )
                 self.stream_outcome(raise_after)
                 http_req.log.update(stream_error=raise_after.error_type)
                 yield out + error_event(raise_after)
@@ -5551,32 +6833,51 @@ class Provider:
             try:
                 return await self.kind.count(self, fold_system_messages(req), model)
             except LynkrError as exc:
-                self.log.info("upstream count failed; estimating", request_id=http_req.request_id, error=exc.message,
-                              provider=self.name)
+                self.log.info(
+                    "upstream count failed; estimating",
+                    request_id=http_req.request_id,
+                    error=exc.message,
+                    provider=self.name,
+                )
                 return None
         body = fold_system_messages(req)
-        body = {k: v for k, v in body.items() if k in ("messages", "system", "tools", "tool_choice", "thinking")}
+        body = {
+            k: v for k, v in body.items() if k in ("messages", "system", "tools", "tool_choice", "thinking")
+        }
         body["model"] = model
         body["messages"] = _anthropic_messages(self, body["messages"])
         try:
             count_url = self.preset.count_url
-            url = count_url(self.spec, model) if count_url else self.preset.url(self.spec, model) + "/count_tokens"
+            url = (
+                count_url(self.spec, model)
+                if count_url
+                else self.preset.url(self.spec, model) + "/count_tokens"
+            )
             resp, _renewed = await self.post_renewing(url, self.anthropic_headers(http_req), body, False)
             raw = await resp.read(MAX_UPSTREAM_ERROR_BYTES)
             if resp.status == 200:
                 count = json.loads(raw).get("input_tokens")
                 if isinstance(count, int):
                     return count
-            self.log.info("upstream count_tokens unavailable; estimating", request_id=http_req.request_id,
-                          status=resp.status, provider=self.name)
+            self.log.info(
+                "upstream count_tokens unavailable; estimating",
+                request_id=http_req.request_id,
+                status=resp.status,
+                provider=self.name,
+            )
         except (LynkrError, ValueError, AttributeError) as exc:
-            self.log.info("upstream count_tokens failed; estimating", request_id=http_req.request_id,
-                          error=str(exc), provider=self.name)
+            self.log.info(
+                "upstream count_tokens failed; estimating",
+                request_id=http_req.request_id,
+                error=str(exc),
+                provider=self.name,
+            )
         return None
 
     # -- retries and the breaker --
-    async def _request(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool,
-                       http_req: Request) -> UpstreamResponse:
+    async def _request(
+        self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool, http_req: Request
+    ) -> UpstreamResponse:
         """POST with retries and the circuit breaker; returns a 200 response or raises the mapped error.
 
         Every retry happens before a byte reaches the client, so a retried request can never show up
@@ -5585,10 +6886,14 @@ class Provider:
         """
         if not self.breaker.allow():
             wait = max(1, math.ceil(self.breaker.retry_in()))
-            raise LynkrError(f"{self.label} ({self.name}) is failing: circuit breaker open after "
-                             f"{self.breaker.failures} consecutive failures; next attempt in {wait} s "
-                             "(CIRCUIT_BREAKER_RESET_MS)", status=503, error_type="api_error",
-                             headers={"retry-after": str(wait), "x-should-retry": "true"})
+            raise LynkrError(
+                f"{self.label} ({self.name}) is failing: circuit breaker open after "
+                f"{self.breaker.failures} consecutive failures; next attempt in {wait} s "
+                "(CIRCUIT_BREAKER_RESET_MS)",
+                status=503,
+                error_type="api_error",
+                headers={"retry-after": str(wait), "x-should-retry": "true"},
+            )
         attempt = 0
         renewed = False
         while True:
@@ -5597,7 +6902,9 @@ class Provider:
             try:
                 resp, renewed_now = await self.post_renewing(url, headers, body, stream, renew=not renewed)
                 renewed = renewed or renewed_now
-                METRICS.observe("lynkr_upstream_duration_seconds", time.monotonic() - started, provider=self.name)
+                METRICS.observe(
+                    "lynkr_upstream_duration_seconds", time.monotonic() - started, provider=self.name
+                )
                 if resp.status == 200:
                     if not stream:  # a stream's health is known at its end (see stream_outcome)
                         self.breaker.success()
@@ -5609,20 +6916,28 @@ class Provider:
                         self.breaker.success()  # the upstream is healthy; the request was refused
                     raise error
             except LynkrError as exc:
-                if exc.status not in RETRYABLE_STATUSES and not isinstance(exc, (UpstreamUnavailable, UpstreamTimeout)):
+                if exc.status not in RETRYABLE_STATUSES and not isinstance(
+                    exc, (UpstreamUnavailable, UpstreamTimeout)
+                ):
                     raise
                 error = exc
             if error.status != 429:
                 self.breaker.failure()
-            delay = min(RETRY_BASE_DELAY_S * (2 ** attempt), 8.0) * (0.5 + random.random() / 2)
+            delay = min(RETRY_BASE_DELAY_S * (2**attempt), 8.0) * (0.5 + random.random() / 2)
             if retry_after is not None:
                 delay = max(delay, retry_after)
             if attempt >= self.max_retries or delay > self.retry_after_cap_s or not self.breaker.allow():
                 raise self._client_facing(error)
             attempt += 1
             METRICS.inc("lynkr_upstream_retries_total", provider=self.name)
-            self.log.info("retrying upstream", request_id=http_req.request_id, provider=self.name, attempt=attempt,
-                          status=error.status, delay_s=round(delay, 3))
+            self.log.info(
+                "retrying upstream",
+                request_id=http_req.request_id,
+                provider=self.name,
+                attempt=attempt,
+                status=error.status,
+                delay_s=round(delay, 3),
+            )
             await asyncio.sleep(delay)
 
     def stream_outcome(self, error: LynkrError | None) -> None:
@@ -5636,25 +6951,43 @@ class Provider:
         if error.status == 529 or error.error_type == "overloaded_error":
             headers = {**error.headers, "x-should-retry": "true"}
             headers.setdefault("retry-after", "5")
-            return LynkrError(f"{self.label} ({self.name}) is overloaded: {error.message}", status=503,
-                              error_type="api_error", headers=headers)
+            return LynkrError(
+                f"{self.label} ({self.name}) is overloaded: {error.message}",
+                status=503,
+                error_type="api_error",
+                headers=headers,
+            )
         return error
 
-    async def post_renewing(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool,
-                            renew: bool = True) -> tuple[UpstreamResponse, bool]:
+    async def post_renewing(
+        self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool, renew: bool = True
+    ) -> tuple[UpstreamResponse, bool]:
         """POST; a cloud credential the upstream refused (a Google token: 401; rotated AWS keys: 403) is
         renewed and the request sent once more. Returns (response, whether it was renewed)."""
         sent_at = time.monotonic()
         resp = await self._post(url, headers, body, stream)
-        if not renew or resp.status not in (401, 403) or self.credentials is None \
-                or not self.credentials.invalidate(sent_at):
+        if (
+            not renew
+            or resp.status not in (401, 403)
+            or self.credentials is None
+            or not self.credentials.invalidate(sent_at)
+        ):
             return resp, False
         await self._read_error(resp)
         return await self._post(url, headers, body, stream), True
 
-    async def _post(self, url: str, headers: list[tuple[str, str]], body: dict[str, Any], stream: bool,
-                    timeout: float | None = None) -> UpstreamResponse:
-        defaults = [("content-type", "application/json"), ("accept", "text/event-stream" if stream else "application/json")]
+    async def _post(
+        self,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: dict[str, Any],
+        stream: bool,
+        timeout: float | None = None,
+    ) -> UpstreamResponse:
+        defaults = [
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream" if stream else "application/json"),
+        ]
         given = {name for name, _ in headers}
         headers = [*(h for h in defaults if h[0] not in given), *headers]  # a kind may name its own accept
         payload = upstream_json(body)
@@ -5662,7 +6995,10 @@ class Provider:
             if self.credentials is not None:  # a cloud token or a signature over exactly these bytes
                 headers += await self.credentials.headers("POST", url, headers, payload)
             return await self.client.request(
-                "POST", url, headers, payload,
+                "POST",
+                url,
+                headers,
+                payload,
                 connect_timeout=self.cfg.upstream_connect_timeout_s,
                 read_timeout=timeout or self.cfg.upstream_read_timeout_s,
             )
@@ -5683,10 +7019,17 @@ class Provider:
 
     def describe(self) -> dict[str, Any]:
         """What `lynkr doctor` and /health show: never the key itself."""
-        return {"name": self.name, "preset": self.spec.preset, "kind": self.preset.kind,
-                "base_url": self.spec.base_url, "key": mask_secret(self.spec.api_key),
-                "default_model": self.default_model or "(the client's model)", "configured": self.configured,
-                "missing": self.spec.missing, "breaker": self.breaker.state.label}
+        return {
+            "name": self.name,
+            "preset": self.spec.preset,
+            "kind": self.preset.kind,
+            "base_url": self.spec.base_url,
+            "key": mask_secret(self.spec.api_key),
+            "default_model": self.default_model or "(the client's model)",
+            "configured": self.configured,
+            "missing": self.spec.missing,
+            "breaker": self.breaker.state.label,
+        }
 
 
 # -- Prices: what an answer cost --
@@ -5705,12 +7048,17 @@ class Price:
     def cost(self, usage: dict[str, Any]) -> float:
         def n(value: Any) -> int:
             return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
         written = n(usage.get("cache_creation_input_tokens"))
         split = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
         written_1h = min(n(split.get("ephemeral_1h_input_tokens")), written)
-        dollars = (n(usage.get("input_tokens")) * self.input + n(usage.get("output_tokens")) * self.output
-                   + (written - written_1h) * self.cache_write + n(usage.get("cache_read_input_tokens")) * self.cache_read
-                   + written_1h * (self.cache_write_1h or self.cache_write))
+        dollars = (
+            n(usage.get("input_tokens")) * self.input
+            + n(usage.get("output_tokens")) * self.output
+            + (written - written_1h) * self.cache_write
+            + n(usage.get("cache_read_input_tokens")) * self.cache_read
+            + written_1h * (self.cache_write_1h or self.cache_write)
+        )
         return dollars / 1_000_000
 
 
@@ -5777,7 +7125,9 @@ def price_book(cfg: Config) -> PriceBook:
         values = {}
         for key, value in table.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
-                raise ConfigError(f"{where}: {key}: expected a number of US dollars per million tokens, got {value!r}")
+                raise ConfigError(
+                    f"{where}: {key}: expected a number of US dollars per million tokens, got {value!r}"
+                )
             values[key] = float(value)
         for key in ("input", "output"):
             if key not in values:
@@ -5804,8 +7154,9 @@ def parse_route_target(text: str, where: str) -> RouteTarget:
     """`provider,model`, both named."""
     provider, sep, model = text.partition(",")
     if not sep or not provider.strip() or not model.strip():
-        raise ConfigError(f"{where}: expected \"provider,model\" (e.g. \"dbx,databricks-claude-sonnet-4-5\"), "
-                          f"got {text!r}")
+        raise ConfigError(
+            f'{where}: expected "provider,model" (e.g. "dbx,databricks-claude-sonnet-4-5"), got {text!r}'
+        )
     return RouteTarget(provider.strip(), model.strip())
 
 
@@ -5819,9 +7170,15 @@ class Router:
     """Picks the provider and model for each request and walks the fallback chain. Quacks like a
     provider for the orchestrator (open_stream, complete, count_tokens)."""
 
-    def __init__(self, providers: dict[str, Provider], routes: dict[str, RouteTarget],
-                 fallbacks: dict[str, tuple[RouteTarget, ...]], cfg: Config, log: Logger,
-                 long_context_threshold: int = 60000) -> None:
+    def __init__(
+        self,
+        providers: dict[str, Provider],
+        routes: dict[str, RouteTarget],
+        fallbacks: dict[str, tuple[RouteTarget, ...]],
+        cfg: Config,
+        log: Logger,
+        long_context_threshold: int = 60000,
+    ) -> None:
         self.providers = providers
         self.routes = routes
         self.fallbacks = fallbacks
@@ -5835,7 +7192,9 @@ class Router:
         self.prepare: Callable[[Provider, dict[str, Any], Request], Awaitable[dict[str, Any]]] | None = None
         # (provider, model) -> what its answers taught about the token estimate (loaded from the store)
         self.calibrations: dict[tuple[str, str], TokenCalibration] = {}
-        self.estimator = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lynkr-tokens")
+        self.estimator = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="lynkr-tokens"
+        )
         self._routing_counts: collections.deque[tuple[dict[str, Any], int]] = collections.deque(maxlen=8)
 
     @property
@@ -5845,8 +7204,10 @@ class Router:
     def _provider(self, name: str) -> Provider:
         provider = self.providers.get(name)
         if provider is None:
-            raise InvalidRequest(f"model names an unknown provider {name!r}: known providers are "
-                                 f"{', '.join(sorted(self.providers))} (write the model as provider,model)")
+            raise InvalidRequest(
+                f"model names an unknown provider {name!r}: known providers are "
+                f"{', '.join(sorted(self.providers))} (write the model as provider,model)"
+            )
         return provider
 
     def plan(self, req: dict[str, Any]) -> RoutePlan:
@@ -5873,8 +7234,9 @@ class Router:
             return "long_context"
         if "background" in routes and "haiku" in req["model"].lower():
             return "background"
-        if "web_search" in routes and any(str(t.get("type", "")).startswith("web_search")
-                                          for t in req.get("tools") or []):
+        if "web_search" in routes and any(
+            str(t.get("type", "")).startswith("web_search") for t in req.get("tools") or []
+        ):
             return "web_search"
         if "think" in routes and (req.get("thinking") or {}).get("type") in ("enabled", "adaptive"):
             return "think"
@@ -5906,21 +7268,27 @@ class Router:
             model = provider.model_for(target.model, req["model"])
             route = plan.route if position == 0 else "fallback"
             http_req.log.update(provider=provider.name, model=req["model"], upstream_model=model, route=route)
-            http_req.reply_headers.update({"x-lynkr-provider": provider.name, "x-lynkr-model": model,
-                                           "x-lynkr-route": route})
+            http_req.reply_headers.update(
+                {"x-lynkr-provider": provider.name, "x-lynkr-model": model, "x-lynkr-route": route}
+            )
             http_req.reply_builder = None
             try:
                 sent = req if self.prepare is None else await self.prepare(provider, req, http_req)
-                return await getattr(provider, method)(sent, http_req, model,
-                                                       self.clamp(provider, req["model"], model, req["max_tokens"]))
+                return await getattr(provider, method)(
+                    sent, http_req, model, self.clamp(provider, req["model"], model, req["max_tokens"])
+                )
             except LynkrError as exc:
                 if (exc.status < 500 and exc.status != 429) or position == len(plan.chain) - 1:
                     raise
                 last = exc
                 following = plan.chain[position + 1].provider
-                self.log.warning("provider failed; trying the next in the fallback chain",
-                                 request_id=http_req.request_id, failed=provider.name, next=following,
-                                 error=exc.message[:300])
+                self.log.warning(
+                    "provider failed; trying the next in the fallback chain",
+                    request_id=http_req.request_id,
+                    failed=provider.name,
+                    next=following,
+                    error=exc.message[:300],
+                )
                 METRICS.inc("lynkr_upstream_failovers_total", provider=following)
         raise last or NotConfigured("no provider to try")  # pragma: no cover - the chain is never empty
 
@@ -5994,14 +7362,30 @@ def parse_explicit(model: str) -> RouteTarget:
     return RouteTarget(provider.strip(), name.strip())
 
 
-CLOUD_TABLE_KEYS = {"vertex": ("project", "region"), "bedrock": ("region",)}  # what a [providers.X] table must name
+CLOUD_TABLE_KEYS = {
+    "vertex": ("project", "region"),
+    "bedrock": ("region",),
+}  # what a [providers.X] table must name
 
 
 def _expand_provider_table(name: str, table: dict[str, Any], file: str, settings: Any) -> ProviderSpec:
     """One [providers.NAME] table -> a ProviderSpec, every mistake named by file and key."""
     where = f"{file}: providers.{name}"
-    known = {"kind", "base_url", "api_key", "model", "api_version", "headers", "models", "format", "endpoint_path",
-             "region", "project", "profile", "surfaces"}
+    known = {
+        "kind",
+        "base_url",
+        "api_key",
+        "model",
+        "api_version",
+        "headers",
+        "models",
+        "format",
+        "endpoint_path",
+        "region",
+        "project",
+        "profile",
+        "surfaces",
+    }
     for key in table:
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown key (use {', '.join(sorted(known))})")
@@ -6010,12 +7394,15 @@ def _expand_provider_table(name: str, table: dict[str, Any], file: str, settings
         raise ConfigError(f"{where}.kind: required: one of {', '.join(sorted(p for p in PRESETS))}")
     preset_name = KIND_ALIASES.get(kind, kind)
     if preset_name not in PRESETS:
-        raise ConfigError(f"{where}.kind: unknown kind {kind!r} (use one of "
-                          f"{', '.join(sorted([*PRESETS, *KIND_ALIASES]))})")
+        raise ConfigError(
+            f"{where}.kind: unknown kind {kind!r} (use one of {', '.join(sorted([*PRESETS, *KIND_ALIASES]))})"
+        )
     fmt = table.get("format", "")
     if fmt:
         if preset_name != "databricks" or fmt not in ("openai", "anthropic"):
-            raise ConfigError(f"{where}.format: only a databricks provider takes format, \"openai\" or \"anthropic\"")
+            raise ConfigError(
+                f'{where}.format: only a databricks provider takes format, "openai" or "anthropic"'
+            )
         if fmt == "anthropic":
             preset_name = "databricks-anthropic"
     preset = PRESETS[preset_name]
@@ -6030,62 +7417,86 @@ def _expand_provider_table(name: str, table: dict[str, Any], file: str, settings
             raise ConfigError(f"{where}.{key}: only a cloud provider (vertex, bedrock) takes {key}")
     base_url = table.get("base_url") or preset.base_default
     if not base_url and preset.from_env is None:  # cloud kinds build their URL from the region
-        raise ConfigError(f"{where}.base_url: required for kind {kind!r} (e.g. \"https://host.example.com\")")
+        raise ConfigError(f'{where}.base_url: required for kind {kind!r} (e.g. "https://host.example.com")')
     base_url = parse_url_setting(f"{where}.base_url", base_url) if base_url else ""
     api_key = table.get("api_key", "")
     if preset.key_required and not api_key:
-        raise ConfigError(f"{where}.api_key: required for kind {kind!r} (e.g. api_key = \"${preset.key_env or 'API_KEY'}\")")
+        raise ConfigError(
+            f'{where}.api_key: required for kind {kind!r} (e.g. api_key = "${preset.key_env or "API_KEY"}")'
+        )
     headers = table.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise ConfigError(f"{where}.headers: expected a table of header = \"value\"")
+        raise ConfigError(f'{where}.headers: expected a table of header = "value"')
     models = table.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise ConfigError(f"{where}.models: expected a list of model names")
-    version = table.get("api_version", "") or (settings.azure_anthropic_version if preset.kind in ANTHROPIC_FORMAT_KINDS
-                                               else preset.version_default)
+    version = table.get("api_version", "") or (
+        settings.azure_anthropic_version if preset.kind in ANTHROPIC_FORMAT_KINDS else preset.version_default
+    )
     model = table.get("model", "")
     if preset.model_env and not model:
         raise ConfigError(f"{where}.model: required for kind {kind!r} (the deployment name)")
     surfaces = table.get("surfaces", {})
     if surfaces and preset_name != "bedrock":
         raise ConfigError(f"{where}.surfaces: only a bedrock provider takes surfaces")
-    if not isinstance(surfaces, dict) or not all(v in ("invoke", "messages", "runtime-messages") for v in surfaces.values()):
-        raise ConfigError(f"{where}.surfaces: expected a table of \"model glob\" = \"invoke\" | \"messages\" | "
-                          "\"runtime-messages\"")
+    if not isinstance(surfaces, dict) or not all(
+        v in ("invoke", "messages", "runtime-messages") for v in surfaces.values()
+    ):
+        raise ConfigError(
+            f'{where}.surfaces: expected a table of "model glob" = "invoke" | "messages" | "runtime-messages"'
+        )
     if table.get("profile") and preset_name != "bedrock":
         raise ConfigError(f"{where}.profile: only a bedrock provider takes profile")
-    return ProviderSpec(name=name, preset=preset_name, base_url=base_url, api_key=api_key, model=model,
-                        api_version=version, headers=tuple((k.lower(), v) for k, v in headers.items()),
-                        models=tuple(models), endpoint_path=table.get("endpoint_path", ""), source=file,
-                        region=table.get("region", ""), project=table.get("project", ""),
-                        profile=str(table.get("profile", "")), surfaces=tuple(surfaces.items()))
+    return ProviderSpec(
+        name=name,
+        preset=preset_name,
+        base_url=base_url,
+        api_key=api_key,
+        model=model,
+        api_version=version,
+        headers=tuple((k.lower(), v) for k, v in headers.items()),
+        models=tuple(models),
+        endpoint_path=table.get("endpoint_path", ""),
+        source=file,
+        region=table.get("region", ""),
+        project=table.get("project", ""),
+        profile=str(table.get("profile", "")),
+        surfaces=tuple(surfaces.items()),
+    )
 
 
-def _router_from_file(cfg: Config, providers: dict[str, Provider]) -> tuple[dict[str, RouteTarget],
-                                                                          dict[str, tuple[RouteTarget, ...]], int]:
+def _router_from_file(
+    cfg: Config, providers: dict[str, Provider]
+) -> tuple[dict[str, RouteTarget], dict[str, tuple[RouteTarget, ...]], int]:
     file, table = cfg.config_file, dict(cfg.router_table)
     routes: dict[str, RouteTarget] = {}
     fallbacks: dict[str, tuple[RouteTarget, ...]] = {}
     threshold = table.pop("long_context_threshold", 60000)
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-        raise ConfigError(f"{file}: router.long_context_threshold: expected a positive whole number of tokens")
+        raise ConfigError(
+            f"{file}: router.long_context_threshold: expected a positive whole number of tokens"
+        )
     fallback_table = table.pop("fallback", {})
     if not isinstance(fallback_table, dict):
-        raise ConfigError(f"{file}: router.fallback: expected a table of route = [\"provider,model\", ...]")
+        raise ConfigError(f'{file}: router.fallback: expected a table of route = ["provider,model", ...]')
 
     def checked(text: Any, where: str) -> RouteTarget:
         if not isinstance(text, str):
-            raise ConfigError(f"{where}: expected \"provider,model\"")
+            raise ConfigError(f'{where}: expected "provider,model"')
         target = parse_route_target(text, where)
         if target.provider not in providers:
-            raise ConfigError(f"{where}: unknown provider {target.provider!r} (defined: "
-                              f"{', '.join(sorted(providers)) or 'none'}; add a [providers.{target.provider}] table)")
+            raise ConfigError(
+                f"{where}: unknown provider {target.provider!r} (defined: "
+                f"{', '.join(sorted(providers)) or 'none'}; add a [providers.{target.provider}] table)"
+            )
         return target
 
     for key, value in table.items():
         if key not in ROUTE_NAMES:
-            raise ConfigError(f"{file}: router.{key}: unknown route (use {', '.join(ROUTE_NAMES)}, "
-                              "long_context_threshold or fallback)")
+            raise ConfigError(
+                f"{file}: router.{key}: unknown route (use {', '.join(ROUTE_NAMES)}, "
+                "long_context_threshold or fallback)"
+            )
         routes[key] = checked(value, f"{file}: router.{key}")
     for key, value in fallback_table.items():
         if key not in ROUTE_NAMES:
@@ -6093,12 +7504,14 @@ def _router_from_file(cfg: Config, providers: dict[str, Provider]) -> tuple[dict
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
-            raise ConfigError(f"{file}: router.fallback.{key}: expected a list of \"provider,model\"")
+            raise ConfigError(f'{file}: router.fallback.{key}: expected a list of "provider,model"')
         fallbacks[key] = tuple(checked(v, f"{file}: router.fallback.{key}") for v in value)
     if "default" not in routes:
         if len(providers) != 1:
-            raise ConfigError(f"{file}: router.default: required when there are several providers "
-                              "(e.g. default = \"name,model\")")
+            raise ConfigError(
+                f"{file}: router.default: required when there are several providers "
+                '(e.g. default = "name,model")'
+            )
         routes["default"] = RouteTarget(next(iter(providers)))
     return routes, fallbacks, threshold
 
@@ -6108,26 +7521,37 @@ def build_router(cfg: Config, client: HTTPClient, log: Logger) -> Router:
     FALLBACK_PROVIDER). Raises ConfigError naming the file and key, or the variable."""
     s = cfg.settings
     if cfg.providers_table:
-        specs = [_expand_provider_table(name, table, cfg.config_file, s) for name, table in cfg.providers_table.items()]
+        specs = [
+            _expand_provider_table(name, table, cfg.config_file, s)
+            for name, table in cfg.providers_table.items()
+        ]
         providers = {spec.name: Provider(spec, cfg, client, log) for spec in specs}
         routes, fallbacks, threshold = _router_from_file(cfg, providers)
         return Router(providers, routes, fallbacks, cfg, log, threshold)
     if cfg.router_table:
         raise ConfigError(f"{cfg.config_file}: router: needs at least one [providers.NAME] table")
-    for variable, preset_name in (("MODEL_PROVIDER", s.model_provider), ("FALLBACK_PROVIDER", s.fallback_provider)):
+    for variable, preset_name in (
+        ("MODEL_PROVIDER", s.model_provider),
+        ("FALLBACK_PROVIDER", s.fallback_provider),
+    ):
         if preset_name and preset_name not in ENV_PRESETS:
-            raise ConfigError(f"{variable} must be one of {', '.join(ENV_PRESETS)} (got {preset_name!r}); "
-                              "several providers at once come from a config file (lynkr.toml)")
+            raise ConfigError(
+                f"{variable} must be one of {', '.join(ENV_PRESETS)} (got {preset_name!r}); "
+                "several providers at once come from a config file (lynkr.toml)"
+            )
     primary = provider_env_spec(s.model_provider, s, model=s.model_default)
     providers = {primary.name: Provider(primary, cfg, client, log)}
     fallbacks: dict[str, tuple[RouteTarget, ...]] = {}
     if s.fallback_provider:
         if s.fallback_provider == s.model_provider:
-            raise ConfigError(f"FALLBACK_PROVIDER must be another of {', '.join(ENV_PRESETS)} "
-                              f"(got {s.fallback_provider!r})")
+            raise ConfigError(
+                f"FALLBACK_PROVIDER must be another of {', '.join(ENV_PRESETS)} (got {s.fallback_provider!r})"
+            )
         fallback = provider_env_spec(s.fallback_provider, s, model=s.fallback_model_default)
         if fallback.missing:
-            raise ConfigError(f"FALLBACK_PROVIDER={s.fallback_provider} needs its own settings ({fallback.missing})")
+            raise ConfigError(
+                f"FALLBACK_PROVIDER={s.fallback_provider} needs its own settings ({fallback.missing})"
+            )
         providers[fallback.name] = Provider(fallback, cfg, client, log)
         # MODEL_MAP targets belong to the primary; the fallback answers with its own default model.
         fallbacks["default"] = (RouteTarget(fallback.name),)
@@ -6149,7 +7573,10 @@ async def check_provider(provider: Provider, timeout_s: float = DOCTOR_TIMEOUT_S
     except LynkrError as exc:
         return False, f"HTTP {exc.status} {exc.error_type}: {exc.message[:300]}"
     ms = (time.monotonic() - started) * 1000
-    return True, f"answered in {ms:.0f} ms (model {message.get('model') or model}, stop {message.get('stop_reason')})"
+    return (
+        True,
+        f"answered in {ms:.0f} ms (model {message.get('model') or model}, stop {message.get('stop_reason')})",
+    )
 
 
 ENV_PRESETS = tuple(name for name in PRESETS if name != "databricks-anthropic")
@@ -6164,7 +7591,9 @@ ENV_PRESETS = tuple(name for name in PRESETS if name != "databricks-anthropic")
 
 
 def _m001_sessions(db: sqlite3.Connection) -> None:
-    run_script(db, """
+    run_script(
+        db,
+        """
         CREATE TABLE sessions (
             id TEXT PRIMARY KEY,
             created_at REAL NOT NULL,
@@ -6184,11 +7613,14 @@ def _m001_sessions(db: sqlite3.Connection) -> None:
             request_id TEXT
         );
         CREATE INDEX turns_by_session ON turns(session_id, id);
-    """)
+    """,
+    )
 
 
 def _m002_tasks(db: sqlite3.Connection) -> None:
-    run_script(db, """
+    run_script(
+        db,
+        """
         CREATE TABLE tasks (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             title TEXT NOT NULL,
@@ -6198,11 +7630,14 @@ def _m002_tasks(db: sqlite3.Connection) -> None:
             created_at REAL NOT NULL,
             updated_at REAL NOT NULL
         );
-    """)
+    """,
+    )
 
 
 def _m003_test_runs(db: sqlite3.Connection) -> None:
-    run_script(db, """
+    run_script(
+        db,
+        """
         CREATE TABLE test_runs (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             command TEXT NOT NULL,
@@ -6217,7 +7652,8 @@ def _m003_test_runs(db: sqlite3.Connection) -> None:
             tree_id TEXT NOT NULL                -- git tree of the working tree the run saw ('' outside git)
         );
         CREATE INDEX test_runs_gate ON test_runs(command, passed, tree_id);
-    """)
+    """,
+    )
 
 
 def _m004_turn_provider(db: sqlite3.Connection) -> None:
@@ -6239,18 +7675,23 @@ def _m006_turn_cost(db: sqlite3.Connection) -> None:
 def _m007_thinking_signatures(db: sqlite3.Connection) -> None:
     # Which provider signed each thinking block lynkr relayed (signature_key -> provider name), so a
     # resent history reaches another provider without blocks it would reject.
-    run_script(db, """
+    run_script(
+        db,
+        """
         CREATE TABLE thinking_signatures (
             key TEXT PRIMARY KEY,
             provider TEXT NOT NULL,
             created_at REAL NOT NULL
         );
-    """)
+    """,
+    )
 
 
 def _m008_token_calibration(db: sqlite3.Connection) -> None:
     # What each provider and model's answers taught about the token estimate (TokenCalibration's sums).
-    run_script(db, """
+    run_script(
+        db,
+        """
         CREATE TABLE token_calibration (
             provider TEXT NOT NULL,
             model TEXT NOT NULL,
@@ -6258,13 +7699,20 @@ def _m008_token_calibration(db: sqlite3.Connection) -> None:
             updated_at REAL NOT NULL,
             PRIMARY KEY (provider, model)
         );
-    """)
+    """,
+    )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_sessions, _m002_tasks, _m003_test_runs,
-                                                           _m004_turn_provider, _m005_test_run_checkout,
-                                                           _m006_turn_cost, _m007_thinking_signatures,
-                                                           _m008_token_calibration]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _m001_sessions,
+    _m002_tasks,
+    _m003_test_runs,
+    _m004_turn_provider,
+    _m005_test_run_checkout,
+    _m006_turn_cost,
+    _m007_thinking_signatures,
+    _m008_token_calibration,
+]
 
 
 def run_script(db: sqlite3.Connection, script: str) -> None:
@@ -6279,7 +7727,9 @@ def run_script(db: sqlite3.Connection, script: str) -> None:
         db.execute(statement)
 
 
-def apply_migrations(db: sqlite3.Connection, migrations: Iterable[Callable[[sqlite3.Connection], None]] = ()) -> None:
+def apply_migrations(
+    db: sqlite3.Connection, migrations: Iterable[Callable[[sqlite3.Connection], None]] = ()
+) -> None:
     """Run the numbered migrations not yet recorded in `_migrations` (default: the session store's).
     Each runs in its own BEGIN IMMEDIATE transaction, DDL included: a thread or process migrating the
     same file at the same moment waits for it, then finds it recorded and skips it; a migration that
@@ -6364,7 +7814,9 @@ class Store:
             return
         done.add_done_callback(lambda f: self._batch_written(batch, f))
 
-    def _write_batch(self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]) -> list[tuple[bool, Any]]:
+    def _write_batch(
+        self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]
+    ) -> list[tuple[bool, Any]]:
         db = self._connection()
         outcomes: list[tuple[bool, Any]] = []
         # IMMEDIATE: take the write lock now (waiting busy_timeout for another process's writer). A
@@ -6387,11 +7839,14 @@ class Store:
             raise
         return outcomes
 
-    def _batch_written(self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]],
-                       done: asyncio.Future[list[tuple[bool, Any]]]) -> None:
+    def _batch_written(
+        self,
+        batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]],
+        done: asyncio.Future[list[tuple[bool, Any]]],
+    ) -> None:
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
         outcomes = done.result() if error is None else [(False, error)] * len(batch)
-        for (_fn, _args, future), (ok, value) in zip(batch, outcomes):
+        for (_fn, _args, future), (ok, value) in zip(batch, outcomes, strict=False):
             if future.done():
                 continue
             if ok:
@@ -6414,8 +7869,12 @@ def message_hash(message: dict[str, Any]) -> str:
     """A stable identity for a message as clients echo it (cache_control markers move between turns)."""
     content = message.get("content")
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
-    clean = [{k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b for b in blocks]
-    canonical = json.dumps({"role": message.get("role"), "content": clean}, sort_keys=True, ensure_ascii=False)
+    clean = [
+        {k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b for b in blocks
+    ]
+    canonical = json.dumps(
+        {"role": message.get("role"), "content": clean}, sort_keys=True, ensure_ascii=False
+    )
     return hashlib.sha256(utf8_json(canonical)).hexdigest()[:32]
 
 
@@ -6445,7 +7904,9 @@ class TurnRecord:
     request_id: str
     model: str
     messages: list[dict[str, Any]]  # the client's full history as sent
-    server_turns: list[dict[str, Any]] = field(default_factory=list)  # assistant/user messages the client never saw
+    server_turns: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # assistant/user messages the client never saw
     reply: dict[str, Any] | None = None  # the client-visible assistant message
     usage: dict[str, Any] | None = None
     cache: str = "bypass"  # hit | miss | stored (a miss kept for reuse) | bypass
@@ -6453,7 +7914,9 @@ class TurnRecord:
     cost_usd: float | None = None  # None: a cache hit, an unpriced model, or no answer
     signed: list[str] = field(default_factory=list)  # signature_keys of the thinking the provider returned
     sent: dict[str, Any] | None = None  # the request as one upstream call answered it (None: a tool loop)
-    request_log: dict[str, Any] = field(default_factory=dict)  # the request's log fields: the router notes the provider
+    request_log: dict[str, Any] = field(
+        default_factory=dict
+    )  # the request's log fields: the router notes the provider
 
 
 def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
@@ -6467,36 +7930,69 @@ def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
     rows: list[tuple[Any, ...]] = []
     for message in turn.messages[common:]:
         kind = "user" if message.get("role") != "assistant" else "assistant"
-        rows.append((kind, message.get("role"), storable_json(message.get("content")), None, None, None, None, None))
+        rows.append(
+            (kind, message.get("role"), storable_json(message.get("content")), None, None, None, None, None)
+        )
     for message in turn.server_turns:
-        rows.append(("server_tool", message.get("role"), storable_json(message.get("content")), turn.model, None, None,
-                     turn.provider, None))
+        rows.append(
+            (
+                "server_tool",
+                message.get("role"),
+                storable_json(message.get("content")),
+                turn.model,
+                None,
+                None,
+                turn.provider,
+                None,
+            )
+        )
     if turn.reply is not None:
-        rows.append(("assistant", "assistant", storable_json(turn.reply.get("content")), turn.model,
-                     storable_json(turn.usage or turn.reply.get("usage") or {}), turn.cache, turn.provider,
-                     turn.cost_usd))
+        rows.append(
+            (
+                "assistant",
+                "assistant",
+                storable_json(turn.reply.get("content")),
+                turn.model,
+                storable_json(turn.usage or turn.reply.get("usage") or {}),
+                turn.cache,
+                turn.provider,
+                turn.cost_usd,
+            )
+        )
         history.append(message_hash(turn.reply))
     if turn.signed and turn.provider:
-        db.executemany("INSERT OR REPLACE INTO thinking_signatures (key, provider, created_at) VALUES (?, ?, ?)",
-                       [(key, turn.provider, now) for key in turn.signed])
+        db.executemany(
+            "INSERT OR REPLACE INTO thinking_signatures (key, provider, created_at) VALUES (?, ?, ?)",
+            [(key, turn.provider, now) for key in turn.signed],
+        )
     if row is None:
-        db.execute("INSERT INTO sessions (id, created_at, updated_at, history) VALUES (?, ?, ?, ?)",
-                   (turn.session_id, now, now, storable_json(history)))
+        db.execute(
+            "INSERT INTO sessions (id, created_at, updated_at, history) VALUES (?, ?, ?, ?)",
+            (turn.session_id, now, now, storable_json(history)),
+        )
     else:
-        db.execute("UPDATE sessions SET updated_at = ?, history = ? WHERE id = ?",
-                   (now, storable_json(history), turn.session_id))
+        db.execute(
+            "UPDATE sessions SET updated_at = ?, history = ? WHERE id = ?",
+            (now, storable_json(history), turn.session_id),
+        )
     db.executemany(
         "INSERT INTO turns (session_id, created_at, kind, role, content, model, usage, cache, request_id, provider,"
         " cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(turn.session_id, now, kind, role, content, model, usage, cache, turn.request_id, provider, cost)
-         for kind, role, content, model, usage, cache, provider, cost in rows],
+        [
+            (turn.session_id, now, kind, role, content, model, usage, cache, turn.request_id, provider, cost)
+            for kind, role, content, model, usage, cache, provider, cost in rows
+        ],
     )
     return len(rows)
 
 
-def save_calibration(db: sqlite3.Connection, provider: str, model: str, calibration: TokenCalibration) -> None:
-    db.execute("INSERT OR REPLACE INTO token_calibration (provider, model, state, updated_at) VALUES (?, ?, ?, ?)",
-               (provider, model, json.dumps(dataclasses.astuple(calibration)), time.time()))
+def save_calibration(
+    db: sqlite3.Connection, provider: str, model: str, calibration: TokenCalibration
+) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO token_calibration (provider, model, state, updated_at) VALUES (?, ?, ?, ?)",
+        (provider, model, json.dumps(dataclasses.astuple(calibration)), time.time()),
+    )
 
 
 def load_calibrations(db: sqlite3.Connection) -> dict[tuple[str, str], TokenCalibration]:
@@ -6510,9 +8006,13 @@ def load_calibrations(db: sqlite3.Connection) -> dict[tuple[str, str], TokenCali
 def signers_of(db: sqlite3.Connection, keys: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-        part = keys[start:start + 500]
-        found.update(db.execute(f"SELECT key, provider FROM thinking_signatures WHERE key IN ({','.join('?' * len(part))})",
-                                part).fetchall())
+        part = keys[start : start + 500]
+        found.update(
+            db.execute(
+                f"SELECT key, provider FROM thinking_signatures WHERE key IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
+        )
     return found
 
 
@@ -6545,7 +8045,9 @@ class SignatureBook:
 def list_sessions(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
     cursor = db.execute(
         "SELECT s.id, s.created_at, s.updated_at, COUNT(t.id) FROM sessions s LEFT JOIN turns t ON t.session_id = s.id"
-        " GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?", (limit,))
+        " GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?",
+        (limit,),
+    )
     return [{"id": r[0], "created_at": r[1], "updated_at": r[2], "turns": r[3]} for r in cursor]
 
 
@@ -6554,15 +8056,32 @@ def get_session(db: sqlite3.Connection, session_id: str) -> dict[str, Any] | Non
     if row is None:
         return None
     turns = [
-        {"kind": r[0], "role": r[1], "content": json.loads(r[2]), "model": r[3],
-         "usage": json.loads(r[4]) if r[4] else None, "cache": r[5], "request_id": r[6], "created_at": r[7],
-         "provider": r[8], "cost_usd": r[9]}
-        for r in db.execute("SELECT kind, role, content, model, usage, cache, request_id, created_at, provider, cost_usd"
-                            " FROM turns WHERE session_id = ? ORDER BY id", (session_id,))
+        {
+            "kind": r[0],
+            "role": r[1],
+            "content": json.loads(r[2]),
+            "model": r[3],
+            "usage": json.loads(r[4]) if r[4] else None,
+            "cache": r[5],
+            "request_id": r[6],
+            "created_at": r[7],
+            "provider": r[8],
+            "cost_usd": r[9],
+        }
+        for r in db.execute(
+            "SELECT kind, role, content, model, usage, cache, request_id, created_at, provider, cost_usd"
+            " FROM turns WHERE session_id = ? ORDER BY id",
+            (session_id,),
+        )
     ]
     costs = [t["cost_usd"] for t in turns if t["cost_usd"] is not None]
-    return {"id": row[0], "created_at": row[1], "updated_at": row[2],
-            "cost_usd": round(sum(costs), 8) if costs else None, "turns": turns}
+    return {
+        "id": row[0],
+        "created_at": row[1],
+        "updated_at": row[2],
+        "cost_usd": round(sum(costs), 8) if costs else None,
+        "turns": turns,
+    }
 
 
 # == 12. Cache ==
@@ -6571,8 +8090,19 @@ def get_session(db: sqlite3.Connection, session_id: str) -> dict[str, Any] | Non
 # The key is the canonical request after model mapping; Claude Code's billing block (new on every
 # request), metadata, stream and cache_control markers are left out so identical prompts match.
 
-CACHE_KEY_FIELDS = ("system", "messages", "tools", "tool_choice", "temperature", "top_p", "top_k",
-                    "stop_sequences", "max_tokens", "thinking", "output_config")
+CACHE_KEY_FIELDS = (
+    "system",
+    "messages",
+    "tools",
+    "tool_choice",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "max_tokens",
+    "thinking",
+    "output_config",
+)
 
 
 def _without_cache_control(blocks: Any) -> Any:
@@ -6580,8 +8110,12 @@ def _without_cache_control(blocks: Any) -> Any:
     shallow pass is enough, and far cheaper than walking a 50 KB request recursively."""
     if not isinstance(blocks, list):
         return blocks
-    return [{k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) and "cache_control" in b
-            else b for b in blocks]
+    return [
+        {k: v for k, v in b.items() if k != "cache_control"}
+        if isinstance(b, dict) and "cache_control" in b
+        else b
+        for b in blocks
+    ]
 
 
 def prompt_fingerprint(req: dict[str, Any], target_model: str) -> str:
@@ -6590,7 +8124,11 @@ def prompt_fingerprint(req: dict[str, Any], target_model: str) -> str:
         if req.get(name) is not None:
             canonical[name] = req[name]
     system = canonical.get("system")
-    if isinstance(system, list) and system and str(system[0].get("text", "")).startswith(BILLING_HEADER_PREFIX):
+    if (
+        isinstance(system, list)
+        and system
+        and str(system[0].get("text", "")).startswith(BILLING_HEADER_PREFIX)
+    ):
         system = system[1:]
     if system is not None:
         canonical["system"] = _without_cache_control(system)
@@ -6598,14 +8136,16 @@ def prompt_fingerprint(req: dict[str, Any], target_model: str) -> str:
         canonical["tools"] = _without_cache_control(canonical["tools"])
     canonical["messages"] = [
         {**m, "content": _without_cache_control(m["content"])} if isinstance(m.get("content"), list) else m
-        for m in canonical["messages"]]
+        for m in canonical["messages"]
+    ]
     text = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(utf8_json(text)).hexdigest()
 
 
 class PromptCache:
-    def __init__(self, enabled: bool, ttl_s: float, max_entries: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, enabled: bool, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.enabled = enabled and max_entries > 0
         self.ttl_s = ttl_s
         self.max_entries = max_entries
@@ -6641,8 +8181,10 @@ class PromptCache:
 def cached_reply(message: dict[str, Any], model: str) -> dict[str, Any]:
     """A stored answer re-served: new id, the client's model name, all input counted as cache reads."""
     usage = dict(message.get("usage") or {})
-    total_input = sum(int(usage.get(k) or 0) for k in
-                      ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+    total_input = sum(
+        int(usage.get(k) or 0)
+        for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    )
     usage.update(input_tokens=0, cache_creation_input_tokens=0, cache_read_input_tokens=total_input)
     return {**message, "id": new_id("msg_"), "model": model, "usage": usage}
 
@@ -6861,7 +8403,7 @@ class Policy:
             git_test_dependency_dirs=s.policy_git_test_dependency_dirs,
         )
 
-    GIT_GATES = {  # action -> (attribute, variable that allows it)
+    GIT_GATES: ClassVar[dict[str, tuple[str, str]]] = {  # action -> (attribute, variable that allows it)
         "push": ("git_allow_push", "POLICY_GIT_ALLOW_PUSH"),
         "pull": ("git_allow_pull", "POLICY_GIT_ALLOW_PULL"),
         "commit": ("git_allow_commit", "POLICY_GIT_ALLOW_COMMIT"),
@@ -6892,7 +8434,9 @@ class Policy:
                 raise ToolDenied(f"{rel_path} is blocked by POLICY_FILE_BLOCKED_PATHS ({pattern})")
 
     @functools.cached_property
-    def _blocked_matchers(self) -> tuple[re.Pattern[str] | None, list[tuple[str, re.Pattern[str]]], list[str]]:
+    def _blocked_matchers(
+        self,
+    ) -> tuple[re.Pattern[str] | None, list[tuple[str, re.Pattern[str]]], list[str]]:
         """The blocked-path patterns compiled once: a monorepo's walk checks every path against them. One
         unanchored search over the whole path rules out nearly every path at C speed (a component that
         matches a pattern is a substring the pattern's regex finds); only then are components checked."""
@@ -6917,8 +8461,10 @@ class Policy:
         for address in addresses:
             blocked = non_global_address(address)
             if blocked:
-                raise ToolDenied(f"host {host} resolves to {address}, which is not globally routable ({blocked}); "
-                                 "add it to WEB_SEARCH_ALLOWED_HOSTS to allow it")
+                raise ToolDenied(
+                    f"host {host} resolves to {address}, which is not globally routable ({blocked}); "
+                    "add it to WEB_SEARCH_ALLOWED_HOSTS to allow it"
+                )
 
 
 # == 14. Tools ==
@@ -6948,7 +8494,9 @@ def schema_errors(schema: dict[str, Any], value: Any, path: str = "input") -> li
     if kind is not None:
         kinds = kind if isinstance(kind, list) else [kind]
         if not any(JSON_TYPES.get(k, lambda v: True)(value) for k in kinds):
-            return [f"{path}: expected {' or '.join(kinds)}, got {type(value).__name__ if value is not None else 'null'}"]
+            return [
+                f"{path}: expected {' or '.join(kinds)}, got {type(value).__name__ if value is not None else 'null'}"
+            ]
     if "enum" in schema and value not in schema["enum"]:
         errors.append(f"{path}: must be one of {', '.join(map(str, schema['enum']))}")
     if isinstance(value, dict):
@@ -6992,10 +8540,22 @@ class ToolSpec:
 TOOLS: dict[str, ToolSpec] = {}
 
 
-def tool(name: str, description: str, properties: dict[str, Any], required: Iterable[str] = (),
-         *, blocking: bool = True, timeout_setting: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def tool(
+    name: str,
+    description: str,
+    properties: dict[str, Any],
+    required: Iterable[str] = (),
+    *,
+    blocking: bool = True,
+    timeout_setting: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a server-side tool. The handler gets (ctx: ToolContext, args: dict)."""
-    schema = {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+    }
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         TOOLS[name] = ToolSpec(name, description, schema, fn, blocking, timeout_setting)
@@ -7012,7 +8572,9 @@ class ToolResult:
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        return "\n".join(b.get("text", "") for b in self.content if isinstance(b, dict) and b.get("type") == "text")
+        return "\n".join(
+            b.get("text", "") for b in self.content if isinstance(b, dict) and b.get("type") == "text"
+        )
 
 
 # A blocking tool runs on a thread that a timeout cannot stop. So each call carries an event, set when
@@ -7022,7 +8584,9 @@ _TOOL_CALL = threading.local()
 TOOL_THREADS = 16
 
 
-def _run_blocking(handler: Callable[..., Any], ctx: Any, args: dict[str, Any], cancelled: threading.Event) -> Any:
+def _run_blocking(
+    handler: Callable[..., Any], ctx: Any, args: dict[str, Any], cancelled: threading.Event
+) -> Any:
     _TOOL_CALL.cancelled = cancelled
     try:
         return handler(ctx, args)
@@ -7039,8 +8603,13 @@ def check_not_cancelled() -> None:
 class WorkspacePaths:
     """Maps user paths into WORKSPACE_ROOT, or refuses them."""
 
-    def __init__(self, root: str, policy: Policy, private_dirs: Iterable[tuple[str, str]] = (),
-                 private_files: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        root: str,
+        policy: Policy,
+        private_dirs: Iterable[tuple[str, str]] = (),
+        private_files: Iterable[tuple[str, str]] = (),
+    ) -> None:
         """private_dirs / private_files: (folder or file, the setting that placed it there) pairs lynkr keeps
         to itself: its state, the session store, MCP manifests (which name programs lynkr runs)."""
         self.root = root  # a real path: load_config resolves WORKSPACE_ROOT once
@@ -7093,7 +8662,9 @@ class WorkspacePaths:
             return read_regular_file(name, limit + 1, dir_fd=parent)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
-                raise ToolFailed(f"{rel}: not a regular file (FIFOs, sockets and devices are never opened)") from None
+                raise ToolFailed(
+                    f"{rel}: not a regular file (FIFOs, sockets and devices are never opened)"
+                ) from None
             raise self._changed(rel, exc) from None
         finally:
             os.close(parent)
@@ -7125,7 +8696,9 @@ class WorkspacePaths:
                 if stat.S_ISDIR(st.st_mode):
                     raise ToolFailed(f"{rel} is a directory")
                 mode = st.st_mode & 0o7777
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent
+            )
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
@@ -7195,8 +8768,11 @@ class ToolContext:
     loop: asyncio.AbstractEventLoop | None = None
     # Blocking tools get their own threads: the loop's default executor also serves DNS lookups, which
     # a few slow tools must not starve.
-    executor: concurrent.futures.ThreadPoolExecutor = field(default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
-        max_workers=TOOL_THREADS, thread_name_prefix="lynkr-tool"))
+    executor: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
+            max_workers=TOOL_THREADS, thread_name_prefix="lynkr-tool"
+        )
+    )
 
     def store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """From a worker thread: run fn(db, *args) on the store's thread and wait for it."""
@@ -7217,14 +8793,16 @@ async def run_tool(ctx: ToolContext, name: str, args: Any) -> ToolResult:
             raise ToolFailed("invalid input: " + "; ".join(errors))
         timeout = ctx.policy.tool_timeout_s
         if spec.timeout_setting:  # the tool enforces its own limit; this one only catches a hang
-            timeout = max(timeout, getattr(ctx.cfg.settings, SETTINGS_BY_NAME[spec.timeout_setting].attr) + 30)
+            timeout = max(
+                timeout, getattr(ctx.cfg.settings, SETTINGS_BY_NAME[spec.timeout_setting].attr) + 30
+            )
         ctx.loop = asyncio.get_running_loop()
         if spec.blocking:
             cancelled = threading.Event()
             work = ctx.loop.run_in_executor(ctx.executor, _run_blocking, spec.handler, ctx, args, cancelled)
             try:
                 output = await asyncio.wait_for(asyncio.shield(work), timeout)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 cancelled.set()  # the thread cannot be stopped, but it will write nothing more
                 raise
         else:
@@ -7233,15 +8811,17 @@ async def run_tool(ctx: ToolContext, name: str, args: Any) -> ToolResult:
         return ToolResult(f"denied: {exc}", True)
     except ToolFailed as exc:
         return ToolResult(str(exc), True)
-    except asyncio.TimeoutError:
-        return ToolResult(f"{name} timed out (LYNKR_TOOL_TIMEOUT_MS={ctx.policy.tool_timeout_s * 1000:g})", True)
+    except TimeoutError:
+        return ToolResult(
+            f"{name} timed out (LYNKR_TOOL_TIMEOUT_MS={ctx.policy.tool_timeout_s * 1000:g})", True
+        )
     except LynkrError as exc:
         return ToolResult(exc.message, True)
     except OSError as exc:
         return ToolResult(f"{name} failed: {exc.strerror or exc}", True)
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
-    except Exception as exc:  # a bug in a tool must not take the turn down
+    except Exception as exc:  # noqa: BLE001 -- a bug in a tool must not take the turn down
         ctx.log.error("tool crashed", tool=name, **error_log_fields(exc, ctx.cfg.log_bodies))
         return ToolResult(f"{name} failed unexpectedly: {exc!r}", True)
     if isinstance(output, ToolResult):
@@ -7257,8 +8837,25 @@ MAX_PATCH_BACKUP_BYTES = 64 * 1024 * 1024
 # A search stops after this long (ripgrep killed, the regex child process killed).
 SEARCH_TIMEOUT_S = 20.0
 # Folders no search or listing descends into: VCS internals, dependency and build caches.
-IGNORED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox",
-                          ".mypy_cache", ".pytest_cache", ".ruff_cache", "dist", "build", "target", ".lynkr"})
+IGNORED_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "node_modules",
+        "__pycache__",
+        ".venv",
+        "venv",
+        ".tox",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        "dist",
+        "build",
+        "target",
+        ".lynkr",
+    }
+)
 
 
 def _read_workspace_text(ctx: ToolContext, rel: str, limit: int = MAX_READ_BYTES) -> tuple[str, bool]:
@@ -7283,12 +8880,17 @@ def _atomic_write(path: str, data: bytes) -> None:
         raise
 
 
-@tool("fs_read", "Read a text file in the workspace, optionally a range of lines (1-based, inclusive).",
-      {"path": {"type": "string", "description": "File path relative to the workspace root"},
-       "start_line": {"type": "integer", "minimum": 1},
-       "end_line": {"type": "integer", "minimum": 1},
-       "line_numbers": {"type": "boolean", "description": "Prefix each line with its number"}},
-      ["path"])
+@tool(
+    "fs_read",
+    "Read a text file in the workspace, optionally a range of lines (1-based, inclusive).",
+    {
+        "path": {"type": "string", "description": "File path relative to the workspace root"},
+        "start_line": {"type": "integer", "minimum": 1},
+        "end_line": {"type": "integer", "minimum": 1},
+        "line_numbers": {"type": "boolean", "description": "Prefix each line with its number"},
+    },
+    ["path"],
+)
 def tool_fs_read(ctx: ToolContext, args: dict[str, Any]) -> str:
     _real, rel = ctx.paths.resolve(args["path"], allow_root=False)
     text, truncated = _read_workspace_text(ctx, rel)
@@ -7306,12 +8908,18 @@ def tool_fs_read(ctx: ToolContext, args: dict[str, Any]) -> str:
     return out
 
 
-@tool("fs_write", "Create or overwrite a text file in the workspace (atomic; parent folders are created).",
-      {"path": {"type": "string"}, "content": {"type": "string"}}, ["path", "content"])
+@tool(
+    "fs_write",
+    "Create or overwrite a text file in the workspace (atomic; parent folders are created).",
+    {"path": {"type": "string"}, "content": {"type": "string"}},
+    ["path", "content"],
+)
 def tool_fs_write(ctx: ToolContext, args: dict[str, Any]) -> str:
     _real, rel = ctx.paths.resolve(args["path"], allow_root=False)
     data = args["content"].encode("utf-8")
-    ctx.paths.write_bytes(rel, data)  # folders created and the file written beneath the root, no link followed
+    ctx.paths.write_bytes(
+        rel, data
+    )  # folders created and the file written beneath the root, no link followed
     return f"wrote {len(data)} bytes to {rel}"
 
 
@@ -7341,9 +8949,16 @@ def _walk(ctx: ToolContext, base_real: str) -> Iterable[tuple[str, str, bool]]:
             yield real, rel, False
 
 
-@tool("fs_list", "List files and folders in the workspace. `glob` filters paths (e.g. 'src/**/*.py').",
-      {"path": {"type": "string"}, "glob": {"type": "string"}, "recursive": {"type": "boolean"},
-       "max_entries": {"type": "integer", "minimum": 1, "maximum": 10000}})
+@tool(
+    "fs_list",
+    "List files and folders in the workspace. `glob` filters paths (e.g. 'src/**/*.py').",
+    {
+        "path": {"type": "string"},
+        "glob": {"type": "string"},
+        "recursive": {"type": "boolean"},
+        "max_entries": {"type": "integer", "minimum": 1, "maximum": 10000},
+    },
+)
 def tool_fs_list(ctx: ToolContext, args: dict[str, Any]) -> str:
     real, rel = ctx.paths.resolve(args.get("path", "."))
     if not os.path.isdir(real):
@@ -7436,8 +9051,13 @@ def parse_unified_diff(text: str) -> list[FilePatch]:
     return patches
 
 
-def apply_hunks(original: list[str], hunks: list[tuple[int, list[str]]], name: str,
-                items: list[Any] | None = None, eol: str = "\n") -> list[Any]:
+def apply_hunks(
+    original: list[str],
+    hunks: list[tuple[int, list[str]]],
+    name: str,
+    items: list[Any] | None = None,
+    eol: str = "\n",
+) -> list[Any]:
     """Apply hunks to lines (without their line breaks). Context must match exactly; a hunk may have
     moved. With `items` (one per line, e.g. (content, line break)), context lines keep their item and
     added lines become (text, eol); without, plain strings."""
@@ -7454,8 +9074,10 @@ def apply_hunks(original: list[str], hunks: list[tuple[int, list[str]]], name: s
             # Only lines equal to the hunk's first old line can start it: one pass over the file, then
             # the candidates nearest the expected line first (a moved hunk still applies).
             first, last_start = old[0], len(texts) - len(old)
-            candidates = sorted((i for i, line in enumerate(texts) if line == first and i <= last_start),
-                                key=lambda i: (abs(i - expected), i))
+            candidates = sorted(
+                (i for i, line in enumerate(texts) if line == first and i <= last_start),
+                key=lambda i: (abs(i - expected), i),
+            )
             position = next((i for i in candidates if texts[i : i + len(old)] == old), None)
         if position is None:
             raise ToolFailed(f"{name}: hunk at line {start} does not match the file")
@@ -7495,7 +9117,7 @@ def patch_text(text: str, hunks: list[tuple[int, list[str]]], name: str) -> str:
     ending (CRLF, LF, mixed), the file keeps its BOM and its final newline or lack of one; new lines get
     the file's prevailing ending."""
     bom = UTF8_BOM if text.startswith(UTF8_BOM) else ""
-    text = text[len(bom):]
+    text = text[len(bom) :]
     entries: list[tuple[str, str]] = []  # (line content, its line break)
     position = 0
     for match in PATCH_LINE_BREAK.finditer(text):
@@ -7519,8 +9141,13 @@ def patch_text(text: str, hunks: list[tuple[int, list[str]]], name: str) -> str:
     return bom + "".join(c + e for c, e in result)
 
 
-@tool("edit_patch", "Apply a unified diff (git diff / diff -u format) to workspace files. Atomic: all hunks "
-      "of all files apply, or nothing changes.", {"patch": {"type": "string", "minLength": 1}}, ["patch"])
+@tool(
+    "edit_patch",
+    "Apply a unified diff (git diff / diff -u format) to workspace files. Atomic: all hunks "
+    "of all files apply, or nothing changes.",
+    {"patch": {"type": "string", "minLength": 1}},
+    ["patch"],
+)
 def tool_edit_patch(ctx: ToolContext, args: dict[str, Any]) -> str:
     planned: list[tuple[str, str, bytes | None]] = []  # (real path, rel, new bytes or None to delete)
     for patch in parse_unified_diff(args["patch"]):
@@ -7574,11 +9201,20 @@ def tool_edit_patch(ctx: ToolContext, args: dict[str, Any]) -> str:
 # -- Search --
 
 
-@tool("workspace_search", "Search file contents in the workspace (ripgrep when installed). The query is "
-      "literal text unless regex is true.",
-      {"query": {"type": "string", "minLength": 1}, "path": {"type": "string"}, "glob": {"type": "string"},
-       "regex": {"type": "boolean"}, "case_sensitive": {"type": "boolean"},
-       "max_results": {"type": "integer", "minimum": 1, "maximum": 5000}}, ["query"])
+@tool(
+    "workspace_search",
+    "Search file contents in the workspace (ripgrep when installed). The query is "
+    "literal text unless regex is true.",
+    {
+        "query": {"type": "string", "minLength": 1},
+        "path": {"type": "string"},
+        "glob": {"type": "string"},
+        "regex": {"type": "boolean"},
+        "case_sensitive": {"type": "boolean"},
+        "max_results": {"type": "integer", "minimum": 1, "maximum": 5000},
+    },
+    ["query"],
+)
 def tool_workspace_search(ctx: ToolContext, args: dict[str, Any]) -> str:
     real, _rel = ctx.paths.resolve(args.get("path", "."))
     limit = args.get("max_results", 200)
@@ -7611,8 +9247,14 @@ def _search_rg(ctx: ToolContext, rg: str, base: str, args: dict[str, Any], limit
     # Streamed, and stopped at max_results: a query matching every line of a monorepo must not be read
     # whole into memory; ripgrep's regex engine runs in linear time, and a timer bounds the rest.
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL,
-                                cwd=ctx.paths.root, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+            cwd=ctx.paths.root,
+            start_new_session=True,
+        )
         timer = threading.Timer(SEARCH_TIMEOUT_S, proc.kill)
         timer.start()
         try:
@@ -7672,22 +9314,41 @@ def _search_python(ctx: ToolContext, base: str, args: dict[str, Any], limit: int
     flags = 0 if args.get("case_sensitive") else re.IGNORECASE
     pattern = re.compile(args["query"] if args.get("regex") else re.escape(args["query"]), flags)
     glob = args.get("glob")
-    files = [(base, os.path.relpath(base, ctx.paths.root).replace(os.sep, "/"), False)] if os.path.isfile(base) \
+    files = (
+        [(base, os.path.relpath(base, ctx.paths.root).replace(os.sep, "/"), False)]
+        if os.path.isfile(base)
         else _walk(ctx, base)
+    )
     out: list[str] = []
     if args.get("regex"):
-        chosen = [[real, rel] for real, rel, is_dir in files if not is_dir and (not glob or glob_match(rel, glob))]
-        job = json_bytes({"pattern": args["query"], "flags": flags, "files": chosen, "limit": limit,
-                          "max_bytes": MAX_READ_BYTES})
-        result = run_command([sys.executable, "-I", "-c", REGEX_SEARCH_CHILD], ctx.paths.root, SEARCH_TIMEOUT_S,
-                             env=program_env(), stdin=job)
+        chosen = [
+            [real, rel] for real, rel, is_dir in files if not is_dir and (not glob or glob_match(rel, glob))
+        ]
+        job = json_bytes(
+            {
+                "pattern": args["query"],
+                "flags": flags,
+                "files": chosen,
+                "limit": limit,
+                "max_bytes": MAX_READ_BYTES,
+            }
+        )
+        result = run_command(
+            [sys.executable, "-I", "-c", REGEX_SEARCH_CHILD],
+            ctx.paths.root,
+            SEARCH_TIMEOUT_S,
+            env=program_env(),
+            stdin=job,
+        )
         for line in result.output.splitlines():
             with contextlib.suppress(ValueError, TypeError):
                 rel, number, text = json.loads(line)
                 out.append(f"{rel}:{number}:{text}")
         if result.timed_out:
-            raise ToolFailed(f"the regex search was stopped after {SEARCH_TIMEOUT_S:g} s (a pattern that backtracks "
-                             f"without end, e.g. (a+)+$?); {len(out)} matches were found before that")
+            raise ToolFailed(
+                f"the regex search was stopped after {SEARCH_TIMEOUT_S:g} s (a pattern that backtracks "
+                f"without end, e.g. (a+)+$?); {len(out)} matches were found before that"
+            )
         return out
     for _real, rel, is_dir in files:
         if is_dir or (glob and not glob_match(rel, glob)):
@@ -7715,7 +9376,13 @@ TASK_COLUMNS = "id, title, description, status, priority, created_at, updated_at
 
 
 def _task_row(row: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(("id", "title", "description", "status", "priority", "created_at", "updated_at"), row))
+    return dict(
+        zip(
+            ("id", "title", "description", "status", "priority", "created_at", "updated_at"),
+            row,
+            strict=False,
+        )
+    )
 
 
 def _get_task(db: sqlite3.Connection, task_id: int) -> dict[str, Any]:
@@ -7730,8 +9397,15 @@ def _db_create_task(db: sqlite3.Connection, args: dict[str, Any]) -> dict[str, A
     with db:
         cursor = db.execute(
             "INSERT INTO tasks (title, description, status, priority, created_at, updated_at) VALUES (?,?,?,?,?,?)",
-            (args["title"], args.get("description", ""), args.get("status", "todo"),
-             args.get("priority", "medium"), now, now))
+            (
+                args["title"],
+                args.get("description", ""),
+                args.get("status", "todo"),
+                args.get("priority", "medium"),
+                now,
+                now,
+            ),
+        )
     return _get_task(db, int(cursor.lastrowid or 0))
 
 
@@ -7740,8 +9414,10 @@ def _db_update_task(db: sqlite3.Connection, task_id: int, changes: dict[str, Any
     if changes:
         assignments = ", ".join(f"{name} = ?" for name in changes)  # names come from the schema, not input
         with db:
-            db.execute(f"UPDATE tasks SET {assignments}, updated_at = ? WHERE id = ?",
-                       (*changes.values(), time.time(), task_id))
+            db.execute(
+                f"UPDATE tasks SET {assignments}, updated_at = ? WHERE id = ?",
+                (*changes.values(), time.time(), task_id),
+            )
     return _get_task(db, task_id)
 
 
@@ -7760,32 +9436,52 @@ def _db_delete_task(db: sqlite3.Connection, task_id: int) -> dict[str, Any]:
     return task
 
 
-@tool("workspace_task_create", "Create a task in the workspace task tracker.",
-      {"title": {"type": "string", "minLength": 1, "maxLength": TASK_TITLE_MAX_CHARS},
-       "description": {"type": "string", "maxLength": TASK_DESCRIPTION_MAX_CHARS},
-       "priority": {"type": "string", "enum": TASK_PRIORITIES}, "status": {"type": "string", "enum": TASK_STATUSES}},
-      ["title"])
+@tool(
+    "workspace_task_create",
+    "Create a task in the workspace task tracker.",
+    {
+        "title": {"type": "string", "minLength": 1, "maxLength": TASK_TITLE_MAX_CHARS},
+        "description": {"type": "string", "maxLength": TASK_DESCRIPTION_MAX_CHARS},
+        "priority": {"type": "string", "enum": TASK_PRIORITIES},
+        "status": {"type": "string", "enum": TASK_STATUSES},
+    },
+    ["title"],
+)
 def tool_task_create(ctx: ToolContext, args: dict[str, Any]) -> str:
     return json_dumps(ctx.store_call(_db_create_task, args))
 
 
-@tool("workspace_tasks_list", "List tasks, optionally only those with one status.",
-      {"status": {"type": "string", "enum": TASK_STATUSES}})
+@tool(
+    "workspace_tasks_list",
+    "List tasks, optionally only those with one status.",
+    {"status": {"type": "string", "enum": TASK_STATUSES}},
+)
 def tool_tasks_list(ctx: ToolContext, args: dict[str, Any]) -> str:
     return json_dumps(ctx.store_call(_db_list_tasks, args.get("status")))
 
 
-@tool("workspace_task_update", "Change a task's title, description or priority.",
-      {"id": {"type": "integer"}, "title": {"type": "string", "minLength": 1, "maxLength": TASK_TITLE_MAX_CHARS},
-       "description": {"type": "string", "maxLength": TASK_DESCRIPTION_MAX_CHARS},
-       "priority": {"type": "string", "enum": TASK_PRIORITIES}}, ["id"])
+@tool(
+    "workspace_task_update",
+    "Change a task's title, description or priority.",
+    {
+        "id": {"type": "integer"},
+        "title": {"type": "string", "minLength": 1, "maxLength": TASK_TITLE_MAX_CHARS},
+        "description": {"type": "string", "maxLength": TASK_DESCRIPTION_MAX_CHARS},
+        "priority": {"type": "string", "enum": TASK_PRIORITIES},
+    },
+    ["id"],
+)
 def tool_task_update(ctx: ToolContext, args: dict[str, Any]) -> str:
     changes = {k: args[k] for k in ("title", "description", "priority") if k in args}
     return json_dumps(ctx.store_call(_db_update_task, args["id"], changes))
 
 
-@tool("workspace_task_set_status", "Set a task's status.",
-      {"id": {"type": "integer"}, "status": {"type": "string", "enum": TASK_STATUSES}}, ["id", "status"])
+@tool(
+    "workspace_task_set_status",
+    "Set a task's status.",
+    {"id": {"type": "integer"}, "status": {"type": "string", "enum": TASK_STATUSES}},
+    ["id", "status"],
+)
 def tool_task_set_status(ctx: ToolContext, args: dict[str, Any]) -> str:
     return json_dumps(ctx.store_call(_db_update_task, args["id"], {"status": args["status"]}))
 
@@ -7805,8 +9501,31 @@ class _TextExtractor(html.parser.HTMLParser):
     """HTML -> readable text: drops script/style/nav chrome, keeps block structure as line breaks."""
 
     SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head", "nav"})
-    BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "section",
-                        "article", "header", "footer", "blockquote", "table", "ul", "ol", "hr"})
+    BLOCKS = frozenset(
+        {
+            "p",
+            "div",
+            "br",
+            "li",
+            "tr",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "pre",
+            "section",
+            "article",
+            "header",
+            "footer",
+            "blockquote",
+            "table",
+            "ul",
+            "ol",
+            "hr",
+        }
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -7850,8 +9569,9 @@ def html_to_text(markup: str) -> tuple[str, str]:
     return parser.title.strip(), parser.text()
 
 
-async def _checked_get(ctx: ToolContext, url: str, *, trusted: bool = False,
-                       headers: Iterable[tuple[str, str]] = ()) -> tuple[str, int, dict[str, str], bytes]:
+async def _checked_get(
+    ctx: ToolContext, url: str, *, trusted: bool = False, headers: Iterable[tuple[str, str]] = ()
+) -> tuple[str, int, dict[str, str], bytes]:
     """GET with every hop (redirects included) checked against the web policy. -> (final url, status, headers, body)"""
     loop = asyncio.get_running_loop()
     for _hop in range(MAX_REDIRECTS + 1):
@@ -7867,8 +9587,14 @@ async def _checked_get(ctx: ToolContext, url: str, *, trusted: bool = False,
             # Connect to the addresses just checked: resolving the name again could answer differently.
             connect_to = tuple(dict.fromkeys(info[4][0] for info in infos))
             ctx.policy.check_web_target(parts.hostname, sorted(connect_to))
-        resp = await ctx.client.request("GET", url, [("accept", "text/html,application/json,text/plain,*/*"), *headers],
-                                        connect_timeout=10, read_timeout=30, connect_to=connect_to)
+        resp = await ctx.client.request(
+            "GET",
+            url,
+            [("accept", "text/html,application/json,text/plain,*/*"), *headers],
+            connect_timeout=10,
+            read_timeout=30,
+            connect_to=connect_to,
+        )
         if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("location"):
             await resp.aclose()
             url = urllib.parse.urljoin(url, resp.headers["location"])
@@ -7879,9 +9605,16 @@ async def _checked_get(ctx: ToolContext, url: str, *, trusted: bool = False,
     raise ToolFailed(f"too many redirects (more than {MAX_REDIRECTS})")
 
 
-@tool("web_fetch", "Fetch a web page and return its readable text (HTML is converted; size-capped).",
-      {"url": {"type": "string", "minLength": 1},
-       "max_chars": {"type": "integer", "minimum": 100, "maximum": 500000}}, ["url"], blocking=False)
+@tool(
+    "web_fetch",
+    "Fetch a web page and return its readable text (HTML is converted; size-capped).",
+    {
+        "url": {"type": "string", "minLength": 1},
+        "max_chars": {"type": "integer", "minimum": 100, "maximum": 500000},
+    },
+    ["url"],
+    blocking=False,
+)
 async def tool_web_fetch(ctx: ToolContext, args: dict[str, Any]) -> str:
     try:
         final_url, status, headers, body = await _checked_get(ctx, args["url"])
@@ -7923,8 +9656,9 @@ class SearchService:
     default_url: str  # "" when the user must name it (a SearxNG instance)
     key_setting: str  # "" when it needs none
     # (url, query, count, key, allowed domains, blocked domains) -> (method, url, headers, body)
-    request: Callable[[str, str, int, str, tuple[str, ...], tuple[str, ...]],
-                      tuple[str, str, list[tuple[str, str]], bytes]]
+    request: Callable[
+        [str, str, int, str, tuple[str, ...], tuple[str, ...]], tuple[str, str, list[tuple[str, str]], bytes]
+    ]
     hits: Callable[[Any], list[SearchHit]]
 
 
@@ -7938,26 +9672,67 @@ def _records(value: Any) -> list[dict[str, Any]]:
 
 SEARCH_SERVICES: dict[str, SearchService] = {
     "searxng": SearchService(
-        "SearxNG", "", "",
+        "SearxNG",
+        "",
+        "",
         lambda url, q, n, key, allow, block: ("GET", _with_query(url, {"q": q, "format": "json"}), [], b""),
-        lambda obj: [SearchHit(str(r.get("title") or ""), str(r.get("url") or ""), str(r.get("content") or ""),
-                               str(r.get("publishedDate") or "")) for r in _records(obj.get("results"))]),
+        lambda obj: [
+            SearchHit(
+                str(r.get("title") or ""),
+                str(r.get("url") or ""),
+                str(r.get("content") or ""),
+                str(r.get("publishedDate") or ""),
+            )
+            for r in _records(obj.get("results"))
+        ],
+    ),
     "brave": SearchService(
-        "Brave Search", "https://api.search.brave.com/res/v1/web/search", "BRAVE_API_KEY",
-        lambda url, q, n, key, allow, block: ("GET", _with_query(url, {"q": q, "count": min(n, 20)}),
-                                              [("x-subscription-token", key)], b""),
-        lambda obj: [SearchHit(str(r.get("title") or ""), str(r.get("url") or ""), str(r.get("description") or ""),
-                               str(r.get("page_age") or r.get("age") or ""))
-                     for r in _records((obj.get("web") or {}).get("results"))]),
+        "Brave Search",
+        "https://api.search.brave.com/res/v1/web/search",
+        "BRAVE_API_KEY",
+        lambda url, q, n, key, allow, block: (
+            "GET",
+            _with_query(url, {"q": q, "count": min(n, 20)}),
+            [("x-subscription-token", key)],
+            b"",
+        ),
+        lambda obj: [
+            SearchHit(
+                str(r.get("title") or ""),
+                str(r.get("url") or ""),
+                str(r.get("description") or ""),
+                str(r.get("page_age") or r.get("age") or ""),
+            )
+            for r in _records((obj.get("web") or {}).get("results"))
+        ],
+    ),
     "tavily": SearchService(
-        "Tavily", "https://api.tavily.com/search", "TAVILY_API_KEY",
-        lambda url, q, n, key, allow, block: ("POST", url, [("authorization", f"Bearer {key}"),
-                                                            ("content-type", "application/json")],
-                                              json_bytes({"query": q, "max_results": min(n, 20),
-                                                          **({"include_domains": list(allow)} if allow else {}),
-                                                          **({"exclude_domains": list(block)} if block else {})})),
-        lambda obj: [SearchHit(str(r.get("title") or ""), str(r.get("url") or ""), str(r.get("content") or ""),
-                               str(r.get("published_date") or "")) for r in _records(obj.get("results"))]),
+        "Tavily",
+        "https://api.tavily.com/search",
+        "TAVILY_API_KEY",
+        lambda url, q, n, key, allow, block: (
+            "POST",
+            url,
+            [("authorization", f"Bearer {key}"), ("content-type", "application/json")],
+            json_bytes(
+                {
+                    "query": q,
+                    "max_results": min(n, 20),
+                    **({"include_domains": list(allow)} if allow else {}),
+                    **({"exclude_domains": list(block)} if block else {}),
+                }
+            ),
+        ),
+        lambda obj: [
+            SearchHit(
+                str(r.get("title") or ""),
+                str(r.get("url") or ""),
+                str(r.get("content") or ""),
+                str(r.get("published_date") or ""),
+            )
+            for r in _records(obj.get("results"))
+        ],
+    ),
 }
 
 
@@ -7966,15 +9741,18 @@ def domain_matches(url: str, domains: Iterable[str]) -> bool:
     return any(host == d or host.endswith("." + d) for d in (d.lower().strip(".") for d in domains) if d)
 
 
-async def search_web(ctx: ToolContext, query: str, count: int, allowed: tuple[str, ...] = (),
-                     blocked: tuple[str, ...] = ()) -> list[SearchHit]:
+async def search_web(
+    ctx: ToolContext, query: str, count: int, allowed: tuple[str, ...] = (), blocked: tuple[str, ...] = ()
+) -> list[SearchHit]:
     """The configured service's hits for a query, domain lists applied. Raises ToolFailed, saying what to set."""
     policy = ctx.policy
     service = SEARCH_SERVICES[policy.web_search_provider]
     url = policy.web_search_endpoint or service.default_url
     if not url:
-        raise ToolFailed("web search needs WEB_SEARCH_ENDPOINT (a SearxNG URL such as http://127.0.0.1:8888/search), "
-                         "or BRAVE_API_KEY or TAVILY_API_KEY")
+        raise ToolFailed(
+            "web search needs WEB_SEARCH_ENDPOINT (a SearxNG URL such as http://127.0.0.1:8888/search), "
+            "or BRAVE_API_KEY or TAVILY_API_KEY"
+        )
     if service.key_setting and not policy.web_search_key:
         raise ToolFailed(f"web search with {service.label} needs {service.key_setting}")
     asked = count * 2 if allowed or blocked else count  # room for the results the lists remove
@@ -7983,8 +9761,14 @@ async def search_web(ctx: ToolContext, query: str, count: int, allowed: tuple[st
         if method == "GET":  # the operator named the service; a redirect's target is checked like any URL
             _final, status, _headers, raw = await _checked_get(ctx, url, trusted=True, headers=headers)
         else:
-            resp = await ctx.client.request(method, url, [("accept", "application/json"), *headers], body,
-                                            connect_timeout=10, read_timeout=30)
+            resp = await ctx.client.request(
+                method,
+                url,
+                [("accept", "application/json"), *headers],
+                body,
+                connect_timeout=10,
+                read_timeout=30,
+            )
             status, raw = resp.status, await resp.read_prefix(policy.web_fetch_max_bytes)
             await resp.aclose()
     except LynkrError as exc:
@@ -7999,14 +9783,26 @@ async def search_web(ctx: ToolContext, query: str, count: int, allowed: tuple[st
     if hits is None:
         hint = " (is format=json enabled?)" if policy.web_search_provider == "searxng" else ""
         raise ToolFailed(f"{service.label} did not answer with its JSON{hint}")
-    hits = [h for h in hits if h.url.startswith(("http://", "https://"))
-            and (not allowed or domain_matches(h.url, allowed)) and not domain_matches(h.url, blocked)]
+    hits = [
+        h
+        for h in hits
+        if h.url.startswith(("http://", "https://"))
+        and (not allowed or domain_matches(h.url, allowed))
+        and not domain_matches(h.url, blocked)
+    ]
     return hits[:count]
 
 
-@tool("web_search", "Search the web (SearxNG, Brave Search or Tavily, as WEB_SEARCH_PROVIDER says).",
-      {"query": {"type": "string", "minLength": 1},
-       "max_results": {"type": "integer", "minimum": 1, "maximum": 50}}, ["query"], blocking=False)
+@tool(
+    "web_search",
+    "Search the web (SearxNG, Brave Search or Tavily, as WEB_SEARCH_PROVIDER says).",
+    {
+        "query": {"type": "string", "minLength": 1},
+        "max_results": {"type": "integer", "minimum": 1, "maximum": 50},
+    },
+    ["query"],
+    blocking=False,
+)
 async def tool_web_search(ctx: ToolContext, args: dict[str, Any]) -> str:
     hits = await search_web(ctx, args["query"], args.get("max_results", 10))
     items = [{"title": h.title, "url": h.url, "snippet": h.snippet} for h in hits]
@@ -8028,30 +9824,92 @@ async def tool_web_search(ctx: ToolContext, args: dict[str, Any]) -> str:
 GIT_TIMEOUT_S = 120.0
 TEST_OUTPUT_TAIL_BYTES = 16 * 1024  # what a test run keeps of its output: the end is where failures are
 REF_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@{}^~+-]*$")
-LOCKFILES = frozenset({"package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "uv.lock", "Pipfile.lock",
-                       "Cargo.lock", "go.sum", "Gemfile.lock", "composer.lock", "bun.lockb", "mix.lock"})
-CI_PATH_PATTERNS = (".github/workflows/*", ".gitlab-ci.yml", ".circleci/*", "Jenkinsfile", ".ci/*", "azure-pipelines.yml",
-                    ".travis.yml", "bitbucket-pipelines.yml", ".buildkite/*")
+LOCKFILES = frozenset(
+    {
+        "package-lock.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "poetry.lock",
+        "uv.lock",
+        "Pipfile.lock",
+        "Cargo.lock",
+        "go.sum",
+        "Gemfile.lock",
+        "composer.lock",
+        "bun.lockb",
+        "mix.lock",
+    }
+)
+CI_PATH_PATTERNS = (
+    ".github/workflows/*",
+    ".gitlab-ci.yml",
+    ".circleci/*",
+    "Jenkinsfile",
+    ".ci/*",
+    "azure-pipelines.yml",
+    ".travis.yml",
+    "bitbucket-pipelines.yml",
+    ".buildkite/*",
+)
 SECRET_PATTERNS = (
     ("AWS access key", re.compile(r"AKIA[0-9A-Z]{16}")),
     ("private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
     ("GitHub token", re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}")),
     ("Slack token", re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}")),
     ("Databricks token", re.compile(r"dapi[0-9a-f]{32}")),
-    ("API key assignment", re.compile(r"(?i)(api[_-]?key|secret|password|token)\s*[:=]\s*['\"][^'\"\s]{12,}['\"]")),
+    (
+        "API key assignment",
+        re.compile(r"(?i)(api[_-]?key|secret|password|token)\s*[:=]\s*['\"][^'\"\s]{12,}['\"]"),
+    ),
 )
 LANGUAGE_BY_EXTENSION = {
-    ".py": "Python", ".js": "JavaScript", ".mjs": "JavaScript", ".cjs": "JavaScript", ".jsx": "JavaScript",
-    ".ts": "TypeScript", ".tsx": "TypeScript", ".go": "Go", ".rs": "Rust", ".java": "Java", ".kt": "Kotlin",
-    ".rb": "Ruby", ".php": "PHP", ".cs": "C#", ".c": "C", ".h": "C", ".cc": "C++", ".cpp": "C++", ".hpp": "C++",
-    ".swift": "Swift", ".scala": "Scala", ".sh": "Shell", ".sql": "SQL", ".md": "Markdown", ".json": "JSON",
-    ".yml": "YAML", ".yaml": "YAML", ".toml": "TOML", ".html": "HTML", ".css": "CSS", ".lua": "Lua", ".ex": "Elixir",
+    ".py": "Python",
+    ".js": "JavaScript",
+    ".mjs": "JavaScript",
+    ".cjs": "JavaScript",
+    ".jsx": "JavaScript",
+    ".ts": "TypeScript",
+    ".tsx": "TypeScript",
+    ".go": "Go",
+    ".rs": "Rust",
+    ".java": "Java",
+    ".kt": "Kotlin",
+    ".rb": "Ruby",
+    ".php": "PHP",
+    ".cs": "C#",
+    ".c": "C",
+    ".h": "C",
+    ".cc": "C++",
+    ".cpp": "C++",
+    ".hpp": "C++",
+    ".swift": "Swift",
+    ".scala": "Scala",
+    ".sh": "Shell",
+    ".sql": "SQL",
+    ".md": "Markdown",
+    ".json": "JSON",
+    ".yml": "YAML",
+    ".yaml": "YAML",
+    ".toml": "TOML",
+    ".html": "HTML",
+    ".css": "CSS",
+    ".lua": "Lua",
+    ".ex": "Elixir",
     ".exs": "Elixir",
 }
 CONVENTIONAL_COMMIT = re.compile(r"^(?P<type>[a-z]+)(?:\((?P<scope>[^)]*)\))?(?P<bang>!)?: (?P<subject>.+)$")
 CONVENTIONAL_TITLES = {
-    "feat": "Features", "fix": "Bug fixes", "perf": "Performance", "refactor": "Refactoring", "docs": "Documentation",
-    "test": "Tests", "build": "Build", "ci": "CI", "chore": "Chores", "style": "Style", "revert": "Reverts",
+    "feat": "Features",
+    "fix": "Bug fixes",
+    "perf": "Performance",
+    "refactor": "Refactoring",
+    "docs": "Documentation",
+    "test": "Tests",
+    "build": "Build",
+    "ci": "CI",
+    "chore": "Chores",
+    "style": "Style",
+    "revert": "Reverts",
 }
 
 
@@ -8066,15 +9924,47 @@ class CommandResult:
 # What programs run by tools (test runs, git) inherit: never lynkr's environment whole. A test file
 # that prints its environment must not find provider keys or LYNKR_API_KEY (they would then sit in
 # the session store). Git also gets what it needs to reach remotes (an ssh agent, its ssh command).
-SUBPROCESS_ENV_ALLOWED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR",
-                                    "SHELL", "COLUMNS", "LINES"})
-GIT_ENV_ALLOWED = frozenset({"SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_SSH", "SSL_CERT_FILE", "SSL_CERT_DIR",
-                             "GIT_SSL_CAINFO", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy",
-                             "no_proxy", "XDG_CONFIG_HOME", "GIT_CONFIG_NOSYSTEM"})
+SUBPROCESS_ENV_ALLOWED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TERM",
+        "TZ",
+        "TMPDIR",
+        "SHELL",
+        "COLUMNS",
+        "LINES",
+    }
+)
+GIT_ENV_ALLOWED = frozenset(
+    {
+        "SSH_AUTH_SOCK",
+        "GIT_SSH_COMMAND",
+        "GIT_SSH",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "GIT_SSL_CAINFO",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "no_proxy",
+        "XDG_CONFIG_HOME",
+        "GIT_CONFIG_NOSYSTEM",
+    }
+)
 
 
-def program_env(passthrough: Iterable[str] = (), extra: dict[str, str] | None = None,
-                allowed: frozenset[str] = SUBPROCESS_ENV_ALLOWED) -> dict[str, str]:
+def program_env(
+    passthrough: Iterable[str] = (),
+    extra: dict[str, str] | None = None,
+    allowed: frozenset[str] = SUBPROCESS_ENV_ALLOWED,
+) -> dict[str, str]:
     """An allowlisted copy of the environment (plus the operator's LYNKR_SUBPROCESS_ENV names)."""
     keep = allowed | frozenset(passthrough)
     env = {k: v for k, v in os.environ.items() if k in keep or k.startswith("LC_")}
@@ -8082,13 +9972,24 @@ def program_env(passthrough: Iterable[str] = (), extra: dict[str, str] | None = 
     return env
 
 
-def noninteractive_env(extra: dict[str, str] | None = None, passthrough: Iterable[str] = ()) -> dict[str, str]:
+def noninteractive_env(
+    extra: dict[str, str] | None = None, passthrough: Iterable[str] = ()
+) -> dict[str, str]:
     env = program_env(passthrough, allowed=SUBPROCESS_ENV_ALLOWED | GIT_ENV_ALLOWED)
-    env.update({
-        "GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_SEQUENCE_EDITOR": "true", "GIT_PAGER": "cat",
-        "PAGER": "cat", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never",
-        "GIT_SSH_COMMAND": env.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"), "LC_ALL": "C",
-    })
+    env.update(
+        {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_EDITOR": "true",
+            "GIT_SEQUENCE_EDITOR": "true",
+            "GIT_PAGER": "cat",
+            "PAGER": "cat",
+            "GIT_ASKPASS": "",
+            "SSH_ASKPASS": "",
+            "GCM_INTERACTIVE": "never",
+            "GIT_SSH_COMMAND": env.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+            "LC_ALL": "C",
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -8098,16 +9999,29 @@ def noninteractive_env(extra: dict[str, str] | None = None, passthrough: Iterabl
 MAX_COMMAND_OUTPUT_BYTES = 64 * 1024 * 1024
 
 
-def run_command(argv: list[str], cwd: str, timeout_s: float, *, env: dict[str, str] | None = None,
-                stdin: bytes | None = None, tail_bytes: int | None = None,
-                max_bytes: int = MAX_COMMAND_OUTPUT_BYTES) -> CommandResult:
+def run_command(
+    argv: list[str],
+    cwd: str,
+    timeout_s: float,
+    *,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    tail_bytes: int | None = None,
+    max_bytes: int = MAX_COMMAND_OUTPUT_BYTES,
+) -> CommandResult:
     """Run argv (no shell) in its own process group; on timeout, or past max_bytes of output (tail_bytes:
     only the end is kept, however long it runs), kill the whole group."""
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env or noninteractive_env(), start_new_session=True,
-                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env or noninteractive_env(),
+            start_new_session=True,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
     except FileNotFoundError:
         raise ToolFailed(f"{argv[0]} is not installed or not on PATH") from None
     kept: collections.deque[bytes] = collections.deque()
@@ -8157,24 +10071,46 @@ def run_command(argv: list[str], cwd: str, timeout_s: float, *, env: dict[str, s
         out = b"[... output truncated ...]\n" + out[-tail_bytes:]
     if state["overflow"]:
         raise ToolFailed(f"{os.path.basename(argv[0])} printed more than {max_bytes} bytes and was stopped")
-    return CommandResult(proc.returncode if not timed_out else -9, out.decode("utf-8", errors="replace"),
-                         time.monotonic() - started, timed_out)
+    return CommandResult(
+        proc.returncode if not timed_out else -9,
+        out.decode("utf-8", errors="replace"),
+        time.monotonic() - started,
+        timed_out,
+    )
 
 
 # Tool-driven git never runs code the model could have written: hooks (core.hooksPath may point into
 # the working tree, where hook managers keep plain files), fsmonitor commands, or a bare repository
 # laid out in the workspace that git would otherwise discover.
-GIT_SAFETY_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-                     "-c", "safe.bareRepository=explicit")
+GIT_SAFETY_CONFIG = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "safe.bareRepository=explicit",
+)
 
 
-def git(ctx: ToolContext, *args: str, stdin: bytes | None = None, check: bool = True,
-        env: dict[str, str] | None = None) -> str:
+def git(
+    ctx: ToolContext,
+    *args: str,
+    stdin: bytes | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> str:
     safety = () if ctx.policy.git_allow_hooks else GIT_SAFETY_CONFIG
-    result = run_command(["git", "-c", "core.quotepath=off", *safety, *args], ctx.paths.root,
-                         ctx.policy.git_timeout_s, env=noninteractive_env(env, ctx.policy.subprocess_env), stdin=stdin)
+    result = run_command(
+        ["git", "-c", "core.quotepath=off", *safety, *args],
+        ctx.paths.root,
+        ctx.policy.git_timeout_s,
+        env=noninteractive_env(env, ctx.policy.subprocess_env),
+        stdin=stdin,
+    )
     if result.timed_out:
-        raise ToolFailed(f"git {args[0]} timed out after {ctx.policy.git_timeout_s:g} s (LYNKR_GIT_TIMEOUT_MS)")
+        raise ToolFailed(
+            f"git {args[0]} timed out after {ctx.policy.git_timeout_s:g} s (LYNKR_GIT_TIMEOUT_MS)"
+        )
     if check and result.exit_code != 0:
         raise ToolFailed(f"git {args[0]} failed (exit {result.exit_code}): {result.output.strip()[:2000]}")
     return result.output
@@ -8189,7 +10125,9 @@ def verify_ref(ctx: ToolContext, ref: Any, what: str = "ref") -> str:
     """A ref the model names: shape-checked, then resolved by git with --end-of-options."""
     if not isinstance(ref, str) or not REF_PATTERN.match(ref) or ".." in ref:
         raise ToolFailed(f"{what} {ref!r} is not a valid git revision name")
-    out = git(ctx, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False).strip()
+    out = git(
+        ctx, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False
+    ).strip()
     if not out:
         raise ToolFailed(f"{what} {ref!r} does not exist")
     return ref
@@ -8208,8 +10146,10 @@ def verify_remote(ctx: ToolContext, value: Any) -> str:
     name = verify_name(value, "remote")
     remotes = git(ctx, "remote").split()
     if name not in remotes:
-        raise ToolFailed(f"remote {name!r} is not configured in this repository (configured: "
-                         f"{', '.join(remotes) or 'none'}); only configured remotes can be used")
+        raise ToolFailed(
+            f"remote {name!r} is not configured in this repository (configured: "
+            f"{', '.join(remotes) or 'none'}); only configured remotes can be used"
+        )
     return name
 
 
@@ -8226,8 +10166,10 @@ def repo_paths(ctx: ToolContext, paths: Any) -> list[str]:
     specs = []
     for path in paths:
         if isinstance(path, str) and GIT_PATHSPEC_MAGIC.search(path.strip()):
-            raise ToolFailed(f"path {path!r}: git globs and pathspec magic are not accepted; name each file or "
-                             "folder literally (or use all: true)")
+            raise ToolFailed(
+                f"path {path!r}: git globs and pathspec magic are not accepted; name each file or "
+                "folder literally (or use all: true)"
+            )
         specs.append(":(literal)" + ctx.paths.resolve(path)[1])
     return specs + blocked_pathspec(ctx)
 
@@ -8270,10 +10212,14 @@ def worktree_tree_id(ctx: ToolContext) -> str:
 # -- git tools --
 
 
-@tool("workspace_git_status", "Branch, upstream divergence and changed files of the workspace repository.", {})
+@tool(
+    "workspace_git_status", "Branch, upstream divergence and changed files of the workspace repository.", {}
+)
 def tool_git_status(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
-    out = git(ctx, "status", "--porcelain=v1", "--branch", "--untracked-files=all", "--", *whole_tree_pathspec(ctx))
+    out = git(
+        ctx, "status", "--porcelain=v1", "--branch", "--untracked-files=all", "--", *whole_tree_pathspec(ctx)
+    )
     lines = out.splitlines()
     branch = lines[0][3:] if lines and lines[0].startswith("## ") else "(unknown)"
     staged, unstaged, untracked = [], [], []
@@ -8286,8 +10232,15 @@ def tool_git_status(ctx: ToolContext, args: dict[str, Any]) -> str:
             staged.append(f"{code[0]} {path}")
         if code[1] not in " ?":
             unstaged.append(f"{code[1]} {path}")
-    return json_dumps({"branch": branch, "staged": staged, "unstaged": unstaged, "untracked": untracked,
-                       "clean": not (staged or unstaged or untracked)})
+    return json_dumps(
+        {
+            "branch": branch,
+            "staged": staged,
+            "unstaged": unstaged,
+            "untracked": untracked,
+            "clean": not (staged or unstaged or untracked),
+        }
+    )
 
 
 def _numstat(ctx: ToolContext, diff_args: list[str]) -> list[dict[str, Any]]:
@@ -8303,8 +10256,15 @@ def _numstat(ctx: ToolContext, diff_args: list[str]) -> list[dict[str, Any]]:
             continue
         added, deleted, path = parts
         binary = added == "-"
-        files.append({"path": path, "status": statuses.get(path, "M"), "binary": binary,
-                      "insertions": 0 if binary else int(added), "deletions": 0 if binary else int(deleted)})
+        files.append(
+            {
+                "path": path,
+                "status": statuses.get(path, "M"),
+                "binary": binary,
+                "insertions": 0 if binary else int(added),
+                "deletions": 0 if binary else int(deleted),
+            }
+        )
     return files
 
 
@@ -8328,8 +10288,11 @@ DIFF_PROPERTIES = {
 }
 
 
-@tool("workspace_git_diff", "Diff of the working tree, the index (staged), or between refs, with per-file stats.",
-      {**DIFF_PROPERTIES, "max_bytes": {"type": "integer", "minimum": 1000}})
+@tool(
+    "workspace_git_diff",
+    "Diff of the working tree, the index (staged), or between refs, with per-file stats.",
+    {**DIFF_PROPERTIES, "max_bytes": {"type": "integer", "minimum": 1000}},
+)
 def tool_git_diff(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     diff_args = _diff_args(ctx, args)
@@ -8338,13 +10301,19 @@ def tool_git_diff(ctx: ToolContext, args: dict[str, Any]) -> str:
     limit = args.get("max_bytes", 200_000)
     if len(patch) > limit:
         patch = patch[:limit] + f"\n[diff truncated at {limit} bytes]"
-    stats = {"files": len(files), "insertions": sum(f["insertions"] for f in files),
-             "deletions": sum(f["deletions"] for f in files)}
+    stats = {
+        "files": len(files),
+        "insertions": sum(f["insertions"] for f in files),
+        "deletions": sum(f["deletions"] for f in files),
+    }
     return json_dumps({"stats": stats, "files": files}) + "\n\n" + (patch or "(no changes)")
 
 
-@tool("workspace_git_stage", "Stage files (git add). Give paths, or all: true for every change.",
-      {"paths": {"type": "array", "items": {"type": "string"}}, "all": {"type": "boolean"}})
+@tool(
+    "workspace_git_stage",
+    "Stage files (git add). Give paths, or all: true for every change.",
+    {"paths": {"type": "array", "items": {"type": "string"}}, "all": {"type": "boolean"}},
+)
 def tool_git_stage(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     if args.get("all"):
@@ -8355,8 +10324,12 @@ def tool_git_stage(ctx: ToolContext, args: dict[str, Any]) -> str:
     return "staged " + shown_paths(paths)
 
 
-@tool("workspace_git_unstage", "Unstage files (keep the working tree changes).",
-      {"paths": {"type": "array", "items": {"type": "string"}}}, ["paths"])
+@tool(
+    "workspace_git_unstage",
+    "Unstage files (keep the working tree changes).",
+    {"paths": {"type": "array", "items": {"type": "string"}}},
+    ["paths"],
+)
 def tool_git_unstage(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     paths = repo_paths(ctx, args["paths"])
@@ -8378,18 +10351,52 @@ def tool_git_unstage(ctx: ToolContext, args: dict[str, Any]) -> str:
 # How the container *client* finds its engine (a remote or rootless daemon, a context, podman's
 # socket). The SDK starts stdio servers with a minimal environment, so these are passed on; the MCP
 # server's own variables go into the container with -e, never from lynkr's environment.
-CONTAINER_CLIENT_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY",
-                        "CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINERS_CONF", "XDG_RUNTIME_DIR")
+CONTAINER_CLIENT_ENV = (
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "CONTAINER_HOST",
+    "CONTAINER_CONNECTION",
+    "CONTAINERS_CONF",
+    "XDG_RUNTIME_DIR",
+)
 
 
-SANDBOX_HIDDEN_HOME = (".ssh", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".gnupg", ".netrc",
-                       ".git-credentials", ".npmrc", ".pypirc", ".databrickscfg", ".claude", ".claude.json",
-                       ".config/lynkr", ".config/gh", ".local/share/keyrings")
+SANDBOX_HIDDEN_HOME = (
+    ".ssh",
+    ".aws",
+    ".azure",
+    ".config/gcloud",
+    ".kube",
+    ".docker",
+    ".gnupg",
+    ".netrc",
+    ".git-credentials",
+    ".npmrc",
+    ".pypirc",
+    ".databrickscfg",
+    ".claude",
+    ".claude.json",
+    ".config/lynkr",
+    ".config/gh",
+    ".local/share/keyrings",
+)
 
 
-def bwrap_argv(root: str, hidden_dirs: Iterable[str], hidden_files: Iterable[str], extra_hide: Iterable[str],
-               network: bool, readable: Iterable[str] = (), *, root_writable: bool = True,
-               binds: Iterable[tuple[str, str, bool]] = (), chdir: str = "") -> list[str]:
+def bwrap_argv(
+    root: str,
+    hidden_dirs: Iterable[str],
+    hidden_files: Iterable[str],
+    extra_hide: Iterable[str],
+    network: bool,
+    readable: Iterable[str] = (),
+    *,
+    root_writable: bool = True,
+    binds: Iterable[tuple[str, str, bool]] = (),
+    chdir: str = "",
+) -> list[str]:
     argv = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all"]
     if network:
         argv.append("--share-net")
@@ -8403,7 +10410,9 @@ def bwrap_argv(root: str, hidden_dirs: Iterable[str], hidden_files: Iterable[str
         argv += ["--bind" if writable else "--ro-bind", source, target]
     # Hidden last, so that no bind above (a workspace that holds the home folder) shows them again.
     home = os.path.expanduser("~")
-    secrets_ = [os.path.join(home, p) for p in SANDBOX_HIDDEN_HOME] + [os.path.expanduser(p) for p in extra_hide]
+    secrets_ = [os.path.join(home, p) for p in SANDBOX_HIDDEN_HOME] + [
+        os.path.expanduser(p) for p in extra_hide
+    ]
     for path in secrets_:
         if os.path.isdir(path) and not os.path.islink(path):
             argv += ["--tmpfs", path]
@@ -8421,9 +10430,26 @@ def bwrap_argv(root: str, hidden_dirs: Iterable[str], hidden_files: Iterable[str
 def podman_argv(ctx: ToolContext, name: str, top: str, chdir: str, readable: Iterable[str]) -> list[str]:
     """A container of POLICY_SANDBOX_IMAGE: only the image and the mounted folder(s); no host home, no
     network unless allowed, no capabilities, lynkr's state masked when it lies in the workspace."""
-    argv = ["podman", "run", "--rm", "-i", "--name", name, "--network",
-            "bridge" if ctx.policy.sandbox_network else "none", "--cap-drop", "ALL",
-            "--security-opt", "no-new-privileges", "--tmpfs", "/tmp", "-v", f"{top}:{top}:rw", "-w", chdir]
+    argv = [
+        "podman",
+        "run",
+        "--rm",
+        "-i",
+        "--name",
+        name,
+        "--network",
+        "bridge" if ctx.policy.sandbox_network else "none",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--tmpfs",
+        "/tmp",
+        "-v",
+        f"{top}:{top}:rw",
+        "-w",
+        chdir,
+    ]
     for path in readable:
         path = os.path.realpath(os.path.expanduser(path))
         if os.path.exists(path):
@@ -8446,8 +10472,14 @@ def sandbox_prefix(ctx: ToolContext, checkout: str = "", container: str = "") ->
     readable = (*ctx.policy.sandbox_read, ctx.paths.root) if checkout else ctx.policy.sandbox_read
     if ctx.policy.sandbox == "podman":
         return podman_argv(ctx, container, top, checkout or ctx.paths.root, readable)
-    argv = bwrap_argv(top, [d for d, _s in ctx.paths.private_dirs], list(ctx.paths.private_files),
-                      ctx.policy.sandbox_hide, ctx.policy.sandbox_network, readable)
+    argv = bwrap_argv(
+        top,
+        [d for d, _s in ctx.paths.private_dirs],
+        list(ctx.paths.private_files),
+        ctx.policy.sandbox_hide,
+        ctx.policy.sandbox_network,
+        readable,
+    )
     if checkout:
         argv[-2] = checkout  # --chdir into the workspace's folder within the checkout
     return argv
@@ -8521,27 +10553,45 @@ def resolve_sandbox(requested: str, image: str = "") -> tuple[str, str]:
         return "none", "test runs execute on the host (POLICY_SANDBOX=none)"
     if requested == "podman":
         if not image:
-            raise ConfigError("POLICY_SANDBOX=podman needs POLICY_SANDBOX_IMAGE (an image with the project's toolchain)")
+            raise ConfigError(
+                "POLICY_SANDBOX=podman needs POLICY_SANDBOX_IMAGE (an image with the project's toolchain)"
+            )
         if shutil.which("podman") is None:
-            raise ConfigError("POLICY_SANDBOX=podman, but podman is not installed; lynkr never runs tests unsandboxed "
-                              "instead")
-        probe = subprocess.run(["podman", "image", "exists", image], capture_output=True, timeout=60,
-                               stdin=subprocess.DEVNULL, check=False,
-                               env=program_env(CONTAINER_CLIENT_ENV))
+            raise ConfigError(
+                "POLICY_SANDBOX=podman, but podman is not installed; lynkr never runs tests unsandboxed "
+                "instead"
+            )
+        probe = subprocess.run(
+            ["podman", "image", "exists", image],
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            env=program_env(CONTAINER_CLIENT_ENV),
+        )
         if probe.returncode != 0:
-            raise ConfigError(f"POLICY_SANDBOX_IMAGE {image!r} is not an image podman has (podman image exists "
-                              f"failed: {probe.stderr.decode('utf-8', 'replace').strip()[:200] or 'not found'})")
+            raise ConfigError(
+                f"POLICY_SANDBOX_IMAGE {image!r} is not an image podman has (podman image exists "
+                f"failed: {probe.stderr.decode('utf-8', 'replace').strip()[:200] or 'not found'})"
+            )
         return "podman", f"test runs execute in podman containers of {image} (POLICY_SANDBOX)"
     problem = ""
     if shutil.which("bwrap") is None:
         problem = "bubblewrap (bwrap) is not installed (apt-get install bubblewrap)"
     else:
         try:
-            probe = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "--", "true"],
-                                   capture_output=True, timeout=15, stdin=subprocess.DEVNULL, check=False)
+            probe = subprocess.run(
+                ["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "--", "true"],
+                capture_output=True,
+                timeout=15,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
             if probe.returncode != 0:
-                problem = "bwrap cannot create its namespaces here: " + \
-                    probe.stderr.decode("utf-8", "replace").strip()[:300]
+                problem = (
+                    "bwrap cannot create its namespaces here: "
+                    + probe.stderr.decode("utf-8", "replace").strip()[:300]
+                )
         except (OSError, subprocess.TimeoutExpired) as exc:
             problem = f"bwrap did not run: {exc}"
     if not problem:
@@ -8564,8 +10614,12 @@ def passing_tree_ids(ctx: ToolContext) -> set[str]:
     return set(ctx.store_call(_db_passing_trees, gate_command(ctx)))
 
 
-@tool("workspace_git_commit", "Commit the staged changes with a message (author from git config).",
-      {"message": {"type": "string", "minLength": 1}}, ["message"])
+@tool(
+    "workspace_git_commit",
+    "Commit the staged changes with a message (author from git config).",
+    {"message": {"type": "string", "minLength": 1}},
+    ["message"],
+)
 def tool_git_commit(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     ctx.policy.check_git("commit")
@@ -8574,34 +10628,46 @@ def tool_git_commit(ctx: ToolContext, args: dict[str, Any]) -> str:
     if ctx.policy.git_require_tests:
         tree = git(ctx, "write-tree").strip()
         if tree not in passing_tree_ids(ctx):
-            raise ToolDenied("POLICY_GIT_REQUIRE_TESTS: the staged content has no passing test run of "
-                             f"`{gate_command(ctx)}`; run workspace_test_run on exactly what "
-                             "you commit (stage everything that was tested, nothing else)")
+            raise ToolDenied(
+                "POLICY_GIT_REQUIRE_TESTS: the staged content has no passing test run of "
+                f"`{gate_command(ctx)}`; run workspace_test_run on exactly what "
+                "you commit (stage everything that was tested, nothing else)"
+            )
     # Hooks run only when the operator allowed them (POLICY_GIT_ALLOW_HOOKS): then all of them, pre-commit too.
     verify = () if ctx.policy.git_allow_hooks else ("--no-verify",)
     git(ctx, "commit", "--quiet", *verify, "--file=-", stdin=args["message"].encode("utf-8"))
     return git(ctx, "log", "-1", "--format=committed %h %s")
 
 
-@tool("workspace_git_push", "Push the current branch (or a given branch) to a remote.",
-      {"remote": {"type": "string"}, "branch": {"type": "string"}, "set_upstream": {"type": "boolean"}})
+@tool(
+    "workspace_git_push",
+    "Push the current branch (or a given branch) to a remote.",
+    {"remote": {"type": "string"}, "branch": {"type": "string"}, "set_upstream": {"type": "boolean"}},
+)
 def tool_git_push(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     ctx.policy.check_git("push")
     remote = verify_remote(ctx, args.get("remote", "origin"))
-    branch = verify_name(args.get("branch") or git(ctx, "rev-parse", "--abbrev-ref", "HEAD").strip(), "branch")
+    branch = verify_name(
+        args.get("branch") or git(ctx, "rev-parse", "--abbrev-ref", "HEAD").strip(), "branch"
+    )
     if ctx.policy.git_require_tests:
         tree = git(ctx, "rev-parse", "--verify", "--end-of-options", f"{branch}^{{tree}}").strip()
         if tree not in passing_tree_ids(ctx):
-            raise ToolDenied(f"POLICY_GIT_REQUIRE_TESTS: {branch}'s content was never tested with a passing run of "
-                             f"`{gate_command(ctx)}`")
+            raise ToolDenied(
+                f"POLICY_GIT_REQUIRE_TESTS: {branch}'s content was never tested with a passing run of "
+                f"`{gate_command(ctx)}`"
+            )
     flags = ["--set-upstream"] if args.get("set_upstream") else []
     out = git(ctx, "push", "--porcelain", *flags, "--", remote, f"refs/heads/{branch}:refs/heads/{branch}")
     return out.strip() or f"pushed {branch} to {remote}"
 
 
-@tool("workspace_git_pull", "Fast-forward pull from a remote (never creates merge commits).",
-      {"remote": {"type": "string"}, "branch": {"type": "string"}})
+@tool(
+    "workspace_git_pull",
+    "Fast-forward pull from a remote (never creates merge commits).",
+    {"remote": {"type": "string"}, "branch": {"type": "string"}},
+)
 def tool_git_pull(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     ctx.policy.check_git("pull")
@@ -8617,14 +10683,20 @@ def tool_git_branches(ctx: ToolContext, args: dict[str, Any]) -> str:
     out = git(ctx, "branch", "--format=%(HEAD)\x1f%(refname:short)\x1f%(objectname:short)\x1f%(subject)")
     branches = []
     for line in out.splitlines():
-        head, name, sha, subject = (line.split("\x1f") + ["", "", "", ""])[:4]
+        head, name, sha, subject = ([*line.split("\x1f"), "", "", "", ""])[:4]
         branches.append({"name": name, "current": head == "*", "commit": sha, "subject": subject})
     return json_dumps(branches)
 
 
-@tool("workspace_git_log", "Recent commits (optionally of one ref or path).",
-      {"ref": {"type": "string"}, "path": {"type": "string"},
-       "max_count": {"type": "integer", "minimum": 1, "maximum": 1000}})
+@tool(
+    "workspace_git_log",
+    "Recent commits (optionally of one ref or path).",
+    {
+        "ref": {"type": "string"},
+        "path": {"type": "string"},
+        "max_count": {"type": "integer", "minimum": 1, "maximum": 1000},
+    },
+)
 def tool_git_log(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     cmd = ["log", f"--max-count={args.get('max_count', 20)}", "--format=%H\x1f%an\x1f%aI\x1f%s"]
@@ -8635,7 +10707,7 @@ def tool_git_log(ctx: ToolContext, args: dict[str, Any]) -> str:
         cmd += repo_paths(ctx, [args["path"]])
     commits = []
     for line in git(ctx, *cmd).splitlines():
-        sha, author, date, subject = (line.split("\x1f") + ["", "", "", ""])[:4]
+        sha, author, date, subject = ([*line.split("\x1f"), "", "", "", ""])[:4]
         commits.append({"commit": sha, "author": author, "date": date, "subject": subject})
     return json_dumps(commits)
 
@@ -8646,9 +10718,14 @@ def tool_git_log(ctx: ToolContext, args: dict[str, Any]) -> str:
 def _ask_model(ctx: ToolContext, prompt: str, max_tokens: int = 1024) -> str:
     """A one-shot, non-streaming call to the configured provider (used by the optional AI extras)."""
     if ctx.provider is None or not ctx.provider.configured or ctx.loop is None:
-        raise ToolFailed("the AI part needs a configured model provider (see DATABRICKS_* / AZURE_ANTHROPIC_*)")
-    req = {"model": ctx.cfg.settings.model_default or "claude-sonnet-4-5", "max_tokens": max_tokens,
-           "messages": [{"role": "user", "content": prompt}]}
+        raise ToolFailed(
+            "the AI part needs a configured model provider (see DATABRICKS_* / AZURE_ANTHROPIC_*)"
+        )
+    req = {
+        "model": ctx.cfg.settings.model_default or "claude-sonnet-4-5",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": prompt}],
+    }
     http_req = Request("POST", "/v1/messages", {}, {}, b"", "tool", request_id=new_id("req_"))
     future = asyncio.run_coroutine_threadsafe(ctx.provider.complete(req, http_req), ctx.loop)
     message, _raw = future.result(timeout=ctx.policy.tool_timeout_s)
@@ -8675,8 +10752,13 @@ def review_diff(ctx: ToolContext, diff_args: list[str]) -> dict[str, Any]:
         if re.search(r"(^|/)(migrations?|migrate|alembic)(/|$)", path) or "migration" in name.lower():
             risks.append({"kind": "migration", "path": path})
         if f["insertions"] + f["deletions"] > 500:
-            risks.append({"kind": "large_change", "path": path,
-                          "detail": f"{f['insertions'] + f['deletions']} lines changed"})
+            risks.append(
+                {
+                    "kind": "large_change",
+                    "path": path,
+                    "detail": f"{f['insertions'] + f['deletions']} lines changed",
+                }
+            )
     current = ""
     for line in patch.splitlines():
         if line.startswith("+++ "):
@@ -8686,13 +10768,20 @@ def review_diff(ctx: ToolContext, diff_args: list[str]) -> dict[str, Any]:
                 if pattern.search(line):
                     risks.append({"kind": "possible_secret", "path": current, "detail": label})
                     break
-    tests_touched = [f["path"] for f in files
-                     if re.search(r"(^|/)(tests?|spec|__tests__)(/|$)|(^|/)test_[^/]*$|_test\.|\.test\.|\.spec\.",
-                                  f["path"])]
+    tests_touched = [
+        f["path"]
+        for f in files
+        if re.search(
+            r"(^|/)(tests?|spec|__tests__)(/|$)|(^|/)test_[^/]*$|_test\.|\.test\.|\.spec\.", f["path"]
+        )
+    ]
     return {
         "files": files,
-        "totals": {"files": len(files), "insertions": sum(f["insertions"] for f in files),
-                   "deletions": sum(f["deletions"] for f in files)},
+        "totals": {
+            "files": len(files),
+            "insertions": sum(f["insertions"] for f in files),
+            "deletions": sum(f["deletions"] for f in files),
+        },
         "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1])),
         "tests_touched": bool(tests_touched),
         "test_files": tests_touched,
@@ -8700,18 +10789,24 @@ def review_diff(ctx: ToolContext, diff_args: list[str]) -> dict[str, Any]:
     }
 
 
-@tool("workspace_diff_review", "Structured, deterministic review of a diff: files, sizes, languages, whether "
-      "tests were touched, and risky changes (deletions, lockfiles, CI config, migrations, secret-looking lines). "
-      "ai_review: true adds a short review written by the configured model.",
-      {**DIFF_PROPERTIES, "ai_review": {"type": "boolean"}})
+@tool(
+    "workspace_diff_review",
+    "Structured, deterministic review of a diff: files, sizes, languages, whether "
+    "tests were touched, and risky changes (deletions, lockfiles, CI config, migrations, secret-looking lines). "
+    "ai_review: true adds a short review written by the configured model.",
+    {**DIFF_PROPERTIES, "ai_review": {"type": "boolean"}},
+)
 def tool_diff_review(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     summary = review_diff(ctx, _diff_args(ctx, args))
     if args.get("ai_review"):
         patch = git(ctx, "diff", "--no-color", "--no-ext-diff", *_diff_args(ctx, args))[:60_000]
-        summary["ai_review"] = _ask_model(ctx, "Review this change briefly: correctness risks, missing tests, "
-                                               f"anything to fix before merging.\n\nSummary:\n{json_dumps(summary)}"
-                                               f"\n\nDiff:\n{patch}")
+        summary["ai_review"] = _ask_model(
+            ctx,
+            "Review this change briefly: correctness risks, missing tests, "
+            f"anything to fix before merging.\n\nSummary:\n{json_dumps(summary)}"
+            f"\n\nDiff:\n{patch}",
+        )
     return json_dumps(summary)
 
 
@@ -8723,10 +10818,17 @@ def release_notes(ctx: ToolContext, from_ref: str | None, to_ref: str) -> tuple[
         record = record.strip("\n")
         if not record:
             continue
-        sha, author, subject, body = (record.split("\x1f") + ["", "", "", ""])[:4]
+        sha, author, subject, body = ([*record.split("\x1f"), "", "", "", ""])[:4]
         match = CONVENTIONAL_COMMIT.match(subject)
-        commits.append({"sha": sha, "author": author, "subject": subject, "match": match,
-                        "breaking": bool(match and match.group("bang")) or "BREAKING CHANGE" in body})
+        commits.append(
+            {
+                "sha": sha,
+                "author": author,
+                "subject": subject,
+                "match": match,
+                "breaking": bool(match and match.group("bang")) or "BREAKING CHANGE" in body,
+            }
+        )
     conventional = sum(1 for c in commits if c["match"]) * 2 >= len(commits) > 0
     groups: dict[str, list[str]] = {}
     for c in commits:
@@ -8749,18 +10851,29 @@ def release_notes(ctx: ToolContext, from_ref: str | None, to_ref: str) -> tuple[
     parts = [header]
     breaking = [c for c in commits if c["breaking"]]
     if breaking:
-        parts.append("## ⚠ Breaking changes\n" + "\n".join(f"- {c['subject']} ({c['sha'][:7]})" for c in breaking))
-    order = list(CONVENTIONAL_TITLES.values()) + ["Other changes"]
+        parts.append(
+            "## ⚠ Breaking changes\n" + "\n".join(f"- {c['subject']} ({c['sha'][:7]})" for c in breaking)
+        )
+    order = [*list(CONVENTIONAL_TITLES.values()), "Other changes"]
     for title in sorted(groups, key=lambda t: (order.index(t) if t in order else len(order), t)):
         parts.append(f"## {title} ({len(groups[title])})\n" + "\n".join(groups[title]))
-    parts.append("## Authors\n" + "\n".join(f"- {a} ({n})" for a, n in sorted(authors.items(), key=lambda kv: -kv[1])))
-    return "\n\n".join(parts) + "\n", {"commits": len(commits), "authors": authors, "conventional": conventional}
+    parts.append(
+        "## Authors\n" + "\n".join(f"- {a} ({n})" for a, n in sorted(authors.items(), key=lambda kv: -kv[1]))
+    )
+    return "\n\n".join(parts) + "\n", {
+        "commits": len(commits),
+        "authors": authors,
+        "conventional": conventional,
+    }
 
 
-@tool("workspace_release_notes", "Markdown release notes between two refs (default: last tag to HEAD), grouped by "
-      "conventional-commit type when messages follow it, else by the part of the tree touched; authors and counts. "
-      "ai_summary: true adds a model-written overview.",
-      {"from_ref": {"type": "string"}, "to_ref": {"type": "string"}, "ai_summary": {"type": "boolean"}})
+@tool(
+    "workspace_release_notes",
+    "Markdown release notes between two refs (default: last tag to HEAD), grouped by "
+    "conventional-commit type when messages follow it, else by the part of the tree touched; authors and counts. "
+    "ai_summary: true adds a model-written overview.",
+    {"from_ref": {"type": "string"}, "to_ref": {"type": "string"}, "ai_summary": {"type": "boolean"}},
+)
 def tool_release_notes(ctx: ToolContext, args: dict[str, Any]) -> str:
     require_repo(ctx)
     to_ref = verify_ref(ctx, args.get("to_ref", "HEAD"), "to_ref")
@@ -8788,13 +10901,21 @@ def tool_release_notes(ctx: ToolContext, args: dict[str, Any]) -> str:
 
 PYTHON_DEPENDENCY = re.compile(r"[\"']?([A-Za-z][A-Za-z0-9_.-]+)\s*(?:[<>=!~]=?|\[|[\"'],|[\"']\s*$)", re.M)
 # [tool.X] sections of a Python manifest -> the linter or framework they configure
-PYTHON_TOOL_SECTIONS = {"ruff": "ruff", "black": "black", "mypy": "mypy", "isort": "isort", "pytest": "pytest"}
+PYTHON_TOOL_SECTIONS = {
+    "ruff": "ruff",
+    "black": "black",
+    "mypy": "mypy",
+    "isort": "isort",
+    "pytest": "pytest",
+}
 
 
 @dataclasses.dataclass
 class ManifestFacts:
     deps: list[str] = dataclasses.field(default_factory=list)
-    commands: dict[str, str] = dataclasses.field(default_factory=dict)  # "test" | "build" | "lint" ... -> command
+    commands: dict[str, str] = dataclasses.field(
+        default_factory=dict
+    )  # "test" | "build" | "lint" ... -> command
     tools: list[str] = dataclasses.field(default_factory=list)  # linters/frameworks named by config sections
 
 
@@ -8802,34 +10923,56 @@ def _package_json(text: str) -> ManifestFacts:
     data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError("package.json is not an object")
-    deps = [name for key in ("dependencies", "devDependencies", "peerDependencies")
-            for name in (data.get(key) or {})]
+    deps = [
+        name
+        for key in ("dependencies", "devDependencies", "peerDependencies")
+        for name in (data.get(key) or {})
+    ]
     scripts = data.get("scripts") or {}
-    return ManifestFacts(deps, {script: "npm test" if script == "test" else f"npm run {script}"
-                                for script in ("test", "build", "lint", "format", "typecheck") if scripts.get(script)})
+    return ManifestFacts(
+        deps,
+        {
+            script: "npm test" if script == "test" else f"npm run {script}"
+            for script in ("test", "build", "lint", "format", "typecheck")
+            if scripts.get(script)
+        },
+    )
 
 
 def _python_manifest(text: str) -> ManifestFacts:
-    return ManifestFacts([m.lower() for m in PYTHON_DEPENDENCY.findall(text)],
-                         {"test": "python -m pytest"} if "pytest" in text else {},
-                         [label for section, label in PYTHON_TOOL_SECTIONS.items() if f"[tool.{section}" in text])
+    return ManifestFacts(
+        [m.lower() for m in PYTHON_DEPENDENCY.findall(text)],
+        {"test": "python -m pytest"} if "pytest" in text else {},
+        [label for section, label in PYTHON_TOOL_SECTIONS.items() if f"[tool.{section}" in text],
+    )
 
 
 def _requirements(text: str) -> ManifestFacts:
-    return ManifestFacts([re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0].lower() for line in text.splitlines()
-                          if line.strip() and not line.strip().startswith(("#", "-"))])
+    return ManifestFacts(
+        [
+            re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0].lower()
+            for line in text.splitlines()
+            if line.strip() and not line.strip().startswith(("#", "-"))
+        ]
+    )
 
 
 def _go_mod(text: str) -> ManifestFacts:
-    deps = [m.split("/", 1)[-1] if m.count("/") >= 2 else m
-            for m in re.findall(r"^\s*(?:require\s+)?([\w.-]+/[\w./-]+)\s+v", text, re.M)]
-    return ManifestFacts(deps + re.findall(r"github\.com/([\w-]+/[\w-]+)", text),
-                         {"test": "go test ./...", "build": "go build ./..."})
+    deps = [
+        m.split("/", 1)[-1] if m.count("/") >= 2 else m
+        for m in re.findall(r"^\s*(?:require\s+)?([\w.-]+/[\w./-]+)\s+v", text, re.M)
+    ]
+    return ManifestFacts(
+        deps + re.findall(r"github\.com/([\w-]+/[\w-]+)", text),
+        {"test": "go test ./...", "build": "go build ./..."},
+    )
 
 
 def _cargo_toml(text: str) -> ManifestFacts:
-    return ManifestFacts([m.lower() for m in re.findall(r"^([A-Za-z0-9_-]+)\s*=", text, re.M)],
-                         {"test": "cargo test", "build": "cargo build"})
+    return ManifestFacts(
+        [m.lower() for m in re.findall(r"^([A-Za-z0-9_-]+)\s*=", text, re.M)],
+        {"test": "cargo test", "build": "cargo build"},
+    )
 
 
 def _gemfile(text: str) -> ManifestFacts:
@@ -8838,23 +10981,39 @@ def _gemfile(text: str) -> ManifestFacts:
 
 def _jvm_build(test_command: str) -> Callable[[str], ManifestFacts]:
     def read(text: str) -> ManifestFacts:
-        return ManifestFacts(["spring-boot"] * ("spring-boot" in text) + ["junit"] * ("junit" in text.lower()),
-                             {"test": test_command})
+        return ManifestFacts(
+            ["spring-boot"] * ("spring-boot" in text) + ["junit"] * ("junit" in text.lower()),
+            {"test": test_command},
+        )
+
     return read
 
 
 def _makefile(text: str) -> ManifestFacts:
-    return ManifestFacts(commands={target: f"make {target}" for target in ("test", "build", "lint")
-                                   if re.search(rf"^{target}\s*:", text, re.M)})
+    return ManifestFacts(
+        commands={
+            target: f"make {target}"
+            for target in ("test", "build", "lint")
+            if re.search(rf"^{target}\s*:", text, re.M)
+        }
+    )
 
 
 # Manifest name -> its reader, in precedence order: where a directory holds several, the first that names
 # a command decides it (a package.json "test" script beats a Makefile's test target).
 MANIFESTS: dict[str, Callable[[str], ManifestFacts]] = {
-    "package.json": _package_json, "go.mod": _go_mod, "Cargo.toml": _cargo_toml,
-    "pyproject.toml": _python_manifest, "setup.cfg": _python_manifest, "setup.py": _python_manifest,
-    "Pipfile": _python_manifest, "pom.xml": _jvm_build("mvn test"), "build.gradle": _jvm_build("./gradlew test"),
-    "build.gradle.kts": _jvm_build("./gradlew test"), "Gemfile": _gemfile, "Makefile": _makefile,
+    "package.json": _package_json,
+    "go.mod": _go_mod,
+    "Cargo.toml": _cargo_toml,
+    "pyproject.toml": _python_manifest,
+    "setup.cfg": _python_manifest,
+    "setup.py": _python_manifest,
+    "Pipfile": _python_manifest,
+    "pom.xml": _jvm_build("mvn test"),
+    "build.gradle": _jvm_build("./gradlew test"),
+    "build.gradle.kts": _jvm_build("./gradlew test"),
+    "Gemfile": _gemfile,
+    "Makefile": _makefile,
     "composer.json": lambda text: ManifestFacts(),
 }
 DEFAULT_TEST_COMMAND = "python -m pytest"
@@ -8898,8 +11057,10 @@ def detect_test_command(root: str) -> str:
 
 
 TEST_COUNT_PATTERNS = (  # (regex, which count each named group feeds)
-    re.compile(r"(?P<passed>\d+) passed"), re.compile(r"(?P<failed>\d+) failed"),
-    re.compile(r"(?P<errors>\d+) errors?\b"), re.compile(r"(?P<skipped>\d+) skipped"),
+    re.compile(r"(?P<passed>\d+) passed"),
+    re.compile(r"(?P<failed>\d+) failed"),
+    re.compile(r"(?P<errors>\d+) errors?\b"),
+    re.compile(r"(?P<skipped>\d+) skipped"),
 )
 
 
@@ -8913,8 +11074,11 @@ def parse_test_counts(output: str) -> dict[str, int]:
         counts["failed"] = sum(int(f) for _p, f, _i in cargo)
         counts["skipped"] = sum(int(i or 0) for _p, _f, i in cargo)
         return counts
-    lines = jest[-1:] if jest else [line for line in output.splitlines()[-40:]
-                                     if re.search(r"\d+ (passed|failed)", line)][-1:]
+    lines = (
+        jest[-1:]
+        if jest
+        else [line for line in output.splitlines()[-40:] if re.search(r"\d+ (passed|failed)", line)][-1:]
+    )
     for line in lines:
         for pattern in TEST_COUNT_PATTERNS:
             m = pattern.search(line)
@@ -8950,7 +11114,11 @@ def read_coverage(path: str) -> dict[str, Any]:
     if path.endswith(".info") or text.startswith(("TN:", "SF:")):
         found = sum(int(n) for n in re.findall(r"^LF:(\d+)", text, re.MULTILINE))
         hit = sum(int(n) for n in re.findall(r"^LH:(\d+)", text, re.MULTILINE))
-        return {"file": path, "format": "lcov", "line_percent": round(100.0 * hit / found, 2) if found else None}
+        return {
+            "file": path,
+            "format": "lcov",
+            "line_percent": round(100.0 * hit / found, 2) if found else None,
+        }
     try:
         data = json.loads(text)
     except ValueError:
@@ -8967,30 +11135,70 @@ def _db_add_test_run(db: sqlite3.Connection, run: dict[str, Any]) -> int:
         cursor = db.execute(
             "INSERT INTO test_runs (command, started_at, duration_ms, exit_code, passed, timed_out, counts, coverage,"
             " output_tail, tree_id, checkout) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (run["command"], run["started_at"], run["duration_ms"], run["exit_code"], int(run["passed"]),
-             int(run["timed_out"]), storable_json(run["counts"]), storable_json(run["coverage"]),
-             escape_surrogates(run["output_tail"]), run["tree_id"], run.get("checkout", "worktree")))
+            (
+                run["command"],
+                run["started_at"],
+                run["duration_ms"],
+                run["exit_code"],
+                int(run["passed"]),
+                int(run["timed_out"]),
+                storable_json(run["counts"]),
+                storable_json(run["coverage"]),
+                escape_surrogates(run["output_tail"]),
+                run["tree_id"],
+                run.get("checkout", "worktree"),
+            ),
+        )
     return int(cursor.lastrowid or 0)
 
 
 def _db_test_runs(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
-    rows = db.execute("SELECT id, command, started_at, duration_ms, exit_code, passed, timed_out, counts, coverage,"
-                      " tree_id, checkout FROM test_runs ORDER BY id DESC LIMIT ?", (limit,))
-    return [{"id": r[0], "command": r[1], "started_at": r[2], "duration_ms": r[3], "exit_code": r[4],
-             "passed": bool(r[5]), "timed_out": bool(r[6]), "counts": json.loads(r[7]), "coverage": json.loads(r[8]),
-             "tree_id": r[9], "checkout": r[10]} for r in rows]
+    rows = db.execute(
+        "SELECT id, command, started_at, duration_ms, exit_code, passed, timed_out, counts, coverage,"
+        " tree_id, checkout FROM test_runs ORDER BY id DESC LIMIT ?",
+        (limit,),
+    )
+    return [
+        {
+            "id": r[0],
+            "command": r[1],
+            "started_at": r[2],
+            "duration_ms": r[3],
+            "exit_code": r[4],
+            "passed": bool(r[5]),
+            "timed_out": bool(r[6]),
+            "counts": json.loads(r[7]),
+            "coverage": json.loads(r[8]),
+            "tree_id": r[9],
+            "checkout": r[10],
+        }
+        for r in rows
+    ]
 
 
 def _db_passing_trees(db: sqlite3.Connection, command: str) -> list[str]:
-    return [r[0] for r in db.execute(
-        "SELECT DISTINCT tree_id FROM test_runs WHERE passed = 1 AND command = ? AND tree_id != ''"
-        " AND checkout = 'clean'", (command,))]
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT DISTINCT tree_id FROM test_runs WHERE passed = 1 AND command = ? AND tree_id != ''"
+            " AND checkout = 'clean'",
+            (command,),
+        )
+    ]
 
 
-@tool("workspace_test_run", "Run the project's tests (WORKSPACE_TEST_COMMAND or the detected default) and record "
-      "the result: exit status, duration, pass/fail counts, coverage, and the tail of the output.",
-      {"gate": {"type": "boolean", "description": "Run POLICY_GIT_TEST_COMMAND, the command the commit gate counts"}},
-      timeout_setting="WORKSPACE_TEST_TIMEOUT_MS")
+@tool(
+    "workspace_test_run",
+    "Run the project's tests (WORKSPACE_TEST_COMMAND or the detected default) and record "
+    "the result: exit status, duration, pass/fail counts, coverage, and the tail of the output.",
+    {
+        "gate": {
+            "type": "boolean",
+            "description": "Run POLICY_GIT_TEST_COMMAND, the command the commit gate counts",
+        }
+    },
+    timeout_setting="WORKSPACE_TEST_TIMEOUT_MS",
+)
 def tool_test_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     command = gate_command(ctx) if args.get("gate") else test_command(ctx)
     argv = shlex.split(command)  # operator-configured, never model input
@@ -9005,18 +11213,40 @@ def tool_test_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     with contextlib.ExitStack() as stack:
         run_dir = stack.enter_context(clean_checkout(ctx, tree_id)) if clean else ctx.paths.root
         prefix = sandbox_prefix(ctx, run_dir if clean else "", container)
-        passthrough = (*ctx.policy.subprocess_env, *(CONTAINER_CLIENT_ENV if ctx.policy.sandbox == "podman" else ()))
+        passthrough = (
+            *ctx.policy.subprocess_env,
+            *(CONTAINER_CLIENT_ENV if ctx.policy.sandbox == "podman" else ()),
+        )
         if ctx.policy.sandbox == "podman":  # killing the client must not leave the container running
-            stack.callback(subprocess.run, ["podman", "rm", "-f", container], capture_output=True, timeout=30,
-                           stdin=subprocess.DEVNULL, check=False, env=program_env(CONTAINER_CLIENT_ENV))
-        result = run_command([*prefix, *runner_argv(argv)], run_dir, ctx.policy.test_timeout_s,
-                             tail_bytes=TEST_OUTPUT_TAIL_BYTES, env=program_env(passthrough))
+            stack.callback(
+                subprocess.run,
+                ["podman", "rm", "-f", container],
+                capture_output=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+                check=False,
+                env=program_env(CONTAINER_CLIENT_ENV),
+            )
+        result = run_command(
+            [*prefix, *runner_argv(argv)],
+            run_dir,
+            ctx.policy.test_timeout_s,
+            tail_bytes=TEST_OUTPUT_TAIL_BYTES,
+            env=program_env(passthrough),
+        )
         coverage = [read_coverage(os.path.join(run_dir, f)) for f in ctx.policy.coverage_files]
     run = {
-        "command": command, "started_at": started, "duration_ms": round(result.duration_s * 1000),
-        "exit_code": result.exit_code, "passed": result.exit_code == 0 and not result.timed_out,
-        "timed_out": result.timed_out, "counts": parse_test_counts(result.output), "coverage": coverage,
-        "output_tail": result.output, "tree_id": tree_id, "checkout": "clean" if clean else "worktree",
+        "command": command,
+        "started_at": started,
+        "duration_ms": round(result.duration_s * 1000),
+        "exit_code": result.exit_code,
+        "passed": result.exit_code == 0 and not result.timed_out,
+        "timed_out": result.timed_out,
+        "counts": parse_test_counts(result.output),
+        "coverage": coverage,
+        "output_tail": result.output,
+        "tree_id": tree_id,
+        "checkout": "clean" if clean else "worktree",
     }
     run["id"] = ctx.store_call(_db_add_test_run, run)
     notes = []
@@ -9024,7 +11254,9 @@ def tool_test_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         notes.append(f"timed out after {ctx.policy.test_timeout_s:g} s (WORKSPACE_TEST_TIMEOUT_MS)")
     for cov in coverage:
         if cov.get("missing"):
-            notes.append(f"coverage file {cov['file']} not found (WORKSPACE_TEST_COVERAGE_FILES); no coverage recorded")
+            notes.append(
+                f"coverage file {cov['file']} not found (WORKSPACE_TEST_COVERAGE_FILES); no coverage recorded"
+            )
     if not ctx.policy.coverage_files:
         notes.append("no coverage files configured (WORKSPACE_TEST_COVERAGE_FILES)")
     summary = {k: v for k, v in run.items() if k != "output_tail"}
@@ -9032,8 +11264,11 @@ def tool_test_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     return ToolResult(json_dumps(summary) + "\n\n" + result.output, is_error=False)
 
 
-@tool("workspace_test_history", "Past test runs, newest first.",
-      {"limit": {"type": "integer", "minimum": 1, "maximum": 1000}})
+@tool(
+    "workspace_test_history",
+    "Past test runs, newest first.",
+    {"limit": {"type": "integer", "minimum": 1, "maximum": 1000}},
+)
 def tool_test_history(ctx: ToolContext, args: dict[str, Any]) -> str:
     return json_dumps(ctx.store_call(_db_test_runs, args.get("limit", 20)))
 
@@ -9044,12 +11279,14 @@ def tool_test_summary(ctx: ToolContext, args: dict[str, Any]) -> str:
     if not runs:
         return json_dumps({"latest": None, "note": "no test runs recorded yet (workspace_test_run)"})
     recent = runs[:10]
-    return json_dumps({
-        "latest": runs[0],
-        "recent_pass_rate": round(sum(r["passed"] for r in recent) / len(recent), 3),
-        "trend": [("pass" if r["passed"] else "fail") for r in reversed(recent)],
-        "durations_ms": [r["duration_ms"] for r in reversed(recent)],
-    })
+    return json_dumps(
+        {
+            "latest": runs[0],
+            "recent_pass_rate": round(sum(r["passed"] for r in recent) / len(recent), 3),
+            "trend": [("pass" if r["passed"] else "fail") for r in reversed(recent)],
+            "durations_ms": [r["duration_ms"] for r in reversed(recent)],
+        }
+    )
 
 
 # == 16. Indexer ==
@@ -9064,28 +11301,83 @@ def tool_test_summary(ctx: ToolContext, args: dict[str, Any]) -> str:
 # defined independently in an unrelated file is not reported as a use of the first.
 
 INDEX_MAX_FILE_BYTES = 1024 * 1024  # larger files are generated or data: skipped
-INDEX_POOL_THRESHOLD = 64  # fewer changed files than this parse inline (a pool is slow to start: bench/README.md)
+INDEX_POOL_THRESHOLD = (
+    64  # fewer changed files than this parse inline (a pool is slow to start: bench/README.md)
+)
 CLAUDE_MD_BEGIN = "<!-- lynkr:begin generated (edit outside this block; lynkr rewrites it) -->"
 CLAUDE_MD_END = "<!-- lynkr:end generated -->"
 
 LANGUAGE_BY_SUFFIX = {
-    ".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
-    ".jsx": "javascript", ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
-    ".go": "go", ".rs": "rust", ".java": "java", ".rb": "ruby", ".ex": "elixir", ".exs": "elixir", ".lua": "lua",
-    ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".cs": "csharp", ".kt": "kotlin",
-    ".swift": "swift", ".php": "php", ".scala": "scala", ".sh": "shell", ".md": "markdown",
-    ".json": "json", ".toml": "toml", ".yml": "yaml", ".yaml": "yaml", ".html": "html", ".css": "css", ".sql": "sql",
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".jsx": "javascript",
+    ".ts": "typescript",
+    ".mts": "typescript",
+    ".cts": "typescript",
+    ".tsx": "tsx",
+    ".go": "go",
+    ".rs": "rust",
+    ".java": "java",
+    ".rb": "ruby",
+    ".ex": "elixir",
+    ".exs": "elixir",
+    ".lua": "lua",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".hpp": "cpp",
+    ".cs": "csharp",
+    ".kt": "kotlin",
+    ".swift": "swift",
+    ".php": "php",
+    ".scala": "scala",
+    ".sh": "shell",
+    ".md": "markdown",
+    ".json": "json",
+    ".toml": "toml",
+    ".yml": "yaml",
+    ".yaml": "yaml",
+    ".html": "html",
+    ".css": "css",
+    ".sql": "sql",
 }
 # Languages whose symbols are worth extracting (the rest are counted in the language mix only).
-CODE_LANGUAGES = frozenset({"python", "javascript", "typescript", "tsx", "go", "rust", "java", "ruby", "elixir", "lua",
-                            "c", "cpp", "csharp", "kotlin", "swift", "php", "scala", "shell"})
+CODE_LANGUAGES = frozenset(
+    {
+        "python",
+        "javascript",
+        "typescript",
+        "tsx",
+        "go",
+        "rust",
+        "java",
+        "ruby",
+        "elixir",
+        "lua",
+        "c",
+        "cpp",
+        "csharp",
+        "kotlin",
+        "swift",
+        "php",
+        "scala",
+        "shell",
+    }
+)
 
 # tree-sitter grammar module and loader attribute per language.
 TREE_SITTER_GRAMMARS = {
-    "python": ("tree_sitter_python", "language"), "javascript": ("tree_sitter_javascript", "language"),
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
     "typescript": ("tree_sitter_typescript", "language_typescript"),
-    "tsx": ("tree_sitter_typescript", "language_tsx"), "go": ("tree_sitter_go", "language"),
-    "rust": ("tree_sitter_rust", "language"), "java": ("tree_sitter_java", "language"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+    "java": ("tree_sitter_java", "language"),
     "ruby": ("tree_sitter_ruby", "language"),
 }
 _JS_QUERY = """
@@ -9176,22 +11468,64 @@ TREE_SITTER_QUERIES = {
 REGEX_DEFINITION = re.compile(
     r"^[ \t]*(?:export\s+|pub(?:\([^)]*\))?\s+|public\s+|private\s+|protected\s+|static\s+|async\s+|local\s+)*"
     r"(?P<kw>def|defp|defmodule|defmacro|function|func|fn|class|module|interface|struct|enum|trait|type|sub|proc)"
-    r"\s+(?:\([^)]*\)\s*)?(?P<name>[A-Za-z_]\w*(?:(?:\.|::)\w+)*[!?]?)", re.MULTILINE)
-REGEX_KIND = {"def": "function", "defp": "function", "defmacro": "macro", "defmodule": "module", "function": "function",
-              "func": "function", "fn": "function", "sub": "function", "proc": "function", "class": "class",
-              "module": "module", "interface": "interface", "struct": "struct", "enum": "enum", "trait": "trait",
-              "type": "type"}
+    r"\s+(?:\([^)]*\)\s*)?(?P<name>[A-Za-z_]\w*(?:(?:\.|::)\w+)*[!?]?)",
+    re.MULTILINE,
+)
+REGEX_KIND = {
+    "def": "function",
+    "defp": "function",
+    "defmacro": "macro",
+    "defmodule": "module",
+    "function": "function",
+    "func": "function",
+    "fn": "function",
+    "sub": "function",
+    "proc": "function",
+    "class": "class",
+    "module": "module",
+    "interface": "interface",
+    "struct": "struct",
+    "enum": "enum",
+    "trait": "trait",
+    "type": "type",
+}
 REGEX_CALL = re.compile(r"\b([A-Za-z_][\w]*)\s*\(")
 # Imports without tree-sitter, so references still resolve across files.
-_JS_IMPORTS = re.compile(r"""(?:^|\s)(?:import|export)\s[^'";]*?from\s*['"]([^'"]+)['"]|require\(\s*['"]([^'"]+)['"]\s*\)"""
-                         r"""|^\s*import\s*['"]([^'"]+)['"]""", re.MULTILINE)
+_JS_IMPORTS = re.compile(
+    r"""(?:^|\s)(?:import|export)\s[^'";]*?from\s*['"]([^'"]+)['"]|require\(\s*['"]([^'"]+)['"]\s*\)"""
+    r"""|^\s*import\s*['"]([^'"]+)['"]""",
+    re.MULTILINE,
+)
 REGEX_IMPORTS = {
     "python": re.compile(r"^\s*from\s+([.\w]+)\s+import\b|^\s*import\s+([\w.]+)", re.MULTILINE),
-    "javascript": _JS_IMPORTS, "typescript": _JS_IMPORTS, "tsx": _JS_IMPORTS,
+    "javascript": _JS_IMPORTS,
+    "typescript": _JS_IMPORTS,
+    "tsx": _JS_IMPORTS,
     "ruby": re.compile(r"^\s*require(?:_relative)?\s*\(?\s*['\"]([^'\"]+)['\"]", re.MULTILINE),
 }
-REGEX_KEYWORDS = frozenset({"if", "for", "while", "switch", "return", "catch", "function", "def", "fn", "func", "elif",
-                            "and", "or", "not", "in", "print", "sizeof", "typeof", "new"})
+REGEX_KEYWORDS = frozenset(
+    {
+        "if",
+        "for",
+        "while",
+        "switch",
+        "return",
+        "catch",
+        "function",
+        "def",
+        "fn",
+        "func",
+        "elif",
+        "and",
+        "or",
+        "not",
+        "in",
+        "print",
+        "sizeof",
+        "typeof",
+        "new",
+    }
+)
 
 _PARSERS: dict[str, Any] = {}  # per process: language -> (parser, query) or None
 
@@ -9212,7 +11546,11 @@ def _tree_sitter_for(language: str) -> Any:
             lang = tree_sitter.Language(getattr(module, grammar[1])())
             parser = tree_sitter.Parser(lang)
             if hasattr(tree_sitter, "QueryCursor"):  # 0.25+
-                result = (parser, tree_sitter.Query(lang, TREE_SITTER_QUERIES[language]), tree_sitter.QueryCursor)
+                result = (
+                    parser,
+                    tree_sitter.Query(lang, TREE_SITTER_QUERIES[language]),
+                    tree_sitter.QueryCursor,
+                )
             else:  # 0.23/0.24
                 result = (parser, lang.query(TREE_SITTER_QUERIES[language]), None)
         except (ImportError, AttributeError, TypeError, ValueError, OSError):
@@ -9268,16 +11606,19 @@ def pack_spots(flat: list[int]) -> bytes:
 def unpack_spots(blob: bytes | str) -> list[tuple[int, int]]:
     """The refs table's `spots` -> 1-based (line, column) pairs in document order."""
     if isinstance(blob, str):  # "line:col line:col", as an older lynkr sharing this index.db writes it
-        return sorted((int(line), int(col)) for line, _, col in (spot.partition(":") for spot in blob.split()))
+        return sorted(
+            (int(line), int(col)) for line, _, col in (spot.partition(":") for spot in blob.split())
+        )
     packed = array.array("I")
     packed.frombytes(blob)
     if sys.byteorder == "big":
         packed.byteswap()
-    return sorted(zip([row + 1 for row in packed[0::2]], [col + 1 for col in packed[1::2]]))
+    return sorted(zip([row + 1 for row in packed[0::2]], [col + 1 for col in packed[1::2]], strict=False))
 
 
-def _tree_sitter_extract(language: str, source: bytes, ts: tuple[Any, Any, Any]
-                         ) -> tuple[list[list[Any]], dict[bytes, list[int]], list[str]]:
+def _tree_sitter_extract(
+    language: str, source: bytes, ts: tuple[Any, Any, Any]
+) -> tuple[list[list[Any]], dict[bytes, list[int]], list[str]]:
     """(definitions, uses by name, imports) from one parse and one query. The uses loop runs for every
     reference of the repository (~200 per file): no per-use objects beyond the flat position list."""
     parser, query, cursor_class = ts
@@ -9295,8 +11636,10 @@ def _tree_sitter_extract(language: str, source: bytes, ts: tuple[Any, Any, Any]
                 if parent is not None and parent.type == "import_from_statement":
                     # Python `from M import a, b as c` / `from M import *`: the names go with the import,
                     # so references know which files take the symbol itself (or a submodule) from M.
-                    imported = [child.child_by_field_name("name") if child.type == "aliased_import" else child
-                                for child in parent.children_by_field_name("name")]
+                    imported = [
+                        child.child_by_field_name("name") if child.type == "aliased_import" else child
+                        for child in parent.children_by_field_name("name")
+                    ]
                     names = " ".join(n.text.decode("utf-8", "replace") for n in imported if n is not None)
                     imports.append((spec, names or "*"))
                 else:
@@ -9313,11 +11656,26 @@ def _tree_sitter_extract(language: str, source: bytes, ts: tuple[Any, Any, Any]
                 receiver = None
                 if language == "go" and owner.type == "method_declaration":
                     receiver_node = owner.child_by_field_name("receiver")
-                    m = GO_RECEIVER_TYPE.search(receiver_node.text.decode("utf-8", "replace")) if receiver_node else None
+                    m = (
+                        GO_RECEIVER_TYPE.search(receiver_node.text.decode("utf-8", "replace"))
+                        if receiver_node
+                        else None
+                    )
                     receiver = m.group(1) if m else None
                 start = owner.start_byte
-                defs.append([start, owner.end_byte, node.text.decode("utf-8", "replace"), kind, receiver,
-                             point[0], point[1], _line_at(source, start), owner.end_point[0]])
+                defs.append(
+                    [
+                        start,
+                        owner.end_byte,
+                        node.text.decode("utf-8", "replace"),
+                        kind,
+                        receiver,
+                        point[0],
+                        point[1],
+                        _line_at(source, start),
+                        owner.end_point[0],
+                    ]
+                )
     uses: dict[bytes, list[int]] = collections.defaultdict(list)
     for capture, nodes in captures:
         if capture == "ref":
@@ -9326,8 +11684,10 @@ def _tree_sitter_extract(language: str, source: bytes, ts: tuple[Any, Any, Any]
                 if point not in def_points:
                     uses[node.text].extend(point)
     if language == "ruby":
-        imports += [m.group(2).decode("utf-8", "replace")
-                    for m in re.finditer(rb"^\s*(require_relative|require)\s*\(?\s*['\"]([^'\"]+)['\"]", source, re.M)]
+        imports += [
+            m.group(2).decode("utf-8", "replace")
+            for m in re.finditer(rb"^\s*(require_relative|require)\s*\(?\s*['\"]([^'\"]+)['\"]", source, re.M)
+        ]
     return defs, uses, imports
 
 
@@ -9343,8 +11703,19 @@ def _regex_extract(language: str, source: bytes) -> tuple[list[list[Any]], dict[
         row = bisect.bisect_right(line_starts, m.start("name")) - 1
         signature = text[line_starts[row] : line_starts[row + 1] - 1].strip()[:200]
         # No bodies, so no containers: the range is empty.
-        defs.append([m.start(), m.start(), m.group("name"), REGEX_KIND[m.group("kw")], None,
-                     row, m.start("name") - line_starts[row], signature, row])
+        defs.append(
+            [
+                m.start(),
+                m.start(),
+                m.group("name"),
+                REGEX_KIND[m.group("kw")],
+                None,
+                row,
+                m.start("name") - line_starts[row],
+                signature,
+                row,
+            ]
+        )
         name_positions.add(m.start("name"))
     uses: dict[bytes, list[int]] = collections.defaultdict(list)
     for m in REGEX_CALL.finditer(text):
@@ -9353,7 +11724,9 @@ def _regex_extract(language: str, source: bytes) -> tuple[list[list[Any]], dict[
         row = bisect.bisect_right(line_starts, m.start(1)) - 1
         uses[m.group(1).encode()].extend((row, m.start(1) - line_starts[row]))
     pattern = REGEX_IMPORTS.get(language)
-    imports = [next(g for g in m.groups() if g) for m in pattern.finditer(text)] if pattern is not None else []
+    imports = (
+        [next(g for g in m.groups() if g) for m in pattern.finditer(text)] if pattern is not None else []
+    )
     return defs, uses, imports
 
 
@@ -9362,13 +11735,23 @@ def extract_symbols(path: str, language: str, source: bytes) -> dict[str, Any]:
     the tables' own tuples, `path` first: they cross a process boundary and go straight to executemany.
     References are grouped into one row per name (uses, packed positions): five times fewer rows."""
     ts = _tree_sitter_for(language)
-    defs, uses, imports = _tree_sitter_extract(language, source, ts) if ts is not None else _regex_extract(language, source)
+    defs, uses, imports = (
+        _tree_sitter_extract(language, source, ts) if ts is not None else _regex_extract(language, source)
+    )
     _attach_containers(defs)
-    return {"symbols": [(path, d[2], d[3], d[4], d[5] + 1, d[6] + 1, d[7], d[8] + 1)
-                        for d in defs if d[3] not in SCOPE_ONLY_KINDS],
-            "refs": [(path, name.decode("utf-8", "replace"), len(flat) >> 1, pack_spots(flat))
-                     for name, flat in uses.items()],
-            "imports": imports, "parser": "tree-sitter" if ts is not None else "regex"}
+    return {
+        "symbols": [
+            (path, d[2], d[3], d[4], d[5] + 1, d[6] + 1, d[7], d[8] + 1)
+            for d in defs
+            if d[3] not in SCOPE_ONLY_KINDS
+        ],
+        "refs": [
+            (path, name.decode("utf-8", "replace"), len(flat) >> 1, pack_spots(flat))
+            for name, flat in uses.items()
+        ],
+        "imports": imports,
+        "parser": "tree-sitter" if ts is not None else "regex",
+    }
 
 
 def _group_captures(raw: list[tuple[Any, str]]) -> list[tuple[str, list[Any]]]:
@@ -9386,11 +11769,19 @@ def parse_file_job(job: tuple[str, str, str]) -> tuple[str, dict[str, Any] | Non
         source = read_regular_file(absolute)
         info = {"digest": hashlib.sha1(source).hexdigest(), "lines": source.count(b"\n") + 1}
         if b"\x00" in source[:8192]:
-            return rel, {**info, "binary": True, "symbols": [], "refs": [], "imports": [], "parser": "skip"}, ""
+            return (
+                rel,
+                {**info, "binary": True, "symbols": [], "refs": [], "imports": [], "parser": "skip"},
+                "",
+            )
         if language not in CODE_LANGUAGES:
-            return rel, {**info, "binary": False, "symbols": [], "refs": [], "imports": [], "parser": "none"}, ""
+            return (
+                rel,
+                {**info, "binary": False, "symbols": [], "refs": [], "imports": [], "parser": "none"},
+                "",
+            )
         return rel, {**info, "binary": False, **extract_symbols(rel, language, source)}, ""
-    except Exception as exc:  # one bad file must not fail the index
+    except Exception as exc:  # noqa: BLE001 -- one bad file must not fail the index
         return rel, None, repr(exc)
 
 
@@ -9400,7 +11791,9 @@ def _parse_batch(jobs: list[tuple[str, str, str]]) -> list[tuple[str, dict[str, 
 
 
 def _m001_index(db: sqlite3.Connection) -> None:
-    run_script(db, """
+    run_script(
+        db,
+        """
         CREATE TABLE files (path TEXT PRIMARY KEY, language TEXT, size INTEGER, mtime_ns INTEGER, hash TEXT,
                             lines INTEGER, parser TEXT);
         CREATE TABLE symbols (id INTEGER PRIMARY KEY, file TEXT NOT NULL, name TEXT NOT NULL, kind TEXT,
@@ -9414,7 +11807,8 @@ def _m001_index(db: sqlite3.Connection) -> None:
         CREATE INDEX imports_file ON imports(file);
         CREATE INDEX imports_resolved ON imports(resolved);
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
-    """)
+    """,
+    )
 
 
 def _m002_exact_names(db: sqlite3.Connection) -> None:
@@ -9426,23 +11820,35 @@ def _m003_grouped_refs(db: sqlite3.Connection) -> None:
     # One refs row per (file, name) with the uses packed into `spots` ("line:col line:col"): five times
     # fewer rows to write. Enclosing symbols come from symbol line ranges at query time, hence end_line.
     # Both need a re-parse, so the catalog is emptied and the next rebuild is a full one.
-    for statement in ("DROP TABLE refs",
-                      ("CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, uses INTEGER NOT NULL,"
-                       " spots TEXT NOT NULL)"),
-                      "CREATE INDEX refs_name ON refs(name)", "CREATE INDEX refs_file ON refs(file)",
-                      "ALTER TABLE symbols ADD COLUMN end_line INTEGER",
-                      "DROP INDEX symbols_name",  # NOCASE: search uses the in-memory name table instead
-                      "DELETE FROM symbols", "DELETE FROM imports", "DELETE FROM files"):
+    for statement in (
+        "DROP TABLE refs",
+        (
+            "CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, uses INTEGER NOT NULL,"
+            " spots TEXT NOT NULL)"
+        ),
+        "CREATE INDEX refs_name ON refs(name)",
+        "CREATE INDEX refs_file ON refs(file)",
+        "ALTER TABLE symbols ADD COLUMN end_line INTEGER",
+        "DROP INDEX symbols_name",  # NOCASE: search uses the in-memory name table instead
+        "DELETE FROM symbols",
+        "DELETE FROM imports",
+        "DELETE FROM files",
+    ):
         db.execute(statement)
 
 
 def _m004_packed_spots(db: sqlite3.Connection) -> None:
     # `spots` holds packed uint32 (row, column) pairs instead of "line:col" text: no string per use to
     # format when indexing. Old rows need a re-parse, so the catalog is emptied (next rebuild is full).
-    for statement in ("DROP TABLE refs",
-                      "CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, uses INTEGER NOT NULL, spots BLOB NOT NULL)",
-                      "CREATE INDEX refs_name ON refs(name)", "CREATE INDEX refs_file ON refs(file)",
-                      "DELETE FROM symbols", "DELETE FROM imports", "DELETE FROM files"):
+    for statement in (
+        "DROP TABLE refs",
+        "CREATE TABLE refs (file TEXT NOT NULL, name TEXT NOT NULL, uses INTEGER NOT NULL, spots BLOB NOT NULL)",
+        "CREATE INDEX refs_name ON refs(name)",
+        "CREATE INDEX refs_file ON refs(file)",
+        "DELETE FROM symbols",
+        "DELETE FROM imports",
+        "DELETE FROM files",
+    ):
         db.execute(statement)
 
 
@@ -9450,15 +11856,37 @@ def _m005_import_names(db: sqlite3.Connection) -> None:
     # Python's `from M import a, b` keeps its names ("*" for a star, NULL for a plain import or another
     # language): references tell `from M import f` from `from M import g`, follow re-exports and
     # `from pkg import mod`. Old rows have none, so the catalog is emptied (next rebuild is full).
-    for statement in ("ALTER TABLE imports ADD COLUMN names TEXT",
-                      "DELETE FROM symbols", "DELETE FROM refs", "DELETE FROM imports", "DELETE FROM files"):
+    for statement in (
+        "ALTER TABLE imports ADD COLUMN names TEXT",
+        "DELETE FROM symbols",
+        "DELETE FROM refs",
+        "DELETE FROM imports",
+        "DELETE FROM files",
+    ):
         db.execute(statement)
 
 
-INDEX_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_index, _m002_exact_names, _m003_grouped_refs,
-                                                                 _m004_packed_spots, _m005_import_names]
-INDEX_IGNORED_DIRS = IGNORED_DIRS | {"vendor", "third_party", ".next", ".nuxt", "coverage", ".gradle", ".idea", ".vscode",
-                                     "bower_components", ".terraform", ".cache", "out"}
+INDEX_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _m001_index,
+    _m002_exact_names,
+    _m003_grouped_refs,
+    _m004_packed_spots,
+    _m005_import_names,
+]
+INDEX_IGNORED_DIRS = IGNORED_DIRS | {
+    "vendor",
+    "third_party",
+    ".next",
+    ".nuxt",
+    "coverage",
+    ".gradle",
+    ".idea",
+    ".vscode",
+    "bower_components",
+    ".terraform",
+    ".cache",
+    "out",
+}
 
 
 def list_workspace_files(root: str, data_dir: str, allowed: Callable[[str], bool] | None = None) -> list[str]:
@@ -9470,8 +11898,15 @@ def list_workspace_files(root: str, data_dir: str, allowed: Callable[[str], bool
 
 def _git_quiet(root: str, *args: str) -> subprocess.CompletedProcess[bytes] | None:
     try:
-        return subprocess.run(["git", *GIT_SAFETY_CONFIG, *args], cwd=root, capture_output=True, timeout=60,
-                              stdin=subprocess.DEVNULL, env=noninteractive_env(), check=False)
+        return subprocess.run(
+            ["git", *GIT_SAFETY_CONFIG, *args],
+            cwd=root,
+            capture_output=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            env=noninteractive_env(),
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -9482,13 +11917,22 @@ def _list_workspace_files(root: str, data_dir: str) -> list[str]:
     proc = _git_quiet(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", ".")
     if proc is not None and proc.returncode == 0:
         paths = [p for p in proc.stdout.decode("utf-8", "replace").split("\0") if p and p != "CLAUDE.md"]
-        return [p for p in dict.fromkeys(paths) if not any(part in INDEX_IGNORED_DIRS for part in p.split("/")[:-1])]
+        return [
+            p
+            for p in dict.fromkeys(paths)
+            if not any(part in INDEX_IGNORED_DIRS for part in p.split("/")[:-1])
+        ]
     ignore_globs: list[str] = []
     gitignore = os.path.join(root, ".gitignore")
     with contextlib.suppress(OSError):
         text = read_regular_file(gitignore).decode("utf-8", "replace")
-        ignore_globs = [ln.strip().rstrip("/") for ln in text.splitlines() if ln.strip() and not ln.startswith(("#", "!"))]
-    data_dirs = {os.path.abspath(data_dir), os.path.realpath(data_dir)}  # no link is followed: lexical is enough
+        ignore_globs = [
+            ln.strip().rstrip("/") for ln in text.splitlines() if ln.strip() and not ln.startswith(("#", "!"))
+        ]
+    data_dirs = {
+        os.path.abspath(data_dir),
+        os.path.realpath(data_dir),
+    }  # no link is followed: lexical is enough
     ignore = [g.lstrip("/") for g in ignore_globs]
     ignored = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in ignore)) if ignore else None
     # os.scandir, not os.walk: a folder's entries say whether they are folders without a stat each
@@ -9511,10 +11955,16 @@ def _list_workspace_files(root: str, data_dir: str) -> list[str]:
             except OSError:
                 continue
             if is_folder:
-                if not (name in INDEX_IGNORED_DIRS or name.startswith(".") or entry.path in data_dirs
-                        or (ignored is not None and ignored.match(name))):
+                if not (
+                    name in INDEX_IGNORED_DIRS
+                    or name.startswith(".")
+                    or entry.path in data_dirs
+                    or (ignored is not None and ignored.match(name))
+                ):
                     folders.append((entry.path, rel))
-            elif rel != "CLAUDE.md" and not (ignored is not None and (ignored.match(name) or ignored.match(rel))):
+            elif rel != "CLAUDE.md" and not (
+                ignored is not None and (ignored.match(name) or ignored.match(rel))
+            ):
                 out.append(rel)  # (CLAUDE.md is partly ours: indexing it would make every rebuild rewrite it)
         stack.extend(reversed(folders))
     return out
@@ -9541,7 +11991,9 @@ def import_resolver(known: set[str]) -> Callable[[str, str, str], str | None]:
     return resolve
 
 
-def _resolve_import(rel: str, language: str, spec: str, known: set[str], ancestors: bool = False) -> str | None:
+def _resolve_import(
+    rel: str, language: str, spec: str, known: set[str], ancestors: bool = False
+) -> str | None:
     """Map an import to a workspace file when it names one (relative JS/TS, Python modules, Ruby requires).
     An absolute Python module is looked for at the top and under src/, or with `ancestors` under each
     folder holding the importing file (shallowest first: a package's own folder is not on sys.path)."""
@@ -9599,7 +12051,9 @@ class IndexStats:
 class RepoIndex:
     """The catalog (index.db) and the operations on it. Blocking: call from a worker thread."""
 
-    def __init__(self, root: str, db_path: str, data_dir: str, allowed: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self, root: str, db_path: str, data_dir: str, allowed: Callable[[str], bool] | None = None
+    ) -> None:
         self.allowed = allowed  # POLICY_FILE_BLOCKED_PATHS: blocked files are never indexed
         self.root = root  # a real path, as load_config resolved WORKSPACE_ROOT
         self.db_path = db_path
@@ -9634,8 +12088,10 @@ class RepoIndex:
         if self._closing.is_set():
             raise ToolFailed("the index rebuild was stopped: lynkr is shutting down")
         if deadline is not None and time.monotonic() > deadline:
-            raise ToolFailed(f"the index rebuild was stopped after {time.monotonic() - started:.1f} s "
-                             "(LYNKR_INDEX_TIMEOUT_MS)")
+            raise ToolFailed(
+                f"the index rebuild was stopped after {time.monotonic() - started:.1f} s "
+                "(LYNKR_INDEX_TIMEOUT_MS)"
+            )
 
     def _rebuild(self, workers: int | None, deadline: float | None = None) -> IndexStats:
         started = time.monotonic()
@@ -9676,8 +12132,14 @@ class RepoIndex:
                 # A bulk load (first build, most files changed) writes without the secondary indexes and
                 # builds them once at the end: sorting once is cheaper than 400k B-tree inserts.
                 bulk = len(to_parse) >= INDEX_POOL_THRESHOLD and len(to_parse) * 2 > len(current)
-                secondary = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-                                       " AND tbl_name IN ('symbols', 'refs', 'imports')").fetchall() if bulk else []
+                secondary = (
+                    db.execute(
+                        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+                        " AND tbl_name IN ('symbols', 'refs', 'imports')"
+                    ).fetchall()
+                    if bulk
+                    else []
+                )
                 if bulk:
                     for rel in [job[0] for job in to_parse if job[0] in known]:
                         self._drop(db, rel)  # while the indexes make it cheap
@@ -9687,7 +12149,9 @@ class RepoIndex:
                 # stopped by LYNKR_INDEX_TIMEOUT_MS or shutdown keeps what it wrote (each file whole):
                 # the next rebuild goes on from there instead of starting over.
                 try:
-                    for results in self._parse(to_parse, workers, lambda: self._check_stop(deadline, started)):
+                    for results in self._parse(
+                        to_parse, workers, lambda: self._check_stop(deadline, started)
+                    ):
                         if not bulk:
                             for rel in [item[0] for item in results if item[0] in known]:
                                 self._drop(db, rel)  # the old rows stay until the new ones are ready
@@ -9699,11 +12163,15 @@ class RepoIndex:
                     db.execute(sql)
                 if deleted or to_parse:
                     # Imports that pointed at files now present/absent are re-resolved cheaply.
-                    rows = db.execute("SELECT i.rowid, i.file, f.language, i.spec FROM imports i JOIN files f"
-                                      " ON f.path = i.file WHERE i.resolved IS NULL OR i.resolved NOT IN"
-                                      " (SELECT path FROM files)").fetchall()
-                    db.executemany("UPDATE imports SET resolved = ? WHERE rowid = ?",
-                                   [(resolve(f, lang, spec), rowid) for rowid, f, lang, spec in rows])
+                    rows = db.execute(
+                        "SELECT i.rowid, i.file, f.language, i.spec FROM imports i JOIN files f"
+                        " ON f.path = i.file WHERE i.resolved IS NULL OR i.resolved NOT IN"
+                        " (SELECT path FROM files)"
+                    ).fetchall()
+                    db.executemany(
+                        "UPDATE imports SET resolved = ? WHERE rowid = ?",
+                        [(resolve(f, lang, spec), rowid) for rowid, f, lang, spec in rows],
+                    )
                     db.execute("INSERT OR REPLACE INTO meta VALUES ('built_at', ?)", (str(time.time()),))
             stats.files = db.execute("SELECT COUNT(*) FROM files WHERE language != 'binary'").fetchone()[0]
             stats.parsed = parsed
@@ -9714,33 +12182,53 @@ class RepoIndex:
             db.close()
         stats.seconds = round(time.monotonic() - started, 3)
         if stopped is not None:
-            raise ToolFailed(f"{stopped}: {parsed} of {len(to_parse)} changed files were indexed and kept; the next "
-                             "rebuild goes on from there")
+            raise ToolFailed(
+                f"{stopped}: {parsed} of {len(to_parse)} changed files were indexed and kept; the next "
+                "rebuild goes on from there"
+            )
         return stats
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, results: list[tuple[str, dict[str, Any] | None, str]],
-                seen: dict[str, tuple[int, int, str]], resolve: Callable[[str, str, str], str | None],
-                stats: IndexStats) -> None:
+    def _insert(
+        db: sqlite3.Connection,
+        results: list[tuple[str, dict[str, Any] | None, str]],
+        seen: dict[str, tuple[int, int, str]],
+        resolve: Callable[[str, str, str], str | None],
+        stats: IndexStats,
+    ) -> None:
         """Parsed files' rows: one executemany per table for a whole batch of files."""
         files, symbols, refs, imports = [], [], [], []
         for rel, result, error in results:
             size, mtime_ns, language = seen[rel]
             if result is None:
                 stats.errors.append(f"{rel}: {error}")
-                result = {"digest": "", "lines": 0, "binary": False, "symbols": [], "refs": [], "imports": [],
-                          "parser": "error"}
+                result = {
+                    "digest": "",
+                    "lines": 0,
+                    "binary": False,
+                    "symbols": [],
+                    "refs": [],
+                    "imports": [],
+                    "parser": "error",
+                }
             if result["binary"]:
                 language = "binary"  # kept as a row so the next rebuild skips it by size/mtime
             files.append((rel, language, size, mtime_ns, result["digest"], result["lines"], result["parser"]))
             symbols += result["symbols"]
             refs += result["refs"]
             # An import is a spec, or (spec, names) for Python's `from spec import names` ("*" for a star).
-            imports += [(rel, spec, resolve(rel, language, spec), None) if isinstance(spec, str)
-                        else (rel, spec[0], resolve(rel, language, spec[0]), spec[1]) for spec in result["imports"]]
+            imports += [
+                (rel, spec, resolve(rel, language, spec), None)
+                if isinstance(spec, str)
+                else (rel, spec[0], resolve(rel, language, spec[0]), spec[1])
+                for spec in result["imports"]
+            ]
         db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", files)
-        db.executemany("INSERT INTO symbols (file, name, kind, container, line, col, signature, end_line)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", symbols)
+        db.executemany(
+            "INSERT INTO symbols (file, name, kind, container, line, col, signature, end_line)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            symbols,
+        )
         db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?)", refs)
         db.executemany("INSERT INTO imports VALUES (?, ?, ?, ?)", imports)
 
@@ -9750,8 +12238,9 @@ class RepoIndex:
             db.execute(f"DELETE FROM {table} WHERE {column} = ?", (rel,))
 
     @staticmethod
-    def _parse(jobs: list[tuple[str, str, str]], workers: int | None,
-               check_stop: Callable[[], None] = lambda: None) -> Iterable[list[tuple[str, dict[str, Any] | None, str]]]:
+    def _parse(
+        jobs: list[tuple[str, str, str]], workers: int | None, check_stop: Callable[[], None] = lambda: None
+    ) -> Iterable[list[tuple[str, dict[str, Any] | None, str]]]:
         """Batches of parse results as they become ready: inline for a few files, a process pool for
         many. `check_stop` raises to stop; it is called before each inline file and at least twice a
         second while the pool works."""
@@ -9788,8 +12277,9 @@ class RepoIndex:
             batches = min(len(jobs), workers * 32)
             pending = {pool.submit(_parse_batch, jobs[i::batches]) for i in range(batches)}
             while pending:
-                done, pending = concurrent.futures.wait(pending, timeout=0.5,
-                                                        return_when=concurrent.futures.FIRST_COMPLETED)
+                done, pending = concurrent.futures.wait(
+                    pending, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED
+                )
                 check_stop()
                 for future in done:
                     results = future.result()
@@ -9818,8 +12308,10 @@ class RepoIndex:
         if self._names is not None and self._names[0] == built:
             return self._names
         counts = dict(db.execute("SELECT name, SUM(uses) FROM refs GROUP BY name"))
-        names = sorted({row[0] for row in db.execute("SELECT DISTINCT name FROM symbols")},
-                       key=lambda n: (-counts.get(n, 0), len(n), n))
+        names = sorted(
+            {row[0] for row in db.execute("SELECT DISTINCT name FROM symbols")},
+            key=lambda n: (-counts.get(n, 0), len(n), n),
+        )
         lowered = [n.lower() for n in names]
         blob = "\n" + "\n".join(lowered) + "\n"
         starts, position = [], 1
@@ -9833,12 +12325,13 @@ class RepoIndex:
         self._names = (built, names, blob, starts, exact, counts, lowered, {})
         return self._names
 
-    def _fast_candidates(self, db: sqlite3.Connection, query: str, limit: int) -> tuple[list[str], dict[str, int],
-                                                                                       dict[str, int]]:
+    def _fast_candidates(
+        self, db: sqlite3.Connection, query: str, limit: int
+    ) -> tuple[list[str], dict[str, int], dict[str, int]]:
         """Up to `limit` names by tier (exact, prefix, substring, subsequence), popular first within a tier."""
         _built, names, blob, starts, exact, counts, lowered, char_masks = self._name_table(db)
         q = query.lower()
-        picked: dict[int, int] = {i: 0 for i in exact.get(q, ())}
+        picked: dict[int, int] = dict.fromkeys(exact.get(q, ()), 0)
 
         def take(offsets: Iterable[int], rank: int) -> bool:
             for offset in offsets:
@@ -9855,7 +12348,12 @@ class RepoIndex:
                 yield at + shift
                 at = blob.find(needle, at + 1)
 
-        if len(picked) < limit and "\n" not in q and not take(finds("\n" + q, 1), 1) and not take(finds(q, 0), 2):
+        if (
+            len(picked) < limit
+            and "\n" not in q
+            and not take(finds("\n" + q, 1), 1)
+            and not take(finds(q, 0), 2)
+        ):
             # Subsequences: only names holding every character of the query are tried (masks with one
             # byte per name, ANDed), in popularity order, until the answer is full.
             holding = -1
@@ -9869,7 +12367,9 @@ class RepoIndex:
                 holding &= char_masks[char]
             candidates = holding.to_bytes(len(lowered), "little") if holding > 0 else b""
             # Linear subsequence match: each letter, then anything but the next letter.
-            matches = re.compile(re.escape(q[0]) + "".join(f"[^{re.escape(c)}]*{re.escape(c)}" for c in q[1:])).search
+            matches = re.compile(
+                re.escape(q[0]) + "".join(f"[^{re.escape(c)}]*{re.escape(c)}" for c in q[1:])
+            ).search
             i = candidates.find(1)
             while i != -1 and len(picked) < limit:
                 if i not in picked and matches(lowered[i]):
@@ -9878,8 +12378,14 @@ class RepoIndex:
         chosen = {names[i]: rank for i, rank in picked.items()}
         return list(chosen), chosen, counts
 
-    def search(self, query: str, kind: str | None = None, language: str | None = None, path: str | None = None,
-               limit: int = 50) -> list[dict[str, Any]]:
+    def search(
+        self,
+        query: str,
+        kind: str | None = None,
+        language: str | None = None,
+        path: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
         """Exact, then prefix, then substring, then subsequence matches; ties by reference count."""
         db = self.connect()
         try:
@@ -9889,16 +12395,33 @@ class RepoIndex:
                 # the answer shows (a popular name such as __init__ has thousands).
                 rows: list[tuple[Any, ...]] = []
                 for name in chosen:
-                    rows += db.execute("SELECT s.name, s.kind, s.container, s.file, s.line, s.col, s.signature,"
-                                       " f.language FROM symbols s JOIN files f ON f.path = s.file WHERE s.name = ?"
-                                       " ORDER BY s.file, s.line LIMIT ?", (name, limit - len(rows))).fetchall()
+                    rows += db.execute(
+                        "SELECT s.name, s.kind, s.container, s.file, s.line, s.col, s.signature,"
+                        " f.language FROM symbols s JOIN files f ON f.path = s.file WHERE s.name = ?"
+                        " ORDER BY s.file, s.line LIMIT ?",
+                        (name, limit - len(rows)),
+                    ).fetchall()
                     if len(rows) >= limit:
                         break
-                return [{"name": r[0], "kind": r[1], "container": r[2], "file": r[3], "line": r[4], "column": r[5],
-                         "signature": r[6], "language": r[7], "references": counts.get(r[0], 0),
-                         "match": ("exact", "prefix", "substring", "subsequence")[ranks[r[0]]]} for r in rows[:limit]]
-            sql = ("SELECT s.name, s.kind, s.container, s.file, s.line, s.col, s.signature, f.language FROM symbols s"
-                   " JOIN files f ON f.path = s.file WHERE 1=1")
+                return [
+                    {
+                        "name": r[0],
+                        "kind": r[1],
+                        "container": r[2],
+                        "file": r[3],
+                        "line": r[4],
+                        "column": r[5],
+                        "signature": r[6],
+                        "language": r[7],
+                        "references": counts.get(r[0], 0),
+                        "match": ("exact", "prefix", "substring", "subsequence")[ranks[r[0]]],
+                    }
+                    for r in rows[:limit]
+                ]
+            sql = (
+                "SELECT s.name, s.kind, s.container, s.file, s.line, s.col, s.signature, f.language FROM symbols s"
+                " JOIN files f ON f.path = s.file WHERE 1=1"
+            )
             params: list[Any] = []
             if kind:
                 sql += " AND s.kind = ?"
@@ -9936,18 +12459,36 @@ class RepoIndex:
             for start in range(0, len(names), 500):
                 chunk = names[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                counts.update(db.execute(f"SELECT name, SUM(uses) FROM refs WHERE name IN ({marks}) GROUP BY name",
-                                         chunk).fetchall())
+                counts.update(
+                    db.execute(
+                        f"SELECT name, SUM(uses) FROM refs WHERE name IN ({marks}) GROUP BY name", chunk
+                    ).fetchall()
+                )
             top.sort(key=lambda item: (item[0], -counts.get(item[1][0], 0), len(item[1][0]), item[1][3]))
-            return [{"name": r[0], "kind": r[1], "container": r[2], "file": r[3], "line": r[4], "column": r[5],
-                     "signature": r[6], "language": r[7], "references": counts.get(r[0], 0),
-                     "match": ("exact", "prefix", "substring", "subsequence")[rank]} for rank, r in top[:limit]]
+            return [
+                {
+                    "name": r[0],
+                    "kind": r[1],
+                    "container": r[2],
+                    "file": r[3],
+                    "line": r[4],
+                    "column": r[5],
+                    "signature": r[6],
+                    "language": r[7],
+                    "references": counts.get(r[0], 0),
+                    "match": ("exact", "prefix", "substring", "subsequence")[rank],
+                }
+                for rank, r in top[:limit]
+            ]
         finally:
             db.close()
 
     def _definitions(self, db: sqlite3.Connection, name: str) -> list[tuple[Any, ...]]:
-        return db.execute("SELECT file, line, col, kind, container, signature FROM symbols WHERE name = ?"
-                          " ORDER BY file, line", (name,)).fetchall()
+        return db.execute(
+            "SELECT file, line, col, kind, container, signature FROM symbols WHERE name = ?"
+            " ORDER BY file, line",
+            (name,),
+        ).fetchall()
 
     def references(self, name: str, file: str | None = None) -> dict[str, Any]:
         """Every definition of `name` (only those in `file` when given) with its own uses elsewhere,
@@ -9964,24 +12505,40 @@ class RepoIndex:
             described = []
             for definition in definitions:
                 refs = self._references_of(db, name, definition[0], defining_files, several)
-                described.append({"file": definition[0], "line": definition[1], "column": definition[2],
-                                  "kind": definition[3], "container": definition[4], "signature": definition[5],
-                                  "references": refs, "reference_count": sum(len(v) for v in refs.values())})
+                described.append(
+                    {
+                        "file": definition[0],
+                        "line": definition[1],
+                        "column": definition[2],
+                        "kind": definition[3],
+                        "container": definition[4],
+                        "signature": definition[5],
+                        "references": refs,
+                        "reference_count": sum(len(v) for v in refs.values()),
+                    }
+                )
             described.sort(key=lambda d: (-d["reference_count"], d["file"], d["line"]))
             first = described[0]
-            return {"name": name,
-                    "definition": {k: v for k, v in first.items() if k not in ("references", "reference_count")},
-                    "references": first["references"], "reference_count": first["reference_count"],
-                    "definitions": described,
-                    "other_definitions": [{"file": d["file"], "line": d["line"],
-                                           "reference_count": d["reference_count"]} for d in described[1:]]}
+            return {
+                "name": name,
+                "definition": {k: v for k, v in first.items() if k not in ("references", "reference_count")},
+                "references": first["references"],
+                "reference_count": first["reference_count"],
+                "definitions": described,
+                "other_definitions": [
+                    {"file": d["file"], "line": d["line"], "reference_count": d["reference_count"]}
+                    for d in described[1:]
+                ],
+            }
         finally:
             db.close()
 
-    def _references_of(self, db: sqlite3.Connection, name: str, def_file: str, defining_files: set[str],
-                       several: bool) -> dict[str, list[dict[str, Any]]]:
-        rows = db.execute("SELECT file, spots FROM refs WHERE name = ? AND file != ? ORDER BY file",
-                          (name, def_file)).fetchall()
+    def _references_of(
+        self, db: sqlite3.Connection, name: str, def_file: str, defining_files: set[str], several: bool
+    ) -> dict[str, list[dict[str, Any]]]:
+        rows = db.execute(
+            "SELECT file, spots FROM refs WHERE name = ? AND file != ? ORDER BY file", (name, def_file)
+        ).fetchall()
         importers = self._importers(db, name, def_file)
         grouped: dict[str, list[dict[str, Any]]] = {}
         for ref_file, spots in rows:
@@ -9991,15 +12548,23 @@ class RepoIndex:
                 # No import edge to this definition: count it only when the file imports nothing that
                 # could supply the name from elsewhere and its language resolves nothing (Go, Java...);
                 # with several definitions, only the one in the same folder (the same package) gets it.
-                resolved = {r[0] for r in db.execute("SELECT resolved FROM imports WHERE file = ? AND"
-                                                     " resolved IS NOT NULL", (ref_file,))}
+                resolved = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT resolved FROM imports WHERE file = ? AND resolved IS NOT NULL", (ref_file,)
+                    )
+                }
                 if resolved & defining_files or _resolvable_language(db, ref_file):
                     continue
                 if several and posixpath.dirname(ref_file) != posixpath.dirname(def_file):
                     continue
-            scopes = db.execute("SELECT line, end_line, name FROM symbols WHERE file = ?", (ref_file,)).fetchall()
-            grouped[ref_file] = [{"line": line, "column": col, "enclosing": _enclosing(scopes, line)}
-                                 for line, col in unpack_spots(spots)]
+            scopes = db.execute(
+                "SELECT line, end_line, name FROM symbols WHERE file = ?", (ref_file,)
+            ).fetchall()
+            grouped[ref_file] = [
+                {"line": line, "column": col, "enclosing": _enclosing(scopes, line)}
+                for line, col in unpack_spots(spots)
+            ]
         return grouped
 
     @staticmethod
@@ -10025,10 +12590,15 @@ class RepoIndex:
         targets, seen = [def_file], {def_file}
         for _depth in range(5):
             python = [t for t in targets if t.endswith((".py", ".pyi"))]
-            packages = {posixpath.join(posixpath.dirname(t), "__init__.py"): posixpath.basename(t).rsplit(".", 1)[0]
-                        for t in python if not t.endswith(("/__init__.py", "/__init__.pyi"))}
-            for file, names, resolved in rows("SELECT file, names, resolved FROM imports WHERE resolved IN ({})",
-                                              targets + [p for p in packages if p not in seen]):
+            packages = {
+                posixpath.join(posixpath.dirname(t), "__init__.py"): posixpath.basename(t).rsplit(".", 1)[0]
+                for t in python
+                if not t.endswith(("/__init__.py", "/__init__.pyi"))
+            }
+            for file, names, resolved in rows(
+                "SELECT file, names, resolved FROM imports WHERE resolved IN ({})",
+                targets + [p for p in packages if p not in seen],
+            ):
                 if resolved in packages and resolved not in seen:  # `from pkg import mod`
                     if names is not None and packages[resolved] in names.split():
                         importers.add(file)
@@ -10039,15 +12609,22 @@ class RepoIndex:
             for target in python:
                 if target.endswith(("/__init__.py", "/__init__.pyi")):  # `import pkg.sub` binds pkg
                     folder = posixpath.dirname(target)
-                    importers.update(row[0] for row in db.execute(
-                        "SELECT file FROM imports WHERE resolved GLOB ? AND names IS NULL", (re.sub(r"([*?[])", r"[\1]", folder) + "/*",)))
+                    importers.update(
+                        row[0]
+                        for row in db.execute(
+                            "SELECT file FROM imports WHERE resolved GLOB ? AND names IS NULL",
+                            (re.sub(r"([*?[])", r"[\1]", folder) + "/*",),
+                        )
+                    )
             targets = sorted(reexporters - seen)
             if not targets:
                 break
             seen.update(targets)
         return importers
 
-    def goto_definition(self, name: str | None, file: str | None, line: int | None, column: int | None) -> dict[str, Any]:
+    def goto_definition(
+        self, name: str | None, file: str | None, line: int | None, column: int | None
+    ) -> dict[str, Any]:
         db = self.connect()
         try:
             if not name:
@@ -10071,18 +12648,36 @@ class RepoIndex:
             candidates = self._definitions(db, name)
             if file and candidates:
                 local = [c for c in candidates if c[0] == file]
-                imported = {r[0] for r in db.execute("SELECT resolved FROM imports WHERE file = ? AND resolved IS NOT NULL",
-                                                     (file,))}
+                imported = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT resolved FROM imports WHERE file = ? AND resolved IS NOT NULL", (file,)
+                    )
+                }
                 preferred = local or [c for c in candidates if c[0] in imported]
                 candidates = preferred + [c for c in candidates if c not in preferred]
-            return {"name": name, "definitions": [{"file": c[0], "line": c[1], "column": c[2], "kind": c[3],
-                                                   "container": c[4], "signature": c[5]} for c in candidates[:20]]}
+            return {
+                "name": name,
+                "definitions": [
+                    {
+                        "file": c[0],
+                        "line": c[1],
+                        "column": c[2],
+                        "kind": c[3],
+                        "container": c[4],
+                        "signature": c[5],
+                    }
+                    for c in candidates[:20]
+                ],
+            }
         finally:
             db.close()
 
     def language_mix(self, db: sqlite3.Connection) -> list[tuple[str, int, int]]:
-        return db.execute("SELECT language, COUNT(*), SUM(lines) FROM files WHERE language != 'binary'"
-                          " GROUP BY language ORDER BY SUM(lines) DESC").fetchall()
+        return db.execute(
+            "SELECT language, COUNT(*), SUM(lines) FROM files WHERE language != 'binary'"
+            " GROUP BY language ORDER BY SUM(lines) DESC"
+        ).fetchall()
 
 
 def _enclosing(scopes: list[tuple[int, int | None, str]], line: int) -> str | None:
@@ -10114,22 +12709,75 @@ def _file_digest(path: str, binary_ok: bool = False) -> str | None:
 # -- frameworks, tooling and the project summary --
 
 FRAMEWORK_PACKAGES = {
-    "react": "React", "next": "Next.js", "express": "Express", "vue": "Vue", "svelte": "Svelte", "@angular/core": "Angular",
-    "@nestjs/core": "NestJS", "fastify": "Fastify", "nuxt": "Nuxt", "jest": "Jest", "vitest": "Vitest", "mocha": "Mocha",
-    "eslint": "ESLint", "prettier": "Prettier", "typescript": "TypeScript", "vite": "Vite", "webpack": "webpack",
-    "django": "Django", "flask": "Flask", "fastapi": "FastAPI", "pytest": "pytest", "ruff": "ruff", "black": "black",
-    "mypy": "mypy", "sqlalchemy": "SQLAlchemy", "pydantic": "Pydantic", "numpy": "NumPy", "pandas": "pandas",
-    "torch": "PyTorch", "flake8": "flake8", "celery": "Celery", "gin-gonic/gin": "Gin", "labstack/echo": "Echo",
-    "gofiber/fiber": "Fiber", "spf13/cobra": "Cobra", "tokio": "Tokio", "actix-web": "Actix Web", "axum": "Axum",
-    "serde": "Serde", "clap": "clap", "rails": "Rails", "sinatra": "Sinatra", "rspec": "RSpec", "rubocop": "RuboCop",
-    "spring-boot": "Spring Boot", "junit": "JUnit", "h11": "h11",
+    "react": "React",
+    "next": "Next.js",
+    "express": "Express",
+    "vue": "Vue",
+    "svelte": "Svelte",
+    "@angular/core": "Angular",
+    "@nestjs/core": "NestJS",
+    "fastify": "Fastify",
+    "nuxt": "Nuxt",
+    "jest": "Jest",
+    "vitest": "Vitest",
+    "mocha": "Mocha",
+    "eslint": "ESLint",
+    "prettier": "Prettier",
+    "typescript": "TypeScript",
+    "vite": "Vite",
+    "webpack": "webpack",
+    "django": "Django",
+    "flask": "Flask",
+    "fastapi": "FastAPI",
+    "pytest": "pytest",
+    "ruff": "ruff",
+    "black": "black",
+    "mypy": "mypy",
+    "sqlalchemy": "SQLAlchemy",
+    "pydantic": "Pydantic",
+    "numpy": "NumPy",
+    "pandas": "pandas",
+    "torch": "PyTorch",
+    "flake8": "flake8",
+    "celery": "Celery",
+    "gin-gonic/gin": "Gin",
+    "labstack/echo": "Echo",
+    "gofiber/fiber": "Fiber",
+    "spf13/cobra": "Cobra",
+    "tokio": "Tokio",
+    "actix-web": "Actix Web",
+    "axum": "Axum",
+    "serde": "Serde",
+    "clap": "clap",
+    "rails": "Rails",
+    "sinatra": "Sinatra",
+    "rspec": "RSpec",
+    "rubocop": "RuboCop",
+    "spring-boot": "Spring Boot",
+    "junit": "JUnit",
+    "h11": "h11",
 }
 LINT_CONFIG_FILES = {
-    ".eslintrc": "ESLint", ".eslintrc.js": "ESLint", ".eslintrc.json": "ESLint", ".eslintrc.cjs": "ESLint",
-    "eslint.config.js": "ESLint", "eslint.config.mjs": "ESLint", ".prettierrc": "Prettier", ".prettierrc.json": "Prettier",
-    "prettier.config.js": "Prettier", "ruff.toml": "ruff", ".ruff.toml": "ruff", ".flake8": "flake8", "mypy.ini": "mypy",
-    ".rubocop.yml": "RuboCop", ".golangci.yml": "golangci-lint", "rustfmt.toml": "rustfmt", "clippy.toml": "clippy",
-    ".editorconfig": "EditorConfig", "biome.json": "Biome", ".stylelintrc": "Stylelint",
+    ".eslintrc": "ESLint",
+    ".eslintrc.js": "ESLint",
+    ".eslintrc.json": "ESLint",
+    ".eslintrc.cjs": "ESLint",
+    "eslint.config.js": "ESLint",
+    "eslint.config.mjs": "ESLint",
+    ".prettierrc": "Prettier",
+    ".prettierrc.json": "Prettier",
+    "prettier.config.js": "Prettier",
+    "ruff.toml": "ruff",
+    ".ruff.toml": "ruff",
+    ".flake8": "flake8",
+    "mypy.ini": "mypy",
+    ".rubocop.yml": "RuboCop",
+    ".golangci.yml": "golangci-lint",
+    "rustfmt.toml": "rustfmt",
+    "clippy.toml": "clippy",
+    ".editorconfig": "EditorConfig",
+    "biome.json": "Biome",
+    ".stylelintrc": "Stylelint",
 }
 # Labels from FRAMEWORK_PACKAGES and PYTHON_TOOL_SECTIONS that are linters or formatters, not frameworks.
 LINTER_LABELS = frozenset({"ESLint", "Prettier", "ruff", "black", "mypy", "flake8", "RuboCop", "isort"})
@@ -10153,10 +12801,17 @@ def detect_signals(root: str, files: list[str]) -> dict[str, Any]:
             continue
         for kind, command in facts.commands.items():
             commands.setdefault(kind, command)
-        for label in [*facts.tools, *filter(None, map(FRAMEWORK_PACKAGES.get, (d.lower() for d in facts.deps)))]:
+        for label in [
+            *facts.tools,
+            *filter(None, map(FRAMEWORK_PACKAGES.get, (d.lower() for d in facts.deps))),
+        ]:
             (linters if label in LINTER_LABELS else frameworks).add(label)
-    return {"frameworks": sorted(frameworks), "linters": sorted(linters), "commands": commands,
-            "manifests": sorted(manifests)[:50]}
+    return {
+        "frameworks": sorted(frameworks),
+        "linters": sorted(linters),
+        "commands": commands,
+        "manifests": sorted(manifests)[:50],
+    }
 
 
 def _most_referenced_files(db: sqlite3.Connection) -> list[tuple[str, int]]:
@@ -10172,23 +12827,29 @@ def _most_referenced_files(db: sqlite3.Connection) -> list[tuple[str, int]]:
             stored = json.loads(kept[0])
             if stored["state"] == state:
                 return [(f, n) for f, n in stored["files"]]
-    found = db.execute("SELECT resolved, COUNT(DISTINCT file) AS n FROM imports WHERE resolved IS NOT NULL"
-                       " GROUP BY resolved ORDER BY n DESC, resolved LIMIT 10").fetchall()
+    found = db.execute(
+        "SELECT resolved, COUNT(DISTINCT file) AS n FROM imports WHERE resolved IS NOT NULL"
+        " GROUP BY resolved ORDER BY n DESC, resolved LIMIT 10"
+    ).fetchall()
     if not found:
         found = db.execute(
             "WITH defs AS (SELECT name, MIN(file) AS file FROM symbols"
             " WHERE kind IN ('function','class','method','interface','type','struct','module')"
             " GROUP BY name HAVING COUNT(DISTINCT file) = 1)"
             " SELECT defs.file, SUM(r.uses) AS n FROM defs JOIN refs r ON r.name = defs.name AND r.file != defs.file"
-            " GROUP BY defs.file ORDER BY n DESC, defs.file LIMIT 10").fetchall()
-    with contextlib.suppress(sqlite3.Error):  # a read-only catalog still answers
-        with db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('most_referenced', ?)",
-                       (json_dumps({"state": state, "files": [list(row) for row in found]}),))
+            " GROUP BY defs.file ORDER BY n DESC, defs.file LIMIT 10"
+        ).fetchall()
+    with contextlib.suppress(sqlite3.Error), db:  # a read-only catalog still answers
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('most_referenced', ?)",
+            (json_dumps({"state": state, "files": [list(row) for row in found]}),),
+        )
     return [(f, n) for f, n in found]
 
 
-def project_summary(index: RepoIndex, latest_test: dict[str, Any] | None, coverage_files: tuple[str, ...]) -> dict[str, Any]:
+def project_summary(
+    index: RepoIndex, latest_test: dict[str, Any] | None, coverage_files: tuple[str, ...]
+) -> dict[str, Any]:
     db = index.connect()
     try:
         mix = index.language_mix(db)
@@ -10209,18 +12870,34 @@ def project_summary(index: RepoIndex, latest_test: dict[str, Any] | None, covera
     else:
         missing = [f for f in coverage_files if not os.path.isfile(os.path.join(index.root, f))]
         if missing:
-            coverage_note = "coverage files missing: " + ", ".join(missing) + " (run the tests with coverage enabled)"
+            coverage_note = (
+                "coverage files missing: " + ", ".join(missing) + " (run the tests with coverage enabled)"
+            )
     return {
-        "files": len(files), "symbols": symbol_count,
-        "languages": [{"language": language, "files": n, "lines": lines or 0,
-                       "share": round((lines or 0) / code_lines, 3) if code_lines and language in CODE_LANGUAGES else None}
-                      for language, n, lines in mix],
-        "frameworks": signals["frameworks"], "lint_and_style": signals["linters"], "commands": signals["commands"],
+        "files": len(files),
+        "symbols": symbol_count,
+        "languages": [
+            {
+                "language": language,
+                "files": n,
+                "lines": lines or 0,
+                "share": round((lines or 0) / code_lines, 3)
+                if code_lines and language in CODE_LANGUAGES
+                else None,
+            }
+            for language, n, lines in mix
+        ],
+        "frameworks": signals["frameworks"],
+        "lint_and_style": signals["linters"],
+        "commands": signals["commands"],
         "manifests": signals["manifests"],
         "key_directories": sorted(top_dirs.items(), key=lambda kv: -kv[1])[:12],
         "most_referenced_files": [{"file": f, "references": n} for f, n in most_referenced],
-        "latest_test_run": latest_test, "coverage_note": coverage_note,
-        "parser": "tree-sitter" if tree_sitter_available() else "regex (pip install 'lynkr[index]' for tree-sitter)",
+        "latest_test_run": latest_test,
+        "coverage_note": coverage_note,
+        "parser": "tree-sitter"
+        if tree_sitter_available()
+        else "regex (pip install 'lynkr[index]' for tree-sitter)",
     }
 
 
@@ -10228,7 +12905,9 @@ def render_claude_md(summary: dict[str, Any]) -> str:
     code = [lang for lang in summary["languages"] if lang["share"]]
     lines = ["## Project overview (generated by lynkr)", ""]
     if code:
-        lines.append("**Languages:** " + ", ".join(f"{c['language']} ({round(c['share'] * 100)}%)" for c in code[:6]))
+        lines.append(
+            "**Languages:** " + ", ".join(f"{c['language']} ({round(c['share'] * 100)}%)" for c in code[:6])
+        )
     if summary["frameworks"]:
         lines.append("**Frameworks and libraries:** " + ", ".join(summary["frameworks"]))
     if summary["lint_and_style"]:
@@ -10241,7 +12920,10 @@ def render_claude_md(summary: dict[str, Any]) -> str:
     if not commands:
         lines.append("- (none detected)")
     lines += ["", "### Key directories"]
-    lines += [f"- `{d}/` ({n} files)" if d != "." else f"- top level ({n} files)" for d, n in summary["key_directories"]]
+    lines += [
+        f"- `{d}/` ({n} files)" if d != "." else f"- top level ({n} files)"
+        for d, n in summary["key_directories"]
+    ]
     if summary["most_referenced_files"]:
         lines += ["", "### Most referenced modules"]
         lines += [f"- `{m['file']}` ({m['references']} references)" for m in summary["most_referenced_files"]]
@@ -10261,8 +12943,10 @@ def write_claude_md(root: str, body: str) -> str:
     except OSError as exc:
         if exc.errno == errno.EINVAL:
             raise ToolFailed("CLAUDE.md is not a regular file: lynkr leaves it alone") from None
-        raise ToolFailed(f"CLAUDE.md is {'a symlink' if exc.errno == errno.ELOOP else 'unreadable'}: lynkr "
-                         "neither follows nor replaces it (LYNKR_CLAUDE_MD=false stops trying)") from None
+        raise ToolFailed(
+            f"CLAUDE.md is {'a symlink' if exc.errno == errno.ELOOP else 'unreadable'}: lynkr "
+            "neither follows nor replaces it (LYNKR_CLAUDE_MD=false stops trying)"
+        ) from None
     if existing is None:
         content = "# CLAUDE.md\n\n" + block
     elif CLAUDE_MD_BEGIN in existing and CLAUDE_MD_END in existing:
@@ -10274,7 +12958,9 @@ def write_claude_md(root: str, body: str) -> str:
     if content != existing:
         state = _claude_md_git_state(root)
         if state == "tracked-changed":
-            raise ToolFailed("CLAUDE.md has uncommitted changes: lynkr leaves it alone until they are committed")
+            raise ToolFailed(
+                "CLAUDE.md has uncommitted changes: lynkr leaves it alone until they are committed"
+            )
         if existing is None and state == "untracked":
             _exclude_from_git(root, "CLAUDE.md")  # first: the file never shows as a change, not even briefly
         _atomic_write(path, content.encode("utf-8"))
@@ -10311,8 +12997,10 @@ def _exclude_from_git(root: str, name: str) -> None:
             return
         os.makedirs(os.path.dirname(exclude), exist_ok=True)
         with open(exclude, "a", encoding="utf-8") as fh:
-            fh.write(("" if not current or current.endswith("\n") else "\n")
-                     + f"# written by lynkr: its generated {name}\n{entry}\n")
+            fh.write(
+                ("" if not current or current.endswith("\n") else "\n")
+                + f"# written by lynkr: its generated {name}\n{entry}\n"
+            )
     except OSError:
         pass
 
@@ -10324,13 +13012,18 @@ def policy_allows(policy: Policy) -> Callable[[str], bool]:
             return True
         except ToolDenied:
             return False
+
     return allowed
 
 
 def index_for(ctx: ToolContext) -> RepoIndex:
     if ctx.index is None:
-        ctx.index = RepoIndex(ctx.paths.root, os.path.join(ctx.cfg.data_dir, "index.db"), ctx.cfg.data_dir,
-                              policy_allows(ctx.policy))
+        ctx.index = RepoIndex(
+            ctx.paths.root,
+            os.path.join(ctx.cfg.data_dir, "index.db"),
+            ctx.cfg.data_dir,
+            policy_allows(ctx.policy),
+        )
     return ctx.index
 
 
@@ -10347,14 +13040,21 @@ def rebuild_and_document(ctx: ToolContext) -> dict[str, Any]:
         latest = ctx.store_call(_db_test_runs, 1) if ctx.loop is not None else []
         summary = project_summary(index, latest[0] if latest else None, ctx.policy.coverage_files)
         try:
-            result["claude_md"] = os.path.relpath(write_claude_md(index.root, render_claude_md(summary)), index.root)
+            result["claude_md"] = os.path.relpath(
+                write_claude_md(index.root, render_claude_md(summary)), index.root
+            )
         except ToolFailed as exc:
             result["claude_md_error"] = str(exc)
     return result
 
 
-@tool("workspace_index_rebuild", "Rebuild the repository index (incremental: only changed files are re-parsed) "
-      "and regenerate CLAUDE.md's generated block. Returns counts and time.", {}, timeout_setting="LYNKR_INDEX_TIMEOUT_MS")
+@tool(
+    "workspace_index_rebuild",
+    "Rebuild the repository index (incremental: only changed files are re-parsed) "
+    "and regenerate CLAUDE.md's generated block. Returns counts and time.",
+    {},
+    timeout_setting="LYNKR_INDEX_TIMEOUT_MS",
+)
 def tool_index_rebuild(ctx: ToolContext, args: dict[str, Any]) -> str:
     return json_dumps(rebuild_and_document(ctx))
 
@@ -10366,34 +13066,63 @@ def _ensure_index(ctx: ToolContext) -> RepoIndex:
     return index
 
 
-@tool("workspace_symbol_search", "Find symbols by name: exact, then prefix, substring and subsequence matches, "
-      "ties broken by how often the symbol is referenced. Filter by kind, language or path.",
-      {"query": {"type": "string", "minLength": 1}, "kind": {"type": "string"}, "language": {"type": "string"},
-       "path": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": 500}}, ["query"])
+@tool(
+    "workspace_symbol_search",
+    "Find symbols by name: exact, then prefix, substring and subsequence matches, "
+    "ties broken by how often the symbol is referenced. Filter by kind, language or path.",
+    {
+        "query": {"type": "string", "minLength": 1},
+        "kind": {"type": "string"},
+        "language": {"type": "string"},
+        "path": {"type": "string"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 500},
+    },
+    ["query"],
+)
 def tool_symbol_search(ctx: ToolContext, args: dict[str, Any]) -> str:
-    results = _ensure_index(ctx).search(args["query"], args.get("kind"), args.get("language"), args.get("path"),
-                                        args.get("limit", 30))
+    results = _ensure_index(ctx).search(
+        args["query"], args.get("kind"), args.get("language"), args.get("path"), args.get("limit", 30)
+    )
     return json_dumps(results) if results else "no matching symbols"
 
 
-@tool("workspace_symbol_references", "Where a symbol is defined and where other files use it (grouped by file).",
-      {"name": {"type": "string", "minLength": 1}, "file": {"type": "string", "description": "Pick the definition in this file"}},
-      ["name"])
+@tool(
+    "workspace_symbol_references",
+    "Where a symbol is defined and where other files use it (grouped by file).",
+    {
+        "name": {"type": "string", "minLength": 1},
+        "file": {"type": "string", "description": "Pick the definition in this file"},
+    },
+    ["name"],
+)
 def tool_symbol_references(ctx: ToolContext, args: dict[str, Any]) -> str:
     file = ctx.paths.resolve(args["file"])[1] if args.get("file") else None
     return json_dumps(_ensure_index(ctx).references(args["name"], file))
 
 
-@tool("workspace_goto_definition", "Definition(s) of a symbol, from a name or from a file/line/column position.",
-      {"name": {"type": "string"}, "file": {"type": "string"}, "line": {"type": "integer", "minimum": 1},
-       "column": {"type": "integer", "minimum": 1}})
+@tool(
+    "workspace_goto_definition",
+    "Definition(s) of a symbol, from a name or from a file/line/column position.",
+    {
+        "name": {"type": "string"},
+        "file": {"type": "string"},
+        "line": {"type": "integer", "minimum": 1},
+        "column": {"type": "integer", "minimum": 1},
+    },
+)
 def tool_goto_definition(ctx: ToolContext, args: dict[str, Any]) -> str:
     file = ctx.paths.resolve(args["file"])[1] if args.get("file") else None
-    return json_dumps(_ensure_index(ctx).goto_definition(args.get("name"), file, args.get("line"), args.get("column")))
+    return json_dumps(
+        _ensure_index(ctx).goto_definition(args.get("name"), file, args.get("line"), args.get("column"))
+    )
 
 
-@tool("project_summary", "Language mix, frameworks, build/test/lint commands, key directories, the latest test "
-      "result and coverage notes for the workspace.", {})
+@tool(
+    "project_summary",
+    "Language mix, frameworks, build/test/lint commands, key directories, the latest test "
+    "result and coverage notes for the workspace.",
+    {},
+)
 def tool_project_summary(ctx: ToolContext, args: dict[str, Any]) -> str:
     index = _ensure_index(ctx)
     latest = ctx.store_call(_db_test_runs, 1)
@@ -10431,9 +13160,11 @@ class MCPServerSpec:
 
 def _expand(value: str) -> str:
     """${VAR} and ${VAR:-default}, as Claude Code's .mcp.json allows."""
+
     def sub(m: re.Match[str]) -> str:
         name, _, default = m.group(1).partition(":-")
         return os.environ.get(name, default)
+
     return re.sub(r"\$\{([^}]+)\}", sub, value)
 
 
@@ -10450,10 +13181,17 @@ def _server_spec(raw: Any, source: str, name: str | None = None) -> MCPServerSpe
     args, env, headers = raw.get("args") or [], raw.get("env") or {}, raw.get("headers") or {}
     if not isinstance(args, list) or not isinstance(env, dict) or not isinstance(headers, dict):
         raise ValueError(f"server {name}: args must be a list, env and headers objects")
-    spec = MCPServerSpec(name=name.strip(), command=_expand(str(raw.get("command") or "")),
-                         args=[_expand(str(a)) for a in args], env={str(k): _expand(str(v)) for k, v in env.items()},
-                         cwd=_expand(str(raw.get("cwd") or "")), transport=kind, url=_expand(str(raw.get("url") or "")),
-                         headers={str(k): _expand(str(v)) for k, v in headers.items()}, source=source)
+    spec = MCPServerSpec(
+        name=name.strip(),
+        command=_expand(str(raw.get("command") or "")),
+        args=[_expand(str(a)) for a in args],
+        env={str(k): _expand(str(v)) for k, v in env.items()},
+        cwd=_expand(str(raw.get("cwd") or "")),
+        transport=kind,
+        url=_expand(str(raw.get("url") or "")),
+        headers={str(k): _expand(str(v)) for k, v in headers.items()},
+        source=source,
+    )
     if kind == "stdio" and not spec.command:
         raise ValueError(f"server {name}: stdio servers need a command")
     if kind in ("http", "sse") and not spec.url.startswith(("http://", "https://")):
@@ -10471,7 +13209,7 @@ def parse_mcp_manifest(data: Any, source: str) -> list[MCPServerSpec]:
         return [_server_spec(raw, source) for raw in data]
     if isinstance(data, dict) and "name" in data:
         return [_server_spec(data, source)]
-    raise ValueError("expected {\"servers\": [...]}, a list of servers, or {\"mcpServers\": {...}}")
+    raise ValueError('expected {"servers": [...]}, a list of servers, or {"mcpServers": {...}}')
 
 
 def discover_mcp_servers(cfg: Config, log: Logger) -> tuple[list[MCPServerSpec], list[str]]:
@@ -10489,16 +13227,21 @@ def discover_mcp_servers(cfg: Config, log: Logger) -> tuple[list[MCPServerSpec],
     if cfg.settings.mcp_server_manifest:
         manifest = os.path.expanduser(cfg.settings.mcp_server_manifest)
         if in_workspace(manifest) and not allow_inside:
-            raise ConfigError(f"MCP_SERVER_MANIFEST {manifest} is inside WORKSPACE_ROOT, where the model can rewrite "
-                              "it; move it out, or set MCP_ALLOW_WORKSPACE_MANIFEST=true to accept that")
+            raise ConfigError(
+                f"MCP_SERVER_MANIFEST {manifest} is inside WORKSPACE_ROOT, where the model can rewrite "
+                "it; move it out, or set MCP_ALLOW_WORKSPACE_MANIFEST=true to accept that"
+            )
         files.append(manifest)
     for directory in re.split(r"[;:,]", cfg.settings.mcp_manifest_dirs):
         directory = os.path.expanduser(directory.strip())
         if directory and os.path.isdir(directory):
             found = sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".json"))
             if found and in_workspace(directory) and not allow_inside:
-                log.warning("skipping MCP manifests inside WORKSPACE_ROOT (MCP_ALLOW_WORKSPACE_MANIFEST=true accepts "
-                            "them)", directory=directory)
+                log.warning(
+                    "skipping MCP manifests inside WORKSPACE_ROOT (MCP_ALLOW_WORKSPACE_MANIFEST=true accepts "
+                    "them)",
+                    directory=directory,
+                )
                 continue
             files += found
     specs: dict[str, MCPServerSpec] = {}
@@ -10520,8 +13263,10 @@ def discover_mcp_servers(cfg: Config, log: Logger) -> tuple[list[MCPServerSpec],
     for first, first_prefix in prefixes.items():
         for second, second_prefix in prefixes.items():
             if first != second and second_prefix.startswith(first_prefix):
-                raise ConfigError(f"MCP servers {first!r} and {second!r} could give two tools the same name "
-                                  f"({second_prefix}... is also {first_prefix}...): rename one of them in its manifest")
+                raise ConfigError(
+                    f"MCP servers {first!r} and {second!r} could give two tools the same name "
+                    f"({second_prefix}... is also {first_prefix}...): rename one of them in its manifest"
+                )
     return list(specs.values()), read
 
 
@@ -10551,47 +13296,87 @@ class SandboxSettings:
         mode = s.mcp_sandbox_permission_mode
         runtime = s.mcp_sandbox_runtime
         if runtime not in ("docker", "podman", "bwrap") and not os.path.isabs(runtime):
-            raise ConfigError(f"MCP_SANDBOX_RUNTIME must be docker, podman, bwrap or an absolute path (got {runtime!r})")
+            raise ConfigError(
+                f"MCP_SANDBOX_RUNTIME must be docker, podman, bwrap or an absolute path (got {runtime!r})"
+            )
         settings = cls(
-            enabled=s.mcp_sandbox_enabled, image=s.mcp_sandbox_image, runtime=runtime,
-            allow_networking=s.mcp_sandbox_allow_networking, workspace_writable=s.mcp_sandbox_workspace_writable,
-            memory=s.mcp_sandbox_memory, cpus=s.mcp_sandbox_cpus, pids_limit=s.mcp_sandbox_pids_limit,
-            env_passthrough=s.mcp_sandbox_env_passthrough, extra_mounts=s.mcp_sandbox_extra_mounts,
-            permission_mode=mode, permission_allow=s.mcp_sandbox_permission_allow,
+            enabled=s.mcp_sandbox_enabled,
+            image=s.mcp_sandbox_image,
+            runtime=runtime,
+            allow_networking=s.mcp_sandbox_allow_networking,
+            workspace_writable=s.mcp_sandbox_workspace_writable,
+            memory=s.mcp_sandbox_memory,
+            cpus=s.mcp_sandbox_cpus,
+            pids_limit=s.mcp_sandbox_pids_limit,
+            env_passthrough=s.mcp_sandbox_env_passthrough,
+            extra_mounts=s.mcp_sandbox_extra_mounts,
+            permission_mode=mode,
+            permission_allow=s.mcp_sandbox_permission_allow,
             permission_deny=s.mcp_sandbox_permission_deny,
         )
         for mount in settings.extra_mounts:
             parts = mount.split(":")
-            if len(parts) not in (2, 3) or not os.path.isabs(parts[0]) or not parts[1].startswith("/") or (
-                    len(parts) == 3 and parts[2] not in ("ro", "rw")):
-                raise ConfigError(f"MCP_SANDBOX_EXTRA_MOUNTS entries are /host:/container[:ro|rw] (bad {mount!r})")
+            if (
+                len(parts) not in (2, 3)
+                or not os.path.isabs(parts[0])
+                or not parts[1].startswith("/")
+                or (len(parts) == 3 and parts[2] not in ("ro", "rw"))
+            ):
+                raise ConfigError(
+                    f"MCP_SANDBOX_EXTRA_MOUNTS entries are /host:/container[:ro|rw] (bad {mount!r})"
+                )
         if settings.active and settings.runtime == "bwrap":
             resolve_sandbox("bwrap")  # raises ConfigError when bubblewrap cannot start here
         elif settings.active and shutil.which(settings.runtime) is None:
-            raise ConfigError(f"MCP_SANDBOX_IMAGE is set but the container runtime {settings.runtime!r} is not "
-                              "installed: install it or set MCP_SANDBOX_RUNTIME (lynkr never falls back to the host)")
+            raise ConfigError(
+                f"MCP_SANDBOX_IMAGE is set but the container runtime {settings.runtime!r} is not "
+                "installed: install it or set MCP_SANDBOX_RUNTIME (lynkr never falls back to the host)"
+            )
         return settings
 
     def placement(self, name: str) -> str:
         """'sandbox', 'host', or 'refused' for a stdio server."""
         allowed_out = any(fnmatch.fnmatchcase(name, g) for g in self.permission_allow)
         denied_out = any(fnmatch.fnmatchcase(name, g) for g in self.permission_deny)
-        may_run_on_host = not denied_out and (self.permission_mode == "auto" or
-                                              (self.permission_mode == "require" and allowed_out))
+        may_run_on_host = not denied_out and (
+            self.permission_mode == "auto" or (self.permission_mode == "require" and allowed_out)
+        )
         if self.active:
             return "host" if allowed_out and may_run_on_host else "sandbox"
         return "host" if may_run_on_host else "refused"
 
 
-
-def sandbox_argv(spec: MCPServerSpec, sandbox: SandboxSettings, workspace: str, container_name: str) -> list[str]:
+def sandbox_argv(
+    spec: MCPServerSpec, sandbox: SandboxSettings, workspace: str, container_name: str
+) -> list[str]:
     """The container command line for a stdio server (covered by tests; no shell involved)."""
-    argv = [sandbox.runtime, "run", "-i", "--rm", "--name", container_name,
-            "--network", "bridge" if sandbox.allow_networking else "none",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-            "--memory", sandbox.memory, "--cpus", sandbox.cpus, "--pids-limit", str(sandbox.pids_limit),
-            "--read-only", "--tmpfs", "/tmp",
-            "-v", f"{workspace}:/workspace:{'rw' if sandbox.workspace_writable else 'ro'}", "-w", "/workspace"]
+    argv = [
+        sandbox.runtime,
+        "run",
+        "-i",
+        "--rm",
+        "--name",
+        container_name,
+        "--network",
+        "bridge" if sandbox.allow_networking else "none",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--memory",
+        sandbox.memory,
+        "--cpus",
+        sandbox.cpus,
+        "--pids-limit",
+        str(sandbox.pids_limit),
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "-v",
+        f"{workspace}:/workspace:{'rw' if sandbox.workspace_writable else 'ro'}",
+        "-w",
+        "/workspace",
+    ]
     for mount in sandbox.extra_mounts:
         argv += ["-v", mount if mount.count(":") == 2 else mount + ":ro"]
     for name in sandbox.env_passthrough:
@@ -10618,22 +13403,36 @@ def mcp_result_to_tool_result(result: Any) -> ToolResult:
         if kind == "text":
             blocks.append({"type": "text", "text": item.text})
         elif kind == "image":
-            blocks.append({"type": "image", "source": {"type": "base64", "media_type": item.mime_type,
-                                                      "data": item.data}})
+            blocks.append(
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": item.mime_type, "data": item.data},
+                }
+            )
         elif kind == "resource":
             resource = item.resource
             text = getattr(resource, "text", None)
-            blocks.append({"type": "text", "text": text if text is not None else
-                           f"[binary resource {resource.uri} ({getattr(resource, 'mime_type', None) or 'unknown type'})]"})
+            blocks.append(
+                {
+                    "type": "text",
+                    "text": text
+                    if text is not None
+                    else f"[binary resource {resource.uri} ({getattr(resource, 'mime_type', None) or 'unknown type'})]",
+                }
+            )
         elif kind == "resource_link":
-            blocks.append({"type": "text", "text": f"[resource {item.uri}] {getattr(item, 'name', '') or ''}".strip()})
+            blocks.append(
+                {"type": "text", "text": f"[resource {item.uri}] {getattr(item, 'name', '') or ''}".strip()}
+            )
         elif kind == "audio":
             blocks.append({"type": "text", "text": f"[audio content ({item.mime_type}) omitted]"})
     structured = getattr(result, "structured_content", None)
     if structured is not None:
         text = json_dumps(structured)
-        if not any(b.get("type") == "text" and b.get("text", "").strip() and _same_json(b["text"], structured)
-                   for b in blocks):
+        if not any(
+            b.get("type") == "text" and b.get("text", "").strip() and _same_json(b["text"], structured)
+            for b in blocks
+        ):
             blocks.append({"type": "text", "text": text})
     if not blocks:
         blocks.append({"type": "text", "text": "(no content)"})
@@ -10655,7 +13454,9 @@ class MCPServer:
         self.manager = manager
         self.status = "stopped"
         self.error = ""
-        self.placement = "remote" if spec.transport in ("http", "sse") else manager.sandbox.placement(spec.name)
+        self.placement = (
+            "remote" if spec.transport in ("http", "sse") else manager.sandbox.placement(spec.name)
+        )
         self.tool_defs: dict[str, Any] = {}  # server tool name -> mcp Tool
         self.session: Any = None
         self.restarts = 0
@@ -10663,13 +13464,16 @@ class MCPServer:
         self._stop = asyncio.Event()
         self._broken = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.refreshing: asyncio.Future[None] | None = None  # a tools re-list after list_changed
         self.container_name = ""
 
     def start(self) -> None:
         if self.placement == "refused":
             self.status = "refused"
-            self.error = (f"MCP_SANDBOX_PERMISSION_MODE={self.manager.sandbox.permission_mode} does not let "
-                          f"{self.spec.name} run unsandboxed and no sandbox is active (MCP_SANDBOX_IMAGE)")
+            self.error = (
+                f"MCP_SANDBOX_PERMISSION_MODE={self.manager.sandbox.permission_mode} does not let "
+                f"{self.spec.name} run unsandboxed and no sandbox is active (MCP_SANDBOX_IMAGE)"
+            )
             self.manager.log.warning("MCP server refused", server=self.spec.name, reason=self.error)
             self.ready.set()
             return
@@ -10695,15 +13499,20 @@ class MCPServer:
         if self.spec.transport == "sse":  # the legacy HTTP+SSE transport (2024-11-05 servers)
             from mcp.client.sse import sse_client
 
-            streams = await stack.enter_async_context(sse_client(self.spec.url, headers=self.spec.headers or None))
+            streams = await stack.enter_async_context(
+                sse_client(self.spec.url, headers=self.spec.headers or None)
+            )
             return streams[0], streams[1]
         if self.spec.transport == "http":
             import httpx2  # comes with the mcp SDK
             from mcp.client.streamable_http import streamable_http_client
 
             client = await stack.enter_async_context(
-                httpx2.AsyncClient(headers=self.spec.headers, timeout=httpx2.Timeout(30.0, read=300.0)))
-            streams = await stack.enter_async_context(streamable_http_client(self.spec.url, http_client=client))
+                httpx2.AsyncClient(headers=self.spec.headers, timeout=httpx2.Timeout(30.0, read=300.0))
+            )
+            streams = await stack.enter_async_context(
+                streamable_http_client(self.spec.url, http_client=client)
+            )
             return streams[0], streams[1]
         command, args = self.spec.command, list(self.spec.args)
         env = dict(self.spec.env)
@@ -10715,30 +13524,39 @@ class MCPServer:
             for mount in sandbox.extra_mounts:
                 parts = mount.split(":")
                 binds.append((parts[0], parts[1], len(parts) == 3 and parts[2] == "rw"))
-            prefix = bwrap_argv(self.manager.workspace, [cfg.data_dir],
-                                [cfg.session_db_path + s for s in ("", "-wal", "-shm", "-journal")], (),
-                                sandbox.allow_networking, root_writable=sandbox.workspace_writable, binds=binds,
-                                chdir=self.spec.cwd or self.manager.workspace)
+            prefix = bwrap_argv(
+                self.manager.workspace,
+                [cfg.data_dir],
+                [cfg.session_db_path + s for s in ("", "-wal", "-shm", "-journal")],
+                (),
+                sandbox.allow_networking,
+                root_writable=sandbox.workspace_writable,
+                binds=binds,
+                chdir=self.spec.cwd or self.manager.workspace,
+            )
             command, args = prefix[0], [*prefix[1:], self.spec.command, *self.spec.args]
         elif self.placement == "sandbox":
-            self.container_name = f"lynkr-mcp-{re.sub(r'[^a-zA-Z0-9_.-]', '-', self.spec.name)}-{secrets.token_hex(4)}"
+            self.container_name = (
+                f"lynkr-mcp-{re.sub(r'[^a-zA-Z0-9_.-]', '-', self.spec.name)}-{secrets.token_hex(4)}"
+            )
             argv = sandbox_argv(self.spec, self.manager.sandbox, self.manager.workspace, self.container_name)
             command, args = argv[0], argv[1:]
             env = {k: os.environ[k] for k in CONTAINER_CLIENT_ENV if os.environ.get(k)}
         errlog = stack.enter_context(self._errlog())
-        params = mcp_sdk.StdioServerParameters(command=command, args=args, env=env or None,
-                                               cwd=self.spec.cwd or self.manager.workspace)
+        params = mcp_sdk.StdioServerParameters(
+            command=command, args=args, env=env or None, cwd=self.spec.cwd or self.manager.workspace
+        )
         streams = await stack.enter_async_context(mcp_sdk.stdio_client(params, errlog=errlog))
         return streams[0], streams[1]
 
     async def _on_message(self, message: Any) -> None:
         if getattr(message, "method", "") == "notifications/tools/list_changed":
-            asyncio.ensure_future(self._refresh_safely())
+            self.refreshing = asyncio.ensure_future(self._refresh_safely())
 
     async def _refresh_safely(self) -> None:
         try:
             await self.refresh_tools()
-        except Exception as exc:  # a failed re-list keeps the old tools; the next ping decides health
+        except Exception as exc:  # noqa: BLE001 -- a failed re-list keeps the old tools; the next ping decides health
             self.manager.log.warning("MCP tools re-list failed", server=self.spec.name, error=repr(exc))
 
     async def refresh_tools(self) -> None:
@@ -10769,14 +13587,19 @@ class MCPServer:
                 async with contextlib.AsyncExitStack() as stack:
                     read, write = await self._open(stack)
                     session = await stack.enter_async_context(
-                        self.manager.sdk.ClientSession(read, write, message_handler=self._on_message))
+                        self.manager.sdk.ClientSession(read, write, message_handler=self._on_message)
+                    )
                     if not await self._until_stopped(session.initialize(), self.manager.startup_timeout_s):
                         break  # asked to stop while the server was starting: leave the contexts here, in order
                     self.session = session
                     await self.refresh_tools()
                     self.status, self.error, backoff = "ready", "", low
-                    log.info("MCP server ready", server=self.spec.name, tools=len(self.tool_defs),
-                             placement=self.placement)
+                    log.info(
+                        "MCP server ready",
+                        server=self.spec.name,
+                        tools=len(self.tool_defs),
+                        placement=self.placement,
+                    )
                     self.ready.set()
                     await self._watch(session)
             except asyncio.CancelledError:
@@ -10792,11 +13615,15 @@ class MCPServer:
             self.status = "restarting"
             self.restarts += 1
             self.ready.set()  # startup must not wait on a failing server
-            log.warning("MCP server down; restarting", server=self.spec.name, error=self.error or "connection lost",
-                        retry_in_s=backoff)
+            log.warning(
+                "MCP server down; restarting",
+                server=self.spec.name,
+                error=self.error or "connection lost",
+                retry_in_s=backoff,
+            )
             try:
                 await asyncio.wait_for(self._stop.wait(), backoff)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             backoff = min(backoff * 2, high)
         self.status = "stopped"
@@ -10806,7 +13633,9 @@ class MCPServer:
         work = asyncio.ensure_future(coro)
         stopping = asyncio.ensure_future(self._stop.wait())
         try:
-            done, _ = await asyncio.wait({work, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {work, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stopping.cancel()
         if work in done:
@@ -10817,14 +13646,15 @@ class MCPServer:
             await work
         if self._stop.is_set():
             return False
-        raise asyncio.TimeoutError(f"no answer to initialize within {timeout:g} s (MCP_STARTUP_TIMEOUT_MS)")
+        raise TimeoutError(f"no answer to initialize within {timeout:g} s (MCP_STARTUP_TIMEOUT_MS)")
 
     async def _watch(self, session: Any) -> None:
         """Return when asked to stop or when the server stops answering."""
         while not self._stop.is_set():
             waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._broken.wait())]
-            done, pending = await asyncio.wait(waiters, timeout=MCP_PING_INTERVAL_S,
-                                               return_when=asyncio.FIRST_COMPLETED)
+            done, pending = await asyncio.wait(
+                waiters, timeout=MCP_PING_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
+            )
             for waiter in pending:
                 waiter.cancel()
             if done:
@@ -10833,7 +13663,7 @@ class MCPServer:
                 await asyncio.wait_for(session.send_ping(), MCP_PING_INTERVAL_S)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- the SDK raises any exception type
                 self.error = f"ping failed: {_describe_exception(exc)}"
                 return
 
@@ -10845,10 +13675,13 @@ class MCPServer:
         timeout = self.manager.call_timeout_s
         try:
             result = await asyncio.wait_for(session.call_tool(tool_name, arguments), timeout)
-        except asyncio.TimeoutError:
-            return ToolResult(f"MCP server {self.spec.name}: {tool_name} timed out after {timeout:g} s "
-                              "(MCP_CALL_TIMEOUT_MS)", True)
-        except Exception as exc:
+        except TimeoutError:
+            return ToolResult(
+                f"MCP server {self.spec.name}: {tool_name} timed out after {timeout:g} s "
+                "(MCP_CALL_TIMEOUT_MS)",
+                True,
+            )
+        except Exception as exc:  # noqa: BLE001 -- the SDK raises any exception type
             message = _describe_exception(exc)
             if "closed" in message.lower():
                 self._broken.set()  # the owner task restarts the server
@@ -10860,20 +13693,41 @@ class MCPServer:
         if self.task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self.task), 10)
-            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+            except (TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001 -- however it ends, it is stopped
                 self.task.cancel()
         if self.container_name:  # belt and braces: `run --rm -i` ends with stdin, but never leave one behind
             argv = [self.manager.sandbox.runtime, "rm", "-f", self.container_name]
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                await asyncio.get_running_loop().run_in_executor(None, functools.partial(
-                    subprocess.run, argv, capture_output=True, timeout=10, stdin=subprocess.DEVNULL, check=False))
+                await asyncio.get_running_loop().run_in_executor(
+                    None,
+                    functools.partial(
+                        subprocess.run,
+                        argv,
+                        capture_output=True,
+                        timeout=10,
+                        stdin=subprocess.DEVNULL,
+                        check=False,
+                    ),
+                )
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.spec.name, "status": self.status, "error": self.error or None,
-                "transport": self.spec.transport, "placement": self.placement, "restarts": self.restarts,
-                "source": self.spec.source,
-                "tools": [{"name": mcp_tool_name(self.spec.name, t), "server_tool": t,
-                           "description": getattr(d, "description", "") or ""} for t, d in self.tool_defs.items()]}
+        return {
+            "name": self.spec.name,
+            "status": self.status,
+            "error": self.error or None,
+            "transport": self.spec.transport,
+            "placement": self.placement,
+            "restarts": self.restarts,
+            "source": self.spec.source,
+            "tools": [
+                {
+                    "name": mcp_tool_name(self.spec.name, t),
+                    "server_tool": t,
+                    "description": getattr(d, "description", "") or "",
+                }
+                for t, d in self.tool_defs.items()
+            ],
+        }
 
 
 def _describe_exception(exc: BaseException) -> str:
@@ -10884,7 +13738,9 @@ def _describe_exception(exc: BaseException) -> str:
 
 
 class MCPManager:
-    def __init__(self, cfg: Config, log: Logger, specs: list[MCPServerSpec], sandbox: SandboxSettings) -> None:
+    def __init__(
+        self, cfg: Config, log: Logger, specs: list[MCPServerSpec], sandbox: SandboxSettings
+    ) -> None:
         self.cfg = cfg
         self.log = log
         self.sandbox = sandbox
@@ -10905,8 +13761,11 @@ class MCPManager:
             import mcp as mcp_sdk  # lazy: a slow import, only needed when servers are configured
             import mcp_types
         except ImportError:
-            self.log.error("MCP servers are configured but the mcp package is missing: pip install 'lynkr[mcp]' "
-                           "(or pip install 'mcp>=2.3,<3')", servers=[s.name for s in self.specs])
+            self.log.error(
+                "MCP servers are configured but the mcp package is missing: pip install 'lynkr[mcp]' "
+                "(or pip install 'mcp>=2.3,<3')",
+                servers=[s.name for s in self.specs],
+            )
             for spec in self.specs:
                 server = MCPServer(spec, self)
                 server.status, server.error = "unavailable", "the mcp package is not installed"
@@ -10914,7 +13773,9 @@ class MCPManager:
             return
         self.sdk, self.sdk_types = mcp_sdk, mcp_types
         if not self.sandbox.active and any(s.transport == "stdio" for s in self.specs):
-            self.log.info("MCP sandbox inactive: stdio servers run on the host (set MCP_SANDBOX_IMAGE to contain them)")
+            self.log.info(
+                "MCP sandbox inactive: stdio servers run on the host (set MCP_SANDBOX_IMAGE to contain them)"
+            )
         for spec in self.specs:
             server = MCPServer(spec, self)
             self.servers[spec.name] = server
@@ -10928,22 +13789,31 @@ class MCPManager:
 
     def register_tools(self, server: MCPServer) -> None:
         names = set()
-        owned = {n: s for s, tool_names in self.registered.items() if s != server.spec.name for n in tool_names}
+        owned = {
+            n: s for s, tool_names in self.registered.items() if s != server.spec.name for n in tool_names
+        }
         for tool_name, definition in server.tool_defs.items():
             name = mcp_tool_name(server.spec.name, tool_name)
             if name in owned or (name in TOOLS and name not in self.registered.get(server.spec.name, set())):
-                self.log.error("MCP tool name taken; this tool is not offered", server=server.spec.name,
-                               tool=tool_name, name=name, owner=owned.get(name, "lynkr"))
+                self.log.error(
+                    "MCP tool name taken; this tool is not offered",
+                    server=server.spec.name,
+                    tool=tool_name,
+                    name=name,
+                    owner=owned.get(name, "lynkr"),
+                )
                 continue
             schema = getattr(definition, "input_schema", None) or {"type": "object", "properties": {}}
             description = (getattr(definition, "description", "") or "").strip()
 
-            async def handler(ctx: ToolContext, args: dict[str, Any], _server: MCPServer = server,
-                              _tool: str = tool_name) -> ToolResult:
+            async def handler(
+                ctx: ToolContext, args: dict[str, Any], _server: MCPServer = server, _tool: str = tool_name
+            ) -> ToolResult:
                 return await _server.call(_tool, args)
 
-            TOOLS[name] = ToolSpec(name, f"[MCP {server.spec.name}] {description}".strip(), dict(schema), handler,
-                                   blocking=False)
+            TOOLS[name] = ToolSpec(
+                name, f"[MCP {server.spec.name}] {description}".strip(), dict(schema), handler, blocking=False
+            )
             names.add(name)
         for stale in self.registered.get(server.spec.name, set()) - names:
             TOOLS.pop(stale, None)  # tools/list_changed removed it
@@ -10961,16 +13831,29 @@ class MCPManager:
         await asyncio.gather(*(s.stop() for s in self.servers.values()), return_exceptions=True)
 
 
-@tool("workspace_mcp_servers", "List the configured MCP servers with their status and tools.", {}, blocking=False)
+@tool(
+    "workspace_mcp_servers",
+    "List the configured MCP servers with their status and tools.",
+    {},
+    blocking=False,
+)
 async def tool_mcp_servers(ctx: ToolContext, args: dict[str, Any]) -> str:
     manager = ctx.mcp
     servers = [s.describe() for s in manager.servers.values()] if manager else []
     return json_dumps({"servers": servers, "sandbox_active": bool(manager and manager.sandbox.active)})
 
 
-@tool("workspace_mcp_call", "Call any tool of a configured MCP server by server and tool name.",
-      {"server": {"type": "string", "minLength": 1}, "tool": {"type": "string", "minLength": 1},
-       "arguments": {"type": "object"}}, ["server", "tool"], blocking=False)
+@tool(
+    "workspace_mcp_call",
+    "Call any tool of a configured MCP server by server and tool name.",
+    {
+        "server": {"type": "string", "minLength": 1},
+        "tool": {"type": "string", "minLength": 1},
+        "arguments": {"type": "object"},
+    },
+    ["server", "tool"],
+    blocking=False,
+)
 async def tool_mcp_call(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     if ctx.mcp is None:
         return ToolResult("no MCP servers are configured (MCP_SERVER_MANIFEST, MCP_MANIFEST_DIRS)", True)
@@ -11002,6 +13885,8 @@ TOKEN_SAMPLE_EVERY = 8
 # Streamed replies larger than this are not kept for the cache/session record (the reply is unaffected).
 MAX_CAPTURED_STREAM_BYTES = 8 * 1024 * 1024
 MESSAGE_STOP_MARKER = b"event: message_stop"
+
+
 def add_usage(total: dict[str, int], usage: dict[str, Any]) -> None:
     for key in total:
         value = usage.get(key)
@@ -11021,8 +13906,11 @@ class SearchEmulation:
     def __init__(self, typed: dict[str, Any], ctx: ToolContext) -> None:
         self.ctx = ctx
         max_uses = typed.get("max_uses")
-        self.max_uses = max_uses if isinstance(max_uses, int) and not isinstance(max_uses, bool) and max_uses > 0 \
+        self.max_uses = (
+            max_uses
+            if isinstance(max_uses, int) and not isinstance(max_uses, bool) and max_uses > 0
             else None
+        )
         self.allowed = tuple(d for d in typed.get("allowed_domains") or () if isinstance(d, str))
         self.blocked = tuple(d for d in typed.get("blocked_domains") or () if isinstance(d, str))
         self.uses = 0
@@ -11033,12 +13921,20 @@ class SearchEmulation:
             limits += f" Only results from {', '.join(self.allowed)} are returned."
         if self.blocked:
             limits += f" Results from {', '.join(self.blocked)} are left out."
-        return {"name": self.name, "description": "Search the web. Returns the title, URL and a snippet of each "
-                "result; cite the URLs you use." + limits,
-                "input_schema": {"type": "object", "properties": {"query": {
-                    "type": "string", "description": "What to search for"}}, "required": ["query"]}}
+        return {
+            "name": self.name,
+            "description": "Search the web. Returns the title, URL and a snippet of each "
+            "result; cite the URLs you use." + limits,
+            "input_schema": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "What to search for"}},
+                "required": ["query"],
+            },
+        }
 
-    async def run(self, call: dict[str, Any], over_limit: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    async def run(
+        self, call: dict[str, Any], over_limit: bool = False
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """(the two blocks the client sees, the tool_result the model reads). over_limit: the request's
         POLICY_MAX_TOOL_CALLS is spent, whatever max_uses says (a client may send none)."""
         query = (call.get("input") or {}).get("query")
@@ -11052,12 +13948,16 @@ class SearchEmulation:
         elif self.max_uses is not None and self.uses >= self.max_uses:
             error, note = "max_uses_exceeded", f"this request allows {self.max_uses} searches"
         elif over_limit:
-            error, note = "max_uses_exceeded", "POLICY_MAX_TOOL_CALLS server tool calls were made in this request"
+            error, note = (
+                "max_uses_exceeded",
+                "POLICY_MAX_TOOL_CALLS server tool calls were made in this request",
+            )
         else:
             self.uses += 1
             try:
-                hits = await search_web(self.ctx, query, self.ctx.policy.web_search_max_results, self.allowed,
-                                        self.blocked)
+                hits = await search_web(
+                    self.ctx, query, self.ctx.policy.web_search_max_results, self.allowed, self.blocked
+                )
             except (ToolFailed, ToolDenied) as exc:
                 error, note = "unavailable", str(exc)
                 self.ctx.log.warning("web search failed", error=note)
@@ -11065,15 +13965,32 @@ class SearchEmulation:
             content: Any = {"type": "web_search_tool_result_error", "error_code": error}
             read = f"web search error ({error}): {note}"
         else:
-            content = [{"type": "web_search_result", "url": h.url, "title": h.title,
-                        "encrypted_content": search_result_content(h.snippet), "page_age": h.page_age or None}
-                       for h in hits]
-            read = "\n\n".join(f"{n}. {h.title}\nURL: {h.url}" + (f"\nPublished: {h.page_age}" if h.page_age else "")
-                                + (f"\n{h.snippet}" if h.snippet else "") for n, h in enumerate(hits, 1)) \
+            content = [
+                {
+                    "type": "web_search_result",
+                    "url": h.url,
+                    "title": h.title,
+                    "encrypted_content": search_result_content(h.snippet),
+                    "page_age": h.page_age or None,
+                }
+                for h in hits
+            ]
+            read = (
+                "\n\n".join(
+                    f"{n}. {h.title}\nURL: {h.url}"
+                    + (f"\nPublished: {h.page_age}" if h.page_age else "")
+                    + (f"\n{h.snippet}" if h.snippet else "")
+                    for n, h in enumerate(hits, 1)
+                )
                 or "no results"
+            )
         result = {"type": "web_search_tool_result", "tool_use_id": use_id, "content": content}
-        return [shown, result], {"type": "tool_result", "tool_use_id": call["id"], "content": read,
-                                 "is_error": bool(error)}
+        return [shown, result], {
+            "type": "tool_result",
+            "tool_use_id": call["id"],
+            "content": read,
+            "is_error": bool(error),
+        }
 
 
 def typed_web_search(req: dict[str, Any]) -> dict[str, Any] | None:
@@ -11081,8 +13998,17 @@ def typed_web_search(req: dict[str, Any]) -> dict[str, Any] | None:
 
 
 class Orchestrator:
-    def __init__(self, cfg: Config, provider: Router, policy: Policy, tool_ctx: ToolContext,
-                 cache: PromptCache, store: Store, log: Logger, prices: PriceBook | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        provider: Router,
+        policy: Policy,
+        tool_ctx: ToolContext,
+        cache: PromptCache,
+        store: Store,
+        log: Logger,
+        prices: PriceBook | None = None,
+    ) -> None:
         self.cfg = cfg
         self.prices = prices or PriceBook()
         self.signatures = SignatureBook(store)
@@ -11107,7 +14033,9 @@ class Orchestrator:
         key = tuple(TOOLS)
         if key != self._glob_key:
             self._glob_key = key
-            self._glob_names = frozenset(n for n in TOOLS if any(fnmatch.fnmatchcase(n, g) for g in self.offered_globs))
+            self._glob_names = frozenset(
+                n for n in TOOLS if any(fnmatch.fnmatchcase(n, g) for g in self.offered_globs)
+            )
         return self._glob_names
 
     def select_server_tools(self, req: dict[str, Any]) -> dict[str, ToolSpec]:
@@ -11132,16 +14060,27 @@ class Orchestrator:
         return offered
 
     @staticmethod
-    def upstream_request(req: dict[str, Any], server_tools: dict[str, ToolSpec],
-                         searcher: SearchEmulation | None = None) -> dict[str, Any]:
+    def upstream_request(
+        req: dict[str, Any], server_tools: dict[str, ToolSpec], searcher: SearchEmulation | None = None
+    ) -> dict[str, Any]:
         client_tools = req.get("tools") or []
         # A server tool the policy disables, listed by bare name, is not a usable client tool either.
-        unusable = {t["name"] for t in client_tools if not is_server_typed_tool(t) and t["name"] in TOOLS
-                    and t["name"] not in server_tools and not t.get("input_schema")}
+        unusable = {
+            t["name"]
+            for t in client_tools
+            if not is_server_typed_tool(t)
+            and t["name"] in TOOLS
+            and t["name"] not in server_tools
+            and not t.get("input_schema")
+        }
         if not server_tools and not unusable and searcher is None:
             return req
-        tools = [t for t in client_tools if (is_server_typed_tool(t) and not (searcher and typed_web_search({"tools": [t]})))
-                 or (not is_server_typed_tool(t) and t["name"] not in server_tools and t["name"] not in unusable)]
+        tools = [
+            t
+            for t in client_tools
+            if (is_server_typed_tool(t) and not (searcher and typed_web_search({"tools": [t]})))
+            or (not is_server_typed_tool(t) and t["name"] not in server_tools and t["name"] not in unusable)
+        ]
         tools += [spec.definition() for spec in server_tools.values()]
         if searcher is not None:
             tools.append(searcher.definition())
@@ -11153,7 +14092,9 @@ class Orchestrator:
             out.pop("tool_choice")  # forcing a tool that cannot run would only produce an error turn
         return out
 
-    def shape(self, req: dict[str, Any]) -> tuple[dict[str, Any], dict[str, ToolSpec], SearchEmulation | None]:
+    def shape(
+        self, req: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, ToolSpec], SearchEmulation | None]:
         """The request as the upstream will see it (lynkr's server tools offered, a web search lynkr
         runs itself as a function), with the server tools and the search it implies."""
         server_tools = self.select_server_tools(req)
@@ -11165,11 +14106,16 @@ class Orchestrator:
 
     # -- entry point --
     async def respond(self, req: dict[str, Any], http_req: Request) -> Response:
-        session_id = (http_req.headers.get("x-session-id") or http_req.headers.get("x-claude-code-session-id")
-                      or new_id("sess_"))
+        session_id = (
+            http_req.headers.get("x-session-id")
+            or http_req.headers.get("x-claude-code-session-id")
+            or new_id("sess_")
+        )
         http_req.log["session_id"] = session_id
         upstream_req, server_tools, searcher = self.shape(req)
-        turn = TurnRecord(session_id, http_req.request_id, req["model"], req["messages"], request_log=http_req.log)
+        turn = TurnRecord(
+            session_id, http_req.request_id, req["model"], req["messages"], request_log=http_req.log
+        )
         key = None
         if self.cache.enabled:
             key = prompt_fingerprint(upstream_req, self.provider.cache_target(req))
@@ -11186,20 +14132,24 @@ class Orchestrator:
         turn.sent = upstream_req  # one upstream call answers it: its usage can calibrate the estimate
         if req.get("stream"):
             upstream = await self.provider.open_stream(upstream_req, http_req)
-            return Response(200, list(SSE_HEADERS),
-                            stream=self._pass_through(upstream, turn, key, http_req))
+            return Response(200, list(SSE_HEADERS), stream=self._pass_through(upstream, turn, key, http_req))
         message, raw = await self.provider.complete(upstream_req, http_req)
         self._store(key, message, http_req, turn)
         turn.reply = message
         await self._record(turn)
-        return Response(200, [("content-type", "application/json")], raw if raw is not None else json_bytes(message))
+        return Response(
+            200, [("content-type", "application/json")], raw if raw is not None else json_bytes(message)
+        )
 
     def _store(self, key: str | None, message: dict[str, Any], http_req: Request, turn: TurnRecord) -> None:
         """The one place answers enter the response cache. The answer keeps the upstream's usage as it
         is: the local cache saves a later call, it did not change what this one cost. A stored miss says
         so (`x-lynkr-cache: stored`, where the headers are not yet sent, and in the session record)."""
-        if key is None or message.get("stop_reason") in (None, "tool_use", "pause_turn") or any(
-                b.get("type") in ("tool_use", "server_tool_use") for b in message.get("content") or []):
+        if (
+            key is None
+            or message.get("stop_reason") in (None, "tool_use", "pause_turn")
+            or any(b.get("type") in ("tool_use", "server_tool_use") for b in message.get("content") or [])
+        ):
             return
         self.cache.put(key, message)
         http_req.reply_headers["x-lynkr-cache"] = http_req.log["cache"] = turn.cache = "stored"
@@ -11212,15 +14162,25 @@ class Orchestrator:
             if turn.sent is not None:
                 self._learn_tokens(turn)
             if turn.provider:
-                assistant_turns = [turn.reply, *(m for m in turn.server_turns if m.get("role") == "assistant")]
+                assistant_turns = [
+                    turn.reply,
+                    *(m for m in turn.server_turns if m.get("role") == "assistant"),
+                ]
                 turn.signed = thinking_keys(assistant_turns)
                 self.signatures.note(turn.signed, turn.provider)
         try:
             await self.store.write(record_turn, turn)
-        except (sqlite3.Error, OSError, RecursionError, ValueError) as exc:  # the answer still goes out; the operator sees why it was not kept
+        except (
+            sqlite3.Error,
+            OSError,
+            RecursionError,
+            ValueError,
+        ) as exc:  # the answer still goes out; the operator sees why it was not kept
             self.log.error("session store write failed", session_id=turn.session_id, error=str(exc))
 
-    async def _thinking_for(self, provider: Provider, req: dict[str, Any], http_req: Request) -> dict[str, Any]:
+    async def _thinking_for(
+        self, provider: Provider, req: dict[str, Any], http_req: Request
+    ) -> dict[str, Any]:
         """The request as `provider` may receive it: only the thinking blocks it signed itself."""
         if not provider.checks_signatures:
             return req  # the translation leaves thinking out, or replays it as plain reasoning
@@ -11229,8 +14189,13 @@ class Orchestrator:
         out, dropped, thinking_off = keep_signed_thinking(req, lambda key: signers.get(key) == provider.name)
         if dropped:
             http_req.log.update(thinking_dropped=dropped, thinking_off=thinking_off or None)
-            self.log.debug("left out thinking another provider signed", request_id=http_req.request_id,
-                           provider=provider.name, blocks=dropped, thinking_off=thinking_off)
+            self.log.debug(
+                "left out thinking another provider signed",
+                request_id=http_req.request_id,
+                provider=provider.name,
+                blocks=dropped,
+                thinking_off=thinking_off,
+            )
         return out
 
     def _learn_tokens(self, turn: TurnRecord) -> None:
@@ -11239,8 +14204,11 @@ class Orchestrator:
         have taught TOKEN_SAMPLES_WARM answers, one answer in TOKEN_SAMPLE_EVERY keeps the fit current
         (each costs an estimate of the whole request: bench/README.md, Figures behind the code); none while many are pending."""
         usage = turn.usage or (turn.reply or {}).get("usage") or {}
-        counted = sum(v for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-                      if isinstance(v := usage.get(k), int) and not isinstance(v, bool))
+        counted = sum(
+            v
+            for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+            if isinstance(v := usage.get(k), int) and not isinstance(v, bool)
+        )
         provider, model = turn.provider, turn.request_log.get("upstream_model")
         if counted <= 0 or not provider or not model or len(self._learning) >= MAX_PENDING_TOKEN_SAMPLES:
             return
@@ -11260,8 +14228,13 @@ class Orchestrator:
             before = calibrations.get(key, TokenCalibration())
             after = before.learned(raw, counted)
             if after is before:
-                self.log.debug("usage not learned: no tokenizer explains it", provider=key[0], model=key[1],
-                               estimate=round(raw), upstream=counted)
+                self.log.debug(
+                    "usage not learned: no tokenizer explains it",
+                    provider=key[0],
+                    model=key[1],
+                    estimate=round(raw),
+                    upstream=counted,
+                )
                 return
             calibrations[key] = after
             await self.store.write(save_calibration, *key, after)
@@ -11279,8 +14252,9 @@ class Orchestrator:
             log["cost_usd"] = turn.cost_usd
             METRICS.inc("lynkr_cost_usd_total", turn.cost_usd, provider=turn.provider or "", model=model)
 
-    async def _serve_hit(self, hit: dict[str, Any], req: dict[str, Any], http_req: Request,
-                         turn: TurnRecord) -> Response:
+    async def _serve_hit(
+        self, hit: dict[str, Any], req: dict[str, Any], http_req: Request, turn: TurnRecord
+    ) -> Response:
         reply = cached_reply(hit, req["model"])
         turn.reply = reply
         http_req.log["usage"] = reply["usage"]
@@ -11289,8 +14263,9 @@ class Orchestrator:
             return Response(200, list(SSE_HEADERS), message_to_sse(reply))
         return json_response(200, reply)
 
-    async def _pass_through(self, upstream: AsyncIterator[bytes], turn: TurnRecord, key: str | None,
-                            http_req: Request) -> AsyncIterator[bytes]:
+    async def _pass_through(
+        self, upstream: AsyncIterator[bytes], turn: TurnRecord, key: str | None, http_req: Request
+    ) -> AsyncIterator[bytes]:
         reply_builder = http_req.reply_builder
         captured = bytearray()
         capturing = reply_builder is None  # a translator that kept the message spares the re-parse
@@ -11325,13 +14300,25 @@ class Orchestrator:
                 await self._record(turn)
 
     # -- the agent loop --
-    async def _agent_loop(self, upstream_req: dict[str, Any], http_req: Request, record: TurnRecord,
-                          key: str | None, server_tools: dict[str, ToolSpec],
-                          searcher: SearchEmulation | None = None) -> Response:
+    async def _agent_loop(
+        self,
+        upstream_req: dict[str, Any],
+        http_req: Request,
+        record: TurnRecord,
+        key: str | None,
+        server_tools: dict[str, ToolSpec],
+        searcher: SearchEmulation | None = None,
+    ) -> Response:
         first = await self.provider.open_stream({**upstream_req, "stream": True}, http_req)
         held = set(server_tools) | ({searcher.name} if searcher is not None else set())
-        turn = AgentTurn(upstream_req, http_req, record, key, searcher,
-                         RoundRelay(new_id("msg_"), upstream_req["model"], held))
+        turn = AgentTurn(
+            upstream_req,
+            http_req,
+            record,
+            key,
+            searcher,
+            RoundRelay(new_id("msg_"), upstream_req["model"], held),
+        )
         events = self._rounds(first, turn)
         if upstream_req.get("stream"):
             return Response(200, list(SSE_HEADERS), stream=errors_as_events(events))
@@ -11339,8 +14326,11 @@ class Orchestrator:
         acc = sse_to_message(data)
         if acc.error is not None:
             error_type = str(acc.error.get("type") or "api_error")
-            raise LynkrError(str(acc.error.get("message") or "upstream failed"),
-                             status=ERROR_TYPE_STATUS.get(error_type, 500), error_type=error_type)
+            raise LynkrError(
+                str(acc.error.get("message") or "upstream failed"),
+                status=ERROR_TYPE_STATUS.get(error_type, 500),
+                error_type=error_type,
+            )
         return json_response(200, acc.result())
 
     def _activity(self, call: dict[str, Any], result: ToolResult) -> str:
@@ -11349,7 +14339,10 @@ class Orchestrator:
             args = args[:300] + "…"
         text = result.text()
         if len(text) > self.activity_max_chars:
-            text = text[: self.activity_max_chars] + f"\n[… {len(text) - self.activity_max_chars} more characters]"
+            text = (
+                text[: self.activity_max_chars]
+                + f"\n[… {len(text) - self.activity_max_chars} more characters]"
+            )
         status = " (error)" if result.is_error else ""
         return f"[lynkr ran server tool {call.get('name')} {args}{status}]\n{text}"
 
@@ -11390,13 +14383,16 @@ class Orchestrator:
                     yield turn.end_with_note(
                         f"lynkr stopped this turn: POLICY_MAX_STEPS={self.policy.max_steps} model rounds reached "
                         f"while the model still wanted to call {', '.join(c['name'] for c in server_calls)}. "
-                        "Raise POLICY_MAX_STEPS, or ask it to continue.")
+                        "Raise POLICY_MAX_STEPS, or ask it to continue."
+                    )
                     break
                 calls = ServerCalls(self, turn)
                 async for out in calls.run(server_calls):
                     yield out
-                turn.record.server_turns += [{"role": "assistant", "content": message["content"]},
-                                             {"role": "user", "content": calls.results}]
+                turn.record.server_turns += [
+                    {"role": "assistant", "content": message["content"]},
+                    {"role": "user", "content": calls.results},
+                ]
                 notes = [*(calls.records if self.show_activity else []), *calls.limit_notes]
                 if notes:
                     yield turn.show({"type": "text", "text": "\n\n".join(notes)})
@@ -11406,8 +14402,9 @@ class Orchestrator:
                 if calls.limit_notes:
                     turn.stop_reason, turn.stop_sequence = "end_turn", None
                     break
-                stream = await self.provider.open_stream(turn.next_round(message["content"], calls.results),
-                                                         turn.http_req)
+                stream = await self.provider.open_stream(
+                    turn.next_round(message["content"], calls.results), turn.http_req
+                )
             async for out in self._finish(turn):
                 yield out
         finally:
@@ -11435,8 +14432,14 @@ class Orchestrator:
         searcher = turn.searcher
         if searcher is not None and searcher.uses:
             turn.usage["server_tool_use"] = {"web_search_requests": searcher.uses}
-        reply = message_envelope(turn.relay.message_id, turn.relay.model, turn.visible, turn.stop_reason,
-                                 turn.stop_sequence, turn.usage)
+        reply = message_envelope(
+            turn.relay.message_id,
+            turn.relay.model,
+            turn.visible,
+            turn.stop_reason,
+            turn.stop_sequence,
+            turn.usage,
+        )
         if not turn.ran_tools:
             self._store(turn.cache_key, reply, turn.http_req, turn.record)
         turn.http_req.log["usage"] = turn.usage
@@ -11537,23 +14540,33 @@ class ServerCalls:
         orchestrator, turn, limit = self.orchestrator, self.turn, self.orchestrator.policy.max_tool_calls
         if turn.calls_made >= limit:
             result = ToolResult(f"denied: POLICY_MAX_TOOL_CALLS ({limit}) reached", True)
-            self.limit_notes[:] = [f"lynkr stopped this turn: POLICY_MAX_TOOL_CALLS={limit} server tool calls "
-                                   "reached. Raise it to let the model continue."]
+            self.limit_notes[:] = [
+                f"lynkr stopped this turn: POLICY_MAX_TOOL_CALLS={limit} server tool calls "
+                "reached. Raise it to let the model continue."
+            ]
         else:
             turn.calls_made += 1
             result = ToolResult("", True)
-            async for item in orchestrator._run_with_pings(run_tool(orchestrator.tool_ctx, call["name"],
-                                                                    call.get("input"))):
+            async for item in orchestrator._run_with_pings(
+                run_tool(orchestrator.tool_ctx, call["name"], call.get("input"))
+            ):
                 if isinstance(item, ToolResult):
                     result = item
                 else:
                     yield item
         METRICS.inc("lynkr_tool_calls_total", tool=call["name"], outcome="error" if result.is_error else "ok")
         turn.http_req.log["tool_calls"] = turn.calls_made
-        orchestrator.log.info("server tool", request_id=turn.http_req.request_id, tool=call["name"],
-                              is_error=result.is_error)
-        self.results.append({"type": "tool_result", "tool_use_id": call["id"], "content": result.content,
-                             "is_error": result.is_error})
+        orchestrator.log.info(
+            "server tool", request_id=turn.http_req.request_id, tool=call["name"], is_error=result.is_error
+        )
+        self.results.append(
+            {
+                "type": "tool_result",
+                "tool_use_id": call["id"],
+                "content": result.content,
+                "is_error": result.is_error,
+            }
+        )
         self.records.append(orchestrator._activity(call, result))
 
 
@@ -11645,8 +14658,10 @@ async def route_session(app: App, req: Request) -> Response:
 
 
 async def route_models(app: App, req: Request) -> Response:
-    models = [{"type": "model", "id": mid, "display_name": name, "created_at": MODELS_CREATED_AT}
-              for mid, name in app.provider.advertised_models()]
+    models = [
+        {"type": "model", "id": mid, "display_name": name, "created_at": MODELS_CREATED_AT}
+        for mid, name in app.provider.advertised_models()
+    ]
     limit = _limit_param(req, 20, 1000)
     ids = [m["id"] for m in models]
     if req.query.get("after_id") in ids:
@@ -11654,27 +14669,37 @@ async def route_models(app: App, req: Request) -> Response:
     elif req.query.get("before_id") in ids:
         models = models[: ids.index(req.query["before_id"])][-limit:]
     page = models[:limit]
-    return json_response(200, {
-        "data": page,
-        "has_more": len(models) > len(page),
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-    })
+    return json_response(
+        200,
+        {
+            "data": page,
+            "has_more": len(models) > len(page),
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+        },
+    )
 
 
 async def route_health(app: App, req: Request) -> Response:
-    return json_response(200, {
-        "status": "ok",
-        "provider": app.provider.name,
-        "configured": app.provider.configured,
-        "providers": [{k: v for k, v in p.describe().items() if k in ("name", "kind", "configured", "breaker")}
-                      for p in app.provider.providers.values()],
-        # what answers taught the token estimate, per provider and model (count_tokens: "calibrated")
-        "token_calibration": [{"provider": provider, "model": model, **calibration.describe()}
-                              for (provider, model), calibration in sorted(app.provider.calibrations.items())],
-        "version": __version__,
-        "uptime_s": round(time.monotonic() - app.started, 3),
-    })
+    return json_response(
+        200,
+        {
+            "status": "ok",
+            "provider": app.provider.name,
+            "configured": app.provider.configured,
+            "providers": [
+                {k: v for k, v in p.describe().items() if k in ("name", "kind", "configured", "breaker")}
+                for p in app.provider.providers.values()
+            ],
+            # what answers taught the token estimate, per provider and model (count_tokens: "calibrated")
+            "token_calibration": [
+                {"provider": provider, "model": model, **calibration.describe()}
+                for (provider, model), calibration in sorted(app.provider.calibrations.items())
+            ],
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - app.started, 3),
+        },
+    )
 
 
 async def route_live(app: App, req: Request) -> Response:
@@ -11689,7 +14714,9 @@ async def route_ready(app: App, req: Request) -> Response:
 
 
 async def route_metrics(app: App, req: Request) -> Response:
-    return Response(200, [("content-type", "text/plain; version=0.0.4; charset=utf-8")], METRICS.render().encode())
+    return Response(
+        200, [("content-type", "text/plain; version=0.0.4; charset=utf-8")], METRICS.render().encode()
+    )
 
 
 async def route_root(app: App, req: Request) -> Response:
@@ -11720,7 +14747,7 @@ def match_route(template: str, path: str) -> dict[str, str] | None:
     if len(t_parts) != len(p_parts):
         return None
     params = {}
-    for t, p in zip(t_parts, p_parts):
+    for t, p in zip(t_parts, p_parts, strict=False):
         if t.startswith("{") and t.endswith("}"):
             if not p:
                 return None
@@ -11766,6 +14793,7 @@ class App:
         self.bound_to_loopback = is_loopback_host(cfg.host)
         self.ready = False  # set once listening; cleared the moment shutdown starts
         self.draining = False
+        self.background: set[asyncio.Future[None]] = set()  # tasks of the app's own (the startup index)
         self.in_flight = 0
         self.max_in_flight = cfg.settings.max_concurrent_requests
         per_minute = cfg.settings.rate_limit_requests_per_min
@@ -11796,8 +14824,12 @@ class App:
             return
         if self.in_flight >= self.max_in_flight:
             METRICS.inc("lynkr_rejected_requests_total", reason="concurrency")
-            raise LynkrError(f"lynkr is at MAX_CONCURRENT_REQUESTS ({self.max_in_flight}); retry shortly",
-                             status=503, error_type="api_error", headers={"retry-after": "1", "x-should-retry": "true"})
+            raise LynkrError(
+                f"lynkr is at MAX_CONCURRENT_REQUESTS ({self.max_in_flight}); retry shortly",
+                status=503,
+                error_type="api_error",
+                headers={"retry-after": "1", "x-should-retry": "true"},
+            )
         if self.rate_limiter is not None:
             # The verified identity only: the client key when lynkr checks one (check_access ran first),
             # else the address. An unchecked x-api-key is a header anyone can vary per request.
@@ -11805,9 +14837,13 @@ class App:
             wait = self.rate_limiter.take(key)
             if wait > 0:
                 METRICS.inc("lynkr_rejected_requests_total", reason="rate_limit")
-                raise LynkrError(f"rate limit of {self.rate_limiter.per_minute} requests per minute reached "
-                                 "(RATE_LIMIT_REQUESTS_PER_MIN)", status=429, error_type="rate_limit_error",
-                                 headers={"retry-after": str(max(1, math.ceil(wait)))})
+                raise LynkrError(
+                    f"rate limit of {self.rate_limiter.per_minute} requests per minute reached "
+                    "(RATE_LIMIT_REQUESTS_PER_MIN)",
+                    status=429,
+                    error_type="rate_limit_error",
+                    headers={"retry-after": str(max(1, math.ceil(wait)))},
+                )
         req.counted = True
         self.in_flight += 1
         METRICS.set("lynkr_in_flight_requests", self.in_flight)
@@ -11820,7 +14856,9 @@ class App:
         host = split_host_port(req.headers.get("host", ""))
         # DNS rebinding: a page on evil.example resolving to 127.0.0.1 still sends Host: evil.example.
         if (self.bound_to_loopback or self.allowed_hosts) and not self._host_allowed(host):
-            raise PermissionDenied(f"Host {host!r} is not allowed; add it to LYNKR_ALLOWED_HOSTS to accept it")
+            raise PermissionDenied(
+                f"Host {host!r} is not allowed; add it to LYNKR_ALLOWED_HOSTS to accept it"
+            )
         origin = req.headers.get("origin")
         if origin == "null":
             raise PermissionDenied("requests from opaque origins are refused")
@@ -11829,16 +14867,26 @@ class App:
             # lists: any page of any local dev server (http://localhost:3000) is not a reason to let it
             # write files. Same origin: the Origin's host:port is the Host the request was sent to.
             netloc = urllib.parse.urlsplit(origin).netloc.lower()
-            if netloc != req.headers.get("host", "").lower() and origin.lower().rstrip("/") not in self.allowed_origins:
-                raise PermissionDenied(f"cross-origin request from {origin!r} refused (LYNKR_ALLOWED_ORIGINS lists "
-                                       "the origins whose pages may call lynkr)")
+            if (
+                netloc != req.headers.get("host", "").lower()
+                and origin.lower().rstrip("/") not in self.allowed_origins
+            ):
+                raise PermissionDenied(
+                    f"cross-origin request from {origin!r} refused (LYNKR_ALLOWED_ORIGINS lists "
+                    "the origins whose pages may call lynkr)"
+                )
         if self.cfg.api_key:
             # Claude Code sends x-api-key (ANTHROPIC_API_KEY) or Bearer (ANTHROPIC_AUTH_TOKEN), sometimes both.
             auth = req.headers.get("authorization", "")
-            candidates = [req.headers.get("x-api-key", ""), auth[7:].strip() if auth[:7].lower() == "bearer " else ""]
+            candidates = [
+                req.headers.get("x-api-key", ""),
+                auth[7:].strip() if auth[:7].lower() == "bearer " else "",
+            ]
             expected = self.cfg.api_key.encode()
             if not any(secrets.compare_digest(c.encode(), expected) for c in candidates):
-                raise AuthenticationFailed("invalid or missing API key: send LYNKR_API_KEY as x-api-key or Bearer token")
+                raise AuthenticationFailed(
+                    "invalid or missing API key: send LYNKR_API_KEY as x-api-key or Bearer token"
+                )
 
     # -- dispatch --
     def resolve(self, req: Request) -> RouteHandler:
@@ -11863,8 +14911,10 @@ class App:
             return handler
         allowed = sorted(candidates)
         if allowed:
-            raise MethodNotAllowed(f"{method} is not allowed on {path}; use {', '.join(allowed)}",
-                                   headers={"allow": ", ".join(allowed)})
+            raise MethodNotAllowed(
+                f"{method} is not allowed on {path}; use {', '.join(allowed)}",
+                headers={"allow": ", ".join(allowed)},
+            )
         raise NotFound(f"no route for {method} {path}")
 
     def error_response(self, exc: LynkrError, request_id: str) -> Response:
@@ -11890,18 +14940,28 @@ class App:
         except LynkrError as exc:
             req.log["error"] = exc.message if exc.status >= 500 else exc.error_type
             response = self.error_response(exc, req.request_id)
-        except RecursionError:  # a body that parsed, nested too deeply for some later step: the client's doing
+        except (
+            RecursionError
+        ):  # a body that parsed, nested too deeply for some later step: the client's doing
             req.log["error"] = "invalid_request_error"
-            response = self.error_response(InvalidRequest(
-                "the request nests too deeply: a JSON value (e.g. a tool_use input) holds hundreds of levels"),
-                req.request_id)
+            response = self.error_response(
+                InvalidRequest(
+                    "the request nests too deeply: a JSON value (e.g. a tool_use input) holds hundreds of levels"
+                ),
+                req.request_id,
+            )
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
-        except Exception as exc:  # a bug: the client still gets an Anthropic error, the log gets the detail
-            self.log.error("unhandled error", request_id=req.request_id, path=req.path,
-                           **error_log_fields(exc, self.cfg.log_bodies))
-            response = self.error_response(LynkrError(f"internal error in lynkr (request id {req.request_id})"),
-                                           req.request_id)
+        except Exception as exc:  # noqa: BLE001 -- a bug: the client still gets an Anthropic error, the log gets the detail
+            self.log.error(
+                "unhandled error",
+                request_id=req.request_id,
+                path=req.path,
+                **error_log_fields(exc, self.cfg.log_bodies),
+            )
+            response = self.error_response(
+                LynkrError(f"internal error in lynkr (request id {req.request_id})"), req.request_id
+            )
         response.headers.extend(req.reply_headers.items())
         response.headers.append(("request-id", req.request_id))
         if response.stream is not None:
@@ -11910,8 +14970,9 @@ class App:
             self.finish(req, response.status, started)
         return response
 
-    async def _logged_stream(self, stream: AsyncIterator[bytes], req: Request, status: int,
-                             started: float) -> AsyncIterator[bytes]:
+    async def _logged_stream(
+        self, stream: AsyncIterator[bytes], req: Request, status: int, started: float
+    ) -> AsyncIterator[bytes]:
         completed = False
         first_token = False
         METRICS.inc("lynkr_in_flight_streams", 1)
@@ -11919,8 +14980,11 @@ class App:
             async for chunk in stream:
                 if not first_token and b"content_block_delta" in chunk:
                     first_token = True
-                    METRICS.observe("lynkr_time_to_first_token_seconds", time.monotonic() - started,
-                                    provider=req.log.get("provider", ""))
+                    METRICS.observe(
+                        "lynkr_time_to_first_token_seconds",
+                        time.monotonic() - started,
+                        provider=req.log.get("provider", ""),
+                    )
                 yield chunk
             completed = True
         finally:
@@ -11939,26 +15003,46 @@ class App:
             METRICS.set("lynkr_in_flight_requests", self.in_flight)
         route = req.route or "unmatched"
         provider, model = req.log.get("provider", ""), self.metric_model(req.log.get("model", ""))
-        METRICS.inc("lynkr_requests_total", route=route, method=req.method, status=status, provider=provider,
-                    model=model)
+        METRICS.inc(
+            "lynkr_requests_total",
+            route=route,
+            method=req.method,
+            status=status,
+            provider=provider,
+            model=model,
+        )
         METRICS.observe("lynkr_request_duration_seconds", time.monotonic() - started, route=route)
         usage = req.log.get("usage")
         if isinstance(usage, dict):
-            for direction, key in (("input", "input_tokens"), ("output", "output_tokens"),
-                                   ("cache_read", "cache_read_input_tokens"),
-                                   ("cache_creation", "cache_creation_input_tokens")):
+            for direction, key in (
+                ("input", "input_tokens"),
+                ("output", "output_tokens"),
+                ("cache_read", "cache_read_input_tokens"),
+                ("cache_creation", "cache_creation_input_tokens"),
+            ):
                 if isinstance(usage.get(key), int) and usage[key]:
-                    METRICS.inc("lynkr_tokens_total", usage[key], direction=direction, provider=provider, model=model)
+                    METRICS.inc(
+                        "lynkr_tokens_total", usage[key], direction=direction, provider=provider, model=model
+                    )
         self.access_log(req, status, started)
 
     def access_log(self, req: Request, status: int, started: float) -> None:
         fields: dict[str, Any] = {
-            "request_id": req.request_id, "method": req.method, "path": req.path, "status": status,
-            "latency_ms": round((time.monotonic() - started) * 1000, 2), "client": req.client,
+            "request_id": req.request_id,
+            "method": req.method,
+            "path": req.path,
+            "status": status,
+            "latency_ms": round((time.monotonic() - started) * 1000, 2),
+            "client": req.client,
         }
         usage = req.log.pop("usage", None) or {}
         fields.update({k: v for k, v in req.log.items() if v is not None})
-        for key in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+        for key in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ):
             if isinstance(usage, dict) and usage.get(key) is not None:
                 fields[key] = usage[key]
         if self.cfg.log_bodies and req.body:
@@ -12003,16 +15087,22 @@ def build_app(cfg: Config, log: Logger) -> App:
     provider = build_router(cfg, client, log)
     policy = Policy.from_config(cfg)
     cache = PromptCache(
-        cfg.settings.prompt_cache_enabled, cfg.settings.prompt_cache_ttl_s, cfg.settings.prompt_cache_max_entries,
+        cfg.settings.prompt_cache_enabled,
+        cfg.settings.prompt_cache_ttl_s,
+        cfg.settings.prompt_cache_max_entries,
     )
     store = Store(cfg.session_db_path)
     db_files = [cfg.session_db_path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
     private_dirs = [(cfg.data_dir, "LYNKR_DATA_DIR")]
     db_dir = os.path.realpath(os.path.dirname(os.path.abspath(cfg.session_db_path)))
     root = cfg.workspace_root
-    if os.path.commonpath([db_dir, root]) != db_dir:  # its folder is private unless it holds the whole workspace
+    if (
+        os.path.commonpath([db_dir, root]) != db_dir
+    ):  # its folder is private unless it holds the whole workspace
         private_dirs.append((db_dir, "SESSION_DB_PATH"))
-    policy.sandbox, sandbox_note = resolve_sandbox(cfg.settings.policy_sandbox, cfg.settings.policy_sandbox_image)
+    policy.sandbox, sandbox_note = resolve_sandbox(
+        cfg.settings.policy_sandbox, cfg.settings.policy_sandbox_image
+    )
     cfg.notices.append(sandbox_note)
     specs, manifests = discover_mcp_servers(cfg, log)
     private_files = [(f, "SESSION_DB_PATH") for f in db_files] + [(m, "an MCP manifest") for m in manifests]
@@ -12020,13 +15110,17 @@ def build_app(cfg: Config, log: Logger) -> App:
     sandbox = SandboxSettings.from_config(cfg)
     mcp = MCPManager(cfg, log, specs, sandbox) if specs else None
     tool_ctx = ToolContext(cfg, policy, paths, store, client, log, provider, mcp)
-    return App(cfg, log, provider, Orchestrator(cfg, provider, policy, tool_ctx, cache, store, log, price_book(cfg)))
+    return App(
+        cfg, log, provider, Orchestrator(cfg, provider, policy, tool_ctx, cache, store, log, price_book(cfg))
+    )
 
 
 async def _index_in_background(app: App) -> None:
     """Keep the index and CLAUDE.md current for the session that is starting (never delays readiness)."""
     result = await run_tool(app.orchestrator.tool_ctx, "workspace_index_rebuild", {})
-    app.log.info("index updated" if not result.is_error else "index update failed", detail=result.text()[:500])
+    app.log.info(
+        "index updated" if not result.is_error else "index update failed", detail=result.text()[:500]
+    )
 
 
 async def serve(app: App) -> int:
@@ -12062,21 +15156,34 @@ async def serve(app: App) -> int:
         try:
             port = await server.start(cfg.host, cfg.port)
         except OSError as exc:
-            print(f"lynkr: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc} (set LYNKR_PORT)",
-                  file=sys.stderr)
+            print(
+                f"lynkr: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc} (set LYNKR_PORT)",
+                file=sys.stderr,
+            )
             return 2
         for notice in cfg.notices:
             log.info("notice", detail=notice)
         if not provider.configured:
-            log.warning("no model provider configured; model calls answer 503 until it is",
-                        detail=provider.default.not_configured().message)
+            log.warning(
+                "no model provider configured; model calls answer 503 until it is",
+                detail=provider.default.not_configured().message,
+            )
         shown_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         app.ready = True
-        log.info("listening", url=f"http://{shown_host}:{port}", port=port, host=cfg.host, provider=provider.name,
-                 configured=provider.configured, providers=sorted(provider.providers), config=cfg.config_file or None,
-                 version=__version__, workspace=cfg.workspace_root)
-        if cfg.settings.lynkr_index_on_start:
-            asyncio.ensure_future(_index_in_background(app))
+        log.info(
+            "listening",
+            url=f"http://{shown_host}:{port}",
+            port=port,
+            host=cfg.host,
+            provider=provider.name,
+            configured=provider.configured,
+            providers=sorted(provider.providers),
+            config=cfg.config_file or None,
+            version=__version__,
+            workspace=cfg.workspace_root,
+        )
+        if cfg.settings.lynkr_index_on_start:  # kept referenced while it runs; closing the index stops it
+            app.background.add(asyncio.ensure_future(_index_in_background(app)))
         await stop.wait()
         app.draining = True  # /health/ready says so at once
         log.info("shutting down", in_flight=server.active_connections, grace_s=cfg.shutdown_grace_s)
@@ -12099,8 +15206,9 @@ async def serve(app: App) -> int:
 
 def settings_help() -> str:
     """The settings reference, from the SETTINGS table (shown by --help; the README's copy is checked)."""
-    return "\n".join(f"  {s.name:<30} {s.help}" + (f" [default: {s.default}]" if s.default else "")
-                     for s in SETTINGS)
+    return "\n".join(
+        f"  {s.name:<30} {s.help}" + (f" [default: {s.default}]" if s.default else "") for s in SETTINGS
+    )
 
 
 SETTINGS_REFERENCE_BEGIN = "<!-- settings reference: generated from lynkr.py's SETTINGS table -->"
@@ -12118,34 +15226,48 @@ def settings_markdown() -> str:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    epilog = ("settings (environment variables; also read from ./.env and the config file's [settings]):\n"
-              + settings_help())
+    epilog = (
+        "settings (environment variables; also read from ./.env and the config file's [settings]):\n"
+        + settings_help()
+    )
     parser = argparse.ArgumentParser(
         prog="lynkr",
         description="Anthropic Messages API gateway for the Claude Code CLI (Databricks, Claude on Azure, Anthropic, "
-                    "OpenAI, Azure OpenAI, OpenRouter, Ollama, Gemini, OpenAI-compatible servers).",
+        "OpenAI, Azure OpenAI, OpenRouter, Ollama, Gemini, OpenAI-compatible servers).",
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", nargs="?", default="start", choices=["start", "index", "doctor", "trust"],
-                        help="start (default): serve; index: update the repository index and CLAUDE.md, print a "
-                             "summary; doctor: show the providers and routes and check that each provider answers; "
-                             "trust [FILE...]: accept the current content of ./.env and ./lynkr.toml (or FILEs)")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="start",
+        choices=["start", "index", "doctor", "trust"],
+        help="start (default): serve; index: update the repository index and CLAUDE.md, print a "
+        "summary; doctor: show the providers and routes and check that each provider answers; "
+        "trust [FILE...]: accept the current content of ./.env and ./lynkr.toml (or FILEs)",
+    )
     parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help="config file with providers and routes (LYNKR_CONFIG; default ./lynkr.toml)")
+    parser.add_argument(
+        "--config", help="config file with providers and routes (LYNKR_CONFIG; default ./lynkr.toml)"
+    )
     parser.add_argument("--host", help=f"address to bind (LYNKR_HOST, default {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (LYNKR_PORT)")
     parser.add_argument("--env-file", help="read settings from this file instead of ./.env")
     parser.add_argument("--version", action="version", version=f"lynkr {__version__}")
-    parser.add_argument("--settings-reference", action="store_true",
-                        help="print the settings reference (Markdown, as in docs/configuration.md) and exit")
+    parser.add_argument(
+        "--settings-reference",
+        action="store_true",
+        help="print the settings reference (Markdown, as in docs/configuration.md) and exit",
+    )
     return parser
 
 
 def run_index_command(cfg: Config) -> int:
     """`lynkr index`: the same rebuild as workspace_index_rebuild, without a server."""
     policy = Policy.from_config(cfg)
-    index = RepoIndex(cfg.workspace_root, os.path.join(cfg.data_dir, "index.db"), cfg.data_dir, policy_allows(policy))
+    index = RepoIndex(
+        cfg.workspace_root, os.path.join(cfg.data_dir, "index.db"), cfg.data_dir, policy_allows(policy)
+    )
     try:
         stats = index.rebuild(timeout_s=index_timeout_s(cfg))
     except ToolFailed as exc:
@@ -12166,8 +15288,10 @@ def run_index_command(cfg: Config) -> int:
             write_claude_md(index.root, render_claude_md(summary))
         except ToolFailed as exc:
             print(f"lynkr: {exc}", file=sys.stderr)
-    print(f"indexed {stats.files} files ({stats.parsed} parsed, {stats.deleted} removed) in {stats.seconds:g} s: "
-          f"{stats.symbols} symbols, {stats.refs} references [{stats.parser}]")
+    print(
+        f"indexed {stats.files} files ({stats.parsed} parsed, {stats.deleted} removed) in {stats.seconds:g} s: "
+        f"{stats.symbols} symbols, {stats.refs} references [{stats.parser}]"
+    )
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 
@@ -12177,11 +15301,16 @@ def run_trust_command(files: list[str]) -> int:
     targets = files or [f for f in (".env", "lynkr.toml") if os.path.isfile(f)]
     missing = [f for f in targets if not os.path.isfile(f)]
     if missing or not targets:
-        print(f"lynkr: nothing to trust: {', '.join(missing) or 'no ./.env or ./lynkr.toml here'}", file=sys.stderr)
+        print(
+            f"lynkr: nothing to trust: {', '.join(missing) or 'no ./.env or ./lynkr.toml here'}",
+            file=sys.stderr,
+        )
         return 2
     environ = dict(os.environ)
     for path in trust_files(targets, environ):
-        print(f"trusted {path} as it is now (sha256 {file_digest(path)[:16]}…); a change needs `lynkr trust` again")
+        print(
+            f"trusted {path} as it is now (sha256 {file_digest(path)[:16]}…); a change needs `lynkr trust` again"
+        )
     return 0
 
 
@@ -12192,8 +15321,10 @@ async def run_doctor(app: App) -> int:
     print(f"lynkr {__version__}: providers from {where}")
     for provider in router.providers.values():
         d = provider.describe()
-        print(f"  {d['name']}: {d['preset']} ({d['kind']} format) at {d['base_url'] or '(no URL)'}, key {d['key']}, "
-              f"default model {d['default_model']}")
+        print(
+            f"  {d['name']}: {d['preset']} ({d['kind']} format) at {d['base_url'] or '(no URL)'}, key {d['key']}, "
+            f"default model {d['default_model']}"
+        )
     print("routes:")
     for route, target in router.routes.items():
         chain = router.fallbacks.get(route, router.fallbacks.get("default", ()))
@@ -12206,8 +15337,10 @@ async def run_doctor(app: App) -> int:
     for provider, (ok, detail) in zip(router.providers.values(), results, strict=True):
         print(f"  {'OK  ' if ok else 'FAIL'} {provider.name}: {detail}")
     failed = [p.name for p, (ok, _) in zip(router.providers.values(), results, strict=True) if not ok]
-    print(f"{len(results) - len(failed)} of {len(results)} providers answer" + (f"; failing: {', '.join(failed)}"
-                                                                                  if failed else ""))
+    print(
+        f"{len(results) - len(failed)} of {len(results)} providers answer"
+        + (f"; failing: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 
@@ -12228,7 +15361,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lynkr: --port must be between 0 and 65535 (got {args.port})", file=sys.stderr)
         return 2
     try:
-        cfg = load_config(env_file=args.env_file, cli_host=args.host, cli_port=args.port, config_file=args.config)
+        cfg = load_config(
+            env_file=args.env_file, cli_host=args.host, cli_port=args.port, config_file=args.config
+        )
         log = Logger(cfg.log_format, cfg.log_level)
         app = build_app(cfg, log)
         prepare_data_dir(cfg.data_dir)

@@ -32,8 +32,28 @@ import signal
 import sys
 import time
 
-WORDS = ("the", " quick", " brown", " fox", " jumps", " over", " a", " lazy", " dog", ",", " and", " then",
-         " it", " writes", " some", " code", ".", "\n", " def", " main")
+WORDS = (
+    "the",
+    " quick",
+    " brown",
+    " fox",
+    " jumps",
+    " over",
+    " a",
+    " lazy",
+    " dog",
+    ",",
+    " and",
+    " then",
+    " it",
+    " writes",
+    " some",
+    " code",
+    ".",
+    "\n",
+    " def",
+    " main",
+)
 MODEL_RE = re.compile(rb'"model"\s*:\s*"([^"]{1,200})"')
 MAX_TOKENS_RE = re.compile(rb'"max_(?:completion_)?tokens"\s*:\s*(\d+)')
 STREAM_RE = re.compile(rb'"stream"\s*:\s*true')
@@ -57,8 +77,14 @@ class Rendered:
 
     __slots__ = ("first", "head", "tail", "tokens", "whole")
 
-    def __init__(self, whole: bytes = b"", head: bytes = b"", first: bytes = b"",
-                 tokens: tuple[bytes, ...] = (), tail: bytes = b"") -> None:
+    def __init__(
+        self,
+        whole: bytes = b"",
+        head: bytes = b"",
+        first: bytes = b"",
+        tokens: tuple[bytes, ...] = (),
+        tail: bytes = b"",
+    ) -> None:
         self.whole = whole  # everything at once (used when there is no delay)
         self.head, self.first, self.tokens, self.tail = head, first, tokens, tail
 
@@ -69,8 +95,10 @@ def _json_answer(obj: object) -> Rendered:
     return Rendered(whole=head + body)
 
 
-SSE_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-            b"transfer-encoding: chunked\r\n\r\n")
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+)
 
 
 def _sse_answer(first: bytes, tokens: list[bytes], tail: bytes) -> Rendered:
@@ -84,15 +112,31 @@ def render_openai(model: str, n: int, stream: bool) -> Rendered:
     created = 1_700_000_000
     usage = {"prompt_tokens": 12, "completion_tokens": n, "total_tokens": 12 + n}
     if not stream:
-        return _json_answer({
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
-                         "finish_reason": "stop"}],
-            "usage": usage})
+        return _json_answer(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(words)},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
 
     def ev(delta: dict, finish: str | None = None, with_usage: bool = False) -> bytes:
-        obj: dict = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        obj: dict = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         if with_usage:
             obj["usage"] = usage
         return b"data: " + _dumps(obj).encode() + b"\n\n"
@@ -105,10 +149,22 @@ def render_openai(model: str, n: int, stream: bool) -> Rendered:
 
 def render_anthropic(model: str, n: int, stream: bool) -> Rendered:
     words = [WORDS[i % len(WORDS)] for i in range(n)]
-    usage = {"input_tokens": 12, "output_tokens": n, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-    message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-               "content": [{"type": "text", "text": "".join(words)}], "stop_reason": "end_turn",
-               "stop_sequence": None, "usage": usage}
+    usage = {
+        "input_tokens": 12,
+        "output_tokens": n,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+    message = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": "".join(words)}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
     if not stream:
         return _json_answer(message)
 
@@ -116,20 +172,37 @@ def render_anthropic(model: str, n: int, stream: bool) -> Rendered:
         return b"event: " + name.encode() + b"\ndata: " + _dumps(obj).encode() + b"\n\n"
 
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
-    first = (ev("message_start", {"type": "message_start", "message": start})
-             + ev("content_block_start", {"type": "content_block_start", "index": 0,
-                                          "content_block": {"type": "text", "text": ""}})
-             + ev("ping", {"type": "ping"}))
-    tokens = [ev("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                         "delta": {"type": "text_delta", "text": w}}) for w in words]
-    tail = (ev("content_block_stop", {"type": "content_block_stop", "index": 0})
-            + ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                   "usage": {"output_tokens": n}})
-            + ev("message_stop", {"type": "message_stop"}))
+    first = (
+        ev("message_start", {"type": "message_start", "message": start})
+        + ev(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
+        + ev("ping", {"type": "ping"})
+    )
+    tokens = [
+        ev(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}},
+        )
+        for w in words
+    ]
+    tail = (
+        ev("content_block_stop", {"type": "content_block_stop", "index": 0})
+        + ev(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": n},
+            },
+        )
+        + ev("message_stop", {"type": "message_stop"})
+    )
     return _sse_answer(first, tokens, tail)
 
 
-NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 21\r\n\r\n{\"error\":\"not found\"}"
+NOT_FOUND = b'HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 21\r\n\r\n{"error":"not found"}'
 HEALTH = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
 
@@ -145,10 +218,19 @@ class Server:
         self.max_connections = 0
 
     def stats(self) -> bytes:
-        body = _dumps({"requests": self.requests, "streams_open": self.streams_open,
-                       "max_streams_open": self.max_streams_open, "connections": self.connections,
-                       "max_connections": self.max_connections}).encode()
-        return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body) + body
+        body = _dumps(
+            {
+                "requests": self.requests,
+                "streams_open": self.streams_open,
+                "max_streams_open": self.max_streams_open,
+                "connections": self.connections,
+                "max_connections": self.max_connections,
+            }
+        ).encode()
+        return (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+            + body
+        )
 
     def answer(self, kind: str, path_name: str, body: bytes) -> tuple[Rendered, float]:
         m = MODEL_RE.search(body)
@@ -247,7 +329,7 @@ class Conn(asyncio.Protocol):
                     return
                 if len(self.buf) - start < length:
                     return
-                body, consumed = bytes(self.buf[start:start + length]), start + length
+                body, consumed = bytes(self.buf[start : start + length]), start + length
             del self.buf[:consumed]
             self.server.requests += 1
             self.respond(method, target.split("?", 1)[0], body, close)
@@ -257,7 +339,7 @@ class Conn(asyncio.Protocol):
         kind, name = "", ""
         if method == "POST":
             if path.startswith("/serving-endpoints/") and path.endswith("/invocations"):
-                kind, name = "openai", path[len("/serving-endpoints/"):-len("/invocations")]
+                kind, name = "openai", path[len("/serving-endpoints/") : -len("/invocations")]
             elif path in ("/v1/chat/completions", "/chat/completions"):
                 kind = "openai"
             elif path in ("/v1/messages", "/messages"):
@@ -280,7 +362,7 @@ class Conn(asyncio.Protocol):
                 t.close()
             return
         self.busy = True
-        asyncio.ensure_future(self.slow_stream(rendered, delay, close))
+        self.streaming = asyncio.ensure_future(self.slow_stream(rendered, delay, close))  # kept referenced
 
     async def slow_stream(self, r: Rendered, delay: float, close: bool) -> None:
         self.server.streams_open += 1
@@ -318,7 +400,7 @@ def _dechunk(buf: bytearray, pos: int) -> tuple[bytes | None, int]:
             return (bytes(out), end + 2) if end >= 0 else (None, 0)
         if len(buf) < pos + size + 2:
             return None, 0
-        out += buf[pos:pos + size]
+        out += buf[pos : pos + size]
         pos += size + 2
 
 
@@ -328,7 +410,9 @@ async def amain(args: argparse.Namespace) -> None:
     _raise_nofile()
     server = Server(args.max_answer_tokens, args.delay_ms)
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(lambda: Conn(server), args.host, args.port, backlog=4096, reuse_address=True)
+    srv = await loop.create_server(
+        lambda: Conn(server), args.host, args.port, backlog=4096, reuse_address=True
+    )
     port = srv.sockets[0].getsockname()[1]
     if args.port_file:
         _write_port(args.port_file, port)
@@ -340,7 +424,7 @@ async def amain(args: argparse.Namespace) -> None:
     while not stop.is_set() and time.monotonic() < deadline:  # bounded: never outlives the benchmark
         try:
             await asyncio.wait_for(stop.wait(), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     srv.close()
 

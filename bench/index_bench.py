@@ -57,13 +57,30 @@ TARGETS = {"full_vs_raw": 1.5, "nochange_s": 0.3, "search_p50_ms": 5.0}
 def copy_stdlib(dest: str, use_git: bool) -> str:
     src = sysconfig.get_paths()["stdlib"]
     tree = os.path.join(dest, "stdlib")
-    shutil.copytree(src, tree, symlinks=True,
-                    ignore=lambda d, names: [n for n in names if n in ("site-packages", "__pycache__")])
+    shutil.copytree(
+        src,
+        tree,
+        symlinks=True,
+        ignore=lambda d, names: [n for n in names if n in ("site-packages", "__pycache__")],
+    )
     if use_git:
         env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1"}
-        for argv in (["init", "-q"], ["add", "-A", "-f"],
-                     ["-c", "user.name=bench", "-c", "user.email=bench@example.com", "-c", "commit.gpgsign=false",
-                      "commit", "-q", "-m", "stdlib"]):
+        for argv in (
+            ["init", "-q"],
+            ["add", "-A", "-f"],
+            [
+                "-c",
+                "user.name=bench",
+                "-c",
+                "user.email=bench@example.com",
+                "-c",
+                "commit.gpgsign=false",
+                "commit",
+                "-q",
+                "-m",
+                "stdlib",
+            ],
+        ):
             subprocess.run(["git", *argv], cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
     return tree
 
@@ -82,8 +99,17 @@ def child_full(tree: str, db: str, workers: int | None) -> dict:
     c0, t0 = time.process_time(), time.perf_counter()
     stats = index.rebuild(workers)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_self_s": cpu, "files": stats.files, "parsed": stats.parsed, "symbols": stats.symbols,
-            "refs": stats.refs, "parser": stats.parser, "errors": len(stats.errors), "peak_self_kib": _peak_self_kib()}
+    return {
+        "seconds": seconds,
+        "cpu_self_s": cpu,
+        "files": stats.files,
+        "parsed": stats.parsed,
+        "symbols": stats.symbols,
+        "refs": stats.refs,
+        "parser": stats.parser,
+        "errors": len(stats.errors),
+        "peak_self_kib": _peak_self_kib(),
+    }
 
 
 _RAW_PARSER = None
@@ -113,7 +139,11 @@ def raw_files(tree: str) -> list[str]:
     for rel in lynkr.list_workspace_files(tree, os.path.join(tree, ".no-data-dir")):
         language = lynkr.LANGUAGE_BY_SUFFIX.get(os.path.splitext(rel)[1].lower())
         path = os.path.join(tree, rel)
-        if language != "python" or not os.path.isfile(path) or os.path.getsize(path) > lynkr.INDEX_MAX_FILE_BYTES:
+        if (
+            language != "python"
+            or not os.path.isfile(path)
+            or os.path.getsize(path) > lynkr.INDEX_MAX_FILE_BYTES
+        ):
             continue
         with open(path, "rb") as fh:
             if b"\x00" in fh.read(8192):
@@ -130,7 +160,13 @@ def child_raw(tree: str, workers: int) -> dict:
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         nodes = sum(pool.map(_raw_parse, files, chunksize=max(1, len(files) // (workers * 8))))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu_self_s": cpu, "files": len(files), "top_level_nodes": nodes, "peak_self_kib": _peak_self_kib()}
+    return {
+        "seconds": seconds,
+        "cpu_self_s": cpu,
+        "files": len(files),
+        "top_level_nodes": nodes,
+        "peak_self_kib": _peak_self_kib(),
+    }
 
 
 def child_search(tree: str, db: str, queries: int, seed: int) -> dict:
@@ -165,10 +201,15 @@ def child_search(tree: str, db: str, queries: int, seed: int) -> dict:
         values = sorted(values)
         return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
-    return {"queries": len(every), "p50_ms": pct(every, 50), "p99_ms": pct(every, 99), "max_ms": every[-1],
-            "by_kind_p50_ms": {k: round(pct(v, 50), 2) for k, v in latencies.items()},
-            "by_kind_p99_ms": {k: round(pct(v, 99), 2) for k, v in latencies.items()},
-            "peak_self_kib": _peak_self_kib()}
+    return {
+        "queries": len(every),
+        "p50_ms": pct(every, 50),
+        "p99_ms": pct(every, 99),
+        "max_ms": every[-1],
+        "by_kind_p50_ms": {k: round(pct(v, 50), 2) for k, v in latencies.items()},
+        "by_kind_p99_ms": {k: round(pct(v, 99), 2) for k, v in latencies.items()},
+        "peak_self_kib": _peak_self_kib(),
+    }
 
 
 def child_profile(tree: str, db: str, out: str) -> dict:
@@ -263,7 +304,9 @@ def measure(cmd: list[str], cwd: str | None = None) -> tuple[str, int, float, in
 
 def run_child(args: list[str]) -> dict:
     """Run `index_bench.py _child ...`; return its JSON plus wall time and peak memory."""
-    out, rc, wall, peak_tree, _maxrss, _cpu, descendants_cpu = measure([sys.executable, __file__, "_child", *args])
+    out, rc, wall, peak_tree, _maxrss, _cpu, descendants_cpu = measure(
+        [sys.executable, __file__, "_child", *args]
+    )
     if rc != 0:
         raise SystemExit(f"child {args} failed with {rc}")
     result = json.loads(out.strip().splitlines()[-1])
@@ -281,7 +324,13 @@ def run_ctags(tree: str, scratch: str) -> dict:
     with open(tags, encoding="utf-8", errors="replace") as fh:
         symbols = sum(1 for line in fh if not line.startswith("!_TAG_"))
     os.unlink(tags)
-    return {"seconds": wall, "cpu_s": cpu, "symbols": symbols, "rc": rc, "peak_tree_rss_mib": round(max(peak_tree, maxrss) / 1024, 1)}
+    return {
+        "seconds": wall,
+        "cpu_s": cpu,
+        "symbols": symbols,
+        "rc": rc,
+        "peak_tree_rss_mib": round(max(peak_tree, maxrss) / 1024, 1),
+    }
 
 
 def median_of(runs: list[dict], key: str) -> float:
@@ -296,11 +345,17 @@ def main() -> int:
         print(json.dumps(fn(*typed)))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--plain", action="store_true", help="do not git-init the copy (walk crawl instead of git ls-files)")
+    ap.add_argument(
+        "--plain", action="store_true", help="do not git-init the copy (walk crawl instead of git ls-files)"
+    )
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are reported")
     ap.add_argument("--queries", type=int, default=400, help="symbol searches for the latency figures")
-    ap.add_argument("--workers", type=int, default=2, help="processes for the raw parse (lynkr uses os.cpu_count())")
-    ap.add_argument("--profile", metavar="FILE", help="write cProfile reports of a full and a no-change rebuild")
+    ap.add_argument(
+        "--workers", type=int, default=2, help="processes for the raw parse (lynkr uses os.cpu_count())"
+    )
+    ap.add_argument(
+        "--profile", metavar="FILE", help="write cProfile reports of a full and a no-change rebuild"
+    )
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temporary tree")
     args = ap.parse_args()
@@ -309,10 +364,17 @@ def main() -> int:
     try:
         tree = copy_stdlib(scratch, not args.plain)
         n_files = sum(len(f) for _d, _s, f in os.walk(tree) if ".git" not in _d.split(os.sep))
-        print(f"tree: {tree} ({n_files} files, {'git repository' if not args.plain else 'plain folder'}), "
-              f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
-        results: dict = {"tree_files": n_files, "git": not args.plain, "cpus": os.cpu_count(),
-                         "python": sys.version.split()[0]}
+        print(
+            f"tree: {tree} ({n_files} files, {'git repository' if not args.plain else 'plain folder'}), "
+            f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        results: dict = {
+            "tree_files": n_files,
+            "git": not args.plain,
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        }
         ctags = [run_ctags(tree, scratch) for _ in range(args.repeat)] if shutil.which("ctags") else []
         raw = [run_child(["raw", tree, str(args.workers)]) for _ in range(args.repeat)]
         full, nochange = [], []
@@ -321,7 +383,9 @@ def main() -> int:
             os.makedirs(os.path.dirname(db))
             full.append(run_child(["full", tree, db, "None"]))
             nochange.append(run_child(["full", tree, db, "None"]))
-        search = run_child(["search", tree, os.path.join(scratch, "run0", "index.db"), str(args.queries), "7"])
+        search = run_child(
+            ["search", tree, os.path.join(scratch, "run0", "index.db"), str(args.queries), "7"]
+        )
         results.update(ctags=ctags, raw=raw, full=full, nochange=nochange, search=search)
 
         def line(label: str, runs: list[dict], files_key: str, symbols: str) -> None:
@@ -329,8 +393,10 @@ def main() -> int:
             files = runs[0][files_key]
             runs_text = ", ".join(format(r["seconds"], ".3f") for r in runs)
             cpu = median_of(runs, "cpu_s")
-            print(f"{label:<22} {s:8.3f} s  cpu {cpu:7.2f} s  {files / s:9.0f} files/s  {symbols:>30}  "
-                  f"peak RSS {max(r['peak_tree_rss_mib'] for r in runs):7.1f} MiB   (runs: {runs_text})")
+            print(
+                f"{label:<22} {s:8.3f} s  cpu {cpu:7.2f} s  {files / s:9.0f} files/s  {symbols:>30}  "
+                f"peak RSS {max(r['peak_tree_rss_mib'] for r in runs):7.1f} MiB   (runs: {runs_text})"
+            )
 
         print()
         if ctags:
@@ -340,12 +406,16 @@ def main() -> int:
         line(f"raw parse ({args.workers} procs)", raw, "files", f"{raw[0]['files']} .py parsed")
         line("lynkr full index", full, "files", f"{full[0]['symbols']} symbols, {full[0]['refs']} refs")
         line("lynkr no-change", nochange, "files", f"parsed {nochange[0]['parsed']}")
-        print(f"  full index: {full[0]['files']} files indexed, {full[0]['parsed']} parsed, parser "
-              f"{full[0]['parser']}, {full[0]['errors']} errors; main-process peak RSS "
-              f"{max(r['peak_self_rss_mib'] for r in full)} MiB; child wall incl. start-up "
-              f"{median_of(full, 'child_wall_s'):.2f} s")
-        print(f"symbol search          p50 {search['p50_ms']:.2f} ms  p99 {search['p99_ms']:.2f} ms  "
-              f"max {search['max_ms']:.2f} ms over {search['queries']} queries")
+        print(
+            f"  full index: {full[0]['files']} files indexed, {full[0]['parsed']} parsed, parser "
+            f"{full[0]['parser']}, {full[0]['errors']} errors; main-process peak RSS "
+            f"{max(r['peak_self_rss_mib'] for r in full)} MiB; child wall incl. start-up "
+            f"{median_of(full, 'child_wall_s'):.2f} s"
+        )
+        print(
+            f"symbol search          p50 {search['p50_ms']:.2f} ms  p99 {search['p99_ms']:.2f} ms  "
+            f"max {search['max_ms']:.2f} ms over {search['queries']} queries"
+        )
         print(f"  p50 by kind: {search['by_kind_p50_ms']}")
         print(f"  p99 by kind: {search['by_kind_p99_ms']}")
         ratio = median_of(full, "seconds") / median_of(raw, "seconds")
@@ -354,12 +424,16 @@ def main() -> int:
             "no-change rebuild": (median_of(nochange, "seconds"), TARGETS["nochange_s"], " s"),
             "search p50": (search["p50_ms"], TARGETS["search_p50_ms"], " ms"),
         }
-        print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)")
+        print(
+            f"\nload average at the end: {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[1]:.1f} (5 min)"
+        )
         for name, (got, target, unit) in verdicts.items():
             status = "met" if got <= target else f"MISSED by {got / target:.2f}x"
             print(f"target {name:<24} {got:8.2f}{unit} (target < {target}{unit}): {status}")
         cpu_ratio = median_of(full, "cpu_s") / median_of(raw, "cpu_s")
-        print(f"  (CPU-time ratio full index / raw parse: {cpu_ratio:.2f}x; CPU time is less sensitive to other load)")
+        print(
+            f"  (CPU-time ratio full index / raw parse: {cpu_ratio:.2f}x; CPU time is less sensitive to other load)"
+        )
         results["ratio_full_vs_raw"] = ratio
         results["cpu_ratio_full_vs_raw"] = cpu_ratio
         if args.profile:

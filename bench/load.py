@@ -52,12 +52,19 @@ class Result:
         lat = sorted(self.latencies)
         ttft = sorted(self.ttfts)
         return {
-            "sent": self.sent, "ok": self.ok, "errors": len(self.errors), "invalid": len(self.invalid),
+            "sent": self.sent,
+            "ok": self.ok,
+            "errors": len(self.errors),
+            "invalid": len(self.invalid),
             "first_error": (self.errors or self.invalid or [""])[0][:300],
             "rps": self.ok / self.wall_s if self.wall_s > 0 else 0.0,
-            "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000, "mean_ms": mean(lat) * 1000,
-            "ttft_p50_ms": pct(ttft, 50) * 1000, "ttft_p99_ms": pct(ttft, 99) * 1000,
-            "wall_s": self.wall_s, "client_cpu_ms_per_req": 1000 * self.client_cpu_s / max(1, self.ok),
+            "p50_ms": pct(lat, 50) * 1000,
+            "p99_ms": pct(lat, 99) * 1000,
+            "mean_ms": mean(lat) * 1000,
+            "ttft_p50_ms": pct(ttft, 50) * 1000,
+            "ttft_p99_ms": pct(ttft, 99) * 1000,
+            "wall_s": self.wall_s,
+            "client_cpu_ms_per_req": 1000 * self.client_cpu_s / max(1, self.ok),
             "max_open": self.max_open,
         }
 
@@ -128,7 +135,7 @@ class _Conn(asyncio.Protocol):
             if end < 0:
                 return
             lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-            del buf[:end + 4]
+            del buf[: end + 4]
             self.status = int(lines[0].split(" ", 2)[1])
             if self.status == 100:
                 return self._parse()
@@ -165,14 +172,14 @@ class _Conn(asyncio.Protocol):
             if size == 0:
                 if len(buf) < eol + 4:
                     break
-                del buf[:eol + 4]
+                del buf[: eol + 4]
                 self._mark_first()
                 self._done()
                 return
             if len(buf) < eol + 2 + size + 2:
                 break
-            self.body += buf[eol + 2:eol + 2 + size]
-            del buf[:eol + 2 + size + 2]
+            self.body += buf[eol + 2 : eol + 2 + size]
+            del buf[: eol + 2 + size + 2]
         self._mark_first()
 
     def _mark_first(self) -> None:
@@ -189,16 +196,30 @@ class _Conn(asyncio.Protocol):
 
 
 def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"host: {host}:{port}", "content-type: application/json",
-             f"content-length: {len(body)}"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"host: {host}:{port}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+    ]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def run_load(url: str, body: bytes, headers: dict[str, str] | None = None, *, concurrency: int = 1,
-                   count: int = 1000, duration_s: float = 10.0, timeout_s: float = 30.0, stream: bool = False,
-                   expect_text: str | None = None, keep_bodies: int | None = None,
-                   connect_timeout_s: float = 30.0) -> Result:
+async def run_load(
+    url: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    concurrency: int = 1,
+    count: int = 1000,
+    duration_s: float = 10.0,
+    timeout_s: float = 30.0,
+    stream: bool = False,
+    expect_text: str | None = None,
+    keep_bodies: int | None = None,
+    connect_timeout_s: float = 30.0,
+) -> Result:
     """Run one closed-loop load and check what came back. See the module docstring."""
     if keep_bodies is None:
         keep_bodies = count  # check every answer
@@ -240,7 +261,7 @@ async def run_load(url: str, body: bytes, headers: dict[str, str] | None = None,
             result.max_open = max(result.max_open, open_now)
             try:
                 status, data, first_at, server_close = await asyncio.wait_for(conn.send(raw), timeout_s)
-            except (LoadError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, LoadError, OSError) as exc:
                 result.errors.append(f"{type(exc).__name__}: {exc}")
                 conn.transport.close()
                 conn.closed = True
@@ -314,7 +335,9 @@ def check_stream(data: bytes, expect_text: str | None) -> str:
         except ValueError:
             return f"event {name}: data is not JSON: {raw[:80]!r}"
         if not isinstance(obj, dict) or obj.get("type") != name:
-            return f"event {name}: data type {obj.get('type') if isinstance(obj, dict) else obj!r} != event name"
+            return (
+                f"event {name}: data type {obj.get('type') if isinstance(obj, dict) else obj!r} != event name"
+            )
         if name == "ping":
             if state == "stopped":
                 return "ping after message_stop"
@@ -325,7 +348,11 @@ def check_stream(data: bytes, expect_text: str | None) -> str:
             if name != "message_start":
                 return f"first event is {name}, not message_start"
             msg = obj.get("message") or {}
-            if msg.get("role") != "assistant" or msg.get("type") != "message" or not isinstance(msg.get("content"), list):
+            if (
+                msg.get("role") != "assistant"
+                or msg.get("type") != "message"
+                or not isinstance(msg.get("content"), list)
+            ):
                 return "message_start without an assistant message"
             state = "message"
         elif state == "message":
@@ -379,7 +406,9 @@ def check_message(data: bytes, expect_text: str | None) -> str:
         return f"answer is not JSON: {data[:80]!r}"
     if not isinstance(obj, dict) or obj.get("type") != "message" or obj.get("role") != "assistant":
         return f"answer is not an assistant message: {data[:120]!r}"
-    text = "".join(b.get("text", "") for b in obj.get("content") or [] if isinstance(b, dict) and b.get("type") == "text")
+    text = "".join(
+        b.get("text", "") for b in obj.get("content") or [] if isinstance(b, dict) and b.get("type") == "text"
+    )
     if expect_text is not None and text != expect_text:
         return f"text mismatch: {text[:60]!r}"
     if not obj.get("stop_reason"):
@@ -402,8 +431,18 @@ def main(argv: list[str] | None = None) -> int:
     stream = bool(json.loads(body).get("stream"))
     headers = dict(h.split(":", 1) for h in args.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
-    res = asyncio.run(run_load(args.url, body, headers, concurrency=args.concurrency, count=args.count,
-                               duration_s=args.duration, timeout_s=args.timeout, stream=stream))
+    res = asyncio.run(
+        run_load(
+            args.url,
+            body,
+            headers,
+            concurrency=args.concurrency,
+            count=args.count,
+            duration_s=args.duration,
+            timeout_s=args.timeout,
+            stream=stream,
+        )
+    )
     print(json.dumps(res.summary(), indent=2))
     return 0 if not res.errors and not res.invalid else 1
 

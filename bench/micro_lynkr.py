@@ -41,8 +41,11 @@ def load_lynkr(path: str) -> Any:
     return module
 
 
-LYNKR_PATH = sys.argv[sys.argv.index("--lynkr") + 1] if "--lynkr" in sys.argv else os.path.join(
-    os.path.dirname(HERE), "lynkr.py")
+LYNKR_PATH = (
+    sys.argv[sys.argv.index("--lynkr") + 1]
+    if "--lynkr" in sys.argv
+    else os.path.join(os.path.dirname(HERE), "lynkr.py")
+)
 lynkr = load_lynkr(LYNKR_PATH)
 
 
@@ -66,15 +69,17 @@ def stream_payload(n_tokens: int) -> bytes:
             size = int(piece[:size_end], 16)
             if size == 0:
                 break
-            out += piece[size_end + 2:size_end + 2 + size]
-            piece = piece[size_end + 2 + size + 2:]
+            out += piece[size_end + 2 : size_end + 2 + size]
+            piece = piece[size_end + 2 + size + 2 :]
     return out
 
 
 def body_steps(kind: str, app: Any, db: sqlite3.Connection) -> list[tuple[str, float]]:
     """µs per call of each per-request step for one body."""
     orch = app.orchestrator
-    raw = json.dumps(rb.tiny_body(False) if kind == "tiny" else rb.cc_body(False), separators=(",", ":")).encode()
+    raw = json.dumps(
+        rb.tiny_body(False) if kind == "tiny" else rb.cc_body(False), separators=(",", ":")
+    ).encode()
     http_req = lynkr.Request("POST", "/v1/messages", {}, {"host": "127.0.0.1"}, raw, "127.0.0.1:1")
     req = lynkr.validate_messages_request(json.loads(raw), 4096)
     up = orch.upstream_request(req, orch.select_server_tools(req))
@@ -85,27 +90,53 @@ def body_steps(kind: str, app: Any, db: sqlite3.Connection) -> list[tuple[str, f
     counter = iter(range(10**9))
 
     def store() -> None:
-        turn = lynkr.TurnRecord(f"sess_{next(counter)}", "req_x", req["model"], req["messages"], reply=message)
+        turn = lynkr.TurnRecord(
+            f"sess_{next(counter)}", "req_x", req["model"], req["messages"], reply=message
+        )
         lynkr.record_turn(db, turn)
 
     items = [
         ("json.loads(request body)", lambda: json.loads(raw)),
-        ("validate_messages_request (incl. json.loads)", lambda: lynkr.validate_messages_request(json.loads(raw), 4096)),
+        (
+            "validate_messages_request (incl. json.loads)",
+            lambda: lynkr.validate_messages_request(json.loads(raw), 4096),
+        ),
         ("Orchestrator.select_server_tools", lambda: orch.select_server_tools(req)),
         ("anthropic_to_openai", lambda: lynkr.anthropic_to_openai({**up, "stream": False}, 16)),
         ("json_bytes(upstream body)", lambda: lynkr.json_bytes(oai)),
-        ("json.dumps(upstream body, ensure_ascii=True)", lambda: json.dumps(oai, separators=(",", ":")).encode()),
-        ("openai_to_anthropic + json_bytes(answer)",
-         lambda: lynkr.json_bytes(lynkr.openai_to_anthropic(answer, "claude", []))),
+        (
+            "json.dumps(upstream body, ensure_ascii=True)",
+            lambda: json.dumps(oai, separators=(",", ":")).encode(),
+        ),
+        (
+            "openai_to_anthropic + json_bytes(answer)",
+            lambda: lynkr.json_bytes(lynkr.openai_to_anthropic(answer, "claude", [])),
+        ),
         ("record_turn (new session, :memory:)", store),
         ("message_hash x messages", lambda: [lynkr.message_hash(m) for m in req["messages"]]),
         ("new_id('req_')", lambda: lynkr.new_id("req_")),
         ("App.access_log line", lambda: app.access_log(http_req, 200, time.monotonic())),
-        *([("Router.plan + cache_target (routing, per request)",
-             lambda: (app.provider.plan(req), app.provider.cache_target(req)))] if hasattr(app.provider, "plan") else []),
-        ("METRICS.inc (6 labels)", lambda: lynkr.METRICS.inc("lynkr_requests_total", route="/v1/messages",
-                                                             method="POST", status=200, provider="databricks",
-                                                             model="claude")),
+        *(
+            [
+                (
+                    "Router.plan + cache_target (routing, per request)",
+                    lambda: (app.provider.plan(req), app.provider.cache_target(req)),
+                )
+            ]
+            if hasattr(app.provider, "plan")
+            else []
+        ),
+        (
+            "METRICS.inc (6 labels)",
+            lambda: lynkr.METRICS.inc(
+                "lynkr_requests_total",
+                route="/v1/messages",
+                method="POST",
+                status=200,
+                provider="databricks",
+                model="claude",
+            ),
+        ),
     ]
     return [(name, bench(fn, n)) for name, fn in items]
 
@@ -113,9 +144,16 @@ def body_steps(kind: str, app: Any, db: sqlite3.Connection) -> list[tuple[str, f
 def main() -> int:
     work = tempfile.mkdtemp(prefix="lynkr-micro-")
     open(os.path.join(work, "empty.env"), "w").close()
-    cfg = lynkr.load_config(environ={"DATABRICKS_API_BASE": "http://127.0.0.1:9", "DATABRICKS_API_KEY": "x",
-                                     "PROMPT_CACHE_ENABLED": "false", "WORKSPACE_ROOT": work,
-                                     "MCP_MANIFEST_DIRS": work}, env_file=os.path.join(work, "empty.env"))
+    cfg = lynkr.load_config(
+        environ={
+            "DATABRICKS_API_BASE": "http://127.0.0.1:9",
+            "DATABRICKS_API_KEY": "x",
+            "PROMPT_CACHE_ENABLED": "false",
+            "WORKSPACE_ROOT": work,
+            "MCP_MANIFEST_DIRS": work,
+        },
+        env_file=os.path.join(work, "empty.env"),
+    )
     log = lynkr.Logger("json", "info", io.StringIO())
     app = lynkr.build_app(cfg, log)
     db = sqlite3.connect(":memory:")
@@ -139,8 +177,13 @@ def main() -> int:
         lynkr.sse_to_message(sse_bytes)
 
     sse_bytes = translate_stream()
-    rows.append(("stream", "OpenAI stream decoder (SSEParser + translator), 200 tokens in one chunk",
-                 bench(translate_stream, 200)))
+    rows.append(
+        (
+            "stream",
+            "OpenAI stream decoder (SSEParser + translator), 200 tokens in one chunk",
+            bench(translate_stream, 200),
+        )
+    )
     rows.append(("stream", "sse_to_message (turn capture), 200 tokens", bench(capture_parse, 200)))
     shutil.rmtree(work, ignore_errors=True)
     print(f"lynkr: {LYNKR_PATH}")

@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import lynkr  # noqa: E402
+import lynkr
 
 
 def copy_lib(dest: str, use_git: bool) -> str:
@@ -40,8 +40,11 @@ def copy_lib(dest: str, use_git: bool) -> str:
     shutil.copytree(src, tree, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     if use_git:
         env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
-        for cmd in (["init", "-q"], ["add", "-A"], ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q",
-                                                    "-m", "tree"]):
+        for cmd in (
+            ["init", "-q"],
+            ["add", "-A"],
+            ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "tree"],
+        ):
             subprocess.run(["git", *cmd], cwd=tree, check=True, env=env, stdout=subprocess.DEVNULL)
     return tree
 
@@ -58,7 +61,9 @@ def main() -> int:
         tree = args.tree or copy_lib(scratch, args.git)
         state = os.path.join(scratch, "state")
         os.makedirs(state)
-        index = lynkr.RepoIndex(tree, os.path.join(state, "index.db"), state, lynkr.policy_allows(lynkr.Policy()))
+        index = lynkr.RepoIndex(
+            tree, os.path.join(state, "index.db"), state, lynkr.policy_allows(lynkr.Policy())
+        )
         t0 = time.monotonic()
         stats = index.rebuild(timeout_s=3600)
         full = time.monotonic() - t0
@@ -78,8 +83,10 @@ def main() -> int:
             rounds.append((t1 - t0, t2 - t1, t3 - t2, t3 - t0))
         for name, i in (("rebuild", 0), ("project_summary", 1), ("CLAUDE.md check", 2), ("whole call", 3)):
             values = [r[i] for r in rounds]
-            print(f"no-change {name}: median {statistics.median(values):.3f} s "
-                  f"(min {min(values):.3f}, max {max(values):.3f})")
+            print(
+                f"no-change {name}: median {statistics.median(values):.3f} s "
+                f"(min {min(values):.3f}, max {max(values):.3f})"
+            )
         if not args.tree and os.path.exists(claude_md):
             os.unlink(claude_md)
     finally:

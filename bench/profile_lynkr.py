@@ -66,22 +66,36 @@ def summarize_raw(path: str, top: int) -> str:
     out = [f"{total} samples", "", "self %  function"]
     out += [f"{100 * c / total:5.1f}  {f}" for f, c in sorted(self_n.items(), key=lambda x: -x[1])[:top]]
     out += ["", "inclusive %  function (lynkr.py only)"]
-    out += [f"{100 * c / total:5.1f}  {f}" for f, c in sorted(incl.items(), key=lambda x: -x[1]) if "lynkr.py" in f][:top]
+    out += [
+        f"{100 * c / total:5.1f}  {f}"
+        for f, c in sorted(incl.items(), key=lambda x: -x[1])
+        if "lynkr.py" in f
+    ][:top]
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", default="tiny c=32", help="a run_bench.py scenario name, e.g. 'cc stream c=32'")
+    p.add_argument(
+        "--scenario", default="tiny c=32", help="a run_bench.py scenario name, e.g. 'cc stream c=32'"
+    )
     p.add_argument("--count", type=int, default=3000)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--py-spy", default="", help="record with py-spy instead of cProfile, to this file")
-    p.add_argument("--py-spy-format", default="speedscope", help="speedscope | raw (collapsed stacks) | flamegraph")
-    p.add_argument("--gil", action="store_true", help="py-spy: only samples holding the GIL (drops idle-thread noise)")
-    p.add_argument("--plain", action="store_true", help="no profiler: just report req/s and lynkr CPU per request")
+    p.add_argument(
+        "--py-spy-format", default="speedscope", help="speedscope | raw (collapsed stacks) | flamegraph"
+    )
+    p.add_argument(
+        "--gil", action="store_true", help="py-spy: only samples holding the GIL (drops idle-thread noise)"
+    )
+    p.add_argument(
+        "--plain", action="store_true", help="no profiler: just report req/s and lynkr CPU per request"
+    )
     p.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumtime)")
     p.add_argument("--top", type=int, default=40)
-    p.add_argument("--delay-ms", type=int, default=0, help="upstream delay between streamed tokens (slow streams)")
+    p.add_argument(
+        "--delay-ms", type=int, default=0, help="upstream delay between streamed tokens (slow streams)"
+    )
     p.add_argument("-c", "--concurrency", type=int, default=0, help="override the scenario's concurrency")
     p.add_argument("--lynkr", default=os.path.join(rb.REPO, "lynkr.py"))
     p.add_argument("--log-level", default="info")
@@ -94,8 +108,19 @@ def main(argv: list[str] | None = None) -> int:
         sc.concurrency = args.concurrency
     work = tempfile.mkdtemp(prefix="lynkr-prof-")
     port_file = os.path.join(work, "fake.port")
-    fake = rb.spawn([sys.executable, os.path.join(HERE, "fake_upstream.py"), "--port-file", port_file,
-                     "--max-runtime-s", "900"], rb.clean_env(), work, os.path.join(work, "fake.log"))
+    fake = rb.spawn(
+        [
+            sys.executable,
+            os.path.join(HERE, "fake_upstream.py"),
+            "--port-file",
+            port_file,
+            "--max-runtime-s",
+            "900",
+        ],
+        rb.clean_env(),
+        work,
+        os.path.join(work, "fake.log"),
+    )
     lynkr = None
     try:
         for _ in range(500):
@@ -111,8 +136,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.plain:
             argv = [sys.executable, args.lynkr]
         elif args.py_spy:
-            argv = ["py-spy", "record", "-o", args.py_spy, "--format", args.py_spy_format, "--rate", "250", "--threads",
-                    *(["--gil"] if args.gil else []), "--", sys.executable, args.lynkr]
+            argv = [
+                "py-spy",
+                "record",
+                "-o",
+                args.py_spy,
+                "--format",
+                args.py_spy_format,
+                "--rate",
+                "250",
+                "--threads",
+                *(["--gil"] if args.gil else []),
+                "--",
+                sys.executable,
+                args.lynkr,
+            ]
         else:
             argv = [sys.executable, "-c", WRAPPER, prof_out, args.lynkr]
         logfile = os.path.join(work, "lynkr.log")
@@ -121,20 +159,39 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}/v1/messages"
 
         async def drive() -> load.Result:
-            await load.run_load(url, sc.body, sc.headers, concurrency=sc.concurrency, count=sc.concurrency, duration_s=2,
-                                stream=sc.stream, expect_text=sc.expect, keep_bodies=0)
-            return await load.run_load(url, sc.body, sc.headers, concurrency=sc.concurrency, count=args.count,
-                                       duration_s=args.duration, stream=sc.stream, expect_text=sc.expect)
+            await load.run_load(
+                url,
+                sc.body,
+                sc.headers,
+                concurrency=sc.concurrency,
+                count=sc.concurrency,
+                duration_s=2,
+                stream=sc.stream,
+                expect_text=sc.expect,
+                keep_bodies=0,
+            )
+            return await load.run_load(
+                url,
+                sc.body,
+                sc.headers,
+                concurrency=sc.concurrency,
+                count=args.count,
+                duration_s=args.duration,
+                stream=sc.stream,
+                expect_text=sc.expect,
+            )
 
         rss0 = rb.mem_kib(rb.tree(lynkr.pid), "VmRSS") / 1024
         cpu0 = rb.cpu_seconds(rb.tree(lynkr.pid))
         res = asyncio.run(drive())
         cpu1 = rb.cpu_seconds(rb.tree(lynkr.pid))
         s = res.summary()
-        print(f"{sc.name}: {s['ok']} ok, {s['errors']} errors, {s['invalid']} invalid, {s['rps']:.1f}/s, "
-              f"p50 {s['p50_ms']:.2f} ms, lynkr CPU{'' if args.plain else ' incl. profiler'} "
-              f"{1000 * (cpu1 - cpu0) / max(1, s['ok']):.2f} ms/req, peak RSS (VmHWM) "
-              f"{rb.mem_kib(rb.tree(lynkr.pid), 'VmHWM') / 1024:.1f} MiB (RSS {rss0:.1f} MiB before the load)")
+        print(
+            f"{sc.name}: {s['ok']} ok, {s['errors']} errors, {s['invalid']} invalid, {s['rps']:.1f}/s, "
+            f"p50 {s['p50_ms']:.2f} ms, lynkr CPU{'' if args.plain else ' incl. profiler'} "
+            f"{1000 * (cpu1 - cpu0) / max(1, s['ok']):.2f} ms/req, peak RSS (VmHWM) "
+            f"{rb.mem_kib(rb.tree(lynkr.pid), 'VmHWM') / 1024:.1f} MiB (RSS {rss0:.1f} MiB before the load)"
+        )
         # SIGINT reaches the profiled lynkr through py-spy too; lynkr shuts down and the profile is written.
         os.killpg(lynkr.pid, signal.SIGINT)
         lynkr.wait(60)

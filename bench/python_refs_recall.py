@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 TEST_PARTS = {"test", "tests", "idle_test"}
 
@@ -47,7 +48,7 @@ PACKAGE_ROOT = ""  # --package-root: the folder module names are relative to ("L
 
 def module_name(rel: str) -> str:
     if PACKAGE_ROOT and rel.startswith(PACKAGE_ROOT + "/"):
-        rel = rel[len(PACKAGE_ROOT) + 1:]
+        rel = rel[len(PACKAGE_ROOT) + 1 :]
     stem = rel[:-3] if rel.endswith(".py") else rel[:-4]
     parts = stem.split("/")
     if parts[-1] == "__init__":
@@ -56,15 +57,29 @@ def module_name(rel: str) -> str:
 
 
 class FileInfo:
-    __slots__ = ("rel", "module", "is_pkg", "module_aliases", "name_imports", "star_imports", "chains", "names",
-                 "top_defs", "reexports", "reexport_stars", "text")
+    __slots__ = (
+        "chains",
+        "is_pkg",
+        "module",
+        "module_aliases",
+        "name_imports",
+        "names",
+        "reexport_stars",
+        "reexports",
+        "rel",
+        "star_imports",
+        "text",
+        "top_defs",
+    )
 
     def __init__(self, rel: str) -> None:
         self.rel = rel
         self.module = module_name(rel)
-        self.is_pkg = rel.endswith("__init__.py") or rel.endswith("__init__.pyi")
+        self.is_pkg = rel.endswith(("__init__.py", "__init__.pyi"))
         self.module_aliases: dict[str, set[str]] = collections.defaultdict(set)  # expression -> modules
-        self.name_imports: set[tuple[str, str]] = set()  # (module, name) imported by `from module import name`
+        self.name_imports: set[tuple[str, str]] = (
+            set()
+        )  # (module, name) imported by `from module import name`
         self.star_imports: set[str] = set()
         self.chains: set[str] = set()  # dotted attribute chains read ("a.b.c", "a.b")
         self.names: set[str] = set()  # plain names read
@@ -110,7 +125,9 @@ def analyse(root: str, rel: str, modules: set[str]) -> FileInfo | None:
     info.text = source.decode("utf-8", "replace")
     top_level = set(map(id, tree.body))
     for stmt in tree.body:
-        for node in [stmt] + (list(ast.iter_child_nodes(stmt)) if isinstance(stmt, (ast.If, ast.Try)) else []):
+        for node in [stmt] + (
+            list(ast.iter_child_nodes(stmt)) if isinstance(stmt, (ast.If, ast.Try)) else []
+        ):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
                 info.top_defs.add(node.name)
     # top-level incl. inside top-level if/try blocks
@@ -182,8 +199,9 @@ class GroundTruth:
                 key = (info.module, name)
                 if key in found:
                     continue
-                if any((m, name) in found for m, n in info.reexports if n == name) or \
-                        (not name.startswith("_") and any((m, name) in found for m in info.reexport_stars)):
+                if any((m, name) in found for m, n in info.reexports if n == name) or (
+                    not name.startswith("_") and any((m, name) in found for m in info.reexport_stars)
+                ):
                     found.add(key)
                     changed = True
         return found
@@ -236,7 +254,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--count", type=int, default=20)
     ap.add_argument("--min-files", type=int, default=3)
-    ap.add_argument("--func", action="append", default=[], help="module.function, e.g. urllib.request.urlopen")
+    ap.add_argument(
+        "--func", action="append", default=[], help="module.function, e.g. urllib.request.urlopen"
+    )
     ap.add_argument("--no-reexports", action="store_true")
     ap.add_argument("--package-root", default="", help='folder holding the top-level modules, e.g. "Lib"')
     ap.add_argument("--json")
@@ -280,17 +300,32 @@ def main() -> int:
         answer = index.references(name, def_file)
         reported = set(answer.get("references") or {})
         hit = truth & reported
-        unmentioned = sorted(r for r in reported if name not in (gt.infos[r].text if r in gt.infos else
-                                                                  open(os.path.join(root, r), errors="replace").read()))
-        rows.append({"function": f"{module}.{name}", "file": def_file, "truth": len(truth), "reported": len(reported),
-                     "hit": len(hit), "recall": len(hit) / len(truth) if truth else 1.0,
-                     "precision": len(hit) / len(reported) if reported else 1.0,
-                     "missed": sorted(truth - reported), "extra": sorted(reported - truth), "unmentioned": unmentioned})
+        unmentioned = sorted(
+            r
+            for r in reported
+            if name not in (gt.infos[r].text if r in gt.infos else Path(root, r).read_text(errors="replace"))
+        )
+        rows.append(
+            {
+                "function": f"{module}.{name}",
+                "file": def_file,
+                "truth": len(truth),
+                "reported": len(reported),
+                "hit": len(hit),
+                "recall": len(hit) / len(truth) if truth else 1.0,
+                "precision": len(hit) / len(reported) if reported else 1.0,
+                "missed": sorted(truth - reported),
+                "extra": sorted(reported - truth),
+                "unmentioned": unmentioned,
+            }
+        )
     print(f"build: {build_s:.2f} s ({stats.files} files, {stats.symbols} symbols, {stats.refs} refs)")
     print(f"{'function':48} {'truth':>5} {'found':>5} {'hit':>4} {'recall':>7} {'prec':>6} unmentioned")
     for r in rows:
-        print(f"{r['function']:48} {r['truth']:5} {r['reported']:5} {r['hit']:4} {r['recall']:7.1%} "
-              f"{r['precision']:6.1%} {len(r['unmentioned'])}")
+        print(
+            f"{r['function']:48} {r['truth']:5} {r['reported']:5} {r['hit']:4} {r['recall']:7.1%} "
+            f"{r['precision']:6.1%} {len(r['unmentioned'])}"
+        )
         if args.verbose:
             for m in r["missed"]:
                 print(f"      missed {m}")
@@ -300,9 +335,11 @@ def main() -> int:
     total_hit = sum(r["hit"] for r in rows)
     total_rep = sum(r["reported"] for r in rows)
     mean_recall = sum(r["recall"] for r in rows) / len(rows) if rows else 1.0
-    print(f"overall: recall {total_hit}/{total_truth} = {total_hit / max(total_truth, 1):.1%} (mean per function "
-          f"{mean_recall:.1%}), precision {total_hit}/{total_rep} = {total_hit / max(total_rep, 1):.1%}, "
-          f"unmentioned files {sum(len(r['unmentioned']) for r in rows)}")
+    print(
+        f"overall: recall {total_hit}/{total_truth} = {total_hit / max(total_truth, 1):.1%} (mean per function "
+        f"{mean_recall:.1%}), precision {total_hit}/{total_rep} = {total_hit / max(total_rep, 1):.1%}, "
+        f"unmentioned files {sum(len(r['unmentioned']) for r in rows)}"
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"build_s": build_s, "rows": rows}, fh, indent=1)

@@ -79,15 +79,70 @@ def expected_text(n: int) -> str:
 
 
 def tiny_body(stream: bool) -> dict[str, Any]:
-    return {"model": "claude-sonnet-4-5-20250929", "max_tokens": STREAM_TOKENS if stream else SMALL_ANSWER_TOKENS,
-            "messages": [{"role": "user", "content": "Say hello."}], **({"stream": True} if stream else {})}
+    return {
+        "model": "claude-sonnet-4-5-20250929",
+        "max_tokens": STREAM_TOKENS if stream else SMALL_ANSWER_TOKENS,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        **({"stream": True} if stream else {}),
+    }
 
 
-VOCAB = ("file", "the", "tool", "use", "when", "user", "code", "must", "never", "always", "output", "command",
-         "search", "read", "edit", "test", "before", "after", "path", "function", "error", "return", "task",
-         "concise", "answer", "project", "changes", "commit", "lint", "run", "check", "in", "a", "to", "of", "and")
-CC_TOOL_NAMES = ("Task", "Bash", "Glob", "Grep", "LS", "ExitPlanMode", "Read", "Edit", "MultiEdit", "Write",
-                 "NotebookEdit", "WebFetch", "TodoWrite", "WebSearch", "BashOutput", "KillShell")
+VOCAB = (
+    "file",
+    "the",
+    "tool",
+    "use",
+    "when",
+    "user",
+    "code",
+    "must",
+    "never",
+    "always",
+    "output",
+    "command",
+    "search",
+    "read",
+    "edit",
+    "test",
+    "before",
+    "after",
+    "path",
+    "function",
+    "error",
+    "return",
+    "task",
+    "concise",
+    "answer",
+    "project",
+    "changes",
+    "commit",
+    "lint",
+    "run",
+    "check",
+    "in",
+    "a",
+    "to",
+    "of",
+    "and",
+)
+CC_TOOL_NAMES = (
+    "Task",
+    "Bash",
+    "Glob",
+    "Grep",
+    "LS",
+    "ExitPlanMode",
+    "Read",
+    "Edit",
+    "MultiEdit",
+    "Write",
+    "NotebookEdit",
+    "WebFetch",
+    "TodoWrite",
+    "WebSearch",
+    "BashOutput",
+    "KillShell",
+)
 
 
 def _prose(rng: random.Random, nbytes: int) -> str:
@@ -111,36 +166,70 @@ def cc_body(stream: bool) -> dict[str, Any]:
     for name in CC_TOOL_NAMES:
         props = {}
         for j in range(3):
-            props[f"{name.lower()}_arg{j}"] = {"type": "string" if j != 2 else "number",
-                                               "description": _prose(rng, 60)}
-        tools.append({"name": name, "description": _prose(rng, 150),
-                      "input_schema": {"type": "object", "properties": props, "required": [f"{name.lower()}_arg0"],
-                                       "additionalProperties": False,
-                                       "$schema": "http://json-schema.org/draft-07/schema#"}})
+            props[f"{name.lower()}_arg{j}"] = {
+                "type": "string" if j != 2 else "number",
+                "description": _prose(rng, 60),
+            }
+        tools.append(
+            {
+                "name": name,
+                "description": _prose(rng, 150),
+                "input_schema": {
+                    "type": "object",
+                    "properties": props,
+                    "required": [f"{name.lower()}_arg0"],
+                    "additionalProperties": False,
+                    "$schema": "http://json-schema.org/draft-07/schema#",
+                },
+            }
+        )
     system = [
         {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.0.0.bench; cc_entrypoint=cli"},
-        {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.",
-         "cache_control": {"type": "ephemeral"}},
+        {
+            "type": "text",
+            "text": "You are Claude Code, Anthropic's official CLI for Claude.",
+            "cache_control": {"type": "ephemeral"},
+        },
         {"type": "text", "text": _prose(rng, 20_000), "cache_control": {"type": "ephemeral"}},
     ]
-    messages = [{"role": "user", "content": [
-        {"type": "text", "text": "<system-reminder>\n" + _prose(rng, 600) + "\n</system-reminder>"},
-        {"type": "text", "text": "Find where the retry delay is computed and explain it.",
-         "cache_control": {"type": "ephemeral"}}]}]
-    body = {"model": "claude-sonnet-4-5-20250929", "messages": messages, "system": system, "tools": tools,
-            "metadata": {"user_id": "user_bench_account__session_00000000-0000-0000-0000-000000000000"},
-            "max_tokens": STREAM_TOKENS if stream else SMALL_ANSWER_TOKENS, "temperature": 1}
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "<system-reminder>\n" + _prose(rng, 600) + "\n</system-reminder>"},
+                {
+                    "type": "text",
+                    "text": "Find where the retry delay is computed and explain it.",
+                    "cache_control": {"type": "ephemeral"},
+                },
+            ],
+        }
+    ]
+    body = {
+        "model": "claude-sonnet-4-5-20250929",
+        "messages": messages,
+        "system": system,
+        "tools": tools,
+        "metadata": {"user_id": "user_bench_account__session_00000000-0000-0000-0000-000000000000"},
+        "max_tokens": STREAM_TOKENS if stream else SMALL_ANSWER_TOKENS,
+        "temperature": 1,
+    }
     if stream:
         body["stream"] = True
     return body
 
 
 TINY_HEADERS = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
-CC_HEADERS = {**TINY_HEADERS, "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
-              "user-agent": "claude-cli/2.0.0 (external, cli)", "x-app": "cli", "accept": "application/json",
-              "anthropic-dangerous-direct-browser-access": "true",
-              # Claude Code names its session; lynkr then appends each turn to one session record.
-              "x-claude-code-session-id": "00000000-0000-4000-8000-000000000bench"}
+CC_HEADERS = {
+    **TINY_HEADERS,
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
+    "user-agent": "claude-cli/2.0.0 (external, cli)",
+    "x-app": "cli",
+    "accept": "application/json",
+    "anthropic-dangerous-direct-browser-access": "true",
+    # Claude Code names its session; lynkr then appends each turn to one session record.
+    "x-claude-code-session-id": "00000000-0000-4000-8000-000000000bench",
+}
 
 
 @dataclass
@@ -170,10 +259,12 @@ def scenarios(quick: bool) -> list[Scenario]:
     d1, d32 = (1.0, 1.5) if quick else (4.0, 5.0)
     out = []
     for kind in ("tiny", "cc"):
-        out += [Scenario(f"{kind} c=1", kind, False, 1, 400 if quick else 3000, d1),
-                Scenario(f"{kind} c=32", kind, False, 32, 2000 if quick else 30000, d32),
-                Scenario(f"{kind} stream c=1", kind, True, 1, 200 if quick else 1000, d1),
-                Scenario(f"{kind} stream c=32", kind, True, 32, 1000 if quick else 5000, d32)]
+        out += [
+            Scenario(f"{kind} c=1", kind, False, 1, 400 if quick else 3000, d1),
+            Scenario(f"{kind} c=32", kind, False, 32, 2000 if quick else 30000, d32),
+            Scenario(f"{kind} stream c=1", kind, True, 1, 200 if quick else 1000, d1),
+            Scenario(f"{kind} stream c=32", kind, True, 32, 1000 if quick else 5000, d32),
+        ]
     return out
 
 
@@ -196,7 +287,7 @@ def proc_children() -> dict[int, list[int]]:
                 stat = fh.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         kids.setdefault(int(fields[1]), []).append(int(entry))
     return kids
 
@@ -220,7 +311,7 @@ def cpu_seconds(pids: list[int]) -> float:
                 stat = fh.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat(5))
     return total / CLK_TCK
 
@@ -246,7 +337,9 @@ def machine_busy_s() -> float:
     return (sum(parts[:8]) - idle) / CLK_TCK
 
 
-def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, poll_s: float = 0.002) -> float:
+def wait_port(
+    port: int, timeout: float, proc: subprocess.Popen | None = None, poll_s: float = 0.002
+) -> float:
     """Seconds until 127.0.0.1:port accepts a TCP connection; raises on timeout or process exit."""
     t0 = time.perf_counter()
     while True:
@@ -265,11 +358,35 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, p
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment minus anything that would reconfigure a target (lynkr keys, proxies)."""
-    prefixes = ("LYNKR_", "MODEL_", "DATABRICKS_", "AZURE_", "PROMPT_CACHE_", "POLICY_", "MCP_", "WORKSPACE_",
-                "WEB_", "SESSION_", "LOG_", "STREAM_", "UPSTREAM_", "SHUTDOWN_", "CIRCUIT_", "FALLBACK_",
-                "MAX_CONCURRENT", "RATE_LIMIT", "LITELLM_", "OPENAI_", "ANTHROPIC_")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(prefixes) and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    prefixes = (
+        "LYNKR_",
+        "MODEL_",
+        "DATABRICKS_",
+        "AZURE_",
+        "PROMPT_CACHE_",
+        "POLICY_",
+        "MCP_",
+        "WORKSPACE_",
+        "WEB_",
+        "SESSION_",
+        "LOG_",
+        "STREAM_",
+        "UPSTREAM_",
+        "SHUTDOWN_",
+        "CIRCUIT_",
+        "FALLBACK_",
+        "MAX_CONCURRENT",
+        "RATE_LIMIT",
+        "LITELLM_",
+        "OPENAI_",
+        "ANTHROPIC_",
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(prefixes)
+        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    }
     env.update(extra)
     return env
 
@@ -307,8 +424,9 @@ class Target:
 def spawn(argv: list[str], env: dict[str, str], cwd: str, logfile: str) -> subprocess.Popen:
     """Start a process in its own session (so it and its children can be stopped together), output to a file."""
     with open(logfile, "ab") as out:
-        return subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
 
 
 def tail(path: str, n: int = 400) -> str:
@@ -328,13 +446,31 @@ def install_ccr() -> None:
     node = shutil.which("node")
     if not node:
         raise RuntimeError("node is not installed")
-    major = int(subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip().lstrip("v").split(".")[0])
+    major = int(
+        subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+        .stdout.strip()
+        .lstrip("v")
+        .split(".")[0]
+    )
     if major < 20:
         raise RuntimeError(f"claude-code-router {CCR_VERSION} needs Node >= 20 (have {major})")
     os.makedirs(CCR_DIR, exist_ok=True)
     log(f"installing @musistudio/claude-code-router@{CCR_VERSION} into {CCR_DIR}")
-    r = subprocess.run(["npm", "install", "--prefix", CCR_DIR, "--no-audit", "--no-fund",
-                        f"@musistudio/claude-code-router@{CCR_VERSION}"], capture_output=True, text=True, timeout=900, check=False)
+    r = subprocess.run(
+        [
+            "npm",
+            "install",
+            "--prefix",
+            CCR_DIR,
+            "--no-audit",
+            "--no-fund",
+            f"@musistudio/claude-code-router@{CCR_VERSION}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     if r.returncode != 0 or not os.path.exists(CCR_CLI):
         raise RuntimeError(f"npm install failed: {(r.stderr or r.stdout)[-300:]}")
 
@@ -343,33 +479,56 @@ def install_litellm() -> None:
     if os.path.exists(LITELLM_BIN):
         return
     log(f"installing litellm[proxy]=={LITELLM_VERSION} into {LITELLM_DIR} (takes a few minutes)")
-    r = subprocess.run([sys.executable, "-m", "venv", LITELLM_DIR], capture_output=True, text=True, timeout=300, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "venv", LITELLM_DIR], capture_output=True, text=True, timeout=300, check=False
+    )
     if r.returncode != 0:
         raise RuntimeError(f"venv failed: {r.stderr[-300:]}")
-    r = subprocess.run([os.path.join(LITELLM_DIR, "bin", "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
-                       capture_output=True, text=True, timeout=1800, check=False)
+    r = subprocess.run(
+        [os.path.join(LITELLM_DIR, "bin", "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     if r.returncode != 0 or not os.path.exists(LITELLM_BIN):
         raise RuntimeError(f"pip install failed: {(r.stderr or r.stdout)[-300:]}")
 
 
-def lynkr_env(work: str, fake_port: int, port: int, log_level: str, name: str, **extra: str) -> tuple[dict[str, str], str]:
+def lynkr_env(
+    work: str, fake_port: int, port: int, log_level: str, name: str, **extra: str
+) -> tuple[dict[str, str], str]:
     ws = os.path.join(work, name, "ws")
     os.makedirs(ws, exist_ok=True)
     os.makedirs(os.path.join(work, "no-mcp"), exist_ok=True)
     env = clean_env(
-        DATABRICKS_API_BASE=f"http://127.0.0.1:{fake_port}", DATABRICKS_API_KEY="bench-token",
-        LYNKR_HOST="127.0.0.1", LYNKR_PORT=str(port), LYNKR_INDEX_ON_START="false", PROMPT_CACHE_ENABLED="false",
-        LYNKR_DATA_DIR=os.path.join(work, name, "data"), WORKSPACE_ROOT=ws,
-        MCP_MANIFEST_DIRS=os.path.join(work, "no-mcp"), LOG_LEVEL=log_level, **extra)
+        DATABRICKS_API_BASE=f"http://127.0.0.1:{fake_port}",
+        DATABRICKS_API_KEY="bench-token",
+        LYNKR_HOST="127.0.0.1",
+        LYNKR_PORT=str(port),
+        LYNKR_INDEX_ON_START="false",
+        PROMPT_CACHE_ENABLED="false",
+        LYNKR_DATA_DIR=os.path.join(work, name, "data"),
+        WORKSPACE_ROOT=ws,
+        MCP_MANIFEST_DIRS=os.path.join(work, "no-mcp"),
+        LOG_LEVEL=log_level,
+        **extra,
+    )
     return env, ws
 
 
-def start_lynkr(work: str, fake_port: int, args: argparse.Namespace, name: str = "lynkr", **extra: str) -> Target:
+def start_lynkr(
+    work: str, fake_port: int, args: argparse.Namespace, name: str = "lynkr", **extra: str
+) -> Target:
     t = Target(name, "lynkr")
     port = free_port()
     env, ws = lynkr_env(work, fake_port, port, args.lynkr_log_level, name, **extra)
     t.logfile = os.path.join(work, f"{name}.log")
-    argv = [*args.lynkr_prefix.split(), args.python, args.lynkr] if args.lynkr_prefix else [args.python, args.lynkr]
+    argv = (
+        [*args.lynkr_prefix.split(), args.python, args.lynkr]
+        if args.lynkr_prefix
+        else [args.python, args.lynkr]
+    )
     t.proc = spawn(argv, env, ws, t.logfile)
     try:
         t.startup_s = wait_port(port, 30, t.proc)
@@ -389,10 +548,22 @@ def start_ccr(work: str, fake_port: int) -> Target:
     home = os.path.join(work, "ccr-home")
     os.makedirs(os.path.join(home, ".claude-code-router"), exist_ok=True)
     port = free_port()
-    config = {"LOG": False, "HOST": "127.0.0.1", "PORT": port, "API_TIMEOUT_MS": 600000, "NON_INTERACTIVE_MODE": True,
-              "Providers": [{"name": "fake", "api_base_url": f"http://127.0.0.1:{fake_port}/v1/chat/completions",
-                             "api_key": "bench-token", "models": ["fake-model"]}],
-              "Router": {"default": "fake,fake-model"}}
+    config = {
+        "LOG": False,
+        "HOST": "127.0.0.1",
+        "PORT": port,
+        "API_TIMEOUT_MS": 600000,
+        "NON_INTERACTIVE_MODE": True,
+        "Providers": [
+            {
+                "name": "fake",
+                "api_base_url": f"http://127.0.0.1:{fake_port}/v1/chat/completions",
+                "api_key": "bench-token",
+                "models": ["fake-model"],
+            }
+        ],
+        "Router": {"default": "fake,fake-model"},
+    }
     with open(os.path.join(home, ".claude-code-router", "config.json"), "w") as fh:
         json.dump(config, fh, indent=2)
     t.logfile = os.path.join(work, "ccr.log")
@@ -428,7 +599,9 @@ litellm_settings:
     port = free_port()
     t.logfile = os.path.join(work, "litellm.log")
     env = clean_env(HOME=home, LITELLM_MASTER_KEY=CLIENT_KEY, LITELLM_LOCAL_MODEL_COST_MAP="True")
-    t.proc = spawn([LITELLM_BIN, "--config", cfg, "--host", "127.0.0.1", "--port", str(port)], env, home, t.logfile)
+    t.proc = spawn(
+        [LITELLM_BIN, "--config", cfg, "--host", "127.0.0.1", "--port", str(port)], env, home, t.logfile
+    )
     try:
         t.startup_s = wait_port(port, 180, t.proc, 0.02)
     except RuntimeError as exc:
@@ -455,18 +628,45 @@ class Burst:
 async def measure(target: Target, sc: Scenario, rnd: int, ours: list[int], warmup: bool) -> Burst:
     body = sc.body
     if warmup:
-        await load.run_load(target.url, body, sc.headers, concurrency=sc.concurrency, count=max(20, sc.concurrency * 4),
-                            duration_s=0.5, stream=sc.stream, expect_text=sc.expect, timeout_s=60, keep_bodies=0)
+        await load.run_load(
+            target.url,
+            body,
+            sc.headers,
+            concurrency=sc.concurrency,
+            count=max(20, sc.concurrency * 4),
+            duration_s=0.5,
+            stream=sc.stream,
+            expect_text=sc.expect,
+            timeout_s=60,
+            keep_bodies=0,
+        )
     pids = target.pids()
     all_ours = [*ours, *pids]
     cpu0, busy0, ours0, t0 = cpu_seconds(pids), machine_busy_s(), cpu_seconds(all_ours), time.perf_counter()
-    res = await load.run_load(target.url, body, sc.headers, concurrency=sc.concurrency, count=sc.count,
-                              duration_s=sc.duration_s, stream=sc.stream, expect_text=sc.expect, timeout_s=60)
+    res = await load.run_load(
+        target.url,
+        body,
+        sc.headers,
+        concurrency=sc.concurrency,
+        count=sc.count,
+        duration_s=sc.duration_s,
+        stream=sc.stream,
+        expect_text=sc.expect,
+        timeout_s=60,
+    )
     cpu1, busy1, ours1, t1 = cpu_seconds(pids), machine_busy_s(), cpu_seconds(all_ours), time.perf_counter()
     # Cores kept busy by processes other than ours (other users of the shared machine) meanwhile.
     foreign = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / max(t1 - t0, 1e-6)
-    return Burst(target.name, sc.name, rnd, res.summary(), cpu1 - cpu0 if pids else float("nan"), foreign,
-                 res.latencies, res.ttfts)
+    return Burst(
+        target.name,
+        sc.name,
+        rnd,
+        res.summary(),
+        cpu1 - cpu0 if pids else float("nan"),
+        foreign,
+        res.latencies,
+        res.ttfts,
+    )
 
 
 async def slow_streams(work: str, fake_port: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -492,19 +692,39 @@ async def slow_streams(work: str, fake_port: int, args: argparse.Namespace) -> d
         task = asyncio.ensure_future(sampler())
         body = json.dumps({**tiny_body(True), "max_tokens": tokens}).encode()
         cpu0 = cpu_seconds([pid])
-        res = await load.run_load(t.url, body, TINY_HEADERS, concurrency=n, count=n,
-                                  duration_s=tokens * delay_ms / 1000 * 4 + 60, timeout_s=tokens * delay_ms / 1000 * 4 + 60,
-                                  stream=True, expect_text=expected_text(tokens), connect_timeout_s=60)
+        res = await load.run_load(
+            t.url,
+            body,
+            TINY_HEADERS,
+            concurrency=n,
+            count=n,
+            duration_s=tokens * delay_ms / 1000 * 4 + 60,
+            timeout_s=tokens * delay_ms / 1000 * 4 + 60,
+            stream=True,
+            expect_text=expected_text(tokens),
+            connect_timeout_s=60,
+        )
         cpu1 = cpu_seconds([pid])
         sampling = False
         await task
         s = res.summary()
-        out.update(ok=s["ok"], errors=s["errors"], invalid=s["invalid"], first_error=s["first_error"],
-                   max_open=s["max_open"], total_p50_ms=s["p50_ms"], total_p99_ms=s["p99_ms"],
-                   ttft_p50_ms=s["ttft_p50_ms"], ttft_p99_ms=s["ttft_p99_ms"], wall_s=s["wall_s"],
-                   rss_before_mib=rss_before / 1024, rss_peak_sample_mib=peak_sample / 1024,
-                   vmhwm_mib=mem_kib([pid], "VmHWM") / 1024, cpu_ms_per_stream=1000 * (cpu1 - cpu0) / max(1, s["ok"]),
-                   upstream=fake_stats(fake_port))
+        out.update(
+            ok=s["ok"],
+            errors=s["errors"],
+            invalid=s["invalid"],
+            first_error=s["first_error"],
+            max_open=s["max_open"],
+            total_p50_ms=s["p50_ms"],
+            total_p99_ms=s["p99_ms"],
+            ttft_p50_ms=s["ttft_p50_ms"],
+            ttft_p99_ms=s["ttft_p99_ms"],
+            wall_s=s["wall_s"],
+            rss_before_mib=rss_before / 1024,
+            rss_peak_sample_mib=peak_sample / 1024,
+            vmhwm_mib=mem_kib([pid], "VmHWM") / 1024,
+            cpu_ms_per_stream=1000 * (cpu1 - cpu0) / max(1, s["ok"]),
+            upstream=fake_stats(fake_port),
+        )
     finally:
         t.stop()
     return out
@@ -521,7 +741,7 @@ def fake_stats(port: int) -> dict[str, Any]:
 
 def startup_times(work: str, fake_port: int, args: argparse.Namespace, n: int) -> list[float]:
     times = []
-    for i in range(n):
+    for _i in range(n):
         t = start_lynkr(work, fake_port, args, name="lynkr-start")
         try:
             if t.error:
@@ -558,10 +778,13 @@ def aggregate(bursts: list[Burst], target: str, scenario: str) -> dict[str, Any]
     lat = sorted(x for b in bs for x in b.latencies)
     ttft = sorted(x for b in bs for x in b.ttfts)
     return {
-        "ok": ok, "errors": sum(b.summary["errors"] for b in bs), "invalid": sum(b.summary["invalid"] for b in bs),
+        "ok": ok,
+        "errors": sum(b.summary["errors"] for b in bs),
+        "invalid": sum(b.summary["invalid"] for b in bs),
         "first_error": next((b.summary["first_error"] for b in bs if b.summary["first_error"]), ""),
         "rps": med([b.summary["rps"] for b in bs]),
-        "p50_ms": med([b.summary["p50_ms"] for b in bs]), "p99_ms": load.pct(lat, 99) * 1000,
+        "p50_ms": med([b.summary["p50_ms"] for b in bs]),
+        "p99_ms": load.pct(lat, 99) * 1000,
         "ttft_p50_ms": med([b.summary["ttft_p50_ms"] for b in bs]) if ttft else float("nan"),
         "ttft_p99_ms": load.pct(ttft, 99) * 1000 if ttft else float("nan"),
         "cpu_ms": 1000 * sum(b.cpu_s for b in bs) / ok if ok else float("nan"),
@@ -576,7 +799,10 @@ def added(bursts: list[Burst], target: str, scenario: str, key: str) -> float:
     for b in bursts:
         if b.target != target or b.scenario != scenario:
             continue
-        d = next((x for x in bursts if x.target == "direct" and x.scenario == scenario and x.round == b.round), None)
+        d = next(
+            (x for x in bursts if x.target == "direct" and x.scenario == scenario and x.round == b.round),
+            None,
+        )
         if d is not None:
             diffs.append(b.summary[key] - d.summary[key])
     return med(diffs)
@@ -587,29 +813,44 @@ def added_p99(bursts: list[Burst], target: str, scenario: str) -> float:
     return t.get("p99_ms", float("nan")) - d.get("p99_ms", float("nan")) if t and d else float("nan")
 
 
-def report(targets: list[Target], bursts: list[Burst], slow: dict[str, Any], starts: list[float],
-           rss: dict[str, dict[str, float]], meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def report(
+    targets: list[Target],
+    bursts: list[Burst],
+    slow: dict[str, Any],
+    starts: list[float],
+    rss: dict[str, dict[str, float]],
+    meta: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
     lines: list[str] = []
     names = [t.name for t in targets]
     label = {t.name: t.label for t in targets}
     errors = {t.name: t.error for t in targets if t.error}
     lines.append(f"lynkr at commit {meta['lynkr']}")
     lines.append("")
-    lines.append(f"Machine: {meta['machine']}; rounds: {meta['rounds']}; foreign CPU load during bursts "
-                 f"(other processes, cores busy, median): {meta['foreign_cores']:.2f}; load average before/after: "
-                 f"{meta['load_before']} / {meta['load_after']}")
+    lines.append(
+        f"Machine: {meta['machine']}; rounds: {meta['rounds']}; foreign CPU load during bursts "
+        f"(other processes, cores busy, median): {meta['foreign_cores']:.2f}; load average before/after: "
+        f"{meta['load_before']} / {meta['load_after']}"
+    )
     lines.append("")
     for t in targets:
         if t.error:
             lines.append(f"- **{t.label}: not measured** — {t.error}")
     if errors:
         lines.append("")
-    for kind, title in (("tiny", "Tiny request (~100 B, 16-token answer)"),
-                        ("cc", "Claude-Code-sized request (~27 KB: 16 tools, 20 KB system; 16-token answer)")):
-        lines += [f"### {title}", "",
-                  ("| target | p50 c=1 (ms) | added p50 c=1 | added p99 c=1 | req/s c=32 | p50 c=32 (ms) | "
-                   "CPU ms/req (c=32) | errors/invalid |"),
-                  "|---|---|---|---|---|---|---|---|"]
+    for kind, title in (
+        ("tiny", "Tiny request (~100 B, 16-token answer)"),
+        ("cc", "Claude-Code-sized request (~27 KB: 16 tools, 20 KB system; 16-token answer)"),
+    ):
+        lines += [
+            f"### {title}",
+            "",
+            (
+                "| target | p50 c=1 (ms) | added p50 c=1 | added p99 c=1 | req/s c=32 | p50 c=32 (ms) | "
+                "CPU ms/req (c=32) | errors/invalid |"
+            ),
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name in names:
             if name in errors:
                 lines.append(f"| {label[name]} | not measured | | | | | | |")
@@ -622,16 +863,26 @@ def report(targets: list[Target], bursts: list[Burst], slow: dict[str, Any], sta
                 f"| {label[name]} | {fmt(a1['p50_ms'])} | {'—' if is_direct else fmt(added(bursts, name, f'{kind} c=1', 'p50_ms'), 2, ' ms')} | "
                 f"{'—' if is_direct else fmt(added_p99(bursts, name, f'{kind} c=1'), 2, ' ms')} | {fmt(a32.get('rps'), 0)} | "
                 f"{fmt(a32.get('p50_ms'))} | {'—' if is_direct else fmt(a32.get('cpu_ms'))} | "
-                f"{a1['errors'] + a32.get('errors', 0)}/{a1['invalid'] + a32.get('invalid', 0)} |")
-        lines += ["", f"200-token streams, {title.split(' (')[0].lower()}:", "",
-                  ("| target | TTFT p50 c=1 | total p50 c=1 | added total c=1 | TTFT p50 c=32 | total p50 c=32 | "
-                   "streams/s c=32 | CPU ms/stream (c=32) | errors/invalid |"),
-                  "|---|---|---|---|---|---|---|---|---|"]
+                f"{a1['errors'] + a32.get('errors', 0)}/{a1['invalid'] + a32.get('invalid', 0)} |"
+            )
+        lines += [
+            "",
+            f"200-token streams, {title.split(' (')[0].lower()}:",
+            "",
+            (
+                "| target | TTFT p50 c=1 | total p50 c=1 | added total c=1 | TTFT p50 c=32 | total p50 c=32 | "
+                "streams/s c=32 | CPU ms/stream (c=32) | errors/invalid |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name in names:
             if name in errors:
                 lines.append(f"| {label[name]} | not measured | | | | | | | |")
                 continue
-            s1, s32 = aggregate(bursts, name, f"{kind} stream c=1"), aggregate(bursts, name, f"{kind} stream c=32")
+            s1, s32 = (
+                aggregate(bursts, name, f"{kind} stream c=1"),
+                aggregate(bursts, name, f"{kind} stream c=32"),
+            )
             if not s1:
                 continue
             is_direct = name == "direct"
@@ -640,10 +891,15 @@ def report(targets: list[Target], bursts: list[Burst], slow: dict[str, Any], sta
                 f"{'—' if is_direct else fmt(added(bursts, name, f'{kind} stream c=1', 'p50_ms'), 2, ' ms')} | "
                 f"{fmt(s32.get('ttft_p50_ms'), 1, ' ms')} | {fmt(s32.get('p50_ms'), 1, ' ms')} | {fmt(s32.get('rps'), 0)} | "
                 f"{'—' if is_direct else fmt(s32.get('cpu_ms'))} | "
-                f"{s1['errors'] + s32.get('errors', 0)}/{s1['invalid'] + s32.get('invalid', 0)} |")
+                f"{s1['errors'] + s32.get('errors', 0)}/{s1['invalid'] + s32.get('invalid', 0)} |"
+            )
         lines.append("")
-    lines += ["### Memory and start-up", "", "| target | peak RSS, VmHWM (MiB) | RSS at end (MiB) | start-up to accepting connections |",
-              "|---|---|---|---|"]
+    lines += [
+        "### Memory and start-up",
+        "",
+        "| target | peak RSS, VmHWM (MiB) | RSS at end (MiB) | start-up to accepting connections |",
+        "|---|---|---|---|",
+    ]
     for t in targets:
         if t.name == "direct":
             continue
@@ -651,36 +907,62 @@ def report(targets: list[Target], bursts: list[Burst], slow: dict[str, Any], sta
             lines.append(f"| {t.label} | not measured | | |")
             continue
         r = rss.get(t.name, {})
-        st = f"{fmt(med(starts), 3)} s (median of {len(starts)}; min {fmt(min(starts), 3)} s)" if t.name == "lynkr" and starts \
+        st = (
+            f"{fmt(med(starts), 3)} s (median of {len(starts)}; min {fmt(min(starts), 3)} s)"
+            if t.name == "lynkr" and starts
             else fmt(t.startup_s, 2, " s")
+        )
         lines.append(f"| {t.label} | {fmt(r.get('hwm'), 1)} | {fmt(r.get('rss'), 1)} | {st} |")
     lines.append("")
     if slow:
         if slow.get("error"):
             lines.append(f"Slow streams: {slow['error']}")
         else:
-            lines += [(f"### {slow['streams']} concurrent slow streams through lynkr "
-                       f"({slow['tokens']} tokens, {slow['delay_ms']} ms between tokens)"), "",
-                      ("| completed | errors | invalid | max open at once (client / upstream) | total p50 / p99 | "
-                       "TTFT p50 / p99 | peak RSS (VmHWM) | RSS before | CPU ms/stream |"),
-                      "|---|---|---|---|---|---|---|---|---|",
-                      (f"| {slow['ok']} | {slow['errors']} | {slow['invalid']} | {slow['max_open']} / "
-                       f"{slow['upstream'].get('max_streams_open')} | {fmt(slow['total_p50_ms'], 0, ' ms')} / "
-                       f"{fmt(slow['total_p99_ms'], 0, ' ms')} | {fmt(slow['ttft_p50_ms'], 0, ' ms')} / "
-                       f"{fmt(slow['ttft_p99_ms'], 0, ' ms')} | {fmt(slow['vmhwm_mib'], 1)} MiB | "
-                       f"{fmt(slow['rss_before_mib'], 1)} MiB | {fmt(slow['cpu_ms_per_stream'])} |"), ""]
+            lines += [
+                (
+                    f"### {slow['streams']} concurrent slow streams through lynkr "
+                    f"({slow['tokens']} tokens, {slow['delay_ms']} ms between tokens)"
+                ),
+                "",
+                (
+                    "| completed | errors | invalid | max open at once (client / upstream) | total p50 / p99 | "
+                    "TTFT p50 / p99 | peak RSS (VmHWM) | RSS before | CPU ms/stream |"
+                ),
+                "|---|---|---|---|---|---|---|---|---|",
+                (
+                    f"| {slow['ok']} | {slow['errors']} | {slow['invalid']} | {slow['max_open']} / "
+                    f"{slow['upstream'].get('max_streams_open')} | {fmt(slow['total_p50_ms'], 0, ' ms')} / "
+                    f"{fmt(slow['total_p99_ms'], 0, ' ms')} | {fmt(slow['ttft_p50_ms'], 0, ' ms')} / "
+                    f"{fmt(slow['ttft_p99_ms'], 0, ' ms')} | {fmt(slow['vmhwm_mib'], 1)} MiB | "
+                    f"{fmt(slow['rss_before_mib'], 1)} MiB | {fmt(slow['cpu_ms_per_stream'])} |"
+                ),
+                "",
+            ]
             if slow.get("first_error"):
                 lines += [f"First failure: `{slow['first_error'][:200]}`", ""]
     verdicts = targets_table(bursts, slow, starts, rss, errors)
     lines += verdicts
-    raw = {"meta": meta, "errors": errors, "slow": slow, "startup_s": starts, "rss_mib": rss,
-           "aggregates": {f"{n} | {s}": aggregate(bursts, n, s) for n in names for s in {b.scenario for b in bursts}},
-           "bursts": [{**b.__dict__, "latencies": None, "ttfts": None} for b in bursts]}
+    raw = {
+        "meta": meta,
+        "errors": errors,
+        "slow": slow,
+        "startup_s": starts,
+        "rss_mib": rss,
+        "aggregates": {
+            f"{n} | {s}": aggregate(bursts, n, s) for n in names for s in {b.scenario for b in bursts}
+        },
+        "bursts": [{**b.__dict__, "latencies": None, "ttfts": None} for b in bursts],
+    }
     return "\n".join(lines), raw
 
 
-def targets_table(bursts: list[Burst], slow: dict[str, Any], starts: list[float],
-                  rss: dict[str, dict[str, float]], errors: dict[str, str]) -> list[str]:
+def targets_table(
+    bursts: list[Burst],
+    slow: dict[str, Any],
+    starts: list[float],
+    rss: dict[str, dict[str, float]],
+    errors: dict[str, str],
+) -> list[str]:
     def agg(name: str, sc: str, key: str) -> float:
         return aggregate(bursts, name, sc).get(key, float("nan")) if name not in errors else float("nan")
 
@@ -719,8 +1001,14 @@ def targets_table(bursts: list[Burst], slow: dict[str, Any], starts: list[float]
         row(f"{slow['streams']} slow streams: dropped or invalid", "0", float(dropped), dropped == 0)
     v = med(starts)
     row("start-up to accepting connections (no MCP)", "≤ 0.3 s", v, v <= 0.3, " s")
-    return ["### lynkr against the targets of issue 7", "", "| target | goal | measured | verdict |",
-            "|---|---|---|---|", *rows, ""]
+    return [
+        "### lynkr against the targets of issue 7",
+        "",
+        "| target | goal | measured | verdict |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 # -- main --
@@ -730,7 +1018,9 @@ def run_meta(args: argparse.Namespace, work: str) -> dict[str, Any]:
     """What was measured: lynkr's commit and a snapshot of lynkr.py that every lynkr of the run uses."""
 
     def git(*argv: str) -> str:
-        return subprocess.run(["git", "-C", REPO, *argv], capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", REPO, *argv], capture_output=True, text=True, check=False
+        ).stdout.strip()
 
     dirty = " (lynkr.py modified)" if git("status", "--porcelain", "lynkr.py") else ""
     meta: dict[str, Any] = {
@@ -749,8 +1039,19 @@ def run_meta(args: argparse.Namespace, work: str) -> dict[str, Any]:
 
 def start_fake(work: str, args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     port_file = os.path.join(work, "fake.port")
-    fake = spawn([sys.executable, os.path.join(HERE, "fake_upstream.py"), "--port-file", port_file,
-                  "--max-runtime-s", str(args.max_runtime_s)], clean_env(), work, os.path.join(work, "fake.log"))
+    fake = spawn(
+        [
+            sys.executable,
+            os.path.join(HERE, "fake_upstream.py"),
+            "--port-file",
+            port_file,
+            "--max-runtime-s",
+            str(args.max_runtime_s),
+        ],
+        clean_env(),
+        work,
+        os.path.join(work, "fake.log"),
+    )
     deadline = time.monotonic() + 10
     while not os.path.exists(port_file):
         if time.monotonic() > deadline or fake.poll() is not None:
@@ -772,7 +1073,9 @@ def write_json(path: str, obj: Any) -> None:
         json.dump(obj, fh, indent=1, default=str)
 
 
-async def run(args: argparse.Namespace, work: str, meta: dict[str, Any], fake: subprocess.Popen, fake_port: int) -> int:
+async def run(
+    args: argparse.Namespace, work: str, meta: dict[str, Any], fake: subprocess.Popen, fake_port: int
+) -> int:
     targets: list[Target] = []
     try:
         direct = Target("direct", "direct to fake upstream", url=f"http://127.0.0.1:{fake_port}/v1/messages")
@@ -796,16 +1099,24 @@ async def run(args: argparse.Namespace, work: str, meta: dict[str, Any], fake: s
         for t in live:
             for sc in scs:
                 try:
-                    await load.run_load(t.url, sc.body, sc.headers, concurrency=sc.concurrency,
-                                        count=min(sc.count, 300), duration_s=args.warmup_s, stream=sc.stream,
-                                        timeout_s=60, keep_bodies=0)
+                    await load.run_load(
+                        t.url,
+                        sc.body,
+                        sc.headers,
+                        concurrency=sc.concurrency,
+                        count=min(sc.count, 300),
+                        duration_s=args.warmup_s,
+                        stream=sc.stream,
+                        timeout_s=60,
+                        keep_bodies=0,
+                    )
                 except (load.LoadError, OSError) as exc:
                     log(f"  warm-up of {t.name} on {sc.name} failed: {exc}")
             log(f"  warmed up {t.name}")
         for rnd in range(args.rounds):
             log(f"round {rnd + 1}/{args.rounds}, load average {os.getloadavg()[0]:.2f}")
             for sc in scs:
-                order = live[rnd % len(live):] + live[:rnd % len(live)]
+                order = live[rnd % len(live) :] + live[: rnd % len(live)]
                 for t in order:
                     if not t.alive():
                         if not t.error:
@@ -818,11 +1129,16 @@ async def run(args: argparse.Namespace, work: str, meta: dict[str, Any], fake: s
                         continue
                     bursts.append(b)
                     s = b.summary
-                    log(f"  {sc.name:>16} {t.name:>8}: {s['ok']:>6} ok {s['errors']} err {s['invalid']} inv "
+                    log(
+                        f"  {sc.name:>16} {t.name:>8}: {s['ok']:>6} ok {s['errors']} err {s['invalid']} inv "
                         f"{s['rps']:8.1f}/s p50 {s['p50_ms']:7.2f} ms ttft {s['ttft_p50_ms']:7.2f} ms "
-                        f"cpu {1000 * b.cpu_s / max(1, s['ok']):.2f} ms/req  other load {b.foreign_cores:.2f}")
-        rss = {t.name: {"hwm": mem_kib(t.pids(), "VmHWM") / 1024, "rss": mem_kib(t.pids(), "VmRSS") / 1024}
-               for t in targets if t.name != "direct" and t.alive()}
+                        f"cpu {1000 * b.cpu_s / max(1, s['ok']):.2f} ms/req  other load {b.foreign_cores:.2f}"
+                    )
+        rss = {
+            t.name: {"hwm": mem_kib(t.pids(), "VmHWM") / 1024, "rss": mem_kib(t.pids(), "VmRSS") / 1024}
+            for t in targets
+            if t.name != "direct" and t.alive()
+        }
         for t in targets:
             if t.name != "direct":
                 t.stop()
@@ -835,8 +1151,13 @@ async def run(args: argparse.Namespace, work: str, meta: dict[str, Any], fake: s
         if "lynkr" in wanted and args.startups:
             starts = startup_times(work, fake_port, args, args.startups)
             log(f"  lynkr start-up: {[round(s, 3) for s in starts]}")
-        meta.update(rounds=args.rounds, quick=args.quick, load_after=" ".join(f"{x:.2f}" for x in os.getloadavg()),
-                    foreign_cores=med([b.foreign_cores for b in bursts]), command=" ".join(sys.argv))
+        meta.update(
+            rounds=args.rounds,
+            quick=args.quick,
+            load_after=" ".join(f"{x:.2f}" for x in os.getloadavg()),
+            foreign_cores=med([b.foreign_cores for b in bursts]),
+            command=" ".join(sys.argv),
+        )
         text, raw = report(targets, bursts, slow, starts, rss, meta)
         print(text)
         if args.out:
@@ -850,11 +1171,17 @@ async def run(args: argparse.Namespace, work: str, meta: dict[str, Any], fake: s
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="short smoke run: 1 round, short bursts, 200 slow streams")
+    p.add_argument(
+        "--quick", action="store_true", help="short smoke run: 1 round, short bursts, 200 slow streams"
+    )
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, quick 1)")
     p.add_argument("--targets", default="lynkr,ccr,litellm", help="comma list of lynkr, ccr, litellm")
-    p.add_argument("--scenarios", default="", help="only these scenarios (comma list of names, e.g. 'tiny c=32')")
-    p.add_argument("--slow-streams", type=int, default=None, help="concurrent slow streams (default 1000, quick 200)")
+    p.add_argument(
+        "--scenarios", default="", help="only these scenarios (comma list of names, e.g. 'tiny c=32')"
+    )
+    p.add_argument(
+        "--slow-streams", type=int, default=None, help="concurrent slow streams (default 1000, quick 200)"
+    )
     p.add_argument("--slow-tokens", type=int, default=30)
     p.add_argument("--slow-delay-ms", type=int, default=200)
     p.add_argument("--startups", type=int, default=7, help="lynkr start-up measurements")
@@ -862,10 +1189,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", default=sys.executable, help="interpreter for lynkr")
     p.add_argument("--lynkr-prefix", default="", help="command prefix for lynkr (e.g. a profiler)")
     p.add_argument("--lynkr-log-level", default="info", help="LOG_LEVEL for lynkr (its log goes to a file)")
-    p.add_argument("--warmup-s", type=float, default=None, help="warm-up per target and scenario (default 1.5, quick 0.3)")
+    p.add_argument(
+        "--warmup-s",
+        type=float,
+        default=None,
+        help="warm-up per target and scenario (default 1.5, quick 0.3)",
+    )
     p.add_argument("--out", default="", help="write raw numbers as JSON here")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary directory (logs, configs)")
-    p.add_argument("--max-runtime-s", type=float, default=3600, help="the fake upstream exits after this long")
+    p.add_argument(
+        "--max-runtime-s", type=float, default=3600, help="the fake upstream exits after this long"
+    )
     args = p.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3

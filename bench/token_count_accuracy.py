@@ -19,12 +19,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import lynkr  # noqa: E402
-import test_lynkr as tl  # noqa: E402
+import lynkr
+import test_lynkr as tl
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", default="3,5,7,11,13,17,19,23")
     args = parser.parse_args()
     from tokenizers import Tokenizer
@@ -42,8 +44,10 @@ def main() -> int:
         raw = [e / t for e, t in rows]
         cal = [calibration.count(e) / t for e, t in rows[10:]]
         ok = min(cal) >= 0.98 and max(cal) <= 1.05
-        print(f"{seed:>4} {min(raw):8.4f} {max(raw):8.4f} {min(cal):8.4f} {max(cal):8.4f}  {'yes' if ok else 'NO'}")
-    docs, sources = tl.tc_stdlib_texts()
+        print(
+            f"{seed:>4} {min(raw):8.4f} {max(raw):8.4f} {min(cal):8.4f} {max(cal):8.4f}  {'yes' if ok else 'NO'}"
+        )
+    _docs, sources = tl.tc_stdlib_texts()
     for size in (200_000, 2_000_000):
         text, n = [], 0
         while n < size:
@@ -55,7 +59,9 @@ def main() -> int:
         t0 = time.perf_counter()
         for _ in range(runs):
             lynkr.raw_token_estimate(body)
-        print(f"raw_token_estimate, {size // 1000} KB of code: {(time.perf_counter() - t0) / runs * 1000:.1f} ms")
+        print(
+            f"raw_token_estimate, {size // 1000} KB of code: {(time.perf_counter() - t0) / runs * 1000:.1f} ms"
+        )
     return 0
 
 

@@ -27,8 +27,28 @@ import threading
 import time
 
 LYNKR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lynkr.py")
-WORDS = ["urlopen", "open", "get", "__init__", "Thread", "parse", "json", "loads", "dump", "main", "run", "Path",
-         "read", "xyzzy", "gtd", "http", "Request", "socket", "fmt", "enc"]
+WORDS = [
+    "urlopen",
+    "open",
+    "get",
+    "__init__",
+    "Thread",
+    "parse",
+    "json",
+    "loads",
+    "dump",
+    "main",
+    "run",
+    "Path",
+    "read",
+    "xyzzy",
+    "gtd",
+    "http",
+    "Request",
+    "socket",
+    "fmt",
+    "enc",
+]
 
 
 def main() -> int:
@@ -37,11 +57,26 @@ def main() -> int:
     args = ap.parse_args()
     scratch = tempfile.mkdtemp(prefix="lynkr-toolroute-")
     tree = os.path.join(scratch, "stdlib")
-    shutil.copytree(sysconfig.get_paths()["stdlib"], tree, ignore=shutil.ignore_patterns("__pycache__", "site-packages"))
-    env = {"PATH": os.environ["PATH"], "HOME": scratch, "WORKSPACE_ROOT": tree, "LOG_FORMAT": "json",
-           "LYNKR_DATA_DIR": os.path.join(scratch, "state"), "LYNKR_TOOLS": "*", "LYNKR_INDEX_ON_START": "false"}
-    proc = subprocess.Popen([sys.executable, LYNKR, "--port", "0"], env=env, cwd=tree, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
+    shutil.copytree(
+        sysconfig.get_paths()["stdlib"], tree, ignore=shutil.ignore_patterns("__pycache__", "site-packages")
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": scratch,
+        "WORKSPACE_ROOT": tree,
+        "LOG_FORMAT": "json",
+        "LYNKR_DATA_DIR": os.path.join(scratch, "state"),
+        "LYNKR_TOOLS": "*",
+        "LYNKR_INDEX_ON_START": "false",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, LYNKR, "--port", "0"],
+        env=env,
+        cwd=tree,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         port = None
         assert proc.stderr is not None
@@ -75,8 +110,10 @@ def main() -> int:
             latencies.append((time.perf_counter() - t0) * 1000)
         latencies.sort()
         n = len(latencies)
-        print(f"workspace_symbol_search through the tool: p50 {latencies[n // 2]:.2f} ms, "
-              f"p90 {latencies[int(n * 0.9)]:.2f} ms, p99 {latencies[int(n * 0.99)]:.2f} ms")
+        print(
+            f"workspace_symbol_search through the tool: p50 {latencies[n // 2]:.2f} ms, "
+            f"p90 {latencies[int(n * 0.9)]:.2f} ms, p99 {latencies[int(n * 0.99)]:.2f} ms"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
