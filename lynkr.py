@@ -770,7 +770,7 @@ def parse_bool(name: str, value: str) -> bool:
 #
 # One table (SETTINGS) names every setting: its environment name, default, parser and help. The
 # environment, then ./.env, then the config file's [settings] table (lower precedence in that order)
-# are read once into a frozen, typed Settings object; `--help` and the README's reference come from
+# are read once into a frozen, typed Settings object; `--help` and docs/configuration.md come from
 # the same table. A setting that is present but invalid stops startup with one line naming it.
 # Millisecond settings (`*_MS`) are held in seconds, under the name ending `_s`.
 
@@ -2048,7 +2048,8 @@ class UpstreamResponse:
         self.read_timeout = read_timeout
         self.origin = origin
         # A chunked body is decoded here rather than by h11: a streaming upstream sends one HTTP chunk
-        # per token, and h11's pure-Python framing of each costs more than the token (bench/README.md, Figures behind the code).
+        # per token, and h11's pure-Python framing of each costs more than the token
+        # (bench/README.md, Figures behind the code).
         self.chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         # So is a Content-Length body (most JSON answers): h11 already checked the header's syntax.
         length = headers.get("content-length", "")
@@ -4351,6 +4352,7 @@ class OpenAIStreamTranslator:
         self.live_tool: dict[str, Any] | None = None
         self.tools: dict[Any, dict[str, Any]] = {}  # OpenAI index/id -> call state
         self.buffered: list[dict[str, Any]] = []  # calls waiting for the live one to end, in order
+        self.unnamed: list[dict[str, Any]] = []  # calls whose name has not arrived yet
         self.finish_reason: str | None = None
         self.usage: dict[str, int] = openai_usage_to_anthropic(None)
         self.text_tail = ""
@@ -4498,6 +4500,17 @@ class OpenAIStreamTranslator:
         call["args"] += fragment
         return True
 
+    def _schedule(self, call: dict[str, Any]) -> bytes:
+        """A named call streams live, or waits (buffered) while another call streams."""
+        if self.open_kind is BlockKind.TOOL:
+            self.buffered.append(call)  # another call is streaming: this one waits its turn
+            return b""
+        out = self._open(BlockKind.TOOL, self._tool_block(call))
+        self.live_tool = call
+        if call["args"]:  # what arrived before its name
+            out += self._json_delta(self.next_index - 1, call["args"])
+        return out
+
     def _tool_fragment(self, part: dict[str, Any]) -> bytes:
         fn = part.get("function") or {}
         key = part.get("index")
@@ -4515,13 +4528,15 @@ class OpenAIStreamTranslator:
                 "done": False,
             }
             self.tools[key] = call
-            if self.open_kind is BlockKind.TOOL:
-                self.buffered.append(call)  # another call is streaming: this one waits its turn
+            if call["name"]:
+                out += self._schedule(call)
             else:
-                out += self._open(BlockKind.TOOL, self._tool_block(call))
-                self.live_tool = call
+                self.unnamed.append(call)  # a tool_use block needs its name: its arguments wait with it
         elif fn.get("name") and not call["name"]:
             call["name"] = fn["name"]
+            if call in self.unnamed:
+                self.unnamed.remove(call)
+                out += self._schedule(call)
         fragment = fn.get("arguments")
         if isinstance(fragment, dict):
             fragment = json_dumps(fragment)
@@ -4568,6 +4583,8 @@ class OpenAIStreamTranslator:
         if self.finished:
             return b""
         self.finished = True
+        self.buffered += self.unnamed  # never named: sent complete all the same, nothing is lost
+        self.unnamed.clear()
         out = self.start() + self._close_open()
         stop_reason, stop_sequence = stop_reason_for(
             self.finish_reason, bool(self.tools), self.text_tail, self.stops
@@ -7882,7 +7899,8 @@ def _common_prefix(seen: list[str], messages: list[dict[str, Any]]) -> int:
     """How many leading messages the session already holds.
 
     Clients resend the whole history every turn, and hashing all of it every time grows with the
-    history (bench/README.md, Figures behind the code). A history that only grew is recognised by hashing its first message and the last one
+    history (bench/README.md, Figures behind the code). A history that only grew is recognised by
+    hashing its first message and the last one
     already seen (plus the count); anything else (compaction, an edited turn) falls back to
     comparing every message."""
     n = min(len(seen), len(messages))
@@ -14202,7 +14220,8 @@ class Orchestrator:
         """Teach the token estimate what this answer's upstream counted (its total input), in the
         background: the estimate of a long conversation takes milliseconds. Once a provider and model
         have taught TOKEN_SAMPLES_WARM answers, one answer in TOKEN_SAMPLE_EVERY keeps the fit current
-        (each costs an estimate of the whole request: bench/README.md, Figures behind the code); none while many are pending."""
+        (each costs an estimate of the whole request: bench/README.md, Figures behind the code); none
+        while many are pending."""
         usage = turn.usage or (turn.reply or {}).get("usage") or {}
         counted = sum(
             v
@@ -15054,7 +15073,8 @@ class App:
 
 
 def return_freed_memory() -> None:
-    """Compiling this file takes tens of MiB of parser memory (bench/README.md, Figures behind the code). Imported (`python -m lynkr`, the
+    """Compiling this file takes tens of MiB of parser memory (bench/README.md, Figures behind the
+    code). Imported (`python -m lynkr`, the
     `lynkr` console script) it is freed once compiled, but glibc keeps it: hand it back to the OS.
     Run as a script (`python lynkr.py`) CPython keeps the script's syntax tree until exit, so there
     is nothing to return (see bench/README.md)."""
@@ -15205,7 +15225,7 @@ async def serve(app: App) -> int:
 
 
 def settings_help() -> str:
-    """The settings reference, from the SETTINGS table (shown by --help; the README's copy is checked)."""
+    """The settings reference, from the SETTINGS table (shown by --help; docs/configuration.md's copy is checked)."""
     return "\n".join(
         f"  {s.name:<30} {s.help}" + (f" [default: {s.default}]" if s.default else "") for s in SETTINGS
     )
