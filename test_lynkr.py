@@ -31,6 +31,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LYNKR = HERE / "lynkr.py"
+# How the harness starts a serving lynkr: the same main() as `python lynkr.py`, but imported, so CPython
+# compiles the 15,000-line file once into __pycache__ instead of on each of the suite's hundreds of starts
+# (a script is never cached). sys.path[0] and argv[0] are what `python lynkr.py` would have. The command
+# line itself (`python lynkr.py ...`) is what run_lynkr runs, and the documentation tests start it too.
+SERVE_LYNKR = [sys.executable, "-c", "import sys; sys.path[0] = sys.argv.pop(1); sys.argv[0] = sys.path[0] + "
+               "'/lynkr.py'; import lynkr; sys.exit(lynkr.main())", str(HERE)]
 CLAUDE_VERSION = "2.1.329"
 CLAUDE_DIR = Path.home() / ".cache" / "lynkr" / f"claude-code-{CLAUDE_VERSION}"
 MCP_SERVER_TIME_VERSION = "2026.10.19"  # PyPI; keep in step with .ci/run
@@ -1285,7 +1291,7 @@ class Proxy:
 
 
 def spawn(cwd: Path, env: dict, args=("--port", "0")) -> Proxy:
-    proc = subprocess.Popen([sys.executable, str(LYNKR), *args], cwd=cwd, env=env,
+    proc = subprocess.Popen([*SERVE_LYNKR, *args], cwd=cwd, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return Proxy(proc)
 
