@@ -4319,6 +4319,11 @@ class BlockKind(enum.Enum):
     TOOL = "tool"
 
 
+# Module-level names for the members: a translator checks its open block on every token, and looking a
+# member up on its Enum class costs several times a global lookup.
+TEXT_BLOCK, THINKING_BLOCK, TOOL_BLOCK = BlockKind.TEXT, BlockKind.THINKING, BlockKind.TOOL
+
+
 # A chunk carrying only a non-empty text delta (anything else takes the general path).
 # The literal must be a valid JSON string (no raw control characters, only JSON's escapes): it is
 # forwarded to the client as it is and decoded in bulk when the block ends.
@@ -4382,14 +4387,9 @@ class OpenAIStreamTranslator:
         out = b""
         if self.open_kind is not None:
             live = self.live_tool
-            if (
-                self.open_kind is BlockKind.TOOL
-                and live is not None
-                and live["held_empty"]
-                and not live["args"]
-            ):
+            if self.open_kind is TOOL_BLOCK and live is not None and live["held_empty"] and not live["args"]:
                 out += self._json_delta(self.next_index - 1, "{}")
-            if self.open_kind is BlockKind.TOOL and live is not None:
+            if self.open_kind is TOOL_BLOCK and live is not None:
                 self.blocks[-1]["input"] = parse_tool_arguments(live["args"] or "{}")
             out += sse_event(
                 "content_block_stop", {"type": "content_block_stop", "index": self.next_index - 1}
@@ -4436,11 +4436,7 @@ class OpenAIStreamTranslator:
         )
 
     def _text(self, text: str) -> bytes:
-        out = (
-            b""
-            if self.open_kind is BlockKind.TEXT
-            else self._open(BlockKind.TEXT, {"type": "text", "text": ""})
-        )
+        out = b"" if self.open_kind is TEXT_BLOCK else self._open(TEXT_BLOCK, {"type": "text", "text": ""})
         self._decode_literals()
         self.blocks[-1]["text"] += text
         if self.stops:  # only needed to tell a stop sequence from a natural end
@@ -4450,9 +4446,9 @@ class OpenAIStreamTranslator:
 
     def text_literal(self, literal: str) -> bytes:
         """A text delta whose JSON string literal (quotes included) came straight from upstream."""
-        out = b"" if self.started and self.open_kind is BlockKind.TEXT else self.start()
-        if self.open_kind is not BlockKind.TEXT:
-            out += self._open(BlockKind.TEXT, {"type": "text", "text": ""})
+        out = b"" if self.started and self.open_kind is TEXT_BLOCK else self.start()
+        if self.open_kind is not TEXT_BLOCK:
+            out += self._open(TEXT_BLOCK, {"type": "text", "text": ""})
         if self.stops:  # the tail is needed now: decode as we go
             self.text_tail = (self.text_tail + json.loads(literal))[-256:]
         self.literals.append(literal)
@@ -4460,8 +4456,8 @@ class OpenAIStreamTranslator:
 
     def _thinking(self, text: str, signature: str = "") -> bytes:
         out = b""
-        if self.open_kind is not BlockKind.THINKING:
-            out += self._open(BlockKind.THINKING, {"type": "thinking", "thinking": "", "signature": ""})
+        if self.open_kind is not THINKING_BLOCK:
+            out += self._open(THINKING_BLOCK, {"type": "thinking", "thinking": "", "signature": ""})
         index = self.next_index - 1
         if text:
             self.blocks[-1]["thinking"] += text
@@ -4502,10 +4498,10 @@ class OpenAIStreamTranslator:
 
     def _schedule(self, call: dict[str, Any]) -> bytes:
         """A named call streams live, or waits (buffered) while another call streams."""
-        if self.open_kind is BlockKind.TOOL:
+        if self.open_kind is TOOL_BLOCK:
             self.buffered.append(call)  # another call is streaming: this one waits its turn
             return b""
-        out = self._open(BlockKind.TOOL, self._tool_block(call))
+        out = self._open(TOOL_BLOCK, self._tool_block(call))
         self.live_tool = call
         if call["args"]:  # what arrived before its name
             out += self._json_delta(self.next_index - 1, call["args"])
@@ -4598,6 +4594,11 @@ class OpenAIStreamTranslator:
 # -- Anthropic SSE: the one reader, the message it describes, the relay --
 
 
+# The events that carry usage, and the ones AnthropicEvents notes (usage, the end, an upstream error).
+USAGE_EVENTS = frozenset({"message_start", "message_delta"})
+NOTED_EVENTS = USAGE_EVENTS | {"message_stop", "error"}
+
+
 class AnthropicEvents:
     """The one reader of Anthropic SSE: bytes split anywhere -> (name, data text, parsed event). The
     relay, the message accumulator and the agent loop's round relay all read through it, and it notes
@@ -4612,23 +4613,27 @@ class AnthropicEvents:
         self.failed = False
         self.usage: dict[str, int] = {}
 
-    def feed(self, chunk: bytes) -> list[tuple[str, str, dict[str, Any] | None]]:
-        return [self._read(name, data) for name, data in self.sse.feed(chunk)]
-
     def flush(self) -> list[tuple[str, str, dict[str, Any] | None]]:
-        return [self._read(name, data) for name, data in self.sse.flush()]
+        """The event left at the end of the stream without its blank line."""
+        return self.feed(b"", at_end=True)
 
-    def _read(self, name: str, data: str) -> tuple[str, str, dict[str, Any] | None]:
-        event = None
-        if self.parse is None or name in self.parse:
-            try:
-                event = json.loads(data)
-            except ValueError:
-                pass
-            if not isinstance(event, dict):
-                event = None
-        self.note(name, event)
-        return name, data, event
+    def feed(self, chunk: bytes, at_end: bool = False) -> list[tuple[str, str, dict[str, Any] | None]]:
+        out: list[tuple[str, str, dict[str, Any] | None]] = []
+        parse = self.parse
+        # One loop and no call per event (a stream is an event per token; see bench/micro_lynkr.py).
+        for name, data in self.sse.flush() if at_end else self.sse.feed(chunk):
+            event = None
+            if parse is None or name in parse:
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    pass
+                if type(event) is not dict:
+                    event = None
+            if name in NOTED_EVENTS:  # most events are deltas: the check keeps them on the short path
+                self.note(name, event)
+            out.append((name, data, event))
+        return out
 
     def note(self, name: str, event: dict[str, Any] | None) -> None:
         """What one event tells about the stream (also fed directly by decoders that unwrap Anthropic
@@ -4644,9 +4649,6 @@ class AnthropicEvents:
                 self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
 
 
-USAGE_EVENTS = frozenset({"message_start", "message_delta"})
-
-
 class MessageAccumulator:
     """Parsed Anthropic stream events -> the complete message they describe (handlers by event name,
     deltas by delta type)."""
@@ -4658,6 +4660,15 @@ class MessageAccumulator:
         self.error: dict[str, Any] | None = None
 
     def feed(self, name: str, event: dict[str, Any]) -> None:
+        if name == "content_block_delta":  # nearly every event: handled inline (see bench/micro_lynkr.py)
+            block = self.blocks.get(event.get("index", -1))
+            delta = event.get("delta") or {}
+            kind = delta.get("type")
+            if kind == "text_delta" and block is not None:
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif block is not None:
+                self._other_delta(block, event.get("index", -1), kind, delta)
+            return
         handler = self.HANDLERS.get(name)
         if handler is not None:
             handler(self, event)
@@ -4679,18 +4690,12 @@ class MessageAccumulator:
             self.partial_json[index] = ""
         self.blocks[index] = block
 
-    def _block_delta(self, event: dict[str, Any]) -> None:
-        index = event.get("index", -1)
-        block = self.blocks.get(index)
-        delta = event.get("delta") or {}
-        kind = delta.get("type")
-        if block is None:
-            return
-        if kind == "input_json_delta":
-            self.partial_json[index] = self.partial_json.get(index, "") + delta.get("partial_json", "")
-        elif kind in APPENDED_DELTAS:
-            field = APPENDED_DELTAS[kind]
+    def _other_delta(self, block: dict[str, Any], index: int, kind: Any, delta: dict[str, Any]) -> None:
+        field = APPENDED_DELTAS.get(kind)
+        if field is not None:
             block[field] = block.get(field, "") + delta.get(field, "")
+        elif kind == "input_json_delta":
+            self.partial_json[index] = self.partial_json.get(index, "") + delta.get("partial_json", "")
         elif kind == "signature_delta":
             block["signature"] = delta.get("signature", "")
         elif kind == "citations_delta":
@@ -4713,7 +4718,6 @@ class MessageAccumulator:
     HANDLERS: ClassVar[dict[str, Callable[[MessageAccumulator, dict[str, Any]], None]]] = {
         "message_start": _message_start,
         "content_block_start": _block_start,
-        "content_block_delta": _block_delta,
         "content_block_stop": _block_stop,
         "message_delta": _message_delta,
         "error": _error,
@@ -4747,12 +4751,16 @@ class AnthropicStreamRelay:
     usage = property(lambda self: self.events.usage)
 
     def feed(self, chunk: bytes) -> bytes:
-        return b"".join(
-            f"event: {name}\ndata: {data}\n\n".encode() for name, data, _ in self.events.feed(chunk)
-        )
+        events = self.events.feed(chunk)
+        if len(events) == 1:  # an upstream's usual chunk, one event: no list to build and join
+            name, data, _ = events[0]
+            return f"event: {name}\ndata: {data}\n\n".encode()
+        return b"".join([f"event: {name}\ndata: {data}\n\n".encode() for name, data, _ in events])
 
     def flush(self) -> bytes:
-        return b"".join(f"event: {name}\ndata: {data}\n\n".encode() for name, data, _ in self.events.flush())
+        return b"".join(
+            [f"event: {name}\ndata: {data}\n\n".encode() for name, data, _ in self.events.flush()]
+        )
 
 
 # -- Decoders: one per wire format, one interface for the pump (section 10) --
@@ -4923,7 +4931,7 @@ class ResponsesStreamDecoder:
         if self.open is None:
             return b""
         key, kind = self.open
-        if kind is BlockKind.TOOL:
+        if kind is TOOL_BLOCK:
             self.calls[key]["closed"] = True
             self.blocks[-1]["input"] = parse_tool_arguments(self.calls[key]["args"] or "{}")
         self.open = None
@@ -4935,7 +4943,7 @@ class ResponsesStreamDecoder:
     def _begin_call(self, key: Any, call: dict[str, Any]) -> bytes:
         call["id"] = call["id"] or new_id("toolu_")
         return self._begin(
-            key, BlockKind.TOOL, {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
+            key, TOOL_BLOCK, {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
         )
 
     def _drain(self, promote: bool = False, everything: bool = False) -> bytes:
@@ -4991,7 +4999,7 @@ class ResponsesStreamDecoder:
         call = self._call(key, item)
         if call in self.waiting or key in self.seen:
             return b""  # announced twice
-        if self.open is not None and self.open[1] is BlockKind.TOOL:
+        if self.open is not None and self.open[1] is TOOL_BLOCK:
             self.waiting.append(call)
             return b""
         return self._end() + self._drain() + self._begin_call(key, call)
@@ -5000,8 +5008,8 @@ class ResponsesStreamDecoder:
         key, text = event.get("output_index"), event.get("delta") or ""
         out = (
             b""
-            if self.open == (key, BlockKind.TEXT)
-            else self._switch(key, BlockKind.TEXT, {"type": "text", "text": ""})
+            if self.open == (key, TEXT_BLOCK)
+            else self._switch(key, TEXT_BLOCK, {"type": "text", "text": ""})
         )
         self.blocks[-1]["text"] += text
         return out + (self._delta({"type": "text_delta", "text": text}) if text else b"")
@@ -5013,8 +5021,8 @@ class ResponsesStreamDecoder:
     def _summary(self, event: dict[str, Any]) -> bytes:
         key, text, part = event.get("output_index"), event.get("delta") or "", event.get("summary_index") or 0
         out = b""
-        if self.open != (key, BlockKind.THINKING):
-            out = self._switch(key, BlockKind.THINKING, {"type": "thinking", "thinking": "", "signature": ""})
+        if self.open != (key, THINKING_BLOCK):
+            out = self._switch(key, THINKING_BLOCK, {"type": "thinking", "thinking": "", "signature": ""})
             self.part = part
         elif part != self.part:
             self.part, text = part, SUMMARY_JOIN + text
@@ -5030,7 +5038,7 @@ class ResponsesStreamDecoder:
         if call["done"] or call["closed"] or not fragment:
             return b""
         call["args"] += fragment
-        live = self.open == (key, BlockKind.TOOL)
+        live = self.open == (key, TOOL_BLOCK)
         return self._delta({"type": "input_json_delta", "partial_json": fragment}) if live else b""
 
     def _args_done(self, event: dict[str, Any]) -> bytes:
@@ -5043,7 +5051,7 @@ class ResponsesStreamDecoder:
             self.waiting.append(call)
         call["name"] = call["name"] or item.get("name") or ""
         call["id"] = call["id"] or (sanitize_tool_id(str(item["call_id"])) if item.get("call_id") else "")
-        out, arguments, live = b"", item.get("arguments"), self.open == (key, BlockKind.TOOL)
+        out, arguments, live = b"", item.get("arguments"), self.open == (key, TOOL_BLOCK)
         if not call["done"] and not call["closed"] and isinstance(arguments, str):
             if not live:
                 call["args"] = arguments
@@ -5062,15 +5070,15 @@ class ResponsesStreamDecoder:
         kind = item.get("type")
         if kind == "function_call":
             return self._call_done(key, item)
-        if kind == "message" and self.open == (key, BlockKind.TEXT):
+        if kind == "message" and self.open == (key, TEXT_BLOCK):
             return self._end() + self._drain(promote=True)
         if kind != "reasoning":
             return b""
         out, signature = b"", encode_reasoning(item)
-        if self.open != (key, BlockKind.THINKING):
+        if self.open != (key, THINKING_BLOCK):
             if key in self.seen or not (blocks := _thinking_blocks(item)):
                 return b""  # its block was cut short by another item: the signature has no place left
-            out = self._switch(key, BlockKind.THINKING, {"type": "thinking", "thinking": "", "signature": ""})
+            out = self._switch(key, THINKING_BLOCK, {"type": "thinking", "thinking": "", "signature": ""})
             if blocks[0]["thinking"]:
                 self.blocks[-1]["thinking"] = blocks[0]["thinking"]
                 out += self._delta({"type": "thinking_delta", "thinking": blocks[0]["thinking"]})
