@@ -12291,8 +12291,10 @@ class RepoIndex:
             context = multiprocessing.get_context("fork")
         else:
             context = multiprocessing.get_context("forkserver")
-            # The fork server imports lynkr (and a script's __main__) once; its forked workers then
-            # start without compiling the module again each.
+            # The fork server preloads lynkr when it was imported (the `lynkr` console script): its
+            # workers then start without compiling it again. Under `python lynkr.py` or `python -m lynkr`
+            # CPython 3.11 does not preload __main__, so each worker runs it once (bench/README.md,
+            # Figures behind the code: about half a second per pool).
             context.set_forkserver_preload(["__main__"] + ([__name__] if __name__ != "__main__" else []))
         delivered: set[str] = set()
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
