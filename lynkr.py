@@ -15271,10 +15271,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="start",
-        choices=["start", "index", "doctor", "trust"],
+        choices=["start", "index", "doctor", "trust", "claude"],
         help="start (default): serve; index: update the repository index and CLAUDE.md, print a "
         "summary; doctor: show the providers and routes and check that each provider answers; "
-        "trust [FILE...]: accept the current content of ./.env and ./lynkr.toml (or FILEs)",
+        "trust [FILE...]: accept the current content of ./.env and ./lynkr.toml (or FILEs); "
+        "claude [ARGS...]: run Claude Code through lynkr (a running lynkr on the port, or one started "
+        "for the session), ARGS passed to it unchanged",
     )
     parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -15374,7 +15376,166 @@ async def run_doctor(app: App) -> int:
     return 1 if failed else 0
 
 
+# -- `lynkr claude`: Claude Code through lynkr in one command --
+
+CLAUDE_INSTALL_HINT = "npm install -g @anthropic-ai/claude-code (or set LYNKR_CLAUDE_BIN to its path)"
+# lynkr's own options that take a value: `lynkr --port 9000 claude -p hi` passes `-p hi` on unchanged.
+VALUE_OPTIONS = frozenset({"--config", "--host", "--port", "--env-file"})
+CLAUDE_PROXY_START_S = 30.0  # how long a lynkr started for the session may take to become ready
+
+
+def split_claude_command(argv: list[str]) -> tuple[list[str], list[str]] | None:
+    """`lynkr [OPTIONS] claude [ARGS...]` -> (lynkr's options, Claude Code's arguments, untouched);
+    None for every other command."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "claude":
+            return argv[:i], argv[i + 1 :]
+        if not arg.startswith("-"):
+            return None
+        i += 2 if arg in VALUE_OPTIONS else 1
+    return None
+
+
+def probe_lynkr(port: int, api_key: str, timeout: float = 2.0) -> str:
+    """What answers on 127.0.0.1:port: "lynkr" (its /health), "nothing", or "other"."""
+    import http.client  # only `lynkr claude` asks
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/health", headers={"x-api-key": api_key} if api_key else {})
+        resp = conn.getresponse()
+        body = resp.read(65536)
+    except ConnectionRefusedError:
+        return "nothing"
+    except OSError:
+        return "other"
+    finally:
+        conn.close()
+    try:
+        health = json.loads(body)
+    except ValueError:
+        return "other"
+    ours = resp.status == 200 and (resp.getheader("request-id") or "").startswith("req_")
+    return "lynkr" if ours and isinstance(health, dict) and "status" in health else "other"
+
+
+def start_session_proxy(
+    options: list[str], port: int, api_key: str, log_path: str
+) -> subprocess.Popen[bytes]:
+    """A lynkr for this Claude Code session, in the background: its own session (a Ctrl-C meant for
+    Claude Code does not stop it), its log in LYNKR_DATA_DIR. Returns once /health answers."""
+    log_file = open(log_path, "ab")  # noqa: SIM115 -- the child writes it; closed below once it runs
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), *options, "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
+    finally:
+        log_file.close()
+    deadline = time.monotonic() + CLAUDE_PROXY_START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigError(
+                f"the lynkr started for Claude Code exited ({proc.returncode}): {last_line(log_path)}"
+            )
+        if probe_lynkr(port, api_key, timeout=1.0) == "lynkr":
+            return proc
+        time.sleep(0.1)
+    stop_session_proxy(proc)
+    raise RuntimeError(f"the lynkr started for Claude Code did not answer within {CLAUDE_PROXY_START_S:.0f}s")
+
+
+def stop_session_proxy(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """SIGTERM: lynkr finishes what is in flight and flushes the session store, then exits."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - 4096))
+            lines = fh.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1][:500] if lines else "(no output)"
+
+
+def run_claude_command(options: list[str], claude_args: list[str]) -> int:
+    """`lynkr claude [ARGS...]`: Claude Code through lynkr. Reuses a lynkr already answering on the
+    configured port, or starts one for the session (stopped, its session flushed, when Claude Code
+    exits); Claude Code gets the terminal, the arguments as given, and its exit status is ours."""
+    args = build_arg_parser().parse_args(options)
+    claude = os.environ.get("LYNKR_CLAUDE_BIN") or shutil.which("claude")
+    if not claude:
+        print(f"lynkr: Claude Code is not installed: {CLAUDE_INSTALL_HINT}", file=sys.stderr)
+        return 127
+    try:
+        cfg = load_config(
+            env_file=args.env_file, cli_host=args.host, cli_port=args.port, config_file=args.config
+        )
+        prepare_data_dir(cfg.data_dir)
+    except ConfigError as exc:
+        print(f"lynkr: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"lynkr: cannot create LYNKR_DATA_DIR: {exc}", file=sys.stderr)
+        return 2
+    port = cfg.port or free_local_port()
+    started = None
+    found = probe_lynkr(port, cfg.api_key) if cfg.port else "nothing"
+    if found == "other":
+        print(f"lynkr: port {port} answers, but not as lynkr: set LYNKR_PORT to a free port", file=sys.stderr)
+        return 2
+    if found == "nothing":
+        try:
+            started = start_session_proxy(
+                options, port, cfg.api_key, os.path.join(cfg.data_dir, "claude-session.log")
+            )
+        except RuntimeError as exc:
+            print(f"lynkr: {exc}", file=sys.stderr)
+            return 2
+    env = {
+        **os.environ,
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+        # lynkr holds the provider keys; Claude Code needs only one lynkr accepts (any, on loopback).
+        "ANTHROPIC_API_KEY": cfg.api_key or "lynkr-local",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is Claude Code's to handle
+    try:
+        status = subprocess.call([claude, *claude_args], env=env)
+    except OSError as exc:
+        print(f"lynkr: cannot run {claude}: {exc.strerror or exc}; {CLAUDE_INSTALL_HINT}", file=sys.stderr)
+        status = 127
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if started is not None:
+            stop_session_proxy(started, cfg.shutdown_grace_s + 10)
+    return status if status >= 0 else 128 - status
+
+
+def free_local_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    claude = split_claude_command(argv)
+    if claude is not None:
+        return run_claude_command(*claude)
     args = build_arg_parser().parse_args(argv)
     if args.settings_reference:
         print(settings_markdown())
