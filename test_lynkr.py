@@ -10,10 +10,15 @@ fields, misplaced ``cache_control``, empty text, orphan tool messages, ...), so 
 proves the proxy cleaned the request.  The fakes answer from a per-test script (JSON, SSE split at
 awkward byte boundaries with delays, error statuses, disconnects, hangs) and record what they got.
 
+The pure parts (translation tables, the stream state machines, the SSE parser, the config loader,
+the policy gates, the prompt-cache fingerprint) are also tested in-process, by importing lynkr: the
+``TestInProcess...`` classes, at the end of the section they test under ``# -- in process: ... --``.
+A case costs microseconds instead of a proxy round trip, so a stream can be split at every byte.
+
 Sections mirror lynkr.py: the bootstrap and the harness (fakes, proxy runner, SSE grammar
-checker, fixtures), then one banner per section of lynkr.py, with its number and name and in
-its order (4. Utilities ... 21. CLI), and last 22. End to end: runs of the official
-``anthropic`` SDK and the real Claude Code CLI.  ``LYNKR_REQUIRE_E2E=1`` turns skips of
+checker, fixtures), then one banner per section of lynkr.py that has tests, with its number and
+name and in its order (2. Errors, 4. Utilities ... 21. CLI), and last 22. End to end: runs of the
+official ``anthropic`` SDK and the real Claude Code CLI.  ``LYNKR_REQUIRE_E2E=1`` turns skips of
 the end-to-end tests (missing SDK or CLI) into failures.
 """
 
@@ -106,11 +111,13 @@ import concurrent.futures
 import contextlib
 import copy
 import dataclasses
+import fnmatch
 import hashlib
 import hmac
 import http.client
 import itertools
 import json
+import posixpath
 import random
 import secrets
 import re
@@ -151,6 +158,7 @@ from lynkr import (  # noqa: E402 - the pure functions under test
     reasoning_item,
     responses_to_anthropic,
 )
+import lynkr  # noqa: E402 - the module itself, for the in-process tests (lynkr.X)
 from lynkr import LynkrError as _LynkrError  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
@@ -434,8 +442,8 @@ def oai_stream(text: str | None = None, tools=(), finish: str = "stop", usage: d
     return chunks
 
 
-def oai_sse(chunks: list[dict], done: bool = True) -> bytes:
-    out = b"".join(b"data: " + jbytes(c) + b"\n\n" for c in chunks)
+def oai_sse(chunks: list[dict], done: bool = True, ensure_ascii: bool = False) -> bytes:
+    out = b"".join(b"data: " + json.dumps(c, ensure_ascii=ensure_ascii).encode() + b"\n\n" for c in chunks)
     return out + (b"data: [DONE]\n\n" if done else b"")
 
 
@@ -2215,6 +2223,31 @@ def _lynkr():
     import lynkr  # pure functions and the config loader: in-process is fast
 
     return lynkr
+
+
+def sse_events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """lynkr's own SSE output, parsed strictly (and independently of lynkr.SSEParser): every event is
+    exactly `event: NAME` then `data: JSON`, LF line endings, a blank line after each."""
+    body = raw.decode("utf-8")
+    assert body.endswith("\n\n") or not body, body[-200:]
+    events = []
+    for block in body.split("\n\n")[:-1]:
+        lines = block.split("\n")
+        assert len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: "), block
+        events.append((lines[0][len("event: "):], json.loads(lines[1][len("data: "):])))
+    return events
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """load_config also reads ./.env and ./lynkr.toml: run it in an empty folder with its own HOME."""
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def env_of(tmp: Path, **extra: str) -> dict[str, str]:
+    return {"WORKSPACE_ROOT": str(tmp), "HOME": str(tmp / "home"), **extra}
 
 
 # -- provider presets: one strict fake per vendor --
@@ -4133,6 +4166,39 @@ def br(br_stack) -> Stack:
     return br_stack
 
 
+# == 2. Errors ==
+
+# -- in process: status -> error type tables, error bodies and events --
+
+
+class TestInProcessErrors:
+    @pytest.mark.parametrize("status,etype", [(400, "invalid_request_error"), (401, "authentication_error"),
+                                              (402, "billing_error"), (403, "permission_error"), (404, "not_found_error"),
+                                              (413, "request_too_large"), (429, "rate_limit_error"), (500, "api_error"),
+                                              (504, "timeout_error"), (529, "overloaded_error"), (418, "invalid_request_error"),
+                                              (599, "api_error")])
+    def test_status_to_error_type(self, status, etype):
+        assert lynkr.error_type_for_status(status) == etype
+        assert lynkr.LynkrError("x", status=status).error_type == etype
+
+    def test_error_body_and_event(self):
+        assert lynkr.error_body("api_error", "boom", "req_1") == {
+            "type": "error", "error": {"type": "api_error", "message": "boom"}, "request_id": "req_1"}
+        [(name, data)] = sse_events(lynkr.error_event(lynkr.UpstreamTimeout("slow")))
+        assert name == "error" and data == {"type": "error", "error": {"type": "timeout_error", "message": "slow"}}
+
+    @pytest.mark.parametrize("raw,want", [
+        (b'{"error": {"message": "bad key", "code": "invalid_api_key"}}', ("bad key", "invalid_api_key")),
+        (b'{"error_code": "BAD_REQUEST", "message": "too long"}', ("too long", "BAD_REQUEST")),
+        (b'[{"error": {"message": "gemini", "status": "INVALID_ARGUMENT"}}]', ("gemini", "INVALID_ARGUMENT")),
+        (b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}', ("Overloaded", "overloaded_error")),
+        (b"<html>502 Bad Gateway</html>", ("<html>502 Bad Gateway</html>", "")),
+        (b"", ("(empty body)", "")),
+    ])
+    def test_error_message_from_upstream_bodies(self, raw, want):
+        assert lynkr.error_message_from_body(raw) == want
+
+
 # == 4. Utilities ==
 
 # -- logging --
@@ -4428,6 +4494,77 @@ class TestConfinementMetrics:
         assert "other" in models, sorted(models)
         assert m.get("lynkr_requests_total", model="claude-sonnet-4-5") >= 1
         assert m.get("lynkr_requests_total", model="other") == 300
+
+
+# -- in process: the SSE parser (SSEParser) and sse_event --
+
+
+class TestInProcessSSEParser:
+    RAW = (b": a comment line\n"
+           b"event: first\ndata: {\"a\":1}\n\n"
+           b"data: no event line\n\n"
+           b"event: multi\ndata: line one\ndata: line two\n\n"
+           b"event: nospace\ndata:{\"b\":2}\n\n"
+           b"event: emoji\ndata: \xf0\x9f\x8c\x8d caf\xc3\xa9\n\n"
+           b"event: empty-data\ndata:\n\n")
+    EXPECTED: ClassVar[list[tuple[str, str]]] = [("first", '{"a":1}'), ("message", "no event line"), ("multi", "line one\nline two"),
+                ("nospace", '{"b":2}'), ("emoji", "🌍 café"), ("empty-data", "")]
+
+    @staticmethod
+    def parse(pieces: list[bytes]) -> list[tuple[str, str]]:
+        parser = lynkr.SSEParser()
+        out = []
+        for piece in pieces:
+            out += parser.feed(piece)
+        return out + parser.flush()
+
+    def test_fields_comments_and_default_event_name(self):
+        assert self.parse([self.RAW]) == self.EXPECTED
+
+    @pytest.mark.parametrize("ending", [b"\r\n", b"\r"], ids=["crlf", "cr"])
+    def test_crlf_and_cr_line_endings_read_as_lf(self, ending):
+        assert self.parse([self.RAW.replace(b"\n", ending)]) == self.EXPECTED
+
+    @pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+    def test_every_split_point_and_byte_by_byte(self, ending):
+        raw = self.RAW.replace(b"\n", ending)
+        for at in range(len(raw) + 1):
+            assert self.parse([raw[:at], raw[at:]]) == self.EXPECTED, at
+        assert self.parse([raw[i:i + 1] for i in range(len(raw))]) == self.EXPECTED
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(points=st.lists(st.integers(min_value=1, max_value=400), max_size=25),
+           ending=st.sampled_from([b"\n", b"\r\n", b"\r"]))
+    def test_any_split_gives_the_same_events(self, points, ending):
+        raw = self.RAW.replace(b"\n", ending)
+        assert self.parse(split_at(raw, points)) == self.EXPECTED
+
+    def test_cr_at_the_end_of_a_chunk_waits_for_its_lf(self):
+        parser = lynkr.SSEParser()
+        assert parser.feed(b"data: x\r") == []
+        assert parser.feed(b"\n\r") == []  # "\r\n" was one line ending; the trailing CR may be half of the next
+        assert parser.feed(b"\n") == [("message", "x")]
+
+    def test_flush_returns_an_unterminated_last_event_once(self):
+        parser = lynkr.SSEParser()
+        assert parser.feed(b"event: done\ndata: tail") == []
+        assert parser.flush() == [("done", "tail")]
+        assert parser.flush() == []
+
+    def test_blocks_with_only_comments_are_not_events(self):
+        assert self.parse([b": keep-alive\n\n: another\n\n"]) == []
+
+    def test_sse_event_output_parses_back(self):
+        data = {"type": "content_block_delta", "index": 3, "delta": {"type": "text_delta", "text": "a\nb\r\"c\" 🌍"}}
+        raw = lynkr.sse_event("content_block_delta", data)
+        assert raw.count(b"\n") == 3 and raw.endswith(b"\n\n")  # one data line: newlines stay escaped in JSON
+        [(name, body)] = self.parse([raw])
+        assert name == "content_block_delta" and json.loads(body) == data
+
+    def test_sse_event_keeps_a_lone_surrogate_as_json(self):
+        raw = lynkr.sse_event("x", {"text": "bad \ud800 end"})
+        [(_name, body)] = self.parse([raw])
+        assert json.loads(body) == {"text": "bad \ud800 end"}
 
 
 # == 5. Config ==
@@ -4818,6 +4955,237 @@ class TestTrust:
     def test_trust_with_nothing_to_trust_exits_2(self, tmp_path):
         r = run_lynkr(tmp_path, args=("trust",))
         assert r.returncode == 2 and "nothing to trust" in r.stderr
+
+
+# -- in process: load_config with environment dicts --
+
+
+class TestInProcessConfig:
+    def test_defaults(self, in_tmp):
+        cfg = lynkr.load_config(env_of(in_tmp))
+        assert (cfg.host, cfg.port, cfg.max_tokens_default, cfg.log_format, cfg.log_level) == (
+            "127.0.0.1", 8080, 4096, "json", "info")
+        assert cfg.workspace_root == str(in_tmp) and cfg.data_dir == str(in_tmp / ".lynkr")
+        assert cfg.session_db_path == str(in_tmp / ".lynkr" / "sessions.db")
+        assert (cfg.stream_ping_interval_s, cfg.upstream_connect_timeout_s, cfg.upstream_read_timeout_s,
+                cfg.shutdown_grace_s) == (15.0, 10.0, 600.0, 10.0)
+        assert cfg.config_file == "" and cfg.providers_table == {} and cfg.notices == []
+        assert cfg.settings.policy_file_blocked_paths == (".env", ".env.*", ".git", "*.pem", "id_rsa*")
+
+    @pytest.mark.parametrize("extra,cli_port,port", [
+        ({"LYNKR_PORT": "9001"}, None, 9001),
+        ({"PORT": "9002"}, None, 9002),
+        ({"LYNKR_PORT": "9001", "PORT": "9002"}, None, 9001),
+        ({"LYNKR_PORT": "9001", "PORT": "9002"}, 0, 0),
+        ({"LYNKR_PORT": " "}, None, 8080),
+    ], ids=["lynkr-port", "port", "lynkr-port-beats-port", "cli-beats-both", "blank-is-default"])
+    def test_port_precedence(self, in_tmp, extra, cli_port, port):
+        assert lynkr.load_config(env_of(in_tmp, **extra), cli_port=cli_port).port == port
+
+    def test_typed_values(self, in_tmp):
+        cfg = lynkr.load_config(env_of(
+            in_tmp, LYNKR_HOST="0.0.0.0", LYNKR_API_KEY="k", LYNKR_ALLOWED_HOSTS="A.example, b.EXAMPLE,,",
+            MODEL_MAX_TOKENS="Claude-*Haiku*=8192\n*=20000", STREAM_PING_INTERVAL_MS="250", LOG_LEVEL=" DEBUG ",
+            LOG_BODIES="on", PROMPT_CACHE_ENABLED="0", LYNKR_DATA_DIR=str(in_tmp / "state"),
+            MODEL_MAX_TOKENS_DEFAULT="1234"))
+        assert cfg.host == "0.0.0.0" and cfg.api_key == "k" and cfg.allowed_hosts == ("a.example", "b.example")
+        assert cfg.model_max_tokens == (("claude-*haiku*", 8192), ("*", 20000))
+        assert cfg.stream_ping_interval_s == 0.25 and cfg.log_level == "debug" and cfg.log_bodies is True
+        assert cfg.settings.prompt_cache_enabled is False and cfg.max_tokens_default == 1234
+        assert cfg.data_dir == str(in_tmp / "state") and cfg.session_db_path == str(in_tmp / "state" / "sessions.db")
+
+    @pytest.mark.parametrize("value,parsed", [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False),
+                                              ("false", False), ("No", False), ("off", False)])
+    def test_booleans(self, in_tmp, value, parsed):
+        assert lynkr.load_config(env_of(in_tmp, LOG_BODIES=value)).log_bodies is parsed
+
+    def test_cli_host_and_ipv6_loopback(self, in_tmp):
+        assert lynkr.load_config(env_of(in_tmp), cli_host="::1").host == "::1"
+        assert lynkr.load_config(env_of(in_tmp, LYNKR_HOST="localhost")).host == "localhost"
+        with pytest.raises(lynkr.ConfigError, match="LYNKR_API_KEY must be set to bind 0.0.0.0"):
+            lynkr.load_config(env_of(in_tmp), cli_host="0.0.0.0")
+
+    @pytest.mark.parametrize("extra,message", [
+        ({"LYNKR_PORT": "abc"}, "LYNKR_PORT must be a whole number (got 'abc')"),
+        ({"LYNKR_PORT": "70000"}, "LYNKR_PORT must be between 0 and 65535 (got 70000)"),
+        ({"PORT": "x"}, "PORT must be a whole number (got 'x')"),
+        ({"UPSTREAM_MAX_RETRIES": "11"}, "UPSTREAM_MAX_RETRIES must be between 0 and 10 (got 11)"),
+        ({"POLICY_MAX_STEPS": "0"}, "POLICY_MAX_STEPS must be at least 1 (got 0)"),
+        ({"WEB_FETCH_MAX_BYTES": "10"}, "WEB_FETCH_MAX_BYTES must be at least 1024 (got 10)"),
+        ({"STREAM_PING_INTERVAL_MS": "0"}, "STREAM_PING_INTERVAL_MS must be at least 1 (got 0)"),
+        ({"LYNKR_HEADER_TIMEOUT_MS": "50"}, "LYNKR_HEADER_TIMEOUT_MS must be at least 100 (got 50)"),
+        ({"LOG_BODIES": "maybe"}, "LOG_BODIES must be true or false (got 'maybe')"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json or text (got 'xml')"),
+        ({"POLICY_SANDBOX": "docker"}, "POLICY_SANDBOX must be auto, bwrap, podman or none (got 'docker')"),
+        ({"DATABRICKS_API_BASE": "not a url"},
+         "DATABRICKS_API_BASE must be an http(s) URL such as https://host.example.com (got 'not a url')"),
+        ({"DATABRICKS_API_BASE": "https://a b.example"},
+         "DATABRICKS_API_BASE must be an http(s) URL such as https://host.example.com (got 'https://a b.example')"),
+        ({"OLLAMA_BASE_URL": "http://h:99999"}, "OLLAMA_BASE_URL has an invalid port (got 'http://h:99999')"),
+        ({"DATABRICKS_ENDPOINT_PATH": "ftp://x/y"},
+         "DATABRICKS_ENDPOINT_PATH must be an http(s) URL such as https://host.example.com (got 'ftp://x/y')"),
+        ({"MODEL_MAP": "garbage"}, "MODEL_MAP must be a comma list of glob=value pairs (bad entry 'garbage')"),
+        ({"MODEL_MAP": "a=b, =c"}, "MODEL_MAP must be a comma list of glob=value pairs (bad entry '=c')"),
+        ({"MODEL_MAX_TOKENS": "claude-*=lots"}, "MODEL_MAX_TOKENS must be a whole number (got 'lots')"),
+        ({"MODEL_MAX_TOKENS": "claude-*=0"}, "MODEL_MAX_TOKENS must be at least 1 (got 0)"),
+        ({"MODEL_MAX_TOKENS": "claude-*"}, "MODEL_MAX_TOKENS must be a comma list of glob=value pairs (bad entry 'claude-*')"),
+        ({"WORKSPACE_TEST_COMMAND": "pytest 'unclosed"},
+         "WORKSPACE_TEST_COMMAND is not a valid command line (No closing quotation): \"pytest 'unclosed\""),
+        ({"LYNKR_HOST": "0.0.0.0"}, "LYNKR_API_KEY must be set to bind 0.0.0.0 (not loopback): clients then send it as x-api-key"),
+        ({"LYNKR_HOST": "example.com"}, "LYNKR_API_KEY must be set to bind example.com (not loopback)"),
+    ])
+    def test_each_kind_of_bad_value_names_the_setting(self, in_tmp, extra, message):
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.load_config(env_of(in_tmp, **extra))
+        assert str(e.value).startswith(message), str(e.value)
+
+    def test_workspace_root_must_exist_and_env_file_must_exist(self, in_tmp):
+        missing = in_tmp / "nope"
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.load_config(env_of(in_tmp, WORKSPACE_ROOT=str(missing)))
+        assert str(e.value) == f"WORKSPACE_ROOT must be an existing directory (got {str(missing)!r})"
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.load_config(env_of(in_tmp), env_file=str(in_tmp / "none.env"))
+        assert str(e.value) == f"--env-file {in_tmp / 'none.env'} does not exist"
+
+    def test_workspace_root_defaults_to_the_current_folder(self, in_tmp):
+        cfg = lynkr.load_config({"HOME": str(in_tmp / "home")})
+        assert cfg.workspace_root == str(in_tmp) and cfg.data_dir == str(in_tmp / ".lynkr")
+
+    def test_settings_other_than_lynkrs_are_ignored(self, in_tmp):
+        cfg = lynkr.load_config(env_of(in_tmp, ANTHROPIC_API_KEY="sk-client", HOST="0.0.0.0"))
+        assert cfg.host == "127.0.0.1" and "sk-client" not in repr(cfg.settings)
+
+
+class TestInProcessDotenv:
+    def test_read_dotenv_syntax(self, tmp_path):
+        path = tmp_path / "app.env"
+        path.write_text("# comment\n\nexport MODEL_DEFAULT=from-dotenv\nDATABRICKS_API_KEY=\"quoted value\"\n"
+                        "OPENAI_API_KEY='single'\nMODEL_MAP=claude-special=target # trailing comment\n"
+                        "LOG_LEVEL=debug#not-a-comment\nNOT_OURS=1\nHOST=0.0.0.0\nPORT=1\nno equals sign\n=novalue\n")
+        values, notices = lynkr.read_dotenv(str(path))
+        assert values == {"MODEL_DEFAULT": "from-dotenv", "DATABRICKS_API_KEY": "quoted value", "OPENAI_API_KEY": "single",
+                          "MODEL_MAP": "claude-special=target", "LOG_LEVEL": "debug#not-a-comment"}
+        assert notices == [f"{path}: ignoring HOST= (it belongs to your app); use LYNKR_HOST for lynkr",
+                           f"{path}: ignoring PORT= (it belongs to your app); use LYNKR_PORT for lynkr"]
+        assert lynkr.read_dotenv(str(tmp_path / "missing.env")) == ({}, [])
+
+    def test_explicit_env_file_is_read_and_the_environment_wins(self, in_tmp):
+        env_file = in_tmp / "conf.env"
+        env_file.write_text("MODEL_DEFAULT=from-dotenv\nMODEL_MAP=claude-special=from-dotenv-map\nPORT=1\n")
+        cfg = lynkr.load_config(env_of(in_tmp, MODEL_DEFAULT="from-env"), env_file=str(env_file))
+        assert cfg.settings.model_default == "from-env" and cfg.model_map == (("claude-special", "from-dotenv-map"),)
+        assert cfg.port == 8080 and any("LYNKR_PORT" in n for n in cfg.notices)
+
+    def test_a_bad_value_in_the_env_file_names_the_setting(self, in_tmp):
+        env_file = in_tmp / "conf.env"
+        env_file.write_text("LYNKR_PORT=not-a-port\n")
+        with pytest.raises(lynkr.ConfigError, match="LYNKR_PORT must be a whole number"):
+            lynkr.load_config(env_of(in_tmp), env_file=str(env_file))
+
+    def test_dotenv_in_the_working_folder_is_read_only_once_trusted(self, in_tmp):
+        environ = env_of(in_tmp)
+        dotenv = in_tmp / ".env"
+        dotenv.write_text("MODEL_DEFAULT=from-dotenv\n")
+        cfg = lynkr.load_config(environ)
+        assert cfg.settings.model_default == "" and len(cfg.notices) == 1
+        assert cfg.notices[0].startswith(f"skipped {dotenv}: lynkr reads a .env from the working folder only once you trust")
+        assert "python lynkr.py trust" in cfg.notices[0] and "--env-file PATH" in cfg.notices[0]
+        assert lynkr.trust_files([str(dotenv)], environ) == [str(dotenv)]
+        assert (in_tmp / "home" / ".config" / "lynkr" / "trusted.json").is_file()
+        cfg = lynkr.load_config(environ)
+        assert cfg.settings.model_default == "from-dotenv" and cfg.notices == []
+        dotenv.write_text("MODEL_DEFAULT=changed\n")  # changed after trusting: skipped again
+        cfg = lynkr.load_config(environ)
+        assert cfg.settings.model_default == "" and "skipped" in cfg.notices[0]
+
+    def test_trust_follows_xdg_config_home(self, in_tmp):
+        environ = env_of(in_tmp, XDG_CONFIG_HOME=str(in_tmp / "xdg"))
+        assert lynkr.trust_store(environ) == str(in_tmp / "xdg" / "lynkr" / "trusted.json")
+
+
+# -- in process: the config file (read_config_file, and load_config with config_file=) --
+
+
+class TestInProcessConfigFile:
+    def write(self, tmp: Path, body: str, name: str = "lynkr.toml") -> str:
+        path = tmp / name
+        path.write_text(body)
+        return str(path)
+
+    def test_tables_settings_and_variable_expansion(self, in_tmp):
+        path = self.write(in_tmp, '[providers.a]\nkind = "openai"\napi_key = "$KEY_A"\nheaders = {X = "pre-${KEY_B}-post"}\n'
+                                  'models = ["m1", "$KEY_A"]\n[router]\ndefault = "a,m1"\n'
+                                  '[settings]\nlog_level = "debug"\nprompt_cache_enabled = false\n'
+                                  'LYNKR_TOOLS = ["fs_*", "web_search"]\nPOLICY_MAX_STEPS = 3\nMODEL_DEFAULT = "$KEY_B"\n'
+                                  '[prices."claude-*"]\ninput = 3\noutput = 15\n')
+        data = lynkr.read_config_file(path, {"KEY_A": "sk-a", "KEY_B": "bee"})
+        assert data["providers"] == {"a": {"kind": "openai", "api_key": "sk-a", "headers": {"X": "pre-bee-post"},
+                                           "models": ["m1", "sk-a"]}}
+        assert data["router"] == {"default": "a,m1"} and data["prices"] == {"claude-*": {"input": 3, "output": 15}}
+        assert data["settings"] == {"LOG_LEVEL": "debug", "PROMPT_CACHE_ENABLED": "false", "LYNKR_TOOLS": "fs_*,web_search",
+                                    "POLICY_MAX_STEPS": "3", "MODEL_DEFAULT": "bee"}
+        cfg = lynkr.load_config(env_of(in_tmp, KEY_A="sk-a", KEY_B="bee"), config_file=path)
+        assert cfg.config_file == path and cfg.providers_table["a"]["api_key"] == "sk-a"
+        assert cfg.settings.lynkr_tools == ("fs_*", "web_search") and cfg.settings.prompt_cache_enabled is False
+        assert cfg.log_level == "debug" and cfg.prices_table == {"claude-*": {"input": 3, "output": 15}}
+
+    def test_variables_come_from_dotenv_too(self, in_tmp):
+        env_file = in_tmp / "keys.env"
+        env_file.write_text("OPENAI_API_KEY=sk-from-dotenv\n")
+        path = self.write(in_tmp, '[providers.a]\nkind = "openai"\napi_key = "$OPENAI_API_KEY"\n')
+        cfg = lynkr.load_config(env_of(in_tmp), env_file=str(env_file), config_file=path)
+        assert cfg.providers_table["a"]["api_key"] == "sk-from-dotenv"
+
+    def test_lynkr_config_variable_names_the_file(self, in_tmp):
+        path = self.write(in_tmp, '[settings]\nLOG_LEVEL = "warning"\n', "named.toml")
+        assert lynkr.load_config(env_of(in_tmp, LYNKR_CONFIG=path)).log_level == "warning"
+        other = self.write(in_tmp, '[settings]\nLOG_LEVEL = "error"\n', "other.toml")
+        assert lynkr.load_config(env_of(in_tmp, LYNKR_CONFIG=path), config_file=other).log_level == "error"
+
+    def test_lynkr_toml_in_the_working_folder_is_read_only_once_trusted(self, in_tmp):
+        environ = env_of(in_tmp)
+        local = self.write(in_tmp, '[settings]\nLOG_LEVEL = "debug"\n')
+        cfg = lynkr.load_config(environ)
+        assert cfg.config_file == "" and cfg.log_level == "info"
+        assert cfg.notices == [lynkr.UNTRUSTED_NOTICE.format(path=local, kind="lynkr.toml", flag="--config PATH")]
+        lynkr.trust_files([local], environ)
+        cfg = lynkr.load_config(environ)
+        assert cfg.config_file == local and cfg.log_level == "debug" and cfg.notices == []
+        named = self.write(in_tmp, '[settings]\nLOG_LEVEL = "error"\n', "named.toml")  # a named file beats it
+        assert lynkr.load_config(environ, config_file=named).log_level == "error"
+
+    @pytest.mark.parametrize("body,message", [
+        ('[nonsense]\na = 1\n', "nonsense: unknown table (use [providers.NAME], [router], [settings], [prices.\"MODEL-GLOB\"])"),
+        ('providers = 1\n', "providers: expected a table"),
+        ('settings = "x"\n', "settings: expected a table"),
+        ('[providers]\na = 1\n', "providers.a: expected a table ([providers.a])"),
+        ('[providers."bad name"]\nkind = "ollama"\n', "providers.bad name: names use letters, digits, '_', '-' and '.' only"),
+        ('[settings]\nnot_a_setting = 1\n', "settings.not_a_setting: unknown setting (python lynkr.py --help lists them)"),
+        ('[providers.a]\nkind = "openai"\napi_key = "${UNSET_FOR_SURE}"\n',
+         "providers.a.api_key: $UNSET_FOR_SURE is not set (export UNSET_FOR_SURE=..., or put it in .env)"),
+        ('[providers.a]\nkind = "openai"\nheaders = {X = "$UNSET_FOR_SURE"}\n', "providers.a.headers.X: $UNSET_FOR_SURE"),
+        ('[providers.a]\nmodels = ["ok", "$UNSET_FOR_SURE"]\n', "providers.a.models[1]: $UNSET_FOR_SURE"),
+        ('[settings]\nMODEL_DEFAULT = "$UNSET_FOR_SURE"\n', "settings.MODEL_DEFAULT: $UNSET_FOR_SURE"),
+    ])
+    def test_errors_name_the_file_and_key(self, in_tmp, body, message):
+        path = self.write(in_tmp, body)
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.read_config_file(path, {})
+        assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
+
+    def test_missing_and_unreadable_files(self, in_tmp):
+        missing = str(in_tmp / "no-such-lynkr.toml")
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.load_config(env_of(in_tmp), config_file=missing)
+        assert str(e.value) == f"{missing}: config file not found (--config / LYNKR_CONFIG)"
+        with pytest.raises(lynkr.ConfigError, match="cannot read config file"):
+            lynkr.read_config_file(str(in_tmp), {})  # a folder
+
+    def test_a_bad_setting_in_the_file_names_the_setting(self, in_tmp):
+        path = self.write(in_tmp, '[settings]\nPOLICY_MAX_STEPS = 0\n')
+        with pytest.raises(lynkr.ConfigError, match=r"^POLICY_MAX_STEPS must be at least 1 \(got 0\)$"):
+            lynkr.load_config(env_of(in_tmp), config_file=path)
 
 
 # == 6. HTTP server ==
@@ -6902,6 +7270,505 @@ class TestTokenCalibration:
         assert how == "estimated" and count >= tc_truth(claude_tokenizer, fake.last.body)
 
 
+# -- in process: request validation (validate_messages_request, fold_system_messages) --
+
+
+class TestInProcessRequestValidation:
+    @staticmethod
+    def error(body: Any, **kw: Any) -> str:
+        with pytest.raises(lynkr.InvalidRequest) as e:
+            lynkr.validate_messages_request(body, 4096, **kw)
+        assert e.value.status == 400 and e.value.error_type == "invalid_request_error"
+        return e.value.message
+
+    @pytest.mark.parametrize("body,message", [
+        ([], "body: expected a JSON object, got list"),
+        ({"messages": [user("hi")]}, "model: required string"),
+        ({"model": "  ", "messages": [user("hi")]}, "model: required string"),
+        ({"model": "m"}, "messages: field required"),
+        ({"model": "m", "messages": {}}, "messages: expected a list, got dict"),
+        ({"model": "m", "messages": []}, "messages: at least one message is required"),
+        ({"model": "m", "messages": ["hi"]}, "messages.0: expected an object, got str"),
+        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]},
+         "messages.0.role: expected 'user' or 'assistant', got 'tool'"),
+        ({"model": "m", "messages": [{"role": "user"}]}, "messages.0.content: field required"),
+        ({"model": "m", "messages": [user(7)]}, "messages.0.content: expected a string or a list of content blocks, got int"),
+        ({"model": "m", "messages": [user([{"text": "x"}])]}, "messages.0.content.0.type: required string"),
+        ({"model": "m", "messages": [user([{"type": "text", "text": None}])]}, "messages.0.content.0.text: expected a string, got null"),
+        ({"model": "m", "messages": [assistant([{"type": "tool_use", "id": 1, "name": "x"}])]},
+         "messages.0.content.0: tool_use needs string id and name"),
+        ({"model": "m", "messages": [user([{"type": "tool_result"}])]}, "messages.0.content.0.tool_use_id: required string"),
+        ({"model": "m", "messages": [user("x")], "max_tokens": 0}, "max_tokens: expected a positive integer, got 0"),
+        ({"model": "m", "messages": [user("x")], "max_tokens": True}, "max_tokens: expected a positive integer, got True"),
+        ({"model": "m", "messages": [user("x")], "stream": "yes"}, "stream: expected a boolean, got str"),
+        ({"model": "m", "messages": [user("x")], "system": [{"type": "image"}]}, "system.0: expected a text block"),
+        ({"model": "m", "messages": [user("x")], "system": 5}, "system: expected a string or a list of text blocks, got int"),
+        ({"model": "m", "messages": [user("x")], "tools": {}}, "tools: expected a list, got dict"),
+        ({"model": "m", "messages": [user("x")], "tools": [{"input_schema": {}}]}, "tools.0.name: required string"),
+        ({"model": "m", "messages": [user("x")], "tools": [{"type": "function", "function": {}}]},
+         "tools.0.function.name: required string"),
+        ({"model": "m", "messages": [user("x")], "tools": [{"name": "t", "input_schema": []}]},
+         "tools.0.input_schema: expected an object, got list"),
+        ({"model": "m", "messages": [user("x")], "tool_choice": "sometimes"},
+         "tool_choice: unknown value 'sometimes' (auto, any, none, or a tool)"),
+        ({"model": "m", "messages": [user("x")], "tool_choice": {"type": "maybe"}},
+         "tool_choice.type: unknown value 'maybe' (auto, any, tool, none)"),
+        ({"model": "m", "messages": [user("x")], "tool_choice": {"type": "tool"}},
+         "tool_choice.name: required string when type is tool"),
+        ({"model": "m", "messages": [user("x")], "stop_sequences": "END"}, "stop_sequences: expected a list of strings, got str"),
+        ({"model": "m", "messages": [user("x")], "temperature": "hot"}, "temperature: expected a number, got str"),
+        ({"model": "m", "messages": [user("x")], "top_p": False}, "top_p: expected a number, got bool"),
+        ({"model": "m", "messages": [user("x")], "top_k": 1.5}, "top_k: expected an integer, got float"),
+        ({"model": "m", "messages": [user("x")], "thinking": "on"},
+         "thinking: expected an object with a type (enabled, adaptive, disabled)"),
+    ])
+    def test_errors_name_the_field(self, body, message):
+        assert self.error(body) == message
+
+    def test_defaults_and_normal_form(self):
+        body = {"model": "m", "messages": [user("x")], "unknown_field": {"kept": True}, "tool_choice": None,
+                "tools": [{"type": "function", "function": {"name": "f", "description": "d"}}]}
+        req = lynkr.validate_messages_request(body, 777)
+        assert req["max_tokens"] == 777 and req["unknown_field"] == {"kept": True} and "tool_choice" not in req
+        assert req["tools"] == [{"name": "f", "input_schema": {"type": "object", "properties": {}}, "description": "d"}]
+        assert body["tools"][0]["type"] == "function" and "max_tokens" not in body  # a copy: the input is unchanged
+
+    @pytest.mark.parametrize("choice,normal", [
+        ("auto", {"type": "auto"}), ("required", {"type": "any"}), ("any", {"type": "any"}), ("none", {"type": "none"}),
+        ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
+        ({"type": "function", "name": "f"}, {"type": "tool", "name": "f"}),
+        ({"type": "required", "disable_parallel_tool_use": True}, {"type": "any", "disable_parallel_tool_use": True}),
+        ({"type": "tool", "name": "f"}, {"type": "tool", "name": "f"}),
+    ])
+    def test_openai_tool_choice_forms_become_anthropic(self, choice, normal):
+        req = lynkr.validate_messages_request({"model": "m", "messages": [user("x")], "tool_choice": choice}, 10)
+        assert req["tool_choice"] == normal
+
+    def test_count_only_needs_no_max_tokens(self):
+        req = lynkr.validate_messages_request({"model": "m", "messages": [user("x")], "max_tokens": 0}, 10,
+                                              count_only=True)
+        assert req["max_tokens"] == 0
+        assert self.error({"model": "m", "messages": []}, count_only=True) == "messages: at least one message is required"
+
+    def test_system_entries_fold_into_the_user_turn_beside_them(self):
+        req = {"messages": [{"role": "system", "content": "ctx A"}, user("hi"), assistant("yo"),
+                            {"role": "system", "content": [text("ctx B", cache_control=EPH)]}, user("again"),
+                            {"role": "system", "content": "ctx C"}]}
+        out = lynkr.fold_system_messages(req)["messages"]
+        assert out == [user([text("ctx A"), text("hi")]), assistant("yo"),
+                       user([text("ctx B", cache_control=EPH), text("again"), text("ctx C")])]
+
+    def test_context_after_tool_results_follows_them(self):
+        req = {"messages": [*ROUND_TRIP, {"role": "system", "content": "ctx"}, user([tool_result("toolu_01", "18C")])]}
+        out = lynkr.fold_system_messages(req)["messages"]
+        assert out[-1]["content"] == [tool_result("toolu_01", "18C"), text("ctx")]  # results must lead a user turn
+
+    def test_only_system_entries_is_an_error(self):
+        with pytest.raises(lynkr.InvalidRequest, match="at least one user or assistant message"):
+            lynkr.fold_system_messages({"messages": [{"role": "system", "content": []}]})
+
+
+# -- in process: Anthropic -> OpenAI chat (anthropic_to_openai and its tables) --
+
+
+def to_openai(body: dict[str, Any], model: str = "", dialect: Any = None, facts: Any = None) -> dict[str, Any]:
+    """The request path of an OpenAI-format provider: validate, fold system entries, build the chat body."""
+    req = lynkr.validate_messages_request({"model": "claude-sonnet-4-5", "max_tokens": 1000, **body}, 4096)
+    kw: dict[str, Any] = {}
+    if dialect is not None:
+        kw["dialect"] = dialect
+    if facts is not None:
+        kw["facts"] = facts
+    out, _dropped = lynkr.anthropic_to_openai(lynkr.fold_system_messages(req), req["max_tokens"], model, **kw)
+    return out
+
+
+class TestInProcessTranslation:
+    @pytest.mark.parametrize("choice,expect", [
+        ({"type": "auto"}, {"tool_choice": "auto"}),
+        ({"type": "any"}, {"tool_choice": "required"}),
+        ({"type": "none"}, {"tool_choice": "none"}),
+        ({"type": "tool", "name": "get_weather"}, {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+        ({"type": "auto", "disable_parallel_tool_use": True}, {"tool_choice": "auto", "parallel_tool_calls": False}),
+        ({"type": "any", "disable_parallel_tool_use": False}, {"tool_choice": "required"}),
+    ])
+    def test_tool_choice_table(self, choice, expect):
+        body = to_openai({"messages": [user("x")], "tools": [GET_WEATHER], "tool_choice": choice})
+        assert {k: body[k] for k in ("tool_choice", "parallel_tool_calls") if k in body} == expect
+        assert set(lynkr.TOOL_CHOICE_TO_OPENAI) == {"auto", "any", "none", "tool"}
+
+    def test_tool_choice_without_tools_is_left_out(self):
+        body = to_openai({"messages": [user("x")], "tool_choice": {"type": "any"}})
+        assert "tool_choice" not in body and "tools" not in body
+
+    def test_tools_become_functions_without_schema_uri(self):
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                  "properties": {"q": {"type": "string", "pattern": "^\\p{L}+$"}}}
+        body = to_openai({"messages": [user("x")], "tools": [{"name": "Bash", "input_schema": schema, "cache_control": EPH}]})
+        assert body["tools"] == [{"type": "function", "function": {
+            "name": "Bash", "parameters": {"type": "object", "properties": {"q": {"type": "string", "pattern": "^\\p{L}+$"}}},
+            "description": "Bash"}}]  # no description: the name stands in (some servers require one)
+        assert "$schema" in schema  # the request is not changed
+
+    def test_server_typed_tools_are_dropped_and_named(self):
+        req = lynkr.validate_messages_request({"model": "m", "max_tokens": 10, "messages": [user("x")], "tools": [
+            {"type": "web_search_20250305", "name": "web_search"}, GET_WEATHER]}, 10)
+        body, dropped = lynkr.anthropic_to_openai(req, 10)
+        assert [t["function"]["name"] for t in body["tools"]] == ["get_weather"]
+        assert dropped == ["web_search (web_search_20250305)"]
+
+    def test_model_without_tools_drops_them_all(self):
+        req = lynkr.validate_messages_request({"model": "m", "max_tokens": 10, "messages": [user("x")],
+                                               "tools": [GET_WEATHER], "tool_choice": {"type": "any"}}, 10)
+        body, dropped = lynkr.anthropic_to_openai(req, 10, "deepseek-reasoner", lynkr.PRESETS["openai-compatible"].dialect,
+                                                  lynkr.model_facts("deepseek-reasoner"))
+        assert "tools" not in body and "tool_choice" not in body and dropped == ["get_weather (function)"]
+
+    def test_system_string_and_blocks_and_billing_header(self):
+        assert to_openai({"system": "Be brief.", "messages": [user("hi")]})["messages"] == [
+            {"role": "system", "content": [text("Be brief.")]}, user("hi")]
+        body = to_openai({"system": [text("x-anthropic-billing-header: cc_version=2.1; cch=abc"),
+                                     text("Identity", cache_control=EPH), text(""), text("Main", cache_control=EPH)],
+                          "messages": [user("hi")]})
+        assert body["messages"][0] == {"role": "system", "content": [text("Identity", cache_control=EPH),
+                                                                     text("Main", cache_control=EPH)]}
+        only_billing = to_openai({"system": "x-anthropic-billing-header: a", "messages": [user("hi")]})
+        assert [m["role"] for m in only_billing["messages"]] == ["user"]
+
+    def test_system_on_a_vendor_without_cache_markers_is_one_string(self):
+        body = to_openai({"system": [text("A", cache_control=EPH), text("B")], "messages": [user([text("hi")])]},
+                         "gpt-4.1", lynkr.PRESETS["openai"].dialect, lynkr.model_facts("gpt-4.1"))
+        assert body["messages"] == [{"role": "system", "content": "A\n\nB"}, user("hi")]
+        assert body["model"] == "gpt-4.1" and "cache_control" not in json.dumps(body)
+
+    def test_images_base64_url_and_unsupported_source(self):
+        img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
+        url = {"type": "image", "source": {"type": "url", "url": "https://example.com/c.png"}}
+        body = to_openai({"messages": [user([text("what is this"), img, url])]})
+        assert body["messages"][0]["content"] == [
+            text("what is this"), {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/c.png"}}]
+        with pytest.raises(lynkr.InvalidRequest, match="image source type 'file' is not supported by this provider"):
+            to_openai({"messages": [user([{"type": "image", "source": {"type": "file", "file_id": "f_1"}}])]})
+
+    def test_model_without_images_gets_a_note(self):
+        img = {"type": "image", "source": {"type": "url", "url": "https://example.com/c.png"}}
+        body = to_openai({"messages": [user([text("look"), img])]}, "deepseek-chat",
+                         lynkr.PRESETS["openai-compatible"].dialect, lynkr.model_facts("deepseek-chat"))
+        assert body["messages"] == [user("look\n\n[an image was omitted: this model does not accept images]")]
+
+    def test_image_cache_marker_moves_to_the_text_before_it(self):
+        img = {"type": "image", "source": {"type": "url", "url": "https://x/c.png"}, "cache_control": EPH}
+        body = to_openai({"messages": [user([text("a"), img])]})
+        assert body["messages"][0]["content"] == [text("a", cache_control=EPH),
+                                                  {"type": "image_url", "image_url": {"url": "https://x/c.png"}}]
+
+    def test_top_level_cache_control_lands_on_the_last_text(self):
+        body = to_openai({"cache_control": EPH, "system": "S", "messages": [user("a"), assistant("b"), user("c")]})
+        assert body["messages"][-1] == user([text("c", cache_control=EPH)])
+        assert "cache_control" not in json.dumps(body["messages"][:-1])
+
+    def test_documents_as_text_and_pdf_refused(self):
+        doc = {"type": "document", "source": {"type": "text", "data": "doc body"}, "title": "Spec"}
+        inner = {"type": "document", "source": {"type": "content", "content": [text("one"), text("two")]}}
+        body = to_openai({"messages": [user([doc, inner])]})
+        assert body["messages"][0]["content"] == [text("Spec\n\ndoc body"), text("one\ntwo")]
+        pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
+        with pytest.raises(lynkr.InvalidRequest, match="document blocks with a 'base64' source"):
+            to_openai({"messages": [user([pdf])]})
+
+    def test_unknown_user_blocks_travel_as_json_text_and_empty_text_is_dropped(self):
+        block = {"type": "search_result", "source": "https://e.x", "title": "T", "content": [text("c")]}
+        body = to_openai({"messages": [user([text(""), block, text("real")])]})
+        assert body["messages"][0]["content"] == [text(json.dumps(block, separators=(",", ":"))), text("real")]
+
+    def test_tool_round_trip_and_result_forms(self):
+        body = to_openai({"messages": [*ROUND_TRIP, user([tool_result("toolu_01", [text("line one"), text("line two")]),
+                                                          text("and?")])]})
+        assert body["messages"][1:] == [
+            {"role": "assistant", "content": "Checking.", "tool_calls": [
+                {"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+            {"role": "tool", "tool_call_id": "toolu_01", "content": "line one\nline two"},
+            user([text("and?")])]
+
+    @pytest.mark.parametrize("content,is_error,want", [
+        ("18C", False, "18C"), ("city unknown", True, "[tool error] city unknown"), ("", True, "[tool error]"),
+        ("", False, "(no output)"), ([], False, "(no output)"),
+    ])
+    def test_tool_result_text(self, content, is_error, want):
+        block = tool_result("toolu_01", content, is_error=is_error)
+        assert to_openai({"messages": [*ROUND_TRIP, user([block])]})["messages"][-1]["content"] == want
+
+    def test_tool_result_images_move_into_a_user_message(self):
+        img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
+        body = to_openai({"messages": [*ROUND_TRIP, user([tool_result("toolu_01", [text("see chart"), img]), text("what?")])]})
+        assert body["messages"][-2] == {"role": "tool", "tool_call_id": "toolu_01", "content": "see chart"}
+        assert body["messages"][-1] == user([{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                                             text("what?")])
+
+    def test_tool_result_cache_marker_moves_before_the_tool_message(self):
+        body = to_openai({"messages": [*ROUND_TRIP, user([tool_result("toolu_01", "18C", cache_control=EPH)])]})
+        assert body["messages"][-1] == {"role": "tool", "tool_call_id": "toolu_01", "content": "18C"}
+        assert body["messages"][-2]["content"] == [text("Checking.", cache_control=EPH)]
+
+    def test_calls_without_results_get_one_and_orphan_results_stay_readable(self):
+        body = to_openai({"messages": [*ROUND_TRIP, user("never mind")]})
+        assert body["messages"][2:] == [{"role": "tool", "tool_call_id": "toolu_01", "content": "[no result was returned]"},
+                                        user("never mind")]
+        body = to_openai({"messages": [user([tool_result("gone.1", "old output")])]})
+        assert body["messages"] == [user([text("[result of tool call gone_1]\nold output")])]
+
+    def test_tool_ids_are_sanitized_on_both_sides(self):
+        msgs = [user("x"), assistant([tool_use("call.1:x", "f", {})]), user([tool_result("call.1:x", "ok")])]
+        body = to_openai({"messages": msgs})
+        assert body["messages"][1]["tool_calls"][0]["id"] == "call_1_x"
+        assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1_x", "content": "ok"}
+        assert lynkr.sanitize_tool_id("a.b c/d") == "a_b_c_d" and lynkr.sanitize_tool_id("").startswith("toolu_")
+
+    def test_thinking_replays_as_reasoning_only_where_the_dialect_takes_it(self):
+        msgs = [user("q"), assistant([{"type": "thinking", "thinking": "hmm", "signature": "sig"}, text("A")]), user("more")]
+        body = to_openai({"messages": msgs})
+        assert body["messages"][1] == {"role": "assistant", "content": [
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hmm", "signature": "sig"}]}, text("A")]}
+        other = to_openai({"messages": msgs}, "gpt-4.1", lynkr.PRESETS["openai"].dialect, lynkr.model_facts("gpt-4.1"))
+        assert other["messages"][1] == {"role": "assistant", "content": "A"}
+
+    def test_web_search_blocks_become_text(self):
+        found = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+            {"type": "web_search_result", "title": "T", "url": "https://e.x", "encrypted_content": "opaque"},
+            {"type": "web_search_result", "title": "U", "url": "https://f.x",
+             "encrypted_content": lynkr.search_result_content("the snippet")}]}
+        msgs = [user("q"), assistant([{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+                                       "input": {"query": "x"}}, found, text("Found.")]), user("ok")]
+        assert to_openai({"messages": msgs})["messages"][1] == {"role": "assistant", "content": (
+            '[web search: {"query":"x"}]\n[web search results]\n- T <https://e.x>\n- U <https://f.x>: the snippet\nFound.')}
+        failed = {"type": "web_search_tool_result", "tool_use_id": "s", "content": {"error_code": "max_uses_exceeded"}}
+        assert lynkr.server_block_text(failed) == "[web search failed: max_uses_exceeded]"
+
+    @pytest.mark.parametrize("max_tokens,thinking,choice,budget", [
+        (8000, {"type": "enabled", "budget_tokens": 2048, "display": "summarized"}, None, 2048),
+        (8000, {"type": "adaptive"}, None, 4000),
+        (128000, {"type": "adaptive"}, None, 31999),
+        (1500, {"type": "adaptive"}, None, 0),  # half of 1500 is below the 1024 minimum
+        (5000, {"type": "enabled", "budget_tokens": 10000}, None, 4999),
+        (1024, {"type": "enabled", "budget_tokens": 1024}, None, 0),
+        (8000, {"type": "enabled", "budget_tokens": True}, None, 0),
+        (8000, {"type": "disabled"}, None, 0),
+        (8000, {"type": "enabled", "budget_tokens": 2048}, {"type": "any"}, 0),
+        (8000, {"type": "enabled", "budget_tokens": 2048}, {"type": "tool", "name": "get_weather"}, 0),
+        (8000, {"type": "enabled", "budget_tokens": 2048}, {"type": "auto"}, 2048),
+    ])
+    def test_thinking_budget_table(self, max_tokens, thinking, choice, budget):
+        req = {"thinking": thinking, **({"tool_choice": choice, "tools": [GET_WEATHER]} if choice else {})}
+        assert lynkr.thinking_budget(req, max_tokens) == budget
+        body = to_openai({"max_tokens": max_tokens, "messages": [user("x")], "temperature": 0.5, "top_k": 5, **req})
+        if budget:
+            assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+            assert "temperature" not in body and "top_k" not in body  # Claude with thinking refuses them
+        else:
+            assert "thinking" not in body and body["temperature"] == 0.5 and body["top_k"] == 5
+
+    @pytest.mark.parametrize("budget,effort,want", [(2048, None, "low"), (8000, None, "medium"), (20000, None, "high"),
+                                                    (2048, "high", "high"), (20000, "low", "low"), (0, "high", None)])
+    def test_reasoning_effort_from_budget_or_output_config(self, budget, effort, want):
+        req: dict[str, Any] = {"thinking": {"type": "enabled", "budget_tokens": budget} if budget else {"type": "disabled"}}
+        if effort:
+            req["output_config"] = {"effort": effort}
+        assert lynkr.reasoning_effort(req, 32000) == want
+
+    def test_sampling_stop_and_stream_fields(self):
+        body = to_openai({"messages": [user("x")], "temperature": 0.3, "top_p": 0.9, "top_k": 40, "max_tokens": 777,
+                          "stop_sequences": ["END", "STOP"], "stream": True, "metadata": {"user_id": "u"},
+                          "service_tier": "auto", "context_management": {"edits": []}})
+        assert body == {"messages": [user("x")], "max_tokens": 777, "stop": ["END", "STOP"], "temperature": 0.3,
+                        "top_p": 0.9, "top_k": 40, "stream": True}  # Databricks: no model, no stream_options
+        openai = to_openai({"messages": [user("x")], "top_k": 40, "stream": True}, "gpt-4.1",
+                           lynkr.PRESETS["openai"].dialect, lynkr.model_facts("gpt-4.1"))
+        assert "top_k" not in openai and openai["stream_options"] == {"include_usage": True}
+
+    def test_structured_output_becomes_response_format(self):
+        schema = {"type": "object", "$schema": "x", "properties": {"a": {"type": "string"}}}
+        for field in ({"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+                      {"output_format": {"type": "json_schema", "schema": schema}}):
+            body = to_openai({"messages": [user("x")], **field})
+            assert body["response_format"] == {"type": "json_schema", "json_schema": {
+                "name": "output", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}
+        assert "response_format" not in to_openai({"messages": [user("x")], "output_config": {"effort": "high"}})
+
+    def test_every_anthropic_field_has_a_fate(self):
+        for name, fate in lynkr.OPENAI_FIELD_FATE.items():
+            assert fate.startswith(("carried", "left out")), name
+
+
+# -- in process: OpenAI chat -> Anthropic (openai_to_anthropic, usage, stop reasons) --
+
+
+class TestInProcessResponseTranslation:
+    @staticmethod
+    def completion(content: Any = "Hello", finish: str | None = "stop", tool_calls: list | None = None,
+                   usage: dict | None = None, **message: Any) -> dict[str, Any]:
+        msg: dict[str, Any] = {"role": "assistant", "content": content, **message}
+        if tool_calls:
+            msg["tool_calls"] = tool_calls
+        out: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [
+            {"index": 0, "message": msg, "finish_reason": finish}]}
+        if usage is not None:
+            out["usage"] = usage
+        return out
+
+    @pytest.mark.parametrize("finish,stop", [
+        ("stop", "end_turn"), ("end_turn", "end_turn"), ("length", "max_tokens"), ("max_tokens", "max_tokens"),
+        ("tool_calls", "tool_use"), ("function_call", "tool_use"), ("tool_use", "tool_use"),
+        ("content_filter", "refusal"), (None, "end_turn"), ("something_new", "end_turn"),
+    ])
+    def test_finish_reason_table(self, finish, stop):
+        m = lynkr.openai_to_anthropic(self.completion("x", finish), "claude-test-model")
+        assert (m["stop_reason"], m["stop_sequence"]) == (stop, None)
+        assert m["model"] == "claude-test-model" and m["id"].startswith("msg_") and m["type"] == "message"
+
+    def test_tool_calls_decide_the_stop_reason(self):
+        calls = [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+                 {"id": "call.2", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}},
+                 {"type": "function", "function": {"name": "noid", "arguments": '{"city": "Par'}}]
+        m = lynkr.openai_to_anthropic(self.completion("Let me check.", "stop", calls), "m")
+        assert m["stop_reason"] == "tool_use"
+        assert m["content"][:3] == [text("Let me check."), tool_use("call_1", "get_weather", {"city": "Paris"}),
+                                    tool_use("call_2", "get_weather", {"city": "Rome"})]
+        assert m["content"][3]["id"].startswith("toolu_") and m["content"][3]["input"] == {}  # bad JSON: no input
+
+    @pytest.mark.parametrize("arguments,parsed", [("", {}), (None, {}), ("[1, 2]", {}), ("null", {}), ('{"a": 1}', {"a": 1}),
+                                                  ({"b": 2}, {"b": 2}), ("{not json", {})])
+    def test_tool_arguments_are_always_an_object(self, arguments, parsed):
+        assert lynkr.parse_tool_arguments(arguments) == parsed
+
+    @pytest.mark.parametrize("text_,stops,want", [
+        ("The answer is 42 END", ["STOP", "END"], ("stop_sequence", "END")),
+        ("The answer is 42.", ["END"], ("end_turn", None)),
+        ("END of story", ["END"], ("end_turn", None)),
+        ("ends with END", [], ("end_turn", None)),
+    ])
+    def test_stop_sequence_detected_at_the_end_only(self, text_, stops, want):
+        m = lynkr.openai_to_anthropic(self.completion(text_), "m", stops)
+        assert (m["stop_reason"], m["stop_sequence"]) == want
+
+    def test_a_length_cut_is_never_a_stop_sequence(self):
+        assert lynkr.stop_reason_for("length", False, "x END", ["END"]) == ("max_tokens", None)
+
+    def test_empty_and_null_content_make_no_text_block(self):
+        for content in ("", None, []):
+            assert lynkr.openai_to_anthropic(self.completion(content), "m")["content"] == []
+        assert lynkr.openai_to_anthropic({}, "m")["content"] == []  # no choices at all
+
+    @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+    def test_reasoning_fields_become_thinking(self, field):
+        m = lynkr.openai_to_anthropic(self.completion("Blue.", **{field: "Sky colour question."}), "m")
+        assert m["content"] == [{"type": "thinking", "thinking": "Sky colour question.", "signature": ""}, text("Blue.")]
+
+    def test_reasoning_parts_keep_their_signature(self):
+        content = [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "Think.", "signature": "EqQBsig"}]},
+                   {"type": "text", "text": "Rayleigh."}, {"type": "text", "text": ""}, "junk"]
+        m = lynkr.openai_to_anthropic(self.completion(content), "m")
+        assert m["content"] == [{"type": "thinking", "thinking": "Think.", "signature": "EqQBsig"}, text("Rayleigh.")]
+
+    @pytest.mark.parametrize("usage,want", [
+        (None, (0, 0, 0, 0)),
+        ({"prompt_tokens": 12, "completion_tokens": 5}, (12, 5, 0, 0)),
+        ({"prompt_tokens": 100, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 60}}, (40, 7, 0, 60)),
+        ({"prompt_tokens": 100, "completion_tokens": 7,
+          "prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 30}}, (10, 7, 30, 60)),
+        ({"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 60}}, (0, 0, 0, 60)),  # never negative
+        ({"prompt_tokens": 10, "prompt_tokens_details": None}, (10, 0, 0, 0)),
+        ({"input_tokens": 12, "output_tokens": 3, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2},
+         (12, 3, 2, 5)),  # already Anthropic's terms (Databricks serving Claude): not subtracted again
+    ])
+    def test_usage_in_anthropic_terms(self, usage, want):
+        got = lynkr.openai_usage_to_anthropic(usage)
+        assert (got["input_tokens"], got["output_tokens"], got["cache_creation_input_tokens"],
+                got["cache_read_input_tokens"]) == want
+
+
+# -- in process: model mapping and output caps (ModelRouter) --
+
+
+class TestInProcessModelRouter:
+    def test_first_matching_glob_wins_case_insensitively(self):
+        router = lynkr.ModelRouter(lynkr.parse_model_map("MODEL_MAP", "claude-*haiku*=dbx-haiku, claude-*=dbx-sonnet"), ())
+        for model, target in (("claude-3-5-HAIKU-20241022", "dbx-haiku"), ("claude-haiku-4-5", "dbx-haiku"),
+                              ("claude-opus-5-5", "dbx-sonnet"), ("gpt-4o", None)):
+            assert router.mapped(model) == target, model
+
+    def test_map_targets_may_hold_commas_and_newlines_separate_entries(self):
+        pairs = lynkr.parse_model_map("MODEL_MAP", "a*=local,qwen2.5:7b\nb*=dbx,ep, c=x")
+        assert pairs == (("a*", "local,qwen2.5:7b"), ("b*", "dbx,ep"), ("c", "x"))
+
+    @pytest.mark.parametrize("model,asked,target,sent", [
+        ("claude-haiku-4-5", 32000, "anything", 8192),  # the client's name matches a cap
+        ("claude-opus-5-5", 128000, "anything", 20000),
+        ("claude-opus-5-5", 100, "anything", 100),
+        ("x", 128000, "ep-haiku", 8192),  # or the upstream target does
+    ])
+    def test_caps_match_client_or_target(self, model, asked, target, sent):
+        router = lynkr.ModelRouter((), (("claude-*haiku*", 8192), ("*haiku*", 8192), ("claude-*", 20000)))
+        assert router.clamp_max_tokens(model, asked, target) == sent
+
+    @pytest.mark.parametrize("target,cap", [
+        ("databricks-claude-3-7-sonnet", 64000), ("claude-opus-4-1-20250805", 32000), ("claude-opus-4", 32000),
+        ("databricks-claude-opus-4-5", 64000), ("anthropic.claude-sonnet-4-5-20250929-v1:0", 64000),
+        ("claude-3-5-haiku-latest", 8192), ("my-llama", 128000), ("claude-opus-5-5", 128000),
+    ])
+    def test_builtin_output_limits_apply_to_the_target(self, target, cap):
+        assert lynkr.ModelRouter((), ()).clamp_max_tokens("claude-x", 128000, target) == cap
+
+    def test_advertised_models_add_literal_map_keys_only(self):
+        router = lynkr.ModelRouter((("my-model", "ep"), ("claude-*", "x"), ("claude-sonnet-4-5", "y")), ())
+        names = [m for m, _ in router.advertised_models()]
+        assert names[-1] == "my-model" and "claude-*" not in names and names.count("claude-sonnet-4-5") == 1
+
+
+# -- in process: thinking provenance (keep_signed_thinking, signature_key) --
+
+
+class TestInProcessThinkingProvenance:
+    SIGNED: ClassVar[dict] = {"type": "thinking", "thinking": "mine", "signature": "sig-here"}
+    FOREIGN: ClassVar[dict] = {"type": "thinking", "thinking": "theirs", "signature": "sig-elsewhere"}
+
+    def keep(self, req: dict[str, Any]) -> tuple[dict[str, Any], int, bool]:
+        here = {lynkr.signature_key(self.SIGNED)}
+        return lynkr.keep_signed_thinking(req, lambda key: key in here)
+
+    def test_only_blocks_signed_here_are_kept(self):
+        req = {"messages": [user("q"), assistant([self.SIGNED, text("A")]), user("q2"),
+                            assistant([self.FOREIGN, text("B")]), user("q3")]}
+        out, dropped, off = self.keep(req)
+        assert dropped == 1 and off is False
+        assert out["messages"][1]["content"] == [self.SIGNED, text("A")] and out["messages"][3]["content"] == [text("B")]
+        assert req["messages"][3]["content"][0] is self.FOREIGN  # the request is not changed
+
+    def test_nothing_to_drop_returns_the_same_request(self):
+        req = {"messages": [user("q"), assistant([self.SIGNED, text("A")]), user("q2")]}
+        assert self.keep(req) == (req, 0, False)
+
+    def test_a_tool_loop_that_lost_its_thinking_continues_with_thinking_off(self):
+        req = {"thinking": {"type": "enabled", "budget_tokens": 2048},
+               "context_management": {"edits": [{"type": "clear_thinking_20251015"}, {"type": "clear_tool_uses_20250919"}]},
+               "messages": [user("q"), assistant([self.FOREIGN, tool_use("toolu_1", "f", {})]),
+                            user([tool_result("toolu_1", "ok")])]}
+        out, dropped, off = self.keep(req)
+        assert (dropped, off) == (1, True) and "thinking" not in out
+        assert out["context_management"] == {"edits": [{"type": "clear_tool_uses_20250919"}]}
+        assert out["messages"][1]["content"] == [tool_use("toolu_1", "f", {})]
+
+    def test_a_turn_of_only_foreign_thinking_goes(self):
+        req = {"messages": [user("q"), assistant([self.FOREIGN]), user("q2")]}
+        out, dropped, _off = self.keep(req)
+        assert dropped == 1 and [m["role"] for m in out["messages"]] == ["user", "user"]
+
+    def test_signature_keys(self):
+        assert lynkr.signature_key(self.SIGNED) == hashlib.sha256(b"sig-here").hexdigest()[:32]
+        assert lynkr.signature_key({"type": "redacted_thinking", "data": "d"}) == hashlib.sha256(b"d").hexdigest()[:32]
+        assert lynkr.signature_key({"type": "thinking", "thinking": "x", "signature": ""}) is None
+
+
 # == 9. Streaming ==
 
 # -- OpenAI chunks -> Anthropic SSE --
@@ -7532,6 +8399,394 @@ def test_botocore_parses_the_test_encoder_frames():
     assert first.headers == {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
     assert json.loads(base64.b64decode(json.loads(first.payload)["bytes"])) == AWS_EVENTS[0]
     assert messages[-1].headers[":exception-type"] == "throttlingException"
+
+
+# -- in process: OpenAI chat SSE -> Anthropic SSE (OpenAIStreamDecoder, OpenAIStreamTranslator) --
+
+
+def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None,
+          choices: bool = True) -> dict[str, Any]:
+    c: dict[str, Any] = {"id": "c1", "created": 1700000000}
+    c["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}] if choices else []
+    if usage is not None:
+        c["usage"] = usage
+    return c
+
+
+def call_start(index: int, cid: str | None, name: str, args: str = "") -> dict[str, Any]:
+    part: dict[str, Any] = {"index": index, "type": "function", "function": {"name": name, "arguments": args}}
+    if cid is not None:
+        part["id"] = cid
+    return chunk({"tool_calls": [part]})
+
+
+def call_args(index: int, fragment: str) -> dict[str, Any]:
+    return chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+
+
+def check_grammar(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The Messages streaming grammar: message_start; per block start/delta*/stop with indices 0, 1, 2...
+    and never two blocks open; message_delta; message_stop. Returns the message the events build."""
+    assert events and events[0][0] == "message_start", events[:1]
+    start = events[0][1]["message"]
+    assert start["content"] == [] and start["stop_reason"] is None and start["id"].startswith("msg_")
+    message = dict(start, content=[], usage=dict(start["usage"]))
+    open_index: int | None = None
+    partial = ""
+    state = "blocks"
+    for name, data in events[1:]:
+        assert data["type"] == name and state != "stopped", (name, state)
+        if name == "content_block_start":
+            assert state == "blocks" and open_index is None, "a block started while another is open"
+            assert data["index"] == len(message["content"]), "block indices must be 0, 1, 2, ..."
+            block = copy.deepcopy(data["content_block"])
+            assert block["type"] in DELTA_TYPES, block
+            if block["type"] == "tool_use":
+                assert block["input"] == {} and block["id"] and block["name"], block
+            open_index, partial = data["index"], ""
+            message["content"].append(block)
+        elif name == "content_block_delta":
+            assert data["index"] == open_index, "a delta outside its open block"
+            block, delta = message["content"][open_index], data["delta"]
+            assert delta["type"] in DELTA_TYPES[block["type"]], (block["type"], delta)
+            if delta["type"] == "text_delta":
+                block["text"] += delta["text"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] = delta["signature"]
+            else:
+                partial += delta["partial_json"]
+        elif name == "content_block_stop":
+            assert data["index"] == open_index
+            if message["content"][open_index]["type"] == "tool_use":
+                message["content"][open_index]["input"] = json.loads(partial)  # complete JSON, or this fails
+            open_index = None
+        elif name == "message_delta":
+            assert state == "blocks" and open_index is None, "message_delta with a block still open"
+            message.update(data["delta"])
+            message["usage"] = dict(data["usage"])
+            state = "delta"
+        elif name == "message_stop":
+            assert state == "delta", "message_stop without message_delta"
+            state = "stopped"
+        else:
+            assert name == "ping", name
+    assert state == "stopped", "no message_stop"
+    return message
+
+
+def summary(content: list[dict[str, Any]]) -> list[tuple]:
+    out = []
+    for b in content:
+        if b["type"] == "text":
+            out.append(("text", b["text"]))
+        elif b["type"] == "tool_use":
+            out.append(("tool_use", b["id"], b["name"], b["input"]))
+        else:
+            out.append(("thinking", b["thinking"], b.get("signature", "")))
+    return out
+
+
+def decode(raw: bytes, pieces: list[bytes] | None = None, model: str = "claude-stream-model",
+           stops: list[str] | None = None) -> tuple[Any, bytes]:
+    decoder = lynkr.OpenAIStreamDecoder(model, stops, "Fake upstream")
+    out = b"".join(decoder.feed(p) for p in (pieces if pieces is not None else [raw])) + decoder.flush()
+    return decoder, out
+
+
+def normalized(decoder: Any, out: bytes) -> bytes:
+    """The output with the decoder's random message id replaced (it is the only thing that may differ)."""
+    return out.replace(decoder.translator.message_id.encode(), b"msg_SAME")
+
+
+FUZZ_TEXT = 'Grüße aus Zürich — 你好, 世界 🌍🚀 "quoted" \\ back\tslash'
+RICH_ARGS_A = {"city": "Zürich", "note": "naïve café ☕"}
+RICH_ARGS_B = {"city": "東京"}
+
+
+def rich_stream(ensure_ascii: bool = False) -> bytes:
+    """Reasoning, text with escapes, two interleaved calls with Databricks' "{}" quirk, usage after finish."""
+    a, b = json.dumps(RICH_ARGS_A, ensure_ascii=False), json.dumps(RICH_ARGS_B, ensure_ascii=False)
+    chunks = [chunk({"role": "assistant", "content": ""}), chunk({"reasoning_content": "Think "}),
+              chunk({"reasoning_content": "first."})]
+    chunks += [chunk({"content": FUZZ_TEXT[i:i + 12]}) for i in range(0, len(FUZZ_TEXT), 12)]
+    chunks += [call_start(0, "call_a1", "get_weather", "{}"), call_start(1, "call_b2", "get_weather")]
+    for i in range(0, max(len(a), len(b)), 14):
+        if a[i:i + 14]:
+            chunks.append(call_args(0, a[i:i + 14]))
+        if b[i:i + 14]:
+            chunks.append(call_args(1, b[i:i + 14]))
+    chunks += [call_args(0, "{}"), chunk({}, finish="tool_calls"), chunk(choices=False, usage=USAGE)]
+    return oai_sse(chunks, ensure_ascii=ensure_ascii)
+
+
+RICH_BLOCKS = [("thinking", "Think first.", ""), ("text", FUZZ_TEXT), ("tool_use", "call_a1", "get_weather", RICH_ARGS_A),
+               ("tool_use", "call_b2", "get_weather", RICH_ARGS_B)]
+
+DECODER_CASES = [
+    ("text", [chunk({"role": "assistant"}), chunk({"content": "The quick "}), chunk({"content": "brown fox."}),
+              chunk({}, finish="stop")], [("text", "The quick brown fox.")], "end_turn"),
+    ("text-then-tool", [chunk({"content": "Checking."}), call_start(0, "call_1", "get_weather"),
+                        call_args(0, '{"city"'), call_args(0, ': "Paris"}'), chunk({}, finish="tool_calls")],
+     [("text", "Checking."), ("tool_use", "call_1", "get_weather", {"city": "Paris"})], "tool_use"),
+    ("parallel-tools", [call_start(0, "call_1", "get_weather", '{"city": "Paris"}'),
+                        call_start(1, "call_2", "get_weather", '{"city": "Rome"}'), chunk({}, finish="tool_calls")],
+     [("tool_use", "call_1", "get_weather", {"city": "Paris"}), ("tool_use", "call_2", "get_weather", {"city": "Rome"})],
+     "tool_use"),
+    ("interleaved-parallel-fragments", [call_start(0, "call_1", "f"), call_start(1, "call_2", "g"), call_args(1, '{"b":'),
+                                        call_args(0, '{"a":'), call_args(1, " 2}"), call_args(0, " 1}"),
+                                        chunk({}, finish="tool_calls")],
+     [("tool_use", "call_1", "f", {"a": 1}), ("tool_use", "call_2", "g", {"b": 2})], "tool_use"),
+    ("empty-args-quirk", [call_start(0, "call_1", "get_time", "{}"), chunk({}, finish="tool_calls")],
+     [("tool_use", "call_1", "get_time", {})], "tool_use"),
+    ("leading-and-trailing-{}-quirk", [call_start(0, "call_1", "f", "{}"), call_args(0, '{"x": 1}'), call_args(0, "{}"),
+                                       chunk({}, finish="tool_calls")], [("tool_use", "call_1", "f", {"x": 1})], "tool_use"),
+    ("arguments-as-an-object", [chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": {"k": "v"}}}]}),
+                                chunk({}, finish="tool_calls")], [("tool_use", "call_1", "f", {"k": "v"})], "tool_use"),
+    ("call-without-id", [chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{}"}}]}),
+                         chunk({}, finish="tool_calls")], None, "tool_use"),
+    ("id-sanitized", [call_start(0, "call.1:x", "f", '{"a":1}'), chunk({}, finish="tool_calls")],
+     [("tool_use", "call_1_x", "f", {"a": 1})], "tool_use"),
+    ("first-chunk-without-choices", [chunk(choices=False) | {"prompt_filter_results": []}, chunk({"content": "Hi!"}),
+                                     chunk({}, finish="stop")], [("text", "Hi!")], "end_turn"),
+    ("reasoning-list-deltas", [chunk({"content": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "Think "}]}]}),
+                               chunk({"content": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "hard."}]}]}),
+                               chunk({"content": [{"type": "reasoning", "summary": [
+                                   {"type": "summary_text", "text": "", "signature": "SiG=="}]}]}),
+                               chunk({"content": [{"type": "text", "text": "Answer"}]}), chunk({"content": " here."}),
+                               chunk({}, finish="stop")],
+     [("thinking", "Think hard.", "SiG=="), ("text", "Answer here.")], "end_turn"),
+    ("reasoning-field", [chunk({"reasoning": "Sky "}), chunk({"reasoning": "is blue."}), chunk({"content": "Blue."}),
+                         chunk({}, finish="stop")], [("thinking", "Sky is blue.", ""), ("text", "Blue.")], "end_turn"),
+    ("length", [chunk({"content": "Truncat"}), chunk({}, finish="length")], [("text", "Truncat")], "max_tokens"),
+    ("content-filter", [chunk({"content": "I can"}), chunk({}, finish="content_filter")], [("text", "I can")], "refusal"),
+    ("function-call-finish", [call_start(0, "call_1", "f", "{}"), chunk({}, finish="function_call")],
+     [("tool_use", "call_1", "f", {})], "tool_use"),
+    ("finish-beside-text", [chunk({"role": "assistant", "content": "cut sh"}), chunk({"content": "ort"}, finish="length")],
+     [("text", "cut short")], "max_tokens"),
+    ("no-content-at-all", [chunk({"role": "assistant"}), chunk({}, finish="stop")], [], "end_turn"),
+]
+
+
+class TestInProcessStreamTranslators:
+    @pytest.mark.parametrize("chunks,blocks,stop", [c[1:] for c in DECODER_CASES], ids=[c[0] for c in DECODER_CASES])
+    def test_stream_case(self, chunks, blocks, stop):
+        raw = oai_sse(chunks + [chunk(choices=False, usage=USAGE)])
+        decoder, out = decode(raw)
+        message = check_grammar(sse_events(out))
+        if blocks is None:  # no upstream id: lynkr makes one
+            [block] = message["content"]
+            assert block["id"].startswith("toolu_") and block["name"] == "f" and block["input"] == {}
+        else:
+            assert summary(message["content"]) == blocks
+        assert message["stop_reason"] == stop and message["model"] == "claude-stream-model"
+        assert decoder.done and not decoder.failed and decoder.final == message
+
+    def test_exact_event_sequence_of_a_text_answer(self):
+        raw = oai_sse([chunk({"role": "assistant", "content": "Hel"}), chunk({"content": "lo"}), chunk({}, finish="stop"),
+                       chunk(choices=False, usage=USAGE)])
+        _decoder, out = decode(raw)
+        events = sse_events(out)
+        assert [(n, d.get("index")) for n, d in events] == [
+            ("message_start", None), ("content_block_start", 0), ("content_block_delta", 0), ("content_block_delta", 0),
+            ("content_block_stop", 0), ("message_delta", None), ("message_stop", None)]
+        assert events[1][1]["content_block"] == {"type": "text", "text": ""}
+        assert [d["delta"] for n, d in events if n == "content_block_delta"] == [
+            {"type": "text_delta", "text": "Hel"}, {"type": "text_delta", "text": "lo"}]
+        assert events[-2][1] == {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                 "usage": {"input_tokens": 30, "output_tokens": 9, "cache_creation_input_tokens": 0,
+                                           "cache_read_input_tokens": 20}}
+
+    def test_interleaved_calls_first_streams_live_second_waits_complete(self):
+        raw = oai_sse([call_start(0, "call_1", "f"), call_start(1, "call_2", "g"), call_args(1, '{"b":'),
+                       call_args(0, '{"a":'), call_args(1, " 2}"), call_args(0, " 1}"), chunk({}, finish="tool_calls")])
+        _decoder, out = decode(raw)
+        deltas = [(d["index"], d["delta"]["partial_json"]) for n, d in sse_events(out) if n == "content_block_delta"]
+        assert deltas == [(0, '{"a":'), (0, " 1}"), (1, '{"b": 2}')]
+
+    def test_a_waiting_call_takes_a_name_sent_after_its_first_fragment(self):
+        raw = oai_sse([call_start(0, "call_1", "f"), chunk({"tool_calls": [{"index": 1, "id": "call_2", "function": {}}]}),
+                       chunk({"tool_calls": [{"index": 1, "function": {"name": "late", "arguments": "{}"}}]}),
+                       call_args(0, "{}"), chunk({}, finish="tool_calls")])
+        _decoder, out = decode(raw)
+        assert summary(check_grammar(sse_events(out))["content"]) == [("tool_use", "call_1", "f", {}),
+                                                                      ("tool_use", "call_2", "late", {})]
+
+    def test_rich_stream(self):
+        decoder, out = decode(rich_stream())
+        message = check_grammar(sse_events(out))
+        assert summary(message["content"]) == RICH_BLOCKS and message["stop_reason"] == "tool_use"
+        assert message["usage"] == decoder.usage == {"input_tokens": 30, "output_tokens": 9,
+                                                     "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20}
+        assert decoder.final == message
+
+    def test_split_at_every_byte_boundary(self):
+        raw = rich_stream()
+        whole_decoder, whole = decode(raw)
+        expected = normalized(whole_decoder, whole)
+        for at in range(1, len(raw)):
+            decoder, out = decode(raw, [raw[:at], raw[at:]])
+            assert normalized(decoder, out) == expected, at
+        decoder, out = decode(raw, [raw[i:i + 1] for i in range(len(raw))])
+        assert normalized(decoder, out) == expected and decoder.final["content"] == whole_decoder.final["content"]
+
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(points=st.lists(st.integers(min_value=1, max_value=5000), max_size=40), ascii_=st.booleans(),
+           crlf=st.booleans())
+    def test_any_byte_split_gives_the_same_events(self, points, ascii_, crlf):
+        raw = rich_stream(ensure_ascii=ascii_)
+        if crlf:
+            raw = raw.replace(b"\n", b"\r\n")
+        decoder, out = decode(raw, split_at(raw, [p % len(raw) for p in points]))
+        message = check_grammar(sse_events(out))
+        assert summary(message["content"]) == RICH_BLOCKS and decoder.final == message
+
+    @pytest.mark.parametrize("ascii_", [False, True], ids=["utf8", "ascii-escaped"])
+    def test_text_fast_path_keeps_escapes(self, ascii_):
+        tokens = ['say "hi"', "\\ back\\slash", "tab\tnew\nline", "ümlaut 🌍", "\u2028 sep", "</script>", "\x7f"]
+        chunks = [chunk({"role": "assistant", "content": tokens[0]})] + [chunk({"content": t}) for t in tokens[1:]]
+        decoder, out = decode(oai_sse(chunks + [chunk({}, finish="stop")], ensure_ascii=ascii_))
+        message = check_grammar(sse_events(out))
+        assert summary(message["content"]) == [("text", "".join(tokens))] and decoder.final == message
+
+    def test_fast_path_follows_changing_frames_and_mixed_chunks(self):
+        chunks = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": w}) for w in ("one ", "two ")]
+        chunks += [{**chunk({"content": w}), "created": 1700000001} for w in ("three ", "four ")]
+        chunks.append(chunk({"content": "five", "tool_calls": [{"index": 0, "id": "call_f1", "type": "function",
+                                                               "function": {"name": "f", "arguments": '{"q": 1}'}}]}))
+        raw = b"".join(b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n" for c in chunks)
+        raw += b"data: " + json.dumps(chunk({}, finish="tool_calls"), separators=(",", ":")).encode() + b"\n\ndata: [DONE]\n\n"
+        _decoder, out = decode(raw)
+        assert summary(check_grammar(sse_events(out))["content"]) == [("text", "one two three four five"),
+                                                                      ("tool_use", "call_f1", "f", {"q": 1})]
+
+    def test_output_is_incremental(self):
+        decoder = lynkr.OpenAIStreamDecoder("m", None, "Fake")
+        first = decoder.feed(b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\ndata: {"choi')
+        names = [n for n, _ in sse_events(first)]
+        assert names == ["message_start", "content_block_start", "content_block_delta"] and not decoder.done
+        assert decoder.feed(b'ces":[{"index":0,"delta":{"content":" there"}}]}\n') == b""  # the event is not complete yet
+        assert [d["delta"]["text"] for _, d in sse_events(decoder.feed(b"\n"))] == [" there"]
+
+    def test_stop_sequence_in_a_stream(self):
+        raw = oai_sse([chunk({"content": "The answer is 42 "}), chunk({"content": "END"}), chunk({}, finish="stop")])
+        _decoder, out = decode(raw, stops=["END"])
+        message = check_grammar(sse_events(out))
+        assert (message["stop_reason"], message["stop_sequence"]) == ("stop_sequence", "END")
+
+    def test_finish_without_done_completes_at_eof(self):
+        raw = oai_sse([chunk({"content": "All here."}), chunk({}, finish="stop")], done=False)
+        decoder = lynkr.OpenAIStreamDecoder("m", None, "Fake")
+        out = decoder.feed(raw)
+        assert not decoder.done and "message_stop" not in out.decode()
+        out += decoder.flush()
+        assert decoder.done and summary(check_grammar(sse_events(out))["content"]) == [("text", "All here.")]
+
+    def test_eof_before_a_finish_is_not_done(self):
+        decoder = lynkr.OpenAIStreamDecoder("m", None, "Fake")
+        out = decoder.feed(oai_sse([chunk({"content": "Half an ans"})], done=False)) + decoder.flush()
+        assert not decoder.done and b"message_stop" not in out and decoder.final is None
+
+    def test_a_final_event_without_blank_line_is_read_at_eof(self):
+        raw = oai_sse([chunk({"content": "x"}), chunk({}, finish="stop")], done=False) + b"data: [DONE]"
+        decoder, out = decode(raw)
+        assert decoder.done and out.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+
+    def test_nothing_after_done(self):
+        raw = oai_sse([chunk({"content": "x"}), chunk({}, finish="stop")]) + oai_sse([chunk({"content": "late"})])
+        decoder, out = decode(raw)
+        assert "late" not in out.decode() and summary(decoder.final["content"]) == [("text", "x")]
+
+    @pytest.mark.parametrize("body,message", [
+        ({"error": {"message": "quota exceeded", "code": "rate_limit"}}, "Fake upstream stream failed (rate_limit): quota exceeded"),
+        ({"error_code": "BAD_REQUEST", "message": "Input too long"}, "Fake upstream stream failed (BAD_REQUEST): Input too long"),
+    ])
+    def test_error_chunk_raises(self, body, message):
+        decoder = lynkr.OpenAIStreamDecoder("m", None, "Fake upstream")
+        decoder.feed(oai_sse([chunk({"content": "x"})], done=False))
+        with pytest.raises(lynkr.LynkrError) as e:
+            decoder.feed(b"data: " + json.dumps(body).encode() + b"\n\n")
+        assert e.value.message == message and e.value.status == 500
+
+    def test_invalid_json_raises_upstream_unavailable(self):
+        decoder = lynkr.OpenAIStreamDecoder("m", None, "Fake upstream")
+        with pytest.raises(lynkr.UpstreamUnavailable, match="Fake upstream sent invalid JSON in its stream"):
+            decoder.feed(b"data: {not json}\n\n")
+
+    def test_translator_fed_chunk_objects(self):
+        translator = lynkr.OpenAIStreamTranslator("m", ["STOP"])
+        out = translator.feed(chunk({"content": "go STOP"})) + translator.feed(chunk({}, finish="stop")) + translator.finish()
+        message = check_grammar(sse_events(out))
+        assert (message["stop_reason"], message["stop_sequence"]) == ("stop_sequence", "STOP")
+        assert translator.finish() == b""  # once only
+
+    def test_finish_of_an_empty_stream_is_still_a_message(self):
+        translator = lynkr.OpenAIStreamTranslator("m")
+        message = check_grammar(sse_events(translator.finish()))
+        assert message["content"] == [] and message["stop_reason"] == "end_turn"
+
+
+# -- in process: Anthropic SSE relay (AnthropicStreamRelay) and JSON -> SSE (message_to_sse, block_events) --
+
+
+ANTHROPIC_STREAM = (
+    'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant",'
+    '"model":"claude","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":31,'
+    '"cache_read_input_tokens":4,"output_tokens":1}}}\n\n'
+    ": a comment\n\n"
+    'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+    'event: ping\ndata: {"type": "ping"}\n\n'
+    'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi 🌍"}}\n\n'
+    'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+    'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+    '"usage":{"output_tokens":7}}\n\n'
+    'event: message_stop\ndata: {"type":"message_stop"}\n\n').encode()
+
+
+class TestInProcessAnthropicStreams:
+    def relay(self, pieces: list[bytes]) -> tuple[Any, bytes]:
+        relay = lynkr.AnthropicStreamRelay()
+        return relay, b"".join(relay.feed(p) for p in pieces) + relay.flush()
+
+    @pytest.mark.parametrize("ending", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+    def test_relay_reframes_with_lf_and_reads_usage(self, ending):
+        raw = ANTHROPIC_STREAM.replace(b"\n", ending)
+        relay, out = self.relay([raw])
+        message = check_grammar(sse_events(out))
+        assert message["content"] == [text("Hi 🌍")] and message["stop_reason"] == "end_turn"
+        assert relay.done and not relay.failed
+        assert relay.usage == {"input_tokens": 31, "cache_read_input_tokens": 4, "output_tokens": 7}
+
+    def test_relay_split_at_every_byte_boundary(self):
+        _relay, whole = self.relay([ANTHROPIC_STREAM])
+        for at in range(1, len(ANTHROPIC_STREAM)):
+            assert self.relay([ANTHROPIC_STREAM[:at], ANTHROPIC_STREAM[at:]])[1] == whole, at
+
+    def test_relay_marks_an_error_event_failed(self):
+        raw = ANTHROPIC_STREAM.split(b"event: content_block_stop")[0] + (
+            b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n')
+        relay, out = self.relay([raw])
+        assert relay.failed and not relay.done and sse_events(out)[-1][0] == "error"
+
+    def test_message_to_sse_round_trips_every_block_kind(self):
+        message = {"id": "msg_9", "type": "message", "role": "assistant", "model": "claude-x",
+                   "content": [{"type": "thinking", "thinking": "Plan.", "signature": "sig=="}, text("Hello ✓"),
+                               tool_use("toolu_1", "get_weather", {"city": "Zürich", "n": [1, 2]}),
+                               {"type": "thinking", "thinking": "Unsigned.", "signature": ""}],
+                   "stop_reason": "tool_use", "stop_sequence": None,
+                   "usage": {"input_tokens": 3, "output_tokens": 5, "cache_creation_input_tokens": 0,
+                             "cache_read_input_tokens": 0}}
+        events = sse_events(lynkr.message_to_sse(message))
+        assert check_grammar(events) == message
+        deltas = [d["delta"]["type"] for n, d in events if n == "content_block_delta"]
+        assert deltas == ["thinking_delta", "signature_delta", "text_delta", "input_json_delta", "thinking_delta"]
+
+    def test_blocks_without_deltas_are_complete_in_their_start(self):
+        redacted = {"type": "redacted_thinking", "data": "opaque=="}
+        events = sse_events(lynkr.block_events(2, redacted))
+        assert events == [("content_block_start", {"type": "content_block_start", "index": 2, "content_block": redacted}),
+                          ("content_block_stop", {"type": "content_block_stop", "index": 2})]
 
 
 # == 10. Providers ==
@@ -11360,6 +12615,147 @@ class TestPromptCache:
         assert len(st.fake.requests) == 2
 
 
+# -- in process: the prompt fingerprint (prompt_fingerprint), PromptCache, cached_reply --
+
+
+BASE_REQ = {
+    "model": "claude-sonnet-4-5", "max_tokens": 1024,
+    "system": [text("x-anthropic-billing-header: cc_version=2.1.329; cch=aaaa"), text("You are Claude Code.", cache_control=EPH)],
+    "messages": [user([text("what is 2+2?", cache_control=EPH)]), assistant("4"), user("and 3+3?")],
+    "tools": [{**GET_WEATHER, "cache_control": EPH}], "tool_choice": {"type": "auto"}, "temperature": 0.2,
+    "stream": False, "metadata": {"user_id": "u-1"},
+}
+
+
+class TestInProcessFingerprint:
+    KEY = staticmethod(lambda req, target="databricks-claude-sonnet-4-5": lynkr.prompt_fingerprint(req, target))
+
+    def test_same_request_same_key(self):
+        key = self.KEY(BASE_REQ)
+        assert len(key) == 64 and int(key, 16) >= 0
+        assert self.KEY(copy.deepcopy(BASE_REQ)) == key
+        assert self.KEY(json.loads(json.dumps(BASE_REQ, sort_keys=True))) == key  # key order does not matter
+
+    def test_it_is_sha256_of_the_canonical_request(self):
+        req = {"model": "client-name", "max_tokens": 5, "messages": [user("hi")], "stream": True}
+        canonical = {"model": "target", "max_tokens": 5, "messages": [user("hi")]}
+        text_ = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        assert lynkr.prompt_fingerprint(req, "target") == hashlib.sha256(text_.encode()).hexdigest()
+
+    @pytest.mark.parametrize("change", [
+        lambda r: r["messages"][-1].update(content="and 4+4?"),
+        lambda r: r["messages"].append(assistant("6")),
+        lambda r: r["system"][1].update(text="You are someone else."),
+        lambda r: r.update(system="You are Claude Code."),  # the same text as a string is another request
+        lambda r: r["tools"][0].update(description="changed"),
+        lambda r: r.pop("tools"),
+        lambda r: r.update(tool_choice={"type": "any"}),
+        lambda r: r.update(temperature=0.3),
+        lambda r: r.update(top_p=0.9),
+        lambda r: r.update(top_k=5),
+        lambda r: r.update(max_tokens=2048),
+        lambda r: r.update(stop_sequences=["END"]),
+        lambda r: r.update(thinking={"type": "enabled", "budget_tokens": 2048}),
+        lambda r: r.update(output_config={"effort": "high"}),
+        lambda r: r["messages"][0]["content"].append({"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}),
+    ], ids=["last-message", "more-turns", "system-text", "system-form", "tool-description", "no-tools", "tool-choice",
+            "temperature", "top-p", "top-k", "max-tokens", "stop-sequences", "thinking", "output-config", "image"])
+    def test_what_changes_the_key(self, change):
+        req = copy.deepcopy(BASE_REQ)
+        change(req)
+        assert self.KEY(req) != self.KEY(BASE_REQ)
+
+    def test_the_target_model_changes_the_key_the_client_name_does_not(self):
+        assert self.KEY(BASE_REQ, "other-endpoint") != self.KEY(BASE_REQ)
+        assert self.KEY({**BASE_REQ, "model": "claude-opus-5-5"}) == self.KEY(BASE_REQ)
+
+    @pytest.mark.parametrize("change", [
+        lambda r: r.update(stream=True),
+        lambda r: r.pop("stream"),
+        lambda r: r.update(metadata={"user_id": "someone-else"}),
+        lambda r: r.update(service_tier="auto"),
+        lambda r: r["system"][0].update(text="x-anthropic-billing-header: cc_version=2.1.329; cch=bbbb"),
+        lambda r: r["system"][1].pop("cache_control"),
+        lambda r: r["system"][1].update(cache_control={"type": "ephemeral", "ttl": "1h"}),
+        lambda r: r["messages"][0]["content"][0].pop("cache_control"),
+        lambda r: r["tools"][0].pop("cache_control"),
+    ], ids=["stream", "no-stream", "metadata", "service-tier", "billing-header", "system-marker-removed",
+            "system-marker-ttl", "message-marker", "tool-marker"])
+    def test_what_does_not_change_the_key(self, change):
+        req = copy.deepcopy(BASE_REQ)
+        change(req)
+        assert self.KEY(req) == self.KEY(BASE_REQ)
+
+    def test_null_fields_count_as_absent(self):
+        without = {k: v for k, v in BASE_REQ.items() if k != "temperature"}
+        assert self.KEY({**BASE_REQ, "temperature": None}) == self.KEY(without) != self.KEY(BASE_REQ)
+
+    def test_billing_header_only_when_it_leads_the_system_prompt(self):
+        moved = copy.deepcopy(BASE_REQ)
+        moved["system"] = [moved["system"][1], moved["system"][0]]
+        changed = copy.deepcopy(moved)
+        changed["system"][1]["text"] += "x"
+        assert self.KEY(moved) != self.KEY(changed)  # anywhere else it is prompt text
+
+    def test_unicode_and_lone_surrogates_hash(self):
+        a = {"model": "m", "messages": [user("café \ud800")]}
+        b = {"model": "m", "messages": [user("café \udc00")]}
+        assert self.KEY(a) != self.KEY(b) and self.KEY(a) == self.KEY(copy.deepcopy(a))
+
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(words=st.lists(st.text(max_size=20), min_size=1, max_size=6), stream=st.booleans(),
+           marker=st.booleans())
+    def test_key_depends_on_content_not_on_transport_fields(self, words, stream, marker):
+        content = [text(w, **({"cache_control": EPH} if marker else {})) for w in words]
+        req = {"model": "m", "max_tokens": 10, "messages": [user(content)], "stream": stream}
+        plain = {"model": "m", "max_tokens": 10, "messages": [user([text(w) for w in words])]}
+        assert self.KEY(req) == self.KEY(plain)
+
+
+class TestInProcessPromptCache:
+    class Clock:
+        def __init__(self) -> None:
+            self.now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    def test_ttl(self):
+        clock = self.Clock()
+        cache = lynkr.PromptCache(True, ttl_s=1.0, max_entries=8, clock=clock)
+        cache.put("k", {"answer": 1})
+        clock.now += 0.999
+        assert cache.get("k") == {"answer": 1}
+        clock.now += 0.001
+        assert cache.get("k") is None and len(cache) == 0  # expired entries never answer, and go
+        assert (cache.hits, cache.misses) == (1, 1)
+
+    def test_lru_eviction_counts_use_not_insertion(self):
+        cache = lynkr.PromptCache(True, ttl_s=60, max_entries=2, clock=self.Clock())
+        results = []
+        for key in ("a", "b", "a", "c", "a", "b"):
+            hit = cache.get(key)
+            results.append("hit" if hit is not None else "stored")
+            if hit is None:
+                cache.put(key, {"k": key})
+        assert results == ["stored", "stored", "hit", "stored", "hit", "stored"]  # a was used last, so c evicted b
+        assert len(cache) == 2
+
+    def test_disabled_or_zero_entries(self):
+        assert not lynkr.PromptCache(False, 60, 8).enabled and not lynkr.PromptCache(True, 60, 0).enabled
+
+    def test_cached_reply_counts_input_as_cache_reads(self):
+        stored = {"id": "msg_first", "type": "message", "model": "upstream", "content": [text("Cached answer.")],
+                  "usage": {"input_tokens": 100, "cache_creation_input_tokens": 15, "cache_read_input_tokens": 5,
+                            "output_tokens": 9}}
+        reply = lynkr.cached_reply(stored, "claude-sonnet-4-5")
+        assert reply["id"] != "msg_first" and reply["id"].startswith("msg_") and reply["model"] == "claude-sonnet-4-5"
+        assert reply["content"] == stored["content"]
+        assert reply["usage"] == {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 120,
+                                  "output_tokens": 9}
+        assert stored["usage"]["input_tokens"] == 100  # the stored answer is not changed
+
+
 # == 13. Policy ==
 
 # -- paths: every way out of WORKSPACE_ROOT, with real symlinks --
@@ -11608,6 +13004,153 @@ class TestConfinementWeb:
         out = tool_ok(st.port, "web_fetch", {"url": "http://100.64.0.1/page"})
         assert out.endswith("allowlisted page"), out
         assert [r.target for r in tripwire.requests] == ["http://100.64.0.1/page"]
+
+
+# -- in process: tool globs, blocked paths, git gates, web targets (Policy, glob_match, non_global_address) --
+
+
+class TestInProcessPolicy:
+    def test_tool_deny_globs(self):
+        policy = lynkr.Policy(disallowed_tools=("workspace_git_*", "fs_write", "mcp_?x_*"))
+        for allowed in ("fs_read", "fs_write2", "workspace_search", "mcp_abx_tool", "Workspace_git_push"):
+            policy.check_tool(allowed)
+        for name, glob in (("workspace_git_push", "workspace_git_*"), ("fs_write", "fs_write"), ("mcp_ax_t", "mcp_?x_*")):
+            with pytest.raises(lynkr.ToolDenied) as e:
+                policy.check_tool(name)
+            assert str(e.value) == f"tool {name} is disabled by POLICY_DISALLOWED_TOOLS ({glob})"
+        lynkr.Policy().check_tool("anything")  # nothing disallowed by default
+
+    def test_tool_globs_come_from_the_setting(self, in_tmp):
+        cfg = lynkr.load_config(env_of(in_tmp, POLICY_DISALLOWED_TOOLS="web_*, fs_write"))
+        policy = lynkr.Policy.from_config(cfg)
+        assert policy.disallowed_tools == ("web_*", "fs_write")
+        with pytest.raises(lynkr.ToolDenied, match=r"\(web_\*\)"):
+            policy.check_tool("web_fetch")
+
+    @pytest.mark.parametrize("path,pattern", [
+        (".env", ".env"), ("sub/.env", ".env"), (".ENV", ".env"), ("a/b/.Env", ".env"),
+        (".env.local", ".env.*"), ("deploy/.env.production", ".env.*"),
+        (".git", ".git"), (".git/config", ".git"), ("vendor/lib/.git/HEAD", ".git"), (".GIT/objects/ab", ".git"),
+        ("server.pem", "*.pem"), ("certs/ca.PEM", "*.pem"), ("id_rsa", "id_rsa*"), ("home/.ssh/id_rsa.pub", "id_rsa*"),
+    ])
+    def test_default_blocked_paths(self, path, pattern):
+        with pytest.raises(lynkr.ToolDenied) as e:
+            lynkr.Policy().check_path(path)
+        assert str(e.value) == f"{path} is blocked by POLICY_FILE_BLOCKED_PATHS ({pattern})"
+
+    @pytest.mark.parametrize("path", ["env", "src/environment.py", ".envrc", "my.env", "git/config", ".github/workflows/ci.yml",
+                                      "docs/pem.md", "server.pem.txt", "rsa_id", "src/app.py", "."])
+    def test_default_allowed_paths(self, path):
+        lynkr.Policy().check_path(path)
+
+    def test_patterns_with_a_slash_match_the_path_and_below(self):
+        policy = lynkr.Policy(file_blocked_paths=("secrets/**", "/config/prod.yaml", "build/*.key", "**/private/*"))
+        for path, pattern in (("secrets/a.txt", "secrets/**"), ("secrets/deep/b", "secrets/**"), ("SECRETS/x", "secrets/**"),
+                              ("config/prod.yaml", "/config/prod.yaml"), ("build/x.key", "build/*.key"),
+                              ("private/k", "**/private/*"), ("a/b/private/k", "**/private/*"),
+                              ("a/private/k/deeper", "**/private/*")):
+            with pytest.raises(lynkr.ToolDenied, match=f"^{path} is blocked"):
+                policy.check_path(path)
+        for path in ("src/secrets/a.txt", "config/prod.yaml.bak", "build/sub/x.key", "private", "secretsx/a"):
+            policy.check_path(path)
+
+    def test_blocked_paths_come_from_the_setting(self, in_tmp):
+        cfg = lynkr.load_config(env_of(in_tmp, POLICY_FILE_BLOCKED_PATHS="*.key, secrets/**"))
+        policy = lynkr.Policy.from_config(cfg)
+        policy.check_path(".env")  # the setting replaces the default list
+        for path in ("a/b.key", "secrets/x"):
+            with pytest.raises(lynkr.ToolDenied):
+                policy.check_path(path)
+
+    @pytest.mark.parametrize("path,pattern,match", [
+        ("src/a.py", "src/*.py", True), ("src/sub/a.py", "src/*.py", False), ("src/sub/a.py", "src/**/*.py", True),
+        ("src/a.py", "src/**/*.py", True), ("a/b/c.txt", "**/c.txt", True), ("c.txt", "**/c.txt", True),
+        ("deep/x/name.pem", "*.pem", True), ("a/b", "a/?", True), ("a/bc", "a/?", False),
+        ("x/a_b_c_d_e", "*_*_*_*", True), ("x/abcd", "*_*_*_*", False), ("p/" + "a" * 3000, "p/*a*a*a*a*b", False),
+        ("p/" + "a" * 300 + "b", "p/*a*a*a*a*b", True), ("a" * 3000, "*a*a*a*a*b", False),
+    ], ids=lambda v: v if not isinstance(v, str) or len(v) < 30 else f"{v[:8]}...({len(v)})")
+    def test_glob_match(self, path, pattern, match):
+        assert lynkr.glob_match(path, pattern) is match
+
+    @staticmethod
+    def reference_glob(path: str, pattern: str) -> bool:
+        """The documented semantics, written independently: without '/', the file name is matched;
+        else `**/` spans folders (or none), `**` anything, `*` and `?` stay within one folder."""
+        if "/" not in pattern:
+            return fnmatch.fnmatchcase(posixpath.basename(path), pattern)
+        out, rest = "", pattern.lstrip("/")
+        while rest:
+            for token, regex in (("**/", "(?:.*/)?"), ("**", ".*"), ("*", "[^/]*"), ("?", "[^/]")):
+                if rest.startswith(token):
+                    out, rest = out + regex, rest[len(token):]
+                    break
+            else:
+                out, rest = out + re.escape(rest[0]), rest[1:]
+        return re.fullmatch(out, path) is not None
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(path=st.text(alphabet="ab/", max_size=12), pattern=st.text(alphabet="ab/*?", max_size=9))
+    def test_glob_match_follows_the_documented_semantics(self, path, pattern):
+        # patterns with more than two '*' take lynkr's automaton, the others its regex: both must agree
+        assert lynkr.glob_match(path, pattern) is self.reference_glob(path, pattern), (path, pattern)
+
+    @pytest.mark.parametrize("action,variable,allowed", [("push", "POLICY_GIT_ALLOW_PUSH", False),
+                                                         ("pull", "POLICY_GIT_ALLOW_PULL", True),
+                                                         ("commit", "POLICY_GIT_ALLOW_COMMIT", True)])
+    def test_git_gates(self, action, variable, allowed):
+        policy = lynkr.Policy()
+        if allowed:
+            policy.check_git(action)
+        else:
+            with pytest.raises(lynkr.ToolDenied) as e:
+                policy.check_git(action)
+            assert str(e.value) == f"git {action} is not allowed; set {variable}=true to allow it"
+        flipped = lynkr.Policy(**{f"git_allow_{action}": not allowed})
+        with pytest.raises(lynkr.ToolDenied) if allowed else contextlib.nullcontext():
+            flipped.check_git(action)
+
+    @pytest.mark.parametrize("address,reason", [
+        ("127.0.0.1", "127.0.0.1 is not a global unicast address"), ("10.1.2.3", "10.1.2.3 is not a global unicast address"),
+        ("100.64.0.1", "100.64.0.1 is not a global unicast address"), ("169.254.169.254", "is not a global unicast address"),
+        ("::1", "::1 is not a global unicast address"), ("::ffff:127.0.0.1", "is not a global unicast address"),
+        ("2002:7f00:1::", "127.0.0.1 is not a global unicast address"), ("64:ff9b::a00:1", "is not a global unicast address"),
+        ("2002:a00:1::", "10.0.0.1 is not a global unicast address"), ("2002:5db8:d822::1", ""),
+        ("::127.0.0.1", "is not a global unicast address"), ("fe80::1%eth0", "fe80::1 is not a global unicast address"),
+        ("fec0::1", "is site-local"), ("224.0.0.1", "is not a global unicast address"),
+        ("93.184.216.34", ""), ("2606:4700::1111", ""),
+    ])
+    def test_non_global_addresses(self, address, reason):
+        got = lynkr.non_global_address(address)
+        assert (got == "") if not reason else (reason in got), got
+
+    def test_web_targets(self):
+        open_policy = lynkr.Policy()
+        open_policy.check_web_target("example.com", ["93.184.216.34"])
+        with pytest.raises(lynkr.ToolDenied) as e:
+            open_policy.check_web_target("internal.example", ["93.184.216.34", "10.0.0.5"])
+        assert str(e.value) == ("host internal.example resolves to 10.0.0.5, which is not globally routable "
+                                "(10.0.0.5 is not a global unicast address); add it to WEB_SEARCH_ALLOWED_HOSTS to allow it")
+        allow = lynkr.Policy(web_allowed_hosts=("*.corp.example", "127.0.0.1"))
+        allow.check_web_target("wiki.CORP.example", ["10.0.0.5"])  # allowlisted hosts may be private
+        allow.check_web_target("[127.0.0.1]", ["127.0.0.1"])
+        with pytest.raises(lynkr.ToolDenied, match="^host example.com is not in WEB_SEARCH_ALLOWED_HOSTS$"):
+            allow.check_web_target("example.com", ["93.184.216.34"])
+
+    @pytest.mark.parametrize("extra,provider,key", [
+        ({}, "searxng", ""), ({"BRAVE_API_KEY": "b"}, "brave", "b"), ({"TAVILY_API_KEY": "t"}, "tavily", "t"),
+        ({"BRAVE_API_KEY": "b", "TAVILY_API_KEY": "t"}, "brave", "b"),
+        ({"BRAVE_API_KEY": "b", "WEB_SEARCH_PROVIDER": "tavily"}, "tavily", ""),
+    ])
+    def test_search_provider_resolution(self, in_tmp, extra, provider, key):
+        policy = lynkr.Policy.from_config(lynkr.load_config(env_of(in_tmp, **extra)))
+        assert (policy.web_search_provider, policy.web_search_key) == (provider, key)
+
+    def test_from_config_carries_the_limits(self, in_tmp):
+        cfg = lynkr.load_config(env_of(in_tmp, POLICY_MAX_STEPS="3", POLICY_MAX_TOOL_CALLS="7", LYNKR_TOOL_TIMEOUT_MS="1500",
+                                       POLICY_GIT_ALLOW_PUSH="yes", WEB_SEARCH_ALLOWED_HOSTS="A.example"))
+        p = lynkr.Policy.from_config(cfg)
+        assert (p.max_steps, p.max_tool_calls, p.tool_timeout_s, p.git_allow_push, p.web_allowed_hosts) == (
+            3, 7, 1.5, True, ("a.example",))
 
 
 # == 14. Tools ==
@@ -12351,6 +13894,89 @@ class TestPatchKeepsFiles:
         p = make_proxy({"LYNKR_TOOLS": "*"})
         assert "patched f.txt" in tool_ok(p.port, "edit_patch", {"patch": PATCH_ONE_LINE})
         assert (tmp_path / "f.txt").read_bytes() == after
+
+
+# -- in process: workspace path resolution (WorkspacePaths.resolve), the paths policy applies to --
+
+
+@pytest.fixture(scope="module")
+def escape_tree(tmp_path_factory):
+    """top/repo is the workspace (as build_escape_tree): ways out, blocked files, lynkr's state."""
+    top = tmp_path_factory.mktemp("escape")
+    repo, outside, evil = top / "repo", top / "outside", top / "repo-evil"
+    for d in (repo / "src", repo / "sub", repo / ".git", repo / "certs", repo / "a", repo / "state", outside, evil):
+        d.mkdir(parents=True, exist_ok=True)
+    (repo / "src" / "app.py").write_text("print('ok')\n")
+    for path in (repo / ".env", repo / ".ENV", repo / "sub" / ".env.local", repo / ".git" / "config",
+                 repo / "certs" / "server.pem", repo / "state" / "diary.txt", outside / "secret.txt", evil / "secret.txt"):
+        path.write_text("SECRET\n")
+    (repo / "linkdir").symlink_to(outside, target_is_directory=True)
+    (repo / "linkfile.txt").symlink_to(outside / "secret.txt")
+    (repo / "a" / "b").symlink_to("../../outside", target_is_directory=True)
+    (repo / "notes.txt").symlink_to(".env")  # a harmless name for a blocked file
+    (repo / "sub" / ".env").symlink_to("../src/app.py")  # a blocked name for a harmless file
+    (repo / "inner-link").symlink_to("src", target_is_directory=True)  # stays inside: allowed
+    paths = lynkr.WorkspacePaths(str(repo), lynkr.Policy(), private_dirs=[(str(repo / "state"), "LYNKR_DATA_DIR")],
+                                 private_files=[(str(repo / "sessions.db"), "SESSION_DB_PATH")])
+    return top, paths
+
+
+class TestInProcessWorkspacePaths:
+    @pytest.mark.parametrize("path,message", [
+        ("../outside/secret.txt", "../outside/secret.txt is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("src/../../outside/secret.txt", "src/../../outside/secret.txt is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("..", ".. is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("{T}/outside/secret.txt", "{T}/outside/secret.txt is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("/etc/passwd", "/etc/passwd is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("{T}/repo-evil/secret.txt", "{T}/repo-evil/secret.txt is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("{T}/repo-evil", "{T}/repo-evil is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("../repo-evil/secret.txt", "../repo-evil/secret.txt is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("linkdir/secret.txt", "linkdir/secret.txt leads outside WORKSPACE_ROOT through a symlink"),
+        ("linkdir", "linkdir leads outside WORKSPACE_ROOT through a symlink"),
+        ("linkfile.txt", "linkfile.txt leads outside WORKSPACE_ROOT through a symlink"),
+        ("a/b/secret.txt", "a/b/secret.txt leads outside WORKSPACE_ROOT through a symlink"),
+        (".env", ".env is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"),
+        (".ENV", ".ENV is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"),
+        ("sub/.env.local", "sub/.env.local is blocked by POLICY_FILE_BLOCKED_PATHS (.env.*)"),
+        (".git/config", ".git/config is blocked by POLICY_FILE_BLOCKED_PATHS (.git)"),
+        (".GIT", ".GIT is blocked by POLICY_FILE_BLOCKED_PATHS (.git)"),
+        ("{T}/repo/.git/config", ".git/config is blocked by POLICY_FILE_BLOCKED_PATHS (.git)"),
+        ("certs/server.pem", "certs/server.pem is blocked by POLICY_FILE_BLOCKED_PATHS (*.pem)"),
+        ("notes.txt", ".env is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"),  # judged by what it points to
+        ("sub/.env", "sub/.env is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"),  # and by its own name
+        ("state/diary.txt", "state/diary.txt is inside lynkr's own state (LYNKR_DATA_DIR)"),
+        ("state", "state is inside lynkr's own state (LYNKR_DATA_DIR)"),
+        ("sessions.db", "sessions.db is lynkr's own file (SESSION_DB_PATH)"),
+    ])
+    def test_denied(self, escape_tree, path, message):
+        top, paths = escape_tree
+        with pytest.raises(lynkr.ToolDenied) as e:
+            paths.resolve(path.format(T=top))
+        assert str(e.value) == message.format(T=top)
+
+    @pytest.mark.parametrize("path,message", [("", "path must be a non-empty string"), ("   ", "path must be a non-empty string"),
+                                              (7, "path must be a non-empty string"), ("a\x00b", "path contains a NUL byte")])
+    def test_not_a_path(self, escape_tree, path, message):
+        with pytest.raises(lynkr.ToolFailed, match=f"^{message}$"):
+            escape_tree[1].resolve(path)
+
+    @pytest.mark.parametrize("path", ["src/app.py", "src/../src/app.py", "{T}/repo/src/app.py", "inner-link/app.py",
+                                      "./src//app.py", " src/app.py "])
+    def test_allowed(self, escape_tree, path):
+        top, paths = escape_tree
+        assert paths.resolve(path.format(T=top)) == (str(top / "repo" / "src" / "app.py"), "src/app.py")
+
+    def test_the_root_itself(self, escape_tree):
+        top, paths = escape_tree
+        assert paths.resolve(".") == (str(top / "repo"), ".") and paths.resolve(str(top / "repo")) == (str(top / "repo"), ".")
+        with pytest.raises(lynkr.ToolFailed, match="^path must name a file, not the workspace root$"):
+            paths.resolve("src/..", allow_root=False)
+
+    def test_sibling_prefix_is_not_inside(self, escape_tree):
+        top, paths = escape_tree
+        assert paths.inside(str(top / "repo" / "x")) and paths.inside(str(top / "repo"))
+        assert not paths.inside(str(top / "repo-evil")) and not paths.inside(str(top / "repo-evil" / "x"))
+        assert not paths.inside(str(top))
 
 
 # == 15. Git and tests ==
@@ -16217,6 +17843,50 @@ class TestAnthropicPresetRunsSearch:
         finally:
             searx.close()
             fake.close()
+
+
+# -- in process: which server tools a request is offered (LYNKR_TOOLS allow globs, the deny policy) --
+
+
+class TestInProcessToolExposure:
+    @staticmethod
+    def orchestrator(tmp: Path, **settings_: str) -> Any:
+        cfg = lynkr.load_config(env_of(tmp, **settings_))
+        log = lynkr.Logger("json", "error")
+        router = lynkr.build_router(cfg, lynkr.HTTPClient(), log)
+        return lynkr.Orchestrator(cfg, router, lynkr.Policy.from_config(cfg), None, lynkr.PromptCache(False, 1, 1), None, log)
+
+    def test_allow_globs_minus_deny_globs(self, in_tmp):
+        o = self.orchestrator(in_tmp, LYNKR_TOOLS="fs_*, workspace_git_st*", POLICY_DISALLOWED_TOOLS="fs_write")
+        offered = o.select_server_tools({"model": "m", "messages": [user("x")]})
+        assert sorted(offered) == ["fs_list", "fs_read", "workspace_git_stage", "workspace_git_status"]
+        assert offered["fs_read"] is lynkr.TOOLS["fs_read"]
+
+    def test_default_offers_only_mcp_tools_and_nothing_for_a_plain_request(self, in_tmp):
+        o = self.orchestrator(in_tmp)
+        assert o.cfg.settings.lynkr_tools == ("mcp_*",)
+        assert o.select_server_tools({"model": "m", "messages": [user("x")]}) == {}
+
+    def test_clients_may_ask_for_server_tools_by_name_or_tool_choice(self, in_tmp):
+        o = self.orchestrator(in_tmp, POLICY_DISALLOWED_TOOLS="workspace_git_push")
+        req = {"model": "m", "messages": [user("x")], "tools": [{"name": "web_fetch"}, {"name": "Bash", "input_schema": {}},
+                                                                 {"name": "workspace_git_push"}],
+               "tool_choice": {"type": "tool", "name": "workspace_search"}}
+        assert sorted(o.select_server_tools(req)) == ["web_fetch", "workspace_search"]  # never a denied one
+
+    def test_a_typed_tool_keeps_its_name(self, in_tmp):
+        o = self.orchestrator(in_tmp, LYNKR_TOOLS="web_*")
+        req = {"model": "m", "messages": [user("x")], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}
+        assert sorted(o.select_server_tools(req)) == ["web_fetch"]  # two tools named web_search would be a 400
+
+    def test_a_denied_tool_named_by_the_client_is_left_out_upstream(self, in_tmp):
+        o = self.orchestrator(in_tmp, POLICY_DISALLOWED_TOOLS="fs_write")
+        req = {"model": "m", "messages": [user("x")], "tools": [{"name": "fs_write"}, {"name": "fs_read"}, GET_WEATHER],
+               "tool_choice": {"type": "tool", "name": "fs_write"}}
+        server_tools = o.select_server_tools(req)
+        out = o.upstream_request(req, server_tools)
+        assert [t["name"] for t in out["tools"]] == ["get_weather", "fs_read"] and "tool_choice" not in out
+        assert out["tools"][1] == lynkr.TOOLS["fs_read"].definition()
 
 
 # == 19. API routes ==
