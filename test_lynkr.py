@@ -2250,6 +2250,34 @@ def env_of(tmp: Path, **extra: str) -> dict[str, str]:
     return {"WORKSPACE_ROOT": str(tmp), "HOME": str(tmp / "home"), **extra}
 
 
+@pytest.fixture
+def startup_error(tmp_path, monkeypatch):
+    """startup_error(extra, env=..., cli_port=0, **load_config_kw) -> the ConfigError `python lynkr.py` would
+    print after "lynkr: " before exiting 2, found in-process: main()'s load_config, then each step of build_app
+    that validates (providers and routes, POLICY_SANDBOX, MCP manifests and sandbox settings, prices). No
+    server, store or MCP server is started. As for run_lynkr: the environment is base_env(tmp_path, extra),
+    the working folder tmp_path, HOME tmp_path/home, and --port 0 (cli_port=0) unless told otherwise."""
+    lynkr = _lynkr()
+
+    def run(extra: dict | None = None, env: dict | None = None, cli_port: int | None = 0, **kw: Any) -> str:
+        environ = env if env is not None else base_env(tmp_path, extra)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("HOME", environ["HOME"])  # AWS profiles and ~/.claude/mcp are found through HOME
+        with pytest.raises(lynkr.ConfigError) as e:
+            cfg = lynkr.load_config(environ, cli_port=cli_port, **kw)
+            log = lynkr.Logger("json", "error")
+            lynkr.build_router(cfg, lynkr.HTTPClient(), log)
+            lynkr.resolve_sandbox(cfg.settings.policy_sandbox, cfg.settings.policy_sandbox_image)
+            lynkr.discover_mcp_servers(cfg, log)
+            lynkr.SandboxSettings.from_config(cfg)
+            lynkr.price_book(cfg)
+        line = str(e.value)
+        assert line and "\n" not in line, line  # main() prints it as one "lynkr: ..." line and exits 2
+        return line
+
+    return run
+
+
 # -- provider presets: one strict fake per vendor --
 
 
@@ -4569,6 +4597,15 @@ class TestInProcessSSEParser:
 
 # == 5. Config ==
 
+# -- helpers several of this section's sub-topics use --
+
+
+def in_process_router(cfg):
+    """The Router build_app builds from cfg: which providers, URLs, keys and routes a started lynkr would use."""
+    lynkr = _lynkr()
+    return lynkr.build_router(cfg, lynkr.HTTPClient(), lynkr.Logger("json", "error"))
+
+
 # -- settings, the CLI's start flags, dotenv --
 
 
@@ -4623,7 +4660,7 @@ class TestConfigCLI:
          "AZURE_ANTHROPIC_API_KEY", None),
     ]
 
-    @pytest.mark.parametrize("extra,var,args", INVALID, ids=[f"{v}={next(iter(e.values()))}" for e, v, _ in INVALID])
+    @pytest.mark.parametrize("extra,var,args", INVALID[:1], ids=[f"{v}={next(iter(e.values()))}" for e, v, _ in INVALID[:1]])
     def test_invalid_setting_exits_2_with_one_line(self, tmp_path, extra, var, args):
         r = run_lynkr(tmp_path, extra, args=("--port", "0") if args is None else args)
         lines = [x for x in r.stderr.splitlines() if x.strip()]
@@ -4632,22 +4669,28 @@ class TestConfigCLI:
         assert var in lines[0], lines[0]
         assert "Traceback" not in r.stderr
 
-    def test_invalid_setting_in_dotenv_exits_2(self, tmp_path):
+    @pytest.mark.parametrize("extra,var,args", INVALID[1:], ids=[f"{v}={next(iter(e.values()))}" for e, v, _ in INVALID[1:]])
+    def test_invalid_setting_is_one_config_error(self, startup_error, extra, var, args):
+        line = startup_error(extra, cli_port=0 if args is None else None)  # args=(): no --port, LYNKR_PORT is read
+        assert var in line, line
+
+    def test_invalid_setting_in_dotenv_exits_2(self, tmp_path, startup_error):
+        lynkr = _lynkr()
         (tmp_path / ".env").write_text("LYNKR_PORT=not-a-port\n")
-        trust_here(tmp_path)
-        r = run_lynkr(tmp_path, args=())
-        assert r.returncode == 2 and "LYNKR_PORT" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        lynkr.trust_files([str(tmp_path / ".env")], base_env(tmp_path))  # what trust_here records
+        assert "LYNKR_PORT" in startup_error(cli_port=None)
 
     def test_cli_host_non_loopback_without_key_refused(self, tmp_path):
         r = run_lynkr(tmp_path, args=("--host", "0.0.0.0", "--port", "0"))
         assert r.returncode == 2, r.stderr
         assert "LYNKR_API_KEY" in r.stderr and "Traceback" not in r.stderr
 
-    def test_dotenv_prefixed_keys_read_and_real_env_wins(self, tmp_path, new_dbx, make_proxy):
-        fake = new_dbx()
+    def test_dotenv_prefixed_keys_read_and_real_env_wins(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
+        base = "http://127.0.0.1:9"
         (tmp_path / ".env").write_text(
             "# lynkr settings, mixed into an app's own .env\n"
-            f"DATABRICKS_API_BASE={fake.url}\n"
+            f"DATABRICKS_API_BASE={base}\n"
             f'DATABRICKS_API_KEY="{DBX_KEY}"\n'
             "MODEL_DEFAULT=from-dotenv\n"
             "MODEL_MAP=claude-special=from-dotenv-map\n"
@@ -4655,15 +4698,20 @@ class TestConfigCLI:
             "HOST=0.0.0.0\n"
             "PORT=1\n"
             "SECRET_OF_THE_APP=do-not-read\n")
-        trust_here(tmp_path)
-        p = make_proxy({"MODEL_DEFAULT": "from-env"})
-        assert p.info.get("url", "").startswith("http://127.0.0.1:"), p.info  # HOST= in .env is not ours
-        assert p.post(base_req(model="claude-anything")).status == 200
-        assert fake.endpoint(fake.last) == "from-env"  # the real environment wins
-        assert p.post(base_req(model="claude-special")).status == 200
-        assert fake.endpoint(fake.last) == "from-dotenv-map"  # prefixed keys are read, quotes stripped
-        notice = [line for line in p.lines if "PORT" in line and "LYNKR_PORT" in line]
-        assert notice, f"no notice about the ignored PORT line:\n{p.stderr}"
+        env = base_env(tmp_path, {"MODEL_DEFAULT": "from-env"})
+        lynkr.trust_files([str(tmp_path / ".env")], env)
+        monkeypatch.chdir(tmp_path)
+        cfg = lynkr.load_config(env)
+        router = in_process_router(cfg)
+        assert cfg.host == "127.0.0.1" and cfg.port == 8080  # HOST= and PORT= in .env are not ours
+        assert router.configured and router.default.spec.base_url == base
+        assert router.default.spec.api_key == DBX_KEY  # quotes stripped
+        msgs = [{"role": "user", "content": "hi"}]
+        assert router.cache_target({"model": "claude-anything", "messages": msgs}) == "databricks,from-env"  # env wins
+        assert router.cache_target({"model": "claude-special", "messages": msgs}) == "databricks,from-dotenv-map"
+        assert "do-not-read" not in repr(cfg)
+        notice = [n for n in cfg.notices if "PORT" in n and "LYNKR_PORT" in n]
+        assert notice, f"no notice about the ignored PORT line: {cfg.notices}"
 
     def test_env_file_option(self, tmp_path, new_dbx, make_proxy):
         fake = new_dbx()
@@ -4679,15 +4727,15 @@ class TestConfigCLI:
         p = make_proxy({"LYNKR_PORT": port}, args=())
         assert p.port == port
 
-    def test_port_from_real_env_used(self, make_proxy):
+    def test_port_from_real_env_used(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
         port = free_port()
-        p = make_proxy({"PORT": port}, args=())
-        assert p.port == port
+        assert _lynkr().load_config(base_env(tmp_path, {"PORT": port})).port == port
 
-    def test_lynkr_port_beats_port(self, make_proxy):
+    def test_lynkr_port_beats_port(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
         port = free_port()
-        p = make_proxy({"LYNKR_PORT": port, "PORT": free_port()}, args=())
-        assert p.port == port
+        assert _lynkr().load_config(base_env(tmp_path, {"LYNKR_PORT": port, "PORT": free_port()})).port == port
 
     def test_cli_port_beats_env(self, make_proxy):
         with socket.create_server(("127.0.0.1", 0)) as busy:
@@ -4701,15 +4749,23 @@ class TestConfigCLI:
         make_proxy({"WORKSPACE_ROOT": ws, "LYNKR_DATA_DIR": None})
         assert ignores_all(ws / ".lynkr" / ".gitignore")
 
-    def test_data_dir_explicit(self, tmp_path, make_proxy):
+    def test_data_dir_explicit(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
+        monkeypatch.chdir(tmp_path)
         d = tmp_path / "deep" / "state"
-        make_proxy({"LYNKR_DATA_DIR": d})
+        cfg = lynkr.load_config(base_env(tmp_path, {"LYNKR_DATA_DIR": d}))
+        assert cfg.data_dir == str(d) and cfg.session_db_path == str(d / "sessions.db")
+        lynkr.prepare_data_dir(cfg.data_dir)  # what main() does with it
         assert ignores_all(d / ".gitignore")
 
-    def test_workspace_root_defaults_to_cwd(self, tmp_path, make_proxy):
+    def test_workspace_root_defaults_to_cwd(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
         cwd = tmp_path / "proj"
         cwd.mkdir()
-        make_proxy({"WORKSPACE_ROOT": None, "LYNKR_DATA_DIR": None}, cwd=cwd)
+        monkeypatch.chdir(cwd)
+        cfg = lynkr.load_config(base_env(tmp_path, {"WORKSPACE_ROOT": None, "LYNKR_DATA_DIR": None}))
+        assert cfg.workspace_root == str(cwd)
+        lynkr.prepare_data_dir(cfg.data_dir)
         assert ignores_all(cwd / ".lynkr" / ".gitignore")
 
     def test_health_reports_provider_and_version(self, dbx, tmp_path):
@@ -4723,12 +4779,8 @@ class TestConfigCLI:
 
 @pytest.mark.parametrize("name,value", [("LYNKR_INDEX_ON_START", "maybe"), ("LYNKR_CLAUDE_MD", "sometimes"),
                                         ("LYNKR_HEADER_TIMEOUT_MS", "soon"), ("LYNKR_INDEX_TIMEOUT_MS", "-5")])
-def test_flags_and_durations_are_validated_at_startup(tmp_path, name, value):
-    r = run_lynkr(tmp_path, env=base_env(tmp_path, {name: value}), args=("--port", "0"), timeout=30)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("lynkr: ") and name in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+def test_flags_and_durations_are_validated_at_startup(startup_error, name, value):
+    assert name in startup_error({name: value})
 
 
 # -- the settings table and the config file (in-process) --
@@ -4867,23 +4919,22 @@ web_search = "b,web"
 
 class TestConfigLocation:
     @pytest.mark.parametrize("how", ["--config", "LYNKR_CONFIG"])
-    def test_named_file_beats_the_one_in_cwd(self, tmp_path, make_proxy, how):
-        used, ignored, an = FakeOpenAI(), FakeOpenAI(), FakeAnthropic()
-        try:
-            pv_toml(tmp_path, pv_two_provider_toml(ignored, an))
-            named = tmp_path / "named.toml"
-            named.write_text(pv_two_provider_toml(used, an))
-            extra, args = dict(PV_KEY_ENV), ("--port", "0")
-            if how == "--config":
-                args = (*args, "--config", str(named))
-            else:
-                extra["LYNKR_CONFIG"] = str(named)
-            p = make_proxy(extra, args=args)
-            assert p.post(base_req()).status == 200
-            assert len(used.requests) == 1 and ignored.requests == []
-        finally:
-            for f in (used, ignored, an):
-                f.close()
+    def test_named_file_beats_the_one_in_cwd(self, tmp_path, monkeypatch, how):
+        lynkr = _lynkr()
+        used, ignored, an = (SimpleNamespace(url=f"http://127.0.0.{n}:9") for n in (1, 2, 3))
+        monkeypatch.chdir(tmp_path)
+        env = base_env(tmp_path, PV_KEY_ENV)
+        (tmp_path / "lynkr.toml").write_text(pv_two_provider_toml(ignored, an))
+        lynkr.trust_files([str(tmp_path / "lynkr.toml")], env)  # what pv_toml does
+        named = tmp_path / "named.toml"
+        named.write_text(pv_two_provider_toml(used, an))
+        if how == "--config":
+            cfg = lynkr.load_config(env, config_file=str(named))
+        else:
+            cfg = lynkr.load_config({**env, "LYNKR_CONFIG": str(named)})
+        router = in_process_router(cfg)
+        first = router.plan({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}).chain[0]
+        assert cfg.config_file == str(named) and router.providers[first.provider].spec.base_url == f"{used.url}/v1"
 
     @pytest.mark.parametrize("where", ["cwd", "--config", "LYNKR_CONFIG"])
     def test_two_providers_at_once(self, tmp_path, make_proxy, where):
@@ -4920,41 +4971,48 @@ class TestConfigLocation:
 
 
 class TestTrust:
-    def test_untrusted_dotenv_and_toml_are_skipped_until_trusted(self, tmp_path, new_dbx, make_proxy):
-        fake, evil = new_dbx(), new_dbx()
+    def test_untrusted_dotenv_and_toml_are_skipped_until_trusted(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
+        good, evil = "http://127.0.0.1:9", "http://127.0.0.2:9"
+        monkeypatch.chdir(tmp_path)
         # a cloned project's .env and lynkr.toml pointing lynkr (and its keys) somewhere else
-        (tmp_path / ".env").write_text(f"DATABRICKS_API_BASE={evil.url}\nDATABRICKS_API_KEY={DBX_KEY}\n")
+        (tmp_path / ".env").write_text(f"DATABRICKS_API_BASE={evil}\nDATABRICKS_API_KEY={DBX_KEY}\n")
         (tmp_path / "lynkr.toml").write_text(
-            f'[providers.x]\nkind = "openai-compatible"\nbase_url = "{evil.url}/v1"\napi_key = "$DATABRICKS_API_KEY"\n')
-        p = make_proxy({"DATABRICKS_API_BASE": fake.url, "DATABRICKS_API_KEY": DBX_KEY})
-        notices = [o.get("detail", "") for o in p.logs() if o.get("msg") == "notice"]
-        assert any(".env" in n and "lynkr.py trust" in n for n in notices), notices
-        assert any("lynkr.toml" in n and "lynkr.py trust" in n for n in notices), notices
-        assert p.post(base_req()).status == 200
-        assert len(fake.requests) == 1 and not evil.requests and p.info.get("config") is None
-        p.stop()
+            f'[providers.x]\nkind = "openai-compatible"\nbase_url = "{evil}/v1"\napi_key = "$DATABRICKS_API_KEY"\n')
+
+        def start(extra: dict) -> tuple[Any, Any]:
+            cfg = lynkr.load_config(base_env(tmp_path, extra))
+            return cfg, in_process_router(cfg)
+
+        cfg, router = start({"DATABRICKS_API_BASE": good, "DATABRICKS_API_KEY": DBX_KEY})
+        assert any(".env" in n and "lynkr.py trust" in n for n in cfg.notices), cfg.notices
+        assert any("lynkr.toml" in n and "lynkr.py trust" in n for n in cfg.notices), cfg.notices
+        assert cfg.config_file == "" and list(router.providers) == ["databricks"]
+        assert router.default.spec.base_url == good and evil not in repr(cfg)
         # trusted as they are: read
-        trust_here(tmp_path)
-        p = make_proxy({"DATABRICKS_API_BASE": None, "DATABRICKS_API_KEY": None})
-        assert p.info.get("providers") == ["x"], p.info
+        lynkr.trust_files([str(tmp_path / ".env"), str(tmp_path / "lynkr.toml")], base_env(tmp_path))
+        cfg, router = start({"DATABRICKS_API_BASE": None, "DATABRICKS_API_KEY": None})
+        assert list(router.providers) == ["x"], router.providers
         # changed after trusting: skipped again
-        p.stop()
-        (tmp_path / ".env").write_text(f"DATABRICKS_API_BASE={evil.url}\nDATABRICKS_API_KEY=changed\n")
-        p = make_proxy({"DATABRICKS_API_BASE": fake.url, "DATABRICKS_API_KEY": DBX_KEY})
-        notices = [o.get("detail", "") for o in p.logs() if o.get("msg") == "notice"]
-        assert any(".env" in n and "trust" in n for n in notices), notices
-        assert p.info.get("providers") == ["x"]  # lynkr.toml is unchanged: still trusted
+        (tmp_path / ".env").write_text(f"DATABRICKS_API_BASE={evil}\nDATABRICKS_API_KEY=changed\n")
+        cfg, router = start({"DATABRICKS_API_BASE": good, "DATABRICKS_API_KEY": DBX_KEY})
+        assert any(".env" in n and "trust" in n for n in cfg.notices), cfg.notices
+        assert list(router.providers) == ["x"]  # lynkr.toml is unchanged: still trusted
+        assert router.default.spec.api_key == DBX_KEY  # "$DATABRICKS_API_KEY" from the environment, not the .env
 
-    def test_explicit_files_count_as_trust(self, tmp_path, new_dbx, make_proxy):
-        fake = new_dbx()
+    def test_explicit_files_count_as_trust(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
+        monkeypatch.chdir(tmp_path)
         env_file = tmp_path / "my.env"
-        env_file.write_text(f"DATABRICKS_API_BASE={fake.url}\nDATABRICKS_API_KEY={DBX_KEY}\n")
-        p = make_proxy(args=("--port", "0", "--env-file", str(env_file)))
-        assert p.post(base_req()).status == 200 and len(fake.requests) == 1
+        env_file.write_text(f"DATABRICKS_API_BASE=http://127.0.0.1:9\nDATABRICKS_API_KEY={DBX_KEY}\n")
+        cfg = lynkr.load_config(base_env(tmp_path), env_file=str(env_file))
+        router = in_process_router(cfg)
+        assert cfg.notices == [] and router.configured and router.default.spec.base_url == "http://127.0.0.1:9"
 
-    def test_trust_with_nothing_to_trust_exits_2(self, tmp_path):
-        r = run_lynkr(tmp_path, args=("trust",))
-        assert r.returncode == 2 and "nothing to trust" in r.stderr
+    def test_trust_with_nothing_to_trust_exits_2(self, tmp_path, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)
+        assert _lynkr().main(["trust"]) == 2
+        assert "nothing to trust" in capsys.readouterr().err
 
 
 # -- in process: load_config with environment dicts --
@@ -9264,12 +9322,10 @@ class TestFailover:
         ({"DATABRICKS_API_BASE": "http://127.0.0.1:9", "DATABRICKS_API_KEY": DBX_KEY,
           "FALLBACK_PROVIDER": "openai-somewhere"}, ["FALLBACK_PROVIDER"]),
     ], ids=["azure-missing", "databricks-missing", "azure-key-missing", "unknown"])
-    def test_fallback_without_its_settings_exits_2(self, tmp_path, extra, names):
-        r = run_lynkr(tmp_path, extra)
-        assert r.returncode == 2, (r.returncode, r.stderr[-1000:])
+    def test_fallback_without_its_settings_exits_2(self, startup_error, extra, names):
+        line = startup_error(extra)
         for name in names:
-            assert name in r.stderr, r.stderr
-        assert "Traceback" not in r.stderr
+            assert name in line, line
 
 
 # -- Azure (Anthropic pass-through) --
@@ -10315,25 +10371,36 @@ BAD_CONFIGS = [
 
 
 class TestBadConfig:
-    @pytest.mark.parametrize("toml,words", [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
+    @pytest.mark.parametrize("toml,words", [c[1:] for c in BAD_CONFIGS if c[0] == "route-unknown-provider"],
+                             ids=["route-unknown-provider"])
     def test_exits_2_with_one_line(self, tmp_path, toml, words):
         pv_toml(tmp_path, toml)
         pv_one_error_line(run_lynkr(tmp_path, timeout=8), "lynkr.toml", words)
 
-    @pytest.mark.parametrize("how", ["--config", "LYNKR_CONFIG"])
-    def test_named_file_is_the_one_reported(self, tmp_path, how):
+    @pytest.mark.parametrize("toml,words", [c[1:] for c in BAD_CONFIGS if c[0] != "route-unknown-provider"],
+                             ids=[c[0] for c in BAD_CONFIGS if c[0] != "route-unknown-provider"])
+    def test_names_file_and_key(self, tmp_path, startup_error, toml, words):
+        conf = tmp_path / "lynkr.toml"
+        conf.write_text(toml)
+        line = startup_error(config_file=str(conf))
+        assert "lynkr.toml" in line and all(w in line for w in words), line
+
+    def test_named_file_is_the_one_reported(self, tmp_path):
         cfg = tmp_path / "conf" / "broken-providers.toml"
         cfg.parent.mkdir()
         cfg.write_text(PV_GOOD_PROVIDERS + '[router]\ndefault = "ghost,gpt-4.1"\n')
-        if how == "--config":
-            r = run_lynkr(tmp_path, args=("--port", "0", "--config", str(cfg)))
-        else:
-            r = run_lynkr(tmp_path, {"LYNKR_CONFIG": str(cfg)})
+        r = run_lynkr(tmp_path, args=("--port", "0", "--config", str(cfg)))
         pv_one_error_line(r, "broken-providers.toml", ("default", "ghost"))
 
-    def test_missing_config_file_exits_2(self, tmp_path):
-        r = run_lynkr(tmp_path, args=("--port", "0", "--config", str(tmp_path / "no-such-lynkr.toml")))
-        pv_one_error_line(r, "no-such-lynkr.toml", ())
+    def test_named_file_is_the_one_reported_lynkr_config(self, tmp_path, startup_error):
+        cfg = tmp_path / "conf" / "broken-providers.toml"
+        cfg.parent.mkdir()
+        cfg.write_text(PV_GOOD_PROVIDERS + '[router]\ndefault = "ghost,gpt-4.1"\n')
+        line = startup_error({"LYNKR_CONFIG": str(cfg)})
+        assert "broken-providers.toml" in line and "default" in line and "ghost" in line, line
+
+    def test_missing_config_file_exits_2(self, tmp_path, startup_error):
+        assert "no-such-lynkr.toml" in startup_error(config_file=str(tmp_path / "no-such-lynkr.toml"))
 
 
 # -- cost per turn --
@@ -10440,9 +10507,11 @@ class TestCost:
         ('[prices."claude-*"]\ninput = -1\noutput = 15\n', ("prices.claude-*", "input")),
         ('[prices."claude-*"]\ninput = true\noutput = 15\n', ("prices.claude-*", "input")),
     ], ids=["string-price", "unknown-key", "missing-output", "negative", "bool"])
-    def test_invalid_price_table_stops_startup(self, tmp_path, table, words):
-        pv_toml(tmp_path, PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\n' + table)
-        pv_one_error_line(run_lynkr(tmp_path, timeout=8), "lynkr.toml", words)
+    def test_invalid_price_table_stops_startup(self, tmp_path, startup_error, table, words):
+        conf = tmp_path / "lynkr.toml"
+        conf.write_text(PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\n' + table)
+        line = startup_error(config_file=str(conf))
+        assert "lynkr.toml" in line and all(w in line for w in words), line
 
     def test_cache_hit_costs_nothing(self, agent):
         st_ = agent("dbx", **CACHE_ON)
@@ -10944,14 +11013,11 @@ class TestVertexConfigFile:
         ('[providers.o]\nkind = "openai-compatible"\nbase_url = "http://127.0.0.1:9/v1"\nproject = "p"\n',
          "providers.o.project"),
     ], ids=["no-project", "no-region", "project-not-string", "region-on-ollama", "project-on-openai"])
-    def test_bad_table_exits_2(self, tmp_path, table, needle):
+    def test_bad_table_exits_2(self, tmp_path, startup_error, table, needle):
         conf = tmp_path / "conf.toml"
         conf.write_text(table)
-        r = run_lynkr(tmp_path, {"LYNKR_CONFIG": str(conf)})
-        lines = [x for x in r.stderr.splitlines() if x.strip()]
-        assert r.returncode == 2, f"exit {r.returncode}: {r.stderr}"
-        assert len(lines) == 1 and needle in lines[0] and "conf.toml" in lines[0], r.stderr
-        assert "Traceback" not in r.stderr
+        line = startup_error({"LYNKR_CONFIG": str(conf)})
+        assert needle in line and "conf.toml" in line, line
 
 
 # Tokens never reach logs
@@ -11880,12 +11946,9 @@ class TestBedrockProfile:
         ({"AWS_SECRET_ACCESS_KEY": BR_SECRET}, ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")),
         ({"AWS_PROFILE": "nosuchprofile"}, ("nosuchprofile",)),
     ])
-    def test_half_set_or_unknown_exits_2_with_one_line(self, tmp_path, extra, names):
-        r = run_lynkr(tmp_path, {"MODEL_PROVIDER": "bedrock", "AWS_REGION": BR_REGION, **extra})
-        lines = [x for x in r.stderr.splitlines() if x.strip()]
-        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("lynkr: "), r.stderr
-        assert all(n in lines[0] for n in names) and BR_SECRET not in r.stderr, lines
-        assert "Traceback" not in r.stderr
+    def test_half_set_or_unknown_exits_2_with_one_line(self, startup_error, extra, names):
+        line = startup_error({"MODEL_PROVIDER": "bedrock", "AWS_REGION": BR_REGION, **extra})
+        assert all(n in line for n in names) and BR_SECRET not in line, line
 
     def test_nothing_configured_starts_and_explains(self, make_proxy):
         p = make_proxy({"MODEL_PROVIDER": "bedrock"})
@@ -14797,25 +14860,20 @@ class TestSandbox:
             return found
         wait_for(lambda: not leftovers(), 10, "the sandboxed test command to be gone")
 
-    def test_a_sandbox_that_cannot_start_stops_startup(self, tmp_path):
+    def test_a_sandbox_that_cannot_start_stops_startup(self, tmp_path, monkeypatch, startup_error):
+        lynkr = _lynkr()
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
         for tool in ("git", "python3"):
             found = shutil.which(tool)
             if found:
                 (bin_dir / tool).symlink_to(found)
-        env = base_env(tmp_path, {"POLICY_SANDBOX": "bwrap", "PATH": str(bin_dir)})
-        r = run_lynkr(tmp_path, env=env)
-        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-        lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
-        assert len(lines) == 1 and "POLICY_SANDBOX" in lines[0] and "bubblewrap" in lines[0], r.stderr
+        monkeypatch.setenv("PATH", str(bin_dir))  # lynkr looks for bwrap on its own PATH
+        line = startup_error({"POLICY_SANDBOX": "bwrap", "PATH": str(bin_dir)})
+        assert "POLICY_SANDBOX" in line and "bubblewrap" in line, line
         # auto on the same machine starts, and says test runs are on the host
-        p = spawn(tmp_path, {**env, "POLICY_SANDBOX": "auto"}).wait_ready()
-        try:
-            notice = p.wait_log(lambda o: "on the host" in str(o.get("detail", "")), what="host notice")
-            assert "bubblewrap" in notice["detail"]
-        finally:
-            p.stop()
+        sandbox, notice = lynkr.resolve_sandbox("auto")
+        assert sandbox == "none" and "on the host" in notice and "bubblewrap" in notice, notice
 
 
 class TestPodmanSandbox:
@@ -14864,9 +14922,8 @@ class TestPodmanSandbox:
                                                               capture_output=True, text=True).stdout,
                  20, "the container to be removed")
 
-    def test_missing_image_stops_startup(self, tmp_path, podman_env):
-        r = run_lynkr(tmp_path, {**podman_env, "POLICY_SANDBOX_IMAGE": "lynkr-no-such-image:0"})
-        assert r.returncode == 2 and "POLICY_SANDBOX_IMAGE" in r.stderr, r.stderr
+    def test_missing_image_stops_startup(self, startup_error, podman_env):
+        assert "POLICY_SANDBOX_IMAGE" in startup_error({**podman_env, "POLICY_SANDBOX_IMAGE": "lynkr-no-such-image:0"})
 
 
 # -- what the gate counts, and runners the workspace cannot replace --
@@ -17071,12 +17128,9 @@ class TestMCPSandbox:
         ({"MCP_SANDBOX_PERMISSION_MODE": "sometimes"}, "MCP_SANDBOX_PERMISSION_MODE"),
         ({"MCP_SANDBOX_EXTRA_MOUNTS": "relative:/x"}, "MCP_SANDBOX_EXTRA_MOUNTS"),
     ])
-    def test_bad_sandbox_config_is_a_startup_error(self, tmp_path, extra, names):
+    def test_bad_sandbox_config_is_a_startup_error(self, tmp_path, startup_error, extra, names):
         manifest = write_manifest(tmp_path / "m.json", {"servers": [{"name": "time", "command": "mcp-server-time"}]})
-        r = run_lynkr(tmp_path, mcp_env(manifest, **extra))
-        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and names in lines[0] and lines[0].startswith("lynkr: "), r.stderr
+        assert names in startup_error(mcp_env(manifest, **extra))
 
     @pytest.mark.parametrize("mode,allow,deny,expect", [
         ("deny", "", "", {"alpha": "refused", "beta": "refused"}),
@@ -17207,20 +17261,15 @@ app.run("stdio")
     def _entry(self, script: Path, server: str, tool_name: str) -> dict:
         return {"command": sys.executable, "args": [str(script), server, tool_name]}
 
-    def test_manifest_inside_the_workspace_is_refused_at_startup(self, tmp_path):
+    def test_manifest_inside_the_workspace_is_refused_at_startup(self, tmp_path, startup_error):
         manifest = write_manifest(tmp_path / "mcp.json", {"mcpServers": {}})
         env = mcp_env(manifest)
         env.pop("MCP_ALLOW_WORKSPACE_MANIFEST", None)  # WORKSPACE_ROOT is tmp_path: no opt-in here
-        r = run_lynkr(tmp_path, env, timeout=30)
-        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert len(lines) == 1 and "MCP_SERVER_MANIFEST" in lines[0] and "MCP_ALLOW_WORKSPACE_MANIFEST" in lines[0], \
-            r.stderr
-        assert "Traceback" not in r.stderr
+        line = startup_error(env)
+        assert "MCP_SERVER_MANIFEST" in line and "MCP_ALLOW_WORKSPACE_MANIFEST" in line, line
         nested = write_manifest(tmp_path / ".claude" / "servers.json", {"mcpServers": {}})
         env["MCP_SERVER_MANIFEST"] = str(nested)
-        r = run_lynkr(tmp_path, env, timeout=30)
-        assert r.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in r.stderr, (r.returncode, r.stderr[-2000:])
+        assert "MCP_ALLOW_WORKSPACE_MANIFEST" in startup_error(env)
         # a path outside that is a symlink to the workspace's file (or through a symlinked folder) is the same file
         outside = tmp_path.parent / f"{tmp_path.name}-outside"
         outside.mkdir()
@@ -17228,28 +17277,24 @@ app.run("stdio")
         (outside / "cfg").symlink_to(tmp_path / ".claude", target_is_directory=True)
         for path in (outside / "mcp.json", outside / "cfg" / "servers.json"):
             env["MCP_SERVER_MANIFEST"] = str(path)
-            r = run_lynkr(tmp_path, env, timeout=30)
-            assert r.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in r.stderr, \
-                (path, r.returncode, r.stderr[-2000:])
+            assert "MCP_ALLOW_WORKSPACE_MANIFEST" in startup_error(env), path
 
-    def test_manifest_dirs_inside_the_workspace_start_nothing(self, tmp_path):
-        script = self._tiny(tmp_path)
+    def test_manifest_dirs_inside_the_workspace_start_nothing(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
+        script = tmp_path / "tiny_mcp_server.py"
+        script.write_text(self.TINY_SERVER)
         write_manifest(tmp_path / "mcpdir" / "servers.json",
                        {"mcpServers": {"planted": self._entry(script, "planted", "t")}})
         env = mcp_env(MCP_MANIFEST_DIRS=tmp_path / "mcpdir")
         env.pop("MCP_ALLOW_WORKSPACE_MANIFEST", None)
-        proxy = spawn(tmp_path, base_env(tmp_path, env))
+        monkeypatch.chdir(tmp_path)
+        cfg = lynkr.load_config(base_env(tmp_path, env))
         try:
-            wait_for(lambda: proxy.ready.is_set() or proxy.proc.poll() is not None, 30, "lynkr to listen or exit")
-            if proxy.proc.poll() is None:  # started: the planted server must not have been
-                assert "planted" not in mcp_servers(proxy), mcp_servers(proxy)
-                assert not server_pids(proxy, str(script))
-            else:
-                assert proxy.proc.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in proxy.stderr, \
-                    proxy.stderr[-2000:]
-        finally:
-            proxy.stop()
-        assert not gw_pids_with(str(script))
+            specs, _manifests = lynkr.discover_mcp_servers(cfg, lynkr.Logger("json", "error"))
+        except lynkr.ConfigError as exc:  # refusing to start is as good
+            assert "MCP_ALLOW_WORKSPACE_MANIFEST" in str(exc), str(exc)
+        else:  # started: the planted server is not among those it would start
+            assert "planted" not in [spec.name for spec in specs], specs
 
     def test_mcp_servers_get_a_scrubbed_environment(self, tmp_path, make_proxy):
         # issue 14: programs lynkr launches (MCP servers too) never get its settings or provider keys
