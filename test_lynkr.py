@@ -14677,6 +14677,60 @@ class TestTestHarness:
         assert summary["recent_pass_rate"] == 0.5
 
 
+class TestManifestsInProcess:
+    """One table (MANIFESTS) tells the test harness and the index's project summary what a project
+    runs: the command workspace_run_tests picks is the one the summary shows."""
+
+    CASES: ClassVar[dict[str, dict[str, str]]] = {
+        "package-json": {"package.json": '{"scripts": {"test": "jest", "lint": "eslint ."}, "devDependencies": {"jest": "1"}}'},
+        "go": {"go.mod": "module example.com/x\n\nrequire github.com/spf13/cobra v1.8.0\n"},
+        "cargo": {"Cargo.toml": "[package]\nname = \"x\"\n[dependencies]\ntokio = \"1\"\n"},
+        "maven": {"pom.xml": "<project><dependency>junit</dependency></project>"},
+        "gradle": {"build.gradle.kts": "plugins { id(\"org.springframework.boot\") }\n"},
+        "makefile-only": {"Makefile": "build:\n\tcc x.c\ntest:\n\t./run-tests\n"},
+        "python": {"pyproject.toml": "[project]\ndependencies = [\"fastapi>=0.1\"]\n[tool.pytest.ini_options]\n"},
+        "package-json-beats-makefile": {"Makefile": "test:\n\tmake -C t\n", "package.json": '{"scripts": {"test": "vitest"}}'},
+        "nothing": {"README.md": "# hi\n"},
+        "nested-only": {"web/package.json": '{"scripts": {"test": "jest"}}'},
+        "malformed-package-json": {"package.json": "{not json", "go.mod": "module x\n"},
+    }
+
+    @pytest.mark.parametrize("case", sorted(CASES))
+    def test_test_command_and_summary_agree(self, tmp_path, case):
+        lynkr = _lynkr()
+        for rel, text in self.CASES[case].items():
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text(text)
+        root = os.path.realpath(tmp_path)
+        files = sorted(self.CASES[case])
+        command = lynkr.detect_test_command(root)
+        signals = lynkr.detect_signals(root, files)
+        root_test = signals["commands"].get("test")
+        if root_test is not None and not root_test.startswith("(cd "):
+            assert command == root_test, (command, signals)
+        else:
+            assert command == lynkr.DEFAULT_TEST_COMMAND, (command, signals)
+
+    def test_what_each_manifest_tells(self, tmp_path):
+        lynkr = _lynkr()
+        expected = {"package-json": "npm test", "go": "go test ./...", "cargo": "cargo test", "maven": "mvn test",
+                    "gradle": "./gradlew test", "makefile-only": "make test", "python": "python -m pytest",
+                    "package-json-beats-makefile": "npm test", "nothing": "python -m pytest",
+                    "nested-only": "python -m pytest", "malformed-package-json": "go test ./..."}
+        for case, files in self.CASES.items():
+            root = tmp_path / case
+            for rel, text in files.items():
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                (root / rel).write_text(text)
+            assert lynkr.detect_test_command(str(root)) == expected[case], case
+        signals = lynkr.detect_signals(str(tmp_path / "nested-only"), ["web/package.json"])
+        assert signals["commands"] == {"test": "(cd web && npm test)"}
+        signals = lynkr.detect_signals(str(tmp_path / "package-json"), ["package.json"])
+        assert "Jest" in signals["frameworks"] and signals["commands"]["lint"] == "npm run lint"
+        signals = lynkr.detect_signals(str(tmp_path / "python"), ["pyproject.toml"])
+        assert {"FastAPI", "pytest"} <= set(signals["frameworks"])
+
+
 class TestGitToolsFromTheModel:
     def test_model_initiated_calls_meet_the_same_policies(self, gws, new_dbx):
         fake = new_dbx()
