@@ -159,7 +159,7 @@ from lynkr import (  # noqa: E402 - the pure functions under test
     reasoning_item,
     responses_to_anthropic,
 )
-import lynkr  # noqa: E402 - the module itself, for the in-process tests (lynkr.X)
+import lynkr  # the module itself, for the in-process tests (lynkr.X)
 from lynkr import LynkrError as _LynkrError  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
@@ -5061,7 +5061,7 @@ class TestInProcessConfig:
     def test_cli_host_and_ipv6_loopback(self, in_tmp):
         assert lynkr.load_config(env_of(in_tmp), cli_host="::1").host == "::1"
         assert lynkr.load_config(env_of(in_tmp, LYNKR_HOST="localhost")).host == "localhost"
-        with pytest.raises(lynkr.ConfigError, match="LYNKR_API_KEY must be set to bind 0.0.0.0"):
+        with pytest.raises(lynkr.ConfigError, match=r"LYNKR_API_KEY must be set to bind 0\.0\.0\.0"):
             lynkr.load_config(env_of(in_tmp), cli_host="0.0.0.0")
 
     @pytest.mark.parametrize("extra,message", [
@@ -8631,7 +8631,7 @@ DECODER_CASES = [
 class TestInProcessStreamTranslators:
     @pytest.mark.parametrize("chunks,blocks,stop", [c[1:] for c in DECODER_CASES], ids=[c[0] for c in DECODER_CASES])
     def test_stream_case(self, chunks, blocks, stop):
-        raw = oai_sse(chunks + [chunk(choices=False, usage=USAGE)])
+        raw = oai_sse([*chunks, chunk(choices=False, usage=USAGE)])
         decoder, out = decode(raw)
         message = check_grammar(sse_events(out))
         if blocks is None:  # no upstream id: lynkr makes one
@@ -8705,7 +8705,7 @@ class TestInProcessStreamTranslators:
     def test_text_fast_path_keeps_escapes(self, ascii_):
         tokens = ['say "hi"', "\\ back\\slash", "tab\tnew\nline", "ümlaut 🌍", "\u2028 sep", "</script>", "\x7f"]
         chunks = [chunk({"role": "assistant", "content": tokens[0]})] + [chunk({"content": t}) for t in tokens[1:]]
-        decoder, out = decode(oai_sse(chunks + [chunk({}, finish="stop")], ensure_ascii=ascii_))
+        decoder, out = decode(oai_sse([*chunks, chunk({}, finish="stop")], ensure_ascii=ascii_))
         message = check_grammar(sse_events(out))
         assert summary(message["content"]) == [("text", "".join(tokens))] and decoder.final == message
 
@@ -13109,10 +13109,10 @@ class TestInProcessPolicy:
 
     def test_patterns_with_a_slash_match_the_path_and_below(self):
         policy = lynkr.Policy(file_blocked_paths=("secrets/**", "/config/prod.yaml", "build/*.key", "**/private/*"))
-        for path, pattern in (("secrets/a.txt", "secrets/**"), ("secrets/deep/b", "secrets/**"), ("SECRETS/x", "secrets/**"),
-                              ("config/prod.yaml", "/config/prod.yaml"), ("build/x.key", "build/*.key"),
-                              ("private/k", "**/private/*"), ("a/b/private/k", "**/private/*"),
-                              ("a/private/k/deeper", "**/private/*")):
+        for path, _pattern in (("secrets/a.txt", "secrets/**"), ("secrets/deep/b", "secrets/**"), ("SECRETS/x", "secrets/**"),
+                               ("config/prod.yaml", "/config/prod.yaml"), ("build/x.key", "build/*.key"),
+                               ("private/k", "**/private/*"), ("a/b/private/k", "**/private/*"),
+                               ("a/private/k/deeper", "**/private/*")):
             with pytest.raises(lynkr.ToolDenied, match=f"^{path} is blocked"):
                 policy.check_path(path)
         for path in ("src/secrets/a.txt", "config/prod.yaml.bak", "build/sub/x.key", "private", "secretsx/a"):
@@ -13197,7 +13197,7 @@ class TestInProcessPolicy:
         allow = lynkr.Policy(web_allowed_hosts=("*.corp.example", "127.0.0.1"))
         allow.check_web_target("wiki.CORP.example", ["10.0.0.5"])  # allowlisted hosts may be private
         allow.check_web_target("[127.0.0.1]", ["127.0.0.1"])
-        with pytest.raises(lynkr.ToolDenied, match="^host example.com is not in WEB_SEARCH_ALLOWED_HOSTS$"):
+        with pytest.raises(lynkr.ToolDenied, match=r"^host example\.com is not in WEB_SEARCH_ALLOWED_HOSTS$"):
             allow.check_web_target("example.com", ["93.184.216.34"])
 
     @pytest.mark.parametrize("extra,provider,key", [
@@ -14033,7 +14033,7 @@ class TestInProcessWorkspacePaths:
     def test_the_root_itself(self, escape_tree):
         top, paths = escape_tree
         assert paths.resolve(".") == (str(top / "repo"), ".") and paths.resolve(str(top / "repo")) == (str(top / "repo"), ".")
-        with pytest.raises(lynkr.ToolFailed, match="^path must name a file, not the workspace root$"):
+        with pytest.raises(lynkr.ToolFailed, match=r"^path must name a file, not the workspace root$"):
             paths.resolve("src/..", allow_root=False)
 
     def test_sibling_prefix_is_not_inside(self, escape_tree):
