@@ -10,11 +10,17 @@ fields, misplaced ``cache_control``, empty text, orphan tool messages, ...), so 
 proves the proxy cleaned the request.  The fakes answer from a per-test script (JSON, SSE split at
 awkward byte boundaries with delays, error statuses, disconnects, hangs) and record what they got.
 
+The pure parts (translation tables, the stream state machines, the SSE parser, the config loader,
+the policy gates, the prompt-cache fingerprint) are also tested in-process, by importing lynkr: the
+``TestInProcess...`` classes, at the end of the section they test under ``# -- in process: ... --``.
+A case costs microseconds instead of a proxy round trip, so a stream can be split at every byte.
+
 Sections mirror lynkr.py: the bootstrap and the harness (fakes, proxy runner, SSE grammar
-checker, fixtures), then one banner per section of lynkr.py, with its number and name and in
-its order (4. Utilities ... 21. CLI), and last 22. End to end: runs of the official
-``anthropic`` SDK and the real Claude Code CLI.  ``LYNKR_REQUIRE_E2E=1`` turns skips of
-the end-to-end tests (missing SDK or CLI) into failures.
+checker, fixtures), then one banner per section of lynkr.py that has tests, with its number and
+name and in its order (2. Errors, 4. Utilities ... 21. CLI), then 22. End to end: runs of the
+official ``anthropic`` SDK and the real Claude Code CLI, and last 23. Documentation: every command
+example in README.md and docs/*.md runs, its links resolve, examples/*.sh run.
+``LYNKR_REQUIRE_E2E=1`` turns skips of the end-to-end tests (missing SDK or CLI) into failures.
 """
 
 from __future__ import annotations
@@ -112,11 +118,13 @@ import concurrent.futures
 import contextlib
 import copy
 import dataclasses
+import fnmatch
 import hashlib
 import hmac
 import http.client
 import itertools
 import json
+import posixpath
 import random
 import secrets
 import re
@@ -157,6 +165,7 @@ from lynkr import (  # noqa: E402 - the pure functions under test
     reasoning_item,
     responses_to_anthropic,
 )
+import lynkr  # the module itself, for the in-process tests (lynkr.X)
 from lynkr import LynkrError as _LynkrError  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
@@ -440,8 +449,8 @@ def oai_stream(text: str | None = None, tools=(), finish: str = "stop", usage: d
     return chunks
 
 
-def oai_sse(chunks: list[dict], done: bool = True) -> bytes:
-    out = b"".join(b"data: " + jbytes(c) + b"\n\n" for c in chunks)
+def oai_sse(chunks: list[dict], done: bool = True, ensure_ascii: bool = False) -> bytes:
+    out = b"".join(b"data: " + json.dumps(c, ensure_ascii=ensure_ascii).encode() + b"\n\n" for c in chunks)
     return out + (b"data: [DONE]\n\n" if done else b"")
 
 
@@ -2221,6 +2230,59 @@ def _lynkr():
     import lynkr  # pure functions and the config loader: in-process is fast
 
     return lynkr
+
+
+def sse_events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """lynkr's own SSE output, parsed strictly (and independently of lynkr.SSEParser): every event is
+    exactly `event: NAME` then `data: JSON`, LF line endings, a blank line after each."""
+    body = raw.decode("utf-8")
+    assert body.endswith("\n\n") or not body, body[-200:]
+    events = []
+    for block in body.split("\n\n")[:-1]:
+        lines = block.split("\n")
+        assert len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: "), block
+        events.append((lines[0][len("event: "):], json.loads(lines[1][len("data: "):])))
+    return events
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """load_config also reads ./.env and ./lynkr.toml: run it in an empty folder with its own HOME."""
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def env_of(tmp: Path, **extra: str) -> dict[str, str]:
+    return {"WORKSPACE_ROOT": str(tmp), "HOME": str(tmp / "home"), **extra}
+
+
+@pytest.fixture
+def startup_error(tmp_path, monkeypatch):
+    """startup_error(extra, env=..., cli_port=0, **load_config_kw) -> the ConfigError `python lynkr.py` would
+    print after "lynkr: " before exiting 2, found in-process: main()'s load_config, then each step of build_app
+    that validates (providers and routes, POLICY_SANDBOX, MCP manifests and sandbox settings, prices). No
+    server, store or MCP server is started. As for run_lynkr: the environment is base_env(tmp_path, extra),
+    the working folder tmp_path, HOME tmp_path/home, and --port 0 (cli_port=0) unless told otherwise."""
+    lynkr = _lynkr()
+
+    def run(extra: dict | None = None, env: dict | None = None, cli_port: int | None = 0, **kw: Any) -> str:
+        environ = env if env is not None else base_env(tmp_path, extra)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("HOME", environ["HOME"])  # AWS profiles and ~/.claude/mcp are found through HOME
+        with pytest.raises(lynkr.ConfigError) as e:
+            cfg = lynkr.load_config(environ, cli_port=cli_port, **kw)
+            log = lynkr.Logger("json", "error")
+            lynkr.build_router(cfg, lynkr.HTTPClient(), log)
+            lynkr.resolve_sandbox(cfg.settings.policy_sandbox, cfg.settings.policy_sandbox_image)
+            lynkr.discover_mcp_servers(cfg, log)
+            lynkr.SandboxSettings.from_config(cfg)
+            lynkr.price_book(cfg)
+        line = str(e.value)
+        assert line and "\n" not in line, line  # main() prints it as one "lynkr: ..." line and exits 2
+        return line
+
+    return run
 
 
 # -- provider presets: one strict fake per vendor --
@@ -4139,6 +4201,39 @@ def br(br_stack) -> Stack:
     return br_stack
 
 
+# == 2. Errors ==
+
+# -- in process: status -> error type tables, error bodies and events --
+
+
+class TestInProcessErrors:
+    @pytest.mark.parametrize("status,etype", [(400, "invalid_request_error"), (401, "authentication_error"),
+                                              (402, "billing_error"), (403, "permission_error"), (404, "not_found_error"),
+                                              (413, "request_too_large"), (429, "rate_limit_error"), (500, "api_error"),
+                                              (504, "timeout_error"), (529, "overloaded_error"), (418, "invalid_request_error"),
+                                              (599, "api_error")])
+    def test_status_to_error_type(self, status, etype):
+        assert lynkr.error_type_for_status(status) == etype
+        assert lynkr.LynkrError("x", status=status).error_type == etype
+
+    def test_error_body_and_event(self):
+        assert lynkr.error_body("api_error", "boom", "req_1") == {
+            "type": "error", "error": {"type": "api_error", "message": "boom"}, "request_id": "req_1"}
+        [(name, data)] = sse_events(lynkr.error_event(lynkr.UpstreamTimeout("slow")))
+        assert name == "error" and data == {"type": "error", "error": {"type": "timeout_error", "message": "slow"}}
+
+    @pytest.mark.parametrize("raw,want", [
+        (b'{"error": {"message": "bad key", "code": "invalid_api_key"}}', ("bad key", "invalid_api_key")),
+        (b'{"error_code": "BAD_REQUEST", "message": "too long"}', ("too long", "BAD_REQUEST")),
+        (b'[{"error": {"message": "gemini", "status": "INVALID_ARGUMENT"}}]', ("gemini", "INVALID_ARGUMENT")),
+        (b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}', ("Overloaded", "overloaded_error")),
+        (b"<html>502 Bad Gateway</html>", ("<html>502 Bad Gateway</html>", "")),
+        (b"", ("(empty body)", "")),
+    ])
+    def test_error_message_from_upstream_bodies(self, raw, want):
+        assert lynkr.error_message_from_body(raw) == want
+
+
 # == 4. Utilities ==
 
 # -- logging --
@@ -4436,7 +4531,87 @@ class TestConfinementMetrics:
         assert m.get("lynkr_requests_total", model="other") == 300
 
 
+# -- in process: the SSE parser (SSEParser) and sse_event --
+
+
+class TestInProcessSSEParser:
+    RAW = (b": a comment line\n"
+           b"event: first\ndata: {\"a\":1}\n\n"
+           b"data: no event line\n\n"
+           b"event: multi\ndata: line one\ndata: line two\n\n"
+           b"event: nospace\ndata:{\"b\":2}\n\n"
+           b"event: emoji\ndata: \xf0\x9f\x8c\x8d caf\xc3\xa9\n\n"
+           b"event: empty-data\ndata:\n\n")
+    EXPECTED: ClassVar[list[tuple[str, str]]] = [("first", '{"a":1}'), ("message", "no event line"), ("multi", "line one\nline two"),
+                ("nospace", '{"b":2}'), ("emoji", "🌍 café"), ("empty-data", "")]
+
+    @staticmethod
+    def parse(pieces: list[bytes]) -> list[tuple[str, str]]:
+        parser = lynkr.SSEParser()
+        out = []
+        for piece in pieces:
+            out += parser.feed(piece)
+        return out + parser.flush()
+
+    def test_fields_comments_and_default_event_name(self):
+        assert self.parse([self.RAW]) == self.EXPECTED
+
+    @pytest.mark.parametrize("ending", [b"\r\n", b"\r"], ids=["crlf", "cr"])
+    def test_crlf_and_cr_line_endings_read_as_lf(self, ending):
+        assert self.parse([self.RAW.replace(b"\n", ending)]) == self.EXPECTED
+
+    @pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+    def test_every_split_point_and_byte_by_byte(self, ending):
+        raw = self.RAW.replace(b"\n", ending)
+        for at in range(len(raw) + 1):
+            assert self.parse([raw[:at], raw[at:]]) == self.EXPECTED, at
+        assert self.parse([raw[i:i + 1] for i in range(len(raw))]) == self.EXPECTED
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(points=st.lists(st.integers(min_value=1, max_value=400), max_size=25),
+           ending=st.sampled_from([b"\n", b"\r\n", b"\r"]))
+    def test_any_split_gives_the_same_events(self, points, ending):
+        raw = self.RAW.replace(b"\n", ending)
+        assert self.parse(split_at(raw, points)) == self.EXPECTED
+
+    def test_cr_at_the_end_of_a_chunk_waits_for_its_lf(self):
+        parser = lynkr.SSEParser()
+        assert parser.feed(b"data: x\r") == []
+        assert parser.feed(b"\n\r") == []  # "\r\n" was one line ending; the trailing CR may be half of the next
+        assert parser.feed(b"\n") == [("message", "x")]
+
+    def test_flush_returns_an_unterminated_last_event_once(self):
+        parser = lynkr.SSEParser()
+        assert parser.feed(b"event: done\ndata: tail") == []
+        assert parser.flush() == [("done", "tail")]
+        assert parser.flush() == []
+
+    def test_blocks_with_only_comments_are_not_events(self):
+        assert self.parse([b": keep-alive\n\n: another\n\n"]) == []
+
+    def test_sse_event_output_parses_back(self):
+        data = {"type": "content_block_delta", "index": 3, "delta": {"type": "text_delta", "text": "a\nb\r\"c\" 🌍"}}
+        raw = lynkr.sse_event("content_block_delta", data)
+        assert raw.count(b"\n") == 3 and raw.endswith(b"\n\n")  # one data line: newlines stay escaped in JSON
+        [(name, body)] = self.parse([raw])
+        assert name == "content_block_delta" and json.loads(body) == data
+
+    def test_sse_event_keeps_a_lone_surrogate_as_json(self):
+        raw = lynkr.sse_event("x", {"text": "bad \ud800 end"})
+        [(_name, body)] = self.parse([raw])
+        assert json.loads(body) == {"text": "bad \ud800 end"}
+
+
 # == 5. Config ==
+
+# -- helpers several of this section's sub-topics use --
+
+
+def in_process_router(cfg):
+    """The Router build_app builds from cfg: which providers, URLs, keys and routes a started lynkr would use."""
+    lynkr = _lynkr()
+    return lynkr.build_router(cfg, lynkr.HTTPClient(), lynkr.Logger("json", "error"))
+
 
 # -- settings, the CLI's start flags, dotenv --
 
@@ -4492,7 +4667,7 @@ class TestConfigCLI:
          "AZURE_ANTHROPIC_API_KEY", None),
     ]
 
-    @pytest.mark.parametrize("extra,var,args", INVALID, ids=[f"{v}={next(iter(e.values()))}" for e, v, _ in INVALID])
+    @pytest.mark.parametrize("extra,var,args", INVALID[:1], ids=[f"{v}={next(iter(e.values()))}" for e, v, _ in INVALID[:1]])
     def test_invalid_setting_exits_2_with_one_line(self, tmp_path, extra, var, args):
         r = run_lynkr(tmp_path, extra, args=("--port", "0") if args is None else args)
         lines = [x for x in r.stderr.splitlines() if x.strip()]
@@ -4501,22 +4676,28 @@ class TestConfigCLI:
         assert var in lines[0], lines[0]
         assert "Traceback" not in r.stderr
 
-    def test_invalid_setting_in_dotenv_exits_2(self, tmp_path):
+    @pytest.mark.parametrize("extra,var,args", INVALID[1:], ids=[f"{v}={next(iter(e.values()))}" for e, v, _ in INVALID[1:]])
+    def test_invalid_setting_is_one_config_error(self, startup_error, extra, var, args):
+        line = startup_error(extra, cli_port=0 if args is None else None)  # args=(): no --port, LYNKR_PORT is read
+        assert var in line, line
+
+    def test_invalid_setting_in_dotenv_exits_2(self, tmp_path, startup_error):
+        lynkr = _lynkr()
         (tmp_path / ".env").write_text("LYNKR_PORT=not-a-port\n")
-        trust_here(tmp_path)
-        r = run_lynkr(tmp_path, args=())
-        assert r.returncode == 2 and "LYNKR_PORT" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        lynkr.trust_files([str(tmp_path / ".env")], base_env(tmp_path))  # what trust_here records
+        assert "LYNKR_PORT" in startup_error(cli_port=None)
 
     def test_cli_host_non_loopback_without_key_refused(self, tmp_path):
         r = run_lynkr(tmp_path, args=("--host", "0.0.0.0", "--port", "0"))
         assert r.returncode == 2, r.stderr
         assert "LYNKR_API_KEY" in r.stderr and "Traceback" not in r.stderr
 
-    def test_dotenv_prefixed_keys_read_and_real_env_wins(self, tmp_path, new_dbx, make_proxy):
-        fake = new_dbx()
+    def test_dotenv_prefixed_keys_read_and_real_env_wins(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
+        base = "http://127.0.0.1:9"
         (tmp_path / ".env").write_text(
             "# lynkr settings, mixed into an app's own .env\n"
-            f"DATABRICKS_API_BASE={fake.url}\n"
+            f"DATABRICKS_API_BASE={base}\n"
             f'DATABRICKS_API_KEY="{DBX_KEY}"\n'
             "MODEL_DEFAULT=from-dotenv\n"
             "MODEL_MAP=claude-special=from-dotenv-map\n"
@@ -4524,15 +4705,20 @@ class TestConfigCLI:
             "HOST=0.0.0.0\n"
             "PORT=1\n"
             "SECRET_OF_THE_APP=do-not-read\n")
-        trust_here(tmp_path)
-        p = make_proxy({"MODEL_DEFAULT": "from-env"})
-        assert p.info.get("url", "").startswith("http://127.0.0.1:"), p.info  # HOST= in .env is not ours
-        assert p.post(base_req(model="claude-anything")).status == 200
-        assert fake.endpoint(fake.last) == "from-env"  # the real environment wins
-        assert p.post(base_req(model="claude-special")).status == 200
-        assert fake.endpoint(fake.last) == "from-dotenv-map"  # prefixed keys are read, quotes stripped
-        notice = [line for line in p.lines if "PORT" in line and "LYNKR_PORT" in line]
-        assert notice, f"no notice about the ignored PORT line:\n{p.stderr}"
+        env = base_env(tmp_path, {"MODEL_DEFAULT": "from-env"})
+        lynkr.trust_files([str(tmp_path / ".env")], env)
+        monkeypatch.chdir(tmp_path)
+        cfg = lynkr.load_config(env)
+        router = in_process_router(cfg)
+        assert cfg.host == "127.0.0.1" and cfg.port == 8080  # HOST= and PORT= in .env are not ours
+        assert router.configured and router.default.spec.base_url == base
+        assert router.default.spec.api_key == DBX_KEY  # quotes stripped
+        msgs = [{"role": "user", "content": "hi"}]
+        assert router.cache_target({"model": "claude-anything", "messages": msgs}) == "databricks,from-env"  # env wins
+        assert router.cache_target({"model": "claude-special", "messages": msgs}) == "databricks,from-dotenv-map"
+        assert "do-not-read" not in repr(cfg)
+        notice = [n for n in cfg.notices if "PORT" in n and "LYNKR_PORT" in n]
+        assert notice, f"no notice about the ignored PORT line: {cfg.notices}"
 
     def test_env_file_option(self, tmp_path, new_dbx, make_proxy):
         fake = new_dbx()
@@ -4548,15 +4734,15 @@ class TestConfigCLI:
         p = make_proxy({"LYNKR_PORT": port}, args=())
         assert p.port == port
 
-    def test_port_from_real_env_used(self, make_proxy):
+    def test_port_from_real_env_used(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
         port = free_port()
-        p = make_proxy({"PORT": port}, args=())
-        assert p.port == port
+        assert _lynkr().load_config(base_env(tmp_path, {"PORT": port})).port == port
 
-    def test_lynkr_port_beats_port(self, make_proxy):
+    def test_lynkr_port_beats_port(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
         port = free_port()
-        p = make_proxy({"LYNKR_PORT": port, "PORT": free_port()}, args=())
-        assert p.port == port
+        assert _lynkr().load_config(base_env(tmp_path, {"LYNKR_PORT": port, "PORT": free_port()})).port == port
 
     def test_cli_port_beats_env(self, make_proxy):
         with socket.create_server(("127.0.0.1", 0)) as busy:
@@ -4570,15 +4756,23 @@ class TestConfigCLI:
         make_proxy({"WORKSPACE_ROOT": ws, "LYNKR_DATA_DIR": None})
         assert ignores_all(ws / ".lynkr" / ".gitignore")
 
-    def test_data_dir_explicit(self, tmp_path, make_proxy):
+    def test_data_dir_explicit(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
+        monkeypatch.chdir(tmp_path)
         d = tmp_path / "deep" / "state"
-        make_proxy({"LYNKR_DATA_DIR": d})
+        cfg = lynkr.load_config(base_env(tmp_path, {"LYNKR_DATA_DIR": d}))
+        assert cfg.data_dir == str(d) and cfg.session_db_path == str(d / "sessions.db")
+        lynkr.prepare_data_dir(cfg.data_dir)  # what main() does with it
         assert ignores_all(d / ".gitignore")
 
-    def test_workspace_root_defaults_to_cwd(self, tmp_path, make_proxy):
+    def test_workspace_root_defaults_to_cwd(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
         cwd = tmp_path / "proj"
         cwd.mkdir()
-        make_proxy({"WORKSPACE_ROOT": None, "LYNKR_DATA_DIR": None}, cwd=cwd)
+        monkeypatch.chdir(cwd)
+        cfg = lynkr.load_config(base_env(tmp_path, {"WORKSPACE_ROOT": None, "LYNKR_DATA_DIR": None}))
+        assert cfg.workspace_root == str(cwd)
+        lynkr.prepare_data_dir(cfg.data_dir)
         assert ignores_all(cwd / ".lynkr" / ".gitignore")
 
     def test_health_reports_provider_and_version(self, dbx, tmp_path):
@@ -4592,12 +4786,8 @@ class TestConfigCLI:
 
 @pytest.mark.parametrize("name,value", [("LYNKR_INDEX_ON_START", "maybe"), ("LYNKR_CLAUDE_MD", "sometimes"),
                                         ("LYNKR_HEADER_TIMEOUT_MS", "soon"), ("LYNKR_INDEX_TIMEOUT_MS", "-5")])
-def test_flags_and_durations_are_validated_at_startup(tmp_path, name, value):
-    r = run_lynkr(tmp_path, env=base_env(tmp_path, {name: value}), args=("--port", "0"), timeout=30)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("lynkr: ") and name in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+def test_flags_and_durations_are_validated_at_startup(startup_error, name, value):
+    assert name in startup_error({name: value})
 
 
 # -- the settings table and the config file (in-process) --
@@ -4736,23 +4926,22 @@ web_search = "b,web"
 
 class TestConfigLocation:
     @pytest.mark.parametrize("how", ["--config", "LYNKR_CONFIG"])
-    def test_named_file_beats_the_one_in_cwd(self, tmp_path, make_proxy, how):
-        used, ignored, an = FakeOpenAI(), FakeOpenAI(), FakeAnthropic()
-        try:
-            pv_toml(tmp_path, pv_two_provider_toml(ignored, an))
-            named = tmp_path / "named.toml"
-            named.write_text(pv_two_provider_toml(used, an))
-            extra, args = dict(PV_KEY_ENV), ("--port", "0")
-            if how == "--config":
-                args = (*args, "--config", str(named))
-            else:
-                extra["LYNKR_CONFIG"] = str(named)
-            p = make_proxy(extra, args=args)
-            assert p.post(base_req()).status == 200
-            assert len(used.requests) == 1 and ignored.requests == []
-        finally:
-            for f in (used, ignored, an):
-                f.close()
+    def test_named_file_beats_the_one_in_cwd(self, tmp_path, monkeypatch, how):
+        lynkr = _lynkr()
+        used, ignored, an = (SimpleNamespace(url=f"http://127.0.0.{n}:9") for n in (1, 2, 3))
+        monkeypatch.chdir(tmp_path)
+        env = base_env(tmp_path, PV_KEY_ENV)
+        (tmp_path / "lynkr.toml").write_text(pv_two_provider_toml(ignored, an))
+        lynkr.trust_files([str(tmp_path / "lynkr.toml")], env)  # what pv_toml does
+        named = tmp_path / "named.toml"
+        named.write_text(pv_two_provider_toml(used, an))
+        if how == "--config":
+            cfg = lynkr.load_config(env, config_file=str(named))
+        else:
+            cfg = lynkr.load_config({**env, "LYNKR_CONFIG": str(named)})
+        router = in_process_router(cfg)
+        first = router.plan({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}).chain[0]
+        assert cfg.config_file == str(named) and router.providers[first.provider].spec.base_url == f"{used.url}/v1"
 
     @pytest.mark.parametrize("where", ["cwd", "--config", "LYNKR_CONFIG"])
     def test_two_providers_at_once(self, tmp_path, make_proxy, where):
@@ -4789,41 +4978,279 @@ class TestConfigLocation:
 
 
 class TestTrust:
-    def test_untrusted_dotenv_and_toml_are_skipped_until_trusted(self, tmp_path, new_dbx, make_proxy):
-        fake, evil = new_dbx(), new_dbx()
+    def test_untrusted_dotenv_and_toml_are_skipped_until_trusted(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
+        good, evil = "http://127.0.0.1:9", "http://127.0.0.2:9"
+        monkeypatch.chdir(tmp_path)
         # a cloned project's .env and lynkr.toml pointing lynkr (and its keys) somewhere else
-        (tmp_path / ".env").write_text(f"DATABRICKS_API_BASE={evil.url}\nDATABRICKS_API_KEY={DBX_KEY}\n")
+        (tmp_path / ".env").write_text(f"DATABRICKS_API_BASE={evil}\nDATABRICKS_API_KEY={DBX_KEY}\n")
         (tmp_path / "lynkr.toml").write_text(
-            f'[providers.x]\nkind = "openai-compatible"\nbase_url = "{evil.url}/v1"\napi_key = "$DATABRICKS_API_KEY"\n')
-        p = make_proxy({"DATABRICKS_API_BASE": fake.url, "DATABRICKS_API_KEY": DBX_KEY})
-        notices = [o.get("detail", "") for o in p.logs() if o.get("msg") == "notice"]
-        assert any(".env" in n and "lynkr.py trust" in n for n in notices), notices
-        assert any("lynkr.toml" in n and "lynkr.py trust" in n for n in notices), notices
-        assert p.post(base_req()).status == 200
-        assert len(fake.requests) == 1 and not evil.requests and p.info.get("config") is None
-        p.stop()
+            f'[providers.x]\nkind = "openai-compatible"\nbase_url = "{evil}/v1"\napi_key = "$DATABRICKS_API_KEY"\n')
+
+        def start(extra: dict) -> tuple[Any, Any]:
+            cfg = lynkr.load_config(base_env(tmp_path, extra))
+            return cfg, in_process_router(cfg)
+
+        cfg, router = start({"DATABRICKS_API_BASE": good, "DATABRICKS_API_KEY": DBX_KEY})
+        assert any(".env" in n and "lynkr.py trust" in n for n in cfg.notices), cfg.notices
+        assert any("lynkr.toml" in n and "lynkr.py trust" in n for n in cfg.notices), cfg.notices
+        assert cfg.config_file == "" and list(router.providers) == ["databricks"]
+        assert router.default.spec.base_url == good and evil not in repr(cfg)
         # trusted as they are: read
-        trust_here(tmp_path)
-        p = make_proxy({"DATABRICKS_API_BASE": None, "DATABRICKS_API_KEY": None})
-        assert p.info.get("providers") == ["x"], p.info
+        lynkr.trust_files([str(tmp_path / ".env"), str(tmp_path / "lynkr.toml")], base_env(tmp_path))
+        cfg, router = start({"DATABRICKS_API_BASE": None, "DATABRICKS_API_KEY": None})
+        assert list(router.providers) == ["x"], router.providers
         # changed after trusting: skipped again
-        p.stop()
-        (tmp_path / ".env").write_text(f"DATABRICKS_API_BASE={evil.url}\nDATABRICKS_API_KEY=changed\n")
-        p = make_proxy({"DATABRICKS_API_BASE": fake.url, "DATABRICKS_API_KEY": DBX_KEY})
-        notices = [o.get("detail", "") for o in p.logs() if o.get("msg") == "notice"]
-        assert any(".env" in n and "trust" in n for n in notices), notices
-        assert p.info.get("providers") == ["x"]  # lynkr.toml is unchanged: still trusted
+        (tmp_path / ".env").write_text(f"DATABRICKS_API_BASE={evil}\nDATABRICKS_API_KEY=changed\n")
+        cfg, router = start({"DATABRICKS_API_BASE": good, "DATABRICKS_API_KEY": DBX_KEY})
+        assert any(".env" in n and "trust" in n for n in cfg.notices), cfg.notices
+        assert list(router.providers) == ["x"]  # lynkr.toml is unchanged: still trusted
+        assert router.default.spec.api_key == DBX_KEY  # "$DATABRICKS_API_KEY" from the environment, not the .env
 
-    def test_explicit_files_count_as_trust(self, tmp_path, new_dbx, make_proxy):
-        fake = new_dbx()
+    def test_explicit_files_count_as_trust(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
+        monkeypatch.chdir(tmp_path)
         env_file = tmp_path / "my.env"
-        env_file.write_text(f"DATABRICKS_API_BASE={fake.url}\nDATABRICKS_API_KEY={DBX_KEY}\n")
-        p = make_proxy(args=("--port", "0", "--env-file", str(env_file)))
-        assert p.post(base_req()).status == 200 and len(fake.requests) == 1
+        env_file.write_text(f"DATABRICKS_API_BASE=http://127.0.0.1:9\nDATABRICKS_API_KEY={DBX_KEY}\n")
+        cfg = lynkr.load_config(base_env(tmp_path), env_file=str(env_file))
+        router = in_process_router(cfg)
+        assert cfg.notices == [] and router.configured and router.default.spec.base_url == "http://127.0.0.1:9"
 
-    def test_trust_with_nothing_to_trust_exits_2(self, tmp_path):
-        r = run_lynkr(tmp_path, args=("trust",))
-        assert r.returncode == 2 and "nothing to trust" in r.stderr
+    def test_trust_with_nothing_to_trust_exits_2(self, tmp_path, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)
+        assert _lynkr().main(["trust"]) == 2
+        assert "nothing to trust" in capsys.readouterr().err
+
+
+# -- in process: load_config with environment dicts --
+
+
+class TestInProcessConfig:
+    def test_defaults(self, in_tmp):
+        cfg = lynkr.load_config(env_of(in_tmp))
+        assert (cfg.host, cfg.port, cfg.max_tokens_default, cfg.log_format, cfg.log_level) == (
+            "127.0.0.1", 8080, 4096, "json", "info")
+        assert cfg.workspace_root == str(in_tmp) and cfg.data_dir == str(in_tmp / ".lynkr")
+        assert cfg.session_db_path == str(in_tmp / ".lynkr" / "sessions.db")
+        assert (cfg.stream_ping_interval_s, cfg.upstream_connect_timeout_s, cfg.upstream_read_timeout_s,
+                cfg.shutdown_grace_s) == (15.0, 10.0, 600.0, 10.0)
+        assert cfg.config_file == "" and cfg.providers_table == {} and cfg.notices == []
+        assert cfg.settings.policy_file_blocked_paths == (".env", ".env.*", ".git", "*.pem", "id_rsa*")
+
+    @pytest.mark.parametrize("extra,cli_port,port", [
+        ({"LYNKR_PORT": "9001"}, None, 9001),
+        ({"PORT": "9002"}, None, 9002),
+        ({"LYNKR_PORT": "9001", "PORT": "9002"}, None, 9001),
+        ({"LYNKR_PORT": "9001", "PORT": "9002"}, 0, 0),
+        ({"LYNKR_PORT": " "}, None, 8080),
+    ], ids=["lynkr-port", "port", "lynkr-port-beats-port", "cli-beats-both", "blank-is-default"])
+    def test_port_precedence(self, in_tmp, extra, cli_port, port):
+        assert lynkr.load_config(env_of(in_tmp, **extra), cli_port=cli_port).port == port
+
+    def test_typed_values(self, in_tmp):
+        cfg = lynkr.load_config(env_of(
+            in_tmp, LYNKR_HOST="0.0.0.0", LYNKR_API_KEY="k", LYNKR_ALLOWED_HOSTS="A.example, b.EXAMPLE,,",
+            MODEL_MAX_TOKENS="Claude-*Haiku*=8192\n*=20000", STREAM_PING_INTERVAL_MS="250", LOG_LEVEL=" DEBUG ",
+            LOG_BODIES="on", PROMPT_CACHE_ENABLED="0", LYNKR_DATA_DIR=str(in_tmp / "state"),
+            MODEL_MAX_TOKENS_DEFAULT="1234"))
+        assert cfg.host == "0.0.0.0" and cfg.api_key == "k" and cfg.allowed_hosts == ("a.example", "b.example")
+        assert cfg.model_max_tokens == (("claude-*haiku*", 8192), ("*", 20000))
+        assert cfg.stream_ping_interval_s == 0.25 and cfg.log_level == "debug" and cfg.log_bodies is True
+        assert cfg.settings.prompt_cache_enabled is False and cfg.max_tokens_default == 1234
+        assert cfg.data_dir == str(in_tmp / "state") and cfg.session_db_path == str(in_tmp / "state" / "sessions.db")
+
+    @pytest.mark.parametrize("value,parsed", [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False),
+                                              ("false", False), ("No", False), ("off", False)])
+    def test_booleans(self, in_tmp, value, parsed):
+        assert lynkr.load_config(env_of(in_tmp, LOG_BODIES=value)).log_bodies is parsed
+
+    def test_cli_host_and_ipv6_loopback(self, in_tmp):
+        assert lynkr.load_config(env_of(in_tmp), cli_host="::1").host == "::1"
+        assert lynkr.load_config(env_of(in_tmp, LYNKR_HOST="localhost")).host == "localhost"
+        with pytest.raises(lynkr.ConfigError, match=r"LYNKR_API_KEY must be set to bind 0\.0\.0\.0"):
+            lynkr.load_config(env_of(in_tmp), cli_host="0.0.0.0")
+
+    @pytest.mark.parametrize("extra,message", [
+        ({"LYNKR_PORT": "abc"}, "LYNKR_PORT must be a whole number (got 'abc')"),
+        ({"LYNKR_PORT": "70000"}, "LYNKR_PORT must be between 0 and 65535 (got 70000)"),
+        ({"PORT": "x"}, "PORT must be a whole number (got 'x')"),
+        ({"UPSTREAM_MAX_RETRIES": "11"}, "UPSTREAM_MAX_RETRIES must be between 0 and 10 (got 11)"),
+        ({"POLICY_MAX_STEPS": "0"}, "POLICY_MAX_STEPS must be at least 1 (got 0)"),
+        ({"WEB_FETCH_MAX_BYTES": "10"}, "WEB_FETCH_MAX_BYTES must be at least 1024 (got 10)"),
+        ({"STREAM_PING_INTERVAL_MS": "0"}, "STREAM_PING_INTERVAL_MS must be at least 1 (got 0)"),
+        ({"LYNKR_HEADER_TIMEOUT_MS": "50"}, "LYNKR_HEADER_TIMEOUT_MS must be at least 100 (got 50)"),
+        ({"LOG_BODIES": "maybe"}, "LOG_BODIES must be true or false (got 'maybe')"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be json or text (got 'xml')"),
+        ({"POLICY_SANDBOX": "docker"}, "POLICY_SANDBOX must be auto, bwrap, podman or none (got 'docker')"),
+        ({"DATABRICKS_API_BASE": "not a url"},
+         "DATABRICKS_API_BASE must be an http(s) URL such as https://host.example.com (got 'not a url')"),
+        ({"DATABRICKS_API_BASE": "https://a b.example"},
+         "DATABRICKS_API_BASE must be an http(s) URL such as https://host.example.com (got 'https://a b.example')"),
+        ({"OLLAMA_BASE_URL": "http://h:99999"}, "OLLAMA_BASE_URL has an invalid port (got 'http://h:99999')"),
+        ({"DATABRICKS_ENDPOINT_PATH": "ftp://x/y"},
+         "DATABRICKS_ENDPOINT_PATH must be an http(s) URL such as https://host.example.com (got 'ftp://x/y')"),
+        ({"MODEL_MAP": "garbage"}, "MODEL_MAP must be a comma list of glob=value pairs (bad entry 'garbage')"),
+        ({"MODEL_MAP": "a=b, =c"}, "MODEL_MAP must be a comma list of glob=value pairs (bad entry '=c')"),
+        ({"MODEL_MAX_TOKENS": "claude-*=lots"}, "MODEL_MAX_TOKENS must be a whole number (got 'lots')"),
+        ({"MODEL_MAX_TOKENS": "claude-*=0"}, "MODEL_MAX_TOKENS must be at least 1 (got 0)"),
+        ({"MODEL_MAX_TOKENS": "claude-*"}, "MODEL_MAX_TOKENS must be a comma list of glob=value pairs (bad entry 'claude-*')"),
+        ({"WORKSPACE_TEST_COMMAND": "pytest 'unclosed"},
+         "WORKSPACE_TEST_COMMAND is not a valid command line (No closing quotation): \"pytest 'unclosed\""),
+        ({"LYNKR_HOST": "0.0.0.0"}, "LYNKR_API_KEY must be set to bind 0.0.0.0 (not loopback): clients then send it as x-api-key"),
+        ({"LYNKR_HOST": "example.com"}, "LYNKR_API_KEY must be set to bind example.com (not loopback)"),
+    ])
+    def test_each_kind_of_bad_value_names_the_setting(self, in_tmp, extra, message):
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.load_config(env_of(in_tmp, **extra))
+        assert str(e.value).startswith(message), str(e.value)
+
+    def test_workspace_root_must_exist_and_env_file_must_exist(self, in_tmp):
+        missing = in_tmp / "nope"
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.load_config(env_of(in_tmp, WORKSPACE_ROOT=str(missing)))
+        assert str(e.value) == f"WORKSPACE_ROOT must be an existing directory (got {str(missing)!r})"
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.load_config(env_of(in_tmp), env_file=str(in_tmp / "none.env"))
+        assert str(e.value) == f"--env-file {in_tmp / 'none.env'} does not exist"
+
+    def test_workspace_root_defaults_to_the_current_folder(self, in_tmp):
+        cfg = lynkr.load_config({"HOME": str(in_tmp / "home")})
+        assert cfg.workspace_root == str(in_tmp) and cfg.data_dir == str(in_tmp / ".lynkr")
+
+    def test_settings_other_than_lynkrs_are_ignored(self, in_tmp):
+        cfg = lynkr.load_config(env_of(in_tmp, ANTHROPIC_API_KEY="sk-client", HOST="0.0.0.0"))
+        assert cfg.host == "127.0.0.1" and "sk-client" not in repr(cfg.settings)
+
+
+class TestInProcessDotenv:
+    def test_read_dotenv_syntax(self, tmp_path):
+        path = tmp_path / "app.env"
+        path.write_text("# comment\n\nexport MODEL_DEFAULT=from-dotenv\nDATABRICKS_API_KEY=\"quoted value\"\n"
+                        "OPENAI_API_KEY='single'\nMODEL_MAP=claude-special=target # trailing comment\n"
+                        "LOG_LEVEL=debug#not-a-comment\nNOT_OURS=1\nHOST=0.0.0.0\nPORT=1\nno equals sign\n=novalue\n")
+        values, notices = lynkr.read_dotenv(str(path))
+        assert values == {"MODEL_DEFAULT": "from-dotenv", "DATABRICKS_API_KEY": "quoted value", "OPENAI_API_KEY": "single",
+                          "MODEL_MAP": "claude-special=target", "LOG_LEVEL": "debug#not-a-comment"}
+        assert notices == [f"{path}: ignoring HOST= (it belongs to your app); use LYNKR_HOST for lynkr",
+                           f"{path}: ignoring PORT= (it belongs to your app); use LYNKR_PORT for lynkr"]
+        assert lynkr.read_dotenv(str(tmp_path / "missing.env")) == ({}, [])
+
+    def test_explicit_env_file_is_read_and_the_environment_wins(self, in_tmp):
+        env_file = in_tmp / "conf.env"
+        env_file.write_text("MODEL_DEFAULT=from-dotenv\nMODEL_MAP=claude-special=from-dotenv-map\nPORT=1\n")
+        cfg = lynkr.load_config(env_of(in_tmp, MODEL_DEFAULT="from-env"), env_file=str(env_file))
+        assert cfg.settings.model_default == "from-env" and cfg.model_map == (("claude-special", "from-dotenv-map"),)
+        assert cfg.port == 8080 and any("LYNKR_PORT" in n for n in cfg.notices)
+
+    def test_a_bad_value_in_the_env_file_names_the_setting(self, in_tmp):
+        env_file = in_tmp / "conf.env"
+        env_file.write_text("LYNKR_PORT=not-a-port\n")
+        with pytest.raises(lynkr.ConfigError, match="LYNKR_PORT must be a whole number"):
+            lynkr.load_config(env_of(in_tmp), env_file=str(env_file))
+
+    def test_dotenv_in_the_working_folder_is_read_only_once_trusted(self, in_tmp):
+        environ = env_of(in_tmp)
+        dotenv = in_tmp / ".env"
+        dotenv.write_text("MODEL_DEFAULT=from-dotenv\n")
+        cfg = lynkr.load_config(environ)
+        assert cfg.settings.model_default == "" and len(cfg.notices) == 1
+        assert cfg.notices[0].startswith(f"skipped {dotenv}: lynkr reads a .env from the working folder only once you trust")
+        assert "python lynkr.py trust" in cfg.notices[0] and "--env-file PATH" in cfg.notices[0]
+        assert lynkr.trust_files([str(dotenv)], environ) == [str(dotenv)]
+        assert (in_tmp / "home" / ".config" / "lynkr" / "trusted.json").is_file()
+        cfg = lynkr.load_config(environ)
+        assert cfg.settings.model_default == "from-dotenv" and cfg.notices == []
+        dotenv.write_text("MODEL_DEFAULT=changed\n")  # changed after trusting: skipped again
+        cfg = lynkr.load_config(environ)
+        assert cfg.settings.model_default == "" and "skipped" in cfg.notices[0]
+
+    def test_trust_follows_xdg_config_home(self, in_tmp):
+        environ = env_of(in_tmp, XDG_CONFIG_HOME=str(in_tmp / "xdg"))
+        assert lynkr.trust_store(environ) == str(in_tmp / "xdg" / "lynkr" / "trusted.json")
+
+
+# -- in process: the config file (read_config_file, and load_config with config_file=) --
+
+
+class TestInProcessConfigFile:
+    def write(self, tmp: Path, body: str, name: str = "lynkr.toml") -> str:
+        path = tmp / name
+        path.write_text(body)
+        return str(path)
+
+    def test_tables_settings_and_variable_expansion(self, in_tmp):
+        path = self.write(in_tmp, '[providers.a]\nkind = "openai"\napi_key = "$KEY_A"\nheaders = {X = "pre-${KEY_B}-post"}\n'
+                                  'models = ["m1", "$KEY_A"]\n[router]\ndefault = "a,m1"\n'
+                                  '[settings]\nlog_level = "debug"\nprompt_cache_enabled = false\n'
+                                  'LYNKR_TOOLS = ["fs_*", "web_search"]\nPOLICY_MAX_STEPS = 3\nMODEL_DEFAULT = "$KEY_B"\n'
+                                  '[prices."claude-*"]\ninput = 3\noutput = 15\n')
+        data = lynkr.read_config_file(path, {"KEY_A": "sk-a", "KEY_B": "bee"})
+        assert data["providers"] == {"a": {"kind": "openai", "api_key": "sk-a", "headers": {"X": "pre-bee-post"},
+                                           "models": ["m1", "sk-a"]}}
+        assert data["router"] == {"default": "a,m1"} and data["prices"] == {"claude-*": {"input": 3, "output": 15}}
+        assert data["settings"] == {"LOG_LEVEL": "debug", "PROMPT_CACHE_ENABLED": "false", "LYNKR_TOOLS": "fs_*,web_search",
+                                    "POLICY_MAX_STEPS": "3", "MODEL_DEFAULT": "bee"}
+        cfg = lynkr.load_config(env_of(in_tmp, KEY_A="sk-a", KEY_B="bee"), config_file=path)
+        assert cfg.config_file == path and cfg.providers_table["a"]["api_key"] == "sk-a"
+        assert cfg.settings.lynkr_tools == ("fs_*", "web_search") and cfg.settings.prompt_cache_enabled is False
+        assert cfg.log_level == "debug" and cfg.prices_table == {"claude-*": {"input": 3, "output": 15}}
+
+    def test_variables_come_from_dotenv_too(self, in_tmp):
+        env_file = in_tmp / "keys.env"
+        env_file.write_text("OPENAI_API_KEY=sk-from-dotenv\n")
+        path = self.write(in_tmp, '[providers.a]\nkind = "openai"\napi_key = "$OPENAI_API_KEY"\n')
+        cfg = lynkr.load_config(env_of(in_tmp), env_file=str(env_file), config_file=path)
+        assert cfg.providers_table["a"]["api_key"] == "sk-from-dotenv"
+
+    def test_lynkr_config_variable_names_the_file(self, in_tmp):
+        path = self.write(in_tmp, '[settings]\nLOG_LEVEL = "warning"\n', "named.toml")
+        assert lynkr.load_config(env_of(in_tmp, LYNKR_CONFIG=path)).log_level == "warning"
+        other = self.write(in_tmp, '[settings]\nLOG_LEVEL = "error"\n', "other.toml")
+        assert lynkr.load_config(env_of(in_tmp, LYNKR_CONFIG=path), config_file=other).log_level == "error"
+
+    def test_lynkr_toml_in_the_working_folder_is_read_only_once_trusted(self, in_tmp):
+        environ = env_of(in_tmp)
+        local = self.write(in_tmp, '[settings]\nLOG_LEVEL = "debug"\n')
+        cfg = lynkr.load_config(environ)
+        assert cfg.config_file == "" and cfg.log_level == "info"
+        assert cfg.notices == [lynkr.UNTRUSTED_NOTICE.format(path=local, kind="lynkr.toml", flag="--config PATH")]
+        lynkr.trust_files([local], environ)
+        cfg = lynkr.load_config(environ)
+        assert cfg.config_file == local and cfg.log_level == "debug" and cfg.notices == []
+        named = self.write(in_tmp, '[settings]\nLOG_LEVEL = "error"\n', "named.toml")  # a named file beats it
+        assert lynkr.load_config(environ, config_file=named).log_level == "error"
+
+    @pytest.mark.parametrize("body,message", [
+        ('[nonsense]\na = 1\n', "nonsense: unknown table (use [providers.NAME], [router], [settings], [prices.\"MODEL-GLOB\"])"),
+        ('providers = 1\n', "providers: expected a table"),
+        ('settings = "x"\n', "settings: expected a table"),
+        ('[providers]\na = 1\n', "providers.a: expected a table ([providers.a])"),
+        ('[providers."bad name"]\nkind = "ollama"\n', "providers.bad name: names use letters, digits, '_', '-' and '.' only"),
+        ('[settings]\nnot_a_setting = 1\n', "settings.not_a_setting: unknown setting (python lynkr.py --help lists them)"),
+        ('[providers.a]\nkind = "openai"\napi_key = "${UNSET_FOR_SURE}"\n',
+         "providers.a.api_key: $UNSET_FOR_SURE is not set (export UNSET_FOR_SURE=..., or put it in .env)"),
+        ('[providers.a]\nkind = "openai"\nheaders = {X = "$UNSET_FOR_SURE"}\n', "providers.a.headers.X: $UNSET_FOR_SURE"),
+        ('[providers.a]\nmodels = ["ok", "$UNSET_FOR_SURE"]\n', "providers.a.models[1]: $UNSET_FOR_SURE"),
+        ('[settings]\nMODEL_DEFAULT = "$UNSET_FOR_SURE"\n', "settings.MODEL_DEFAULT: $UNSET_FOR_SURE"),
+    ])
+    def test_errors_name_the_file_and_key(self, in_tmp, body, message):
+        path = self.write(in_tmp, body)
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.read_config_file(path, {})
+        assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
+
+    def test_missing_and_unreadable_files(self, in_tmp):
+        missing = str(in_tmp / "no-such-lynkr.toml")
+        with pytest.raises(lynkr.ConfigError) as e:
+            lynkr.load_config(env_of(in_tmp), config_file=missing)
+        assert str(e.value) == f"{missing}: config file not found (--config / LYNKR_CONFIG)"
+        with pytest.raises(lynkr.ConfigError, match="cannot read config file"):
+            lynkr.read_config_file(str(in_tmp), {})  # a folder
+
+    def test_a_bad_setting_in_the_file_names_the_setting(self, in_tmp):
+        path = self.write(in_tmp, '[settings]\nPOLICY_MAX_STEPS = 0\n')
+        with pytest.raises(lynkr.ConfigError, match=r"^POLICY_MAX_STEPS must be at least 1 \(got 0\)$"):
+            lynkr.load_config(env_of(in_tmp), config_file=path)
 
 
 # == 6. HTTP server ==
@@ -6908,6 +7335,505 @@ class TestTokenCalibration:
         assert how == "estimated" and count >= tc_truth(claude_tokenizer, fake.last.body)
 
 
+# -- in process: request validation (validate_messages_request, fold_system_messages) --
+
+
+class TestInProcessRequestValidation:
+    @staticmethod
+    def error(body: Any, **kw: Any) -> str:
+        with pytest.raises(lynkr.InvalidRequest) as e:
+            lynkr.validate_messages_request(body, 4096, **kw)
+        assert e.value.status == 400 and e.value.error_type == "invalid_request_error"
+        return e.value.message
+
+    @pytest.mark.parametrize("body,message", [
+        ([], "body: expected a JSON object, got list"),
+        ({"messages": [user("hi")]}, "model: required string"),
+        ({"model": "  ", "messages": [user("hi")]}, "model: required string"),
+        ({"model": "m"}, "messages: field required"),
+        ({"model": "m", "messages": {}}, "messages: expected a list, got dict"),
+        ({"model": "m", "messages": []}, "messages: at least one message is required"),
+        ({"model": "m", "messages": ["hi"]}, "messages.0: expected an object, got str"),
+        ({"model": "m", "messages": [{"role": "tool", "content": "x"}]},
+         "messages.0.role: expected 'user' or 'assistant', got 'tool'"),
+        ({"model": "m", "messages": [{"role": "user"}]}, "messages.0.content: field required"),
+        ({"model": "m", "messages": [user(7)]}, "messages.0.content: expected a string or a list of content blocks, got int"),
+        ({"model": "m", "messages": [user([{"text": "x"}])]}, "messages.0.content.0.type: required string"),
+        ({"model": "m", "messages": [user([{"type": "text", "text": None}])]}, "messages.0.content.0.text: expected a string, got null"),
+        ({"model": "m", "messages": [assistant([{"type": "tool_use", "id": 1, "name": "x"}])]},
+         "messages.0.content.0: tool_use needs string id and name"),
+        ({"model": "m", "messages": [user([{"type": "tool_result"}])]}, "messages.0.content.0.tool_use_id: required string"),
+        ({"model": "m", "messages": [user("x")], "max_tokens": 0}, "max_tokens: expected a positive integer, got 0"),
+        ({"model": "m", "messages": [user("x")], "max_tokens": True}, "max_tokens: expected a positive integer, got True"),
+        ({"model": "m", "messages": [user("x")], "stream": "yes"}, "stream: expected a boolean, got str"),
+        ({"model": "m", "messages": [user("x")], "system": [{"type": "image"}]}, "system.0: expected a text block"),
+        ({"model": "m", "messages": [user("x")], "system": 5}, "system: expected a string or a list of text blocks, got int"),
+        ({"model": "m", "messages": [user("x")], "tools": {}}, "tools: expected a list, got dict"),
+        ({"model": "m", "messages": [user("x")], "tools": [{"input_schema": {}}]}, "tools.0.name: required string"),
+        ({"model": "m", "messages": [user("x")], "tools": [{"type": "function", "function": {}}]},
+         "tools.0.function.name: required string"),
+        ({"model": "m", "messages": [user("x")], "tools": [{"name": "t", "input_schema": []}]},
+         "tools.0.input_schema: expected an object, got list"),
+        ({"model": "m", "messages": [user("x")], "tool_choice": "sometimes"},
+         "tool_choice: unknown value 'sometimes' (auto, any, none, or a tool)"),
+        ({"model": "m", "messages": [user("x")], "tool_choice": {"type": "maybe"}},
+         "tool_choice.type: unknown value 'maybe' (auto, any, tool, none)"),
+        ({"model": "m", "messages": [user("x")], "tool_choice": {"type": "tool"}},
+         "tool_choice.name: required string when type is tool"),
+        ({"model": "m", "messages": [user("x")], "stop_sequences": "END"}, "stop_sequences: expected a list of strings, got str"),
+        ({"model": "m", "messages": [user("x")], "temperature": "hot"}, "temperature: expected a number, got str"),
+        ({"model": "m", "messages": [user("x")], "top_p": False}, "top_p: expected a number, got bool"),
+        ({"model": "m", "messages": [user("x")], "top_k": 1.5}, "top_k: expected an integer, got float"),
+        ({"model": "m", "messages": [user("x")], "thinking": "on"},
+         "thinking: expected an object with a type (enabled, adaptive, disabled)"),
+    ])
+    def test_errors_name_the_field(self, body, message):
+        assert self.error(body) == message
+
+    def test_defaults_and_normal_form(self):
+        body = {"model": "m", "messages": [user("x")], "unknown_field": {"kept": True}, "tool_choice": None,
+                "tools": [{"type": "function", "function": {"name": "f", "description": "d"}}]}
+        req = lynkr.validate_messages_request(body, 777)
+        assert req["max_tokens"] == 777 and req["unknown_field"] == {"kept": True} and "tool_choice" not in req
+        assert req["tools"] == [{"name": "f", "input_schema": {"type": "object", "properties": {}}, "description": "d"}]
+        assert body["tools"][0]["type"] == "function" and "max_tokens" not in body  # a copy: the input is unchanged
+
+    @pytest.mark.parametrize("choice,normal", [
+        ("auto", {"type": "auto"}), ("required", {"type": "any"}), ("any", {"type": "any"}), ("none", {"type": "none"}),
+        ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
+        ({"type": "function", "name": "f"}, {"type": "tool", "name": "f"}),
+        ({"type": "required", "disable_parallel_tool_use": True}, {"type": "any", "disable_parallel_tool_use": True}),
+        ({"type": "tool", "name": "f"}, {"type": "tool", "name": "f"}),
+    ])
+    def test_openai_tool_choice_forms_become_anthropic(self, choice, normal):
+        req = lynkr.validate_messages_request({"model": "m", "messages": [user("x")], "tool_choice": choice}, 10)
+        assert req["tool_choice"] == normal
+
+    def test_count_only_needs_no_max_tokens(self):
+        req = lynkr.validate_messages_request({"model": "m", "messages": [user("x")], "max_tokens": 0}, 10,
+                                              count_only=True)
+        assert req["max_tokens"] == 0
+        assert self.error({"model": "m", "messages": []}, count_only=True) == "messages: at least one message is required"
+
+    def test_system_entries_fold_into_the_user_turn_beside_them(self):
+        req = {"messages": [{"role": "system", "content": "ctx A"}, user("hi"), assistant("yo"),
+                            {"role": "system", "content": [text("ctx B", cache_control=EPH)]}, user("again"),
+                            {"role": "system", "content": "ctx C"}]}
+        out = lynkr.fold_system_messages(req)["messages"]
+        assert out == [user([text("ctx A"), text("hi")]), assistant("yo"),
+                       user([text("ctx B", cache_control=EPH), text("again"), text("ctx C")])]
+
+    def test_context_after_tool_results_follows_them(self):
+        req = {"messages": [*ROUND_TRIP, {"role": "system", "content": "ctx"}, user([tool_result("toolu_01", "18C")])]}
+        out = lynkr.fold_system_messages(req)["messages"]
+        assert out[-1]["content"] == [tool_result("toolu_01", "18C"), text("ctx")]  # results must lead a user turn
+
+    def test_only_system_entries_is_an_error(self):
+        with pytest.raises(lynkr.InvalidRequest, match="at least one user or assistant message"):
+            lynkr.fold_system_messages({"messages": [{"role": "system", "content": []}]})
+
+
+# -- in process: Anthropic -> OpenAI chat (anthropic_to_openai and its tables) --
+
+
+def to_openai(body: dict[str, Any], model: str = "", dialect: Any = None, facts: Any = None) -> dict[str, Any]:
+    """The request path of an OpenAI-format provider: validate, fold system entries, build the chat body."""
+    req = lynkr.validate_messages_request({"model": "claude-sonnet-4-5", "max_tokens": 1000, **body}, 4096)
+    kw: dict[str, Any] = {}
+    if dialect is not None:
+        kw["dialect"] = dialect
+    if facts is not None:
+        kw["facts"] = facts
+    out, _dropped = lynkr.anthropic_to_openai(lynkr.fold_system_messages(req), req["max_tokens"], model, **kw)
+    return out
+
+
+class TestInProcessTranslation:
+    @pytest.mark.parametrize("choice,expect", [
+        ({"type": "auto"}, {"tool_choice": "auto"}),
+        ({"type": "any"}, {"tool_choice": "required"}),
+        ({"type": "none"}, {"tool_choice": "none"}),
+        ({"type": "tool", "name": "get_weather"}, {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+        ({"type": "auto", "disable_parallel_tool_use": True}, {"tool_choice": "auto", "parallel_tool_calls": False}),
+        ({"type": "any", "disable_parallel_tool_use": False}, {"tool_choice": "required"}),
+    ])
+    def test_tool_choice_table(self, choice, expect):
+        body = to_openai({"messages": [user("x")], "tools": [GET_WEATHER], "tool_choice": choice})
+        assert {k: body[k] for k in ("tool_choice", "parallel_tool_calls") if k in body} == expect
+        assert set(lynkr.TOOL_CHOICE_TO_OPENAI) == {"auto", "any", "none", "tool"}
+
+    def test_tool_choice_without_tools_is_left_out(self):
+        body = to_openai({"messages": [user("x")], "tool_choice": {"type": "any"}})
+        assert "tool_choice" not in body and "tools" not in body
+
+    def test_tools_become_functions_without_schema_uri(self):
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                  "properties": {"q": {"type": "string", "pattern": "^\\p{L}+$"}}}
+        body = to_openai({"messages": [user("x")], "tools": [{"name": "Bash", "input_schema": schema, "cache_control": EPH}]})
+        assert body["tools"] == [{"type": "function", "function": {
+            "name": "Bash", "parameters": {"type": "object", "properties": {"q": {"type": "string", "pattern": "^\\p{L}+$"}}},
+            "description": "Bash"}}]  # no description: the name stands in (some servers require one)
+        assert "$schema" in schema  # the request is not changed
+
+    def test_server_typed_tools_are_dropped_and_named(self):
+        req = lynkr.validate_messages_request({"model": "m", "max_tokens": 10, "messages": [user("x")], "tools": [
+            {"type": "web_search_20250305", "name": "web_search"}, GET_WEATHER]}, 10)
+        body, dropped = lynkr.anthropic_to_openai(req, 10)
+        assert [t["function"]["name"] for t in body["tools"]] == ["get_weather"]
+        assert dropped == ["web_search (web_search_20250305)"]
+
+    def test_model_without_tools_drops_them_all(self):
+        req = lynkr.validate_messages_request({"model": "m", "max_tokens": 10, "messages": [user("x")],
+                                               "tools": [GET_WEATHER], "tool_choice": {"type": "any"}}, 10)
+        body, dropped = lynkr.anthropic_to_openai(req, 10, "deepseek-reasoner", lynkr.PRESETS["openai-compatible"].dialect,
+                                                  lynkr.model_facts("deepseek-reasoner"))
+        assert "tools" not in body and "tool_choice" not in body and dropped == ["get_weather (function)"]
+
+    def test_system_string_and_blocks_and_billing_header(self):
+        assert to_openai({"system": "Be brief.", "messages": [user("hi")]})["messages"] == [
+            {"role": "system", "content": [text("Be brief.")]}, user("hi")]
+        body = to_openai({"system": [text("x-anthropic-billing-header: cc_version=2.1; cch=abc"),
+                                     text("Identity", cache_control=EPH), text(""), text("Main", cache_control=EPH)],
+                          "messages": [user("hi")]})
+        assert body["messages"][0] == {"role": "system", "content": [text("Identity", cache_control=EPH),
+                                                                     text("Main", cache_control=EPH)]}
+        only_billing = to_openai({"system": "x-anthropic-billing-header: a", "messages": [user("hi")]})
+        assert [m["role"] for m in only_billing["messages"]] == ["user"]
+
+    def test_system_on_a_vendor_without_cache_markers_is_one_string(self):
+        body = to_openai({"system": [text("A", cache_control=EPH), text("B")], "messages": [user([text("hi")])]},
+                         "gpt-4.1", lynkr.PRESETS["openai"].dialect, lynkr.model_facts("gpt-4.1"))
+        assert body["messages"] == [{"role": "system", "content": "A\n\nB"}, user("hi")]
+        assert body["model"] == "gpt-4.1" and "cache_control" not in json.dumps(body)
+
+    def test_images_base64_url_and_unsupported_source(self):
+        img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
+        url = {"type": "image", "source": {"type": "url", "url": "https://example.com/c.png"}}
+        body = to_openai({"messages": [user([text("what is this"), img, url])]})
+        assert body["messages"][0]["content"] == [
+            text("what is this"), {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/c.png"}}]
+        with pytest.raises(lynkr.InvalidRequest, match="image source type 'file' is not supported by this provider"):
+            to_openai({"messages": [user([{"type": "image", "source": {"type": "file", "file_id": "f_1"}}])]})
+
+    def test_model_without_images_gets_a_note(self):
+        img = {"type": "image", "source": {"type": "url", "url": "https://example.com/c.png"}}
+        body = to_openai({"messages": [user([text("look"), img])]}, "deepseek-chat",
+                         lynkr.PRESETS["openai-compatible"].dialect, lynkr.model_facts("deepseek-chat"))
+        assert body["messages"] == [user("look\n\n[an image was omitted: this model does not accept images]")]
+
+    def test_image_cache_marker_moves_to_the_text_before_it(self):
+        img = {"type": "image", "source": {"type": "url", "url": "https://x/c.png"}, "cache_control": EPH}
+        body = to_openai({"messages": [user([text("a"), img])]})
+        assert body["messages"][0]["content"] == [text("a", cache_control=EPH),
+                                                  {"type": "image_url", "image_url": {"url": "https://x/c.png"}}]
+
+    def test_top_level_cache_control_lands_on_the_last_text(self):
+        body = to_openai({"cache_control": EPH, "system": "S", "messages": [user("a"), assistant("b"), user("c")]})
+        assert body["messages"][-1] == user([text("c", cache_control=EPH)])
+        assert "cache_control" not in json.dumps(body["messages"][:-1])
+
+    def test_documents_as_text_and_pdf_refused(self):
+        doc = {"type": "document", "source": {"type": "text", "data": "doc body"}, "title": "Spec"}
+        inner = {"type": "document", "source": {"type": "content", "content": [text("one"), text("two")]}}
+        body = to_openai({"messages": [user([doc, inner])]})
+        assert body["messages"][0]["content"] == [text("Spec\n\ndoc body"), text("one\ntwo")]
+        pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
+        with pytest.raises(lynkr.InvalidRequest, match="document blocks with a 'base64' source"):
+            to_openai({"messages": [user([pdf])]})
+
+    def test_unknown_user_blocks_travel_as_json_text_and_empty_text_is_dropped(self):
+        block = {"type": "search_result", "source": "https://e.x", "title": "T", "content": [text("c")]}
+        body = to_openai({"messages": [user([text(""), block, text("real")])]})
+        assert body["messages"][0]["content"] == [text(json.dumps(block, separators=(",", ":"))), text("real")]
+
+    def test_tool_round_trip_and_result_forms(self):
+        body = to_openai({"messages": [*ROUND_TRIP, user([tool_result("toolu_01", [text("line one"), text("line two")]),
+                                                          text("and?")])]})
+        assert body["messages"][1:] == [
+            {"role": "assistant", "content": "Checking.", "tool_calls": [
+                {"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+            {"role": "tool", "tool_call_id": "toolu_01", "content": "line one\nline two"},
+            user([text("and?")])]
+
+    @pytest.mark.parametrize("content,is_error,want", [
+        ("18C", False, "18C"), ("city unknown", True, "[tool error] city unknown"), ("", True, "[tool error]"),
+        ("", False, "(no output)"), ([], False, "(no output)"),
+    ])
+    def test_tool_result_text(self, content, is_error, want):
+        block = tool_result("toolu_01", content, is_error=is_error)
+        assert to_openai({"messages": [*ROUND_TRIP, user([block])]})["messages"][-1]["content"] == want
+
+    def test_tool_result_images_move_into_a_user_message(self):
+        img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
+        body = to_openai({"messages": [*ROUND_TRIP, user([tool_result("toolu_01", [text("see chart"), img]), text("what?")])]})
+        assert body["messages"][-2] == {"role": "tool", "tool_call_id": "toolu_01", "content": "see chart"}
+        assert body["messages"][-1] == user([{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                                             text("what?")])
+
+    def test_tool_result_cache_marker_moves_before_the_tool_message(self):
+        body = to_openai({"messages": [*ROUND_TRIP, user([tool_result("toolu_01", "18C", cache_control=EPH)])]})
+        assert body["messages"][-1] == {"role": "tool", "tool_call_id": "toolu_01", "content": "18C"}
+        assert body["messages"][-2]["content"] == [text("Checking.", cache_control=EPH)]
+
+    def test_calls_without_results_get_one_and_orphan_results_stay_readable(self):
+        body = to_openai({"messages": [*ROUND_TRIP, user("never mind")]})
+        assert body["messages"][2:] == [{"role": "tool", "tool_call_id": "toolu_01", "content": "[no result was returned]"},
+                                        user("never mind")]
+        body = to_openai({"messages": [user([tool_result("gone.1", "old output")])]})
+        assert body["messages"] == [user([text("[result of tool call gone_1]\nold output")])]
+
+    def test_tool_ids_are_sanitized_on_both_sides(self):
+        msgs = [user("x"), assistant([tool_use("call.1:x", "f", {})]), user([tool_result("call.1:x", "ok")])]
+        body = to_openai({"messages": msgs})
+        assert body["messages"][1]["tool_calls"][0]["id"] == "call_1_x"
+        assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1_x", "content": "ok"}
+        assert lynkr.sanitize_tool_id("a.b c/d") == "a_b_c_d" and lynkr.sanitize_tool_id("").startswith("toolu_")
+
+    def test_thinking_replays_as_reasoning_only_where_the_dialect_takes_it(self):
+        msgs = [user("q"), assistant([{"type": "thinking", "thinking": "hmm", "signature": "sig"}, text("A")]), user("more")]
+        body = to_openai({"messages": msgs})
+        assert body["messages"][1] == {"role": "assistant", "content": [
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hmm", "signature": "sig"}]}, text("A")]}
+        other = to_openai({"messages": msgs}, "gpt-4.1", lynkr.PRESETS["openai"].dialect, lynkr.model_facts("gpt-4.1"))
+        assert other["messages"][1] == {"role": "assistant", "content": "A"}
+
+    def test_web_search_blocks_become_text(self):
+        found = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+            {"type": "web_search_result", "title": "T", "url": "https://e.x", "encrypted_content": "opaque"},
+            {"type": "web_search_result", "title": "U", "url": "https://f.x",
+             "encrypted_content": lynkr.search_result_content("the snippet")}]}
+        msgs = [user("q"), assistant([{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+                                       "input": {"query": "x"}}, found, text("Found.")]), user("ok")]
+        assert to_openai({"messages": msgs})["messages"][1] == {"role": "assistant", "content": (
+            '[web search: {"query":"x"}]\n[web search results]\n- T <https://e.x>\n- U <https://f.x>: the snippet\nFound.')}
+        failed = {"type": "web_search_tool_result", "tool_use_id": "s", "content": {"error_code": "max_uses_exceeded"}}
+        assert lynkr.server_block_text(failed) == "[web search failed: max_uses_exceeded]"
+
+    @pytest.mark.parametrize("max_tokens,thinking,choice,budget", [
+        (8000, {"type": "enabled", "budget_tokens": 2048, "display": "summarized"}, None, 2048),
+        (8000, {"type": "adaptive"}, None, 4000),
+        (128000, {"type": "adaptive"}, None, 31999),
+        (1500, {"type": "adaptive"}, None, 0),  # half of 1500 is below the 1024 minimum
+        (5000, {"type": "enabled", "budget_tokens": 10000}, None, 4999),
+        (1024, {"type": "enabled", "budget_tokens": 1024}, None, 0),
+        (8000, {"type": "enabled", "budget_tokens": True}, None, 0),
+        (8000, {"type": "disabled"}, None, 0),
+        (8000, {"type": "enabled", "budget_tokens": 2048}, {"type": "any"}, 0),
+        (8000, {"type": "enabled", "budget_tokens": 2048}, {"type": "tool", "name": "get_weather"}, 0),
+        (8000, {"type": "enabled", "budget_tokens": 2048}, {"type": "auto"}, 2048),
+    ])
+    def test_thinking_budget_table(self, max_tokens, thinking, choice, budget):
+        req = {"thinking": thinking, **({"tool_choice": choice, "tools": [GET_WEATHER]} if choice else {})}
+        assert lynkr.thinking_budget(req, max_tokens) == budget
+        body = to_openai({"max_tokens": max_tokens, "messages": [user("x")], "temperature": 0.5, "top_k": 5, **req})
+        if budget:
+            assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+            assert "temperature" not in body and "top_k" not in body  # Claude with thinking refuses them
+        else:
+            assert "thinking" not in body and body["temperature"] == 0.5 and body["top_k"] == 5
+
+    @pytest.mark.parametrize("budget,effort,want", [(2048, None, "low"), (8000, None, "medium"), (20000, None, "high"),
+                                                    (2048, "high", "high"), (20000, "low", "low"), (0, "high", None)])
+    def test_reasoning_effort_from_budget_or_output_config(self, budget, effort, want):
+        req: dict[str, Any] = {"thinking": {"type": "enabled", "budget_tokens": budget} if budget else {"type": "disabled"}}
+        if effort:
+            req["output_config"] = {"effort": effort}
+        assert lynkr.reasoning_effort(req, 32000) == want
+
+    def test_sampling_stop_and_stream_fields(self):
+        body = to_openai({"messages": [user("x")], "temperature": 0.3, "top_p": 0.9, "top_k": 40, "max_tokens": 777,
+                          "stop_sequences": ["END", "STOP"], "stream": True, "metadata": {"user_id": "u"},
+                          "service_tier": "auto", "context_management": {"edits": []}})
+        assert body == {"messages": [user("x")], "max_tokens": 777, "stop": ["END", "STOP"], "temperature": 0.3,
+                        "top_p": 0.9, "top_k": 40, "stream": True}  # Databricks: no model, no stream_options
+        openai = to_openai({"messages": [user("x")], "top_k": 40, "stream": True}, "gpt-4.1",
+                           lynkr.PRESETS["openai"].dialect, lynkr.model_facts("gpt-4.1"))
+        assert "top_k" not in openai and openai["stream_options"] == {"include_usage": True}
+
+    def test_structured_output_becomes_response_format(self):
+        schema = {"type": "object", "$schema": "x", "properties": {"a": {"type": "string"}}}
+        for field in ({"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+                      {"output_format": {"type": "json_schema", "schema": schema}}):
+            body = to_openai({"messages": [user("x")], **field})
+            assert body["response_format"] == {"type": "json_schema", "json_schema": {
+                "name": "output", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}
+        assert "response_format" not in to_openai({"messages": [user("x")], "output_config": {"effort": "high"}})
+
+    def test_every_anthropic_field_has_a_fate(self):
+        for name, fate in lynkr.OPENAI_FIELD_FATE.items():
+            assert fate.startswith(("carried", "left out")), name
+
+
+# -- in process: OpenAI chat -> Anthropic (openai_to_anthropic, usage, stop reasons) --
+
+
+class TestInProcessResponseTranslation:
+    @staticmethod
+    def completion(content: Any = "Hello", finish: str | None = "stop", tool_calls: list | None = None,
+                   usage: dict | None = None, **message: Any) -> dict[str, Any]:
+        msg: dict[str, Any] = {"role": "assistant", "content": content, **message}
+        if tool_calls:
+            msg["tool_calls"] = tool_calls
+        out: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [
+            {"index": 0, "message": msg, "finish_reason": finish}]}
+        if usage is not None:
+            out["usage"] = usage
+        return out
+
+    @pytest.mark.parametrize("finish,stop", [
+        ("stop", "end_turn"), ("end_turn", "end_turn"), ("length", "max_tokens"), ("max_tokens", "max_tokens"),
+        ("tool_calls", "tool_use"), ("function_call", "tool_use"), ("tool_use", "tool_use"),
+        ("content_filter", "refusal"), (None, "end_turn"), ("something_new", "end_turn"),
+    ])
+    def test_finish_reason_table(self, finish, stop):
+        m = lynkr.openai_to_anthropic(self.completion("x", finish), "claude-test-model")
+        assert (m["stop_reason"], m["stop_sequence"]) == (stop, None)
+        assert m["model"] == "claude-test-model" and m["id"].startswith("msg_") and m["type"] == "message"
+
+    def test_tool_calls_decide_the_stop_reason(self):
+        calls = [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+                 {"id": "call.2", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}},
+                 {"type": "function", "function": {"name": "noid", "arguments": '{"city": "Par'}}]
+        m = lynkr.openai_to_anthropic(self.completion("Let me check.", "stop", calls), "m")
+        assert m["stop_reason"] == "tool_use"
+        assert m["content"][:3] == [text("Let me check."), tool_use("call_1", "get_weather", {"city": "Paris"}),
+                                    tool_use("call_2", "get_weather", {"city": "Rome"})]
+        assert m["content"][3]["id"].startswith("toolu_") and m["content"][3]["input"] == {}  # bad JSON: no input
+
+    @pytest.mark.parametrize("arguments,parsed", [("", {}), (None, {}), ("[1, 2]", {}), ("null", {}), ('{"a": 1}', {"a": 1}),
+                                                  ({"b": 2}, {"b": 2}), ("{not json", {})])
+    def test_tool_arguments_are_always_an_object(self, arguments, parsed):
+        assert lynkr.parse_tool_arguments(arguments) == parsed
+
+    @pytest.mark.parametrize("text_,stops,want", [
+        ("The answer is 42 END", ["STOP", "END"], ("stop_sequence", "END")),
+        ("The answer is 42.", ["END"], ("end_turn", None)),
+        ("END of story", ["END"], ("end_turn", None)),
+        ("ends with END", [], ("end_turn", None)),
+    ])
+    def test_stop_sequence_detected_at_the_end_only(self, text_, stops, want):
+        m = lynkr.openai_to_anthropic(self.completion(text_), "m", stops)
+        assert (m["stop_reason"], m["stop_sequence"]) == want
+
+    def test_a_length_cut_is_never_a_stop_sequence(self):
+        assert lynkr.stop_reason_for("length", False, "x END", ["END"]) == ("max_tokens", None)
+
+    def test_empty_and_null_content_make_no_text_block(self):
+        for content in ("", None, []):
+            assert lynkr.openai_to_anthropic(self.completion(content), "m")["content"] == []
+        assert lynkr.openai_to_anthropic({}, "m")["content"] == []  # no choices at all
+
+    @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+    def test_reasoning_fields_become_thinking(self, field):
+        m = lynkr.openai_to_anthropic(self.completion("Blue.", **{field: "Sky colour question."}), "m")
+        assert m["content"] == [{"type": "thinking", "thinking": "Sky colour question.", "signature": ""}, text("Blue.")]
+
+    def test_reasoning_parts_keep_their_signature(self):
+        content = [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "Think.", "signature": "EqQBsig"}]},
+                   {"type": "text", "text": "Rayleigh."}, {"type": "text", "text": ""}, "junk"]
+        m = lynkr.openai_to_anthropic(self.completion(content), "m")
+        assert m["content"] == [{"type": "thinking", "thinking": "Think.", "signature": "EqQBsig"}, text("Rayleigh.")]
+
+    @pytest.mark.parametrize("usage,want", [
+        (None, (0, 0, 0, 0)),
+        ({"prompt_tokens": 12, "completion_tokens": 5}, (12, 5, 0, 0)),
+        ({"prompt_tokens": 100, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 60}}, (40, 7, 0, 60)),
+        ({"prompt_tokens": 100, "completion_tokens": 7,
+          "prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 30}}, (10, 7, 30, 60)),
+        ({"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 60}}, (0, 0, 0, 60)),  # never negative
+        ({"prompt_tokens": 10, "prompt_tokens_details": None}, (10, 0, 0, 0)),
+        ({"input_tokens": 12, "output_tokens": 3, "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2},
+         (12, 3, 2, 5)),  # already Anthropic's terms (Databricks serving Claude): not subtracted again
+    ])
+    def test_usage_in_anthropic_terms(self, usage, want):
+        got = lynkr.openai_usage_to_anthropic(usage)
+        assert (got["input_tokens"], got["output_tokens"], got["cache_creation_input_tokens"],
+                got["cache_read_input_tokens"]) == want
+
+
+# -- in process: model mapping and output caps (ModelRouter) --
+
+
+class TestInProcessModelRouter:
+    def test_first_matching_glob_wins_case_insensitively(self):
+        router = lynkr.ModelRouter(lynkr.parse_model_map("MODEL_MAP", "claude-*haiku*=dbx-haiku, claude-*=dbx-sonnet"), ())
+        for model, target in (("claude-3-5-HAIKU-20241022", "dbx-haiku"), ("claude-haiku-4-5", "dbx-haiku"),
+                              ("claude-opus-5-5", "dbx-sonnet"), ("gpt-4o", None)):
+            assert router.mapped(model) == target, model
+
+    def test_map_targets_may_hold_commas_and_newlines_separate_entries(self):
+        pairs = lynkr.parse_model_map("MODEL_MAP", "a*=local,qwen2.5:7b\nb*=dbx,ep, c=x")
+        assert pairs == (("a*", "local,qwen2.5:7b"), ("b*", "dbx,ep"), ("c", "x"))
+
+    @pytest.mark.parametrize("model,asked,target,sent", [
+        ("claude-haiku-4-5", 32000, "anything", 8192),  # the client's name matches a cap
+        ("claude-opus-5-5", 128000, "anything", 20000),
+        ("claude-opus-5-5", 100, "anything", 100),
+        ("x", 128000, "ep-haiku", 8192),  # or the upstream target does
+    ])
+    def test_caps_match_client_or_target(self, model, asked, target, sent):
+        router = lynkr.ModelRouter((), (("claude-*haiku*", 8192), ("*haiku*", 8192), ("claude-*", 20000)))
+        assert router.clamp_max_tokens(model, asked, target) == sent
+
+    @pytest.mark.parametrize("target,cap", [
+        ("databricks-claude-3-7-sonnet", 64000), ("claude-opus-4-1-20250805", 32000), ("claude-opus-4", 32000),
+        ("databricks-claude-opus-4-5", 64000), ("anthropic.claude-sonnet-4-5-20250929-v1:0", 64000),
+        ("claude-3-5-haiku-latest", 8192), ("my-llama", 128000), ("claude-opus-5-5", 128000),
+    ])
+    def test_builtin_output_limits_apply_to_the_target(self, target, cap):
+        assert lynkr.ModelRouter((), ()).clamp_max_tokens("claude-x", 128000, target) == cap
+
+    def test_advertised_models_add_literal_map_keys_only(self):
+        router = lynkr.ModelRouter((("my-model", "ep"), ("claude-*", "x"), ("claude-sonnet-4-5", "y")), ())
+        names = [m for m, _ in router.advertised_models()]
+        assert names[-1] == "my-model" and "claude-*" not in names and names.count("claude-sonnet-4-5") == 1
+
+
+# -- in process: thinking provenance (keep_signed_thinking, signature_key) --
+
+
+class TestInProcessThinkingProvenance:
+    SIGNED: ClassVar[dict] = {"type": "thinking", "thinking": "mine", "signature": "sig-here"}
+    FOREIGN: ClassVar[dict] = {"type": "thinking", "thinking": "theirs", "signature": "sig-elsewhere"}
+
+    def keep(self, req: dict[str, Any]) -> tuple[dict[str, Any], int, bool]:
+        here = {lynkr.signature_key(self.SIGNED)}
+        return lynkr.keep_signed_thinking(req, lambda key: key in here)
+
+    def test_only_blocks_signed_here_are_kept(self):
+        req = {"messages": [user("q"), assistant([self.SIGNED, text("A")]), user("q2"),
+                            assistant([self.FOREIGN, text("B")]), user("q3")]}
+        out, dropped, off = self.keep(req)
+        assert dropped == 1 and off is False
+        assert out["messages"][1]["content"] == [self.SIGNED, text("A")] and out["messages"][3]["content"] == [text("B")]
+        assert req["messages"][3]["content"][0] is self.FOREIGN  # the request is not changed
+
+    def test_nothing_to_drop_returns_the_same_request(self):
+        req = {"messages": [user("q"), assistant([self.SIGNED, text("A")]), user("q2")]}
+        assert self.keep(req) == (req, 0, False)
+
+    def test_a_tool_loop_that_lost_its_thinking_continues_with_thinking_off(self):
+        req = {"thinking": {"type": "enabled", "budget_tokens": 2048},
+               "context_management": {"edits": [{"type": "clear_thinking_20251015"}, {"type": "clear_tool_uses_20250919"}]},
+               "messages": [user("q"), assistant([self.FOREIGN, tool_use("toolu_1", "f", {})]),
+                            user([tool_result("toolu_1", "ok")])]}
+        out, dropped, off = self.keep(req)
+        assert (dropped, off) == (1, True) and "thinking" not in out
+        assert out["context_management"] == {"edits": [{"type": "clear_tool_uses_20250919"}]}
+        assert out["messages"][1]["content"] == [tool_use("toolu_1", "f", {})]
+
+    def test_a_turn_of_only_foreign_thinking_goes(self):
+        req = {"messages": [user("q"), assistant([self.FOREIGN]), user("q2")]}
+        out, dropped, _off = self.keep(req)
+        assert dropped == 1 and [m["role"] for m in out["messages"]] == ["user", "user"]
+
+    def test_signature_keys(self):
+        assert lynkr.signature_key(self.SIGNED) == hashlib.sha256(b"sig-here").hexdigest()[:32]
+        assert lynkr.signature_key({"type": "redacted_thinking", "data": "d"}) == hashlib.sha256(b"d").hexdigest()[:32]
+        assert lynkr.signature_key({"type": "thinking", "thinking": "x", "signature": ""}) is None
+
+
 # == 9. Streaming ==
 
 # -- OpenAI chunks -> Anthropic SSE --
@@ -7540,6 +8466,394 @@ def test_botocore_parses_the_test_encoder_frames():
     assert messages[-1].headers[":exception-type"] == "throttlingException"
 
 
+# -- in process: OpenAI chat SSE -> Anthropic SSE (OpenAIStreamDecoder, OpenAIStreamTranslator) --
+
+
+def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None,
+          choices: bool = True) -> dict[str, Any]:
+    c: dict[str, Any] = {"id": "c1", "created": 1700000000}
+    c["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}] if choices else []
+    if usage is not None:
+        c["usage"] = usage
+    return c
+
+
+def call_start(index: int, cid: str | None, name: str, args: str = "") -> dict[str, Any]:
+    part: dict[str, Any] = {"index": index, "type": "function", "function": {"name": name, "arguments": args}}
+    if cid is not None:
+        part["id"] = cid
+    return chunk({"tool_calls": [part]})
+
+
+def call_args(index: int, fragment: str) -> dict[str, Any]:
+    return chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+
+
+def check_grammar(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The Messages streaming grammar: message_start; per block start/delta*/stop with indices 0, 1, 2...
+    and never two blocks open; message_delta; message_stop. Returns the message the events build."""
+    assert events and events[0][0] == "message_start", events[:1]
+    start = events[0][1]["message"]
+    assert start["content"] == [] and start["stop_reason"] is None and start["id"].startswith("msg_")
+    message = dict(start, content=[], usage=dict(start["usage"]))
+    open_index: int | None = None
+    partial = ""
+    state = "blocks"
+    for name, data in events[1:]:
+        assert data["type"] == name and state != "stopped", (name, state)
+        if name == "content_block_start":
+            assert state == "blocks" and open_index is None, "a block started while another is open"
+            assert data["index"] == len(message["content"]), "block indices must be 0, 1, 2, ..."
+            block = copy.deepcopy(data["content_block"])
+            assert block["type"] in DELTA_TYPES, block
+            if block["type"] == "tool_use":
+                assert block["input"] == {} and block["id"] and block["name"], block
+            open_index, partial = data["index"], ""
+            message["content"].append(block)
+        elif name == "content_block_delta":
+            assert data["index"] == open_index, "a delta outside its open block"
+            block, delta = message["content"][open_index], data["delta"]
+            assert delta["type"] in DELTA_TYPES[block["type"]], (block["type"], delta)
+            if delta["type"] == "text_delta":
+                block["text"] += delta["text"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] = delta["signature"]
+            else:
+                partial += delta["partial_json"]
+        elif name == "content_block_stop":
+            assert data["index"] == open_index
+            if message["content"][open_index]["type"] == "tool_use":
+                message["content"][open_index]["input"] = json.loads(partial)  # complete JSON, or this fails
+            open_index = None
+        elif name == "message_delta":
+            assert state == "blocks" and open_index is None, "message_delta with a block still open"
+            message.update(data["delta"])
+            message["usage"] = dict(data["usage"])
+            state = "delta"
+        elif name == "message_stop":
+            assert state == "delta", "message_stop without message_delta"
+            state = "stopped"
+        else:
+            assert name == "ping", name
+    assert state == "stopped", "no message_stop"
+    return message
+
+
+def summary(content: list[dict[str, Any]]) -> list[tuple]:
+    out = []
+    for b in content:
+        if b["type"] == "text":
+            out.append(("text", b["text"]))
+        elif b["type"] == "tool_use":
+            out.append(("tool_use", b["id"], b["name"], b["input"]))
+        else:
+            out.append(("thinking", b["thinking"], b.get("signature", "")))
+    return out
+
+
+def decode(raw: bytes, pieces: list[bytes] | None = None, model: str = "claude-stream-model",
+           stops: list[str] | None = None) -> tuple[Any, bytes]:
+    decoder = lynkr.OpenAIStreamDecoder(model, stops, "Fake upstream")
+    out = b"".join(decoder.feed(p) for p in (pieces if pieces is not None else [raw])) + decoder.flush()
+    return decoder, out
+
+
+def normalized(decoder: Any, out: bytes) -> bytes:
+    """The output with the decoder's random message id replaced (it is the only thing that may differ)."""
+    return out.replace(decoder.translator.message_id.encode(), b"msg_SAME")
+
+
+FUZZ_TEXT = 'Grüße aus Zürich — 你好, 世界 🌍🚀 "quoted" \\ back\tslash'
+RICH_ARGS_A = {"city": "Zürich", "note": "naïve café ☕"}
+RICH_ARGS_B = {"city": "東京"}
+
+
+def rich_stream(ensure_ascii: bool = False) -> bytes:
+    """Reasoning, text with escapes, two interleaved calls with Databricks' "{}" quirk, usage after finish."""
+    a, b = json.dumps(RICH_ARGS_A, ensure_ascii=False), json.dumps(RICH_ARGS_B, ensure_ascii=False)
+    chunks = [chunk({"role": "assistant", "content": ""}), chunk({"reasoning_content": "Think "}),
+              chunk({"reasoning_content": "first."})]
+    chunks += [chunk({"content": FUZZ_TEXT[i:i + 12]}) for i in range(0, len(FUZZ_TEXT), 12)]
+    chunks += [call_start(0, "call_a1", "get_weather", "{}"), call_start(1, "call_b2", "get_weather")]
+    for i in range(0, max(len(a), len(b)), 14):
+        if a[i:i + 14]:
+            chunks.append(call_args(0, a[i:i + 14]))
+        if b[i:i + 14]:
+            chunks.append(call_args(1, b[i:i + 14]))
+    chunks += [call_args(0, "{}"), chunk({}, finish="tool_calls"), chunk(choices=False, usage=USAGE)]
+    return oai_sse(chunks, ensure_ascii=ensure_ascii)
+
+
+RICH_BLOCKS = [("thinking", "Think first.", ""), ("text", FUZZ_TEXT), ("tool_use", "call_a1", "get_weather", RICH_ARGS_A),
+               ("tool_use", "call_b2", "get_weather", RICH_ARGS_B)]
+
+DECODER_CASES = [
+    ("text", [chunk({"role": "assistant"}), chunk({"content": "The quick "}), chunk({"content": "brown fox."}),
+              chunk({}, finish="stop")], [("text", "The quick brown fox.")], "end_turn"),
+    ("text-then-tool", [chunk({"content": "Checking."}), call_start(0, "call_1", "get_weather"),
+                        call_args(0, '{"city"'), call_args(0, ': "Paris"}'), chunk({}, finish="tool_calls")],
+     [("text", "Checking."), ("tool_use", "call_1", "get_weather", {"city": "Paris"})], "tool_use"),
+    ("parallel-tools", [call_start(0, "call_1", "get_weather", '{"city": "Paris"}'),
+                        call_start(1, "call_2", "get_weather", '{"city": "Rome"}'), chunk({}, finish="tool_calls")],
+     [("tool_use", "call_1", "get_weather", {"city": "Paris"}), ("tool_use", "call_2", "get_weather", {"city": "Rome"})],
+     "tool_use"),
+    ("interleaved-parallel-fragments", [call_start(0, "call_1", "f"), call_start(1, "call_2", "g"), call_args(1, '{"b":'),
+                                        call_args(0, '{"a":'), call_args(1, " 2}"), call_args(0, " 1}"),
+                                        chunk({}, finish="tool_calls")],
+     [("tool_use", "call_1", "f", {"a": 1}), ("tool_use", "call_2", "g", {"b": 2})], "tool_use"),
+    ("empty-args-quirk", [call_start(0, "call_1", "get_time", "{}"), chunk({}, finish="tool_calls")],
+     [("tool_use", "call_1", "get_time", {})], "tool_use"),
+    ("leading-and-trailing-{}-quirk", [call_start(0, "call_1", "f", "{}"), call_args(0, '{"x": 1}'), call_args(0, "{}"),
+                                       chunk({}, finish="tool_calls")], [("tool_use", "call_1", "f", {"x": 1})], "tool_use"),
+    ("arguments-as-an-object", [chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": {"k": "v"}}}]}),
+                                chunk({}, finish="tool_calls")], [("tool_use", "call_1", "f", {"k": "v"})], "tool_use"),
+    ("call-without-id", [chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{}"}}]}),
+                         chunk({}, finish="tool_calls")], None, "tool_use"),
+    ("id-sanitized", [call_start(0, "call.1:x", "f", '{"a":1}'), chunk({}, finish="tool_calls")],
+     [("tool_use", "call_1_x", "f", {"a": 1})], "tool_use"),
+    ("first-chunk-without-choices", [chunk(choices=False) | {"prompt_filter_results": []}, chunk({"content": "Hi!"}),
+                                     chunk({}, finish="stop")], [("text", "Hi!")], "end_turn"),
+    ("reasoning-list-deltas", [chunk({"content": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "Think "}]}]}),
+                               chunk({"content": [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "hard."}]}]}),
+                               chunk({"content": [{"type": "reasoning", "summary": [
+                                   {"type": "summary_text", "text": "", "signature": "SiG=="}]}]}),
+                               chunk({"content": [{"type": "text", "text": "Answer"}]}), chunk({"content": " here."}),
+                               chunk({}, finish="stop")],
+     [("thinking", "Think hard.", "SiG=="), ("text", "Answer here.")], "end_turn"),
+    ("reasoning-field", [chunk({"reasoning": "Sky "}), chunk({"reasoning": "is blue."}), chunk({"content": "Blue."}),
+                         chunk({}, finish="stop")], [("thinking", "Sky is blue.", ""), ("text", "Blue.")], "end_turn"),
+    ("length", [chunk({"content": "Truncat"}), chunk({}, finish="length")], [("text", "Truncat")], "max_tokens"),
+    ("content-filter", [chunk({"content": "I can"}), chunk({}, finish="content_filter")], [("text", "I can")], "refusal"),
+    ("function-call-finish", [call_start(0, "call_1", "f", "{}"), chunk({}, finish="function_call")],
+     [("tool_use", "call_1", "f", {})], "tool_use"),
+    ("finish-beside-text", [chunk({"role": "assistant", "content": "cut sh"}), chunk({"content": "ort"}, finish="length")],
+     [("text", "cut short")], "max_tokens"),
+    ("no-content-at-all", [chunk({"role": "assistant"}), chunk({}, finish="stop")], [], "end_turn"),
+]
+
+
+class TestInProcessStreamTranslators:
+    @pytest.mark.parametrize("chunks,blocks,stop", [c[1:] for c in DECODER_CASES], ids=[c[0] for c in DECODER_CASES])
+    def test_stream_case(self, chunks, blocks, stop):
+        raw = oai_sse([*chunks, chunk(choices=False, usage=USAGE)])
+        decoder, out = decode(raw)
+        message = check_grammar(sse_events(out))
+        if blocks is None:  # no upstream id: lynkr makes one
+            [block] = message["content"]
+            assert block["id"].startswith("toolu_") and block["name"] == "f" and block["input"] == {}
+        else:
+            assert summary(message["content"]) == blocks
+        assert message["stop_reason"] == stop and message["model"] == "claude-stream-model"
+        assert decoder.done and not decoder.failed and decoder.final == message
+
+    def test_exact_event_sequence_of_a_text_answer(self):
+        raw = oai_sse([chunk({"role": "assistant", "content": "Hel"}), chunk({"content": "lo"}), chunk({}, finish="stop"),
+                       chunk(choices=False, usage=USAGE)])
+        _decoder, out = decode(raw)
+        events = sse_events(out)
+        assert [(n, d.get("index")) for n, d in events] == [
+            ("message_start", None), ("content_block_start", 0), ("content_block_delta", 0), ("content_block_delta", 0),
+            ("content_block_stop", 0), ("message_delta", None), ("message_stop", None)]
+        assert events[1][1]["content_block"] == {"type": "text", "text": ""}
+        assert [d["delta"] for n, d in events if n == "content_block_delta"] == [
+            {"type": "text_delta", "text": "Hel"}, {"type": "text_delta", "text": "lo"}]
+        assert events[-2][1] == {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                 "usage": {"input_tokens": 30, "output_tokens": 9, "cache_creation_input_tokens": 0,
+                                           "cache_read_input_tokens": 20}}
+
+    def test_interleaved_calls_first_streams_live_second_waits_complete(self):
+        raw = oai_sse([call_start(0, "call_1", "f"), call_start(1, "call_2", "g"), call_args(1, '{"b":'),
+                       call_args(0, '{"a":'), call_args(1, " 2}"), call_args(0, " 1}"), chunk({}, finish="tool_calls")])
+        _decoder, out = decode(raw)
+        deltas = [(d["index"], d["delta"]["partial_json"]) for n, d in sse_events(out) if n == "content_block_delta"]
+        assert deltas == [(0, '{"a":'), (0, " 1}"), (1, '{"b": 2}')]
+
+    def test_a_waiting_call_takes_a_name_sent_after_its_first_fragment(self):
+        raw = oai_sse([call_start(0, "call_1", "f"), chunk({"tool_calls": [{"index": 1, "id": "call_2", "function": {}}]}),
+                       chunk({"tool_calls": [{"index": 1, "function": {"name": "late", "arguments": "{}"}}]}),
+                       call_args(0, "{}"), chunk({}, finish="tool_calls")])
+        _decoder, out = decode(raw)
+        assert summary(check_grammar(sse_events(out))["content"]) == [("tool_use", "call_1", "f", {}),
+                                                                      ("tool_use", "call_2", "late", {})]
+
+    def test_rich_stream(self):
+        decoder, out = decode(rich_stream())
+        message = check_grammar(sse_events(out))
+        assert summary(message["content"]) == RICH_BLOCKS and message["stop_reason"] == "tool_use"
+        assert message["usage"] == decoder.usage == {"input_tokens": 30, "output_tokens": 9,
+                                                     "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20}
+        assert decoder.final == message
+
+    def test_split_at_every_byte_boundary(self):
+        raw = rich_stream()
+        whole_decoder, whole = decode(raw)
+        expected = normalized(whole_decoder, whole)
+        for at in range(1, len(raw)):
+            decoder, out = decode(raw, [raw[:at], raw[at:]])
+            assert normalized(decoder, out) == expected, at
+        decoder, out = decode(raw, [raw[i:i + 1] for i in range(len(raw))])
+        assert normalized(decoder, out) == expected and decoder.final["content"] == whole_decoder.final["content"]
+
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(points=st.lists(st.integers(min_value=1, max_value=5000), max_size=40), ascii_=st.booleans(),
+           crlf=st.booleans())
+    def test_any_byte_split_gives_the_same_events(self, points, ascii_, crlf):
+        raw = rich_stream(ensure_ascii=ascii_)
+        if crlf:
+            raw = raw.replace(b"\n", b"\r\n")
+        decoder, out = decode(raw, split_at(raw, [p % len(raw) for p in points]))
+        message = check_grammar(sse_events(out))
+        assert summary(message["content"]) == RICH_BLOCKS and decoder.final == message
+
+    @pytest.mark.parametrize("ascii_", [False, True], ids=["utf8", "ascii-escaped"])
+    def test_text_fast_path_keeps_escapes(self, ascii_):
+        tokens = ['say "hi"', "\\ back\\slash", "tab\tnew\nline", "ümlaut 🌍", "\u2028 sep", "</script>", "\x7f"]
+        chunks = [chunk({"role": "assistant", "content": tokens[0]})] + [chunk({"content": t}) for t in tokens[1:]]
+        decoder, out = decode(oai_sse([*chunks, chunk({}, finish="stop")], ensure_ascii=ascii_))
+        message = check_grammar(sse_events(out))
+        assert summary(message["content"]) == [("text", "".join(tokens))] and decoder.final == message
+
+    def test_fast_path_follows_changing_frames_and_mixed_chunks(self):
+        chunks = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": w}) for w in ("one ", "two ")]
+        chunks += [{**chunk({"content": w}), "created": 1700000001} for w in ("three ", "four ")]
+        chunks.append(chunk({"content": "five", "tool_calls": [{"index": 0, "id": "call_f1", "type": "function",
+                                                               "function": {"name": "f", "arguments": '{"q": 1}'}}]}))
+        raw = b"".join(b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n" for c in chunks)
+        raw += b"data: " + json.dumps(chunk({}, finish="tool_calls"), separators=(",", ":")).encode() + b"\n\ndata: [DONE]\n\n"
+        _decoder, out = decode(raw)
+        assert summary(check_grammar(sse_events(out))["content"]) == [("text", "one two three four five"),
+                                                                      ("tool_use", "call_f1", "f", {"q": 1})]
+
+    def test_output_is_incremental(self):
+        decoder = lynkr.OpenAIStreamDecoder("m", None, "Fake")
+        first = decoder.feed(b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\ndata: {"choi')
+        names = [n for n, _ in sse_events(first)]
+        assert names == ["message_start", "content_block_start", "content_block_delta"] and not decoder.done
+        assert decoder.feed(b'ces":[{"index":0,"delta":{"content":" there"}}]}\n') == b""  # the event is not complete yet
+        assert [d["delta"]["text"] for _, d in sse_events(decoder.feed(b"\n"))] == [" there"]
+
+    def test_stop_sequence_in_a_stream(self):
+        raw = oai_sse([chunk({"content": "The answer is 42 "}), chunk({"content": "END"}), chunk({}, finish="stop")])
+        _decoder, out = decode(raw, stops=["END"])
+        message = check_grammar(sse_events(out))
+        assert (message["stop_reason"], message["stop_sequence"]) == ("stop_sequence", "END")
+
+    def test_finish_without_done_completes_at_eof(self):
+        raw = oai_sse([chunk({"content": "All here."}), chunk({}, finish="stop")], done=False)
+        decoder = lynkr.OpenAIStreamDecoder("m", None, "Fake")
+        out = decoder.feed(raw)
+        assert not decoder.done and "message_stop" not in out.decode()
+        out += decoder.flush()
+        assert decoder.done and summary(check_grammar(sse_events(out))["content"]) == [("text", "All here.")]
+
+    def test_eof_before_a_finish_is_not_done(self):
+        decoder = lynkr.OpenAIStreamDecoder("m", None, "Fake")
+        out = decoder.feed(oai_sse([chunk({"content": "Half an ans"})], done=False)) + decoder.flush()
+        assert not decoder.done and b"message_stop" not in out and decoder.final is None
+
+    def test_a_final_event_without_blank_line_is_read_at_eof(self):
+        raw = oai_sse([chunk({"content": "x"}), chunk({}, finish="stop")], done=False) + b"data: [DONE]"
+        decoder, out = decode(raw)
+        assert decoder.done and out.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+
+    def test_nothing_after_done(self):
+        raw = oai_sse([chunk({"content": "x"}), chunk({}, finish="stop")]) + oai_sse([chunk({"content": "late"})])
+        decoder, out = decode(raw)
+        assert "late" not in out.decode() and summary(decoder.final["content"]) == [("text", "x")]
+
+    @pytest.mark.parametrize("body,message", [
+        ({"error": {"message": "quota exceeded", "code": "rate_limit"}}, "Fake upstream stream failed (rate_limit): quota exceeded"),
+        ({"error_code": "BAD_REQUEST", "message": "Input too long"}, "Fake upstream stream failed (BAD_REQUEST): Input too long"),
+    ])
+    def test_error_chunk_raises(self, body, message):
+        decoder = lynkr.OpenAIStreamDecoder("m", None, "Fake upstream")
+        decoder.feed(oai_sse([chunk({"content": "x"})], done=False))
+        with pytest.raises(lynkr.LynkrError) as e:
+            decoder.feed(b"data: " + json.dumps(body).encode() + b"\n\n")
+        assert e.value.message == message and e.value.status == 500
+
+    def test_invalid_json_raises_upstream_unavailable(self):
+        decoder = lynkr.OpenAIStreamDecoder("m", None, "Fake upstream")
+        with pytest.raises(lynkr.UpstreamUnavailable, match="Fake upstream sent invalid JSON in its stream"):
+            decoder.feed(b"data: {not json}\n\n")
+
+    def test_translator_fed_chunk_objects(self):
+        translator = lynkr.OpenAIStreamTranslator("m", ["STOP"])
+        out = translator.feed(chunk({"content": "go STOP"})) + translator.feed(chunk({}, finish="stop")) + translator.finish()
+        message = check_grammar(sse_events(out))
+        assert (message["stop_reason"], message["stop_sequence"]) == ("stop_sequence", "STOP")
+        assert translator.finish() == b""  # once only
+
+    def test_finish_of_an_empty_stream_is_still_a_message(self):
+        translator = lynkr.OpenAIStreamTranslator("m")
+        message = check_grammar(sse_events(translator.finish()))
+        assert message["content"] == [] and message["stop_reason"] == "end_turn"
+
+
+# -- in process: Anthropic SSE relay (AnthropicStreamRelay) and JSON -> SSE (message_to_sse, block_events) --
+
+
+ANTHROPIC_STREAM = (
+    'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant",'
+    '"model":"claude","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":31,'
+    '"cache_read_input_tokens":4,"output_tokens":1}}}\n\n'
+    ": a comment\n\n"
+    'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+    'event: ping\ndata: {"type": "ping"}\n\n'
+    'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi 🌍"}}\n\n'
+    'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+    'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+    '"usage":{"output_tokens":7}}\n\n'
+    'event: message_stop\ndata: {"type":"message_stop"}\n\n').encode()
+
+
+class TestInProcessAnthropicStreams:
+    def relay(self, pieces: list[bytes]) -> tuple[Any, bytes]:
+        relay = lynkr.AnthropicStreamRelay()
+        return relay, b"".join(relay.feed(p) for p in pieces) + relay.flush()
+
+    @pytest.mark.parametrize("ending", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+    def test_relay_reframes_with_lf_and_reads_usage(self, ending):
+        raw = ANTHROPIC_STREAM.replace(b"\n", ending)
+        relay, out = self.relay([raw])
+        message = check_grammar(sse_events(out))
+        assert message["content"] == [text("Hi 🌍")] and message["stop_reason"] == "end_turn"
+        assert relay.done and not relay.failed
+        assert relay.usage == {"input_tokens": 31, "cache_read_input_tokens": 4, "output_tokens": 7}
+
+    def test_relay_split_at_every_byte_boundary(self):
+        _relay, whole = self.relay([ANTHROPIC_STREAM])
+        for at in range(1, len(ANTHROPIC_STREAM)):
+            assert self.relay([ANTHROPIC_STREAM[:at], ANTHROPIC_STREAM[at:]])[1] == whole, at
+
+    def test_relay_marks_an_error_event_failed(self):
+        raw = ANTHROPIC_STREAM.split(b"event: content_block_stop")[0] + (
+            b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n')
+        relay, out = self.relay([raw])
+        assert relay.failed and not relay.done and sse_events(out)[-1][0] == "error"
+
+    def test_message_to_sse_round_trips_every_block_kind(self):
+        message = {"id": "msg_9", "type": "message", "role": "assistant", "model": "claude-x",
+                   "content": [{"type": "thinking", "thinking": "Plan.", "signature": "sig=="}, text("Hello ✓"),
+                               tool_use("toolu_1", "get_weather", {"city": "Zürich", "n": [1, 2]}),
+                               {"type": "thinking", "thinking": "Unsigned.", "signature": ""}],
+                   "stop_reason": "tool_use", "stop_sequence": None,
+                   "usage": {"input_tokens": 3, "output_tokens": 5, "cache_creation_input_tokens": 0,
+                             "cache_read_input_tokens": 0}}
+        events = sse_events(lynkr.message_to_sse(message))
+        assert check_grammar(events) == message
+        deltas = [d["delta"]["type"] for n, d in events if n == "content_block_delta"]
+        assert deltas == ["thinking_delta", "signature_delta", "text_delta", "input_json_delta", "thinking_delta"]
+
+    def test_blocks_without_deltas_are_complete_in_their_start(self):
+        redacted = {"type": "redacted_thinking", "data": "opaque=="}
+        events = sse_events(lynkr.block_events(2, redacted))
+        assert events == [("content_block_start", {"type": "content_block_start", "index": 2, "content_block": redacted}),
+                          ("content_block_stop", {"type": "content_block_stop", "index": 2})]
+
+
 # == 10. Providers ==
 
 # -- helpers several of this section's sub-topics use --
@@ -8015,12 +9329,10 @@ class TestFailover:
         ({"DATABRICKS_API_BASE": "http://127.0.0.1:9", "DATABRICKS_API_KEY": DBX_KEY,
           "FALLBACK_PROVIDER": "openai-somewhere"}, ["FALLBACK_PROVIDER"]),
     ], ids=["azure-missing", "databricks-missing", "azure-key-missing", "unknown"])
-    def test_fallback_without_its_settings_exits_2(self, tmp_path, extra, names):
-        r = run_lynkr(tmp_path, extra)
-        assert r.returncode == 2, (r.returncode, r.stderr[-1000:])
+    def test_fallback_without_its_settings_exits_2(self, startup_error, extra, names):
+        line = startup_error(extra)
         for name in names:
-            assert name in r.stderr, r.stderr
-        assert "Traceback" not in r.stderr
+            assert name in line, line
 
 
 # -- Azure (Anthropic pass-through) --
@@ -9066,25 +10378,36 @@ BAD_CONFIGS = [
 
 
 class TestBadConfig:
-    @pytest.mark.parametrize("toml,words", [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
+    @pytest.mark.parametrize("toml,words", [c[1:] for c in BAD_CONFIGS if c[0] == "route-unknown-provider"],
+                             ids=["route-unknown-provider"])
     def test_exits_2_with_one_line(self, tmp_path, toml, words):
         pv_toml(tmp_path, toml)
         pv_one_error_line(run_lynkr(tmp_path, timeout=8), "lynkr.toml", words)
 
-    @pytest.mark.parametrize("how", ["--config", "LYNKR_CONFIG"])
-    def test_named_file_is_the_one_reported(self, tmp_path, how):
+    @pytest.mark.parametrize("toml,words", [c[1:] for c in BAD_CONFIGS if c[0] != "route-unknown-provider"],
+                             ids=[c[0] for c in BAD_CONFIGS if c[0] != "route-unknown-provider"])
+    def test_names_file_and_key(self, tmp_path, startup_error, toml, words):
+        conf = tmp_path / "lynkr.toml"
+        conf.write_text(toml)
+        line = startup_error(config_file=str(conf))
+        assert "lynkr.toml" in line and all(w in line for w in words), line
+
+    def test_named_file_is_the_one_reported(self, tmp_path):
         cfg = tmp_path / "conf" / "broken-providers.toml"
         cfg.parent.mkdir()
         cfg.write_text(PV_GOOD_PROVIDERS + '[router]\ndefault = "ghost,gpt-4.1"\n')
-        if how == "--config":
-            r = run_lynkr(tmp_path, args=("--port", "0", "--config", str(cfg)))
-        else:
-            r = run_lynkr(tmp_path, {"LYNKR_CONFIG": str(cfg)})
+        r = run_lynkr(tmp_path, args=("--port", "0", "--config", str(cfg)))
         pv_one_error_line(r, "broken-providers.toml", ("default", "ghost"))
 
-    def test_missing_config_file_exits_2(self, tmp_path):
-        r = run_lynkr(tmp_path, args=("--port", "0", "--config", str(tmp_path / "no-such-lynkr.toml")))
-        pv_one_error_line(r, "no-such-lynkr.toml", ())
+    def test_named_file_is_the_one_reported_lynkr_config(self, tmp_path, startup_error):
+        cfg = tmp_path / "conf" / "broken-providers.toml"
+        cfg.parent.mkdir()
+        cfg.write_text(PV_GOOD_PROVIDERS + '[router]\ndefault = "ghost,gpt-4.1"\n')
+        line = startup_error({"LYNKR_CONFIG": str(cfg)})
+        assert "broken-providers.toml" in line and "default" in line and "ghost" in line, line
+
+    def test_missing_config_file_exits_2(self, tmp_path, startup_error):
+        assert "no-such-lynkr.toml" in startup_error(config_file=str(tmp_path / "no-such-lynkr.toml"))
 
 
 # -- cost per turn --
@@ -9191,9 +10514,11 @@ class TestCost:
         ('[prices."claude-*"]\ninput = -1\noutput = 15\n', ("prices.claude-*", "input")),
         ('[prices."claude-*"]\ninput = true\noutput = 15\n', ("prices.claude-*", "input")),
     ], ids=["string-price", "unknown-key", "missing-output", "negative", "bool"])
-    def test_invalid_price_table_stops_startup(self, tmp_path, table, words):
-        pv_toml(tmp_path, PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\n' + table)
-        pv_one_error_line(run_lynkr(tmp_path, timeout=8), "lynkr.toml", words)
+    def test_invalid_price_table_stops_startup(self, tmp_path, startup_error, table, words):
+        conf = tmp_path / "lynkr.toml"
+        conf.write_text(PV_GOOD_PROVIDERS + '[router]\ndefault = "good,gpt-4.1"\n' + table)
+        line = startup_error(config_file=str(conf))
+        assert "lynkr.toml" in line and all(w in line for w in words), line
 
     def test_cache_hit_costs_nothing(self, agent):
         st_ = agent("dbx", **CACHE_ON)
@@ -9695,14 +11020,11 @@ class TestVertexConfigFile:
         ('[providers.o]\nkind = "openai-compatible"\nbase_url = "http://127.0.0.1:9/v1"\nproject = "p"\n',
          "providers.o.project"),
     ], ids=["no-project", "no-region", "project-not-string", "region-on-ollama", "project-on-openai"])
-    def test_bad_table_exits_2(self, tmp_path, table, needle):
+    def test_bad_table_exits_2(self, tmp_path, startup_error, table, needle):
         conf = tmp_path / "conf.toml"
         conf.write_text(table)
-        r = run_lynkr(tmp_path, {"LYNKR_CONFIG": str(conf)})
-        lines = [x for x in r.stderr.splitlines() if x.strip()]
-        assert r.returncode == 2, f"exit {r.returncode}: {r.stderr}"
-        assert len(lines) == 1 and needle in lines[0] and "conf.toml" in lines[0], r.stderr
-        assert "Traceback" not in r.stderr
+        line = startup_error({"LYNKR_CONFIG": str(conf)})
+        assert needle in line and "conf.toml" in line, line
 
 
 # Tokens never reach logs
@@ -10631,12 +11953,9 @@ class TestBedrockProfile:
         ({"AWS_SECRET_ACCESS_KEY": BR_SECRET}, ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")),
         ({"AWS_PROFILE": "nosuchprofile"}, ("nosuchprofile",)),
     ])
-    def test_half_set_or_unknown_exits_2_with_one_line(self, tmp_path, extra, names):
-        r = run_lynkr(tmp_path, {"MODEL_PROVIDER": "bedrock", "AWS_REGION": BR_REGION, **extra})
-        lines = [x for x in r.stderr.splitlines() if x.strip()]
-        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("lynkr: "), r.stderr
-        assert all(n in lines[0] for n in names) and BR_SECRET not in r.stderr, lines
-        assert "Traceback" not in r.stderr
+    def test_half_set_or_unknown_exits_2_with_one_line(self, startup_error, extra, names):
+        line = startup_error({"MODEL_PROVIDER": "bedrock", "AWS_REGION": BR_REGION, **extra})
+        assert all(n in line for n in names) and BR_SECRET not in line, line
 
     def test_nothing_configured_starts_and_explains(self, make_proxy):
         p = make_proxy({"MODEL_PROVIDER": "bedrock"})
@@ -11366,6 +12685,147 @@ class TestPromptCache:
         assert len(st.fake.requests) == 2
 
 
+# -- in process: the prompt fingerprint (prompt_fingerprint), PromptCache, cached_reply --
+
+
+BASE_REQ = {
+    "model": "claude-sonnet-4-5", "max_tokens": 1024,
+    "system": [text("x-anthropic-billing-header: cc_version=2.1.329; cch=aaaa"), text("You are Claude Code.", cache_control=EPH)],
+    "messages": [user([text("what is 2+2?", cache_control=EPH)]), assistant("4"), user("and 3+3?")],
+    "tools": [{**GET_WEATHER, "cache_control": EPH}], "tool_choice": {"type": "auto"}, "temperature": 0.2,
+    "stream": False, "metadata": {"user_id": "u-1"},
+}
+
+
+class TestInProcessFingerprint:
+    KEY = staticmethod(lambda req, target="databricks-claude-sonnet-4-5": lynkr.prompt_fingerprint(req, target))
+
+    def test_same_request_same_key(self):
+        key = self.KEY(BASE_REQ)
+        assert len(key) == 64 and int(key, 16) >= 0
+        assert self.KEY(copy.deepcopy(BASE_REQ)) == key
+        assert self.KEY(json.loads(json.dumps(BASE_REQ, sort_keys=True))) == key  # key order does not matter
+
+    def test_it_is_sha256_of_the_canonical_request(self):
+        req = {"model": "client-name", "max_tokens": 5, "messages": [user("hi")], "stream": True}
+        canonical = {"model": "target", "max_tokens": 5, "messages": [user("hi")]}
+        text_ = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        assert lynkr.prompt_fingerprint(req, "target") == hashlib.sha256(text_.encode()).hexdigest()
+
+    @pytest.mark.parametrize("change", [
+        lambda r: r["messages"][-1].update(content="and 4+4?"),
+        lambda r: r["messages"].append(assistant("6")),
+        lambda r: r["system"][1].update(text="You are someone else."),
+        lambda r: r.update(system="You are Claude Code."),  # the same text as a string is another request
+        lambda r: r["tools"][0].update(description="changed"),
+        lambda r: r.pop("tools"),
+        lambda r: r.update(tool_choice={"type": "any"}),
+        lambda r: r.update(temperature=0.3),
+        lambda r: r.update(top_p=0.9),
+        lambda r: r.update(top_k=5),
+        lambda r: r.update(max_tokens=2048),
+        lambda r: r.update(stop_sequences=["END"]),
+        lambda r: r.update(thinking={"type": "enabled", "budget_tokens": 2048}),
+        lambda r: r.update(output_config={"effort": "high"}),
+        lambda r: r["messages"][0]["content"].append({"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}),
+    ], ids=["last-message", "more-turns", "system-text", "system-form", "tool-description", "no-tools", "tool-choice",
+            "temperature", "top-p", "top-k", "max-tokens", "stop-sequences", "thinking", "output-config", "image"])
+    def test_what_changes_the_key(self, change):
+        req = copy.deepcopy(BASE_REQ)
+        change(req)
+        assert self.KEY(req) != self.KEY(BASE_REQ)
+
+    def test_the_target_model_changes_the_key_the_client_name_does_not(self):
+        assert self.KEY(BASE_REQ, "other-endpoint") != self.KEY(BASE_REQ)
+        assert self.KEY({**BASE_REQ, "model": "claude-opus-5-5"}) == self.KEY(BASE_REQ)
+
+    @pytest.mark.parametrize("change", [
+        lambda r: r.update(stream=True),
+        lambda r: r.pop("stream"),
+        lambda r: r.update(metadata={"user_id": "someone-else"}),
+        lambda r: r.update(service_tier="auto"),
+        lambda r: r["system"][0].update(text="x-anthropic-billing-header: cc_version=2.1.329; cch=bbbb"),
+        lambda r: r["system"][1].pop("cache_control"),
+        lambda r: r["system"][1].update(cache_control={"type": "ephemeral", "ttl": "1h"}),
+        lambda r: r["messages"][0]["content"][0].pop("cache_control"),
+        lambda r: r["tools"][0].pop("cache_control"),
+    ], ids=["stream", "no-stream", "metadata", "service-tier", "billing-header", "system-marker-removed",
+            "system-marker-ttl", "message-marker", "tool-marker"])
+    def test_what_does_not_change_the_key(self, change):
+        req = copy.deepcopy(BASE_REQ)
+        change(req)
+        assert self.KEY(req) == self.KEY(BASE_REQ)
+
+    def test_null_fields_count_as_absent(self):
+        without = {k: v for k, v in BASE_REQ.items() if k != "temperature"}
+        assert self.KEY({**BASE_REQ, "temperature": None}) == self.KEY(without) != self.KEY(BASE_REQ)
+
+    def test_billing_header_only_when_it_leads_the_system_prompt(self):
+        moved = copy.deepcopy(BASE_REQ)
+        moved["system"] = [moved["system"][1], moved["system"][0]]
+        changed = copy.deepcopy(moved)
+        changed["system"][1]["text"] += "x"
+        assert self.KEY(moved) != self.KEY(changed)  # anywhere else it is prompt text
+
+    def test_unicode_and_lone_surrogates_hash(self):
+        a = {"model": "m", "messages": [user("café \ud800")]}
+        b = {"model": "m", "messages": [user("café \udc00")]}
+        assert self.KEY(a) != self.KEY(b) and self.KEY(a) == self.KEY(copy.deepcopy(a))
+
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(words=st.lists(st.text(max_size=20), min_size=1, max_size=6), stream=st.booleans(),
+           marker=st.booleans())
+    def test_key_depends_on_content_not_on_transport_fields(self, words, stream, marker):
+        content = [text(w, **({"cache_control": EPH} if marker else {})) for w in words]
+        req = {"model": "m", "max_tokens": 10, "messages": [user(content)], "stream": stream}
+        plain = {"model": "m", "max_tokens": 10, "messages": [user([text(w) for w in words])]}
+        assert self.KEY(req) == self.KEY(plain)
+
+
+class TestInProcessPromptCache:
+    class Clock:
+        def __init__(self) -> None:
+            self.now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    def test_ttl(self):
+        clock = self.Clock()
+        cache = lynkr.PromptCache(True, ttl_s=1.0, max_entries=8, clock=clock)
+        cache.put("k", {"answer": 1})
+        clock.now += 0.999
+        assert cache.get("k") == {"answer": 1}
+        clock.now += 0.001
+        assert cache.get("k") is None and len(cache) == 0  # expired entries never answer, and go
+        assert (cache.hits, cache.misses) == (1, 1)
+
+    def test_lru_eviction_counts_use_not_insertion(self):
+        cache = lynkr.PromptCache(True, ttl_s=60, max_entries=2, clock=self.Clock())
+        results = []
+        for key in ("a", "b", "a", "c", "a", "b"):
+            hit = cache.get(key)
+            results.append("hit" if hit is not None else "stored")
+            if hit is None:
+                cache.put(key, {"k": key})
+        assert results == ["stored", "stored", "hit", "stored", "hit", "stored"]  # a was used last, so c evicted b
+        assert len(cache) == 2
+
+    def test_disabled_or_zero_entries(self):
+        assert not lynkr.PromptCache(False, 60, 8).enabled and not lynkr.PromptCache(True, 60, 0).enabled
+
+    def test_cached_reply_counts_input_as_cache_reads(self):
+        stored = {"id": "msg_first", "type": "message", "model": "upstream", "content": [text("Cached answer.")],
+                  "usage": {"input_tokens": 100, "cache_creation_input_tokens": 15, "cache_read_input_tokens": 5,
+                            "output_tokens": 9}}
+        reply = lynkr.cached_reply(stored, "claude-sonnet-4-5")
+        assert reply["id"] != "msg_first" and reply["id"].startswith("msg_") and reply["model"] == "claude-sonnet-4-5"
+        assert reply["content"] == stored["content"]
+        assert reply["usage"] == {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 120,
+                                  "output_tokens": 9}
+        assert stored["usage"]["input_tokens"] == 100  # the stored answer is not changed
+
+
 # == 13. Policy ==
 
 # -- paths: every way out of WORKSPACE_ROOT, with real symlinks --
@@ -11614,6 +13074,153 @@ class TestConfinementWeb:
         out = tool_ok(st.port, "web_fetch", {"url": "http://100.64.0.1/page"})
         assert out.endswith("allowlisted page"), out
         assert [r.target for r in tripwire.requests] == ["http://100.64.0.1/page"]
+
+
+# -- in process: tool globs, blocked paths, git gates, web targets (Policy, glob_match, non_global_address) --
+
+
+class TestInProcessPolicy:
+    def test_tool_deny_globs(self):
+        policy = lynkr.Policy(disallowed_tools=("workspace_git_*", "fs_write", "mcp_?x_*"))
+        for allowed in ("fs_read", "fs_write2", "workspace_search", "mcp_abx_tool", "Workspace_git_push"):
+            policy.check_tool(allowed)
+        for name, glob in (("workspace_git_push", "workspace_git_*"), ("fs_write", "fs_write"), ("mcp_ax_t", "mcp_?x_*")):
+            with pytest.raises(lynkr.ToolDenied) as e:
+                policy.check_tool(name)
+            assert str(e.value) == f"tool {name} is disabled by POLICY_DISALLOWED_TOOLS ({glob})"
+        lynkr.Policy().check_tool("anything")  # nothing disallowed by default
+
+    def test_tool_globs_come_from_the_setting(self, in_tmp):
+        cfg = lynkr.load_config(env_of(in_tmp, POLICY_DISALLOWED_TOOLS="web_*, fs_write"))
+        policy = lynkr.Policy.from_config(cfg)
+        assert policy.disallowed_tools == ("web_*", "fs_write")
+        with pytest.raises(lynkr.ToolDenied, match=r"\(web_\*\)"):
+            policy.check_tool("web_fetch")
+
+    @pytest.mark.parametrize("path,pattern", [
+        (".env", ".env"), ("sub/.env", ".env"), (".ENV", ".env"), ("a/b/.Env", ".env"),
+        (".env.local", ".env.*"), ("deploy/.env.production", ".env.*"),
+        (".git", ".git"), (".git/config", ".git"), ("vendor/lib/.git/HEAD", ".git"), (".GIT/objects/ab", ".git"),
+        ("server.pem", "*.pem"), ("certs/ca.PEM", "*.pem"), ("id_rsa", "id_rsa*"), ("home/.ssh/id_rsa.pub", "id_rsa*"),
+    ])
+    def test_default_blocked_paths(self, path, pattern):
+        with pytest.raises(lynkr.ToolDenied) as e:
+            lynkr.Policy().check_path(path)
+        assert str(e.value) == f"{path} is blocked by POLICY_FILE_BLOCKED_PATHS ({pattern})"
+
+    @pytest.mark.parametrize("path", ["env", "src/environment.py", ".envrc", "my.env", "git/config", ".github/workflows/ci.yml",
+                                      "docs/pem.md", "server.pem.txt", "rsa_id", "src/app.py", "."])
+    def test_default_allowed_paths(self, path):
+        lynkr.Policy().check_path(path)
+
+    def test_patterns_with_a_slash_match_the_path_and_below(self):
+        policy = lynkr.Policy(file_blocked_paths=("secrets/**", "/config/prod.yaml", "build/*.key", "**/private/*"))
+        for path, _pattern in (("secrets/a.txt", "secrets/**"), ("secrets/deep/b", "secrets/**"), ("SECRETS/x", "secrets/**"),
+                               ("config/prod.yaml", "/config/prod.yaml"), ("build/x.key", "build/*.key"),
+                               ("private/k", "**/private/*"), ("a/b/private/k", "**/private/*"),
+                               ("a/private/k/deeper", "**/private/*")):
+            with pytest.raises(lynkr.ToolDenied, match=f"^{path} is blocked"):
+                policy.check_path(path)
+        for path in ("src/secrets/a.txt", "config/prod.yaml.bak", "build/sub/x.key", "private", "secretsx/a"):
+            policy.check_path(path)
+
+    def test_blocked_paths_come_from_the_setting(self, in_tmp):
+        cfg = lynkr.load_config(env_of(in_tmp, POLICY_FILE_BLOCKED_PATHS="*.key, secrets/**"))
+        policy = lynkr.Policy.from_config(cfg)
+        policy.check_path(".env")  # the setting replaces the default list
+        for path in ("a/b.key", "secrets/x"):
+            with pytest.raises(lynkr.ToolDenied):
+                policy.check_path(path)
+
+    @pytest.mark.parametrize("path,pattern,match", [
+        ("src/a.py", "src/*.py", True), ("src/sub/a.py", "src/*.py", False), ("src/sub/a.py", "src/**/*.py", True),
+        ("src/a.py", "src/**/*.py", True), ("a/b/c.txt", "**/c.txt", True), ("c.txt", "**/c.txt", True),
+        ("deep/x/name.pem", "*.pem", True), ("a/b", "a/?", True), ("a/bc", "a/?", False),
+        ("x/a_b_c_d_e", "*_*_*_*", True), ("x/abcd", "*_*_*_*", False), ("p/" + "a" * 3000, "p/*a*a*a*a*b", False),
+        ("p/" + "a" * 300 + "b", "p/*a*a*a*a*b", True), ("a" * 3000, "*a*a*a*a*b", False),
+    ], ids=lambda v: v if not isinstance(v, str) or len(v) < 30 else f"{v[:8]}...({len(v)})")
+    def test_glob_match(self, path, pattern, match):
+        assert lynkr.glob_match(path, pattern) is match
+
+    @staticmethod
+    def reference_glob(path: str, pattern: str) -> bool:
+        """The documented semantics, written independently: without '/', the file name is matched;
+        else `**/` spans folders (or none), `**` anything, `*` and `?` stay within one folder."""
+        if "/" not in pattern:
+            return fnmatch.fnmatchcase(posixpath.basename(path), pattern)
+        out, rest = "", pattern.lstrip("/")
+        while rest:
+            for token, regex in (("**/", "(?:.*/)?"), ("**", ".*"), ("*", "[^/]*"), ("?", "[^/]")):
+                if rest.startswith(token):
+                    out, rest = out + regex, rest[len(token):]
+                    break
+            else:
+                out, rest = out + re.escape(rest[0]), rest[1:]
+        return re.fullmatch(out, path) is not None
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(path=st.text(alphabet="ab/", max_size=12), pattern=st.text(alphabet="ab/*?", max_size=9))
+    def test_glob_match_follows_the_documented_semantics(self, path, pattern):
+        # patterns with more than two '*' take lynkr's automaton, the others its regex: both must agree
+        assert lynkr.glob_match(path, pattern) is self.reference_glob(path, pattern), (path, pattern)
+
+    @pytest.mark.parametrize("action,variable,allowed", [("push", "POLICY_GIT_ALLOW_PUSH", False),
+                                                         ("pull", "POLICY_GIT_ALLOW_PULL", True),
+                                                         ("commit", "POLICY_GIT_ALLOW_COMMIT", True)])
+    def test_git_gates(self, action, variable, allowed):
+        policy = lynkr.Policy()
+        if allowed:
+            policy.check_git(action)
+        else:
+            with pytest.raises(lynkr.ToolDenied) as e:
+                policy.check_git(action)
+            assert str(e.value) == f"git {action} is not allowed; set {variable}=true to allow it"
+        flipped = lynkr.Policy(**{f"git_allow_{action}": not allowed})
+        with pytest.raises(lynkr.ToolDenied) if allowed else contextlib.nullcontext():
+            flipped.check_git(action)
+
+    @pytest.mark.parametrize("address,reason", [
+        ("127.0.0.1", "127.0.0.1 is not a global unicast address"), ("10.1.2.3", "10.1.2.3 is not a global unicast address"),
+        ("100.64.0.1", "100.64.0.1 is not a global unicast address"), ("169.254.169.254", "is not a global unicast address"),
+        ("::1", "::1 is not a global unicast address"), ("::ffff:127.0.0.1", "is not a global unicast address"),
+        ("2002:7f00:1::", "127.0.0.1 is not a global unicast address"), ("64:ff9b::a00:1", "is not a global unicast address"),
+        ("2002:a00:1::", "10.0.0.1 is not a global unicast address"), ("2002:5db8:d822::1", ""),
+        ("::127.0.0.1", "is not a global unicast address"), ("fe80::1%eth0", "fe80::1 is not a global unicast address"),
+        ("fec0::1", "is site-local"), ("224.0.0.1", "is not a global unicast address"),
+        ("93.184.216.34", ""), ("2606:4700::1111", ""),
+    ])
+    def test_non_global_addresses(self, address, reason):
+        got = lynkr.non_global_address(address)
+        assert (got == "") if not reason else (reason in got), got
+
+    def test_web_targets(self):
+        open_policy = lynkr.Policy()
+        open_policy.check_web_target("example.com", ["93.184.216.34"])
+        with pytest.raises(lynkr.ToolDenied) as e:
+            open_policy.check_web_target("internal.example", ["93.184.216.34", "10.0.0.5"])
+        assert str(e.value) == ("host internal.example resolves to 10.0.0.5, which is not globally routable "
+                                "(10.0.0.5 is not a global unicast address); add it to WEB_SEARCH_ALLOWED_HOSTS to allow it")
+        allow = lynkr.Policy(web_allowed_hosts=("*.corp.example", "127.0.0.1"))
+        allow.check_web_target("wiki.CORP.example", ["10.0.0.5"])  # allowlisted hosts may be private
+        allow.check_web_target("[127.0.0.1]", ["127.0.0.1"])
+        with pytest.raises(lynkr.ToolDenied, match=r"^host example\.com is not in WEB_SEARCH_ALLOWED_HOSTS$"):
+            allow.check_web_target("example.com", ["93.184.216.34"])
+
+    @pytest.mark.parametrize("extra,provider,key", [
+        ({}, "searxng", ""), ({"BRAVE_API_KEY": "b"}, "brave", "b"), ({"TAVILY_API_KEY": "t"}, "tavily", "t"),
+        ({"BRAVE_API_KEY": "b", "TAVILY_API_KEY": "t"}, "brave", "b"),
+        ({"BRAVE_API_KEY": "b", "WEB_SEARCH_PROVIDER": "tavily"}, "tavily", ""),
+    ])
+    def test_search_provider_resolution(self, in_tmp, extra, provider, key):
+        policy = lynkr.Policy.from_config(lynkr.load_config(env_of(in_tmp, **extra)))
+        assert (policy.web_search_provider, policy.web_search_key) == (provider, key)
+
+    def test_from_config_carries_the_limits(self, in_tmp):
+        cfg = lynkr.load_config(env_of(in_tmp, POLICY_MAX_STEPS="3", POLICY_MAX_TOOL_CALLS="7", LYNKR_TOOL_TIMEOUT_MS="1500",
+                                       POLICY_GIT_ALLOW_PUSH="yes", WEB_SEARCH_ALLOWED_HOSTS="A.example"))
+        p = lynkr.Policy.from_config(cfg)
+        assert (p.max_steps, p.max_tool_calls, p.tool_timeout_s, p.git_allow_push, p.web_allowed_hosts) == (
+            3, 7, 1.5, True, ("a.example",))
 
 
 # == 14. Tools ==
@@ -12359,6 +13966,89 @@ class TestPatchKeepsFiles:
         assert (tmp_path / "f.txt").read_bytes() == after
 
 
+# -- in process: workspace path resolution (WorkspacePaths.resolve), the paths policy applies to --
+
+
+@pytest.fixture(scope="module")
+def escape_tree(tmp_path_factory):
+    """top/repo is the workspace (as build_escape_tree): ways out, blocked files, lynkr's state."""
+    top = tmp_path_factory.mktemp("escape")
+    repo, outside, evil = top / "repo", top / "outside", top / "repo-evil"
+    for d in (repo / "src", repo / "sub", repo / ".git", repo / "certs", repo / "a", repo / "state", outside, evil):
+        d.mkdir(parents=True, exist_ok=True)
+    (repo / "src" / "app.py").write_text("print('ok')\n")
+    for path in (repo / ".env", repo / ".ENV", repo / "sub" / ".env.local", repo / ".git" / "config",
+                 repo / "certs" / "server.pem", repo / "state" / "diary.txt", outside / "secret.txt", evil / "secret.txt"):
+        path.write_text("SECRET\n")
+    (repo / "linkdir").symlink_to(outside, target_is_directory=True)
+    (repo / "linkfile.txt").symlink_to(outside / "secret.txt")
+    (repo / "a" / "b").symlink_to("../../outside", target_is_directory=True)
+    (repo / "notes.txt").symlink_to(".env")  # a harmless name for a blocked file
+    (repo / "sub" / ".env").symlink_to("../src/app.py")  # a blocked name for a harmless file
+    (repo / "inner-link").symlink_to("src", target_is_directory=True)  # stays inside: allowed
+    paths = lynkr.WorkspacePaths(str(repo), lynkr.Policy(), private_dirs=[(str(repo / "state"), "LYNKR_DATA_DIR")],
+                                 private_files=[(str(repo / "sessions.db"), "SESSION_DB_PATH")])
+    return top, paths
+
+
+class TestInProcessWorkspacePaths:
+    @pytest.mark.parametrize("path,message", [
+        ("../outside/secret.txt", "../outside/secret.txt is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("src/../../outside/secret.txt", "src/../../outside/secret.txt is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("..", ".. is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("{T}/outside/secret.txt", "{T}/outside/secret.txt is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("/etc/passwd", "/etc/passwd is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("{T}/repo-evil/secret.txt", "{T}/repo-evil/secret.txt is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("{T}/repo-evil", "{T}/repo-evil is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("../repo-evil/secret.txt", "../repo-evil/secret.txt is outside WORKSPACE_ROOT ({T}/repo)"),
+        ("linkdir/secret.txt", "linkdir/secret.txt leads outside WORKSPACE_ROOT through a symlink"),
+        ("linkdir", "linkdir leads outside WORKSPACE_ROOT through a symlink"),
+        ("linkfile.txt", "linkfile.txt leads outside WORKSPACE_ROOT through a symlink"),
+        ("a/b/secret.txt", "a/b/secret.txt leads outside WORKSPACE_ROOT through a symlink"),
+        (".env", ".env is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"),
+        (".ENV", ".ENV is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"),
+        ("sub/.env.local", "sub/.env.local is blocked by POLICY_FILE_BLOCKED_PATHS (.env.*)"),
+        (".git/config", ".git/config is blocked by POLICY_FILE_BLOCKED_PATHS (.git)"),
+        (".GIT", ".GIT is blocked by POLICY_FILE_BLOCKED_PATHS (.git)"),
+        ("{T}/repo/.git/config", ".git/config is blocked by POLICY_FILE_BLOCKED_PATHS (.git)"),
+        ("certs/server.pem", "certs/server.pem is blocked by POLICY_FILE_BLOCKED_PATHS (*.pem)"),
+        ("notes.txt", ".env is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"),  # judged by what it points to
+        ("sub/.env", "sub/.env is blocked by POLICY_FILE_BLOCKED_PATHS (.env)"),  # and by its own name
+        ("state/diary.txt", "state/diary.txt is inside lynkr's own state (LYNKR_DATA_DIR)"),
+        ("state", "state is inside lynkr's own state (LYNKR_DATA_DIR)"),
+        ("sessions.db", "sessions.db is lynkr's own file (SESSION_DB_PATH)"),
+    ])
+    def test_denied(self, escape_tree, path, message):
+        top, paths = escape_tree
+        with pytest.raises(lynkr.ToolDenied) as e:
+            paths.resolve(path.format(T=top))
+        assert str(e.value) == message.format(T=top)
+
+    @pytest.mark.parametrize("path,message", [("", "path must be a non-empty string"), ("   ", "path must be a non-empty string"),
+                                              (7, "path must be a non-empty string"), ("a\x00b", "path contains a NUL byte")])
+    def test_not_a_path(self, escape_tree, path, message):
+        with pytest.raises(lynkr.ToolFailed, match=f"^{message}$"):
+            escape_tree[1].resolve(path)
+
+    @pytest.mark.parametrize("path", ["src/app.py", "src/../src/app.py", "{T}/repo/src/app.py", "inner-link/app.py",
+                                      "./src//app.py", " src/app.py "])
+    def test_allowed(self, escape_tree, path):
+        top, paths = escape_tree
+        assert paths.resolve(path.format(T=top)) == (str(top / "repo" / "src" / "app.py"), "src/app.py")
+
+    def test_the_root_itself(self, escape_tree):
+        top, paths = escape_tree
+        assert paths.resolve(".") == (str(top / "repo"), ".") and paths.resolve(str(top / "repo")) == (str(top / "repo"), ".")
+        with pytest.raises(lynkr.ToolFailed, match=r"^path must name a file, not the workspace root$"):
+            paths.resolve("src/..", allow_root=False)
+
+    def test_sibling_prefix_is_not_inside(self, escape_tree):
+        top, paths = escape_tree
+        assert paths.inside(str(top / "repo" / "x")) and paths.inside(str(top / "repo"))
+        assert not paths.inside(str(top / "repo-evil")) and not paths.inside(str(top / "repo-evil" / "x"))
+        assert not paths.inside(str(top))
+
+
 # == 15. Git and tests ==
 
 # -- helpers several of this section's sub-topics use --
@@ -12993,6 +14683,60 @@ class TestTestHarness:
         assert summary["recent_pass_rate"] == 0.5
 
 
+class TestManifestsInProcess:
+    """One table (MANIFESTS) tells the test harness and the index's project summary what a project
+    runs: the command workspace_run_tests picks is the one the summary shows."""
+
+    CASES: ClassVar[dict[str, dict[str, str]]] = {
+        "package-json": {"package.json": '{"scripts": {"test": "jest", "lint": "eslint ."}, "devDependencies": {"jest": "1"}}'},
+        "go": {"go.mod": "module example.com/x\n\nrequire github.com/spf13/cobra v1.8.0\n"},
+        "cargo": {"Cargo.toml": "[package]\nname = \"x\"\n[dependencies]\ntokio = \"1\"\n"},
+        "maven": {"pom.xml": "<project><dependency>junit</dependency></project>"},
+        "gradle": {"build.gradle.kts": "plugins { id(\"org.springframework.boot\") }\n"},
+        "makefile-only": {"Makefile": "build:\n\tcc x.c\ntest:\n\t./run-tests\n"},
+        "python": {"pyproject.toml": "[project]\ndependencies = [\"fastapi>=0.1\"]\n[tool.pytest.ini_options]\n"},
+        "package-json-beats-makefile": {"Makefile": "test:\n\tmake -C t\n", "package.json": '{"scripts": {"test": "vitest"}}'},
+        "nothing": {"README.md": "# hi\n"},
+        "nested-only": {"web/package.json": '{"scripts": {"test": "jest"}}'},
+        "malformed-package-json": {"package.json": "{not json", "go.mod": "module x\n"},
+    }
+
+    @pytest.mark.parametrize("case", sorted(CASES))
+    def test_test_command_and_summary_agree(self, tmp_path, case):
+        lynkr = _lynkr()
+        for rel, text in self.CASES[case].items():
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text(text)
+        root = os.path.realpath(tmp_path)
+        files = sorted(self.CASES[case])
+        command = lynkr.detect_test_command(root)
+        signals = lynkr.detect_signals(root, files)
+        root_test = signals["commands"].get("test")
+        if root_test is not None and not root_test.startswith("(cd "):
+            assert command == root_test, (command, signals)
+        else:
+            assert command == lynkr.DEFAULT_TEST_COMMAND, (command, signals)
+
+    def test_what_each_manifest_tells(self, tmp_path):
+        lynkr = _lynkr()
+        expected = {"package-json": "npm test", "go": "go test ./...", "cargo": "cargo test", "maven": "mvn test",
+                    "gradle": "./gradlew test", "makefile-only": "make test", "python": "python -m pytest",
+                    "package-json-beats-makefile": "npm test", "nothing": "python -m pytest",
+                    "nested-only": "python -m pytest", "malformed-package-json": "go test ./..."}
+        for case, files in self.CASES.items():
+            root = tmp_path / case
+            for rel, text in files.items():
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                (root / rel).write_text(text)
+            assert lynkr.detect_test_command(str(root)) == expected[case], case
+        signals = lynkr.detect_signals(str(tmp_path / "nested-only"), ["web/package.json"])
+        assert signals["commands"] == {"test": "(cd web && npm test)"}
+        signals = lynkr.detect_signals(str(tmp_path / "package-json"), ["package.json"])
+        assert "Jest" in signals["frameworks"] and signals["commands"]["lint"] == "npm run lint"
+        signals = lynkr.detect_signals(str(tmp_path / "python"), ["pyproject.toml"])
+        assert {"FastAPI", "pytest"} <= set(signals["frameworks"])
+
+
 class TestGitToolsFromTheModel:
     def test_model_initiated_calls_meet_the_same_policies(self, gws, new_dbx):
         fake = new_dbx()
@@ -13177,25 +14921,20 @@ class TestSandbox:
             return found
         wait_for(lambda: not leftovers(), 10, "the sandboxed test command to be gone")
 
-    def test_a_sandbox_that_cannot_start_stops_startup(self, tmp_path):
+    def test_a_sandbox_that_cannot_start_stops_startup(self, tmp_path, monkeypatch, startup_error):
+        lynkr = _lynkr()
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
         for tool in ("git", "python3"):
             found = shutil.which(tool)
             if found:
                 (bin_dir / tool).symlink_to(found)
-        env = base_env(tmp_path, {"POLICY_SANDBOX": "bwrap", "PATH": str(bin_dir)})
-        r = run_lynkr(tmp_path, env=env)
-        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-        lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
-        assert len(lines) == 1 and "POLICY_SANDBOX" in lines[0] and "bubblewrap" in lines[0], r.stderr
+        monkeypatch.setenv("PATH", str(bin_dir))  # lynkr looks for bwrap on its own PATH
+        line = startup_error({"POLICY_SANDBOX": "bwrap", "PATH": str(bin_dir)})
+        assert "POLICY_SANDBOX" in line and "bubblewrap" in line, line
         # auto on the same machine starts, and says test runs are on the host
-        p = spawn(tmp_path, {**env, "POLICY_SANDBOX": "auto"}).wait_ready()
-        try:
-            notice = p.wait_log(lambda o: "on the host" in str(o.get("detail", "")), what="host notice")
-            assert "bubblewrap" in notice["detail"]
-        finally:
-            p.stop()
+        sandbox, notice = lynkr.resolve_sandbox("auto")
+        assert sandbox == "none" and "on the host" in notice and "bubblewrap" in notice, notice
 
 
 class TestPodmanSandbox:
@@ -13244,9 +14983,8 @@ class TestPodmanSandbox:
                                                               capture_output=True, text=True).stdout,
                  20, "the container to be removed")
 
-    def test_missing_image_stops_startup(self, tmp_path, podman_env):
-        r = run_lynkr(tmp_path, {**podman_env, "POLICY_SANDBOX_IMAGE": "lynkr-no-such-image:0"})
-        assert r.returncode == 2 and "POLICY_SANDBOX_IMAGE" in r.stderr, r.stderr
+    def test_missing_image_stops_startup(self, startup_error, podman_env):
+        assert "POLICY_SANDBOX_IMAGE" in startup_error({**podman_env, "POLICY_SANDBOX_IMAGE": "lynkr-no-such-image:0"})
 
 
 # -- what the gate counts, and runners the workspace cannot replace --
@@ -15451,12 +17189,9 @@ class TestMCPSandbox:
         ({"MCP_SANDBOX_PERMISSION_MODE": "sometimes"}, "MCP_SANDBOX_PERMISSION_MODE"),
         ({"MCP_SANDBOX_EXTRA_MOUNTS": "relative:/x"}, "MCP_SANDBOX_EXTRA_MOUNTS"),
     ])
-    def test_bad_sandbox_config_is_a_startup_error(self, tmp_path, extra, names):
+    def test_bad_sandbox_config_is_a_startup_error(self, tmp_path, startup_error, extra, names):
         manifest = write_manifest(tmp_path / "m.json", {"servers": [{"name": "time", "command": "mcp-server-time"}]})
-        r = run_lynkr(tmp_path, mcp_env(manifest, **extra))
-        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and names in lines[0] and lines[0].startswith("lynkr: "), r.stderr
+        assert names in startup_error(mcp_env(manifest, **extra))
 
     @pytest.mark.parametrize("mode,allow,deny,expect", [
         ("deny", "", "", {"alpha": "refused", "beta": "refused"}),
@@ -15587,20 +17322,15 @@ app.run("stdio")
     def _entry(self, script: Path, server: str, tool_name: str) -> dict:
         return {"command": sys.executable, "args": [str(script), server, tool_name]}
 
-    def test_manifest_inside_the_workspace_is_refused_at_startup(self, tmp_path):
+    def test_manifest_inside_the_workspace_is_refused_at_startup(self, tmp_path, startup_error):
         manifest = write_manifest(tmp_path / "mcp.json", {"mcpServers": {}})
         env = mcp_env(manifest)
         env.pop("MCP_ALLOW_WORKSPACE_MANIFEST", None)  # WORKSPACE_ROOT is tmp_path: no opt-in here
-        r = run_lynkr(tmp_path, env, timeout=30)
-        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert len(lines) == 1 and "MCP_SERVER_MANIFEST" in lines[0] and "MCP_ALLOW_WORKSPACE_MANIFEST" in lines[0], \
-            r.stderr
-        assert "Traceback" not in r.stderr
+        line = startup_error(env)
+        assert "MCP_SERVER_MANIFEST" in line and "MCP_ALLOW_WORKSPACE_MANIFEST" in line, line
         nested = write_manifest(tmp_path / ".claude" / "servers.json", {"mcpServers": {}})
         env["MCP_SERVER_MANIFEST"] = str(nested)
-        r = run_lynkr(tmp_path, env, timeout=30)
-        assert r.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in r.stderr, (r.returncode, r.stderr[-2000:])
+        assert "MCP_ALLOW_WORKSPACE_MANIFEST" in startup_error(env)
         # a path outside that is a symlink to the workspace's file (or through a symlinked folder) is the same file
         outside = tmp_path.parent / f"{tmp_path.name}-outside"
         outside.mkdir()
@@ -15608,28 +17338,24 @@ app.run("stdio")
         (outside / "cfg").symlink_to(tmp_path / ".claude", target_is_directory=True)
         for path in (outside / "mcp.json", outside / "cfg" / "servers.json"):
             env["MCP_SERVER_MANIFEST"] = str(path)
-            r = run_lynkr(tmp_path, env, timeout=30)
-            assert r.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in r.stderr, \
-                (path, r.returncode, r.stderr[-2000:])
+            assert "MCP_ALLOW_WORKSPACE_MANIFEST" in startup_error(env), path
 
-    def test_manifest_dirs_inside_the_workspace_start_nothing(self, tmp_path):
-        script = self._tiny(tmp_path)
+    def test_manifest_dirs_inside_the_workspace_start_nothing(self, tmp_path, monkeypatch):
+        lynkr = _lynkr()
+        script = tmp_path / "tiny_mcp_server.py"
+        script.write_text(self.TINY_SERVER)
         write_manifest(tmp_path / "mcpdir" / "servers.json",
                        {"mcpServers": {"planted": self._entry(script, "planted", "t")}})
         env = mcp_env(MCP_MANIFEST_DIRS=tmp_path / "mcpdir")
         env.pop("MCP_ALLOW_WORKSPACE_MANIFEST", None)
-        proxy = spawn(tmp_path, base_env(tmp_path, env))
+        monkeypatch.chdir(tmp_path)
+        cfg = lynkr.load_config(base_env(tmp_path, env))
         try:
-            wait_for(lambda: proxy.ready.is_set() or proxy.proc.poll() is not None, 30, "lynkr to listen or exit")
-            if proxy.proc.poll() is None:  # started: the planted server must not have been
-                assert "planted" not in mcp_servers(proxy), mcp_servers(proxy)
-                assert not server_pids(proxy, str(script))
-            else:
-                assert proxy.proc.returncode == 2 and "MCP_ALLOW_WORKSPACE_MANIFEST" in proxy.stderr, \
-                    proxy.stderr[-2000:]
-        finally:
-            proxy.stop()
-        assert not gw_pids_with(str(script))
+            specs, _manifests = lynkr.discover_mcp_servers(cfg, lynkr.Logger("json", "error"))
+        except lynkr.ConfigError as exc:  # refusing to start is as good
+            assert "MCP_ALLOW_WORKSPACE_MANIFEST" in str(exc), str(exc)
+        else:  # started: the planted server is not among those it would start
+            assert "planted" not in [spec.name for spec in specs], specs
 
     def test_mcp_servers_get_a_scrubbed_environment(self, tmp_path, make_proxy):
         # issue 14: programs lynkr launches (MCP servers too) never get its settings or provider keys
@@ -16223,6 +17949,50 @@ class TestAnthropicPresetRunsSearch:
         finally:
             searx.close()
             fake.close()
+
+
+# -- in process: which server tools a request is offered (LYNKR_TOOLS allow globs, the deny policy) --
+
+
+class TestInProcessToolExposure:
+    @staticmethod
+    def orchestrator(tmp: Path, **settings_: str) -> Any:
+        cfg = lynkr.load_config(env_of(tmp, **settings_))
+        log = lynkr.Logger("json", "error")
+        router = lynkr.build_router(cfg, lynkr.HTTPClient(), log)
+        return lynkr.Orchestrator(cfg, router, lynkr.Policy.from_config(cfg), None, lynkr.PromptCache(False, 1, 1), None, log)
+
+    def test_allow_globs_minus_deny_globs(self, in_tmp):
+        o = self.orchestrator(in_tmp, LYNKR_TOOLS="fs_*, workspace_git_st*", POLICY_DISALLOWED_TOOLS="fs_write")
+        offered = o.select_server_tools({"model": "m", "messages": [user("x")]})
+        assert sorted(offered) == ["fs_list", "fs_read", "workspace_git_stage", "workspace_git_status"]
+        assert offered["fs_read"] is lynkr.TOOLS["fs_read"]
+
+    def test_default_offers_only_mcp_tools_and_nothing_for_a_plain_request(self, in_tmp):
+        o = self.orchestrator(in_tmp)
+        assert o.cfg.settings.lynkr_tools == ("mcp_*",)
+        assert o.select_server_tools({"model": "m", "messages": [user("x")]}) == {}
+
+    def test_clients_may_ask_for_server_tools_by_name_or_tool_choice(self, in_tmp):
+        o = self.orchestrator(in_tmp, POLICY_DISALLOWED_TOOLS="workspace_git_push")
+        req = {"model": "m", "messages": [user("x")], "tools": [{"name": "web_fetch"}, {"name": "Bash", "input_schema": {}},
+                                                                 {"name": "workspace_git_push"}],
+               "tool_choice": {"type": "tool", "name": "workspace_search"}}
+        assert sorted(o.select_server_tools(req)) == ["web_fetch", "workspace_search"]  # never a denied one
+
+    def test_a_typed_tool_keeps_its_name(self, in_tmp):
+        o = self.orchestrator(in_tmp, LYNKR_TOOLS="web_*")
+        req = {"model": "m", "messages": [user("x")], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}
+        assert sorted(o.select_server_tools(req)) == ["web_fetch"]  # two tools named web_search would be a 400
+
+    def test_a_denied_tool_named_by_the_client_is_left_out_upstream(self, in_tmp):
+        o = self.orchestrator(in_tmp, POLICY_DISALLOWED_TOOLS="fs_write")
+        req = {"model": "m", "messages": [user("x")], "tools": [{"name": "fs_write"}, {"name": "fs_read"}, GET_WEATHER],
+               "tool_choice": {"type": "tool", "name": "fs_write"}}
+        server_tools = o.select_server_tools(req)
+        out = o.upstream_request(req, server_tools)
+        assert [t["name"] for t in out["tools"]] == ["get_weather", "fs_read"] and "tool_choice" not in out
+        assert out["tools"][1] == lynkr.TOOLS["fs_read"].definition()
 
 
 # == 19. API routes ==
@@ -18145,3 +19915,435 @@ class TestBedrockEndToEnd:
         assert len(br.fake.requests) == 2 and len(br.fake.verified) == 2
         for rec in br.fake.requests:
             assert rec.path.endswith("/invoke-with-response-stream") and "anthropic_beta" in rec.body
+
+
+# == 23. Documentation ==
+# Every command example in README.md and docs/*.md runs, every relative link and anchor resolves, and
+# examples/*.sh run: the convention (fences, `console` transcripts, `<!-- doc-test: ... -->` markers,
+# how a command is rewritten before it runs) is docs/development.md's "Documentation tests".
+
+# -- reading the documentation: fenced blocks, markers, transcripts, links --
+
+DOC_FILES = [HERE / "README.md", *sorted((HERE / "docs").glob("*.md"))]
+COMMAND_LANGS = {"sh", "bash", "shell", "console"}
+DOC_MARKERS = {
+    "serves": "starts lynkr, which serves until stopped: each line runs; a serving line must answer GET /health",
+    "session": "starts an interactive Claude Code session: run with -p and a prompt against the fake upstream",
+    "ci": ".ci/run runs exactly these commands",
+    "needs a real provider": "not run",
+}
+DOC_MARKER = re.compile(r"^\s*<!--\s*doc-test:\s*(.*?)\s*-->\s*$")
+FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([^\s`]*)")
+DOC_APP_PY = 'def hello():\n    return "hi"\n'  # docs/tools-and-policy.md's transcript shows exactly this file
+DOC_CLI_PY = "from app import hello\n\n\ndef main():\n    print(hello())\n"  # workspace-session.sh looks up `main`
+DOC_ANSWER = "Hello from fake Databricks"  # FakeDatabricks's default answer
+
+
+@dataclasses.dataclass
+class DocBlock:
+    path: Path
+    line: int  # of the opening fence, 1-based
+    lang: str
+    text: str  # the content, de-indented by the fence's indentation
+    marker: str | None
+    marker_line: int | None  # 1-based
+    closed: bool
+
+    @property
+    def is_command(self) -> bool:
+        return self.lang in COMMAND_LANGS
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(HERE)}:{self.line}"
+
+
+def doc_blocks(path: Path) -> list[DocBlock]:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    blocks: list[DocBlock] = []
+    i = 0
+    while i < len(lines):
+        m = FENCE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        indent, fence, lang = len(m.group(1)), m.group(2), m.group(3).lower()
+        mk = DOC_MARKER.match(lines[i - 1]) if i else None
+        body, j, closed = [], i + 1, False
+        while j < len(lines):
+            s = lines[j].strip()
+            if s.startswith(fence[0] * len(fence)) and not s.strip(fence[0]):
+                closed = True
+                break
+            body.append(lines[j][indent:] if lines[j][:indent].strip() == "" else lines[j].lstrip())
+            j += 1
+        blocks.append(DocBlock(path, i + 1, lang, "\n".join(body), mk.group(1) if mk else None, i if mk else None,
+                               closed))
+        i = j + 1
+    return blocks
+
+
+def command_blocks() -> list[DocBlock]:
+    return [b for p in DOC_FILES for b in doc_blocks(p) if b.is_command]
+
+
+def _block_id(b: DocBlock) -> str:
+    same_file = [x for x in command_blocks() if x.path == b.path]
+    return f"{b.path.relative_to(HERE)}#{same_file.index(b) + 1}"
+
+
+def rewrite_command(text: str, port: int | None = None) -> str:
+    """A documented command as the test runs it (see the module docstring)."""
+    if port is not None:
+        text = re.sub(r"\b(127\.0\.0\.1|localhost):8080\b", rf"\g<1>:{port}", text)
+    text = re.sub(r"(?<![\w/.-])python3? lynkr\.py\b", f"{shlex.quote(sys.executable)} {shlex.quote(str(LYNKR))}", text)
+    text = re.sub(r"(?<![\w/.-])pip install\b", f"{shlex.quote(sys.executable)} -m pip install", text)
+    return re.sub(r"(?<![\w/.-])examples/", shlex.quote(str(HERE / "examples")) + "/", text)
+
+
+def command_lines(text: str) -> list[str]:
+    """The commands of a block: continuation lines joined, blank and comment-only lines left out."""
+    out, cur = [], ""
+    for line in text.split("\n"):
+        cur += line
+        if cur.endswith("\\"):
+            cur = cur[:-1] + " "
+            continue
+        if cur.strip() and not cur.strip().startswith("#"):
+            out.append(cur.strip())
+        cur = ""
+    return out
+
+
+def transcript(text: str) -> list[tuple[str, str]]:
+    """A console block as [(command, output shown)]: `$ ` lines are commands, the lines after them output."""
+    pairs: list[tuple[str, list[str]]] = []
+    for line in text.split("\n"):
+        if line.startswith("$ "):
+            pairs.append((line[2:], []))
+        elif pairs and pairs[-1][1] == [] and pairs[-1][0].endswith("\\"):
+            pairs[-1] = (pairs[-1][0][:-1] + " " + line.strip(), [])
+        elif pairs:
+            pairs[-1][1].append(line)
+    return [(cmd, "\n".join(out).strip()) for cmd, out in pairs]
+
+
+def json_keys(obj: Any) -> set[str]:
+    if isinstance(obj, dict):
+        return set(obj) | {k for v in obj.values() for k in json_keys(v)}
+    if isinstance(obj, list):
+        return {k for v in obj for k in json_keys(v)}
+    return set()
+
+
+def check_shown_output(shown: str, got: str, where: str) -> None:
+    """The output a transcript shows against the real one: the same JSON, when one line of JSON is shown;
+    JSON with (at least) the keys shown, when it is shortened or wrapped; for text, the same first line
+    up to its numbers."""
+    if not shown:
+        return
+    try:
+        want = json.loads(shown) if "\n" not in shown else None
+    except ValueError:
+        want = None
+    if want is not None:
+        assert json.loads(got) == want, f"{where}: output differs from the one shown:\n{got}"
+        return
+    if shown[0] in "{[":
+        try:
+            actual = json.loads(got)
+        except ValueError:
+            raise AssertionError(f"{where}: expected JSON, got:\n{got[:2000]}") from None
+        missing = set(re.findall(r'"([A-Za-z_][\w-]*)":', shown)) - json_keys(actual)
+        assert not missing, f"{where}: keys shown but not in the output: {sorted(missing)}\n{got[:2000]}"
+        return
+    first, got_first = shown.split("\n")[0], got.split("\n")[0]
+    pattern = re.sub(r"\d+(?:\\\.\d+)?", r"\\d+(?:\\.\\d+)?", re.escape(first))
+    assert re.fullmatch(pattern, got_first), f"{where}: first line {got_first!r} is not like {first!r}"
+
+
+def gh_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings (lower case, punctuation dropped, spaces to
+    hyphens, -1, -2, ... for repeats), plus explicit <a id/name> anchors."""
+    seen: dict[str, int] = {}
+    out: set[str] = set()
+    in_fence = False
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        out.update(re.findall(r"<a\s+(?:id|name)=\"([^\"]+)\"", line))
+        m = None if in_fence else re.match(r"^ {0,3}#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not m:
+            continue
+        text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1)).replace("`", "").replace("*", "")
+        slug = re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def doc_links(path: Path) -> list[tuple[int, str]]:
+    """(line, target) of every inline Markdown link or image outside code."""
+    out, in_fence = [], False
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        line = re.sub(r"`[^`]*`", "", line)
+        out += [(n, t) for t in re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", line)]
+    return out
+
+
+# -- running it: a scratch workspace, one lynkr in front of the fake Databricks, the markers' checks --
+
+
+@dataclasses.dataclass
+class DocsStack:
+    fake: FakeDatabricks
+    proxy: Proxy
+    tmp: Path
+    ws: Path
+    env: dict  # the proxy's environment; blocks run with it too
+
+    def run_env(self, **extra: Any) -> dict[str, str]:
+        return {**self.env, "LYNKR_URL": self.proxy.url, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
+                **{k: str(v) for k, v in extra.items()}}
+
+
+def docs_workspace(ws: Path) -> Path:
+    """What the documentation's transcripts assume: src/app.py (and a src/cli.py that calls it), committed
+    in a git repository."""
+    (ws / "src").mkdir(parents=True)
+    (ws / "src" / "app.py").write_text(DOC_APP_PY)
+    (ws / "src" / "cli.py").write_text(DOC_CLI_PY)
+    git = ["git", "-c", "user.name=Docs", "-c", "user.email=docs@example.com", "-c", "init.defaultBranch=main"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
+        subprocess.run([*git, *args], cwd=ws, check=True, capture_output=True)
+    return ws
+
+
+def record_demo_session(stack: DocsStack) -> None:
+    """The session docs/operations.md exports: one turn in which the model calls a server tool
+    (workspace_search) and a client tool (Bash), so the transcript has every kind of entry."""
+    stack.fake.push(model_turn("dbx", "Searching.", calls=(("toolu_s7", "workspace_search", {"query": "hello"}),
+                                                           ("toolu_b8", "Bash", {"command": "ls"}))))
+    bash = {"name": "Bash", "description": "Run a command",
+            "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}
+    r = stack.proxy.post({"model": "claude-sonnet-4-5", "max_tokens": 256,
+                          "tools": [{"name": "workspace_search"}, bash],
+                          "messages": [{"role": "user", "content": "search and bash"}]},
+                         headers={"x-session-id": "demo-3"})
+    assert r.status == 200 and r.json()["stop_reason"] == "tool_use", r.data[:2000]
+
+
+@pytest.fixture(scope="module")
+def docs_stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("docs")
+    ws = docs_workspace(tmp / "ws")
+    fake = FakeDatabricks()
+    extra = dbx_env(fake, WORKSPACE_ROOT=str(ws))
+    try:
+        proxy = start_proxy(tmp, extra)
+    except BaseException:
+        fake.close()
+        raise
+    stack = DocsStack(fake, proxy, tmp, ws, base_env(tmp, extra))
+    try:
+        record_demo_session(stack)
+        yield stack
+    finally:
+        proxy.stop()
+        fake.close()
+
+
+def run_bash(script: str, cwd: Path, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"still running after {timeout}s: {script}\n{(e.stderr or b'')[-2000:]!r}") from None
+
+
+def check_serves(b: DocBlock, tmp: Path) -> None:
+    wd = tmp / "serve"
+    wd.mkdir()
+    served, lines = 0, command_lines(b.text)
+    for n, line in enumerate(lines):
+        port = free_port()
+        env = base_env(wd, {"LYNKR_PORT": port, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"})
+        log = tmp / f"serve-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", rewrite_command(line)], cwd=wd, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        answer, deadline = None, time.monotonic() + 60
+        try:
+            while answer is None and proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    answer = call(port, "GET", "/health", timeout=5)
+                except OSError:
+                    time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+        output = log.read_text(errors="replace")[-3000:]
+        if answer is None:
+            assert proc.returncode == 0, f"{b.where}: `{line}` exited {proc.returncode} and never served:\n{output}"
+            continue
+        served += 1
+        assert answer.status == 200, f"{b.where}: `{line}`: GET /health answered {answer.status}: {answer.data[:500]!r}"
+        health = answer.json()
+        assigned = re.findall(r"(?:^|\s)([A-Z][A-Z0-9_]*)=\S*", line.split("python")[0])
+        provider = re.search(r"\bMODEL_PROVIDER=(\S+)", line)
+        wrote_env = any(re.search(r"\s\.env\b", earlier) for earlier in lines[:n])
+        assert health.get("status") == "ok", (b.where, line, health)
+        assert health.get("provider") == (provider.group(1) if provider else "databricks"), (b.where, line, health)
+        # A line that names a provider (or a block that wrote a .env) must leave it configured; a bare
+        # `python lynkr.py` must start unconfigured, as the README says.
+        names_provider = wrote_env or any(v == "MODEL_PROVIDER" or v.startswith("DATABRICKS_") for v in assigned)
+        if names_provider or not assigned:
+            assert health.get("configured") is names_provider, (
+                f"{b.where}: `{line}`: configured={health.get('configured')}, expected {names_provider}:\n{output}")
+    assert served, f"{b.where}: marked `serves` but no line started a lynkr that answered /health"
+
+
+def check_session(b: DocBlock, stack: DocsStack, tmp: Path) -> None:
+    claude = claude_bin()
+    require_e2e(f"the Claude Code CLI {CLAUDE_VERSION}", claude is not None)
+    text = rewrite_command(b.text, stack.proxy.port)
+    script = re.sub(r"^(\s*(?:exec\s+)?)claude\b(.*)$", r"\1claude\2 -p 'Say hello.'", text, flags=re.M)
+    assert script != text, f"{b.where}: marked `session` but runs no `claude`"
+    home = tmp / "claude-home"
+    home.mkdir()
+    env = stack.run_env(HOME=home, PATH=f"{Path(claude).parent}:{stack.env['PATH']}")
+    p = run_bash(script, tmp, env, timeout=90)
+    assert p.returncode == 0 and DOC_ANSWER in p.stdout, (
+        f"{b.where}: exit {p.returncode}\nstdout: {p.stdout[-2000:]}\n"
+        f"stderr: {p.stderr[-2000:]}\nproxy: {stack.proxy.stderr[-2000:]}")
+
+
+def check_ci(b: DocBlock) -> None:
+    ci = (HERE / ".ci" / "run").read_text()
+    ci = ci.replace('"$PYTHON"', "python").replace('"${PIPX[@]}"', "pipx")
+    for cmd in command_lines(b.text):
+        cmd = re.sub(r"\s+#.*$", "", cmd)
+        assert re.search(r"(?:^\s*|\$\()" + re.escape(cmd) + r"(?:\s*$|\s+2>&1|\))", ci, re.M), (
+            f"{b.where}: marked `ci` but .ci/run does not run `{cmd}`")
+
+
+# -- the tests --
+
+# examples/*.sh, run as their headers say: arguments, extra environment, what the output must contain.
+EXAMPLE_SCRIPTS: dict[str, tuple[tuple[str, ...], dict[str, str], tuple[str, ...]]] = {
+    "curl-session.sh": ((), {}, (DOC_ANSWER, '"invalid_request_error"', "lynkr_requests_total")),
+    "tools-session.sh": ((), {}, ('"is_error":false', "denied:", "src/app.py:1:def hello():", DOC_ANSWER,
+                                  '"data":[')),
+    "workspace-session.sh": ((), {}, ("is_error: False", '"branch"', '"name": "main"', "src/cli.py",
+                                      "lynkr_requests_total")),
+    "claude-code.sh": (("-p", "Say hello."), {}, (DOC_ANSWER,)),
+}
+
+
+class TestDocumentation:
+    """The documentation's command examples run (or are checked as their markers say), its links
+    resolve, and examples/*.sh run against a lynkr in front of the fake Databricks."""
+
+    @pytest.mark.parametrize("block", command_blocks(), ids=_block_id)
+    def test_doc_command_example(self, block: DocBlock, request, tmp_path):
+        """Every command example in README.md and docs/*.md runs (or is checked the way its marker says)."""
+        if block.marker == "needs a real provider":
+            pytest.skip(f"{block.where}: marked as needing a real provider")
+        if block.marker == "ci":
+            return check_ci(block)
+        if block.marker == "serves":
+            return check_serves(block, tmp_path)
+        stack: DocsStack = request.getfixturevalue("docs_stack")
+        if block.marker == "session":
+            return check_session(block, stack, tmp_path)
+        assert block.marker is None, f"{block.where}: unknown marker {block.marker!r}"
+        env = stack.run_env()
+        runs = [(block.text, "")] if block.lang != "console" else transcript(block.text)
+        for cmd, shown in runs:
+            p = run_bash(rewrite_command(cmd, stack.proxy.port), stack.ws, env)
+            where = block.where if block.lang != "console" else f"{block.where}: `{cmd}`"
+            assert p.returncode == 0, (
+                f"{where}: exit {p.returncode}\nstdout: {p.stdout[-2000:]}\nstderr: {p.stderr[-2000:]}")
+            check_shown_output(shown, p.stdout.strip(), where)
+
+    def test_doc_blocks_are_well_formed(self):
+        """Markers are known and sit right before a command block; every fence names its language; shell
+        transcripts are `console` blocks; every fence is closed."""
+        problems = []
+        for path in DOC_FILES:
+            lines = path.read_text(encoding="utf-8").split("\n")
+            blocks = doc_blocks(path)
+            marker_lines = {b.marker_line for b in blocks if b.marker_line is not None}
+            for n, line in enumerate(lines):
+                if DOC_MARKER.match(line) and n + 1 not in marker_lines:
+                    problems.append(f"{path.relative_to(HERE)}:{n + 1}: a doc-test marker must be right before a fence")
+            for b in blocks:
+                first = next((x for x in b.text.split("\n") if x.strip()), "")
+                if not b.closed:
+                    problems.append(f"{b.where}: the fence is never closed")
+                if not b.lang:
+                    problems.append(f"{b.where}: a fence must name its language (`text` for plain text)")
+                if b.marker is not None and b.marker not in DOC_MARKERS:
+                    problems.append(f"{b.where}: unknown marker {b.marker!r}; known: {sorted(DOC_MARKERS)}")
+                if b.marker is not None and not b.is_command:
+                    problems.append(f"{b.where}: a marker on a `{b.lang}` block, which is not a command example")
+                if b.lang in ("sh", "bash", "shell") and re.search(r"^\$ ", b.text, re.M):
+                    problems.append(f"{b.where}: a transcript with `$ ` prompts must be a `console` block")
+                if not b.is_command and first.startswith("$ "):
+                    problems.append(f"{b.where}: a `{b.lang or 'plain'}` block that starts with `$ `: make it `console`")
+                if b.lang == "console" and not transcript(b.text):
+                    problems.append(f"{b.where}: a `console` block without a `$ ` command")
+        assert not problems, "\n".join(problems)
+
+    def test_doc_links_resolve(self):
+        """Every relative link in README.md and docs/*.md names a file that exists, and an anchor its headings make."""
+        broken = []
+        for path in DOC_FILES:
+            for n, target in doc_links(path):
+                if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto:, ...
+                    continue
+                file_part, _, anchor = target.partition("#")
+                dest = (path.parent / file_part).resolve() if file_part else path
+                where = f"{path.relative_to(HERE)}:{n}: ({target})"
+                if not dest.exists():
+                    broken.append(f"{where}: {file_part} does not exist")
+                elif anchor and dest.suffix == ".md" and anchor not in gh_anchors(dest):
+                    broken.append(f"{where}: {dest.name} has no heading with the anchor #{anchor}")
+        assert not broken, "\n".join(broken)
+
+    def test_every_docs_page_is_linked_from_the_readme(self):
+        readme = (HERE / "README.md").read_text(encoding="utf-8")
+        unlinked = [p.name for p in DOC_FILES[1:] if f"](docs/{p.name})" not in readme]
+        assert not unlinked, f"README.md's 'Where to read more' does not link {unlinked}"
+
+    @pytest.mark.parametrize("script", sorted(p.name for p in (HERE / "examples").glob("*.sh")))
+    def test_example_script(self, script, docs_stack, tmp_path):
+        assert script in EXAMPLE_SCRIPTS, f"examples/{script} is not run by any test: add it to EXAMPLE_SCRIPTS"
+        args, extra, expect = EXAMPLE_SCRIPTS[script]
+        env = docs_stack.run_env(**extra)
+        if script == "claude-code.sh":
+            claude = claude_bin()
+            require_e2e(f"the Claude Code CLI {CLAUDE_VERSION}", claude is not None)
+            (tmp_path / "home").mkdir()
+            env.update(HOME=str(tmp_path / "home"), PATH=f"{Path(claude).parent}:{env['PATH']}",
+                       ANTHROPIC_BASE_URL=docs_stack.proxy.url)
+        p = subprocess.run(["bash", "-euo", "pipefail", str(HERE / "examples" / script), *args], cwd=docs_stack.ws, env=env,
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        diag = f"exit {p.returncode}\nstdout: {p.stdout[-3000:]}\nstderr: {p.stderr[-3000:]}"
+        assert p.returncode == 0, diag
+        assert "curl: (" not in p.stderr, diag
+        for want in expect:
+            assert want in p.stdout, f"{want!r} not in the output of examples/{script}\n{diag}"
