@@ -929,7 +929,11 @@ class Setting:
 S = Setting
 SETTINGS: tuple[Setting, ...] = (
     # -- server and access --
-    S("LYNKR_HOST", DEFAULT_HOST, "Address to bind. Anything but loopback requires LYNKR_API_KEY."),
+    S(
+        "LYNKR_HOST",
+        DEFAULT_HOST,
+        "Address to bind. Anything but loopback requires LYNKR_API_KEY (or LYNKR_TRUSTED_NETWORK).",
+    ),
     S(
         "LYNKR_PORT",
         "",
@@ -941,6 +945,13 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Client key required on every request (x-api-key or Authorization: Bearer).",
         secret=True,
+    ),
+    S(
+        "LYNKR_TRUSTED_NETWORK",
+        "false",
+        "Serve a non-loopback LYNKR_HOST without LYNKR_API_KEY. Only where nothing untrusted can reach the "
+        "port: e.g. a container whose port is published on the host's loopback alone.",
+        parse_bool,
     ),
     S("LYNKR_ALLOWED_HOSTS", "", "Extra Host names accepted besides loopback (comma list).", _hosts),
     S(
@@ -1654,9 +1665,10 @@ def load_config(
         cfg.port = parse_int_setting("PORT", real_env["PORT"], 0, 65535)
     cfg.api_key = s.lynkr_api_key
     cfg.allowed_hosts = s.lynkr_allowed_hosts
-    if not is_loopback_host(cfg.host) and not cfg.api_key:
+    if not is_loopback_host(cfg.host) and not cfg.api_key and not s.lynkr_trusted_network:
         raise ConfigError(
-            f"LYNKR_API_KEY must be set to bind {cfg.host} (not loopback): clients then send it as x-api-key"
+            f"LYNKR_API_KEY must be set to bind {cfg.host} (not loopback): clients then send it as x-api-key "
+            "(or, on a network only trusted clients reach, LYNKR_TRUSTED_NETWORK=true)"
         )
     # Resolved once, here: every confinement check compares real paths against this one.
     cfg.workspace_root = os.path.realpath(s.workspace_root or os.getcwd())
@@ -15197,6 +15209,12 @@ async def serve(app: App) -> int:
             log.warning(
                 "no model provider configured; model calls answer 503 until it is",
                 detail=provider.default.not_configured().message,
+            )
+        if not app.bound_to_loopback and not cfg.api_key:
+            log.warning(
+                "serving a non-loopback address without a client key (LYNKR_TRUSTED_NETWORK=true): "
+                "anyone who reaches the port can use the providers and the tools",
+                host=cfg.host,
             )
         shown_host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         app.ready = True
