@@ -27196,6 +27196,135 @@ class TestLynkrClaude:
         assert run.returncode == 2 and "not as lynkr" in run.stderr, run.stderr
 
 
+# -- the container image (Dockerfile), built and run with podman --
+
+H11_WHEEL = "h11-0.16.0-py3-none-any.whl"  # .ci/run caches it in ~/.cache/lynkr/wheels
+
+
+def h11_wheel(tmp: Path) -> Path:
+    """The h11 wheel the image build installs from (the build itself has no network here)."""
+    cached = Path.home() / ".cache" / "lynkr" / "wheels" / H11_WHEEL
+    if cached.is_file():
+        return cached
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(tmp), "h11==0.16.0"],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    return tmp / H11_WHEEL
+
+
+def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(
+        ["podman", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and p.returncode != 0:
+        raise AssertionError(
+            f"podman {' '.join(args)} -> {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+        )
+    return p
+
+
+class TestContainerImage:
+    """The Dockerfile builds with podman (on the Debian base .ci/run makes with debootstrap) and the container
+    serves: it refuses to start without LYNKR_API_KEY, answers /health/ready with it and passes its
+    HEALTHCHECK, runs as uid 10001 with its state in /data, reaches a provider on the host through a port
+    published on the host's loopback, and stops cleanly on SIGTERM."""
+
+    @pytest.fixture(scope="class")
+    def image(self, tmp_path_factory):
+        base = os.environ.get("LYNKR_TEST_PODMAN_IMAGE", "")
+        require_e2e(
+            "podman and a base image (LYNKR_TEST_PODMAN_IMAGE, built by .ci/run)",
+            bool(base) and shutil.which("podman") is not None,
+        )
+        ctx = tmp_path_factory.mktemp("image-context")
+        for name in ("Dockerfile", ".dockerignore", "lynkr.py", "LICENSE"):
+            shutil.copy(HERE / name, ctx / name)
+        shutil.copytree(HERE / "container", ctx / "container")
+        shutil.copy(h11_wheel(ctx), ctx / "container" / "wheels" / H11_WHEEL)
+        digest = hashlib.sha256(
+            (HERE / "lynkr.py").read_bytes() + (HERE / "Dockerfile").read_bytes()
+        ).hexdigest()
+        tag = f"localhost/lynkr-test-image:{digest[:12]}"
+        podman(
+            "build",
+            "--isolation",
+            "chroot",
+            "--format",
+            "docker",
+            "--build-arg",
+            f"BASE={base if '/' in base else 'localhost/' + base}",
+            "-t",
+            tag,
+            str(ctx),
+            timeout=600,
+        )
+        yield tag
+        podman("rmi", "-f", tag, check=False)
+
+    def test_refuses_to_serve_without_a_key(self, image):
+        p = podman("run", "--rm", "--network", "none", image, timeout=60, check=False)
+        assert p.returncode == 2, (p.stdout, p.stderr)
+        # podman's own complaints (no systemd here to time the HEALTHCHECK) are not lynkr's output
+        said = [line for line in p.stderr.splitlines() if line and not line.startswith('time="')]
+        assert len(said) == 1 and said[0].startswith("lynkr: LYNKR_API_KEY must be set"), p.stderr
+
+    def test_serves_with_its_key_through_a_published_port(self, image, new_dbx):
+        fake = new_dbx()
+        fake.default = lambda rec: json_reply(oai_completion("Hello from the container"))
+        port, name, key = free_port(), f"lynkr-test-{secrets.token_hex(4)}", "container-client-key"
+        podman(
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            name,
+            # slirp4netns lets the container reach the host's loopback (the fake) at 10.0.2.2
+            "--network",
+            "slirp4netns:allow_host_loopback=true",
+            "-p",
+            f"127.0.0.1:{port}:8080",
+            "-e",
+            f"LYNKR_API_KEY={key}",
+            "-e",
+            f"DATABRICKS_API_BASE={fake.url.replace('127.0.0.1', '10.0.2.2')}",
+            "-e",
+            f"DATABRICKS_API_KEY={DBX_KEY}",
+            "-e",
+            "LOG_FORMAT=json",
+            image,
+        )
+        try:
+
+            def ready() -> bool:
+                try:
+                    return call(port, "GET", "/health/ready", headers={"x-api-key": key}).status == 200
+                except OSError:
+                    return False
+
+            wait_for(ready, 60, "the container to answer /health/ready")
+            assert call(port, "GET", "/health/ready").status == 401  # the key is required
+            assert podman("healthcheck", "run", name, check=False).returncode == 0
+            r = call(port, "POST", "/v1/messages", base_req(), headers={"x-api-key": key})
+            assert r.status == 200, r.body
+            assert r.json()["content"][0]["text"] == "Hello from the container"
+            assert fake.last.headers.get("authorization") == f"Bearer {DBX_KEY}"
+            assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
+            assert "sessions.db" in podman("exec", name, "ls", "/data").stdout
+            podman("stop", "-t", "20", name, timeout=60)
+            logs = podman("logs", name, check=False)  # gone with --rm: best effort
+            assert name not in podman("ps", "-a", "--format", "{{.Names}}").stdout, logs.stderr
+        finally:
+            podman("rm", "-f", name, check=False)
+
+
 # == 23. Documentation ==
 # Every command example in README.md and docs/*.md runs, every relative link and anchor resolves, and
 # examples/*.sh run: the convention (fences, `console` transcripts, `<!-- doc-test: ... -->` markers,
