@@ -13506,6 +13506,8 @@ class MCPServer:
         self.task: asyncio.Task[None] | None = None
         self.refreshing: asyncio.Future[None] | None = None  # a tools re-list after list_changed
         self.container_name = ""
+        # The server's last stderr lines: why a server (or its container) died, e.g. "image not known".
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=3)
 
     def start(self) -> None:
         if self.placement == "refused":
@@ -13522,12 +13524,14 @@ class MCPServer:
     def _errlog(self) -> Any:
         """A pipe whose lines go to our log under the server's name (the SDK needs a real file)."""
         read_fd, write_fd = os.pipe()
-        name, log = self.spec.name, self.manager.log
+        name, log, tail = self.spec.name, self.manager.log, self.stderr_tail
+        tail.clear()
 
         def pump() -> None:
             with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     if line.strip():
+                        tail.append(line.strip()[:500])
                         log.info("mcp server stderr", server=name, line=line.rstrip()[:2000])
 
         threading.Thread(target=pump, name=f"lynkr-mcp-stderr-{name}", daemon=True).start()
@@ -13648,6 +13652,10 @@ class MCPServer:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
                 self.error = _describe_exception(exc)
+                if "closed" in self.error.lower():  # it exited: its stderr says why (a missing image...)
+                    await asyncio.sleep(0.1)  # the pump thread reads what it wrote last
+                    if self.stderr_tail:
+                        self.error += f"; it said: {self.stderr_tail[-1]}"
             finally:
                 self.session = None
             if self._stop.is_set():

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 # == Bootstrap ==
 # Runs before any third-party import so a bare checkout can install what it needs.
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -23589,6 +23590,233 @@ app.run("stdio")
         wait_for(
             lambda: not gw_pids_with(str(script)), 10, "no MCP server left running after the refused start"
         )
+
+
+# -- the MCP sandbox in a real container engine (podman) --
+
+MCP_PROBE_SERVER = """
+import os, socket, sys
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("probe")
+
+
+@server.tool()
+def read(path: str) -> str:
+    \"\"\"Read a file.\"\"\"
+    try:
+        with open(path) as fh:
+            return "READ " + fh.read()
+    except OSError as exc:
+        return f"FAILED {type(exc).__name__}"
+
+
+@server.tool()
+def write(path: str, text: str) -> str:
+    \"\"\"Write a file.\"\"\"
+    try:
+        with open(path, "w") as fh:
+            fh.write(text)
+        return "WROTE"
+    except OSError as exc:
+        return f"FAILED {type(exc).__name__}"
+
+
+@server.tool()
+def where() -> str:
+    \"\"\"Network interfaces, user id and working folder.\"\"\"
+    names = sorted(name for _, name in socket.if_nameindex())
+    return f"{' '.join(names)} | {os.getuid()} | {os.getcwd()}"
+
+
+if __name__ == "__main__":
+    server.run("stdio")
+"""
+
+
+def mcp_sandbox_image(tmp: Path) -> str:
+    """podman image with the mcp SDK and mcp-server-time (the host's versions) on .ci/run's Debian base, built
+    once per machine: pip installs them into a cached folder, copied into /opt/mcp."""
+    base = os.environ.get("LYNKR_TEST_PODMAN_IMAGE", "")
+    require_e2e(
+        "podman and a base image (LYNKR_TEST_PODMAN_IMAGE, built by .ci/run)",
+        bool(base) and shutil.which("podman") is not None,
+    )
+    need_mcp(npm=False)
+    versions = f"{importlib.metadata.version('mcp')}-{MCP_SERVER_TIME_VERSION}"
+    tag = f"localhost/lynkr-test-mcp:{versions}-1"
+    if podman("image", "exists", tag, check=False).returncode == 0:
+        return tag
+    site = Path.home() / ".cache" / "lynkr" / f"mcp-site-{versions}"
+    if not (site / "mcp_server_time").is_dir():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-compile",
+                "--target",
+                str(site),
+                f"mcp=={importlib.metadata.version('mcp')}",
+                f"mcp-server-time=={MCP_SERVER_TIME_VERSION}",
+            ],
+            check=True,
+            timeout=600,
+            capture_output=True,
+        )
+    ctx = tmp / "mcp-image"
+    shutil.copytree(site, ctx / "site")
+    (ctx / "Containerfile").write_text(
+        "ARG BASE\nFROM ${BASE}\nCOPY site /opt/mcp\nENV PYTHONPATH=/opt/mcp\n"
+    )
+    podman(
+        "build",
+        "-q",
+        "--isolation",
+        "chroot",
+        "--build-arg",
+        f"BASE={base if '/' in base else 'localhost/' + base}",
+        "-t",
+        tag,
+        str(ctx),
+        timeout=600,
+    )
+    return tag
+
+
+def probe_answer(body: dict) -> str:
+    """The probe tool's text (its structured result follows as a second block)."""
+    assert body["is_error"] is False, body
+    return body["content"][0]["text"]
+
+
+def lynkr_containers(prefix: str) -> list[str]:
+    names = podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    return [n for n in names if n.startswith(prefix)]
+
+
+class TestMCPPodmanSandbox:
+    """MCP_SANDBOX_RUNTIME=podman for real: lynkr starts each stdio server with `podman run -i --rm` in the
+    image, lists and calls its tools, and the container sees the workspace (read-only unless allowed), no
+    network unless allowed, and nothing else of the host; a container never outlives its server."""
+
+    @pytest.fixture(scope="class")
+    def image(self, tmp_path_factory):
+        return mcp_sandbox_image(tmp_path_factory.mktemp("mcp-image"))
+
+    def _start(self, make_proxy, tmp_path: Path, image: str, **settings: Any) -> tuple[Proxy, str]:
+        ws = tmp_path / "ws"
+        ws.mkdir(exist_ok=True)
+        (ws / "probe_server.py").write_text(MCP_PROBE_SERVER)
+        (ws / "notes.txt").write_text("workspace notes\n")
+        name = f"pb{secrets.token_hex(3)}"
+        manifest = write_manifest(
+            tmp_path / "manifests" / "m.json",
+            {
+                "servers": [
+                    {"name": name, "command": "python3", "args": ["/workspace/probe_server.py"]},
+                    {
+                        "name": f"{name}t",
+                        "command": "python3",
+                        "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"],
+                    },
+                ]
+            },
+        )
+        sandbox = {"MCP_SANDBOX_RUNTIME": "podman", "MCP_SANDBOX_IMAGE": image, "MCP_READY_WAIT_MS": 60000}
+        env = mcp_env(manifest, WORKSPACE_ROOT=ws, **{**sandbox, **settings})
+        if os.environ.get("CONTAINERS_CONF"):
+            env["CONTAINERS_CONF"] = os.environ["CONTAINERS_CONF"]
+        return make_proxy(env), name
+
+    def test_tools_run_confined_and_containers_go_with_lynkr(self, make_proxy, tmp_path, image):
+        secret = tmp_path / "outside-secret.txt"  # on the host, outside the workspace
+        secret.write_text("host secret\n")
+        p, name = self._start(make_proxy, tmp_path, image)
+        servers = mcp_servers(p)
+        assert servers[name]["status"] == "ready" and servers[name]["placement"] == "sandbox", servers
+        assert len(lynkr_containers(f"lynkr-mcp-{name}-")) == 1
+        # the time server from PyPI answers from inside its container
+        now = mcp_call(p, f"mcp_{name}t_get_current_time", {"timezone": "UTC"})
+        assert now["is_error"] is False and '"timezone": "UTC"' in mcp_text(now).replace("'", '"'), now
+        # the workspace is there, read-only; nothing else of the host is
+        assert (
+            probe_answer(mcp_call(p, f"mcp_{name}_read", {"path": "/workspace/notes.txt"}))
+            == "READ workspace notes\n"
+        )
+        assert (
+            probe_answer(mcp_call(p, f"mcp_{name}_read", {"path": str(secret)})) == "FAILED FileNotFoundError"
+        )
+        assert mcp_text(
+            mcp_call(p, f"mcp_{name}_write", {"path": "/workspace/x.txt", "text": "x"})
+        ).startswith("FAILED")
+        assert not (tmp_path / "ws" / "x.txt").exists()
+        interfaces, uid, cwd = probe_answer(mcp_call(p, f"mcp_{name}_where")).split(" | ")
+        assert interfaces == "lo" and cwd == "/workspace", (interfaces, uid, cwd)  # no network at all
+        assert p.stop() == 0
+        assert lynkr_containers(f"lynkr-mcp-{name}") == [], "a container outlived lynkr"
+
+    def test_writable_workspace_and_network_when_allowed(self, make_proxy, tmp_path, image):
+        p, name = self._start(
+            make_proxy,
+            tmp_path,
+            image,
+            MCP_SANDBOX_WORKSPACE_WRITABLE="true",
+            MCP_SANDBOX_ALLOW_NETWORKING="true",
+        )
+        assert (
+            probe_answer(
+                mcp_call(p, f"mcp_{name}_write", {"path": "/workspace/x.txt", "text": "from the box"})
+            )
+            == "WROTE"
+        )
+        assert (tmp_path / "ws" / "x.txt").read_text() == "from the box"
+        assert (
+            probe_answer(mcp_call(p, f"mcp_{name}_where")).split(" | ")[0] != "lo"
+        )  # an interface besides lo
+
+    def test_a_killed_container_is_replaced_not_duplicated(self, make_proxy, tmp_path, image):
+        p, name = self._start(make_proxy, tmp_path, image)
+        [first] = lynkr_containers(f"lynkr-mcp-{name}-")
+        podman("kill", first)
+        mcp_wait_status(p, name, lambda s: s["status"] == "ready" and s["restarts"] >= 1, 60)
+        wait_for(
+            lambda: (
+                len(lynkr_containers(f"lynkr-mcp-{name}-")) == 1
+                and first not in lynkr_containers(f"lynkr-mcp-{name}-")
+            ),
+            30,
+            "the old container to go",
+        )
+        assert probe_answer(mcp_call(p, f"mcp_{name}_read", {"path": "/workspace/notes.txt"})).startswith(
+            "READ"
+        )
+        assert p.stop() == 0
+        assert lynkr_containers(f"lynkr-mcp-{name}") == []
+
+    def test_a_runtime_that_cannot_start_the_image_is_an_error_never_the_host(
+        self, make_proxy, tmp_path, image
+    ):
+        named = "lynkr-no-such-image"
+        p, name = self._start(make_proxy, tmp_path, f"localhost/{named}:1", MCP_READY_WAIT_MS=20000)
+        status = mcp_servers(p)[name]
+        assert status["status"] != "ready" and status["placement"] == "sandbox", status
+        assert named in status["error"], status  # says what could not start
+        body = mcp_call(p, "workspace_mcp_call", {"server": name, "tool": "where"})
+        assert body["is_error"] is True and named in mcp_text(body), body
+        # never run on the host instead: no probe_server.py process of ours outside a container
+        assert not [
+            c for c in descendants(p.proc.pid).values() if "probe_server.py" in c and "podman" not in c
+        ]
+
+    def test_a_missing_runtime_stops_startup(self, tmp_path, image):
+        manifest = write_manifest(tmp_path / "m.json", {"servers": [{"name": "t", "command": "python3"}]})
+        env = mcp_env(manifest, MCP_SANDBOX_RUNTIME="/nonexistent/podman", MCP_SANDBOX_IMAGE=image)
+        r = run_lynkr(tmp_path, env)
+        assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+        assert "'/nonexistent/podman' is not installed" in r.stderr and "never falls back" in r.stderr
 
 
 # == 18. Orchestrator ==
