@@ -8082,11 +8082,20 @@ class SignatureBook:
 
 def list_sessions(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
     cursor = db.execute(
-        "SELECT s.id, s.created_at, s.updated_at, COUNT(t.id) FROM sessions s LEFT JOIN turns t ON t.session_id = s.id"
-        " GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?",
+        "SELECT s.id, s.created_at, s.updated_at, COUNT(t.id), SUM(t.cost_usd) FROM sessions s"
+        " LEFT JOIN turns t ON t.session_id = s.id GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?",
         (limit,),
     )
-    return [{"id": r[0], "created_at": r[1], "updated_at": r[2], "turns": r[3]} for r in cursor]
+    return [
+        {
+            "id": r[0],
+            "created_at": r[1],
+            "updated_at": r[2],
+            "turns": r[3],
+            "cost_usd": round(r[4], 8) if r[4] else r[4],
+        }
+        for r in cursor
+    ]
 
 
 def get_session(db: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
@@ -14772,6 +14781,536 @@ async def route_root(app: App, req: Request) -> Response:
     return json_response(200, {"name": "lynkr", "version": __version__, "docs": "POST /v1/messages"})
 
 
+# -- the dashboard (/ui): what lynkr is doing, for a person --
+#
+# Dashboard keeps what the page shows as requests finish: the recent ones, those in flight, and
+# per-minute series (requests, errors, latency, cache, tokens and cost per model). The page is one
+# HTML file with its script and style (DASHBOARD_ASSETS: no build step, no CDN: it works air-gapped),
+# polling the JSON routes under /ui/api/ every two seconds. It is reached like any route (loopback, or
+# LYNKR_API_KEY: a browser sends the key through HTTP Basic auth, never in a URL).
+
+DASHBOARD_RECENT = 500  # finished requests the page can list
+DASHBOARD_MINUTES = 60  # minutes of per-minute series kept
+DASHBOARD_SAMPLES = 200  # latencies kept per minute for its percentiles
+DASHBOARD_ROUTES = ("/v1/",)  # what the page lists: the API, not its own polling or the probes
+
+
+@dataclass
+class MinuteStats:
+    requests: int = 0
+    errors: int = 0
+    cache_hits: int = 0
+    cache_lookups: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    models: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> input/output tokens, cost
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Dashboard:
+    """What /ui shows, kept as requests start and finish (on the event loop: no locks)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=DASHBOARD_RECENT)
+        self.in_flight: dict[str, tuple[Request, float]] = {}
+        self.minutes: collections.OrderedDict[int, MinuteStats] = collections.OrderedDict()
+        self.seq = 0
+
+    @staticmethod
+    def watched(req: Request) -> bool:
+        return req.path.startswith(DASHBOARD_ROUTES)
+
+    def start(self, req: Request) -> None:
+        if self.watched(req):
+            self.in_flight[req.request_id] = (req, self.clock())
+
+    def finish(self, req: Request, status: int, latency_s: float) -> None:
+        if self.in_flight.pop(req.request_id, None) is None and not self.watched(req):
+            return
+        self.seq += 1
+        record = self.describe(req, self.clock() - latency_s)
+        latency_ms = round(latency_s * 1000, 1)
+        record.update(seq=self.seq, status=status, latency_ms=latency_ms, in_flight=False)
+        if record["ttft_ms"] is None and not record["stream"]:
+            record["ttft_ms"] = latency_ms  # a JSON answer arrives whole
+        self.recent.append(record)
+        minute = self._minute(int(record["time"] // 60))
+        minute.requests += 1
+        minute.errors += status >= 500 or req.log.get("stream_error") not in (None, "client_disconnected")
+        if len(minute.latencies_ms) < DASHBOARD_SAMPLES:
+            minute.latencies_ms.append(latency_ms)
+        if record["cache"] in ("hit", "miss", "stored"):
+            minute.cache_lookups += 1
+            minute.cache_hits += record["cache"] == "hit"
+        if record["model"]:
+            used = minute.models.setdefault(
+                record["model"], {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+            )
+            used["input_tokens"] += record["input_tokens"] or 0
+            used["output_tokens"] += record["output_tokens"] or 0
+            used["cost_usd"] += record["cost_usd"] or 0.0
+
+    def describe(self, req: Request, started: float) -> dict[str, Any]:
+        log = req.log
+        usage = log.get("usage") if isinstance(log.get("usage"), dict) else {}
+        inputs = [
+            usage.get(k) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        ]
+        return {
+            "request_id": req.request_id,
+            "time": round(started, 3),
+            "method": req.method,
+            "route": req.route or req.path,
+            "session": log.get("session_id"),
+            "route_taken": log.get("route"),
+            "provider": log.get("provider"),
+            "model": log.get("upstream_model") or log.get("model"),
+            "stream": bool(log.get("stream")),
+            "ttft_ms": log.get("ttft_ms"),
+            "input_tokens": sum(v for v in inputs if isinstance(v, int)) if usage else None,
+            "output_tokens": usage.get("output_tokens")
+            if isinstance(usage.get("output_tokens"), int)
+            else None,
+            "cache": log.get("cache"),
+            "cost_usd": log.get("cost_usd"),
+            "error": log.get("error") or log.get("stream_error"),
+        }
+
+    def _minute(self, minute: int) -> MinuteStats:
+        stats = self.minutes.get(minute)
+        if stats is None:
+            stats = self.minutes[minute] = MinuteStats()
+            while len(self.minutes) > DASHBOARD_MINUTES:
+                self.minutes.popitem(last=False)
+        return stats
+
+    def requests(self, after: int = 0, limit: int = 200) -> dict[str, Any]:
+        now = self.clock()
+        flying = [
+            {**self.describe(req, started), "in_flight": True, "elapsed_ms": round((now - started) * 1000, 1)}
+            for req, started in self.in_flight.values()
+        ]
+        done = [r for r in reversed(self.recent) if r["seq"] > after][:limit]
+        return {"seq": self.seq, "in_flight": flying, "recent": done}
+
+    def series(self) -> dict[str, Any]:
+        now_minute = int(self.clock() // 60)
+        out = []
+        for minute in range(now_minute - DASHBOARD_MINUTES + 1, now_minute + 1):
+            stats = self.minutes.get(minute) or MinuteStats()
+            out.append(
+                {
+                    "minute": minute * 60,
+                    "requests": stats.requests,
+                    "errors": stats.errors,
+                    "latency_p50_ms": percentile(stats.latencies_ms, 0.5),
+                    "latency_p95_ms": percentile(stats.latencies_ms, 0.95),
+                    "cache_hit_rate": stats.cache_hits / stats.cache_lookups if stats.cache_lookups else None,
+                    "models": {m: {k: round(v, 8) for k, v in u.items()} for m, u in stats.models.items()},
+                }
+            )
+        return {"minutes": out}
+
+    def provider_errors(self, window_s: float = 300) -> dict[str, tuple[int, int]]:
+        """provider -> (requests, errors) over the last window_s seconds."""
+        since, counts = self.clock() - window_s, {}
+        for record in reversed(self.recent):
+            if record["time"] < since:
+                break
+            if record["provider"]:
+                asked, failed = counts.get(record["provider"], (0, 0))
+                counts[record["provider"]] = (asked + 1, failed + (record["status"] >= 500))
+        return counts
+
+
+def index_status(db_path: str) -> dict[str, Any]:
+    """The repository index at a glance (blocking: run off the loop); built: False before its first build."""
+    if not os.path.isfile(db_path):
+        return {"built": False}
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=2)) as db:
+            files = db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+            symbols = db.execute("SELECT COUNT(*) FROM symbols").fetchone()[0]
+    except sqlite3.Error as exc:
+        return {"built": False, "error": str(exc)}
+    return {
+        "built": True,
+        "files": files,
+        "symbols": symbols,
+        "updated_at": round(os.path.getmtime(db_path), 3),
+    }
+
+
+# The page, its script and its style: (content type, body). Served with a strict Content-Security-Policy
+# (only lynkr's own origin: nothing loads from anywhere else, no inline script).
+DASHBOARD_ASSETS: dict[str, tuple[str, str]] = {
+    "/ui": (
+        "text/html; charset=utf-8",
+        """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>lynkr</title>
+<link rel="stylesheet" href="/ui/app.css">
+<link rel="icon" href="data:,">
+</head>
+<body>
+<header>
+  <h1>lynkr</h1>
+  <nav>
+    <a href="#requests" data-view="requests">Requests</a>
+    <a href="#charts" data-view="charts">Charts</a>
+    <a href="#providers" data-view="providers">Providers</a>
+    <a href="#sessions" data-view="sessions">Sessions</a>
+    <a href="#mcp" data-view="mcp">MCP &amp; index</a>
+  </nav>
+  <span id="status" class="muted">connecting…</span>
+</header>
+<main>
+  <section id="view-requests" class="view">
+    <h2>In flight <span id="inflight-count" class="count"></span></h2>
+    <table id="inflight"><thead><tr><th>started</th><th>session</th><th>route</th><th>provider / model</th><th>elapsed</th></tr></thead><tbody></tbody></table>
+    <h2>Recent</h2>
+    <table id="recent"><thead><tr><th>time</th><th>session</th><th>route</th><th>provider / model</th><th>status</th><th>latency</th><th>first token</th><th>tokens in / out</th><th>cache</th><th>cost</th></tr></thead><tbody></tbody></table>
+  </section>
+  <section id="view-charts" class="view">
+    <div class="charts">
+      <figure><figcaption>Requests and errors per minute</figcaption><div id="chart-requests" class="chart"></div></figure>
+      <figure><figcaption>Latency per minute (p50, p95, ms)</figcaption><div id="chart-latency" class="chart"></div></figure>
+      <figure><figcaption>Tokens per model per minute (in + out)</figcaption><div id="chart-tokens" class="chart"></div></figure>
+      <figure><figcaption>Cost per model per minute (USD)</figcaption><div id="chart-cost" class="chart"></div></figure>
+      <figure><figcaption>Prompt cache hit rate</figcaption><div id="chart-cache" class="chart"></div></figure>
+    </div>
+  </section>
+  <section id="view-providers" class="view">
+    <table id="providers"><thead><tr><th>provider</th><th>kind</th><th>configured</th><th>breaker</th><th>requests (5 min)</th><th>error rate</th><th>routes</th></tr></thead><tbody></tbody></table>
+  </section>
+  <section id="view-sessions" class="view">
+    <div class="split">
+      <table id="sessions"><thead><tr><th>session</th><th>updated</th><th>turns</th><th>cost</th></tr></thead><tbody></tbody></table>
+      <article id="transcript"><p class="muted">Choose a session.</p></article>
+    </div>
+  </section>
+  <section id="view-mcp" class="view">
+    <h2>MCP servers</h2>
+    <table id="mcp"><thead><tr><th>server</th><th>status</th><th>placement</th><th>tools</th><th>error</th></tr></thead><tbody></tbody></table>
+    <h2>Repository index</h2>
+    <p id="index-status" class="muted"></p>
+  </section>
+</main>
+<script src="/ui/app.js"></script>
+</body>
+</html>
+""",
+    ),
+    "/ui/app.js": (
+        "text/javascript; charset=utf-8",
+        """"use strict";
+// lynkr's dashboard: polls /ui/api/* every two seconds and draws with the DOM and inline SVG only.
+// Data goes into the page as text (textContent), never as HTML.
+
+const POLL_MS = 2000;
+const FOLD_CHARS = 600; // longer tool results are folded
+const COLORS = ["#3558d4", "#c23b2a", "#2f8f5b", "#b07d12", "#7a3fb8", "#1f8a99", "#d4569b"];
+const SVG = "http://www.w3.org/2000/svg";
+let seq = 0;
+let recent = [];
+let currentSession = null;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  for (const child of children) node.append(child instanceof Node ? child : String(child ?? ""));
+  return node;
+}
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+async function getJSON(path) {
+  // Against the origin: a page opened as http://user:key@host/ui must not carry the key on its requests
+  // (the browser sends the credentials it signed in with as a header).
+  const resp = await fetch(location.origin + path, { credentials: "same-origin", headers: { accept: "application/json" } });
+  if (!resp.ok) throw new Error(`${path}: HTTP ${resp.status}`);
+  return resp.json();
+}
+const clock = (t) => new Date(t * 1000).toLocaleTimeString();
+const ms = (v) => (v == null ? "–" : v < 1000 ? `${Math.round(v)} ms` : `${(v / 1000).toFixed(2)} s`);
+const usd = (v) => (v == null ? "–" : `$${v.toFixed(v < 0.01 ? 5 : 3)}`);
+const short = (s, n = 18) => (s == null ? "–" : s.length > n ? s.slice(0, n) + "…" : s);
+const num = (v) => (v == null ? "–" : v.toLocaleString());
+
+function fill(tbodyParent, rows) {
+  const tbody = document.querySelector(`${tbodyParent} tbody`);
+  tbody.replaceChildren(...rows);
+}
+function row(cells, attrs) {
+  return el("tr", attrs, ...cells.map((c) => (c instanceof Node ? el("td", {}, c) : el("td", {}, c))));
+}
+
+// -- views --
+function showView() {
+  const name = (location.hash || "#requests").slice(1);
+  for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === `view-${name}`);
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === name);
+  refresh();
+}
+
+async function refreshRequests() {
+  const data = await getJSON(`/ui/api/requests?after=${seq}`);
+  if (data.seq < seq) recent = []; // lynkr restarted
+  seq = data.seq;
+  recent = data.recent.concat(recent).slice(0, 200);
+  document.getElementById("inflight-count").textContent = `(${data.in_flight.length})`;
+  fill("#inflight", data.in_flight.map((r) => row([clock(r.time), short(r.session), r.route,
+    `${r.provider ?? "–"} / ${r.model ?? "–"}`, ms(r.elapsed_ms)], { "data-request": r.request_id })));
+  fill("#recent", recent.map((r) => {
+    const status = el("span", { class: r.status >= 400 ? "bad" : "" }, r.status);
+    return row([clock(r.time), short(r.session), r.route, `${r.provider ?? "–"} / ${r.model ?? "–"}`, status,
+      ms(r.latency_ms), ms(r.ttft_ms), `${num(r.input_tokens)} / ${num(r.output_tokens)}`, r.cache ?? "–",
+      usd(r.cost_usd)], { "data-request": r.request_id });
+  }));
+}
+
+function chart(id, series, opts = {}) {
+  const box = document.getElementById(id);
+  const W = 440, H = 180, L = 44, B = 20, T = 8, R = 8;
+  const points = series.flatMap((s) => s.points.filter((p) => p[1] != null));
+  const xs = series[0] ? series[0].points.map((p) => p[0]) : [];
+  const maxY = Math.max(opts.minMax ?? 1, ...points.map((p) => p[1]));
+  const x0 = xs[0] ?? 0, x1 = xs[xs.length - 1] ?? 1;
+  const sx = (x) => L + ((x - x0) / Math.max(1, x1 - x0)) * (W - L - R);
+  const sy = (y) => H - B - (y / maxY) * (H - B - T);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": id });
+  root.append(svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
+  root.append(svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
+  for (const frac of [0, 0.5, 1]) {
+    const label = svg("text", { x: L - 4, y: sy(maxY * frac) + 3, "text-anchor": "end" });
+    label.textContent = opts.format ? opts.format(maxY * frac) : +(maxY * frac).toPrecision(3);
+    root.append(label);
+  }
+  for (const [i, x] of [[0, x0], [1, x1]]) {
+    const label = svg("text", { x: i ? W - R : L, y: H - 6, "text-anchor": i ? "end" : "start" });
+    label.textContent = clock(x).slice(0, 5);
+    root.append(label);
+  }
+  series.forEach((s, i) => {
+    const color = COLORS[i % COLORS.length];
+    if (s.bars) {
+      const w = Math.max(1, (W - L - R) / Math.max(1, xs.length) - 1);
+      for (const [x, y] of s.points) if (y) root.append(svg("rect", { x: sx(x) - w / 2, y: sy(y), width: w, height: H - B - sy(y), fill: color, class: "bar" }));
+      return;
+    }
+    let d = "";
+    for (const [x, y] of s.points) if (y != null) d += `${d ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`;
+    if (d) root.append(svg("path", { d, fill: "none", stroke: color, "stroke-width": 1.6, class: "line" }));
+    // a dot per minute that has a value: a single minute draws no line
+    for (const [x, y] of s.points) if (y) root.append(svg("circle", { cx: sx(x), cy: sy(y), r: 2.2, fill: color }));
+  });
+  const legend = el("div", { class: "legend" }, ...series.map((s, i) => {
+    const key = el("span", {}, `■ ${s.name}`);
+    key.style.color = COLORS[i % COLORS.length]; // through the CSSOM: the CSP allows no style attributes
+    return key;
+  }));
+  box.replaceChildren(root, legend);
+}
+
+async function refreshCharts() {
+  const { minutes } = await getJSON("/ui/api/stats");
+  const at = (f) => minutes.map((m) => [m.minute, f(m)]);
+  chart("chart-requests", [{ name: "requests", bars: true, points: at((m) => m.requests) },
+    { name: "errors", bars: true, points: at((m) => m.errors) }]);
+  chart("chart-latency", [{ name: "p50", points: at((m) => m.latency_p50_ms) },
+    { name: "p95", points: at((m) => m.latency_p95_ms) }], { format: (v) => ms(v) });
+  const models = [...new Set(minutes.flatMap((m) => Object.keys(m.models)))];
+  chart("chart-tokens", models.map((name) => ({ name, points: at((m) => m.models[name] ? m.models[name].input_tokens + m.models[name].output_tokens : 0) })));
+  chart("chart-cost", models.map((name) => ({ name, points: at((m) => m.models[name] ? m.models[name].cost_usd : 0) })), { format: (v) => usd(v) });
+  chart("chart-cache", [{ name: "hit rate", points: at((m) => m.cache_hit_rate) }], { minMax: 1, format: (v) => `${Math.round(v * 100)}%` });
+}
+
+async function refreshProviders() {
+  const { data } = await getJSON("/ui/api/providers");
+  fill("#providers", data.map((p) => row([p.name, p.kind, p.configured ? "yes" : "no",
+    el("span", { class: p.breaker === "closed" ? "" : "bad" }, p.breaker), num(p.requests_5m),
+    p.error_rate_5m == null ? "–" : `${Math.round(p.error_rate_5m * 100)}%`, p.routes.join(", ") || "–"])));
+}
+
+async function refreshSessions() {
+  const { data } = await getJSON("/v1/sessions?limit=100");
+  fill("#sessions", data.map((s) => {
+    const tr = row([short(s.id, 28), clock(s.updated_at), num(s.turns), usd(s.cost_usd)],
+      { class: "clickable" + (s.id === currentSession ? " selected" : ""), "data-session": s.id });
+    tr.addEventListener("click", () => openSession(s.id));
+    return tr;
+  }));
+}
+
+function blockView(block) {
+  if (block.type === "text") return el("div", { class: "block" }, block.text);
+  if (block.type === "thinking") return el("details", { class: "block" }, el("summary", {}, "thinking"), block.thinking || "");
+  if (block.type === "tool_use" || block.type === "server_tool_use") return el("div", { class: "block tool" }, `→ ${block.name} ${JSON.stringify(block.input)}`);
+  if (block.type === "tool_result" || block.type === "web_search_tool_result") {
+    const content = typeof block.content === "string" ? block.content : JSON.stringify(block.content, null, 1);
+    const label = `← result${block.is_error ? " (error)" : ""}`;
+    if (content.length <= FOLD_CHARS) return el("div", { class: "block tool" }, `${label}: ${content}`);
+    return el("details", { class: "block tool" }, el("summary", {}, `${label}: ${content.length.toLocaleString()} characters`), content);
+  }
+  return el("div", { class: "block muted" }, `[${block.type}]`);
+}
+
+async function openSession(id) {
+  currentSession = id;
+  const s = await getJSON(`/v1/sessions/${encodeURIComponent(id)}`);
+  const box = document.getElementById("transcript");
+  const head = el("p", {}, el("strong", {}, s.id), ` · ${s.turns.length} turns · ${usd(s.cost_usd)} · `,
+    el("a", { href: `/v1/sessions/${encodeURIComponent(s.id)}`, download: `${s.id}.json`, id: "export" }, "export (JSON)"));
+  const turns = s.turns.map((t) => {
+    const blocks = typeof t.content === "string" ? [{ type: "text", text: t.content }] : t.content;
+    return el("div", { class: "turn", "data-kind": t.kind },
+      el("div", { class: "who" }, `${t.role}${t.kind === "server_tool" ? " (lynkr's tool loop)" : ""}`, el("span", { class: "muted" }, `  ${t.model ?? ""} ${t.cache ? "· cache " + t.cache : ""}`)),
+      ...blocks.map(blockView));
+  });
+  box.replaceChildren(head, ...turns);
+  for (const tr of document.querySelectorAll("#sessions tr")) tr.classList.toggle("selected", tr.dataset.session === id);
+}
+
+async function refreshMCP() {
+  const [mcp, index] = await Promise.all([getJSON("/ui/api/mcp"), getJSON("/ui/api/index")]);
+  fill("#mcp", mcp.servers.map((s) => row([s.name, s.status, s.placement, (s.tools || []).join(", ") || "–", s.error || ""])));
+  document.getElementById("index-status").textContent = index.built
+    ? `${num(index.files)} files, ${num(index.symbols)} symbols, updated ${clock(index.updated_at)}`
+    : "not built yet (it is built on first use, or at start with LYNKR_INDEX_ON_START)";
+}
+
+const REFRESH = { requests: refreshRequests, charts: refreshCharts, providers: refreshProviders, sessions: refreshSessions, mcp: refreshMCP };
+async function refresh() {
+  const name = (location.hash || "#requests").slice(1);
+  try {
+    await (REFRESH[name] || refreshRequests)();
+    document.getElementById("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (err) {
+    document.getElementById("status").textContent = `cannot reach lynkr: ${err.message}`;
+  }
+}
+
+window.addEventListener("hashchange", showView);
+showView();
+setInterval(refresh, POLL_MS);
+""",
+    ),
+    "/ui/app.css": (
+        "text/css; charset=utf-8",
+        """:root { --fg: #1d2330; --muted: #6b7385; --line: #dde1e8; --bg: #f7f8fa; --accent: #3558d4; --bad: #c23b2a; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg); }
+header { display: flex; gap: 24px; align-items: baseline; padding: 10px 20px; background: #fff; border-bottom: 1px solid var(--line); }
+h1 { font-size: 18px; margin: 0; }
+h2 { font-size: 15px; margin: 18px 0 6px; }
+nav a { margin-right: 14px; color: var(--muted); text-decoration: none; }
+nav a.active { color: var(--accent); font-weight: 600; }
+main { padding: 12px 20px; }
+.view { display: none; }
+.view.active { display: block; }
+table { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid var(--line); }
+th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; font-variant-numeric: tabular-nums; }
+th { color: var(--muted); font-weight: 500; }
+tr.clickable { cursor: pointer; }
+tr.clickable:hover, tr.selected { background: #eef2fd; }
+.muted { color: var(--muted); }
+.count { color: var(--muted); font-weight: 400; }
+.bad { color: var(--bad); }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 14px; }
+figure { margin: 0; background: #fff; border: 1px solid var(--line); padding: 8px; }
+figcaption { color: var(--muted); margin-bottom: 4px; }
+.chart svg { width: 100%; height: 180px; display: block; }
+.chart .axis { stroke: var(--line); }
+.chart text { fill: var(--muted); font-size: 10px; }
+.legend span { margin-right: 10px; font-size: 12px; }
+.split { display: grid; grid-template-columns: minmax(320px, 1fr) 2fr; gap: 14px; align-items: start; }
+article { background: #fff; border: 1px solid var(--line); padding: 10px 14px; min-height: 200px; overflow-wrap: anywhere; }
+.turn { border-bottom: 1px solid var(--line); padding: 6px 0; }
+.turn .who { font-weight: 600; }
+.block { margin: 4px 0 4px 12px; white-space: pre-wrap; }
+.block.tool { font-family: ui-monospace, monospace; font-size: 12px; }
+details summary { cursor: pointer; color: var(--accent); }
+""",
+    ),
+}
+DASHBOARD_HEADERS = (
+    (
+        "content-security-policy",
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+)
+
+
+async def route_dashboard_asset(app: App, req: Request) -> Response:
+    content_type, body = DASHBOARD_ASSETS[req.route]
+    return Response(200, [("content-type", content_type), *DASHBOARD_HEADERS], body.encode())
+
+
+async def route_dashboard_requests(app: App, req: Request) -> Response:
+    try:
+        after = int(req.query.get("after", "0"))
+    except ValueError:
+        raise InvalidRequest("after: expected the seq of the last request seen (an integer)") from None
+    return json_response(200, app.dashboard.requests(after, _limit_param(req, 200, DASHBOARD_RECENT)))
+
+
+async def route_dashboard_stats(app: App, req: Request) -> Response:
+    return json_response(200, app.dashboard.series())
+
+
+async def route_dashboard_providers(app: App, req: Request) -> Response:
+    router, counts = app.provider, app.dashboard.provider_errors()
+    uses: dict[str, list[str]] = {}
+    for route, target in router.routes.items():
+        uses.setdefault(target.provider, []).append(route)
+    for route, chain in router.fallbacks.items():
+        for target in chain:
+            uses.setdefault(target.provider, []).append(f"{route} (fallback)")
+    data = []
+    for name, provider in router.providers.items():
+        described = provider.describe()
+        asked, failed = counts.get(name, (0, 0))
+        data.append(
+            {
+                "name": name,
+                "kind": described.get("kind"),
+                "configured": described.get("configured"),
+                "breaker": described.get("breaker"),
+                "requests_5m": asked,
+                "error_rate_5m": failed / asked if asked else None,
+                "routes": sorted(set(uses.get(name, []))),
+            }
+        )
+    return json_response(200, {"data": data})
+
+
+async def route_dashboard_mcp(app: App, req: Request) -> Response:
+    manager = app.orchestrator.tool_ctx.mcp
+    servers = [server.describe() for server in manager.servers.values()] if manager else []
+    return json_response(
+        200, {"servers": servers, "sandbox_active": bool(manager and manager.sandbox.active)}
+    )
+
+
+async def route_dashboard_index(app: App, req: Request) -> Response:
+    db_path = os.path.join(app.cfg.data_dir, "index.db")
+    return json_response(200, await asyncio.get_running_loop().run_in_executor(None, index_status, db_path))
+
+
 ROUTES: dict[tuple[str, str], RouteHandler] = {
     ("POST", "/v1/messages"): route_messages,
     ("POST", "/v1/messages/count_tokens"): route_count_tokens,
@@ -14787,7 +15326,25 @@ ROUTES: dict[tuple[str, str], RouteHandler] = {
     ("POST", "/v1/tools/{name}"): route_tool_call,
     ("GET", "/v1/sessions"): route_sessions,
     ("GET", "/v1/sessions/{id}"): route_session,
+    ("GET", "/ui"): route_dashboard_asset,
+    ("GET", "/ui/app.js"): route_dashboard_asset,
+    ("GET", "/ui/app.css"): route_dashboard_asset,
+    ("GET", "/ui/api/requests"): route_dashboard_requests,
+    ("GET", "/ui/api/stats"): route_dashboard_stats,
+    ("GET", "/ui/api/providers"): route_dashboard_providers,
+    ("GET", "/ui/api/mcp"): route_dashboard_mcp,
+    ("GET", "/ui/api/index"): route_dashboard_index,
 }
+
+
+def basic_auth_password(authorization: str) -> str:
+    """The password of an `Authorization: Basic` header ("" when there is none or it is malformed)."""
+    if authorization[:6].lower() != "basic ":
+        return ""
+    try:
+        return base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8").partition(":")[2]
+    except (ValueError, UnicodeDecodeError):
+        return ""
 
 
 def match_route(template: str, path: str) -> dict[str, str] | None:
@@ -14843,6 +15400,7 @@ class App:
         self.ready = False  # set once listening; cleared the moment shutdown starts
         self.draining = False
         self.background: set[asyncio.Future[None]] = set()  # tasks of the app's own (the startup index)
+        self.dashboard = Dashboard()
         self.in_flight = 0
         self.max_in_flight = cfg.settings.max_concurrent_requests
         per_minute = cfg.settings.rate_limit_requests_per_min
@@ -14930,11 +15488,16 @@ class App:
             candidates = [
                 req.headers.get("x-api-key", ""),
                 auth[7:].strip() if auth[:7].lower() == "bearer " else "",
+                basic_auth_password(auth),  # a browser on the dashboard: the key as the password
             ]
             expected = self.cfg.api_key.encode()
             if not any(secrets.compare_digest(c.encode(), expected) for c in candidates):
                 raise AuthenticationFailed(
-                    "invalid or missing API key: send LYNKR_API_KEY as x-api-key or Bearer token"
+                    "invalid or missing API key: send LYNKR_API_KEY as x-api-key or Bearer token",
+                    # the browser asks for it (any user name, the key as the password): never in a URL
+                    headers={"www-authenticate": 'Basic realm="lynkr", charset="UTF-8"'}
+                    if req.path == "/ui" or req.path.startswith("/ui/")
+                    else None,
                 )
 
     # -- dispatch --
@@ -14981,6 +15544,7 @@ class App:
     async def handle(self, req: Request) -> Response:
         req.request_id = new_id("req_")
         started = time.monotonic()
+        self.dashboard.start(req)
         try:
             self.check_access(req)
             handler = self.resolve(req)
@@ -15029,10 +15593,10 @@ class App:
             async for chunk in stream:
                 if not first_token and b"content_block_delta" in chunk:
                     first_token = True
+                    ttft = time.monotonic() - started
+                    req.log["ttft_ms"] = round(ttft * 1000, 1)
                     METRICS.observe(
-                        "lynkr_time_to_first_token_seconds",
-                        time.monotonic() - started,
-                        provider=req.log.get("provider", ""),
+                        "lynkr_time_to_first_token_seconds", ttft, provider=req.log.get("provider", "")
                     )
                 yield chunk
             completed = True
@@ -15046,6 +15610,7 @@ class App:
             self.finish(req, status, started)
 
     def finish(self, req: Request, status: int, started: float) -> None:
+        self.dashboard.finish(req, status, time.monotonic() - started)
         if req.counted:
             req.counted = False
             self.in_flight -= 1

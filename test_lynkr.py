@@ -25443,6 +25443,247 @@ class TestFuzzLiveProxy:
             assert j.get("type") == "message" or isinstance(j.get("input_tokens"), int), where
 
 
+# -- the dashboard (/ui): its JSON routes, and the page in a real browser --
+
+
+class TestDashboardAPI:
+    """The JSON routes behind /ui, on their own: requests (in flight and recent), per-minute series, the
+    providers' health, MCP and the index; the page and its assets; the same access rules as the API."""
+
+    def test_a_request_shows_with_its_figures(self, make_proxy, new_dbx):
+        fake = new_dbx()
+        fake.default = lambda rec: (
+            stream_reply(
+                oai_sse(
+                    oai_stream(
+                        "Hi there", usage={"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+                    )
+                )
+            )
+            if rec.body.get("stream")
+            else json_reply(oai_completion("Hi there"))
+        )
+        p = make_proxy(dbx_env(fake))
+        before = p.call("GET", "/ui/api/requests").json()
+        assert before["in_flight"] == [] and before["recent"] == []
+        stream = p.post(base_req(stream=True), headers={"x-session-id": "sess-ui-1"})
+        assert stream.status == 200
+        data = p.call("GET", "/ui/api/requests").json()
+        [rec] = data["recent"]
+        assert rec["session"] == "sess-ui-1" and rec["route"] == "/v1/messages" and rec["status"] == 200
+        assert rec["provider"] == "databricks" and rec["model"] == "databricks-claude-sonnet-4-5"
+        assert rec["input_tokens"] == 11 and rec["output_tokens"] == 3 and rec["stream"] is True
+        assert 0 < rec["ttft_ms"] <= rec["latency_ms"] and rec["cache"] in (None, "miss", "stored")
+        assert (
+            data["seq"] == rec["seq"]
+            and p.call("GET", f"/ui/api/requests?after={rec['seq']}").json()["recent"] == []
+        )
+        # the dashboard's own polling is not listed
+        assert len(p.call("GET", "/ui/api/requests").json()["recent"]) == 1
+        minutes = p.call("GET", "/ui/api/stats").json()["minutes"]
+        assert len(minutes) == 60 and sum(m["requests"] for m in minutes) == 1
+        last = next(m for m in minutes if m["requests"])
+        assert last["models"]["databricks-claude-sonnet-4-5"]["input_tokens"] == 11
+        assert last["latency_p50_ms"] == rec["latency_ms"]
+        [prov] = p.call("GET", "/ui/api/providers").json()["data"]
+        assert prov == {
+            "name": "databricks",
+            "kind": "openai",
+            "configured": True,
+            "breaker": "closed",
+            "requests_5m": 1,
+            "error_rate_5m": 0.0,
+            "routes": ["default"],
+        }
+        assert p.call("GET", "/ui/api/requests?after=x").status == 400
+
+    def test_an_upstream_failure_counts_as_an_error(self, make_proxy, new_dbx):
+        fake = new_dbx()
+        fake.default = lambda rec: dbx_error(503, "TEMPORARILY_UNAVAILABLE", "scaling up")
+        p = make_proxy(dbx_env(fake))
+        assert p.post(base_req()).status >= 500
+        [rec] = p.call("GET", "/ui/api/requests").json()["recent"]
+        assert rec["status"] >= 500 and rec["error"]
+        assert sum(m["errors"] for m in p.call("GET", "/ui/api/stats").json()["minutes"]) == 1
+        [prov] = p.call("GET", "/ui/api/providers").json()["data"]
+        assert prov["error_rate_5m"] == 1.0
+
+    def test_mcp_and_index_status(self, make_proxy, tmp_path):
+        p = make_proxy()
+        assert p.call("GET", "/ui/api/mcp").json() == {"servers": [], "sandbox_active": False}
+        assert p.call("GET", "/ui/api/index").json() == {"built": False}
+        (tmp_path / "app.py").write_text("def hello():\n    return 1\n")
+        assert p.call("POST", "/v1/tools/workspace_index_rebuild", {}).json()["is_error"] is False
+        index = p.call("GET", "/ui/api/index").json()
+        assert index["built"] is True and index["files"] >= 1 and index["symbols"] >= 1
+
+    def test_page_and_assets_with_a_strict_policy(self, make_proxy):
+        p = make_proxy()
+        for path, kind in (
+            ("/ui", "text/html"),
+            ("/ui/app.js", "text/javascript"),
+            ("/ui/app.css", "text/css"),
+        ):
+            r = p.call("GET", path)
+            assert r.status == 200 and r.headers["content-type"].startswith(kind), path
+            assert "default-src 'self'" in r.headers["content-security-policy"]
+            assert not re.search(rb"https?://(?!www\.w3\.org/2000/svg)", r.data), (
+                f"{path} loads from elsewhere"
+            )
+
+    def test_same_access_rules_as_the_api(self, make_proxy):
+        p = make_proxy()
+        assert p.call("GET", "/ui", headers={"host": "evil.example"}).status == 403
+        assert p.call("GET", "/ui/api/requests", headers={"origin": "http://evil.example"}).status == 403
+        keyed = make_proxy({"LYNKR_API_KEY": "ui-secret-key"})
+        r = keyed.call("GET", "/ui")
+        assert r.status == 401 and r.headers["www-authenticate"].startswith('Basic realm="lynkr"')
+        assert "www-authenticate" not in keyed.call("GET", "/v1/models").headers  # API clients get JSON only
+        basic = "Basic " + base64.b64encode(b"anyone:ui-secret-key").decode()
+        assert keyed.call("GET", "/ui", headers={"authorization": basic}).status == 200
+        assert keyed.call("GET", "/ui/api/stats", headers={"authorization": basic}).status == 200
+        wrong = "Basic " + base64.b64encode(b"anyone:not-the-key").decode()
+        assert keyed.call("GET", "/ui", headers={"authorization": wrong}).status == 401
+        assert keyed.call("GET", "/ui/api/stats", headers={"x-api-key": "ui-secret-key"}).status == 200
+
+
+def chromium_driver(download_dir: Path | None = None) -> Any:
+    """Headless Debian chromium driven by Selenium through Debian's chromedriver (.ci/run installs both)."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    require_e2e(
+        "chromium, chromedriver and selenium (.ci/run installs them)",
+        bool(chromium and chromedriver) and importlib.util.find_spec("selenium") is not None,
+    )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,900",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+def ui_artifacts() -> Path:
+    """Where the browser test leaves its screenshots for a person to look at."""
+    folder = (
+        Path(os.environ.get("LYNKR_TEST_ARTIFACTS") or Path.home() / ".cache" / "lynkr" / "artifacts") / "ui"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class TestDashboardInABrowser:
+    """/ui in headless chromium: it loads without a console error, shows a request made through lynkr within a
+    few seconds, draws its charts as SVG, lists the providers and MCP, opens a transcript with the tool call
+    folded; a screenshot of each view is saved (ui_artifacts()). With a key, the browser signs in with it."""
+
+    def test_every_view(self, make_proxy, new_dbx, tmp_path):
+        fake = new_dbx()
+        long_result = "line of output\n" * 200
+        calls = iter(
+            [
+                json_reply(
+                    oai_completion(
+                        None, tool_calls=[("call_1", "Bash", {"command": "ls"})], finish="tool_calls"
+                    )
+                ),
+            ]
+        )
+        fake.default = lambda rec: next(calls, None) or json_reply(oai_completion("All done."))
+        p = make_proxy(dbx_env(fake))
+        driver = chromium_driver()
+        try:
+            from selenium.webdriver.common.by import By
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            wait = WebDriverWait(driver, 10)
+            driver.get(f"{p.url}/ui")
+            wait.until(lambda d: "updated" in d.find_element(By.ID, "status").text)
+            # a request made through lynkr appears within a few seconds
+            body = base_req(tools=[{"name": "Bash", "input_schema": {"type": "object"}}])
+            assert p.post(body, headers={"x-session-id": "sess-browser"}).status == 200
+            follow = {
+                **body,
+                "messages": [
+                    *body["messages"],
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {"command": "ls"}}
+                        ],
+                    },
+                    {
+                        "role": "user",
+                        "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": long_result}],
+                    },
+                ],
+            }
+            assert p.post(follow, headers={"x-session-id": "sess-browser"}).status == 200
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recent tbody tr")) >= 2)
+            row = driver.find_element(By.CSS_SELECTOR, "#recent tbody tr").text
+            assert "sess-browser"[:12] in row and "databricks" in row and "200" in row, row
+            driver.save_screenshot(str(ui_artifacts() / "requests.png"))
+            # charts: SVG drawn from the series
+            driver.get(f"{p.url}/ui#charts")
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-requests svg rect.bar"))
+            assert driver.find_elements(By.CSS_SELECTOR, "#chart-latency svg path.line")
+            assert driver.find_elements(By.CSS_SELECTOR, "#chart-tokens svg")
+            driver.save_screenshot(str(ui_artifacts() / "charts.png"))
+            driver.get(f"{p.url}/ui#providers")
+            wait.until(lambda d: "databricks" in d.find_element(By.ID, "providers").text)
+            assert "closed" in driver.find_element(By.ID, "providers").text
+            driver.save_screenshot(str(ui_artifacts() / "providers.png"))
+            # a transcript, its tool call readable and the long result folded
+            driver.get(f"{p.url}/ui#sessions")
+            wait.until(
+                lambda d: d.find_elements(By.CSS_SELECTOR, "#sessions tr[data-session='sess-browser']")
+            )
+            driver.find_element(By.CSS_SELECTOR, "#sessions tr[data-session='sess-browser']").click()
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#transcript .turn"))
+            transcript = driver.find_element(By.ID, "transcript")
+            assert "→ Bash" in transcript.text and "All done." in transcript.text, transcript.text
+            folded = transcript.find_elements(By.CSS_SELECTOR, "details.block.tool")
+            assert folded and "3,000 characters" in folded[0].text and not folded[0].get_attribute("open")
+            export = driver.find_element(By.ID, "export").get_attribute("href")
+            assert export.endswith("/v1/sessions/sess-browser") and "key" not in export
+            driver.save_screenshot(str(ui_artifacts() / "sessions.png"))
+            driver.get(f"{p.url}/ui#mcp")
+            wait.until(lambda d: d.find_element(By.ID, "index-status").text)
+            driver.save_screenshot(str(ui_artifacts() / "mcp.png"))
+            errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+            assert errors == [], errors
+        finally:
+            driver.quit()
+
+    def test_signs_in_with_the_key_never_in_the_url(self, make_proxy):
+        p = make_proxy({"LYNKR_API_KEY": "browser-key-1"})
+        driver = chromium_driver()
+        try:
+            from selenium.webdriver.common.by import By
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            # Chromium takes credentials in the URL only to answer the Basic challenge; the page's own
+            # requests then carry them in a header, and nothing the page builds contains the key.
+            host = p.url.split("://", 1)[1]
+            driver.get(f"http://user:browser-key-1@{host}/ui")
+            WebDriverWait(driver, 10).until(lambda d: "updated" in d.find_element(By.ID, "status").text)
+            assert "browser-key-1" not in driver.page_source
+            hits = [o for o in p.logs() if o.get("path", "").startswith("/ui/api/")]
+            assert hits and all(o["status"] == 200 for o in hits), hits
+        finally:
+            driver.quit()
+
+
 # == 20. App lifecycle ==
 
 # -- SIGTERM and SIGKILL --
