@@ -106,7 +106,7 @@ def _fetch_claude_tokenizer() -> None:
 def _bootstrap(argv: list[str]) -> int:
     if any(
         importlib.util.find_spec(m) is None
-        for m in ("pytest", "xdist", "anthropic", "hypothesis", "tokenizers", "botocore")
+        for m in ("pytest", "xdist", "anthropic", "hypothesis", "tokenizers", "botocore", "selenium")
     ):
         subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", ".[test]"], cwd=HERE)
     if not CLAUDE_TOKENIZER.is_file():
