@@ -348,6 +348,8 @@ class Request:
     counted: bool = False  # holds a MAX_CONCURRENT_REQUESTS slot until its response is finished
     # Set by a provider whose stream translator knows the final message, so it need not be re-parsed.
     reply_builder: Callable[[], dict[str, Any] | None] | None = None
+    owner: str | None = None  # the personal key it came with: charged, limited, owns its sessions
+    admin: bool = False  # it came with LYNKR_ADMIN_KEY
 
 
 @dataclass
@@ -945,6 +947,19 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Client key required on every request (x-api-key or Authorization: Bearer).",
         secret=True,
+    ),
+    S(
+        "LYNKR_ADMIN_KEY",
+        "",
+        "Key for the admin routes (/admin/keys, /admin/usage): create and revoke personal keys, read usage.",
+        secret=True,
+    ),
+    S(
+        "LYNKR_KEYS",
+        "optional",
+        "Personal keys (lynkr keys create): off | optional (a personal key is charged and limited when sent) | "
+        "required (every request needs one; the team gateway).",
+        _choice("off", "optional", "required"),
     ),
     S(
         "LYNKR_TRUSTED_NETWORK",
@@ -1665,7 +1680,13 @@ def load_config(
         cfg.port = parse_int_setting("PORT", real_env["PORT"], 0, 65535)
     cfg.api_key = s.lynkr_api_key
     cfg.allowed_hosts = s.lynkr_allowed_hosts
-    if not is_loopback_host(cfg.host) and not cfg.api_key and not s.lynkr_trusted_network:
+    keys_required = s.lynkr_keys == "required"
+    if (
+        not is_loopback_host(cfg.host)
+        and not cfg.api_key
+        and not s.lynkr_trusted_network
+        and not keys_required
+    ):
         raise ConfigError(
             f"LYNKR_API_KEY must be set to bind {cfg.host} (not loopback): clients then send it as x-api-key "
             "(or, on a network only trusted clients reach, LYNKR_TRUSTED_NETWORK=true)"
@@ -7740,6 +7761,44 @@ def _m008_token_calibration(db: sqlite3.Connection) -> None:
     )
 
 
+def _m009_keys_and_usage(db: sqlite3.Connection) -> None:
+    # Personal keys (stored hashed: a key is shown once), the usage ledger each answered request is
+    # charged to, and which key a session belongs to.
+    run_script(
+        db,
+        """
+        CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            key_hash TEXT NOT NULL UNIQUE,       -- sha256 of the key (256 random bits: no slow hash needed)
+            prefix TEXT NOT NULL,                -- its first characters, to recognise it in a list
+            created_at REAL NOT NULL,
+            revoked_at REAL,
+            budget_usd REAL,                     -- NULL: no budget
+            budget_period TEXT,                  -- day | week | month
+            models TEXT NOT NULL DEFAULT '[]',   -- JSON list of globs; empty: every model
+            rpm INTEGER                          -- requests per minute; NULL: no limit
+        );
+        CREATE TABLE usage (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            key_name TEXT,                       -- NULL: the shared key, or none
+            provider TEXT,
+            model TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL,
+            request_id TEXT,
+            session_id TEXT
+        );
+        CREATE INDEX usage_by_key ON usage(key_name, at);
+        CREATE INDEX usage_by_time ON usage(at);
+        ALTER TABLE sessions ADD COLUMN owner TEXT;
+    """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_sessions,
     _m002_tasks,
@@ -7749,6 +7808,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m006_turn_cost,
     _m007_thinking_signatures,
     _m008_token_calibration,
+    _m009_keys_and_usage,
 ]
 
 
@@ -7955,6 +8015,15 @@ class TurnRecord:
     request_log: dict[str, Any] = field(
         default_factory=dict
     )  # the request's log fields: the router notes the provider
+    owner: str | None = None  # the personal key the request came with (None: the shared key, or none)
+
+
+LEDGER_USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
 
 
 def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
@@ -8003,10 +8072,27 @@ def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
             "INSERT OR REPLACE INTO thinking_signatures (key, provider, created_at) VALUES (?, ?, ?)",
             [(key, turn.provider, now) for key in turn.signed],
         )
+    if turn.reply is not None and turn.cache != "hit":  # an upstream answered: charge it to its key
+        usage = turn.usage or turn.reply.get("usage") or {}
+        counts = [usage.get(k) if isinstance(usage.get(k), int) else 0 for k in LEDGER_USAGE_KEYS]
+        db.execute(
+            "INSERT INTO usage (at, key_name, provider, model, input_tokens, output_tokens, cache_read_tokens,"
+            " cache_write_tokens, cost_usd, request_id, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                now,
+                turn.owner,
+                turn.provider,
+                turn.request_log.get("upstream_model") or turn.model,
+                *counts,
+                turn.cost_usd,
+                turn.request_id,
+                turn.session_id,
+            ),
+        )
     if row is None:
         db.execute(
-            "INSERT INTO sessions (id, created_at, updated_at, history) VALUES (?, ?, ?, ?)",
-            (turn.session_id, now, now, storable_json(history)),
+            "INSERT INTO sessions (id, created_at, updated_at, history, owner) VALUES (?, ?, ?, ?, ?)",
+            (turn.session_id, now, now, storable_json(history), turn.owner),
         )
     else:
         db.execute(
@@ -8022,6 +8108,143 @@ def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
         ],
     )
     return len(rows)
+
+
+# -- personal keys and the usage ledger --
+
+KEY_PREFIX = "lk-"  # personal keys look like lk-<43 url-safe characters>
+BUDGET_PERIODS = ("day", "week", "month")
+
+
+@dataclass(frozen=True)
+class PersonalKey:
+    name: str
+    key_hash: str
+    prefix: str
+    created_at: float
+    revoked_at: float | None = None
+    budget_usd: float | None = None
+    budget_period: str | None = None
+    models: tuple[str, ...] = ()
+    rpm: int | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "prefix": self.prefix,
+            "created_at": self.created_at,
+            "revoked": self.revoked_at is not None,
+            "budget": f"{self.budget_usd:g}/{self.budget_period}" if self.budget_usd is not None else None,
+            "models": list(self.models),
+            "rpm": self.rpm,
+        }
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def period_start(period: str, now: float) -> tuple[float, float]:
+    """(start, next start) of the UTC day, ISO week (Monday) or month holding `now`."""
+    day = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    if period == "day":
+        start, end = day, day + datetime.timedelta(days=1)
+    elif period == "week":
+        start = day - datetime.timedelta(days=day.weekday())
+        end = start + datetime.timedelta(days=7)
+    else:
+        start = day.replace(day=1)
+        end = (start + datetime.timedelta(days=32)).replace(day=1)
+    return start.timestamp(), end.timestamp()
+
+
+def create_key(
+    db: sqlite3.Connection,
+    name: str,
+    budget: tuple[float, str] | None = None,
+    models: tuple[str, ...] = (),
+    rpm: int | None = None,
+) -> str:
+    """A new personal key; returns the key itself (only its hash is kept: it is shown this once)."""
+    if db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
+        raise InvalidRequest(f"a key named {name!r} exists already (revoked keys keep their name)")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    db.execute(
+        "INSERT INTO api_keys (name, key_hash, prefix, created_at, budget_usd, budget_period, models, rpm)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            name,
+            key_hash(key),
+            key[:10],
+            time.time(),
+            *(budget or (None, None)),
+            json_dumps(list(models)),
+            rpm,
+        ),
+    )
+    return key
+
+
+def revoke_key(db: sqlite3.Connection, name: str) -> bool:
+    return (
+        db.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (time.time(), name)
+        ).rowcount
+        == 1
+    )
+
+
+def load_keys(db: sqlite3.Connection) -> list[PersonalKey]:
+    rows = db.execute(
+        "SELECT name, key_hash, prefix, created_at, revoked_at, budget_usd, budget_period, models, rpm"
+        " FROM api_keys ORDER BY name"
+    )
+    return [PersonalKey(*row[:7], tuple(json.loads(row[7] or "[]")), row[8]) for row in rows]
+
+
+def spent_since(db: sqlite3.Connection, name: str, since: float) -> float:
+    row = db.execute(
+        "SELECT TOTAL(cost_usd) FROM usage WHERE key_name = ? AND at >= ?", (name, since)
+    ).fetchone()
+    return float(row[0] or 0.0)
+
+
+def session_owner(db: sqlite3.Connection, session_id: str) -> tuple[bool, str | None]:
+    """(the session exists, the key it belongs to)."""
+    row = db.execute("SELECT owner FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    return (row is not None, row[0] if row else None)
+
+
+# `lynkr usage --by X` -> the SQL expression rows are grouped by
+USAGE_GROUPS = {
+    "key": "COALESCE(key_name, '(shared)')",
+    "model": "COALESCE(model, '?')",
+    "provider": "COALESCE(provider, '?')",
+    "day": "strftime('%Y-%m-%d', at, 'unixepoch')",
+}
+
+
+def usage_report(db: sqlite3.Connection, by: str, since: float) -> list[dict[str, Any]]:
+    group = USAGE_GROUPS[by]
+    rows = db.execute(
+        f"SELECT {group} AS g, COUNT(*), TOTAL(input_tokens), TOTAL(output_tokens), TOTAL(cache_read_tokens),"
+        " TOTAL(cache_write_tokens), TOTAL(cost_usd) FROM usage WHERE at >= ? GROUP BY g ORDER BY g",
+        (since,),
+    )
+    return [
+        {
+            by: g,
+            "requests": n,
+            "input_tokens": int(i),
+            "output_tokens": int(o),
+            "cache_read_tokens": int(cr),
+            "cache_write_tokens": int(cw),
+            "cost_usd": round(c, 6),
+        }
+        for g, n, i, o, cr, cw, c in rows
+    ]
 
 
 def save_calibration(
@@ -8080,11 +8303,13 @@ class SignatureBook:
         return found
 
 
-def list_sessions(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+def list_sessions(db: sqlite3.Connection, limit: int, owner: str | None = None) -> list[dict[str, Any]]:
+    """The latest sessions; only `owner`'s when one is named."""
+    where = "WHERE s.owner = ?" if owner is not None else ""
     cursor = db.execute(
         "SELECT s.id, s.created_at, s.updated_at, COUNT(t.id), SUM(t.cost_usd) FROM sessions s"
-        " LEFT JOIN turns t ON t.session_id = s.id GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?",
-        (limit,),
+        f" LEFT JOIN turns t ON t.session_id = s.id {where} GROUP BY s.id ORDER BY s.updated_at DESC LIMIT ?",
+        (*([owner] if owner is not None else []), limit),
     )
     return [
         {
@@ -8099,7 +8324,9 @@ def list_sessions(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
 
 
 def get_session(db: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
-    row = db.execute("SELECT id, created_at, updated_at FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    row = db.execute(
+        "SELECT id, created_at, updated_at, owner FROM sessions WHERE id = ?", (session_id,)
+    ).fetchone()
     if row is None:
         return None
     turns = [
@@ -8126,6 +8353,7 @@ def get_session(db: sqlite3.Connection, session_id: str) -> dict[str, Any] | Non
         "id": row[0],
         "created_at": row[1],
         "updated_at": row[2],
+        "owner": row[3],
         "cost_usd": round(sum(costs), 8) if costs else None,
         "turns": turns,
     }
@@ -14082,6 +14310,9 @@ class Orchestrator:
         self._glob_key: tuple[str, ...] = ()
         self._glob_names: frozenset[str] = frozenset()
         self.show_activity = cfg.settings.lynkr_show_tool_activity
+        # Told each answered request's cost as it is known, with its personal key (the API's budgets).
+        self.on_charge: Callable[[str | None, float | None], None] | None = None
+        self.sessions_owned = False  # set while personal keys exist: every session's owner is checked
         self.activity_max_chars = cfg.settings.lynkr_tool_activity_max_chars
 
     # -- tool exposure --
@@ -14169,9 +14400,19 @@ class Orchestrator:
             or new_id("sess_")
         )
         http_req.log["session_id"] = session_id
+        if http_req.owner is not None or self.sessions_owned:
+            # A session belongs to the key that started it: another key never adds to it.
+            exists, owner = await self.store.run(session_owner, session_id)
+            if exists and owner != http_req.owner:
+                raise PermissionDenied(f"session {session_id!r} belongs to another key; start a new session")
         upstream_req, server_tools, searcher = self.shape(req)
         turn = TurnRecord(
-            session_id, http_req.request_id, req["model"], req["messages"], request_log=http_req.log
+            session_id,
+            http_req.request_id,
+            req["model"],
+            req["messages"],
+            request_log=http_req.log,
+            owner=http_req.owner,
         )
         key = None
         if self.cache.enabled:
@@ -14306,6 +14547,8 @@ class Orchestrator:
         usage = turn.usage or (turn.reply or {}).get("usage") or log.get("usage") or {}
         model = str(log.get("upstream_model") or turn.model)
         turn.cost_usd = self.prices.cost(model, usage)
+        if self.on_charge is not None:
+            self.on_charge(turn.owner, turn.cost_usd)
         if turn.cost_usd is not None:
             log["cost_usd"] = turn.cost_usd
             METRICS.inc("lynkr_cost_usd_total", turn.cost_usd, provider=turn.provider or "", model=model)
@@ -14660,6 +14903,9 @@ async def route_messages(app: App, req: Request) -> Response:
         req.body = b""  # parsed: the raw copy (~30 KB for Claude Code) need not live as long as the answer
     req.log["stream"] = bool(msg_req.get("stream"))
     req.log["model"] = msg_req["model"]
+    if req.owner is not None:
+        await app.keys.admit(req.owner, msg_req["model"])  # its models, requests per minute, budget
+    app.orchestrator.sessions_owned = app.keys.any
     return await app.orchestrator.respond(msg_req, req)
 
 
@@ -14704,14 +14950,15 @@ def _limit_param(req: Request, default: int, maximum: int) -> int:
 
 
 async def route_sessions(app: App, req: Request) -> Response:
-    sessions = await app.store.run(list_sessions, _limit_param(req, 100, 10000))
+    """A personal key lists its own sessions; the admin key, the shared key or nobody (one user) all."""
+    sessions = await app.store.run(list_sessions, _limit_param(req, 100, 10000), req.owner)
     return json_response(200, {"data": sessions})
 
 
 async def route_session(app: App, req: Request) -> Response:
     session = await app.store.run(get_session, req.params["id"])
-    if session is None:
-        raise NotFound(f"no session {req.params['id']!r}")
+    if session is None or (req.owner is not None and session.get("owner") != req.owner):
+        raise NotFound(f"no session {req.params['id']!r}")  # another key's session is not there for this one
     return json_response(200, session)
 
 
@@ -15036,7 +15283,7 @@ function svg(tag, attrs) {
   return node;
 }
 async function getJSON(path) {
-  // Against the origin: a page opened as http://user:key@host/ui must not carry the key on its requests
+  // Against the origin: a page opened with credentials in its address (user:key@host) must not carry the key on its requests
   // (the browser sends the credentials it signed in with as a header).
   const resp = await fetch(location.origin + path, { credentials: "same-origin", headers: { accept: "application/json" } });
   if (!resp.ok) throw new Error(`${path}: HTTP ${resp.status}`);
@@ -15311,6 +15558,97 @@ async def route_dashboard_index(app: App, req: Request) -> Response:
     return json_response(200, await asyncio.get_running_loop().run_in_executor(None, index_status, db_path))
 
 
+# -- personal keys and usage over HTTP (the admin key only) --
+
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+SINCE = re.compile(r"(\d{1,5})([mhdw])")
+SINCE_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_budget(text: str) -> tuple[float, str]:
+    """ "5/day" -> (5.0, "day"): US dollars per day, week or month."""
+    amount, _, period = text.partition("/")
+    try:
+        value = float(amount)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0 or period not in BUDGET_PERIODS:
+        raise InvalidRequest(f"budget {text!r}: expected USD/PERIOD such as 5/day, 20/week or 50/month")
+    return value, period
+
+
+def parse_since(text: str, now: float) -> float:
+    """ "7d", "24h", "30m", "2w" -> the epoch time that long ago."""
+    match = SINCE.fullmatch(text.strip())
+    if match is None:
+        raise InvalidRequest(f"since {text!r}: expected a duration such as 30m, 24h, 7d or 2w")
+    return now - int(match.group(1)) * SINCE_UNITS[match.group(2)]
+
+
+def key_settings(body: dict[str, Any]) -> dict[str, Any]:
+    """A new key's name and limits, validated (the admin route's JSON and the CLI's options alike)."""
+    name = body.get("name")
+    if not isinstance(name, str) or not KEY_NAME.fullmatch(name):
+        raise InvalidRequest("name: letters, digits and _.@- (at most 64), starting with a letter or digit")
+    budget = body.get("budget")
+    models = body.get("models") or []
+    if isinstance(models, str):
+        models = [m.strip() for m in models.split(",") if m.strip()]
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise InvalidRequest("models: a list of model globs (or one comma-separated string)")
+    rpm = body.get("rpm")
+    if rpm is not None and (not isinstance(rpm, int) or isinstance(rpm, bool) or rpm < 1):
+        raise InvalidRequest("rpm: a whole number of requests per minute, at least 1")
+    if budget is not None and not isinstance(budget, str):
+        raise InvalidRequest("budget: USD/PERIOD such as 5/day")
+    return {
+        "name": name,
+        "budget": parse_budget(budget) if budget else None,
+        "models": tuple(models),
+        "rpm": rpm,
+    }
+
+
+def _admin_only(req: Request) -> None:
+    if not req.admin:
+        raise PermissionDenied("the admin routes need the admin key (LYNKR_ADMIN_KEY) as x-api-key or Bearer")
+
+
+async def route_admin_keys(app: App, req: Request) -> Response:
+    _admin_only(req)
+    await app.keys.reload()
+    return json_response(200, {"data": [k.describe() for k in app.keys.by_name.values()]})
+
+
+async def route_admin_create_key(app: App, req: Request) -> Response:
+    _admin_only(req)
+    body = parse_json_body(req)
+    if not isinstance(body, dict):
+        raise InvalidRequest("expected a JSON object: {name, budget?, models?, rpm?}")
+    wanted = key_settings(body)
+    key = await app.store.write(create_key, wanted["name"], wanted["budget"], wanted["models"], wanted["rpm"])
+    await app.keys.reload()
+    return json_response(201, {**app.keys.by_name[wanted["name"]].describe(), "key": key})
+
+
+async def route_admin_revoke_key(app: App, req: Request) -> Response:
+    _admin_only(req)
+    if not await app.store.write(revoke_key, req.params["name"]):
+        raise NotFound(f"no active key named {req.params['name']!r}")
+    await app.keys.reload()
+    return json_response(200, {"name": req.params["name"], "revoked": True})
+
+
+async def route_admin_usage(app: App, req: Request) -> Response:
+    _admin_only(req)
+    by = req.query.get("by", "key")
+    if by not in USAGE_GROUPS:
+        raise InvalidRequest(f"by: one of {', '.join(USAGE_GROUPS)}")
+    since = parse_since(req.query.get("since", "30d"), time.time())
+    data = await app.store.run(usage_report, by, since)
+    return json_response(200, {"by": by, "since": round(since, 3), "data": data})
+
+
 ROUTES: dict[tuple[str, str], RouteHandler] = {
     ("POST", "/v1/messages"): route_messages,
     ("POST", "/v1/messages/count_tokens"): route_count_tokens,
@@ -15334,6 +15672,10 @@ ROUTES: dict[tuple[str, str], RouteHandler] = {
     ("GET", "/ui/api/providers"): route_dashboard_providers,
     ("GET", "/ui/api/mcp"): route_dashboard_mcp,
     ("GET", "/ui/api/index"): route_dashboard_index,
+    ("GET", "/admin/keys"): route_admin_keys,
+    ("POST", "/admin/keys"): route_admin_create_key,
+    ("DELETE", "/admin/keys/{name}"): route_admin_revoke_key,
+    ("GET", "/admin/usage"): route_admin_usage,
 }
 
 
@@ -15345,6 +15687,18 @@ def basic_auth_password(authorization: str) -> str:
         return base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8").partition(":")[2]
     except (ValueError, UnicodeDecodeError):
         return ""
+
+
+def presented_keys(req: Request) -> list[str]:
+    """The keys a request offers: Claude Code sends x-api-key (ANTHROPIC_API_KEY) or Bearer
+    (ANTHROPIC_AUTH_TOKEN), sometimes both; a browser on the dashboard sends HTTP Basic."""
+    auth = req.headers.get("authorization", "")
+    candidates = [
+        req.headers.get("x-api-key", ""),
+        auth[7:].strip() if auth[:7].lower() == "bearer " else "",
+        basic_auth_password(auth),
+    ]
+    return [c for c in candidates if c]
 
 
 def match_route(template: str, path: str) -> dict[str, str] | None:
@@ -15384,6 +15738,91 @@ class RateLimiter:
         return 0.0 if admitted else (1.0 - tokens) / self.rate
 
 
+KEY_RELOAD_S = 5.0  # keys created or revoked by another process (lynkr keys ...) count after this long
+
+
+class KeyRing:
+    """Personal keys as requests meet them: who a key is, and whether its request may go on -- the models
+    it may use, its requests per minute, its budget. The keys live in the store; this keeps them in
+    memory (reloaded at most every KEY_RELOAD_S, and at once by the admin routes) with each key's spend
+    in its current budget period, so the checks cost no database round trip."""
+
+    def __init__(self, store: Store, mode: str, clock: Callable[[], float] = time.time) -> None:
+        self.store, self.mode, self.clock = store, mode, clock
+        self.enabled, self.required = mode != "off", mode == "required"
+        self.by_hash: dict[str, PersonalKey] = {}
+        self.by_name: dict[str, PersonalKey] = {}
+        self.loaded_at = -math.inf
+        self.windows: dict[str, collections.deque[float]] = {}  # name -> request times in the last minute
+        self.spend: dict[str, tuple[float, float]] = {}  # name -> (period start, spent in it)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.by_name)
+
+    async def reload(self) -> None:
+        keys = await self.store.run(load_keys)
+        self.by_hash = {k.key_hash: k for k in keys}
+        self.by_name = {k.name: k for k in keys}
+        self.loaded_at = self.clock()
+
+    async def identify(self, presented: list[str]) -> PersonalKey | None:
+        if self.clock() - self.loaded_at > KEY_RELOAD_S:
+            await self.reload()
+        for candidate in presented:
+            if candidate.startswith(KEY_PREFIX):
+                key = self.by_hash.get(key_hash(candidate))
+                if key is not None and key.revoked_at is None:
+                    return key
+        return None
+
+    async def admit(self, name: str, model: str) -> None:
+        """Before any upstream call: the key's models, requests per minute and budget."""
+        key = self.by_name[name]
+        if key.models and not any(fnmatch.fnmatchcase(model, glob) for glob in key.models):
+            raise PermissionDenied(
+                f"key {name!r} may use only the models {', '.join(key.models)} (not {model!r})"
+            )
+        now = self.clock()
+        if key.rpm:
+            window = self.windows.setdefault(name, collections.deque())
+            while window and window[0] <= now - 60:
+                window.popleft()
+            if len(window) >= key.rpm:
+                raise LynkrError(
+                    f"key {name!r} made its {key.rpm} requests this minute",
+                    status=429,
+                    error_type="rate_limit_error",
+                    headers={"retry-after": str(max(1, math.ceil(window[0] + 60 - now)))},
+                )
+            window.append(now)
+        if key.budget_usd is not None and key.budget_period:
+            start, end = period_start(key.budget_period, now)
+            spent = await self.spent(name, start)
+            if spent >= key.budget_usd:
+                resets = datetime.datetime.fromtimestamp(end, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+                raise LynkrError(
+                    f"key {name!r} has spent ${spent:.4f} of its ${key.budget_usd:g} per {key.budget_period} "
+                    f"budget; it resets at {resets}",
+                    status=429,
+                    error_type="rate_limit_error",
+                    headers={"retry-after": str(max(1, math.ceil(end - now)))},
+                )
+
+    async def spent(self, name: str, start: float) -> float:
+        known = self.spend.get(name)
+        if known is None or known[0] != start:  # first use, or a new period: ask the ledger
+            known = (start, await self.store.run(spent_since, name, start))
+            self.spend[name] = known
+        return known[1]
+
+    def charged(self, name: str | None, cost: float | None) -> None:
+        """An answered request's cost, as soon as it is known (the ledger row follows with the turn)."""
+        if name is not None and cost and name in self.spend:
+            start, spent = self.spend[name]
+            self.spend[name] = (start, spent + cost)
+
+
 class App:
     def __init__(self, cfg: Config, log: Logger, provider: Router, orchestrator: Orchestrator) -> None:
         self.cfg = cfg
@@ -15401,6 +15840,8 @@ class App:
         self.draining = False
         self.background: set[asyncio.Future[None]] = set()  # tasks of the app's own (the startup index)
         self.dashboard = Dashboard()
+        self.keys = KeyRing(self.store, cfg.settings.lynkr_keys)
+        orchestrator.on_charge = self.keys.charged
         self.in_flight = 0
         self.max_in_flight = cfg.settings.max_concurrent_requests
         per_minute = cfg.settings.rate_limit_requests_per_min
@@ -15482,23 +15923,35 @@ class App:
                     f"cross-origin request from {origin!r} refused (LYNKR_ALLOWED_ORIGINS lists "
                     "the origins whose pages may call lynkr)"
                 )
+
+    async def authenticate(self, req: Request) -> None:
+        """Who is asking: the admin key, a personal key (charged to, limited, owning its sessions), the
+        shared LYNKR_API_KEY, or, on loopback without keys, anyone. Raises AuthenticationFailed when a
+        key is needed and none fits."""
+        presented = presented_keys(req)
+        admin_key = self.cfg.settings.lynkr_admin_key
+        if admin_key and any(secrets.compare_digest(c.encode(), admin_key.encode()) for c in presented):
+            req.admin = True
+            return
+        key = await self.keys.identify(presented) if self.keys.enabled else None
+        if key is not None:
+            req.owner = req.log["key"] = key.name
+            return
         if self.cfg.api_key:
-            # Claude Code sends x-api-key (ANTHROPIC_API_KEY) or Bearer (ANTHROPIC_AUTH_TOKEN), sometimes both.
-            auth = req.headers.get("authorization", "")
-            candidates = [
-                req.headers.get("x-api-key", ""),
-                auth[7:].strip() if auth[:7].lower() == "bearer " else "",
-                basic_auth_password(auth),  # a browser on the dashboard: the key as the password
-            ]
-            expected = self.cfg.api_key.encode()
-            if not any(secrets.compare_digest(c.encode(), expected) for c in candidates):
-                raise AuthenticationFailed(
-                    "invalid or missing API key: send LYNKR_API_KEY as x-api-key or Bearer token",
-                    # the browser asks for it (any user name, the key as the password): never in a URL
-                    headers={"www-authenticate": 'Basic realm="lynkr", charset="UTF-8"'}
-                    if req.path == "/ui" or req.path.startswith("/ui/")
-                    else None,
-                )
+            if any(secrets.compare_digest(c.encode(), self.cfg.api_key.encode()) for c in presented):
+                return
+            message = "invalid or missing API key: send LYNKR_API_KEY as x-api-key or Bearer token"
+        elif self.keys.required:
+            message = "a personal key is required (LYNKR_KEYS=required): ask the operator for one (lynkr keys create)"
+        else:
+            return
+        raise AuthenticationFailed(
+            message,
+            # the browser asks for it (any user name, the key as the password): never in a URL
+            headers={"www-authenticate": 'Basic realm="lynkr", charset="UTF-8"'}
+            if req.path == "/ui" or req.path.startswith("/ui/")
+            else None,
+        )
 
     # -- dispatch --
     def resolve(self, req: Request) -> RouteHandler:
@@ -15547,6 +16000,7 @@ class App:
         self.dashboard.start(req)
         try:
             self.check_access(req)
+            await self.authenticate(req)
             handler = self.resolve(req)
             self.admit(req)
             response = await handler(self, req)
@@ -15862,12 +16316,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="start",
-        choices=["start", "index", "doctor", "trust", "claude"],
+        choices=["start", "index", "doctor", "trust", "claude", "keys", "usage"],
         help="start (default): serve; index: update the repository index and CLAUDE.md, print a "
         "summary; doctor: show the providers and routes and check that each provider answers; "
         "trust [FILE...]: accept the current content of ./.env and ./lynkr.toml (or FILEs); "
         "claude [ARGS...]: run Claude Code through lynkr (a running lynkr on the port, or one started "
-        "for the session), ARGS passed to it unchanged",
+        "for the session), ARGS passed to it unchanged; keys create NAME | keys list | keys revoke NAME: "
+        "personal keys; usage: spend per key, model, provider or day",
     )
     parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -15877,6 +16332,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (LYNKR_PORT)")
     parser.add_argument("--env-file", help="read settings from this file instead of ./.env")
     parser.add_argument("--version", action="version", version=f"lynkr {__version__}")
+    keys = parser.add_argument_group("keys create")
+    keys.add_argument("--budget-usd", metavar="USD/PERIOD", help="spend limit, e.g. 5/day, 20/week, 50/month")
+    keys.add_argument("--models", metavar="GLOBS", help="models the key may use, comma list of globs")
+    keys.add_argument("--rpm", type=int, help="requests per minute")
+    usage = parser.add_argument_group("usage")
+    usage.add_argument("--by", choices=sorted(USAGE_GROUPS), default="key", help="group by (default key)")
+    usage.add_argument("--since", default="30d", help="how far back: 30m, 24h, 7d, 2w (default 30d)")
     parser.add_argument(
         "--settings-reference",
         action="store_true",
@@ -15935,6 +16397,82 @@ def run_trust_command(files: list[str]) -> int:
             f"trusted {path} as it is now (sha256 {file_digest(path)[:16]}…); a change needs `lynkr trust` again"
         )
     return 0
+
+
+async def run_keys_command(cfg: Config, args: argparse.Namespace) -> int:
+    """`lynkr keys create|list|revoke` and `lynkr usage`, on the session store (a running lynkr sees a
+    new or revoked key within KEY_RELOAD_S)."""
+    store = Store(cfg.session_db_path)
+    try:
+        if args.command == "usage":
+            rows = await store.run(usage_report, args.by, parse_since(args.since, time.time()))
+            print(usage_table(rows, args.by))
+            return 0
+        action, *names = args.files or ["list"]
+        if action == "list" and not names:
+            for key in await store.run(load_keys):
+                d = key.describe()
+                print(
+                    f"{d['name']:<24} {d['prefix']}…  {'revoked' if d['revoked'] else 'active ':<8} "
+                    f"budget {d['budget'] or '-':<12} rpm {d['rpm'] or '-':<6} models {','.join(d['models']) or '*'}"
+                )
+            return 0
+        if action == "create" and len(names) == 1:
+            wanted = key_settings(
+                {"name": names[0], "budget": args.budget_usd, "models": args.models or [], "rpm": args.rpm}
+            )
+            key = await store.write(
+                create_key, wanted["name"], wanted["budget"], wanted["models"], wanted["rpm"]
+            )
+            print(key)
+            print(f"lynkr: key {names[0]!r} created; it is shown only this once", file=sys.stderr)
+            return 0
+        if action == "revoke" and len(names) == 1:
+            if not await store.write(revoke_key, names[0]):
+                print(f"lynkr: no active key named {names[0]!r}", file=sys.stderr)
+                return 1
+            print(f"lynkr: key {names[0]!r} revoked", file=sys.stderr)
+            return 0
+        print(
+            "lynkr: usage: lynkr keys create NAME [--budget-usd USD/PERIOD] [--models GLOBS] [--rpm N] | "
+            "lynkr keys list | lynkr keys revoke NAME",
+            file=sys.stderr,
+        )
+        return 2
+    except InvalidRequest as exc:
+        print(f"lynkr: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+
+
+def usage_table(rows: list[dict[str, Any]], by: str) -> str:
+    header = (by, "requests", "input", "output", "cache read", "cache write", "cost USD")
+    lines = [
+        [
+            str(r[by]),
+            str(r["requests"]),
+            str(r["input_tokens"]),
+            str(r["output_tokens"]),
+            str(r["cache_read_tokens"]),
+            str(r["cache_write_tokens"]),
+            f"{r['cost_usd']:.4f}",
+        ]
+        for r in rows
+    ]
+    widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(header)]
+    out = [
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    ]
+    out += [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
+    return "\n".join(out)
 
 
 async def run_doctor(app: App) -> int:
@@ -16133,7 +16671,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "trust":
         return run_trust_command(args.files)
-    if args.files:
+    if args.files and args.command != "keys":
         print(f"lynkr: unexpected arguments: {' '.join(args.files)}", file=sys.stderr)
         return 2
     if h11 is None:
@@ -16157,6 +16695,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "index":
         return run_index_command(cfg)
+    if args.command in ("keys", "usage"):
+        return asyncio.run(run_keys_command(cfg, args))
     if args.command == "doctor":
         return asyncio.run(run_doctor(app))
     raise_open_file_limit()

@@ -25684,6 +25684,164 @@ class TestDashboardInABrowser:
             driver.quit()
 
 
+# -- personal keys, budgets and usage --
+
+ADMIN_KEY = "admin-key-for-tests-77"
+
+
+def keys_stack(make_proxy, new_dbx, **settings: Any) -> tuple[Proxy, FakeHTTP]:
+    """A lynkr with an admin key in front of a fake Databricks whose answers report 1,000 input and 100
+    output tokens (Claude Sonnet prices: $0.0045 an answer)."""
+    fake = new_dbx()
+    usage = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}
+    fake.default = lambda rec: (
+        stream_reply(oai_sse(oai_stream("ok", usage=usage)))
+        if rec.body.get("stream")
+        else json_reply(oai_completion("ok", usage=usage))
+    )
+    return make_proxy(dbx_env(fake, LYNKR_ADMIN_KEY=ADMIN_KEY, **settings)), fake
+
+
+def admin(p: Proxy, method: str, path: str, body: Any = None) -> Resp:
+    return p.call(method, path, body, headers={"x-api-key": ADMIN_KEY})
+
+
+def new_key(p: Proxy, name: str, **limits: Any) -> str:
+    r = admin(p, "POST", "/admin/keys", {"name": name, **limits})
+    assert r.status == 201, r.data
+    assert r.json()["key"].startswith("lk-") and r.json()["name"] == name
+    return r.json()["key"]
+
+
+def as_key(p: Proxy, key: str, body: dict | None = None, session: str | None = None) -> Resp:
+    headers = {"x-api-key": key, **({"x-session-id": session} if session else {})}
+    return p.post(body or base_req(), headers=headers)
+
+
+class TestPersonalKeys:
+    """lynkr keys / the admin routes: keys shown once and stored hashed; each answered request charged to its
+    key from the upstream's usage and the price table; a key's models, requests per minute and budget
+    enforced before any upstream call; sessions belong to the key that started them."""
+
+    def test_cli_creates_lists_and_revokes_and_stores_only_a_hash(self, tmp_path):
+        r = run_lynkr(
+            tmp_path,
+            args=("keys", "create", "alice", "--budget-usd", "5/day", "--rpm", "30", "--models", "claude-*"),
+        )
+        assert r.returncode == 0, r.stderr
+        key = r.stdout.strip()
+        assert re.fullmatch(r"lk-[A-Za-z0-9_-]{43}", key) and "shown only this once" in r.stderr
+        listed = run_lynkr(tmp_path, args=("keys", "list")).stdout
+        assert "alice" in listed and "5/day" in listed and key not in listed and key[:10] in listed
+        with sqlite3.connect(tmp_path / "lynkr-data" / "sessions.db") as db:
+            stored = db.execute("SELECT * FROM api_keys").fetchall()
+        assert key not in repr(stored) and hashlib.sha256(key.encode()).hexdigest() in repr(stored)
+        again = run_lynkr(tmp_path, args=("keys", "create", "alice"))
+        assert again.returncode == 2 and "exists already" in again.stderr
+        bad = run_lynkr(tmp_path, args=("keys", "create", "bob", "--budget-usd", "5/year"))
+        assert bad.returncode == 2 and "5/day" in bad.stderr and bad.stderr.count("\n") == 1
+        assert run_lynkr(tmp_path, args=("keys", "revoke", "alice")).returncode == 0
+        assert "revoked" in run_lynkr(tmp_path, args=("keys", "list")).stdout
+        assert run_lynkr(tmp_path, args=("keys", "revoke", "alice")).returncode == 1
+
+    def test_admin_routes_need_the_admin_key(self, make_proxy, new_dbx):
+        p, _fake = keys_stack(make_proxy, new_dbx)
+        key = new_key(p, "carol")
+        assert [k["name"] for k in admin(p, "GET", "/admin/keys").json()["data"]] == ["carol"]
+        for method, path in (
+            ("GET", "/admin/keys"),
+            ("POST", "/admin/keys"),
+            ("GET", "/admin/usage"),
+            ("DELETE", "/admin/keys/carol"),
+        ):
+            r = p.call(method, path, {"name": "x"} if method == "POST" else None, headers={"x-api-key": key})
+            assert r.status == 403 and r.json()["error"]["type"] == "permission_error", (method, path, r.data)
+        assert admin(p, "POST", "/admin/keys", {"name": "bad name"}).status == 400
+        assert admin(p, "DELETE", "/admin/keys/nobody").status == 404
+
+    def test_requests_are_charged_to_their_key(self, make_proxy, new_dbx, tmp_path):
+        p, _fake = keys_stack(make_proxy, new_dbx)
+        alice, bob = new_key(p, "alice"), new_key(p, "bob")
+        for key in (alice, alice, bob):
+            assert as_key(p, key).status == 200
+        assert p.post(base_req()).status == 200  # no personal key (loopback, LYNKR_KEYS=optional): shared
+        by_key = {r["key"]: r for r in admin(p, "GET", "/admin/usage?by=key&since=1h").json()["data"]}
+        assert by_key["alice"]["requests"] == 2 and by_key["bob"]["requests"] == 1
+        assert by_key["(shared)"]["requests"] == 1
+        assert by_key["alice"]["input_tokens"] == 2000 and by_key["alice"]["output_tokens"] == 200
+        assert by_key["alice"]["cost_usd"] == pytest.approx(2 * (1000 * 3 + 100 * 15) / 1e6)
+        by_model = admin(p, "GET", "/admin/usage?by=model").json()["data"]
+        assert [r["model"] for r in by_model] == ["databricks-claude-sonnet-4-5"]
+        assert admin(p, "GET", "/admin/usage?by=color").status == 400
+        assert admin(p, "GET", "/admin/usage?since=forever").status == 400
+        table = run_lynkr(tmp_path, args=("usage", "--by", "key", "--since", "1d")).stdout
+        assert re.search(r"^alice\s+2\s+2000\s+200\s+0\s+0\s+0\.0090$", table, re.M), table
+
+    def test_budget_is_enforced_before_the_upstream(self, make_proxy, new_dbx):
+        p, fake = keys_stack(make_proxy, new_dbx)
+        key = new_key(p, "dave", budget="0.005/day")  # one answer costs 0.0045
+        assert as_key(p, key).status == 200 and as_key(p, key).status == 200  # 0.0045 < 0.005: still in
+        asked = len(fake.requests)
+        r = as_key(p, key)
+        assert r.status == 429 and r.json()["error"]["type"] == "rate_limit_error", r.data
+        message = r.json()["error"]["message"]
+        assert (
+            "dave" in message and "$0.005 per day" in message and "resets at" in message and "UTC" in message
+        )
+        assert int(r.headers["retry-after"]) <= 86400
+        assert len(fake.requests) == asked  # refused before any upstream call
+        assert as_key(p, new_key(p, "erin", budget="0.005/day")).status == 200  # budgets are per key
+
+    def test_requests_per_minute_and_models(self, make_proxy, new_dbx):
+        p, fake = keys_stack(make_proxy, new_dbx)
+        key = new_key(p, "frank", rpm=2, models=["claude-haiku*"])
+        assert as_key(p, key, base_req(model="claude-haiku-4-5")).status == 200
+        denied = as_key(p, key, base_req(model="claude-sonnet-4-5"))
+        assert denied.status == 403 and "claude-haiku*" in denied.json()["error"]["message"]
+        assert as_key(p, key, base_req(model="claude-haiku-4-5")).status == 200
+        asked = len(fake.requests)
+        r = as_key(p, key, base_req(model="claude-haiku-4-5"))
+        assert r.status == 429 and "2 requests this minute" in r.json()["error"]["message"]
+        assert 1 <= int(r.headers["retry-after"]) <= 60 and len(fake.requests) == asked
+
+    def test_sessions_belong_to_their_key(self, make_proxy, new_dbx):
+        p, _fake = keys_stack(make_proxy, new_dbx)
+        alice, bob = new_key(p, "alice"), new_key(p, "bob")
+        assert as_key(p, alice, session="sess-alice").status == 200
+        stolen = as_key(p, bob, session="sess-alice")
+        assert stolen.status == 403 and "another key" in stolen.json()["error"]["message"]
+        assert p.post(base_req(), headers={"x-session-id": "sess-alice"}).status == 403  # nor the shared key
+        assert as_key(p, bob, session="sess-bob").status == 200
+        listed = lambda key: [
+            s["id"] for s in p.call("GET", "/v1/sessions", headers={"x-api-key": key}).json()["data"]
+        ]
+        assert listed(alice) == ["sess-alice"] and listed(bob) == ["sess-bob"]
+        assert sorted(listed(ADMIN_KEY)) == ["sess-alice", "sess-bob"]
+        assert p.call("GET", "/v1/sessions/sess-alice", headers={"x-api-key": bob}).status == 404
+        assert (
+            p.call("GET", "/v1/sessions/sess-alice", headers={"x-api-key": alice}).json()["owner"] == "alice"
+        )
+
+    def test_required_mode_and_revocation(self, make_proxy, new_dbx):
+        p, _fake = keys_stack(make_proxy, new_dbx, LYNKR_KEYS="required")
+        r = p.post(base_req())
+        assert r.status == 401 and "personal key is required" in r.json()["error"]["message"]
+        key = new_key(p, "gina")
+        assert as_key(p, key).status == 200
+        assert admin(p, "DELETE", "/admin/keys/gina").json() == {"name": "gina", "revoked": True}
+        assert as_key(p, key).status == 401
+        assert as_key(p, "lk-" + "x" * 43).status == 401
+
+    def test_required_keys_may_serve_beyond_loopback(self, tmp_path):
+        lynkr = _lynkr()
+        cfg = lynkr.load_config(
+            {"WORKSPACE_ROOT": str(tmp_path), "LYNKR_HOST": "0.0.0.0", "LYNKR_KEYS": "required"}
+        )
+        assert cfg.host == "0.0.0.0" and not cfg.api_key
+        with pytest.raises(lynkr.ConfigError, match="LYNKR_KEYS must be off, optional or required"):
+            lynkr.load_config({"WORKSPACE_ROOT": str(tmp_path), "LYNKR_KEYS": "sometimes"})
+
+
 # == 20. App lifecycle ==
 
 # -- SIGTERM and SIGKILL --
