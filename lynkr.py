@@ -8226,12 +8226,16 @@ USAGE_GROUPS = {
 }
 
 
-def usage_report(db: sqlite3.Connection, by: str, since: float) -> list[dict[str, Any]]:
+def usage_report(
+    db: sqlite3.Connection, by: str, since: float, owner: str | None = None
+) -> list[dict[str, Any]]:
+    """Requests, tokens and cost since `since`, grouped `by` (USAGE_GROUPS); only `owner`'s when named."""
     group = USAGE_GROUPS[by]
+    mine = " AND key_name = ?" if owner is not None else ""
     rows = db.execute(
         f"SELECT {group} AS g, COUNT(*), TOTAL(input_tokens), TOTAL(output_tokens), TOTAL(cache_read_tokens),"
-        " TOTAL(cache_write_tokens), TOTAL(cost_usd) FROM usage WHERE at >= ? GROUP BY g ORDER BY g",
-        (since,),
+        f" TOTAL(cache_write_tokens), TOTAL(cost_usd) FROM usage WHERE at >= ?{mine} GROUP BY g ORDER BY g",
+        (since, *([owner] if owner is not None else [])),
     )
     return [
         {
@@ -15216,6 +15220,7 @@ DASHBOARD_ASSETS: dict[str, tuple[str, str]] = {
     <a href="#charts" data-view="charts">Charts</a>
     <a href="#providers" data-view="providers">Providers</a>
     <a href="#sessions" data-view="sessions">Sessions</a>
+    <a href="#usage" data-view="usage">Usage</a>
     <a href="#mcp" data-view="mcp">MCP &amp; index</a>
   </nav>
   <span id="status" class="muted">connecting…</span>
@@ -15244,6 +15249,13 @@ DASHBOARD_ASSETS: dict[str, tuple[str, str]] = {
       <table id="sessions"><thead><tr><th>session</th><th>updated</th><th>turns</th><th>cost</th></tr></thead><tbody></tbody></table>
       <article id="transcript"><p class="muted">Choose a session.</p></article>
     </div>
+  </section>
+  <section id="view-usage" class="view">
+    <p>
+      <label>by <select id="usage-by"><option>key</option><option>model</option><option>provider</option><option>day</option></select></label>
+      <label>since <select id="usage-since"><option>24h</option><option selected>7d</option><option>30d</option></select></label>
+    </p>
+    <table id="usage"><thead><tr><th id="usage-group">key</th><th>requests</th><th>input</th><th>output</th><th>cache read</th><th>cache write</th><th>cost</th></tr></thead><tbody></tbody></table>
   </section>
   <section id="view-mcp" class="view">
     <h2>MCP servers</h2>
@@ -15437,7 +15449,16 @@ async function refreshMCP() {
     : "not built yet (it is built on first use, or at start with LYNKR_INDEX_ON_START)";
 }
 
-const REFRESH = { requests: refreshRequests, charts: refreshCharts, providers: refreshProviders, sessions: refreshSessions, mcp: refreshMCP };
+async function refreshUsage() {
+  const by = document.getElementById("usage-by").value, since = document.getElementById("usage-since").value;
+  const { data } = await getJSON(`/ui/api/usage?by=${by}&since=${since}`);
+  document.getElementById("usage-group").textContent = by;
+  fill("#usage", data.map((r) => row([r[by], num(r.requests), num(r.input_tokens), num(r.output_tokens),
+    num(r.cache_read_tokens), num(r.cache_write_tokens), usd(r.cost_usd)])));
+}
+for (const id of ["usage-by", "usage-since"]) document.getElementById(id).addEventListener("change", refreshUsage);
+
+const REFRESH = { requests: refreshRequests, charts: refreshCharts, providers: refreshProviders, sessions: refreshSessions, usage: refreshUsage, mcp: refreshMCP };
 async function refresh() {
   const name = (location.hash || "#requests").slice(1);
   try {
@@ -15641,11 +15662,17 @@ async def route_admin_revoke_key(app: App, req: Request) -> Response:
 
 async def route_admin_usage(app: App, req: Request) -> Response:
     _admin_only(req)
+    return await route_dashboard_usage(app, req)
+
+
+async def route_dashboard_usage(app: App, req: Request) -> Response:
+    """Usage by key, model, provider or day: a personal key sees its own, the admin (or the one user of a
+    lynkr without personal keys) everything."""
     by = req.query.get("by", "key")
     if by not in USAGE_GROUPS:
         raise InvalidRequest(f"by: one of {', '.join(USAGE_GROUPS)}")
     since = parse_since(req.query.get("since", "30d"), time.time())
-    data = await app.store.run(usage_report, by, since)
+    data = await app.store.run(usage_report, by, since, None if req.admin else req.owner)
     return json_response(200, {"by": by, "since": round(since, 3), "data": data})
 
 
@@ -15672,6 +15699,7 @@ ROUTES: dict[tuple[str, str], RouteHandler] = {
     ("GET", "/ui/api/providers"): route_dashboard_providers,
     ("GET", "/ui/api/mcp"): route_dashboard_mcp,
     ("GET", "/ui/api/index"): route_dashboard_index,
+    ("GET", "/ui/api/usage"): route_dashboard_usage,
     ("GET", "/admin/keys"): route_admin_keys,
     ("POST", "/admin/keys"): route_admin_create_key,
     ("DELETE", "/admin/keys/{name}"): route_admin_revoke_key,

@@ -25657,6 +25657,9 @@ class TestDashboardInABrowser:
             export = driver.find_element(By.ID, "export").get_attribute("href")
             assert export.endswith("/v1/sessions/sess-browser") and "key" not in export
             driver.save_screenshot(str(ui_artifacts() / "sessions.png"))
+            driver.get(f"{p.url}/ui#usage")
+            wait.until(lambda d: "(shared)" in d.find_element(By.ID, "usage").text)
+            driver.save_screenshot(str(ui_artifacts() / "usage.png"))
             driver.get(f"{p.url}/ui#mcp")
             wait.until(lambda d: d.find_element(By.ID, "index-status").text)
             driver.save_screenshot(str(ui_artifacts() / "mcp.png"))
@@ -25774,6 +25777,10 @@ class TestPersonalKeys:
         assert [r["model"] for r in by_model] == ["databricks-claude-sonnet-4-5"]
         assert admin(p, "GET", "/admin/usage?by=color").status == 400
         assert admin(p, "GET", "/admin/usage?since=forever").status == 400
+        # the dashboard's view: a personal key sees only its own spend, the admin everyone's
+        mine = p.call("GET", "/ui/api/usage?by=key", headers={"x-api-key": bob}).json()["data"]
+        assert [r["key"] for r in mine] == ["bob"]
+        assert len(admin(p, "GET", "/ui/api/usage?by=key").json()["data"]) == 3
         table = run_lynkr(tmp_path, args=("usage", "--by", "key", "--since", "1d")).stdout
         assert re.search(r"^alice\s+2\s+2000\s+200\s+0\s+0\s+0\.0090$", table, re.M), table
 
