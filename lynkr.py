@@ -350,6 +350,7 @@ class Request:
     reply_builder: Callable[[], dict[str, Any] | None] | None = None
     owner: str | None = None  # the personal key it came with: charged, limited, owns its sessions
     admin: bool = False  # it came with LYNKR_ADMIN_KEY
+    finished: bool = False  # accounted for (metrics, the access log, its concurrency slot): once
 
 
 @dataclass
@@ -359,6 +360,9 @@ class Response:
     body: bytes = b""
     # When set, the body is streamed chunk by chunk (chunked transfer encoding).
     stream: AsyncIterator[bytes] | None = None
+    # Awaited once the exchange is over however it ended -- also when the client left before the
+    # headers went out, so the stream never started and its own cleanup never ran.
+    on_done: Callable[[], Awaitable[None]] | None = None
 
 
 # == 4. Utilities ==
@@ -452,6 +456,13 @@ def error_log_fields(exc: BaseException, with_content: bool = False) -> dict[str
     if with_content:
         fields["detail"] = repr(exc)[:4000]
     return fields
+
+
+def header_safe(value: str) -> str:
+    """A header value h11 can send: printable ASCII as it is, anything else escaped."""
+    if value.isascii() and value.isprintable():
+        return value
+    return "".join(c if " " <= c <= "~" else f"\\u{ord(c):04x}" for c in value)
 
 
 def json_response(status: int, obj: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -1982,6 +1993,8 @@ class HTTPServer:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if response.on_done is not None:
+                await response.on_done()
 
 
 # == 7. Outbound client ==
@@ -5348,12 +5361,16 @@ def message_to_sse(message: dict[str, Any]) -> bytes:
     return b"".join(out)
 
 
-async def errors_as_events(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def errors_as_events(
+    events: AsyncIterator[bytes], on_error: Callable[[LynkrError], None] | None = None
+) -> AsyncIterator[bytes]:
     """A stream whose 200 is already sent reports a later failure in-band: `event: error`, then its end."""
     try:
         async for chunk in events:
             yield chunk
     except LynkrError as exc:
+        if on_error is not None:
+            on_error(exc)
         yield error_event(exc)
     finally:
         aclose = getattr(events, "aclose", None)
@@ -6872,6 +6889,8 @@ class Provider:
                 http_req.log.update(stream_error=raise_after.error_type)
                 yield out + error_event(raise_after)
                 return
+            if decoder.failed:  # the upstream's own `event: error`, passed on after the 200
+                http_req.log.setdefault("stream_error", "upstream_error")
             self.stream_outcome(LynkrError("upstream stream error", status=500) if decoder.failed else None)
             if out:
                 yield out
@@ -11178,7 +11197,11 @@ def tool_release_notes(ctx: ToolContext, args: dict[str, Any]) -> str:
 # the commands it runs. Both `detect_test_command` (what workspace_run_tests runs) and the index's
 # `detect_signals` read manifests through MANIFESTS, so they cannot disagree.
 
-PYTHON_DEPENDENCY = re.compile(r"[\"']?([A-Za-z][A-Za-z0-9_.-]+)\s*(?:[<>=!~]=?|\[|[\"'],|[\"']\s*$)", re.M)
+# A match starts only at the beginning of a name and never gives back what it took (possessive): a
+# manifest of one 512 KiB word must not take minutes (the engine holds the GIL: the server would stall).
+PYTHON_DEPENDENCY = re.compile(
+    r"[\"']?(?<![A-Za-z0-9_.-])([A-Za-z][A-Za-z0-9_.-]*+)[ \t]*+(?:[<>=!~]=?|\[|[\"'],|[\"'][ \t]*+$)", re.M
+)
 # [tool.X] sections of a Python manifest -> the linter or framework they configure
 PYTHON_TOOL_SECTIONS = {
     "ruff": "ruff",
@@ -11205,9 +11228,10 @@ def _package_json(text: str) -> ManifestFacts:
     deps = [
         name
         for key in ("dependencies", "devDependencies", "peerDependencies")
-        for name in (data.get(key) or {})
+        if isinstance(data.get(key), dict)
+        for name in data[key]
     ]
-    scripts = data.get("scripts") or {}
+    scripts = data.get("scripts") if isinstance(data.get("scripts"), dict) else {}
     return ManifestFacts(
         deps,
         {
@@ -11239,7 +11263,7 @@ def _requirements(text: str) -> ManifestFacts:
 def _go_mod(text: str) -> ManifestFacts:
     deps = [
         m.split("/", 1)[-1] if m.count("/") >= 2 else m
-        for m in re.findall(r"^\s*(?:require\s+)?([\w.-]+/[\w./-]+)\s+v", text, re.M)
+        for m in re.findall(r"^[ \t]*+(?:require[ \t]++)?([\w.-]++/[\w./-]++)[ \t]++v", text, re.M)
     ]
     return ManifestFacts(
         deps + re.findall(r"github\.com/([\w-]+/[\w-]+)", text),
@@ -11249,13 +11273,15 @@ def _go_mod(text: str) -> ManifestFacts:
 
 def _cargo_toml(text: str) -> ManifestFacts:
     return ManifestFacts(
-        [m.lower() for m in re.findall(r"^([A-Za-z0-9_-]+)\s*=", text, re.M)],
+        [m.lower() for m in re.findall(r"^([A-Za-z0-9_-]++)[ \t]*+=", text, re.M)],
         {"test": "cargo test", "build": "cargo build"},
     )
 
 
 def _gemfile(text: str) -> ManifestFacts:
-    return ManifestFacts([m.lower() for m in re.findall(r"^\s*gem\s+['\"]([\w-]+)['\"]", text, re.M)])
+    return ManifestFacts(
+        [m.lower() for m in re.findall(r"^[ \t]*+gem[ \t]++['\"]([\w-]++)['\"]", text, re.M)]
+    )
 
 
 def _jvm_build(test_command: str) -> Callable[[str], ManifestFacts]:
@@ -11317,11 +11343,15 @@ def read_manifest(root: str, rel: str) -> ManifestFacts | None:
         return None
     try:
         facts = reader(read_regular_file(os.path.join(root, rel), 512 * 1024).decode("utf-8", "replace"))
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
         return None
     folder = posixpath.dirname(rel)
-    if folder:
-        facts.commands = {k: f"(cd {folder} && {command})" for k, command in facts.commands.items()}
+    if folder and not folder.isprintable():
+        facts.commands = {}  # a folder name with control characters would carry text into CLAUDE.md
+    elif folder:
+        facts.commands = {
+            k: f"(cd {shlex.quote(folder)} && {command})" for k, command in facts.commands.items()
+        }
     return facts
 
 
@@ -13896,7 +13926,10 @@ class MCPServer:
                 if "closed" in self.error.lower():  # it exited: its stderr says why (a missing image...)
                     await asyncio.sleep(0.1)  # the pump thread reads what it wrote last
                     if self.stderr_tail:
-                        self.error += f"; it said: {self.stderr_tail[-1]}"
+                        said = self.stderr_tail[-1]
+                        for _label, pattern in SECRET_PATTERNS:  # it reaches tool results: no keys in them
+                            said = pattern.sub("[redacted]", said)
+                        self.error += f"; it said: {said}"
             finally:
                 self.session = None
             if self._stop.is_set():
@@ -14626,7 +14659,8 @@ class Orchestrator:
         )
         events = self._rounds(first, turn)
         if upstream_req.get("stream"):
-            return Response(200, list(SSE_HEADERS), stream=errors_as_events(events))
+            noted = lambda exc: http_req.log.setdefault("stream_error", exc.error_type)
+            return Response(200, list(SSE_HEADERS), stream=errors_as_events(events, noted))
         data = b"".join([chunk async for chunk in events])  # a later round's LynkrError keeps its status
         acc = sse_to_message(data)
         if acc.error is not None:
@@ -15043,7 +15077,9 @@ async def route_root(app: App, req: Request) -> Response:
 DASHBOARD_RECENT = 500  # finished requests the page can list
 DASHBOARD_MINUTES = 60  # minutes of per-minute series kept
 DASHBOARD_SAMPLES = 200  # latencies kept per minute for its percentiles
-DASHBOARD_ROUTES = ("/v1/",)  # what the page lists: the API, not its own polling or the probes
+DASHBOARD_ROUTES = ("/v1/messages",)  # what the page lists: model calls, not its own polling or the probes
+DASHBOARD_MODELS = 20  # distinct model names per minute (a client chooses them); the rest count as "other"
+DASHBOARD_TEXT = 200  # characters kept of a client-chosen string (a session id, a model name, an error)
 
 
 @dataclass
@@ -15082,8 +15118,8 @@ class Dashboard:
             self.in_flight[req.request_id] = (req, self.clock())
 
     def finish(self, req: Request, status: int, latency_s: float) -> None:
-        if self.in_flight.pop(req.request_id, None) is None and not self.watched(req):
-            return
+        if self.in_flight.pop(req.request_id, None) is None:
+            return  # not a model call, or refused before it was one (no key): not the page's business
         self.seq += 1
         record = self.describe(req, self.clock() - latency_s)
         latency_ms = round(latency_s * 1000, 1)
@@ -15100,6 +15136,8 @@ class Dashboard:
             minute.cache_lookups += 1
             minute.cache_hits += record["cache"] == "hit"
         if record["model"]:
+            if record["model"] not in minute.models and len(minute.models) >= DASHBOARD_MODELS:
+                record = {**record, "model": "other"}
             used = minute.models.setdefault(
                 record["model"], {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
             )
@@ -15113,15 +15151,19 @@ class Dashboard:
         inputs = [
             usage.get(k) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
         ]
+
+        def short(value: Any) -> Any:
+            return value[:DASHBOARD_TEXT] if isinstance(value, str) else value
+
         return {
             "request_id": req.request_id,
             "time": round(started, 3),
             "method": req.method,
             "route": req.route or req.path,
-            "session": log.get("session_id"),
+            "session": short(log.get("session_id")),
             "route_taken": log.get("route"),
             "provider": log.get("provider"),
-            "model": log.get("upstream_model") or log.get("model"),
+            "model": short(log.get("upstream_model") or log.get("model")),
             "stream": bool(log.get("stream")),
             "ttft_ms": log.get("ttft_ms"),
             "input_tokens": sum(v for v in inputs if isinstance(v, int)) if usage else None,
@@ -15130,7 +15172,7 @@ class Dashboard:
             else None,
             "cache": log.get("cache"),
             "cost_usd": log.get("cost_usd"),
-            "error": log.get("error") or log.get("stream_error"),
+            "error": short(log.get("error") or log.get("stream_error")),
         }
 
     def _minute(self, minute: int) -> MinuteStats:
@@ -15171,9 +15213,9 @@ class Dashboard:
     def provider_errors(self, window_s: float = 300) -> dict[str, tuple[int, int]]:
         """provider -> (requests, errors) over the last window_s seconds."""
         since, counts = self.clock() - window_s, {}
-        for record in reversed(self.recent):
+        for record in self.recent:  # in the order they finished, not started: look at every one
             if record["time"] < since:
-                break
+                continue
             if record["provider"]:
                 asked, failed = counts.get(record["provider"], (0, 0))
                 counts[record["provider"]] = (asked + 1, failed + (record["status"] >= 500))
@@ -15390,8 +15432,9 @@ async function refreshCharts() {
   chart("chart-latency", [{ name: "p50", points: at((m) => m.latency_p50_ms) },
     { name: "p95", points: at((m) => m.latency_p95_ms) }], { format: (v) => ms(v) });
   const models = [...new Set(minutes.flatMap((m) => Object.keys(m.models)))];
-  chart("chart-tokens", models.map((name) => ({ name, points: at((m) => m.models[name] ? m.models[name].input_tokens + m.models[name].output_tokens : 0) })));
-  chart("chart-cost", models.map((name) => ({ name, points: at((m) => m.models[name] ? m.models[name].cost_usd : 0) })), { format: (v) => usd(v) });
+  const used = (m, name) => (Object.hasOwn(m.models, name) ? m.models[name] : null); // a model may be named "constructor"
+  chart("chart-tokens", models.map((name) => ({ name, points: at((m) => used(m, name) ? used(m, name).input_tokens + used(m, name).output_tokens : 0) })));
+  chart("chart-cost", models.map((name) => ({ name, points: at((m) => used(m, name) ? used(m, name).cost_usd : 0) })), { format: (v) => usd(v) });
   chart("chart-cache", [{ name: "hit rate", points: at((m) => m.cache_hit_rate) }], { minMax: 1, format: (v) => `${Math.round(v * 100)}%` });
 }
 
@@ -15403,7 +15446,7 @@ async function refreshProviders() {
 }
 
 async function refreshSessions() {
-  const { data } = await getJSON("/v1/sessions?limit=100");
+  const { data } = await getJSON("/ui/api/sessions?limit=100");
   fill("#sessions", data.map((s) => {
     const tr = row([short(s.id, 28), clock(s.updated_at), num(s.turns), usd(s.cost_usd)],
       { class: "clickable" + (s.id === currentSession ? " selected" : ""), "data-session": s.id });
@@ -15427,10 +15470,10 @@ function blockView(block) {
 
 async function openSession(id) {
   currentSession = id;
-  const s = await getJSON(`/v1/sessions/${encodeURIComponent(id)}`);
+  const s = await getJSON(`/ui/api/sessions/${encodeURIComponent(id)}`);
   const box = document.getElementById("transcript");
   const head = el("p", {}, el("strong", {}, s.id), ` · ${s.turns.length} turns · ${usd(s.cost_usd)} · `,
-    el("a", { href: `/v1/sessions/${encodeURIComponent(s.id)}`, download: `${s.id}.json`, id: "export" }, "export (JSON)"));
+    el("a", { href: `/ui/api/sessions/${encodeURIComponent(s.id)}`, download: `${s.id}.json`, id: "export" }, "export (JSON)"));
   const turns = s.turns.map((t) => {
     const blocks = typeof t.content === "string" ? [{ type: "text", text: t.content }] : t.content;
     return el("div", { class: "turn", "data-kind": t.kind },
@@ -15443,7 +15486,7 @@ async function openSession(id) {
 
 async function refreshMCP() {
   const [mcp, index] = await Promise.all([getJSON("/ui/api/mcp"), getJSON("/ui/api/index")]);
-  fill("#mcp", mcp.servers.map((s) => row([s.name, s.status, s.placement, (s.tools || []).join(", ") || "–", s.error || ""])));
+  fill("#mcp", mcp.servers.map((s) => row([s.name, s.status, s.placement, (s.tools || []).map((t) => t.name ?? t).join(", ") || "–", s.error || ""])));
   document.getElementById("index-status").textContent = index.built
     ? `${num(index.files)} files, ${num(index.symbols)} symbols, updated ${clock(index.updated_at)}`
     : "not built yet (it is built on first use, or at start with LYNKR_INDEX_ON_START)";
@@ -15524,6 +15567,8 @@ DASHBOARD_HEADERS = (
 
 
 async def route_dashboard_asset(app: App, req: Request) -> Response:
+    if req.path == "/ui/":  # the browser scopes the credentials it signed in with to the page's folder
+        return Response(308, [("location", "/ui"), ("content-length", "0")])
     content_type, body = DASHBOARD_ASSETS[req.route]
     return Response(200, [("content-type", content_type), *DASHBOARD_HEADERS], body.encode())
 
@@ -15700,6 +15745,8 @@ ROUTES: dict[tuple[str, str], RouteHandler] = {
     ("GET", "/ui/api/mcp"): route_dashboard_mcp,
     ("GET", "/ui/api/index"): route_dashboard_index,
     ("GET", "/ui/api/usage"): route_dashboard_usage,
+    ("GET", "/ui/api/sessions"): route_sessions,
+    ("GET", "/ui/api/sessions/{id}"): route_session,
     ("GET", "/admin/keys"): route_admin_keys,
     ("POST", "/admin/keys"): route_admin_create_key,
     ("DELETE", "/admin/keys/{name}"): route_admin_revoke_key,
@@ -15724,8 +15771,11 @@ def presented_keys(req: Request) -> list[str]:
     candidates = [
         req.headers.get("x-api-key", ""),
         auth[7:].strip() if auth[:7].lower() == "bearer " else "",
-        basic_auth_password(auth),
     ]
+    # A browser sends cached Basic credentials on every request to the origin, cross-site POSTs
+    # included: they count only for reading the dashboard.
+    if req.method in ("GET", "HEAD") and (req.path == "/ui" or req.path.startswith("/ui/")):
+        candidates.append(basic_auth_password(auth))
     return [c for c in candidates if c]
 
 
@@ -15926,12 +15976,22 @@ class App:
 
     # -- access control --
     def _host_allowed(self, host: str) -> bool:
-        return host.lower() in self.allowed_hosts or is_loopback_host(host)
+        if host.lower() in self.allowed_hosts or is_loopback_host(host):
+            return True
+        if self.bound_to_loopback:
+            return False
+        try:  # bound to a network: its addresses (a rebinding page can only send a name)
+            ipaddress.ip_address(host.strip("[]"))
+            return True
+        except ValueError:
+            return False
 
     def check_access(self, req: Request) -> None:
         host = split_host_port(req.headers.get("host", ""))
         # DNS rebinding: a page on evil.example resolving to 127.0.0.1 still sends Host: evil.example.
-        if (self.bound_to_loopback or self.allowed_hosts) and not self._host_allowed(host):
+        # Checked wherever no key stands in the way: on loopback, and on a trusted network without one.
+        keyless = not self.cfg.api_key and self.cfg.settings.lynkr_keys != "required"
+        if (self.bound_to_loopback or self.allowed_hosts or keyless) and not self._host_allowed(host):
             raise PermissionDenied(
                 f"Host {host!r} is not allowed; add it to LYNKR_ALLOWED_HOSTS to accept it"
             )
@@ -16025,10 +16085,10 @@ class App:
     async def handle(self, req: Request) -> Response:
         req.request_id = new_id("req_")
         started = time.monotonic()
-        self.dashboard.start(req)
         try:
             self.check_access(req)
             await self.authenticate(req)
+            self.dashboard.start(req)
             handler = self.resolve(req)
             self.admit(req)
             response = await handler(self, req)
@@ -16057,10 +16117,13 @@ class App:
             response = self.error_response(
                 LynkrError(f"internal error in lynkr (request id {req.request_id})"), req.request_id
             )
-        response.headers.extend(req.reply_headers.items())
+        # A client's model name is echoed in x-lynkr-model: only printable ASCII may go out as a header.
+        response.headers.extend((name, header_safe(value)) for name, value in req.reply_headers.items())
         response.headers.append(("request-id", req.request_id))
         if response.stream is not None:
-            response.stream = self._logged_stream(response.stream, req, response.status, started)
+            inner = response.stream
+            response.stream = self._logged_stream(inner, req, response.status, started)
+            response.on_done = functools.partial(self._abandoned, inner, req, response.status, started)
         else:
             self.finish(req, response.status, started)
         return response
@@ -16091,7 +16154,23 @@ class App:
                 req.log.setdefault("stream_error", "client_disconnected")
             self.finish(req, status, started)
 
+    async def _abandoned(
+        self, inner: AsyncIterator[bytes], req: Request, status: int, started: float
+    ) -> None:
+        """A stream whose response never got going (the client left before its headers): close what it
+        holds (the upstream connection, the turn) and give back its slot."""
+        if req.finished:
+            return
+        aclose = getattr(inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        req.log.setdefault("stream_error", "client_disconnected")
+        self.finish(req, status, started)
+
     def finish(self, req: Request, status: int, started: float) -> None:
+        if req.finished:
+            return
+        req.finished = True
         self.dashboard.finish(req, status, time.monotonic() - started)
         if req.counted:
             req.counted = False
@@ -16335,6 +16414,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="lynkr",
+        allow_abbrev=False,  # `lynkr --env f claude ...` must not read --env as --env-file
         description="Anthropic Messages API gateway for the Claude Code CLI (Databricks, Claude on Azure, Anthropic, "
         "OpenAI, Azure OpenAI, OpenRouter, Ollama, Gemini, OpenAI-compatible servers).",
         epilog=epilog,
@@ -16595,16 +16675,21 @@ def start_session_proxy(
     finally:
         log_file.close()
     deadline = time.monotonic() + CLAUDE_PROXY_START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ConfigError(
-                f"the lynkr started for Claude Code exited ({proc.returncode}): {last_line(log_path)}"
-            )
-        if probe_lynkr(port, api_key, timeout=1.0) == "lynkr":
-            return proc
-        time.sleep(0.1)
-    stop_session_proxy(proc)
-    raise RuntimeError(f"the lynkr started for Claude Code did not answer within {CLAUDE_PROXY_START_S:.0f}s")
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"the lynkr started for Claude Code exited ({proc.returncode}): {last_line(log_path)}"
+                )
+            if probe_lynkr(port, api_key, timeout=1.0) == "lynkr":
+                return proc
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"the lynkr started for Claude Code did not answer within {CLAUDE_PROXY_START_S:.0f}s"
+        )
+    except BaseException:  # a failed start, or SIGTERM while waiting: it must not outlive us
+        stop_session_proxy(proc)
+        raise
 
 
 def stop_session_proxy(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
@@ -16649,19 +16734,11 @@ def run_claude_command(options: list[str], claude_args: list[str]) -> int:
         print(f"lynkr: cannot create LYNKR_DATA_DIR: {exc}", file=sys.stderr)
         return 2
     port = cfg.port or free_local_port()
-    started = None
     found = probe_lynkr(port, cfg.api_key) if cfg.port else "nothing"
     if found == "other":
         print(f"lynkr: port {port} answers, but not as lynkr: set LYNKR_PORT to a free port", file=sys.stderr)
         return 2
-    if found == "nothing":
-        try:
-            started = start_session_proxy(
-                options, port, cfg.api_key, os.path.join(cfg.data_dir, "claude-session.log")
-            )
-        except RuntimeError as exc:
-            print(f"lynkr: {exc}", file=sys.stderr)
-            return 2
+    log_path = os.path.join(cfg.data_dir, "claude-session.log")
     env = {
         **os.environ,
         "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
@@ -16669,14 +16746,44 @@ def run_claude_command(options: list[str], claude_args: list[str]) -> int:
         "ANTHROPIC_API_KEY": cfg.api_key or "lynkr-local",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is Claude Code's to handle
+
+    def leave(signum: int, _frame: Any) -> None:  # a closed terminal, a kill: stop what we started first
+        raise SystemExit(128 + signum)
+
+    # Ctrl-C is Claude Code's: a handler of ours (not SIG_IGN, which Claude Code would inherit) keeps
+    # this process alive while the terminal's SIGINT reaches Claude Code.
+    previous = {
+        sig: signal.signal(sig, handler)
+        for sig, handler in (
+            (signal.SIGINT, lambda signum, frame: None),
+            (signal.SIGTERM, leave),
+            (signal.SIGHUP, leave),
+        )
+    }
+    started: subprocess.Popen[bytes] | None = None
+    status = 127
     try:
-        status = subprocess.call([claude, *claude_args], env=env)
-    except OSError as exc:
-        print(f"lynkr: cannot run {claude}: {exc.strerror or exc}; {CLAUDE_INSTALL_HINT}", file=sys.stderr)
-        status = 127
+        if found == "nothing":
+            try:
+                started = start_session_proxy(options, port, cfg.api_key, log_path)
+            except RuntimeError as exc:
+                print(f"lynkr: {exc}", file=sys.stderr)
+                return 2
+        try:
+            status = subprocess.call([claude, *claude_args], env=env)
+        except OSError as exc:
+            print(
+                f"lynkr: cannot run {claude}: {exc.strerror or exc}; {CLAUDE_INSTALL_HINT}", file=sys.stderr
+            )
+        if started is not None and started.poll() is not None:
+            print(
+                f"lynkr: the lynkr started for this session exited early ({started.returncode}); "
+                f"its log: {log_path}",
+                file=sys.stderr,
+            )
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if started is not None:
             stop_session_proxy(started, cfg.shutdown_grace_s + 10)
     return status if status >= 0 else 128 - status

@@ -25655,7 +25655,7 @@ class TestDashboardInABrowser:
             folded = transcript.find_elements(By.CSS_SELECTOR, "details.block.tool")
             assert folded and "3,000 characters" in folded[0].text and not folded[0].get_attribute("open")
             export = driver.find_element(By.ID, "export").get_attribute("href")
-            assert export.endswith("/v1/sessions/sess-browser") and "key" not in export
+            assert export.endswith("/ui/api/sessions/sess-browser") and "key" not in export
             driver.save_screenshot(str(ui_artifacts() / "sessions.png"))
             driver.get(f"{p.url}/ui#usage")
             wait.until(lambda d: "(shared)" in d.find_element(By.ID, "usage").text)
@@ -25847,6 +25847,77 @@ class TestPersonalKeys:
         assert cfg.host == "0.0.0.0" and not cfg.api_key
         with pytest.raises(lynkr.ConfigError, match="LYNKR_KEYS must be off, optional or required"):
             lynkr.load_config({"WORKSPACE_ROOT": str(tmp_path), "LYNKR_KEYS": "sometimes"})
+
+
+class TestReviewedEdges:
+    """Edges a review found: a trusted-network lynkr still refuses rebinding Host names; a client gone before
+    the response headers gives back its slot; a failure inside a 200 stream counts as an error; a model name
+    that cannot be a header value is escaped, never a dropped connection; Basic credentials only read the
+    dashboard; /ui/ leads to /ui."""
+
+    def test_trusted_network_still_checks_host(self, make_proxy):
+        p = make_proxy({"LYNKR_HOST": "0.0.0.0", "LYNKR_TRUSTED_NETWORK": "true"})
+        rebound = {"host": "rebind.attacker.example", "origin": "http://rebind.attacker.example"}
+        r = p.call("POST", "/v1/tools/fs_write", {"path": "pwned.txt", "content": "x"}, headers=rebound)
+        assert r.status == 403 and r.json()["error"]["type"] == "permission_error"
+        assert p.call("GET", "/ui/api/requests", headers={"host": "rebind.attacker.example"}).status == 403
+        assert p.call("GET", "/health", headers={"host": f"10.1.2.3:{p.port}"}).status == 200  # an address
+        assert p.call("GET", "/health").status == 200
+
+    def test_a_client_gone_before_the_headers_gives_back_its_slot(self, make_proxy, new_dbx):
+        fake = new_dbx()
+        fake.default = lambda rec: stream_reply(oai_sse(oai_stream("late")), hang=1.0)
+        p = make_proxy(dbx_env(fake))
+        body = json.dumps(base_req(stream=True)).encode()
+        sock = socket.create_connection(("127.0.0.1", p.port))
+        sock.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        wait_for(
+            lambda: p.call("GET", "/ui/api/requests").json()["in_flight"], 5, "the request to be in flight"
+        )
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset, before lynkr has sent anything
+        wait_for(
+            lambda: not p.call("GET", "/ui/api/requests").json()["in_flight"], 15, "the slot to come back"
+        )
+        metrics = p.call("GET", "/metrics").data.decode()
+        assert re.search(r"^lynkr_in_flight_requests 0(\.0)?$", metrics, re.M), metrics[-2000:]
+
+    def test_an_error_inside_a_200_stream_counts_as_an_error(self, make_proxy, new_az):
+        fake = new_az()
+        events = [
+            *anth_events(anth_message())[:3],
+            ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ]
+        fake.default = lambda rec: stream_reply(anth_sse(events))
+        p = make_proxy(az_env(fake))
+        assert p.post(base_req(stream=True)).status == 200
+        [rec] = p.call("GET", "/ui/api/requests").json()["recent"]
+        assert rec["status"] == 200 and rec["error"] == "upstream_error"
+        assert sum(m["errors"] for m in p.call("GET", "/ui/api/stats").json()["minutes"]) == 1
+
+    def test_header_values_are_escaped(self):
+        lynkr = _lynkr()
+        assert lynkr.header_safe("databricks-claude-sonnet-4-5") == "databricks-claude-sonnet-4-5"
+        assert lynkr.header_safe("claude-\u2603\nx") == "claude-\\u2603\\u000ax"
+
+    def test_basic_credentials_only_read_the_dashboard(self, make_proxy):
+        p = make_proxy({"LYNKR_API_KEY": "basic-only-key"})
+        basic = {"authorization": "Basic " + base64.b64encode(b"u:basic-only-key").decode()}
+        assert p.call("GET", "/ui/api/requests", headers=basic).status == 200
+        assert p.call("GET", "/v1/models", headers=basic).status == 401
+        assert p.call("POST", "/v1/tools/fs_list", {}, headers=basic).status == 401
+        r = p.call("GET", "/ui/", headers=basic)
+        assert r.status == 308 and r.headers["location"] == "/ui"
+
+    def test_client_chosen_model_names_stay_bounded(self, make_proxy):
+        p = make_proxy()
+        for i in range(30):
+            p.post({**base_req(), "model": f"constructor-{i}-" + "m" * 300}, path="/v1/messages/count_tokens")
+        [minute] = [m for m in p.call("GET", "/ui/api/stats").json()["minutes"] if m["requests"]]
+        assert len(minute["models"]) <= 21 and all(len(m) <= 200 for m in minute["models"])
 
 
 # == 20. App lifecycle ==
