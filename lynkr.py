@@ -14705,8 +14705,10 @@ class Orchestrator:
         meets raises LynkrError. The turn is recorded however it ends."""
         try:
             for step in range(1, self.policy.max_steps + 1):
-                async for out in self._relay_round(stream, turn.relay):
-                    yield out
+                # aclosing: a client that leaves closes the round (and its upstream stream) at once
+                async with contextlib.aclosing(self._relay_round(stream, turn.relay)) as relayed:
+                    async for out in relayed:
+                        yield out
                 if turn.relay.failed:
                     return
                 message = turn.relay.message()
@@ -14726,8 +14728,9 @@ class Orchestrator:
                     )
                     break
                 calls = ServerCalls(self, turn)
-                async for out in calls.run(server_calls):
-                    yield out
+                async with contextlib.aclosing(calls.run(server_calls)) as running:
+                    async for out in running:
+                        yield out
                 turn.record.server_turns += [
                     {"role": "assistant", "content": message["content"]},
                     {"role": "user", "content": calls.results},
@@ -14744,8 +14747,9 @@ class Orchestrator:
                 stream = await self.provider.open_stream(
                     turn.next_round(message["content"], calls.results), turn.http_req
                 )
-            async for out in self._finish(turn):
-                yield out
+            async with contextlib.aclosing(self._finish(turn)) as finishing:
+                async for out in finishing:
+                    yield out
         finally:
             if not turn.recorded:
                 await self._record(turn.record)
