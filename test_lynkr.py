@@ -28030,6 +28030,49 @@ class TestContainerImage:
             podman("rm", "-f", name, check=False)
 
 
+# -- a developer's lynkr in front of the team gateway --
+
+
+class TestLocalLynkrBeforeTheGateway:
+    """examples/team-member.toml: a developer's own lynkr sends its model calls, through the `anthropic`
+    kind, to a gateway lynkr (LYNKR_KEYS=required) with their personal key; the gateway charges that key."""
+
+    def test_calls_go_through_and_are_charged_to_the_key(self, make_proxy, new_dbx, tmp_path):
+        gateway, fake = keys_stack(make_proxy, new_dbx, LYNKR_KEYS="required")
+        key = new_key(gateway, "dev1")
+        home = tmp_path / "dev"
+        home.mkdir()
+        example = (HERE / "examples" / "team-member.toml").read_text()
+        config = home / "team.toml"
+        config.write_text(example.replace("https://lynkr.team.example.com", gateway.url))
+        local = make_proxy({"TEAM_LYNKR_KEY": key}, args=("--port", "0", "--config", str(config)), cwd=home)
+        for stream in (False, True):
+            r = local.post(base_req(stream=stream))
+            assert r.status == 200, r.data
+        assert json.loads(local.post(base_req()).data)["content"][0]["text"] == "ok"
+        assert len(fake.requests) == 3  # the gateway's provider answered each
+        [row] = admin(gateway, "GET", "/admin/usage?by=key").json()["data"]
+        assert row["key"] == "dev1" and row["requests"] == 3 and row["cost_usd"] > 0
+        assert all(o.get("key") == "dev1" for o in gateway.logs() if o.get("path") == "/v1/messages")
+
+    def test_a_revoked_key_is_refused_at_the_gateway(self, make_proxy, new_dbx, tmp_path):
+        gateway, _fake = keys_stack(make_proxy, new_dbx, LYNKR_KEYS="required")
+        key = new_key(gateway, "dev2")
+        assert admin(gateway, "DELETE", "/admin/keys/dev2").status == 200
+        home = tmp_path / "dev"
+        home.mkdir()
+        local = make_proxy(
+            {
+                "MODEL_PROVIDER": "anthropic",
+                "LYNKR_ANTHROPIC_BASE_URL": gateway.url,
+                "LYNKR_ANTHROPIC_API_KEY": key,
+            },
+            cwd=home,
+        )
+        r = local.post(base_req())
+        assert r.status == 401 and r.json()["error"]["type"] == "authentication_error", r.data
+
+
 # == 23. Documentation ==
 # Every command example in README.md and docs/*.md runs, every relative link and anchor resolves, and
 # examples/*.sh run: the convention (fences, `console` transcripts, `<!-- doc-test: ... -->` markers,
