@@ -106,7 +106,16 @@ def _fetch_claude_tokenizer() -> None:
 def _bootstrap(argv: list[str]) -> int:
     if any(
         importlib.util.find_spec(m) is None
-        for m in ("pytest", "xdist", "anthropic", "hypothesis", "tokenizers", "botocore", "selenium")
+        for m in (
+            "pytest",
+            "xdist",
+            "anthropic",
+            "hypothesis",
+            "tokenizers",
+            "botocore",
+            "selenium",
+            "psycopg",
+        )
     ):
         subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", ".[test]"], cwd=HERE)
     if not CLAUDE_TOKENIZER.is_file():
@@ -206,6 +215,7 @@ import sqlite3
 import ssl
 import string
 import struct
+import tempfile
 import textwrap
 import threading
 import time
@@ -2073,6 +2083,285 @@ def session_of(proxy: Proxy, sid: str) -> dict:
     r = proxy.call("GET", f"/v1/sessions/{urllib.parse.quote(sid, safe='')}")
     assert r.status == 200, r.data[:1000]
     return r.json()
+
+
+# -- PostgreSQL and nginx: a team gateway's shared store and load balancer --
+
+# A private PostgreSQL cluster per test session (so one per xdist worker): initdb in a temporary folder
+# with trust authentication, listening on 127.0.0.1 at a free port and on a private socket folder, fsync
+# off. initdb and postgres refuse to run as root, so under root they run as the `postgres` OS user (the
+# folders are handed to it). Each test gets a fresh database (`pg`), and may stop and start the server
+# (the outage tests); the next test finds it running again. nginx (`nginx_lb`) is the load balancer:
+# round robin over lynkr ports, unbuffered both ways, an access log naming the instance that answered.
+# Missing binaries skip these tests, or fail them under LYNKR_REQUIRE_E2E=1 (.ci/run installs both).
+
+
+def pg_bindir() -> Path | None:
+    """The newest PostgreSQL server binaries: Debian's /usr/lib/postgresql/N/bin, else initdb on PATH."""
+    debian = [d for d in Path("/usr/lib/postgresql").glob("*/bin") if d.parent.name.isdigit()]
+    for d in sorted(debian, key=lambda d: int(d.parent.name), reverse=True):
+        if all(os.access(d / b, os.X_OK) for b in ("initdb", "pg_ctl", "postgres")):
+            return d
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb and shutil.which("pg_ctl") else None
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
+class PgCluster:
+    """One PostgreSQL server of our own. Its port stays the same across stop() and start()."""
+
+    SUPERUSER = "postgres"
+
+    def __init__(self, bindir: Path):
+        self.bindir = bindir
+        self.root = Path(
+            tempfile.mkdtemp(prefix="lynkr-pg-")
+        )  # not under pytest's 0700 tmp: postgres reads it
+        self.data, self.sock, self.log = self.root / "data", self.root / "sock", self.root / "server.log"
+        self.sock.mkdir()
+        self.port = 0
+        self.as_owner: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            owner = pwd.getpwnam("postgres")
+            for p in (self.root, self.sock):
+                os.chown(p, owner.pw_uid, owner.pw_gid)
+            self.as_owner = ["runuser", "-u", "postgres", "--"]
+        r = self._run(
+            "initdb", "-D", str(self.data), "-A", "trust", "-U", self.SUPERUSER, "-E", "UTF8",
+            "--locale=C", "--no-sync", "--no-instructions",
+        )  # fmt: skip
+        assert r.returncode == 0, f"initdb failed:\n{r.stdout}\n{r.stderr}"
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"listen_addresses = '127.0.0.1'\nunix_socket_directories = '{self.sock}'\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\n"
+                "log_min_messages = warning\n"
+            )
+
+    def _run(self, binary: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*self.as_owner, str(self.bindir / binary), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def _pg_ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return self._run("pg_ctl", "-D", str(self.data), *args)
+
+    @property
+    def running(self) -> bool:
+        return self._pg_ctl("status").returncode == 0
+
+    def start(self) -> None:
+        for _attempt in range(3):
+            self.port = self.port or free_port()
+            r = self._pg_ctl("-l", str(self.log), "-w", "-t", "30", "-o", f"-p {self.port}", "start")
+            if r.returncode == 0:
+                return
+            log = self.log.read_text(errors="replace") if self.log.exists() else ""
+            if "could not bind" not in log and "already in use" not in log:
+                break
+            self.port = 0  # another process took the free port in between: pick another
+        raise AssertionError(f"pg_ctl start failed:\n{r.stdout}\n{r.stderr}\n{log[-3000:]}")
+
+    def stop(self, mode: str = "fast") -> None:
+        r = self._pg_ctl("-m", mode, "-w", "-t", "30", "stop")
+        assert r.returncode == 0 or not self.running, f"pg_ctl stop failed:\n{r.stdout}\n{r.stderr}"
+
+    def url(self, db: str = "postgres", user: str | None = None, password: str | None = None) -> str:
+        auth = urllib.parse.quote(user or self.SUPERUSER) + (
+            f":{urllib.parse.quote(password)}" if password else ""
+        )
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{db}"
+
+    def query(self, db: str, sql: str, params: Any = ()) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.url(db), autocommit=True, connect_timeout=10) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def close(self) -> None:
+        try:
+            if self.running:
+                self.stop("immediate")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class PgDatabase:
+    """A fresh database of the test's own on the session's cluster."""
+
+    cluster: PgCluster
+    name: str
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url(self.name)
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple]:
+        return self.cluster.query(self.name, sql, params)
+
+    def tables(self) -> set[str]:
+        rows = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+        return {r[0] for r in rows}
+
+    def stop(self, mode: str = "fast") -> None:
+        self.cluster.stop(mode)
+
+    def start(self) -> None:
+        self.cluster.start()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    bindir = pg_bindir()
+    require_e2e("PostgreSQL's server binaries (apt-get install postgresql)", bindir is not None)
+    require_e2e("psycopg (pip install -e '.[test]')", importlib.util.find_spec("psycopg") is not None)
+    cluster = PgCluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+_pg_databases = itertools.count(1)
+
+
+@pytest.fixture
+def pg(pg_cluster) -> Any:
+    """A new, empty database on the running cluster (an earlier outage test may have left it stopped)."""
+    if not pg_cluster.running:
+        pg_cluster.start()
+    name = f"lynkr_test_{os.getpid()}_{next(_pg_databases)}"
+    pg_cluster.query("postgres", f'CREATE DATABASE "{name}"')
+    yield PgDatabase(pg_cluster, name)
+    if not pg_cluster.running:
+        pg_cluster.start()
+
+
+class Nginx:
+    """nginx in front of some ports: round robin (one worker, so strictly alternating), HTTP/1.1 with
+    keep-alive to the upstreams, no buffering of requests or responses, long timeouts, no retry on
+    another upstream (a reset must show), and a JSON access log with the upstream that answered."""
+
+    def __init__(self, binary: str, ports: list[int]):
+        self.root = Path(tempfile.mkdtemp(prefix="lynkr-nginx-"))
+        self.access_log = self.root / "access.log"
+        servers = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
+        self.port = free_port()
+        temp = "".join(
+            f"  {k}_temp_path {self.root}/{k};\n"
+            for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        conf = (
+            "worker_processes 1;\n"
+            f"pid {self.root}/nginx.pid;\n"
+            f"error_log {self.root}/error.log warn;\n"
+            "events { worker_connections 2048; }\n"
+            "http {\n"
+            '  log_format lynkr escape=json \'{"status":$status,"upstream":"$upstream_addr",'
+            '"upstream_status":"$upstream_status","request":"$request","seconds":$request_time}\';\n'
+            f"  access_log {self.access_log} lynkr;\n"
+            f"{temp}"
+            f"  upstream lynkr {{\n{servers}    keepalive 64;\n  }}\n"
+            "  server {\n"
+            f"    listen 127.0.0.1:{self.port};\n"
+            "    client_max_body_size 0;\n"
+            "    location / {\n"
+            "      proxy_pass http://lynkr;\n"
+            "      proxy_http_version 1.1;\n"
+            '      proxy_set_header Connection "";\n'
+            "      proxy_set_header Host $http_host;\n"
+            "      proxy_buffering off;\n"
+            "      proxy_request_buffering off;\n"
+            "      proxy_next_upstream off;\n"
+            "      proxy_connect_timeout 10s;\n"
+            "      proxy_read_timeout 600s;\n"
+            "      proxy_send_timeout 600s;\n"
+            "    }\n"
+            "  }\n"
+            "}\n"
+        )
+        (self.root / "nginx.conf").write_text(conf)
+        self.proc = subprocess.Popen(
+            [binary, "-p", str(self.root), "-c", str(self.root / "nginx.conf"), "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+        def listening() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nginx exited with {self.proc.returncode}: {self.proc.stderr.read()!r}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(listening, 10, "nginx to listen")
+
+    def access(self) -> list[dict]:
+        """The requests nginx has finished, in order: {status, upstream, upstream_status, request, seconds}."""
+        text = self.access_log.read_text() if self.access_log.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def upstream_ports(self) -> list[int]:
+        return [int(a["upstream"].rsplit(":", 1)[1]) for a in self.access() if a["upstream"]]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def nginx_lb():
+    """nginx_lb(port, port, ...) -> an Nginx balancing over those ports, stopped at the end of the test."""
+    binary = nginx_binary()
+    require_e2e("nginx (apt-get install nginx)", binary is not None)
+    started: list[Nginx] = []
+
+    def make(*ports: int) -> Nginx:
+        started.append(Nginx(binary, list(ports)))
+        return started[-1]
+
+    yield make
+    for n in started:
+        n.stop()
+
+
+@pytest.fixture
+def spawn_lynkr(tmp_path):
+    """spawn_lynkr(name, env, wait=True) -> a lynkr in tmp_path/name (its own data folder and workspace),
+    stopped at the end of the test; wait=False returns before it listens (several starting at once)."""
+    started: list[Proxy] = []
+
+    def make(name: str, extra: dict, wait: bool = True) -> Proxy:
+        cwd = tmp_path / name
+        cwd.mkdir(exist_ok=True)
+        started.append(spawn(cwd, base_env(cwd, extra)))
+        return started[-1].wait_ready(30) if wait else started[-1]
+
+    yield make
+    for p in started:
+        p.stop()
 
 
 # -- git workspaces --
