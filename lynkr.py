@@ -283,6 +283,16 @@ class NotConfigured(LynkrError):
     status, error_type = 503, "api_error"
 
 
+class StoreUnavailable(LynkrError):
+    """The shared database cannot be reached, or its write queue is full: an honest 503 the client
+    retries, never a lost turn."""
+
+    status, error_type = 503, "api_error"
+
+    def __init__(self, message: str, retry_after_s: int = 2) -> None:
+        super().__init__(message, headers={"retry-after": str(retry_after_s), "x-should-retry": "true"})
+
+
 class ConfigError(Exception):
     """A setting that is present but invalid: startup stops with one line naming it."""
 
@@ -893,6 +903,13 @@ def _url_or_path(name: str, value: str) -> str:
     return parse_url_setting(name, value) if "://" in value else value
 
 
+def _database_url(name: str, value: str) -> str:
+    value = value.strip()
+    if value and urllib.parse.urlsplit(value).scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{name} must be a postgresql://user:password@host:port/database URL (or empty)")
+    return value
+
+
 def _port(name: str, value: str) -> int | None:
     return parse_int_setting(name, value, 0, 65535) if value.strip() else None
 
@@ -915,6 +932,7 @@ PARSER_TYPES: dict[Any, str] = {
     _lower: "str",
     _url: "str",
     _url_or_path: "str",
+    _database_url: "str",
     _port: "int | None",
     _words: "tuple[str, ...]",
     _hosts: "tuple[str, ...]",
@@ -994,6 +1012,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     S("LYNKR_DATA_DIR", "", "State directory (SQLite files); default <WORKSPACE_ROOT>/.lynkr/."),
     S("SESSION_DB_PATH", "", "Session store file; default sessions.db in LYNKR_DATA_DIR."),
+    S(
+        "LYNKR_DATABASE_URL",
+        "",
+        "PostgreSQL for every store instead of SESSION_DB_PATH (postgresql://user:password@host:port/db; "
+        "the postgres extra): instances sharing it share sessions, tasks, keys, usage and limits.",
+        _database_url,
+        secret=True,
+    ),
+    S(
+        "LYNKR_WRITE_QUEUE_MAX",
+        "10000",
+        "With LYNKR_DATABASE_URL: writes waiting for the database above which new requests get 503 with "
+        "retry-after (a turn already answered is never dropped).",
+        _whole(1),
+    ),
     S("WORKSPACE_ROOT", "", "The workspace lynkr serves; default the current directory."),
     # -- the provider from the environment alone (lynkr.toml describes several) --
     S(
@@ -1217,6 +1250,13 @@ SETTINGS: tuple[Setting, ...] = (
     S("PROMPT_CACHE_ENABLED", "true", "Answer identical final prompts from the local cache.", parse_bool),
     S("PROMPT_CACHE_TTL_MS", "300000", "How long a cached answer stays valid.", _millis(0)),
     S("PROMPT_CACHE_MAX_ENTRIES", "64", "Cache size; least recently used answers are evicted.", _whole(0)),
+    S(
+        "PROMPT_CACHE_BACKEND",
+        "memory",
+        "memory (this process) | postgres (a table in LYNKR_DATABASE_URL: an answer one instance stored is "
+        "a hit on every other).",
+        _choice("memory", "postgres"),
+    ),
     # -- server tools and policy --
     S(
         "LYNKR_TOOLS",
@@ -1708,6 +1748,8 @@ def load_config(
         raise ConfigError(f"WORKSPACE_ROOT must be an existing directory (got {cfg.workspace_root!r})")
     cfg.data_dir = os.path.abspath(s.lynkr_data_dir or os.path.join(cfg.workspace_root, ".lynkr"))
     cfg.session_db_path = s.session_db_path or os.path.join(cfg.data_dir, "sessions.db")
+    if s.prompt_cache_backend == "postgres" and not s.lynkr_database_url:
+        raise ConfigError("PROMPT_CACHE_BACKEND=postgres needs LYNKR_DATABASE_URL (the database it shares)")
     cfg.model_map = s.model_map
     cfg.model_max_tokens = s.model_max_tokens
     cfg.max_tokens_default = s.model_max_tokens_default
@@ -7971,6 +8013,17 @@ class Store:
                 future.set_exception(value)
         self._next_batch()
 
+    # The calls PostgresStore has too: a local file is never away, and its writes are awaited.
+    shared = False
+    backlogged = False
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """From a thread outside the event loop: fn(db, *args), waited for."""
+        return self._executor.submit(self._call, fn, args).result()
+
+    async def drain(self, timeout_s: float = 0.0) -> None:
+        return None
+
     def close(self) -> None:
         def _close() -> None:
             if self._db is not None:
@@ -7979,6 +8032,469 @@ class Store:
 
         self._executor.submit(_close).result(timeout=10)
         self._executor.shutdown(wait=True)
+
+
+# -- PostgreSQL: the shared store (LYNKR_DATABASE_URL) --
+#
+# The store's functions are written once, against sqlite3's calls (execute, executemany, `with db:`,
+# rowcount); PgConnection gives psycopg the same face, and the few statements whose SQL differs look
+# their dialect up. PostgreSQL has its own migration list, recorded in its own `_migrations` table.
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    usage_day: str  # the UTC day of `usage.at` as YYYY-MM-DD
+    lock_row: str  # appended to a SELECT that must hold its row until commit ('' where writers are serial)
+    returning_id: bool  # INSERT ... RETURNING id (psycopg has no lastrowid)
+    retries_writes: bool  # a write batch may be applied again (its commit's reply lost with the connection)
+    usage_insert: str  # how a ledger row is added (PostgreSQL: a retried batch must not charge twice)
+
+
+LEDGER_INSERT = (
+    "INSERT INTO usage (at, key_name, provider, model, input_tokens, output_tokens, cache_read_tokens,"
+    " cache_write_tokens, cost_usd, request_id, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SQLITE_DIALECT = Dialect("sqlite", "strftime('%Y-%m-%d', at, 'unixepoch')", "", False, False, LEDGER_INSERT)
+POSTGRES_DIALECT = Dialect(
+    "postgres",
+    "to_char(to_timestamp(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    " FOR UPDATE",
+    True,
+    True,
+    LEDGER_INSERT + " ON CONFLICT DO NOTHING",
+)
+
+
+def dialect_of(db: Any) -> Dialect:
+    return getattr(db, "dialect", SQLITE_DIALECT)
+
+
+def insert_returning_id(db: Any, sql: str, params: tuple[Any, ...]) -> int:
+    if dialect_of(db).returning_id:
+        return int(db.execute(sql + " RETURNING id", params).fetchone()[0])
+    return int(db.execute(sql, params).lastrowid or 0)
+
+
+# Today's schema in one step (the SQLite list's m001-m009), then PostgreSQL's own additions. Times are
+# DOUBLE PRECISION: PostgreSQL's REAL is 4 bytes and would round a timestamp to minutes.
+PG_MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "m001_schema",
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            history TEXT NOT NULL DEFAULT '[]',
+            owner TEXT
+        );
+        CREATE TABLE turns (
+            id BIGSERIAL PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            created_at DOUBLE PRECISION NOT NULL,
+            kind TEXT NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            model TEXT,
+            usage TEXT,
+            cache TEXT,
+            request_id TEXT,
+            provider TEXT,
+            cost_usd DOUBLE PRECISION
+        );
+        CREATE INDEX turns_by_session ON turns(session_id, id);
+        CREATE INDEX turns_by_request ON turns(request_id);
+        CREATE TABLE tasks (
+            id BIGSERIAL PRIMARY KEY,
+            title TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'todo',
+            priority TEXT NOT NULL DEFAULT 'medium',
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE test_runs (
+            id BIGSERIAL PRIMARY KEY,
+            command TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            duration_ms BIGINT NOT NULL,
+            exit_code INTEGER NOT NULL,
+            passed INTEGER NOT NULL,
+            timed_out INTEGER NOT NULL,
+            counts TEXT NOT NULL,
+            coverage TEXT NOT NULL,
+            output_tail TEXT NOT NULL,
+            tree_id TEXT NOT NULL,
+            checkout TEXT NOT NULL DEFAULT 'worktree'
+        );
+        CREATE INDEX test_runs_gate ON test_runs(command, passed, tree_id);
+        CREATE TABLE thinking_signatures (
+            key TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE token_calibration (
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            state TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (provider, model)
+        );
+        CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            key_hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION,
+            budget_usd DOUBLE PRECISION,
+            budget_period TEXT,
+            models TEXT NOT NULL DEFAULT '[]',
+            rpm INTEGER
+        );
+        CREATE TABLE usage (
+            id BIGSERIAL PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL,
+            key_name TEXT,
+            provider TEXT,
+            model TEXT,
+            input_tokens BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+            cost_usd DOUBLE PRECISION,
+            request_id TEXT UNIQUE,             -- a batch retried after a lost commit reply charges once
+            session_id TEXT
+        );
+        CREATE INDEX usage_by_key ON usage(key_name, at);
+        CREATE INDEX usage_by_time ON usage(at);
+        """,
+    ),
+    (
+        # The response cache every instance shares (PROMPT_CACHE_BACKEND=postgres).
+        "m002_prompt_cache",
+        """
+        CREATE TABLE prompt_cache (
+            key TEXT PRIMARY KEY,
+            message TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            used_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE INDEX prompt_cache_lru ON prompt_cache(used_at);
+        """,
+    ),
+    (
+        # Each personal key's requests in the last minute, so an rpm limit holds across instances.
+        "m003_key_requests",
+        """
+        CREATE TABLE key_requests (key_name TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
+        CREATE INDEX key_requests_by_key ON key_requests(key_name, at);
+        """,
+    ),
+]
+PG_MIGRATION_LOCK = 0x6C796E6B72  # "lynkr": the advisory lock instances migrating together queue on
+
+
+def import_psycopg() -> Any:
+    try:
+        import psycopg  # optional: only LYNKR_DATABASE_URL needs it
+    except ImportError as exc:
+        raise ConfigError(
+            "LYNKR_DATABASE_URL needs psycopg 3: pip install 'lynkr[postgres]' (or 'psycopg[binary]')"
+        ) from exc
+    return psycopg
+
+
+def error_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@functools.lru_cache(maxsize=512)
+def pg_sql(sql: str) -> str:
+    """sqlite3's qmark SQL as psycopg's format SQL: ? -> %s, and every literal % doubled (quoted
+    literals keep their question marks)."""
+
+    def swap(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "?":
+            return "%s"
+        return text.replace("%", "%%")
+
+    return re.sub(r"'[^']*'|\?|%", swap, sql)
+
+
+class PgConnection:
+    """A psycopg connection with the sqlite3 calls the store's functions make."""
+
+    dialect = POSTGRES_DIALECT
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.raw.execute(pg_sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> Any:
+        cursor = self.raw.cursor()
+        cursor.executemany(pg_sql(sql), [tuple(r) for r in rows])
+        return cursor
+
+    def commit(self) -> None:
+        self.raw.commit()
+
+    def rollback(self) -> None:
+        self.raw.rollback()
+
+    def __enter__(self) -> PgConnection:  # `with db:` commits or rolls back, as sqlite3's does
+        return self
+
+    def __exit__(self, kind: Any, _value: Any, _tb: Any) -> None:
+        if kind is None:
+            self.raw.commit()
+        else:
+            self.raw.rollback()
+
+
+def apply_pg_migrations(raw: Any) -> None:
+    """The migrations not yet recorded, in one transaction under an advisory lock: instances starting
+    together queue, and the later ones find everything applied."""
+    with raw.transaction():
+        raw.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
+        raw.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        applied = {row[0] for row in raw.execute("SELECT name FROM _migrations")}
+        for name, script in PG_MIGRATIONS:
+            if name not in applied:
+                raw.execute(script)
+                raw.execute("INSERT INTO _migrations VALUES (%s, %s)", (name, time.time()))
+
+
+PG_CONNECT_TIMEOUT_S = 5
+PG_WRITE_BATCH = 256  # writes per transaction
+PG_READERS = 4  # reader threads (and connections) per instance
+PG_DRAIN_S = 10.0  # at shutdown, how long queued writes may wait for an absent database
+
+
+class PostgresStore:
+    """The store in PostgreSQL, for instances that share it. Same calls as Store:
+
+    - `await run(fn, *args)`: fn(db, *args) on one of PG_READERS threads, each with its own connection,
+      committed when fn returns. A database that cannot be reached is StoreUnavailable (503, retry).
+    - `write(fn, *args)`: queued at once (a future of the result, once committed). One writer thread
+      commits the queue in batches; while the database is away it keeps the batch and retries, so a
+      turn already answered lands when the database is back. `backlogged` (LYNKR_WRITE_QUEUE_MAX
+      writes waiting) makes new requests answer 503 before any upstream call, instead of dropping one.
+      The orchestrator does not wait for a turn's write: the answer goes out meanwhile."""
+
+    shared = True
+
+    def __init__(self, url: str, queue_max: int = 10000, log: Logger | None = None) -> None:
+        self.psycopg = import_psycopg()
+        self.url, self.queue_max, self.log = url, queue_max, log
+        self.shown_url = redact_url(url)
+        self._readers = concurrent.futures.ThreadPoolExecutor(PG_READERS, thread_name_prefix="lynkr-pg-read")
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lynkr-pg-write")
+        self._local = threading.local()
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+        self._write_conn: Any = None
+        self._connections: list[Any] = []  # every connection opened, closed by close()
+        self._queued: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._writing = False  # event loop thread only
+        self.pending = 0  # writes accepted and not yet committed
+        self.away_since: float | None = None  # when the writer last lost the database
+        self._give_up_at = math.inf  # set by drain(): retries stop at this monotonic time
+
+    @property
+    def backlogged(self) -> bool:
+        return self.pending >= self.queue_max
+
+    # -- connections --
+    def _connect(self) -> Any:
+        raw = self.psycopg.connect(
+            self.url, connect_timeout=PG_CONNECT_TIMEOUT_S, application_name="lynkr", autocommit=False
+        )
+        self._connections.append(raw)
+        if not self._migrated:
+            with self._migrate_lock:
+                if not self._migrated:
+                    apply_pg_migrations(raw)
+                    self._migrated = True
+        return raw
+
+    def _lost(self, exc: BaseException, raw: Any) -> bool:
+        """Whether exc means the connection is gone (as opposed to one statement failing)."""
+        return isinstance(exc, self.psycopg.OperationalError | self.psycopg.InterfaceError) and (
+            raw is None or raw.closed or raw.broken
+        )
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"the database (LYNKR_DATABASE_URL) cannot be reached: {error_line(exc)}")
+
+    # -- reads (and small writes whose caller waits) --
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        raw = getattr(self._local, "conn", None)
+        try:
+            if raw is None or raw.closed:
+                raw = self._local.conn = self._connect()
+            result = fn(PgConnection(raw), *args)
+            raw.commit()
+            return result
+        except self.psycopg.Error as exc:
+            if self._lost(exc, raw):
+                with contextlib.suppress(Exception):
+                    raw.close()
+                self._local.conn = None
+                raise self.unavailable(exc) from None
+            with contextlib.suppress(Exception):
+                raw.rollback()
+            raise
+        except BaseException:
+            if raw is not None and not raw.closed:
+                with contextlib.suppress(Exception):
+                    raw.rollback()
+            raise
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._call, fn, args)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """From a thread outside the event loop: fn(db, *args), waited for."""
+        return self._readers.submit(self._call, fn, args).result()
+
+    # -- the write queue --
+    def write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((fn, args, future))
+        self.pending += 1
+        future.add_done_callback(self._landed)
+        if not self._writing:
+            self._next_batch()
+        return future
+
+    def _landed(self, future: asyncio.Future[Any]) -> None:
+        self.pending -= 1
+        if not future.cancelled() and future.exception() is not None and self.log is not None:
+            self.log.error("a write to the database failed", error=error_line(future.exception()))
+
+    def _next_batch(self) -> None:
+        batch, self._queued = self._queued[:PG_WRITE_BATCH], self._queued[PG_WRITE_BATCH:]
+        self._writing = bool(batch)
+        if not batch:
+            return
+        try:
+            done = asyncio.get_running_loop().run_in_executor(self._writer, self._write_batch, batch)
+        except RuntimeError:  # the writer is shut down: the awaiters hear so
+            self._writing = False
+            for _fn, _args, future in batch:
+                if not future.done():
+                    future.set_exception(StoreUnavailable("the store is closed"))
+            return
+        done.add_done_callback(lambda f: self._batch_written(batch, f))
+
+    def _write_batch(
+        self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]
+    ) -> list[tuple[bool, Any]]:
+        delay = 0.05
+        while True:
+            raw = self._write_conn
+            try:
+                if raw is None or raw.closed:
+                    raw = self._write_conn = self._connect()
+                outcomes = self._apply(PgConnection(raw), batch)
+                raw.commit()
+                if self.away_since is not None and self.log is not None:
+                    self.log.info("the database is back", away_s=round(time.monotonic() - self.away_since, 1))
+                self.away_since = None
+                return outcomes
+            except self.psycopg.Error as exc:
+                if not self._lost(exc, raw):
+                    raise
+                with contextlib.suppress(Exception):
+                    raw is not None and raw.close()
+                self._write_conn = None
+                if self.away_since is None:
+                    self.away_since = time.monotonic()
+                    if self.log is not None:
+                        self.log.warning(
+                            "the database is away; writes wait and retry",
+                            pending=self.pending,
+                            error=error_line(exc),
+                        )
+                if time.monotonic() >= self._give_up_at:
+                    raise self.unavailable(exc) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    @staticmethod
+    def _apply(
+        db: PgConnection, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]
+    ) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        for fn, args, _future in batch:
+            db.execute("SAVEPOINT one_write")
+            try:
+                outcomes.append((True, fn(db, *args)))
+                db.execute("RELEASE SAVEPOINT one_write")
+            except Exception as exc:
+                if db.raw.broken:  # the connection, not this write: the whole batch is retried
+                    raise
+                db.execute("ROLLBACK TO SAVEPOINT one_write")
+                db.execute("RELEASE SAVEPOINT one_write")
+                outcomes.append((False, exc))
+        return outcomes
+
+    def _batch_written(
+        self,
+        batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]],
+        done: asyncio.Future[list[tuple[bool, Any]]],
+    ) -> None:
+        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        outcomes = done.result() if error is None else [(False, error)] * len(batch)
+        for (_fn, _args, future), (ok, value) in zip(batch, outcomes, strict=False):
+            if not future.done():
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        self._next_batch()
+
+    async def drain(self, timeout_s: float = PG_DRAIN_S) -> None:
+        """At shutdown: let queued writes land, waiting at most timeout_s for an absent database."""
+        self._give_up_at = time.monotonic() + timeout_s
+        deadline = time.monotonic() + timeout_s + PG_CONNECT_TIMEOUT_S + 1
+        while (self._writing or self._queued) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.pending and self.log is not None:
+            self.log.error("writes lost at shutdown: the database stayed away", writes=self.pending)
+
+    def close(self) -> None:
+        self._readers.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        for raw in self._connections:
+            with contextlib.suppress(Exception):
+                raw.close()
+        self._connections.clear()
+
+
+def open_store(cfg: Config, log: Logger | None = None) -> Store | PostgresStore:
+    """The configured store: PostgreSQL when LYNKR_DATABASE_URL is set, else the SQLite file."""
+    url = cfg.settings.lynkr_database_url
+    if url:
+        return PostgresStore(url, cfg.settings.lynkr_write_queue_max, log)
+    return Store(cfg.session_db_path)
 
 
 def message_hash(message: dict[str, Any]) -> str:
@@ -8045,13 +8561,65 @@ LEDGER_USAGE_KEYS = (
 )
 
 
-def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
+def record_turn(db: Any, turn: TurnRecord) -> int:
     """Append only what this session has not seen yet, in the caller's transaction (Store.write);
-    returns how many turns were written."""
+    returns how many turns were written.
+
+    The session's row is locked first (PostgreSQL; SQLite's writer is already alone), so instances
+    recording the same conversation take turns. The reply counts as part of the history it extends:
+    when a later request of the conversation, answered by another instance, has already recorded this
+    exchange from its resent history, nothing is written twice."""
     now = time.time()
-    row = db.execute("SELECT history FROM sessions WHERE id = ?", (turn.session_id,)).fetchone()
-    seen: list[str] = json.loads(row[0]) if row else []
-    common = _common_prefix(seen, turn.messages)
+    dialect = dialect_of(db)
+    created = (
+        db.execute(
+            "INSERT INTO sessions (id, created_at, updated_at, history, owner) VALUES (?, ?, ?, '[]', ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (turn.session_id, now, now, turn.owner),
+        ).rowcount
+        == 1
+    )
+    seen_json, owner = db.execute(
+        "SELECT history, owner FROM sessions WHERE id = ?" + dialect.lock_row, (turn.session_id,)
+    ).fetchone()
+    if turn.signed and turn.provider:
+        db.executemany(
+            "INSERT INTO thinking_signatures (key, provider, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET provider = excluded.provider, created_at = excluded.created_at",
+            [(key, turn.provider, now) for key in turn.signed],
+        )
+    if turn.reply is not None and turn.cache != "hit":  # an upstream answered: charge it to its key
+        usage = turn.usage or turn.reply.get("usage") or {}
+        counts = [usage.get(k) if isinstance(usage.get(k), int) else 0 for k in LEDGER_USAGE_KEYS]
+        db.execute(
+            dialect.usage_insert,
+            (
+                now,
+                turn.owner,
+                turn.provider,
+                turn.request_log.get("upstream_model") or turn.model,
+                *counts,
+                turn.cost_usd,
+                turn.request_id,
+                turn.session_id,
+            ),
+        )
+    if not created and owner != turn.owner:
+        return 0  # another key's session (a race the request-time check cannot see): never added to
+    if (
+        dialect.retries_writes
+        and db.execute(
+            "SELECT 1 FROM turns WHERE request_id = ? AND session_id = ? LIMIT 1",
+            (turn.request_id, turn.session_id),
+        ).fetchone()
+    ):
+        return 0  # a batch retried after its commit's reply was lost: recorded already
+    seen: list[str] = json.loads(seen_json)
+    sequence = [*turn.messages, turn.reply] if turn.reply is not None else turn.messages
+    common = _common_prefix(seen, sequence)
+    if common == len(sequence) < len(seen):
+        return 0  # a later request of this conversation, answered elsewhere, recorded it from its history
+    common = min(common, len(turn.messages))
     history = seen[:common] + [message_hash(m) for m in turn.messages[common:]]
     rows: list[tuple[Any, ...]] = []
     for message in turn.messages[common:]:
@@ -8086,38 +8654,10 @@ def record_turn(db: sqlite3.Connection, turn: TurnRecord) -> int:
             )
         )
         history.append(message_hash(turn.reply))
-    if turn.signed and turn.provider:
-        db.executemany(
-            "INSERT OR REPLACE INTO thinking_signatures (key, provider, created_at) VALUES (?, ?, ?)",
-            [(key, turn.provider, now) for key in turn.signed],
-        )
-    if turn.reply is not None and turn.cache != "hit":  # an upstream answered: charge it to its key
-        usage = turn.usage or turn.reply.get("usage") or {}
-        counts = [usage.get(k) if isinstance(usage.get(k), int) else 0 for k in LEDGER_USAGE_KEYS]
-        db.execute(
-            "INSERT INTO usage (at, key_name, provider, model, input_tokens, output_tokens, cache_read_tokens,"
-            " cache_write_tokens, cost_usd, request_id, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                now,
-                turn.owner,
-                turn.provider,
-                turn.request_log.get("upstream_model") or turn.model,
-                *counts,
-                turn.cost_usd,
-                turn.request_id,
-                turn.session_id,
-            ),
-        )
-    if row is None:
-        db.execute(
-            "INSERT INTO sessions (id, created_at, updated_at, history, owner) VALUES (?, ?, ?, ?, ?)",
-            (turn.session_id, now, now, storable_json(history), turn.owner),
-        )
-    else:
-        db.execute(
-            "UPDATE sessions SET updated_at = ?, history = ? WHERE id = ?",
-            (now, storable_json(history), turn.session_id),
-        )
+    db.execute(
+        "UPDATE sessions SET updated_at = ?, history = ? WHERE id = ?",
+        (now, storable_json(history), turn.session_id),
+    )
     db.executemany(
         "INSERT INTO turns (session_id, created_at, kind, role, content, model, usage, cache, request_id, provider,"
         " cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -8223,11 +8763,25 @@ def load_keys(db: sqlite3.Connection) -> list[PersonalKey]:
     return [PersonalKey(*row[:7], tuple(json.loads(row[7] or "[]")), row[8]) for row in rows]
 
 
-def spent_since(db: sqlite3.Connection, name: str, since: float) -> float:
+def spent_since(db: Any, name: str, since: float) -> float:
     row = db.execute(
-        "SELECT TOTAL(cost_usd) FROM usage WHERE key_name = ? AND at >= ?", (name, since)
+        "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE key_name = ? AND at >= ?", (name, since)
     ).fetchone()
     return float(row[0] or 0.0)
+
+
+def take_request_slot(db: Any, name: str, rpm: int, now: float) -> float | None:
+    """A key's requests-per-minute window in the shared database (PostgreSQL: the key's advisory lock
+    makes instances check and count one at a time). None: counted; else seconds until a slot frees."""
+    db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", ("lynkr-rpm:" + name,))
+    db.execute("DELETE FROM key_requests WHERE key_name = ? AND at <= ?", (name, now - 60))
+    count, oldest = db.execute(
+        "SELECT COUNT(*), MIN(at) FROM key_requests WHERE key_name = ?", (name,)
+    ).fetchone()
+    if count >= rpm:
+        return float(oldest) + 60 - now
+    db.execute("INSERT INTO key_requests (key_name, at) VALUES (?, ?)", (name, now))
+    return None
 
 
 def session_owner(db: sqlite3.Connection, session_id: str) -> tuple[bool, str | None]:
@@ -8236,12 +8790,17 @@ def session_owner(db: sqlite3.Connection, session_id: str) -> tuple[bool, str | 
     return (row is not None, row[0] if row else None)
 
 
+def total(column: str) -> str:
+    """SUM that is 0 over no rows, in SQL both backends run (SQLite's TOTAL is its own)."""
+    return f"COALESCE(SUM({column}), 0)"
+
+
 # `lynkr usage --by X` -> the SQL expression rows are grouped by
 USAGE_GROUPS = {
     "key": "COALESCE(key_name, '(shared)')",
     "model": "COALESCE(model, '?')",
     "provider": "COALESCE(provider, '?')",
-    "day": "strftime('%Y-%m-%d', at, 'unixepoch')",
+    "day": "{day}",  # the dialect's (Dialect.usage_day)
 }
 
 
@@ -8249,11 +8808,12 @@ def usage_report(
     db: sqlite3.Connection, by: str, since: float, owner: str | None = None
 ) -> list[dict[str, Any]]:
     """Requests, tokens and cost since `since`, grouped `by` (USAGE_GROUPS); only `owner`'s when named."""
-    group = USAGE_GROUPS[by]
+    group = USAGE_GROUPS[by].format(day=dialect_of(db).usage_day)
     mine = " AND key_name = ?" if owner is not None else ""
     rows = db.execute(
-        f"SELECT {group} AS g, COUNT(*), TOTAL(input_tokens), TOTAL(output_tokens), TOTAL(cache_read_tokens),"
-        f" TOTAL(cache_write_tokens), TOTAL(cost_usd) FROM usage WHERE at >= ?{mine} GROUP BY g ORDER BY g",
+        f"SELECT {group} AS g, COUNT(*), {total('input_tokens')}, {total('output_tokens')},"
+        f" {total('cache_read_tokens')}, {total('cache_write_tokens')}, {total('cost_usd')}"
+        f" FROM usage WHERE at >= ?{mine} GROUP BY g ORDER BY g",
         (since, *([owner] if owner is not None else [])),
     )
     return [
@@ -8264,7 +8824,7 @@ def usage_report(
             "output_tokens": int(o),
             "cache_read_tokens": int(cr),
             "cache_write_tokens": int(cw),
-            "cost_usd": round(c, 6),
+            "cost_usd": round(float(c), 6),
         }
         for g, n, i, o, cr, cw, c in rows
     ]
@@ -8274,7 +8834,8 @@ def save_calibration(
     db: sqlite3.Connection, provider: str, model: str, calibration: TokenCalibration
 ) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO token_calibration (provider, model, state, updated_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO token_calibration (provider, model, state, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (provider, model) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
         (provider, model, json.dumps(dataclasses.astuple(calibration)), time.time()),
     )
 
@@ -8474,6 +9035,79 @@ class PromptCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    # The orchestrator's calls: the shared cache below answers them from the database as well.
+    async def lookup(self, key: str) -> dict[str, Any] | None:
+        return self.get(key)
+
+    def keep(self, key: str, message: dict[str, Any]) -> None:
+        self.put(key, message)
+
+
+def cache_fetch(db: Any, key: str, now: float) -> tuple[dict[str, Any], float] | None:
+    row = db.execute(
+        "SELECT message, expires_at FROM prompt_cache WHERE key = ? AND expires_at > ?", (key, now)
+    ).fetchone()
+    if row is None:
+        return None
+    db.execute(
+        "UPDATE prompt_cache SET used_at = ? WHERE key = ?", (now, key)
+    )  # least recently used: not this
+    return json.loads(row[0]), float(row[1])
+
+
+def cache_store(
+    db: Any, key: str, message_json: str, now: float, expires_at: float, max_entries: int
+) -> None:
+    db.execute(
+        "INSERT INTO prompt_cache (key, message, expires_at, used_at) VALUES (?, ?, ?, ?) ON CONFLICT (key)"
+        " DO UPDATE SET message = excluded.message, expires_at = excluded.expires_at, used_at = excluded.used_at",
+        (key, message_json, expires_at, now),
+    )
+    db.execute("DELETE FROM prompt_cache WHERE expires_at <= ?", (now,))
+    db.execute(
+        "DELETE FROM prompt_cache WHERE key IN (SELECT key FROM prompt_cache ORDER BY used_at DESC OFFSET ?)",
+        (max_entries,),
+    )
+
+
+class SharedPromptCache(PromptCache):
+    """PROMPT_CACHE_BACKEND=postgres: the entries live in the shared database (expiry and the LRU bound
+    kept there), so an answer one instance stored is a hit on every other. This process keeps the
+    entries it has seen in front (an entry never changes until it expires, so a copy cannot go stale);
+    a database that cannot be reached makes a lookup a miss, never an error."""
+
+    def __init__(
+        self, store: PostgresStore, ttl_s: float, max_entries: int, log: Logger | None = None
+    ) -> None:
+        super().__init__(True, ttl_s, max_entries, clock=time.time)
+        self.store, self.log = store, log
+
+    async def lookup(self, key: str) -> dict[str, Any] | None:
+        local = self.get(key)
+        if local is not None:
+            return local
+        try:
+            found = await self.store.run(cache_fetch, key, self.clock())
+        except StoreUnavailable:
+            return None
+        if found is None:
+            return None
+        message, expires_at = found
+        self._entries[key] = (expires_at, message)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        self.misses -= 1  # the local miss above was a hit after all
+        self.hits += 1
+        return message
+
+    def keep(self, key: str, message: dict[str, Any]) -> None:
+        self.put(key, message)
+        if self.store.backlogged:
+            return  # a cache entry is the first thing to go when writes queue up
+        now = self.clock()
+        self.store.write(cache_store, key, json_dumps(message), now, now + self.ttl_s, self.max_entries)
 
 
 def cached_reply(message: dict[str, Any], model: str) -> dict[str, Any]:
@@ -9693,7 +10327,8 @@ def _get_task(db: sqlite3.Connection, task_id: int) -> dict[str, Any]:
 def _db_create_task(db: sqlite3.Connection, args: dict[str, Any]) -> dict[str, Any]:
     now = time.time()
     with db:
-        cursor = db.execute(
+        task_id = insert_returning_id(
+            db,
             "INSERT INTO tasks (title, description, status, priority, created_at, updated_at) VALUES (?,?,?,?,?,?)",
             (
                 args["title"],
@@ -9704,7 +10339,7 @@ def _db_create_task(db: sqlite3.Connection, args: dict[str, Any]) -> dict[str, A
                 now,
             ),
         )
-    return _get_task(db, int(cursor.lastrowid or 0))
+    return _get_task(db, task_id)
 
 
 def _db_update_task(db: sqlite3.Connection, task_id: int, changes: dict[str, Any]) -> dict[str, Any]:
@@ -11441,7 +12076,8 @@ def read_coverage(path: str) -> dict[str, Any]:
 
 def _db_add_test_run(db: sqlite3.Connection, run: dict[str, Any]) -> int:
     with db:
-        cursor = db.execute(
+        run_id = insert_returning_id(
+            db,
             "INSERT INTO test_runs (command, started_at, duration_ms, exit_code, passed, timed_out, counts, coverage,"
             " output_tail, tree_id, checkout) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -11458,7 +12094,7 @@ def _db_add_test_run(db: sqlite3.Connection, run: dict[str, Any]) -> int:
                 run.get("checkout", "worktree"),
             ),
         )
-    return int(cursor.lastrowid or 0)
+    return run_id
 
 
 def _db_test_runs(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
@@ -14349,6 +14985,7 @@ class Orchestrator:
         self.show_activity = cfg.settings.lynkr_show_tool_activity
         # Told each answered request's cost as it is known, with its personal key (the API's budgets).
         self.on_charge: Callable[[str | None, float | None], None] | None = None
+        self.on_landed: Callable[[str | None, float | None], None] | None = None  # its ledger row committed
         self.sessions_owned = False  # set while personal keys exist: every session's owner is checked
         self.activity_max_chars = cfg.settings.lynkr_tool_activity_max_chars
 
@@ -14454,7 +15091,7 @@ class Orchestrator:
         key = None
         if self.cache.enabled:
             key = prompt_fingerprint(upstream_req, self.provider.cache_target(req))
-            hit = self.cache.get(key)
+            hit = await self.cache.lookup(key)
             status = "hit" if hit is not None else "miss"
             METRICS.inc("lynkr_prompt_cache_total", result=status)
             http_req.reply_headers["x-lynkr-cache"] = status
@@ -14486,7 +15123,7 @@ class Orchestrator:
             or any(b.get("type") in ("tool_use", "server_tool_use") for b in message.get("content") or [])
         ):
             return
-        self.cache.put(key, message)
+        self.cache.keep(key, message)
         http_req.reply_headers["x-lynkr-cache"] = http_req.log["cache"] = turn.cache = "stored"
 
     async def _record(self, turn: TurnRecord) -> None:
@@ -14504,7 +15141,13 @@ class Orchestrator:
                 turn.signed = thinking_keys(assistant_turns)
                 self.signatures.note(turn.signed, turn.provider)
         try:
-            await self.store.write(record_turn, turn)
+            if self.store.shared:  # queued: the answer never waits for a database across the network
+                written = self.store.write(record_turn, turn)
+                if self.on_landed is not None:
+                    owner, cost = turn.owner, turn.cost_usd
+                    written.add_done_callback(lambda _f: self.on_landed(owner, cost))  # type: ignore[misc]
+            else:
+                await self.store.write(record_turn, turn)
         except (
             sqlite3.Error,
             OSError,
@@ -14574,7 +15217,12 @@ class Orchestrator:
                 return
             calibrations[key] = after
             await self.store.write(save_calibration, *key, after)
-        except (sqlite3.Error, OSError, RuntimeError) as exc:  # a lost sample; the answer went out long ago
+        except (
+            sqlite3.Error,
+            OSError,
+            RuntimeError,
+            LynkrError,
+        ) as exc:  # a lost sample; the answer went out
             self.log.warning("token calibration not saved", provider=key[0], model=key[1], error=str(exc))
 
     def _charge(self, turn: TurnRecord) -> None:
@@ -15829,21 +16477,38 @@ class KeyRing:
     memory (reloaded at most every KEY_RELOAD_S, and at once by the admin routes) with each key's spend
     in its current budget period, so the checks cost no database round trip."""
 
-    def __init__(self, store: Store, mode: str, clock: Callable[[], float] = time.time) -> None:
-        self.store, self.mode, self.clock = store, mode, clock
+    def __init__(
+        self,
+        store: Store | PostgresStore,
+        mode: str,
+        clock: Callable[[], float] = time.time,
+        log: Logger | None = None,
+    ) -> None:
+        self.store, self.mode, self.clock, self.log = store, mode, clock, log
         self.enabled, self.required = mode != "off", mode == "required"
         self.by_hash: dict[str, PersonalKey] = {}
         self.by_name: dict[str, PersonalKey] = {}
         self.loaded_at = -math.inf
         self.windows: dict[str, collections.deque[float]] = {}  # name -> request times in the last minute
         self.spend: dict[str, tuple[float, float]] = {}  # name -> (period start, spent in it)
+        # A shared store is read on every check (other instances spend too); this instance's charges
+        # whose ledger rows are still queued are added until they land.
+        self.unlanded: dict[str, float] = {}
 
     @property
     def any(self) -> bool:
         return bool(self.by_name)
 
     async def reload(self) -> None:
-        keys = await self.store.run(load_keys)
+        try:
+            keys = await self.store.run(load_keys)
+        except StoreUnavailable as exc:
+            if self.loaded_at == -math.inf:
+                raise
+            self.loaded_at = self.clock()  # the keys known keep working while the database is away
+            if self.log is not None:
+                self.log.warning("personal keys not reloaded", error=exc.message)
+            return
         self.by_hash = {k.key_hash: k for k in keys}
         self.by_name = {k.name: k for k in keys}
         self.loaded_at = self.clock()
@@ -15867,17 +16532,14 @@ class KeyRing:
             )
         now = self.clock()
         if key.rpm:
-            window = self.windows.setdefault(name, collections.deque())
-            while window and window[0] <= now - 60:
-                window.popleft()
-            if len(window) >= key.rpm:
+            wait = await self.take_slot(name, key.rpm, now)
+            if wait is not None:
                 raise LynkrError(
                     f"key {name!r} made its {key.rpm} requests this minute",
                     status=429,
                     error_type="rate_limit_error",
-                    headers={"retry-after": str(max(1, math.ceil(window[0] + 60 - now)))},
+                    headers={"retry-after": str(max(1, math.ceil(wait)))},
                 )
-            window.append(now)
         if key.budget_usd is not None and key.budget_period:
             start, end = period_start(key.budget_period, now)
             spent = await self.spent(name, start)
@@ -15891,18 +16553,52 @@ class KeyRing:
                     headers={"retry-after": str(max(1, math.ceil(end - now)))},
                 )
 
+    def _local_slot(self, name: str, rpm: int, now: float) -> float | None:
+        window = self.windows.setdefault(name, collections.deque())
+        while window and window[0] <= now - 60:
+            window.popleft()
+        if len(window) >= rpm:
+            return window[0] + 60 - now
+        window.append(now)
+        return None
+
+    async def take_slot(self, name: str, rpm: int, now: float) -> float | None:
+        """None: the request may go (and is counted); else the seconds until a slot frees. A shared
+        store counts every instance's requests (this one's alone while the database is away)."""
+        if self.store.shared:
+            with contextlib.suppress(StoreUnavailable):
+                return await self.store.run(take_request_slot, name, rpm, now)
+        return self._local_slot(name, rpm, now)
+
     async def spent(self, name: str, start: float) -> float:
         known = self.spend.get(name)
-        if known is None or known[0] != start:  # first use, or a new period: ask the ledger
-            known = (start, await self.store.run(spent_since, name, start))
+        if self.store.shared or known is None or known[0] != start:  # ask the ledger
+            try:
+                known = (start, await self.store.run(spent_since, name, start))
+            except StoreUnavailable:
+                if known is None or known[0] != start:
+                    raise
             self.spend[name] = known
-        return known[1]
+        return known[1] + self.unlanded.get(name, 0.0)
 
     def charged(self, name: str | None, cost: float | None) -> None:
         """An answered request's cost, as soon as it is known (the ledger row follows with the turn)."""
-        if name is not None and cost and name in self.spend:
+        if name is None or not cost:
+            return
+        if self.store.shared:
+            self.unlanded[name] = self.unlanded.get(name, 0.0) + cost
+        elif name in self.spend:
             start, spent = self.spend[name]
             self.spend[name] = (start, spent + cost)
+
+    def landed(self, name: str | None, cost: float | None) -> None:
+        """The ledger row of a charge is committed: the ledger counts it from now on."""
+        if name is not None and cost and name in self.unlanded:
+            left = self.unlanded[name] - cost
+            if left > 1e-12:
+                self.unlanded[name] = left
+            else:
+                del self.unlanded[name]
 
 
 class App:
@@ -15922,8 +16618,9 @@ class App:
         self.draining = False
         self.background: set[asyncio.Future[None]] = set()  # tasks of the app's own (the startup index)
         self.dashboard = Dashboard()
-        self.keys = KeyRing(self.store, cfg.settings.lynkr_keys)
+        self.keys = KeyRing(self.store, cfg.settings.lynkr_keys, log=log)
         orchestrator.on_charge = self.keys.charged
+        orchestrator.on_landed = self.keys.landed
         self.in_flight = 0
         self.max_in_flight = cfg.settings.max_concurrent_requests
         per_minute = cfg.settings.rate_limit_requests_per_min
@@ -15952,6 +16649,13 @@ class App:
         and never take a slot."""
         if req.path.startswith(("/health", "/metrics")):
             return
+        if self.store.backlogged and not req.path.startswith("/ui"):
+            METRICS.inc("lynkr_rejected_requests_total", reason="write_queue")
+            raise StoreUnavailable(
+                f"{self.store.pending} writes are waiting for the database (LYNKR_WRITE_QUEUE_MAX "
+                f"{self.cfg.settings.lynkr_write_queue_max}); retry shortly",
+                retry_after_s=5,
+            )
         if self.in_flight >= self.max_in_flight:
             METRICS.inc("lynkr_rejected_requests_total", reason="concurrency")
             raise LynkrError(
@@ -16271,7 +16975,11 @@ def build_app(cfg: Config, log: Logger) -> App:
         cfg.settings.prompt_cache_ttl_s,
         cfg.settings.prompt_cache_max_entries,
     )
-    store = Store(cfg.session_db_path)
+    store = open_store(cfg, log)
+    if cfg.settings.prompt_cache_backend == "postgres" and isinstance(store, PostgresStore):
+        cache = SharedPromptCache(
+            store, cfg.settings.prompt_cache_ttl_s, cfg.settings.prompt_cache_max_entries, log
+        )
     db_files = [cfg.session_db_path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
     private_dirs = [(cfg.data_dir, "LYNKR_DATA_DIR")]
     db_dir = os.path.realpath(os.path.dirname(os.path.abspath(cfg.session_db_path)))
@@ -16303,6 +17011,14 @@ async def _index_in_background(app: App) -> None:
     )
 
 
+def store_failure(store: Store | PostgresStore, cfg: Config, exc: BaseException) -> str:
+    """The one line startup prints when the store cannot be opened."""
+    if isinstance(store, PostgresStore):
+        reason = exc.message if isinstance(exc, LynkrError) else error_line(exc)
+        return f"cannot reach LYNKR_DATABASE_URL ({store.shown_url}): {reason}"
+    return f"cannot open SESSION_DB_PATH {cfg.session_db_path}: {exc}"
+
+
 async def serve(app: App) -> int:
     cfg, log, provider = app.cfg, app.log, app.provider
     # Signals first: a SIGTERM while MCP servers are still starting must stop them, not orphan them.
@@ -16319,8 +17035,8 @@ async def serve(app: App) -> int:
         try:
             await app.store.run(lambda db: None)  # open + migrate now: a broken database fails at startup
             provider.calibrations.update(await app.store.run(load_calibrations))
-        except (sqlite3.Error, OSError) as exc:
-            print(f"lynkr: cannot open SESSION_DB_PATH {cfg.session_db_path}: {exc}", file=sys.stderr)
+        except (sqlite3.Error, OSError, LynkrError) as exc:
+            print(f"lynkr: {store_failure(app.store, cfg, exc)}", file=sys.stderr)
             return 2
         if mcp is not None:
             starting = asyncio.ensure_future(mcp.start())
@@ -16382,6 +17098,7 @@ async def serve(app: App) -> int:
             await mcp.stop()
         app.orchestrator.tool_ctx.client.close()
         app.orchestrator.tool_ctx.executor.shutdown(wait=False, cancel_futures=True)
+        await app.store.drain()  # a shared store's queued writes land first
         await loop.run_in_executor(None, app.store.close)
         if server is not None:
             log.info("stopped")
@@ -16471,14 +17188,15 @@ def run_index_command(cfg: Config) -> int:
         print(f"lynkr: {exc}", file=sys.stderr)
         return 1
     latest = None
-    if os.path.exists(cfg.session_db_path):
-        db = sqlite3.connect(cfg.session_db_path)
+    if cfg.settings.lynkr_database_url or os.path.exists(cfg.session_db_path):
+        store = open_store(cfg)
         try:
-            apply_migrations(db)
-            runs = _db_test_runs(db, 1)
+            runs = store.call(_db_test_runs, 1)
             latest = runs[0] if runs else None
+        except (sqlite3.Error, OSError, StoreUnavailable) as exc:
+            print(f"lynkr: no test run in the summary: {store_failure(store, cfg, exc)}", file=sys.stderr)
         finally:
-            db.close()
+            store.close()
     summary = project_summary(index, latest, policy.coverage_files)
     if cfg.settings.lynkr_claude_md:
         try:
@@ -16514,7 +17232,7 @@ def run_trust_command(files: list[str]) -> int:
 async def run_keys_command(cfg: Config, args: argparse.Namespace) -> int:
     """`lynkr keys create|list|revoke` and `lynkr usage`, on the session store (a running lynkr sees a
     new or revoked key within KEY_RELOAD_S)."""
-    store = Store(cfg.session_db_path)
+    store = open_store(cfg)
     try:
         if args.command == "usage":
             rows = await store.run(usage_report, args.by, parse_since(args.since, time.time()))
@@ -16554,7 +17272,11 @@ async def run_keys_command(cfg: Config, args: argparse.Namespace) -> int:
     except InvalidRequest as exc:
         print(f"lynkr: {exc.message}", file=sys.stderr)
         return 2
+    except (sqlite3.Error, OSError, StoreUnavailable) as exc:
+        print(f"lynkr: {store_failure(store, cfg, exc)}", file=sys.stderr)
+        return 2
     finally:
+        await store.drain()
         store.close()
 
 
