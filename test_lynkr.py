@@ -270,6 +270,7 @@ from lynkr import LynkrError as _LynkrError
 CLIENT_KEY = "sk-ant-client-canary-7f3a9c"  # what test clients send; must never reach an upstream
 DBX_KEY = "dapi-fake-databricks-secret-51c2"
 AZ_KEY = "azure-fake-foundry-secret-88d1"
+ADMIN_KEY = "admin-key-for-tests-77"  # LYNKR_ADMIN_KEY of the lynkrs that have personal keys
 REQ_ID = re.compile(r"^req_[0-9a-f]{24}$")
 EPH = {"type": "ephemeral"}
 DEFAULT_HEADERS = {
@@ -2274,7 +2275,7 @@ class Nginx:
             '"upstream_status":"$upstream_status","request":"$request","seconds":$request_time}\';\n'
             f"  access_log {self.access_log} lynkr;\n"
             f"{temp}"
-            f"  upstream lynkr {{\n{servers}    keepalive 64;\n  }}\n"
+            f"  upstream lynkr {{\n{servers}    keepalive 64;\n    keepalive_timeout 30s;\n  }}\n"
             "  server {\n"
             f"    listen 127.0.0.1:{self.port};\n"
             "    client_max_body_size 0;\n"
@@ -2345,6 +2346,18 @@ def nginx_lb():
     yield make
     for n in started:
         n.stop()
+
+
+def session_landed(proxy: Proxy, sid: str, turns: int, timeout: float = 15) -> dict:
+    """GET /v1/sessions/{sid} once at least `turns` turns are there: writes to PostgreSQL go through a
+    queue, so a turn may land a moment after its response."""
+    path = f"/v1/sessions/{urllib.parse.quote(sid, safe='')}"
+
+    def landed() -> dict | None:
+        r = proxy.call("GET", path, headers={"x-api-key": ADMIN_KEY})
+        return r.json() if r.status == 200 and len(r.json()["turns"]) >= turns else None
+
+    return wait_for(landed, timeout, f"{turns} turns of session {sid} via port {proxy.port}")
 
 
 @pytest.fixture
@@ -17648,6 +17661,172 @@ class TestSessionStore:
         assert titles == ["first", "task 0", "task 1", "task 2", "task 3", "task 4", "task 5"], titles
 
 
+# -- PostgreSQL: every store in a shared database (LYNKR_DATABASE_URL) --
+
+# Each lynkr here has a data folder of its own (spawn_lynkr), so what a second one reads came from
+# PostgreSQL, never from a shared SQLite file.
+SERVE_WITHOUT_PSYCOPG = [
+    sys.executable,
+    "-c",
+    "import sys; sys.modules['psycopg'] = None; sys.path[0] = sys.argv.pop(1); sys.argv[0] = sys.path[0] + "
+    "'/lynkr.py'; import lynkr; sys.exit(lynkr.main())",
+    str(HERE),
+]
+
+
+def pg_env(pg: PgDatabase, fake: FakeHTTP, **kw: Any) -> dict:
+    return dbx_env(fake, LYNKR_DATABASE_URL=pg.url, LYNKR_ADMIN_KEY=ADMIN_KEY, **kw)
+
+
+class TestPostgresStore:
+    """LYNKR_DATABASE_URL moves sessions and turns, tasks, token calibration, keys and the usage ledger to
+    PostgreSQL; migrations run under a lock; an unreachable database stops lynkr with one line."""
+
+    @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+    def test_unreachable_database_is_one_line_without_the_password(self, tmp_path, scheme):
+        secret = "pw-never-printed-4c1d"
+        url = f"{scheme}://lynkr:{secret}@127.0.0.1:{free_port()}/lynkr"  # nothing listens there
+        t0 = time.monotonic()
+        r = run_lynkr(tmp_path, {"LYNKR_DATABASE_URL": url}, timeout=60)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+        assert len(lines) == 1 and lines[0].startswith("lynkr: cannot reach LYNKR_DATABASE_URL"), r.stderr
+        assert secret not in r.stderr + r.stdout, r.stderr
+        assert time.monotonic() - t0 < 30, "a refused connection should not be retried for long at startup"
+
+    def test_without_psycopg_the_error_names_the_extra(self, tmp_path):
+        env = base_env(tmp_path, {"LYNKR_DATABASE_URL": "postgresql://lynkr@127.0.0.1:9/lynkr"})
+        r = subprocess.run(
+            [*SERVE_WITHOUT_PSYCOPG, "--port", "0"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+        assert len(lines) == 1 and "pip install 'lynkr[postgres]'" in lines[0], r.stderr
+
+    def test_sessions_and_turns_live_in_the_database(self, pg, spawn_lynkr, new_dbx, tmp_path):
+        fake = new_dbx()
+        env = pg_env(pg, fake)
+        a = spawn_lynkr("a", env)
+        fake.push(model_turn("dbx", "First answer."), model_turn("dbx", "Second answer."))
+        hdr = {"x-session-id": "pg-1"}
+        r1 = a.post(base_req(messages=[user("one")]), headers=hdr)
+        assert r1.status == 200, r1.data[:1000]
+        history = [user("one"), assistant(r1.json()["content"]), user("two")]
+        r2 = a.post(base_req(messages=history, stream=True), headers=hdr)
+        r2.stream().ok()
+        want = [
+            ("user", "user", "one"),
+            ("assistant", "assistant", "First answer."),
+            ("user", "user", "two"),
+            ("assistant", "assistant", "Second answer."),
+        ]
+        assert turn_summary(session_landed(a, "pg-1", 4)) == want
+        # a second lynkr with a data folder of its own reads it, and continues it without duplicates
+        b = spawn_lynkr("b", env)
+        s = session_landed(b, "pg-1", 4)
+        assert turn_summary(s) == want
+        replies = [t for t in s["turns"] if t["kind"] == "assistant"]
+        assert [t["request_id"] for t in replies] == [r.headers["request-id"] for r in (r1, r2)]
+        assert replies[0]["usage"]["input_tokens"] == 21 and replies[0]["model"] == "claude-sonnet-4-5"
+        r3 = b.post(
+            base_req(messages=[*history, assistant([text("Second answer.")]), user("three")]), headers=hdr
+        )
+        assert r3.status == 200, r3.data[:1000]
+        s = session_landed(a, "pg-1", 6)
+        assert [said for _k, _r, said in turn_summary(s)] == [
+            "one",
+            "First answer.",
+            "two",
+            "Second answer.",
+            "three",
+            "Hello from fake Databricks",
+        ]
+        assert "pg-1" in [x["id"] for x in admin(b, "GET", "/v1/sessions").json()["data"]]
+        # nothing went to the SQLite files of either data folder
+        for name in ("a", "b"):
+            db = tmp_path / name / "lynkr-data" / "sessions.db"
+            if db.exists():
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+                    assert (
+                        "turns" not in tables or not conn.execute("SELECT count(*) FROM turns").fetchone()[0]
+                    )
+
+    def test_tasks_live_in_the_database(self, pg, spawn_lynkr, new_dbx):
+        env = pg_env(pg, new_dbx())
+        a, b = spawn_lynkr("a", env), spawn_lynkr("b", env)
+        made = [
+            json.loads(
+                tool_ok(a.port, "workspace_task_create", {"title": "write tests", "priority": "high"})
+            ),
+            json.loads(tool_ok(b.port, "workspace_task_create", {"title": "ship", "description": "after"})),
+        ]
+        assert made[0]["id"] != made[1]["id"]
+        listed = lambda p: json.loads(tool_ok(p.port, "workspace_tasks_list", {}))
+        wait_for(lambda: len(listed(a)) == 2 and len(listed(b)) == 2, 10, "both tasks on both instances")
+        assert listed(a) == listed(b) and [t["title"] for t in listed(a)] == ["write tests", "ship"]
+        upd = json.loads(
+            tool_ok(b.port, "workspace_task_set_status", {"id": made[0]["id"], "status": "done"})
+        )
+        assert upd["status"] == "done"
+        wait_for(
+            lambda: [t["status"] for t in listed(a)] == ["done", "todo"], 10, "the update seen by the other"
+        )
+        assert json.loads(tool_ok(a.port, "workspace_task_delete", {"id": made[1]["id"]}))["deleted"][
+            "title"
+        ] == ("ship")
+        wait_for(
+            lambda: [t["title"] for t in listed(b)] == ["write tests"], 10, "the deletion seen by the other"
+        )
+        assert "no task with id" in tool_err(b.port, "workspace_task_delete", {"id": made[1]["id"]})
+
+    def test_token_calibration_lives_in_the_database(self, pg, spawn_lynkr, new_dbx, claude_tokenizer):
+        fake = new_dbx()
+        env = pg_env(pg, fake)
+        st = tc_stack("dbx", claude_tokenizer, lambda: fake, lambda e: spawn_lynkr("a", e), **env)
+        corpus = tc_corpus(3, 12)
+        for _kind, body in corpus[:10]:
+            assert st.proxy.post(body).status == 200
+        learned = tc_answered(st.proxy, 10)
+        count, how = tc_count(st.proxy, corpus[11][1])
+        assert how == "calibrated"
+        assert st.proxy.stop() == 0  # a clean stop lands what is still queued
+        b = spawn_lynkr("b", env)  # a data folder of its own: what it knows came from PostgreSQL
+        assert [c for c in b.call("GET", "/health").json()["token_calibration"] if c["answers"] >= 10] == [
+            learned
+        ]
+        assert tc_count(b, corpus[11][1]) == (count, "calibrated")
+
+    def test_instances_starting_together_on_an_empty_database(self, pg, spawn_lynkr, new_dbx):
+        """Three lynkrs start at the same moment on an empty database: the migrations run once, under a
+        lock, and all three serve."""
+        fake = new_dbx()
+        env = pg_env(pg, fake)
+        assert pg.tables() == set()
+        started = [spawn_lynkr(f"i{n}", env, wait=False) for n in range(3)]
+        for p in started:
+            p.wait_ready(60)
+        for n, p in enumerate(started):
+            r = p.post(base_req(messages=[user(f"from {n}")]), headers={"x-session-id": f"start-{n}"})
+            assert r.status == 200, r.data[:1000]
+        for n in range(3):
+            assert turn_summary(session_landed(started[(n + 1) % 3], f"start-{n}", 2))[0][2] == f"from {n}"
+        assert {"sessions", "turns", "tasks", "test_runs", "token_calibration", "api_keys", "usage"} <= (
+            pg.tables()
+        ), pg.tables()
+        for p in started:
+            assert not [o for o in p.logs() if o.get("level") == "error"], p.stderr[-3000:]
+        again = spawn_lynkr("again", env)  # a restart on the migrated database
+        assert again.post(base_req()).status == 200
+
+
 # == 12. Cache ==
 
 # -- prompt cache --
@@ -25977,8 +26156,6 @@ class TestDashboardInABrowser:
 
 
 # -- personal keys, budgets and usage --
-
-ADMIN_KEY = "admin-key-for-tests-77"
 
 
 def keys_stack(make_proxy, new_dbx, **settings: Any) -> tuple[Proxy, FakeHTTP]:
