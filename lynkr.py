@@ -289,8 +289,9 @@ class StoreUnavailable(LynkrError):
 
     status, error_type = 503, "api_error"
 
-    def __init__(self, message: str, retry_after_s: int = 2) -> None:
+    def __init__(self, message: str, retry_after_s: int = 2, reason: str = "") -> None:
         super().__init__(message, headers={"retry-after": str(retry_after_s), "x-should-retry": "true"})
+        self.reason = reason or message  # the database's own words, for a startup line
 
 
 class ConfigError(Exception):
@@ -8017,6 +8018,13 @@ class Store:
     shared = False
     backlogged = False
 
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "sqlite"}
+
+    async def change(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A write whose caller waits for its outcome (an admin's key): here, one more write."""
+        return await self.write(fn, *args)
+
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """From a thread outside the event loop: fn(db, *args), waited for."""
         return self._executor.submit(self._call, fn, args).result()
@@ -8200,7 +8208,7 @@ def import_psycopg() -> Any:
         import psycopg  # optional: only LYNKR_DATABASE_URL needs it
     except ImportError as exc:
         raise ConfigError(
-            "LYNKR_DATABASE_URL needs psycopg 3: pip install 'lynkr[postgres]' (or 'psycopg[binary]')"
+            "LYNKR_DATABASE_URL needs psycopg 3: pip install 'psycopg[binary]' (from a checkout: pip install '.[postgres]')"
         ) from exc
     return psycopg
 
@@ -8321,11 +8329,20 @@ class PostgresStore:
     def backlogged(self) -> bool:
         return self.pending >= self.queue_max
 
+    def describe(self) -> dict[str, Any]:
+        away = self.away_since
+        return {
+            "backend": "postgres",
+            "pending_writes": self.pending,
+            "away_s": round(time.monotonic() - away, 1) if away is not None else None,
+        }
+
     # -- connections --
     def _connect(self) -> Any:
         raw = self.psycopg.connect(
             self.url, connect_timeout=PG_CONNECT_TIMEOUT_S, application_name="lynkr", autocommit=False
         )
+        self._connections = [c for c in self._connections if not c.closed]
         self._connections.append(raw)
         if not self._migrated:
             with self._migrate_lock:
@@ -8341,31 +8358,38 @@ class PostgresStore:
         )
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"the database (LYNKR_DATABASE_URL) cannot be reached: {error_line(exc)}")
+        reason = error_line(exc)
+        return StoreUnavailable(
+            f"the database (LYNKR_DATABASE_URL) cannot be reached: {reason}", reason=reason
+        )
 
     # -- reads (and small writes whose caller waits) --
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        raw = getattr(self._local, "conn", None)
-        try:
-            if raw is None or raw.closed:
-                raw = self._local.conn = self._connect()
-            result = fn(PgConnection(raw), *args)
-            raw.commit()
-            return result
-        except self.psycopg.Error as exc:
-            if self._lost(exc, raw):
+        # A connection the database dropped (a restart) is only found out when used: one fresh try.
+        for attempt in (1, 2):
+            raw = getattr(self._local, "conn", None)
+            try:
+                if raw is None or raw.closed:
+                    raw = self._local.conn = self._connect()
+                result = fn(PgConnection(raw), *args)
+                raw.commit()
+                return result
+            except self.psycopg.Error as exc:
+                if not self._lost(exc, raw):
+                    with contextlib.suppress(Exception):
+                        raw.rollback()
+                    raise
                 with contextlib.suppress(Exception):
-                    raw.close()
+                    raw is not None and raw.close()
                 self._local.conn = None
-                raise self.unavailable(exc) from None
-            with contextlib.suppress(Exception):
-                raw.rollback()
-            raise
-        except BaseException:
-            if raw is not None and not raw.closed:
-                with contextlib.suppress(Exception):
-                    raw.rollback()
-            raise
+                if attempt == 2 or raw is None:
+                    raise self.unavailable(exc) from None
+            except BaseException:
+                if raw is not None and not raw.closed:
+                    with contextlib.suppress(Exception):
+                        raw.rollback()
+                raise
+        raise AssertionError("unreachable")
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._readers, self._call, fn, args)
@@ -8373,6 +8397,11 @@ class PostgresStore:
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """From a thread outside the event loop: fn(db, *args), waited for."""
         return self._readers.submit(self._call, fn, args).result()
+
+    async def change(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A write whose caller waits for its outcome (an admin's key): its own transaction, and a 503
+        at once while the database is away rather than a wait in the queue."""
+        return await self.run(fn, *args)
 
     # -- the write queue --
     def write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
@@ -8880,7 +8909,10 @@ class SignatureBook:
         found = {k: self.known[k] for k in keys if k in self.known}
         missing = [k for k in dict.fromkeys(keys) if k not in found]
         if missing:
-            loaded = await self.store.run(signers_of, missing)
+            try:
+                loaded = await self.store.run(signers_of, missing)
+            except StoreUnavailable:  # unknown signers: their thinking is left out, the request goes on
+                return found
             for key, provider in loaded.items():
                 self.note((key,), provider)
             found.update(loaded)
@@ -15076,7 +15108,10 @@ class Orchestrator:
         http_req.log["session_id"] = session_id
         if http_req.owner is not None or self.sessions_owned:
             # A session belongs to the key that started it: another key never adds to it.
-            exists, owner = await self.store.run(session_owner, session_id)
+            try:
+                exists, owner = await self.store.run(session_owner, session_id)
+            except StoreUnavailable:  # the database is away: record_turn still refuses another key's session
+                exists, owner = False, None
             if exists and owner != http_req.owner:
                 raise PermissionDenied(f"session {session_id!r} belongs to another key; start a new session")
         upstream_req, server_tools, searcher = self.shape(req)
@@ -15691,6 +15726,7 @@ async def route_health(app: App, req: Request) -> Response:
                 {"provider": provider, "model": model, **calibration.describe()}
                 for (provider, model), calibration in sorted(app.provider.calibrations.items())
             ],
+            "store": app.store.describe(),
             "version": __version__,
             "uptime_s": round(time.monotonic() - app.started, 3),
         },
@@ -16344,14 +16380,16 @@ async def route_admin_create_key(app: App, req: Request) -> Response:
     if not isinstance(body, dict):
         raise InvalidRequest("expected a JSON object: {name, budget?, models?, rpm?}")
     wanted = key_settings(body)
-    key = await app.store.write(create_key, wanted["name"], wanted["budget"], wanted["models"], wanted["rpm"])
+    key = await app.store.change(
+        create_key, wanted["name"], wanted["budget"], wanted["models"], wanted["rpm"]
+    )
     await app.keys.reload()
     return json_response(201, {**app.keys.by_name[wanted["name"]].describe(), "key": key})
 
 
 async def route_admin_revoke_key(app: App, req: Request) -> Response:
     _admin_only(req)
-    if not await app.store.write(revoke_key, req.params["name"]):
+    if not await app.store.change(revoke_key, req.params["name"]):
         raise NotFound(f"no active key named {req.params['name']!r}")
     await app.keys.reload()
     return json_response(200, {"name": req.params["name"], "revoked": True})
@@ -16642,6 +16680,8 @@ class App:
             return "no model provider configured"
         if self.provider.breakers_all_open():
             return "every provider's circuit breaker is open"
+        if self.store.backlogged:
+            return "the database's write queue is full (LYNKR_WRITE_QUEUE_MAX)"
         return ""
 
     def admit(self, req: Request) -> None:
@@ -17014,7 +17054,7 @@ async def _index_in_background(app: App) -> None:
 def store_failure(store: Store | PostgresStore, cfg: Config, exc: BaseException) -> str:
     """The one line startup prints when the store cannot be opened."""
     if isinstance(store, PostgresStore):
-        reason = exc.message if isinstance(exc, LynkrError) else error_line(exc)
+        reason = exc.reason if isinstance(exc, StoreUnavailable) else error_line(exc)
         return f"cannot reach LYNKR_DATABASE_URL ({store.shown_url}): {reason}"
     return f"cannot open SESSION_DB_PATH {cfg.session_db_path}: {exc}"
 
@@ -17251,14 +17291,14 @@ async def run_keys_command(cfg: Config, args: argparse.Namespace) -> int:
             wanted = key_settings(
                 {"name": names[0], "budget": args.budget_usd, "models": args.models or [], "rpm": args.rpm}
             )
-            key = await store.write(
+            key = await store.change(
                 create_key, wanted["name"], wanted["budget"], wanted["models"], wanted["rpm"]
             )
             print(key)
             print(f"lynkr: key {names[0]!r} created; it is shown only this once", file=sys.stderr)
             return 0
         if action == "revoke" and len(names) == 1:
-            if not await store.write(revoke_key, names[0]):
+            if not await store.change(revoke_key, names[0]):
                 print(f"lynkr: no active key named {names[0]!r}", file=sys.stderr)
                 return 1
             print(f"lynkr: key {names[0]!r} revoked", file=sys.stderr)
