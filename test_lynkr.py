@@ -2352,12 +2352,16 @@ def session_landed(proxy: Proxy, sid: str, turns: int, timeout: float = 15) -> d
     """GET /v1/sessions/{sid} once at least `turns` turns are there: writes to PostgreSQL go through a
     queue, so a turn may land a moment after its response."""
     path = f"/v1/sessions/{urllib.parse.quote(sid, safe='')}"
-
-    def landed() -> dict | None:
+    deadline, r = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
         r = proxy.call("GET", path, headers={"x-api-key": ADMIN_KEY})
-        return r.json() if r.status == 200 and len(r.json()["turns"]) >= turns else None
-
-    return wait_for(landed, timeout, f"{turns} turns of session {sid} via port {proxy.port}")
+        if r.status == 200 and len(r.json()["turns"]) >= turns:
+            return r.json()
+        time.sleep(0.05)
+    seen = turn_summary(r.json()) if r is not None and r.status == 200 else (r and (r.status, r.data[:300]))
+    raise AssertionError(
+        f"{turns} turns of session {sid} not there via port {proxy.port} after {timeout}s: {seen}"
+    )
 
 
 @pytest.fixture
@@ -26158,16 +26162,22 @@ class TestDashboardInABrowser:
 # -- personal keys, budgets and usage --
 
 
+PRICED_USAGE = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}
+ANSWER_COST_USD = (1000 * 3 + 100 * 15) / 1e6  # $0.0045 at Claude Sonnet's prices
+
+
+def priced_answer(rec: Recorded) -> Reply:
+    """A Databricks answer reporting 1,000 input and 100 output tokens (ANSWER_COST_USD)."""
+    if rec.body.get("stream"):
+        return stream_reply(oai_sse(oai_stream("ok", usage=PRICED_USAGE)))
+    return json_reply(oai_completion("ok", usage=PRICED_USAGE))
+
+
 def keys_stack(make_proxy, new_dbx, **settings: Any) -> tuple[Proxy, FakeHTTP]:
     """A lynkr with an admin key in front of a fake Databricks whose answers report 1,000 input and 100
     output tokens (Claude Sonnet prices: $0.0045 an answer)."""
     fake = new_dbx()
-    usage = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}
-    fake.default = lambda rec: (
-        stream_reply(oai_sse(oai_stream("ok", usage=usage)))
-        if rec.body.get("stream")
-        else json_reply(oai_completion("ok", usage=usage))
-    )
+    fake.default = priced_answer
     return make_proxy(dbx_env(fake, LYNKR_ADMIN_KEY=ADMIN_KEY, **settings)), fake
 
 
@@ -26384,6 +26394,442 @@ class TestReviewedEdges:
             p.post({**base_req(), "model": f"constructor-{i}-" + "m" * 300}, path="/v1/messages/count_tokens")
         [minute] = [m for m in p.call("GET", "/ui/api/stats").json()["minutes"] if m["requests"]]
         assert len(minute["models"]) <= 21 and all(len(m) <= 200 for m in minute["models"])
+
+
+# -- a team gateway: two lynkrs behind nginx sharing PostgreSQL --
+
+# Two lynkr processes, each with a data folder of its own, on one fresh PostgreSQL database, behind
+# nginx (round robin, unbuffered both ways). The fake upstream's answers are priced (priced_answer), so
+# budgets bite. Keys made with the CLI before the instances start are known to both from the start.
+
+
+@dataclasses.dataclass
+class Team:
+    fake: FakeHTTP
+    a: Proxy
+    b: Proxy
+    lb: Nginx
+    db: PgDatabase
+    env: dict
+
+    def post(self, body: dict | None = None, headers: dict | None = None, **kw: Any) -> Resp:
+        """POST /v1/messages through nginx."""
+        return call(self.lb.port, "POST", "/v1/messages", body or base_req(), headers, **kw)
+
+    def charged(self, proxy: Proxy) -> dict[str, dict]:
+        """/admin/usage by key, as one instance reports it: key name -> row."""
+        r = admin(proxy, "GET", "/admin/usage?by=key&since=1h")
+        assert r.status == 200, r.data[:1000]
+        return {row["key"]: row for row in r.json()["data"]}
+
+    def wait_charged(self, key: str, requests: int, timeout: float = 20) -> dict:
+        """The ledger row of `key` once both instances report `requests` requests (writes are queued)."""
+        rows = wait_for(
+            lambda: [
+                row
+                for row in (self.charged(p).get(key) for p in (self.a, self.b))
+                if row and row["requests"] == requests
+            ][1:],
+            timeout,
+            f"{requests} requests charged to {key} on both instances: "
+            f"{[self.charged(p).get(key) for p in (self.a, self.b)]}",
+        )
+        return rows[0]
+
+
+@pytest.fixture
+def team(pg, spawn_lynkr, nginx_lb, new_dbx):
+    """team(**settings) -> two lynkrs on one fresh database behind nginx, in front of one priced fake."""
+
+    def make(**settings: Any) -> Team:
+        fake = new_dbx()
+        fake.default = priced_answer
+        env = dbx_env(fake, LYNKR_DATABASE_URL=pg.url, LYNKR_ADMIN_KEY=ADMIN_KEY, **settings)
+        a, b = spawn_lynkr("a", env, wait=False), spawn_lynkr("b", env, wait=False)
+        a.wait_ready(60)
+        b.wait_ready(60)
+        return Team(fake, a, b, nginx_lb(a.port, b.port), pg, env)
+
+    return make
+
+
+def cli_key(tmp_path: Path, pg: PgDatabase, name: str, *limits: str) -> str:
+    """`lynkr keys create NAME ...` with LYNKR_DATABASE_URL: the key, printed once."""
+    r = run_lynkr(tmp_path / "cli", {"LYNKR_DATABASE_URL": pg.url}, args=("keys", "create", name, *limits))
+    assert r.returncode == 0, r.stderr
+    key = r.stdout.strip()
+    assert re.fullmatch(r"lk-[A-Za-z0-9_-]{43}", key), r.stdout
+    return key
+
+
+def outside_minute_edge() -> None:
+    """Sleep past the next minute boundary when one is less than 15 s away: a requests-per-minute test
+    then runs inside one minute, whether the limit counts a sliding or a calendar minute."""
+    into = time.time() % 60
+    if into > 45:
+        time.sleep(60 - into + 0.2)
+
+
+class TestTeamGateway:
+    """Two lynkrs behind nginx sharing PostgreSQL: requests alternate, streams pass unbuffered, a split
+    conversation is recorded once, the cache, keys, budgets and requests per minute are shared."""
+
+    def test_requests_alternate_between_the_instances(self, team):
+        t = team()
+        answered = []
+        for i in range(6):
+            r = t.post(base_req(messages=[user(f"round {i}")]))
+            assert r.status == 200 and r.json()["content"] == [text("ok")], r.data[:1000]
+            answered.append(r.headers["request-id"])
+        ports = t.lb.upstream_ports()
+        assert ports in ([t.a.port, t.b.port] * 3, [t.b.port, t.a.port] * 3), ports
+        by_port = {t.a.port: t.a, t.b.port: t.b}
+        for port, rid in zip(ports, answered, strict=True):  # each answer logged by the instance nginx names
+            by_port[port].wait_log(
+                lambda o, rid=rid: o.get("request_id") == rid and o.get("msg") == "request"
+            )
+        assert len(t.fake.requests) == 6
+
+    def test_streams_pass_through_unbuffered(self, team):
+        """The fake sends the first text chunk, then holds the rest back until the test has read the first
+        text delta through nginx and lynkr; once through each instance."""
+        t = team()
+        words = "first words, then everything else the model had to say"
+        waited: list[bool] = []  # per stream: whether the fake was released (not timed out)
+
+        for n in range(2):
+            released = threading.Event()
+
+            def respond(rec: Recorded, released: threading.Event = released) -> Reply:
+                chunks = oai_stream(words, pieces=4, usage=PRICED_USAGE)
+
+                def pieces():
+                    yield oai_sse(chunks[:2], done=False)  # the role chunk and the first text piece
+                    waited.append(released.wait(20))
+                    yield oai_sse(chunks[2:])
+
+                return Reply(200, b"", (("content-type", "text/event-stream"),), pieces=pieces(), gap=0.0)
+
+            t.fake.push(respond)
+            conn, resp = open_stream(t.lb.port, base_req(stream=True), timeout=30)
+            events, first_delta_while_held = [], None
+            try:
+                assert resp.status == 200, resp.read()[:500]
+                assert resp.getheader("content-type", "").startswith("text/event-stream")
+                for _t, ev, data in iter_events(resp):
+                    events.append((ev, data))
+                    if ev == "content_block_delta" and first_delta_while_held is None:
+                        first_delta_while_held = len(waited) == n  # the fake still holds the rest back
+                        released.set()
+            finally:
+                conn.close()
+            assert first_delta_while_held, "the first text delta arrived only after the fake sent the rest"
+            assert texts(assemble(events).ok()) == [words]
+        assert waited == [True, True], "the fake waited in vain for the first delta to get through"
+        assert sorted(t.lb.upstream_ports()) == sorted([t.a.port, t.b.port])
+
+    def test_a_conversation_split_across_instances_is_recorded_once(self, team):
+        """Consecutive requests of one session alternate between the instances: each message is recorded
+        once, in order, and each answer with the request id, model and usage of the request that got it."""
+        t = team()
+        sid, history, ids = "split-1", [], []
+        for turn in range(6):
+            ask, stream = f"split turn {turn}", turn % 2 == 1
+            r = t.post(base_req(messages=[*history, user(ask)], stream=stream), {"x-session-id": sid})
+            history += [user(ask), assistant(reply_of(r, stream)["content"])]
+            ids.append(r.headers["request-id"])
+        ports = t.lb.upstream_ports()
+        assert len(set(ports)) == 2 and all(x != y for x, y in itertools.pairwise(ports)), ports
+        want = [x for turn in range(6) for x in (("user", f"split turn {turn}"), ("assistant", "ok"))]
+        for p in (t.a, t.b):
+            s = session_landed(p, sid, 12)
+            assert [(kind, said) for kind, _role, said in turn_summary(s)] == want, turn_summary(s)
+            answers = [
+                (x["request_id"], x["model"], x["usage"]) for x in s["turns"] if x["kind"] == "assistant"
+            ]
+            assert [a[0] for a in answers] == ids, (ids, answers)
+            assert all(m == "claude-sonnet-4-5" and u["output_tokens"] == 100 for _r, m, u in answers), (
+                answers
+            )
+
+    def test_conversations_at_once_through_nginx_are_recorded_once(self, team):
+        t = team()
+
+        def converse(sid: str) -> list[str]:
+            history, ids = [], []
+            for turn in range(3):
+                ask = f"{sid} turn {turn}"
+                r = t.post(base_req(messages=[*history, user(ask)], stream=turn == 1), {"x-session-id": sid})
+                history += [user(ask), assistant(reply_of(r, turn == 1)["content"])]
+                ids.append(r.headers["request-id"])
+            return ids
+
+        sessions = [f"together-{i}" for i in range(8)]
+        with ThreadPoolExecutor(len(sessions)) as pool:
+            request_ids = dict(zip(sessions, pool.map(converse, sessions), strict=True))
+        for p in (t.a, t.b):
+            for sid in sessions:
+                s = session_landed(p, sid, 6)
+                assert [(kind, said) for kind, _role, said in turn_summary(s)] == [
+                    x for turn in range(3) for x in (("user", f"{sid} turn {turn}"), ("assistant", "ok"))
+                ], (sid, turn_summary(s))
+                got = [x["request_id"] for x in s["turns"] if x["kind"] == "assistant"]
+                assert got == request_ids[sid], (sid, got, request_ids[sid])
+
+    def test_a_cache_entry_stored_by_one_is_a_hit_on_the_other(self, team):
+        t = team(PROMPT_CACHE_ENABLED="true", PROMPT_CACHE_BACKEND="postgres")
+        req = base_req(messages=[user("what is 2+2?")])
+        first = t.a.post(req, headers={"x-session-id": "cache-a"})
+        assert first.status == 200 and first.headers.get("x-lynkr-cache") == "stored", first.headers
+        session_landed(t.b, "cache-a", 2)  # a's writes have reached the database
+        hit = t.b.post(req)
+        assert hit.status == 200 and hit.headers.get("x-lynkr-cache") == "hit", hit.headers
+        assert hit.json()["content"] == first.json()["content"] == [text("ok")]
+        assert hit.json()["usage"]["cache_read_input_tokens"] == 1000
+        streamed = t.b.post({**req, "stream": True})
+        assert streamed.headers.get("x-lynkr-cache") == "hit" and streamed.stream().ok()["content"] == [
+            text("ok")
+        ]
+        assert len(t.fake.requests) == 1
+        # the other way round, stored from a streamed answer
+        req2 = base_req(messages=[user("what is 3+3?")], stream=True)
+        r = t.b.post(req2, headers={"x-session-id": "cache-b"})
+        assert r.stream().ok()["content"] == [text("ok")] and len(t.fake.requests) == 2
+        session_landed(t.a, "cache-b", 2)
+        hit = t.a.post({**req2, "stream": False})
+        assert hit.headers.get("x-lynkr-cache") == "hit" and hit.json()["content"] == [text("ok")], (
+            hit.headers
+        )
+        assert len(t.fake.requests) == 2
+
+    def test_a_key_made_on_one_instance_works_on_both(self, team):
+        t = team(LYNKR_KEYS="required")
+        key = new_key(t.a, "alice")  # POST /admin/keys on a
+        ok = 0
+        assert as_key(t.a, key).status == 200  # at once on the instance that made it
+        ok += 1
+        t0 = time.monotonic()
+        while (r := as_key(t.b, key)).status != 200:
+            assert r.status == 401 and time.monotonic() - t0 < 8, (r.status, r.data[:300])
+            time.sleep(0.2)
+        ok += 1
+        assert time.monotonic() - t0 <= 6.5, f"b knew the key only after {time.monotonic() - t0:.1f}s"
+        for _ in range(4):
+            assert t.post(headers={"x-api-key": key}).status == 200  # through nginx: both instances
+            ok += 1
+        assert [k["name"] for k in admin(t.b, "GET", "/admin/keys").json()["data"]] == ["alice"]
+        # revoked on b: refused there at once, on a within the reload interval
+        assert admin(t.b, "DELETE", "/admin/keys/alice").json() == {"name": "alice", "revoked": True}
+        assert as_key(t.b, key).status == 401
+        t0 = time.monotonic()
+        while (r := as_key(t.a, key)).status != 401:
+            assert r.status == 200 and time.monotonic() - t0 < 8, (r.status, r.data[:300])
+            ok += 1
+            time.sleep(0.2)
+        assert time.monotonic() - t0 <= 6.5, (
+            f"a still took the revoked key after {time.monotonic() - t0:.1f}s"
+        )
+        row = t.wait_charged("alice", ok)
+        assert row["cost_usd"] == pytest.approx(ok * ANSWER_COST_USD)
+        assert len(t.fake.requests) == ok
+
+    def test_keys_cli_with_the_database_url(self, team, pg, tmp_path):
+        key = cli_key(tmp_path, pg, "bob", "--budget-usd", "5/day", "--rpm", "30")
+        t = team(LYNKR_KEYS="required")
+        for p in (t.a, t.b):
+            assert as_key(p, key).status == 200
+        assert t.post(headers={"x-api-key": key}).status == 200
+        cli = lambda *args: run_lynkr(tmp_path / "cli", {"LYNKR_DATABASE_URL": pg.url}, args=args)
+        listed = cli("keys", "list").stdout
+        assert "bob" in listed and "5/day" in listed and key not in listed and key[:10] in listed
+        stored = pg.query("SELECT * FROM api_keys")
+        assert key not in repr(stored) and hashlib.sha256(key.encode()).hexdigest() in repr(stored)
+        t.wait_charged("bob", 3)
+        table = cli("usage", "--by", "key", "--since", "1d").stdout
+        assert re.search(r"^bob\s+3\s+3000\s+300\s+0\s+0\s+0\.0135$", table, re.M), table
+        # a key made by the CLI while the instances run: known to both within the reload interval
+        late = cli_key(tmp_path, pg, "carl")
+        t0 = time.monotonic()
+        for p in (t.a, t.b):
+            wait_for(lambda p=p: as_key(p, late).status == 200, 8, f"carl's key on port {p.port}")
+        assert time.monotonic() - t0 <= 6.5
+        assert cli("keys", "revoke", "bob").returncode == 0
+        t0 = time.monotonic()
+        for p in (t.a, t.b):
+            wait_for(lambda p=p: as_key(p, key).status == 401, 8, f"bob's key refused on port {p.port}")
+        assert time.monotonic() - t0 <= 6.5
+        assert "revoked" in cli("keys", "list").stdout
+
+    def test_a_budget_holds_across_both_instances(self, team, pg, tmp_path):
+        """50 requests at once through nginx against a budget five answers cross: every answer charged once,
+        each refusal a 429 before the upstream, and afterwards both instances refuse. Then with 8 clients
+        at a time against a fresh budget: the overshoot is at most the requests in flight."""
+        budget = 0.02  # four answers (0.018) stay under it, the fifth crosses it
+        key = cli_key(tmp_path, pg, "carol", "--budget-usd", f"{budget}/day")
+        key2 = cli_key(tmp_path, pg, "cora", "--budget-usd", f"{budget}/day")
+        t = team(LYNKR_KEYS="required")
+        start = threading.Barrier(50)
+
+        def spend(i: int, k: str = key, barrier: threading.Barrier | None = start) -> Resp:
+            if barrier is not None:
+                barrier.wait(30)
+            return t.post(base_req(messages=[user(f"spend {i}")]), {"x-api-key": k}, timeout=60)
+
+        with ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(spend, range(50)))
+        statuses = [r.status for r in results]
+        assert set(statuses) <= {200, 429}, [
+            (r.status, r.data[:200]) for r in results if r.status not in (200, 429)
+        ]
+        ok = statuses.count(200)
+        assert ok >= 1
+        for r in results:
+            if r.status == 429:
+                assert (
+                    r.etype == "rate_limit_error" and "carol" in r.emsg and int(r.headers["retry-after"]) >= 1
+                )
+        assert len(t.fake.requests) == ok  # no refused request reached the upstream
+        row = t.wait_charged("carol", ok)
+        assert row["cost_usd"] == pytest.approx(ok * ANSWER_COST_USD)
+        assert row["cost_usd"] <= budget + 50 * ANSWER_COST_USD + 1e-9
+        for p in (t.a, t.b):  # spent: refused on both
+            r = as_key(p, key)
+            assert r.status == 429 and r.etype == "rate_limit_error", (p.port, r.status, r.data[:300])
+        assert len(t.fake.requests) == ok
+        # 8 clients at a time: at most 8 requests in flight when the budget is crossed
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: spend(i, key2, None), range(40)))
+        ok2 = [r.status for r in results].count(200)
+        assert {r.status for r in results} <= {200, 429}
+        assert ok2 <= math.ceil(budget / ANSWER_COST_USD) + 8, ok2
+        assert t.wait_charged("cora", ok2)["cost_usd"] <= budget + 8 * ANSWER_COST_USD + 1e-9
+
+    def test_requests_per_minute_hold_across_instances(self, team, pg, tmp_path):
+        key = cli_key(tmp_path, pg, "dan", "--rpm", "4")
+        t = team(LYNKR_KEYS="required")
+        outside_minute_edge()
+        results = [as_key((t.a, t.b)[i % 2], key) for i in range(8)]
+        assert [r.status for r in results] == [200] * 4 + [429] * 4, [
+            (r.status, r.data[:200]) for r in results
+        ]
+        for r in results[4:]:
+            assert r.etype == "rate_limit_error" and "4 requests this minute" in r.emsg, r.data
+            assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert len(t.fake.requests) == 4
+
+
+class TestTeamGatewayOutage:
+    """PostgreSQL stopped under load: turns already answered wait in each instance's queue and land when
+    the database is back; nothing but honest 503s with retry-after, never another 5xx or a reset."""
+
+    def test_postgres_restart_under_load_loses_no_acknowledged_turn(self, team):
+        t = team(PROMPT_CACHE_ENABLED="true", PROMPT_CACHE_BACKEND="postgres")
+
+        def slowish(rec: Recorded) -> Reply:
+            reply = priced_answer(rec)
+            reply.hang = 0.02  # a model takes a moment
+            return reply
+
+        t.fake.default = slowish
+        results: list[dict] = []
+        lock = threading.Lock()
+        clients, t_end = 8, time.monotonic() + 21
+
+        def client(c: int) -> None:
+            n = 0
+            while time.monotonic() < t_end:
+                sid, ask, stream = f"load-{c}-{n}", f"client {c} request {n}", n % 3 == 2
+                t0 = time.monotonic()
+                try:
+                    got: Any = t.post(
+                        base_req(messages=[user(ask)], stream=stream), {"x-session-id": sid}, timeout=60
+                    )
+                except (OSError, http.client.HTTPException) as e:
+                    got = e
+                with lock:
+                    results.append(
+                        {"sid": sid, "ask": ask, "stream": stream, "t0": t0, "t1": time.monotonic(), "r": got}
+                    )
+                n += 1
+                time.sleep(0.02)
+
+        with ThreadPoolExecutor(clients) as pool:
+            running = [pool.submit(client, c) for c in range(clients)]
+            time.sleep(5)
+            t.db.stop("fast")
+            down = time.monotonic()
+            time.sleep(10)
+            back = time.monotonic()
+            t.db.start()
+            for f in running:
+                f.result()
+        broken = [(x["sid"], repr(x["r"])) for x in results if not isinstance(x["r"], Resp)]
+        assert not broken, f"{len(broken)} requests failed at the connection: {broken[:5]}"
+        wrong = [
+            (x["sid"], x["r"].status, x["r"].headers.get("retry-after"), x["r"].data[:300])
+            for x in results
+            if x["r"].status != 200 and (x["r"].status != 503 or not x["r"].headers.get("retry-after"))
+        ]
+        assert not wrong, f"{len(wrong)} answers other than 200 or 503 with retry-after: {wrong[:5]}"
+        for x in results:
+            if x["r"].status == 503:
+                assert x["r"].json()["type"] == "error" and isinstance(x["r"].etype, str), x["r"].data
+        oks = [x for x in results if x["r"].status == 200]
+        during = [x for x in oks if x["t0"] >= down and x["t1"] <= back]
+        summary = (
+            f"{len(results)} requests, {len(oks)} answered, {len(results) - len(oks)} 503s, "
+            f"{len(during)} answered while PostgreSQL was down"
+        )
+        assert during, f"no request was answered while PostgreSQL was down (writes should queue): {summary}"
+        assert max(x["t1"] - x["t0"] for x in during) < 3, "an answer waited for the database"
+        for x in oks:
+            if x["stream"]:
+                assert texts(x["r"].stream().ok()) == ["ok"]
+        assert len(t.fake.requests) == len(oks), f"503s must come before any upstream call: {summary}"
+
+        def landed(x: dict) -> None:
+            s = session_landed(t.a, x["sid"], 2, timeout=60)
+            assert turn_summary(s) == [("user", "user", x["ask"]), ("assistant", "assistant", "ok")], (
+                x["sid"],
+                turn_summary(s),
+            )
+            assert s["turns"][1]["request_id"] == x["r"].headers["request-id"]
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(landed, oks))
+        assert t.wait_charged("(shared)", len(oks), timeout=60)["cost_usd"] == pytest.approx(
+            len(oks) * ANSWER_COST_USD
+        ), summary
+
+    def test_a_full_write_queue_is_a_503_with_retry_after(self, pg, spawn_lynkr, new_dbx):
+        fake = new_dbx()
+        fake.default = priced_answer
+        p = spawn_lynkr("a", pg_env(pg, fake, LYNKR_WRITE_QUEUE_MAX="4"))
+        assert p.post(base_req(), headers={"x-session-id": "before"}).status == 200
+        session_landed(p, "before", 2)
+        pg.stop()
+        results = []
+        for i in range(12):
+            t0 = time.monotonic()
+            r = p.post(base_req(messages=[user(f"while down {i}")]), headers={"x-session-id": f"down-{i}"})
+            results.append((i, r, time.monotonic() - t0))
+        statuses = [r.status for _i, r, _s in results]
+        assert 200 in statuses and 503 in statuses, statuses
+        full = statuses.index(503)
+        assert statuses[full:] == [503] * (12 - full), statuses  # full stays full while the database is away
+        for _i, r, seconds in results:
+            if r.status == 200:
+                assert seconds < 3, f"an answer waited {seconds:.1f}s for the database"
+            else:
+                assert r.json()["type"] == "error" and isinstance(r.etype, str), r.data
+                assert 1 <= int(r.headers["retry-after"]) <= 60, r.headers
+        assert len(fake.requests) == 1 + full  # the 503s came before any upstream call
+        pg.start()
+        for i in range(full):
+            assert turn_summary(session_landed(p, f"down-{i}", 2, timeout=30))[0][2] == f"while down {i}"
+        wait_for(lambda: p.post(base_req()).status == 200, 30, "new requests accepted once the queue drained")
+        for i in range(full, 12):
+            assert admin(p, "GET", f"/v1/sessions/down-{i}").status == 404  # a refused request left nothing
 
 
 # == 20. App lifecycle ==
