@@ -17791,6 +17791,24 @@ class TestPostgresStore:
         )
         assert "no task with id" in tool_err(b.port, "workspace_task_delete", {"id": made[1]["id"]})
 
+    def test_test_runs_live_in_the_database(self, gws, pg):
+        command = gws.runner()
+        gws.start(WORKSPACE_TEST_COMMAND=command, LYNKR_DATABASE_URL=pg.url)
+        ids = []
+        for mode in ("pass", "fail"):
+            gws.set_mode(mode)
+            ids.append(gws.run_tests()["id"])
+        history = json.loads(gws.ok("workspace_test_history"))
+        assert [r["id"] for r in history] == ids[::-1] and [r["passed"] for r in history] == [False, True]
+        # another lynkr with a data folder of its own sees the same runs
+        gws.start(
+            WORKSPACE_TEST_COMMAND=command,
+            LYNKR_DATABASE_URL=pg.url,
+            LYNKR_DATA_DIR=str(gws.tmp / "other-data"),
+        )
+        assert json.loads(gws.ok("workspace_test_history")) == history
+        assert json.loads(gws.ok("workspace_test_summary"))["trend"] == ["pass", "fail"]
+
     def test_token_calibration_lives_in_the_database(self, pg, spawn_lynkr, new_dbx, claude_tokenizer):
         fake = new_dbx()
         env = pg_env(pg, fake)
@@ -26610,10 +26628,10 @@ class TestTeamGateway:
         ok += 1
         t0 = time.monotonic()
         while (r := as_key(t.b, key)).status != 200:
-            assert r.status == 401 and time.monotonic() - t0 < 8, (r.status, r.data[:300])
+            assert r.status == 401 and time.monotonic() - t0 < 10, (r.status, r.data[:300])
             time.sleep(0.2)
         ok += 1
-        assert time.monotonic() - t0 <= 6.5, f"b knew the key only after {time.monotonic() - t0:.1f}s"
+        assert time.monotonic() - t0 <= 7.5, f"b knew the key only after {time.monotonic() - t0:.1f}s"
         for _ in range(4):
             assert t.post(headers={"x-api-key": key}).status == 200  # through nginx: both instances
             ok += 1
@@ -26623,10 +26641,10 @@ class TestTeamGateway:
         assert as_key(t.b, key).status == 401
         t0 = time.monotonic()
         while (r := as_key(t.a, key)).status != 401:
-            assert r.status == 200 and time.monotonic() - t0 < 8, (r.status, r.data[:300])
+            assert r.status == 200 and time.monotonic() - t0 < 10, (r.status, r.data[:300])
             ok += 1
             time.sleep(0.2)
-        assert time.monotonic() - t0 <= 6.5, (
+        assert time.monotonic() - t0 <= 7.5, (
             f"a still took the revoked key after {time.monotonic() - t0:.1f}s"
         )
         row = t.wait_charged("alice", ok)
@@ -26651,13 +26669,13 @@ class TestTeamGateway:
         late = cli_key(tmp_path, pg, "carl")
         t0 = time.monotonic()
         for p in (t.a, t.b):
-            wait_for(lambda p=p: as_key(p, late).status == 200, 8, f"carl's key on port {p.port}")
-        assert time.monotonic() - t0 <= 6.5
+            wait_for(lambda p=p: as_key(p, late).status == 200, 10, f"carl's key on port {p.port}")
+        assert time.monotonic() - t0 <= 7.5
         assert cli("keys", "revoke", "bob").returncode == 0
         t0 = time.monotonic()
         for p in (t.a, t.b):
-            wait_for(lambda p=p: as_key(p, key).status == 401, 8, f"bob's key refused on port {p.port}")
-        assert time.monotonic() - t0 <= 6.5
+            wait_for(lambda p=p: as_key(p, key).status == 401, 10, f"bob's key refused on port {p.port}")
+        assert time.monotonic() - t0 <= 7.5
         assert "revoked" in cli("keys", "list").stdout
 
     def test_a_budget_holds_across_both_instances(self, team, pg, tmp_path):
@@ -26701,8 +26719,11 @@ class TestTeamGateway:
             results = list(pool.map(lambda i: spend(i, key2, None), range(40)))
         ok2 = [r.status for r in results].count(200)
         assert {r.status for r in results} <= {200, 429}
-        assert ok2 <= math.ceil(budget / ANSWER_COST_USD) + 8, ok2
-        assert t.wait_charged("cora", ok2)["cost_usd"] <= budget + 8 * ANSWER_COST_USD + 1e-9
+        charged = t.wait_charged("cora", ok2)["cost_usd"]
+        assert charged <= budget + 8 * ANSWER_COST_USD + 1e-9, (
+            f"{ok2} answers (${charged:.4f}) against a ${budget} budget with at most 8 requests in flight: "
+            f"the overshoot is more than the requests in flight"
+        )
 
     def test_requests_per_minute_hold_across_instances(self, team, pg, tmp_path):
         key = cli_key(tmp_path, pg, "dan", "--rpm", "4")
@@ -26716,6 +26737,25 @@ class TestTeamGateway:
             assert r.etype == "rate_limit_error" and "4 requests this minute" in r.emsg, r.data
             assert 1 <= int(r.headers["retry-after"]) <= 60
         assert len(t.fake.requests) == 4
+
+    def test_sessions_belong_to_their_key_across_instances(self, team, pg, tmp_path):
+        alice = cli_key(tmp_path, pg, "alice")
+        bob = cli_key(tmp_path, pg, "bob")
+        t = team(LYNKR_KEYS="required")
+        assert as_key(t.a, alice, session="sess-alice").status == 200
+        session_landed(t.b, "sess-alice", 2)
+        stolen = as_key(t.b, bob, session="sess-alice")
+        assert stolen.status == 403 and "another key" in stolen.emsg, stolen.data
+        history = [user("hi"), assistant([text("ok")]), user("again")]
+        assert as_key(t.b, alice, base_req(messages=history), session="sess-alice").status == 200
+        s = session_landed(t.a, "sess-alice", 4)
+        assert s["owner"] == "alice" and [said for _k, _r, said in turn_summary(s)] == [
+            "hi",
+            "ok",
+            "again",
+            "ok",
+        ]
+        assert t.b.call("GET", "/v1/sessions/sess-alice", headers={"x-api-key": bob}).status == 404
 
 
 class TestTeamGatewayOutage:
@@ -26751,7 +26791,7 @@ class TestTeamGatewayOutage:
                         {"sid": sid, "ask": ask, "stream": stream, "t0": t0, "t1": time.monotonic(), "r": got}
                     )
                 n += 1
-                time.sleep(0.02)
+                time.sleep(0.05)
 
         with ThreadPoolExecutor(clients) as pool:
             running = [pool.submit(client, c) for c in range(clients)]
@@ -26824,6 +26864,14 @@ class TestTeamGatewayOutage:
                 assert r.json()["type"] == "error" and isinstance(r.etype, str), r.data
                 assert 1 <= int(r.headers["retry-after"]) <= 60, r.headers
         assert len(fake.requests) == 1 + full  # the 503s came before any upstream call
+        for path in ("/v1/sessions/before", "/admin/usage"):  # reads that need the database
+            r = admin(p, "GET", path)
+            assert r.status == 503 and 1 <= int(r.headers.get("retry-after", "0")) <= 60, (
+                path,
+                r.status,
+                r.data,
+            )
+            assert r.json()["type"] == "error", r.data
         pg.start()
         for i in range(full):
             assert turn_summary(session_landed(p, f"down-{i}", 2, timeout=30))[0][2] == f"while down {i}"
