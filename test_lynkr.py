@@ -2319,7 +2319,7 @@ class Nginx:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def upstream_ports(self) -> list[int]:
-        return [int(a["upstream"].rsplit(":", 1)[1]) for a in self.access() if a["upstream"]]
+        return [int(a["upstream"].rsplit(":", 1)[1]) for a in self.access() if ":" in a["upstream"]]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
