@@ -2318,7 +2318,10 @@ class Nginx:
         text = self.access_log.read_text() if self.access_log.exists() else ""
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-    def upstream_ports(self) -> list[int]:
+    def upstream_ports(self, requests: int = 0) -> list[int]:
+        """The port that answered each request, once `requests` are logged (nginx logs a request as it ends,
+        which may be a moment after the client has read the last byte)."""
+        wait_for(lambda: len(self.access()) >= requests, 10, f"{requests} requests in nginx's access log")
         return [int(a["upstream"].rsplit(":", 1)[1]) for a in self.access() if ":" in a["upstream"]]
 
     def stop(self) -> None:
@@ -26499,7 +26502,7 @@ class TestTeamGateway:
             r = t.post(base_req(messages=[user(f"round {i}")]))
             assert r.status == 200 and r.json()["content"] == [text("ok")], r.data[:1000]
             answered.append(r.headers["request-id"])
-        ports = t.lb.upstream_ports()
+        ports = t.lb.upstream_ports(6)
         assert ports in ([t.a.port, t.b.port] * 3, [t.b.port, t.a.port] * 3), ports
         by_port = {t.a.port: t.a, t.b.port: t.b}
         for port, rid in zip(ports, answered, strict=True):  # each answer logged by the instance nginx names
@@ -26544,7 +26547,7 @@ class TestTeamGateway:
             assert first_delta_while_held, "the first text delta arrived only after the fake sent the rest"
             assert texts(assemble(events).ok()) == [words]
         assert waited == [True, True], "the fake waited in vain for the first delta to get through"
-        assert sorted(t.lb.upstream_ports()) == sorted([t.a.port, t.b.port])
+        assert sorted(t.lb.upstream_ports(2)) == sorted([t.a.port, t.b.port])
 
     def test_a_conversation_split_across_instances_is_recorded_once(self, team):
         """Consecutive requests of one session alternate between the instances: each message is recorded
@@ -26556,7 +26559,7 @@ class TestTeamGateway:
             r = t.post(base_req(messages=[*history, user(ask)], stream=stream), {"x-session-id": sid})
             history += [user(ask), assistant(reply_of(r, stream)["content"])]
             ids.append(r.headers["request-id"])
-        ports = t.lb.upstream_ports()
+        ports = t.lb.upstream_ports(6)
         assert len(set(ports)) == 2 and all(x != y for x, y in itertools.pairwise(ports)), ports
         want = [x for turn in range(6) for x in (("user", f"split turn {turn}"), ("assistant", "ok"))]
         for p in (t.a, t.b):
