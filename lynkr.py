@@ -8293,6 +8293,12 @@ PG_CONNECT_TIMEOUT_S = 5
 PG_WRITE_BATCH = 256  # writes per transaction
 PG_READERS = 4  # reader threads (and connections) per instance
 PG_DRAIN_S = 10.0  # at shutdown, how long queued writes may wait for an absent database
+# How long an answer waits for its turn's write (normally a millisecond or two): the next request of
+# the conversation, on any instance, then finds it and its charge. While the database is away the
+# answer goes out after this and the write lands later.
+PG_ACK_WAIT_S = 0.5
+PG_RETRY_STATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure: retry the batch
+PG_MAX_COLLISIONS = 20
 
 
 class PostgresStore:
@@ -8436,7 +8442,7 @@ class PostgresStore:
     def _write_batch(
         self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]
     ) -> list[tuple[bool, Any]]:
-        delay = 0.05
+        delay, collisions = 0.05, 0
         while True:
             raw = self._write_conn
             try:
@@ -8450,6 +8456,12 @@ class PostgresStore:
                 return outcomes
             except self.psycopg.Error as exc:
                 if not self._lost(exc, raw):
+                    with contextlib.suppress(Exception):
+                        raw.rollback()  # the next batch starts clean
+                    if exc.sqlstate in PG_RETRY_STATES and collisions < PG_MAX_COLLISIONS:
+                        collisions += 1
+                        time.sleep(random.uniform(0.005, 0.05) * collisions)  # apart, then again
+                        continue
                     raise
                 with contextlib.suppress(Exception):
                     raw is not None and raw.close()
@@ -8478,7 +8490,9 @@ class PostgresStore:
                 outcomes.append((True, fn(db, *args)))
                 db.execute("RELEASE SAVEPOINT one_write")
             except Exception as exc:
-                if db.raw.broken:  # the connection, not this write: the whole batch is retried
+                # The connection, or a deadlock with another instance's batch (each locks the sessions
+                # it records, in its own order): not this write's fault, the whole batch is retried.
+                if db.raw.broken or getattr(exc, "sqlstate", None) in PG_RETRY_STATES:
                     raise
                 db.execute("ROLLBACK TO SAVEPOINT one_write")
                 db.execute("RELEASE SAVEPOINT one_write")
@@ -15176,11 +15190,13 @@ class Orchestrator:
                 turn.signed = thinking_keys(assistant_turns)
                 self.signatures.note(turn.signed, turn.provider)
         try:
-            if self.store.shared:  # queued: the answer never waits for a database across the network
+            if self.store.shared:  # queued; the answer waits PG_ACK_WAIT_S at most, never for an outage
                 written = self.store.write(record_turn, turn)
                 if self.on_landed is not None:
                     owner, cost = turn.owner, turn.cost_usd
                     written.add_done_callback(lambda _f: self.on_landed(owner, cost))  # type: ignore[misc]
+                with contextlib.suppress(Exception):  # a failed write is logged when it settles
+                    await asyncio.wait_for(asyncio.shield(written), PG_ACK_WAIT_S)
             else:
                 await self.store.write(record_turn, turn)
         except (
