@@ -17120,7 +17120,7 @@ async def serve(app: App) -> int:
                 "no model provider configured; model calls answer 503 until it is",
                 detail=provider.default.not_configured().message,
             )
-        if not app.bound_to_loopback and not cfg.api_key:
+        if not app.bound_to_loopback and not cfg.api_key and not app.keys.required:
             log.warning(
                 "serving a non-loopback address without a client key (LYNKR_TRUSTED_NETWORK=true): "
                 "anyone who reaches the port can use the providers and the tools",

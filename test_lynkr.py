@@ -219,6 +219,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import tomllib
 import urllib.parse
 import zlib
 from collections import deque
@@ -2256,7 +2257,9 @@ class Nginx:
     keep-alive to the upstreams, no buffering of requests or responses, long timeouts, no retry on
     another upstream (a reset must show), and a JSON access log with the upstream that answered."""
 
-    def __init__(self, binary: str, ports: list[int]):
+    def __init__(self, binary: str, ports: list[int], site: str | None = None):
+        """site: the http block's upstream and server parts instead of the test's own ({listen} is
+        replaced by this nginx's address)."""
         self.root = Path(tempfile.mkdtemp(prefix="lynkr-nginx-"))
         self.access_log = self.root / "access.log"
         servers = "".join(f"    server 127.0.0.1:{p};\n" for p in ports)
@@ -2275,24 +2278,30 @@ class Nginx:
             '"upstream_status":"$upstream_status","request":"$request","seconds":$request_time}\';\n'
             f"  access_log {self.access_log} lynkr;\n"
             f"{temp}"
-            f"  upstream lynkr {{\n{servers}    keepalive 64;\n    keepalive_timeout 30s;\n  }}\n"
-            "  server {\n"
-            f"    listen 127.0.0.1:{self.port};\n"
-            "    client_max_body_size 0;\n"
-            "    location / {\n"
-            "      proxy_pass http://lynkr;\n"
-            "      proxy_http_version 1.1;\n"
-            '      proxy_set_header Connection "";\n'
-            "      proxy_set_header Host $http_host;\n"
-            "      proxy_buffering off;\n"
-            "      proxy_request_buffering off;\n"
-            "      proxy_next_upstream off;\n"
-            "      proxy_connect_timeout 10s;\n"
-            "      proxy_read_timeout 600s;\n"
-            "      proxy_send_timeout 600s;\n"
-            "    }\n"
-            "  }\n"
-            "}\n"
+            + (
+                site.replace("{listen}", f"127.0.0.1:{self.port}")
+                if site is not None
+                else (
+                    f"  upstream lynkr {{\n{servers}    keepalive 64;\n    keepalive_timeout 30s;\n  }}\n"
+                    "  server {\n"
+                    f"    listen 127.0.0.1:{self.port};\n"
+                    "    client_max_body_size 0;\n"
+                    "    location / {\n"
+                    "      proxy_pass http://lynkr;\n"
+                    "      proxy_http_version 1.1;\n"
+                    '      proxy_set_header Connection "";\n'
+                    "      proxy_set_header Host $http_host;\n"
+                    "      proxy_buffering off;\n"
+                    "      proxy_request_buffering off;\n"
+                    "      proxy_next_upstream off;\n"
+                    "      proxy_connect_timeout 10s;\n"
+                    "      proxy_read_timeout 600s;\n"
+                    "      proxy_send_timeout 600s;\n"
+                    "    }\n"
+                    "  }\n"
+                )
+            )
+            + "}\n"
         )
         (self.root / "nginx.conf").write_text(conf)
         self.proc = subprocess.Popen(
@@ -26511,6 +26520,38 @@ class TestTeamGateway:
             )
         assert len(t.fake.requests) == 6
 
+    def test_the_example_nginx_config_fronts_two_instances(self, team):
+        """examples/nginx-team-gateway.conf as shipped (its addresses swapped for the test's): answers and
+        streams go through it, and with one instance stopped every request lands on the other, none sent
+        twice to the model."""
+        t = team()
+        example = (HERE / "examples" / "nginx-team-gateway.conf").read_text()
+        site = (
+            example.replace("listen 443 ssl;", "listen {listen};")
+            .replace("10.0.0.11:8080", f"127.0.0.1:{t.a.port}")
+            .replace("10.0.0.12:8080", f"127.0.0.1:{t.b.port}")
+        )
+        assert site.count("127.0.0.1:") == 2 and "{listen}" in site, "the example's addresses moved"
+        lb = Nginx(nginx_binary(), [], site=site)
+        try:
+            for stream in (False, True, False, True):
+                r = call(lb.port, "POST", "/v1/messages", base_req(stream=stream), timeout=30)
+                assert r.status == 200, r.data[:500]
+                if stream:
+                    assert texts(assemble(parse_sse(r.data)).ok()) == ["ok"]
+                else:
+                    assert r.json()["content"] == [text("ok")]
+            t.a.stop()
+            for i in range(4):
+                r = call(
+                    lb.port, "POST", "/v1/messages", base_req(messages=[user(f"a is down {i}")]), timeout=30
+                )
+                assert r.status == 200, r.data[:500]
+            assert len(t.fake.requests) == 8, "a request reached the model twice, or not at all"
+            assert {a["upstream_status"] for a in lb.access()[-4:]} <= {"200", "502, 200"}
+        finally:
+            lb.stop()
+
     def test_streams_pass_through_unbuffered(self, team):
         """The fake sends the first text chunk, then holds the rest back until the test has read the first
         text delta through nginx and lynkr; once through each instance."""
@@ -26875,10 +26916,17 @@ class TestTeamGatewayOutage:
                 r.data,
             )
             assert r.json()["type"] == "error", r.data
+        health = admin(p, "GET", "/health").json()["store"]  # what an operator sees meanwhile
+        assert health["backend"] == "postgres" and health["pending_writes"] >= 4, health
+        assert health["away_s"] is not None and health["away_s"] >= 0, health
+        ready = admin(p, "GET", "/health/ready")  # the balancer sends traffic elsewhere
+        assert ready.status == 503 and "write queue" in ready.json()["reason"], ready.data
         pg.start()
         for i in range(full):
             assert turn_summary(session_landed(p, f"down-{i}", 2, timeout=30))[0][2] == f"while down {i}"
         wait_for(lambda: p.post(base_req()).status == 200, 30, "new requests accepted once the queue drained")
+        assert admin(p, "GET", "/health/ready").status == 200
+        assert admin(p, "GET", "/health").json()["store"]["away_s"] is None
         for i in range(full, 12):
             assert admin(p, "GET", f"/v1/sessions/down-{i}").status == 404  # a refused request left nothing
 
@@ -29049,6 +29097,9 @@ DOC_MARKERS = {
     "serves": "starts lynkr, which serves until stopped: each line runs; a serving line must answer GET /health",
     "session": "starts an interactive Claude Code session: run with -p and a prompt against the fake upstream",
     "ci": ".ci/run runs exactly these commands",
+    "postgres": "runs as one script on the tests' PostgreSQL (its postgresql:// URL swapped for a fresh "
+    "database); the lynkr it starts must answer GET /health with the postgres store; a pip line names extras "
+    "pyproject.toml declares (checked, not run: it would reinstall the checkout)",
     "needs a real provider": "not run",
 }
 DOC_MARKER = re.compile(r"^\s*<!--\s*doc-test:\s*(.*?)\s*-->\s*$")
@@ -29338,6 +29389,56 @@ def run_bash(script: str, cwd: Path, env: dict, timeout: float = 60) -> subproce
         ) from None
 
 
+def check_postgres(b: DocBlock, tmp: Path, pg: PgDatabase) -> None:
+    extras = tomllib.loads((HERE / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    script = []
+    for line in command_lines(b.text):
+        pip = re.match(r"pip install '\.\[([\w,]+)\]'", line)
+        if pip is None:
+            script.append(re.sub(r"postgresql://\S+", pg.url, line))
+            continue
+        for extra in pip.group(1).split(","):
+            assert extra in extras, f"{b.where}: pyproject.toml has no extra {extra!r}"
+            for requirement in extras[extra]:
+                module = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).replace("-", "_")
+                assert importlib.util.find_spec(module), (
+                    f"{b.where}: {requirement} (extra {extra}) is not installed"
+                )
+    wd = tmp / "serve"
+    wd.mkdir()
+    port, log = free_port(), tmp / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", rewrite_command("\n".join(script))],
+            cwd=wd,
+            env=base_env(wd, {"LYNKR_PORT": str(port)}),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    # With LYNKR_KEYS=required every route wants a key: the probe sends the block's admin key.
+    admin = re.search(r"\bLYNKR_ADMIN_KEY=(\S+)", b.text)
+    headers = {"x-api-key": admin.group(1)} if admin else {}
+    answer, deadline = None, time.monotonic() + 60
+    try:
+        while answer is None and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                answer = call(port, "GET", "/health", headers=headers, timeout=5)
+            except OSError:
+                time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+    output = log.read_text(errors="replace")[-3000:]
+    assert answer is not None and answer.status == 200, f"{b.where}: lynkr never served /health:\n{output}"
+    assert "without a client key" not in output, f"{b.where}: personal keys are required, yet:\n{output}"
+    assert answer.json()["store"]["backend"] == "postgres", (b.where, answer.json())
+    assert {"sessions", "turns", "usage", "api_keys", "prompt_cache"} <= pg.tables(), pg.tables()
+    assert proc.returncode == 0, f"{b.where}: exit {proc.returncode} on SIGTERM:\n{output}"
+
+
 def check_serves(b: DocBlock, tmp: Path) -> None:
     wd = tmp / "serve"
     wd.mkdir()
@@ -29477,6 +29578,8 @@ class TestDocumentation:
             return check_ci(block)
         if block.marker == "serves":
             return check_serves(block, tmp_path)
+        if block.marker == "postgres":
+            return check_postgres(block, tmp_path, request.getfixturevalue("pg"))
         stack: DocsStack = request.getfixturevalue("docs_stack")
         if block.marker == "session":
             return check_session(block, stack, tmp_path)

@@ -130,7 +130,7 @@ http {{
             proxy_buffering off;
             proxy_request_buffering off;
             proxy_read_timeout 900s;
-            proxy_next_upstream error timeout http_503;
+            proxy_next_upstream error timeout;
         }}
     }}
 }}
