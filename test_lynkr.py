@@ -17710,6 +17710,61 @@ class TestPostgresStore:
         assert secret not in r.stderr + r.stdout, r.stderr
         assert time.monotonic() - t0 < 30, "a refused connection should not be retried for long at startup"
 
+    def test_a_failing_write_fails_alone_and_deadlocks_are_retried(self, pg):
+        """The writer commits a batch without savepoints; a write that fails makes it run again with one per
+        write, so only that write fails. Two instances' batches locking sessions in opposite orders
+        deadlock now and then: PostgreSQL aborts one batch, which is retried whole, none lost."""
+
+        def turn(sid: str, rid: str) -> lynkr.TurnRecord:
+            reply = {
+                "role": "assistant",
+                "content": [text("ok")],
+                "usage": {"input_tokens": 3, "output_tokens": 1},
+            }
+            return lynkr.TurnRecord(
+                sid, rid, "m", [user(f"ask {rid}")], reply=reply, provider="p", cost_usd=0.001
+            )
+
+        def broken(db: Any) -> None:
+            db.execute("INSERT INTO no_such_table VALUES (1)")
+
+        async def scenario() -> None:
+            a, b = lynkr.PostgresStore(pg.url), lynkr.PostgresStore(pg.url)
+            try:
+                await a.run(lambda db: None)
+                one = [
+                    a.write(lynkr.record_turn, turn("alone", "r1")),
+                    a.write(broken),
+                    a.write(lynkr.record_turn, turn("alone", "r2")),
+                ]
+                results = await asyncio.gather(*one, return_exceptions=True)
+                assert results[0] == 2 and results[2] == 2, results
+                assert "no_such_table" in str(results[1]), results
+                writes = []
+                for r in range(60):
+                    for store, order in ((a, range(6)), (b, range(5, -1, -1))):
+                        writes += [
+                            store.write(lynkr.record_turn, turn(f"s{i}", f"{id(store)}-{r}-{i}"))
+                            for i in order
+                        ]
+                    await asyncio.sleep(0)
+                results = await asyncio.gather(*writes, return_exceptions=True)
+                assert [r for r in results if not isinstance(r, int)] == [], results
+            finally:
+                await a.drain()
+                await b.drain()
+                a.close()
+                b.close()
+
+        asyncio.run(scenario())
+        assert pg.query("SELECT COUNT(*) FROM usage")[0][0] == 2 + 720
+        assert pg.query("SELECT COUNT(*) FROM turns WHERE session_id = 'alone'")[0][0] == 4
+        for i in range(6):  # every session: its questions and answers alternate, 120 exchanges each
+            kinds = [
+                k for (k,) in pg.query("SELECT kind FROM turns WHERE session_id = %s ORDER BY id", (f"s{i}",))
+            ]
+            assert kinds == ["user", "assistant"] * 120, (i, kinds[:6], len(kinds))
+
     def test_without_psycopg_the_error_names_the_extra(self, tmp_path):
         env = base_env(tmp_path, {"LYNKR_DATABASE_URL": "postgresql://lynkr@127.0.0.1:9/lynkr"})
         r = subprocess.run(
