@@ -905,9 +905,22 @@ def _url_or_path(name: str, value: str) -> str:
 
 
 def _database_url(name: str, value: str) -> str:
+    """A PostgreSQL URL, checked here so that a typo is one line at startup (never echoing the URL,
+    which may hold a password)."""
     value = value.strip()
-    if value and urllib.parse.urlsplit(value).scheme not in ("postgresql", "postgres"):
+    if not value:
+        return value
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"{name} must be a postgresql://user:password@host:port/database URL (or empty)")
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ConfigError(f"{name} has a port that is not a number") from None
+    if re.search(r"%(?![0-9A-Fa-f]{2})", value):
+        raise ConfigError(
+            f"{name} has a % not followed by two hex digits (percent-encode a password's %, as %25)"
+        )
     return value
 
 
@@ -2710,6 +2723,8 @@ def validate_messages_request(
     model = req.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("model: required string")
+    if not model.isprintable() or LONE_SURROGATE.search(model):
+        raise InvalidRequest("model: printable characters only")  # it is logged, charged and stored
     messages = req.get("messages")
     if not isinstance(messages, list):
         raise (
@@ -8208,14 +8223,32 @@ def error_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+URL_SECRET_PARAMS = re.compile(r"(?i)(^|&)((?:ssl)?password|passfile)=[^&]*")
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, for messages and logs."""
+    """The URL with its password replaced (in the user part or as a query parameter), for messages and
+    logs. Never fails: it runs on URLs that failed to parse elsewhere."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, hostport = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = userinfo.split(":", 1)[0] + ":***@" + hostport
+    query = URL_SECRET_PARAMS.sub(r"\1\2=***", parts.query)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def scrub_url_secrets(text: str, url: str) -> str:
+    """text with the URL's password taken out, however a library quoted it back."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+    found = [userinfo.split(":", 1)[1]] if ":" in userinfo else []
+    found += [m.group(0).split("=", 1)[1] for m in URL_SECRET_PARAMS.finditer(parts.query)]
+    for secret in [*found, *(urllib.parse.unquote(f) for f in found)]:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 @functools.lru_cache(maxsize=512)
@@ -8239,9 +8272,12 @@ class PgConnection:
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
+        self.answered = 0  # statements the server answered (or a commit sent)
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return self.raw.execute(pg_sql(sql), tuple(params))
+        cursor = self.raw.execute(pg_sql(sql), tuple(params))
+        self.answered += 1
+        return cursor
 
     def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> Any:
         cursor = self.raw.cursor()
@@ -8249,6 +8285,7 @@ class PgConnection:
         return cursor
 
     def commit(self) -> None:
+        self.answered += 1  # from here a lost reply may hide a commit that was done
         self.raw.commit()
 
     def rollback(self) -> None:
@@ -8259,7 +8296,7 @@ class PgConnection:
 
     def __exit__(self, kind: Any, _value: Any, _tb: Any) -> None:
         if kind is None:
-            self.raw.commit()
+            self.commit()
         else:
             self.raw.rollback()
 
@@ -8279,11 +8316,58 @@ def apply_pg_migrations(raw: Any) -> None:
                 raw.execute("INSERT INTO _migrations VALUES (%s, %s)", (name, time.time()))
 
 
+class StallWatch:
+    """Connections in the middle of a call, each with the time it must be done by. One that overruns has
+    its socket shut down, so the thread blocked on it gets an error at once: a database that stopped
+    answering behind something that still acknowledges TCP (a frozen proxy or pooler) never trips the
+    kernel's timeouts, and a thread would wait for it forever."""
+
+    def __init__(self, tick_s: float = 0.25) -> None:
+        self.tick_s = tick_s
+        self._due: dict[int, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, raw: Any, limit_s: float) -> None:
+        with self._lock:
+            self._due[id(raw)] = (time.monotonic() + limit_s, raw)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="lynkr-pg-watch", daemon=True)
+                self._thread.start()
+
+    def disarm(self, raw: Any) -> None:
+        with self._lock:
+            self._due.pop(id(raw), None)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(self.tick_s):
+            now = time.monotonic()
+            with self._lock:
+                late = [raw for due, raw in self._due.values() if due <= now]
+                for raw in late:
+                    self._due.pop(id(raw), None)
+            for raw in late:
+                with contextlib.suppress(Exception):
+                    stuck = socket.socket(fileno=os.dup(raw.pgconn.socket))
+                    try:
+                        stuck.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        stuck.close()
+
+
 class OneWriteFailed(Exception):
     """A write of an optimistic batch failed: the batch runs again with a savepoint per write."""
 
 
 PG_CONNECT_TIMEOUT_S = 5
+PG_PROBE_EVERY_S = (
+    5  # while reads cannot reach the database, one tries again this often; the rest fail at once
+)
+PG_IO_TIMEOUT_S = 10  # a read (a batch: twice this) unanswered this long: the database is away
 PG_WRITE_BATCH = 256  # writes per transaction
 PG_READERS = 4  # reader threads (and connections) per instance
 PG_DRAIN_S = 10.0  # at shutdown, how long queued writes may wait for an absent database
@@ -8292,7 +8376,7 @@ PG_DRAIN_S = 10.0  # at shutdown, how long queued writes may wait for an absent 
 # answer goes out after this and the write lands later.
 PG_ACK_WAIT_S = 0.5
 PG_RETRY_STATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure: retry the batch
-PG_MAX_COLLISIONS = 20
+PG_MAX_COLLISIONS = 100
 
 
 class PostgresStore:
@@ -8319,6 +8403,13 @@ class PostgresStore:
         self._migrate_lock = threading.Lock()
         self._write_conn: Any = None
         self._connections: list[Any] = []  # every connection opened, closed by close()
+        self._connections_lock = threading.Lock()
+        self.watch = StallWatch()
+        self.reads_away = False  # the last read could not reach the database
+        self._probing = False
+        self._next_probe = -math.inf
+        self._probe_lock = threading.Lock()
+        self._unavailable_logged = -math.inf
         self._queued: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
         self._writing = False  # event loop thread only
         self.pending = 0  # writes accepted and not yet committed
@@ -8340,10 +8431,21 @@ class PostgresStore:
     # -- connections --
     def _connect(self) -> Any:
         raw = self.psycopg.connect(
-            self.url, connect_timeout=PG_CONNECT_TIMEOUT_S, application_name="lynkr", autocommit=False
+            self.url,
+            connect_timeout=PG_CONNECT_TIMEOUT_S,
+            application_name="lynkr",
+            autocommit=False,
+            # A database that stops answering (a host gone, a network cut) is found out in seconds,
+            # not after the kernel's quarter of an hour.
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+            tcp_user_timeout=PG_IO_TIMEOUT_S * 1000,
         )
-        self._connections = [c for c in self._connections if not c.closed]
-        self._connections.append(raw)
+        with self._connections_lock:
+            self._connections = [c for c in self._connections if not c.closed]
+            self._connections.append(raw)
         if not self._migrated:
             with self._migrate_lock:
                 if not self._migrated:
@@ -8358,21 +8460,48 @@ class PostgresStore:
         )
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """Clients hear that the database is away, never its host, port or role; the log has the why."""
         reason = error_line(exc)
-        return StoreUnavailable(
-            f"the database (LYNKR_DATABASE_URL) cannot be reached: {reason}", reason=reason
-        )
+        now = time.monotonic()
+        if (
+            self._migrated and self.log is not None and now - self._unavailable_logged > 10
+        ):  # startup: one line
+            self._unavailable_logged = now
+            self.log.warning("the database cannot be reached", error=reason)
+        return StoreUnavailable("the database cannot be reached right now; retry shortly", reason=reason)
 
     # -- reads (and small writes whose caller waits) --
     def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        # While the database is away one read at a time finds out whether it is back; the others
+        # answer at once instead of each waiting out its own timeout.
+        with self._probe_lock:
+            probing = self.reads_away
+            if probing and (self._probing or time.monotonic() < self._next_probe):
+                raise StoreUnavailable("the database cannot be reached right now; retry shortly")
+            self._probing = self._probing or probing
+        try:
+            result = self._call_once(fn, args)
+        except StoreUnavailable:
+            self.reads_away = True
+            self._next_probe = time.monotonic() + PG_PROBE_EVERY_S
+            raise
+        finally:
+            if probing:
+                self._probing = False
+        self.reads_away = False
+        return result
+
+    def _call_once(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         # A connection the database dropped (a restart) is only found out when used: one fresh try.
         for attempt in (1, 2):
-            raw = getattr(self._local, "conn", None)
+            raw, db, began = getattr(self._local, "conn", None), None, time.monotonic()
             try:
                 if raw is None or raw.closed:
                     raw = self._local.conn = self._connect()
-                result = fn(PgConnection(raw), *args)
-                raw.commit()
+                db = PgConnection(raw)
+                self.watch.arm(raw, PG_IO_TIMEOUT_S)
+                result = fn(db, *args)
+                db.commit()
                 return result
             except self.psycopg.Error as exc:
                 if not self._lost(exc, raw):
@@ -8382,13 +8511,19 @@ class PostgresStore:
                 with contextlib.suppress(Exception):
                     raw is not None and raw.close()
                 self._local.conn = None
-                if attempt == 2 or raw is None:
+                # Again only on a connection found dead at its first statement: after that the work may
+                # have been done (a commit whose reply was lost) and must not be done twice.
+                # (A connection that stalled until the watch cut it is no idle casualty: no second wait.)
+                if attempt == 2 or db is None or db.answered or time.monotonic() - began > 1:
                     raise self.unavailable(exc) from None
             except BaseException:
                 if raw is not None and not raw.closed:
                     with contextlib.suppress(Exception):
                         raw.rollback()
                 raise
+            finally:
+                if raw is not None:
+                    self.watch.disarm(raw)
         raise AssertionError("unreachable")
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -8442,8 +8577,12 @@ class PostgresStore:
             try:
                 if raw is None or raw.closed:
                     raw = self._write_conn = self._connect()
-                outcomes = self._apply(PgConnection(raw), batch, isolate)
-                raw.commit()
+                self.watch.arm(raw, PG_IO_TIMEOUT_S * 2 + len(batch) * 0.05)
+                try:
+                    outcomes = self._apply(PgConnection(raw), batch, isolate)
+                    raw.commit()
+                finally:
+                    self.watch.disarm(raw)
                 if self.away_since is not None and self.log is not None:
                     self.log.info("the database is back", away_s=round(time.monotonic() - self.away_since, 1))
                 self.away_since = None
@@ -8528,12 +8667,14 @@ class PostgresStore:
             self.log.error("writes lost at shutdown: the database stayed away", writes=self.pending)
 
     def close(self) -> None:
+        self.watch.stop()
         self._readers.shutdown(wait=True)
         self._writer.shutdown(wait=True)
-        for raw in self._connections:
-            with contextlib.suppress(Exception):
-                raw.close()
-        self._connections.clear()
+        with self._connections_lock:
+            for raw in self._connections:
+                with contextlib.suppress(Exception):
+                    raw.close()
+            self._connections.clear()
 
 
 def open_store(cfg: Config, log: Logger | None = None) -> Store | PostgresStore:
@@ -8598,6 +8739,8 @@ class TurnRecord:
         default_factory=dict
     )  # the request's log fields: the router notes the provider
     owner: str | None = None  # the personal key the request came with (None: the shared key, or none)
+    started_at: float = field(default_factory=time.time)  # when the request came in
+    answered_at: float = 0.0  # when the answer went out (the ledger's time: a queued write lands later)
 
 
 LEDGER_USAGE_KEYS = (
@@ -8614,15 +8757,21 @@ TURN_COLUMNS = (
 SESSION_UPDATE = "UPDATE sessions SET updated_at = ?, history = ? WHERE id = ?"
 
 
-def _open_session(db: Any, turn: TurnRecord, now: float) -> tuple[str, str | None, bool, bool]:
-    """(history JSON, owner, created now, this request recorded already), the session's row created if
-    new and locked until commit. PostgreSQL: one round trip, which also finds a retried batch's turn
-    (its commit's reply lost with the connection); SQLite's writer is alone and never retries."""
+def storable_text(text: str) -> str:
+    """A client's string as both stores can keep it: no NUL (PostgreSQL refuses it), lone surrogates
+    escaped (UTF-8 cannot encode them)."""
+    return escape_surrogates(text.replace("\x00", "\\u0000"))
+
+
+def _open_session(db: Any, turn: TurnRecord, now: float) -> tuple[str, str | None, bool, bool, float]:
+    """(history JSON, owner, created now, this request recorded already, last updated), the session's
+    row created if new and locked until commit. PostgreSQL: one round trip, which also finds a retried
+    batch's turn (its commit's reply lost with the connection); SQLite's writer is alone, never retries."""
     if dialect_of(db).name == "postgres":
         return db.execute(
             "INSERT INTO sessions (id, created_at, updated_at, history, owner) VALUES (?, ?, ?, '[]', ?)"
             " ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING history, owner, xmax = 0,"
-            " EXISTS (SELECT 1 FROM turns WHERE request_id = ? AND session_id = ?)",
+            " EXISTS (SELECT 1 FROM turns WHERE request_id = ? AND session_id = ?), updated_at",
             (turn.session_id, now, now, turn.owner, turn.request_id, turn.session_id),
         ).fetchone()
     created = (
@@ -8633,10 +8782,10 @@ def _open_session(db: Any, turn: TurnRecord, now: float) -> tuple[str, str | Non
         ).rowcount
         == 1
     )
-    seen_json, owner = db.execute(
-        "SELECT history, owner FROM sessions WHERE id = ?", (turn.session_id,)
+    seen_json, owner, updated_at = db.execute(
+        "SELECT history, owner, updated_at FROM sessions WHERE id = ?", (turn.session_id,)
     ).fetchone()
-    return seen_json, owner, created, False
+    return seen_json, owner, created, False, updated_at
 
 
 @functools.lru_cache(maxsize=64)
@@ -8660,8 +8809,9 @@ def _write_turn(
     history: list[str] | None,
     session_id: str,
     rows: list[tuple[Any, ...]],
+    now: float = 0.0,
 ) -> None:
-    moved = (time.time(), storable_json(history), session_id) if history is not None else None
+    moved = (max(time.time(), now), storable_json(history), session_id) if history is not None else None
     if dialect_of(db).name == "postgres":
         if charge or moved or rows:
             params = [*(charge or ()), *(moved or ()), *(v for row in rows for v in row)]
@@ -8675,71 +8825,65 @@ def _write_turn(
         db.executemany(f"INSERT INTO turns ({TURN_COLUMNS}) VALUES ({', '.join('?' * 11)})", rows)
 
 
+def _charge_row(turn: TurnRecord, at: float) -> tuple[Any, ...] | None:
+    """The ledger row of an answer an upstream gave (None for a cache hit or no answer)."""
+    if turn.reply is None or turn.cache == "hit":
+        return None
+    usage = turn.usage or turn.reply.get("usage") or {}
+    counts = [usage.get(k) if isinstance(usage.get(k), int) else 0 for k in LEDGER_USAGE_KEYS]
+    model = storable_text(str(turn.request_log.get("upstream_model") or turn.model))
+    return (at, turn.owner, turn.provider, model, *counts, turn.cost_usd, turn.request_id, turn.session_id)
+
+
 def record_turn(db: Any, turn: TurnRecord) -> int:
     """Append only what this session has not seen yet, in the caller's transaction (Store.write);
     returns how many turns were written.
 
     The session's row is locked first (PostgreSQL; SQLite's writer is already alone), so instances
     recording the same conversation take turns. The reply counts as part of the history it extends:
-    when a later request of the conversation, answered by another instance, has already recorded this
-    exchange from its resent history, nothing is written twice. Every answer an upstream gave is
-    charged to its key in the usage ledger, recorded in the transcript or not."""
-    now = time.time()
-    seen_json, owner, created, recorded = _open_session(db, turn, now)
+    when a later request of the conversation, answered by another instance while this write waited,
+    has already recorded this exchange from its resent history, nothing is written twice. Every answer
+    an upstream gave is charged to its key in the usage ledger, recorded in the transcript or not."""
+    now = turn.answered_at or time.time()
+    seen_json, owner, created, recorded, updated_at = _open_session(db, turn, now)
     if turn.signed and turn.provider:
         db.executemany(
             "INSERT INTO thinking_signatures (key, provider, created_at) VALUES (?, ?, ?)"
             " ON CONFLICT (key) DO UPDATE SET provider = excluded.provider, created_at = excluded.created_at",
             [(key, turn.provider, now) for key in turn.signed],
         )
-    charge = None
-    if turn.reply is not None and turn.cache != "hit":  # an upstream answered: charge it to its key
-        usage = turn.usage or turn.reply.get("usage") or {}
-        counts = [usage.get(k) if isinstance(usage.get(k), int) else 0 for k in LEDGER_USAGE_KEYS]
-        model = turn.request_log.get("upstream_model") or turn.model
-        charge = (
-            now,
-            turn.owner,
-            turn.provider,
-            model,
-            *counts,
-            turn.cost_usd,
-            turn.request_id,
-            turn.session_id,
-        )
+    charge = _charge_row(turn, now)
     seen: list[str] = json.loads(seen_json)
     sequence = [*turn.messages, turn.reply] if turn.reply is not None else turn.messages
     common = _common_prefix(seen, sequence)
-    if (
-        (
-            not created and owner != turn.owner
-        )  # another key's session (a race the request-time check cannot see)
-        or recorded  # a batch retried after its commit's reply was lost
-        or common
-        == len(sequence)
-        < len(seen)  # a later request, answered elsewhere, recorded it from its history
-    ):
+    foreign = not created and owner != turn.owner  # another key's session (a race the request check missed)
+    # recorded: a batch retried after its commit's reply was lost. A history that already goes on past
+    # this exchange, written since this request came in: a later request of the conversation, answered
+    # elsewhere, recorded it (the same before it came in is a client going back: recorded again).
+    late = common == len(sequence) < len(seen) and updated_at > turn.started_at
+    if foreign or recorded or late:
         _write_turn(db, charge, None, turn.session_id, [])
         return 0
     common = min(common, len(turn.messages))
     history = seen[:common] + [message_hash(m) for m in turn.messages[common:]]
     rows: list[tuple[Any, ...]] = []
-    base = (turn.session_id, now)
+    first = (turn.session_id, now)
     for message in turn.messages[common:]:
         kind = "user" if message.get("role") != "assistant" else "assistant"
         content = storable_json(message.get("content"))
         rows.append(
-            (*base, kind, message.get("role"), content, None, None, None, turn.request_id, None, None)
+            (*first, kind, message.get("role"), content, None, None, None, turn.request_id, None, None)
         )
+    model = storable_text(turn.model)
     for message in turn.server_turns:
         content = storable_json(message.get("content"))
         rows.append(
             (
-                *base,
+                *first,
                 "server_tool",
                 message.get("role"),
                 content,
-                turn.model,
+                model,
                 None,
                 None,
                 turn.request_id,
@@ -8750,23 +8894,16 @@ def record_turn(db: Any, turn: TurnRecord) -> int:
     if turn.reply is not None:
         usage_json = storable_json(turn.usage or turn.reply.get("usage") or {})
         content = storable_json(turn.reply.get("content"))
-        rows.append(
-            (
-                *base,
-                "assistant",
-                "assistant",
-                content,
-                turn.model,
-                usage_json,
-                turn.cache,
-                turn.request_id,
-                turn.provider,
-                turn.cost_usd,
-            )
-        )
+        reply = (content, model, usage_json, turn.cache, turn.request_id, turn.provider, turn.cost_usd)
+        rows.append((*first, "assistant", "assistant", *reply))
         history.append(message_hash(turn.reply))
-    _write_turn(db, charge, history, turn.session_id, rows)
+    _write_turn(db, charge, history, turn.session_id, rows, now)
     return len(rows)
+
+
+def record_charge(db: Any, turn: TurnRecord) -> None:
+    """The ledger row alone, for a turn whose transcript could not be stored: no answer goes uncharged."""
+    _write_turn(db, _charge_row(turn, turn.answered_at or time.time()), None, turn.session_id, [])
 
 
 # -- personal keys and the usage ledger --
@@ -8827,12 +8964,10 @@ def create_key(
     rpm: int | None = None,
 ) -> str:
     """A new personal key; returns the key itself (only its hash is kept: it is shown this once)."""
-    if db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
-        raise InvalidRequest(f"a key named {name!r} exists already (revoked keys keep their name)")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    db.execute(
+    inserted = db.execute(  # two admins on two instances at once: one name, one key
         "INSERT INTO api_keys (name, key_hash, prefix, created_at, budget_usd, budget_period, models, rpm)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         (
             name,
             key_hash(key),
@@ -8842,7 +8977,9 @@ def create_key(
             json_dumps(list(models)),
             rpm,
         ),
-    )
+    ).rowcount
+    if inserted != 1:
+        raise InvalidRequest(f"a key named {name!r} exists already (revoked keys keep their name)")
     return key
 
 
@@ -8870,10 +9007,14 @@ def spent_since(db: Any, name: str, since: float) -> float:
     return float(row[0] or 0.0)
 
 
-def take_request_slot(db: Any, name: str, rpm: int, now: float) -> float | None:
+def take_request_slot(db: Any, name: str, rpm: int) -> float | None:
     """A key's requests-per-minute window in the shared database (PostgreSQL: the key's advisory lock
-    makes instances check and count one at a time). None: counted; else seconds until a slot frees."""
-    db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", ("lynkr-rpm:" + name,))
+    makes instances check and count one at a time, on the database's clock, so that instances whose
+    clocks differ share one minute). None: counted; else seconds until a slot frees."""
+    (now,) = db.execute(
+        "SELECT pg_advisory_xact_lock(hashtext(?)), EXTRACT(EPOCH FROM clock_timestamp())::float8",
+        ("lynkr-rpm:" + name,),
+    ).fetchone()[1:]
     db.execute("DELETE FROM key_requests WHERE key_name = ? AND at <= ?", (name, now - 60))
     count, oldest = db.execute(
         "SELECT COUNT(*), MIN(at) FROM key_requests WHERE key_name = ?", (name,)
@@ -15233,6 +15374,7 @@ class Orchestrator:
         http_req.reply_headers["x-lynkr-cache"] = http_req.log["cache"] = turn.cache = "stored"
 
     async def _record(self, turn: TurnRecord) -> None:
+        turn.answered_at = time.time()
         if turn.provider is None and turn.cache != "hit":
             turn.provider = turn.request_log.get("provider")
         if turn.reply is not None and turn.cache != "hit":
@@ -15249,9 +15391,7 @@ class Orchestrator:
         try:
             if self.store.shared:  # queued; the answer waits PG_ACK_WAIT_S at most, never for an outage
                 written = self.store.write(record_turn, turn)
-                if self.on_landed is not None:
-                    owner, cost = turn.owner, turn.cost_usd
-                    written.add_done_callback(lambda _f: self.on_landed(owner, cost))  # type: ignore[misc]
+                written.add_done_callback(lambda f: self._recorded(f, turn))
                 with contextlib.suppress(Exception):  # a failed write is logged when it settles
                     await asyncio.wait_for(asyncio.shield(written), PG_ACK_WAIT_S)
             else:
@@ -15263,6 +15403,16 @@ class Orchestrator:
             ValueError,
         ) as exc:  # the answer still goes out; the operator sees why it was not kept
             self.log.error("session store write failed", session_id=turn.session_id, error=str(exc))
+
+    def _recorded(self, written: asyncio.Future[Any], turn: TurnRecord, alone: bool = False) -> None:
+        """A shared store's turn write settled: its charge counts in the ledger from now on. A write that
+        failed (a transcript that could not be stored) still gets its ledger row, alone; if that fails
+        too, the charge stays counted in memory."""
+        if not written.cancelled() and written.exception() is None:
+            if self.on_landed is not None:
+                self.on_landed(turn.owner, turn.cost_usd)
+        elif not alone and turn.reply is not None and turn.cache != "hit":
+            self.store.write(record_charge, turn).add_done_callback(lambda f: self._recorded(f, turn, True))
 
     async def _thinking_for(
         self, provider: Provider, req: dict[str, Any], http_req: Request
@@ -16443,7 +16593,7 @@ def _admin_only(req: Request) -> None:
 
 async def route_admin_keys(app: App, req: Request) -> Response:
     _admin_only(req)
-    await app.keys.reload()
+    await app.keys.reload(fresh=True)
     return json_response(200, {"data": [k.describe() for k in app.keys.by_name.values()]})
 
 
@@ -16456,15 +16606,18 @@ async def route_admin_create_key(app: App, req: Request) -> Response:
     key = await app.store.change(
         create_key, wanted["name"], wanted["budget"], wanted["models"], wanted["rpm"]
     )
-    await app.keys.reload()
-    return json_response(201, {**app.keys.by_name[wanted["name"]].describe(), "key": key})
+    with contextlib.suppress(StoreUnavailable):  # the key exists: it is shown now or never
+        await app.keys.reload(fresh=True)
+    made = app.keys.by_name.get(wanted["name"])
+    described = made.describe() if made is not None else {"name": wanted["name"]}
+    return json_response(201, {**described, "key": key})
 
 
 async def route_admin_revoke_key(app: App, req: Request) -> Response:
     _admin_only(req)
     if not await app.store.change(revoke_key, req.params["name"]):
         raise NotFound(f"no active key named {req.params['name']!r}")
-    await app.keys.reload()
+    await app.keys.reload(fresh=True)
     return json_response(200, {"name": req.params["name"], "revoked": True})
 
 
@@ -16605,29 +16758,47 @@ class KeyRing:
         # A shared store is read on every check (other instances spend too); this instance's charges
         # whose ledger rows are still queued are added until they land.
         self.unlanded: dict[str, float] = {}
+        self._loading: asyncio.Future[None] | None = None
 
     @property
     def any(self) -> bool:
         return bool(self.by_name)
 
-    async def reload(self) -> None:
+    async def reload(self, fresh: bool = False) -> None:
+        """One load at a time, shared by every caller (an older load never lands over a newer one);
+        fresh: a load that starts after this call (an admin's change must be in it)."""
+        if fresh and self._loading is not None and not self._loading.done():
+            await asyncio.shield(self._loading)
+        if self._loading is None or self._loading.done() or fresh:
+            self._loading = asyncio.ensure_future(self._load())
+        await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
+        started = self.clock()
         try:
             keys = await self.store.run(load_keys)
         except StoreUnavailable as exc:
             if self.loaded_at == -math.inf:
                 raise
-            self.loaded_at = self.clock()  # the keys known keep working while the database is away
+            self.loaded_at = started  # the keys known keep working while the database is away
             if self.log is not None:
-                self.log.warning("personal keys not reloaded", error=exc.message)
+                self.log.warning("personal keys not reloaded", error=exc.reason)
             return
         self.by_hash = {k.key_hash: k for k in keys}
         self.by_name = {k.name: k for k in keys}
-        self.loaded_at = self.clock()
+        self.loaded_at = started
 
     async def identify(self, presented: list[str]) -> PersonalKey | None:
+        """The personal key among those presented. Keys already known never wait for a reload (it runs
+        in the background once KEY_RELOAD_S has passed); a key not known yet waits for a fresh one."""
+        personal = [c for c in presented if c.startswith(KEY_PREFIX)]
         if self.clock() - self.loaded_at > KEY_RELOAD_S:
-            await self.reload()
-        for candidate in presented:
+            if self.loaded_at == -math.inf or any(key_hash(c) not in self.by_hash for c in personal):
+                await self.reload()
+            elif self._loading is None or self._loading.done():
+                self._loading = asyncio.ensure_future(self._load())
+                self._loading.add_done_callback(lambda f: f.cancelled() or f.exception())
+        for candidate in personal:
             if candidate.startswith(KEY_PREFIX):
                 key = self.by_hash.get(key_hash(candidate))
                 if key is not None and key.revoked_at is None:
@@ -16678,7 +16849,7 @@ class KeyRing:
         store counts every instance's requests (this one's alone while the database is away)."""
         if self.store.shared:
             with contextlib.suppress(StoreUnavailable):
-                return await self.store.run(take_request_slot, name, rpm, now)
+                return await self.store.run(take_request_slot, name, rpm)
         return self._local_slot(name, rpm, now)
 
     async def spent(self, name: str, start: float) -> float:
@@ -17128,7 +17299,7 @@ def store_failure(store: Store | PostgresStore, cfg: Config, exc: BaseException)
     """The one line startup prints when the store cannot be opened."""
     if isinstance(store, PostgresStore):
         reason = exc.reason if isinstance(exc, StoreUnavailable) else error_line(exc)
-        return f"cannot reach LYNKR_DATABASE_URL ({store.shown_url}): {reason}"
+        return f"cannot reach LYNKR_DATABASE_URL ({store.shown_url}): {scrub_url_secrets(reason, store.url)}"
     return f"cannot open SESSION_DB_PATH {cfg.session_db_path}: {exc}"
 
 
@@ -17148,7 +17319,9 @@ async def serve(app: App) -> int:
         try:
             await app.store.run(lambda db: None)  # open + migrate now: a broken database fails at startup
             provider.calibrations.update(await app.store.run(load_calibrations))
-        except (sqlite3.Error, OSError, LynkrError) as exc:
+            if app.keys.enabled:  # loaded now: a request never waits for the first load
+                await app.keys.reload()
+        except Exception as exc:  # noqa: BLE001 - any failure to open the store is one line, no traceback
             print(f"lynkr: {store_failure(app.store, cfg, exc)}", file=sys.stderr)
             return 2
         if mcp is not None:

@@ -2252,6 +2252,51 @@ def pg(pg_cluster) -> Any:
         pg_cluster.start()
 
 
+class FreezableRelay:
+    """127.0.0.1:port -> a target port, byte for byte; while `frozen` is set it holds every byte and new
+    connections get no upstream, yet the kernel still acknowledges everything: a database behind a
+    hung proxy or pooler, which no TCP timeout notices."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.frozen = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        while self.frozen.is_set():
+            time.sleep(0.05)
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                while self.frozen.is_set():
+                    time.sleep(0.05)
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.frozen.clear()
+        self.server.close()
+
+
 class Nginx:
     """nginx in front of some ports: round robin (one worker, so strictly alternating), HTTP/1.1 with
     keep-alive to the upstreams, no buffering of requests or responses, long timeouts, no retry on
@@ -17691,12 +17736,56 @@ SERVE_WITHOUT_PSYCOPG = [
 
 
 def pg_env(pg: PgDatabase, fake: FakeHTTP, **kw: Any) -> dict:
-    return dbx_env(fake, LYNKR_DATABASE_URL=pg.url, LYNKR_ADMIN_KEY=ADMIN_KEY, **kw)
+    return dbx_env(fake, **{"LYNKR_DATABASE_URL": pg.url, "LYNKR_ADMIN_KEY": ADMIN_KEY, **kw})
 
 
 class TestPostgresStore:
     """LYNKR_DATABASE_URL moves sessions and turns, tasks, token calibration, keys and the usage ledger to
     PostgreSQL; migrations run under a lock; an unreachable database stops lynkr with one line."""
+
+    @pytest.mark.parametrize(
+        ("url", "says"),
+        [
+            ("postgresql://lynkr:S3cret%zz@127.0.0.1:5432/x", "a % not followed by two hex digits"),
+            ("postgresql://lynkr:S3cret@127.0.0.1:abc/x", "a port that is not a number"),
+            ("postgresql://lynkr@127.0.0.1:{port}/x?password=S3cret&sslmode=disable", "cannot reach"),
+        ],
+    )
+    def test_a_bad_url_is_one_line_that_never_shows_the_password(self, tmp_path, url, says):
+        r = run_lynkr(tmp_path, {"LYNKR_DATABASE_URL": url.format(port=free_port())}, timeout=60)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and says in lines[0], r.stderr[-2000:]
+        assert "S3cret" not in r.stderr + r.stdout, r.stderr
+
+    def test_model_names_are_printable(self, pg, spawn_lynkr, new_dbx):
+        """A model name is logged, matched against a key's globs, charged and stored: a NUL or a lone
+        surrogate in it (which PostgreSQL cannot store) is a 400, before any upstream call."""
+        fake = new_dbx()
+        p = spawn_lynkr("a", pg_env(pg, fake))
+        for bad in ("claude-sonnet-4-5\u0000", "claude-sonnet-4-5\ud800", "claude\nsonnet"):
+            r = p.post(json.dumps({**base_req(), "model": bad}).encode())  # escaped: valid JSON
+            assert r.status == 400 and r.etype == "invalid_request_error", (bad, r.status, r.data[:300])
+            assert "model" in r.json()["error"]["message"]
+        assert fake.requests == []
+
+    def test_a_client_going_back_is_recorded_even_with_the_same_answer(self, tmp_path):
+        """The late-write rule (an exchange a later request already recorded) must not swallow a rewind: a
+        client resending an earlier point that gets the same answer again is a new exchange."""
+        db = sqlite3.connect(tmp_path / "s.db")
+        lynkr.apply_migrations(db)
+
+        def exchange(rid: str, messages: list, answer: str) -> int:
+            reply = {"role": "assistant", "content": [text(answer)]}
+            turn = lynkr.TurnRecord("rw", rid, "m", messages, reply=reply, provider="p")
+            with db:
+                return lynkr.record_turn(db, turn)
+
+        q1, q2 = user("first"), user("second")
+        assert exchange("r1", [q1], "one") == 2
+        assert exchange("r2", [q1, {"role": "assistant", "content": [text("one")]}, q2], "two") == 2
+        assert exchange("r3", [q1], "one") == 1  # back to the start, the same answer: recorded again
+        kinds = [k for (k,) in db.execute("SELECT kind FROM turns WHERE session_id = 'rw' ORDER BY id")]
+        assert kinds == ["user", "assistant", "user", "assistant", "assistant"], kinds
 
     @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
     def test_unreachable_database_is_one_line_without_the_password(self, tmp_path, scheme):
@@ -26939,6 +27028,52 @@ class TestTeamGatewayOutage:
         assert t.wait_charged("(shared)", len(oks), timeout=60)["cost_usd"] == pytest.approx(
             len(oks) * ANSWER_COST_USD
         ), summary
+
+    def test_a_database_that_stops_answering_never_hangs_the_gateway(self, pg, spawn_lynkr, new_dbx):
+        """PostgreSQL behind a relay that freezes: TCP is still acknowledged, nothing is answered. Requests
+        with a known personal key (rpm and budget checked in the database) still get their answers, the
+        health routes answer at once, transcript reads answer 503 instead of hanging; once the relay
+        thaws, every answered turn lands."""
+        relay = FreezableRelay(pg.cluster.port)
+        try:
+            url = pg.url.replace(f":{pg.cluster.port}/", f":{relay.port}/")
+            assert url != pg.url
+            fake = new_dbx()
+            fake.default = priced_answer
+            p = spawn_lynkr("a", pg_env(pg, fake, LYNKR_DATABASE_URL=url, LYNKR_KEYS="required"))
+            made = admin(p, "POST", "/admin/keys", {"name": "frozen", "rpm": 1000, "budget": "100/day"})
+            assert made.status == 201, made.data
+            key = {"x-api-key": made.json()["key"]}
+            assert (
+                p.post(base_req(messages=[user("warm")]), headers={**key, "x-session-id": "fz-warm"}).status
+                == 200
+            )
+            relay.frozen.set()
+            took = []
+            for i in range(4):
+                t0 = time.monotonic()
+                r = p.post(
+                    base_req(messages=[user(f"frozen {i}")]),
+                    headers={**key, "x-session-id": f"fz-{i}"},
+                    timeout=60,
+                )
+                took.append(time.monotonic() - t0)
+                assert r.status == 200, (i, r.status, r.data[:300])
+            assert took[0] < 20 and max(took[1:]) < 3, took  # one read waits out the stall; then none do
+            t0 = time.monotonic()
+            assert admin(p, "GET", "/health").status == 200 and time.monotonic() - t0 < 3
+            t0 = time.monotonic()
+            r = admin(p, "GET", "/v1/sessions/fz-warm")
+            assert r.status == 503 and r.headers.get("retry-after"), (r.status, r.data[:300])
+            assert time.monotonic() - t0 < 20
+            assert "127.0.0.1" not in r.json()["error"]["message"], r.data  # no database details to clients
+            relay.frozen.clear()
+            for i in range(4):
+                assert turn_summary(session_landed(p, f"fz-{i}", 2, timeout=60))[0][2] == f"frozen {i}"
+            spent = pg.query("SELECT COUNT(*) FROM usage WHERE key_name = 'frozen'")[0][0]
+            assert spent == 5, spent  # every answer charged once
+        finally:
+            relay.close()
 
     def test_a_full_write_queue_is_a_503_with_retry_after(self, pg, spawn_lynkr, new_dbx):
         fake = new_dbx()
