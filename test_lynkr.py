@@ -17757,6 +17757,51 @@ class TestPostgresStore:
         assert r.returncode == 2 and len(lines) == 1 and says in lines[0], r.stderr[-2000:]
         assert "S3cret" not in r.stderr + r.stdout, r.stderr
 
+    def test_the_shared_cache_keeps_its_bound_and_its_expiry(self, pg):
+        """PROMPT_CACHE_BACKEND=postgres: the table keeps PROMPT_CACHE_MAX_ENTRIES entries, least recently
+        used out first (a hit counts as a use, on any instance); an expired entry is a miss everywhere."""
+
+        def answer(n: int) -> dict:
+            return {
+                "id": f"msg_{n}",
+                "type": "message",
+                "role": "assistant",
+                "content": [text(f"answer {n}")],
+            }
+
+        async def scenario() -> None:
+            store = lynkr.PostgresStore(pg.url)
+            other = lynkr.PostgresStore(pg.url)
+            try:
+                await store.run(lambda db: None)
+                mine = lynkr.SharedPromptCache(store, ttl_s=60, max_entries=3)
+                theirs = lynkr.SharedPromptCache(other, ttl_s=60, max_entries=3)
+                for n in range(3):
+                    mine.keep(f"k{n}", answer(n))
+                    await asyncio.sleep(0.01)
+                while store.pending:
+                    await asyncio.sleep(0.01)
+                assert (await theirs.lookup("k0"))["id"] == "msg_0"  # used on the other instance: newest now
+                while other.pending:
+                    await asyncio.sleep(0.01)
+                mine.keep("k3", answer(3))
+                while store.pending:
+                    await asyncio.sleep(0.01)
+                kept = {k for (k,) in pg.query("SELECT key FROM prompt_cache")}
+                assert kept == {"k0", "k2", "k3"}, kept  # k1 was the least recently used
+                short = lynkr.SharedPromptCache(store, ttl_s=0.2, max_entries=3)
+                short.keep("brief", answer(9))
+                while store.pending:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.3)
+                assert await theirs.lookup("brief") is None and await short.lookup("brief") is None
+            finally:
+                for s in (store, other):
+                    await s.drain()
+                    s.close()
+
+        asyncio.run(scenario())
+
     def test_model_names_are_printable(self, pg, spawn_lynkr, new_dbx):
         """A model name is logged, matched against a key's globs, charged and stored: a NUL or a lone
         surrogate in it (which PostgreSQL cannot store) is a 400, before any upstream call."""
