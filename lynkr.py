@@ -8826,10 +8826,11 @@ def _write_turn(
 
 
 def _charge_row(turn: TurnRecord, at: float) -> tuple[Any, ...] | None:
-    """The ledger row of an answer an upstream gave (None for a cache hit or no answer)."""
-    if turn.reply is None or turn.cache == "hit":
+    """The ledger row of an answer an upstream gave, or of what it generated before the stream was
+    abandoned (None for a cache hit or no answer)."""
+    if turn.cache == "hit" or (turn.reply is None and not turn.usage):
         return None
-    usage = turn.usage or turn.reply.get("usage") or {}
+    usage = turn.usage or (turn.reply or {}).get("usage") or {}
     counts = [usage.get(k) if isinstance(usage.get(k), int) else 0 for k in LEDGER_USAGE_KEYS]
     model = storable_text(str(turn.request_log.get("upstream_model") or turn.model))
     return (at, turn.owner, turn.provider, model, *counts, turn.cost_usd, turn.request_id, turn.session_id)
@@ -15377,6 +15378,8 @@ class Orchestrator:
         turn.answered_at = time.time()
         if turn.provider is None and turn.cache != "hit":
             turn.provider = turn.request_log.get("provider")
+        if turn.reply is None and turn.usage:  # an abandoned stream: charged, not learned from
+            self._charge(turn)
         if turn.reply is not None and turn.cache != "hit":
             self._charge(turn)
             if turn.sent is not None:
@@ -15411,7 +15414,7 @@ class Orchestrator:
         if not written.cancelled() and written.exception() is None:
             if self.on_landed is not None:
                 self.on_landed(turn.owner, turn.cost_usd)
-        elif not alone and turn.reply is not None and turn.cache != "hit":
+        elif not alone and _charge_row(turn, 0.0) is not None:
             self.store.write(record_charge, turn).add_done_callback(lambda f: self._recorded(f, turn, True))
 
     async def _thinking_for(
@@ -15514,8 +15517,10 @@ class Orchestrator:
         captured = bytearray()
         capturing = reply_builder is None  # a translator that kept the message spares the re-parse
         recorded = False
+        deltas = 0  # content_block_delta events sent (each names itself twice): an abandoned stream's output
         try:
             async for chunk in upstream:
+                deltas += chunk.count(b"content_block_delta")
                 if capturing:
                     captured += chunk
                     capturing = len(captured) <= MAX_CAPTURED_STREAM_BYTES
@@ -15541,7 +15546,42 @@ class Orchestrator:
             if aclose is not None:
                 await aclose()
             if not recorded:
+                with contextlib.suppress(Exception):  # a charge estimated is better than none, never an error
+                    await self._charge_abandoned(
+                        turn, reply_builder, bytes(captured) if capturing else b"", deltas // 2
+                    )
                 await self._record(turn)
+
+    async def _charge_abandoned(
+        self, turn: TurnRecord, reply_builder: Callable[[], Any] | None, captured: bytes, deltas: int
+    ) -> None:
+        """A stream that ended before message_stop (the client left, the upstream broke off) still cost
+        what was generated, and a budget must see it: its input from the upstream's own message_start
+        where the stream carried one, else lynkr's calibrated estimate; its output from the text sent
+        so far (about four characters a token), at least a token per delta event."""
+        if turn.sent is None or not (deltas or captured):
+            return
+        message = reply_builder() if reply_builder is not None else None
+        if message is None and captured:
+            acc = sse_to_message(captured)
+            message = acc.result() if acc.error is None else None
+        usage = dict((message or {}).get("usage") or {})
+        if not any(
+            isinstance(usage.get(k), int) and usage[k] > 0
+            for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        ):
+            key = (str(turn.request_log.get("provider")), str(turn.request_log.get("upstream_model")))
+            raw = await self.provider.estimate(turn.sent)
+            usage["input_tokens"] = self.provider.calibrations.get(key, TokenCalibration()).count(raw)
+        written = sum(
+            len(str(b.get("text") or b.get("thinking") or ""))
+            + (len(json_dumps(b["input"])) if "input" in b else 0)
+            for b in (message or {}).get("content") or []
+            if isinstance(b, dict)
+        )
+        usage["output_tokens"] = max(int(usage.get("output_tokens") or 0), written // 4, deltas)
+        turn.usage = usage
+        turn.request_log["abandoned"] = True
 
     # -- the agent loop --
     async def _agent_loop(

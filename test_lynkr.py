@@ -26421,6 +26421,34 @@ class TestPersonalKeys:
     key from the upstream's usage and the price table; a key's models, requests per minute and budget
     enforced before any upstream call; sessions belong to the key that started them."""
 
+    def test_an_abandoned_stream_is_charged_and_counts_against_the_budget(self, make_proxy, new_dbx):
+        """A client that hangs up before the last event still cost what the upstream generated: its
+        input (lynkr's calibrated estimate: this upstream reports usage only at the end) and its output
+        so far. Otherwise hanging up just before the end would read a whole answer for free."""
+        p, fake = keys_stack(make_proxy, new_dbx)
+        key = new_key(p, "leaver", budget="0.0005/day")
+        words = "word " * 80
+        fake.push(stream_reply(oai_sse(oai_stream(words, pieces=80)), gap=0.03))
+        ask = base_req(messages=[user("tell me a long story " * 50)], stream=True)
+        conn, resp = open_stream(p.port, ask, headers={"x-api-key": key, "x-session-id": "left"})
+        got = 0
+        for _t, ev, _data in iter_events(resp):
+            got += ev == "content_block_delta"
+            if got == 20:
+                break
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+
+        def charged() -> dict | None:
+            rows = admin(p, "GET", "/admin/usage?by=key").json()["data"]
+            return next((r for r in rows if r["key"] == "leaver"), None)
+
+        row = wait_for(charged, 10, "the abandoned stream's charge in the ledger")
+        assert row["requests"] == 1 and row["input_tokens"] >= 200, row  # ~250 words asked
+        assert 20 <= row["output_tokens"] <= 80 and row["cost_usd"] > 0.0005, row
+        r = as_key(p, key)  # the budget saw it
+        assert r.status == 429 and r.etype == "rate_limit_error", (r.status, r.data[:300])
+
     def test_cli_creates_lists_and_revokes_and_stores_only_a_hash(self, tmp_path):
         r = run_lynkr(
             tmp_path,
