@@ -8254,7 +8254,8 @@ def scrub_url_secrets(text: str, url: str) -> str:
 @functools.lru_cache(maxsize=512)
 def pg_sql(sql: str) -> str:
     """sqlite3's qmark SQL as psycopg's format SQL: ? -> %s, and every literal % doubled (quoted
-    literals keep their question marks)."""
+    literals keep their question marks). Made for the store's own statements: no comments, no
+    double-quoted identifiers, no $$ or E'' strings (a ? in those would be taken for a parameter)."""
 
     def swap(match: re.Match[str]) -> str:
         text = match.group(0)
