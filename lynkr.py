@@ -7928,6 +7928,23 @@ def apply_migrations(
             raise
 
 
+def settle_writes(
+    batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]],
+    done: asyncio.Future[list[tuple[bool, Any]]],
+) -> None:
+    """Each awaiter of a committed batch gets its write's outcome (all of them the batch's own error,
+    when the batch failed as a whole)."""
+    error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+    outcomes = done.result() if error is None else [(False, error)] * len(batch)
+    for (_fn, _args, future), (ok, value) in zip(batch, outcomes, strict=False):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
 class Store:
     """SQLite behind a single worker thread: `await store.run(fn, *args)` runs fn(db, *args) there.
 
@@ -8018,15 +8035,7 @@ class Store:
         batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]],
         done: asyncio.Future[list[tuple[bool, Any]]],
     ) -> None:
-        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-        outcomes = done.result() if error is None else [(False, error)] * len(batch)
-        for (_fn, _args, future), (ok, value) in zip(batch, outcomes, strict=False):
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+        settle_writes(batch, done)
         self._next_batch()
 
     # The calls PostgresStore has too: a local file is never away, and its writes are awaited.
@@ -8648,14 +8657,7 @@ class PostgresStore:
         batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]],
         done: asyncio.Future[list[tuple[bool, Any]]],
     ) -> None:
-        error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-        outcomes = done.result() if error is None else [(False, error)] * len(batch)
-        for (_fn, _args, future), (ok, value) in zip(batch, outcomes, strict=False):
-            if not future.done():
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+        settle_writes(batch, done)
         self._next_batch()
 
     async def drain(self, timeout_s: float = PG_DRAIN_S) -> None:
@@ -9273,8 +9275,9 @@ class PromptCache:
         self.hits += 1
         return message
 
-    def put(self, key: str, message: dict[str, Any]) -> None:
-        self._entries[key] = (self.clock() + self.ttl_s, message)
+    def put(self, key: str, message: dict[str, Any], expires_at: float | None = None) -> None:
+        """expires_at: an entry's own expiry (one another instance stored); default a TTL from now."""
+        self._entries[key] = (self.clock() + self.ttl_s if expires_at is None else expires_at, message)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -9340,10 +9343,7 @@ class SharedPromptCache(PromptCache):
         if found is None:
             return None
         message, expires_at = found
-        self._entries[key] = (expires_at, message)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self.put(key, message, expires_at)
         self.misses -= 1  # the local miss above was a hit after all
         self.hits += 1
         return message

@@ -44,6 +44,7 @@ from run_bench import (
     cpu_seconds,
     expected_text,
     free_port,
+    lynkr_env,
     spawn,
     start_fake,
     stop_process,
@@ -150,22 +151,7 @@ http {{
 
 def start_lynkr(work: str, name: str, fake_port: int, **extra: str) -> Target:
     port = free_port()
-    ws = os.path.join(work, name, "ws")
-    os.makedirs(ws, exist_ok=True)
-    os.makedirs(os.path.join(work, "no-mcp"), exist_ok=True)
-    env = clean_env(
-        DATABRICKS_API_BASE=f"http://127.0.0.1:{fake_port}",
-        DATABRICKS_API_KEY="bench-token",
-        LYNKR_HOST="127.0.0.1",
-        LYNKR_PORT=str(port),
-        LYNKR_INDEX_ON_START="false",
-        PROMPT_CACHE_ENABLED="false",
-        LYNKR_DATA_DIR=os.path.join(work, name, "data"),
-        WORKSPACE_ROOT=ws,
-        MCP_MANIFEST_DIRS=os.path.join(work, "no-mcp"),
-        LOG_LEVEL="warning",
-        **extra,
-    )
+    env, ws = lynkr_env(work, fake_port, port, "warning", name, **extra)  # run_bench's lynkr, on its port
     t = Target(name, name)
     t.logfile = os.path.join(work, f"{name}.log")
     t.proc = spawn([sys.executable, LYNKR], env, ws, t.logfile)
